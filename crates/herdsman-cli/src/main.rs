@@ -1,0 +1,2 @@
+//! The `herdsman` command.
+fn main() {}

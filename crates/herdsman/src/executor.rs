@@ -1,0 +1,78 @@
+//! The seam between the engine and whatever runs one attempt of one item.
+//!
+//! The engine owns all scheduling (window, rate limit, retry timers, deadlines, cancel,
+//! progress). An executor only runs attempts and reports how each ended. It must never
+//! retry, reorder for the caller, or drop an attempt without reporting it (unless the engine
+//! abandoned it).
+
+use std::time::Duration;
+
+/// Identifies one attempt of one item: the item's 0-based input index and the 1-based attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId {
+    /// 0-based position of the item in the input.
+    pub index: u64,
+    /// 1-based attempt number (1 = first try).
+    pub attempt: u32,
+}
+
+/// How one attempt ended, as reported by an executor.
+#[derive(Debug)]
+pub enum AttemptOutcome<U, E> {
+    /// The attempt produced a value.
+    Success(U),
+    /// The attempt returned an error. The engine's retry policy decides what happens next.
+    Failure(E),
+    /// The attempt panicked (thread executors) or its process died; the message says how.
+    Panicked(String),
+}
+
+/// An error that makes the executor unusable, so the whole run must stop
+/// (for example: a worker program that cannot be started at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FatalExecutorError {
+    /// One sentence saying what happened and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for FatalExecutorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FatalExecutorError {}
+
+/// Runs attempts handed to it by the engine and reports their outcomes.
+///
+/// The engine calls these methods from a single scheduler thread. `submit` must not block
+/// for long: an executor queues the attempt and returns. `poll` waits at most `timeout` and
+/// appends every attempt that finished since the last call.
+pub trait Executor<T>: Send {
+    /// The value a successful attempt yields.
+    type Output: Send;
+    /// The error a failed attempt yields.
+    type Error: Send;
+
+    /// How many attempts may be submitted and unfinished at once (running plus queued).
+    /// The engine never exceeds it.
+    fn capacity(&self) -> usize;
+
+    /// Start (or queue) one attempt of one item.
+    fn submit(&mut self, id: AttemptId, item: T) -> Result<(), FatalExecutorError>;
+
+    /// Wait up to `timeout` for finished attempts and append them to `out`.
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<(AttemptId, AttemptOutcome<Self::Output, Self::Error>)>,
+    ) -> Result<(), FatalExecutorError>;
+
+    /// Give up on an attempt (per-item timeout, or the run stops). The executor must not
+    /// report it afterwards. Thread executors discard the late result and replace the busy
+    /// thread; process executors kill the worker's process group and restart it.
+    fn abandon(&mut self, id: AttemptId);
+
+    /// Stop everything; called once when the run ends.
+    fn shutdown(&mut self);
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""herdsman worker for the reference workload, speaking the `framed` protocol.
+
+Run it through herdsman:
+    herdsman run -i examples/primes/data.csv -w "python3 examples/primes/worker.py" \
+        --protocol framed -o examples/primes/out/primes.jsonl
+or by hand, one request per line on stdin:
+    echo '{"id":1,"record":{"id":"3","value":"17"}}' | python3 examples/primes/worker.py
+
+For each request {"id":N,"record":{"id":"…","value":"…"}} it answers
+    {"id":N,"output":{"id":…,"value":…,"primes_up_to_value":…}} then {"id":N,"done":true}
+or, when id or value is not an integer,
+    {"id":N,"error":"…","retryable":false}
+Replies are flushed once per chunk read from stdin, so a busy pipe costs one write per chunk
+rather than one per record, and a lone request is still answered at once.
+Standard library only.
+"""
+import json
+import os
+import sys
+
+from primes import compute
+
+dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def answer(line: bytes) -> str:
+    try:
+        request = json.loads(line)
+        rid = request["id"]
+        record = request["record"]
+    except (ValueError, KeyError, TypeError) as err:
+        # Without a request id there is nothing to answer: this is a protocol violation.
+        sys.stderr.write(f"primes worker: cannot read request {line[:200]!r}: {err}\n")
+        sys.exit(2)
+    try:
+        output = compute(record)
+    except ValueError as err:
+        return dumps({"id": rid, "error": str(err), "retryable": False}) + "\n"
+    return dumps({"id": rid, "output": output}) + "\n" + dumps({"id": rid, "done": True}) + "\n"
+
+
+def main() -> None:
+    out = sys.stdout
+    pending = b""
+    while True:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        out.write("".join(answer(line) for line in lines if line.strip()))
+        out.flush()
+    if pending.strip():
+        out.write(answer(pending))
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ Shared by worker.py (the herdsman worker) and the baselines under bench/, so tha
 implementation does exactly the same work. `compute` raises ValueError for a row whose id or
 value is not an integer; callers report that row as a failure.
 """
+import json
 import math
 
 
@@ -25,15 +26,24 @@ def count_primes(x: int) -> int:
     return sum(1 for n in range(2, x + 1) if is_prime(n))
 
 
-def compute(row: dict) -> dict:
-    """Turn a CSV row {"id": "3", "value": "17"} into the output record."""
+def integer_field(row: dict, name: str) -> int:
+    """Read an integer that arrives as a string (CSV input) or a number (JSONL input)."""
+    if name not in row:
+        raise ValueError(f"row has no '{name}' column")
+    text = row[name]
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
     try:
-        ident = int(row["id"])
-        value = int(row["value"])
-    except KeyError as missing:
-        raise ValueError(f"row has no {missing} column") from None
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"id and value must be integers, got id={row.get('id')!r} value={row.get('value')!r}"
-        ) from None
+        return int(text.strip())
+    except (AttributeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {json.dumps(text)}") from None
+
+
+def compute(row: dict) -> dict:
+    """Turn a CSV row {"id": "3", "value": "17"} into the output record.
+
+    Raises ValueError, with a message fit for the failures file, when id or value is missing
+    or is not an integer."""
+    ident = integer_field(row, "id")
+    value = integer_field(row, "value")
     return {"id": ident, "value": value, "primes_up_to_value": count_primes(value)}

@@ -1,0 +1,222 @@
+//! The ledger's error type: one variant per thing that can go wrong, each message saying what
+//! happened and what the user can do about it.
+//!
+//! It must never hide the underlying cause: wrapped errors stay reachable through `source()`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::identity::IdentityChange;
+
+/// Everything that can go wrong while opening, reading or writing the checkpoint ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// Another process (or another handle in this process) holds the state directory's lock.
+    #[error(
+        "another herdsman run holds {dir}{pid}; wait for it to finish or use a different --state directory",
+        dir = .dir.display(),
+        pid = PidSuffix(*.holder_pid)
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The pid the holder wrote into the lock file, if it could be read.
+        holder_pid: Option<u32>,
+    },
+
+    /// The stored job identity differs from the one being resumed.
+    #[error(
+        "the job changed since the checkpoint: {changes}; run with --restart to start over, or restore the original inputs and settings",
+        changes = JoinChanges(.changes)
+    )]
+    IdentityChanged {
+        /// What differs, stored value first.
+        changes: Vec<IdentityChange>,
+    },
+
+    /// The ledger file exists but cannot be trusted (not a database, damaged, or holding
+    /// values this version cannot read).
+    #[error(
+        "the checkpoint at {path} is damaged ({detail}); run with --restart to start over, or use a different --state directory",
+        path = .path.display()
+    )]
+    Corrupt {
+        /// The ledger file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// The ledger was written by a newer herdsman whose schema this version does not know.
+    #[error(
+        "the checkpoint at {path} was written by a newer herdsman (schema version {found}, this one knows up to {supported}); upgrade herdsman, or run with --restart to start over",
+        path = .path.display()
+    )]
+    NewerSchema {
+        /// The ledger file.
+        path: PathBuf,
+        /// The schema version found in the file.
+        found: i64,
+        /// The newest schema version this build understands.
+        supported: i64,
+    },
+
+    /// A read-only open found no ledger.
+    #[error(
+        "there is no checkpoint in {dir}; no run has used this --state directory yet",
+        dir = .dir.display()
+    )]
+    NotFound {
+        /// The state directory that was looked in.
+        dir: PathBuf,
+    },
+
+    /// A write was attempted through a ledger opened with [`crate::SqliteLedger::open_read_only`].
+    #[error("the checkpoint was opened read-only (for status); open it through a locked StateDir to change it")]
+    ReadOnly,
+
+    /// `commit_chunk` or `mark_finished` was called before `open_job`.
+    #[error("no job is open in this ledger; call open_job before committing chunks or finishing")]
+    NoJob,
+
+    /// The same chunk was committed twice.
+    #[error("chunk {chunk} is already committed; a chunk's output must be written exactly once, so this run would duplicate records; run with --restart to start over")]
+    AlreadyCommitted {
+        /// The chunk number.
+        chunk: u64,
+    },
+
+    /// A chunk was committed after the job was marked finished.
+    #[error("the job is already marked finished, so chunk {chunk} cannot be committed; run with --restart to run it again")]
+    AlreadyFinished {
+        /// The chunk number.
+        chunk: u64,
+    },
+
+    /// A commit's file offsets are smaller than ones already committed: the partial files only
+    /// ever grow, so this means they were truncated or rewritten behind the ledger's back.
+    #[error(
+        "chunk {chunk} ends {file} at byte {got}, before byte {committed} already committed; the partial files must only grow, so they were changed outside this run; run with --restart to start over"
+    )]
+    OffsetsWentBackwards {
+        /// The chunk number.
+        chunk: u64,
+        /// `"output"` or `"failures"`.
+        file: &'static str,
+        /// The offset in the rejected commit.
+        got: u64,
+        /// The largest offset already committed.
+        committed: u64,
+    },
+
+    /// A count or offset does not fit the ledger's signed 64-bit integers.
+    #[error("{field} = {value} is too large to store in the checkpoint (the limit is {max}); split the input into smaller files", max = i64::MAX)]
+    ValueTooLarge {
+        /// Which value.
+        field: &'static str,
+        /// The value.
+        value: u64,
+    },
+
+    /// SQLite reported an error.
+    #[error(
+        "the checkpoint at {path} could not {action}: {source}; check that the --state directory is on a writable local disk with free space",
+        path = .path.display()
+    )]
+    Sqlite {
+        /// The ledger file.
+        path: PathBuf,
+        /// What was being done, as a verb phrase ("be opened", "commit chunk 3").
+        action: String,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A file-system operation failed.
+    #[error(
+        "could not {action} {path}: {source}; check that the --state directory is a writable directory with free space",
+        path = .path.display()
+    )]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// What was being done, as a verb phrase ("create the state directory").
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct PidSuffix(Option<u32>);
+
+impl fmt::Display for PidSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(pid) => write!(f, " (pid {pid})"),
+            None => Ok(()),
+        }
+    }
+}
+
+struct JoinChanges<'a>(&'a [IdentityChange]);
+
+impl fmt::Display for JoinChanges<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locked_message_names_dir_pid_and_remedy() {
+        let e = LedgerError::Locked {
+            dir: PathBuf::from("/tmp/st"),
+            holder_pid: Some(1234),
+        };
+        assert_eq!(
+            e.to_string(),
+            "another herdsman run holds /tmp/st (pid 1234); wait for it to finish or use a different --state directory"
+        );
+        let e = LedgerError::Locked {
+            dir: PathBuf::from("/tmp/st"),
+            holder_pid: None,
+        };
+        assert!(e
+            .to_string()
+            .starts_with("another herdsman run holds /tmp/st;"));
+    }
+
+    #[test]
+    fn identity_changed_message_lists_every_change() {
+        let e = LedgerError::IdentityChanged {
+            changes: vec![
+                IdentityChange {
+                    key: "input.0.size".into(),
+                    was: Some("100".into()),
+                    now: Some("120".into()),
+                },
+                IdentityChange {
+                    key: "worker".into(),
+                    was: Some("a.py".into()),
+                    now: Some("b.py".into()),
+                },
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "the job changed since the checkpoint: input.0.size changed from 100 to 120; worker changed from a.py to b.py; run with --restart to start over, or restore the original inputs and settings"
+        );
+    }
+}

@@ -1,0 +1,560 @@
+//! The SQLite ledger: one file, `<state dir>/ledger.sqlite`, in WAL mode with
+//! `synchronous=FULL`, so a returned commit survives a crash or power loss.
+//!
+//! It must never return from a commit before the transaction is durable, and never change
+//! anything when a call fails. The schema is described in the crate README.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior,
+};
+
+use crate::{
+    ChunkCommit, JobIdentity, Ledger, LedgerError, LedgerStatus, Opened, Position, StateDir, Totals,
+};
+
+/// The name of the ledger file inside the state directory.
+pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
+
+/// The newest schema version this build writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection (e.g. `herdsman status` reading) before
+/// giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Schema migrations, applied in order; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "jobs and chunks",
+    r#"
+CREATE TABLE schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id          INTEGER PRIMARY KEY,
+    identity    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    summary     TEXT
+);
+CREATE TABLE chunks (
+    job_id           INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    chunk            INTEGER NOT NULL CHECK (chunk >= 0),
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'committed')),
+    claim_owner      TEXT,
+    lease_expires_at INTEGER,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    start_file       INTEGER,
+    start_offset     INTEGER,
+    start_line       INTEGER,
+    start_seq        INTEGER,
+    end_file         INTEGER,
+    end_offset       INTEGER,
+    end_line         INTEGER,
+    end_seq          INTEGER,
+    records          INTEGER,
+    ok               INTEGER,
+    failed           INTEGER,
+    filtered         INTEGER,
+    outputs          INTEGER,
+    retries          INTEGER,
+    output_end       INTEGER,
+    failures_end     INTEGER,
+    committed_at     INTEGER,
+    PRIMARY KEY (job_id, chunk),
+    CHECK (state <> 'committed' OR (
+        start_file IS NOT NULL AND start_offset IS NOT NULL AND start_line IS NOT NULL
+        AND start_seq IS NOT NULL AND end_file IS NOT NULL AND end_offset IS NOT NULL
+        AND end_line IS NOT NULL AND end_seq IS NOT NULL AND records IS NOT NULL
+        AND ok IS NOT NULL AND failed IS NOT NULL AND filtered IS NOT NULL
+        AND outputs IS NOT NULL AND retries IS NOT NULL AND output_end IS NOT NULL
+        AND failures_end IS NOT NULL AND committed_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX chunks_by_state ON chunks (job_id, state, chunk);
+"#,
+)];
+
+const CHUNK_COLUMNS: &str = "chunk, start_file, start_offset, start_line, start_seq, \
+     end_file, end_offset, end_line, end_seq, records, ok, failed, filtered, outputs, retries, \
+     output_end, failures_end";
+
+/// The embedded ledger: SQLite through rusqlite (bundled SQLite), one job per state directory.
+///
+/// Open it with [`SqliteLedger::open`] from a locked [`StateDir`] to run a job, or with
+/// [`SqliteLedger::open_read_only`] to look at a job while a run holds the lock.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    conn: Connection,
+    path: PathBuf,
+    job_id: Option<i64>,
+    read_only: bool,
+    /// Keeps the state directory locked for as long as this ledger exists.
+    _lock: Option<File>,
+}
+
+struct JobRow {
+    id: i64,
+    identity: String,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+    summary: Option<String>,
+}
+
+impl SqliteLedger {
+    /// Opens (creating and migrating if needed) the ledger in a locked state directory.
+    ///
+    /// The ledger keeps its own handle on the lock, so the directory stays locked until both
+    /// the `StateDir` and the ledger are dropped.
+    pub fn open(state: &StateDir) -> Result<Self, LedgerError> {
+        let path = state.path().join(LEDGER_FILE_NAME);
+        let lock = state.lock_handle()?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(&path, "be opened", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err(&path, "set a busy timeout", e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| sql_err(&path, "switch to WAL mode", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(LedgerError::Corrupt {
+                path,
+                detail: format!("SQLite refused WAL mode and stayed in {mode} mode"),
+            });
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| sql_err(&path, "set durability options", e))?;
+        let mut ledger = SqliteLedger {
+            conn,
+            path,
+            job_id: None,
+            read_only: false,
+            _lock: Some(lock),
+        };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// Opens the ledger in `dir` read-only, without taking the lock, for `herdsman status`
+    /// while a run may be writing. Fails with [`LedgerError::NotFound`] if there is no ledger.
+    pub fn open_read_only(dir: &Path) -> Result<Self, LedgerError> {
+        let path = dir.join(LEDGER_FILE_NAME);
+        if !path.is_file() {
+            return Err(LedgerError::NotFound {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(&path, "be opened for reading", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_err(&path, "set a busy timeout", e))?;
+        let ledger = SqliteLedger {
+            conn,
+            path,
+            job_id: None,
+            read_only: true,
+            _lock: None,
+        };
+        let version = ledger.user_version()?;
+        if version > SCHEMA_VERSION {
+            return Err(ledger.newer_schema(version));
+        }
+        Ok(ledger)
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn user_version(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_err(&self.path, "be read", e))
+    }
+
+    fn newer_schema(&self, found: i64) -> LedgerError {
+        LedgerError::NewerSchema {
+            path: self.path.clone(),
+            found,
+            supported: SCHEMA_VERSION,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "start a migration", e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_err(&path, "be read", e))?;
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < 0 {
+            return Err(LedgerError::Corrupt {
+                path,
+                detail: format!("negative schema version {version}"),
+            });
+        }
+        let now = now_ms();
+        for (i, (description, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let to = i as i64 + 1;
+            let action = || format!("be migrated to schema version {to}");
+            tx.execute_batch(sql)
+                .map_err(|e| sql_err(&path, &action(), e))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)",
+                params![to, description, now],
+            )
+            .map_err(|e| sql_err(&path, &action(), e))?;
+            tx.pragma_update(None, "user_version", to)
+                .map_err(|e| sql_err(&path, &action(), e))?;
+        }
+        tx.commit()
+            .map_err(|e| sql_err(&path, "commit a migration", e))
+    }
+
+    /// The job row, if any. `None` also when the schema was never created (read-only view
+    /// of a ledger whose first run died before migrating).
+    fn job_row(&self) -> Result<Option<JobRow>, LedgerError> {
+        if self.read_only && self.user_version()? == 0 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT id, identity, created_at, updated_at, finished_at, summary \
+                 FROM jobs ORDER BY id LIMIT 1",
+                [],
+                |r| {
+                    Ok(JobRow {
+                        id: r.get(0)?,
+                        identity: r.get(1)?,
+                        created_at: r.get(2)?,
+                        updated_at: r.get(3)?,
+                        finished_at: r.get(4)?,
+                        summary: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| sql_err(&self.path, "read the job", e))
+    }
+
+    fn parse_identity(&self, json: &str) -> Result<JobIdentity, LedgerError> {
+        serde_json::from_str(json).map_err(|e| LedgerError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("the stored job identity is not valid JSON: {e}"),
+        })
+    }
+
+    fn commits(&self, job_id: i64) -> Result<Vec<ChunkCommit>, LedgerError> {
+        let sql = format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks WHERE job_id = ?1 AND state = 'committed' ORDER BY chunk"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(|e| sql_err(&self.path, "read the committed chunks", e))?;
+        let rows = stmt
+            .query_map([job_id], |r| Ok(read_commit(r)))
+            .map_err(|e| sql_err(&self.path, "read the committed chunks", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let commit = row.map_err(|e| sql_err(&self.path, "read the committed chunks", e))?;
+            out.push(commit.map_err(|detail| LedgerError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn writable_job(&self) -> Result<i64, LedgerError> {
+        if self.read_only {
+            return Err(LedgerError::ReadOnly);
+        }
+        self.job_id.ok_or(LedgerError::NoJob)
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn open_job(&mut self, id: &JobIdentity) -> Result<Opened, LedgerError> {
+        match self.job_row()? {
+            None => {
+                if self.read_only {
+                    return Err(LedgerError::ReadOnly);
+                }
+                let json = serde_json::to_string(id).expect("a map of strings always serializes");
+                let now = now_ms();
+                self.conn
+                    .execute(
+                        "INSERT INTO jobs (identity, created_at, updated_at) VALUES (?1, ?2, ?2)",
+                        params![json, now],
+                    )
+                    .map_err(|e| sql_err(&self.path, "record the job", e))?;
+                self.job_id = Some(self.conn.last_insert_rowid());
+                Ok(Opened::Fresh)
+            }
+            Some(job) => {
+                let stored = self.parse_identity(&job.identity)?;
+                if &stored != id {
+                    return Err(LedgerError::IdentityChanged {
+                        changes: stored.diff(id),
+                    });
+                }
+                let commits = self.commits(job.id)?;
+                self.job_id = Some(job.id);
+                Ok(if job.finished_at.is_some() {
+                    Opened::Finished {
+                        commits,
+                        summary_json: job.summary,
+                    }
+                } else {
+                    Opened::Resumed { commits }
+                })
+            }
+        }
+    }
+
+    fn reset(&mut self) -> Result<(), LedgerError> {
+        if self.read_only {
+            return Err(LedgerError::ReadOnly);
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, "start a reset", e))?;
+        tx.execute_batch("DELETE FROM chunks; DELETE FROM jobs;")
+            .map_err(|e| sql_err(&path, "be reset", e))?;
+        tx.commit()
+            .map_err(|e| sql_err(&path, "commit a reset", e))?;
+        self.job_id = None;
+        Ok(())
+    }
+
+    fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError> {
+        let job_id = self.writable_job()?;
+        let v = Values::of(c)?;
+        let path = self.path.clone();
+        let action = || format!("commit chunk {}", c.chunk);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, &action(), e))?;
+        let finished: Option<i64> = tx
+            .query_row(
+                "SELECT finished_at FROM jobs WHERE id = ?1",
+                [job_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&path, &action(), e))?;
+        if finished.is_some() {
+            return Err(LedgerError::AlreadyFinished { chunk: c.chunk });
+        }
+        let existing: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk = ?2",
+                params![job_id, v[0]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| sql_err(&path, &action(), e))?;
+        if matches!(&existing, Some((state, _)) if state == "committed") {
+            return Err(LedgerError::AlreadyCommitted { chunk: c.chunk });
+        }
+        let (max_out, max_fail): (Option<i64>, Option<i64>) = tx
+            .query_row(
+                "SELECT MAX(output_end), MAX(failures_end) FROM chunks \
+                 WHERE job_id = ?1 AND state = 'committed'",
+                [job_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| sql_err(&path, &action(), e))?;
+        for (file, got, committed) in [
+            ("output", c.output_end, max_out),
+            ("failures", c.failures_end, max_fail),
+        ] {
+            if let Some(committed) = committed {
+                let committed = committed as u64;
+                if got < committed {
+                    return Err(LedgerError::OffsetsWentBackwards {
+                        chunk: c.chunk,
+                        file,
+                        got,
+                        committed,
+                    });
+                }
+            }
+        }
+        let attempt = existing.map_or(1, |(_, a)| a + 1);
+        let now = now_ms();
+        tx.execute(
+            &format!(
+                "INSERT OR REPLACE INTO chunks (job_id, state, attempt, committed_at, \
+                 claim_owner, lease_expires_at, {CHUNK_COLUMNS}) \
+                 VALUES (?1, 'committed', ?2, ?3, NULL, NULL, \
+                 ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+            ),
+            params![
+                job_id, attempt, now, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                v[10], v[11], v[12], v[13], v[14], v[15], v[16]
+            ],
+        )
+        .map_err(|e| sql_err(&path, &action(), e))?;
+        tx.execute(
+            "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
+            params![job_id, now],
+        )
+        .map_err(|e| sql_err(&path, &action(), e))?;
+        tx.commit().map_err(|e| sql_err(&path, &action(), e))
+    }
+
+    fn mark_finished(&mut self, summary_json: &str) -> Result<(), LedgerError> {
+        let job_id = self.writable_job()?;
+        let now = now_ms();
+        self.conn
+            .execute(
+                "UPDATE jobs SET finished_at = ?2, updated_at = ?2, summary = ?3 WHERE id = ?1",
+                params![job_id, now, summary_json],
+            )
+            .map_err(|e| sql_err(&self.path, "mark the job finished", e))?;
+        Ok(())
+    }
+
+    fn status(&self) -> Result<LedgerStatus, LedgerError> {
+        let Some(job) = self.job_row()? else {
+            return Ok(LedgerStatus::default());
+        };
+        let identity = self.parse_identity(&job.identity)?;
+        let commits = self.commits(job.id)?;
+        Ok(LedgerStatus {
+            identity: Some(identity),
+            totals: Totals::of(&commits),
+            commits,
+            created_at: Some(from_ms(job.created_at)),
+            updated_at: Some(from_ms(job.updated_at)),
+            finished_at: job.finished_at.map(from_ms),
+            summary_json: job.summary,
+        })
+    }
+}
+
+/// The commit's values in `CHUNK_COLUMNS` order, checked to fit SQLite's signed integers.
+struct Values;
+
+impl Values {
+    fn of(c: &ChunkCommit) -> Result<[i64; 17], LedgerError> {
+        let fields: [(&'static str, u64); 17] = [
+            ("chunk", c.chunk),
+            ("start.file_index", u64::from(c.start.file_index)),
+            ("start.byte_offset", c.start.byte_offset),
+            ("start.line", c.start.line),
+            ("start.seq", c.start.seq),
+            ("end.file_index", u64::from(c.end.file_index)),
+            ("end.byte_offset", c.end.byte_offset),
+            ("end.line", c.end.line),
+            ("end.seq", c.end.seq),
+            ("records", c.records),
+            ("ok", c.ok),
+            ("failed", c.failed),
+            ("filtered", c.filtered),
+            ("outputs", c.outputs),
+            ("retries", c.retries),
+            ("output_end", c.output_end),
+            ("failures_end", c.failures_end),
+        ];
+        let mut out = [0i64; 17];
+        for (slot, (field, value)) in out.iter_mut().zip(fields) {
+            *slot =
+                i64::try_from(value).map_err(|_| LedgerError::ValueTooLarge { field, value })?;
+        }
+        Ok(out)
+    }
+}
+
+/// Reads one `CHUNK_COLUMNS` row; the inner error says which stored value is invalid.
+fn read_commit(r: &Row<'_>) -> Result<ChunkCommit, String> {
+    let u = |i: usize| -> Result<u64, String> {
+        let v: i64 = r
+            .get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        u64::try_from(v).map_err(|_| format!("chunk column {i} holds the negative value {v}"))
+    };
+    let f = |i: usize| -> Result<u32, String> {
+        let v = u(i)?;
+        u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
+    };
+    Ok(ChunkCommit {
+        chunk: u(0)?,
+        start: Position {
+            file_index: f(1)?,
+            byte_offset: u(2)?,
+            line: u(3)?,
+            seq: u(4)?,
+        },
+        end: Position {
+            file_index: f(5)?,
+            byte_offset: u(6)?,
+            line: u(7)?,
+            seq: u(8)?,
+        },
+        records: u(9)?,
+        ok: u(10)?,
+        failed: u(11)?,
+        filtered: u(12)?,
+        outputs: u(13)?,
+        retries: u(14)?,
+        output_end: u(15)?,
+        failures_end: u(16)?,
+    })
+}
+
+fn sql_err(path: &Path, action: &str, e: rusqlite::Error) -> LedgerError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => LedgerError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        _ => LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            action: action.to_string(),
+            source: e,
+        },
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}

@@ -444,11 +444,20 @@ impl Ledger for SqliteLedger {
     }
 
     fn status(&self) -> Result<LedgerStatus, LedgerError> {
+        // One read transaction, so the job row and its chunks come from the same snapshot
+        // even while a run is committing.
+        let snapshot = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| sql_err(&self.path, "be read", e))?;
         let Some(job) = self.job_row()? else {
             return Ok(LedgerStatus::default());
         };
         let identity = self.parse_identity(&job.identity)?;
         let commits = self.commits(job.id)?;
+        snapshot
+            .finish()
+            .map_err(|e| sql_err(&self.path, "be read", e))?;
         Ok(LedgerStatus {
             identity: Some(identity),
             totals: Totals::of(&commits),

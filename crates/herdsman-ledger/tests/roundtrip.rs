@@ -1,7 +1,7 @@
 //! Property: any sequence of commits (in any chunk order, with duplicates and reopenings in
 //! between) reads back exactly as committed, and refused commits change nothing.
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 
 use herdsman_ledger::{
     ChunkCommit, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint, SqliteLedger,
@@ -82,14 +82,17 @@ proptest! {
                         failures_end: fail_end + fail_grow,
                     };
                     let result = ledger.commit_chunk(&c);
-                    if model.contains_key(&chunk) {
-                        let refused = matches!(result, Err(LedgerError::AlreadyCommitted { chunk: k }) if k == chunk);
-                        prop_assert!(refused, "{:?}", result);
-                    } else {
-                        prop_assert!(result.is_ok(), "{:?}", result);
-                        out_end = c.output_end;
-                        fail_end = c.failures_end;
-                        model.insert(chunk, c);
+                    match model.entry(chunk) {
+                        Entry::Occupied(_) => {
+                            let refused = matches!(result, Err(LedgerError::AlreadyCommitted { chunk: k }) if k == chunk);
+                            prop_assert!(refused, "{:?}", result);
+                        }
+                        Entry::Vacant(slot) => {
+                            prop_assert!(result.is_ok(), "{:?}", result);
+                            out_end = c.output_end;
+                            fail_end = c.failures_end;
+                            slot.insert(c);
+                        }
                     }
                 }
                 Op::Reopen => {

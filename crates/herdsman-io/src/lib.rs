@@ -3,3 +3,27 @@
 //!
 //! Never load a whole input or output into memory, and never turn bad input into a crash:
 //! a malformed record is a record that carries its error.
+//!
+//! ```
+//! use herdsman_io::{Format, InputPath, InputSpec, Source, SourceOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("in.csv");
+//! std::fs::write(&path, "id,name\n1,\"a, b\"\n2,c\n").unwrap();
+//! let spec = InputSpec { path: InputPath::File(path), format: Format::Csv };
+//! let src = Source::open(vec![spec], SourceOptions::default(), None).unwrap();
+//! let rows: Vec<String> = src
+//!     .map(|r| String::from_utf8(r.unwrap().data.unwrap()).unwrap())
+//!     .collect();
+//! assert_eq!(rows, [r#"{"id":"1","name":"a, b"}"#, r#"{"id":"2","name":"c"}"#]);
+//! ```
+
+mod error;
+mod format;
+mod input;
+mod json;
+mod source;
+
+pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
+pub use format::{Compression, Format, OutputFormat};
+pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
+pub use source::{Position, Record, Source, SourceOptions, RAW_CAP};

@@ -1,0 +1,148 @@
+//! Error types for sources and sinks.
+//!
+//! Every message names the file (and line where one applies) and says what to do; these types
+//! must never hide the underlying `io::Error`.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A problem with the list of input paths (bad glob, missing file), found before any reading.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// A glob pattern is not valid syntax.
+    #[error(
+        "input pattern `{pattern}` is not a valid glob ({message}); quote it or fix the pattern"
+    )]
+    BadPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What the glob parser said.
+        message: String,
+    },
+    /// A glob pattern matched no file.
+    #[error("input pattern `{pattern}` matched no file; check the path and the current directory")]
+    NoMatch {
+        /// The pattern as given.
+        pattern: String,
+    },
+    /// A plain path does not exist or cannot be inspected.
+    #[error("input file `{}` cannot be read: {source}; check that it exists and is readable", path.display())]
+    Missing {
+        /// The path as given.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A matched path is a directory.
+    #[error("input `{}` is a directory; give a file or a glob such as `dir/*.csv`", path.display())]
+    IsDir {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// A fatal problem reading an input: the source cannot go on with this file.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened.
+    #[error("cannot open input `{file}`: {source}; check that it exists and is readable")]
+    Open {
+        /// File name for messages.
+        file: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading (or decompressing) failed part way.
+    #[error("cannot read input `{file}` near byte {offset}: {source}; the file may be truncated or corrupt")]
+    Read {
+        /// File name for messages.
+        file: String,
+        /// Offset (in decompressed bytes) reached before the failure.
+        offset: u64,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A resume position does not fit the inputs (file index or offset beyond the data).
+    #[error("cannot resume input `{file}` at byte {offset}: {message}; the input changed since the checkpoint, start the run afresh")]
+    Resume {
+        /// File name for messages.
+        file: String,
+        /// The requested offset.
+        offset: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The CSV header row is unusable.
+    #[error("the CSV header of `{file}` is unusable: {message}; fix the first row of the file")]
+    Header {
+        /// File name for messages.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The kind of a per-record problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordErrorKind {
+    /// Malformed CSV (for example a quote that is never closed).
+    Csv,
+    /// Bytes that are not valid UTF-8.
+    Utf8,
+    /// A JSONL line that is not exactly one JSON value.
+    Json,
+    /// A CSV row whose number of fields differs from the header.
+    FieldCount,
+    /// A record longer than the configured maximum.
+    TooLong,
+}
+
+/// A record that could not be turned into JSON. It is data, not a crash: the caller sends it to
+/// the dead-letter file and goes on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RecordError {
+    /// What went wrong.
+    pub kind: RecordErrorKind,
+    /// A sentence naming the file and line.
+    pub message: String,
+    /// The raw text of the record, lossy UTF-8, capped at [`RAW_CAP`](crate::RAW_CAP) bytes.
+    pub raw: String,
+}
+
+/// A problem writing an output.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// An I/O operation on the output failed.
+    #[error("cannot {action} output `{}`: {source}; check free space and permissions", path.display())]
+    Io {
+        /// What was being done ("write", "sync", "rename", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Resuming an output is impossible because its partial file does not match the checkpoint.
+    #[error("cannot resume output `{}`: {message}; the output was changed since the checkpoint, start the run afresh", path.display())]
+    Resume {
+        /// The partial file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// This record cannot be written in this format; nothing was written, so it can be
+    /// dead-lettered instead.
+    #[error("record cannot be written to `{}`: {message}", path.display())]
+    Record {
+        /// The output file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}

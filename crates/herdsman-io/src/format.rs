@@ -1,0 +1,174 @@
+//! Input and output formats and compression, detected from file names.
+//!
+//! Detection only looks at names; it must never open or sniff a file.
+
+use std::path::Path;
+
+/// The format of an input file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// CSV with a header row: each row becomes a JSON object keyed by the header.
+    Csv,
+    /// One JSON value per line (blank lines are skipped).
+    Jsonl,
+    /// Each line becomes a JSON string.
+    Lines,
+}
+
+impl Format {
+    /// Detects the format from a file name, seeing through `.gz` and `.zst` suffixes.
+    ///
+    /// `.csv` is CSV, `.jsonl` / `.ndjson` are JSONL, `.txt` / `.log` are lines. A `.json`
+    /// file is usually one document rather than one value per line, so it gives `None` and the
+    /// caller asks for an explicit format.
+    ///
+    /// ```
+    /// use herdsman_io::Format;
+    /// use std::path::Path;
+    /// assert_eq!(Format::from_path(Path::new("a/b.csv.gz")), Some(Format::Csv));
+    /// assert_eq!(Format::from_path(Path::new("x.ndjson")), Some(Format::Jsonl));
+    /// assert_eq!(Format::from_path(Path::new("x.bin")), None);
+    /// ```
+    pub fn from_path(p: &Path) -> Option<Format> {
+        match inner_extension(p)?.as_str() {
+            "csv" => Some(Format::Csv),
+            "jsonl" | "ndjson" => Some(Format::Jsonl),
+            "txt" | "log" => Some(Format::Lines),
+            _ => None,
+        }
+    }
+
+    /// Parses a format name as given on a command line: `csv`, `jsonl` (or `ndjson`,
+    /// `jsonlines`), `lines` (or `text`, `txt`). Case-insensitive.
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Some(Format::Csv),
+            "jsonl" | "ndjson" | "jsonlines" | "json-lines" => Some(Format::Jsonl),
+            "lines" | "text" | "txt" => Some(Format::Lines),
+            _ => None,
+        }
+    }
+
+    /// The canonical name, as accepted by [`Format::parse`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Lines => "lines",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Compression of an input file, from its last extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Plain bytes.
+    None,
+    /// gzip (`.gz`), possibly several concatenated members.
+    Gzip,
+    /// Zstandard (`.zst`).
+    Zstd,
+}
+
+impl Compression {
+    /// Detects compression from the last extension of a file name.
+    pub fn from_path(p: &Path) -> Compression {
+        match p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+        {
+            Some(e) if e == "gz" => Compression::Gzip,
+            Some(e) if e == "zst" => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+}
+
+/// The extension that tells the format, below any compression suffix, lower-cased.
+fn inner_extension(p: &Path) -> Option<String> {
+    let p = match Compression::from_path(p) {
+        Compression::None => p.to_path_buf(),
+        _ => p.with_extension(""),
+    };
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+}
+
+/// The format of an output file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// One compact JSON value per line.
+    Jsonl,
+    /// CSV with a header row; `columns` fixes the header, otherwise the first record does.
+    Csv {
+        /// Header columns, in order, if given up front.
+        columns: Option<Vec<String>>,
+    },
+}
+
+impl OutputFormat {
+    /// Detects the output format from a file name: `.csv` is CSV, `.jsonl` / `.ndjson` /
+    /// `.json` are JSONL. Compression suffixes are not supported for outputs.
+    ///
+    /// ```
+    /// use herdsman_io::OutputFormat;
+    /// use std::path::Path;
+    /// assert_eq!(OutputFormat::from_path(Path::new("out.csv")), Some(OutputFormat::Csv { columns: None }));
+    /// assert_eq!(OutputFormat::from_path(Path::new("out.jsonl")), Some(OutputFormat::Jsonl));
+    /// ```
+    pub fn from_path(p: &Path) -> Option<OutputFormat> {
+        match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "csv" => Some(OutputFormat::Csv { columns: None }),
+            "jsonl" | "ndjson" | "json" => Some(OutputFormat::Jsonl),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_through_compression() {
+        assert_eq!(
+            Format::from_path(Path::new("a.jsonl.zst")),
+            Some(Format::Jsonl)
+        );
+        assert_eq!(
+            Format::from_path(Path::new("a.TXT.GZ")),
+            Some(Format::Lines)
+        );
+        assert_eq!(Format::from_path(Path::new("a.gz")), None);
+        assert_eq!(Format::from_path(Path::new("a.json")), None);
+        assert_eq!(
+            Compression::from_path(Path::new("a.csv.gz")),
+            Compression::Gzip
+        );
+        assert_eq!(
+            Compression::from_path(Path::new("a.csv.zst")),
+            Compression::Zstd
+        );
+        assert_eq!(
+            Compression::from_path(Path::new("a.csv")),
+            Compression::None
+        );
+    }
+
+    #[test]
+    fn parses_names() {
+        for f in [Format::Csv, Format::Jsonl, Format::Lines] {
+            assert_eq!(Format::parse(f.name()), Some(f));
+        }
+        assert_eq!(Format::parse("NDJSON"), Some(Format::Jsonl));
+        assert_eq!(Format::parse("parquet"), None);
+    }
+}

@@ -1,0 +1,245 @@
+//! Input paths: glob expansion, opening (with decompression) and cheap record estimates.
+//!
+//! Never reads a whole file into memory; estimates read in fixed-size blocks.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::IoError;
+use crate::format::{Compression, Format};
+
+/// Size of the read buffer for each input.
+pub(crate) const READ_BUF: usize = 256 * 1024;
+
+/// One input: standard input or a file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum InputPath {
+    /// Standard input (written `-`).
+    Stdin,
+    /// A file.
+    File(PathBuf),
+}
+
+impl InputPath {
+    /// The name used in messages: `<stdin>` or the path.
+    pub fn display_name(&self) -> String {
+        match self {
+            InputPath::Stdin => "<stdin>".to_string(),
+            InputPath::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// The compression of this input (standard input is taken as plain).
+    pub fn compression(&self) -> Compression {
+        match self {
+            InputPath::Stdin => Compression::None,
+            InputPath::File(p) => Compression::from_path(p),
+        }
+    }
+}
+
+/// An input with the format to read it in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputSpec {
+    /// Where to read.
+    pub path: InputPath,
+    /// How to read it.
+    pub format: Format,
+}
+
+/// Expands command-line input patterns into paths, in order.
+///
+/// `-` is standard input. A pattern with glob characters (`*`, `?`, `[`) is expanded and its
+/// matches sorted; a pattern that matches nothing is an error. A plain path must exist and not
+/// be a directory.
+///
+/// ```
+/// use herdsman_io::{expand_inputs, InputPath};
+/// assert_eq!(expand_inputs(&["-".to_string()]).unwrap(), vec![InputPath::Stdin]);
+/// assert!(expand_inputs(&["/no/such/file.csv".to_string()]).is_err());
+/// ```
+pub fn expand_inputs(patterns: &[String]) -> Result<Vec<InputPath>, IoError> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        if pattern == "-" {
+            out.push(InputPath::Stdin);
+            continue;
+        }
+        let is_glob = pattern.contains(['*', '?', '[']);
+        let plain = PathBuf::from(pattern);
+        if !is_glob || plain.exists() {
+            let meta = std::fs::metadata(&plain).map_err(|source| IoError::Missing {
+                path: plain.clone(),
+                source,
+            })?;
+            if meta.is_dir() {
+                return Err(IoError::IsDir { path: plain });
+            }
+            out.push(InputPath::File(plain));
+            continue;
+        }
+        let paths = glob::glob(pattern).map_err(|e| IoError::BadPattern {
+            pattern: pattern.clone(),
+            message: e.msg.to_string(),
+        })?;
+        let mut matched = Vec::new();
+        for entry in paths {
+            let path = entry.map_err(|e| IoError::Missing {
+                path: e.path().to_path_buf(),
+                source: io::Error::new(e.error().kind(), e.error().to_string()),
+            })?;
+            if path.is_file() {
+                matched.push(path);
+            }
+        }
+        if matched.is_empty() {
+            return Err(IoError::NoMatch {
+                pattern: pattern.clone(),
+            });
+        }
+        matched.sort();
+        out.extend(matched.into_iter().map(InputPath::File));
+    }
+    Ok(out)
+}
+
+/// Opens the decompressed byte stream of an input.
+pub(crate) fn open_stream(path: &InputPath) -> io::Result<Box<dyn BufRead + Send>> {
+    match path {
+        InputPath::Stdin => Ok(Box::new(BufReader::with_capacity(READ_BUF, io::stdin()))),
+        InputPath::File(p) => open_file_stream(p, 0),
+    }
+}
+
+/// Opens a file's decompressed stream positioned at `offset` decompressed bytes: a real seek
+/// for plain files, decompress-and-discard otherwise. Fails with `UnexpectedEof` when the data
+/// is shorter than `offset`.
+pub(crate) fn open_file_stream(p: &Path, offset: u64) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut file = File::open(p)?;
+    let mut rdr: Box<dyn BufRead + Send> = match Compression::from_path(p) {
+        Compression::None => {
+            if offset > 0 {
+                let len = file.metadata()?.len();
+                if offset > len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file has only {len} bytes"),
+                    ));
+                }
+                io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+            }
+            return Ok(Box::new(BufReader::with_capacity(READ_BUF, file)));
+        }
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            READ_BUF,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(READ_BUF, file)),
+        )),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            READ_BUF,
+            zstd::stream::read::Decoder::new(file)?,
+        )),
+    };
+    if offset > 0 {
+        let skipped = io::copy(&mut Read::take(&mut rdr, offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the data has only {skipped} bytes"),
+            ));
+        }
+    }
+    Ok(rdr)
+}
+
+/// A cheap estimate of the number of records, for progress bars: counts newlines in plain
+/// files (minus one header row per CSV file). `None` when any input is standard input or
+/// compressed, or cannot be read.
+pub fn estimate_records(inputs: &[InputSpec]) -> Option<u64> {
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for spec in inputs {
+        let InputPath::File(p) = &spec.path else {
+            return None;
+        };
+        if Compression::from_path(p) != Compression::None {
+            return None;
+        }
+        let mut f = File::open(p).ok()?;
+        let mut lines = 0u64;
+        let mut last = b'\n';
+        let mut any = false;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            };
+            any = true;
+            lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+            last = buf[n - 1];
+        }
+        if any && last != b'\n' {
+            lines += 1;
+        }
+        if spec.format == Format::Csv {
+            lines = lines.saturating_sub(1);
+        }
+        total += lines;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_sorted_and_errors_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.csv", "a.csv", "c.txt"] {
+            std::fs::write(dir.path().join(n), "x\n1\n").unwrap();
+        }
+        let pat = format!("{}/*.csv", dir.path().display());
+        let got = expand_inputs(&[pat, "-".into()]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                InputPath::File(dir.path().join("a.csv")),
+                InputPath::File(dir.path().join("b.csv")),
+                InputPath::Stdin
+            ]
+        );
+        let none = format!("{}/*.parquet", dir.path().display());
+        let err = expand_inputs(&[none]).unwrap_err();
+        assert!(err.to_string().contains("matched no file"), "{err}");
+        let err = expand_inputs(&[dir.path().display().to_string()]).unwrap_err();
+        assert!(matches!(err, IoError::IsDir { .. }));
+    }
+
+    #[test]
+    fn estimates_count_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        std::fs::write(&a, "h\n1\n2\n3").unwrap();
+        let b = dir.path().join("b.jsonl");
+        std::fs::write(&b, "1\n2\n").unwrap();
+        let specs = vec![
+            InputSpec {
+                path: InputPath::File(a),
+                format: Format::Csv,
+            },
+            InputSpec {
+                path: InputPath::File(b),
+                format: Format::Jsonl,
+            },
+        ];
+        assert_eq!(estimate_records(&specs), Some(5));
+        let stdin = vec![InputSpec {
+            path: InputPath::Stdin,
+            format: Format::Lines,
+        }];
+        assert_eq!(estimate_records(&stdin), None);
+    }
+}

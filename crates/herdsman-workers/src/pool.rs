@@ -1,0 +1,977 @@
+//! A pool of persistent worker processes speaking the `lines` or `framed` protocol.
+//!
+//! Each worker has a writer thread (stdin), a reader thread (stdout) and a stderr thread, so
+//! the engine's thread never blocks on a pipe. The engine's thread keeps all bookkeeping:
+//! which attempts are in flight on which worker, and in which order they were sent.
+//!
+//! This module must never report an abandoned attempt, never report an attempt twice, never
+//! charge a worker crash to more than one attempt, and never let a worker that floods or
+//! ignores its pipes block the caller.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufWriter, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use nix::sys::signal::Signal;
+
+use crate::process::{
+    describe_status, has_exited, io_phrase, reap_group, signal_group, spawn_piped, terminate_group,
+    wait_exited, WorkerCommand,
+};
+use crate::tail::StderrReader;
+use crate::{
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, StderrSink, WorkItem,
+    WorkOutput, WorkerFailure,
+};
+
+/// The wire protocol between herdsman and its workers (see `docs/protocol.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// One JSON record per line on stdin; exactly one JSON line back per record, in order.
+    #[default]
+    Lines,
+    /// Records in an envelope with an id; replies carry the id and may come in any order,
+    /// with zero or more outputs per record, or an error.
+    Framed,
+}
+
+/// Settings for a [`WorkerPool`].
+#[derive(Clone)]
+pub struct PoolConfig {
+    /// The program each worker runs.
+    pub command: WorkerCommand,
+    /// How many worker processes run at once.
+    pub workers: usize,
+    /// How many records may be in flight on one worker (sent but not answered).
+    pub pipeline_depth: usize,
+    /// The wire protocol.
+    pub protocol: Protocol,
+    /// Extra environment variables for the workers.
+    pub env: Vec<(String, String)>,
+    /// How long a worker gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// Receives every stderr line of every worker, with the worker's index.
+    pub stderr: Option<StderrSink>,
+    /// After this many worker exits in a row in which the worker answered nothing, the pool
+    /// gives up with a fatal error instead of restarting it again.
+    pub restart_limit: usize,
+    /// Longest output line accepted from a worker, in bytes.
+    pub max_line_bytes: usize,
+}
+
+impl PoolConfig {
+    /// Defaults: one worker per available CPU, pipeline depth
+    /// [`PoolConfig::DEFAULT_PIPELINE_DEPTH`], the lines protocol, a 2 s kill grace.
+    pub fn new(command: WorkerCommand) -> Self {
+        PoolConfig {
+            command,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            pipeline_depth: Self::DEFAULT_PIPELINE_DEPTH,
+            protocol: Protocol::Lines,
+            env: Vec::new(),
+            kill_grace: Duration::from_secs(2),
+            stderr: None,
+            restart_limit: 5,
+            max_line_bytes: 64 << 20,
+        }
+    }
+
+    /// The default number of records in flight per worker.
+    pub const DEFAULT_PIPELINE_DEPTH: usize = 64;
+}
+
+impl std::fmt::Debug for PoolConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolConfig")
+            .field("command", &self.command)
+            .field("workers", &self.workers)
+            .field("pipeline_depth", &self.pipeline_depth)
+            .field("protocol", &self.protocol)
+            .field("env", &self.env)
+            .field("kill_grace", &self.kill_grace)
+            .field("stderr", &self.stderr.is_some())
+            .field("restart_limit", &self.restart_limit)
+            .field("max_line_bytes", &self.max_line_bytes)
+            .finish()
+    }
+}
+
+/// Bytes buffered for one worker before they are handed to its writer thread.
+const OUTBOX_FLUSH: usize = 32 * 1024;
+/// How long to wait for a worker whose stdout closed to actually exit.
+const EXIT_WAIT: Duration = Duration::from_millis(500);
+/// How long to wait for the rest of a dead worker's stderr.
+const STDERR_WAIT: Duration = Duration::from_millis(200);
+
+enum Event {
+    /// Complete lines (each ending with `\n`) from a worker's stdout.
+    Stdout {
+        slot: usize,
+        gen: u64,
+        chunk: Vec<u8>,
+    },
+    /// A line longer than the limit; it was discarded.
+    TooLong { slot: usize, gen: u64 },
+    /// The worker's stdout reached end of file.
+    Eof { slot: usize, gen: u64 },
+}
+
+struct Inflight {
+    id: AttemptId,
+    item: WorkItem,
+    wire: u64,
+    outputs: WorkOutput,
+}
+
+/// Attempts sent to one worker and not answered yet.
+enum InflightSet {
+    /// Answered strictly in order.
+    Lines(VecDeque<Inflight>),
+    /// Answered by id, in any order; keyed by wire id, which grows with send order.
+    Framed(BTreeMap<u64, Inflight>),
+}
+
+impl InflightSet {
+    fn len(&self) -> usize {
+        match self {
+            InflightSet::Lines(q) => q.len(),
+            InflightSet::Framed(m) => m.len(),
+        }
+    }
+
+    fn push(&mut self, inf: Inflight) {
+        match self {
+            InflightSet::Lines(q) => q.push_back(inf),
+            InflightSet::Framed(m) => {
+                m.insert(inf.wire, inf);
+            }
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<Inflight> {
+        match self {
+            InflightSet::Lines(q) => q.pop_front(),
+            InflightSet::Framed(m) => m.pop_first().map(|(_, v)| v),
+        }
+    }
+
+    fn remove_attempt(&mut self, id: AttemptId) -> Option<Inflight> {
+        match self {
+            InflightSet::Lines(q) => {
+                let pos = q.iter().position(|i| i.id == id)?;
+                q.remove(pos)
+            }
+            InflightSet::Framed(m) => {
+                let wire = m.values().find(|i| i.id == id)?.wire;
+                m.remove(&wire)
+            }
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Inflight> + '_> {
+        match self {
+            InflightSet::Lines(q) => Box::new(q.iter()),
+            InflightSet::Framed(m) => Box::new(m.values()),
+        }
+    }
+}
+
+/// A live worker process and its threads.
+struct Running {
+    child: Child,
+    writer: Sender<Vec<u8>>,
+    stderr: StderrReader,
+}
+
+struct Slot {
+    gen: u64,
+    running: Option<Running>,
+    inflight: InflightSet,
+    outbox: Vec<u8>,
+    /// Whether the current process has answered anything.
+    answered: bool,
+}
+
+/// A pool of persistent worker processes. See the crate docs and `docs/protocol.md`.
+///
+/// ```
+/// use herdsman_workers::{
+///     AttemptId, AttemptOutcome, Executor, PoolConfig, WorkItem, WorkerCommand, WorkerPool,
+/// };
+/// use std::time::Duration;
+///
+/// let mut cfg = PoolConfig::new(WorkerCommand::argv(["cat"]));
+/// cfg.workers = 2;
+/// let mut pool = WorkerPool::start(cfg).unwrap();
+/// let id = AttemptId { index: 0, attempt: 1 };
+/// pool.submit(id, WorkItem::new(0, r#"{"x":1}"#)).unwrap();
+/// let mut out = Vec::new();
+/// while out.is_empty() {
+///     pool.poll(Duration::from_secs(1), &mut out).unwrap();
+/// }
+/// match &out[0] {
+///     (got, AttemptOutcome::Success(records)) => {
+///         assert_eq!(*got, id);
+///         assert_eq!(records, &vec![br#"{"x":1}"#.to_vec()]);
+///     }
+///     _ => panic!("unexpected outcome"),
+/// }
+/// pool.shutdown();
+/// ```
+pub struct WorkerPool {
+    cfg: PoolConfig,
+    argv: Vec<String>,
+    slots: Vec<Slot>,
+    events_tx: Option<Sender<Event>>,
+    events: Receiver<Event>,
+    next_wire: u64,
+    cursor: usize,
+    /// Worker exits in a row in which the worker answered nothing.
+    barren_exits: usize,
+    fatal: Option<FatalExecutorError>,
+    reapers: Vec<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl WorkerPool {
+    /// Starts `cfg.workers` worker processes.
+    ///
+    /// Fails at once, with one sentence saying what to do, if the program cannot be started.
+    pub fn start(mut cfg: PoolConfig) -> Result<WorkerPool, FatalExecutorError> {
+        cfg.workers = cfg.workers.max(1);
+        cfg.pipeline_depth = cfg.pipeline_depth.max(1);
+        cfg.restart_limit = cfg.restart_limit.max(1);
+        cfg.max_line_bytes = cfg.max_line_bytes.max(1024);
+        let argv = cfg.command.to_argv();
+        let (events_tx, events) = crossbeam_channel::bounded(256);
+        let protocol = cfg.protocol;
+        let slots = (0..cfg.workers)
+            .map(|_| Slot {
+                gen: 0,
+                running: None,
+                inflight: match protocol {
+                    Protocol::Lines => InflightSet::Lines(VecDeque::new()),
+                    Protocol::Framed => InflightSet::Framed(BTreeMap::new()),
+                },
+                outbox: Vec::new(),
+                answered: false,
+            })
+            .collect();
+        let mut pool = WorkerPool {
+            cfg,
+            argv,
+            slots,
+            events_tx: Some(events_tx),
+            events,
+            next_wire: 0,
+            cursor: 0,
+            barren_exits: 0,
+            fatal: None,
+            reapers: Vec::new(),
+            stopped: false,
+        };
+        for s in 0..pool.slots.len() {
+            if let Err(e) = pool.launch(s) {
+                pool.shutdown();
+                return Err(e);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// The configuration the pool runs with.
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    /// Starts (or restarts) the process of slot `s` with a new generation.
+    fn launch(&mut self, s: usize) -> Result<(), FatalExecutorError> {
+        let mut child = spawn_piped(&self.argv, &self.cfg.env).map_err(|e| FatalExecutorError {
+            message: format!(
+                "cannot start worker `{}`: {}; check the --worker command",
+                self.cfg.command.display(),
+                io_phrase(&e)
+            ),
+        })?;
+        let slot = &mut self.slots[s];
+        slot.gen += 1;
+        let gen = slot.gen;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (writer, writer_rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name(format!("herdsman-stdin-{s}"))
+            .spawn(move || write_loop(stdin, writer_rx))
+            .map_err(thread_error)?;
+        let tx = self.events_tx.clone().expect("pool is running");
+        let max_line = self.cfg.max_line_bytes;
+        std::thread::Builder::new()
+            .name(format!("herdsman-stdout-{s}"))
+            .spawn(move || read_loop(stdout, s, gen, tx, max_line))
+            .map_err(thread_error)?;
+        let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
+        slot.running = Some(Running {
+            child,
+            writer,
+            stderr,
+        });
+        slot.answered = false;
+        Ok(())
+    }
+
+    /// Picks the worker with the fewest records in flight (round robin among equals).
+    fn pick_slot(&mut self) -> usize {
+        let n = self.slots.len();
+        let mut best = self.cursor % n;
+        let mut best_len = self.slots[best].inflight.len();
+        for k in 1..n {
+            if best_len == 0 {
+                break;
+            }
+            let s = (self.cursor + k) % n;
+            let len = self.slots[s].inflight.len();
+            if len < best_len {
+                best = s;
+                best_len = len;
+            }
+        }
+        self.cursor = best + 1;
+        best
+    }
+
+    fn encode(protocol: Protocol, outbox: &mut Vec<u8>, wire: u64, json: &[u8]) {
+        match protocol {
+            Protocol::Lines => {}
+            Protocol::Framed => {
+                outbox.extend_from_slice(b"{\"id\":");
+                let _ = write!(outbox, "{wire}");
+                outbox.extend_from_slice(b",\"record\":");
+            }
+        }
+        if memchr::memchr(b'\n', json).is_some() {
+            // A raw newline can only be insignificant whitespace in valid JSON.
+            outbox.extend(json.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
+        } else {
+            outbox.extend_from_slice(json);
+        }
+        match protocol {
+            Protocol::Lines => outbox.push(b'\n'),
+            Protocol::Framed => outbox.extend_from_slice(b"}\n"),
+        }
+    }
+
+    fn flush_slot(&mut self, s: usize) {
+        let slot = &mut self.slots[s];
+        if slot.outbox.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut slot.outbox);
+        if let Some(r) = &slot.running {
+            // A closed channel means the worker is gone; its exit is handled via stdout EOF.
+            let _ = r.writer.send(bytes);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for s in 0..self.slots.len() {
+            self.flush_slot(s);
+        }
+    }
+
+    /// Re-sends everything in flight on slot `s` (after its process was replaced).
+    fn resend(&mut self, s: usize) {
+        let protocol = self.cfg.protocol;
+        let slot = &mut self.slots[s];
+        slot.outbox.clear();
+        let Slot {
+            inflight, outbox, ..
+        } = slot;
+        for inf in inflight.iter() {
+            Self::encode(protocol, outbox, inf.wire, &inf.item.json);
+        }
+        self.flush_slot(s);
+    }
+
+    fn failure(
+        &self,
+        s: usize,
+        kind: FailureKind,
+        message: String,
+        retryable: bool,
+    ) -> WorkerFailure {
+        WorkerFailure {
+            kind,
+            message,
+            retryable,
+            worker: s,
+            stderr_tail: self.slots[s]
+                .running
+                .as_ref()
+                .and_then(|r| r.stderr.tail.lock().ok().map(|t| t.snapshot()))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn handle(&mut self, ev: Event, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+        match ev {
+            Event::Stdout { slot, gen, chunk } => {
+                if self.slots[slot].gen == gen {
+                    match self.cfg.protocol {
+                        Protocol::Lines => self.lines_chunk(slot, &chunk, out),
+                        Protocol::Framed => self.framed_chunk(slot, &chunk, out),
+                    }
+                }
+            }
+            Event::TooLong { slot, gen } => {
+                if self.slots[slot].gen == gen {
+                    if let Some(inf) = self.slots[slot].inflight.pop_oldest() {
+                        self.note_answer(slot);
+                        let msg = format!(
+                            "worker {slot} wrote an output line longer than {} bytes; it was discarded",
+                            self.cfg.max_line_bytes
+                        );
+                        let f = self.failure(slot, FailureKind::BadOutput, msg, false);
+                        out.push((inf.id, AttemptOutcome::Failure(f)));
+                    }
+                }
+            }
+            Event::Eof { slot, gen } => {
+                if self.slots[slot].gen == gen {
+                    self.worker_ended(slot, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_answer(&mut self, s: usize) {
+        self.slots[s].answered = true;
+        self.barren_exits = 0;
+    }
+
+    fn lines_chunk(&mut self, s: usize, chunk: &[u8], out: &mut Vec<Outcome>) {
+        let mut answered = false;
+        // Every chunk ends with a newline; without it, `split` would yield one more line.
+        let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+        for raw in body.split(|&b| b == b'\n') {
+            let InflightSet::Lines(q) = &mut self.slots[s].inflight else {
+                unreachable!("lines protocol uses an ordered queue")
+            };
+            let Some(inf) = q.pop_front() else {
+                // A line that answers no record: the worker printed more lines than it was
+                // sent. Nothing can be attributed to it.
+                continue;
+            };
+            answered = true;
+            let line = trim(raw);
+            let outcome = match check_json(line) {
+                Ok(()) => AttemptOutcome::Success(vec![line.to_vec()]),
+                Err(why) => {
+                    let msg = format!(
+                        "worker {s} answered with a line that is not valid JSON ({why}): {}",
+                        quote_start(line)
+                    );
+                    AttemptOutcome::Failure(self.failure(s, FailureKind::BadOutput, msg, false))
+                }
+            };
+            out.push((inf.id, outcome));
+        }
+        if answered {
+            self.note_answer(s);
+        }
+    }
+
+    fn framed_chunk(&mut self, s: usize, chunk: &[u8], out: &mut Vec<Outcome>) {
+        for raw in chunk.split(|&b| b == b'\n') {
+            let line = trim(raw);
+            if line.is_empty() {
+                continue;
+            }
+            let reply = match serde_json::from_slice::<Reply>(line) {
+                Ok(r) if r.id.is_some() => r,
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "no \"id\" field".to_string(),
+                    };
+                    // The reply cannot be attributed: charge the oldest unanswered record.
+                    if let Some(inf) = self.slots[s].inflight.pop_oldest() {
+                        self.note_answer(s);
+                        let msg = format!(
+                            "worker {s} wrote a line that is not a valid reply ({why}): {}",
+                            quote_start(line)
+                        );
+                        let f = self.failure(s, FailureKind::BadOutput, msg, false);
+                        out.push((inf.id, AttemptOutcome::Failure(f)));
+                    }
+                    continue;
+                }
+            };
+            let wire = reply.id.unwrap_or_default();
+            let InflightSet::Framed(map) = &mut self.slots[s].inflight else {
+                unreachable!("framed protocol uses a map by id")
+            };
+            let Some(inf) = map.get_mut(&wire) else {
+                // A reply for a record that is no longer in flight here; ignore it.
+                continue;
+            };
+            let mut used = false;
+            if let Some(output) = reply.output {
+                inf.outputs.push(output.get().as_bytes().to_vec());
+                used = true;
+            }
+            let finished = if let Some(err) = reply.error {
+                let text = match serde_json::from_str::<String>(err.get()) {
+                    Ok(s) => s,
+                    Err(_) => err.get().to_string(),
+                };
+                let retryable = reply.retryable.unwrap_or(false);
+                Some(Err((text, retryable)))
+            } else if reply.done == Some(true) {
+                Some(Ok(()))
+            } else if !used {
+                Some(Err((
+                    format!(
+                        "worker {s} sent a reply with none of \"output\", \"done\" or \"error\": {}",
+                        quote_start(line)
+                    ),
+                    false,
+                )))
+            } else {
+                None
+            };
+            if let Some(result) = finished {
+                let inf = map.remove(&wire).expect("present");
+                self.note_answer(s);
+                let outcome = match result {
+                    Ok(()) => AttemptOutcome::Success(inf.outputs),
+                    Err((msg, retryable)) => {
+                        let kind = if reply.error.is_some() {
+                            FailureKind::Reported
+                        } else {
+                            FailureKind::BadOutput
+                        };
+                        AttemptOutcome::Failure(self.failure(s, kind, msg, retryable))
+                    }
+                };
+                out.push((inf.id, outcome));
+            }
+        }
+    }
+
+    /// The worker of slot `s` closed its stdout: collect it, charge the oldest record in
+    /// flight, restart it and re-send the rest.
+    fn worker_ended(&mut self, s: usize, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+        let Some(mut running) = self.slots[s].running.take() else {
+            return Ok(());
+        };
+        let grace = self.cfg.kill_grace;
+        let (status, exited) = reap_group(&mut running.child, EXIT_WAIT, grace);
+        let tail = running.stderr.finish(STDERR_WAIT);
+        let how = if exited {
+            describe_status(status)
+        } else {
+            "closed its stdout".to_string()
+        };
+        if let Some(inf) = self.slots[s].inflight.pop_oldest() {
+            out.push((
+                inf.id,
+                AttemptOutcome::Failure(WorkerFailure {
+                    kind: FailureKind::WorkerExited,
+                    message: format!(
+                        "worker {s} (`{}`) {how} while processing this record",
+                        self.cfg.command.display()
+                    ),
+                    retryable: true,
+                    worker: s,
+                    stderr_tail: tail.clone(),
+                }),
+            ));
+        }
+        if !self.slots[s].answered {
+            self.barren_exits += 1;
+            if self.barren_exits >= self.cfg.restart_limit {
+                let last = tail
+                    .last()
+                    .map(|l| format!("; its last stderr line: {l}"))
+                    .unwrap_or_default();
+                let fatal = FatalExecutorError {
+                    message: format!(
+                        "worker `{}` {how} {} times in a row without answering any record{last}; check the --worker command",
+                        self.cfg.command.display(),
+                        self.barren_exits
+                    ),
+                };
+                self.fatal = Some(fatal.clone());
+                return Err(fatal);
+            }
+        }
+        self.launch(s)
+            .inspect_err(|e| self.fatal = Some(e.clone()))?;
+        self.resend(s);
+        Ok(())
+    }
+
+    /// Kills a worker's process group without blocking the caller: SIGTERM now, SIGKILL
+    /// after the grace period on a reaper thread, which then reaps the worker.
+    fn kill_async(&mut self, running: Running) {
+        let grace = self.cfg.kill_grace;
+        let Running {
+            mut child, writer, ..
+        } = running;
+        drop(writer);
+        let pid = child.id();
+        if !has_exited(pid) {
+            signal_group(pid, Signal::SIGTERM);
+        }
+        self.reapers.retain(|h| !h.is_finished());
+        let spawned = std::thread::Builder::new()
+            .name("herdsman-reaper".into())
+            .spawn(move || {
+                terminate_group(&mut child, grace);
+            });
+        match spawned {
+            Ok(h) => self.reapers.push(h),
+            // No thread left to wait out the grace period: kill the group at once (the
+            // leader is not reaped yet, so its group id is still its own).
+            Err(_) => signal_group(pid, Signal::SIGKILL),
+        }
+    }
+}
+
+type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
+
+fn thread_error(e: std::io::Error) -> FatalExecutorError {
+    FatalExecutorError {
+        message: format!(
+            "cannot start a thread for a worker: {}; lower --workers or raise the thread limit",
+            io_phrase(&e)
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct Reply<'a> {
+    id: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    output: Option<&'a RawValue>,
+    #[serde(default)]
+    done: Option<bool>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+    #[serde(default)]
+    retryable: Option<bool>,
+}
+
+/// A field that is present (even as `null`) becomes `Some`.
+fn present<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn check_json(line: &[u8]) -> Result<(), String> {
+    if line.is_empty() {
+        return Err("empty line".into());
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(line)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The start of a line, quoted for a message.
+pub(crate) fn quote_start(line: &[u8]) -> String {
+    const MAX: usize = 80;
+    let text = String::from_utf8_lossy(&line[..line.len().min(MAX * 4)]);
+    let mut short: String = text.chars().take(MAX).collect();
+    if short.len() < text.len() || line.len() > MAX * 4 {
+        short.push('…');
+    }
+    format!("`{short}`")
+}
+
+fn write_loop(stdin: ChildStdin, rx: Receiver<Vec<u8>>) {
+    let mut w = BufWriter::with_capacity(64 * 1024, stdin);
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(TryRecvError::Empty) => {
+                if w.flush().is_err() {
+                    return;
+                }
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                let _ = w.flush();
+                return;
+            }
+        };
+        if w.write_all(&msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_loop(mut stdout: ChildStdout, slot: usize, gen: u64, tx: Sender<Event>, max_line: usize) {
+    let mut tmp = vec![0u8; 64 * 1024];
+    let mut buf: Vec<u8> = Vec::new();
+    let mut discarding = false;
+    loop {
+        let n = match stdout.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut data = &tmp[..n];
+        if discarding {
+            match memchr::memchr(b'\n', data) {
+                Some(pos) => {
+                    discarding = false;
+                    data = &data[pos + 1..];
+                }
+                None => continue,
+            }
+        }
+        let old_len = buf.len();
+        buf.extend_from_slice(data);
+        match memchr::memrchr(b'\n', &buf[old_len..]) {
+            Some(rel) => {
+                let cut = old_len + rel + 1;
+                let rest = buf[cut..].to_vec();
+                buf.truncate(cut);
+                let chunk = std::mem::replace(&mut buf, rest);
+                if tx.send(Event::Stdout { slot, gen, chunk }).is_err() {
+                    return;
+                }
+            }
+            None => {
+                if buf.len() > max_line {
+                    buf.clear();
+                    discarding = true;
+                    if tx.send(Event::TooLong { slot, gen }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if buf.len() > max_line {
+            buf.clear();
+            discarding = true;
+            if tx.send(Event::TooLong { slot, gen }).is_err() {
+                return;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        buf.push(b'\n');
+        let _ = tx.send(Event::Stdout {
+            slot,
+            gen,
+            chunk: buf,
+        });
+    }
+    let _ = tx.send(Event::Eof { slot, gen });
+}
+
+impl Executor<WorkItem> for WorkerPool {
+    type Output = WorkOutput;
+    type Error = WorkerFailure;
+
+    fn capacity(&self) -> usize {
+        self.cfg.workers * self.cfg.pipeline_depth
+    }
+
+    fn submit(&mut self, id: AttemptId, item: WorkItem) -> Result<(), FatalExecutorError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone());
+        }
+        let s = self.pick_slot();
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let protocol = self.cfg.protocol;
+        let slot = &mut self.slots[s];
+        Self::encode(protocol, &mut slot.outbox, wire, &item.json);
+        slot.inflight.push(Inflight {
+            id,
+            item,
+            wire,
+            outputs: Vec::new(),
+        });
+        if slot.outbox.len() >= OUTBOX_FLUSH {
+            self.flush_slot(s);
+        }
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), FatalExecutorError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone());
+        }
+        self.flush_all();
+        let start_len = out.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Take everything already waiting, then block only if nothing finished.
+            while let Ok(ev) = self.events.try_recv() {
+                self.handle(ev, out)?;
+                if out.len() - start_len >= 4096 {
+                    break;
+                }
+            }
+            // Restarts may have queued re-sends.
+            self.flush_all();
+            if out.len() > start_len {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            match self.events.recv_timeout(deadline - now) {
+                Ok(ev) => self.handle(ev, out)?,
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        let Some(s) =
+            (0..self.slots.len()).find(|&s| self.slots[s].inflight.iter().any(|inf| inf.id == id))
+        else {
+            return;
+        };
+        self.slots[s].inflight.remove_attempt(id);
+        if let Some(running) = self.slots[s].running.take() {
+            self.kill_async(running);
+        }
+        match self.launch(s) {
+            Ok(()) => self.resend(s),
+            Err(e) => self.fatal = Some(e),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let mut children: Vec<Child> = Vec::new();
+        for slot in &mut self.slots {
+            slot.outbox.clear();
+            if let Some(r) = slot.running.take() {
+                // Dropping the writer's channel closes the worker's stdin once it is written.
+                drop(r.writer);
+                children.push(r.child);
+            }
+        }
+        // Stop reader threads that may be blocked on a full event channel.
+        self.events_tx = None;
+        self.events = crossbeam_channel::never();
+        let close_wait = self.cfg.kill_grace.min(Duration::from_millis(500));
+        let deadline = Instant::now() + close_wait;
+        for child in &children {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_exited(child.id(), left);
+        }
+        for child in &children {
+            if !has_exited(child.id()) {
+                signal_group(child.id(), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + self.cfg.kill_grace;
+        for child in &mut children {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_exited(child.id(), left);
+            signal_group(child.id(), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        for h in self.reapers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_and_quote() {
+        assert_eq!(trim(b"  {\"a\":1}\r"), b"{\"a\":1}");
+        assert_eq!(trim(b"   "), b"");
+        assert_eq!(quote_start(b"abc"), "`abc`");
+        let long = vec![b'z'; 500];
+        let q = quote_start(&long);
+        assert!(q.ends_with("…`"));
+        assert_eq!(q.chars().count(), 80 + 3);
+    }
+
+    #[test]
+    fn check_json_rejects_garbage() {
+        assert!(check_json(b"{\"a\":1}").is_ok());
+        assert!(check_json(b"null").is_ok());
+        assert!(check_json(b"hello").is_err());
+        assert!(check_json(b"").is_err());
+        assert!(check_json(b"{\"a\":1} x").is_err());
+    }
+
+    #[test]
+    fn reply_keeps_null_output() {
+        let r: Reply = serde_json::from_slice(br#"{"id":3,"output":null}"#).unwrap();
+        assert_eq!(r.id, Some(3));
+        assert_eq!(r.output.map(|o| o.get()), Some("null"));
+        let r: Reply = serde_json::from_slice(br#"{"id":3,"done":true}"#).unwrap();
+        assert!(r.output.is_none());
+        assert_eq!(r.done, Some(true));
+    }
+
+    #[test]
+    fn encode_framed_and_lines() {
+        let mut b = Vec::new();
+        WorkerPool::encode(Protocol::Framed, &mut b, 7, b"{\"a\":1}");
+        WorkerPool::encode(Protocol::Lines, &mut b, 8, b"{\"a\":\n2}");
+        assert_eq!(b, b"{\"id\":7,\"record\":{\"a\":1}}\n{\"a\": 2}\n");
+    }
+}

@@ -1,0 +1,224 @@
+//! Starting child processes in their own process group and stopping the whole group.
+//!
+//! Every child started here leads a new process group, so that killing the group also kills
+//! anything it spawned. This module must never signal a process group whose leader has
+//! already been reaped (its id could belong to someone else by then): groups are signalled
+//! only while the leader is alive or a not-yet-reaped zombie.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// The program a worker pool starts for each worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerCommand {
+    /// A program and its arguments, started directly (no shell).
+    Argv(Vec<String>),
+    /// A command line run by `sh -c`.
+    Shell(String),
+}
+
+impl WorkerCommand {
+    /// A program and its arguments, started directly without a shell.
+    ///
+    /// ```
+    /// let cmd = herdsman_workers::WorkerCommand::argv(["jq", "-c", "--unbuffered", "."]);
+    /// assert_eq!(cmd.display(), "jq -c --unbuffered .");
+    /// ```
+    pub fn argv<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        WorkerCommand::Argv(argv.into_iter().map(Into::into).collect())
+    }
+
+    /// A command line run by `sh -c`.
+    pub fn shell(line: impl Into<String>) -> Self {
+        WorkerCommand::Shell(line.into())
+    }
+
+    /// The command as the user would type it, for messages.
+    pub fn display(&self) -> String {
+        match self {
+            WorkerCommand::Argv(argv) => argv.join(" "),
+            WorkerCommand::Shell(line) => line.clone(),
+        }
+    }
+
+    /// The argv actually executed.
+    pub(crate) fn to_argv(&self) -> Vec<String> {
+        match self {
+            WorkerCommand::Argv(argv) => argv.clone(),
+            WorkerCommand::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
+        }
+    }
+}
+
+/// Builds a `Command` for `argv` that leads its own process group.
+pub(crate) fn group_command<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(argv[0].as_ref());
+    cmd.args(argv[1..].iter().map(AsRef::as_ref));
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.process_group(0);
+    cmd
+}
+
+/// Starts a persistent worker with all three standard streams piped.
+pub(crate) fn spawn_piped(argv: &[String], env: &[(String, String)]) -> io::Result<Child> {
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    }
+    group_command(argv, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// An `io::Error` as a short phrase, without the "(os error N)" suffix.
+pub(crate) fn io_phrase(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(pos) => text[..pos].to_string(),
+        None => text,
+    }
+}
+
+/// Sends `sig` to the process group led by `pid`, ignoring a group that is already gone.
+pub(crate) fn signal_group(pid: u32, sig: Signal) {
+    let _ = killpg(Pid::from_raw(pid as i32), sig);
+}
+
+/// True if the child has exited (it stays a zombie: it is not reaped, so its process group
+/// id cannot be reused yet).
+pub(crate) fn has_exited(pid: u32) -> bool {
+    // SAFETY: waitid only writes into the zeroed siginfo we own; WNOWAIT leaves the child
+    // waitable, WNOHANG makes it return at once.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if rc != 0 {
+            // ECHILD: already reaped (cannot happen for children we own) — treat as exited.
+            return io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+        }
+        info.si_pid() != 0
+    }
+}
+
+/// Waits up to `limit` for the child to exit, without reaping it. Returns whether it exited.
+pub(crate) fn wait_exited(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if has_exited(pid) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Stops a child and everything in its process group: SIGTERM to the group, up to `grace`
+/// for the leader to exit, then SIGKILL to the group (still safe: the leader is not reaped
+/// yet), then reaps the leader.
+pub(crate) fn terminate_group(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    let pid = child.id();
+    if !has_exited(pid) {
+        signal_group(pid, Signal::SIGTERM);
+        wait_exited(pid, grace);
+    }
+    signal_group(pid, Signal::SIGKILL);
+    child.wait().ok()
+}
+
+/// Reaps a child whose leader has exited (or is about to), after killing whatever is left of
+/// its group. Waits up to `limit` for the leader; if it is still running after that, the
+/// whole group is terminated with `grace`. Returns the exit status and whether the leader
+/// had exited on its own.
+pub(crate) fn reap_group(
+    child: &mut Child,
+    limit: Duration,
+    grace: Duration,
+) -> (Option<ExitStatus>, bool) {
+    let pid = child.id();
+    if wait_exited(pid, limit) {
+        signal_group(pid, Signal::SIGKILL);
+        (child.wait().ok(), true)
+    } else {
+        (terminate_group(child, grace), false)
+    }
+}
+
+/// Describes how a process ended, e.g. "exited with status 3" or "was killed by signal 9
+/// (SIGKILL)".
+pub(crate) fn describe_status(status: Option<ExitStatus>) -> String {
+    match status {
+        None => "ended (status unknown)".to_string(),
+        Some(st) => {
+            if let Some(code) = st.code() {
+                format!("exited with status {code}")
+            } else if let Some(sig) = st.signal() {
+                match Signal::try_from(sig) {
+                    Ok(s) => format!("was killed by signal {sig} ({})", s.as_str()),
+                    Err(_) => format!("was killed by signal {sig}"),
+                }
+            } else {
+                format!("ended ({st})")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_phrase_drops_os_error_suffix() {
+        let err = io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(io_phrase(&err), "No such file or directory");
+    }
+
+    #[test]
+    fn terminate_group_kills_leader_and_reports_signal() {
+        let mut child = group_command(&["sleep", "30"], &[]).spawn().unwrap();
+        let status = terminate_group(&mut child, Duration::from_secs(2));
+        assert_eq!(describe_status(status), "was killed by signal 15 (SIGTERM)");
+    }
+
+    #[test]
+    fn describe_exit_code() {
+        let mut child = group_command(&["sh", "-c", "exit 3"], &[]).spawn().unwrap();
+        let (status, exited) = reap_group(
+            &mut child,
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+        );
+        assert!(exited);
+        assert_eq!(describe_status(status), "exited with status 3");
+    }
+
+    #[test]
+    fn command_display() {
+        assert_eq!(WorkerCommand::shell("cat | cat").display(), "cat | cat");
+        assert_eq!(
+            WorkerCommand::shell("cat").to_argv(),
+            vec!["sh".to_string(), "-c".into(), "cat".into()]
+        );
+    }
+}

@@ -1,0 +1,678 @@
+//! The scheduler: admits items from the input within the window, takes rate-limit tokens,
+//! submits attempts to a backend, keeps waiting retries in a timer queue, enforces item
+//! timeouts and the deadline, counts errors, and hands every final outcome to a sink.
+//!
+//! It must never lose or duplicate an item (each admitted index gets exactly one final
+//! outcome), never pull input after a stop, and never sleep longer than a short tick
+//! without checking the stop token.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::executor::{AttemptId, AttemptOutcome, FatalExecutorError};
+use crate::limiter::Limiter;
+use crate::outcome::{ItemError, ItemOutcome, Progress, RunStatus, Summary};
+use crate::retry::Retry;
+use crate::stop::StopToken;
+
+/// Longest the scheduler waits without re-checking stop, deadline and timers.
+pub(crate) const TICK: Duration = Duration::from_millis(20);
+
+/// How one item of a submitted batch ended, as seen by a backend.
+pub(crate) enum Slot<U, E> {
+    Done(AttemptOutcome<U, E>),
+    NotRun,
+    TimedOut,
+}
+
+/// The outcomes of one submitted batch: `outcomes[k]` belongs to index `first.index + k`.
+pub(crate) struct Report<U, E> {
+    pub first: AttemptId,
+    pub outcomes: Vec<Slot<U, E>>,
+    /// Measured run time per item, when the backend measures it.
+    pub per_item: Option<Duration>,
+}
+
+/// What the scheduler drives: threads, an inline runner, or any [`Executor`](crate::Executor).
+pub(crate) trait Backend<T, U, E>: Send {
+    /// How many more batches may be submitted now.
+    fn free_slots(&self) -> usize;
+    /// Items per batch the backend would like next (1 = no batching).
+    fn batch_size(&self) -> usize;
+    /// Batches submitted and not yet reported or abandoned.
+    fn in_flight(&self) -> usize;
+    /// Whether reports carry measured durations.
+    fn measures(&self) -> bool;
+    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError>;
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Report<U, E>>,
+    ) -> Result<(), FatalExecutorError>;
+    /// Give up on one single-item batch.
+    fn abandon(&mut self, id: AttemptId);
+    /// Give up on everything in flight; returns `(first id, batch length)` of each batch.
+    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)>;
+    /// Items not yet started should be reported as not run.
+    fn stop_queued(&mut self);
+    fn shutdown(&mut self);
+}
+
+/// Run one attempt, turning a panic into [`AttemptOutcome::Panicked`].
+pub(crate) fn run_one<T, U, E, F: Fn(T) -> Result<U, E>>(f: &F, item: T) -> AttemptOutcome<U, E> {
+    match catch_unwind(AssertUnwindSafe(|| f(item))) {
+        Ok(Ok(v)) => AttemptOutcome::Success(v),
+        Ok(Err(e)) => AttemptOutcome::Failure(e),
+        Err(payload) => AttemptOutcome::Panicked(panic_message(payload.as_ref())),
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+pub(crate) type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+pub(crate) type OutcomeFn<U, E> = Box<dyn FnMut(&ItemOutcome<U, E>) + Send>;
+
+/// Every policy of a run.
+pub(crate) struct Policies<T, U, E> {
+    pub window: Option<usize>,
+    pub ordered: bool,
+    pub limiter: Option<Limiter>,
+    pub retry: Option<Retry<E>>,
+    pub cloner: Option<fn(&T) -> T>,
+    pub deadline: Option<Duration>,
+    pub item_timeout: Option<Duration>,
+    pub max_errors: Option<u64>,
+    pub stop: Option<StopToken>,
+    pub total_hint: Option<u64>,
+    pub on_progress: Option<ProgressFn>,
+    pub on_outcome: Option<OutcomeFn<U, E>>,
+}
+
+impl<T, U, E> Default for Policies<T, U, E> {
+    fn default() -> Self {
+        Policies {
+            window: None,
+            ordered: true,
+            limiter: None,
+            retry: None,
+            cloner: None,
+            deadline: None,
+            item_timeout: None,
+            max_errors: None,
+            stop: None,
+            total_hint: None,
+            on_progress: None,
+            on_outcome: None,
+        }
+    }
+}
+
+/// Where final outcomes go.
+pub(crate) trait Sink<U, E> {
+    /// Take one final outcome; false means the consumer is gone and the run should stop.
+    fn accept(&mut self, o: ItemOutcome<U, E>) -> bool;
+    /// Items no longer counted against the window (handed to the consumer).
+    fn delivered(&self) -> u64;
+    /// The run is over.
+    fn finish(&mut self, _summary: &Summary) {}
+}
+
+struct Pending<T, E> {
+    due: Instant,
+    /// The attempt to run next.
+    id: AttemptId,
+    item: T,
+    last_error: ItemError<E>,
+    spent: Duration,
+}
+
+impl<T, E> PartialEq for Pending<T, E> {
+    fn eq(&self, o: &Self) -> bool {
+        self.due == o.due && self.id == o.id
+    }
+}
+impl<T, E> Eq for Pending<T, E> {}
+impl<T, E> PartialOrd for Pending<T, E> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<T, E> Ord for Pending<T, E> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Reversed: BinaryHeap is a max-heap and the earliest due time must come first.
+        (o.due, o.id).cmp(&(self.due, self.id))
+    }
+}
+
+pub(crate) struct Engine<'s, I: Iterator, U, E> {
+    input: Option<I>,
+    backend: Box<dyn Backend<I::Item, U, E>>,
+    p: Policies<I::Item, U, E>,
+    sink: &'s mut dyn Sink<U, E>,
+    window: usize,
+    internal_stop: Option<Arc<AtomicBool>>,
+    start: Instant,
+    deadline_at: Option<Instant>,
+    next_index: u64,
+    clones: HashMap<u64, I::Item>,
+    spent: HashMap<u64, Duration>,
+    retry_q: BinaryHeap<Pending<I::Item, E>>,
+    times: HashMap<AttemptId, Instant>,
+    track_times: bool,
+    progress: Progress,
+    status: Option<RunStatus>,
+    deadline_hit: bool,
+    rng: fastrand::Rng,
+    token_wait: Option<Duration>,
+    window_blocked: bool,
+}
+
+impl<'s, I, U, E> Engine<'s, I, U, E>
+where
+    I: Iterator,
+{
+    pub(crate) fn new(
+        input: I,
+        backend: Box<dyn Backend<I::Item, U, E>>,
+        p: Policies<I::Item, U, E>,
+        window: usize,
+        sink: &'s mut dyn Sink<U, E>,
+        internal_stop: Option<Arc<AtomicBool>>,
+    ) -> Self {
+        let start = Instant::now();
+        let total = p.total_hint.or_else(|| match input.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo as u64),
+            _ => None,
+        });
+        let track_times = p.item_timeout.is_some() || !backend.measures();
+        Engine {
+            deadline_at: p.deadline.map(|d| start + d),
+            input: Some(input),
+            backend,
+            sink,
+            window: window.max(1),
+            internal_stop,
+            start,
+            next_index: 0,
+            clones: HashMap::new(),
+            spent: HashMap::new(),
+            retry_q: BinaryHeap::new(),
+            times: HashMap::new(),
+            track_times,
+            progress: Progress {
+                total,
+                ..Progress::default()
+            },
+            status: None,
+            deadline_hit: false,
+            rng: fastrand::Rng::new(),
+            token_wait: None,
+            window_blocked: false,
+            p,
+        }
+    }
+
+    /// Drive the run to its end and return the summary.
+    pub(crate) fn run(mut self) -> Summary {
+        let mut reports = Vec::new();
+        loop {
+            self.check_stops();
+            self.token_wait = None;
+            self.window_blocked = false;
+            if self.status.is_none() {
+                if let Err(e) = self.submit_due_retries().and_then(|_| self.admit()) {
+                    self.fatal(e);
+                    break;
+                }
+            }
+            if self.is_done() {
+                break;
+            }
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.backend.poll(timeout, &mut reports) {
+                self.fatal(e);
+                break;
+            }
+            for r in reports.drain(..) {
+                self.handle_report(r);
+            }
+            self.check_item_timeouts();
+        }
+        self.backend.shutdown();
+        let summary = Summary {
+            status: self.status.clone().unwrap_or(RunStatus::Completed),
+            succeeded: self.progress.succeeded,
+            failed: self.progress.failed,
+            not_run: self.progress.not_run,
+            retries: self.progress.retries,
+            admitted: self.next_index,
+            elapsed: self.start.elapsed(),
+        };
+        self.sink.finish(&summary);
+        summary
+    }
+
+    fn is_done(&self) -> bool {
+        self.input.is_none() && self.backend.in_flight() == 0 && self.retry_q.is_empty()
+    }
+
+    fn check_stops(&mut self) {
+        let user = self.p.stop.as_ref().is_some_and(|s| s.is_stopped());
+        let internal = self
+            .internal_stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed));
+        if user || internal {
+            self.begin_stop(RunStatus::Cancelled);
+        }
+        if !self.deadline_hit && self.deadline_at.is_some_and(|d| Instant::now() >= d) {
+            self.deadline_hit = true;
+            self.begin_stop(RunStatus::TimedOut);
+            let now = Instant::now();
+            for (first, len) in self.backend.abandon_all() {
+                for k in 0..len as u64 {
+                    let id = AttemptId {
+                        index: first.index + k,
+                        attempt: first.attempt,
+                    };
+                    let dur = self
+                        .times
+                        .remove(&id)
+                        .map(|s| now.saturating_duration_since(s))
+                        .unwrap_or_default();
+                    self.finish(id.index, Err(ItemError::TimedOut), id.attempt, dur);
+                }
+            }
+        }
+    }
+
+    /// Stop admitting. The first reason wins.
+    fn begin_stop(&mut self, status: RunStatus) {
+        if self.status.is_some() {
+            return;
+        }
+        self.status = Some(status);
+        self.input = None;
+        self.backend.stop_queued();
+        while let Some(p) = self.retry_q.pop() {
+            self.finish(p.id.index, Err(p.last_error), p.id.attempt - 1, p.spent);
+        }
+    }
+
+    fn fatal(&mut self, e: FatalExecutorError) {
+        self.begin_stop(RunStatus::ExecutorFailed(e.message.clone()));
+        self.status = Some(RunStatus::ExecutorFailed(e.message.clone()));
+        for (first, len) in self.backend.abandon_all() {
+            for k in 0..len as u64 {
+                self.times.remove(&AttemptId {
+                    index: first.index + k,
+                    attempt: first.attempt,
+                });
+                self.finish(
+                    first.index + k,
+                    Err(ItemError::Executor(e.message.clone())),
+                    first.attempt,
+                    Duration::ZERO,
+                );
+            }
+        }
+    }
+
+    fn take_token(&mut self) -> bool {
+        match &self.p.limiter {
+            None => true,
+            Some(l) => match l.try_acquire() {
+                Ok(()) => true,
+                Err(w) => {
+                    self.token_wait = Some(w);
+                    false
+                }
+            },
+        }
+    }
+
+    fn submit_due_retries(&mut self) -> Result<(), FatalExecutorError> {
+        let now = Instant::now();
+        while let Some(top) = self.retry_q.peek() {
+            if top.due > now || self.backend.free_slots() == 0 || self.status.is_some() {
+                break;
+            }
+            if !self.take_token() {
+                break;
+            }
+            let Some(p) = self.retry_q.pop() else { break };
+            self.spent.insert(p.id.index, p.spent);
+            if let (Some(c), Some(r)) = (self.p.cloner, &self.p.retry) {
+                if p.id.attempt < r.attempts {
+                    self.clones.insert(p.id.index, c(&p.item));
+                }
+            }
+            if self.track_times {
+                self.times.insert(p.id, Instant::now());
+            }
+            self.progress.retries += 1;
+            self.backend.submit(p.id, vec![p.item])?;
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self) -> Result<(), FatalExecutorError> {
+        while self.input.is_some() && self.backend.free_slots() > 0 {
+            let used = self.next_index - self.sink.delivered();
+            if used >= self.window as u64 {
+                self.window_blocked = true;
+                break;
+            }
+            let room = (self.window as u64 - used) as usize;
+            let mut n = self.backend.batch_size().clamp(1, room);
+            if self.p.limiter.is_some() {
+                n = 1;
+                if !self.take_token() {
+                    break;
+                }
+            }
+            let first = self.next_index;
+            let mut items = Vec::with_capacity(n);
+            if let Some(input) = self.input.as_mut() {
+                while items.len() < n {
+                    match input.next() {
+                        Some(x) => items.push(x),
+                        None => {
+                            self.input = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            if items.is_empty() {
+                break;
+            }
+            let len = items.len() as u64;
+            if let Some(c) = self.p.cloner {
+                if self.p.retry.as_ref().is_some_and(|r| r.attempts > 1) {
+                    for (k, it) in items.iter().enumerate() {
+                        self.clones.insert(first + k as u64, c(it));
+                    }
+                }
+            }
+            if self.track_times {
+                let now = Instant::now();
+                for k in 0..len {
+                    self.times.insert(
+                        AttemptId {
+                            index: first + k,
+                            attempt: 1,
+                        },
+                        now,
+                    );
+                }
+            }
+            self.next_index += len;
+            self.backend.submit(
+                AttemptId {
+                    index: first,
+                    attempt: 1,
+                },
+                items,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut t = TICK;
+        if self.window_blocked {
+            t = t.min(Duration::from_millis(2));
+        }
+        if let Some(w) = self.token_wait {
+            t = t.min(w);
+        }
+        if let Some(top) = self.retry_q.peek() {
+            t = t.min(top.due.saturating_duration_since(now));
+        }
+        if let Some(d) = self.deadline_at {
+            if !self.deadline_hit {
+                t = t.min(d.saturating_duration_since(now));
+            }
+        }
+        if let Some(it) = self.p.item_timeout {
+            for s in self.times.values() {
+                t = t.min((*s + it).saturating_duration_since(now));
+            }
+        }
+        t
+    }
+
+    fn handle_report(&mut self, r: Report<U, E>) {
+        let now = Instant::now();
+        for (k, slot) in r.outcomes.into_iter().enumerate() {
+            let id = AttemptId {
+                index: r.first.index + k as u64,
+                attempt: r.first.attempt,
+            };
+            let mut dur = r.per_item.unwrap_or_default();
+            if self.track_times {
+                if let Some(s) = self.times.remove(&id) {
+                    if r.per_item.is_none() {
+                        dur = now.saturating_duration_since(s);
+                    }
+                }
+            }
+            match slot {
+                Slot::Done(AttemptOutcome::Success(v)) => {
+                    self.finish(id.index, Ok(v), id.attempt, dur);
+                }
+                Slot::Done(AttemptOutcome::Failure(e)) => {
+                    self.failed(id, ItemError::Failed(e), dur);
+                }
+                Slot::Done(AttemptOutcome::Panicked(m)) => {
+                    self.failed(id, ItemError::Panicked(m), dur);
+                }
+                Slot::TimedOut => self.failed(id, ItemError::TimedOut, dur),
+                Slot::NotRun => {
+                    self.finish(id.index, Err(ItemError::NotRun), id.attempt - 1, dur);
+                }
+            }
+        }
+    }
+
+    fn check_item_timeouts(&mut self) {
+        let Some(limit) = self.p.item_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        let expired: Vec<(AttemptId, Duration)> = self
+            .times
+            .iter()
+            .filter_map(|(id, s)| {
+                let el = now.saturating_duration_since(*s);
+                (el >= limit).then_some((*id, el))
+            })
+            .collect();
+        for (id, el) in expired {
+            self.times.remove(&id);
+            self.backend.abandon(id);
+            self.failed(id, ItemError::TimedOut, el);
+        }
+    }
+
+    /// An attempt failed: schedule a retry or record the final failure.
+    fn failed(&mut self, id: AttemptId, err: ItemError<E>, dur: Duration) {
+        let mut delay = None;
+        if let Some(r) = &self.p.retry {
+            let server_wait = err.user_error().and_then(|e| r.server_wait(e));
+            if let (Some(w), Some(l)) = (server_wait, &self.p.limiter) {
+                l.pause(w);
+            }
+            let retryable = match &err {
+                ItemError::Failed(e) => r.is_retryable(e),
+                ItemError::TimedOut => r.retry_timeouts,
+                _ => false,
+            };
+            if retryable && id.attempt < r.attempts && self.status.is_none() {
+                delay =
+                    Some(server_wait.unwrap_or_else(|| r.delay_after(id.attempt, self.rng.f64())));
+            }
+        }
+        let prev = self.spent.remove(&id.index).unwrap_or_default();
+        if let Some(delay) = delay {
+            if let Some(item) = self.clones.remove(&id.index) {
+                self.retry_q.push(Pending {
+                    due: Instant::now() + delay,
+                    id: AttemptId {
+                        index: id.index,
+                        attempt: id.attempt + 1,
+                    },
+                    item,
+                    last_error: err,
+                    spent: prev + dur,
+                });
+                return;
+            }
+        }
+        self.finish(id.index, Err(err), id.attempt, prev + dur);
+    }
+
+    fn finish(
+        &mut self,
+        index: u64,
+        result: Result<U, ItemError<E>>,
+        attempts: u32,
+        dur: Duration,
+    ) {
+        if !self.clones.is_empty() {
+            self.clones.remove(&index);
+        }
+        let dur = if self.spent.is_empty() {
+            dur
+        } else {
+            dur + self.spent.remove(&index).unwrap_or_default()
+        };
+        let mut abort = false;
+        match &result {
+            Ok(_) => self.progress.succeeded += 1,
+            Err(ItemError::NotRun) => self.progress.not_run += 1,
+            Err(_) => {
+                self.progress.failed += 1;
+                abort = self.p.max_errors.is_some_and(|m| self.progress.failed >= m);
+            }
+        }
+        let o = ItemOutcome {
+            index,
+            result,
+            attempts,
+            duration: dur,
+        };
+        if let Some(cb) = self.p.on_outcome.as_mut() {
+            cb(&o);
+        }
+        if let Some(cb) = self.p.on_progress.as_mut() {
+            self.progress.elapsed = self.start.elapsed();
+            cb(&self.progress);
+        }
+        let alive = self.sink.accept(o);
+        if abort {
+            self.begin_stop(RunStatus::Aborted);
+        }
+        if !alive {
+            self.begin_stop(RunStatus::Cancelled);
+        }
+    }
+}
+
+/// Adapts any [`Executor`](crate::Executor) to the scheduler.
+pub(crate) struct ExecutorBackend<X: crate::Executor<T>, T> {
+    exec: X,
+    in_flight: std::collections::HashSet<AttemptId>,
+    buf: Vec<(AttemptId, AttemptOutcome<X::Output, X::Error>)>,
+    _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<X: crate::Executor<T>, T> ExecutorBackend<X, T> {
+    pub(crate) fn new(exec: X) -> Self {
+        ExecutorBackend {
+            exec,
+            in_flight: Default::default(),
+            buf: Vec::new(),
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<X, T> Backend<T, X::Output, X::Error> for ExecutorBackend<X, T>
+where
+    X: crate::Executor<T>,
+{
+    fn free_slots(&self) -> usize {
+        self.exec
+            .capacity()
+            .max(1)
+            .saturating_sub(self.in_flight.len())
+    }
+    fn batch_size(&self) -> usize {
+        1
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+    fn measures(&self) -> bool {
+        false
+    }
+    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
+        for (k, item) in items.into_iter().enumerate() {
+            let id = AttemptId {
+                index: first.index + k as u64,
+                attempt: first.attempt,
+            };
+            self.in_flight.insert(id);
+            self.exec.submit(id, item)?;
+        }
+        Ok(())
+    }
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Report<X::Output, X::Error>>,
+    ) -> Result<(), FatalExecutorError> {
+        self.exec.poll(timeout, &mut self.buf)?;
+        for (id, o) in self.buf.drain(..) {
+            if self.in_flight.remove(&id) {
+                out.push(Report {
+                    first: id,
+                    outcomes: vec![Slot::Done(o)],
+                    per_item: None,
+                });
+            }
+        }
+        Ok(())
+    }
+    fn abandon(&mut self, id: AttemptId) {
+        if self.in_flight.remove(&id) {
+            self.exec.abandon(id);
+        }
+    }
+    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
+        let mut ids: Vec<AttemptId> = self.in_flight.drain().collect();
+        ids.sort();
+        for id in &ids {
+            self.exec.abandon(*id);
+        }
+        ids.into_iter().map(|id| (id, 1)).collect()
+    }
+    fn stop_queued(&mut self) {}
+    fn shutdown(&mut self) {
+        self.exec.shutdown();
+    }
+}

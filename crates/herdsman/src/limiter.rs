@@ -1,0 +1,285 @@
+//! Rate limiting: a GCRA (generic cell rate algorithm) limiter that several runs and threads
+//! can share, with bursts and a `pause` for server-mandated waits (HTTP 429 Retry-After).
+//!
+//! It never sleeps: callers ask for a token and get either the token or how long to wait, so
+//! a waiting run can keep checking its stop token. `governor` was considered; it has no way
+//! to pause a limiter for a server-mandated wait, so this small GCRA is hand-written.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A source of time for a [`Limiter`]; tests use [`ManualClock`].
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Time elapsed since an arbitrary fixed origin, which must never go backwards.
+    fn now(&self) -> Duration;
+}
+
+/// The real monotonic clock.
+#[derive(Debug)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A clock that only moves when told to, for deterministic tests.
+///
+/// ```
+/// use herdsman::{Limiter, ManualClock, RateLimit};
+/// use std::time::Duration;
+/// let clock = ManualClock::new();
+/// let limiter = Limiter::with_clock(RateLimit::per_second(2), clock.clone());
+/// assert!(limiter.try_acquire().is_ok());
+/// assert!(limiter.try_acquire().is_err());
+/// clock.advance(Duration::from_millis(500));
+/// assert!(limiter.try_acquire().is_ok());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    now: Arc<Mutex<Duration>>,
+}
+
+impl ManualClock {
+    /// A clock at time zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A rate: `n` attempts per period, with an optional burst.
+///
+/// ```
+/// use herdsman::RateLimit;
+/// let r = RateLimit::per_second(10).burst(5);
+/// assert_eq!(r.burst_size(), 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    interval: Duration,
+    burst: u32,
+}
+
+impl RateLimit {
+    fn per(n: u32, period: Duration) -> Self {
+        assert!(n > 0, "a rate limit needs at least 1 attempt per period");
+        RateLimit {
+            interval: period / n,
+            burst: 1,
+        }
+    }
+
+    /// At most `n` attempts per second.
+    pub fn per_second(n: u32) -> Self {
+        Self::per(n, Duration::from_secs(1))
+    }
+
+    /// At most `n` attempts per minute.
+    pub fn per_minute(n: u32) -> Self {
+        Self::per(n, Duration::from_secs(60))
+    }
+
+    /// At most `n` attempts per hour.
+    pub fn per_hour(n: u32) -> Self {
+        Self::per(n, Duration::from_secs(3600))
+    }
+
+    /// Allow up to `b` attempts at once after an idle period (default 1: evenly spaced).
+    pub fn burst(mut self, b: u32) -> Self {
+        self.burst = b.max(1);
+        self
+    }
+
+    /// The burst size.
+    pub fn burst_size(&self) -> u32 {
+        self.burst
+    }
+
+    /// The steady spacing between attempts.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    /// Theoretical arrival time of the next token (GCRA).
+    tat: Duration,
+    paused_until: Duration,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rate: RateLimit,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+/// A shareable rate limiter: clone it and give the clones to several runs or threads; they
+/// all draw from the same budget.
+///
+/// ```
+/// use herdsman::{Limiter, RateLimit};
+/// let shared = Limiter::new(RateLimit::per_second(100).burst(10));
+/// let a = herdsman::map(0..5, |x: u32| Ok::<_, ()>(x)).limiter(shared.clone()).collect();
+/// let b = herdsman::map(0..5, |x: u32| Ok::<_, ()>(x)).limiter(shared.clone()).collect();
+/// assert!(a.is_ok() && b.is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+impl Limiter {
+    /// A limiter on the real clock.
+    pub fn new(rate: RateLimit) -> Self {
+        Self::with_clock(rate, SystemClock::default())
+    }
+
+    /// A limiter on the given clock (see [`ManualClock`]).
+    pub fn with_clock(rate: RateLimit, clock: impl Clock + 'static) -> Self {
+        let now = clock.now();
+        Limiter {
+            inner: Arc::new(Inner {
+                rate,
+                clock: Arc::new(clock),
+                state: Mutex::new(State {
+                    tat: now,
+                    paused_until: Duration::ZERO,
+                }),
+            }),
+        }
+    }
+
+    /// The configured rate.
+    pub fn rate(&self) -> RateLimit {
+        self.inner.rate
+    }
+
+    fn tolerance(&self) -> Duration {
+        self.inner.rate.interval * (self.inner.rate.burst - 1)
+    }
+
+    /// Take one token now, or return how long to wait before one may be available.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        let now = self.inner.clock.now();
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if now < st.paused_until {
+            return Err(st.paused_until - now);
+        }
+        let earliest = st.tat.saturating_sub(self.tolerance());
+        if now < earliest {
+            return Err(earliest - now);
+        }
+        st.tat = st.tat.max(now) + self.inner.rate.interval;
+        Ok(())
+    }
+
+    /// Block until a token is available (sleeping in short steps) and take it.
+    pub fn acquire_blocking(&self) {
+        while let Err(wait) = self.try_acquire() {
+            std::thread::sleep(wait.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Stop handing out tokens for `d` (for example, what an HTTP 429's Retry-After said).
+    /// After the pause, tokens resume at the steady rate, without a burst.
+    pub fn pause(&self, d: Duration) {
+        let now = self.inner.clock.now();
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let until = now + d;
+        if until > st.paused_until {
+            st.paused_until = until;
+        }
+        let no_burst = st.paused_until + self.tolerance();
+        if st.tat < no_burst {
+            st.tat = no_burst;
+        }
+    }
+
+    /// How long the limiter stays paused from now (zero if not paused).
+    pub fn paused_for(&self) -> Duration {
+        let now = self.inner.clock.now();
+        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.paused_until.saturating_sub(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_rate_on_manual_clock() {
+        let clock = ManualClock::new();
+        let l = Limiter::with_clock(RateLimit::per_second(10), clock.clone());
+        let mut granted = 0;
+        // 2 simulated seconds in 1 ms steps.
+        for _ in 0..2000 {
+            while l.try_acquire().is_ok() {
+                granted += 1;
+            }
+            clock.advance(Duration::from_millis(1));
+        }
+        assert!((20..=21).contains(&granted), "granted {granted}");
+    }
+
+    #[test]
+    fn burst_then_steady() {
+        let clock = ManualClock::new();
+        let l = Limiter::with_clock(RateLimit::per_second(10).burst(5), clock.clone());
+        let mut now = 0;
+        while l.try_acquire().is_ok() {
+            now += 1;
+        }
+        assert_eq!(now, 5);
+        let wait = l.try_acquire().unwrap_err();
+        assert_eq!(wait, Duration::from_millis(100));
+        clock.advance(wait);
+        assert!(l.try_acquire().is_ok());
+        assert!(l.try_acquire().is_err());
+    }
+
+    #[test]
+    fn pause_blocks_then_resumes_without_burst() {
+        let clock = ManualClock::new();
+        let l = Limiter::with_clock(RateLimit::per_second(10).burst(5), clock.clone());
+        l.pause(Duration::from_secs(2));
+        assert_eq!(l.try_acquire().unwrap_err(), Duration::from_secs(2));
+        clock.advance(Duration::from_millis(1999));
+        assert!(l.try_acquire().is_err());
+        clock.advance(Duration::from_millis(1));
+        assert!(l.try_acquire().is_ok());
+        assert!(l.try_acquire().is_err(), "no burst right after a pause");
+        assert_eq!(l.paused_for(), Duration::ZERO);
+    }
+
+    #[test]
+    fn per_minute_and_hour_intervals() {
+        assert_eq!(RateLimit::per_minute(60).interval(), Duration::from_secs(1));
+        assert_eq!(RateLimit::per_hour(3600).interval(), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,488 @@
+//! The builder users configure a run with (`map`, `map_with`), and the collecting sink.
+//!
+//! It only gathers options and picks a backend; it must never run anything before
+//! `collect`/`run`/`stream` is called.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{Backend, Engine, ExecutorBackend, Policies, Sink};
+use crate::executor::Executor;
+use crate::limiter::{Limiter, RateLimit};
+use crate::outcome::{Failure, ItemOutcome, Progress, RunResult, Successes, Summary};
+use crate::pool::{Inline, PoolConfig, ThreadPool};
+use crate::retry::Retry;
+use crate::stop::StopToken;
+use crate::stream::Stream;
+
+/// Default most items admitted but not yet handed out.
+pub const DEFAULT_WINDOW: usize = 1 << 16;
+
+/// Marker: a run on herdsman's own thread pool (see [`map`](crate::map)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Threads;
+
+/// Marker: a run on a caller-supplied [`Executor`] (see [`map_with`](crate::map_with)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Custom;
+
+/// What the backend factory gets to know about the run.
+pub(crate) struct BackendCfg {
+    pub workers: Option<usize>,
+    pub sequential: bool,
+    pub chunk: Option<usize>,
+    pub window: usize,
+    pub item_timeout: Option<Duration>,
+    pub rate_limited: bool,
+}
+
+type MakeBackend<T, U, E> = Box<dyn FnOnce(&BackendCfg) -> Box<dyn Backend<T, U, E>> + Send>;
+
+/// A configured run. Create it with [`map`](crate::map) or [`map_with`](crate::map_with),
+/// set options, then call [`collect`](Map::collect) or [`stream`](Map::stream).
+pub struct Map<I: Iterator, U, E, K = Threads> {
+    input: I,
+    make: MakeBackend<I::Item, U, E>,
+    policies: Policies<I::Item, U, E>,
+    workers: Option<usize>,
+    sequential: bool,
+    chunk: Option<usize>,
+    _kind: PhantomData<K>,
+}
+
+/// The number of worker threads used when `workers` is not set.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+pub(crate) fn thread_map<I, T, U, E, F>(items: I, f: F) -> Map<I::IntoIter, U, E, Threads>
+where
+    I: IntoIterator<Item = T>,
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+{
+    let make: MakeBackend<T, U, E> = Box::new(move |cfg: &BackendCfg| {
+        let workers = cfg.workers.unwrap_or_else(default_workers).max(1);
+        if cfg.sequential || workers == 1 {
+            return Box::new(Inline::new(f, cfg.item_timeout)) as Box<dyn Backend<T, U, E>>;
+        }
+        let chunk = if cfg.rate_limited { Some(1) } else { cfg.chunk };
+        Box::new(ThreadPool::new(
+            Arc::new(f),
+            PoolConfig {
+                workers,
+                chunk,
+                max_batch: (cfg.window / (2 * workers)).max(1),
+                track: cfg.item_timeout.is_some(),
+            },
+        ))
+    });
+    Map::new(items.into_iter(), make)
+}
+
+pub(crate) fn executor_map<I, X>(
+    items: I,
+    executor: X,
+) -> Map<I::IntoIter, X::Output, X::Error, Custom>
+where
+    I: IntoIterator,
+    X: Executor<I::Item> + 'static,
+    I::Item: 'static,
+{
+    let make: MakeBackend<I::Item, X::Output, X::Error> =
+        Box::new(move |_cfg: &BackendCfg| Box::new(ExecutorBackend::new(executor)) as _);
+    Map::new(items.into_iter(), make)
+}
+
+impl<I: Iterator, U, E, K> Map<I, U, E, K> {
+    pub(crate) fn new(input: I, make: MakeBackend<I::Item, U, E>) -> Self {
+        Map {
+            input,
+            make,
+            policies: Policies::default(),
+            workers: None,
+            sequential: false,
+            chunk: None,
+            _kind: PhantomData,
+        }
+    }
+
+    /// The most items admitted but not yet handed out (default 65 536). Input is pulled
+    /// lazily, only when a slot is free, so an endless iterator works; after a stop the
+    /// input is never pulled again. In ordered streams, results waiting for an earlier
+    /// straggler count against the window, which bounds memory.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// static NOW: AtomicUsize = AtomicUsize::new(0);
+    /// static MAX: AtomicUsize = AtomicUsize::new(0);
+    /// let run = herdsman::map(0..200, |x: u32| {
+    ///     let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+    ///     MAX.fetch_max(n, Ordering::SeqCst);
+    ///     NOW.fetch_sub(1, Ordering::SeqCst);
+    ///     Ok::<_, ()>(x)
+    /// })
+    /// .workers(4)
+    /// .window(3)
+    /// .collect();
+    /// assert!(run.is_ok());
+    /// assert!(MAX.load(Ordering::SeqCst) <= 3);
+    /// ```
+    pub fn window(mut self, n: usize) -> Self {
+        self.policies.window = Some(n.max(1));
+        self
+    }
+
+    /// Results in input order (`true`, the default) or in completion order (`false`).
+    ///
+    /// ```
+    /// let mut got: Vec<u32> = herdsman::map(0..10, |x: u32| Ok::<_, ()>(x))
+    ///     .ordered(false)
+    ///     .collect()
+    ///     .into_values()
+    ///     .unwrap();
+    /// got.sort();
+    /// assert_eq!(got, (0..10).collect::<Vec<_>>());
+    /// ```
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.policies.ordered = ordered;
+        self
+    }
+
+    /// Limit attempts (retries included) to this rate, with a limiter private to this run.
+    ///
+    /// ```
+    /// use herdsman::RateLimit;
+    /// let run = herdsman::map(0..3, |x: u32| Ok::<_, ()>(x))
+    ///     .rate_limit(RateLimit::per_second(1000).burst(3))
+    ///     .collect();
+    /// assert!(run.is_ok());
+    /// ```
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.policies.limiter = Some(Limiter::new(rate));
+        self
+    }
+
+    /// Draw attempts from a shared [`Limiter`] (several runs and threads may share one).
+    pub fn limiter(mut self, limiter: Limiter) -> Self {
+        self.policies.limiter = Some(limiter);
+        self
+    }
+
+    /// Stop the whole run after `d`: nothing new is admitted, attempts still running are
+    /// given up and reported [`ItemError::TimedOut`](crate::ItemError::TimedOut), and the
+    /// status is `TimedOut`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let run = herdsman::map(0.., |x: u64| {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    ///     Ok::<_, ()>(x)
+    /// })
+    /// .deadline(Duration::from_millis(100))
+    /// .collect();
+    /// assert_eq!(run.status(), &herdsman::RunStatus::TimedOut);
+    /// ```
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.policies.deadline = Some(d);
+        self
+    }
+
+    /// Give up on an attempt that runs longer than `d`; it is reported
+    /// [`ItemError::TimedOut`](crate::ItemError::TimedOut) (or retried, see
+    /// [`Retry::retry_timeouts`]).
+    ///
+    /// Threads cannot be killed: on the thread pool the attempt keeps running in the
+    /// background, its late result is discarded, and a new thread replaces the busy one so
+    /// throughput holds. Batching is off while a timeout is set. In sequential runs the
+    /// attempt cannot be interrupted at all: it is marked timed out after it returns.
+    /// Executors of worker processes kill the process instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let run = herdsman::map(0..2, |x: u64| {
+    ///     if x == 0 { std::thread::sleep(Duration::from_millis(300)); }
+    ///     Ok::<_, ()>(x)
+    /// })
+    /// .workers(2)
+    /// .item_timeout(Duration::from_millis(50))
+    /// .collect();
+    /// assert_eq!(run.failures()[0].index, 0);
+    /// ```
+    pub fn item_timeout(mut self, d: Duration) -> Self {
+        self.policies.item_timeout = Some(d);
+        self
+    }
+
+    /// Stop admitting after `n` final failures; admitted items that had not started are
+    /// reported [`ItemError::NotRun`](crate::ItemError::NotRun) and the status is `Aborted`.
+    ///
+    /// ```
+    /// let run = herdsman::map(0.., |x: u64| if x % 2 == 0 { Err("even") } else { Ok(x) })
+    ///     .max_errors(3)
+    ///     .collect();
+    /// assert_eq!(run.status(), &herdsman::RunStatus::Aborted);
+    /// ```
+    pub fn max_errors(mut self, n: u64) -> Self {
+        self.policies.max_errors = Some(n.max(1));
+        self
+    }
+
+    /// Cancel the run from elsewhere (see [`StopToken`]).
+    pub fn stop_token(mut self, token: StopToken) -> Self {
+        self.policies.stop = Some(token);
+        self
+    }
+
+    /// The number of items, for progress reports, when the input's `size_hint` is not exact.
+    pub fn total_hint(mut self, n: u64) -> Self {
+        self.policies.total_hint = Some(n);
+        self
+    }
+
+    /// Called after each item's final outcome (not per attempt), on the scheduler thread.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let seen = Arc::new(Mutex::new(0));
+    /// let s = seen.clone();
+    /// herdsman::map(0..5, |x: u32| Ok::<_, ()>(x))
+    ///     .on_progress(move |p| *s.lock().unwrap() = p.finished())
+    ///     .collect();
+    /// assert_eq!(*seen.lock().unwrap(), 5);
+    /// ```
+    pub fn on_progress(mut self, cb: impl FnMut(&Progress) + Send + 'static) -> Self {
+        self.policies.on_progress = Some(Box::new(cb));
+        self
+    }
+
+    /// Called with each item's final outcome, on the scheduler thread.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let failed = Arc::new(Mutex::new(Vec::new()));
+    /// let f2 = failed.clone();
+    /// herdsman::map(0..4, |x: u32| if x == 2 { Err("two") } else { Ok(x) })
+    ///     .on_outcome(move |o| if o.result.is_err() { f2.lock().unwrap().push(o.index) })
+    ///     .collect();
+    /// assert_eq!(*failed.lock().unwrap(), vec![2]);
+    /// ```
+    pub fn on_outcome(mut self, cb: impl FnMut(&ItemOutcome<U, E>) + Send + 'static) -> Self {
+        self.policies.on_outcome = Some(Box::new(cb));
+        self
+    }
+
+    /// Retry failed attempts. Items are cloned before each attempt that may be retried,
+    /// hence `T: Clone` here only. A waiting retry does not occupy a worker.
+    ///
+    /// ```
+    /// use herdsman::Retry;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::Duration;
+    /// static CALLS: AtomicU32 = AtomicU32::new(0);
+    /// let run = herdsman::map(vec![7u32], |x| {
+    ///     if CALLS.fetch_add(1, Ordering::SeqCst) < 2 { Err("flaky") } else { Ok(x) }
+    /// })
+    /// .retry(Retry::attempts(3).backoff(Duration::from_millis(1)))
+    /// .collect();
+    /// assert_eq!(run.into_values().unwrap(), vec![7]);
+    /// ```
+    pub fn retry(mut self, policy: Retry<E>) -> Self
+    where
+        I::Item: Clone,
+    {
+        self.policies.retry = Some(policy);
+        self.policies.cloner = Some(<I::Item as Clone>::clone);
+        self
+    }
+
+    fn resolve_window(&self) -> usize {
+        self.policies.window.unwrap_or(DEFAULT_WINDOW)
+    }
+
+    fn backend_cfg(&self) -> BackendCfg {
+        BackendCfg {
+            workers: self.workers,
+            sequential: self.sequential,
+            chunk: self.chunk,
+            window: self.resolve_window(),
+            item_timeout: self.policies.item_timeout,
+            rate_limited: self.policies.limiter.is_some(),
+        }
+    }
+
+    /// Run to the end on the calling thread (workers run on their own threads) and collect
+    /// every outcome.
+    ///
+    /// ```
+    /// let run = herdsman::map(vec!["1", "x", "3"], |s: &str| s.parse::<u32>()).collect();
+    /// assert_eq!(run.success_count(), 2);
+    /// assert_eq!(run.failures()[0].index, 1);
+    /// assert!(!run.is_ok());
+    /// ```
+    pub fn collect(self) -> RunResult<U, E> {
+        let window = self.resolve_window();
+        let cfg = self.backend_cfg();
+        let backend = (self.make)(&cfg);
+        let ordered = self.policies.ordered;
+        let mut sink = CollectSink::new(ordered);
+        let summary =
+            Engine::new(self.input, backend, self.policies, window, &mut sink, None).run();
+        sink.into_result(summary)
+    }
+
+    /// Same as [`collect`](Map::collect).
+    pub fn run(self) -> RunResult<U, E> {
+        self.collect()
+    }
+
+    /// Run on a background scheduler thread and iterate over per-item outcomes (input order
+    /// unless `ordered(false)`). Memory stays bounded by the window even on an endless input,
+    /// and a slow consumer only stalls the run once the window is full. Dropping the stream
+    /// cancels the run.
+    ///
+    /// ```
+    /// let mut stream = herdsman::map(0..5u32, |x| Ok::<_, ()>(x * 10)).stream();
+    /// let values: Vec<u32> = stream.by_ref().map(|o| o.result.unwrap()).collect();
+    /// assert_eq!(values, vec![0, 10, 20, 30, 40]);
+    /// assert_eq!(stream.summary().unwrap().succeeded, 5);
+    /// ```
+    pub fn stream(self) -> Stream<U, E>
+    where
+        I: Send + 'static,
+        I::Item: Send + 'static,
+        U: Send + 'static,
+        E: Send + 'static,
+    {
+        let window = self.resolve_window();
+        let cfg = self.backend_cfg();
+        let make = self.make;
+        let policies = self.policies;
+        let input = self.input;
+        let ordered = policies.ordered;
+        Stream::spawn(ordered, move |sink, stop| {
+            let backend = make(&cfg);
+            Engine::new(input, backend, policies, window, sink, Some(stop)).run()
+        })
+    }
+}
+
+impl<I: Iterator, U, E> Map<I, U, E, Threads> {
+    /// Number of worker threads (default: available parallelism). `workers(1)` runs every
+    /// item inline on the calling thread, like [`sequential`](Map::sequential).
+    ///
+    /// ```
+    /// let run = herdsman::map(0..100u64, |x| Ok::<_, ()>(x * x)).workers(2).collect();
+    /// assert_eq!(run.into_values().unwrap()[9], 81);
+    /// ```
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// Run every item inline on the calling thread, one at a time: deterministic order of
+    /// calls and real stack traces. Item timeouts can only mark an item after it returns.
+    ///
+    /// ```
+    /// let main = std::thread::current().id();
+    /// let run = herdsman::map(0..3, move |x: u32| {
+    ///     assert_eq!(std::thread::current().id(), main);
+    ///     Ok::<_, ()>(x)
+    /// })
+    /// .sequential()
+    /// .collect();
+    /// assert!(run.is_ok());
+    /// ```
+    pub fn sequential(mut self) -> Self {
+        self.sequential = true;
+        self
+    }
+
+    /// Fix the number of items sent to a worker at once instead of adapting it to measured
+    /// item duration (automatic batching aims at batches of about 2 ms).
+    ///
+    /// ```
+    /// let run = herdsman::map(0..1000u32, |x| Ok::<_, ()>(x)).chunk_size(64).collect();
+    /// assert_eq!(run.success_count(), 1000);
+    /// ```
+    pub fn chunk_size(mut self, n: usize) -> Self {
+        self.chunk = Some(n.max(1));
+        self
+    }
+}
+
+/// Gathers every outcome for [`RunResult`].
+pub(crate) struct CollectSink<U, E> {
+    ordered: bool,
+    slots: Vec<Option<U>>,
+    unordered: Vec<(u64, U)>,
+    count: usize,
+    failures: Vec<Failure<E>>,
+    resolved: u64,
+}
+
+impl<U, E> CollectSink<U, E> {
+    pub(crate) fn new(ordered: bool) -> Self {
+        CollectSink {
+            ordered,
+            slots: Vec::new(),
+            unordered: Vec::new(),
+            count: 0,
+            failures: Vec::new(),
+            resolved: 0,
+        }
+    }
+
+    pub(crate) fn into_result(mut self, summary: Summary) -> RunResult<U, E> {
+        let successes = if self.ordered {
+            self.failures.sort_by_key(|f| f.index);
+            Successes::Ordered {
+                slots: self.slots,
+                count: self.count,
+            }
+        } else {
+            Successes::Unordered(self.unordered)
+        };
+        RunResult {
+            successes,
+            failures: self.failures,
+            summary,
+        }
+    }
+}
+
+impl<U, E> Sink<U, E> for CollectSink<U, E> {
+    fn accept(&mut self, o: ItemOutcome<U, E>) -> bool {
+        self.resolved += 1;
+        match o.result {
+            Ok(v) => {
+                if self.ordered {
+                    let i = o.index as usize;
+                    if i >= self.slots.len() {
+                        self.slots.resize_with(i + 1, || None);
+                    }
+                    self.slots[i] = Some(v);
+                    self.count += 1;
+                } else {
+                    self.unordered.push((o.index, v));
+                }
+            }
+            Err(error) => self.failures.push(Failure {
+                index: o.index,
+                error,
+                attempts: o.attempts,
+                duration: o.duration,
+            }),
+        }
+        true
+    }
+
+    fn delivered(&self) -> u64 {
+        self.resolved
+    }
+}

@@ -1,0 +1,383 @@
+//! The thread backends: a pool of worker threads with automatic batching, and an inline
+//! runner for sequential runs on the calling thread.
+//!
+//! Threads cannot be killed: an abandoned attempt keeps running on its thread, its late
+//! result is discarded, and a fresh thread takes its place so the pool keeps its size. The
+//! pool must never let a panic escape a worker (each attempt runs under `catch_unwind`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::engine::{run_one, Backend, Report, Slot};
+use crate::executor::{AttemptId, FatalExecutorError};
+
+/// Target run time of one automatic batch.
+const TARGET_BATCH: Duration = Duration::from_millis(2);
+/// Upper bound of an automatic batch, whatever the window.
+const MAX_BATCH: usize = 1 << 16;
+
+struct Job<T> {
+    first: AttemptId,
+    items: Vec<T>,
+}
+
+struct Done<U, E> {
+    first: AttemptId,
+    outcomes: Vec<Slot<U, E>>,
+    elapsed: Duration,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Which attempt each worker is running (only kept when item timeouts are on).
+    current: HashMap<usize, AttemptId>,
+    /// Abandoned before a worker picked them up.
+    abandoned: HashSet<AttemptId>,
+    /// Workers replaced while stuck: they exit after their attempt.
+    retired: HashSet<usize>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    registry: Mutex<Registry>,
+    track: bool,
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Configuration of the thread backend.
+pub(crate) struct PoolConfig {
+    pub workers: usize,
+    /// Fixed batch size; `None` = automatic.
+    pub chunk: Option<usize>,
+    /// Largest automatic batch (derived from the window).
+    pub max_batch: usize,
+    /// Per-item timeouts are on: batches of one, one slot per worker, workers registered.
+    pub track: bool,
+}
+
+pub(crate) struct ThreadPool<T, U, E, F> {
+    f: Arc<F>,
+    jobs_tx: Option<Sender<Job<T>>>,
+    jobs_rx: Receiver<Job<T>>,
+    done_tx: Sender<Done<U, E>>,
+    done_rx: Receiver<Done<U, E>>,
+    shared: Arc<Shared>,
+    in_flight: HashMap<AttemptId, usize>,
+    slots: usize,
+    batch: usize,
+    auto: bool,
+    max_batch: usize,
+    per_item_ns: f64,
+    next_worker: usize,
+}
+
+impl<T, U, E, F> ThreadPool<T, U, E, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+{
+    pub(crate) fn new(f: Arc<F>, cfg: PoolConfig) -> Self {
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let workers = cfg.workers.max(1);
+        let batch = if cfg.track { 1 } else { cfg.chunk.unwrap_or(1) };
+        let mut pool = ThreadPool {
+            f,
+            jobs_tx: Some(jobs_tx),
+            jobs_rx,
+            done_tx,
+            done_rx,
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                registry: Mutex::new(Registry::default()),
+                track: cfg.track,
+            }),
+            in_flight: HashMap::new(),
+            slots: if cfg.track { workers } else { workers * 2 },
+            batch: batch.max(1),
+            auto: !cfg.track && cfg.chunk.is_none(),
+            max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
+            per_item_ns: 0.0,
+            next_worker: 0,
+        };
+        for _ in 0..workers {
+            pool.spawn_worker();
+        }
+        pool
+    }
+
+    fn spawn_worker(&mut self) {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let f = Arc::clone(&self.f);
+        let jobs = self.jobs_rx.clone();
+        let done = self.done_tx.clone();
+        let shared = Arc::clone(&self.shared);
+        std::thread::Builder::new()
+            .name(format!("herdsman-worker-{id}"))
+            .spawn(move || worker_loop(id, &*f, jobs, done, shared))
+            .expect("the operating system refused to start a worker thread; lower `workers`");
+    }
+
+    fn learn(&mut self, len: usize, elapsed: Duration) {
+        if !self.auto || len == 0 {
+            return;
+        }
+        let per = elapsed.as_nanos() as f64 / len as f64;
+        self.per_item_ns = if self.per_item_ns == 0.0 {
+            per
+        } else {
+            0.7 * self.per_item_ns + 0.3 * per
+        };
+        let ideal = (TARGET_BATCH.as_nanos() as f64 / self.per_item_ns.max(1.0)) as usize;
+        self.batch = ideal
+            .min(self.batch.saturating_mul(2))
+            .clamp(1, self.max_batch);
+    }
+}
+
+fn worker_loop<T, U, E, F>(
+    id: usize,
+    f: &F,
+    jobs: Receiver<Job<T>>,
+    done: Sender<Done<U, E>>,
+    shared: Arc<Shared>,
+) where
+    F: Fn(T) -> Result<U, E>,
+{
+    while let Ok(job) = jobs.recv() {
+        if shared.track {
+            let mut reg = shared.registry();
+            if reg.abandoned.remove(&job.first) {
+                continue;
+            }
+            reg.current.insert(id, job.first);
+        }
+        let start = Instant::now();
+        let mut outcomes = Vec::with_capacity(job.items.len());
+        for item in job.items {
+            if shared.stop.load(Ordering::Relaxed) {
+                outcomes.push(Slot::NotRun);
+            } else {
+                outcomes.push(Slot::Done(run_one(f, item)));
+            }
+        }
+        let elapsed = start.elapsed();
+        if shared.track {
+            let mut reg = shared.registry();
+            reg.current.remove(&id);
+            if reg.retired.remove(&id) {
+                // Replaced while stuck: the result is late and discarded; leave the pool.
+                return;
+            }
+        }
+        let msg = Done {
+            first: job.first,
+            outcomes,
+            elapsed,
+        };
+        if done.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+impl<T, U, E, F> Backend<T, U, E> for ThreadPool<T, U, E, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+{
+    fn free_slots(&self) -> usize {
+        self.slots.saturating_sub(self.in_flight.len())
+    }
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+    fn measures(&self) -> bool {
+        true
+    }
+    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
+        self.in_flight.insert(first, items.len());
+        let tx = self.jobs_tx.as_ref().ok_or_else(|| FatalExecutorError {
+            message: "the thread pool was already shut down; start a new run".into(),
+        })?;
+        tx.send(Job { first, items })
+            .map_err(|_| FatalExecutorError {
+                message: "every worker thread has exited; start a new run".into(),
+            })
+    }
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Report<U, E>>,
+    ) -> Result<(), FatalExecutorError> {
+        let first = match self.done_rx.recv_timeout(timeout) {
+            Ok(d) => d,
+            Err(RecvTimeoutError::Timeout) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => unreachable!("the pool holds a sender"),
+        };
+        let mut next = Some(first);
+        while let Some(d) = next.take() {
+            if self.in_flight.remove(&d.first).is_some() {
+                let len = d.outcomes.len();
+                if !self.shared.stop.load(Ordering::Relaxed) {
+                    self.learn(len, d.elapsed);
+                }
+                out.push(Report {
+                    first: d.first,
+                    outcomes: d.outcomes,
+                    per_item: Some(d.elapsed / len.max(1) as u32),
+                });
+            } else if self.shared.track {
+                self.shared.registry().abandoned.remove(&d.first);
+            }
+            next = self.done_rx.try_recv().ok();
+        }
+        Ok(())
+    }
+    fn abandon(&mut self, id: AttemptId) {
+        if self.in_flight.remove(&id).is_none() {
+            return;
+        }
+        if !self.shared.track {
+            return;
+        }
+        let stuck = {
+            let mut reg = self.shared.registry();
+            let worker = reg.current.iter().find(|(_, a)| **a == id).map(|(w, _)| *w);
+            match worker {
+                Some(w) => {
+                    reg.current.remove(&w);
+                    reg.retired.insert(w);
+                    true
+                }
+                None => {
+                    reg.abandoned.insert(id);
+                    false
+                }
+            }
+        };
+        if stuck {
+            self.spawn_worker();
+        }
+    }
+    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let mut v: Vec<(AttemptId, usize)> = self.in_flight.drain().collect();
+        v.sort();
+        v
+    }
+    fn stop_queued(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+    fn shutdown(&mut self) {
+        // Workers exit once the queue is empty; threads stuck in abandoned attempts exit
+        // when their attempt returns.
+        self.jobs_tx = None;
+    }
+}
+
+/// Runs attempts on the calling thread, one at a time, inside `poll`.
+pub(crate) struct Inline<T, F> {
+    f: F,
+    queue: VecDeque<(AttemptId, T)>,
+    item_timeout: Option<Duration>,
+    stopped: bool,
+}
+
+impl<T, F> Inline<T, F> {
+    pub(crate) fn new(f: F, item_timeout: Option<Duration>) -> Self {
+        Inline {
+            f,
+            queue: VecDeque::new(),
+            item_timeout,
+            stopped: false,
+        }
+    }
+}
+
+impl<T, U, E, F> Backend<T, U, E> for Inline<T, F>
+where
+    T: Send,
+    F: Fn(T) -> Result<U, E> + Send,
+{
+    fn free_slots(&self) -> usize {
+        usize::from(self.queue.is_empty())
+    }
+    fn batch_size(&self) -> usize {
+        1
+    }
+    fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+    fn measures(&self) -> bool {
+        true
+    }
+    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
+        for (k, item) in items.into_iter().enumerate() {
+            let id = AttemptId {
+                index: first.index + k as u64,
+                attempt: first.attempt,
+            };
+            self.queue.push_back((id, item));
+        }
+        Ok(())
+    }
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Report<U, E>>,
+    ) -> Result<(), FatalExecutorError> {
+        let Some((id, item)) = self.queue.pop_front() else {
+            std::thread::sleep(timeout);
+            return Ok(());
+        };
+        if self.stopped {
+            out.push(Report {
+                first: id,
+                outcomes: vec![Slot::NotRun],
+                per_item: Some(Duration::ZERO),
+            });
+            return Ok(());
+        }
+        let start = Instant::now();
+        let outcome = run_one(&self.f, item);
+        let elapsed = start.elapsed();
+        let slot = match self.item_timeout {
+            Some(t) if elapsed > t => Slot::TimedOut,
+            _ => Slot::Done(outcome),
+        };
+        out.push(Report {
+            first: id,
+            outcomes: vec![slot],
+            per_item: Some(elapsed),
+        });
+        Ok(())
+    }
+    fn abandon(&mut self, id: AttemptId) {
+        self.queue.retain(|(q, _)| *q != id);
+    }
+    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
+        self.queue.drain(..).map(|(id, _)| (id, 1)).collect()
+    }
+    fn stop_queued(&mut self) {
+        self.stopped = true;
+    }
+    fn shutdown(&mut self) {}
+}

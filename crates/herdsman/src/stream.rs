@@ -1,0 +1,165 @@
+//! Streaming results: a background scheduler thread feeds per-item outcomes to an iterator.
+//!
+//! Memory must stay bounded by the window: the scheduler counts an outcome against the
+//! window until the consumer has taken it from the iterator. Dropping the iterator cancels
+//! the run; it must never leave the scheduler blocked.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::engine::Sink;
+use crate::outcome::{ItemOutcome, RunStatus, Summary};
+
+enum Msg<U, E> {
+    Item(ItemOutcome<U, E>),
+    End(Summary),
+}
+
+struct StreamSink<U, E> {
+    tx: Sender<Msg<U, E>>,
+    consumed: Arc<AtomicU64>,
+    ordered: bool,
+    reorder: VecDeque<Option<ItemOutcome<U, E>>>,
+    base: u64,
+}
+
+impl<U, E> Sink<U, E> for StreamSink<U, E> {
+    fn accept(&mut self, o: ItemOutcome<U, E>) -> bool {
+        if !self.ordered {
+            return self.tx.send(Msg::Item(o)).is_ok();
+        }
+        let pos = (o.index - self.base) as usize;
+        while self.reorder.len() <= pos {
+            self.reorder.push_back(None);
+        }
+        self.reorder[pos] = Some(o);
+        let mut alive = true;
+        while matches!(self.reorder.front(), Some(Some(_))) {
+            if let Some(Some(o)) = self.reorder.pop_front() {
+                self.base += 1;
+                alive &= self.tx.send(Msg::Item(o)).is_ok();
+            }
+        }
+        alive
+    }
+
+    fn delivered(&self) -> u64 {
+        self.consumed.load(Ordering::Acquire)
+    }
+
+    fn finish(&mut self, summary: &Summary) {
+        let _ = self.tx.send(Msg::End(summary.clone()));
+    }
+}
+
+/// An iterator over per-item outcomes of a running run (see [`Map::stream`](crate::Map::stream)).
+///
+/// After it returns `None`, [`summary`](Stream::summary) and [`status`](Stream::status) give
+/// the run's final counters.
+pub struct Stream<U, E> {
+    rx: Receiver<Msg<U, E>>,
+    consumed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    summary: Option<Summary>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
+    pub(crate) fn spawn<R>(ordered: bool, run: R) -> Self
+    where
+        R: FnOnce(&mut dyn Sink<U, E>, Arc<AtomicBool>) -> Summary + Send + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let consumed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sink = StreamSink {
+            tx,
+            consumed: Arc::clone(&consumed),
+            ordered,
+            reorder: VecDeque::new(),
+            base: 0,
+        };
+        let stop2 = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("herdsman-scheduler".into())
+            .spawn(move || {
+                run(&mut sink, stop2);
+            })
+            .expect("the operating system refused to start the scheduler thread");
+        Stream {
+            rx,
+            consumed,
+            stop,
+            summary: None,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl<U, E> Stream<U, E> {
+    /// Final counters, once the iterator has ended.
+    pub fn summary(&self) -> Option<&Summary> {
+        self.summary.as_ref()
+    }
+
+    /// Final status, once the iterator has ended.
+    pub fn status(&self) -> Option<&RunStatus> {
+        self.summary.as_ref().map(|s| &s.status)
+    }
+
+    /// Ask the run to stop (like a [`StopToken`](crate::StopToken)); keep iterating to
+    /// receive the outcomes of items that were still running.
+    pub fn cancel(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl<U, E> Iterator for Stream<U, E> {
+    type Item = ItemOutcome<U, E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.summary.is_some() {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Msg::Item(o)) => {
+                self.consumed.fetch_add(1, Ordering::AcqRel);
+                Some(o)
+            }
+            Ok(Msg::End(s)) => {
+                self.summary = Some(s);
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+                None
+            }
+            Err(_) => {
+                // The scheduler thread died without a summary: only possible if a callback
+                // panicked on it.
+                self.summary = Some(Summary {
+                    status: RunStatus::ExecutorFailed(
+                        "the scheduler thread panicked (in an on_progress or on_outcome callback?)"
+                            .into(),
+                    ),
+                    succeeded: 0,
+                    failed: 0,
+                    not_run: 0,
+                    retries: 0,
+                    admitted: 0,
+                    elapsed: Default::default(),
+                });
+                None
+            }
+        }
+    }
+}
+
+impl<U, E> Drop for Stream<U, E> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

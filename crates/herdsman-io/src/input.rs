@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::IoError;
 use crate::format::{Compression, Format};
 
-/// Size of the read buffer for each input.
+/// Default size of the read buffer for each input.
 pub(crate) const READ_BUF: usize = 256 * 1024;
 
 /// One input: standard input or a file.
@@ -105,17 +105,23 @@ pub fn expand_inputs(patterns: &[String]) -> Result<Vec<InputPath>, IoError> {
 }
 
 /// Opens the decompressed byte stream of an input.
-pub(crate) fn open_stream(path: &InputPath) -> io::Result<Box<dyn BufRead + Send>> {
+pub(crate) fn open_stream(path: &InputPath, buf: usize) -> io::Result<Box<dyn BufRead + Send>> {
     match path {
-        InputPath::Stdin => Ok(Box::new(BufReader::with_capacity(READ_BUF, io::stdin()))),
-        InputPath::File(p) => open_file_stream(p, 0),
+        InputPath::Stdin => Ok(Box::new(BufReader::with_capacity(buf.max(4), io::stdin()))),
+        InputPath::File(p) => open_file_stream(p, 0, buf),
     }
 }
 
 /// Opens a file's decompressed stream positioned at `offset` decompressed bytes: a real seek
 /// for plain files, decompress-and-discard otherwise. Fails with `UnexpectedEof` when the data
 /// is shorter than `offset`.
-pub(crate) fn open_file_stream(p: &Path, offset: u64) -> io::Result<Box<dyn BufRead + Send>> {
+pub(crate) fn open_file_stream(
+    p: &Path,
+    offset: u64,
+    buf: usize,
+) -> io::Result<Box<dyn BufRead + Send>> {
+    // At least 4 bytes, so a byte order mark is seen whole by the first fill.
+    let buf = buf.max(4);
     let mut file = File::open(p)?;
     let mut rdr: Box<dyn BufRead + Send> = match Compression::from_path(p) {
         Compression::None => {
@@ -129,14 +135,14 @@ pub(crate) fn open_file_stream(p: &Path, offset: u64) -> io::Result<Box<dyn BufR
                 }
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
             }
-            return Ok(Box::new(BufReader::with_capacity(READ_BUF, file)));
+            return Ok(Box::new(BufReader::with_capacity(buf, file)));
         }
         Compression::Gzip => Box::new(BufReader::with_capacity(
-            READ_BUF,
-            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(READ_BUF, file)),
+            buf,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(buf, file)),
         )),
         Compression::Zstd => Box::new(BufReader::with_capacity(
-            READ_BUF,
+            buf,
             zstd::stream::read::Decoder::new(file)?,
         )),
     };

@@ -18,12 +18,14 @@
 //! ```
 
 mod error;
+mod fingerprint;
 mod format;
 mod input;
 mod json;
 mod source;
 
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
+pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
 pub use source::{Position, Record, Source, SourceOptions, RAW_CAP};

@@ -71,6 +71,8 @@ pub struct SourceOptions {
     /// A record (a line, or a CSV row in its raw form) longer than this becomes a
     /// [`RecordErrorKind::TooLong`] error and reading goes on after it (default 16 MiB).
     pub max_record_bytes: usize,
+    /// Size of each input's read buffer (default 256 KiB); records may be larger.
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for SourceOptions {
@@ -79,6 +81,7 @@ impl Default for SourceOptions {
             csv_delimiter: b',',
             infer_types: false,
             max_record_bytes: 16 << 20,
+            read_buffer_bytes: crate::input::READ_BUF,
         }
     }
 }
@@ -425,14 +428,17 @@ impl Source {
         let seekable = matches!(&spec.path, InputPath::File(p) if Compression::from_path(p) == Compression::None);
         let open_at = |off: u64| -> Result<Box<dyn BufRead + Send>, SourceError> {
             match &spec.path {
-                InputPath::File(p) => open_file_stream(p, off).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        resume_err(e.to_string())
-                    } else {
-                        open_err(e)
-                    }
-                }),
-                InputPath::Stdin => open_stream(&spec.path).map_err(open_err),
+                InputPath::File(p) => open_file_stream(p, off, self.opts.read_buffer_bytes)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            resume_err(e.to_string())
+                        } else {
+                            open_err(e)
+                        }
+                    }),
+                InputPath::Stdin => {
+                    open_stream(&spec.path, self.opts.read_buffer_bytes).map_err(open_err)
+                }
             }
         };
         let discard = |cur: &mut Cursor, to: u64| -> Result<(), SourceError> {
@@ -642,7 +648,7 @@ impl Source {
                         }),
                     )));
                 }
-                if buf.iter().all(|b| b.is_ascii_whitespace()) {
+                if buf.iter().all(|&b| b == b' ' || b == b'\t') {
                     continue;
                 }
                 if let Err(e) = std::str::from_utf8(buf) {

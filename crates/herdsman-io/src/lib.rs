@@ -22,10 +22,12 @@ mod fingerprint;
 mod format;
 mod input;
 mod json;
+mod sink;
 mod source;
 
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
+pub use sink::{finish_partial, partial_path, write_atomic, Sink};
 pub use source::{Position, Record, Source, SourceOptions, RAW_CAP};

@@ -1,0 +1,560 @@
+//! Output sinks: append records to `<path>.partial`, make them durable on request, and
+//! publish the file with an atomic rename at the end; plus a small atomic file writer.
+//!
+//! A sink must never write part of a record it rejects, never publish a file before
+//! everything is flushed and synced, and never keep more than one record plus its write
+//! buffer in memory.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::SinkError;
+use crate::format::OutputFormat;
+
+const WRITE_BUF: usize = 256 * 1024;
+
+/// The file a sink writes before [`Sink::finish`] renames it: `<path>.partial`.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(herdsman_io::partial_path(Path::new("out/a.csv")), Path::new("out/a.csv.partial"));
+/// ```
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Fsyncs the directory holding `path`, so a rename or creation in it is durable.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Writes a small file atomically: a temporary file beside it, fsync, rename over `path`,
+/// fsync of the directory. Readers see the old content or the new, never a mix.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("summary.json");
+/// herdsman_io::write_atomic(&p, b"{\"ok\":1}").unwrap();
+/// assert_eq!(std::fs::read(&p).unwrap(), b"{\"ok\":1}");
+/// ```
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let err = |action, source| SinkError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".herdsman-")
+        .tempfile_in(dir)
+        .map_err(|e| err("create a temporary file for", e))?;
+    tmp.write_all(bytes).map_err(|e| err("write", e))?;
+    tmp.as_file().sync_all().map_err(|e| err("sync", e))?;
+    tmp.persist(path).map_err(|e| err("rename into", e.error))?;
+    sync_dir(path).map_err(|e| err("sync the directory of", e))
+}
+
+/// Publishes an output whose sink is gone (for example after a crash between the last sync
+/// and the rename): renames `<path>.partial` to `path` and syncs the directory. Succeeds when
+/// the partial file is already gone and `path` exists.
+pub fn finish_partial(path: &Path) -> Result<(), SinkError> {
+    let partial = partial_path(path);
+    match std::fs::rename(&partial, path) {
+        Ok(()) => sync_dir(path).map_err(|source| SinkError::Io {
+            action: "sync the directory of",
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && path.exists() => Ok(()),
+        Err(source) => Err(SinkError::Io {
+            action: "rename into",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+enum Out {
+    File(BufWriter<File>),
+    Stdout(BufWriter<io::Stdout>),
+}
+
+impl Out {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Out::File(w) => w,
+            Out::Stdout(w) => w,
+        }
+    }
+}
+
+/// CSV state: the header once fixed, and a row buffer.
+struct CsvOut {
+    columns: Option<Vec<String>>,
+    index: HashMap<String, usize>,
+    cells: Vec<Option<Vec<u8>>>,
+}
+
+impl CsvOut {
+    fn set_columns(&mut self, columns: Vec<String>) {
+        self.index = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
+        self.cells = vec![None; columns.len()];
+        self.columns = Some(columns);
+    }
+}
+
+/// One output file (results or dead letters), written as JSONL or CSV.
+///
+/// ```
+/// use herdsman_io::{OutputFormat, Sink};
+/// let dir = tempfile::tempdir().unwrap();
+/// let out = dir.path().join("out.csv");
+/// let mut sink = Sink::open(&out, OutputFormat::Csv { columns: None }, None).unwrap();
+/// sink.write_record(br#"{"id":1,"name":"a, b"}"#).unwrap();
+/// assert!(sink.write_record(br#"{"other":1}"#).is_err()); // unknown key: nothing written
+/// sink.sync().unwrap();
+/// let checkpoint = sink.offset();
+/// sink.write_record(br#"{"id":2}"#).unwrap();
+/// drop(sink); // a crash: resume from the checkpoint drops the unsynced row
+/// let sink = Sink::open(&out, OutputFormat::Csv { columns: None }, Some(checkpoint)).unwrap();
+/// sink.finish().unwrap();
+/// assert_eq!(std::fs::read_to_string(&out).unwrap(), "id,name\n1,\"a, b\"\n");
+/// ```
+pub struct Sink {
+    path: PathBuf,
+    partial: PathBuf,
+    out: Out,
+    offset: u64,
+    csv: Option<CsvOut>,
+    row: Vec<u8>,
+}
+
+impl Sink {
+    /// Opens an output. Writes to `<path>.partial` beside the final path, or to standard
+    /// output when `path` is `-` (no atomicity, no resume).
+    ///
+    /// With `resume_offset = Some(n)`, the partial file must exist and hold at least `n`
+    /// bytes; it is cut to `n` bytes and appended to. A CSV output reads its header back from
+    /// the partial file.
+    pub fn open(
+        path: &Path,
+        format: OutputFormat,
+        resume_offset: Option<u64>,
+    ) -> Result<Sink, SinkError> {
+        let partial = partial_path(path);
+        let io_err = |action, source| SinkError::Io {
+            action,
+            path: partial.clone(),
+            source,
+        };
+        let resume_err = |message: String| SinkError::Resume {
+            path: partial.clone(),
+            message,
+        };
+        let mut csv = match format {
+            OutputFormat::Jsonl => None,
+            OutputFormat::Csv { columns } => {
+                let mut c = CsvOut {
+                    columns: None,
+                    index: HashMap::new(),
+                    cells: Vec::new(),
+                };
+                if let Some(cols) = columns {
+                    c.set_columns(cols);
+                }
+                Some(c)
+            }
+        };
+        let resume = resume_offset.filter(|&n| n > 0);
+        let (out, offset, write_header) = if path == Path::new("-") {
+            if resume.is_some() {
+                return Err(resume_err("standard output cannot be resumed".into()));
+            }
+            (
+                Out::Stdout(BufWriter::with_capacity(WRITE_BUF, io::stdout())),
+                0,
+                true,
+            )
+        } else if let Some(n) = resume {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&partial)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        resume_err(format!(
+                            "the partial file is missing but the checkpoint says it held {n} bytes"
+                        ))
+                    } else {
+                        io_err("open", e)
+                    }
+                })?;
+            let len = file.metadata().map_err(|e| io_err("inspect", e))?.len();
+            if len < n {
+                return Err(resume_err(format!(
+                    "the partial file holds {len} bytes but the checkpoint says {n}"
+                )));
+            }
+            if let Some(c) = csv.as_mut() {
+                let found =
+                    read_csv_header(&mut file).map_err(|e| io_err("read the header of", e))?;
+                match (&c.columns, found) {
+                    (_, None) => return Err(resume_err("its CSV header cannot be read".into())),
+                    (Some(want), Some(got)) if *want != got => {
+                        return Err(resume_err(format!(
+                            "its CSV header {got:?} differs from the requested columns {want:?}"
+                        )))
+                    }
+                    (_, Some(got)) => c.set_columns(got),
+                }
+            }
+            file.set_len(n).map_err(|e| io_err("truncate", e))?;
+            file.seek(SeekFrom::Start(n))
+                .map_err(|e| io_err("seek in", e))?;
+            (
+                Out::File(BufWriter::with_capacity(WRITE_BUF, file)),
+                n,
+                false,
+            )
+        } else {
+            let file = File::create(&partial).map_err(|e| io_err("create", e))?;
+            (
+                Out::File(BufWriter::with_capacity(WRITE_BUF, file)),
+                0,
+                true,
+            )
+        };
+        let mut sink = Sink {
+            path: path.to_path_buf(),
+            partial,
+            out,
+            offset,
+            csv: csv.take(),
+            row: Vec::with_capacity(256),
+        };
+        if write_header {
+            if let Some(cols) = sink.csv.as_ref().and_then(|c| c.columns.clone()) {
+                sink.write_header(&cols)?;
+            }
+        }
+        Ok(sink)
+    }
+
+    /// The final path of this output.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The CSV header, once fixed.
+    pub fn columns(&self) -> Option<&[String]> {
+        self.csv.as_ref()?.columns.as_deref()
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        self.out
+            .writer()
+            .write_all(bytes)
+            .map_err(|source| SinkError::Io {
+                action: "write",
+                path: self.partial.clone(),
+                source,
+            })?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn write_header(&mut self, cols: &[String]) -> Result<(), SinkError> {
+        let mut row = std::mem::take(&mut self.row);
+        row.clear();
+        for (i, c) in cols.iter().enumerate() {
+            if i > 0 {
+                row.push(b',');
+            }
+            push_csv_cell(&mut row, c.as_bytes(), cols.len() == 1);
+        }
+        row.push(b'\n');
+        let r = self.write_raw(&row);
+        self.row = row;
+        r
+    }
+
+    /// Writes one record given as compact JSON text.
+    ///
+    /// JSONL writes it as one line. CSV: the first record (or the `columns` given) fixes the
+    /// header; string values are written as their text, `null` as an empty cell, objects and
+    /// arrays as JSON text; a record that is not an object goes in the first column (header
+    /// `value` if it is the first record). A record with a key outside the header is refused
+    /// with [`SinkError::Record`] and nothing is written.
+    pub fn write_record(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        let Some(csv) = self.csv.as_mut() else {
+            let w = self.out.writer();
+            let r = w.write_all(json).and_then(|_| w.write_all(b"\n"));
+            r.map_err(|source| SinkError::Io {
+                action: "write",
+                path: self.partial.clone(),
+                source,
+            })?;
+            self.offset += json.len() as u64 + 1;
+            return Ok(());
+        };
+        let record_err = |message: String| SinkError::Record {
+            path: self.path.clone(),
+            message,
+        };
+        let text = std::str::from_utf8(json)
+            .map_err(|_| record_err("the record is not valid UTF-8".into()))?;
+        let trimmed = text.trim_start();
+        let mut new_header = None;
+        if trimmed.starts_with('{') {
+            let pairs: Pairs = serde_json::from_str(text)
+                .map_err(|e| record_err(format!("the record is not valid JSON ({e})")))?;
+            if csv.columns.is_none() {
+                let cols: Vec<String> = pairs.0.iter().map(|(k, _)| k.to_string()).collect();
+                csv.set_columns(cols.clone());
+                new_header = Some(cols);
+            }
+            for c in csv.cells.iter_mut() {
+                *c = None;
+            }
+            for (k, v) in &pairs.0 {
+                let Some(&i) = csv.index.get(k.as_ref()) else {
+                    return Err(record_err(format!(
+                        "its key `{k}` is not a column of the CSV header; give the columns up front or write JSONL"
+                    )));
+                };
+                csv.cells[i] = Some(cell_text(v).map_err(&record_err)?);
+            }
+        } else {
+            let v: &RawValue = serde_json::from_str(text)
+                .map_err(|e| record_err(format!("the record is not valid JSON ({e})")))?;
+            if csv.columns.is_none() {
+                csv.set_columns(vec!["value".to_string()]);
+                new_header = Some(vec!["value".to_string()]);
+            }
+            for c in csv.cells.iter_mut() {
+                *c = None;
+            }
+            if csv.cells.is_empty() {
+                return Err(record_err("the CSV header has no column to hold it".into()));
+            }
+            csv.cells[0] = Some(cell_text(v).map_err(&record_err)?);
+        }
+        let mut row = std::mem::take(&mut self.row);
+        row.clear();
+        let single = csv.cells.len() == 1;
+        for (i, c) in csv.cells.iter().enumerate() {
+            if i > 0 {
+                row.push(b',');
+            }
+            push_csv_cell(&mut row, c.as_deref().unwrap_or(b""), single);
+        }
+        row.push(b'\n');
+        if let Some(cols) = new_header {
+            self.write_header(&cols)?;
+        }
+        let r = self.write_raw(&row);
+        self.row = row;
+        r
+    }
+
+    /// The logical end offset of the output: every byte written so far, buffered or not.
+    /// After [`Sink::sync`] this many bytes are durable.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Flushes buffers and fsyncs the partial file (standard output is only flushed).
+    pub fn sync(&mut self) -> Result<(), SinkError> {
+        let err = |action, source| SinkError::Io {
+            action,
+            path: self.partial.clone(),
+            source,
+        };
+        match &mut self.out {
+            Out::File(w) => {
+                w.flush().map_err(|e| err("flush", e))?;
+                w.get_ref().sync_data().map_err(|e| err("sync", e))
+            }
+            Out::Stdout(w) => w.flush().map_err(|e| err("flush", e)),
+        }
+    }
+
+    /// Flushes, fsyncs, renames `<path>.partial` to `<path>` and fsyncs the directory.
+    /// Succeeds if the partial file is already gone and the final file exists.
+    pub fn finish(mut self) -> Result<(), SinkError> {
+        self.sync()?;
+        if matches!(self.out, Out::Stdout(_)) {
+            return Ok(());
+        }
+        finish_partial(&self.path)
+    }
+}
+
+/// Reads the first CSV record of a file as header names (`None` if there is none).
+fn read_csv_header(file: &mut File) -> io::Result<Option<Vec<String>>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(io::BufReader::new(&mut *file));
+    let mut rec = csv::StringRecord::new();
+    let got = match rdr.read_record(&mut rec) {
+        Ok(true) => Some(rec.iter().map(str::to_string).collect()),
+        Ok(false) | Err(_) => None,
+    };
+    drop(rdr);
+    Ok(got)
+}
+
+/// Appends one CSV cell, quoted when needed. A lone empty cell is quoted so the row is not a
+/// blank line.
+fn push_csv_cell(out: &mut Vec<u8>, s: &[u8], single: bool) {
+    let needs = (single && s.is_empty())
+        || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+        || s.first().is_some_and(|&b| b == b' ' || b == b'\t')
+        || s.last().is_some_and(|&b| b == b' ' || b == b'\t');
+    if !needs {
+        out.extend_from_slice(s);
+        return;
+    }
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// The CSV text of a JSON value: strings unescaped, `null` empty, anything else as JSON text.
+fn cell_text(v: &RawValue) -> Result<Vec<u8>, String> {
+    let raw = v.get();
+    match raw.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(raw)
+            .map(String::into_bytes)
+            .map_err(|e| format!("a string value is invalid ({e})")),
+        Some(b'n') => Ok(Vec::new()),
+        _ => Ok(raw.as_bytes().to_vec()),
+    }
+}
+
+/// An object's entries in document order, borrowing where possible.
+struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<'de>, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    // A repeated key keeps its first place and its last value.
+                    if let Some(e) = out.iter_mut().find(|(ek, _)| *ek == k.0) {
+                        e.1 = v;
+                    } else {
+                        out.push((k.0, v));
+                    }
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_quoted_only_when_needed() {
+        let mut out = Vec::new();
+        for (s, single) in [
+            ("plain", false),
+            ("a,b", false),
+            ("q\"", false),
+            ("", false),
+            ("", true),
+            (" x", false),
+        ] {
+            push_csv_cell(&mut out, s.as_bytes(), single);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain|\"a,b\"|\"q\"\"\"||\"\"|\" x\"|"
+        );
+    }
+
+    #[test]
+    fn pairs_keep_document_order() {
+        let p: Pairs = serde_json::from_str(r#"{"z":1,"a":{"b":[1]},"k\"q":"x","z":2}"#).unwrap();
+        let got: Vec<(String, String)> =
+            p.0.iter()
+                .map(|(k, v)| (k.to_string(), v.get().to_string()))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("z".into(), "2".into()),
+                ("a".into(), r#"{"b":[1]}"#.into()),
+                ("k\"q".into(), r#""x""#.into())
+            ]
+        );
+    }
+}

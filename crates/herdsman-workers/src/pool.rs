@@ -48,7 +48,8 @@ pub struct PoolConfig {
     pub command: WorkerCommand,
     /// How many worker processes run at once.
     pub workers: usize,
-    /// How many records may be in flight on one worker (sent but not answered).
+    /// At most how many records may be in flight on one worker (sent but not answered).
+    /// The pool uses fewer when workers are slow; see [`WorkerPool::effective_depth`].
     pub pipeline_depth: usize,
     /// The wire protocol.
     pub protocol: Protocol,
@@ -85,7 +86,7 @@ impl PoolConfig {
     }
 
     /// The default number of records in flight per worker.
-    pub const DEFAULT_PIPELINE_DEPTH: usize = 64;
+    pub const DEFAULT_PIPELINE_DEPTH: usize = 256;
 }
 
 impl std::fmt::Debug for PoolConfig {
@@ -106,6 +107,12 @@ impl std::fmt::Debug for PoolConfig {
 
 /// Bytes buffered for one worker before they are handed to its writer thread.
 const OUTBOX_FLUSH: usize = 32 * 1024;
+/// How long a record should wait in a worker's queue behind other records, at most (roughly).
+/// A fast worker gets the full pipeline depth; a slow one gets fewer records at once, so
+/// the engine's per-record timeout measures the record's own work, not the queue before it.
+pub const QUEUE_TARGET: Duration = Duration::from_millis(20);
+/// Records in flight per worker before the pool has measured how fast the workers are.
+const INITIAL_DEPTH: usize = 4;
 /// How long to wait for a worker whose stdout closed to actually exit.
 const EXIT_WAIT: Duration = Duration::from_millis(500);
 /// How long to wait for the rest of a dead worker's stderr.
@@ -198,6 +205,8 @@ struct Slot {
     outbox: Vec<u8>,
     /// Whether the current process has answered anything.
     answered: bool,
+    /// Since when the worker has had work without answering (for the service-time estimate).
+    busy_since: Option<Instant>,
 }
 
 /// A pool of persistent worker processes. See the crate docs and `docs/protocol.md`.
@@ -236,6 +245,8 @@ pub struct WorkerPool {
     cursor: usize,
     /// Worker exits in a row in which the worker answered nothing.
     barren_exits: usize,
+    /// Moving average of the time a worker spends per record, in nanoseconds.
+    service_ns: Option<f64>,
     fatal: Option<FatalExecutorError>,
     reapers: Vec<JoinHandle<()>>,
     stopped: bool,
@@ -263,6 +274,7 @@ impl WorkerPool {
                 },
                 outbox: Vec::new(),
                 answered: false,
+                busy_since: None,
             })
             .collect();
         let mut pool = WorkerPool {
@@ -274,6 +286,7 @@ impl WorkerPool {
             next_wire: 0,
             cursor: 0,
             barren_exits: 0,
+            service_ns: None,
             fatal: None,
             reapers: Vec::new(),
             stopped: false,
@@ -392,6 +405,7 @@ impl WorkerPool {
         let protocol = self.cfg.protocol;
         let slot = &mut self.slots[s];
         slot.outbox.clear();
+        slot.busy_since = (slot.inflight.len() > 0).then(Instant::now);
         let Slot {
             inflight, outbox, ..
         } = slot;
@@ -434,7 +448,7 @@ impl WorkerPool {
             Event::TooLong { slot, gen } => {
                 if self.slots[slot].gen == gen {
                     if let Some(inf) = self.slots[slot].inflight.pop_oldest() {
-                        self.note_answer(slot);
+                        self.note_answer(slot, 1);
                         let msg = format!(
                             "worker {slot} wrote an output line longer than {} bytes; it was discarded",
                             self.cfg.max_line_bytes
@@ -453,13 +467,45 @@ impl WorkerPool {
         Ok(())
     }
 
-    fn note_answer(&mut self, s: usize) {
-        self.slots[s].answered = true;
+    /// Records that the worker of slot `s` just answered `k` records.
+    fn note_answer(&mut self, s: usize, k: usize) {
         self.barren_exits = 0;
+        let slot = &mut self.slots[s];
+        // The first answer of a process also paid for its start-up: do not measure it.
+        let measure = std::mem::replace(&mut slot.answered, true);
+        if k == 0 {
+            return;
+        }
+        let now = Instant::now();
+        if let (true, Some(since)) = (measure, slot.busy_since) {
+            let sample = now.duration_since(since).as_nanos() as f64 / k as f64;
+            self.service_ns = Some(match self.service_ns {
+                None => sample,
+                Some(old) => old * 0.9 + sample * 0.1,
+            });
+        }
+        slot.busy_since = (slot.inflight.len() > 0).then_some(now);
+    }
+
+    /// How many records each worker may have in flight now.
+    ///
+    /// With the lines protocol: enough that a record waits about [`QUEUE_TARGET`] behind
+    /// the others, within `1..=pipeline_depth` (a slow worker gets one record at a time).
+    /// With the framed protocol, always `pipeline_depth`: a framed worker may hold records
+    /// back to answer them in a batch, so the pool never sends it fewer than configured.
+    pub fn effective_depth(&self) -> usize {
+        let max = self.cfg.pipeline_depth;
+        if self.cfg.protocol == Protocol::Framed {
+            return max;
+        }
+        match self.service_ns {
+            None => INITIAL_DEPTH.min(max),
+            Some(ns) => ((QUEUE_TARGET.as_nanos() as f64 / ns.max(1.0)) as usize).clamp(1, max),
+        }
     }
 
     fn lines_chunk(&mut self, s: usize, chunk: &[u8], out: &mut Vec<Outcome>) {
-        let mut answered = false;
+        let mut answered = 0;
         // Every chunk ends with a newline; without it, `split` would yield one more line.
         let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
         for raw in body.split(|&b| b == b'\n') {
@@ -471,7 +517,7 @@ impl WorkerPool {
                 // sent. Nothing can be attributed to it.
                 continue;
             };
-            answered = true;
+            answered += 1;
             let line = trim(raw);
             let outcome = match check_json(line) {
                 Ok(()) => AttemptOutcome::Success(vec![line.to_vec()]),
@@ -485,8 +531,8 @@ impl WorkerPool {
             };
             out.push((inf.id, outcome));
         }
-        if answered {
-            self.note_answer(s);
+        if answered > 0 {
+            self.note_answer(s, answered);
         }
     }
 
@@ -505,7 +551,7 @@ impl WorkerPool {
                     };
                     // The reply cannot be attributed: charge the oldest unanswered record.
                     if let Some(inf) = self.slots[s].inflight.pop_oldest() {
-                        self.note_answer(s);
+                        self.note_answer(s, 1);
                         let msg = format!(
                             "worker {s} wrote a line that is not a valid reply ({why}): {}",
                             quote_start(line)
@@ -551,7 +597,7 @@ impl WorkerPool {
             };
             if let Some(result) = finished {
                 let inf = map.remove(&wire).expect("present");
-                self.note_answer(s);
+                self.note_answer(s, 1);
                 let outcome = match result {
                     Ok(()) => AttemptOutcome::Success(inf.outputs),
                     Err((msg, retryable)) => {
@@ -810,7 +856,7 @@ impl Executor<WorkItem> for WorkerPool {
     type Error = WorkerFailure;
 
     fn capacity(&self) -> usize {
-        self.cfg.workers * self.cfg.pipeline_depth
+        self.cfg.workers * self.effective_depth()
     }
 
     fn submit(&mut self, id: AttemptId, item: WorkItem) -> Result<(), FatalExecutorError> {
@@ -823,6 +869,9 @@ impl Executor<WorkItem> for WorkerPool {
         let protocol = self.cfg.protocol;
         let slot = &mut self.slots[s];
         Self::encode(protocol, &mut slot.outbox, wire, &item.json);
+        if slot.inflight.len() == 0 {
+            slot.busy_since = Some(Instant::now());
+        }
         slot.inflight.push(Inflight {
             id,
             item,

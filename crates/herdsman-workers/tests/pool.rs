@@ -23,7 +23,8 @@ fn pool(cmd: WorkerCommand, workers: usize, depth: usize) -> WorkerPool {
 #[test]
 fn cat_echoes_every_record_in_order_with_pipelining() {
     let mut p = pool(WorkerCommand::argv(["cat"]), 3, 16);
-    assert_eq!(p.capacity(), 48);
+    // Starts small until it has measured the workers, never above workers x depth.
+    assert_eq!(p.capacity(), 12);
     let items: Vec<_> = (0..2000)
         .map(|i| item(i, &format!(r#"{{"i":{i},"s":"x y"}}"#)))
         .collect();
@@ -35,7 +36,26 @@ fn cat_echoes_every_record_in_order_with_pipelining() {
             vec![format!(r#"{{"i":{i},"s":"x y"}}"#)]
         );
     }
+    assert!((3..=48).contains(&p.capacity()));
     p.shutdown();
+}
+
+#[test]
+fn slow_lines_worker_gets_one_record_at_a_time() {
+    let mut cfg = PoolConfig::new(WorkerCommand::shell(
+        "while read -r l; do sleep 0.05; echo \"$l\"; done",
+    ));
+    cfg.workers = 1;
+    cfg.pipeline_depth = 64;
+    let mut p = WorkerPool::start(cfg).unwrap();
+    let items: Vec<_> = (0..8).map(|i| item(i, &format!("{i}"))).collect();
+    let r = run_all(&mut p, items, LIMIT).unwrap();
+    for i in 0..8u64 {
+        assert_eq!(text(success(&r[&i])), vec![i.to_string()]);
+    }
+    // 50 ms per record is more than the 20 ms queue target: no pipelining.
+    assert_eq!(p.effective_depth(), 1);
+    assert_eq!(p.capacity(), 1);
 }
 
 const CRASH_ON_13: &str = r#"

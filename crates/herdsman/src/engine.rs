@@ -596,7 +596,7 @@ where
 pub(crate) struct ExecutorBackend<X: crate::Executor<T>, T> {
     exec: X,
     in_flight: std::collections::HashSet<AttemptId>,
-    buf: Vec<(AttemptId, AttemptOutcome<X::Output, X::Error>)>,
+    buf: crate::executor::Finished<X::Output, X::Error>,
     _t: std::marker::PhantomData<fn(T)>,
 }
 

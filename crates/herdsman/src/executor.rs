@@ -27,6 +27,9 @@ pub enum AttemptOutcome<U, E> {
     Panicked(String),
 }
 
+/// Finished attempts as [`Executor::poll`] appends them (a convenience alias).
+pub type Finished<U, E> = Vec<(AttemptId, AttemptOutcome<U, E>)>;
+
 /// An error that makes the executor unusable, so the whole run must stop
 /// (for example: a worker program that cannot be started at all).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +65,7 @@ pub trait Executor<T>: Send {
     fn submit(&mut self, id: AttemptId, item: T) -> Result<(), FatalExecutorError>;
 
     /// Wait up to `timeout` for finished attempts and append them to `out`.
+    #[allow(clippy::type_complexity)]
     fn poll(
         &mut self,
         timeout: Duration,

@@ -1,1 +1,576 @@
-//! One command per record.
+//! One command per record (`--exec`): N job slots, each running one child process at a time.
+//!
+//! Each command runs directly (no shell unless the template asks for one), in its own
+//! process group, with stdin closed. Its stdout becomes the record's output and its exit
+//! status decides success. This module must never report an abandoned attempt, never signal
+//! a process group after its leader was reaped, and never let a command's stderr grow
+//! memory without bound.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::pool::quote_start;
+use crate::process::{
+    check_program, describe_status, group_command, io_phrase, signal_group, wait_exit_unreaped,
+};
+use crate::tail::StderrReader;
+use crate::template::Template;
+use crate::{
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, StderrSink, WorkItem,
+    WorkOutput, WorkerFailure,
+};
+
+/// How a command's stdout becomes output records (see `docs/protocol.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecOutputMode {
+    /// Empty stdout: no output record (the record is filtered). Every non-empty line is
+    /// JSON: one output record per line. The whole stdout is one JSON value (e.g. pretty
+    /// printed): that value, compacted. Anything else: one record `{"stdout": "<text>"}`.
+    #[default]
+    Auto,
+    /// Always exactly one record `{"stdout": "<text>"}`, with one trailing newline removed.
+    Text,
+}
+
+/// Settings for an [`ExecPool`].
+#[derive(Clone)]
+pub struct ExecConfig {
+    /// The command to run for each record.
+    pub template: Template,
+    /// How many commands run at once.
+    pub jobs: usize,
+    /// Extra environment variables for the commands.
+    pub env: Vec<(String, String)>,
+    /// How long a command gets between SIGTERM and SIGKILL when abandoned.
+    pub kill_grace: Duration,
+    /// Receives every stderr line of every command, with the job slot's index.
+    pub stderr: Option<StderrSink>,
+    /// How stdout becomes output records.
+    pub output: ExecOutputMode,
+    /// Largest stdout accepted from one command, in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl ExecConfig {
+    /// Defaults: one job per available CPU, [`ExecOutputMode::Auto`], a 2 s kill grace.
+    pub fn new(template: Template) -> Self {
+        ExecConfig {
+            template,
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            env: Vec::new(),
+            kill_grace: Duration::from_secs(2),
+            stderr: None,
+            output: ExecOutputMode::Auto,
+            max_output_bytes: 64 << 20,
+        }
+    }
+}
+
+impl std::fmt::Debug for ExecConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecConfig")
+            .field("template", &self.template.display())
+            .field("jobs", &self.jobs)
+            .field("env", &self.env)
+            .field("kill_grace", &self.kill_grace)
+            .field("stderr", &self.stderr.is_some())
+            .field("output", &self.output)
+            .field("max_output_bytes", &self.max_output_bytes)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobState {
+    Queued,
+    Running(u32),
+    Reaped,
+}
+
+/// Shared between the scheduler thread (abandon) and the job thread running the command.
+struct JobCtl {
+    state: Mutex<JobState>,
+    abandoned: AtomicBool,
+}
+
+struct Job {
+    id: AttemptId,
+    argv: Vec<String>,
+    ctl: Arc<JobCtl>,
+}
+
+type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
+
+enum Done {
+    Finished(Outcome),
+    Fatal(FatalExecutorError),
+}
+
+struct Shared {
+    cfg: ExecConfig,
+    /// `Some` when the program does not depend on the record.
+    program: Option<String>,
+}
+
+/// Runs one command per record, `jobs` at a time.
+///
+/// ```
+/// use herdsman_workers::{Executor, ExecConfig, ExecPool, Template, WorkItem, AttemptId};
+/// use std::time::Duration;
+///
+/// let t = Template::parse(&["echo".into(), r#"{"n":{n}}"#.into()]).unwrap();
+/// let mut pool = ExecPool::start(ExecConfig::new(t)).unwrap();
+/// let id = AttemptId { index: 0, attempt: 1 };
+/// pool.submit(id, WorkItem::new(0, r#"{"n":41}"#)).unwrap();
+/// let mut out = Vec::new();
+/// while out.is_empty() {
+///     pool.poll(Duration::from_secs(1), &mut out).unwrap();
+/// }
+/// match &out[0].1 {
+///     herdsman_workers::AttemptOutcome::Success(v) => assert_eq!(v, &vec![br#"{"n":41}"#.to_vec()]),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+pub struct ExecPool {
+    shared: Arc<Shared>,
+    jobs_tx: Option<Sender<Job>>,
+    done_rx: Receiver<Done>,
+    active: HashMap<AttemptId, Arc<JobCtl>>,
+    ready: Vec<Outcome>,
+    fatal: Option<FatalExecutorError>,
+    threads: Vec<JoinHandle<()>>,
+    killers: Vec<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl ExecPool {
+    /// Starts the job threads. Fails at once if the program cannot be run.
+    pub fn start(mut cfg: ExecConfig) -> Result<ExecPool, FatalExecutorError> {
+        cfg.jobs = cfg.jobs.max(1);
+        let program = cfg.template.program();
+        if let Some(p) = &program {
+            check_program(p).map_err(|e| spawn_fatal(p, &e))?;
+        }
+        let jobs = cfg.jobs;
+        let shared = Arc::new(Shared { cfg, program });
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+        let mut threads = Vec::with_capacity(jobs);
+        for slot in 0..jobs {
+            let shared = shared.clone();
+            let jobs_rx = jobs_rx.clone();
+            let done_tx = done_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("herdsman-exec-{slot}"))
+                .spawn(move || {
+                    for job in jobs_rx {
+                        if let Some(done) = run_job(&shared, slot, job) {
+                            if done_tx.send(done).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| FatalExecutorError {
+                    message: format!(
+                        "cannot start a thread for a job: {}; lower --jobs or raise the thread limit",
+                        io_phrase(&e)
+                    ),
+                })?;
+            threads.push(h);
+        }
+        Ok(ExecPool {
+            shared,
+            jobs_tx: Some(jobs_tx),
+            done_rx,
+            active: HashMap::new(),
+            ready: Vec::new(),
+            fatal: None,
+            threads,
+            killers: Vec::new(),
+            stopped: false,
+        })
+    }
+
+    fn take(&mut self, done: Done, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+        match done {
+            Done::Finished((id, outcome)) => {
+                // Absent: abandoned after the command finished; never report it.
+                if self.active.remove(&id).is_some() {
+                    out.push((id, outcome));
+                }
+                Ok(())
+            }
+            Done::Fatal(f) => {
+                self.fatal = Some(f.clone());
+                Err(f)
+            }
+        }
+    }
+
+    fn kill(&mut self, ctl: Arc<JobCtl>) {
+        ctl.abandoned.store(true, Ordering::SeqCst);
+        let pid = match *ctl.state.lock().unwrap_or_else(|p| p.into_inner()) {
+            JobState::Running(pid) => {
+                signal_group(pid, Signal::SIGTERM);
+                pid
+            }
+            _ => return,
+        };
+        let grace = self.shared.cfg.kill_grace;
+        self.killers.retain(|h| !h.is_finished());
+        let killer = move || {
+            let deadline = Instant::now() + grace;
+            loop {
+                let state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
+                if *state != JobState::Running(pid) {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    // The job thread reaps only under this lock, so the group is still ours.
+                    signal_group(pid, Signal::SIGKILL);
+                    return;
+                }
+                drop(state);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        match std::thread::Builder::new()
+            .name("herdsman-exec-kill".into())
+            .spawn(killer)
+        {
+            Ok(h) => self.killers.push(h),
+            Err(_) => signal_group(pid, Signal::SIGKILL),
+        }
+    }
+}
+
+fn spawn_fatal(program: &str, e: &std::io::Error) -> FatalExecutorError {
+    FatalExecutorError {
+        message: format!(
+            "cannot run command `{program}`: {}; check the --exec command",
+            io_phrase(e)
+        ),
+    }
+}
+
+fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> WorkerFailure {
+    WorkerFailure {
+        kind,
+        message,
+        retryable,
+        worker: slot,
+        stderr_tail: Vec::new(),
+    }
+}
+
+/// Runs one job on a job thread. Returns `None` if the job was abandoned.
+fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
+    let Job { id, argv, ctl } = job;
+    let cfg = &shared.cfg;
+    let mut child: Child = {
+        let mut state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
+        if ctl.abandoned.load(Ordering::SeqCst) {
+            return None;
+        }
+        let spawned = group_command(&argv, &cfg.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(c) => {
+                *state = JobState::Running(c.id());
+                c
+            }
+            Err(e) => {
+                *state = JobState::Reaped;
+                let unrunnable = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                );
+                if unrunnable && shared.program.is_some() {
+                    return Some(Done::Fatal(spawn_fatal(&argv[0], &e)));
+                }
+                let msg = format!("cannot run command `{}`: {}", argv[0], io_phrase(&e));
+                let f = failure(slot, FailureKind::CommandFailed, msg, false);
+                return Some(Done::Finished((id, AttemptOutcome::Failure(f))));
+            }
+        }
+    };
+    let pid = child.id();
+    let stderr = StderrReader::spawn(
+        child.stderr.take().expect("stderr is piped"),
+        slot,
+        cfg.stderr.clone(),
+    );
+    let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
+    let mut stdout = Vec::new();
+    let mut too_long = false;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stdout_pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if stdout.len() + n > cfg.max_output_bytes {
+                    too_long = true;
+                } else {
+                    stdout.extend_from_slice(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    drop(stdout_pipe);
+    wait_exit_unreaped(pid);
+    let status = {
+        let mut state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
+        // The leader is a zombie: its group id is still its own. Kill whatever the command
+        // left running in its group, then reap it.
+        signal_group(pid, Signal::SIGKILL);
+        let status = child.wait().ok();
+        *state = JobState::Reaped;
+        status
+    };
+    if ctl.abandoned.load(Ordering::SeqCst) {
+        return None;
+    }
+    let tail = stderr.finish(Duration::from_millis(200));
+    let program = &argv[0];
+    let outcome = match status {
+        Some(st) if st.success() => {
+            if too_long {
+                let msg = format!(
+                    "command `{program}` wrote more than {} bytes to stdout",
+                    cfg.max_output_bytes
+                );
+                AttemptOutcome::Failure(WorkerFailure {
+                    stderr_tail: tail,
+                    ..failure(slot, FailureKind::BadOutput, msg, false)
+                })
+            } else {
+                AttemptOutcome::Success(parse_stdout(&stdout, cfg.output))
+            }
+        }
+        other => {
+            let mut msg = format!("command `{program}` {}", describe_status(other));
+            if let Some(last) = tail.last() {
+                msg.push_str(&format!(" (stderr: {})", quote_start(last.as_bytes())));
+            }
+            AttemptOutcome::Failure(WorkerFailure {
+                stderr_tail: tail,
+                ..failure(slot, FailureKind::CommandFailed, msg, true)
+            })
+        }
+    };
+    Some(Done::Finished((id, outcome)))
+}
+
+/// Turns a command's stdout into output records (see [`ExecOutputMode`]).
+pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode) -> WorkOutput {
+    let text_record = || {
+        let text = String::from_utf8_lossy(stdout);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let mut obj = serde_json::Map::new();
+        obj.insert("stdout".into(), Value::String(text.to_string()));
+        vec![serde_json::to_vec(&Value::Object(obj)).expect("a map serializes")]
+    };
+    if mode == ExecOutputMode::Text {
+        return text_record();
+    }
+    let lines: Vec<&[u8]> = stdout
+        .split(|&b| b == b'\n')
+        .map(trim_ascii)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Vec::new();
+    }
+    if lines
+        .iter()
+        .all(|l| serde_json::from_slice::<serde::de::IgnoredAny>(l).is_ok())
+    {
+        return lines.into_iter().map(<[u8]>::to_vec).collect();
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
+        return vec![serde_json::to_vec(&v).expect("a value serializes")];
+    }
+    text_record()
+}
+
+fn trim_ascii(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
+    &s[start..end]
+}
+
+impl Executor<WorkItem> for ExecPool {
+    type Output = WorkOutput;
+    type Error = WorkerFailure;
+
+    /// Twice the number of jobs: one running and one waiting per job slot, so a slot never
+    /// idles while the engine's thread is busy.
+    fn capacity(&self) -> usize {
+        self.shared.cfg.jobs * 2
+    }
+
+    fn submit(&mut self, id: AttemptId, item: WorkItem) -> Result<(), FatalExecutorError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone());
+        }
+        let argv = match self.shared.cfg.template.render_json(&item.json, item.seq) {
+            Ok(a) => a,
+            Err(e) => {
+                let f = failure(0, FailureKind::BadRecord, e.to_string(), false);
+                self.ready.push((id, AttemptOutcome::Failure(f)));
+                return Ok(());
+            }
+        };
+        let ctl = Arc::new(JobCtl {
+            state: Mutex::new(JobState::Queued),
+            abandoned: AtomicBool::new(false),
+        });
+        self.active.insert(id, ctl.clone());
+        if let Some(tx) = &self.jobs_tx {
+            let _ = tx.send(Job { id, argv, ctl });
+        }
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), FatalExecutorError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone());
+        }
+        let start_len = out.len();
+        out.append(&mut self.ready);
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.take(done, out)?;
+        }
+        if out.len() > start_len {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done_rx.recv_timeout(left) {
+                Ok(done) => {
+                    self.take(done, out)?;
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.take(done, out)?;
+                    }
+                    if out.len() > start_len {
+                        return Ok(());
+                    }
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        self.ready.retain(|(r, _)| *r != id);
+        if let Some(ctl) = self.active.remove(&id) {
+            self.kill(ctl);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.jobs_tx = None;
+        let ids: Vec<AttemptId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.abandon(id);
+        }
+        for h in self.killers.drain(..) {
+            let _ = h.join();
+        }
+        // Job threads end once their commands are dead; one whose command left a process
+        // outside its group holding stdout is left to finish on its own.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for h in self.threads.drain(..) {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for ExecPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(v: WorkOutput) -> Vec<String> {
+        v.into_iter()
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn auto_mode_rules() {
+        assert!(parse_stdout(b"", ExecOutputMode::Auto).is_empty());
+        assert!(parse_stdout(b" \n\n", ExecOutputMode::Auto).is_empty());
+        assert_eq!(
+            texts(parse_stdout(b"{\"a\":1}\n\n[2]\n", ExecOutputMode::Auto)),
+            vec![r#"{"a":1}"#, "[2]"]
+        );
+        assert_eq!(
+            texts(parse_stdout(b"{\n  \"a\": 1\n}\n", ExecOutputMode::Auto)),
+            vec![r#"{"a":1}"#]
+        );
+        assert_eq!(
+            texts(parse_stdout(b"hello world\n", ExecOutputMode::Auto)),
+            vec![r#"{"stdout":"hello world"}"#]
+        );
+        assert_eq!(
+            texts(parse_stdout(b"1\nnot json\n", ExecOutputMode::Auto)),
+            vec![r#"{"stdout":"1\nnot json"}"#]
+        );
+    }
+
+    #[test]
+    fn text_mode_always_one_record() {
+        assert_eq!(
+            texts(parse_stdout(b"", ExecOutputMode::Text)),
+            vec![r#"{"stdout":""}"#]
+        );
+        assert_eq!(
+            texts(parse_stdout(b"{\"a\":1}\n", ExecOutputMode::Text)),
+            vec![r#"{"stdout":"{\"a\":1}"}"#]
+        );
+    }
+}

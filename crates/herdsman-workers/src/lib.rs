@@ -18,10 +18,12 @@
 use std::sync::Arc;
 
 mod exec;
+pub use exec::{ExecConfig, ExecOutputMode, ExecPool};
 mod pool;
 mod process;
 mod tail;
 mod template;
+pub use template::{RenderError, Template, TemplateError};
 
 pub use pool::{PoolConfig, Protocol, WorkerPool};
 pub use process::WorkerCommand;

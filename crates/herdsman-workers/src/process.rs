@@ -116,6 +116,56 @@ pub(crate) fn has_exited(pid: u32) -> bool {
     }
 }
 
+/// Blocks until the child exits, without reaping it (so its process group id stays its own
+/// until the caller reaps it).
+pub(crate) fn wait_exit_unreaped(pid: u32) {
+    loop {
+        // SAFETY: as in `has_exited`, without WNOHANG.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Finds `program` the way `execvp` would: a path with a `/` as is, otherwise the first
+/// executable file of that name in `PATH`. Returns why it cannot run, if it cannot.
+pub(crate) fn check_program(program: &str) -> Result<(), io::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| -> Result<(), io::Error> {
+        let meta = std::fs::metadata(p)?;
+        if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        Ok(())
+    };
+    if program.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    if program.contains('/') {
+        return runnable(std::path::Path::new(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    let mut denied = None;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match runnable(&candidate) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => denied = Some(e),
+        }
+    }
+    Err(denied.unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOENT)))
+}
+
 /// Waits up to `limit` for the child to exit, without reaping it. Returns whether it exited.
 pub(crate) fn wait_exited(pid: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -211,6 +261,16 @@ mod tests {
         );
         assert!(exited);
         assert_eq!(describe_status(status), "exited with status 3");
+    }
+
+    #[test]
+    fn check_program_finds_programs_on_path() {
+        assert!(check_program("sh").is_ok());
+        assert!(check_program("/bin/sh").is_ok());
+        let e = check_program("herdsman-no-such-program-xyz").unwrap_err();
+        assert_eq!(io_phrase(&e), "No such file or directory");
+        let e = check_program("/").unwrap_err();
+        assert_eq!(io_phrase(&e), "Permission denied");
     }
 
     #[test]

@@ -1,2 +1,121 @@
-//! The `herdsman` command.
-fn main() {}
+//! The `herdsman` command: parses flags, runs the chosen subcommand, prints errors as one
+//! clear sentence and exits with a documented code.
+//!
+//! Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
+//! error; 3 stopped by --max-errors; 130 interrupted. This module must never print a
+//! backtrace or a debug dump to a user.
+
+mod assemble;
+mod chunks;
+mod cli;
+mod config;
+mod inspect;
+mod progress;
+mod run;
+mod summary;
+mod transform;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser};
+use herdsman::StopToken;
+
+use crate::cli::{Cli, Command};
+use crate::config::{RunConfig, UsageError};
+
+/// Exit code for usage and configuration errors.
+const EXIT_USAGE: u8 = 2;
+/// Exit code when a run fails for another reason (I/O, a corrupt checkpoint).
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run_command(*args),
+        Command::Status(args) => inspect::status(&args).map(|()| 0),
+        Command::Failures(args) => inspect::failures(&args).map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "herdsman",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| 0)
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            };
+            eprintln!("herdsman: error: {}", chain(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// "outer: inner: innermost", without repeating a message already contained in its parent.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
+    let cfg = RunConfig::from_args(args)?;
+    let stop = StopToken::new();
+    install_signal_handlers(stop.clone())?;
+    let summary = run::run(cfg, stop)?;
+    eprint!("{}", summary.render());
+    Ok(u8::try_from(summary.exit_code).unwrap_or(EXIT_FAILURE))
+}
+
+/// First Ctrl-C (or SIGTERM): stop admitting records, let in-flight ones finish, write what
+/// is done. Second: exit at once (workers see their stdin close).
+fn install_signal_handlers(stop: StopToken) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("herdsman-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    eprintln!(
+                        "\nherdsman: stopping: finishing records in flight (press Ctrl-C again to quit at once)"
+                    );
+                    stop.stop();
+                } else {
+                    eprintln!("\nherdsman: quitting at once; run the same command again to resume");
+                    std::process::exit(130);
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! Collects per-record outcomes into chunks, writes finished chunks to the output and
+//! dead-letter files, and commits them to the ledger.
+//!
+//! A chunk's lines are written contiguously only once every record of it has resolved, so
+//! the files always hold whole chunks; they are fsynced before the ledger commit that
+//! records their lengths. This module must never write part of a chunk, and never commit a
+//! chunk before its bytes are durable.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use herdsman_io::{Position, SinkError};
+use herdsman_ledger::{ChunkCommit, Ledger};
+use serde_json::json;
+
+use crate::chunks::{ChunkInfo, Payload};
+use crate::summary::Counts;
+use crate::transform::CliFailure;
+
+/// The final state of one record.
+#[derive(Debug)]
+pub enum Resolved {
+    /// Zero (filtered), one or many output records.
+    Outputs(Vec<Vec<u8>>),
+    Failed(FailureNote),
+    /// Admitted but never run because the run stopped.
+    NotRun,
+}
+
+/// Why a record failed, for its dead-letter entry.
+#[derive(Debug)]
+pub struct FailureNote {
+    pub kind: String,
+    pub message: String,
+    pub stderr_tail: Vec<String>,
+}
+
+impl FailureNote {
+    pub fn from_failure(f: &CliFailure) -> FailureNote {
+        match f {
+            CliFailure::Input(e) => FailureNote {
+                kind: format!("input_{}", snake(&format!("{:?}", e.kind))),
+                message: e.message.clone(),
+                stderr_tail: Vec::new(),
+            },
+            CliFailure::Worker(w) => FailureNote {
+                kind: snake(&format!("{:?}", w.kind)),
+                message: w.message.clone(),
+                stderr_tail: w.stderr_tail.clone(),
+            },
+        }
+    }
+}
+
+/// `WorkerExited` → `worker_exited`.
+fn snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+struct Pending {
+    info: ChunkInfo,
+    slots: Vec<Option<(Resolved, u32)>>,
+    resolved: usize,
+}
+
+/// Output and dead-letter files of a run.
+pub trait Sinks {
+    fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError>;
+    fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError>;
+    /// Byte lengths of (output, failures) after everything written so far.
+    fn offsets(&self) -> (u64, u64);
+    /// Flush and fsync both files.
+    fn sync(&mut self) -> Result<()>;
+}
+
+/// Everything the assembler needs besides the outcomes.
+pub struct Assembler<'a, S: Sinks> {
+    chunks: Receiver<ChunkInfo>,
+    pending: BTreeMap<u64, Pending>,
+    sinks: S,
+    ledger: Option<&'a mut dyn Ledger>,
+    uncommitted: Vec<ChunkCommit>,
+    last_checkpoint: Instant,
+    checkpoint_every: Duration,
+    file_names: Vec<String>,
+    /// Counts of records in chunks written by this run.
+    pub written: Counts,
+}
+
+impl<'a, S: Sinks> Assembler<'a, S> {
+    pub fn new(
+        chunks: Receiver<ChunkInfo>,
+        sinks: S,
+        ledger: Option<&'a mut dyn Ledger>,
+        file_names: Vec<String>,
+    ) -> Self {
+        Assembler {
+            chunks,
+            pending: BTreeMap::new(),
+            sinks,
+            ledger,
+            uncommitted: Vec::new(),
+            last_checkpoint: Instant::now(),
+            checkpoint_every: Duration::from_secs(1),
+            file_names,
+            written: Counts::default(),
+        }
+    }
+
+    /// Records the final state of the record at engine index `index`.
+    pub fn resolve(&mut self, index: u64, state: Resolved, attempts: u32) -> Result<()> {
+        // A chunk is announced before any of its items reaches the engine, so it is here.
+        while self
+            .pending
+            .range(..=index)
+            .next_back()
+            .is_none_or(|(first, p)| index >= first + p.slots.len() as u64)
+        {
+            let info = self
+                .chunks
+                .recv()
+                .context("internal error: an outcome arrived for a record of no chunk")?;
+            let len = info.records.len();
+            self.pending.insert(
+                info.first_index,
+                Pending {
+                    info,
+                    slots: (0..len).map(|_| None).collect(),
+                    resolved: 0,
+                },
+            );
+        }
+        let (&first, p) = self
+            .pending
+            .range_mut(..=index)
+            .next_back()
+            .expect("chunk found above");
+        let slot = &mut p.slots[(index - first) as usize];
+        debug_assert!(slot.is_none(), "record {index} resolved twice");
+        if slot.is_none() {
+            p.resolved += 1;
+        }
+        *slot = Some((state, attempts));
+        if p.resolved == p.slots.len() {
+            let p = self.pending.remove(&first).expect("present");
+            self.finish_chunk(p)?;
+        }
+        Ok(())
+    }
+
+    fn finish_chunk(&mut self, p: Pending) -> Result<()> {
+        let mut c = Counts {
+            records: p.slots.len() as u64,
+            ..Counts::default()
+        };
+        if p.slots
+            .iter()
+            .any(|s| matches!(s, Some((Resolved::NotRun, _))))
+        {
+            // A chunk cut short by a stop is not written; a resumed run redoes it whole.
+            c.not_run = c.records;
+            self.written.add(&c);
+            return Ok(());
+        }
+        for ((pos, payload), slot) in p.info.records.iter().zip(p.slots) {
+            let (state, attempts) = slot.expect("every slot resolved");
+            c.retries += u64::from(attempts.saturating_sub(1));
+            match state {
+                Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
+                Resolved::Outputs(outs) => {
+                    let mut written = 0u64;
+                    let mut refused = None;
+                    for o in &outs {
+                        match self.sinks.write_output(o) {
+                            Ok(()) => written += 1,
+                            Err(SinkError::Record { message, .. }) => {
+                                refused = Some(message);
+                                break;
+                            }
+                            Err(e) => return Err(e).context("cannot write the output"),
+                        }
+                    }
+                    match refused {
+                        // Only possible on the first output of a record with CSV output
+                        // whose keys do not fit the columns; nothing of it was written.
+                        Some(message) if written == 0 => {
+                            c.failed += 1;
+                            let note = FailureNote {
+                                kind: "output_rejected".into(),
+                                message,
+                                stderr_tail: Vec::new(),
+                            };
+                            self.write_dead_letter(pos, payload, &note, attempts)?;
+                        }
+                        _ => {
+                            c.succeeded += 1;
+                            c.outputs += written;
+                        }
+                    }
+                }
+                Resolved::Failed(note) => {
+                    c.failed += 1;
+                    self.write_dead_letter(pos, payload, &note, attempts)?;
+                }
+                Resolved::NotRun => unreachable!("handled above"),
+            }
+        }
+        let (output_end, failures_end) = self.sinks.offsets();
+        self.uncommitted.push(ChunkCommit {
+            chunk: p.info.id,
+            start: to_ledger(p.info.start),
+            end: to_ledger(p.info.end),
+            records: c.records,
+            ok: c.succeeded,
+            failed: c.failed,
+            filtered: c.filtered,
+            outputs: c.outputs,
+            retries: c.retries,
+            output_end,
+            failures_end,
+        });
+        self.written.add(&c);
+        if self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn write_dead_letter(
+        &mut self,
+        pos: &Position,
+        payload: &Payload,
+        note: &FailureNote,
+        attempts: u32,
+    ) -> Result<()> {
+        let file = self
+            .file_names
+            .get(pos.file_index as usize)
+            .cloned()
+            .unwrap_or_default();
+        let mut entry = json!({
+            "source": {"file": file, "line": pos.line, "record": pos.seq + 1},
+            "error": {"kind": note.kind, "message": note.message},
+            "attempts": attempts,
+        });
+        match payload {
+            Ok(json) => {
+                entry["record"] = serde_json::from_slice(json)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(json).into_owned().into());
+            }
+            Err(e) => {
+                entry["record"] = serde_json::Value::Null;
+                entry["raw"] = e.raw.clone().into();
+            }
+        }
+        if !note.stderr_tail.is_empty() {
+            entry["stderr_tail"] = note.stderr_tail.clone().into();
+        }
+        let line = serde_json::to_vec(&entry).context("cannot encode a dead-letter entry")?;
+        self.sinks
+            .write_failure(&line)
+            .context("cannot write the dead-letter file")
+    }
+
+    /// Makes every written chunk durable and commits it.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.last_checkpoint = Instant::now();
+        let Some(ledger) = self.ledger.as_deref_mut() else {
+            self.uncommitted.clear();
+            return Ok(());
+        };
+        if self.uncommitted.is_empty() {
+            return Ok(());
+        }
+        self.sinks.sync()?;
+        crate::run::fault("after-sync");
+        for c in &self.uncommitted {
+            ledger
+                .commit_chunk(c)
+                .context("cannot commit the checkpoint")?;
+        }
+        crate::run::fault("after-commit");
+        self.uncommitted.clear();
+        Ok(())
+    }
+
+    /// Ends the run: drops chunks that never completed (counting their records as not run),
+    /// commits the rest, and hands back the sinks.
+    pub fn finish(mut self) -> Result<(S, Counts)> {
+        // Chunks announced but never fully resolved (the run stopped, or the engine never
+        // pulled them): their records are not run.
+        while let Ok(info) = self.chunks.try_recv() {
+            self.written.records += info.records.len() as u64;
+            self.written.not_run += info.records.len() as u64;
+        }
+        for p in std::mem::take(&mut self.pending).into_values() {
+            self.written.records += p.slots.len() as u64;
+            self.written.not_run += p.slots.len() as u64;
+        }
+        self.checkpoint()?;
+        Ok((self.sinks, self.written))
+    }
+}
+
+fn to_ledger(p: Position) -> herdsman_ledger::Position {
+    herdsman_ledger::Position {
+        file_index: p.file_index,
+        byte_offset: p.byte_offset,
+        line: p.line,
+        seq: p.seq,
+    }
+}
+
+/// Converts a ledger position back to a source position.
+pub fn from_ledger(p: herdsman_ledger::Position) -> Position {
+    Position {
+        file_index: p.file_index,
+        byte_offset: p.byte_offset,
+        line: p.line,
+        seq: p.seq,
+    }
+}

@@ -1,0 +1,271 @@
+//! Command-line definitions: the raw flags exactly as the user typed them.
+//!
+//! This module only describes the surface (names, help, examples). It must never validate
+//! combinations or touch the file system: that is `config`'s job, so that flags and job files
+//! share one validation path.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run one program over every record of a CSV or JSONL dataset, in parallel, and account for
+/// every record.
+#[derive(Debug, Parser)]
+#[command(name = "herdsman", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream a dataset through workers (resumes an interrupted run of the same job).
+    #[command(after_long_help = RUN_EXAMPLES)]
+    Run(Box<RunArgs>),
+    /// Show a job's checkpoint: inputs, progress, chunks and failure counts.
+    Status(StateArgs),
+    /// List the records of a job that ended in its dead-letter file.
+    Failures(FailuresArgs),
+    /// Print a shell completion script for herdsman.
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+    /// Print herdsman's man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # count primes with a Python worker, 2 workers, ordered JSONL output
+  herdsman run -i data.csv -w 'python3 worker.py' --protocol framed -j 2 -o out.jsonl
+
+  # the same from a job file, overriding the number of workers
+  herdsman run job.toml -j 4
+
+  # one command per record; {path} is a CSV column, passed as one argv entry (no shell)
+  herdsman run -i files.csv -x gzip -k {path} -o done.jsonl
+
+  # a rate-limited HTTP job that retries throttled calls
+  herdsman run -i ids.csv -w 'python3 fetch.py' --rate 20/second --retries 5 --backoff 200ms -o out.jsonl
+
+Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
+error; 3 stopped by --max-errors; 130 interrupted.";
+
+/// Flags of `herdsman run`. Every option can also be set in a job file under the same long
+/// name (dashes or underscores); flags override the job file.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// A TOML job file holding any of the options below (paths in it are relative to it).
+    #[arg(value_name = "JOB.toml")]
+    pub job: Option<PathBuf>,
+
+    /// Input files or globs, read in order; '-' is stdin. .gz and .zst are decompressed.
+    /// Example: -i 'data/part-*.csv.gz'
+    #[arg(short, long = "input", value_name = "PATH", num_args = 1..)]
+    pub input: Vec<String>,
+
+    /// Input format (default: from the first input's extension).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+
+    /// A pool of persistent worker processes, e.g. -w 'python3 worker.py'. The command is
+    /// split like a shell would (quotes respected) but run without a shell.
+    #[arg(short, long, value_name = "CMD", conflicts_with = "exec")]
+    pub worker: Option<String>,
+
+    /// How herdsman talks to --worker processes: one line in, one line out (lines), or an
+    /// envelope with ids that allows filtering, many outputs and failures (framed).
+    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    pub protocol: Option<ProtocolArg>,
+
+    /// One process per record, GNU-parallel style: {field} is a column, {} the whole record
+    /// as JSON, {#} the record number. Give the command as the remaining arguments, e.g.
+    /// -x convert {src} {dst}
+    #[arg(short = 'x', long, value_name = "TEMPLATE", num_args = 1.., allow_hyphen_values = true)]
+    pub exec: Vec<String>,
+
+    /// Run the worker or --exec command through `sh -c` (record values are shell-quoted).
+    #[arg(long)]
+    pub shell: bool,
+
+    /// Number of parallel workers (default: number of cores).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Output file: .jsonl or .csv by extension; '-' is stdout (the default).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<String>,
+
+    /// Output format (default: from the output's extension, else jsonl).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<OutputFormatArg>,
+
+    /// CSV output columns, comma separated (default: the keys of the first record).
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub columns: Vec<String>,
+
+    /// Dead-letter file for records that failed (default: OUTPUT with .failures.jsonl).
+    #[arg(long, value_name = "PATH")]
+    pub failures: Option<String>,
+
+    /// Retry a failed record up to N more times.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// First retry delay, doubled each retry, with jitter. Example: 200ms, 2s.
+    #[arg(long, value_name = "DURATION")]
+    pub backoff: Option<String>,
+
+    /// Longest retry delay. Example: 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub max_backoff: Option<String>,
+
+    /// Rate limit on attempts, retries included. Example: 20/second, 600/minute, 1000/hour.
+    #[arg(long, value_name = "N/UNIT")]
+    pub rate: Option<String>,
+
+    /// Per-record timeout: the worker's whole process group is killed and restarted, and the
+    /// record is charged an attempt. Example: 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Stop after that many failed records, or that share of the records seen. Example: 10, 1%.
+    #[arg(long, value_name = "N|N%")]
+    pub max_errors: Option<String>,
+
+    /// Write results in completion order instead of input order.
+    #[arg(long)]
+    pub unordered: bool,
+
+    /// Infer CSV value types (integers, floats, booleans, empty as null) instead of strings.
+    #[arg(long)]
+    pub infer_types: bool,
+
+    /// Field delimiter for CSV input and output.
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<char>,
+
+    /// Records per checkpoint chunk.
+    #[arg(long, value_name = "N")]
+    pub chunk_size: Option<usize>,
+
+    /// Records admitted but not yet written, at most (bounds memory).
+    #[arg(long, value_name = "N")]
+    pub window: Option<usize>,
+
+    /// Write a machine-readable summary here when the run ends.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Progress display: a bar on a terminal (auto), always a bar, plain lines, or nothing.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub progress: Option<ProgressArg>,
+
+    /// Checkpoint directory (default: beside the output, .<output name>.herdsman).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Do not checkpoint: a throwaway run that cannot be resumed.
+    #[arg(long)]
+    pub no_checkpoint: bool,
+
+    /// Forget the checkpoint of this job and start over.
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Re-run only the records in the dead-letter file of a finished job and fold the
+    /// successes back into the output.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// Less output on stderr (no worker stderr forwarding, summary only).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Arguments of commands that inspect a job's checkpoint.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// The state directory, or the job's output file (its default state directory is used).
+    #[arg(value_name = "STATE|OUTPUT")]
+    pub state: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `herdsman failures`.
+#[derive(Debug, Args)]
+pub struct FailuresArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Show at most N failures.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatArg {
+    Csv,
+    Jsonl,
+    Lines,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormatArg {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolArg {
+    Lines,
+    Framed,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressArg {
+    Auto,
+    Bar,
+    Plain,
+    None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_the_rest_of_the_command() {
+        let cli = Cli::try_parse_from([
+            "herdsman",
+            "run",
+            "-i",
+            "a.csv",
+            "-o",
+            "out.jsonl",
+            "-x",
+            "echo",
+            "-n",
+            "{id}",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(args.exec, ["echo", "-n", "{id}"]);
+        assert_eq!(args.output.as_deref(), Some("out.jsonl"));
+    }
+}

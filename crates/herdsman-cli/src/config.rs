@@ -1,0 +1,624 @@
+//! Turns raw flags and an optional job file into one validated run configuration.
+//!
+//! Parsing happens in two steps (raw values, then this validated form) so that a job file and
+//! flags go through the same checks. This module must never start work: every usage error is
+//! found here, before any record runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::cli::{FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new(UsageError(format!($($arg)*))))
+    };
+}
+
+/// What runs each record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transform {
+    /// Persistent worker processes.
+    Worker {
+        argv: Vec<String>,
+        protocol: ProtocolArg,
+        shell: bool,
+    },
+    /// One process per record.
+    Exec { template: Vec<String>, shell: bool },
+}
+
+/// When to stop because too many records failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxErrors {
+    Count(u64),
+    /// A share of the records resolved so far, in percent; checked once at least 100 records
+    /// have resolved so that the first failure of a run does not stop it.
+    Percent(f64),
+}
+
+/// The validated configuration of one `herdsman run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub inputs: Vec<String>,
+    pub format: Option<FormatArg>,
+    pub transform: Transform,
+    pub jobs: usize,
+    /// `None` is stdout.
+    pub output: Option<PathBuf>,
+    pub output_format: OutputFormatArg,
+    pub columns: Option<Vec<String>>,
+    pub failures: PathBuf,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts per period.
+    pub rate: Option<(u32, Duration)>,
+    pub timeout: Option<Duration>,
+    pub max_errors: Option<MaxErrors>,
+    pub ordered: bool,
+    pub infer_types: bool,
+    pub delimiter: u8,
+    pub chunk_size: usize,
+    pub window: usize,
+    pub summary_json: Option<PathBuf>,
+    pub progress: ProgressArg,
+    /// `None`: checkpointing is off.
+    pub state: Option<PathBuf>,
+    pub restart: bool,
+    pub retry_failed: bool,
+    pub quiet: bool,
+}
+
+/// The job file: the same options as the flags, under their long names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct JobFile {
+    input: Option<StringOrList>,
+    format: Option<FormatArg>,
+    worker: Option<String>,
+    protocol: Option<ProtocolArg>,
+    exec: Option<StringOrList>,
+    shell: Option<bool>,
+    jobs: Option<usize>,
+    output: Option<String>,
+    output_format: Option<OutputFormatArg>,
+    columns: Option<StringOrList>,
+    failures: Option<String>,
+    retries: Option<u32>,
+    backoff: Option<String>,
+    max_backoff: Option<String>,
+    rate: Option<String>,
+    timeout: Option<String>,
+    max_errors: Option<StringOrNumber>,
+    unordered: Option<bool>,
+    infer_types: Option<bool>,
+    delimiter: Option<char>,
+    chunk_size: Option<usize>,
+    window: Option<usize>,
+    summary_json: Option<String>,
+    progress: Option<ProgressArg>,
+    state: Option<String>,
+    no_checkpoint: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    Number(u64),
+    Text(String),
+}
+
+/// Default records per checkpoint chunk.
+pub const DEFAULT_CHUNK_SIZE: usize = 1000;
+
+fn load_job_file(path: &Path) -> Result<JobFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "cannot read job file {}: {e}; check the path",
+            path.display()
+        ))
+    })?;
+    // Accept snake_case keys too: normalise every top-level key to kebab-case.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "job file {} is not valid TOML: {e}",
+            path.display()
+        ))
+    })?;
+    let table: toml::Table = table
+        .into_iter()
+        .map(|(k, v)| (k.replace('_', "-"), v))
+        .collect();
+    JobFile::deserialize(table).map_err(|e| {
+        anyhow::Error::new(UsageError(format!(
+            "job file {}: {e}; the keys are the long flag names of `herdsman run --help`",
+            path.display()
+        )))
+    })
+}
+
+/// Resolves `p` (from a job file) against the job file's directory.
+fn relative_to(base: Option<&Path>, p: String) -> String {
+    match base {
+        Some(dir) if p != "-" && Path::new(&p).is_relative() => {
+            dir.join(&p).to_string_lossy().into_owned()
+        }
+        _ => p,
+    }
+}
+
+/// Parses a duration such as `200ms`, `2s`, `1m30s` or a bare number of seconds.
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs >= 0.0 && secs.is_finite() {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        anyhow::Error::new(UsageError(format!(
+            "{what} `{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"
+        )))
+    })
+}
+
+/// Parses `N/second`, `N/s`, `N/minute`, `N/min`, `N/hour`, `N/h`.
+pub fn parse_rate(s: &str) -> Result<(u32, Duration)> {
+    let bad = || {
+        anyhow::Error::new(UsageError(format!(
+            "--rate `{s}` is not a rate; write it like 20/second, 600/minute or 1000/hour"
+        )))
+    };
+    let (n, unit) = s.split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    if n == 0 {
+        usage!("--rate must allow at least 1 attempt per period, got `{s}`");
+    }
+    let period = match unit.trim() {
+        "s" | "sec" | "second" | "seconds" => Duration::from_secs(1),
+        "m" | "min" | "minute" | "minutes" => Duration::from_secs(60),
+        "h" | "hour" | "hours" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    Ok((n, period))
+}
+
+/// Parses `N` or `N%`.
+pub fn parse_max_errors(s: &str) -> Result<MaxErrors> {
+    let s = s.trim();
+    if let Some(p) = s.strip_suffix('%') {
+        match p.trim().parse::<f64>() {
+            Ok(v) if (0.0..=100.0).contains(&v) => return Ok(MaxErrors::Percent(v)),
+            _ => usage!("--max-errors `{s}` is not a percentage between 0% and 100%"),
+        }
+    }
+    match s.parse::<u64>() {
+        Ok(n) => Ok(MaxErrors::Count(n)),
+        Err(_) => usage!("--max-errors `{s}` is neither a count (10) nor a percentage (1%)"),
+    }
+}
+
+/// The default dead-letter path for an output path: `out.jsonl` → `out.failures.jsonl`.
+pub fn default_failures_path(output: Option<&Path>) -> PathBuf {
+    match output {
+        Some(out) => {
+            let stem = out
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "output".into());
+            out.with_file_name(format!("{stem}.failures.jsonl"))
+        }
+        None => PathBuf::from("herdsman.failures.jsonl"),
+    }
+}
+
+/// The default checkpoint directory for an output path: `dir/out.jsonl` → `dir/.out.jsonl.herdsman`.
+pub fn default_state_dir(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    output.with_file_name(format!(".{name}.herdsman"))
+}
+
+/// Splits a worker command like a POSIX shell would, without running one.
+pub fn split_command(cmd: &str) -> Result<Vec<String>> {
+    match shlex::split(cmd) {
+        Some(argv) if !argv.is_empty() => Ok(argv),
+        Some(_) => {
+            usage!("the worker command is empty; give a program, e.g. -w 'python3 worker.py'")
+        }
+        None => usage!(
+            "cannot split the command `{cmd}`: unbalanced quotes; fix the quoting or use --shell"
+        ),
+    }
+}
+
+impl RunConfig {
+    /// Merges the job file (if any) and the flags, flags winning, and validates the result.
+    pub fn from_args(args: RunArgs) -> Result<RunConfig> {
+        let (job, base) = match &args.job {
+            Some(path) => (
+                load_job_file(path)?,
+                Some(path.parent().unwrap_or(Path::new(".")).to_path_buf()),
+            ),
+            None => (JobFile::default(), None),
+        };
+        let base = base.as_deref();
+        let rel = |p: String| relative_to(base, p);
+
+        let inputs: Vec<String> = if !args.input.is_empty() {
+            args.input
+        } else {
+            job.input
+                .map(|i| i.into_vec().into_iter().map(rel).collect())
+                .unwrap_or_default()
+        };
+        if inputs.is_empty() {
+            usage!("no input given; pass files with -i data.csv (or '-' for stdin)");
+        }
+
+        let shell = args.shell || job.shell.unwrap_or(false);
+        let exec: Vec<String> = if !args.exec.is_empty() {
+            args.exec
+        } else if args.worker.is_none() {
+            job.exec.map(StringOrList::into_vec).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let worker = args
+            .worker
+            .or(if exec.is_empty() { job.worker } else { None });
+        let transform = match (worker, exec.is_empty()) {
+            (Some(_), false) => usage!("give either --worker or --exec, not both"),
+            (Some(w), true) => {
+                let argv = if shell { vec![w] } else { split_command(&w)? };
+                Transform::Worker {
+                    argv,
+                    protocol: args.protocol.or(job.protocol).unwrap_or(ProtocolArg::Lines),
+                    shell,
+                }
+            }
+            (None, false) => {
+                // `-x 'echo {id}'` (one string) is split like a shell would; several
+                // arguments are taken as they are.
+                let template = if exec.len() == 1 && !shell {
+                    split_command(&exec[0])?
+                } else {
+                    exec
+                };
+                Transform::Exec { template, shell }
+            }
+            (None, true) => usage!(
+                "nothing to run; give a worker (-w 'python3 worker.py') or a command per record (-x echo {{}})"
+            ),
+        };
+        if matches!(transform, Transform::Exec { .. }) && (args.protocol.is_some()) {
+            usage!("--protocol applies to --worker only, not to --exec");
+        }
+
+        let jobs = args
+            .jobs
+            .or(job.jobs)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if jobs == 0 {
+            usage!("--jobs must be at least 1");
+        }
+
+        let output = args.output.or(job.output.map(rel));
+        let output: Option<PathBuf> = match output.as_deref() {
+            None | Some("-") => None,
+            Some(p) => Some(PathBuf::from(p)),
+        };
+        let output_format = match args.output_format.or(job.output_format) {
+            Some(f) => f,
+            None => match output
+                .as_ref()
+                .and_then(|p| p.extension())
+                .and_then(|e| e.to_str())
+            {
+                Some(ext) if ext.eq_ignore_ascii_case("csv") => OutputFormatArg::Csv,
+                _ => OutputFormatArg::Jsonl,
+            },
+        };
+        let columns = if !args.columns.is_empty() {
+            Some(args.columns)
+        } else {
+            job.columns.map(StringOrList::into_vec)
+        };
+        if columns.is_some() && output_format != OutputFormatArg::Csv {
+            usage!("--columns applies to CSV output only; name the output .csv or pass --output-format csv");
+        }
+        let failures = match args.failures.or(job.failures.map(rel)) {
+            Some(f) if f == "-" => usage!("--failures cannot be stdout; give a file path"),
+            Some(f) => PathBuf::from(f),
+            None => default_failures_path(output.as_deref()),
+        };
+        if output.as_deref() == Some(failures.as_path()) {
+            usage!("--output and --failures name the same file; give them different paths");
+        }
+
+        let retries = args.retries.or(job.retries).unwrap_or(0);
+        let backoff = match args.backoff.or(job.backoff) {
+            Some(s) => parse_duration("--backoff", &s)?,
+            None => Duration::from_millis(100),
+        };
+        let max_backoff = match args.max_backoff.or(job.max_backoff) {
+            Some(s) => parse_duration("--max-backoff", &s)?,
+            None => Duration::from_secs(30),
+        };
+        let rate = args.rate.or(job.rate).map(|r| parse_rate(&r)).transpose()?;
+        let timeout = args
+            .timeout
+            .or(job.timeout)
+            .map(|t| parse_duration("--timeout", &t))
+            .transpose()?;
+        if timeout == Some(Duration::ZERO) {
+            usage!("--timeout must be longer than 0s");
+        }
+        let max_errors = match (args.max_errors, job.max_errors) {
+            (Some(s), _) => Some(parse_max_errors(&s)?),
+            (None, Some(StringOrNumber::Number(n))) => Some(MaxErrors::Count(n)),
+            (None, Some(StringOrNumber::Text(s))) => Some(parse_max_errors(&s)?),
+            (None, None) => None,
+        };
+        let delimiter = match args.delimiter.or(job.delimiter).unwrap_or(',') {
+            c if c.is_ascii() && c != '"' && c != '\n' && c != '\r' => c as u8,
+            c => usage!(
+                "--delimiter `{c}` must be a single ASCII character other than a quote or newline"
+            ),
+        };
+        let chunk_size = args
+            .chunk_size
+            .or(job.chunk_size)
+            .unwrap_or(DEFAULT_CHUNK_SIZE);
+        if chunk_size == 0 {
+            usage!("--chunk-size must be at least 1");
+        }
+        let window = args
+            .window
+            .or(job.window)
+            .unwrap_or_else(|| (jobs * 256).clamp(1024, 16384));
+        if window == 0 {
+            usage!("--window must be at least 1");
+        }
+        let no_checkpoint = args.no_checkpoint || job.no_checkpoint.unwrap_or(false);
+        let stdin_input = inputs.iter().any(|i| i == "-");
+        let state = if no_checkpoint {
+            None
+        } else if let Some(dir) = args.state.or(job.state.map(|s| PathBuf::from(rel(s)))) {
+            if output.is_none() || stdin_input {
+                usage!("--state needs a file output and file inputs: a run that reads stdin or writes stdout cannot be resumed");
+            }
+            Some(dir)
+        } else if output.is_none() || stdin_input {
+            None
+        } else {
+            output.as_deref().map(default_state_dir)
+        };
+        if args.retry_failed && state.is_none() {
+            usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
+        }
+
+        Ok(RunConfig {
+            inputs,
+            format: args.format.or(job.format),
+            transform,
+            jobs,
+            output,
+            output_format,
+            columns,
+            failures,
+            retries,
+            backoff,
+            max_backoff,
+            rate,
+            timeout,
+            max_errors,
+            ordered: !(args.unordered || job.unordered.unwrap_or(false)),
+            infer_types: args.infer_types || job.infer_types.unwrap_or(false),
+            delimiter,
+            chunk_size,
+            window,
+            summary_json: args
+                .summary_json
+                .or(job.summary_json.map(|s| PathBuf::from(rel(s)))),
+            progress: args.progress.or(job.progress).unwrap_or(ProgressArg::Auto),
+            state,
+            restart: args.restart,
+            retry_failed: args.retry_failed,
+            quiet: args.quiet,
+        })
+    }
+
+    /// The options that change what a run writes. A checkpoint is only resumed when these
+    /// are unchanged; operational knobs (jobs, rate, retries, timeouts, progress) may change.
+    pub fn result_identity(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        match &self.transform {
+            Transform::Worker {
+                argv,
+                protocol,
+                shell,
+            } => {
+                m.insert(
+                    "worker".into(),
+                    serde_json::to_string(argv).unwrap_or_default(),
+                );
+                m.insert("protocol".into(), format!("{protocol:?}").to_lowercase());
+                m.insert("shell".into(), shell.to_string());
+            }
+            Transform::Exec { template, shell } => {
+                m.insert(
+                    "exec".into(),
+                    serde_json::to_string(template).unwrap_or_default(),
+                );
+                m.insert("shell".into(), shell.to_string());
+            }
+        }
+        m.insert("ordered".into(), self.ordered.to_string());
+        m.insert("infer_types".into(), self.infer_types.to_string());
+        m.insert("delimiter".into(), (self.delimiter as char).to_string());
+        m.insert("chunk_size".into(), self.chunk_size.to_string());
+        m.insert(
+            "output_format".into(),
+            format!("{:?}", self.output_format).to_lowercase(),
+        );
+        if let Some(c) = &self.columns {
+            m.insert("columns".into(), c.join(","));
+        }
+        if let Some(f) = self.format {
+            m.insert("format".into(), format!("{f:?}").to_lowercase());
+        }
+        m
+    }
+}
+
+/// Checks that a directory for `path` exists, with a message saying what to do.
+pub fn ensure_parent_dir(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(input: &[&str]) -> RunArgs {
+        RunArgs {
+            input: input.iter().map(|s| s.to_string()).collect(),
+            worker: Some("cat".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn durations_rates_and_max_errors_parse() {
+        assert_eq!(
+            parse_duration("x", "200ms").unwrap(),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            parse_duration("x", "1.5").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_duration("x", "soon").is_err());
+        assert_eq!(
+            parse_rate("20/second").unwrap(),
+            (20, Duration::from_secs(1))
+        );
+        assert_eq!(parse_rate("5/min").unwrap(), (5, Duration::from_secs(60)));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("ten/s").is_err());
+        assert_eq!(parse_max_errors("10").unwrap(), MaxErrors::Count(10));
+        assert_eq!(parse_max_errors("2.5%").unwrap(), MaxErrors::Percent(2.5));
+        assert!(parse_max_errors("lots").is_err());
+    }
+
+    #[test]
+    fn defaults_put_failures_and_state_beside_the_output() {
+        let mut a = args(&["in.csv"]);
+        a.output = Some("out/res.jsonl".into());
+        let c = RunConfig::from_args(a).unwrap();
+        assert_eq!(c.failures, PathBuf::from("out/res.failures.jsonl"));
+        assert_eq!(c.state, Some(PathBuf::from("out/.res.jsonl.herdsman")));
+        assert!(c.ordered);
+    }
+
+    #[test]
+    fn stdout_output_disables_checkpointing() {
+        let c = RunConfig::from_args(args(&["in.csv"])).unwrap();
+        assert_eq!(c.output, None);
+        assert_eq!(c.state, None);
+    }
+
+    #[test]
+    fn worker_and_exec_are_exclusive_and_one_is_required() {
+        let mut a = args(&["in.csv"]);
+        a.exec = vec!["echo".into()];
+        assert!(RunConfig::from_args(a).is_err());
+        let mut a = args(&["in.csv"]);
+        a.worker = None;
+        let err = RunConfig::from_args(a).unwrap_err().to_string();
+        assert!(err.contains("nothing to run"), "{err}");
+    }
+
+    #[test]
+    fn job_file_values_are_relative_to_it_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.toml");
+        std::fs::write(
+            &job,
+            "input = ['data.csv']\nworker = \"python3 w.py\"\nprotocol = 'framed'\njobs = 3\noutput = 'out/x.jsonl'\nmax_errors = 5\n",
+        )
+        .unwrap();
+        let a = RunArgs {
+            job: Some(job),
+            jobs: Some(1),
+            ..RunArgs::default()
+        };
+        let c = RunConfig::from_args(a).unwrap();
+        assert_eq!(c.jobs, 1);
+        assert_eq!(c.inputs, [dir.path().join("data.csv").to_string_lossy()]);
+        assert_eq!(c.output, Some(dir.path().join("out/x.jsonl")));
+        assert_eq!(c.max_errors, Some(MaxErrors::Count(5)));
+        assert_eq!(
+            c.transform,
+            Transform::Worker {
+                argv: vec!["python3".into(), "w.py".into()],
+                protocol: ProtocolArg::Framed,
+                shell: false
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_job_file_keys_are_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, "inputs = ['a.csv']\n").unwrap();
+        let err = RunConfig::from_args(RunArgs {
+            job: Some(job),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        assert!(err.to_string().contains("inputs"), "{err}");
+    }
+}

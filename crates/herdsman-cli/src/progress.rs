@@ -1,0 +1,138 @@
+//! Progress display and log lines on stderr.
+//!
+//! On a terminal a bar shows records done, rate, ETA, failures and retries; off a terminal a
+//! plain line is printed every few seconds. Log lines (worker stderr, notices) go through the
+//! same place so they never garble the bar. This module must never write to stdout.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::ProgressArg;
+use crate::summary::Counts;
+
+/// Where log lines go: above the bar when there is one, else plain stderr.
+#[derive(Clone, Default)]
+pub struct Log {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Log {
+    /// A notice from herdsman itself (shown even with --quiet when `important`).
+    pub fn notice(&self, msg: &str) {
+        self.line(&format!("herdsman: {msg}"));
+    }
+
+    /// A line of worker stderr, prefixed with the worker number.
+    pub fn worker_line(&self, worker: usize, line: &str) {
+        if !self.quiet {
+            self.line(&format!("[worker {worker}] {line}"));
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(s),
+            _ => eprintln!("{s}"),
+        }
+    }
+}
+
+/// Progress reporting for one run.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    started: Instant,
+    last_plain: Instant,
+    every: Duration,
+    total: Option<u64>,
+    log: Log,
+}
+
+impl Progress {
+    /// Sets up the display. `total` is the expected number of records if known; `done` is what
+    /// earlier runs of the job already finished (the bar starts there).
+    pub fn new(mode: ProgressArg, total: Option<u64>, done: u64, quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        let (use_bar, plain) = match mode {
+            ProgressArg::Auto => (terminal, !terminal),
+            ProgressArg::Bar => (true, false),
+            ProgressArg::Plain => (false, true),
+            ProgressArg::None => (false, false),
+        };
+        let bar = use_bar.then(|| {
+            let bar = match total {
+                Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            };
+            let template = if total.is_some() {
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}"
+            } else {
+                "{spinner} [{elapsed_precise}] {pos} records ({per_sec}) {msg}"
+            };
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_position(done);
+            bar.reset_eta();
+            bar
+        });
+        let log = Log {
+            bar: bar.clone(),
+            quiet,
+        };
+        let now = Instant::now();
+        Progress {
+            bar,
+            plain: plain && !quiet,
+            started: now,
+            last_plain: now,
+            every: Duration::from_secs(5),
+            total,
+            log,
+        }
+    }
+
+    /// The log handle to give to anything that prints while the run goes on.
+    pub fn log(&self) -> Log {
+        self.log.clone()
+    }
+
+    /// Shows the current counts (cheap; call it as often as you like).
+    pub fn update(&mut self, total: &Counts) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(total.resolved() + total.not_run);
+            if total.failed > 0 || total.retries > 0 {
+                bar.set_message(format!(
+                    "{} failed, {} retries",
+                    total.failed, total.retries
+                ));
+            }
+        } else if self.plain && self.last_plain.elapsed() >= self.every {
+            self.last_plain = Instant::now();
+            self.print_plain(total);
+        }
+    }
+
+    fn print_plain(&self, c: &Counts) {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let of = self.total.map(|t| format!("/{t}")).unwrap_or_default();
+        eprintln!(
+            "herdsman: {}{of} records done ({} failed, {} retries), {:.0}s elapsed",
+            c.resolved(),
+            c.failed,
+            c.retries,
+            secs
+        );
+    }
+
+    /// Removes the bar before the summary is printed.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! `herdsman run`: wires a source, the engine with the process executor, the assembler, the
+//! sinks and the ledger together, and resumes an interrupted job.
+//!
+//! Order of events for a crash-safe run: check the configuration, lock the state directory,
+//! open the ledger and compare the job's identity, repair the partial files to the last
+//! commit, then stream. This module must never start workers before every usage error has
+//! been reported, and never rename a partial output into place before every chunk is
+//! committed.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use herdsman::executor::Executor;
+use herdsman::{ItemError, RateLimit, Retry, RunStatus, StopToken};
+use herdsman_io::{
+    expand_inputs, Format, InputPath, InputSpec, OutputFormat, Sink, SinkError, Source,
+    SourceOptions,
+};
+use herdsman_ledger::{
+    JobIdentity, Ledger, LedgerError, Opened, ResumePoint, SqliteLedger, StateDir,
+};
+use herdsman_workers::{
+    ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkItem, WorkOutput, WorkerCommand,
+    WorkerFailure, WorkerPool,
+};
+
+use crate::assemble::{from_ledger, Assembler, FailureNote, Resolved, Sinks};
+use crate::chunks::{ChunkLimits, ChunkReader};
+use crate::cli::{FormatArg, OutputFormatArg, ProtocolArg};
+use crate::config::{ensure_parent_dir, MaxErrors, RunConfig, Transform, UsageError};
+use crate::progress::{Log, Progress};
+use crate::summary::{Counts, Ending, Latency, Summary};
+use crate::transform::{CliExecutor, CliFailure};
+
+/// Largest chunk, in bytes of record JSON, whatever --chunk-size says.
+const CHUNK_BYTES: usize = 8 << 20;
+
+fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg))
+}
+
+/// The inputs, resolved and typed.
+struct Inputs {
+    specs: Vec<InputSpec>,
+    names: Vec<String>,
+}
+
+fn resolve_inputs(cfg: &RunConfig) -> Result<Inputs> {
+    let paths = expand_inputs(&cfg.inputs).map_err(|e| usage(e.to_string()))?;
+    let mut specs = Vec::with_capacity(paths.len());
+    for p in paths {
+        let format = match cfg.format {
+            Some(FormatArg::Csv) => Format::Csv,
+            Some(FormatArg::Jsonl) => Format::Jsonl,
+            Some(FormatArg::Lines) => Format::Lines,
+            None => match &p {
+                InputPath::File(f) => Format::from_path(f).ok_or_else(|| {
+                    usage(format!(
+                        "cannot tell the format of {} from its extension; pass --format csv|jsonl|lines",
+                        f.display()
+                    ))
+                })?,
+                InputPath::Stdin => {
+                    return Err(usage(
+                        "reading stdin needs --format csv|jsonl|lines".to_string(),
+                    ))
+                }
+            },
+        };
+        specs.push(InputSpec { path: p, format });
+    }
+    let names = specs.iter().map(|s| s.path.display_name()).collect();
+    Ok(Inputs { specs, names })
+}
+
+/// What identifies this job: the options that change results and the inputs' contents.
+fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdentity> {
+    let mut id = JobIdentity::new();
+    for (k, v) in cfg.result_identity() {
+        id.insert(k, v);
+    }
+    if let Some(out) = &cfg.output {
+        id.insert("output", absolute(out));
+    }
+    id.insert("failures", absolute(&cfg.failures));
+    for (i, spec) in inputs.specs.iter().enumerate() {
+        let InputPath::File(path) = &spec.path else {
+            continue;
+        };
+        let fp = herdsman_io::fingerprint(path)
+            .with_context(|| format!("cannot read input {}", path.display()))?;
+        id.insert(format!("input.{i}.path"), path.display().to_string());
+        id.insert(format!("input.{i}.format"), spec.format.name());
+        id.insert(format!("input.{i}.size"), fp.size.to_string());
+        id.insert(format!("input.{i}.mtime"), fp.mtime_ns.to_string());
+        id.insert(
+            format!("input.{i}.fingerprint"),
+            format!("{:032x}", fp.hash),
+        );
+    }
+    Ok(id)
+}
+
+/// Starts the workers (or the per-record command runner).
+fn start_executor(
+    cfg: &RunConfig,
+    log: &Log,
+    csv_header: Option<&[String]>,
+) -> Result<CliExecutor> {
+    let stderr_log = log.clone();
+    let stderr: herdsman_workers::StderrSink =
+        Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
+    let inner: Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>> = match &cfg
+        .transform
+    {
+        Transform::Worker {
+            argv,
+            protocol,
+            shell,
+        } => {
+            let command = if *shell {
+                WorkerCommand::shell(argv.join(" "))
+            } else {
+                WorkerCommand::argv(argv.clone())
+            };
+            let mut pc = PoolConfig::new(command);
+            pc.workers = cfg.jobs;
+            pc.protocol = match protocol {
+                ProtocolArg::Lines => Protocol::Lines,
+                ProtocolArg::Framed => Protocol::Framed,
+            };
+            pc.stderr = Some(stderr);
+            Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
+        }
+        Transform::Exec { template, shell } => {
+            let template = Template::new(template, *shell).map_err(|e| usage(e.to_string()))?;
+            if let Some(header) = csv_header {
+                if let Some(missing) = template
+                    .fields()
+                    .into_iter()
+                    .find(|f| !header.iter().any(|h| h == f))
+                {
+                    return Err(usage(format!(
+                            "the --exec template uses {{{missing}}}, but the CSV input has no such column (columns: {}); fix the template",
+                            header.join(", ")
+                        )));
+                }
+            }
+            let mut ec = ExecConfig::new(template);
+            ec.jobs = cfg.jobs;
+            ec.stderr = Some(stderr);
+            Box::new(ExecPool::start(ec).map_err(|e| usage(e.message))?)
+        }
+    };
+    Ok(CliExecutor::new(inner))
+}
+
+/// The run's output and dead-letter files.
+struct FileSinks {
+    output: Sink,
+    failures: Sink,
+}
+
+impl Sinks for FileSinks {
+    fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        self.output.write_record(json)
+    }
+    fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        self.failures.write_record(json)
+    }
+    fn offsets(&self) -> (u64, u64) {
+        (self.output.offset(), self.failures.offset())
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.output.sync().context("cannot sync the output")?;
+        self.failures
+            .sync()
+            .context("cannot sync the dead-letter file")?;
+        Ok(())
+    }
+}
+
+/// The ledger of a checkpointed run, with its lock.
+struct Checkpoint {
+    _lock: StateDir,
+    ledger: SqliteLedger,
+}
+
+/// Runs the job and returns its summary (the caller prints it and exits with its code).
+pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
+    let started = Instant::now();
+    let inputs = resolve_inputs(&cfg)?;
+
+    // The CSV header of the first input, to check --exec templates before any work.
+    let csv_header: Option<Vec<String>> = match (&cfg.transform, inputs.specs.first()) {
+        (Transform::Exec { .. }, Some(first))
+            if first.format == Format::Csv && !matches!(first.path, InputPath::Stdin) =>
+        {
+            let src = Source::open(vec![first.clone()], source_options(&cfg), None)
+                .map_err(|e| usage(e.to_string()))?;
+            src.csv_header().map(<[String]>::to_vec)
+        }
+        _ => None,
+    };
+
+    let identity = job_identity(&cfg, &inputs)?;
+    let mut checkpoint = match &cfg.state {
+        Some(dir) => {
+            let lock = StateDir::open(dir).map_err(ledger_usage)?;
+            let ledger = SqliteLedger::open(&lock).map_err(ledger_usage)?;
+            Some(Checkpoint {
+                _lock: lock,
+                ledger,
+            })
+        }
+        None => None,
+    };
+    let mut resume: Option<ResumePoint> = None;
+    let mut earlier = Counts::default();
+    if let Some(cp) = checkpoint.as_mut() {
+        if cfg.restart {
+            cp.ledger.reset().map_err(ledger_usage)?;
+        }
+        match cp.ledger.open_job(&identity).map_err(ledger_usage)? {
+            Opened::Fresh => {}
+            Opened::Resumed { commits } => {
+                earlier = counts_of(&commits);
+                resume = Some(ResumePoint::from_commits(&commits));
+            }
+            Opened::Finished { summary_json, .. } => {
+                return already_finished(&cfg, summary_json);
+            }
+        }
+    }
+
+    let output_format = match cfg.output_format {
+        OutputFormatArg::Jsonl => OutputFormat::Jsonl,
+        OutputFormatArg::Csv => OutputFormat::Csv {
+            columns: cfg.columns.clone(),
+        },
+    };
+    let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
+    if let Some(o) = &cfg.output {
+        ensure_parent_dir(o)?;
+    }
+    ensure_parent_dir(&cfg.failures)?;
+    let (out_offset, fail_offset) = match &resume {
+        Some(r) => {
+            if let Some(o) = &cfg.output {
+                reclaim_renamed(o, r.output_end)?;
+            }
+            reclaim_renamed(&cfg.failures, r.failures_end)?;
+            (Some(r.output_end), Some(r.failures_end))
+        }
+        None => (None, None),
+    };
+    let sinks = FileSinks {
+        output: Sink::open(&out_path, output_format, out_offset)
+            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
+        failures: Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(
+            || {
+                format!(
+                    "cannot open the dead-letter file {}",
+                    cfg.failures.display()
+                )
+            },
+        )?,
+    };
+
+    let resume_at = resume.as_ref().and_then(|r| r.position.map(from_ledger));
+    let source = Source::open(inputs.specs.clone(), source_options(&cfg), resume_at)
+        .map_err(|e| usage(e.to_string()))?;
+    let total = herdsman_io::estimate_records(&inputs.specs);
+    let mut progress = Progress::new(cfg.progress, total, earlier.resolved(), cfg.quiet);
+    let log = progress.log();
+    if resume.is_some() {
+        log.notice(&format!(
+            "resuming: {} records were done by an earlier run",
+            earlier.resolved()
+        ));
+    }
+    let executor = start_executor(&cfg, &log, csv_header.as_deref())?;
+
+    let (announce, chunks) = mpsc::channel();
+    let fatal = Arc::new(Mutex::new(None));
+    let (first_chunk, skip) = match &resume {
+        Some(r) => (
+            r.next_chunk,
+            r.committed_after.iter().copied().collect::<HashSet<u64>>(),
+        ),
+        None => (0, HashSet::new()),
+    };
+    let reader = ChunkReader::new(
+        source,
+        ChunkLimits {
+            records: cfg.chunk_size,
+            bytes: CHUNK_BYTES,
+        },
+        first_chunk,
+        skip,
+        announce,
+        fatal.clone(),
+    );
+
+    let mut engine = herdsman::map_with(reader, executor)
+        .window(cfg.window)
+        .ordered(cfg.ordered)
+        .stop_token(stop.clone());
+    if cfg.retries > 0 {
+        engine = engine.retry(
+            Retry::attempts(cfg.retries + 1)
+                .backoff(cfg.backoff)
+                .max_delay(cfg.max_backoff)
+                .jitter(true)
+                .when(|e: &CliFailure| e.retryable()),
+        );
+    }
+    if let Some((n, period)) = cfg.rate {
+        let rate = match period.as_secs() {
+            3600 => RateLimit::per_hour(n),
+            60 => RateLimit::per_minute(n),
+            _ => RateLimit::per_second(n),
+        };
+        engine = engine.rate_limit(rate);
+    }
+    if let Some(t) = cfg.timeout {
+        engine = engine.item_timeout(t);
+    }
+    if let Some(MaxErrors::Count(n)) = cfg.max_errors {
+        engine = engine.max_errors(n.saturating_sub(earlier.failed).max(1));
+    }
+    let mut stream = engine.stream();
+
+    let ledger: Option<&mut dyn Ledger> = checkpoint
+        .as_mut()
+        .map(|c| &mut c.ledger as &mut dyn Ledger);
+    let mut asm = Assembler::new(chunks, sinks, ledger, inputs.names.clone());
+    let mut latency = Latency::default();
+    let mut live = earlier.clone();
+    let mut aborted_by_share = false;
+    for outcome in &mut stream {
+        let attempts = outcome.attempts;
+        let state = match outcome.result {
+            Ok(outputs) => {
+                live.records += 1;
+                if outputs.is_empty() {
+                    live.filtered += 1;
+                } else {
+                    live.succeeded += 1;
+                }
+                Resolved::Outputs(outputs)
+            }
+            Err(ItemError::NotRun) => {
+                live.not_run += 1;
+                Resolved::NotRun
+            }
+            Err(e) => {
+                live.records += 1;
+                live.failed += 1;
+                Resolved::Failed(note_of(e, cfg.timeout))
+            }
+        };
+        if !matches!(state, Resolved::NotRun) {
+            latency.record(outcome.duration);
+            live.retries += u64::from(attempts.saturating_sub(1));
+        }
+        asm.resolve(outcome.index, state, attempts)?;
+        progress.update(&live);
+        if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
+            let resolved = live.resolved();
+            if !aborted_by_share
+                && resolved >= 100
+                && (live.failed as f64) * 100.0 > p * resolved as f64
+            {
+                aborted_by_share = true;
+                stop.stop();
+            }
+        }
+    }
+    let status = stream.status().cloned().unwrap_or(RunStatus::Completed);
+    drop(stream);
+    progress.finish();
+
+    let (mut sinks, this_run) = asm.finish()?;
+    if let Some(err) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(anyhow!(err)).context(
+            "the input could not be read to the end; the records done so far are checkpointed",
+        );
+    }
+    let ending = if aborted_by_share {
+        Ending::Aborted
+    } else {
+        match status {
+            RunStatus::Completed => Ending::Completed,
+            RunStatus::Aborted => Ending::Aborted,
+            RunStatus::Cancelled | RunStatus::TimedOut => Ending::Interrupted,
+            RunStatus::ExecutorFailed(message) => {
+                return Err(usage(format!(
+                    "the run stopped: {message}; the records done so far are checkpointed"
+                )))
+            }
+        }
+    };
+    let summary = Summary::new(
+        ending,
+        earlier,
+        this_run,
+        started.elapsed(),
+        &latency,
+        cfg.output.as_ref().map(|p| p.display().to_string()),
+        cfg.failures.display().to_string(),
+    );
+    let summary_json =
+        serde_json::to_string_pretty(&summary).context("cannot encode the summary")?;
+    let complete = ending == Ending::Completed;
+    if complete || checkpoint.is_none() {
+        // Without a checkpoint there is nothing to resume: what is done is the result.
+        sinks.sync()?;
+        let FileSinks { output, failures } = sinks;
+        fault("before-rename");
+        output
+            .finish()
+            .context("cannot move the output into place")?;
+        fault("between-renames");
+        failures
+            .finish()
+            .context("cannot move the dead-letter file into place")?;
+        if complete {
+            if let Some(cp) = checkpoint.as_mut() {
+                fault("before-mark-finished");
+                cp.ledger
+                    .mark_finished(&summary_json)
+                    .context("cannot mark the job finished in its checkpoint")?;
+            }
+        }
+    } else {
+        log.notice(&format!(
+            "the output so far is in {}; run the same command again to resume",
+            herdsman_io::partial_path(&out_path).display()
+        ));
+    }
+    if let Some(path) = &cfg.summary_json {
+        herdsman_io::write_atomic(path, summary_json.as_bytes())
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+fn note_of(e: ItemError<CliFailure>, timeout: Option<std::time::Duration>) -> FailureNote {
+    match e {
+        ItemError::Failed(f) => FailureNote::from_failure(&f),
+        ItemError::Panicked(msg) => FailureNote {
+            kind: "worker_crashed".into(),
+            message: msg,
+            stderr_tail: Vec::new(),
+        },
+        ItemError::TimedOut => FailureNote {
+            kind: "timeout".into(),
+            message: match timeout {
+                Some(t) => format!(
+                    "no answer within {} (--timeout); the worker was killed and restarted",
+                    humantime::format_duration(t)
+                ),
+                None => "timed out".into(),
+            },
+            stderr_tail: Vec::new(),
+        },
+        ItemError::Executor(message) => FailureNote {
+            kind: "executor".into(),
+            message,
+            stderr_tail: Vec::new(),
+        },
+        ItemError::NotRun => unreachable!("handled by the caller"),
+    }
+}
+
+fn counts_of(commits: &[herdsman_ledger::ChunkCommit]) -> Counts {
+    let t = herdsman_ledger::Totals::of(commits);
+    Counts {
+        records: t.records,
+        succeeded: t.ok,
+        failed: t.failed,
+        filtered: t.filtered,
+        not_run: 0,
+        outputs: t.outputs,
+        retries: t.retries,
+    }
+}
+
+fn source_options(cfg: &RunConfig) -> SourceOptions {
+    SourceOptions {
+        csv_delimiter: cfg.delimiter,
+        infer_types: cfg.infer_types,
+        ..SourceOptions::default()
+    }
+}
+
+/// Ledger errors that the user can fix (a second run, a changed job) are usage errors.
+fn ledger_usage(e: LedgerError) -> anyhow::Error {
+    match e {
+        LedgerError::Locked { .. } | LedgerError::IdentityChanged { .. } => usage(e.to_string()),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// The job already finished: say so, and exit as it did.
+fn already_finished(cfg: &RunConfig, summary_json: Option<String>) -> Result<Summary> {
+    let out = cfg
+        .output
+        .as_deref()
+        .map(Path::display)
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    let previous: Option<Summary> = summary_json.and_then(|s| serde_json::from_str(&s).ok());
+    match previous {
+        Some(mut s) => {
+            eprintln!(
+                "herdsman: this job already finished ({out}); nothing to do. Run with --restart to run it again."
+            );
+            s.earlier = s.total.clone();
+            s.this_run = Counts::default();
+            s.duration_s = 0.0;
+            Ok(s)
+        }
+        None => Err(usage(format!(
+            "this job already finished ({out}) but its summary is unreadable; run with --restart to run it again"
+        ))),
+    }
+}
+
+/// An absolute form of `p` for the checkpoint, so `herdsman status` works from anywhere.
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// A crash between the final renames and the ledger's "finished" mark leaves a final file
+/// where the partial one should be. If its length is exactly the committed length, move it
+/// back so the resumed run finishes the job the normal way.
+fn reclaim_renamed(path: &Path, committed: u64) -> Result<()> {
+    let partial = herdsman_io::partial_path(path);
+    if partial.exists() {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == committed => std::fs::rename(path, &partial).with_context(|| {
+            format!(
+                "cannot move {} back to {} to resume",
+                path.display(),
+                partial.display()
+            )
+        }),
+        Ok(m) => Err(usage(format!(
+            "cannot resume: {} is missing and {} holds {} bytes where the checkpoint committed {committed}; run with --restart to start over",
+            partial.display(),
+            path.display(),
+            m.len()
+        ))),
+        Err(_) if committed == 0 => Ok(()),
+        Err(_) => Err(usage(format!(
+            "cannot resume: {} is missing although the checkpoint committed {committed} bytes to it; run with --restart to start over",
+            partial.display()
+        ))),
+    }
+}
+
+/// Crash points for the crash-equivalence tests: `HERDSMAN_FAULT=<point>` kills the
+/// process there with SIGKILL (no destructors, no flushing).
+pub fn fault(point: &str) {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if FAULT
+        .get_or_init(|| std::env::var("HERDSMAN_FAULT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The run summary: counts that add up, retries, duration, throughput and latency.
+//!
+//! The counts here are the accounting contract made visible: input records = succeeded +
+//! failed + filtered + not run. This module must never print numbers it did not count.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// How a run ended, which decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// Every record resolved.
+    Completed,
+    /// Stopped by --max-errors.
+    Aborted,
+    /// Stopped by Ctrl-C.
+    Interrupted,
+}
+
+/// Counters for one run, including what earlier runs of the same job committed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records read from the input (or resolved by earlier runs).
+    pub records: u64,
+    /// Records that produced at least one output record.
+    pub succeeded: u64,
+    /// Records written to the dead-letter file.
+    pub failed: u64,
+    /// Records the transform answered with no output.
+    pub filtered: u64,
+    /// Records admitted but never run because the run stopped.
+    pub not_run: u64,
+    /// Output records written (more than `succeeded` when a transform explodes records).
+    pub outputs: u64,
+    /// Extra attempts spent on retries.
+    pub retries: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.records += o.records;
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        self.filtered += o.filtered;
+        self.not_run += o.not_run;
+        self.outputs += o.outputs;
+        self.retries += o.retries;
+    }
+
+    /// Records that reached a final state.
+    pub fn resolved(&self) -> u64 {
+        self.succeeded + self.failed + self.filtered
+    }
+}
+
+/// Per-record latency (first attempt start to final outcome), in microseconds.
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"))
+    }
+}
+
+impl Latency {
+    pub fn record(&mut self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        let _ = self.0.record(us);
+    }
+
+    fn percentiles(&self) -> Option<Percentiles> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
+        Some(Percentiles {
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            max_ms: self.0.max() as f64 / 1000.0,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Everything the summary shows, also written by --summary-json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub ending: Ending,
+    pub exit_code: i32,
+    /// All runs of this job together.
+    pub total: Counts,
+    /// Resolved by earlier, interrupted runs of the same job.
+    pub earlier: Counts,
+    /// Resolved by this run.
+    pub this_run: Counts,
+    pub duration_s: f64,
+    pub records_per_s: f64,
+    pub latency: Option<Percentiles>,
+    pub output: Option<String>,
+    pub failures: String,
+}
+
+impl Summary {
+    pub fn new(
+        ending: Ending,
+        earlier: Counts,
+        this_run: Counts,
+        elapsed: Duration,
+        latency: &Latency,
+        output: Option<String>,
+        failures: String,
+    ) -> Summary {
+        let mut total = earlier.clone();
+        total.add(&this_run);
+        let exit_code = match ending {
+            Ending::Interrupted => 130,
+            Ending::Aborted => 3,
+            Ending::Completed if total.failed > 0 => 1,
+            Ending::Completed => 0,
+        };
+        let secs = elapsed.as_secs_f64();
+        Summary {
+            ending,
+            exit_code,
+            records_per_s: if secs > 0.0 {
+                this_run.resolved() as f64 / secs
+            } else {
+                0.0
+            },
+            total,
+            earlier,
+            this_run,
+            duration_s: secs,
+            latency: latency.percentiles(),
+            output,
+            failures,
+        }
+    }
+
+    /// The human summary printed on stderr.
+    pub fn render(&self) -> String {
+        let t = &self.total;
+        let mut s = String::new();
+        let head = match self.ending {
+            Ending::Completed if t.failed == 0 => "done",
+            Ending::Completed => "done with failures",
+            Ending::Aborted => "stopped: too many failed records (--max-errors)",
+            Ending::Interrupted => "interrupted",
+        };
+        s.push_str(&format!("herdsman: {head}\n"));
+        s.push_str(&format!(
+            "  records   {} = {} succeeded + {} failed + {} filtered{}\n",
+            t.records,
+            t.succeeded,
+            t.failed,
+            t.filtered,
+            if t.not_run > 0 {
+                format!(" + {} not run", t.not_run)
+            } else {
+                String::new()
+            }
+        ));
+        if self.earlier.records > 0 {
+            s.push_str(&format!(
+                "  resumed   {} records were done by earlier runs, {} in this run\n",
+                self.earlier.resolved(),
+                self.this_run.resolved()
+            ));
+        }
+        s.push_str(&format!(
+            "  outputs   {} records{}\n",
+            t.outputs,
+            self.output
+                .as_deref()
+                .map(|o| format!(" in {o}"))
+                .unwrap_or_default()
+        ));
+        if t.failed > 0 {
+            s.push_str(&format!("  failures  {} in {}\n", t.failed, self.failures));
+        }
+        s.push_str(&format!("  retries   {}\n", t.retries));
+        s.push_str(&format!(
+            "  time      {:.2}s, {:.0} records/s",
+            self.duration_s, self.records_per_s
+        ));
+        if let Some(l) = &self.latency {
+            s.push_str(&format!(
+                "; latency p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            ));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_ending_and_failures() {
+        let lat = Latency::default();
+        let ok = Counts {
+            records: 3,
+            succeeded: 3,
+            outputs: 3,
+            ..Counts::default()
+        };
+        let failed = Counts {
+            records: 3,
+            succeeded: 2,
+            failed: 1,
+            outputs: 2,
+            ..Counts::default()
+        };
+        let mk = |e, c: &Counts| {
+            Summary::new(
+                e,
+                Counts::default(),
+                c.clone(),
+                Duration::from_secs(1),
+                &lat,
+                None,
+                "f".into(),
+            )
+            .exit_code
+        };
+        assert_eq!(mk(Ending::Completed, &ok), 0);
+        assert_eq!(mk(Ending::Completed, &failed), 1);
+        assert_eq!(mk(Ending::Aborted, &failed), 3);
+        assert_eq!(mk(Ending::Interrupted, &ok), 130);
+    }
+
+    #[test]
+    fn totals_include_earlier_runs_and_render_the_identity() {
+        let mut lat = Latency::default();
+        lat.record(Duration::from_millis(3));
+        let earlier = Counts {
+            records: 10,
+            succeeded: 9,
+            failed: 1,
+            outputs: 9,
+            ..Counts::default()
+        };
+        let now = Counts {
+            records: 5,
+            succeeded: 4,
+            filtered: 1,
+            outputs: 4,
+            retries: 2,
+            ..Counts::default()
+        };
+        let s = Summary::new(
+            Ending::Completed,
+            earlier,
+            now,
+            Duration::from_secs(1),
+            &lat,
+            Some("o.jsonl".into()),
+            "f.jsonl".into(),
+        );
+        assert_eq!(s.total.records, 15);
+        assert_eq!(s.total.resolved(), 15);
+        let text = s.render();
+        assert!(
+            text.contains("15 = 13 succeeded + 1 failed + 1 filtered"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10 records were done by earlier runs, 5 in this run"),
+            "{text}"
+        );
+        assert!(s.latency.unwrap().p50_ms >= 2.9);
+    }
+}

@@ -1,0 +1,120 @@
+//! The CLI's executor: the worker pool or per-record commands, plus records that failed to
+//! parse, which fail at once without reaching a worker.
+//!
+//! Routing malformed records through the engine keeps one accounting path: every record,
+//! good or bad, comes back as exactly one outcome in input order. This module must never
+//! send a malformed record to a worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
+use herdsman_io::RecordError;
+use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
+
+use crate::chunks::CliItem;
+
+/// Why one record failed.
+#[derive(Debug, Clone)]
+pub enum CliFailure {
+    /// The record could not be read from the input.
+    Input(Arc<RecordError>),
+    /// The worker or command failed on it.
+    Worker(WorkerFailure),
+}
+
+impl CliFailure {
+    /// Whether another attempt could succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CliFailure::Input(_) => false,
+            CliFailure::Worker(w) => w.retryable,
+        }
+    }
+}
+
+impl std::fmt::Display for CliFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliFailure::Input(e) => f.write_str(&e.message),
+            CliFailure::Worker(w) => write!(f, "{w}"),
+        }
+    }
+}
+
+type Inner = Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>>;
+
+/// Wraps the process executor.
+pub struct CliExecutor {
+    inner: Inner,
+    ready: Vec<(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)>,
+    scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+}
+
+impl CliExecutor {
+    pub fn new(inner: Inner) -> CliExecutor {
+        CliExecutor {
+            inner,
+            ready: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl Executor<CliItem> for CliExecutor {
+    type Output = WorkOutput;
+    type Error = CliFailure;
+
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    fn submit(&mut self, id: AttemptId, item: CliItem) -> Result<(), FatalExecutorError> {
+        match item.data {
+            Ok(json) => self.inner.submit(
+                id,
+                WorkItem {
+                    seq: item.seq,
+                    json,
+                },
+            ),
+            Err(e) => {
+                self.ready
+                    .push((id, AttemptOutcome::Failure(CliFailure::Input(e))));
+                Ok(())
+            }
+        }
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)>,
+    ) -> Result<(), FatalExecutorError> {
+        let timeout = if self.ready.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        out.append(&mut self.ready);
+        self.inner.poll(timeout, &mut self.scratch)?;
+        out.extend(self.scratch.drain(..).map(|(id, o)| {
+            let o = match o {
+                AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
+                AttemptOutcome::Failure(e) => AttemptOutcome::Failure(CliFailure::Worker(e)),
+                AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
+            };
+            (id, o)
+        }));
+        Ok(())
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        self.ready.retain(|(r, _)| *r != id);
+        self.inner.abandon(id);
+    }
+
+    fn shutdown(&mut self) {
+        self.inner.shutdown();
+    }
+}

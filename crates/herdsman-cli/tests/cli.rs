@@ -1,0 +1,690 @@
+//! Integration tests of `herdsman run` driving the real binary with real worker processes.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use serde_json::{json, Value};
+
+#[test]
+fn csv_through_cat_becomes_jsonl_in_order() {
+    let s = Scratch::new();
+    s.write(
+        "in.csv",
+        "id,name\n1,ann\n2,\"bob, jr\"\n3,\"multi\nline\"\n",
+    );
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "cat",
+            "-j",
+            "2",
+            "-o",
+            "out.jsonl",
+        ])
+        .args(["--summary-json", "sum.json", "--progress", "none"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "3 = 3 succeeded + 0 failed + 0 filtered",
+        ));
+    assert_eq!(
+        json_lines(&s.read("out.jsonl")),
+        vec![
+            json!({"id": "1", "name": "ann"}),
+            json!({"id": "2", "name": "bob, jr"}),
+            json!({"id": "3", "name": "multi\nline"}),
+        ]
+    );
+    check_accounting(&s, "sum.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert!(!s.path("out.jsonl.partial").exists());
+}
+
+#[test]
+fn jsonl_in_csv_out_with_columns_from_the_first_record() {
+    let s = Scratch::new();
+    s.write(
+        "in.jsonl",
+        "{\"a\":1,\"b\":\"x\"}\n\n{\"a\":2,\"b\":\"y, z\"}\n",
+    );
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.jsonl",
+            "-w",
+            "cat",
+            "-o",
+            "out.csv",
+            "--summary-json",
+            "s.json",
+        ])
+        .assert()
+        .success();
+    assert_eq!(s.read("out.csv"), "a,b\n1,x\n2,\"y, z\"\n");
+    check_accounting(&s, "s.json", None, "out.failures.jsonl");
+}
+
+#[test]
+fn stdout_output_streams_in_order() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(50));
+    let out = s
+        .herdsman()
+        .args(["run", "-i", "in.csv", "-w", "cat", "-j", "3", "-o", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = json_lines(std::str::from_utf8(&out.stdout).unwrap());
+    assert_eq!(got.len(), 50);
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(v["id"], json!(i.to_string()));
+    }
+}
+
+#[test]
+fn order_is_kept_with_four_jobs_and_random_delays() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(300));
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("delay.py", &[]),
+            "-j",
+            "4",
+        ])
+        .args([
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+            "--chunk-size",
+            "7",
+        ])
+        .assert()
+        .success();
+    let got = json_lines(&s.read("out.jsonl"));
+    let ids: Vec<String> = got
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(ids, want);
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn unordered_output_holds_every_record_once() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(200));
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("delay.py", &[]),
+            "-j",
+            "4",
+            "--unordered",
+        ])
+        .args([
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+            "--chunk-size",
+            "5",
+        ])
+        .assert()
+        .success();
+    let mut ids: Vec<u64> = json_lines(&s.read("out.jsonl"))
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..200).collect::<Vec<u64>>());
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn a_worker_that_crashes_on_one_record_fails_only_that_record() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(40));
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("crash_on.py", &["17"]),
+            "-j",
+            "2",
+        ])
+        .args([
+            "--retries",
+            "1",
+            "--backoff",
+            "10ms",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ok = json_lines(&s.read("out.jsonl"));
+    assert_eq!(ok.len(), 39);
+    assert!(ok.iter().all(|v| v["id"] != json!("17")));
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d["record"], json!({"id": "17", "value": "51"}));
+    assert_eq!(d["attempts"], json!(2));
+    assert_eq!(d["source"]["line"], json!(19));
+    assert_eq!(d["error"]["kind"], json!("worker_exited"));
+    let tail = d["stderr_tail"].to_string();
+    assert!(tail.contains("about to crash on 17"), "{d}");
+    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert_eq!(sum["total"]["retries"], json!(1));
+}
+
+#[test]
+fn a_hung_worker_is_killed_with_its_grandchild_on_timeout() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(6));
+    let pidfile = s.path("grandchild.pid");
+    let out = s
+        .herdsman()
+        .args(["run", "-i", "in.csv", "-w"])
+        .arg(py_worker("hang_on.py", &["2", pidfile.to_str().unwrap()]))
+        .args([
+            "-j",
+            "1",
+            "--timeout",
+            "1s",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 5);
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead[0]["error"]["kind"], json!("timeout"));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The grandchild must be gone (allow a moment for the kernel to reap it).
+    let gone = (0..50).any(|_| {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        if alive {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        !alive
+    });
+    assert!(gone, "grandchild {pid} survived the timeout kill");
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn garbage_output_fails_the_record_with_a_clear_message() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(10));
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("garbage_on.py", &["4"]),
+        ])
+        .args(["-o", "out.jsonl", "--summary-json", "s.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["record"]["id"], json!("4"));
+    assert_eq!(dead[0]["error"]["kind"], json!("bad_output"));
+    assert!(dead[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("this is not json"));
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn a_worker_flooding_stderr_does_not_deadlock() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(64)); // 64 × 64 KiB = 4 MiB of stderr
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("flood_stderr.py", &[]),
+            "-j",
+            "2",
+            "-q",
+        ])
+        .args(["-o", "out.jsonl", "--summary-json", "s.json"])
+        .assert()
+        .success();
+    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 64);
+}
+
+#[test]
+fn a_worker_that_never_reads_stdin_is_timed_out_not_deadlocked() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(2));
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("no_read.py", &[]),
+            "-j",
+            "1",
+        ])
+        .args([
+            "--timeout",
+            "500ms",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 2);
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn a_missing_worker_program_is_a_usage_error_before_any_work() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(5));
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "no-such-program-herdsman",
+            "-o",
+            "out.jsonl",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no-such-program-herdsman"));
+    assert!(!s.path("out.jsonl").exists());
+}
+
+#[test]
+fn exec_passes_fields_as_argv_without_a_shell() {
+    let s = Scratch::new();
+    s.write(
+        "in.csv",
+        "id,name\n1,plain\n2,\"; touch pwned; echo $HOME `id`\"\n",
+    );
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+            "-x",
+        ])
+        .args(["printf", "%s|%s", "{#}", "{name}"])
+        .assert()
+        .success();
+    assert!(!s.path("pwned").exists(), "a field was run by a shell");
+    let out = s.read("out.jsonl");
+    assert!(out.contains("; touch pwned; echo $HOME `id`"), "{out}");
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn exec_with_an_unknown_column_is_refused_before_running() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(3));
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-o",
+            "out.jsonl",
+            "-x",
+            "touch",
+            "{nope}",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nope"));
+    assert!(!s.path("out.jsonl").exists());
+}
+
+#[test]
+fn exec_failures_carry_the_exit_status() {
+    let s = Scratch::new();
+    s.write("in.csv", "n\n0\n1\n0\n");
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .args(["-x", "sh", "-c", "exit $0", "{n}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["source"]["record"], json!(2));
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn malformed_csv_rows_become_dead_letters_with_their_line() {
+    let s = Scratch::new();
+    let mut csv = b"id,value\n1,a\n2,b,extra\n3,c\n4,\xff\xfe\n5,e\n".to_vec();
+    csv.extend_from_slice(b"6,\"unterminated\n");
+    s.write("in.csv", csv);
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "cat",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ok: Vec<Value> = json_lines(&s.read("out.jsonl"));
+    let ids: Vec<&str> = ok.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["1", "3", "5"]);
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    let lines: Vec<u64> = dead
+        .iter()
+        .map(|d| d["source"]["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 5, 7]);
+    for d in &dead {
+        assert!(
+            d["error"]["kind"].as_str().unwrap().starts_with("input_"),
+            "{d}"
+        );
+        assert!(
+            d["error"]["message"].as_str().unwrap().contains("in.csv"),
+            "{d}"
+        );
+        assert_eq!(d["attempts"], json!(1));
+    }
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn malformed_jsonl_lines_become_dead_letters() {
+    let s = Scratch::new();
+    s.write("in.jsonl", "{\"a\":1}\n{\"a\":\n[1,2]\nnot json\n\"ok\"\n");
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.jsonl",
+            "-w",
+            "cat",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        lines(&s.read("out.jsonl")),
+        ["{\"a\":1}", "[1,2]", "\"ok\""]
+    );
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[1]["raw"], json!("not json"));
+    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+}
+
+#[test]
+fn max_errors_stops_the_run_with_exit_code_3() {
+    let s = Scratch::new();
+    let mut csv = String::from("id,value\n");
+    for i in 0..5000 {
+        csv.push_str(&format!("{i},{}\n", if i % 2 == 0 { "x" } else { "1" }));
+    }
+    s.write("in.csv", csv);
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("filter_framed.py", &[]),
+        ])
+        .args([
+            "--protocol",
+            "framed",
+            "--max-errors",
+            "5",
+            "-o",
+            "out.jsonl",
+        ])
+        .args([
+            "--summary-json",
+            "s.json",
+            "--no-checkpoint",
+            "--chunk-size",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert!(sum["total"]["failed"].as_u64().unwrap() >= 5);
+    assert!(sum["total"]["records"].as_u64().unwrap() < 5000, "{sum}");
+}
+
+#[test]
+fn framed_workers_can_filter_explode_and_fail_records() {
+    let s = Scratch::new();
+    s.write("in.csv", "id,value\n1,10\n2,20\n3,oops\n5,50\n");
+    let out = s
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("filter_framed.py", &[]),
+        ])
+        .args([
+            "--protocol",
+            "framed",
+            "-o",
+            "out.jsonl",
+            "--summary-json",
+            "s.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let got = json_lines(&s.read("out.jsonl"));
+    assert_eq!(
+        got,
+        vec![
+            json!({"id": "1", "copy": 0, "value": 10}),
+            json!({"id": "1", "copy": 1, "value": 10}),
+            json!({"id": "5", "copy": 0, "value": 50}),
+            json!({"id": "5", "copy": 1, "value": 50}),
+        ]
+    );
+    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert_eq!(sum["total"]["filtered"], json!(1));
+    assert_eq!(sum["total"]["succeeded"], json!(2));
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead[0]["error"]["kind"], json!("reported"));
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_sentence() {
+    let s = Scratch::new();
+    s.herdsman()
+        .args(["run", "-i", "missing.csv", "-w", "cat"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("missing.csv"));
+    s.write("in.csv", id_csv(1));
+    s.herdsman()
+        .args(["run", "-i", "in.csv"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing to run"));
+    s.herdsman()
+        .args(["run", "-i", "in.csv", "-w", "cat", "--rate", "fast"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("20/second"));
+}
+
+#[test]
+fn help_documents_every_option_with_examples() {
+    let s = Scratch::new();
+    s.herdsman()
+        .args(["run", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--max-errors"))
+        .stdout(predicate::str::contains("Examples:"))
+        .stdout(predicate::str::contains("Exit codes"));
+}
+
+#[test]
+fn a_job_file_runs_and_flags_override_it() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(20));
+    s.write(
+        "job.toml",
+        "input = ['in.csv']\nworker = 'cat'\njobs = 3\noutput = 'job-out.jsonl'\nsummary_json = 's.json'\n",
+    );
+    s.herdsman()
+        .args(["run", "job.toml", "-j", "1"])
+        .assert()
+        .success();
+    assert_eq!(json_lines(&s.read("job-out.jsonl")).len(), 20);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_stops_admitting_writes_what_is_done_and_resumes() {
+    use std::process::{Command, Stdio};
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(400));
+    let bin = assert_cmd::cargo::cargo_bin("herdsman");
+    let worker = py_worker("delay.py", &[]);
+    let args = [
+        "run",
+        "-i",
+        "in.csv",
+        "-w",
+        worker.as_str(),
+        "-j",
+        "2",
+        "-o",
+        "out.jsonl",
+        "--chunk-size",
+        "10",
+        "--summary-json",
+        "s.json",
+        "--progress",
+        "none",
+    ];
+    let mut child = Command::new(&bin)
+        .args(args)
+        .current_dir(s.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some work is committed, then interrupt.
+    let state = s.path(".out.jsonl.herdsman");
+    for _ in 0..200 {
+        if state.exists()
+            && s.path("out.jsonl.partial")
+                .metadata()
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    nix_kill(child.id(), 2);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let sum = check_accounting(&s, "s.json", None, "out.failures.jsonl");
+    assert!(sum["total"]["succeeded"].as_u64().unwrap() < 400);
+    // Run again: it resumes and finishes with every record exactly once, in order.
+    let out = s.herdsman().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<String> = json_lines(&s.read("out.jsonl"))
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, (0..400).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[cfg(unix)]
+fn nix_kill(pid: u32, sig: i32) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

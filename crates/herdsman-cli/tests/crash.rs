@@ -1,0 +1,356 @@
+//! Crash-equivalence: kill the runner with SIGKILL at seeded random moments, run the same
+//! command again until it finishes, and compare with an uninterrupted run. Also: the
+//! refusals that protect a checkpoint (changed input, changed command, a second run).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use predicates::prelude::*;
+
+/// A small deterministic generator (xorshift) so the kill schedule is reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn primes_worker() -> String {
+    format!(
+        "python3 {}",
+        repo_root().join("examples/primes/worker.py").display()
+    )
+}
+
+/// The reference workload's CSV with some bad rows, and optionally quoted newlines in an
+/// extra column.
+fn workload(rows: usize, quoted_newlines: bool) -> String {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut s = String::from(if quoted_newlines {
+        "id,value,note\n"
+    } else {
+        "id,value\n"
+    });
+    for i in 0..rows {
+        let value = if i % 97 == 13 {
+            format!("bad-{i}")
+        } else {
+            rng.below(3000).to_string()
+        };
+        if quoted_newlines {
+            s.push_str(&format!("{i},{value},\"line one\nline, two {i}\"\n"));
+        } else {
+            s.push_str(&format!("{i},{value}\n"));
+        }
+    }
+    s
+}
+
+fn run_args(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "run",
+        "-i",
+        "in.csv",
+        "-w",
+        &primes_worker(),
+        "--protocol",
+        "framed",
+        "-j",
+        "2",
+        "-o",
+        "out.jsonl",
+        "--chunk-size",
+        "50",
+        "--progress",
+        "none",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn spawn(dir: &Path, args: &[String], fault: Option<&str>) -> Child {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("herdsman"));
+    cmd.args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(f) = fault {
+        cmd.env("HERDSMAN_FAULT", f);
+    }
+    cmd.spawn().expect("spawn herdsman")
+}
+
+/// Runs to completion, killing the runner at seeded random moments; returns the kill count.
+fn run_with_kills(
+    dir: &Path,
+    args: &[String],
+    seed: u64,
+    kills_wanted: usize,
+    span: Duration,
+) -> usize {
+    let mut rng = Rng(seed);
+    let mut kills = 0;
+    // Fault points that land exactly inside the commit protocol and the final renames.
+    let faults = [
+        "after-sync",
+        "after-commit",
+        "before-rename",
+        "between-renames",
+        "before-mark-finished",
+    ];
+    for round in 0..500 {
+        let fault = (round % 4 == 3).then(|| faults[(round / 4) % faults.len()]);
+        let mut child = spawn(dir, args, fault);
+        if kills >= kills_wanted && fault.is_none() {
+            let status = child.wait().unwrap();
+            assert!(
+                matches!(status.code(), Some(0) | Some(1)),
+                "final run ended with {status:?}"
+            );
+            return kills;
+        }
+        let delay = Duration::from_micros(rng.below(span.as_micros() as u64));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                if fault.is_some() && status.code().is_none() {
+                    kills += 1; // killed by its injected fault
+                    break;
+                }
+                assert!(
+                    matches!(status.code(), Some(0) | Some(1)),
+                    "run ended with {status:?}"
+                );
+                if kills >= kills_wanted {
+                    return kills;
+                }
+                break;
+            }
+            if fault.is_none() && started.elapsed() >= delay {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    panic!("the job never finished");
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn crash_case(rows: usize, quoted: bool, extra: &[&str], seed: u64, ordered: bool) {
+    let data = workload(rows, quoted);
+    let clean = Scratch::new();
+    clean.write("in.csv", &data);
+    let args = run_args(extra);
+    let status = spawn(clean.dir.path(), &args, None).wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the workload has bad rows");
+    let want_out = clean.read("out.jsonl");
+    let want_fail = clean.read("out.failures.jsonl");
+    assert!(!want_fail.is_empty());
+
+    let crashed = Scratch::new();
+    crashed.write("in.csv", &data);
+    // Measure one run to spread the kills across it.
+    let t = Instant::now();
+    let probe = Scratch::new();
+    probe.write("in.csv", &data);
+    spawn(probe.dir.path(), &args, None).wait().unwrap();
+    let span = t.elapsed().max(Duration::from_millis(100));
+    let kills = run_with_kills(crashed.dir.path(), &args, seed, 20, span);
+    assert!(kills >= 20, "only {kills} kills");
+    let got_out = crashed.read("out.jsonl");
+    let got_fail = crashed.read("out.failures.jsonl");
+    if ordered {
+        assert!(
+            got_out == want_out,
+            "output differs from the uninterrupted run"
+        );
+        assert!(
+            got_fail == want_fail,
+            "dead letters differ from the uninterrupted run"
+        );
+    } else {
+        assert_eq!(sorted_lines(&got_out), sorted_lines(&want_out));
+        assert_eq!(sorted_lines(&got_fail), sorted_lines(&want_fail));
+    }
+    assert!(!crashed.path("out.jsonl.partial").exists());
+}
+
+#[test]
+fn sigkill_at_random_moments_gives_byte_identical_output() {
+    crash_case(2000, false, &[], 1, true);
+}
+
+#[test]
+fn sigkill_with_unordered_output_gives_the_same_records() {
+    crash_case(2000, false, &["--unordered"], 2, false);
+}
+
+#[test]
+fn sigkill_with_quoted_newlines_in_csv_gives_byte_identical_output() {
+    crash_case(1500, true, &[], 3, true);
+}
+
+#[test]
+fn workers_killed_at_random_do_not_change_the_output() {
+    let data = workload(1500, false);
+    let clean = Scratch::new();
+    clean.write("in.csv", &data);
+    let args = run_args(&["--retries", "5", "--backoff", "1ms"]);
+    spawn(clean.dir.path(), &args, None).wait().unwrap();
+
+    let s = Scratch::new();
+    s.write("in.csv", &data);
+    let mut child = spawn(s.dir.path(), &args, None);
+    let mut rng = Rng(42);
+    let mut killed = 0;
+    while child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20 + rng.below(40)));
+        // Kill one worker: a python3 child of this runner.
+        let out = Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "python3"])
+            .output()
+            .unwrap();
+        let pids: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        if let Some(pid) = pids.get(rng.below(pids.len().max(1) as u64) as usize) {
+            if killed < 6
+                && Command::new("kill")
+                    .args(["-9", pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            {
+                killed += 1;
+            }
+        }
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert!(
+        s.read("out.jsonl") == clean.read("out.jsonl"),
+        "output differs"
+    );
+    assert!(
+        s.read("out.failures.jsonl") == clean.read("out.failures.jsonl"),
+        "dead letters differ"
+    );
+}
+
+#[test]
+fn a_changed_input_or_command_is_refused_and_restart_starts_over() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(30));
+    // Leave an unfinished checkpoint behind.
+    let out = s
+        .herdsman()
+        .env("HERDSMAN_FAULT", "before-rename")
+        .args(["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"])
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "expected the injected crash");
+    s.write("in.csv", id_csv(31));
+    s.herdsman()
+        .args(["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("input.0.size changed"))
+        .stderr(predicate::str::contains("--restart"));
+    s.write("in.csv", id_csv(30));
+    s.herdsman()
+        .args(["run", "-i", "in.csv", "-w", "cat -u", "-o", "out.jsonl"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("worker"));
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "cat -u",
+            "-o",
+            "out.jsonl",
+            "--restart",
+        ])
+        .assert()
+        .success();
+    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 30);
+}
+
+#[test]
+fn a_second_run_on_the_same_state_is_refused_at_once() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(5));
+    let worker = py_worker("no_read.py", &[]);
+    let args = [
+        "run",
+        "-i",
+        "in.csv",
+        "-w",
+        worker.as_str(),
+        "-o",
+        "out.jsonl",
+        "-j",
+        "1",
+    ];
+    let mut first = Command::new(assert_cmd::cargo::cargo_bin("herdsman"))
+        .args(args)
+        .current_dir(s.dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = s.path(".out.jsonl.herdsman/ledger.sqlite");
+    let t = Instant::now();
+    while !state.exists() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    s.herdsman()
+        .args(args)
+        .timeout(Duration::from_secs(20))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("another herdsman run"));
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn a_finished_job_run_again_changes_nothing() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(10));
+    let args = ["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"];
+    s.herdsman().args(args).assert().success();
+    let before = s.read("out.jsonl");
+    s.herdsman()
+        .args(args)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("already finished"));
+    assert_eq!(s.read("out.jsonl"), before);
+}

@@ -17,8 +17,9 @@
 # Each command runs RUNS times (default 3) and the tables report medians; hyperfine is used
 # when installed, bench/timeit.py otherwise. Everything is generated into bench/out/.
 # Settings via environment: RUNS, ROWS (20000), MAX_VALUE (1000), OVERHEAD_ROWS (1000000),
-# EXEC_N (2000), HERDSMAN (target/release/herdsman), RUST_WORKER
-# (target/release/examples/primes_worker). CARGO_TARGET_DIR is honoured.
+# EXEC_N (2000), MEMORY_MB ("100 1000", the input sizes of `memory`), HERDSMAN
+# (target/release/herdsman), RUST_WORKER (target/release/examples/primes_worker).
+# CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -178,10 +179,10 @@ out = sys.stdout
 out.write('id,payload\n')
 written, i = 11, 0
 while written < size:
-    block = ''.join(f'{n},{pad}\n' for n in range(i, i + 100000))
+    block = ''.join(f'{n},{pad}\n' for n in range(i, i + 10000))
     out.write(block)
     written += len(block)
-    i += 100000
+    i += 10000
 " "$2" >"$1"
 }
 
@@ -189,7 +190,7 @@ memory() {
     need "$HERDSMAN"
     command -v /usr/bin/time >/dev/null || { echo "memory needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
     local rows=() mb file
-    for mb in 100 1000; do
+    for mb in ${MEMORY_MB:-100 1000}; do
         file=$OUT/wide-${mb}MB.csv
         [[ -s $file ]] || { echo "generating $file" >&2; wide_csv "$file" $((mb * 1000 * 1000)); }
         /usr/bin/time -v -o "$OUT/mem-$mb.txt" $H -i "$file" -w cat -j 2 -o - --no-checkpoint \

@@ -129,7 +129,8 @@ struct Shared {
 /// use herdsman_workers::{Executor, ExecConfig, ExecPool, Template, WorkItem, AttemptId};
 /// use std::time::Duration;
 ///
-/// let t = Template::parse(&["echo".into(), r#"{"n":{n}}"#.into()]).unwrap();
+/// // `{{` and `}}` are literal braces; `{n}` is the record's field `n`.
+/// let t = Template::parse(&["echo".into(), r#"{{"n":{n}}}"#.into()]).unwrap();
 /// let mut pool = ExecPool::start(ExecConfig::new(t)).unwrap();
 /// let id = AttemptId { index: 0, attempt: 1 };
 /// pool.submit(id, WorkItem::new(0, r#"{"n":41}"#)).unwrap();

@@ -21,6 +21,7 @@ mod exec;
 pub use exec::{ExecConfig, ExecOutputMode, ExecPool};
 mod pool;
 mod process;
+pub mod serve;
 mod tail;
 mod template;
 pub use template::{RenderError, Template, TemplateError};

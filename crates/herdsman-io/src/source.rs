@@ -194,6 +194,9 @@ impl CsvState {
             if avail.is_empty() {
                 return Ok(None);
             }
+            if avail[0] != b'\n' && avail[0] != b'\r' {
+                break;
+            }
             let n = avail
                 .iter()
                 .take_while(|&&b| b == b'\n' || b == b'\r')
@@ -218,6 +221,7 @@ impl CsvState {
                 Err(e) => return Err(e),
             };
             let at_eof = input.is_empty();
+            let lines_before = self.core.line();
             let (res, nin, nout, nend) =
                 self.core
                     .read_record(input, &mut self.fields[fl..], &mut self.ends[el..]);
@@ -225,7 +229,8 @@ impl CsvState {
             let room = cap.saturating_sub(self.raw.len());
             self.raw.extend_from_slice(&used[..nin.min(room)]);
             raw_total += nin;
-            cur.line += memchr::memchr_iter(b'\n', used).count() as u64;
+            // csv-core counts every `\n` it consumes, quoted or not.
+            cur.line += self.core.line() - lines_before;
             cur.consume(nin);
             fl += nout;
             el += nend;
@@ -274,6 +279,18 @@ impl CsvState {
         }
         String::from_utf8_lossy(r).into_owned()
     }
+}
+
+/// A header name made unique among `taken`: a repeated `a` becomes `a.1`, then `a.2`, ...
+/// (the convention of pandas), so every column keeps its own JSON key.
+fn unique_name(taken: &[String], name: String) -> String {
+    if !taken.contains(&name) {
+        return name;
+    }
+    (1..)
+        .map(|k| format!("{name}.{k}"))
+        .find(|n| !taken.contains(n))
+        .expect("some suffix is free")
 }
 
 /// True when a CSV record's raw text ends inside a quoted field.
@@ -397,7 +414,8 @@ impl Source {
         self.next_pos
     }
 
-    /// The CSV header of the file being read, if it is a CSV file.
+    /// The CSV header of the file being read, if it is a CSV file. Repeated names get a
+    /// suffix (`a`, `a.1`, `a.2`, ...) so each column has its own key.
     pub fn csv_header(&self) -> Option<&[String]> {
         match &self.current.as_ref()?.kind {
             Kind::Csv(c) => Some(&c.names),
@@ -495,7 +513,10 @@ impl Source {
                         });
                     }
                     for i in 0..h.nfields {
-                        let name = String::from_utf8_lossy(st.field(i)).into_owned();
+                        let name = unique_name(
+                            &st.names,
+                            String::from_utf8_lossy(st.field(i)).into_owned(),
+                        );
                         let mut key = Vec::with_capacity(name.len() + 3);
                         json::write_str(&mut key, name.as_bytes());
                         key.push(b':');

@@ -297,3 +297,22 @@ fn missing_file_and_bad_resume_are_clear_errors() {
     .unwrap();
     assert!(err.to_string().contains("resume"), "{err}");
 }
+
+#[test]
+fn repeated_csv_header_names_get_suffixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(&dir, "dup.csv", b"a,a,,\n1,2,3,4\n");
+    let mut src =
+        Source::open(vec![spec(&p, Format::Csv)], SourceOptions::default(), None).unwrap();
+    assert_eq!(src.csv_header().unwrap(), ["a", "a.1", "", ".1"]);
+    let r = src.next().unwrap().unwrap();
+    assert_eq!(text(&r), r#"{"a":"1","a.1":"2","":"3",".1":"4"}"#);
+}
+
+#[test]
+fn sources_and_sinks_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<Source>();
+    send::<herdsman_io::Sink>();
+    send::<herdsman_io::Record>();
+}

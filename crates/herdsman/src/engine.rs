@@ -28,10 +28,36 @@ pub(crate) enum Slot<U, E> {
     TimedOut,
 }
 
-/// The outcomes of one submitted batch: `outcomes[k]` belongs to index `first.index + k`.
+/// The outcomes of a batch: entry `k` belongs to index `first.index + k`.
+pub(crate) enum Outcomes<U, E> {
+    /// Every item succeeded (the common case, handled in bulk).
+    AllOk(Vec<U>),
+    Mixed(Vec<Slot<U, E>>),
+}
+
+impl<U, E> Outcomes<U, E> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Outcomes::AllOk(v) => v.len(),
+            Outcomes::Mixed(v) => v.len(),
+        }
+    }
+
+    fn into_slots(self) -> Vec<Slot<U, E>> {
+        match self {
+            Outcomes::AllOk(v) => v
+                .into_iter()
+                .map(|x| Slot::Done(AttemptOutcome::Success(x)))
+                .collect(),
+            Outcomes::Mixed(v) => v,
+        }
+    }
+}
+
+/// The outcomes of one submitted batch.
 pub(crate) struct Report<U, E> {
     pub first: AttemptId,
-    pub outcomes: Vec<Slot<U, E>>,
+    pub outcomes: Outcomes<U, E>,
     /// Measured run time per item, when the backend measures it.
     pub per_item: Option<Duration>,
 }
@@ -122,6 +148,25 @@ impl<T, U, E> Default for Policies<T, U, E> {
 pub(crate) trait Sink<U, E> {
     /// Take one final outcome; false means the consumer is gone and the run should stop.
     fn accept(&mut self, o: ItemOutcome<U, E>) -> bool;
+    /// Take the values of consecutive successful items starting at `first`.
+    fn accept_values(
+        &mut self,
+        first: u64,
+        values: Vec<U>,
+        attempts: u32,
+        per_item: Duration,
+    ) -> bool {
+        let mut alive = true;
+        for (k, v) in values.into_iter().enumerate() {
+            alive &= self.accept(ItemOutcome {
+                index: first + k as u64,
+                result: Ok(v),
+                attempts,
+                duration: per_item,
+            });
+        }
+        alive
+    }
     /// Items no longer counted against the window (handed to the consumer).
     fn delivered(&self) -> u64;
     /// The run is over.
@@ -165,7 +210,7 @@ pub(crate) struct Engine<'s, I: Iterator, U, E> {
     start: Instant,
     deadline_at: Option<Instant>,
     next_index: u64,
-    clones: HashMap<u64, I::Item>,
+    clones: IndexSlab<I::Item>,
     spent: HashMap<u64, Duration>,
     retry_q: BinaryHeap<Pending<I::Item, E>>,
     times: HashMap<AttemptId, Instant>,
@@ -205,7 +250,7 @@ where
             internal_stop,
             start,
             next_index: 0,
-            clones: HashMap::new(),
+            clones: IndexSlab::default(),
             spent: HashMap::new(),
             retry_q: BinaryHeap::new(),
             times: HashMap::new(),
@@ -353,11 +398,6 @@ where
             }
             let Some(p) = self.retry_q.pop() else { break };
             self.spent.insert(p.id.index, p.spent);
-            if let (Some(c), Some(r)) = (self.p.cloner, &self.p.retry) {
-                if p.id.attempt < r.attempts {
-                    self.clones.insert(p.id.index, c(&p.item));
-                }
-            }
             if self.track_times {
                 self.times.insert(p.id, Instant::now());
             }
@@ -402,7 +442,7 @@ where
             if let Some(c) = self.p.cloner {
                 if self.p.retry.as_ref().is_some_and(|r| r.attempts > 1) {
                     for (k, it) in items.iter().enumerate() {
-                        self.clones.insert(first + k as u64, c(it));
+                        self.clones.push(first + k as u64, c(it));
                     }
                 }
             }
@@ -456,8 +496,45 @@ where
     }
 
     fn handle_report(&mut self, r: Report<U, E>) {
+        let bulk = self.p.on_outcome.is_none() && !self.track_times && self.spent.is_empty();
+        let r = match r.outcomes {
+            Outcomes::AllOk(values) if bulk => {
+                let n = values.len() as u64;
+                let first = r.first.index;
+                if !self.clones.is_empty() {
+                    for k in 0..n {
+                        self.clones.remove(first + k);
+                    }
+                }
+                if let Some(cb) = self.p.on_progress.as_mut() {
+                    for _ in 0..n {
+                        self.progress.succeeded += 1;
+                        self.progress.elapsed = self.start.elapsed();
+                        cb(&self.progress);
+                    }
+                } else {
+                    self.progress.succeeded += n;
+                }
+                let per_item = r.per_item.unwrap_or_default();
+                if !self
+                    .sink
+                    .accept_values(first, values, r.first.attempt, per_item)
+                {
+                    self.begin_stop(RunStatus::Cancelled);
+                }
+                return;
+            }
+            outcomes => Report {
+                first: r.first,
+                outcomes: Outcomes::Mixed(outcomes.into_slots()),
+                per_item: r.per_item,
+            },
+        };
         let now = Instant::now();
-        for (k, slot) in r.outcomes.into_iter().enumerate() {
+        let Outcomes::Mixed(slots) = r.outcomes else {
+            unreachable!("converted above")
+        };
+        for (k, slot) in slots.into_iter().enumerate() {
             let id = AttemptId {
                 index: r.first.index + k as u64,
                 attempt: r.first.attempt,
@@ -528,7 +605,11 @@ where
         }
         let prev = self.spent.remove(&id.index).unwrap_or_default();
         if let Some(delay) = delay {
-            if let Some(item) = self.clones.remove(&id.index) {
+            let copy = match (self.clones.get(id.index), self.p.cloner) {
+                (Some(stored), Some(c)) => Some(c(stored)),
+                _ => None,
+            };
+            if let Some(item) = copy {
                 self.retry_q.push(Pending {
                     due: Instant::now() + delay,
                     id: AttemptId {
@@ -553,7 +634,7 @@ where
         dur: Duration,
     ) {
         if !self.clones.is_empty() {
-            self.clones.remove(&index);
+            self.clones.remove(index);
         }
         let dur = if self.spent.is_empty() {
             dur
@@ -651,7 +732,7 @@ where
             if self.in_flight.remove(&id) {
                 out.push(Report {
                     first: id,
-                    outcomes: vec![Slot::Done(o)],
+                    outcomes: Outcomes::Mixed(vec![Slot::Done(o)]),
                     per_item: None,
                 });
             }
@@ -674,5 +755,84 @@ where
     fn stop_queued(&mut self) {}
     fn shutdown(&mut self) {
         self.exec.shutdown();
+    }
+}
+
+/// Values keyed by consecutive indices, pushed in index order and removed in any order.
+pub(crate) struct IndexSlab<T> {
+    base: u64,
+    slots: std::collections::VecDeque<Option<T>>,
+    live: usize,
+}
+
+impl<T> Default for IndexSlab<T> {
+    fn default() -> Self {
+        IndexSlab {
+            base: 0,
+            slots: Default::default(),
+            live: 0,
+        }
+    }
+}
+
+impl<T> IndexSlab<T> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Store the value of `index`, which must follow every index pushed before.
+    pub(crate) fn push(&mut self, index: u64, v: T) {
+        if self.slots.is_empty() {
+            self.base = index;
+        }
+        while self.base + (self.slots.len() as u64) < index {
+            self.slots.push_back(None);
+        }
+        self.slots.push_back(Some(v));
+        self.live += 1;
+    }
+
+    pub(crate) fn get(&self, index: u64) -> Option<&T> {
+        let pos = index.checked_sub(self.base)?;
+        self.slots.get(pos as usize)?.as_ref()
+    }
+
+    pub(crate) fn remove(&mut self, index: u64) -> Option<T> {
+        let pos = index.checked_sub(self.base)? as usize;
+        let v = self.slots.get_mut(pos)?.take();
+        if v.is_some() {
+            self.live -= 1;
+        }
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexSlab;
+
+    #[test]
+    fn index_slab_keeps_values_until_removed() {
+        let mut s = IndexSlab::default();
+        for i in 0..5u64 {
+            s.push(i, i * 10);
+        }
+        assert_eq!(s.remove(2), Some(20));
+        assert_eq!(s.remove(2), None);
+        assert_eq!(s.remove(0), Some(0));
+        assert_eq!(s.get(1), Some(&10));
+        assert_eq!(s.remove(1), Some(10));
+        assert_eq!(s.get(3), Some(&30));
+        s.push(7, 70);
+        assert_eq!(s.get(5), None);
+        assert_eq!(s.get(7), Some(&70));
+        for i in [3, 4, 7] {
+            assert!(s.remove(i).is_some());
+        }
+        assert!(s.is_empty());
     }
 }

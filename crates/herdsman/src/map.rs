@@ -3,6 +3,7 @@
 //! It only gathers options and picks a backend; it must never run anything before
 //! `collect`/`run`/`stream` is called.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -416,12 +417,21 @@ impl<I: Iterator, U, E> Map<I, U, E, Threads> {
     }
 }
 
-/// Gathers every outcome for [`RunResult`].
+/// A piece of ordered output that arrived before the items preceding it.
+enum Piece<U> {
+    Values(Vec<U>),
+    Hole,
+}
+
+/// Gathers every outcome for [`RunResult`]. Ordered values are appended to one `Vec` as soon
+/// as every earlier index is resolved; pieces that arrive early wait in `pending`.
 pub(crate) struct CollectSink<U, E> {
     ordered: bool,
-    slots: Vec<Option<U>>,
+    values: Vec<U>,
+    holes: Vec<u64>,
+    next: u64,
+    pending: BTreeMap<u64, Piece<U>>,
     unordered: Vec<(u64, U)>,
-    count: usize,
     failures: Vec<Failure<E>>,
     resolved: u64,
 }
@@ -430,20 +440,55 @@ impl<U, E> CollectSink<U, E> {
     pub(crate) fn new(ordered: bool) -> Self {
         CollectSink {
             ordered,
-            slots: Vec::new(),
+            values: Vec::new(),
+            holes: Vec::new(),
+            next: 0,
+            pending: BTreeMap::new(),
             unordered: Vec::new(),
-            count: 0,
             failures: Vec::new(),
             resolved: 0,
         }
     }
 
+    fn apply(&mut self, piece: Piece<U>) {
+        match piece {
+            Piece::Values(mut v) => {
+                self.next += v.len() as u64;
+                if self.values.is_empty() {
+                    self.values = v;
+                } else {
+                    self.values.append(&mut v);
+                }
+            }
+            Piece::Hole => {
+                self.holes.push(self.next);
+                self.next += 1;
+            }
+        }
+    }
+
+    fn place(&mut self, first: u64, piece: Piece<U>) {
+        if first != self.next {
+            self.pending.insert(first, piece);
+            return;
+        }
+        self.apply(piece);
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            let piece = entry.remove();
+            self.apply(piece);
+        }
+    }
+
     pub(crate) fn into_result(mut self, summary: Summary) -> RunResult<U, E> {
+        debug_assert!(self.pending.is_empty(), "every admitted index is resolved");
         let successes = if self.ordered {
             self.failures.sort_by_key(|f| f.index);
             Successes::Ordered {
-                slots: self.slots,
-                count: self.count,
+                values: self.values,
+                holes: self.holes,
             }
         } else {
             Successes::Unordered(self.unordered)
@@ -461,23 +506,47 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
         self.resolved += 1;
         match o.result {
             Ok(v) => {
-                if self.ordered {
-                    let i = o.index as usize;
-                    if i >= self.slots.len() {
-                        self.slots.resize_with(i + 1, || None);
-                    }
-                    self.slots[i] = Some(v);
-                    self.count += 1;
-                } else {
+                if !self.ordered {
                     self.unordered.push((o.index, v));
+                } else if o.index == self.next && self.pending.is_empty() {
+                    self.values.push(v);
+                    self.next += 1;
+                } else {
+                    self.place(o.index, Piece::Values(vec![v]));
                 }
             }
-            Err(error) => self.failures.push(Failure {
-                index: o.index,
-                error,
-                attempts: o.attempts,
-                duration: o.duration,
-            }),
+            Err(error) => {
+                if self.ordered {
+                    self.place(o.index, Piece::Hole);
+                }
+                self.failures.push(Failure {
+                    index: o.index,
+                    error,
+                    attempts: o.attempts,
+                    duration: o.duration,
+                });
+            }
+        }
+        true
+    }
+
+    fn accept_values(
+        &mut self,
+        first: u64,
+        values: Vec<U>,
+        _attempts: u32,
+        _per_item: Duration,
+    ) -> bool {
+        self.resolved += values.len() as u64;
+        if self.ordered {
+            self.place(first, Piece::Values(values));
+        } else {
+            self.unordered.extend(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, v)| (first + k as u64, v)),
+            );
         }
         true
     }

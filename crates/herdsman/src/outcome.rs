@@ -142,8 +142,8 @@ pub struct Failure<E> {
 }
 
 pub(crate) enum Successes<U> {
-    /// Slot `i` holds the value of input index `i` (ordered runs).
-    Ordered { slots: Vec<Option<U>>, count: usize },
+    /// Values in input order; `holes` are the (sorted) indices without a value.
+    Ordered { values: Vec<U>, holes: Vec<u64> },
     /// `(index, value)` in completion order.
     Unordered(Vec<(u64, U)>),
 }
@@ -189,7 +189,7 @@ impl<U, E> RunResult<U, E> {
     /// Number of successes.
     pub fn success_count(&self) -> usize {
         match &self.successes {
-            Successes::Ordered { count, .. } => *count,
+            Successes::Ordered { values, .. } => values.len(),
             Successes::Unordered(v) => v.len(),
         }
     }
@@ -197,12 +197,10 @@ impl<U, E> RunResult<U, E> {
     /// Every success as `(input index, &value)`, in input order for ordered runs.
     pub fn successes(&self) -> Box<dyn Iterator<Item = (u64, &U)> + '_> {
         match &self.successes {
-            Successes::Ordered { slots, .. } => Box::new(
-                slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| v.as_ref().map(|v| (i as u64, v))),
-            ),
+            Successes::Ordered { values, holes } => {
+                let mut idx = IndexWalk::new(holes);
+                Box::new(values.iter().map(move |v| (idx.next_index(), v)))
+            }
             Successes::Unordered(v) => Box::new(v.iter().map(|(i, v)| (*i, v))),
         }
     }
@@ -210,11 +208,10 @@ impl<U, E> RunResult<U, E> {
     /// Split into `(successes as (index, value), failures)`.
     pub fn into_parts(self) -> (Vec<(u64, U)>, Vec<Failure<E>>) {
         let succ = match self.successes {
-            Successes::Ordered { slots, .. } => slots
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, v)| v.map(|v| (i as u64, v)))
-                .collect(),
+            Successes::Ordered { values, holes } => {
+                let mut idx = IndexWalk::new(&holes);
+                values.into_iter().map(|v| (idx.next_index(), v)).collect()
+            }
             Successes::Unordered(v) => v,
         };
         (succ, self.failures)
@@ -236,9 +233,33 @@ impl<U, E> RunResult<U, E> {
             });
         }
         Ok(match self.successes {
-            Successes::Ordered { slots, .. } => slots.into_iter().flatten().collect(),
+            Successes::Ordered { values, .. } => values,
             Successes::Unordered(v) => v.into_iter().map(|(_, v)| v).collect(),
         })
+    }
+}
+
+/// Walks input indices in order, skipping the sorted `holes`.
+struct IndexWalk<'a> {
+    holes: &'a [u64],
+    next: u64,
+}
+
+impl<'a> IndexWalk<'a> {
+    fn new(holes: &'a [u64]) -> Self {
+        IndexWalk { holes, next: 0 }
+    }
+
+    fn next_index(&mut self) -> u64 {
+        while let Some((&h, rest)) = self.holes.split_first() {
+            if h != self.next {
+                break;
+            }
+            self.holes = rest;
+            self.next += 1;
+        }
+        self.next += 1;
+        self.next - 1
     }
 }
 

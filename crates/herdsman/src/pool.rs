@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::engine::{run_one, Backend, Report, Slot};
+use crate::engine::{run_one, Backend, Outcomes, Report, Slot};
+use crate::executor::AttemptOutcome;
 use crate::executor::{AttemptId, FatalExecutorError};
 
 /// Target run time of one automatic batch.
@@ -27,7 +28,7 @@ struct Job<T> {
 
 struct Done<U, E> {
     first: AttemptId,
-    outcomes: Vec<Slot<U, E>>,
+    outcomes: Outcomes<U, E>,
     elapsed: Duration,
 }
 
@@ -165,14 +166,7 @@ fn worker_loop<T, U, E, F>(
             reg.current.insert(id, job.first);
         }
         let start = Instant::now();
-        let mut outcomes = Vec::with_capacity(job.items.len());
-        for item in job.items {
-            if shared.stop.load(Ordering::Relaxed) {
-                outcomes.push(Slot::NotRun);
-            } else {
-                outcomes.push(Slot::Done(run_one(f, item)));
-            }
-        }
+        let outcomes = run_batch(f, job.items, &shared.stop);
         let elapsed = start.elapsed();
         if shared.track {
             let mut reg = shared.registry();
@@ -191,6 +185,48 @@ fn worker_loop<T, U, E, F>(
             return;
         }
     }
+}
+
+/// Run a batch; values stay a plain `Vec<U>` as long as every item succeeds.
+fn run_batch<T, U, E, F>(f: &F, items: Vec<T>, stop: &AtomicBool) -> Outcomes<U, E>
+where
+    F: Fn(T) -> Result<U, E>,
+{
+    let n = items.len();
+    let mut values = Vec::with_capacity(n);
+    let mut it = items.into_iter();
+    let mut odd = None;
+    for item in it.by_ref() {
+        if stop.load(Ordering::Relaxed) {
+            odd = Some(Slot::NotRun);
+            break;
+        }
+        match run_one(f, item) {
+            AttemptOutcome::Success(v) => values.push(v),
+            other => {
+                odd = Some(Slot::Done(other));
+                break;
+            }
+        }
+    }
+    let Some(odd) = odd else {
+        return Outcomes::AllOk(values);
+    };
+    let mut slots: Vec<Slot<U, E>> = Vec::with_capacity(n);
+    slots.extend(
+        values
+            .into_iter()
+            .map(|v| Slot::Done(AttemptOutcome::Success(v))),
+    );
+    slots.push(odd);
+    for item in it {
+        if stop.load(Ordering::Relaxed) {
+            slots.push(Slot::NotRun);
+        } else {
+            slots.push(Slot::Done(run_one(f, item)));
+        }
+    }
+    Outcomes::Mixed(slots)
 }
 
 impl<T, U, E, F> Backend<T, U, E> for ThreadPool<T, U, E, F>
@@ -351,7 +387,7 @@ where
         if self.stopped {
             out.push(Report {
                 first: id,
-                outcomes: vec![Slot::NotRun],
+                outcomes: Outcomes::Mixed(vec![Slot::NotRun]),
                 per_item: Some(Duration::ZERO),
             });
             return Ok(());
@@ -365,7 +401,7 @@ where
         };
         out.push(Report {
             first: id,
-            outcomes: vec![slot],
+            outcomes: Outcomes::Mixed(vec![slot]),
             per_item: Some(elapsed),
         });
         Ok(())

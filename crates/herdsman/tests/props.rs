@@ -65,6 +65,9 @@ proptest! {
                 prop_assert!(succ.windows(2).all(|w| w[0].0 < w[1].0));
                 prop_assert!(fail.windows(2).all(|w| w[0].index < w[1].index));
             }
+            for (i, v) in &succ {
+                prop_assert_eq!(*v, i * 2);
+            }
             let mut idx: Vec<u64> = succ.iter().map(|(i, _)| *i).collect();
             idx.extend(fail.iter().map(|f| f.index));
             (idx, summary)

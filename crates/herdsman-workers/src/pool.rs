@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    describe_status, has_exited, io_phrase, reap_group, signal_group, spawn_piped, terminate_group,
+    describe_status, has_exited, io_phrase, signal_group, spawn_piped, terminate_group,
     wait_exited, WorkerCommand,
 };
 use crate::tail::StderrReader;
@@ -620,13 +620,16 @@ impl WorkerPool {
         let Some(mut running) = self.slots[s].running.take() else {
             return Ok(());
         };
-        let grace = self.cfg.kill_grace;
-        let (status, exited) = reap_group(&mut running.child, EXIT_WAIT, grace);
-        let tail = running.stderr.finish(STDERR_WAIT);
-        let how = if exited {
-            describe_status(status)
+        let pid = running.child.id();
+        let (how, tail) = if wait_exited(pid, EXIT_WAIT) {
+            // Whatever the worker left behind in its group goes with it.
+            signal_group(pid, Signal::SIGKILL);
+            let status = running.child.wait().ok();
+            (describe_status(status), running.stderr.finish(STDERR_WAIT))
         } else {
-            "closed its stdout".to_string()
+            let tail = running.stderr.finish(Duration::ZERO);
+            self.kill_async(running);
+            ("closed its stdout".to_string(), tail)
         };
         if let Some(inf) = self.slots[s].inflight.pop_oldest() {
             out.push((
@@ -660,6 +663,15 @@ impl WorkerPool {
                 self.fatal = Some(fatal.clone());
                 return Err(fatal);
             }
+        }
+        self.ensure_running(s)
+    }
+
+    /// Starts the worker of slot `s` if it has none (after an exit or an abandon) and
+    /// re-sends what is in flight on it.
+    fn ensure_running(&mut self, s: usize) -> Result<(), FatalExecutorError> {
+        if self.slots[s].running.is_some() {
+            return Ok(());
         }
         self.launch(s)
             .inspect_err(|e| self.fatal = Some(e.clone()))?;
@@ -864,6 +876,7 @@ impl Executor<WorkItem> for WorkerPool {
             return Err(f.clone());
         }
         let s = self.pick_slot();
+        self.ensure_running(s)?;
         let wire = self.next_wire;
         self.next_wire += 1;
         let protocol = self.cfg.protocol;
@@ -891,6 +904,11 @@ impl Executor<WorkItem> for WorkerPool {
     ) -> Result<(), FatalExecutorError> {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
+        }
+        for s in 0..self.slots.len() {
+            if self.slots[s].running.is_none() && self.slots[s].inflight.len() > 0 {
+                self.ensure_running(s)?;
+            }
         }
         self.flush_all();
         let start_len = out.len();
@@ -926,12 +944,10 @@ impl Executor<WorkItem> for WorkerPool {
             return;
         };
         self.slots[s].inflight.remove_attempt(id);
+        // The replacement starts when the slot is next needed (next poll or submit), so
+        // abandoning every record at the end of a run does not start a worker per record.
         if let Some(running) = self.slots[s].running.take() {
             self.kill_async(running);
-        }
-        match self.launch(s) {
-            Ok(()) => self.resend(s),
-            Err(e) => self.fatal = Some(e),
         }
     }
 

@@ -446,3 +446,55 @@ for line in sys.stdin:
         assert_eq!(text(success(o)), vec![a.index.to_string()]);
     }
 }
+
+#[test]
+fn abandoning_everything_does_not_start_a_worker_per_record() {
+    let starts = Arc::new(Mutex::new(0usize));
+    let counter = starts.clone();
+    let mut cfg = PoolConfig::new(WorkerCommand::shell("echo started >&2; exec sleep 1000"));
+    cfg.workers = 3;
+    cfg.pipeline_depth = 8;
+    cfg.kill_grace = Duration::from_millis(200);
+    cfg.stderr = Some(Arc::new(move |_, _| *counter.lock().unwrap() += 1));
+    let mut p = WorkerPool::start(cfg).unwrap();
+    let n = p.capacity() as u64;
+    assert_eq!(n, 12);
+    for i in 0..n {
+        p.submit(id(i), item(i, "{}")).unwrap();
+    }
+    let mut out = Vec::new();
+    p.poll(Duration::from_millis(50), &mut out).unwrap();
+    for i in 0..n {
+        p.abandon(id(i));
+    }
+    p.poll(Duration::from_millis(50), &mut out).unwrap();
+    assert!(out.is_empty());
+    p.shutdown();
+    // Three workers started; none was restarted for the abandoned records.
+    assert_eq!(*starts.lock().unwrap(), 3);
+}
+
+#[test]
+fn worker_that_closes_stdout_but_keeps_running_is_killed() {
+    let pid = Arc::new(Mutex::new(None::<i32>));
+    let sink_pid = pid.clone();
+    let mut cfg = PoolConfig::new(WorkerCommand::shell(
+        "echo $$ >&2; read -r l; exec 1>&-; while :; do sleep 1; done",
+    ));
+    cfg.workers = 1;
+    cfg.kill_grace = Duration::from_millis(200);
+    cfg.stderr = Some(Arc::new(move |_, line| {
+        let mut p = sink_pid.lock().unwrap();
+        if p.is_none() {
+            *p = line.trim().parse().ok();
+        }
+    }));
+    let mut p = WorkerPool::start(cfg).unwrap();
+    let r = run_all(&mut p, vec![item(0, "{}")], LIMIT).unwrap();
+    let f = failure(&r[&0]);
+    assert_eq!(f.kind, FailureKind::WorkerExited);
+    assert!(f.message.contains("closed its stdout"), "{}", f.message);
+    let first = pid.lock().unwrap().expect("the worker printed its pid");
+    assert!(wait_gone(first, Duration::from_secs(10)), "worker survived");
+    p.shutdown();
+}

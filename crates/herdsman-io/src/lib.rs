@@ -17,6 +17,8 @@
 //! assert_eq!(rows, [r#"{"id":"1","name":"a, b"}"#, r#"{"id":"2","name":"c"}"#]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod fingerprint;
 mod format;

@@ -306,13 +306,19 @@ impl Sink {
 
     /// Writes one record given as compact JSON text.
     ///
-    /// JSONL writes it as one line. CSV: the first record (or the `columns` given) fixes the
+    /// JSONL writes it as one line (a record holding a raw line break is refused). CSV: the first record (or the `columns` given) fixes the
     /// header; string values are written as their text, `null` as an empty cell, objects and
     /// arrays as JSON text; a record that is not an object goes in the first column (header
     /// `value` if it is the first record). A record with a key outside the header is refused
     /// with [`SinkError::Record`] and nothing is written.
     pub fn write_record(&mut self, json: &[u8]) -> Result<(), SinkError> {
         let Some(csv) = self.csv.as_mut() else {
+            if memchr::memchr2(b'\n', b'\r', json).is_some() {
+                return Err(SinkError::Record {
+                    path: self.path.clone(),
+                    message: "the record holds a raw line break, which would split its JSONL line; emit compact JSON".into(),
+                });
+            }
             let w = self.out.writer();
             let r = w.write_all(json).and_then(|_| w.write_all(b"\n"));
             r.map_err(|source| SinkError::Io {

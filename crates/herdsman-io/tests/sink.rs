@@ -17,6 +17,9 @@ fn jsonl_resume_truncates_to_the_checkpoint() {
     s.sync().unwrap();
     let cp = s.offset();
     assert_eq!(cp, 8);
+    let err = s.write_record(b"{\"a\":\n1}").unwrap_err();
+    assert!(matches!(err, SinkError::Record { .. }), "{err}");
+    assert_eq!(s.offset(), cp);
     s.write_record(br#"{"a":2}"#).unwrap();
     s.sync().unwrap();
     drop(s);

@@ -802,3 +802,36 @@ impl Iterator for Source {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_quote_detection_follows_csv_quoting() {
+        for (raw, open) in [
+            (&b"a,b"[..], false),
+            (b"\"a\",\"b\"", false),
+            (b"\"a\"\"", true),
+            (b"\"a\"\"\"", false),
+            (b"x,\"multi\nline", true),
+            (b"ab\"c", false),
+            (b"\"a\"b,\"", true),
+            (b"", false),
+        ] {
+            assert_eq!(
+                ends_in_open_quote(raw, b','),
+                open,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn unique_names_take_the_next_free_suffix() {
+        let taken = vec!["a".to_string(), "a.1".to_string()];
+        assert_eq!(unique_name(&taken, "a".into()), "a.2");
+        assert_eq!(unique_name(&taken, "b".into()), "b");
+    }
+}

@@ -135,3 +135,19 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn write_atomic_replaces_and_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("summary.json");
+    herdsman_io::write_atomic(&p, b"old").unwrap();
+    herdsman_io::write_atomic(&p, b"new").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
+    let err = herdsman_io::write_atomic(&dir.path().join("no/such/dir/x.json"), b"x").unwrap_err();
+    assert!(err.to_string().contains("x.json"), "{err}");
+}

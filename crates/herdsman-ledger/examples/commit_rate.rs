@@ -1,0 +1,55 @@
+//! Measures how many durable chunk commits per second the SQLite ledger sustains in a directory
+//! (default: a temporary one). Each commit is one fsynced transaction, so the number mostly
+//! reflects the disk's fsync latency.
+//!
+//! `cargo run --release -p herdsman-ledger --example commit_rate -- [DIR] [COMMITS]`
+//! (an empty DIR means a temporary directory). The ledger in DIR is reset first.
+
+use std::time::Instant;
+
+use herdsman_ledger::{ChunkCommit, JobIdentity, Ledger, Position, SqliteLedger, StateDir};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let tmp = tempfile::tempdir()?;
+    let dir = match args.next() {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => tmp.path().join("state"),
+    };
+    let n: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
+
+    let state = StateDir::open(&dir)?;
+    let mut ledger = SqliteLedger::open(&state)?;
+    ledger.reset()?;
+    ledger.open_job(&JobIdentity::new().with("bench", "commit_rate"))?;
+    let started = Instant::now();
+    for k in 0..n {
+        let at = |k: u64| Position {
+            file_index: 0,
+            byte_offset: k * 4096,
+            line: k * 100,
+            seq: k * 100,
+        };
+        ledger.commit_chunk(&ChunkCommit {
+            chunk: k,
+            start: at(k),
+            end: at(k + 1),
+            records: 100,
+            ok: 100,
+            failed: 0,
+            filtered: 0,
+            outputs: 100,
+            retries: 0,
+            output_end: (k + 1) * 8192,
+            failures_end: 0,
+        })?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{n} commits in {secs:.3} s: {:.0} commits/s, {:.1} µs per commit ({})",
+        n as f64 / secs,
+        secs * 1e6 / n as f64,
+        dir.display()
+    );
+    Ok(())
+}

@@ -136,6 +136,9 @@ struct Inflight {
     item: WorkItem,
     wire: u64,
     outputs: WorkOutput,
+    /// Abandoned while queued behind other records on a `lines` worker: its answer will
+    /// still come (and is dropped), but the attempt is never reported.
+    abandoned: bool,
 }
 
 /// Attempts sent to one worker and not answered yet.
@@ -170,16 +173,35 @@ impl InflightSet {
         }
     }
 
-    fn remove_attempt(&mut self, id: AttemptId) -> Option<Inflight> {
+    /// Forgets an abandoned attempt. Returns `None` if it is not here, else whether the
+    /// worker may be busy with it right now (then it must be killed): the oldest record in
+    /// flight is; a `lines` record queued behind others is not yet, so it only becomes a
+    /// placeholder whose answer will be dropped.
+    fn abandon(&mut self, id: AttemptId) -> Option<bool> {
         match self {
             InflightSet::Lines(q) => {
-                let pos = q.iter().position(|i| i.id == id)?;
-                q.remove(pos)
+                let pos = q.iter().position(|i| i.id == id && !i.abandoned)?;
+                if pos == 0 {
+                    q.pop_front();
+                    Some(true)
+                } else {
+                    q[pos].abandoned = true;
+                    Some(false)
+                }
             }
             InflightSet::Framed(m) => {
                 let wire = m.values().find(|i| i.id == id)?.wire;
-                m.remove(&wire)
+                let oldest = m.keys().next() == Some(&wire);
+                m.remove(&wire);
+                Some(oldest)
             }
+        }
+    }
+
+    /// Drops the placeholders of abandoned records (before re-sending to a new worker).
+    fn drop_abandoned(&mut self) {
+        if let InflightSet::Lines(q) = self {
+            q.retain(|i| !i.abandoned);
         }
     }
 
@@ -405,6 +427,7 @@ impl WorkerPool {
         let protocol = self.cfg.protocol;
         let slot = &mut self.slots[s];
         slot.outbox.clear();
+        slot.inflight.drop_abandoned();
         slot.busy_since = (slot.inflight.len() > 0).then(Instant::now);
         let Slot {
             inflight, outbox, ..
@@ -449,6 +472,9 @@ impl WorkerPool {
                 if self.slots[slot].gen == gen {
                     if let Some(inf) = self.slots[slot].inflight.pop_oldest() {
                         self.note_answer(slot, 1);
+                        if inf.abandoned {
+                            return Ok(());
+                        }
                         let msg = format!(
                             "worker {slot} wrote an output line longer than {} bytes; it was discarded",
                             self.cfg.max_line_bytes
@@ -518,6 +544,9 @@ impl WorkerPool {
                 continue;
             };
             answered += 1;
+            if inf.abandoned {
+                continue;
+            }
             let line = trim(raw);
             let outcome = match check_json(line) {
                 Ok(()) => AttemptOutcome::Success(vec![line.to_vec()]),
@@ -631,7 +660,8 @@ impl WorkerPool {
             self.kill_async(running);
             ("closed its stdout".to_string(), tail)
         };
-        if let Some(inf) = self.slots[s].inflight.pop_oldest() {
+        // An abandoned record at the head was what the worker was busy with: nobody to charge.
+        if let Some(inf) = self.slots[s].inflight.pop_oldest().filter(|i| !i.abandoned) {
             out.push((
                 inf.id,
                 AttemptOutcome::Failure(WorkerFailure {
@@ -890,6 +920,7 @@ impl Executor<WorkItem> for WorkerPool {
             item,
             wire,
             outputs: Vec::new(),
+            abandoned: false,
         });
         if slot.outbox.len() >= OUTBOX_FLUSH {
             self.flush_slot(s);
@@ -938,16 +969,18 @@ impl Executor<WorkItem> for WorkerPool {
     }
 
     fn abandon(&mut self, id: AttemptId) {
-        let Some(s) =
-            (0..self.slots.len()).find(|&s| self.slots[s].inflight.iter().any(|inf| inf.id == id))
-        else {
+        for s in 0..self.slots.len() {
+            let Some(busy) = self.slots[s].inflight.abandon(id) else {
+                continue;
+            };
+            // The replacement starts when the slot is next needed (next poll or submit), so
+            // abandoning every record at the end of a run does not start a worker per record.
+            if busy {
+                if let Some(running) = self.slots[s].running.take() {
+                    self.kill_async(running);
+                }
+            }
             return;
-        };
-        self.slots[s].inflight.remove_attempt(id);
-        // The replacement starts when the slot is next needed (next poll or submit), so
-        // abandoning every record at the end of a run does not start a worker per record.
-        if let Some(running) = self.slots[s].running.take() {
-            self.kill_async(running);
         }
     }
 

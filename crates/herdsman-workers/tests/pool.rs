@@ -498,3 +498,42 @@ fn worker_that_closes_stdout_but_keeps_running_is_killed() {
     assert!(wait_gone(first, Duration::from_secs(10)), "worker survived");
     p.shutdown();
 }
+
+#[test]
+fn abandoning_a_queued_lines_record_does_not_kill_the_worker() {
+    let starts = Arc::new(Mutex::new(0usize));
+    let counter = starts.clone();
+    let dir = tempdir("queued");
+    let gate = dir.join("gate");
+    let gate_s = gate.to_string_lossy().into_owned();
+    // The first record waits for a file to appear, so the others queue behind it.
+    let mut cfg = PoolConfig::new(WorkerCommand::shell(format!(
+        "echo started >&2; read -r l; while [ ! -e {gate_s} ]; do sleep 0.01; done; echo \"$l\"; exec cat"
+    )));
+    cfg.workers = 1;
+    cfg.stderr = Some(Arc::new(move |_, _| *counter.lock().unwrap() += 1));
+    let mut p = WorkerPool::start(cfg).unwrap();
+    for i in 0..3 {
+        p.submit(id(i), item(i, &format!("{i}"))).unwrap();
+    }
+    let mut out = Vec::new();
+    p.poll(Duration::from_millis(20), &mut out).unwrap();
+    assert!(out.is_empty());
+    // Record 1 is queued behind record 0: abandoning it must not kill the worker.
+    p.abandon(id(1));
+    std::fs::write(&gate, b"").unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while out.len() < 2 {
+        assert!(Instant::now() < deadline);
+        p.poll(Duration::from_millis(20), &mut out).unwrap();
+    }
+    let ids: Vec<u64> = out.iter().map(|(a, _)| a.index).collect();
+    assert_eq!(ids, vec![0, 2]);
+    assert_eq!(text(success(&out[0].1)), vec!["0"]);
+    assert_eq!(text(success(&out[1].1)), vec!["2"]);
+    out.clear();
+    p.poll(Duration::from_millis(50), &mut out).unwrap();
+    assert!(out.is_empty(), "the abandoned record was reported");
+    p.shutdown();
+    assert_eq!(*starts.lock().unwrap(), 1);
+}

@@ -251,23 +251,31 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .get(pos.file_index as usize)
             .cloned()
             .unwrap_or_default();
-        let mut entry = json!({
-            "source": {"file": file, "line": pos.line, "record": pos.seq + 1},
-            "error": {"kind": note.kind, "message": note.message},
-            "attempts": attempts,
-        });
+        // Key order (kept by serde_json's preserve_order): the record first, then where it
+        // came from and why it failed.
+        let mut entry = serde_json::Map::new();
         match payload {
             Ok(json) => {
-                entry["record"] = serde_json::from_slice(json)
+                let record = serde_json::from_slice(json)
                     .unwrap_or_else(|_| String::from_utf8_lossy(json).into_owned().into());
+                entry.insert("record".into(), record);
             }
             Err(e) => {
-                entry["record"] = serde_json::Value::Null;
-                entry["raw"] = e.raw.clone().into();
+                entry.insert("record".into(), serde_json::Value::Null);
+                entry.insert("raw".into(), e.raw.clone().into());
             }
         }
+        entry.insert(
+            "source".into(),
+            json!({"file": file, "line": pos.line, "record": pos.seq + 1}),
+        );
+        entry.insert(
+            "error".into(),
+            json!({"kind": note.kind, "message": note.message}),
+        );
+        entry.insert("attempts".into(), attempts.into());
         if !note.stderr_tail.is_empty() {
-            entry["stderr_tail"] = note.stderr_tail.clone().into();
+            entry.insert("stderr_tail".into(), note.stderr_tail.clone().into());
         }
         let line = serde_json::to_vec(&entry).context("cannot encode a dead-letter entry")?;
         self.sinks

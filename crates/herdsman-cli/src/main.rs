@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod inspect;
 mod progress;
+mod retry;
 mod run;
 mod summary;
 mod transform;

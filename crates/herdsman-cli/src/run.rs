@@ -185,7 +185,7 @@ impl Sinks for FileSinks {
 
 /// The ledger of a checkpointed run, with its lock.
 struct Checkpoint {
-    _lock: StateDir,
+    lock: StateDir,
     ledger: SqliteLedger,
 }
 
@@ -211,10 +211,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         Some(dir) => {
             let lock = StateDir::open(dir).map_err(ledger_usage)?;
             let ledger = SqliteLedger::open(&lock).map_err(ledger_usage)?;
-            Some(Checkpoint {
-                _lock: lock,
-                ledger,
-            })
+            Some(Checkpoint { lock, ledger })
         }
         None => None,
     };
@@ -224,11 +221,41 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         if cfg.restart {
             cp.ledger.reset().map_err(ledger_usage)?;
         }
-        match cp.ledger.open_job(&identity).map_err(ledger_usage)? {
+        let mut opened = cp.ledger.open_job(&identity).map_err(ledger_usage)?;
+        if crate::retry::recover(cp.lock.path(), &mut cp.ledger)? {
+            opened = cp.ledger.open_job(&identity).map_err(ledger_usage)?;
+        }
+        match opened {
+            Opened::Fresh | Opened::Resumed { .. } if cfg.retry_failed => {
+                return Err(usage(
+                    "--retry-failed re-runs the failures of a finished job, and this job has not finished; run it without --retry-failed first".into(),
+                ));
+            }
             Opened::Fresh => {}
             Opened::Resumed { commits } => {
                 earlier = counts_of(&commits);
                 resume = Some(ResumePoint::from_commits(&commits));
+            }
+            Opened::Finished { summary_json, .. } if cfg.retry_failed => {
+                let previous: Summary = summary_json
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .ok_or_else(|| usage("the checkpoint's summary is unreadable; run with --restart to start over".into()))?;
+                let progress =
+                    Progress::new(cfg.progress, Some(previous.total.failed), 0, cfg.quiet);
+                let executor = start_executor(&cfg, &progress.log(), csv_header.as_deref())?;
+                let summary = crate::retry::retry_failed(
+                    &cfg,
+                    cp.lock.path(),
+                    &mut cp.ledger,
+                    previous,
+                    executor,
+                    output_format(&cfg),
+                    stop,
+                )?;
+                progress.finish();
+                write_summary_json(&cfg, &summary)?;
+                return Ok(summary);
             }
             Opened::Finished { summary_json, .. } => {
                 return already_finished(&cfg, summary_json);
@@ -236,12 +263,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
     }
 
-    let output_format = match cfg.output_format {
-        OutputFormatArg::Jsonl => OutputFormat::Jsonl,
-        OutputFormatArg::Csv => OutputFormat::Csv {
-            columns: cfg.columns.clone(),
-        },
-    };
     let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
     if let Some(o) = &cfg.output {
         ensure_parent_dir(o)?;
@@ -258,7 +279,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         None => (None, None),
     };
     let sinks = FileSinks {
-        output: Sink::open(&out_path, output_format, out_offset)
+        output: Sink::open(&out_path, output_format(&cfg), out_offset)
             .with_context(|| format!("cannot open the output {}", out_path.display()))?,
         failures: Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(
             || {
@@ -305,34 +326,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         fatal.clone(),
     );
 
-    let mut engine = herdsman::map_with(reader, executor)
-        .window(cfg.window)
-        .ordered(cfg.ordered)
-        .stop_token(stop.clone());
-    if cfg.retries > 0 {
-        engine = engine.retry(
-            Retry::attempts(cfg.retries + 1)
-                .backoff(cfg.backoff)
-                .max_delay(cfg.max_backoff)
-                .jitter(true)
-                .when(|e: &CliFailure| e.retryable()),
-        );
-    }
-    if let Some((n, period)) = cfg.rate {
-        let rate = match period.as_secs() {
-            3600 => RateLimit::per_hour(n),
-            60 => RateLimit::per_minute(n),
-            _ => RateLimit::per_second(n),
-        };
-        engine = engine.rate_limit(rate);
-    }
-    if let Some(t) = cfg.timeout {
-        engine = engine.item_timeout(t);
-    }
-    if let Some(MaxErrors::Count(n)) = cfg.max_errors {
-        engine = engine.max_errors(n.saturating_sub(earlier.failed).max(1));
-    }
-    let mut stream = engine.stream();
+    let mut stream = engine(&cfg, reader, executor, &stop, earlier.failed);
 
     let ledger: Option<&mut dyn Ledger> = checkpoint
         .as_mut()
@@ -342,32 +336,9 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let mut live = earlier.clone();
     let mut aborted_by_share = false;
     for outcome in &mut stream {
-        let attempts = outcome.attempts;
-        let state = match outcome.result {
-            Ok(outputs) => {
-                live.records += 1;
-                if outputs.is_empty() {
-                    live.filtered += 1;
-                } else {
-                    live.succeeded += 1;
-                }
-                Resolved::Outputs(outputs)
-            }
-            Err(ItemError::NotRun) => {
-                live.not_run += 1;
-                Resolved::NotRun
-            }
-            Err(e) => {
-                live.records += 1;
-                live.failed += 1;
-                Resolved::Failed(note_of(e, cfg.timeout))
-            }
-        };
-        if !matches!(state, Resolved::NotRun) {
-            latency.record(outcome.duration);
-            live.retries += u64::from(attempts.saturating_sub(1));
-        }
-        asm.resolve(outcome.index, state, attempts)?;
+        let (index, attempts) = (outcome.index, outcome.attempts);
+        let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
+        asm.resolve(index, state, attempts)?;
         progress.update(&live);
         if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
             let resolved = live.resolved();
@@ -442,11 +413,101 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             herdsman_io::partial_path(&out_path).display()
         ));
     }
+    write_summary_json(&cfg, &summary)?;
+    Ok(summary)
+}
+
+fn write_summary_json(cfg: &RunConfig, summary: &Summary) -> Result<()> {
     if let Some(path) = &cfg.summary_json {
-        herdsman_io::write_atomic(path, summary_json.as_bytes())
+        let json = serde_json::to_string_pretty(summary).context("cannot encode the summary")?;
+        herdsman_io::write_atomic(path, json.as_bytes())
             .with_context(|| format!("cannot write the summary to {}", path.display()))?;
     }
-    Ok(summary)
+    Ok(())
+}
+
+fn output_format(cfg: &RunConfig) -> OutputFormat {
+    match cfg.output_format {
+        OutputFormatArg::Jsonl => OutputFormat::Jsonl,
+        OutputFormatArg::Csv => OutputFormat::Csv {
+            columns: cfg.columns.clone(),
+        },
+    }
+}
+
+/// The engine with this run's policies over `items`.
+pub(crate) fn engine<I>(
+    cfg: &RunConfig,
+    items: I,
+    executor: CliExecutor,
+    stop: &StopToken,
+    failed_earlier: u64,
+) -> herdsman::Stream<WorkOutput, CliFailure>
+where
+    I: Iterator<Item = crate::chunks::CliItem> + Send + 'static,
+{
+    let mut engine = herdsman::map_with(items, executor)
+        .window(cfg.window)
+        .ordered(cfg.ordered)
+        .stop_token(stop.clone());
+    if cfg.retries > 0 {
+        engine = engine.retry(
+            Retry::attempts(cfg.retries + 1)
+                .backoff(cfg.backoff)
+                .max_delay(cfg.max_backoff)
+                .jitter(true)
+                .when(|e: &CliFailure| e.retryable()),
+        );
+    }
+    if let Some((n, period)) = cfg.rate {
+        let rate = match period.as_secs() {
+            3600 => RateLimit::per_hour(n),
+            60 => RateLimit::per_minute(n),
+            _ => RateLimit::per_second(n),
+        };
+        engine = engine.rate_limit(rate);
+    }
+    if let Some(t) = cfg.timeout {
+        engine = engine.item_timeout(t);
+    }
+    if let Some(MaxErrors::Count(n)) = cfg.max_errors {
+        engine = engine.max_errors(n.saturating_sub(failed_earlier).max(1));
+    }
+    engine.stream()
+}
+
+/// Counts one outcome and turns it into the record's final state.
+pub(crate) fn tally(
+    outcome: herdsman::ItemOutcome<WorkOutput, CliFailure>,
+    live: &mut Counts,
+    latency: &mut Latency,
+    timeout: Option<std::time::Duration>,
+) -> Resolved {
+    let state = match outcome.result {
+        Ok(outputs) => {
+            live.records += 1;
+            if outputs.is_empty() {
+                live.filtered += 1;
+            } else {
+                live.succeeded += 1;
+            }
+            Resolved::Outputs(outputs)
+        }
+        Err(ItemError::NotRun) => {
+            live.not_run += 1;
+            Resolved::NotRun
+        }
+        Err(e) => {
+            live.records += 1;
+            live.failed += 1;
+            Resolved::Failed(note_of(e, timeout))
+        }
+    };
+    if !matches!(state, Resolved::NotRun) {
+        latency.record(outcome.duration);
+        live.retries += u64::from(outcome.attempts.saturating_sub(1));
+    }
+    state
 }
 
 fn note_of(e: ItemError<CliFailure>, timeout: Option<std::time::Duration>) -> FailureNote {

@@ -109,6 +109,9 @@ pub struct Summary {
     pub latency: Option<Percentiles>,
     pub output: Option<String>,
     pub failures: String,
+    /// This run re-ran the dead-letter file of a finished job (`--retry-failed`).
+    #[serde(default)]
+    pub retry_pass: bool,
 }
 
 impl Summary {
@@ -145,6 +148,7 @@ impl Summary {
             latency: latency.percentiles(),
             output,
             failures,
+            retry_pass: false,
         }
     }
 
@@ -171,7 +175,15 @@ impl Summary {
                 String::new()
             }
         ));
-        if self.earlier.records > 0 {
+        if self.retry_pass {
+            s.push_str(&format!(
+                "  retried   {} dead-lettered records: {} now succeed, {} filtered, {} still fail\n",
+                self.this_run.records,
+                self.this_run.succeeded,
+                self.this_run.filtered,
+                self.this_run.failed
+            ));
+        } else if self.earlier.records > 0 {
             s.push_str(&format!(
                 "  resumed   {} records were done by earlier runs, {} in this run\n",
                 self.earlier.resolved(),

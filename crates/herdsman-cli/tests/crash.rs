@@ -354,3 +354,91 @@ fn a_finished_job_run_again_changes_nothing() {
         .stderr(predicate::str::contains("already finished"));
     assert_eq!(s.read("out.jsonl"), before);
 }
+
+fn flaky_args(marker: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "run".into(),
+        "-i".into(),
+        "in.csv".into(),
+        "-w".into(),
+        py_worker("flaky.py", &[marker.to_str().unwrap()]),
+        "--protocol".into(),
+        "framed".into(),
+        "-o".into(),
+        "out.jsonl".into(),
+        "--summary-json".into(),
+        "s.json".into(),
+        "--chunk-size".into(),
+        "7".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn retry_failed_folds_recovered_records_into_the_output() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(40));
+    let marker = s.write("broken", "");
+    let out = s
+        .herdsman()
+        .args(flaky_args(&marker, &[]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(json_lines(&s.read("out.failures.jsonl")).len(), 8);
+    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 32);
+    // Still broken: nothing changes but the attempts.
+    s.herdsman()
+        .args(flaky_args(&marker, &["--retry-failed"]))
+        .assert()
+        .code(1);
+    assert_eq!(json_lines(&s.read("out.failures.jsonl")).len(), 8);
+    std::fs::remove_file(&marker).unwrap();
+    s.herdsman()
+        .args(flaky_args(&marker, &["--retry-failed"]))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "8 dead-lettered records: 8 now succeed",
+        ));
+    assert_eq!(s.read("out.failures.jsonl"), "");
+    let mut ids: Vec<u64> = json_lines(&s.read("out.jsonl"))
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..40).collect::<Vec<u64>>());
+    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert_eq!(sum["total"]["records"], serde_json::json!(40));
+    assert_eq!(sum["total"]["succeeded"], serde_json::json!(40));
+}
+
+#[test]
+fn a_crash_inside_a_retry_pass_neither_loses_nor_duplicates() {
+    for point in ["retry-after-journal", "retry-between-renames"] {
+        let s = Scratch::new();
+        s.write("in.csv", id_csv(30));
+        let marker = s.write("broken", "");
+        s.herdsman().args(flaky_args(&marker, &[])).assert().code(1);
+        std::fs::remove_file(&marker).unwrap();
+        let out = s
+            .herdsman()
+            .env("HERDSMAN_FAULT", point)
+            .args(flaky_args(&marker, &["--retry-failed"]))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code().is_none(),
+            "{point}: expected the injected crash"
+        );
+        // Any later run completes the swap first.
+        s.herdsman()
+            .args(flaky_args(&marker, &[]))
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("already finished"));
+        assert_eq!(s.read("out.failures.jsonl"), "", "{point}");
+        assert_eq!(json_lines(&s.read("out.jsonl")).len(), 30, "{point}");
+    }
+}

@@ -1,0 +1,233 @@
+//! `herdsman run --retry-failed`: re-runs the records of a finished job's dead-letter file
+//! and folds the ones that now succeed into the output.
+//!
+//! Recovered outputs are appended to the output (in dead-letter order); the dead-letter file
+//! is rewritten with the records that still fail. Both new files are prepared beside the old
+//! ones and swapped in under a journal, so a crash at any point leaves either the old pair
+//! or the new pair, never a record in both or in neither. This module must never change a
+//! job that has not finished.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use herdsman::StopToken;
+use herdsman_io::{OutputFormat, RecordError, RecordErrorKind, Sink};
+use herdsman_ledger::Ledger;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::assemble::Resolved;
+use crate::chunks::CliItem;
+use crate::config::{RunConfig, UsageError};
+use crate::run::{engine, fault, tally};
+use crate::summary::{Counts, Latency, Summary};
+use crate::transform::CliExecutor;
+
+/// The journal that makes the swap of the two files atomic as a pair.
+const JOURNAL: &str = "retry-journal.json";
+
+#[derive(Serialize, Deserialize)]
+struct Journal {
+    output: PathBuf,
+    failures: PathBuf,
+    summary_json: String,
+}
+
+/// Finishes a retry pass that a crash interrupted after its journal was written; true if
+/// there was one.
+pub fn recover(state_dir: &Path, ledger: &mut dyn Ledger) -> Result<bool> {
+    let path = state_dir.join(JOURNAL);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(false);
+    };
+    let j: Journal = serde_json::from_str(&text)
+        .with_context(|| format!("the retry journal {} is damaged", path.display()))?;
+    swap_in(&j)?;
+    ledger
+        .mark_finished(&j.summary_json)
+        .context("cannot record the retry pass in the checkpoint")?;
+    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    Ok(true)
+}
+
+fn swap_in(j: &Journal) -> Result<()> {
+    herdsman_io::finish_partial(&j.output).context("cannot move the new output into place")?;
+    fault("retry-between-renames");
+    herdsman_io::finish_partial(&j.failures)
+        .context("cannot move the new dead-letter file into place")?;
+    Ok(())
+}
+
+/// One dead-letter entry read back, as an engine item.
+struct EntryReader {
+    lines: Lines<BufReader<File>>,
+    next_seq: u64,
+}
+
+impl Iterator for EntryReader {
+    type Item = CliItem;
+
+    fn next(&mut self) -> Option<CliItem> {
+        let line = self.lines.next()?.unwrap_or_default();
+        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let data = match entry.get("record") {
+            Some(rec) if !rec.is_null() => Ok(Arc::from(
+                serde_json::to_vec(rec)
+                    .unwrap_or_default()
+                    .into_boxed_slice(),
+            )),
+            // Input that could not be read stays failed: there is nothing to send.
+            _ => Err(Arc::new(RecordError {
+                kind: RecordErrorKind::Json,
+                message: entry["error"]["message"]
+                    .as_str()
+                    .unwrap_or("unreadable input record")
+                    .to_string(),
+                raw: String::new(),
+            })),
+        };
+        Some(CliItem { seq, data })
+    }
+}
+
+fn open_lines(path: &Path) -> Result<Lines<BufReader<File>>> {
+    let f = File::open(path)
+        .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?;
+    Ok(BufReader::new(f).lines())
+}
+
+/// Runs the retry pass of a finished job and returns the new summary.
+pub fn retry_failed(
+    cfg: &RunConfig,
+    state_dir: &Path,
+    ledger: &mut dyn Ledger,
+    previous: Summary,
+    executor: CliExecutor,
+    output_format: OutputFormat,
+    stop: StopToken,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let output = cfg
+        .output
+        .clone()
+        .ok_or_else(|| UsageError("--retry-failed needs -o".into()))?;
+    let output_partial = herdsman_io::partial_path(&output);
+    // The new output starts as a copy of the old one; recovered records are appended.
+    let len = std::fs::copy(&output, &output_partial).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            output.display(),
+            output_partial.display()
+        )
+    })?;
+    let mut out = Sink::open(&output, output_format, Some(len))
+        .with_context(|| format!("cannot open {}", output_partial.display()))?;
+    let mut fails = Sink::open(&cfg.failures, OutputFormat::Jsonl, None).with_context(|| {
+        format!(
+            "cannot open {}",
+            herdsman_io::partial_path(&cfg.failures).display()
+        )
+    })?;
+
+    let items = EntryReader {
+        lines: open_lines(&cfg.failures)?,
+        next_seq: 0,
+    };
+    let mut originals = open_lines(&cfg.failures)?;
+    let mut retry_cfg = cfg.clone();
+    retry_cfg.ordered = true;
+    retry_cfg.max_errors = None;
+    let stream = engine(&retry_cfg, items, executor, &stop, 0);
+    let mut live = Counts::default();
+    let mut latency = Latency::default();
+    let mut recovered = Counts::default();
+    for outcome in stream {
+        let original = originals.next().transpose()?.unwrap_or_default();
+        let attempts = outcome.attempts;
+        match tally(outcome, &mut live, &mut latency, cfg.timeout) {
+            Resolved::Outputs(outputs) => {
+                if outputs.is_empty() {
+                    recovered.filtered += 1;
+                } else {
+                    recovered.succeeded += 1;
+                }
+                for o in &outputs {
+                    out.write_record(o).context("cannot write the output")?;
+                    recovered.outputs += 1;
+                }
+            }
+            Resolved::Failed(note) => {
+                let mut entry: Value = serde_json::from_str(&original).unwrap_or(Value::Null);
+                if entry.get("record").is_some_and(|r| !r.is_null()) {
+                    entry["error"] =
+                        serde_json::json!({"kind": note.kind, "message": note.message});
+                    entry["attempts"] = attempts.into();
+                    if note.stderr_tail.is_empty() {
+                        if let Some(o) = entry.as_object_mut() {
+                            o.remove("stderr_tail");
+                        }
+                    } else {
+                        entry["stderr_tail"] = note.stderr_tail.into();
+                    }
+                }
+                let line = serde_json::to_vec(&entry)?;
+                fails
+                    .write_record(&line)
+                    .context("cannot write the dead-letter file")?;
+            }
+            Resolved::NotRun => {
+                // Stopped early: keep the entry as it was.
+                fails
+                    .write_record(original.as_bytes())
+                    .context("cannot write the dead-letter file")?;
+            }
+        }
+    }
+    recovered.retries = live.retries;
+    out.sync()?;
+    fails.sync()?;
+
+    let mut total = previous.total.clone();
+    let back = recovered.succeeded + recovered.filtered;
+    total.succeeded += recovered.succeeded;
+    total.filtered += recovered.filtered;
+    total.failed -= back.min(total.failed);
+    total.outputs += recovered.outputs;
+    total.retries += recovered.retries;
+    let mut this_run = live.clone();
+    this_run.outputs = recovered.outputs;
+    let earlier = Counts::default();
+    let mut summary = Summary::new(
+        crate::summary::Ending::Completed,
+        earlier,
+        this_run,
+        started.elapsed(),
+        &latency,
+        Some(output.display().to_string()),
+        cfg.failures.display().to_string(),
+    );
+    summary.exit_code = if total.failed > 0 { 1 } else { 0 };
+    summary.retry_pass = true;
+    summary.earlier = previous.total.clone();
+    summary.total = total;
+    let journal = Journal {
+        output: output.clone(),
+        failures: cfg.failures.clone(),
+        summary_json: serde_json::to_string_pretty(&summary)?,
+    };
+    drop(out);
+    drop(fails);
+    herdsman_io::write_atomic(
+        &state_dir.join(JOURNAL),
+        serde_json::to_string(&journal)?.as_bytes(),
+    )?;
+    fault("retry-after-journal");
+    recover(state_dir, ledger)?;
+    Ok(summary)
+}

@@ -19,6 +19,8 @@
 //! assert!(err.to_string().contains("item 2"));
 //! ```
 
+#[cfg(feature = "async")]
+mod async_map;
 mod engine;
 pub mod executor;
 mod limiter;
@@ -29,6 +31,8 @@ mod retry;
 mod stop;
 mod stream;
 
+#[cfg(feature = "async")]
+pub use async_map::{Async, StreamInput, DEFAULT_CONCURRENCY};
 pub use executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
 pub use limiter::{Clock, Limiter, ManualClock, RateLimit, SystemClock};
 pub use map::{default_workers, Custom, Map, Threads, DEFAULT_WINDOW};
@@ -100,4 +104,56 @@ where
     X: Executor<I::Item> + 'static,
 {
     map::executor_map(items, executor)
+}
+
+/// Apply an async `f` to every item as tokio tasks (cargo feature `async`), with the same
+/// policies as [`map`]; set [`concurrency`](Map::concurrency) instead of workers.
+///
+/// Uses the tokio runtime current when this is called, else starts a small one. An attempt
+/// that exceeds `item_timeout` is aborted (its future is dropped), and when the run stops,
+/// every future in flight is dropped and reported as not run. Inside async code, use
+/// [`collect_async`](Map::collect_async) rather than the blocking `collect`.
+///
+/// ```
+/// use std::time::Duration;
+/// let run = herdsman::map_async(0..20u64, |x| async move {
+///     tokio::time::sleep(Duration::from_millis(5)).await;
+///     Ok::<_, String>(x * 2)
+/// })
+/// .concurrency(10)
+/// .collect();
+/// assert_eq!(run.into_values().unwrap()[19], 38);
+/// ```
+#[cfg(feature = "async")]
+pub fn map_async<I, T, U, E, F, Fut>(items: I, f: F) -> Map<I::IntoIter, U, E, Async>
+where
+    I: IntoIterator<Item = T>,
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<U, E>> + Send + 'static,
+{
+    async_map::async_map(items, f)
+}
+
+/// Like [`map_async`], over a `futures::Stream` of items (cargo feature `async`). The stream
+/// is pulled lazily, one item per free slot, like an iterator.
+///
+/// ```
+/// let items = futures::stream::iter(vec![1u32, 2, 3]);
+/// let run = herdsman::map_async_stream(items, |x| async move { Ok::<_, ()>(x * 10) }).collect();
+/// assert_eq!(run.into_values().unwrap(), vec![10, 20, 30]);
+/// ```
+#[cfg(feature = "async")]
+pub fn map_async_stream<S, U, E, F, Fut>(items: S, f: F) -> Map<StreamInput<S>, U, E, Async>
+where
+    S: futures::Stream + Unpin,
+    S::Item: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(S::Item) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<U, E>> + Send + 'static,
+{
+    async_map::async_map(async_map::stream_input(items), f)
 }

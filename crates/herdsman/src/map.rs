@@ -38,7 +38,8 @@ pub(crate) struct BackendCfg {
     pub rate_limited: bool,
 }
 
-type MakeBackend<T, U, E> = Box<dyn FnOnce(&BackendCfg) -> Box<dyn Backend<T, U, E>> + Send>;
+pub(crate) type MakeBackend<T, U, E> =
+    Box<dyn FnOnce(&BackendCfg) -> Box<dyn Backend<T, U, E>> + Send>;
 
 /// A configured run. Create it with [`map`](crate::map) or [`map_with`](crate::map_with),
 /// set options, then call [`collect`](Map::collect) or [`stream`](Map::stream).
@@ -111,6 +112,11 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
             chunk: None,
             _kind: PhantomData,
         }
+    }
+
+    pub(crate) fn set_workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
     }
 
     /// The most items admitted but not yet handed out (default 65 536). Input is pulled

@@ -2,8 +2,9 @@
 //! (default: a temporary one). Each commit is one fsynced transaction, so the number mostly
 //! reflects the disk's fsync latency.
 //!
-//! `cargo run --release -p herdsman-ledger --example commit_rate -- [DIR] [COMMITS]`
-//! (an empty DIR means a temporary directory). The ledger in DIR is reset first.
+//! `cargo run --release -p herdsman-ledger --example commit_rate -- [DIR] [COMMITS] [BATCH]`
+//! (an empty DIR means a temporary directory; BATCH chunks per `commit_chunks` transaction,
+//! default 1). The ledger in DIR is reset first.
 
 use std::time::Instant;
 
@@ -17,20 +18,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => tmp.path().join("state"),
     };
     let n: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    let batch: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
 
     let state = StateDir::open(&dir)?;
     let mut ledger = SqliteLedger::open(&state)?;
     ledger.reset()?;
     ledger.open_job(&JobIdentity::new().with("bench", "commit_rate"))?;
     let started = Instant::now();
-    for k in 0..n {
-        let at = |k: u64| Position {
-            file_index: 0,
-            byte_offset: k * 4096,
-            line: k * 100,
-            seq: k * 100,
-        };
-        ledger.commit_chunk(&ChunkCommit {
+    let at = |k: u64| Position {
+        file_index: 0,
+        byte_offset: k * 4096,
+        line: k * 100,
+        seq: k * 100,
+    };
+    let commits: Vec<ChunkCommit> = (0..n)
+        .map(|k| ChunkCommit {
             chunk: k,
             start: at(k),
             end: at(k + 1),
@@ -42,11 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             retries: 0,
             output_end: (k + 1) * 8192,
             failures_end: 0,
-        })?;
+        })
+        .collect();
+    for group in commits.chunks(batch.max(1)) {
+        ledger.commit_chunks(group)?;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{n} commits in {secs:.3} s: {:.0} commits/s, {:.1} µs per commit ({})",
+        "{n} commits in batches of {batch} in {secs:.3} s: {:.0} chunks/s, {:.1} µs per chunk ({})",
         n as f64 / secs,
         secs * 1e6 / n as f64,
         dir.display()

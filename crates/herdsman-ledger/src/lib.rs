@@ -238,6 +238,18 @@ pub trait Ledger: Send {
     /// twice, committing after the job finished, or committing offsets smaller than ones
     /// already committed is an error and changes nothing.
     fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError>;
+    /// Record several chunks as committed in one durable transaction: all of them or none.
+    /// One fsync for the batch instead of one per chunk, for a caller that fsyncs the partial
+    /// files once for several chunks. The same refusals as
+    /// [`commit_chunk`](Ledger::commit_chunk) apply, checked in slice order (so a batch that
+    /// repeats a chunk, or whose offsets go down, is refused whole). An empty slice does
+    /// nothing.
+    ///
+    /// The default implementation calls `commit_chunk` for each, which is not atomic;
+    /// implementations override it.
+    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        commits.iter().try_for_each(|c| self.commit_chunk(c))
+    }
     /// Mark the job finished (after the final rename), storing the summary JSON. Calling it
     /// again replaces the summary.
     fn mark_finished(&mut self, summary_json: &str) -> Result<(), LedgerError>;

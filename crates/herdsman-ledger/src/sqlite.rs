@@ -355,10 +355,30 @@ impl Ledger for SqliteLedger {
     }
 
     fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError> {
+        self.commit_chunks(std::slice::from_ref(c))
+    }
+
+    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
         let job_id = self.writable_job()?;
-        let v = Values::of(c)?;
+        let values = commits
+            .iter()
+            .map(Values::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = commits.first() else {
+            return Ok(());
+        };
         let path = self.path.clone();
-        let action = || format!("commit chunk {}", c.chunk);
+        let action = || match commits {
+            [one] => format!("commit chunk {}", one.chunk),
+            many => format!(
+                "commit chunks {} to {}",
+                first.chunk,
+                many[many.len() - 1].chunk
+            ),
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -371,63 +391,21 @@ impl Ledger for SqliteLedger {
             )
             .map_err(|e| sql_err(&path, &action(), e))?;
         if finished.is_some() {
-            return Err(LedgerError::AlreadyFinished { chunk: c.chunk });
+            return Err(LedgerError::AlreadyFinished { chunk: first.chunk });
         }
-        let existing: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk = ?2",
-                params![job_id, v[0]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| sql_err(&path, &action(), e))?;
-        if matches!(&existing, Some((state, _)) if state == "committed") {
-            return Err(LedgerError::AlreadyCommitted { chunk: c.chunk });
-        }
-        let (max_out, max_fail): (Option<i64>, Option<i64>) = tx
-            .query_row(
-                "SELECT MAX(output_end), MAX(failures_end) FROM chunks \
-                 WHERE job_id = ?1 AND state = 'committed'",
-                [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| sql_err(&path, &action(), e))?;
-        for (file, got, committed) in [
-            ("output", c.output_end, max_out),
-            ("failures", c.failures_end, max_fail),
-        ] {
-            if let Some(committed) = committed {
-                let committed = committed as u64;
-                if got < committed {
-                    return Err(LedgerError::OffsetsWentBackwards {
-                        chunk: c.chunk,
-                        file,
-                        got,
-                        committed,
-                    });
-                }
-            }
-        }
-        let attempt = existing.map_or(1, |(_, a)| a + 1);
         let now = now_ms();
-        tx.execute(
-            &format!(
-                "INSERT OR REPLACE INTO chunks (job_id, state, attempt, committed_at, \
-                 claim_owner, lease_expires_at, {CHUNK_COLUMNS}) \
-                 VALUES (?1, 'committed', ?2, ?3, NULL, NULL, \
-                 ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
-            ),
-            params![
-                job_id, attempt, now, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                v[10], v[11], v[12], v[13], v[14], v[15], v[16]
-            ],
-        )
-        .map_err(|e| sql_err(&path, &action(), e))?;
+        for (c, v) in commits.iter().zip(&values) {
+            insert_commit(&tx, job_id, c, v, now).map_err(|e| match e {
+                Insert::Refused(e) => e,
+                Insert::Sql(e) => sql_err(&path, &action(), e),
+            })?;
+        }
         tx.execute(
             "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
             params![job_id, now],
         )
         .map_err(|e| sql_err(&path, &action(), e))?;
+        // Dropping the transaction on any early return above rolls everything back.
         tx.commit().map_err(|e| sql_err(&path, &action(), e))
     }
 
@@ -468,6 +446,71 @@ impl Ledger for SqliteLedger {
             summary_json: job.summary,
         })
     }
+}
+
+enum Insert {
+    Refused(LedgerError),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Insert {
+    fn from(e: rusqlite::Error) -> Self {
+        Insert::Sql(e)
+    }
+}
+
+/// Inserts one committed chunk inside `tx`, after checking it is not committed yet and that its
+/// offsets do not go below committed ones.
+fn insert_commit(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: i64,
+    c: &ChunkCommit,
+    v: &[i64; 17],
+    now: i64,
+) -> Result<(), Insert> {
+    let existing: Option<(String, i64)> = tx
+        .prepare_cached("SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk = ?2")?
+        .query_row(params![job_id, v[0]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if matches!(&existing, Some((state, _)) if state == "committed") {
+        return Err(Insert::Refused(LedgerError::AlreadyCommitted {
+            chunk: c.chunk,
+        }));
+    }
+    let (max_out, max_fail): (Option<i64>, Option<i64>) = tx
+        .prepare_cached(
+            "SELECT MAX(output_end), MAX(failures_end) FROM chunks \
+             WHERE job_id = ?1 AND state = 'committed'",
+        )?
+        .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    for (file, got, committed) in [
+        ("output", c.output_end, max_out),
+        ("failures", c.failures_end, max_fail),
+    ] {
+        if let Some(committed) = committed {
+            let committed = committed as u64;
+            if got < committed {
+                return Err(Insert::Refused(LedgerError::OffsetsWentBackwards {
+                    chunk: c.chunk,
+                    file,
+                    got,
+                    committed,
+                }));
+            }
+        }
+    }
+    let attempt = existing.map_or(1, |(_, a)| a + 1);
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO chunks (job_id, state, attempt, committed_at, \
+         claim_owner, lease_expires_at, {CHUNK_COLUMNS}) \
+         VALUES (?1, 'committed', ?2, ?3, NULL, NULL, \
+         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+    ))?
+    .execute(params![
+        job_id, attempt, now, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
+        v[11], v[12], v[13], v[14], v[15], v[16]
+    ])?;
+    Ok(())
 }
 
 /// The commit's values in `CHUNK_COLUMNS` order, checked to fit SQLite's signed integers.

@@ -543,3 +543,44 @@ fn ledger_path_that_is_a_directory_gives_a_clear_error() {
     assert!(matches!(err, LedgerError::Sqlite { .. }), "{err:?}");
     assert!(err.to_string().contains("could not be opened"), "{err}");
 }
+
+#[test]
+fn a_batch_commits_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    {
+        let (_s, mut ledger) = open(&dir);
+        ledger.open_job(&identity()).unwrap();
+        ledger.commit_chunks(&[]).unwrap();
+        ledger.commit_chunks(&[commit(0), commit(1)]).unwrap();
+        // Chunk 3 is fine, but chunk 1 repeats: nothing of the batch is kept.
+        let err = ledger
+            .commit_chunks(&[commit(2), commit(3), commit(1)])
+            .unwrap_err();
+        assert!(
+            matches!(err, LedgerError::AlreadyCommitted { chunk: 1 }),
+            "{err:?}"
+        );
+        // A batch whose own offsets go down is refused whole too.
+        let err = ledger.commit_chunks(&[commit(3), commit(2)]).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::OffsetsWentBackwards { chunk: 2, .. }),
+            "{err:?}"
+        );
+        // A batch that repeats a chunk within itself.
+        let err = ledger.commit_chunks(&[commit(2), commit(2)]).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::AlreadyCommitted { chunk: 2 }),
+            "{err:?}"
+        );
+        assert_eq!(ledger.status().unwrap().commits, vec![commit(0), commit(1)]);
+        ledger.commit_chunks(&[commit(2), commit(3)]).unwrap();
+    }
+    let (_s, mut ledger) = open(&dir);
+    assert_eq!(
+        ledger.open_job(&identity()).unwrap(),
+        Opened::Resumed {
+            commits: (0..4).map(commit).collect()
+        }
+    );
+}

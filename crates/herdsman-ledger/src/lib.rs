@@ -29,6 +29,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod identity;
 mod sqlite;

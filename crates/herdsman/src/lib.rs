@@ -39,6 +39,7 @@ pub use map::{default_workers, Custom, Map, Threads, DEFAULT_WINDOW};
 pub use outcome::{
     Failure, ItemError, ItemOutcome, MapError, Progress, RunResult, RunStatus, Summary,
 };
+pub use pool::ThreadExecutor;
 pub use retry::Retry;
 pub use stop::StopToken;
 pub use stream::Stream;

@@ -114,6 +114,7 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         }
     }
 
+    #[cfg(feature = "async")]
     pub(crate) fn set_workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self

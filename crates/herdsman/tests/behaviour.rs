@@ -635,3 +635,32 @@ fn dropping_a_stream_cancels_the_run() {
     );
     assert!(a <= 9);
 }
+
+#[test]
+fn thread_executor_through_map_with_keeps_pool_size_after_timeout() {
+    let exec = herdsman::ThreadExecutor::new(2, |x: u64| {
+        if x == 0 {
+            sleep_ms(4000);
+        } else {
+            sleep_ms(20);
+        }
+        if x == 5 {
+            panic!("five");
+        }
+        Ok::<_, String>(x)
+    });
+    let start = Instant::now();
+    let run = herdsman::map_with(0..21u64, exec)
+        .item_timeout(Duration::from_millis(1000))
+        .collect();
+    // Without a replacement thread the run would wait for the stuck attempt (4 s).
+    assert!(start.elapsed() < Duration::from_millis(3000));
+    let f = run.failures();
+    assert_eq!(f.len(), 2);
+    assert_eq!((f[0].index, &f[0].error), (0, &ItemError::TimedOut));
+    assert_eq!(
+        (f[1].index, &f[1].error),
+        (5, &ItemError::Panicked("five".into()))
+    );
+    assert_eq!(run.success_count(), 19);
+}

@@ -79,16 +79,42 @@ fn run_writer(dir: &Path, limit: u64, report: bool) {
         .unwrap();
     out.set_len(resume.output_end).unwrap();
     let mut stdout = std::io::stdout().lock();
-    for k in resume.next_chunk..limit {
-        out.write_all(chunk_output(k).as_bytes()).unwrap();
+    let mut start = resume.next_chunk;
+    while start < limit {
+        // Chunks are committed in batches of 1 to 3, fixed by the batch's first chunk, with
+        // one fsync of the output per batch.
+        let batch_end = batch_end(start).min(limit);
+        let mut batch = Vec::new();
+        for k in start..batch_end {
+            out.write_all(chunk_output(k).as_bytes()).unwrap();
+            batch.push(chunk_commit(k, out.metadata().unwrap().len()));
+        }
         out.sync_all().unwrap();
-        let end = out.metadata().unwrap().len();
-        ledger.commit_chunk(&chunk_commit(k, end)).unwrap();
+        if batch.len() == 1 {
+            ledger.commit_chunk(&batch[0]).unwrap();
+        } else {
+            ledger.commit_chunks(&batch).unwrap();
+        }
         if report {
-            writeln!(stdout, "COMMITTED {k}").unwrap();
+            writeln!(stdout, "COMMITTED {}", batch_end - 1).unwrap();
             stdout.flush().unwrap();
         }
+        start = batch_end;
     }
+}
+
+/// The chunk after the batch that starts at `start`.
+fn batch_end(start: u64) -> u64 {
+    start + start % 3 + 1
+}
+
+/// The first batch boundary at or after `n`.
+fn boundary_at_least(n: u64) -> u64 {
+    let mut b = 0;
+    while b < n {
+        b = batch_end(b);
+    }
+    b
 }
 
 fn hold_lock(dir: &Path) {
@@ -112,9 +138,9 @@ fn child_entry() {
         (Some(role), Some(dir)) if role == "hold_lock" => hold_lock(Path::new(&dir)),
         _ => {
             let tmp = tempfile::tempdir().unwrap();
-            run_writer(tmp.path(), 5, false);
+            run_writer(tmp.path(), 6, false);
             let (m, _) = check_consistent(tmp.path());
-            assert_eq!(m, 5);
+            assert_eq!(m, 6);
         }
     }
 }
@@ -163,7 +189,14 @@ fn check_consistent(dir: &Path) -> (u64, u64) {
         "committed bytes are on disk"
     );
     assert_eq!(&out[..expected_out.len()], expected_out.as_bytes());
-    (commits.len() as u64, expected_out.len() as u64)
+    // Batches commit all or nothing: the committed prefix ends at a batch boundary.
+    let m = commits.len() as u64;
+    assert_eq!(
+        boundary_at_least(m),
+        m,
+        "a batch was committed only in part"
+    );
+    (m, expected_out.len() as u64)
 }
 
 fn lines_of(child: &mut Child) -> std::io::Lines<BufReader<ChildStdout>> {
@@ -222,7 +255,7 @@ fn sigkill_during_commits_leaves_a_consistent_prefix_and_resume_continues_exactl
         committed_before = m;
     }
     // A final resume that runs to a fixed end gives exactly an uninterrupted run's output.
-    let end = committed_before + 3;
+    let end = boundary_at_least(committed_before + 3);
     run_writer(&dir, end, false);
     assert_eq!(check_consistent(&dir).0, end);
     let fresh = tmp.path().join("uninterrupted");

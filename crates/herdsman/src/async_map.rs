@@ -16,7 +16,7 @@ use futures::FutureExt;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::AbortHandle;
 
-use crate::engine::{panic_message, Backend, Outcomes, Report, Slot};
+use crate::engine::{panic_message, Abandoned, Backend, Outcomes, Report, Slot};
 use crate::executor::{AttemptId, AttemptOutcome, FatalExecutorError};
 use crate::map::{BackendCfg, MakeBackend, Map};
 use crate::outcome::RunResult;
@@ -144,23 +144,27 @@ where
             t.abort();
         }
     }
-    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
-        let mut v: Vec<(AttemptId, usize)> = self
+    fn abandon_all(&mut self) -> Vec<Abandoned> {
+        let mut v: Vec<Abandoned> = self
             .tasks
             .drain()
-            .map(|(id, t)| {
+            .map(|(first, t)| {
                 t.abort();
-                (id, 1)
+                Abandoned {
+                    first,
+                    len: 1,
+                    started: true,
+                }
             })
             .collect();
-        v.sort();
+        v.sort_by_key(|a| a.first);
         v
     }
     fn stop_queued(&mut self) {
         // Futures can be cancelled: drop every one in flight and report it as not run.
-        for (id, _) in self.abandon_all() {
+        for a in self.abandon_all() {
             self.ready.push(Report {
-                first: id,
+                first: a.first,
                 outcomes: Outcomes::Mixed(vec![Slot::NotRun]),
                 per_item: None,
             });

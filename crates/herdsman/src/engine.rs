@@ -62,6 +62,14 @@ pub(crate) struct Report<U, E> {
     pub per_item: Option<Duration>,
 }
 
+/// A batch given up by [`Backend::abandon_all`].
+pub(crate) struct Abandoned {
+    pub first: AttemptId,
+    pub len: usize,
+    /// False when the batch provably never started (still queued).
+    pub started: bool,
+}
+
 /// What the scheduler drives: threads, an inline runner, or any [`Executor`](crate::Executor).
 pub(crate) trait Backend<T, U, E>: Send {
     /// How many more batches may be submitted now.
@@ -80,8 +88,8 @@ pub(crate) trait Backend<T, U, E>: Send {
     ) -> Result<(), FatalExecutorError>;
     /// Give up on one single-item batch.
     fn abandon(&mut self, id: AttemptId);
-    /// Give up on everything in flight; returns `(first id, batch length)` of each batch.
-    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)>;
+    /// Give up on everything in flight; returns each batch and whether it had started.
+    fn abandon_all(&mut self) -> Vec<Abandoned>;
     /// Items not yet started should be reported as not run.
     fn stop_queued(&mut self);
     fn shutdown(&mut self);
@@ -325,18 +333,22 @@ where
             self.deadline_hit = true;
             self.begin_stop(RunStatus::TimedOut);
             let now = Instant::now();
-            for (first, len) in self.backend.abandon_all() {
-                for k in 0..len as u64 {
+            for a in self.backend.abandon_all() {
+                for k in 0..a.len as u64 {
                     let id = AttemptId {
-                        index: first.index + k,
-                        attempt: first.attempt,
+                        index: a.first.index + k,
+                        attempt: a.first.attempt,
                     };
                     let dur = self
                         .times
                         .remove(&id)
                         .map(|s| now.saturating_duration_since(s))
                         .unwrap_or_default();
-                    self.finish(id.index, Err(ItemError::TimedOut), id.attempt, dur);
+                    if a.started {
+                        self.finish(id.index, Err(ItemError::TimedOut), id.attempt, dur);
+                    } else {
+                        self.finish(id.index, Err(ItemError::NotRun), id.attempt - 1, dur);
+                    }
                 }
             }
         }
@@ -358,16 +370,16 @@ where
     fn fatal(&mut self, e: FatalExecutorError) {
         self.begin_stop(RunStatus::ExecutorFailed(e.message.clone()));
         self.status = Some(RunStatus::ExecutorFailed(e.message.clone()));
-        for (first, len) in self.backend.abandon_all() {
-            for k in 0..len as u64 {
+        for a in self.backend.abandon_all() {
+            for k in 0..a.len as u64 {
                 self.times.remove(&AttemptId {
-                    index: first.index + k,
-                    attempt: first.attempt,
+                    index: a.first.index + k,
+                    attempt: a.first.attempt,
                 });
                 self.finish(
-                    first.index + k,
+                    a.first.index + k,
                     Err(ItemError::Executor(e.message.clone())),
-                    first.attempt,
+                    a.first.attempt,
                     Duration::ZERO,
                 );
             }
@@ -744,13 +756,19 @@ where
             self.exec.abandon(id);
         }
     }
-    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
+    fn abandon_all(&mut self) -> Vec<Abandoned> {
         let mut ids: Vec<AttemptId> = self.in_flight.drain().collect();
         ids.sort();
         for id in &ids {
             self.exec.abandon(*id);
         }
-        ids.into_iter().map(|id| (id, 1)).collect()
+        ids.into_iter()
+            .map(|first| Abandoned {
+                first,
+                len: 1,
+                started: true,
+            })
+            .collect()
     }
     fn stop_queued(&mut self) {}
     fn shutdown(&mut self) {

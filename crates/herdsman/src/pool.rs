@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::engine::{run_one, Backend, Outcomes, Report, Slot};
+use crate::engine::{run_one, Abandoned, Backend, Outcomes, Report, Slot};
 use crate::executor::AttemptOutcome;
 use crate::executor::{AttemptId, FatalExecutorError};
 
@@ -313,11 +313,26 @@ where
             self.spawn_worker();
         }
     }
-    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
+    fn abandon_all(&mut self) -> Vec<Abandoned> {
         self.shared.stop.store(true, Ordering::Relaxed);
-        let mut v: Vec<(AttemptId, usize)> = self.in_flight.drain().collect();
-        v.sort();
-        v
+        let mut out = Vec::new();
+        // Batches still queued never started.
+        while let Ok(job) = self.jobs_rx.try_recv() {
+            if self.in_flight.remove(&job.first).is_some() {
+                out.push(Abandoned {
+                    first: job.first,
+                    len: job.items.len(),
+                    started: false,
+                });
+            }
+        }
+        out.extend(self.in_flight.drain().map(|(first, len)| Abandoned {
+            first,
+            len,
+            started: true,
+        }));
+        out.sort_by_key(|a| a.first);
+        out
     }
     fn stop_queued(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -409,8 +424,15 @@ where
     fn abandon(&mut self, id: AttemptId) {
         self.queue.retain(|(q, _)| *q != id);
     }
-    fn abandon_all(&mut self) -> Vec<(AttemptId, usize)> {
-        self.queue.drain(..).map(|(id, _)| (id, 1)).collect()
+    fn abandon_all(&mut self) -> Vec<Abandoned> {
+        self.queue
+            .drain(..)
+            .map(|(first, _)| Abandoned {
+                first,
+                len: 1,
+                started: false,
+            })
+            .collect()
     }
     fn stop_queued(&mut self) {
         self.stopped = true;

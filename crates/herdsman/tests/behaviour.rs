@@ -388,6 +388,11 @@ fn deadline_returns_partial_results() {
     assert!(run.success_count() > 5);
     let s = run.summary();
     assert_eq!(s.succeeded + s.failed + s.not_run, s.admitted);
+    for f in run.failures() {
+        assert!(matches!(f.error, ItemError::TimedOut | ItemError::NotRun));
+    }
+    // At most the in-flight slots (2 workers x 2) are given up as timed out.
+    assert!(s.failed <= 4, "{s:?}");
     assert!(run.into_values().is_err());
 }
 

@@ -610,3 +610,122 @@ fn from_ms(ms: i64) -> SystemTime {
         UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(k: u64) -> ChunkCommit {
+        ChunkCommit {
+            chunk: k,
+            start: Position::default(),
+            end: Position::default(),
+            records: 1,
+            ok: 1,
+            failed: 0,
+            filtered: 0,
+            outputs: 1,
+            retries: 0,
+            output_end: k + 1,
+            failures_end: 0,
+        }
+    }
+
+    /// A full disk, simulated by capping the database size: the commit that does not fit fails
+    /// with a message about free space, changes nothing, and the ledger works again once there
+    /// is room.
+    #[test]
+    fn a_full_disk_fails_the_commit_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&tmp.path().join("state")).unwrap();
+        let mut ledger = SqliteLedger::open(&state).unwrap();
+        ledger
+            .open_job(&JobIdentity::new().with("identity", "x".repeat(100)))
+            .unwrap();
+        let pages: i64 = ledger
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        ledger
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let mut committed = 0;
+        let err = loop {
+            match ledger.commit_chunk(&commit(committed)) {
+                Ok(()) => committed += 1,
+                Err(e) => break e,
+            }
+            assert!(committed < 100_000, "the capped database never filled");
+        };
+        assert!(
+            matches!(&err, LedgerError::Sqlite { source, .. }
+                if source.sqlite_error_code() == Some(ErrorCode::DiskFull)),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("could not commit chunk {committed}")),
+            "{msg}"
+        );
+        assert!(msg.contains("free space"), "{msg}");
+        let commits = ledger.status().unwrap().commits;
+        assert_eq!(commits, (0..committed).map(commit).collect::<Vec<_>>());
+
+        ledger
+            .conn
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        ledger.commit_chunk(&commit(committed)).unwrap();
+        assert_eq!(ledger.status().unwrap().totals.chunks, committed + 1);
+    }
+
+    #[test]
+    fn a_negative_stored_count_is_reported_as_damaged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&tmp.path().join("state")).unwrap();
+        let mut ledger = SqliteLedger::open(&state).unwrap();
+        let id = JobIdentity::new().with("a", "b");
+        ledger.open_job(&id).unwrap();
+        ledger.commit_chunk(&commit(0)).unwrap();
+        ledger
+            .conn
+            .execute("UPDATE chunks SET records = -1", [])
+            .unwrap();
+        let err = ledger.open_job(&id).unwrap_err();
+        match err {
+            LedgerError::Corrupt { detail, .. } => {
+                assert_eq!(detail, "chunk column 9 holds the negative value -1")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn migration_records_every_version_and_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&tmp.path().join("state")).unwrap();
+        drop(SqliteLedger::open(&state).unwrap());
+        let ledger = SqliteLedger::open(&state).unwrap();
+        let versions: Vec<i64> = ledger
+            .conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+        assert_eq!(ledger.user_version().unwrap(), SCHEMA_VERSION);
+        let mode: String = ledger
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = ledger
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+}

@@ -8,15 +8,14 @@ or by hand, one request per line on stdin:
     echo '{"id":1,"record":{"id":"3","value":"17"}}' | python3 examples/primes/worker.py
 
 For each request {"id":N,"record":{"id":"…","value":"…"}} it answers
-    {"id":N,"output":{"id":…,"value":…,"primes_up_to_value":…}} then {"id":N,"done":true}
+    {"id":N,"output":{"id":…,"value":…,"primes_up_to_value":…},"done":true}
 or, when id or value is not an integer,
     {"id":N,"error":"…","retryable":false}
-Replies are flushed once per chunk read from stdin, so a busy pipe costs one write per chunk
-rather than one per record, and a lone request is still answered at once.
+and flushes after every answer, as docs/protocol.md asks: herdsman then sees each result as
+soon as it exists, and if the worker dies it charges exactly the record being worked on.
 Standard library only.
 """
 import json
-import os
 import sys
 
 from primes import compute
@@ -37,22 +36,15 @@ def answer(line: bytes) -> str:
         output = compute(record)
     except ValueError as err:
         return dumps({"id": rid, "error": str(err), "retryable": False}) + "\n"
-    return dumps({"id": rid, "output": output}) + "\n" + dumps({"id": rid, "done": True}) + "\n"
+    return dumps({"id": rid, "output": output, "done": True}) + "\n"
 
 
 def main() -> None:
     out = sys.stdout
-    pending = b""
-    while True:
-        chunk = os.read(0, 1 << 16)
-        if not chunk:
-            break
-        *lines, pending = (pending + chunk).split(b"\n")
-        out.write("".join(answer(line) for line in lines if line.strip()))
-        out.flush()
-    if pending.strip():
-        out.write(answer(pending))
-        out.flush()
+    for line in sys.stdin.buffer:
+        if line.strip():
+            out.write(answer(line))
+            out.flush()
 
 
 if __name__ == "__main__":

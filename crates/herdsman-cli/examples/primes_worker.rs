@@ -2,10 +2,15 @@
 //!
 //! For each request line `{"id":N,"record":{"id":"3","value":"17"}}` on stdin it counts the
 //! primes <= value by naive trial division and answers
-//! `{"id":N,"output":{"id":3,"value":17,"primes_up_to_value":7}}` then `{"id":N,"done":true}`,
-//! or `{"id":N,"error":"…","retryable":false}` when id or value is not an integer. It must
-//! never crash on a bad record, and it flushes only when no more input is already buffered, so
-//! a busy pipe costs one write per batch while a lone request is answered at once.
+//! `{"id":N,"output":{"id":3,"value":17,"primes_up_to_value":7},"done":true}`, or
+//! `{"id":N,"error":"…","retryable":false}` when id or value is not an integer. It must never
+//! crash on a bad record.
+//!
+//! It flushes only when no more input is already buffered, so a busy pipe costs one write per
+//! batch while a lone request is answered at once. That is safe here because answers are cheap
+//! (well under a millisecond each) and nothing in a record can make the worker die; a worker
+//! that might crash mid-batch should flush after every answer instead, so that herdsman charges
+//! the crash to the record that caused it (see docs/protocol.md).
 //!
 //! Build and run:
 //! ```text
@@ -76,7 +81,7 @@ fn answer(line: &[u8], out: &mut impl Write) -> io::Result<()> {
     match fields {
         Ok((id, value)) => writeln!(
             out,
-            "{{\"id\":{rid},\"output\":{{\"id\":{id},\"value\":{value},\"primes_up_to_value\":{}}}}}\n{{\"id\":{rid},\"done\":true}}",
+            "{{\"id\":{rid},\"output\":{{\"id\":{id},\"value\":{value},\"primes_up_to_value\":{}}},\"done\":true}}",
             count_primes(value)
         ),
         Err(message) => writeln!(

@@ -4,7 +4,7 @@
 usage: python3 worker.py [BASE_URL]      (default: $LOOKUP_URL, else http://127.0.0.1:8765)
 
 For each request {"id":N,"record":{"id":"42"}} on stdin it GETs BASE_URL/lookup?id=42 and
-answers {"id":N,"output":<the server's JSON>} then {"id":N,"done":true}. Failures become
+answers {"id":N,"output":<the server's JSON>,"done":true}. Failures become
 {"id":N,"error":"…","retryable":…}: throttling (429), unavailability (503, other 5xx) and
 network errors are retryable, so herdsman backs off and asks again; 404 and other 4xx are
 not, and the record goes to the dead-letter file. Standard library only.
@@ -57,7 +57,7 @@ def main() -> None:
         rid = request["id"]
         try:
             output = lookup(request["record"])
-            reply = dumps({"id": rid, "output": output}) + "\n" + dumps({"id": rid, "done": True})
+            reply = dumps({"id": rid, "output": output, "done": True})
         except LookupFailed as err:
             reply = dumps({"id": rid, "error": str(err), "retryable": err.retryable})
         sys.stdout.write(reply + "\n")

@@ -278,6 +278,38 @@ mod tests {
     }
 
     #[test]
+    fn shared_between_threads_never_over_grants() {
+        fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+        assert_shareable::<Limiter>();
+        let clock = ManualClock::new();
+        let l = Limiter::with_clock(RateLimit::per_second(10).burst(10), clock.clone());
+        let granted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (l, g) = (l.clone(), granted.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        if l.try_acquire().is_ok() {
+                            g.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // The clock never moved: exactly the burst was granted.
+        assert_eq!(granted.load(std::sync::atomic::Ordering::SeqCst), 10);
+        clock.advance(Duration::from_millis(350));
+        let mut more = 0;
+        while l.try_acquire().is_ok() {
+            more += 1;
+        }
+        assert_eq!(more, 3);
+    }
+
+    #[test]
     fn per_minute_and_hour_intervals() {
         assert_eq!(RateLimit::per_minute(60).interval(), Duration::from_secs(1));
         assert_eq!(RateLimit::per_hour(3600).interval(), Duration::from_secs(1));

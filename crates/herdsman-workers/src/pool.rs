@@ -111,6 +111,11 @@ const OUTBOX_FLUSH: usize = 32 * 1024;
 /// A fast worker gets the full pipeline depth; a slow one gets fewer records at once, so
 /// the engine's per-record timeout measures the record's own work, not the queue before it.
 pub const QUEUE_TARGET: Duration = Duration::from_millis(20);
+/// The shortest time a `lines` worker may be stuck on one record before the records queued
+/// behind it move to other workers.
+const STALL_MIN: Duration = Duration::from_millis(100);
+/// How often `poll` looks for stuck workers while it waits.
+const STALL_CHECK: Duration = Duration::from_millis(50);
 /// Records in flight per worker before the pool has measured how fast the workers are.
 const INITIAL_DEPTH: usize = 4;
 /// How long to wait for a worker whose stdout closed to actually exit.
@@ -229,6 +234,9 @@ struct Slot {
     answered: bool,
     /// Since when the worker has had work without answering (for the service-time estimate).
     busy_since: Option<Instant>,
+    /// The worker has been stuck on one record for a while; its queue was moved elsewhere
+    /// and it gets no new records until it answers.
+    stalled: bool,
 }
 
 /// A pool of persistent worker processes. See the crate docs and `docs/protocol.md`.
@@ -297,6 +305,7 @@ impl WorkerPool {
                 outbox: Vec::new(),
                 answered: false,
                 busy_since: None,
+                stalled: false,
             })
             .collect();
         let mut pool = WorkerPool {
@@ -360,27 +369,112 @@ impl WorkerPool {
             stderr,
         });
         slot.answered = false;
+        slot.stalled = false;
         Ok(())
     }
 
-    /// Picks the worker with the fewest records in flight (round robin among equals).
+    /// Picks the worker with the fewest records in flight (round robin among equals),
+    /// avoiding stalled workers while any other is available.
     fn pick_slot(&mut self) -> usize {
+        let load =
+            |slot: &Slot| slot.inflight.len() + if slot.stalled { usize::MAX / 2 } else { 0 };
         let n = self.slots.len();
         let mut best = self.cursor % n;
-        let mut best_len = self.slots[best].inflight.len();
+        let mut best_load = load(&self.slots[best]);
         for k in 1..n {
-            if best_len == 0 {
+            if best_load == 0 {
                 break;
             }
             let s = (self.cursor + k) % n;
-            let len = self.slots[s].inflight.len();
-            if len < best_len {
+            let l = load(&self.slots[s]);
+            if l < best_load {
                 best = s;
-                best_len = len;
+                best_load = l;
             }
         }
         self.cursor = best + 1;
         best
+    }
+
+    /// Queues one attempt on slot `s`.
+    fn enqueue(
+        &mut self,
+        s: usize,
+        id: AttemptId,
+        item: WorkItem,
+    ) -> Result<(), FatalExecutorError> {
+        self.ensure_running(s)?;
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let protocol = self.cfg.protocol;
+        let slot = &mut self.slots[s];
+        Self::encode(protocol, &mut slot.outbox, wire, &item.json);
+        if slot.inflight.len() == 0 {
+            slot.busy_since = Some(Instant::now());
+        }
+        slot.inflight.push(Inflight {
+            id,
+            item,
+            wire,
+            outputs: Vec::new(),
+            abandoned: false,
+        });
+        if slot.outbox.len() >= OUTBOX_FLUSH {
+            self.flush_slot(s);
+        }
+        Ok(())
+    }
+
+    /// How long a `lines` worker may go without answering, with records queued behind the
+    /// one it is busy with, before those records are moved to other workers.
+    fn stall_limit(&self) -> Duration {
+        let by_service = Duration::from_nanos(self.service_ns.map_or(0.0, |ns| ns * 20.0) as u64);
+        STALL_MIN.max(by_service)
+    }
+
+    /// Moves the records queued behind a stuck record to other workers (`lines` only).
+    ///
+    /// The stuck worker keeps placeholders for them (their answers, if they ever come, are
+    /// dropped), so each attempt is still reported once. Only a worker that has answered
+    /// before is judged, so a slow start-up does not shuffle records around.
+    fn unstick(&mut self) -> Result<(), FatalExecutorError> {
+        let n = self.slots.len();
+        if self.cfg.protocol != Protocol::Lines || n < 2 {
+            return Ok(());
+        }
+        let limit = self.stall_limit();
+        let now = Instant::now();
+        for s in 0..n {
+            let slot = &self.slots[s];
+            let stuck = !slot.stalled
+                && slot.answered
+                && slot.running.is_some()
+                && slot.inflight.len() >= 2
+                && slot
+                    .busy_since
+                    .is_some_and(|since| now.duration_since(since) >= limit);
+            if !stuck || !(0..n).any(|t| t != s && !self.slots[t].stalled) {
+                continue;
+            }
+            let InflightSet::Lines(q) = &mut self.slots[s].inflight else {
+                continue;
+            };
+            let moved: Vec<(AttemptId, WorkItem)> = q
+                .iter_mut()
+                .skip(1)
+                .filter(|i| !i.abandoned)
+                .map(|i| {
+                    i.abandoned = true;
+                    (i.id, i.item.clone())
+                })
+                .collect();
+            self.slots[s].stalled = true;
+            for (id, item) in moved {
+                let t = self.pick_slot();
+                self.enqueue(t, id, item)?;
+            }
+        }
+        Ok(())
     }
 
     fn encode(protocol: Protocol, outbox: &mut Vec<u8>, wire: u64, json: &[u8]) {
@@ -499,6 +593,7 @@ impl WorkerPool {
         let slot = &mut self.slots[s];
         // The first answer of a process also paid for its start-up: do not measure it.
         let measure = std::mem::replace(&mut slot.answered, true);
+        slot.stalled = false;
         if k == 0 {
             return;
         }
@@ -906,26 +1001,7 @@ impl Executor<WorkItem> for WorkerPool {
             return Err(f.clone());
         }
         let s = self.pick_slot();
-        self.ensure_running(s)?;
-        let wire = self.next_wire;
-        self.next_wire += 1;
-        let protocol = self.cfg.protocol;
-        let slot = &mut self.slots[s];
-        Self::encode(protocol, &mut slot.outbox, wire, &item.json);
-        if slot.inflight.len() == 0 {
-            slot.busy_since = Some(Instant::now());
-        }
-        slot.inflight.push(Inflight {
-            id,
-            item,
-            wire,
-            outputs: Vec::new(),
-            abandoned: false,
-        });
-        if slot.outbox.len() >= OUTBOX_FLUSH {
-            self.flush_slot(s);
-        }
-        Ok(())
+        self.enqueue(s, id, item)
     }
 
     fn poll(
@@ -941,6 +1017,7 @@ impl Executor<WorkItem> for WorkerPool {
                 self.ensure_running(s)?;
             }
         }
+        self.unstick()?;
         self.flush_all();
         let start_len = out.len();
         let deadline = Instant::now() + timeout;
@@ -961,9 +1038,9 @@ impl Executor<WorkItem> for WorkerPool {
             if now >= deadline {
                 return Ok(());
             }
-            match self.events.recv_timeout(deadline - now) {
+            match self.events.recv_timeout((deadline - now).min(STALL_CHECK)) {
                 Ok(ev) => self.handle(ev, out)?,
-                Err(_) => return Ok(()),
+                Err(_) => self.unstick()?,
             }
         }
     }

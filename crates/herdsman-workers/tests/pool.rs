@@ -537,3 +537,47 @@ fn abandoning_a_queued_lines_record_does_not_kill_the_worker() {
     p.shutdown();
     assert_eq!(*starts.lock().unwrap(), 1);
 }
+
+#[test]
+fn records_queued_behind_a_stuck_record_move_to_other_workers() {
+    let mut cfg = PoolConfig::new(WorkerCommand::shell(
+        r#"while read -r l; do case "$l" in *hang*) sleep 1000;; esac; echo "$l"; done"#,
+    ));
+    cfg.workers = 2;
+    cfg.pipeline_depth = 8;
+    cfg.kill_grace = Duration::from_millis(200);
+    let mut p = WorkerPool::start(cfg).unwrap();
+    // Warm both workers up.
+    let warm: Vec<_> = (0..8).map(|i| item(i, &format!("{i}"))).collect();
+    run_all(&mut p, warm, LIMIT).unwrap();
+    // The stuck record, then more records than one worker holds.
+    p.submit(id(100), item(100, r#""hang""#)).unwrap();
+    for i in 101..111 {
+        p.submit(id(i), item(i, &format!("{i}"))).unwrap();
+    }
+    let mut out = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while out.len() < 10 {
+        assert!(Instant::now() < deadline, "queued records stayed stuck");
+        p.poll(Duration::from_millis(20), &mut out).unwrap();
+    }
+    let mut ids: Vec<u64> = out.iter().map(|(a, _)| a.index).collect();
+    ids.sort();
+    assert_eq!(ids, (101..111).collect::<Vec<_>>());
+    for (a, o) in &out {
+        assert_eq!(text(success(o)), vec![a.index.to_string()]);
+    }
+    // The stuck record is still in flight; abandoning it kills its worker, and nothing
+    // else is ever reported.
+    p.abandon(id(100));
+    out.clear();
+    p.submit(id(200), item(200, "200")).unwrap();
+    while out.is_empty() {
+        assert!(Instant::now() < deadline);
+        p.poll(Duration::from_millis(20), &mut out).unwrap();
+    }
+    p.poll(Duration::from_millis(100), &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, id(200));
+    p.shutdown();
+}

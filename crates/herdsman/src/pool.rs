@@ -21,13 +21,88 @@ const TARGET_BATCH: Duration = Duration::from_millis(2);
 /// Upper bound of an automatic batch, whatever the window.
 const MAX_BATCH: usize = 1 << 16;
 
-struct Job<T> {
-    first: AttemptId,
-    items: Vec<T>,
+/// How many pieces an owner splits its batch into, so idle workers can steal the rest
+/// while it is stuck on a straggler.
+const PIECES: usize = 8;
+/// How long an idle worker waits for a job before looking for work to steal.
+const STEAL_POLL: Duration = Duration::from_millis(1);
+
+/// A submitted batch. Its owner takes pieces from the front; idle workers steal from the
+/// back. Items leave the cell exactly once, so each is run (or reported) exactly once.
+struct Cell<T> {
+    key: AttemptId,
+    piece: usize,
+    state: Mutex<CellState<T>>,
+}
+
+struct CellState<T> {
+    items: VecDeque<T>,
+    /// Input index of `items[0]`.
+    front: u64,
+}
+
+impl<T> Cell<T> {
+    fn new(key: AttemptId, items: Vec<T>) -> Self {
+        let piece = items.len().div_ceil(PIECES).max(1);
+        Cell {
+            key,
+            piece,
+            state: Mutex::new(CellState {
+                items: items.into(),
+                front: key.index,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CellState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_front(&self) -> Option<(u64, Vec<T>)> {
+        let mut st = self.lock();
+        if st.items.is_empty() {
+            return None;
+        }
+        let n = self.piece.min(st.items.len());
+        let first = st.front;
+        st.front += n as u64;
+        Some((first, st.items.drain(..n).collect()))
+    }
+
+    fn steal_back(&self) -> Option<(u64, Vec<T>)> {
+        let mut st = self.lock();
+        let len = st.items.len();
+        if len == 0 {
+            return None;
+        }
+        let n = len.div_ceil(2);
+        let first = st.front + (len - n) as u64;
+        Some((first, st.items.drain(len - n..).collect()))
+    }
+
+    /// Take every item still waiting: `(first index, count)`.
+    fn drain_all(&self) -> Option<(u64, usize)> {
+        let mut st = self.lock();
+        let n = st.items.len();
+        if n == 0 {
+            return None;
+        }
+        st.items.clear();
+        let first = st.front;
+        st.front += n as u64;
+        Some((first, n))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
 }
 
 struct Done<U, E> {
-    first: AttemptId,
+    /// The batch this piece belongs to.
+    key: AttemptId,
+    /// Input index of the piece's first item.
+    first: u64,
     outcomes: Outcomes<U, E>,
     elapsed: Duration,
 }
@@ -42,15 +117,22 @@ struct Registry {
     retired: HashSet<usize>,
 }
 
-struct Shared {
+struct Shared<T> {
     stop: AtomicBool,
     registry: Mutex<Registry>,
+    /// Batches being worked on, for idle workers to steal from.
+    active: Mutex<Vec<Arc<Cell<T>>>>,
     track: bool,
+    steal: bool,
 }
 
-impl Shared {
+impl<T> Shared<T> {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Cell<T>>>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -65,14 +147,22 @@ pub(crate) struct PoolConfig {
     pub track: bool,
 }
 
+struct Track<T> {
+    len: usize,
+    remaining: usize,
+    /// `(first index, count)` of every piece reported so far.
+    reported: Vec<(u64, usize)>,
+    cell: Arc<Cell<T>>,
+}
+
 pub(crate) struct ThreadPool<T, U, E, F> {
     f: Arc<F>,
-    jobs_tx: Option<Sender<Job<T>>>,
-    jobs_rx: Receiver<Job<T>>,
+    jobs_tx: Option<Sender<Arc<Cell<T>>>>,
+    jobs_rx: Receiver<Arc<Cell<T>>>,
     done_tx: Sender<Done<U, E>>,
     done_rx: Receiver<Done<U, E>>,
-    shared: Arc<Shared>,
-    in_flight: HashMap<AttemptId, usize>,
+    shared: Arc<Shared<T>>,
+    in_flight: HashMap<AttemptId, Track<T>>,
     slots: usize,
     batch: usize,
     auto: bool,
@@ -93,6 +183,7 @@ where
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let workers = cfg.workers.max(1);
         let batch = if cfg.track { 1 } else { cfg.chunk.unwrap_or(1) };
+        let auto = !cfg.track && cfg.chunk.is_none();
         let mut pool = ThreadPool {
             f,
             jobs_tx: Some(jobs_tx),
@@ -102,12 +193,14 @@ where
             shared: Arc::new(Shared {
                 stop: AtomicBool::new(false),
                 registry: Mutex::new(Registry::default()),
+                active: Mutex::new(Vec::new()),
                 track: cfg.track,
+                steal: auto || batch > 1,
             }),
             in_flight: HashMap::new(),
             slots: if cfg.track { workers } else { workers * 2 },
             batch: batch.max(1),
-            auto: !cfg.track && cfg.chunk.is_none(),
+            auto,
             max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
             per_item_ns: 0.0,
             next_worker: 0,
@@ -148,40 +241,99 @@ where
     }
 }
 
+/// Run one piece of a batch and report it. False when the pool is gone.
+fn run_piece<T, U, E, F>(
+    f: &F,
+    key: AttemptId,
+    first: u64,
+    items: Vec<T>,
+    done: &Sender<Done<U, E>>,
+    shared: &Shared<T>,
+) -> bool
+where
+    F: Fn(T) -> Result<U, E>,
+{
+    let start = Instant::now();
+    let outcomes = run_batch(f, items, &shared.stop);
+    let elapsed = start.elapsed();
+    done.send(Done {
+        key,
+        first,
+        outcomes,
+        elapsed,
+    })
+    .is_ok()
+}
+
 fn worker_loop<T, U, E, F>(
     id: usize,
     f: &F,
-    jobs: Receiver<Job<T>>,
+    jobs: Receiver<Arc<Cell<T>>>,
     done: Sender<Done<U, E>>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<T>>,
 ) where
     F: Fn(T) -> Result<U, E>,
 {
-    while let Ok(job) = jobs.recv() {
+    loop {
+        let cell = if shared.steal {
+            match jobs.recv_timeout(STEAL_POLL) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    let victim = shared.active().iter().find(|c| !c.is_empty()).cloned();
+                    if let Some(v) = victim {
+                        if let Some((first, items)) = v.steal_back() {
+                            if !run_piece(f, v.key, first, items, &done, &shared) {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            }
+        };
         if shared.track {
             let mut reg = shared.registry();
-            if reg.abandoned.remove(&job.first) {
+            if reg.abandoned.remove(&cell.key) {
                 continue;
             }
-            reg.current.insert(id, job.first);
+            reg.current.insert(id, cell.key);
         }
-        let start = Instant::now();
-        let outcomes = run_batch(f, job.items, &shared.stop);
-        let elapsed = start.elapsed();
-        if shared.track {
-            let mut reg = shared.registry();
-            reg.current.remove(&id);
-            if reg.retired.remove(&id) {
-                // Replaced while stuck: the result is late and discarded; leave the pool.
-                return;
+        if shared.steal {
+            shared.active().push(Arc::clone(&cell));
+        }
+        let mut alive = true;
+        while let Some((first, items)) = cell.take_front() {
+            let start = Instant::now();
+            let outcomes = run_batch(f, items, &shared.stop);
+            let msg = Done {
+                key: cell.key,
+                first,
+                outcomes,
+                elapsed: start.elapsed(),
+            };
+            if shared.track {
+                let mut reg = shared.registry();
+                reg.current.remove(&id);
+                if reg.retired.remove(&id) {
+                    // Replaced while stuck: the result is late and discarded; leave the pool.
+                    return;
+                }
+            }
+            if done.send(msg).is_err() {
+                alive = false;
+                break;
             }
         }
-        let msg = Done {
-            first: job.first,
-            outcomes,
-            elapsed,
-        };
-        if done.send(msg).is_err() {
+        if shared.steal {
+            shared.active().retain(|c| !Arc::ptr_eq(c, &cell));
+        }
+        if !alive {
             return;
         }
     }
@@ -249,14 +401,23 @@ where
         true
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
-        self.in_flight.insert(first, items.len());
+        let len = items.len();
+        let cell = Arc::new(Cell::new(first, items));
+        self.in_flight.insert(
+            first,
+            Track {
+                len,
+                remaining: len,
+                reported: Vec::new(),
+                cell: Arc::clone(&cell),
+            },
+        );
         let tx = self.jobs_tx.as_ref().ok_or_else(|| FatalExecutorError {
             message: "the thread pool was already shut down; start a new run".into(),
         })?;
-        tx.send(Job { first, items })
-            .map_err(|_| FatalExecutorError {
-                message: "every worker thread has exited; start a new run".into(),
-            })
+        tx.send(cell).map_err(|_| FatalExecutorError {
+            message: "every worker thread has exited; start a new run".into(),
+        })
     }
     fn poll(
         &mut self,
@@ -270,18 +431,33 @@ where
         };
         let mut next = Some(first);
         while let Some(d) = next.take() {
-            if self.in_flight.remove(&d.first).is_some() {
-                let len = d.outcomes.len();
+            let len = d.outcomes.len();
+            let known = match self.in_flight.get_mut(&d.key) {
+                Some(t) => {
+                    t.remaining -= len;
+                    if t.remaining == 0 {
+                        self.in_flight.remove(&d.key);
+                    } else {
+                        t.reported.push((d.first, len));
+                    }
+                    true
+                }
+                None => false,
+            };
+            if known {
                 if !self.shared.stop.load(Ordering::Relaxed) {
                     self.learn(len, d.elapsed);
                 }
                 out.push(Report {
-                    first: d.first,
+                    first: AttemptId {
+                        index: d.first,
+                        attempt: d.key.attempt,
+                    },
                     outcomes: d.outcomes,
                     per_item: Some(d.elapsed / len.max(1) as u32),
                 });
             } else if self.shared.track {
-                self.shared.registry().abandoned.remove(&d.first);
+                self.shared.registry().abandoned.remove(&d.key);
             }
             next = self.done_rx.try_recv().ok();
         }
@@ -316,21 +492,38 @@ where
     fn abandon_all(&mut self) -> Vec<Abandoned> {
         self.shared.stop.store(true, Ordering::Relaxed);
         let mut out = Vec::new();
-        // Batches still queued never started.
-        while let Ok(job) = self.jobs_rx.try_recv() {
-            if self.in_flight.remove(&job.first).is_some() {
+        for (key, t) in self.in_flight.drain() {
+            let mut covered = t.reported;
+            // Items still in the cell never started.
+            if let Some((first, len)) = t.cell.drain_all() {
                 out.push(Abandoned {
-                    first: job.first,
-                    len: job.items.len(),
+                    first: AttemptId {
+                        index: first,
+                        attempt: key.attempt,
+                    },
+                    len,
                     started: false,
                 });
+                covered.push((first, len));
+            }
+            // The rest were taken by a worker and not reported: they had started.
+            covered.sort_unstable();
+            let mut at = key.index;
+            let end = key.index + t.len as u64;
+            for (first, len) in covered.into_iter().chain([(end, 0)]) {
+                if first > at {
+                    out.push(Abandoned {
+                        first: AttemptId {
+                            index: at,
+                            attempt: key.attempt,
+                        },
+                        len: (first - at) as usize,
+                        started: true,
+                    });
+                }
+                at = at.max(first + len as u64);
             }
         }
-        out.extend(self.in_flight.drain().map(|(first, len)| Abandoned {
-            first,
-            len,
-            started: true,
-        }));
         out.sort_by_key(|a| a.first);
         out
     }

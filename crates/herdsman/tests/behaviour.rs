@@ -669,3 +669,62 @@ fn thread_executor_through_map_with_keeps_pool_size_after_timeout() {
     );
     assert_eq!(run.success_count(), 19);
 }
+
+/// Item 0 of a 64-item batch is slow: idle workers steal the rest of its batch, so the
+/// straggler only delays itself.
+#[test]
+fn a_straggler_only_delays_itself() {
+    let start = Instant::now();
+    let done_at = Arc::new(Mutex::new(Vec::new()));
+    let d2 = done_at.clone();
+    let run = herdsman::map(0..64u64, move |x| {
+        sleep_ms(if x == 0 { 600 } else { 2 });
+        d2.lock().unwrap().push((x, start.elapsed()));
+        Ok::<_, ()>(x)
+    })
+    .workers(2)
+    .chunk_size(64)
+    .collect();
+    assert!(run.is_ok());
+    let done = done_at.lock().unwrap();
+    let others_done = done
+        .iter()
+        .filter(|(x, _)| *x != 0)
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap();
+    let straggler = done.iter().find(|(x, _)| *x == 0).unwrap().1;
+    // The piece the straggler's worker already holds (8 items) waits for it; the other 56
+    // are stolen and finish long before it.
+    let early = done
+        .iter()
+        .filter(|(x, t)| *x != 0 && *t < Duration::from_millis(450))
+        .count();
+    assert!(
+        early >= 50,
+        "only {early} items finished early; straggler at {straggler:?}"
+    );
+    assert!(others_done <= straggler + Duration::from_millis(100));
+}
+
+#[test]
+fn deadline_inside_batches_accounts_for_every_item() {
+    let run = herdsman::map(0u64.., |x| {
+        sleep_ms(if x % 50 == 3 { 300 } else { 3 });
+        Ok::<_, ()>(x)
+    })
+    .workers(2)
+    .chunk_size(50)
+    .ordered(false)
+    .deadline(Duration::from_millis(150))
+    .collect();
+    assert_eq!(run.status(), &RunStatus::TimedOut);
+    let s = run.summary().clone();
+    assert!(s.not_run > 0, "{s:?}");
+    assert!(s.failed > 0, "{s:?}");
+    let (succ, fail) = run.into_parts();
+    let mut idx: Vec<u64> = succ.iter().map(|(i, _)| *i).collect();
+    idx.extend(fail.iter().map(|f| f.index));
+    idx.sort_unstable();
+    assert_eq!(idx, (0..s.admitted).collect::<Vec<_>>());
+}

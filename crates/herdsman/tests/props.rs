@@ -13,6 +13,11 @@ fn f(seed: u64) -> impl Fn(u64) -> Result<u64, String> + Send + Sync + 'static {
     move |i| match verdict(i, seed) {
         0 => Err(format!("item {i} failed")),
         1 => panic!("item {i} panicked"),
+        // A few slow items make idle workers steal from their batches.
+        2 => {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            Ok(i * 2)
+        }
         _ => Ok(i * 2),
     }
 }
@@ -34,11 +39,15 @@ proptest! {
         ordered in any::<bool>(),
         max_errors in proptest::option::of(1u64..6),
         use_stream in any::<bool>(),
+        chunk in proptest::option::of(1usize..24),
     ) {
         std::panic::set_hook(Box::new(|_| {}));
         let mut m = herdsman::map(0..n, f(seed)).workers(workers).window(window).ordered(ordered);
         if let Some(k) = max_errors {
             m = m.max_errors(k);
+        }
+        if let Some(c) = chunk {
+            m = m.chunk_size(c);
         }
         let (idx, summary) = if use_stream {
             let mut s = m.stream();

@@ -1056,6 +1056,8 @@ impl Executor<WorkItem> for WorkerPool {
                 if let Some(running) = self.slots[s].running.take() {
                     self.kill_async(running);
                 }
+                // A fresh worker will take its place: it is not stuck.
+                self.slots[s].stalled = false;
             }
             return;
         }

@@ -541,11 +541,14 @@ fn abandoning_a_queued_lines_record_does_not_kill_the_worker() {
 #[test]
 fn records_queued_behind_a_stuck_record_move_to_other_workers() {
     let mut cfg = PoolConfig::new(WorkerCommand::shell(
-        r#"while read -r l; do case "$l" in *hang*) sleep 1000;; esac; echo "$l"; done"#,
+        r#"while read -r l; do case "$l" in *hang*) sleep 1000;; esac; echo "$l"; echo r >&2; done"#,
     ));
     cfg.workers = 2;
     cfg.pipeline_depth = 8;
     cfg.kill_grace = Duration::from_millis(200);
+    let answered_by = Arc::new(Mutex::new([0usize; 2]));
+    let sink_counts = answered_by.clone();
+    cfg.stderr = Some(Arc::new(move |w, _| sink_counts.lock().unwrap()[w] += 1));
     let mut p = WorkerPool::start(cfg).unwrap();
     // Warm both workers up.
     let warm: Vec<_> = (0..8).map(|i| item(i, &format!("{i}"))).collect();
@@ -579,5 +582,12 @@ fn records_queued_behind_a_stuck_record_move_to_other_workers() {
     p.poll(Duration::from_millis(100), &mut out).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, id(200));
+    // Both workers take records again (the killed one was replaced, not left out).
+    *answered_by.lock().unwrap() = [0, 0];
+    let more: Vec<_> = (300..340).map(|i| item(i, &format!("{i}"))).collect();
+    let r = run_all(&mut p, more, LIMIT).unwrap();
+    assert_eq!(r.len(), 40);
+    let counts = *answered_by.lock().unwrap();
+    assert!(counts[0] > 0 && counts[1] > 0, "{counts:?}");
     p.shutdown();
 }

@@ -591,3 +591,66 @@ fn records_queued_behind_a_stuck_record_move_to_other_workers() {
     assert!(counts[0] > 0 && counts[1] > 0, "{counts:?}");
     p.shutdown();
 }
+
+const CRASH_SOMETIMES: &str = r#"
+import json, os, sys
+framed = len(sys.argv) > 1
+for line in sys.stdin:
+    msg = json.loads(line)
+    rec = msg["record"] if framed else msg
+    if rec["i"] % 20 == 3:
+        os._exit(7)
+    if rec["i"] % 10 == 5:
+        out = "garbage %d" % rec["i"]
+    elif framed:
+        out = json.dumps({"id": msg["id"], "output": rec["i"] * 2, "done": True})
+    else:
+        out = json.dumps(rec["i"] * 2)
+    print(out, flush=True)
+"#;
+
+#[test]
+fn many_crashes_each_charge_exactly_their_own_record() {
+    let dir = tempdir("chaos");
+    let path = script(&dir, "chaos.py", CRASH_SOMETIMES);
+    for protocol in [Protocol::Lines, Protocol::Framed] {
+        let mut argv = vec!["python3".to_string(), path.clone()];
+        if protocol == Protocol::Framed {
+            argv.push("framed".into());
+        }
+        let mut cfg = PoolConfig::new(WorkerCommand::Argv(argv));
+        cfg.workers = 3;
+        cfg.pipeline_depth = 16;
+        cfg.protocol = protocol;
+        let mut p = WorkerPool::start(cfg).unwrap();
+        let items: Vec<_> = (0..120)
+            .map(|i| item(i, &format!(r#"{{"i":{i}}}"#)))
+            .collect();
+        let r = run_all(&mut p, items, LIMIT).unwrap();
+        assert_eq!(r.len(), 120);
+        for i in 0..120u64 {
+            match (i % 20, i % 10) {
+                (3, _) => {
+                    let f = failure(&r[&i]);
+                    assert_eq!(f.kind, FailureKind::WorkerExited, "{protocol:?} record {i}");
+                    assert!(f.message.contains("exited with status 7"), "{}", f.message);
+                }
+                (_, 5) => {
+                    let f = failure(&r[&i]);
+                    assert_eq!(f.kind, FailureKind::BadOutput, "{protocol:?} record {i}");
+                    assert!(
+                        f.message.contains(&format!("`garbage {i}`")),
+                        "{}",
+                        f.message
+                    );
+                }
+                _ => assert_eq!(
+                    text(success(&r[&i])),
+                    vec![(i * 2).to_string()],
+                    "{protocol:?} record {i}"
+                ),
+            }
+        }
+        p.shutdown();
+    }
+}

@@ -38,7 +38,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.checked_rem(d) == Some(0) {
             return false;
         }
         d += 1;

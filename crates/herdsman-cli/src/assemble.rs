@@ -295,11 +295,9 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         }
         self.sinks.sync()?;
         crate::run::fault("after-sync");
-        for c in &self.uncommitted {
-            ledger
-                .commit_chunk(c)
-                .context("cannot commit the checkpoint")?;
-        }
+        ledger
+            .commit_chunks(&self.uncommitted)
+            .context("cannot commit the checkpoint")?;
         crate::run::fault("after-commit");
         self.uncommitted.clear();
         Ok(())

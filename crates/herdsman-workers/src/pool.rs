@@ -110,7 +110,7 @@ const OUTBOX_FLUSH: usize = 32 * 1024;
 /// How long a record should wait in a worker's queue behind other records, at most (roughly).
 /// A fast worker gets the full pipeline depth; a slow one gets fewer records at once, so
 /// the engine's per-record timeout measures the record's own work, not the queue before it.
-pub const QUEUE_TARGET: Duration = Duration::from_millis(20);
+pub(crate) const QUEUE_TARGET: Duration = Duration::from_millis(20);
 /// The shortest time a `lines` worker may be stuck on one record before the records queued
 /// behind it move to other workers.
 const STALL_MIN: Duration = Duration::from_millis(100);
@@ -610,7 +610,7 @@ impl WorkerPool {
 
     /// How many records each worker may have in flight now.
     ///
-    /// With the lines protocol: enough that a record waits about [`QUEUE_TARGET`] behind
+    /// With the lines protocol: enough that a record waits about 20 ms behind
     /// the others, within `1..=pipeline_depth` (a slow worker gets one record at a time).
     /// With the framed protocol, always `pipeline_depth`: a framed worker may hold records
     /// back to answer them in a batch, so the pool never sends it fewer than configured.

@@ -297,7 +297,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let total = herdsman_io::estimate_records(&inputs.specs);
     let mut progress = Progress::new(cfg.progress, total, earlier.resolved(), cfg.quiet);
     let log = progress.log();
-    if resume.is_some() {
+    if earlier.resolved() > 0 {
         log.notice(&format!(
             "resuming: {} records were done by an earlier run",
             earlier.resolved()

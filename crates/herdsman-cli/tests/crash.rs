@@ -442,3 +442,83 @@ fn a_crash_inside_a_retry_pass_neither_loses_nor_duplicates() {
         assert_eq!(json_lines(&s.read("out.jsonl")).len(), 30, "{point}");
     }
 }
+
+/// Unmounts the small file system of the disk-full test, whatever happens.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_job_resumes_once_there_is_space() {
+    let s = Scratch::new();
+    let disk = s.path("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&disk)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        eprintln!("note: cannot mount a tmpfs here (needs root); disk-full test skipped");
+        return;
+    }
+    let _mount = Mount(disk.clone());
+    s.write("in.csv", id_csv(20_000));
+    // Leave about 300 KiB free: the output needs about 600 KiB.
+    std::fs::write(disk.join("ballast"), vec![0u8; 724 * 1024]).unwrap();
+    let args = [
+        "run",
+        "-i",
+        "in.csv",
+        "-w",
+        "cat",
+        "-o",
+        "disk/out.jsonl",
+        "--state",
+        "state",
+        "--chunk-size",
+        "100",
+        "--progress",
+        "none",
+    ];
+    let out = s.herdsman().args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("No space left on device") || err.contains("space"),
+        "{err}"
+    );
+    assert!(err.contains("out.jsonl"), "{err}");
+    // The checkpoint is consistent and shows the committed progress.
+    s.herdsman().args(["status", "state"]).assert().success();
+    // Space is back: the same command resumes and finishes with the right output.
+    std::fs::remove_file(disk.join("ballast")).unwrap();
+    s.herdsman().args(args).assert().success();
+    let clean = Scratch::new();
+    clean.write("in.csv", id_csv(20_000));
+    clean
+        .herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "cat",
+            "-o",
+            "out.jsonl",
+            "--chunk-size",
+            "100",
+        ])
+        .assert()
+        .success();
+    assert!(
+        std::fs::read(disk.join("out.jsonl")).unwrap()
+            == std::fs::read(clean.path("out.jsonl")).unwrap(),
+        "output after a full disk differs from an uninterrupted run"
+    );
+}

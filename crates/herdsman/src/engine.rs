@@ -80,6 +80,10 @@ pub(crate) trait Backend<T, U, E>: Send {
     fn in_flight(&self) -> usize;
     /// Whether reports carry measured durations.
     fn measures(&self) -> bool;
+    /// An empty buffer for the next batch (backends may recycle them).
+    fn buffer(&mut self, cap: usize) -> Vec<T> {
+        Vec::with_capacity(cap)
+    }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError>;
     fn poll(
         &mut self,
@@ -435,7 +439,7 @@ where
                 }
             }
             let first = self.next_index;
-            let mut items = Vec::with_capacity(n);
+            let mut items = self.backend.buffer(n);
             if let Some(input) = self.input.as_mut() {
                 while items.len() < n {
                     match input.next() {

@@ -24,6 +24,8 @@ const MAX_BATCH: usize = 1 << 16;
 /// How many pieces an owner splits its batch into, so idle workers can steal the rest
 /// while it is stuck on a straggler.
 const PIECES: usize = 8;
+/// A piece is never smaller than this much estimated work (each piece costs a message).
+const MIN_PIECE: Duration = Duration::from_micros(250);
 /// How long an idle worker waits for a job before looking for work to steal.
 const STEAL_POLL: Duration = Duration::from_millis(1);
 
@@ -36,19 +38,26 @@ struct Cell<T> {
 }
 
 struct CellState<T> {
-    items: VecDeque<T>,
+    /// Items not taken yet, in input order.
+    items: Vec<T>,
     /// Input index of `items[0]`.
     front: u64,
 }
 
 impl<T> Cell<T> {
-    fn new(key: AttemptId, items: Vec<T>) -> Self {
-        let piece = items.len().div_ceil(PIECES).max(1);
+    /// `per_item_ns`: the current estimate of one item's run time (0 = unknown).
+    fn new(key: AttemptId, items: Vec<T>, per_item_ns: f64) -> Self {
+        let min_piece = if per_item_ns > 0.0 {
+            (MIN_PIECE.as_nanos() as f64 / per_item_ns) as usize
+        } else {
+            1
+        };
+        let piece = items.len().div_ceil(PIECES).max(min_piece).max(1);
         Cell {
             key,
             piece,
             state: Mutex::new(CellState {
-                items: items.into(),
+                items,
                 front: key.index,
             }),
         }
@@ -60,13 +69,20 @@ impl<T> Cell<T> {
 
     fn take_front(&self) -> Option<(u64, Vec<T>)> {
         let mut st = self.lock();
-        if st.items.is_empty() {
+        let len = st.items.len();
+        if len == 0 {
             return None;
         }
-        let n = self.piece.min(st.items.len());
         let first = st.front;
-        st.front += n as u64;
-        Some((first, st.items.drain(..n).collect()))
+        let piece = if self.piece >= len {
+            // The whole rest: no copy.
+            std::mem::take(&mut st.items)
+        } else {
+            let rest = st.items.split_off(self.piece);
+            std::mem::replace(&mut st.items, rest)
+        };
+        st.front += piece.len() as u64;
+        Some((first, piece))
     }
 
     fn steal_back(&self) -> Option<(u64, Vec<T>)> {
@@ -77,7 +93,7 @@ impl<T> Cell<T> {
         }
         let n = len.div_ceil(2);
         let first = st.front + (len - n) as u64;
-        Some((first, st.items.drain(len - n..).collect()))
+        Some((first, st.items.split_off(len - n)))
     }
 
     /// Take every item still waiting: `(first index, count)`.
@@ -98,7 +114,9 @@ impl<T> Cell<T> {
     }
 }
 
-struct Done<U, E> {
+struct Done<T, U, E> {
+    /// The emptied item buffer, for reuse.
+    spare: Vec<T>,
     /// The batch this piece belongs to.
     key: AttemptId,
     /// Input index of the piece's first item.
@@ -159,8 +177,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     f: Arc<F>,
     jobs_tx: Option<Sender<Arc<Cell<T>>>>,
     jobs_rx: Receiver<Arc<Cell<T>>>,
-    done_tx: Sender<Done<U, E>>,
-    done_rx: Receiver<Done<U, E>>,
+    done_tx: Sender<Done<T, U, E>>,
+    done_rx: Receiver<Done<T, U, E>>,
     shared: Arc<Shared<T>>,
     in_flight: HashMap<AttemptId, Track<T>>,
     slots: usize,
@@ -169,6 +187,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     max_batch: usize,
     per_item_ns: f64,
     next_worker: usize,
+    /// Emptied item buffers returned by workers.
+    spares: Vec<Vec<T>>,
 }
 
 impl<T, U, E, F> ThreadPool<T, U, E, F>
@@ -204,6 +224,7 @@ where
             max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
             per_item_ns: 0.0,
             next_worker: 0,
+            spares: Vec::new(),
         };
         for _ in 0..workers {
             pool.spawn_worker();
@@ -225,7 +246,7 @@ where
     }
 
     fn learn(&mut self, len: usize, elapsed: Duration) {
-        if !self.auto || len == 0 {
+        if len == 0 {
             return;
         }
         let per = elapsed.as_nanos() as f64 / len as f64;
@@ -234,6 +255,9 @@ where
         } else {
             0.7 * self.per_item_ns + 0.3 * per
         };
+        if !self.auto {
+            return;
+        }
         let ideal = (TARGET_BATCH.as_nanos() as f64 / self.per_item_ns.max(1.0)) as usize;
         self.batch = ideal
             .min(self.batch.saturating_mul(2))
@@ -247,16 +271,17 @@ fn run_piece<T, U, E, F>(
     key: AttemptId,
     first: u64,
     items: Vec<T>,
-    done: &Sender<Done<U, E>>,
+    done: &Sender<Done<T, U, E>>,
     shared: &Shared<T>,
 ) -> bool
 where
     F: Fn(T) -> Result<U, E>,
 {
     let start = Instant::now();
-    let outcomes = run_batch(f, items, &shared.stop);
+    let (outcomes, spare) = run_batch(f, items, &shared.stop);
     let elapsed = start.elapsed();
     done.send(Done {
+        spare,
         key,
         first,
         outcomes,
@@ -269,7 +294,7 @@ fn worker_loop<T, U, E, F>(
     id: usize,
     f: &F,
     jobs: Receiver<Arc<Cell<T>>>,
-    done: Sender<Done<U, E>>,
+    done: Sender<Done<T, U, E>>,
     shared: Arc<Shared<T>>,
 ) where
     F: Fn(T) -> Result<U, E>,
@@ -310,8 +335,9 @@ fn worker_loop<T, U, E, F>(
         let mut alive = true;
         while let Some((first, items)) = cell.take_front() {
             let start = Instant::now();
-            let outcomes = run_batch(f, items, &shared.stop);
+            let (outcomes, spare) = run_batch(f, items, &shared.stop);
             let msg = Done {
+                spare,
                 key: cell.key,
                 first,
                 outcomes,
@@ -340,13 +366,14 @@ fn worker_loop<T, U, E, F>(
 }
 
 /// Run a batch; values stay a plain `Vec<U>` as long as every item succeeds.
-fn run_batch<T, U, E, F>(f: &F, items: Vec<T>, stop: &AtomicBool) -> Outcomes<U, E>
+/// Returns the emptied item buffer too, for reuse.
+fn run_batch<T, U, E, F>(f: &F, mut items: Vec<T>, stop: &AtomicBool) -> (Outcomes<U, E>, Vec<T>)
 where
     F: Fn(T) -> Result<U, E>,
 {
     let n = items.len();
     let mut values = Vec::with_capacity(n);
-    let mut it = items.into_iter();
+    let mut it = items.drain(..);
     let mut odd = None;
     for item in it.by_ref() {
         if stop.load(Ordering::Relaxed) {
@@ -362,7 +389,8 @@ where
         }
     }
     let Some(odd) = odd else {
-        return Outcomes::AllOk(values);
+        drop(it);
+        return (Outcomes::AllOk(values), items);
     };
     let mut slots: Vec<Slot<U, E>> = Vec::with_capacity(n);
     slots.extend(
@@ -378,7 +406,7 @@ where
             slots.push(Slot::Done(run_one(f, item)));
         }
     }
-    Outcomes::Mixed(slots)
+    (Outcomes::Mixed(slots), items)
 }
 
 impl<T, U, E, F> Backend<T, U, E> for ThreadPool<T, U, E, F>
@@ -397,12 +425,21 @@ where
     fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
+    fn buffer(&mut self, cap: usize) -> Vec<T> {
+        match self.spares.pop() {
+            Some(mut v) => {
+                v.reserve(cap);
+                v
+            }
+            None => Vec::with_capacity(cap),
+        }
+    }
     fn measures(&self) -> bool {
         true
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
         let len = items.len();
-        let cell = Arc::new(Cell::new(first, items));
+        let cell = Arc::new(Cell::new(first, items, self.per_item_ns));
         self.in_flight.insert(
             first,
             Track {
@@ -432,6 +469,9 @@ where
         let mut next = Some(first);
         while let Some(d) = next.take() {
             let len = d.outcomes.len();
+            if d.spare.capacity() > 0 && self.spares.len() < self.slots * 2 {
+                self.spares.push(d.spare);
+            }
             let known = match self.in_flight.get_mut(&d.key) {
                 Some(t) => {
                     t.remaining -= len;

@@ -19,6 +19,8 @@
 //! assert!(err.to_string().contains("item 2"));
 //! ```
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "async")]
 mod async_map;
 mod engine;

@@ -6,7 +6,7 @@
 //! chunk, and never yield a record of a chunk that an earlier run already committed.
 
 use std::collections::HashSet;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use herdsman_io::{Position, Record, RecordError, Source, SourceError};
@@ -41,22 +41,30 @@ pub struct ChunkLimits {
     pub bytes: usize,
 }
 
-/// The engine's input iterator.
+/// A chunk as read, before the engine numbers its records.
+struct RawChunk {
+    id: u64,
+    start: Position,
+    end: Position,
+    records: Vec<(Position, Payload)>,
+}
+
+/// How many chunks the reading thread may prepare ahead of the engine.
+const READ_AHEAD: usize = 2;
+
+/// The engine's input iterator. Records are read and parsed on a thread of their own, at
+/// most [`READ_AHEAD`] chunks ahead, so parsing does not compete with scheduling.
 pub struct ChunkReader {
-    source: Source,
-    limits: ChunkLimits,
-    next_chunk: u64,
+    chunks: Receiver<RawChunk>,
     next_index: u64,
-    skip: HashSet<u64>,
     announce: Sender<ChunkInfo>,
     pending: std::vec::IntoIter<CliItem>,
-    fatal: Arc<Mutex<Option<SourceError>>>,
-    done: bool,
 }
 
 impl ChunkReader {
     /// `first_chunk` is the id of the chunk that starts at the source's current position;
     /// chunks in `skip` are read but not yielded (already committed by an earlier run).
+    /// A read error ends the input and is left in `fatal`.
     pub fn new(
         source: Source,
         limits: ChunkLimits,
@@ -64,87 +72,110 @@ impl ChunkReader {
         skip: HashSet<u64>,
         announce: Sender<ChunkInfo>,
         fatal: Arc<Mutex<Option<SourceError>>>,
-    ) -> ChunkReader {
-        ChunkReader {
-            source,
-            limits,
-            next_chunk: first_chunk,
+    ) -> std::io::Result<ChunkReader> {
+        let (tx, rx) = sync_channel(READ_AHEAD);
+        std::thread::Builder::new()
+            .name("herdsman-reader".into())
+            .spawn(move || read_chunks(source, limits, first_chunk, skip, tx, fatal))?;
+        Ok(ChunkReader {
+            chunks: rx,
             next_index: 0,
-            skip,
             announce,
             pending: Vec::new().into_iter(),
-            fatal,
-            done: false,
-        }
+        })
     }
 
-    /// Reads the next chunk that is not skipped; false at the end of the input.
+    /// Takes the next chunk and announces it; false at the end of the input.
     fn fill(&mut self) -> bool {
-        while !self.done {
-            let start = self.source.next_position();
-            let mut records = Vec::new();
-            let mut bytes = 0usize;
-            while records.len() < self.limits.records && bytes < self.limits.bytes {
-                match self.source.next() {
-                    None => {
-                        self.done = true;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        self.done = true;
-                        return false;
-                    }
-                    Some(Ok(Record { pos, data })) => {
-                        let payload: Payload = match data {
-                            Ok(json) => {
-                                bytes += json.len();
-                                Ok(Arc::from(json))
-                            }
-                            Err(e) => {
-                                bytes += e.raw.len();
-                                Err(Arc::new(e))
-                            }
-                        };
-                        records.push((pos, payload));
-                    }
-                }
-            }
-            if records.is_empty() {
-                return false;
-            }
-            let id = self.next_chunk;
-            self.next_chunk += 1;
-            if self.skip.remove(&id) {
-                continue;
-            }
-            let items: Vec<CliItem> = records
-                .iter()
-                .map(|(pos, data)| CliItem {
-                    seq: pos.seq,
-                    data: data.clone(),
-                })
-                .collect();
-            let info = ChunkInfo {
-                id,
-                first_index: self.next_index,
-                start,
-                end: self.source.next_position(),
-                records,
-            };
-            self.next_index += items.len() as u64;
-            if self.announce.send(info).is_err() {
-                // The assembler is gone: the run is over.
-                self.done = true;
-                return false;
-            }
-            self.pending = items.into_iter();
-            return true;
+        let Ok(raw) = self.chunks.recv() else {
+            return false;
+        };
+        let items: Vec<CliItem> = raw
+            .records
+            .iter()
+            .map(|(pos, data)| CliItem {
+                seq: pos.seq,
+                data: data.clone(),
+            })
+            .collect();
+        let info = ChunkInfo {
+            id: raw.id,
+            first_index: self.next_index,
+            start: raw.start,
+            end: raw.end,
+            records: raw.records,
+        };
+        self.next_index += items.len() as u64;
+        if self.announce.send(info).is_err() {
+            // The assembler is gone: the run is over.
+            return false;
         }
-        false
+        self.pending = items.into_iter();
+        true
     }
 }
 
+/// The reading thread: cuts the source into chunks, skipping committed ones, until the
+/// input ends, a read fails, or the run no longer wants chunks.
+fn read_chunks(
+    mut source: Source,
+    limits: ChunkLimits,
+    mut next_chunk: u64,
+    mut skip: HashSet<u64>,
+    tx: SyncSender<RawChunk>,
+    fatal: Arc<Mutex<Option<SourceError>>>,
+) {
+    loop {
+        let start = source.next_position();
+        let mut records = Vec::with_capacity(limits.records.min(4096));
+        let mut bytes = 0usize;
+        let mut ended = false;
+        while records.len() < limits.records && bytes < limits.bytes {
+            match source.next() {
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return;
+                }
+                Some(Ok(Record { pos, data })) => {
+                    let payload: Payload = match data {
+                        Ok(json) => {
+                            bytes += json.len();
+                            Ok(Arc::from(json))
+                        }
+                        Err(e) => {
+                            bytes += e.raw.len();
+                            Err(Arc::new(e))
+                        }
+                    };
+                    records.push((pos, payload));
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        let id = next_chunk;
+        next_chunk += 1;
+        if !skip.remove(&id) {
+            let chunk = RawChunk {
+                id,
+                start,
+                end: source.next_position(),
+                records,
+            };
+            if tx.send(chunk).is_err() {
+                return;
+            }
+        }
+        if ended {
+            return;
+        }
+    }
+}
 impl Iterator for ChunkReader {
     type Item = CliItem;
 

@@ -324,7 +324,8 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         skip,
         announce,
         fatal.clone(),
-    );
+    )
+    .context("cannot start the input reader thread")?;
 
     let mut stream = engine(&cfg, reader, executor, &stop, earlier.failed);
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,8 @@ use serde_json::Value;
 
 use crate::pool::quote_start;
 use crate::process::{
-    check_program, describe_status, group_command, io_phrase, signal_group, wait_exit_unreaped,
+    check_dir, check_program, describe_status, group_command, human_duration, io_phrase,
+    signal_group, wait_exit_unreaped,
 };
 use crate::tail::StderrReader;
 use crate::template::Template;
@@ -58,6 +60,13 @@ pub struct ExecConfig {
     pub output: ExecOutputMode,
     /// Largest stdout accepted from one command, in bytes.
     pub max_output_bytes: usize,
+    /// How long one command may run, measured from its spawn (time spent waiting for a
+    /// free job slot does not count). A command that runs longer has its process group
+    /// killed (SIGTERM, then SIGKILL after `kill_grace`) and its record fails with
+    /// [`FailureKind::Timeout`]. `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// The directory the commands start in; `None`: the caller's current directory.
+    pub cwd: Option<PathBuf>,
 }
 
 impl ExecConfig {
@@ -73,6 +82,8 @@ impl ExecConfig {
             stderr: None,
             output: ExecOutputMode::Auto,
             max_output_bytes: 64 << 20,
+            timeout: None,
+            cwd: None,
         }
     }
 }
@@ -87,6 +98,8 @@ impl std::fmt::Debug for ExecConfig {
             .field("stderr", &self.stderr.is_some())
             .field("output", &self.output)
             .field("max_output_bytes", &self.max_output_bytes)
+            .field("timeout", &self.timeout)
+            .field("cwd", &self.cwd)
             .finish()
     }
 }
@@ -94,14 +107,18 @@ impl std::fmt::Debug for ExecConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum JobState {
     Queued,
-    Running(u32),
+    /// The command's pid and when it was spawned.
+    Running(u32, Instant),
     Reaped,
 }
 
-/// Shared between the scheduler thread (abandon) and the job thread running the command.
+/// Shared between the scheduler thread (abandon, timeout) and the job thread running the
+/// command.
 struct JobCtl {
     state: Mutex<JobState>,
     abandoned: AtomicBool,
+    /// The command ran out of time and is being killed; its job thread reports a timeout.
+    timed_out: AtomicBool,
 }
 
 struct Job {
@@ -160,8 +177,11 @@ impl ExecPool {
     pub fn start(mut cfg: ExecConfig) -> Result<ExecPool, FatalExecutorError> {
         cfg.jobs = cfg.jobs.max(1);
         let program = cfg.template.program();
+        if let Some(dir) = &cfg.cwd {
+            check_dir(dir).map_err(|e| cwd_fatal(&cfg, &e))?;
+        }
         if let Some(p) = &program {
-            check_program(p).map_err(|e| spawn_fatal(p, &e))?;
+            check_program(p, cfg.cwd.as_deref()).map_err(|e| spawn_fatal(p, &e))?;
         }
         let jobs = cfg.jobs;
         let shared = Arc::new(Shared { cfg, program });
@@ -220,10 +240,11 @@ impl ExecPool {
         }
     }
 
+    /// Stops a running command's process group: SIGTERM now, SIGKILL after the grace period
+    /// (on a killer thread) if the command is still running by then.
     fn kill(&mut self, ctl: Arc<JobCtl>) {
-        ctl.abandoned.store(true, Ordering::SeqCst);
         let pid = match *ctl.state.lock().unwrap_or_else(|p| p.into_inner()) {
-            JobState::Running(pid) => {
+            JobState::Running(pid, _) => {
                 signal_group(pid, Signal::SIGTERM);
                 pid
             }
@@ -235,7 +256,7 @@ impl ExecPool {
             let deadline = Instant::now() + grace;
             loop {
                 let state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
-                if *state != JobState::Running(pid) {
+                if !matches!(*state, JobState::Running(p, _) if p == pid) {
                     return;
                 }
                 if Instant::now() >= deadline {
@@ -254,6 +275,50 @@ impl ExecPool {
             Ok(h) => self.killers.push(h),
             Err(_) => signal_group(pid, Signal::SIGKILL),
         }
+    }
+
+    /// Starts killing every command that ran out of time. Returns when the next running
+    /// command runs out of time, if one is running and a timeout is set.
+    fn expire(&mut self) -> Option<Instant> {
+        let timeout = self.shared.cfg.timeout?;
+        let now = Instant::now();
+        let mut late = Vec::new();
+        let mut next: Option<Instant> = None;
+        for ctl in self.active.values() {
+            if ctl.timed_out.load(Ordering::SeqCst) {
+                continue;
+            }
+            let JobState::Running(_, started) =
+                *ctl.state.lock().unwrap_or_else(|p| p.into_inner())
+            else {
+                continue;
+            };
+            let expiry = started + timeout;
+            if expiry <= now {
+                late.push(ctl.clone());
+            } else {
+                next = Some(next.map_or(expiry, |n| n.min(expiry)));
+            }
+        }
+        for ctl in late {
+            ctl.timed_out.store(true, Ordering::SeqCst);
+            self.kill(ctl);
+        }
+        next
+    }
+}
+
+fn cwd_fatal(cfg: &ExecConfig, e: &std::io::Error) -> FatalExecutorError {
+    FatalExecutorError {
+        message: format!(
+            "cannot run command `{}` in directory `{}`: {}; check --workdir",
+            cfg.template.display(),
+            cfg.cwd
+                .as_deref()
+                .unwrap_or(std::path::Path::new("."))
+                .display(),
+            io_phrase(e)
+        ),
     }
 }
 
@@ -285,18 +350,22 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         if ctl.abandoned.load(Ordering::SeqCst) {
             return None;
         }
-        let spawned = group_command(&argv, &cfg.env)
+        let spawned = group_command(&argv, &cfg.env, cfg.cwd.as_deref())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn();
         match spawned {
             Ok(c) => {
-                *state = JobState::Running(c.id());
+                *state = JobState::Running(c.id(), Instant::now());
                 c
             }
             Err(e) => {
                 *state = JobState::Reaped;
+                // A directory removed since start also makes the spawn fail with ENOENT.
+                if let Some(Err(dir_err)) = cfg.cwd.as_deref().map(check_dir) {
+                    return Some(Done::Fatal(cwd_fatal(cfg, &dir_err)));
+                }
                 let unrunnable = matches!(
                     e.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -350,6 +419,17 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     }
     let tail = stderr.finish(Duration::from_millis(200));
     let program = &argv[0];
+    if ctl.timed_out.load(Ordering::SeqCst) {
+        let limit = cfg.timeout.map(human_duration).unwrap_or_default();
+        let msg = format!(
+            "command `{program}` did not finish within {limit} (--timeout); its process group was killed"
+        );
+        let f = WorkerFailure {
+            stderr_tail: tail,
+            ..failure(slot, FailureKind::Timeout, msg, true)
+        };
+        return Some(Done::Finished((id, AttemptOutcome::Failure(f))));
+    }
     let outcome = match status {
         Some(st) if st.success() => {
             if too_long {
@@ -449,6 +529,7 @@ impl Executor<WorkItem> for ExecPool {
         let ctl = Arc::new(JobCtl {
             state: Mutex::new(JobState::Queued),
             abandoned: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
         });
         self.active.insert(id, ctl.clone());
         if let Some(tx) = &self.jobs_tx {
@@ -466,6 +547,7 @@ impl Executor<WorkItem> for ExecPool {
             return Err(f.clone());
         }
         let start_len = out.len();
+        self.expire();
         out.append(&mut self.ready);
         while let Ok(done) = self.done_rx.try_recv() {
             self.take(done, out)?;
@@ -475,7 +557,16 @@ impl Executor<WorkItem> for ExecPool {
         }
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let mut left = deadline.saturating_duration_since(now);
+            if let Some(limit) = self.shared.cfg.timeout {
+                // A command that starts while this call waits runs out of time no sooner
+                // than `limit` from now; one already running, at its own expiry.
+                left = left.min(limit);
+                if let Some(next) = self.expire() {
+                    left = left.min(next.saturating_duration_since(now));
+                }
+            }
             match self.done_rx.recv_timeout(left) {
                 Ok(done) => {
                     self.take(done, out)?;
@@ -486,7 +577,12 @@ impl Executor<WorkItem> for ExecPool {
                         return Ok(());
                     }
                 }
-                Err(_) => return Ok(()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
             }
         }
     }
@@ -494,6 +590,7 @@ impl Executor<WorkItem> for ExecPool {
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         if let Some(ctl) = self.active.remove(&id) {
+            ctl.abandoned.store(true, Ordering::SeqCst);
             self.kill(ctl);
         }
     }

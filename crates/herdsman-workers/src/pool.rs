@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,8 +22,8 @@ use serde_json::value::RawValue;
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    describe_status, has_exited, io_phrase, signal_group, spawn_piped, terminate_group,
-    wait_exited, WorkerCommand,
+    check_dir, describe_status, has_exited, human_duration, io_phrase, signal_group,
+    spawn_piped, terminate_group, wait_exited, WorkerCommand,
 };
 use crate::tail::StderrReader;
 use crate::{
@@ -64,6 +65,16 @@ pub struct PoolConfig {
     pub restart_limit: usize,
     /// Longest output line accepted from a worker, in bytes.
     pub max_line_bytes: usize,
+    /// How long one record may take, measured from when the worker actually started on it
+    /// (see `docs/protocol.md`): with [`Protocol::Lines`], from when it became the oldest
+    /// unanswered record of its worker; with [`Protocol::Framed`], from when it was written
+    /// (a framed worker may work on several records at once). A record that takes longer
+    /// fails with [`FailureKind::Timeout`]; its worker's process group is killed and the
+    /// worker restarted, and the other records in flight on it are sent again, uncharged.
+    /// `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// The directory the workers start in; `None`: the caller's current directory.
+    pub cwd: Option<PathBuf>,
 }
 
 impl PoolConfig {
@@ -82,6 +93,8 @@ impl PoolConfig {
             stderr: None,
             restart_limit: 5,
             max_line_bytes: 64 << 20,
+            timeout: None,
+            cwd: None,
         }
     }
 
@@ -101,6 +114,8 @@ impl std::fmt::Debug for PoolConfig {
             .field("stderr", &self.stderr.is_some())
             .field("restart_limit", &self.restart_limit)
             .field("max_line_bytes", &self.max_line_bytes)
+            .field("timeout", &self.timeout)
+            .field("cwd", &self.cwd)
             .finish()
     }
 }
@@ -140,6 +155,8 @@ struct Inflight {
     id: AttemptId,
     item: WorkItem,
     wire: u64,
+    /// When it was last written to a worker (queued to its stdin).
+    sent: Instant,
     outputs: WorkOutput,
     /// Abandoned while queued behind other records on a `lines` worker: its answer will
     /// still come (and is dropped), but the attempt is never reported.
@@ -210,10 +227,10 @@ impl InflightSet {
         }
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = &Inflight> + '_> {
+    fn iter_mut(&mut self) -> Box<dyn Iterator<Item = &mut Inflight> + '_> {
         match self {
-            InflightSet::Lines(q) => Box::new(q.iter()),
-            InflightSet::Framed(m) => Box::new(m.values()),
+            InflightSet::Lines(q) => Box::new(q.iter_mut()),
+            InflightSet::Framed(m) => Box::new(m.values_mut()),
         }
     }
 }
@@ -292,6 +309,9 @@ impl WorkerPool {
         cfg.restart_limit = cfg.restart_limit.max(1);
         cfg.max_line_bytes = cfg.max_line_bytes.max(1024);
         let argv = cfg.command.to_argv();
+        if let Some(dir) = &cfg.cwd {
+            check_dir(dir).map_err(|e| cwd_fatal(&cfg, &e))?;
+        }
         let (events_tx, events) = crossbeam_channel::bounded(256);
         let protocol = cfg.protocol;
         let slots = (0..cfg.workers)
@@ -338,12 +358,19 @@ impl WorkerPool {
 
     /// Starts (or restarts) the process of slot `s` with a new generation.
     fn launch(&mut self, s: usize) -> Result<(), FatalExecutorError> {
-        let mut child = spawn_piped(&self.argv, &self.cfg.env).map_err(|e| FatalExecutorError {
-            message: format!(
-                "cannot start worker `{}`: {}; check the --worker command",
-                self.cfg.command.display(),
-                io_phrase(&e)
-            ),
+        let cwd = self.cfg.cwd.as_deref();
+        let mut child = spawn_piped(&self.argv, &self.cfg.env, cwd).map_err(|e| {
+            // A directory removed since start also makes the spawn fail with ENOENT.
+            match cwd.map(check_dir) {
+                Some(Err(dir_err)) => cwd_fatal(&self.cfg, &dir_err),
+                _ => FatalExecutorError {
+                    message: format!(
+                        "cannot start worker `{}`: {}; check the --worker command",
+                        self.cfg.command.display(),
+                        io_phrase(&e)
+                    ),
+                },
+            }
         })?;
         let slot = &mut self.slots[s];
         slot.gen += 1;
@@ -416,6 +443,7 @@ impl WorkerPool {
             id,
             item,
             wire,
+            sent: Instant::now(),
             outputs: Vec::new(),
             abandoned: false,
         });
@@ -477,6 +505,91 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// When the oldest record the worker of slot `s` is working on runs out of `timeout`.
+    ///
+    /// A `lines` worker works on its oldest unanswered record only: its clock started when
+    /// the answer before it arrived (or when it was written to an idle worker). A `framed`
+    /// worker may work on all its records at once: each one's clock started when it was
+    /// written, so the oldest one written expires first.
+    fn slot_deadline(&self, s: usize, timeout: Duration) -> Option<Instant> {
+        let slot = &self.slots[s];
+        slot.running.as_ref()?;
+        let started = match &slot.inflight {
+            InflightSet::Lines(q) => {
+                q.front()?;
+                slot.busy_since?
+            }
+            InflightSet::Framed(m) => m.values().map(|i| i.sent).min()?,
+        };
+        Some(started + timeout)
+    }
+
+    /// The earliest moment a record in flight runs out of time, if a timeout is set.
+    fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.cfg.timeout?;
+        (0..self.slots.len())
+            .filter_map(|s| self.slot_deadline(s, timeout))
+            .min()
+    }
+
+    /// Fails every record that ran out of time with [`FailureKind::Timeout`], kills its
+    /// worker's process group, restarts the worker and re-sends the other records that were
+    /// in flight on it (they are not charged).
+    fn expire(&mut self, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+        let Some(timeout) = self.cfg.timeout else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        for s in 0..self.slots.len() {
+            if !self.slot_deadline(s, timeout).is_some_and(|d| d <= now) {
+                continue;
+            }
+            let expired: Vec<Inflight> = match &mut self.slots[s].inflight {
+                // The head is what the worker is stuck on (even an abandoned placeholder:
+                // the worker is still busy with it and the records behind it wait).
+                InflightSet::Lines(q) => q.pop_front().into_iter().collect(),
+                InflightSet::Framed(m) => {
+                    let late: Vec<u64> = m
+                        .values()
+                        .filter(|i| i.sent + timeout <= now)
+                        .map(|i| i.wire)
+                        .collect();
+                    late.iter().filter_map(|w| m.remove(w)).collect()
+                }
+            };
+            let message = format!(
+                "no answer within {} (--timeout); worker {s} was killed and restarted",
+                human_duration(timeout)
+            );
+            let failure = self.failure(s, FailureKind::Timeout, message, true);
+            let answered = self.slots[s].answered;
+            if let Some(running) = self.slots[s].running.take() {
+                self.kill_async(running);
+            }
+            self.slots[s].stalled = false;
+            for inf in expired.into_iter().filter(|i| !i.abandoned) {
+                out.push((inf.id, AttemptOutcome::Failure(failure.clone())));
+            }
+            if !answered {
+                self.barren_exits += 1;
+                if self.barren_exits >= self.cfg.restart_limit {
+                    let fatal = FatalExecutorError {
+                        message: format!(
+                            "worker `{}` was killed {} times in a row for not answering within {} (--timeout) without answering any record; raise --timeout, or check that the worker flushes its stdout after each answer",
+                            self.cfg.command.display(),
+                            self.barren_exits,
+                            human_duration(timeout)
+                        ),
+                    };
+                    self.fatal = Some(fatal.clone());
+                    return Err(fatal);
+                }
+            }
+            self.ensure_running(s)?;
+        }
+        Ok(())
+    }
+
     fn encode(protocol: Protocol, outbox: &mut Vec<u8>, wire: u64, json: &[u8]) {
         match protocol {
             Protocol::Lines => {}
@@ -522,11 +635,13 @@ impl WorkerPool {
         let slot = &mut self.slots[s];
         slot.outbox.clear();
         slot.inflight.drop_abandoned();
-        slot.busy_since = (slot.inflight.len() > 0).then(Instant::now);
+        let now = Instant::now();
+        slot.busy_since = (slot.inflight.len() > 0).then_some(now);
         let Slot {
             inflight, outbox, ..
         } = slot;
-        for inf in inflight.iter() {
+        for inf in inflight.iter_mut() {
+            inf.sent = now;
             Self::encode(protocol, outbox, inf.wire, &inf.item.json);
         }
         self.flush_slot(s);
@@ -833,6 +948,17 @@ impl WorkerPool {
 
 type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
 
+fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
+    FatalExecutorError {
+        message: format!(
+            "cannot start worker `{}` in directory `{}`: {}; check --workdir",
+            cfg.command.display(),
+            cfg.cwd.as_deref().unwrap_or(std::path::Path::new(".")).display(),
+            io_phrase(e)
+        ),
+    }
+}
+
 fn thread_error(e: std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
         message: format!(
@@ -1029,6 +1155,8 @@ impl Executor<WorkItem> for WorkerPool {
                     break;
                 }
             }
+            // Answers that already arrived count; only then are late records failed.
+            self.expire(out)?;
             // Restarts may have queued re-sends.
             self.flush_all();
             if out.len() > start_len {
@@ -1038,7 +1166,12 @@ impl Executor<WorkItem> for WorkerPool {
             if now >= deadline {
                 return Ok(());
             }
-            match self.events.recv_timeout((deadline - now).min(STALL_CHECK)) {
+            // Never sleep past the moment a record runs out of time.
+            let mut wait = (deadline - now).min(STALL_CHECK);
+            if let Some(expiry) = self.next_deadline() {
+                wait = wait.min(expiry.saturating_duration_since(now));
+            }
+            match self.events.recv_timeout(wait) {
                 Ok(ev) => self.handle(ev, out)?,
                 Err(_) => self.unstick()?,
             }

@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,25 +61,61 @@ impl WorkerCommand {
     }
 }
 
-/// Builds a `Command` for `argv` that leads its own process group.
-pub(crate) fn group_command<S: AsRef<OsStr>>(argv: &[S], env: &[(String, String)]) -> Command {
+/// Builds a `Command` for `argv` that leads its own process group and starts in `cwd`
+/// (the caller's directory when `None`).
+pub(crate) fn group_command<S: AsRef<OsStr>>(
+    argv: &[S],
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> Command {
     let mut cmd = Command::new(argv[0].as_ref());
     cmd.args(argv[1..].iter().map(AsRef::as_ref));
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     cmd.process_group(0);
     cmd
 }
 
 /// Starts a persistent worker with all three standard streams piped.
-pub(crate) fn spawn_piped(argv: &[String], env: &[(String, String)]) -> io::Result<Child> {
+pub(crate) fn spawn_piped(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> io::Result<Child> {
     if argv.is_empty() || argv[0].is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
-    group_command(argv, env)
+    group_command(argv, env, cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
+}
+
+/// Checks that `dir` is a directory a child can start in. Returns why not, if not.
+pub(crate) fn check_dir(dir: &Path) -> Result<(), io::Error> {
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    Ok(())
+}
+
+/// A duration as a user would write it for `--timeout`: `1s`, `1.5s`, `300ms`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        format!("{}µs", d.as_micros())
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        let text = format!("{:.3}", d.as_secs_f64());
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    }
 }
 
 /// An `io::Error` as a short phrase, without the "(os error N)" suffix.
@@ -136,9 +173,10 @@ pub(crate) fn wait_exit_unreaped(pid: u32) {
     }
 }
 
-/// Finds `program` the way `execvp` would: a path with a `/` as is, otherwise the first
-/// executable file of that name in `PATH`. Returns why it cannot run, if it cannot.
-pub(crate) fn check_program(program: &str) -> Result<(), io::Error> {
+/// Finds `program` the way `execvp` would: a path with a `/` as is (relative to `cwd` when
+/// the child starts there), otherwise the first executable file of that name in `PATH`.
+/// Returns why it cannot run, if it cannot.
+pub(crate) fn check_program(program: &str, cwd: Option<&Path>) -> Result<(), io::Error> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &std::path::Path| -> Result<(), io::Error> {
         let meta = std::fs::metadata(p)?;
@@ -151,7 +189,11 @@ pub(crate) fn check_program(program: &str) -> Result<(), io::Error> {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
     if program.contains('/') {
-        return runnable(std::path::Path::new(program));
+        let path = Path::new(program);
+        return match cwd {
+            Some(dir) if path.is_relative() => runnable(&dir.join(path)),
+            _ => runnable(path),
+        };
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     let mut denied = None;
@@ -228,14 +270,14 @@ mod tests {
 
     #[test]
     fn terminate_group_kills_leader_and_reports_signal() {
-        let mut child = group_command(&["sleep", "30"], &[]).spawn().unwrap();
+        let mut child = group_command(&["sleep", "30"], &[], None).spawn().unwrap();
         let status = terminate_group(&mut child, Duration::from_secs(2));
         assert_eq!(describe_status(status), "was killed by signal 15 (SIGTERM)");
     }
 
     #[test]
     fn describe_exit_code() {
-        let mut child = group_command(&["sh", "-c", "exit 3"], &[]).spawn().unwrap();
+        let mut child = group_command(&["sh", "-c", "exit 3"], &[], None).spawn().unwrap();
         assert!(wait_exited(child.id(), Duration::from_secs(10)));
         // Not reaped yet: still waitable.
         assert!(has_exited(child.id()));
@@ -245,12 +287,28 @@ mod tests {
 
     #[test]
     fn check_program_finds_programs_on_path() {
-        assert!(check_program("sh").is_ok());
-        assert!(check_program("/bin/sh").is_ok());
-        let e = check_program("herdsman-no-such-program-xyz").unwrap_err();
+        assert!(check_program("sh", None).is_ok());
+        assert!(check_program("/bin/sh", None).is_ok());
+        let e = check_program("herdsman-no-such-program-xyz", None).unwrap_err();
         assert_eq!(io_phrase(&e), "No such file or directory");
-        let e = check_program("/").unwrap_err();
+        let e = check_program("/", None).unwrap_err();
         assert_eq!(io_phrase(&e), "Permission denied");
+        // A relative path is looked up where the child starts.
+        assert!(check_program("./sh", Some(Path::new("/bin"))).is_ok());
+        assert!(check_program("./sh", Some(Path::new("/"))).is_err());
+    }
+
+    #[test]
+    fn check_dir_and_human_duration() {
+        assert!(check_dir(Path::new("/")).is_ok());
+        let e = check_dir(Path::new("/herdsman-no-such-dir")).unwrap_err();
+        assert_eq!(io_phrase(&e), "No such file or directory");
+        let e = check_dir(Path::new("/bin/sh")).unwrap_err();
+        assert_eq!(io_phrase(&e), "Not a directory");
+        assert_eq!(human_duration(Duration::from_secs(1)), "1s");
+        assert_eq!(human_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "120s");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use serde_json::value::RawValue;
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    check_dir, describe_status, has_exited, human_duration, io_phrase, signal_group,
-    spawn_piped, terminate_group, wait_exited, WorkerCommand,
+    check_dir, describe_status, has_exited, human_duration, io_phrase, signal_group, spawn_piped,
+    terminate_group, wait_exited, WorkerCommand,
 };
 use crate::tail::StderrReader;
 use crate::{
@@ -541,7 +541,7 @@ impl WorkerPool {
         };
         let now = Instant::now();
         for s in 0..self.slots.len() {
-            if !self.slot_deadline(s, timeout).is_some_and(|d| d <= now) {
+            if self.slot_deadline(s, timeout).is_none_or(|d| d > now) {
                 continue;
             }
             let expired: Vec<Inflight> = match &mut self.slots[s].inflight {
@@ -953,7 +953,10 @@ fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
         message: format!(
             "cannot start worker `{}` in directory `{}`: {}; check --workdir",
             cfg.command.display(),
-            cfg.cwd.as_deref().unwrap_or(std::path::Path::new(".")).display(),
+            cfg.cwd
+                .as_deref()
+                .unwrap_or(std::path::Path::new("."))
+                .display(),
             io_phrase(e)
         ),
     }

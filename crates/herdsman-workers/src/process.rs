@@ -108,7 +108,7 @@ pub(crate) fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         format!("{}µs", d.as_micros())
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms < 1000 {
         format!("{ms}ms")
@@ -277,7 +277,9 @@ mod tests {
 
     #[test]
     fn describe_exit_code() {
-        let mut child = group_command(&["sh", "-c", "exit 3"], &[], None).spawn().unwrap();
+        let mut child = group_command(&["sh", "-c", "exit 3"], &[], None)
+            .spawn()
+            .unwrap();
         assert!(wait_exited(child.id(), Duration::from_secs(10)));
         // Not reaped yet: still waitable.
         assert!(has_exited(child.id()));

@@ -218,7 +218,7 @@ where
                 steal: auto || batch > 1,
             }),
             in_flight: HashMap::new(),
-            slots: if cfg.track { workers } else { workers * 2 },
+            slots: if cfg.track { workers } else { workers * 4 },
             batch: batch.max(1),
             auto,
             max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
@@ -262,6 +262,39 @@ where
         self.batch = ideal
             .min(self.batch.saturating_mul(2))
             .clamp(1, self.max_batch);
+    }
+    fn accept_done(&mut self, d: Done<T, U, E>, out: &mut Vec<Report<U, E>>) {
+        let len = d.outcomes.len();
+        if d.spare.capacity() > 0 && self.spares.len() < self.slots * 2 {
+            self.spares.push(d.spare);
+        }
+        let known = match self.in_flight.get_mut(&d.key) {
+            Some(t) => {
+                t.remaining -= len;
+                if t.remaining == 0 {
+                    self.in_flight.remove(&d.key);
+                } else {
+                    t.reported.push((d.first, len));
+                }
+                true
+            }
+            None => false,
+        };
+        if known {
+            if !self.shared.stop.load(Ordering::Relaxed) {
+                self.learn(len, d.elapsed);
+            }
+            out.push(Report {
+                first: AttemptId {
+                    index: d.first,
+                    attempt: d.key.attempt,
+                },
+                outcomes: d.outcomes,
+                per_item: Some(d.elapsed / len.max(1) as u32),
+            });
+        } else if self.shared.track {
+            self.shared.registry().abandoned.remove(&d.key);
+        }
     }
 }
 
@@ -461,6 +494,22 @@ where
         timeout: Duration,
         out: &mut Vec<Report<U, E>>,
     ) -> Result<(), FatalExecutorError> {
+        // With every slot full and several milliseconds of work queued, nothing needs the
+        // scheduler soon: sleep briefly and take every report at once instead of being woken
+        // for each piece (wake-ups steal CPU from the workers on small machines).
+        let queued_ns = self.in_flight.len() as f64 * self.batch as f64 * self.per_item_ns;
+        if !self.shared.track && self.free_slots() == 0 && queued_ns >= 4e6 {
+            std::thread::sleep(timeout.min(Duration::from_millis(1)));
+            let mut got = self.done_rx.try_recv().ok();
+            if got.is_none() {
+                return Ok(());
+            }
+            while let Some(d) = got.take() {
+                self.accept_done(d, out);
+                got = self.done_rx.try_recv().ok();
+            }
+            return Ok(());
+        }
         let first = match self.done_rx.recv_timeout(timeout) {
             Ok(d) => d,
             Err(RecvTimeoutError::Timeout) => return Ok(()),
@@ -468,37 +517,7 @@ where
         };
         let mut next = Some(first);
         while let Some(d) = next.take() {
-            let len = d.outcomes.len();
-            if d.spare.capacity() > 0 && self.spares.len() < self.slots * 2 {
-                self.spares.push(d.spare);
-            }
-            let known = match self.in_flight.get_mut(&d.key) {
-                Some(t) => {
-                    t.remaining -= len;
-                    if t.remaining == 0 {
-                        self.in_flight.remove(&d.key);
-                    } else {
-                        t.reported.push((d.first, len));
-                    }
-                    true
-                }
-                None => false,
-            };
-            if known {
-                if !self.shared.stop.load(Ordering::Relaxed) {
-                    self.learn(len, d.elapsed);
-                }
-                out.push(Report {
-                    first: AttemptId {
-                        index: d.first,
-                        attempt: d.key.attempt,
-                    },
-                    outcomes: d.outcomes,
-                    per_item: Some(d.elapsed / len.max(1) as u32),
-                });
-            } else if self.shared.track {
-                self.shared.registry().abandoned.remove(&d.key);
-            }
+            self.accept_done(d, out);
             next = self.done_rx.try_recv().ok();
         }
         Ok(())

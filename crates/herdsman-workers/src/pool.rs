@@ -2,11 +2,13 @@
 //!
 //! Each worker has a writer thread (stdin), a reader thread (stdout) and a stderr thread, so
 //! the engine's thread never blocks on a pipe. The engine's thread keeps all bookkeeping:
-//! which attempts are in flight on which worker, and in which order they were sent.
+//! which attempts are in flight on which worker, and in which order they were sent, and when
+//! each record's clock started for the per-record timeout.
 //!
 //! This module must never report an abandoned attempt, never report an attempt twice, never
-//! charge a worker crash to more than one attempt, and never let a worker that floods or
-//! ignores its pipes block the caller.
+//! charge a worker crash or timeout to more than the record(s) that caused it, never count
+//! the time a record waits behind others against its timeout, and never let a worker that
+//! floods or ignores its pipes block the caller.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};
@@ -124,7 +126,7 @@ impl std::fmt::Debug for PoolConfig {
 const OUTBOX_FLUSH: usize = 32 * 1024;
 /// How long a record should wait in a worker's queue behind other records, at most (roughly).
 /// A fast worker gets the full pipeline depth; a slow one gets fewer records at once, so
-/// the engine's per-record timeout measures the record's own work, not the queue before it.
+/// records wait little behind a slow one (the pool's own timeout never counts that wait).
 pub(crate) const QUEUE_TARGET: Duration = Duration::from_millis(20);
 /// The shortest time a `lines` worker may be stuck on one record before the records queued
 /// behind it move to other workers.

@@ -335,9 +335,12 @@ where
         }
         if !self.deadline_hit && self.deadline_at.is_some_and(|d| Instant::now() >= d) {
             self.deadline_hit = true;
+            // Abandon before stopping: a backend that cancels in-flight work on stop (async)
+            // would otherwise report it as not run rather than timed out.
+            let abandoned = self.backend.abandon_all();
             self.begin_stop(RunStatus::TimedOut);
             let now = Instant::now();
-            for a in self.backend.abandon_all() {
+            for a in abandoned {
                 for k in 0..a.len as u64 {
                     let id = AttemptId {
                         index: a.first.index + k,

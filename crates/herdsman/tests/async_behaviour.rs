@@ -191,3 +191,46 @@ fn collect_async_inside_a_runtime() {
     assert_eq!(values[7], 49);
     assert_eq!(values.len(), 50);
 }
+
+#[test]
+fn deadline_times_out_in_flight_futures() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d2 = dropped.clone();
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let run = herdsman::map_async(0..10u64, move |x| {
+        let c = Count(d2.clone());
+        async move {
+            let _c = c;
+            if x >= 3 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok::<_, ()>(x)
+        }
+    })
+    .concurrency(4)
+    .deadline(Duration::from_millis(200))
+    .collect();
+    assert_eq!(run.status(), &RunStatus::TimedOut);
+    assert_eq!(run.success_count(), 3);
+    let timed_out: Vec<u64> = run
+        .failures()
+        .iter()
+        .filter(|f| f.error == ItemError::TimedOut)
+        .map(|f| f.index)
+        .collect();
+    assert_eq!(timed_out, vec![3, 4, 5, 6]);
+    let t = Instant::now();
+    while dropped.load(Ordering::SeqCst) < 7 && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        7,
+        "every started future dropped"
+    );
+}

@@ -13,6 +13,9 @@
 #   memory      peak RSS with `cat` as the worker on a 100 MB and a 1 GB input
 #               (opt-in, not part of `all`: it writes about 1.2 GB under bench/out/)
 #   baselines   only the non-herdsman commands of primes and exec (no build needed)
+#   resume      resume cost: a ~1 GB CSV is processed to about 90% and killed (SIGKILL);
+#               then the time from starting the same command to the first new record
+#               reaching a worker (opt-in, not part of `all`: it writes about 2 GB)
 #
 # Each command runs RUNS times (default 3) and the tables report medians; hyperfine is used
 # when installed, bench/timeit.py otherwise. Everything is generated into bench/out/.
@@ -188,6 +191,65 @@ while written < size:
 " "$2" >"$1"
 }
 
+resume() {
+    need "$HERDSMAN"
+    local csv=$OUT/resume-1g.csv rows=${RESUME_ROWS:-1000000}
+    if [[ ! -s $csv ]]; then
+        echo "generating $csv ($rows rows of about 1 KB)" >&2
+        python3 -c "
+import sys
+pad = 'x' * 1000
+w = sys.stdout.write
+w('id,payload\n')
+for i in range($rows):
+    w(f'{i},{pad}\n')
+" > "$csv"
+    fi
+    local state=$OUT/resume-state out=$OUT/resume.jsonl stamp=$OUT/resume-stamp
+    local cmd=($HERDSMAN run --progress none -q -i "$csv" -w "python3 bench/stamp_cat.py" -j 2 \
+        -o "$out" --state "$state" --chunk-size 1000)
+    rm -rf "$state" "$out" "$out.partial" "$OUT/resume.failures.jsonl"*
+    # Run to about 90% and kill it.
+    "${cmd[@]}" & local pid=$!
+    local want=$((rows * 9 / 10)) done=0
+    while kill -0 $pid 2>/dev/null; do
+        done=$($HERDSMAN status "$state" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])' 2>/dev/null || echo 0)
+        ((done >= want)) && break
+        sleep 0.05
+    done
+    kill -9 $pid 2>/dev/null || true
+    wait $pid 2>/dev/null || true
+    echo "killed with $done of $rows records committed" >&2
+    # Keep the 90% state, and resume from a copy of it several times.
+    rm -rf "$OUT/resume-snap" && mkdir -p "$OUT/resume-snap"
+    cp -r "$state" "$OUT/resume-snap/state"
+    cp "$out.partial" "$OUT/resume-snap/out.partial"
+    cp "$OUT/resume.failures.jsonl.partial" "$OUT/resume-snap/failures.partial"
+    local times=()
+    for ((r = 0; r < RUNS; r++)); do
+        rm -rf "$state" && cp -r "$OUT/resume-snap/state" "$state"
+        cp "$OUT/resume-snap/out.partial" "$out.partial"
+        cp "$OUT/resume-snap/failures.partial" "$OUT/resume.failures.jsonl.partial"
+        rm -f "$out" "$stamp".*
+        sync
+        local t0
+        t0=$(python3 -c 'import time; print(f"{time.time():.6f}")')
+        HERDSMAN_BENCH_STAMP=$stamp "${cmd[@]}" || true
+        local first
+        first=$(cat "$stamp".* | sort -n | head -1)
+        times+=("$(python3 -c "print(f'{$first - $t0:.3f}')")")
+    done
+    echo
+    echo "### Resume cost: ~1 GB CSV, 90% committed; seconds from start to the first new record at a worker"
+    echo
+    echo "| runs | median | all |"
+    echo "|---|---|---|"
+    local median
+    median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "| ${#times[@]} | ${median} s | ${times[*]} |"
+    echo
+}
+
 memory() {
     need "$HERDSMAN"
     command -v /usr/bin/time >/dev/null || { echo "memory needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
@@ -215,6 +277,7 @@ for what in "$@"; do
         exec) exec_bench ;;
         checkpoint) checkpoint ;;
         memory) memory ;;
+        resume) resume ;;
         baselines) primes_baselines; exec_baselines ;;
         all) primes; overhead; exec_bench; checkpoint ;;
         *) sed -n '2,22p' "$0" >&2; exit 2 ;;

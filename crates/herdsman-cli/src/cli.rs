@@ -90,6 +90,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub shell: bool,
 
+    /// Directory the workers and commands start in (default: the current directory; in a
+    /// job file, relative to the job file). Example: --workdir scripts/
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
     /// Number of parallel workers (default: number of cores).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,

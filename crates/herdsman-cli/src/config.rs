@@ -59,6 +59,8 @@ pub struct RunConfig {
     pub inputs: Vec<String>,
     pub format: Option<FormatArg>,
     pub transform: Transform,
+    /// Where workers start; `None` is the current directory.
+    pub workdir: Option<PathBuf>,
     pub jobs: usize,
     /// `None` is stdout.
     pub output: Option<PathBuf>,
@@ -96,6 +98,7 @@ struct JobFile {
     protocol: Option<ProtocolArg>,
     exec: Option<StringOrList>,
     shell: Option<bool>,
+    workdir: Option<String>,
     jobs: Option<usize>,
     output: Option<String>,
     output_format: Option<OutputFormatArg>,
@@ -433,10 +436,20 @@ impl RunConfig {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
         }
 
+        let workdir = args.workdir.or(job.workdir.map(|w| PathBuf::from(rel(w))));
+        if let Some(dir) = &workdir {
+            if !dir.is_dir() {
+                usage!(
+                    "--workdir {} is not a directory; give an existing directory for the workers to start in",
+                    dir.display()
+                );
+            }
+        }
         Ok(RunConfig {
             inputs,
             format: args.format.or(job.format),
             transform,
+            workdir,
             jobs,
             output,
             output_format,

@@ -48,6 +48,10 @@ pub struct Progress {
     last_plain: Instant,
     every: Duration,
     total: Option<u64>,
+    /// The total, when it is still being counted in the background.
+    counting: Option<std::sync::mpsc::Receiver<Option<u64>>>,
+    calls: u64,
+    last_update: Instant,
     log: Log,
 }
 
@@ -92,7 +96,44 @@ impl Progress {
             last_plain: now,
             every: Duration::from_secs(5),
             total,
+            counting: None,
+            calls: 0,
+            last_update: now,
             log,
+        }
+    }
+
+    /// Counts the expected total on a background thread (a full pass over the input's
+    /// newlines), so that a large or resumed input starts without waiting for it.
+    pub fn count_total_with(&mut self, count: impl FnOnce() -> Option<u64> + Send + 'static) {
+        if self.bar.is_none() && !self.plain {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("herdsman-count".into())
+            .spawn(move || {
+                let _ = tx.send(count());
+            });
+        if spawned.is_ok() {
+            self.counting = Some(rx);
+        }
+    }
+
+    fn take_total(&mut self) {
+        let Some(rx) = &self.counting else { return };
+        if let Ok(total) = rx.try_recv() {
+            self.counting = None;
+            self.total = total;
+            if let (Some(bar), Some(t)) = (&self.bar, total) {
+                bar.set_length(t);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+            }
         }
     }
 
@@ -101,8 +142,15 @@ impl Progress {
         self.log.clone()
     }
 
-    /// Shows the current counts (cheap; call it as often as you like).
+    /// Shows the current counts (cheap; call it as often as you like: it redraws at most
+    /// every few milliseconds).
     pub fn update(&mut self, total: &Counts) {
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % 256 != 0 && self.last_update.elapsed() < Duration::from_millis(50) {
+            return;
+        }
+        self.last_update = Instant::now();
+        self.take_total();
         if let Some(bar) = &self.bar {
             bar.set_position(total.resolved() + total.not_run);
             if total.failed > 0 || total.retries > 0 {

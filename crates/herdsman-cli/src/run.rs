@@ -133,6 +133,8 @@ fn start_executor(
                 ProtocolArg::Framed => Protocol::Framed,
             };
             pc.stderr = Some(stderr);
+            pc.timeout = cfg.timeout;
+            pc.cwd = cfg.workdir.clone();
             Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
         }
         Transform::Exec { template, shell } => {
@@ -152,6 +154,8 @@ fn start_executor(
             let mut ec = ExecConfig::new(template);
             ec.jobs = cfg.jobs;
             ec.stderr = Some(stderr);
+            ec.timeout = cfg.timeout;
+            ec.cwd = cfg.workdir.clone();
             Box::new(ExecPool::start(ec).map_err(|e| usage(e.message))?)
         }
     };
@@ -294,8 +298,9 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let resume_at = resume.as_ref().and_then(|r| r.position.map(from_ledger));
     let source = Source::open(inputs.specs.clone(), source_options(&cfg), resume_at)
         .map_err(|e| usage(e.to_string()))?;
-    let total = herdsman_io::estimate_records(&inputs.specs);
-    let mut progress = Progress::new(cfg.progress, total, earlier.resolved(), cfg.quiet);
+    let mut progress = Progress::new(cfg.progress, None, earlier.resolved(), cfg.quiet);
+    let specs = inputs.specs.clone();
+    progress.count_total_with(move || herdsman_io::estimate_records(&specs));
     let log = progress.log();
     if earlier.resolved() > 0 {
         log.notice(&format!(
@@ -468,9 +473,8 @@ where
         };
         engine = engine.rate_limit(rate);
     }
-    if let Some(t) = cfg.timeout {
-        engine = engine.item_timeout(t);
-    }
+    // --timeout is enforced by the process executor, which knows when a record actually
+    // started on its worker (a record queued behind a slow one is not charged for the wait).
     if let Some(MaxErrors::Count(n)) = cfg.max_errors {
         engine = engine.max_errors(n.saturating_sub(failed_earlier).max(1));
     }

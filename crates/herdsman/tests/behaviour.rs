@@ -163,6 +163,8 @@ fn retries_are_counted_and_reported() {
     let c2 = calls.clone();
     let retries_seen = Arc::new(AtomicU64::new(0));
     let r2 = retries_seen.clone();
+    let progress_calls = Arc::new(AtomicU64::new(0));
+    let pc2 = progress_calls.clone();
     let run = herdsman::map(0..10u64, move |x| {
         let mut m = c2.lock().unwrap();
         let n = m.entry(x).or_insert(0);
@@ -180,8 +182,13 @@ fn retries_are_counted_and_reported() {
             .backoff(Duration::from_millis(5))
             .jitter(false),
     )
-    .on_progress(move |p| r2.store(p.retries, Ordering::SeqCst))
+    .on_progress(move |p| {
+        r2.store(p.retries, Ordering::SeqCst);
+        pc2.fetch_add(1, Ordering::SeqCst);
+    })
     .collect();
+    // Once per item's final outcome, not per attempt.
+    assert_eq!(progress_calls.load(Ordering::SeqCst), 10);
     assert_eq!(run.success_count(), 9);
     let f = &run.failures()[0];
     assert_eq!(f.index, 5);
@@ -729,4 +736,14 @@ fn deadline_inside_batches_accounts_for_every_item() {
     idx.extend(fail.iter().map(|f| f.index));
     idx.sort_unstable();
     assert_eq!(idx, (0..s.admitted).collect::<Vec<_>>());
+}
+
+/// `map` itself needs no `Clone` on items; only `retry` does.
+#[test]
+fn items_need_not_be_clone_without_retry() {
+    struct Token(u32);
+    let run = herdsman::map((0..50).map(Token), |t: Token| Ok::<_, ()>(t.0 + 1))
+        .workers(2)
+        .collect();
+    assert_eq!(run.into_values().unwrap()[49], 50);
 }

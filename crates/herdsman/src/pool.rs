@@ -1,5 +1,6 @@
-//! The thread backends: a pool of worker threads with automatic batching, and an inline
-//! runner for sequential runs on the calling thread.
+//! The thread backends: a pool of worker threads with automatic batching (batches aim at
+//! about 2 ms of work, are split into pieces, and idle workers steal pieces from a busy
+//! worker's batch), and an inline runner for sequential runs on the calling thread.
 //!
 //! Threads cannot be killed: an abandoned attempt keeps running on its thread, its late
 //! result is discarded, and a fresh thread takes its place so the pool keeps its size. The

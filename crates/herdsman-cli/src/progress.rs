@@ -146,7 +146,8 @@ impl Progress {
     /// every few milliseconds).
     pub fn update(&mut self, total: &Counts) {
         self.calls = self.calls.wrapping_add(1);
-        if !self.calls.is_multiple_of(256) && self.last_update.elapsed() < Duration::from_millis(50) {
+        if !self.calls.is_multiple_of(256) && self.last_update.elapsed() < Duration::from_millis(50)
+        {
             return;
         }
         self.last_update = Instant::now();

@@ -688,3 +688,47 @@ fn nix_kill(pid: u32, sig: i32) {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn status_and_failures_describe_a_job() {
+    let s = Scratch::new();
+    s.write("in.csv", "id,value\n1,10\n2,x\n3,30\n");
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            &py_worker("filter_framed.py", &[]),
+        ])
+        .args(["--protocol", "framed", "-o", "out.jsonl"])
+        .assert()
+        .code(1);
+    s.herdsman()
+        .args(["status", "out.jsonl"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("finished"))
+        .stdout(predicate::str::contains("3 committed in 1 chunks"))
+        .stdout(predicate::str::contains("1 failed"));
+    let out = s
+        .herdsman()
+        .args(["status", "out.jsonl", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["records"], json!(3));
+    assert_eq!(v["finished"], json!(true));
+    s.herdsman()
+        .args(["failures", "out.jsonl"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "in.csv:3 record 2: [reported] value 'x' is not an integer",
+        ));
+    s.herdsman()
+        .args(["status", "nowhere.jsonl"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no checkpoint"));
+}

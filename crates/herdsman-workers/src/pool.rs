@@ -521,7 +521,9 @@ impl WorkerPool {
                 q.front()?;
                 slot.busy_since?
             }
-            InflightSet::Framed(m) => m.values().map(|i| i.sent).min()?,
+            // Send times grow with the wire id (a re-send restamps every record at once,
+            // before any newer one is written), so the first record is the oldest sent.
+            InflightSet::Framed(m) => m.values().next()?.sent,
         };
         Some(started + timeout)
     }

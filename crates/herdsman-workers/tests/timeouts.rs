@@ -24,33 +24,38 @@ fn pool_cfg(cmd: WorkerCommand, workers: usize, timeout_ms: u64) -> PoolConfig {
 }
 
 /// A `lines` worker that echoes records; on a record with `"hang"` it starts a grandchild
-/// (`sleep 300`), writes its pid to `pidfile`, says so on stderr and hangs.
+/// (`sleep 300`), writes its pid to `pidfile`, says so on stderr and hangs. (Shell workers
+/// start in a millisecond, so a busy machine does not eat into the timeouts.)
 fn hang_script(dir: &Path, pidfile: &Path) -> String {
     let pidfile = pidfile.to_string_lossy().into_owned();
     script(
         dir,
-        "hang.py",
+        "hang.sh",
         &format!(
             r#"
-import os, subprocess, sys, time
-for line in sys.stdin:
-    if "hang" in line:
-        child = subprocess.Popen(["sleep", "300"])
-        with open({pidfile:?} + ".tmp", "w") as f:
-            f.write(str(child.pid))
-        os.rename({pidfile:?} + ".tmp", {pidfile:?})
-        sys.stderr.write("stuck on " + line)
-        sys.stderr.flush()
-        time.sleep(300)
-    sys.stdout.write(line)
-    sys.stdout.flush()
+while IFS= read -r l; do
+  case "$l" in
+    *hang*)
+      sleep 300 &
+      echo $! > '{pidfile}.tmp'
+      mv '{pidfile}.tmp' '{pidfile}'
+      echo "stuck on $l" >&2
+      wait
+      ;;
+  esac
+  printf '%s\n' "$l"
+done
 "#
         ),
     )
 }
 
 fn grandchild(pidfile: &Path) -> i32 {
-    std::fs::read_to_string(pidfile).unwrap().parse().unwrap()
+    std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -58,8 +63,7 @@ fn hung_lines_record_times_out_alone_and_the_records_behind_it_succeed() {
     let dir = tempdir("timeout-lines");
     let pidfile = dir.join("grandchild.pid");
     let path = hang_script(&dir, &pidfile);
-    let mut p =
-        WorkerPool::start(pool_cfg(WorkerCommand::argv(["python3", &path]), 1, 400)).unwrap();
+    let mut p = WorkerPool::start(pool_cfg(WorkerCommand::argv(["sh", &path]), 1, 400)).unwrap();
     let items: Vec<_> = (0..6u64)
         .map(|i| {
             if i == 1 {
@@ -101,22 +105,10 @@ fn hung_lines_record_times_out_alone_and_the_records_behind_it_succeed() {
 
 #[test]
 fn lines_clock_starts_when_the_record_becomes_the_oldest_unanswered() {
-    // Four records written at once to one worker that takes 150 ms each: the last one is
-    // answered about 600 ms after it was written, but each took only 150 ms of work.
-    let dir = tempdir("timeout-queue");
-    let path = script(
-        &dir,
-        "slow.py",
-        r#"
-import sys, time
-for line in sys.stdin:
-    time.sleep(0.15)
-    sys.stdout.write(line)
-    sys.stdout.flush()
-"#,
-    );
-    let mut p =
-        WorkerPool::start(pool_cfg(WorkerCommand::argv(["python3", &path]), 1, 500)).unwrap();
+    // Four records written at once to one worker that takes 200 ms each: the last one is
+    // answered about 800 ms after it was written, but each took only 200 ms of work.
+    let line = r#"while IFS= read -r l; do sleep 0.2; printf '%s\n' "$l"; done"#;
+    let mut p = WorkerPool::start(pool_cfg(WorkerCommand::shell(line), 1, 500)).unwrap();
     assert!(p.capacity() >= 4);
     let start = Instant::now();
     let items: Vec<_> = (0..4)
@@ -126,33 +118,53 @@ for line in sys.stdin:
     for i in 0..4u64 {
         assert_eq!(text(success(&r[&i])), vec![format!(r#"{{"i":{i}}}"#)]);
     }
-    assert!(start.elapsed() >= Duration::from_millis(600));
+    assert!(start.elapsed() >= Duration::from_millis(800));
     p.shutdown();
+}
+
+/// A `framed` worker in shell. It never answers records containing "hang". The first
+/// process started (per `marker` file) answers records containing "late" only after 2 s;
+/// every other record is answered at once with `{"pid":<worker pid>,"r":<record>}`.
+fn framed_script(dir: &Path, marker: &Path) -> String {
+    let marker = marker.to_string_lossy().into_owned();
+    script(
+        dir,
+        "framed.sh",
+        &format!(
+            r#"
+if [ -e '{marker}' ]; then first=0; else first=1; : > '{marker}'; fi
+while IFS= read -r l; do
+  id=${{l#*\"id\":}}; id=${{id%%,*}}
+  rec=${{l#*\"record\":}}; rec=${{rec%\}}}}
+  reply="{{\"id\":$id,\"output\":{{\"pid\":$$,\"r\":$rec}},\"done\":true}}"
+  case "$l" in
+    *hang*) ;;
+    *late*) if [ $first = 1 ]; then (sleep 2; printf '%s\n' "$reply") & else printf '%s\n' "$reply"; fi ;;
+    *) printf '%s\n' "$reply" ;;
+  esac
+done
+"#
+        ),
+    )
+}
+
+fn framed_pool(dir: &Path, timeout_ms: u64) -> WorkerPool {
+    let marker = dir.join("started-once");
+    let _ = std::fs::remove_file(&marker);
+    let path = framed_script(dir, &marker);
+    let mut cfg = pool_cfg(WorkerCommand::argv(["sh", &path]), 1, timeout_ms);
+    cfg.protocol = Protocol::Framed;
+    WorkerPool::start(cfg).unwrap()
+}
+
+fn output(o: &Outcome) -> serde_json::Value {
+    serde_json::from_slice(&success(o)[0]).unwrap()
 }
 
 #[test]
 fn framed_record_without_answer_times_out_and_others_are_answered() {
     let dir = tempdir("timeout-framed");
-    // Never answers records with "hang"; answers every other record at once.
-    let path = script(
-        &dir,
-        "framed.py",
-        r#"
-import json, sys
-def send(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "hang" in msg["record"]:
-        continue
-    send({"id": msg["id"], "output": msg["record"]})
-    send({"id": msg["id"], "done": True})
-    sys.stdout.flush()
-"#,
-    );
-    let mut cfg = pool_cfg(WorkerCommand::argv(["python3", &path]), 1, 400);
-    cfg.protocol = Protocol::Framed;
-    let mut p = WorkerPool::start(cfg).unwrap();
+    let mut p = framed_pool(&dir, 400);
     let items: Vec<_> = (0..5u64)
         .map(|i| {
             if i == 2 {
@@ -175,12 +187,53 @@ for line in sys.stdin:
                 "no answer within 400ms (--timeout); worker 0 was killed and restarted"
             );
         } else {
-            assert_eq!(text(success(&r[&i])), vec![format!(r#"{{"i":{i}}}"#)]);
+            assert_eq!(output(&r[&i])["r"], serde_json::json!({ "i": i }));
         }
     }
     // The restarted worker takes new records.
     let r = run_all(&mut p, vec![item(9, r#"{"i":9}"#)], LIMIT).unwrap();
-    assert_eq!(text(success(&r[&0])), vec![r#"{"i":9}"#]);
+    assert_eq!(output(&r[&0])["r"], serde_json::json!({ "i": 9 }));
+    p.shutdown();
+}
+
+#[test]
+fn framed_timeout_resends_the_other_records_in_flight_uncharged() {
+    let dir = tempdir("timeout-framed-resend");
+    let mut p = framed_pool(&dir, 400);
+    let deadline = Instant::now() + LIMIT;
+    let mut out = Vec::new();
+    p.submit(id(0), item(0, r#"{"ping":1}"#)).unwrap();
+    while out.is_empty() {
+        assert!(Instant::now() < deadline);
+        p.poll(Duration::from_millis(100), &mut out).unwrap();
+    }
+    let first_pid = output(&out[0].1)["pid"].clone();
+    out.clear();
+    p.submit(id(1), item(1, r#"{"hang":1}"#)).unwrap();
+    // Written well after the hung record, so it is still in time when that one expires.
+    let wait = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < wait {
+        p.poll(Duration::from_millis(20), &mut out).unwrap();
+    }
+    assert!(out.is_empty());
+    p.submit(id(2), item(2, r#"{"late":1}"#)).unwrap();
+    while out.len() < 2 {
+        assert!(Instant::now() < deadline);
+        p.poll(Duration::from_millis(100), &mut out).unwrap();
+    }
+    out.sort_by_key(|(aid, _)| aid.index);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0, id(1));
+    assert_eq!(failure(&out[0].1).kind, FailureKind::Timeout);
+    assert_eq!(out[1].0, id(2));
+    assert_ne!(
+        output(&out[1].1)["pid"],
+        first_pid,
+        "answered by the restarted worker"
+    );
+    out.clear();
+    p.poll(Duration::from_millis(100), &mut out).unwrap();
+    assert!(out.is_empty(), "reported twice: {out:?}");
     p.shutdown();
 }
 
@@ -231,25 +284,21 @@ fn exec_command_times_out_from_its_spawn_and_its_grandchild_dies() {
     let pidfile_s = pidfile.to_string_lossy().into_owned();
     let path = script(
         &dir,
-        "cmd.py",
+        "cmd.sh",
         r#"
-import json, os, subprocess, sys, time
-n, pidfile = sys.argv[1], sys.argv[2]
-if n == "hang":
-    child = subprocess.Popen(["sleep", "300"])
-    with open(pidfile + ".tmp", "w") as f:
-        f.write(str(child.pid))
-    os.rename(pidfile + ".tmp", pidfile)
-    sys.stderr.write("stuck\n")
-    sys.stderr.flush()
-    time.sleep(300)
-time.sleep(0.1)
-print(json.dumps({"n": n}))
+if [ "$1" = hang ]; then
+  sleep 300 &
+  echo $! > "$2.tmp"
+  mv "$2.tmp" "$2"
+  echo stuck >&2
+  wait
+fi
+printf '{"n":"%s"}\n' "$1"
 "#,
     );
     // One job slot: the records after the hung one wait for it (longer than the timeout)
     // before they start, and still succeed.
-    let mut p = ExecPool::start(exec_cfg(&["python3", &path, "{n}", &pidfile_s], 1, 400)).unwrap();
+    let mut p = ExecPool::start(exec_cfg(&["sh", &path, "{n}", &pidfile_s], 1, 400)).unwrap();
     let items = vec![
         item(0, r#"{"n":"hang"}"#),
         item(1, r#"{"n":"a"}"#),
@@ -261,15 +310,15 @@ print(json.dumps({"n": n}))
     assert!(f.retryable);
     assert_eq!(
         f.message,
-        "command `python3` did not finish within 400ms (--timeout); its process group was killed"
+        "command `sh` did not finish within 400ms (--timeout); its process group was killed"
     );
     assert!(
         f.stderr_tail.iter().any(|l| l == "stuck"),
         "{:?}",
         f.stderr_tail
     );
-    assert_eq!(text(success(&r[&1])), vec![r#"{"n": "a"}"#]);
-    assert_eq!(text(success(&r[&2])), vec![r#"{"n": "b"}"#]);
+    assert_eq!(text(success(&r[&1])), vec![r#"{"n":"a"}"#]);
+    assert_eq!(text(success(&r[&2])), vec![r#"{"n":"b"}"#]);
     assert!(
         wait_gone(grandchild(&pidfile), Duration::from_secs(10)),
         "the command's grandchild survived"

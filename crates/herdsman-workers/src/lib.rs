@@ -14,6 +14,10 @@
 //!
 //! Both implement [`herdsman::executor::Executor`]`<`[`WorkItem`]`>` with
 //! [`WorkOutput`] as the output and [`WorkerFailure`] as the error.
+//!
+//! Both enforce the per-record timeout themselves ([`PoolConfig::timeout`],
+//! [`ExecConfig::timeout`]), because only they know when a record actually started: a
+//! record waiting behind others on a worker, or for a free job slot, is not using its time.
 
 use std::sync::Arc;
 

@@ -84,6 +84,8 @@ pub(crate) trait Backend<T, U, E>: Send {
     fn buffer(&mut self, cap: usize) -> Vec<T> {
         Vec::with_capacity(cap)
     }
+    /// Take back an emptied value buffer (backends may reuse it).
+    fn recycle_values(&mut self, _v: Vec<U>) {}
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError>;
     fn poll(
         &mut self,
@@ -181,6 +183,10 @@ pub(crate) trait Sink<U, E> {
     }
     /// Items no longer counted against the window (handed to the consumer).
     fn delivered(&self) -> u64;
+    /// An emptied value buffer the sink no longer needs, if any.
+    fn take_spare(&mut self) -> Option<Vec<U>> {
+        None
+    }
     /// The run is over.
     fn finish(&mut self, _summary: &Summary) {}
 }
@@ -444,14 +450,10 @@ where
             let first = self.next_index;
             let mut items = self.backend.buffer(n);
             if let Some(input) = self.input.as_mut() {
-                while items.len() < n {
-                    match input.next() {
-                        Some(x) => items.push(x),
-                        None => {
-                            self.input = None;
-                            break;
-                        }
-                    }
+                // `extend` over `take` is specialized for many iterators (ranges, slices).
+                items.extend(input.by_ref().take(n));
+                if items.len() < n {
+                    self.input = None;
                 }
             }
             if items.is_empty() {
@@ -540,6 +542,9 @@ where
                     .accept_values(first, values, r.first.attempt, per_item)
                 {
                     self.begin_stop(RunStatus::Cancelled);
+                }
+                while let Some(v) = self.sink.take_spare() {
+                    self.backend.recycle_values(v);
                 }
                 return;
             }

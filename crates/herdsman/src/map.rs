@@ -441,6 +441,8 @@ pub(crate) struct CollectSink<U, E> {
     unordered: Vec<(u64, U)>,
     failures: Vec<Failure<E>>,
     resolved: u64,
+    /// Emptied value buffers to hand back to the backend.
+    spares: Vec<Vec<U>>,
 }
 
 impl<U, E> CollectSink<U, E> {
@@ -454,6 +456,7 @@ impl<U, E> CollectSink<U, E> {
             unordered: Vec::new(),
             failures: Vec::new(),
             resolved: 0,
+            spares: Vec::new(),
         }
     }
 
@@ -465,6 +468,9 @@ impl<U, E> CollectSink<U, E> {
                     self.values = v;
                 } else {
                     self.values.append(&mut v);
+                    if v.capacity() > 0 && self.spares.len() < 16 {
+                        self.spares.push(v);
+                    }
                 }
             }
             Piece::Hole => {
@@ -560,5 +566,9 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
 
     fn delivered(&self) -> u64 {
         self.resolved
+    }
+
+    fn take_spare(&mut self) -> Option<Vec<U>> {
+        self.spares.pop()
     }
 }

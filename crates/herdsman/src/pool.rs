@@ -136,8 +136,10 @@ struct Registry {
     retired: HashSet<usize>,
 }
 
-struct Shared<T> {
+struct Shared<T, U> {
     stop: AtomicBool,
+    /// Emptied value buffers handed back by the scheduler, for reuse.
+    value_spares: Mutex<Vec<Vec<U>>>,
     registry: Mutex<Registry>,
     /// Batches being worked on, for idle workers to steal from.
     active: Mutex<Vec<Arc<Cell<T>>>>,
@@ -145,7 +147,22 @@ struct Shared<T> {
     steal: bool,
 }
 
-impl<T> Shared<T> {
+impl<T, U> Shared<T, U> {
+    fn values_buffer(&self, cap: usize) -> Vec<U> {
+        let spare = self
+            .value_spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        match spare {
+            Some(mut v) => {
+                v.reserve(cap);
+                v
+            }
+            None => Vec::with_capacity(cap),
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -180,7 +197,7 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     jobs_rx: Receiver<Arc<Cell<T>>>,
     done_tx: Sender<Done<T, U, E>>,
     done_rx: Receiver<Done<T, U, E>>,
-    shared: Arc<Shared<T>>,
+    shared: Arc<Shared<T, U>>,
     in_flight: HashMap<AttemptId, Track<T>>,
     slots: usize,
     batch: usize,
@@ -213,6 +230,7 @@ where
             done_rx,
             shared: Arc::new(Shared {
                 stop: AtomicBool::new(false),
+                value_spares: Mutex::new(Vec::new()),
                 registry: Mutex::new(Registry::default()),
                 active: Mutex::new(Vec::new()),
                 track: cfg.track,
@@ -306,13 +324,13 @@ fn run_piece<T, U, E, F>(
     first: u64,
     items: Vec<T>,
     done: &Sender<Done<T, U, E>>,
-    shared: &Shared<T>,
+    shared: &Shared<T, U>,
 ) -> bool
 where
     F: Fn(T) -> Result<U, E>,
 {
     let start = Instant::now();
-    let (outcomes, spare) = run_batch(f, items, &shared.stop);
+    let (outcomes, spare) = run_batch(f, items, shared);
     let elapsed = start.elapsed();
     done.send(Done {
         spare,
@@ -329,7 +347,7 @@ fn worker_loop<T, U, E, F>(
     f: &F,
     jobs: Receiver<Arc<Cell<T>>>,
     done: Sender<Done<T, U, E>>,
-    shared: Arc<Shared<T>>,
+    shared: Arc<Shared<T, U>>,
 ) where
     F: Fn(T) -> Result<U, E>,
 {
@@ -369,7 +387,7 @@ fn worker_loop<T, U, E, F>(
         let mut alive = true;
         while let Some((first, items)) = cell.take_front() {
             let start = Instant::now();
-            let (outcomes, spare) = run_batch(f, items, &shared.stop);
+            let (outcomes, spare) = run_batch(f, items, &shared);
             let msg = Done {
                 spare,
                 key: cell.key,
@@ -401,12 +419,17 @@ fn worker_loop<T, U, E, F>(
 
 /// Run a batch; values stay a plain `Vec<U>` as long as every item succeeds.
 /// Returns the emptied item buffer too, for reuse.
-fn run_batch<T, U, E, F>(f: &F, mut items: Vec<T>, stop: &AtomicBool) -> (Outcomes<U, E>, Vec<T>)
+fn run_batch<T, U, E, F>(
+    f: &F,
+    mut items: Vec<T>,
+    shared: &Shared<T, U>,
+) -> (Outcomes<U, E>, Vec<T>)
 where
     F: Fn(T) -> Result<U, E>,
 {
+    let stop = &shared.stop;
     let n = items.len();
-    let mut values = Vec::with_capacity(n);
+    let mut values = shared.values_buffer(n);
     let mut it = items.drain(..);
     let mut odd = None;
     for item in it.by_ref() {
@@ -458,6 +481,16 @@ where
     }
     fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+    fn recycle_values(&mut self, v: Vec<U>) {
+        let mut spares = self
+            .shared
+            .value_spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if spares.len() < self.slots * 2 {
+            spares.push(v);
+        }
     }
     fn buffer(&mut self, cap: usize) -> Vec<T> {
         match self.spares.pop() {

@@ -33,6 +33,8 @@ pub(crate) enum Outcomes<U, E> {
     /// Every item succeeded (the common case, handled in bulk).
     AllOk(Vec<U>),
     Mixed(Vec<Slot<U, E>>),
+    /// Every item succeeded and its value is already in the run's direct output.
+    Written(usize),
 }
 
 impl<U, E> Outcomes<U, E> {
@@ -40,6 +42,7 @@ impl<U, E> Outcomes<U, E> {
         match self {
             Outcomes::AllOk(v) => v.len(),
             Outcomes::Mixed(v) => v.len(),
+            Outcomes::Written(n) => *n,
         }
     }
 
@@ -50,6 +53,7 @@ impl<U, E> Outcomes<U, E> {
                 .map(|x| Slot::Done(AttemptOutcome::Success(x)))
                 .collect(),
             Outcomes::Mixed(v) => v,
+            Outcomes::Written(_) => unreachable!("written outcomes are handled in bulk"),
         }
     }
 }
@@ -86,6 +90,10 @@ pub(crate) trait Backend<T, U, E>: Send {
     }
     /// Take back an emptied value buffer (backends may reuse it).
     fn recycle_values(&mut self, _v: Vec<U>) {}
+    /// Write successful values straight into `out`; false if the backend cannot.
+    fn set_direct(&mut self, _out: Arc<crate::direct::DirectOut<U>>) -> bool {
+        false
+    }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError>;
     fn poll(
         &mut self,
@@ -183,6 +191,11 @@ pub(crate) trait Sink<U, E> {
     }
     /// Items no longer counted against the window (handed to the consumer).
     fn delivered(&self) -> u64;
+    /// `n` consecutive successes from `first` whose values are in the direct output.
+    fn accept_written(&mut self, _first: u64, _n: usize) -> bool {
+        debug_assert!(false, "this sink has no direct output");
+        true
+    }
     /// An emptied value buffer the sink no longer needs, if any.
     fn take_spare(&mut self) -> Option<Vec<U>> {
         None
@@ -517,6 +530,28 @@ where
     }
 
     fn handle_report(&mut self, r: Report<U, E>) {
+        if let Outcomes::Written(n) = r.outcomes {
+            let first = r.first.index;
+            if !self.clones.is_empty() || !self.spent.is_empty() {
+                for k in 0..n as u64 {
+                    self.clones.remove(first + k);
+                    self.spent.remove(&(first + k));
+                }
+            }
+            if self.track_times {
+                for k in 0..n as u64 {
+                    self.times.remove(&AttemptId {
+                        index: first + k,
+                        attempt: r.first.attempt,
+                    });
+                }
+            }
+            self.count_successes(n as u64);
+            if !self.sink.accept_written(first, n) {
+                self.begin_stop(RunStatus::Cancelled);
+            }
+            return;
+        }
         let bulk = self.p.on_outcome.is_none() && !self.track_times && self.spent.is_empty();
         let r = match r.outcomes {
             Outcomes::AllOk(values) if bulk => {
@@ -527,15 +562,7 @@ where
                         self.clones.remove(first + k);
                     }
                 }
-                if let Some(cb) = self.p.on_progress.as_mut() {
-                    for _ in 0..n {
-                        self.progress.succeeded += 1;
-                        self.progress.elapsed = self.start.elapsed();
-                        cb(&self.progress);
-                    }
-                } else {
-                    self.progress.succeeded += n;
-                }
+                self.count_successes(n);
                 let per_item = r.per_item.unwrap_or_default();
                 if !self
                     .sink
@@ -586,6 +613,19 @@ where
                     self.finish(id.index, Err(ItemError::NotRun), id.attempt - 1, dur);
                 }
             }
+        }
+    }
+
+    /// Count `n` successes handled in bulk (progress still fires once per item).
+    fn count_successes(&mut self, n: u64) {
+        if let Some(cb) = self.p.on_progress.as_mut() {
+            for _ in 0..n {
+                self.progress.succeeded += 1;
+                self.progress.elapsed = self.start.elapsed();
+                cb(&self.progress);
+            }
+        } else {
+            self.progress.succeeded += n;
         }
     }
 

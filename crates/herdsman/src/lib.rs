@@ -23,6 +23,7 @@
 
 #[cfg(feature = "async")]
 mod async_map;
+mod direct;
 mod engine;
 pub mod executor;
 mod limiter;

@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::direct::DirectOut;
 use crate::engine::{Backend, Engine, ExecutorBackend, Policies, Sink};
 use crate::executor::Executor;
 use crate::limiter::{Limiter, RateLimit};
@@ -16,6 +17,9 @@ use crate::pool::{Inline, PoolConfig, ThreadPool};
 use crate::retry::Retry;
 use crate::stop::StopToken;
 use crate::stream::Stream;
+
+/// Largest output reserved up front for direct output.
+const DIRECT_MAX_BYTES: usize = 1 << 30;
 
 /// Default most items admitted but not yet handed out.
 pub const DEFAULT_WINDOW: usize = 1 << 16;
@@ -336,9 +340,22 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     pub fn collect(self) -> RunResult<U, E> {
         let window = self.resolve_window();
         let cfg = self.backend_cfg();
-        let backend = (self.make)(&cfg);
+        let mut backend = (self.make)(&cfg);
         let ordered = self.policies.ordered;
         let mut sink = CollectSink::new(ordered);
+        // Ordered collect of an input of known length: workers put values straight into
+        // their final slots (capped so a huge length hint cannot reserve absurd memory).
+        if ordered && self.policies.on_outcome.is_none() {
+            if let (lo, Some(hi)) = self.input.size_hint() {
+                let bytes = lo.saturating_mul(std::mem::size_of::<U>().max(1));
+                if lo == hi && lo > 0 && bytes <= DIRECT_MAX_BYTES {
+                    let out = Arc::new(DirectOut::new(lo));
+                    if backend.set_direct(Arc::clone(&out)) {
+                        sink.direct = Some(out);
+                    }
+                }
+            }
+        }
         let summary =
             Engine::new(self.input, backend, self.policies, window, &mut sink, None).run();
         sink.into_result(summary)
@@ -443,6 +460,12 @@ pub(crate) struct CollectSink<U, E> {
     resolved: u64,
     /// Emptied value buffers to hand back to the backend.
     spares: Vec<Vec<U>>,
+    /// Direct output (ordered runs of known length): successes live there.
+    direct: Option<Arc<DirectOut<U>>>,
+    /// Ranges of successes whose values are in `direct`.
+    ok_ranges: Vec<(u64, usize)>,
+    /// Successes that did not fit `direct` (an input longer than its size hint).
+    overflow: Vec<(u64, U)>,
 }
 
 impl<U, E> CollectSink<U, E> {
@@ -457,6 +480,9 @@ impl<U, E> CollectSink<U, E> {
             failures: Vec::new(),
             resolved: 0,
             spares: Vec::new(),
+            direct: None,
+            ok_ranges: Vec::new(),
+            overflow: Vec::new(),
         }
     }
 
@@ -495,8 +521,38 @@ impl<U, E> CollectSink<U, E> {
         }
     }
 
+    /// Direct mode: put values of `first..` into the direct output (or the overflow).
+    fn direct_values(&mut self, first: u64, mut values: Vec<U>) {
+        let Some(out) = self.direct.as_ref() else {
+            return;
+        };
+        let n = values.len();
+        if out.write(first, &mut values) {
+            self.ok_ranges.push((first, n));
+        } else {
+            self.overflow.extend(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, v)| (first + k as u64, v)),
+            );
+        }
+    }
+
     pub(crate) fn into_result(mut self, summary: Summary) -> RunResult<U, E> {
         debug_assert!(self.pending.is_empty(), "every admitted index is resolved");
+        if let Some(out) = self.direct.take() {
+            let mut values = out.finish(&self.ok_ranges);
+            self.overflow.sort_unstable_by_key(|(i, _)| *i);
+            values.extend(self.overflow.into_iter().map(|(_, v)| v));
+            self.failures.sort_by_key(|f| f.index);
+            let holes = self.failures.iter().map(|f| f.index).collect();
+            return RunResult {
+                successes: Successes::Ordered { values, holes },
+                failures: self.failures,
+                summary,
+            };
+        }
         let successes = if self.ordered {
             self.failures.sort_by_key(|f| f.index);
             Successes::Ordered {
@@ -518,6 +574,7 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
     fn accept(&mut self, o: ItemOutcome<U, E>) -> bool {
         self.resolved += 1;
         match o.result {
+            Ok(v) if self.direct.is_some() => self.direct_values(o.index, vec![v]),
             Ok(v) => {
                 if !self.ordered {
                     self.unordered.push((o.index, v));
@@ -529,7 +586,7 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
                 }
             }
             Err(error) => {
-                if self.ordered {
+                if self.ordered && self.direct.is_none() {
                     self.place(o.index, Piece::Hole);
                 }
                 self.failures.push(Failure {
@@ -551,7 +608,9 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
         _per_item: Duration,
     ) -> bool {
         self.resolved += values.len() as u64;
-        if self.ordered {
+        if self.direct.is_some() {
+            self.direct_values(first, values);
+        } else if self.ordered {
             self.place(first, Piece::Values(values));
         } else {
             self.unordered.extend(
@@ -570,5 +629,11 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
 
     fn take_spare(&mut self) -> Option<Vec<U>> {
         self.spares.pop()
+    }
+
+    fn accept_written(&mut self, first: u64, n: usize) -> bool {
+        self.resolved += n as u64;
+        self.ok_ranges.push((first, n));
+        true
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::direct::DirectOut;
 use crate::engine::{run_one, Abandoned, Backend, Outcomes, Report, Slot};
 use crate::executor::AttemptOutcome;
 use crate::executor::{AttemptId, FatalExecutorError};
@@ -138,6 +139,8 @@ struct Registry {
 
 struct Shared<T, U> {
     stop: AtomicBool,
+    /// Where successful pieces go directly (ordered collect with a known length).
+    direct: std::sync::OnceLock<Arc<DirectOut<U>>>,
     /// Emptied value buffers handed back by the scheduler, for reuse.
     value_spares: Mutex<Vec<Vec<U>>>,
     registry: Mutex<Registry>,
@@ -148,6 +151,25 @@ struct Shared<T, U> {
 }
 
 impl<T, U> Shared<T, U> {
+    /// Move an all-successful piece into the direct output, if the run has one.
+    fn place_direct<E>(&self, first: u64, outcomes: Outcomes<U, E>) -> Outcomes<U, E> {
+        let Some(out) = self.direct.get() else {
+            return outcomes;
+        };
+        let Outcomes::AllOk(mut values) = outcomes else {
+            return outcomes;
+        };
+        let n = values.len();
+        if !out.write(first, &mut values) {
+            return Outcomes::AllOk(values);
+        }
+        let mut spares = self.value_spares.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < 16 {
+            spares.push(values);
+        }
+        Outcomes::Written(n)
+    }
+
     fn values_buffer(&self, cap: usize) -> Vec<U> {
         let spare = self
             .value_spares
@@ -230,6 +252,7 @@ where
             done_rx,
             shared: Arc::new(Shared {
                 stop: AtomicBool::new(false),
+                direct: std::sync::OnceLock::new(),
                 value_spares: Mutex::new(Vec::new()),
                 registry: Mutex::new(Registry::default()),
                 active: Mutex::new(Vec::new()),
@@ -331,6 +354,7 @@ where
 {
     let start = Instant::now();
     let (outcomes, spare) = run_batch(f, items, shared);
+    let outcomes = shared.place_direct(first, outcomes);
     let elapsed = start.elapsed();
     done.send(Done {
         spare,
@@ -388,6 +412,7 @@ fn worker_loop<T, U, E, F>(
         while let Some((first, items)) = cell.take_front() {
             let start = Instant::now();
             let (outcomes, spare) = run_batch(f, items, &shared);
+            let outcomes = shared.place_direct(first, outcomes);
             let msg = Done {
                 spare,
                 key: cell.key,
@@ -481,6 +506,9 @@ where
     }
     fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+    fn set_direct(&mut self, out: Arc<DirectOut<U>>) -> bool {
+        self.shared.direct.set(out).is_ok()
     }
     fn recycle_values(&mut self, v: Vec<U>) {
         let mut spares = self
@@ -801,6 +829,7 @@ where
                     .map(|x| Slot::Done(AttemptOutcome::Success(x)))
                     .collect(),
                 Outcomes::Mixed(v) => v,
+                Outcomes::Written(_) => unreachable!("this pool has no direct output"),
             };
             for (k, slot) in slots.into_iter().enumerate() {
                 let id = AttemptId {

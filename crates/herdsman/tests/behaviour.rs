@@ -747,3 +747,80 @@ fn items_need_not_be_clone_without_retry() {
         .collect();
     assert_eq!(run.into_values().unwrap()[49], 50);
 }
+
+/// An iterator whose exact size hint is wrong (allowed: `size_hint` is only a hint).
+struct Liar {
+    next: u64,
+    end: u64,
+    claimed: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claimed, Some(self.claimed))
+    }
+}
+
+#[test]
+fn wrong_size_hints_still_yield_every_value_in_order() {
+    for (end, claimed) in [(3000u64, 1000usize), (1000, 3000), (5000, 5000)] {
+        let input = Liar {
+            next: 0,
+            end,
+            claimed,
+        };
+        let run = herdsman::map(
+            input,
+            |x: u64| {
+                if x % 997 == 5 {
+                    Err(x)
+                } else {
+                    Ok(x * 2)
+                }
+            },
+        )
+        .workers(2)
+        .collect();
+        let succ: Vec<(u64, u64)> = run.successes().map(|(i, v)| (i, *v)).collect();
+        let expected: Vec<(u64, u64)> = (0..end)
+            .filter(|x| x % 997 != 5)
+            .map(|x| (x, x * 2))
+            .collect();
+        assert_eq!(succ, expected, "end {end}, claimed {claimed}");
+        let failed: Vec<u64> = run.failures().iter().map(|f| f.index).collect();
+        assert_eq!(
+            failed,
+            (0..end).filter(|x| x % 997 == 5).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn deadline_with_known_length_keeps_indices_and_values() {
+    let run = herdsman::map(0..100_000u64, |x| {
+        sleep_ms(if x % 50 == 3 { 300 } else { 2 });
+        Ok::<_, ()>(x + 7)
+    })
+    .workers(2)
+    .chunk_size(20)
+    .deadline(Duration::from_millis(150))
+    .collect();
+    assert_eq!(run.status(), &RunStatus::TimedOut);
+    let s = run.summary().clone();
+    assert!(s.succeeded > 0 && s.failed > 0, "{s:?}");
+    for (i, v) in run.successes() {
+        assert_eq!(*v, i + 7);
+    }
+    let (succ, fail) = run.into_parts();
+    let mut idx: Vec<u64> = succ.iter().map(|(i, _)| *i).collect();
+    idx.extend(fail.iter().map(|f| f.index));
+    idx.sort_unstable();
+    assert_eq!(idx, (0..s.admitted).collect::<Vec<_>>());
+}

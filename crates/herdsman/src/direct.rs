@@ -2,7 +2,8 @@
 //! workers move each finished piece's values straight into their final slots of one
 //! pre-sized buffer, so the scheduler neither copies nor page-faults the output.
 //!
-//! Every write happens under one lock that also records which slots were written, and the
+//! It is never used with item timeouts, so each slot is written at most once (a retry only
+//! follows a failed attempt, which writes nothing). Every write happens under one lock that also records which slots were written, and the
 //! buffer is taken out under that lock with the door closed, so a late write (from an
 //! attempt given up after a timeout) can never race with the caller, and every initialized
 //! slot is either returned or dropped exactly once.

@@ -508,7 +508,9 @@ where
         self.in_flight.len()
     }
     fn set_direct(&mut self, out: Arc<DirectOut<U>>) -> bool {
-        self.shared.direct.set(out).is_ok()
+        // With item timeouts an abandoned attempt may still finish and write late, and its
+        // retry would write the same slot: keep the copying path there.
+        !self.shared.track && self.shared.direct.set(out).is_ok()
     }
     fn recycle_values(&mut self, v: Vec<U>) {
         let mut spares = self

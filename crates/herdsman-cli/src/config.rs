@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub output_format: OutputFormatArg,
     pub columns: Option<Vec<String>>,
     pub failures: PathBuf,
+    /// Whether the user named the dead-letter file (else it is derived from the output).
+    pub failures_given: bool,
     pub retries: u32,
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -365,7 +367,9 @@ impl RunConfig {
         if columns.is_some() && output_format != OutputFormatArg::Csv {
             usage!("--columns applies to CSV output only; name the output .csv or pass --output-format csv");
         }
-        let failures = match args.failures.or(job.failures.map(rel)) {
+        let failures_arg = args.failures.or(job.failures.map(rel));
+        let failures_given = failures_arg.is_some();
+        let failures = match failures_arg {
             Some(f) if f == "-" => usage!("--failures cannot be stdout; give a file path"),
             Some(f) => PathBuf::from(f),
             None => default_failures_path(output.as_deref()),
@@ -455,6 +459,7 @@ impl RunConfig {
             output_format,
             columns,
             failures,
+            failures_given,
             retries,
             backoff,
             max_backoff,

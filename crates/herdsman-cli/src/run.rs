@@ -402,9 +402,15 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             .finish()
             .context("cannot move the output into place")?;
         fault("between-renames");
-        failures
-            .finish()
-            .context("cannot move the dead-letter file into place")?;
+        if cfg.output.is_none() && !cfg.failures_given && summary.total.failed == 0 {
+            // Streaming to stdout with no failures: leave no surprise file behind.
+            drop(failures);
+            let _ = std::fs::remove_file(herdsman_io::partial_path(&cfg.failures));
+        } else {
+            failures
+                .finish()
+                .context("cannot move the dead-letter file into place")?;
+        }
         if complete {
             if let Some(cp) = checkpoint.as_mut() {
                 fault("before-mark-finished");

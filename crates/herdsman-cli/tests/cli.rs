@@ -80,6 +80,8 @@ fn stdout_output_streams_in_order() {
     assert!(out.status.success(), "{}", stderr(&out));
     let got = json_lines(std::str::from_utf8(&out.stdout).unwrap());
     assert_eq!(got.len(), 50);
+    // No failures, no dead-letter file was asked for: none is left behind.
+    assert!(!s.path("herdsman.failures.jsonl").exists());
     for (i, v) in got.iter().enumerate() {
         assert_eq!(v["id"], json!(i.to_string()));
     }

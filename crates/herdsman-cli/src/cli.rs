@@ -111,7 +111,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub columns: Vec<String>,
 
-    /// Dead-letter file for records that failed (default: OUTPUT with .failures.jsonl).
+    /// Dead-letter file for records that failed (default: beside the output, out.jsonl →
+    /// out.failures.jsonl; with stdout output, herdsman.failures.jsonl, only kept if a record
+    /// failed).
     #[arg(long, value_name = "PATH")]
     pub failures: Option<String>,
 

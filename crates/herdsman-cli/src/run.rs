@@ -586,6 +586,12 @@ fn already_finished(cfg: &RunConfig, summary_json: Option<String>) -> Result<Sum
         .map(Path::display)
         .map(|d| d.to_string())
         .unwrap_or_default();
+    if let Some(path) = cfg.output.as_deref().filter(|p| !p.exists()) {
+        return Err(usage(format!(
+            "this job finished earlier, but its output {} is gone; run with --restart to run it again",
+            path.display()
+        )));
+    }
     let previous: Option<Summary> = summary_json.and_then(|s| serde_json::from_str(&s).ok());
     match previous {
         Some(mut s) => {

@@ -353,6 +353,14 @@ fn a_finished_job_run_again_changes_nothing() {
         .success()
         .stderr(predicate::str::contains("already finished"));
     assert_eq!(s.read("out.jsonl"), before);
+    // The output was deleted: say so instead of claiming there is nothing to do.
+    std::fs::remove_file(s.path("out.jsonl")).unwrap();
+    s.herdsman()
+        .args(args)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is gone"))
+        .stderr(predicate::str::contains("--restart"));
 }
 
 fn flaky_args(marker: &Path, extra: &[&str]) -> Vec<String> {

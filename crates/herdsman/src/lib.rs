@@ -23,6 +23,8 @@
 
 #[cfg(feature = "async")]
 mod async_map;
+#[cfg(feature = "checkpoint")]
+pub mod checkpoint;
 mod direct;
 mod engine;
 pub mod executor;

@@ -255,8 +255,22 @@ fn workers_killed_at_random_do_not_change_the_output() {
         s.read("out.jsonl") == clean.read("out.jsonl"),
         "output differs"
     );
-    assert!(
-        s.read("out.failures.jsonl") == clean.read("out.failures.jsonl"),
+    // The same records fail for the same reasons. How many attempts a record took can
+    // differ: a record whose worker was killed under it was charged an extra attempt.
+    let strip = |text: String| -> Vec<serde_json::Value> {
+        json_lines(&text)
+            .into_iter()
+            .map(|mut v| {
+                let o = v.as_object_mut().unwrap();
+                o.remove("attempts");
+                o.remove("stderr_tail");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(s.read("out.failures.jsonl")),
+        strip(clean.read("out.failures.jsonl")),
         "dead letters differ"
     );
 }

@@ -30,6 +30,15 @@ use crate::config::{RunConfig, UsageError};
 const EXIT_USAGE: u8 = 2;
 /// Exit code when a run fails for another reason (I/O, a corrupt checkpoint).
 const EXIT_FAILURE: u8 = 1;
+/// Exit code when stdout was closed under us (128 + SIGPIPE, as shells report it).
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -60,6 +69,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if broken_pipe(&e) => {
+            // The reader of our stdout went away (`herdsman man | head`): stop quietly, as
+            // a program killed by SIGPIPE would.
+            ExitCode::from(EXIT_BROKEN_PIPE)
+        }
         Err(e) => {
             let code = if e.downcast_ref::<UsageError>().is_some() {
                 EXIT_USAGE

@@ -165,7 +165,26 @@ fn start_executor(
 /// The run's output and dead-letter files.
 struct FileSinks {
     output: Sink,
-    failures: Sink,
+    failures: Failures,
+}
+
+/// The dead-letter file: open from the start, or (streaming to stdout without a named
+/// dead-letter file) only once a record fails, so that a clean run leaves no file behind.
+enum Failures {
+    Open(Sink),
+    OnFirstFailure(PathBuf),
+}
+
+impl Failures {
+    fn sink(&mut self) -> Result<&mut Sink, SinkError> {
+        if let Failures::OnFirstFailure(path) = self {
+            *self = Failures::Open(Sink::open(path, OutputFormat::Jsonl, None)?);
+        }
+        match self {
+            Failures::Open(sink) => Ok(sink),
+            Failures::OnFirstFailure(_) => unreachable!("opened above"),
+        }
+    }
 }
 
 impl Sinks for FileSinks {
@@ -173,16 +192,20 @@ impl Sinks for FileSinks {
         self.output.write_record(json)
     }
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
-        self.failures.write_record(json)
+        self.failures.sink()?.write_record(json)
     }
     fn offsets(&self) -> (u64, u64) {
-        (self.output.offset(), self.failures.offset())
+        let failures = match &self.failures {
+            Failures::Open(sink) => sink.offset(),
+            Failures::OnFirstFailure(_) => 0,
+        };
+        (self.output.offset(), failures)
     }
     fn sync(&mut self) -> Result<()> {
         self.output.sync().context("cannot sync the output")?;
-        self.failures
-            .sync()
-            .context("cannot sync the dead-letter file")?;
+        if let Failures::Open(sink) = &mut self.failures {
+            sink.sync().context("cannot sync the dead-letter file")?;
+        }
         Ok(())
     }
 }
@@ -285,14 +308,18 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let sinks = FileSinks {
         output: Sink::open(&out_path, output_format(&cfg), out_offset)
             .with_context(|| format!("cannot open the output {}", out_path.display()))?,
-        failures: Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(
-            || {
-                format!(
-                    "cannot open the dead-letter file {}",
-                    cfg.failures.display()
-                )
-            },
-        )?,
+        failures: if cfg.output.is_none() && !cfg.failures_given {
+            Failures::OnFirstFailure(cfg.failures.clone())
+        } else {
+            Failures::Open(
+                Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(|| {
+                    format!(
+                        "cannot open the dead-letter file {}",
+                        cfg.failures.display()
+                    )
+                })?,
+            )
+        },
     };
 
     let resume_at = resume.as_ref().and_then(|r| r.position.map(from_ledger));
@@ -402,11 +429,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             .finish()
             .context("cannot move the output into place")?;
         fault("between-renames");
-        if cfg.output.is_none() && !cfg.failures_given && summary.total.failed == 0 {
-            // Streaming to stdout with no failures: leave no surprise file behind.
-            drop(failures);
-            let _ = std::fs::remove_file(herdsman_io::partial_path(&cfg.failures));
-        } else {
+        if let Failures::Open(failures) = failures {
             failures
                 .finish()
                 .context("cannot move the dead-letter file into place")?;

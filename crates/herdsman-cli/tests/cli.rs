@@ -734,3 +734,22 @@ fn status_and_failures_describe_a_job() {
         .code(2)
         .stderr(predicate::str::contains("no checkpoint"));
 }
+
+#[test]
+fn stdout_output_with_a_failure_keeps_the_default_dead_letter_file() {
+    let s = Scratch::new();
+    s.write("in.jsonl", "{\"a\":1}\nnot json\n");
+    let out = s
+        .herdsman()
+        .args(["run", "-i", "in.jsonl", "-w", "cat", "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        lines(std::str::from_utf8(&out.stdout).unwrap()),
+        ["{\"a\":1}"]
+    );
+    let dead = json_lines(&s.read("herdsman.failures.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["source"]["line"], json!(2));
+}

@@ -112,7 +112,7 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
 }
 
 /// First Ctrl-C (or SIGTERM): stop admitting records, let in-flight ones finish, write what
-/// is done. Second: exit at once (workers see their stdin close).
+/// is done. Second: kill the workers' process groups and exit at once.
 fn install_signal_handlers(stop: StopToken) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let count = Arc::new(AtomicUsize::new(0));
@@ -128,6 +128,9 @@ fn install_signal_handlers(stop: StopToken) -> anyhow::Result<()> {
                     stop.stop();
                 } else {
                     eprintln!("\nherdsman: quitting at once; run the same command again to resume");
+                    // Workers lead process groups of their own (the terminal's Ctrl-C does
+                    // not reach them): take them down with us.
+                    herdsman_workers::kill_all_process_groups();
                     std::process::exit(130);
                 }
             }

@@ -753,3 +753,57 @@ fn stdout_output_with_a_failure_keeps_the_default_dead_letter_file() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["source"]["line"], json!(2));
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_sigint_kills_the_workers_and_exits_at_once() {
+    use std::process::{Command, Stdio};
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(3));
+    let worker = py_worker("no_read.py", &[]);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("herdsman"))
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            worker.as_str(),
+            "-j",
+            "1",
+            "-o",
+            "out.jsonl",
+        ])
+        .current_dir(s.dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the worker process to exist.
+    let mut worker_pid = None;
+    for _ in 0..400 {
+        let out = Command::new("pgrep")
+            .args(["-P", &child.id().to_string()])
+            .output()
+            .unwrap();
+        if let Some(pid) = std::str::from_utf8(&out.stdout).unwrap().lines().next() {
+            worker_pid = Some(pid.to_string());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let worker_pid = worker_pid.expect("the worker started");
+    nix_kill(child.id(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix_kill(child.id(), 2);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let gone = (0..50).any(|_| {
+        let alive = std::fs::read_to_string(format!("/proc/{worker_pid}/stat"))
+            .map(|st| !st.contains(") Z "))
+            .unwrap_or(false);
+        if alive {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        !alive
+    });
+    assert!(gone, "worker {worker_pid} survived the second Ctrl-C");
+}

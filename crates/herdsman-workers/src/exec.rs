@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::pool::quote_start;
 use crate::process::{
-    check_dir, check_program, describe_status, group_command, human_duration, io_phrase,
-    signal_group, wait_exit_unreaped,
+    check_dir, check_program, describe_status, group_command, human_duration, io_phrase, reap,
+    signal_group, spawn_registered, wait_exit_unreaped,
 };
 use crate::tail::StderrReader;
 use crate::template::Template;
@@ -350,11 +350,12 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         if ctl.abandoned.load(Ordering::SeqCst) {
             return None;
         }
-        let spawned = group_command(&argv, &cfg.env, cfg.cwd.as_deref())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+        let spawned = spawn_registered(
+            group_command(&argv, &cfg.env, cfg.cwd.as_deref())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         match spawned {
             Ok(c) => {
                 *state = JobState::Running(c.id(), Instant::now());
@@ -410,7 +411,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         // The leader is a zombie: its group id is still its own. Kill whatever the command
         // left running in its group, then reap it.
         signal_group(pid, Signal::SIGKILL);
-        let status = child.wait().ok();
+        let status = reap(&mut child);
         *state = JobState::Reaped;
         status
     };

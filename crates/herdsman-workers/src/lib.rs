@@ -31,7 +31,7 @@ mod template;
 pub use template::{RenderError, Template, TemplateError};
 
 pub use pool::{PoolConfig, Protocol, WorkerPool};
-pub use process::WorkerCommand;
+pub use process::{kill_all_process_groups, WorkerCommand};
 
 pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
 

@@ -24,8 +24,8 @@ use serde_json::value::RawValue;
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    check_dir, describe_status, has_exited, human_duration, io_phrase, signal_group, spawn_piped,
-    terminate_group, wait_exited, WorkerCommand,
+    check_dir, describe_status, has_exited, human_duration, io_phrase, reap, signal_group,
+    spawn_piped, terminate_group, wait_exited, WorkerCommand,
 };
 use crate::tail::StderrReader;
 use crate::{
@@ -867,7 +867,7 @@ impl WorkerPool {
         let (how, tail) = if wait_exited(pid, EXIT_WAIT) {
             // Whatever the worker left behind in its group goes with it.
             signal_group(pid, Signal::SIGKILL);
-            let status = running.child.wait().ok();
+            let status = reap(&mut running.child);
             (describe_status(status), running.stderr.finish(STDERR_WAIT))
         } else {
             let tail = running.stderr.finish(Duration::ZERO);
@@ -1236,7 +1236,7 @@ impl Executor<WorkItem> for WorkerPool {
             let left = deadline.saturating_duration_since(Instant::now());
             wait_exited(child.id(), left);
             signal_group(child.id(), Signal::SIGKILL);
-            let _ = child.wait();
+            let _ = reap(child);
         }
         for h in self.reapers.drain(..) {
             let _ = h.join();

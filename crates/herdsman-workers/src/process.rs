@@ -5,11 +5,13 @@
 //! already been reaped (its id could belong to someone else by then): groups are signalled
 //! only while the leader is alive or a not-yet-reaped zombie.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -87,11 +89,45 @@ pub(crate) fn spawn_piped(
     if argv.is_empty() || argv[0].is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
-    group_command(argv, env, cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    spawn_registered(
+        group_command(argv, env, cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+}
+
+/// Process groups started by this process and not reaped yet (their leaders' pids).
+static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Spawns `cmd` (which leads its own process group) and remembers the group, so that
+/// [`kill_all_process_groups`] can reach it.
+pub(crate) fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
+    let mut groups = live_groups();
+    let child = cmd.spawn()?;
+    groups.insert(child.id());
+    Ok(child)
+}
+
+/// Reaps a child whose group was registered, forgetting the group first (once reaped, its
+/// pid may be reused by an unrelated process).
+pub(crate) fn reap(child: &mut Child) -> Option<ExitStatus> {
+    live_groups().remove(&child.id());
+    child.wait().ok()
+}
+
+/// Kills (SIGKILL) every worker and command process group this process started and has not
+/// reaped yet, grandchildren included. For a hard stop, such as a second Ctrl-C, right
+/// before the process exits: workers live in process groups of their own, so a terminal's
+/// Ctrl-C does not reach them.
+pub fn kill_all_process_groups() {
+    for pid in live_groups().iter() {
+        signal_group(*pid, Signal::SIGKILL);
+    }
 }
 
 /// Checks that `dir` is a directory a child can start in. Returns why not, if not.
@@ -235,7 +271,7 @@ pub(crate) fn terminate_group(child: &mut Child, grace: Duration) -> Option<Exit
         wait_exited(pid, grace);
     }
     signal_group(pid, Signal::SIGKILL);
-    child.wait().ok()
+    reap(child)
 }
 
 /// Describes how a process ended, e.g. "exited with status 3" or "was killed by signal 9

@@ -807,3 +807,50 @@ fn a_second_sigint_kills_the_workers_and_exits_at_once() {
     });
     assert!(gone, "worker {worker_pid} survived the second Ctrl-C");
 }
+
+#[test]
+fn max_errors_as_a_share_stops_only_above_it() {
+    let s = Scratch::new();
+    let mut csv = String::from("id,value\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("{i},{}\n", if i % 10 == 0 { "x" } else { "1" }));
+    }
+    s.write("in.csv", csv);
+    let run = |share: &str| {
+        s.herdsman()
+            .args([
+                "run",
+                "-i",
+                "in.csv",
+                "-w",
+                &py_worker("filter_framed.py", &[]),
+            ])
+            .args([
+                "--protocol",
+                "framed",
+                "--max-errors",
+                share,
+                "-o",
+                "out.jsonl",
+            ])
+            .args([
+                "--summary-json",
+                "s.json",
+                "--no-checkpoint",
+                "--chunk-size",
+                "50",
+            ])
+            .output()
+            .unwrap()
+    };
+    // 10% of the records fail: a 20% limit lets the run finish...
+    let out = run("20%");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert_eq!(sum["total"]["failed"], json!(300));
+    // ...and a 5% limit stops it early.
+    let out = run("5%");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    assert!(sum["total"]["records"].as_u64().unwrap() < 3000, "{sum}");
+}

@@ -6,7 +6,9 @@
 //! result is discarded, and a fresh thread takes its place so the pool keeps its size. The
 //! pool must never let a panic escape a worker (each attempt runs under `catch_unwind`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -259,7 +261,7 @@ where
                 track: cfg.track,
                 steal: auto || batch > 1,
             }),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             slots: if cfg.track { workers } else { workers * 4 },
             batch: batch.max(1),
             auto,

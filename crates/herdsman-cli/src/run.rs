@@ -617,13 +617,10 @@ fn already_finished(cfg: &RunConfig, summary_json: Option<String>) -> Result<Sum
     }
     let previous: Option<Summary> = summary_json.and_then(|s| serde_json::from_str(&s).ok());
     match previous {
-        Some(mut s) => {
+        Some(s) => {
             eprintln!(
-                "herdsman: this job already finished ({out}); nothing to do. Run with --restart to run it again."
+                "herdsman: this job already finished ({out}); nothing to do. Run with --restart to run it again. Its summary:"
             );
-            s.earlier = s.total.clone();
-            s.this_run = Counts::default();
-            s.duration_s = 0.0;
             Ok(s)
         }
         None => Err(usage(format!(

@@ -91,26 +91,12 @@ fn stdout_output_streams_in_order() {
 fn order_is_kept_with_four_jobs_and_random_delays() {
     let s = Scratch::new();
     s.write("in.csv", id_csv(300));
-    s.herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
-            &py_worker("delay.py", &[]),
-            "-j",
-            "4",
-        ])
-        .args([
-            "-o",
-            "out.jsonl",
-            "--summary-json",
-            "s.json",
-            "--chunk-size",
-            "7",
-        ])
-        .assert()
-        .success();
+    s.job(
+        &py_worker("delay.py", &[]),
+        &["-j", "4", "--chunk-size", "7"],
+    )
+    .assert()
+    .success();
     let got = json_lines(&s.read("out.jsonl"));
     let ids: Vec<String> = got
         .iter()
@@ -118,41 +104,26 @@ fn order_is_kept_with_four_jobs_and_random_delays() {
         .collect();
     let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
     assert_eq!(ids, want);
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
 fn unordered_output_holds_every_record_once() {
     let s = Scratch::new();
     s.write("in.csv", id_csv(200));
-    s.herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
-            &py_worker("delay.py", &[]),
-            "-j",
-            "4",
-            "--unordered",
-        ])
-        .args([
-            "-o",
-            "out.jsonl",
-            "--summary-json",
-            "s.json",
-            "--chunk-size",
-            "5",
-        ])
-        .assert()
-        .success();
+    s.job(
+        &py_worker("delay.py", &[]),
+        &["-j", "4", "--unordered", "--chunk-size", "5"],
+    )
+    .assert()
+    .success();
     let mut ids: Vec<u64> = json_lines(&s.read("out.jsonl"))
         .iter()
         .map(|v| v["id"].as_str().unwrap().parse().unwrap())
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..200).collect::<Vec<u64>>());
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -160,26 +131,10 @@ fn a_worker_that_crashes_on_one_record_fails_only_that_record() {
     let s = Scratch::new();
     s.write("in.csv", id_csv(40));
     let out = s
-        .herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
+        .job(
             &py_worker("crash_on.py", &["17"]),
-            "-j",
-            "2",
-        ])
-        .args([
-            "--retries",
-            "1",
-            "--backoff",
-            "10ms",
-            "-o",
-            "out.jsonl",
-            "--summary-json",
-            "s.json",
-        ])
+            &["-j", "2", "--retries", "1", "--backoff", "10ms"],
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -195,7 +150,7 @@ fn a_worker_that_crashes_on_one_record_fails_only_that_record() {
     assert_eq!(d["error"]["kind"], json!("worker_exited"));
     let tail = d["stderr_tail"].to_string();
     assert!(tail.contains("about to crash on 17"), "{d}");
-    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    let sum = s.accounting();
     assert_eq!(sum["total"]["retries"], json!(1));
 }
 
@@ -241,7 +196,7 @@ fn a_hung_worker_is_killed_with_its_grandchild_on_timeout() {
         !alive
     });
     assert!(gone, "grandchild {pid} survived the timeout kill");
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -249,15 +204,7 @@ fn garbage_output_fails_the_record_with_a_clear_message() {
     let s = Scratch::new();
     s.write("in.csv", id_csv(10));
     let out = s
-        .herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
-            &py_worker("garbage_on.py", &["4"]),
-        ])
-        .args(["-o", "out.jsonl", "--summary-json", "s.json"])
+        .job(&py_worker("garbage_on.py", &["4"]), &[])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -269,25 +216,14 @@ fn garbage_output_fails_the_record_with_a_clear_message() {
         .as_str()
         .unwrap()
         .contains("this is not json"));
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
 fn a_worker_flooding_stderr_does_not_deadlock() {
     let s = Scratch::new();
     s.write("in.csv", id_csv(64)); // 64 × 64 KiB = 4 MiB of stderr
-    s.herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
-            &py_worker("flood_stderr.py", &[]),
-            "-j",
-            "2",
-            "-q",
-        ])
-        .args(["-o", "out.jsonl", "--summary-json", "s.json"])
+    s.job(&py_worker("flood_stderr.py", &[]), &["-j", "2", "-q"])
         .assert()
         .success();
     assert_eq!(json_lines(&s.read("out.jsonl")).len(), 64);
@@ -298,30 +234,16 @@ fn a_worker_that_never_reads_stdin_is_timed_out_not_deadlocked() {
     let s = Scratch::new();
     s.write("in.csv", id_csv(2));
     let out = s
-        .herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
+        .job(
             &py_worker("no_read.py", &[]),
-            "-j",
-            "1",
-        ])
-        .args([
-            "--timeout",
-            "500ms",
-            "-o",
-            "out.jsonl",
-            "--summary-json",
-            "s.json",
-        ])
+            &["-j", "1", "--timeout", "500ms"],
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let dead = json_lines(&s.read("out.failures.jsonl"));
     assert_eq!(dead.len(), 2);
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -368,7 +290,7 @@ fn exec_passes_fields_as_argv_without_a_shell() {
     assert!(!s.path("pwned").exists(), "a field was run by a shell");
     let out = s.read("out.jsonl");
     assert!(out.contains("; touch pwned; echo $HOME `id`"), "{out}");
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -414,7 +336,7 @@ fn exec_failures_carry_the_exit_status() {
     let dead = json_lines(&s.read("out.failures.jsonl"));
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["source"]["record"], json!(2));
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -423,21 +345,7 @@ fn malformed_csv_rows_become_dead_letters_with_their_line() {
     let mut csv = b"id,value\n1,a\n2,b,extra\n3,c\n4,\xff\xfe\n5,e\n".to_vec();
     csv.extend_from_slice(b"6,\"unterminated\n");
     s.write("in.csv", csv);
-    let out = s
-        .herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
-            "cat",
-            "-o",
-            "out.jsonl",
-            "--summary-json",
-            "s.json",
-        ])
-        .output()
-        .unwrap();
+    let out = s.job("cat", &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let ok: Vec<Value> = json_lines(&s.read("out.jsonl"));
     let ids: Vec<&str> = ok.iter().map(|v| v["id"].as_str().unwrap()).collect();
@@ -459,7 +367,7 @@ fn malformed_csv_rows_become_dead_letters_with_their_line() {
         );
         assert_eq!(d["attempts"], json!(1));
     }
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -489,7 +397,7 @@ fn malformed_jsonl_lines_become_dead_letters() {
     let dead = json_lines(&s.read("out.failures.jsonl"));
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[1]["raw"], json!("not json"));
-    check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    s.accounting();
 }
 
 #[test]
@@ -501,33 +409,22 @@ fn max_errors_stops_the_run_with_exit_code_3() {
     }
     s.write("in.csv", csv);
     let out = s
-        .herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
+        .job(
             &py_worker("filter_framed.py", &[]),
-        ])
-        .args([
-            "--protocol",
-            "framed",
-            "--max-errors",
-            "5",
-            "-o",
-            "out.jsonl",
-        ])
-        .args([
-            "--summary-json",
-            "s.json",
-            "--no-checkpoint",
-            "--chunk-size",
-            "10",
-        ])
+            &[
+                "--protocol",
+                "framed",
+                "--max-errors",
+                "5",
+                "--no-checkpoint",
+                "--chunk-size",
+                "10",
+            ],
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    let sum = s.accounting();
     assert!(sum["total"]["failed"].as_u64().unwrap() >= 5);
     assert!(sum["total"]["records"].as_u64().unwrap() < 5000, "{sum}");
 }
@@ -537,22 +434,10 @@ fn framed_workers_can_filter_explode_and_fail_records() {
     let s = Scratch::new();
     s.write("in.csv", "id,value\n1,10\n2,20\n3,oops\n5,50\n");
     let out = s
-        .herdsman()
-        .args([
-            "run",
-            "-i",
-            "in.csv",
-            "-w",
+        .job(
             &py_worker("filter_framed.py", &[]),
-        ])
-        .args([
-            "--protocol",
-            "framed",
-            "-o",
-            "out.jsonl",
-            "--summary-json",
-            "s.json",
-        ])
+            &["--protocol", "framed"],
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -566,7 +451,7 @@ fn framed_workers_can_filter_explode_and_fail_records() {
             json!({"id": "5", "copy": 1, "value": 50}),
         ]
     );
-    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    let sum = s.accounting();
     assert_eq!(sum["total"]["filtered"], json!(1));
     assert_eq!(sum["total"]["succeeded"], json!(2));
     let dead = json_lines(&s.read("out.failures.jsonl"));
@@ -817,40 +702,29 @@ fn max_errors_as_a_share_stops_only_above_it() {
     }
     s.write("in.csv", csv);
     let run = |share: &str| {
-        s.herdsman()
-            .args([
-                "run",
-                "-i",
-                "in.csv",
-                "-w",
-                &py_worker("filter_framed.py", &[]),
-            ])
-            .args([
+        s.job(
+            &py_worker("filter_framed.py", &[]),
+            &[
                 "--protocol",
                 "framed",
                 "--max-errors",
                 share,
-                "-o",
-                "out.jsonl",
-            ])
-            .args([
-                "--summary-json",
-                "s.json",
                 "--no-checkpoint",
                 "--chunk-size",
                 "50",
-            ])
-            .output()
-            .unwrap()
+            ],
+        )
+        .output()
+        .unwrap()
     };
     // 10% of the records fail: a 20% limit lets the run finish...
     let out = run("20%");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    let sum = s.accounting();
     assert_eq!(sum["total"]["failed"], json!(300));
     // ...and a 5% limit stops it early.
     let out = run("5%");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    let sum = s.accounting();
     assert!(sum["total"]["records"].as_u64().unwrap() < 3000, "{sum}");
 }

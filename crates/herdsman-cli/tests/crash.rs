@@ -431,7 +431,7 @@ fn retry_failed_folds_recovered_records_into_the_output() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..40).collect::<Vec<u64>>());
-    let sum = check_accounting(&s, "s.json", Some("out.jsonl"), "out.failures.jsonl");
+    let sum = s.accounting();
     assert_eq!(sum["total"]["records"], serde_json::json!(40));
     assert_eq!(sum["total"]["succeeded"], serde_json::json!(40));
 }

@@ -122,3 +122,20 @@ pub fn check_accounting(
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+impl Scratch {
+    /// `herdsman run -i in.csv -w WORKER -o out.jsonl --summary-json s.json EXTRA...`: the
+    /// shape of most runs in the tests.
+    pub fn job(&self, worker: &str, extra: &[&str]) -> Command {
+        let mut cmd = self.herdsman();
+        cmd.args(["run", "-i", "in.csv", "-w", worker, "-o", "out.jsonl"])
+            .args(["--summary-json", "s.json"])
+            .args(extra);
+        cmd
+    }
+
+    /// The accounting check of a [`Scratch::job`] run.
+    pub fn accounting(&self) -> Value {
+        check_accounting(self, "s.json", Some("out.jsonl"), "out.failures.jsonl")
+    }
+}

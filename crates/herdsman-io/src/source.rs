@@ -660,13 +660,7 @@ impl Source {
                     return Ok(Some((
                         start,
                         line,
-                        Err(RecordError {
-                            kind: RecordErrorKind::TooLong,
-                            message: format!(
-                                "{name}:{line}: the line is longer than {cap} bytes; split it or raise the record size limit"
-                            ),
-                            raw: raw(),
-                        }),
+                        Err(line_too_long(name, line, cap, raw())),
                     )));
                 }
                 if buf.iter().all(|&b| b == b' ' || b == b'\t') {
@@ -718,13 +712,7 @@ impl Source {
                     return Ok(Some((
                         start,
                         line,
-                        Err(RecordError {
-                            kind: RecordErrorKind::TooLong,
-                            message: format!(
-                                "{name}:{line}: the line is longer than {cap} bytes; split it or raise the record size limit"
-                            ),
-                            raw: raw(),
-                        }),
+                        Err(line_too_long(name, line, cap, raw())),
                     )));
                 }
                 if let Err(e) = std::str::from_utf8(buf) {
@@ -800,6 +788,17 @@ impl Iterator for Source {
                 }
             }
         }
+    }
+}
+
+/// The error for a JSONL or lines record longer than the record size limit.
+fn line_too_long(name: &str, line: u64, cap: usize, raw: String) -> RecordError {
+    RecordError {
+        kind: RecordErrorKind::TooLong,
+        message: format!(
+            "{name}:{line}: the line is longer than {cap} bytes; split it or raise the record size limit"
+        ),
+        raw,
     }
 }
 

@@ -655,30 +655,11 @@ impl Source {
                     return Ok(None);
                 };
                 let buf = &self.line_buf;
-                let raw = || String::from_utf8_lossy(&buf[..buf.len().min(RAW_CAP)]).into_owned();
-                if too_long {
-                    return Ok(Some((
-                        start,
-                        line,
-                        Err(line_too_long(name, line, cap, raw())),
-                    )));
-                }
-                if buf.iter().all(|&b| b == b' ' || b == b'\t') {
+                if !too_long && buf.iter().all(|&b| b == b' ' || b == b'\t') {
                     continue;
                 }
-                if let Err(e) = std::str::from_utf8(buf) {
-                    return Ok(Some((
-                        start,
-                        line,
-                        Err(RecordError {
-                            kind: RecordErrorKind::Utf8,
-                            message: format!(
-                                "{name}:{line}: the line is not valid UTF-8 (at byte {}); convert the file to UTF-8",
-                                e.valid_up_to() + 1
-                            ),
-                            raw: raw(),
-                        }),
-                    )));
+                if let Err(e) = check_line(name, line, cap, too_long, buf) {
+                    return Ok(Some((start, line, Err(e))));
                 }
                 if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(buf) {
                     return Ok(Some((
@@ -689,7 +670,7 @@ impl Source {
                             message: format!(
                                 "{name}:{line}: the line is not one JSON value ({e}); fix the line"
                             ),
-                            raw: raw(),
+                            raw: raw_text(buf),
                         }),
                     )));
                 }
@@ -707,27 +688,8 @@ impl Source {
                     return Ok(None);
                 };
                 let buf = &self.line_buf;
-                let raw = || String::from_utf8_lossy(&buf[..buf.len().min(RAW_CAP)]).into_owned();
-                if too_long {
-                    return Ok(Some((
-                        start,
-                        line,
-                        Err(line_too_long(name, line, cap, raw())),
-                    )));
-                }
-                if let Err(e) = std::str::from_utf8(buf) {
-                    return Ok(Some((
-                        start,
-                        line,
-                        Err(RecordError {
-                            kind: RecordErrorKind::Utf8,
-                            message: format!(
-                                "{name}:{line}: the line is not valid UTF-8 (at byte {}); convert the file to UTF-8",
-                                e.valid_up_to() + 1
-                            ),
-                            raw: raw(),
-                        }),
-                    )));
+                if let Err(e) = check_line(name, line, cap, too_long, buf) {
+                    return Ok(Some((start, line, Err(e))));
                 }
                 let mut out = Vec::with_capacity(buf.len() + 2);
                 json::write_str(&mut out, buf);
@@ -791,15 +753,39 @@ impl Iterator for Source {
     }
 }
 
-/// The error for a JSONL or lines record longer than the record size limit.
-fn line_too_long(name: &str, line: u64, cap: usize, raw: String) -> RecordError {
-    RecordError {
-        kind: RecordErrorKind::TooLong,
-        message: format!(
-            "{name}:{line}: the line is longer than {cap} bytes; split it or raise the record size limit"
-        ),
-        raw,
+/// The raw text kept in a record error: lossy UTF-8, at most [`RAW_CAP`] bytes.
+fn raw_text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(&buf[..buf.len().min(RAW_CAP)]).into_owned()
+}
+
+/// The checks every JSONL or lines record passes: not over the size limit, valid UTF-8.
+fn check_line(
+    name: &str,
+    line: u64,
+    cap: usize,
+    too_long: bool,
+    buf: &[u8],
+) -> Result<(), RecordError> {
+    if too_long {
+        return Err(RecordError {
+            kind: RecordErrorKind::TooLong,
+            message: format!(
+                "{name}:{line}: the line is longer than {cap} bytes; split it or raise the record size limit"
+            ),
+            raw: raw_text(buf),
+        });
     }
+    if let Err(e) = std::str::from_utf8(buf) {
+        return Err(RecordError {
+            kind: RecordErrorKind::Utf8,
+            message: format!(
+                "{name}:{line}: the line is not valid UTF-8 (at byte {}); convert the file to UTF-8",
+                e.valid_up_to() + 1
+            ),
+            raw: raw_text(buf),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -89,10 +89,7 @@ where
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
         for (k, item) in items.into_iter().enumerate() {
-            let id = AttemptId {
-                index: first.index + k as u64,
-                attempt: first.attempt,
-            };
+            let id = first.nth(k);
             let f = Arc::clone(&self.f);
             let tx = self.tx.clone();
             let task = self.handle.spawn(async move {

@@ -593,10 +593,7 @@ where
             unreachable!("converted above")
         };
         for (k, slot) in slots.into_iter().enumerate() {
-            let id = AttemptId {
-                index: r.first.index + k as u64,
-                attempt: r.first.attempt,
-            };
+            let id = r.first.nth(k);
             let mut dur = r.per_item.unwrap_or_default();
             if self.track_times {
                 if let Some(s) = self.times.remove(&id) {
@@ -784,10 +781,7 @@ where
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
         for (k, item) in items.into_iter().enumerate() {
-            let id = AttemptId {
-                index: first.index + k as u64,
-                attempt: first.attempt,
-            };
+            let id = first.nth(k);
             self.in_flight.insert(id);
             self.exec.submit(id, item)?;
         }

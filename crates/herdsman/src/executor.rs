@@ -16,6 +16,23 @@ pub struct AttemptId {
     pub attempt: u32,
 }
 
+impl AttemptId {
+    /// The same attempt of the item `k` places after this one (batches of items share an
+    /// attempt number and have consecutive indices).
+    ///
+    /// ```
+    /// use herdsman::AttemptId;
+    /// let first = AttemptId { index: 10, attempt: 2 };
+    /// assert_eq!(first.nth(3), AttemptId { index: 13, attempt: 2 });
+    /// ```
+    pub fn nth(self, k: usize) -> AttemptId {
+        AttemptId {
+            index: self.index + k as u64,
+            attempt: self.attempt,
+        }
+    }
+}
+
 /// How one attempt ended, as reported by an executor.
 #[derive(Debug)]
 pub enum AttemptOutcome<U, E> {

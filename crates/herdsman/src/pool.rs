@@ -700,10 +700,7 @@ where
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
         for (k, item) in items.into_iter().enumerate() {
-            let id = AttemptId {
-                index: first.index + k as u64,
-                attempt: first.attempt,
-            };
+            let id = first.nth(k);
             self.queue.push_back((id, item));
         }
         Ok(())
@@ -836,10 +833,7 @@ where
                 Outcomes::Written(_) => unreachable!("this pool has no direct output"),
             };
             for (k, slot) in slots.into_iter().enumerate() {
-                let id = AttemptId {
-                    index: r.first.index + k as u64,
-                    attempt: r.first.attempt,
-                };
+                let id = r.first.nth(k);
                 let o = match slot {
                     Slot::Done(o) => o,
                     // The pool is never told to stop queued work through this interface.

@@ -9,7 +9,7 @@ use std::io::{self, BufRead};
 
 use crate::error::{RecordError, RecordErrorKind, SourceError};
 use crate::format::{Compression, Format};
-use crate::input::{open_file_stream, open_stream, InputPath, InputSpec};
+use crate::input::{open_stream, open_watched, InputPath, InputSpec, Watch};
 use crate::json;
 
 /// Raw text kept in a [`RecordError`] is cut to this many bytes.
@@ -342,6 +342,8 @@ struct FileState {
     index: u32,
     cur: Cursor,
     kind: Kind,
+    /// The file as it was when reading began (regular files only).
+    watch: Option<Watch>,
 }
 
 /// Streams the records of several inputs, in order. See the crate docs for an example.
@@ -444,19 +446,20 @@ impl Source {
         };
         // Whether to seek or to discard bytes on the already-open stream.
         let seekable = matches!(&spec.path, InputPath::File(p) if Compression::from_path(p) == Compression::None);
-        let open_at = |off: u64| -> Result<Box<dyn BufRead + Send>, SourceError> {
+        let open_at = |off: u64| -> Result<(Box<dyn BufRead + Send>, Option<Watch>), SourceError> {
             match &spec.path {
-                InputPath::File(p) => open_file_stream(p, off, self.opts.read_buffer_bytes)
-                    .map_err(|e| {
+                InputPath::File(p) => {
+                    open_watched(p, off, self.opts.read_buffer_bytes).map_err(|e| {
                         if e.kind() == io::ErrorKind::UnexpectedEof {
                             resume_err(e.to_string())
                         } else {
                             open_err(e)
                         }
-                    }),
-                InputPath::Stdin => {
-                    open_stream(&spec.path, self.opts.read_buffer_bytes).map_err(open_err)
+                    })
                 }
+                InputPath::Stdin => open_stream(&spec.path, self.opts.read_buffer_bytes)
+                    .map(|rdr| (rdr, None))
+                    .map_err(open_err),
             }
         };
         let discard = |cur: &mut Cursor, to: u64| -> Result<(), SourceError> {
@@ -476,8 +479,9 @@ impl Source {
         // CSV reads its header from the start first; other formats open at the offset
         // directly (standard input discards up to it).
         let direct = spec.format != Format::Csv && !is_stdin;
+        let (rdr, watch) = open_at(if direct { offset } else { 0 })?;
         let mut cur = Cursor {
-            rdr: open_at(if direct { offset } else { 0 })?,
+            rdr,
             offset: if direct { offset } else { 0 },
             line: 1,
         };
@@ -532,7 +536,8 @@ impl Source {
                         )));
                     }
                     if seekable {
-                        cur.rdr = open_at(offset)?;
+                        // The watch taken at the first open covers this one too.
+                        cur.rdr = open_at(offset)?.0;
                         cur.offset = offset;
                     } else {
                         discard(&mut cur, offset)?;
@@ -552,6 +557,7 @@ impl Source {
             index: index as u32,
             cur,
             kind,
+            watch,
         })
     }
 
@@ -738,7 +744,16 @@ impl Iterator for Source {
                     };
                     return Some(Ok(Record { pos, data }));
                 }
-                Ok(None) => self.current = None,
+                Ok(None) => {
+                    let fs = self.current.take().expect("a file is open");
+                    if let Some(detail) = fs.watch.as_ref().and_then(|w| w.check(fs.cur.offset)) {
+                        self.failed = true;
+                        return Some(Err(SourceError::Changed {
+                            file: self.names[fs.index as usize].clone(),
+                            detail,
+                        }));
+                    }
+                }
                 Err(source) => {
                     let fs = self.current.as_ref().expect("a file is open");
                     self.failed = true;

@@ -154,6 +154,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "CHAR")]
     pub delimiter: Option<char>,
 
+    /// Longest input record (a line, or a CSV row as written in the file); a longer one
+    /// becomes a failed record. Example: 64MiB, 1GiB, 512KiB (default 16MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_record_size: Option<String>,
+
     /// Records per checkpoint chunk.
     #[arg(long, value_name = "N")]
     pub chunk_size: Option<usize>,

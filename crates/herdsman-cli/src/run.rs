@@ -135,6 +135,10 @@ fn start_executor(
             pc.stderr = Some(stderr);
             pc.timeout = cfg.timeout;
             pc.cwd = cfg.workdir.clone();
+            // An answer may be as long as the longest record it was given.
+            pc.max_line_bytes = pc
+                .max_line_bytes
+                .max(cfg.max_record_size.saturating_add(1 << 20));
             Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
         }
         Transform::Exec { template, shell } => {
@@ -589,6 +593,7 @@ fn source_options(cfg: &RunConfig) -> SourceOptions {
     SourceOptions {
         csv_delimiter: cfg.delimiter,
         infer_types: cfg.infer_types,
+        max_record_bytes: cfg.max_record_size,
         ..SourceOptions::default()
     }
 }

@@ -431,7 +431,9 @@ impl Source {
     /// (a position taken from an earlier read of the same inputs: a record's
     /// [`Record::pos`] or [`Source::next_position`]).
     ///
-    /// The first input is opened at once so that an unreadable file is reported here.
+    /// The first input is opened at once so that an unreadable file is reported here, and
+    /// the header of every CSV file still to read is checked, so that a header that is not
+    /// UTF-8 (or otherwise unusable) in any input is reported before the first record.
     pub fn open(
         inputs: Vec<InputSpec>,
         opts: SourceOptions,
@@ -464,6 +466,12 @@ impl Source {
             let fs = src.open_file(src.next_file, resume_at)?;
             src.current = Some(fs);
             src.next_file += 1;
+        }
+        for index in src.next_file..src.inputs.len() {
+            let spec = &src.inputs[index];
+            if spec.format == Format::Csv && matches!(spec.path, InputPath::File(_)) {
+                src.open_file(index, None)?;
+            }
         }
         Ok(src)
     }

@@ -107,7 +107,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub output_format: Option<OutputFormatArg>,
 
-    /// CSV output columns, comma separated (default: the keys of the first record).
+    /// CSV output columns, comma separated: every record is projected onto them, in this
+    /// order (other keys are left out, missing ones are empty). Default: the keys of the first
+    /// record, and a record with another key fails. Example: --columns id,score
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub columns: Vec<String>,
 

@@ -192,6 +192,9 @@ impl Failures {
 }
 
 impl Sinks for FileSinks {
+    fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        self.output.check_records(outputs.iter().map(Vec::as_slice))
+    }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.output.write_record(json)
     }

@@ -240,6 +240,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         _ => None,
     };
 
+    // Every CSV header, before any file or directory is created.
+    herdsman_io::check_csv_headers(&inputs.specs, &source_options(&cfg))
+        .map_err(|e| usage(e.to_string()))?;
+
     let identity = job_identity(&cfg, &inputs)?;
     let mut checkpoint = match &cfg.state {
         Some(dir) => {

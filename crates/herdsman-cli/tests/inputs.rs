@@ -76,7 +76,14 @@ fn a_csv_header_that_is_not_utf8_is_a_usage_error_before_any_work() {
     );
     assert_eq!(err.matches("error").count(), 1, "one error: {err}");
     assert!(!marker.exists(), "a worker started");
-    assert!(!s.path("out.jsonl").exists());
+    for left in [
+        "out.jsonl",
+        "out.jsonl.partial",
+        "out.failures.jsonl.partial",
+        ".out.jsonl.herdsman",
+    ] {
+        assert!(!s.path(left).exists(), "{left} was created");
+    }
 }
 
 #[test]

@@ -32,4 +32,4 @@ pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
 pub use sink::{finish_partial, partial_path, write_atomic, Sink};
-pub use source::{Position, Record, Source, SourceOptions, RAW_CAP};
+pub use source::{check_csv_headers, Position, Record, Source, SourceOptions, RAW_CAP};

@@ -113,25 +113,33 @@ impl Out {
 /// CSV state: the header once fixed, and a row buffer.
 struct CsvOut {
     columns: Option<Vec<String>>,
-    /// Each name's first column.
-    index: HashMap<String, usize>,
+    /// Where each column's value comes from (boxed: a sink stays small).
+    lookup: Box<Lookup>,
     cells: Vec<Option<Vec<u8>>>,
     /// The columns were chosen up front: each record is projected onto them (other keys are
     /// left out). Otherwise the first record fixed them and a record with another key is
     /// refused.
     project: bool,
+}
+
+/// The header's lookup tables.
+#[derive(Default)]
+struct Lookup {
+    /// Each name's first column.
+    index: HashMap<String, usize>,
     /// For each column, the first column of the same name (itself unless named twice).
     first: Vec<usize>,
 }
 
 impl CsvOut {
     fn set_columns(&mut self, columns: Vec<String>) {
-        self.index = HashMap::with_capacity(columns.len());
-        self.first = columns
+        let mut index = HashMap::with_capacity(columns.len());
+        let first = columns
             .iter()
             .enumerate()
-            .map(|(i, c)| *self.index.entry(c.clone()).or_insert(i))
+            .map(|(i, c)| *index.entry(c.clone()).or_insert(i))
             .collect();
+        *self.lookup = Lookup { index, first };
         self.cells = vec![None; columns.len()];
         self.columns = Some(columns);
     }
@@ -239,10 +247,9 @@ impl Sink {
             OutputFormat::Csv { columns } => {
                 let mut c = CsvOut {
                     columns: None,
-                    index: HashMap::new(),
+                    lookup: Box::default(),
                     cells: Vec::new(),
                     project: columns.is_some(),
-                    first: Vec::new(),
                 };
                 if let Some(cols) = columns {
                     c.set_columns(cols);
@@ -405,7 +412,7 @@ impl Sink {
             *c = None;
         }
         for (k, v) in &pairs.0 {
-            match csv.index.get(k.as_ref()) {
+            match csv.lookup.index.get(k.as_ref()) {
                 Some(&i) => csv.cells[i] = Some(cell_text(v).map_err(record_err)?),
                 None if csv.project => {}
                 None => {
@@ -415,7 +422,7 @@ impl Sink {
             }
         }
         for i in 0..csv.cells.len() {
-            let f = csv.first[i];
+            let f = csv.lookup.first[i];
             if f != i {
                 csv.cells[i] = csv.cells[f].clone();
             }

@@ -857,6 +857,28 @@ impl Iterator for Source {
     }
 }
 
+/// Reads the header of every CSV file among `inputs`, so that a header that is not UTF-8 or
+/// otherwise unusable (or a file that cannot be opened) is reported before anything else is
+/// done. Standard input is skipped: it can be read only once.
+///
+/// ```
+/// use herdsman_io::{check_csv_headers, Format, InputPath, InputSpec, SourceOptions};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("latin1.csv");
+/// std::fs::write(&path, b"id,caf\xe9\n1,2\n").unwrap();
+/// let spec = InputSpec { path: InputPath::File(path), format: Format::Csv };
+/// let err = check_csv_headers(&[spec], &SourceOptions::default()).unwrap_err();
+/// assert!(err.to_string().contains("not valid UTF-8"));
+/// ```
+pub fn check_csv_headers(inputs: &[InputSpec], opts: &SourceOptions) -> Result<(), SourceError> {
+    for spec in inputs {
+        if spec.format == Format::Csv && matches!(spec.path, InputPath::File(_)) {
+            Source::open(vec![spec.clone()], opts.clone(), None)?;
+        }
+    }
+    Ok(())
+}
+
 /// The raw text kept in a record error: lossy UTF-8, at most [`RAW_CAP`] bytes.
 fn raw_text(buf: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..buf.len().min(RAW_CAP)]).into_owned()

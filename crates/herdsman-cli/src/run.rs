@@ -401,6 +401,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
 
     let (mut sinks, this_run) = asm.finish()?;
     if let Some(err) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if matches!(err, herdsman_io::SourceError::Changed { .. }) {
+            // Its message says what to do; the checkpoint will not resume a changed input.
+            return Err(anyhow!(err));
+        }
         return Err(anyhow!(err)).context(
             "the input could not be read to the end; the records done so far are checkpointed",
         );

@@ -35,6 +35,7 @@ fn an_input_changed_during_the_run_stops_it_with_an_error_naming_the_file() {
             err.contains("in.txt") && err.contains("changed while it was read"),
             "{mode}: {err}"
         );
+        assert!(!err.contains("checkpointed:"), "{mode}: {err}");
         assert!(
             !s.path("out.jsonl").exists(),
             "{mode}: an output was published from a changed input"

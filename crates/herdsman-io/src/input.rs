@@ -1,4 +1,5 @@
-//! Input paths: glob expansion, opening (with decompression) and cheap record estimates.
+//! Input paths: glob expansion, opening (with decompression) and cheap record estimates, and
+//! the watch that tells whether a file changed while it was read.
 //!
 //! Never reads a whole file into memory; estimates read in fixed-size blocks.
 

@@ -3,7 +3,11 @@
 //!
 //! A source must never read a whole file into memory, never let one record grow a buffer
 //! beyond `max_record_bytes`, and never turn malformed input into a crash or a silent skip:
-//! a bad record is yielded with its [`RecordError`].
+//! a bad record is yielded with its [`RecordError`]. Nor may it finish a file that changed
+//! while it was read as if nothing happened: at the end of each regular file its size, its
+//! modification time and the bytes read are compared with what they were when it was opened
+//! ([`SourceError::Changed`]). CSV header names are keys as written (only repeats renamed),
+//! never lossily decoded.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead};

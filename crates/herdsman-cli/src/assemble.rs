@@ -166,11 +166,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             records: p.slots.len() as u64,
             ..Counts::default()
         };
-        if p.slots
-            .iter()
-            .any(|s| matches!(s, Some((Resolved::NotRun, _))))
+        if self.ledger.is_some()
+            && p.slots
+                .iter()
+                .any(|s| matches!(s, Some((Resolved::NotRun, _))))
         {
             // A chunk cut short by a stop is not written; a resumed run redoes it whole.
+            // (Without a ledger nothing is redone: its finished records are written.)
             c.not_run = c.records;
             self.written.add(&c);
             return Ok(());
@@ -215,7 +217,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     c.failed += 1;
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                 }
-                Resolved::NotRun => unreachable!("handled above"),
+                Resolved::NotRun => c.not_run += 1,
             }
         }
         let (output_end, failures_end) = self.sinks.offsets();
@@ -312,9 +314,17 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             self.written.records += info.records.len() as u64;
             self.written.not_run += info.records.len() as u64;
         }
-        for p in std::mem::take(&mut self.pending).into_values() {
-            self.written.records += p.slots.len() as u64;
-            self.written.not_run += p.slots.len() as u64;
+        for mut p in std::mem::take(&mut self.pending).into_values() {
+            if self.ledger.is_some() {
+                self.written.records += p.slots.len() as u64;
+                self.written.not_run += p.slots.len() as u64;
+            } else {
+                // Nothing will resume this run: keep the records it finished, in order.
+                for slot in p.slots.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some((Resolved::NotRun, 0));
+                }
+                self.finish_chunk(p)?;
+            }
         }
         self.checkpoint()?;
         Ok((self.sinks, self.written))

@@ -546,3 +546,63 @@ fn an_unwritable_directory_exits_4_before_any_work() {
         assert_eq!(listing(&s), ["in.csv", "ro"], "{args:?}: work started: {err}");
     }
 }
+
+#[test]
+fn sigterm_on_a_run_without_checkpoint_keeps_an_existing_output() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(200));
+    s.write("out.jsonl", "precious\n");
+    // Echoes records; holds record 10 until `go` exists, after saying it got there.
+    s.write(
+        "hold.py",
+        "import json, os, sys, time\n\
+         for line in sys.stdin:\n\
+         \x20   if json.loads(line)['id'] == '10':\n\
+         \x20       open('started', 'w').close()\n\
+         \x20       while not os.path.exists('go'):\n\
+         \x20           time.sleep(0.02)\n\
+         \x20   sys.stdout.write(line)\n\
+         \x20   sys.stdout.flush()\n",
+    );
+    let mut run = StdCommand::new(assert_cmd::cargo::cargo_bin("herdsman"))
+        .current_dir(s.dir.path())
+        .args(["run", "-i", "in.csv", "-w", "python3 hold.py", "-j", "1"])
+        .args(["-o", "out.jsonl", "--no-checkpoint", "--window", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.path("started").exists() {
+        if Instant::now() > deadline || run.try_wait().unwrap().is_some() {
+            let _ = run.kill();
+            panic!("the run never reached record 10");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(StdCommand::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Let the signal land before the record in flight is released.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut err = String::new();
+    let mut pipe = run.stderr.take().unwrap();
+    let mut buf = [0u8; 4096];
+    while !err.contains("stopping") {
+        assert!(Instant::now() < deadline, "no stop notice: {err}");
+        let n = pipe.read(&mut buf).unwrap();
+        assert!(n > 0, "stderr closed early: {err}");
+        err.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::fs::write(s.path("go"), "").unwrap();
+    pipe.read_to_string(&mut err).unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert_eq!(s.read("out.jsonl"), "precious\n", "{err}");
+    let kept = ids_of(&s.read("out.jsonl.partial"));
+    assert_eq!(kept, (0..kept.len() as u64).collect::<Vec<u64>>(), "{err}");
+    assert!(kept.len() >= 11, "the record in flight was lost: {kept:?}");
+    assert!(err.contains("out.jsonl.partial"), "{err}");
+}

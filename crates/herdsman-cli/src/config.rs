@@ -361,6 +361,10 @@ impl RunConfig {
         }
 
         let output = args.output.or(job.output.map(rel));
+        // The output as the user spelled it: the default dead-letter file and state directory
+        // sit beside it (beside a symbolic link, not its target, so `herdsman status` finds
+        // them from the same path).
+        let spelled: Option<PathBuf> = output.as_deref().filter(|p| *p != "-").map(PathBuf::from);
         let (output, output_in_place): (Option<PathBuf>, bool) = match output.as_deref() {
             None | Some("-") => (None, false),
             Some(p) => match resolve_target(Path::new(p))? {
@@ -399,7 +403,7 @@ impl RunConfig {
             // Never `/dev/null.failures.jsonl`: an output written in place gets the same
             // default as stdout.
             None if output_in_place => default_failures_path(None),
-            None => default_failures_path(output.as_deref()),
+            None => default_failures_path(spelled.as_deref()),
         };
 
         let retries = args.retries.or(job.retries).unwrap_or(0);
@@ -459,7 +463,7 @@ impl RunConfig {
         } else if streamed || stdin_input {
             None
         } else {
-            output.as_deref().map(default_state_dir)
+            spelled.as_deref().map(default_state_dir)
         };
         if args.retry_failed && state.is_none() {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
@@ -623,10 +627,8 @@ pub fn check_paths(cfg: &RunConfig, inputs: &[PathBuf]) -> Result<()> {
         .state
         .as_ref()
         .map(|d| (format!("the state directory {}", d.display()), canonical(d)));
-    let written: Vec<(String, PathBuf)> = written
-        .into_iter()
-        .filter(|(_, p)| !is_device(p))
-        .collect();
+    let written: Vec<(String, PathBuf)> =
+        written.into_iter().filter(|(_, p)| !is_device(p)).collect();
     let inputs: Vec<(String, PathBuf)> = inputs
         .iter()
         .map(|i| (format!("the input {}", i.display()), canonical(i)))
@@ -673,7 +675,11 @@ pub fn check_writable(cfg: &RunConfig) -> Result<()> {
     // A dead-letter file opened only on the first failure (a streamed output without
     // --failures) must not make a clean run depend on the current directory.
     let failures_up_front = cfg.failures_given || (cfg.output.is_some() && !cfg.output_in_place);
-    if failures_up_front && !herdsman_io::output_target(&cfg.failures).map_err(env)?.is_stream() {
+    if failures_up_front
+        && !herdsman_io::output_target(&cfg.failures)
+            .map_err(env)?
+            .is_stream()
+    {
         files.push(&cfg.failures);
     }
     for f in files {
@@ -681,7 +687,10 @@ pub fn check_writable(cfg: &RunConfig) -> Result<()> {
         herdsman_io::check_writable_dir(&dir_of(f)).map_err(env)?;
     }
     if let Some(summary) = &cfg.summary_json {
-        if !herdsman_io::output_target(summary).map_err(env)?.is_stream() {
+        if !herdsman_io::output_target(summary)
+            .map_err(env)?
+            .is_stream()
+        {
             let dir = dir_of(summary);
             if !dir.is_dir() {
                 return Err(anyhow::Error::new(EnvError(format!(

@@ -61,12 +61,23 @@ fn a_device_output_is_written_in_place_and_never_replaced() {
     s.write("in.csv", id_csv(50));
     let out = s
         .herdsman()
-        .args(["run", "-i", "in.csv", "-o", "null", "--summary-json", "s.json"])
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-o",
+            "null",
+            "--summary-json",
+            "s.json",
+        ])
         .args(["-w", &py_worker("garbage_on.py", &["7"])])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(is_char_device(&s.path("null")), "the device node was replaced");
+    assert!(
+        is_char_device(&s.path("null")),
+        "the device node was replaced"
+    );
     // No partial file, no checkpoint, no dead-letter file named after the device: the
     // failure goes where it goes for stdout output.
     assert_eq!(
@@ -96,7 +107,10 @@ fn a_full_device_is_an_environment_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(is_char_device(&s.path("full")), "the device node was replaced");
+    assert!(
+        is_char_device(&s.path("full")),
+        "the device node was replaced"
+    );
     assert_eq!(listing(&s), ["full", "in.csv"]);
 }
 
@@ -277,7 +291,10 @@ fn paths_naming_the_same_file_are_refused_before_anything_is_written() {
     std::os::unix::fs::symlink("in.csv", s.path("alias.csv")).unwrap();
     std::fs::create_dir(s.path("sub")).unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["-i", "in.jsonl", "-o", "in.jsonl"], "the input in.jsonl"),
+        (
+            vec!["-i", "in.jsonl", "-o", "in.jsonl"],
+            "the input in.jsonl",
+        ),
         (
             vec!["-i", "in.jsonl", "-o", "./sub/../in.jsonl"],
             "the input in.jsonl",
@@ -291,7 +308,14 @@ fn paths_naming_the_same_file_are_refused_before_anything_is_written() {
             "the summary file",
         ),
         (
-            vec!["-i", "in.csv", "-o", "alias.csv", "--output-format", "jsonl"],
+            vec![
+                "-i",
+                "in.csv",
+                "-o",
+                "alias.csv",
+                "--output-format",
+                "jsonl",
+            ],
             "the output",
         ),
         (
@@ -432,7 +456,10 @@ fn environment_errors_exit_4_before_any_work() {
         assert_eq!(err.lines().count(), 1, "{args:?}: one sentence: {err}");
     };
     // -o is a directory.
-    check(&["-i", "in.csv", "-w", "cat", "-o", "adir"], "is a directory");
+    check(
+        &["-i", "in.csv", "-w", "cat", "-o", "adir"],
+        "is a directory",
+    );
     assert!(s.path("adir").is_dir());
     assert_eq!(listing(&s), ["adir", "in.csv"]);
     // The summary's directory does not exist: refused before the output is touched.
@@ -543,7 +570,11 @@ fn an_unwritable_directory_exits_4_before_any_work() {
         assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
         assert!(err.contains("ro"), "{err}");
         assert_eq!(std::fs::read_dir(s.path("ro")).unwrap().count(), 0);
-        assert_eq!(listing(&s), ["in.csv", "ro"], "{args:?}: work started: {err}");
+        assert_eq!(
+            listing(&s),
+            ["in.csv", "ro"],
+            "{args:?}: work started: {err}"
+        );
     }
 }
 

@@ -576,6 +576,21 @@ fn an_unwritable_directory_exits_4_before_any_work() {
             "{args:?}: work started: {err}"
         );
     }
+    // An input without read permission.
+    s.write("secret.csv", id_csv(3));
+    chmod(&s.path("secret.csv"), 0o000);
+    let out = herdsman_unprivileged(s.dir.path())
+        .args(["run", "-i", "secret.csv", "-w", "cat", "-o", "out.jsonl"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("secret.csv"), "{err}");
+    assert_eq!(
+        listing(&s),
+        ["in.csv", "ro", "secret.csv"],
+        "work started: {err}"
+    );
 }
 
 #[test]

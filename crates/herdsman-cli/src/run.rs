@@ -5,7 +5,9 @@
 //! open the ledger and compare the job's identity, repair the partial files to the last
 //! commit, then stream. This module must never start workers before every usage error has
 //! been reported, and never rename a partial output into place before every chunk is
-//! committed.
+//! committed. Before anything is written it checks that no file is both read and written,
+//! that the directories written to accept files, and takes the output's own lock. A run that
+//! stops early and cannot resume never renames its incomplete output over an existing file.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -437,10 +439,18 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     progress.finish();
 
     let (mut sinks, this_run) = asm.finish()?;
+    let done_so_far = if checkpoint.is_some() {
+        "the records done so far are checkpointed"
+    } else {
+        "the records done so far are kept (see above)"
+    };
     if let Some(err) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(anyhow!(err)).context(
-            "the input could not be read to the end; the records done so far are checkpointed",
-        );
+        if checkpoint.is_none() {
+            keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+        }
+        return Err(anyhow!(err)).context(format!(
+            "the input could not be read to the end; {done_so_far}"
+        ));
     }
     let ending = if aborted_by_share {
         Ending::Aborted
@@ -450,9 +460,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             RunStatus::Aborted => Ending::Aborted,
             RunStatus::Cancelled | RunStatus::TimedOut => Ending::Interrupted,
             RunStatus::ExecutorFailed(message) => {
-                return Err(usage(format!(
-                    "the run stopped: {message}; the records done so far are checkpointed"
-                )))
+                if checkpoint.is_none() {
+                    keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+                }
+                return Err(usage(format!("the run stopped: {message}; {done_so_far}")));
             }
         }
     };
@@ -488,20 +499,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 .context("cannot mark the job finished in its checkpoint")?;
         }
     } else if checkpoint.is_none() {
-        // Nothing to resume, and the records are incomplete: keep what is done, but never
-        // over a file that is already there.
-        sinks.sync()?;
-        let FileSinks { output, failures } = sinks;
-        let kept = output
-            .finish_incomplete()
-            .context("cannot keep the output written so far")?;
-        tell_kept(&log, "output", &out_path, &kept);
-        if let Failures::Open(failures) = failures {
-            let kept = failures
-                .finish_incomplete()
-                .context("cannot keep the dead-letter file written so far")?;
-            tell_kept(&log, "dead-letter file", &cfg.failures, &kept);
-        }
+        keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
     } else {
         log.notice(&format!(
             "the output so far is in {}; run the same command again to resume",
@@ -510,6 +508,32 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     }
     write_summary_json(&cfg, &summary)?;
     Ok(summary)
+}
+
+/// Ends a run that stopped early and cannot resume: keeps what is done, but never over a
+/// file that is already there, and says where it is.
+fn keep_incomplete(
+    mut sinks: FileSinks,
+    log: &Log,
+    out_path: &Path,
+    failures: &Path,
+) -> Result<()> {
+    sinks.sync()?;
+    let FileSinks {
+        output,
+        failures: failures_sink,
+    } = sinks;
+    let kept = output
+        .finish_incomplete()
+        .context("cannot keep the output written so far")?;
+    tell_kept(log, "output", out_path, &kept);
+    if let Failures::Open(sink) = failures_sink {
+        let kept = sink
+            .finish_incomplete()
+            .context("cannot keep the dead-letter file written so far")?;
+        tell_kept(log, "dead-letter file", failures, &kept);
+    }
+    Ok(())
 }
 
 /// One line on stderr saying where the records of a stopped, unresumable run are.

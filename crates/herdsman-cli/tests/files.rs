@@ -507,6 +507,19 @@ fn a_truncated_gzip_input_exits_4_and_names_the_file() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("cut.csv.gz"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Without a checkpoint nothing will resume: the records read before the damage are kept.
+    let out = s
+        .herdsman()
+        .args(["run", "-i", "cut.csv.gz", "-w", "cat", "-o", "kept.jsonl"])
+        .args(["--no-checkpoint", "--chunk-size", "100"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let kept = ids_of(&s.read("kept.jsonl"));
+    assert!(!kept.is_empty(), "{err}");
+    assert_eq!(kept, (0..kept.len() as u64).collect::<Vec<u64>>());
+    assert!(err.contains("kept.jsonl"), "{err}");
 }
 
 #[test]

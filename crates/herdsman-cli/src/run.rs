@@ -350,7 +350,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             if let Some(o) = &cfg.output {
                 reclaim_renamed(o, r.output_end)?;
             }
-            reclaim_renamed(&cfg.failures, r.failures_end)?;
+            // A dead-letter file written in place (`--failures /dev/null`) has nothing to
+            // reclaim or cut back.
+            let failures_in_place = herdsman_io::output_target(&cfg.failures)
+                .map(|t| t.is_stream())
+                .unwrap_or(false);
+            if !failures_in_place {
+                reclaim_renamed(&cfg.failures, r.failures_end)?;
+            }
             (Some(r.output_end), Some(r.failures_end))
         }
         None => (None, None),

@@ -665,3 +665,46 @@ fn sigterm_on_a_run_without_checkpoint_keeps_an_existing_output() {
     assert!(kept.len() >= 11, "the record in flight was lost: {kept:?}");
     assert!(err.contains("out.jsonl.partial"), "{err}");
 }
+
+#[test]
+fn a_checkpointed_job_with_dead_letters_to_a_device_resumes() {
+    let s = Scratch::new();
+    if !mknod(&s.path("null"), 1, 3) {
+        return;
+    }
+    s.write("in.csv", id_csv(50));
+    let args = [
+        "run",
+        "-i",
+        "in.csv",
+        "-o",
+        "out.jsonl",
+        "--failures",
+        "null",
+        "--chunk-size",
+        "10",
+        "-j",
+        "1",
+    ];
+    let worker = py_worker("garbage_on.py", &["3"]);
+    // Killed right after the first checkpoint, which holds a dead letter.
+    let out = s
+        .herdsman()
+        .args(args)
+        .args(["-w", &worker])
+        .env("HERDSMAN_FAULT", "after-commit")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "{}", stderr(&out));
+    let out = s
+        .herdsman()
+        .args(args)
+        .args(["-w", &worker])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(is_char_device(&s.path("null")));
+    let ids = ids_of(&s.read("out.jsonl"));
+    assert_eq!(ids, (0..50).filter(|&i| i != 3).collect::<Vec<u64>>());
+    assert!(!s.path("null.partial").exists());
+}

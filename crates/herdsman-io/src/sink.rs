@@ -293,8 +293,9 @@ impl Sink {
     /// output when `path` is `-` (no atomicity, no resume). A `path` that is a symbolic link
     /// is followed: the partial file and the final rename happen beside its target. A path
     /// that is not a regular file (`/dev/null`, a FIFO, `/dev/stdout`; see [`OutputTarget`])
-    /// is written in place, with no partial file and no rename, and cannot be resumed. A
-    /// directory is refused with [`SinkError::IsDir`].
+    /// is written in place, with no partial file and no rename; resuming it only carries the
+    /// offset on, since what was sent cannot be cut back. A directory is refused with
+    /// [`SinkError::IsDir`].
     ///
     /// With `resume_offset = Some(n)`, the partial file must exist and hold at least `n`
     /// bytes; it is cut to `n` bytes and appended to. A CSV output reads its header back from
@@ -347,17 +348,14 @@ impl Sink {
                 true,
             )
         } else if target.is_stream() {
-            if resume.is_some() {
-                return Err(resume_err(
-                    "it is not a regular file (a device, FIFO or descriptor), which cannot be resumed"
-                        .into(),
-                ));
-            }
+            // Bytes already sent to a device or FIFO cannot be taken back: a resumed sink
+            // only carries its logical offset on (records after the checkpoint are sent
+            // again).
             let file = open_direct(path).map_err(|e| io_err("open", e))?;
             (
                 Out::Direct(BufWriter::with_capacity(WRITE_BUF, file)),
-                0,
-                true,
+                resume.unwrap_or(0),
+                resume.is_none(),
             )
         } else if let Some(n) = resume {
             let mut file = OpenOptions::new()

@@ -124,6 +124,8 @@ struct JobCtl {
 struct Job {
     id: AttemptId,
     argv: Vec<String>,
+    /// The configured environment plus the template's variables (shell mode).
+    env: Vec<(String, String)>,
     ctl: Arc<JobCtl>,
 }
 
@@ -343,7 +345,7 @@ fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> 
 
 /// Runs one job on a job thread. Returns `None` if the job was abandoned.
 fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
-    let Job { id, argv, ctl } = job;
+    let Job { id, argv, env, ctl } = job;
     let cfg = &shared.cfg;
     let mut child: Child = {
         let mut state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -351,7 +353,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
             return None;
         }
         let spawned = spawn_registered(
-            group_command(&argv, &cfg.env, cfg.cwd.as_deref())
+            group_command(&argv, &env, cfg.cwd.as_deref())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
@@ -519,8 +521,13 @@ impl Executor<WorkItem> for ExecPool {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
         }
-        let argv = match self.shared.cfg.template.render_json(&item.json, item.seq) {
-            Ok(a) => a,
+        let (argv, env) = match self.shared.cfg.template.render_json(&item.json, item.seq) {
+            Ok(cmd) if cmd.env.is_empty() => (cmd.argv, self.shared.cfg.env.clone()),
+            Ok(cmd) => {
+                let mut env = self.shared.cfg.env.clone();
+                env.extend(cmd.env);
+                (cmd.argv, env)
+            }
             Err(e) => {
                 let f = failure(0, FailureKind::BadRecord, e.to_string(), false);
                 self.ready.push((id, AttemptOutcome::Failure(f)));
@@ -534,7 +541,7 @@ impl Executor<WorkItem> for ExecPool {
         });
         self.active.insert(id, ctl.clone());
         if let Some(tx) = &self.jobs_tx {
-            let _ = tx.send(Job { id, argv, ctl });
+            let _ = tx.send(Job { id, argv, env, ctl });
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //!
 //! Each command runs directly (no shell unless the template asks for one), in its own
 //! process group, with stdin closed. Its stdout becomes the record's output and its exit
-//! status decides success. This module must never report an abandoned attempt, never signal
+//! status decides success; stdout that is not UTF-8 fails the record (`BadOutput`), so no
+//! invalid byte ever reaches the output. This module must never report an abandoned attempt, never signal
 //! a process group after its leader was reaped, and never let a command's stderr grow
 //! memory without bound.
 
@@ -444,6 +445,15 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                     stderr_tail: tail,
                     ..failure(slot, FailureKind::BadOutput, msg, false)
                 })
+            } else if let Err(e) = std::str::from_utf8(&stdout) {
+                let msg = format!(
+                    "command `{program}` wrote output that is not valid UTF-8 (byte {} of its stdout); make it print UTF-8, e.g. through `iconv -t UTF-8`",
+                    e.valid_up_to() + 1
+                );
+                AttemptOutcome::Failure(WorkerFailure {
+                    stderr_tail: tail,
+                    ..failure(slot, FailureKind::BadOutput, msg, false)
+                })
             } else {
                 AttemptOutcome::Success(parse_stdout(&stdout, cfg.output))
             }
@@ -462,7 +472,8 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     Some(Done::Finished((id, outcome)))
 }
 
-/// Turns a command's stdout into output records (see [`ExecOutputMode`]).
+/// Turns a command's stdout, known to be UTF-8, into output records (see
+/// [`ExecOutputMode`]).
 pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode) -> WorkOutput {
     let text_record = || {
         let text = String::from_utf8_lossy(stdout);

@@ -44,6 +44,12 @@ pub enum ExecOutputMode {
     Text,
 }
 
+/// How long to wait for the end of a finished command's stderr. Its process group is dead
+/// by then, so the end comes as soon as the reader thread drains the pipe; only a process
+/// that left the group keeps it open. The wait is generous because the stderr tail goes
+/// into the record's dead-letter entry, which must not depend on how busy the machine was.
+const STDERR_EOF_WAIT: Duration = Duration::from_secs(2);
+
 /// Settings for an [`ExecPool`].
 #[derive(Clone)]
 pub struct ExecConfig {
@@ -421,7 +427,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     if ctl.abandoned.load(Ordering::SeqCst) {
         return None;
     }
-    let tail = stderr.finish(Duration::from_millis(200));
+    let tail = stderr.finish(STDERR_EOF_WAIT);
     let program = &argv[0];
     if ctl.timed_out.load(Ordering::SeqCst) {
         let limit = cfg.timeout.map(human_duration).unwrap_or_default();

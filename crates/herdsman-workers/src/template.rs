@@ -636,9 +636,13 @@ mod shell {
                                 Some(Ctx::Cmd(CmdKind::Paren(n))) => *n -= 1,
                                 _ => {}
                             },
+                            // `<<<` (a bash here-string) is a plain word after it.
                             '<' if chars.get(i + 1) == Some(&'<')
-                                && chars.get(i + 2) != Some(&'<') =>
+                                && chars.get(i + 2) == Some(&'<') =>
                             {
+                                i += 2;
+                            }
+                            '<' if chars.get(i + 1) == Some(&'<') => {
                                 let strip_tabs = chars.get(i + 2) == Some(&'-');
                                 i += if strip_tabs { 2 } else { 1 };
                                 self.want_delimiter = Some(strip_tabs);

@@ -299,6 +299,12 @@ fn shell_placeholders_that_cannot_be_safe_are_refused_before_running() {
             .assert()
             .code(2)
             .stderr(predicate::str::contains(hint));
-        assert!(!s.path("out.jsonl").exists(), "{template}");
+        // Refused before anything was created: no checkpoint, no partial files.
+        let left: Vec<_> = std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "in.jsonl")
+            .collect();
+        assert!(left.is_empty(), "{template}: left behind {left:?}");
     }
 }

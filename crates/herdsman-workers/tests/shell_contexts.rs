@@ -172,3 +172,45 @@ fn placeholders_where_no_quoting_is_safe_are_refused() {
     // The same placeholders are fine without a shell: each is one argv entry.
     assert!(Template::parse(&["echo".into(), "\\{v}".into()]).is_ok());
 }
+
+/// The rendered line means the same to every common `sh`: where `/bin/sh` is bash (in
+/// POSIX mode, as `sh` starts it) rather than dash, values still print as themselves.
+#[test]
+fn rendered_lines_hold_in_dash_and_bash() {
+    let dir = tempdir("shell-flavours");
+    let marker = dir.join("pwned");
+    let values = nasty(&marker);
+    let shells: Vec<Vec<&str>> = vec![vec!["dash"], vec!["bash", "--posix"], vec!["bash"]]
+        .into_iter()
+        .filter(|s| {
+            std::process::Command::new(s[0])
+                .args(["-c", "true"])
+                .status()
+                .is_ok_and(|st| st.success())
+        })
+        .collect();
+    for shell in &shells {
+        for template in CONTEXTS {
+            let t = Template::parse_shell(template).unwrap();
+            for v in &values {
+                let cmd = t.render(&serde_json::json!({ "v": v }), 0).unwrap();
+                assert_eq!(&cmd.argv[..2], ["sh", "-c"]);
+                let out = std::process::Command::new(shell[0])
+                    .args(&shell[1..])
+                    .args(&cmd.argv[1..])
+                    .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+                    .output()
+                    .unwrap();
+                let mut printed = String::from_utf8(out.stdout).unwrap();
+                if printed.ends_with('\n') {
+                    printed.pop();
+                }
+                assert_eq!(printed, format!("{v}|"), "{shell:?} {template:?} {v:?}");
+                assert!(
+                    !marker.exists(),
+                    "{shell:?} ran a value: {template:?} {v:?}"
+                );
+            }
+        }
+    }
+}

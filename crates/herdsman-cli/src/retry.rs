@@ -63,8 +63,9 @@ fn swap_in(j: &Journal) -> Result<()> {
     Ok(())
 }
 
-/// Why line `line` (1-based) of a dead-letter file is not an entry, if it is not: an entry
-/// is one JSON object with a `record` key (`null` for input that could not be read).
+/// Why one line of a dead-letter file (without its newline) is not an entry, if it is not:
+/// an entry is one JSON object with a `record` key (`null` for input that could not be
+/// read).
 fn entry_problem(bytes: &[u8]) -> Option<String> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Some("it is not valid UTF-8".into());
@@ -79,7 +80,7 @@ fn entry_problem(bytes: &[u8]) -> Option<String> {
 
 fn damaged(path: &Path, line: u64, why: &str) -> anyhow::Error {
     anyhow::Error::new(UsageError(format!(
-        "the dead-letter file {} is damaged at line {line}: {why}; --retry-failed needs every line as herdsman wrote it, so repair or remove that line and run again (nothing was changed)",
+        "the dead-letter file {} is damaged at line {line}: {why}; --retry-failed needs every line as herdsman wrote it (a JSON object with a `record` key); repair that line, or restore the file, and run again (nothing was changed)",
         path.display()
     )))
 }

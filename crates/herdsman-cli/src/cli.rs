@@ -87,7 +87,8 @@ pub struct RunArgs {
     #[arg(short = 'x', long, value_name = "TEMPLATE", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
 
-    /// Run the worker or --exec command through `sh -c` (record values are shell-quoted).
+    /// Run the worker or --exec command through `sh -c` (record values reach it in
+    /// environment variables, never parsed by the shell).
     #[arg(long)]
     pub shell: bool,
 

@@ -342,6 +342,10 @@ impl RunConfig {
                 } else {
                     exec
                 };
+                // A bad template is refused here, before a checkpoint is created.
+                if let Err(e) = herdsman_workers::Template::new(&template, shell) {
+                    usage!("{e}");
+                }
                 Transform::Exec { template, shell }
             }
             (None, true) => usage!(

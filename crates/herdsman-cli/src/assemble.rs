@@ -30,6 +30,10 @@ pub enum Resolved {
 }
 
 /// Why a record failed, for its dead-letter entry.
+///
+/// Everything in it must depend only on the record and the transform, never on how the run
+/// went (which worker or job slot ran the record, process ids), so that the dead-letter file
+/// of a job is the same bytes every time it runs.
 #[derive(Debug)]
 pub struct FailureNote {
     pub kind: String,
@@ -47,11 +51,37 @@ impl FailureNote {
             },
             CliFailure::Worker(w) => FailureNote {
                 kind: snake(&format!("{:?}", w.kind)),
-                message: w.message.clone(),
+                message: without_worker_number(&w.message, w.worker),
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
     }
+}
+
+/// `message` with its first mention of `worker <n>` (the worker that ran the attempt) said
+/// as `the worker`: which worker runs a record depends on timing, and a dead-letter entry
+/// must not. Only a whole `worker <n>` counts (not `worker 12` for worker 1, nor
+/// `myworker 1`); text the worker itself wrote comes after herdsman's words, so the first
+/// mention is herdsman's.
+fn without_worker_number(message: &str, worker: usize) -> String {
+    let needle = format!("worker {worker}");
+    let mut from = 0;
+    while let Some(pos) = message[from..].find(&needle).map(|p| p + from) {
+        let end = pos + needle.len();
+        let starts_word = message[..pos]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let ends_word = message[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_ascii_digit());
+        if starts_word && ends_word {
+            return format!("{}the worker{}", &message[..pos], &message[end..]);
+        }
+        from = end;
+    }
+    message.to_string()
 }
 
 /// `WorkerExited` → `worker_exited`.
@@ -170,11 +200,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             records: p.slots.len() as u64,
             ..Counts::default()
         };
-        if p.slots
-            .iter()
-            .any(|s| matches!(s, Some((Resolved::NotRun, _))))
+        if self.ledger.is_some()
+            && p.slots
+                .iter()
+                .any(|s| matches!(s, Some((Resolved::NotRun, _))))
         {
             // A chunk cut short by a stop is not written; a resumed run redoes it whole.
+            // (Without a ledger nothing is redone: its finished records are written.)
             c.not_run = c.records;
             self.written.add(&c);
             return Ok(());
@@ -227,7 +259,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     c.failed += 1;
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                 }
-                Resolved::NotRun => unreachable!("handled above"),
+                Resolved::NotRun => c.not_run += 1,
             }
         }
         let (output_end, failures_end) = self.sinks.offsets();
@@ -324,9 +356,17 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             self.written.records += info.records.len() as u64;
             self.written.not_run += info.records.len() as u64;
         }
-        for p in std::mem::take(&mut self.pending).into_values() {
-            self.written.records += p.slots.len() as u64;
-            self.written.not_run += p.slots.len() as u64;
+        for mut p in std::mem::take(&mut self.pending).into_values() {
+            if self.ledger.is_some() {
+                self.written.records += p.slots.len() as u64;
+                self.written.not_run += p.slots.len() as u64;
+            } else {
+                // Nothing will resume this run: keep the records it finished, in order.
+                for slot in p.slots.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some((Resolved::NotRun, 0));
+                }
+                self.finish_chunk(p)?;
+            }
         }
         self.checkpoint()?;
         Ok((self.sinks, self.written))
@@ -349,5 +389,41 @@ pub fn from_ledger(p: herdsman_ledger::Position) -> Position {
         byte_offset: p.byte_offset,
         line: p.line,
         seq: p.seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_worker_number;
+
+    #[test]
+    fn worker_numbers_leave_dead_letter_messages() {
+        for (message, worker, want) in [
+            (
+                "worker 3 (`python3 w.py`) exited with status 3 while processing this record",
+                3,
+                "the worker (`python3 w.py`) exited with status 3 while processing this record",
+            ),
+            (
+                "no answer within 1s (--timeout); worker 12 was killed and restarted",
+                12,
+                "no answer within 1s (--timeout); the worker was killed and restarted",
+            ),
+            (
+                "worker 1 answered with a line that is not valid JSON: `worker 1`",
+                1,
+                "the worker answered with a line that is not valid JSON: `worker 1`",
+            ),
+            // Not this worker's number, or not a whole word: unchanged.
+            ("worker 12 wrote garbage", 1, "worker 12 wrote garbage"),
+            ("myworker 1 wrote garbage", 1, "myworker 1 wrote garbage"),
+            (
+                "command `x` exited with status 1",
+                0,
+                "command `x` exited with status 1",
+            ),
+        ] {
+            assert_eq!(without_worker_number(message, worker), want);
+        }
     }
 }

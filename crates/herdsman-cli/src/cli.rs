@@ -51,7 +51,8 @@ Examples:
   herdsman run -i ids.csv -w 'python3 fetch.py' --rate 20/second --retries 5 --backoff 200ms -o out.jsonl
 
 Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
-error; 3 stopped by --max-errors; 130 interrupted.";
+error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
+read or written); 130 interrupted.";
 
 /// Flags of `herdsman run`. Every option can also be set in a job file under the same long
 /// name (dashes or underscores); flags override the job file.
@@ -86,7 +87,8 @@ pub struct RunArgs {
     #[arg(short = 'x', long, value_name = "TEMPLATE", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
 
-    /// Run the worker or --exec command through `sh -c` (record values are shell-quoted).
+    /// Run the worker or --exec command through `sh -c` (record values reach it in
+    /// environment variables, never parsed by the shell).
     #[arg(long)]
     pub shell: bool,
 
@@ -99,7 +101,8 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Output file: .jsonl or .csv by extension; '-' is stdout (the default).
+    /// Output file: .jsonl or .csv by extension; '-' is stdout (the default). A device or
+    /// FIFO (-o /dev/null) is written in place; a symbolic link is written through.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 

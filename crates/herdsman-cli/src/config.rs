@@ -5,10 +5,11 @@
 //! found here, before any record runs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use herdsman_io::OutputTarget;
 use serde::Deserialize;
 
 use crate::cli::{FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
@@ -24,6 +25,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// An environment error: a file or directory could not be read or written (a missing or
+/// unwritable directory, an unreadable input, a full disk). Exit code 4.
+#[derive(Debug)]
+pub struct EnvError(pub String);
+
+impl std::fmt::Display for EnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EnvError {}
 
 macro_rules! usage {
     ($($arg:tt)*) => {
@@ -62,8 +76,11 @@ pub struct RunConfig {
     /// Where workers start; `None` is the current directory.
     pub workdir: Option<PathBuf>,
     pub jobs: usize,
-    /// `None` is stdout.
+    /// `None` is stdout. A symbolic link is resolved to its target here.
     pub output: Option<PathBuf>,
+    /// The output is not a regular file (a device such as `/dev/null`, a FIFO,
+    /// `/dev/stdout`): it is written in place and cannot be resumed.
+    pub output_in_place: bool,
     pub output_format: OutputFormatArg,
     pub columns: Option<Vec<String>>,
     pub failures: PathBuf,
@@ -377,6 +394,10 @@ impl RunConfig {
                 } else {
                     exec
                 };
+                // A bad template is refused here, before a checkpoint is created.
+                if let Err(e) = herdsman_workers::Template::new(&template, shell) {
+                    usage!("{e}");
+                }
                 Transform::Exec { template, shell }
             }
             (None, true) => usage!(
@@ -396,9 +417,17 @@ impl RunConfig {
         }
 
         let output = args.output.or(job.output.map(rel));
-        let output: Option<PathBuf> = match output.as_deref() {
-            None | Some("-") => None,
-            Some(p) => Some(PathBuf::from(p)),
+        // The output as the user spelled it: the default dead-letter file and state directory
+        // sit beside it (beside a symbolic link, not its target, so `herdsman status` finds
+        // them from the same path).
+        let spelled: Option<PathBuf> = output.as_deref().filter(|p| *p != "-").map(PathBuf::from);
+        let (output, output_in_place): (Option<PathBuf>, bool) = match output.as_deref() {
+            None | Some("-") => (None, false),
+            Some(p) => match resolve_target(Path::new(p))? {
+                OutputTarget::File(p) => (Some(p), false),
+                OutputTarget::Direct(p) => (Some(p), true),
+                OutputTarget::Stdout => (None, false),
+            },
         };
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
@@ -423,12 +452,15 @@ impl RunConfig {
         let failures_given = failures_arg.is_some();
         let failures = match failures_arg {
             Some(f) if f == "-" => usage!("--failures cannot be stdout; give a file path"),
-            Some(f) => PathBuf::from(f),
-            None => default_failures_path(output.as_deref()),
+            Some(f) => match resolve_target(Path::new(&f))? {
+                OutputTarget::File(p) | OutputTarget::Direct(p) => p,
+                OutputTarget::Stdout => PathBuf::from(f),
+            },
+            // Never `/dev/null.failures.jsonl`: an output written in place gets the same
+            // default as stdout.
+            None if output_in_place => default_failures_path(None),
+            None => default_failures_path(spelled.as_deref()),
         };
-        if output.as_deref() == Some(failures.as_path()) {
-            usage!("--output and --failures name the same file; give them different paths");
-        }
 
         let retries = args.retries.or(job.retries).unwrap_or(0);
         let backoff = match args.backoff.or(job.backoff) {
@@ -491,17 +523,18 @@ impl RunConfig {
         }
         let no_checkpoint = args.no_checkpoint || job.no_checkpoint.unwrap_or(false);
         let stdin_input = inputs.iter().any(|i| i == "-");
+        let streamed = output.is_none() || output_in_place;
         let state = if no_checkpoint {
             None
         } else if let Some(dir) = args.state.or(job.state.map(|s| PathBuf::from(rel(s)))) {
-            if output.is_none() || stdin_input {
-                usage!("--state needs a file output and file inputs: a run that reads stdin or writes stdout cannot be resumed");
+            if streamed || stdin_input {
+                usage!("--state needs a regular file output and file inputs: a run that reads stdin or writes stdout, a device or a FIFO cannot be resumed");
             }
             Some(dir)
-        } else if output.is_none() || stdin_input {
+        } else if streamed || stdin_input {
             None
         } else {
-            output.as_deref().map(default_state_dir)
+            spelled.as_deref().map(default_state_dir)
         };
         if args.retry_failed && state.is_none() {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
@@ -523,6 +556,7 @@ impl RunConfig {
             workdir,
             jobs,
             output,
+            output_in_place,
             output_format,
             columns,
             failures,
@@ -597,11 +631,165 @@ impl RunConfig {
     }
 }
 
+/// What an output path (`-o`, `--failures`) leads to; a directory or a path that cannot be
+/// inspected is an environment error.
+fn resolve_target(path: &Path) -> Result<OutputTarget> {
+    herdsman_io::output_target(path).map_err(|e| anyhow::Error::new(EnvError(e.to_string())))
+}
+
+/// The canonical form of `p`: absolute, symbolic links and `.`/`..` resolved. For the part
+/// of a path that does not exist yet, the nearest existing ancestor is canonicalised and the
+/// rest appended, so a file about to be created compares equal to itself under any spelling.
+pub fn canonical(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    let mut real = true;
+    for c in abs.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => out.push(c.as_os_str()),
+            Component::CurDir => {}
+            // While `out` exists it is canonical, so its lexical parent is its real parent.
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if real {
+                    match std::fs::canonicalize(&out) {
+                        Ok(c) => out = c,
+                        Err(_) => real = false,
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks that the run's inputs and the files it writes (output, dead-letter file, their
+/// partial files, summary, state directory) are all different files once canonicalised,
+/// and that nothing is written inside the state directory. A collision is a usage error,
+/// found before anything is written. Character devices (`/dev/null`) may be shared.
+pub fn check_paths(cfg: &RunConfig, inputs: &[PathBuf]) -> Result<()> {
+    let is_device = |p: &Path| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+    };
+    let mut written: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(out) = &cfg.output {
+        written.push((format!("the output {}", out.display()), canonical(out)));
+        if !cfg.output_in_place {
+            let partial = herdsman_io::partial_path(out);
+            written.push((
+                format!("the output's partial file {}", partial.display()),
+                canonical(&partial),
+            ));
+        }
+    }
+    let failures = &cfg.failures;
+    written.push((
+        format!("the dead-letter file {}", failures.display()),
+        canonical(failures),
+    ));
+    let partial = herdsman_io::partial_path(failures);
+    written.push((
+        format!("the dead-letter file's partial file {}", partial.display()),
+        canonical(&partial),
+    ));
+    if let Some(s) = &cfg.summary_json {
+        written.push((format!("the summary file {}", s.display()), canonical(s)));
+    }
+    let state = cfg
+        .state
+        .as_ref()
+        .map(|d| (format!("the state directory {}", d.display()), canonical(d)));
+    let written: Vec<(String, PathBuf)> =
+        written.into_iter().filter(|(_, p)| !is_device(p)).collect();
+    let inputs: Vec<(String, PathBuf)> = inputs
+        .iter()
+        .map(|i| (format!("the input {}", i.display()), canonical(i)))
+        .filter(|(_, p)| !is_device(p))
+        .collect();
+    let mut seen: Vec<&(String, PathBuf)> = Vec::new();
+    for entry in inputs.iter().chain(&written).chain(&state) {
+        if let Some(other) = seen.iter().find(|o| o.1 == entry.1) {
+            if !(other.0.starts_with("the input") && entry.0.starts_with("the input")) {
+                usage!(
+                    "{} and {} are the same file ({}); give them different paths",
+                    other.0,
+                    entry.0,
+                    entry.1.display()
+                );
+            }
+        }
+        seen.push(entry);
+    }
+    if let Some((name, dir)) = &state {
+        if let Some((what, p)) = written.iter().find(|(_, p)| p.starts_with(dir)) {
+            usage!(
+                "{what} is inside {name} ({}), which herdsman owns; write it elsewhere",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks, before any work, that the directories of the files a run writes exist (creating
+/// the output's and dead-letter file's) and accept new files, and that the summary's
+/// directory exists: environment errors, exit code 4.
+pub fn check_writable(cfg: &RunConfig) -> Result<()> {
+    let dir_of = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let env = |e: herdsman_io::SinkError| anyhow::Error::new(EnvError(e.to_string()));
+    let mut files: Vec<&Path> = Vec::new();
+    if let Some(out) = cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
+        files.push(out);
+    }
+    // A dead-letter file opened only on the first failure (a streamed output without
+    // --failures) must not make a clean run depend on the current directory.
+    let failures_up_front = cfg.failures_given || (cfg.output.is_some() && !cfg.output_in_place);
+    if failures_up_front
+        && !herdsman_io::output_target(&cfg.failures)
+            .map_err(env)?
+            .is_stream()
+    {
+        files.push(&cfg.failures);
+    }
+    for f in files {
+        ensure_parent_dir(f)?;
+        herdsman_io::check_writable_dir(&dir_of(f)).map_err(env)?;
+    }
+    if let Some(summary) = &cfg.summary_json {
+        if !herdsman_io::output_target(summary)
+            .map_err(env)?
+            .is_stream()
+        {
+            let dir = dir_of(summary);
+            if !dir.is_dir() {
+                return Err(anyhow::Error::new(EnvError(format!(
+                    "cannot write the summary to {}: the directory {} does not exist; create it or choose another --summary-json path",
+                    summary.display(),
+                    dir.display()
+                ))));
+            }
+            herdsman_io::check_writable_dir(&dir).map_err(env)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks that a directory for `path` exists, with a message saying what to do.
 pub fn ensure_parent_dir(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::Error::new(EnvError(format!(
+                "cannot create directory {}: {e}; check the path and its permissions",
+                dir.display()
+            )))
+        })?;
     }
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! clear sentence and exits with a documented code.
 //!
 //! Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
-//! error; 3 stopped by --max-errors; 130 interrupted. This module must never print a
-//! backtrace or a debug dump to a user.
+//! error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
+//! read or written: an unreadable input, an unwritable directory, a full disk); 130
+//! interrupted; 141 stdout's reader went away. This module must never print a backtrace or a
+//! debug dump to a user.
 
 mod assemble;
 mod chunks;
@@ -24,12 +26,14 @@ use clap::{CommandFactory, Parser};
 use herdsman::StopToken;
 
 use crate::cli::{Cli, Command};
-use crate::config::{RunConfig, UsageError};
+use crate::config::{EnvError, RunConfig, UsageError};
 
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
-/// Exit code when a run fails for another reason (I/O, a corrupt checkpoint).
+/// Exit code when a run fails for another reason (a corrupt checkpoint, an internal error).
 const EXIT_FAILURE: u8 = 1;
+/// Exit code for environment errors: a file or directory could not be read or written.
+const EXIT_ENVIRONMENT: u8 = 4;
 /// Exit code when stdout was closed under us (128 + SIGPIPE, as shells report it).
 const EXIT_BROKEN_PIPE: u8 = 141;
 
@@ -37,6 +41,27 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Whether `e` comes from the environment (a file or directory that could not be read or
+/// written) rather than from the job or from herdsman.
+fn environment_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<EnvError>()
+            || c.is::<std::io::Error>()
+            || matches!(
+                c.downcast_ref::<herdsman_io::SinkError>(),
+                Some(herdsman_io::SinkError::Io { .. } | herdsman_io::SinkError::IsDir { .. })
+            )
+            || matches!(
+                c.downcast_ref::<herdsman_io::SourceError>(),
+                Some(
+                    herdsman_io::SourceError::Open { .. }
+                        | herdsman_io::SourceError::Read { .. }
+                        | herdsman_io::SourceError::Changed { .. }
+                )
+            )
     })
 }
 
@@ -77,6 +102,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.downcast_ref::<UsageError>().is_some() {
                 EXIT_USAGE
+            } else if environment_error(&e) {
+                EXIT_ENVIRONMENT
             } else {
                 EXIT_FAILURE
             };

@@ -30,7 +30,7 @@ fn an_input_changed_during_the_run_stops_it_with_an_error_naming_the_file() {
         };
         let out = run(&s);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{mode}: {err}");
+        assert_eq!(out.status.code(), Some(4), "{mode}: {err}");
         assert!(
             err.contains("in.txt") && err.contains("changed while it was read"),
             "{mode}: {err}"

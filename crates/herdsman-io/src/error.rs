@@ -155,6 +155,12 @@ pub enum SinkError {
         /// What is wrong.
         message: String,
     },
+    /// The output path is a directory.
+    #[error("output `{}` is a directory; give a file path inside it, such as `{}`", path.display(), path.join("out.jsonl").display())]
+    IsDir {
+        /// The directory.
+        path: PathBuf,
+    },
     /// This record cannot be written in this format; nothing was written, so it can be
     /// dead-lettered instead.
     #[error("record cannot be written to `{}`: {message}", path.display())]

@@ -96,3 +96,45 @@ fn a_record_whose_outputs_cannot_all_be_written_writes_none_of_them() {
     let sum = check_accounting(&s, "s.json", None, "out.failures.jsonl");
     assert_eq!(sum["total"]["outputs"], json!(2));
 }
+
+#[test]
+fn retry_failed_keeps_an_answer_that_is_not_an_object_as_a_dead_letter() {
+    let s = Scratch::new();
+    s.write("in.csv", "id,v\n0,a\n1,b\n5,c\n");
+    let run = |extra: &[&str]| {
+        s.herdsman()
+            .args([
+                "run",
+                "-i",
+                "in.csv",
+                "-w",
+                &py_worker("shapes.py", &["lines"]),
+            ])
+            .args([
+                "-o",
+                "out.csv",
+                "--summary-json",
+                "s.json",
+                "--progress",
+                "none",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let before = s.read("out.csv");
+    // The retry pass gets `3` again for record 1: it stays a dead letter, the pass finishes.
+    let out = run(&["--retry-failed"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("cannot write the output"), "{err}");
+    assert_eq!(s.read("out.csv"), before);
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["record"], json!({"id": "1", "v": "b"}));
+    assert_eq!(dead[0]["error"]["kind"], json!("output_rejected"));
+    let sum = check_accounting(&s, "s.json", None, "out.failures.jsonl");
+    assert_eq!(sum["total"]["failed"], json!(1));
+}

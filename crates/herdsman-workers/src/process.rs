@@ -4,10 +4,17 @@
 //! anything it spawned. This module must never signal a process group whose leader has
 //! already been reaped (its id could belong to someone else by then): groups are signalled
 //! only while the leader is alive or a not-yet-reaped zombie.
+//!
+//! Children must not outlive this process, even when it is killed with `SIGKILL` and has no
+//! chance to clean up: each child is started with the parent-death signal set to `SIGKILL`
+//! (`PR_SET_PDEATHSIG`), and a small guard process (`sh`, started once, in a process group
+//! of its own) is told every group started and every group reaped; when this process dies,
+//! the guard's stdin reaches end of file and it kills every group still registered, so the
+//! children's own children die too.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -77,7 +84,79 @@ pub(crate) fn group_command<S: AsRef<OsStr>>(
         cmd.current_dir(dir);
     }
     cmd.process_group(0);
+    let parent = std::process::id();
+    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(parent));
+    }
     cmd
+}
+
+/// In a freshly forked child: asks the kernel to SIGKILL it when its parent dies, and gives
+/// up if the parent already died before that took effect.
+///
+/// The parent-death signal follows the thread that started the child: a child dies when
+/// that thread ends, so children are started from threads that outlive them (the pool's
+/// scheduler thread, the command runner's job threads).
+fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// The guard's program: reads `+PGID` and `-PGID` lines; at end of file (this process is
+/// gone), kills every group still registered. It ignores terminal signals, so that a
+/// Ctrl-C does not take it down before it has done its job.
+const GUARD_SCRIPT: &str = r#"trap '' INT HUP QUIT TERM PIPE
+g=' '
+while read -r p; do
+  case $p in
+    +*) g="$g${p#+} " ;;
+    -*) p=${p#-}; case $g in *" $p "*) g="${g%% $p *} ${g#* $p }" ;; esac ;;
+  esac
+done
+for p in $g; do kill -s KILL -- "-$p" 2>/dev/null; done
+"#;
+
+/// The guard's stdin, started on first use; `None` if it could not be started (then only
+/// the parent-death signal protects against a killed herdsman).
+static GUARD: Mutex<Option<Option<Child>>> = Mutex::new(None);
+
+/// Tells the guard about a group started (`+`) or about to be reaped (`-`). Called with the
+/// live-groups lock held, so the guard sees the same order as this process.
+fn tell_guard(op: char, pid: u32) {
+    let mut guard = GUARD.lock().unwrap_or_else(|p| p.into_inner());
+    let child = guard.get_or_insert_with(start_guard);
+    let Some(child) = child else {
+        return;
+    };
+    let line = format!("{op}{pid}\n");
+    let ok = child
+        .stdin
+        .as_mut()
+        .is_some_and(|stdin| stdin.write_all(line.as_bytes()).is_ok());
+    if !ok {
+        // The guard is gone (someone killed it): carry on without it.
+        let _ = child.kill();
+        let _ = child.wait();
+        *guard = Some(None);
+    }
+}
+
+fn start_guard() -> Option<Child> {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", GUARD_SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    cmd.spawn().ok()
 }
 
 /// Starts a persistent worker with all three standard streams piped.
@@ -110,13 +189,19 @@ pub(crate) fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
     let mut groups = live_groups();
     let child = cmd.spawn()?;
     groups.insert(child.id());
+    tell_guard('+', child.id());
     Ok(child)
 }
 
-/// Reaps a child whose group was registered, forgetting the group first (once reaped, its
-/// pid may be reused by an unrelated process).
+/// Reaps a child whose group was registered, forgetting the group first, here and in the
+/// guard (once reaped, its pid may be reused by an unrelated process).
 pub(crate) fn reap(child: &mut Child) -> Option<ExitStatus> {
-    live_groups().remove(&child.id());
+    {
+        let mut groups = live_groups();
+        if groups.remove(&child.id()) {
+            tell_guard('-', child.id());
+        }
+    }
     child.wait().ok()
 }
 

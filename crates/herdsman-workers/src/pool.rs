@@ -507,6 +507,7 @@ impl WorkerPool {
         slot.busy_since = None;
         slot.stalled = false;
         slot.notice = None;
+        slot.exited_at = None;
         let mut back: Vec<(AttemptId, WorkItem)> = Vec::new();
         while let Some(inf) = slot.inflight.pop_oldest() {
             if !inf.abandoned {

@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -124,39 +124,53 @@ done
 for p in $g; do kill -s KILL -- "-$p" 2>/dev/null; done
 "#;
 
-/// The guard's stdin, started on first use; `None` if it could not be started (then only
-/// the parent-death signal protects against a killed herdsman).
-static GUARD: Mutex<Option<Option<Child>>> = Mutex::new(None);
+/// The pipe to the guard's stdin, opened on first use; `None` if the guard could not be
+/// started (then only the parent-death signal protects against a killed herdsman).
+static GUARD: Mutex<Option<Option<ChildStdin>>> = Mutex::new(None);
 
 /// Tells the guard about a group started (`+`) or about to be reaped (`-`). Called with the
 /// live-groups lock held, so the guard sees the same order as this process.
 fn tell_guard(op: char, pid: u32) {
     let mut guard = GUARD.lock().unwrap_or_else(|p| p.into_inner());
-    let child = guard.get_or_insert_with(start_guard);
-    let Some(child) = child else {
+    let Some(stdin) = guard.get_or_insert_with(start_guard) else {
         return;
     };
     let line = format!("{op}{pid}\n");
-    let ok = child
-        .stdin
-        .as_mut()
-        .is_some_and(|stdin| stdin.write_all(line.as_bytes()).is_ok());
-    if !ok {
+    if stdin.write_all(line.as_bytes()).is_err() {
         // The guard is gone (someone killed it): carry on without it.
-        let _ = child.kill();
-        let _ = child.wait();
         *guard = Some(None);
     }
 }
 
-fn start_guard() -> Option<Child> {
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", GUARD_SCRIPT])
+fn start_guard_once() {
+    GUARD
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(start_guard);
+}
+
+/// Starts the guard, detached: a launcher shell starts it in the background and exits, so
+/// the guard is not a child of this process (it is reparented, and nobody mistakes it for
+/// a worker). Returns the pipe to its stdin.
+fn start_guard() -> Option<ChildStdin> {
+    let mut launcher = Command::new("sh")
+        .args([
+            "-c",
+            // (An asynchronous command's stdin is /dev/null unless redirected: pass the
+            // pipe on through fd 3.)
+            "exec 3<&0; sh -c \"$1\" herdsman-guard <&3 3<&- &",
+            "herdsman-guard-launcher",
+            GUARD_SCRIPT,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0);
-    cmd.spawn().ok()
+        .process_group(0)
+        .spawn()
+        .ok()?;
+    let stdin = launcher.stdin.take();
+    let started = launcher.wait().ok()?.success();
+    stdin.filter(|_| started)
 }
 
 /// Starts a persistent worker with all three standard streams piped.
@@ -187,6 +201,9 @@ fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
 /// [`kill_all_process_groups`] can reach it.
 pub(crate) fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
     let mut groups = live_groups();
+    // The guard is up before the first child starts, so it is told about the child right
+    // after the spawn returns.
+    start_guard_once();
     let child = cmd.spawn()?;
     groups.insert(child.id());
     tell_guard('+', child.id());

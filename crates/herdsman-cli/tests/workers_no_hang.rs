@@ -85,7 +85,17 @@ fn a_herdsman_killed_with_sigkill_leaves_no_worker_and_no_worker_child() {
     let worker = "sh -c 'echo $$ >> pids; sleep 1000 & echo $! >> pids; wait'";
     let mut child = spawn(
         &s,
-        &["run", "-i", "in.jsonl", "-w", worker, "-j", "1", "-o", "out.jsonl"],
+        &[
+            "run",
+            "-i",
+            "in.jsonl",
+            "-w",
+            worker,
+            "-j",
+            "1",
+            "-o",
+            "out.jsonl",
+        ],
         &[],
     );
     let pids_file = s.path("pids");
@@ -103,7 +113,10 @@ fn a_herdsman_killed_with_sigkill_leaves_no_worker_and_no_worker_child() {
             let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
         }
     }
-    assert!(gone, "worker or its child outlived a killed herdsman: {pids:?}");
+    assert!(
+        gone,
+        "worker or its child outlived a killed herdsman: {pids:?}"
+    );
 }
 
 #[test]
@@ -172,7 +185,10 @@ while True:
         .args(["-INT", &child.id().to_string()])
         .status();
     assert!(started, "the worker did not start record 0");
-    let code = wait_exit(&mut child, "records queued on the worker were not given back");
+    let code = wait_exit(
+        &mut child,
+        "records queued on the worker were not given back",
+    );
     assert_eq!(code, Some(130), "{}", s.read("stderr.txt"));
     let sum = check_accounting(&s, "s.json", None, "out.failures.jsonl");
     assert_eq!(sum["total"]["succeeded"], json!(1), "{sum}");
@@ -191,13 +207,24 @@ fn invalid_utf8_from_a_lines_worker_is_a_bad_output_dead_letter() {
     );
     let mut child = spawn(
         &s,
-        &["run", "-i", "in.jsonl", "-w", "sh bad.sh", "-o", "out.jsonl"],
+        &[
+            "run",
+            "-i",
+            "in.jsonl",
+            "-w",
+            "sh bad.sh",
+            "-o",
+            "out.jsonl",
+        ],
         &[],
     );
     let code = wait_exit(&mut child, "invalid UTF-8");
     assert_eq!(code, Some(1), "{}", s.read("stderr.txt"));
     let out = std::fs::read(s.path("out.jsonl")).unwrap();
-    assert!(out.is_empty(), "raw worker bytes reached the output: {out:?}");
+    assert!(
+        out.is_empty(),
+        "raw worker bytes reached the output: {out:?}"
+    );
     let dead = json_lines(&s.read("out.failures.jsonl"));
     assert_eq!(dead.len(), 2);
     for d in &dead {
@@ -238,7 +265,17 @@ fn more_jobs_than_records_starts_no_idle_worker() {
     let worker = "sh -c 'echo $$ >> started; exec cat'";
     let mut child = spawn(
         &s,
-        &["run", "-i", "in.jsonl", "-w", worker, "-j", "8", "-o", "out.jsonl"],
+        &[
+            "run",
+            "-i",
+            "in.jsonl",
+            "-w",
+            worker,
+            "-j",
+            "8",
+            "-o",
+            "out.jsonl",
+        ],
         &[],
     );
     let code = wait_exit(&mut child, "cat");

@@ -84,7 +84,8 @@ fn a_worker_that_exits_while_its_child_holds_stdout_is_charged_at_once() {
         assert_eq!(f.kind, FailureKind::WorkerExited, "{f:?}");
         assert!(f.retryable);
         assert!(
-            f.message.contains("exited with status 3 while processing this record"),
+            f.message
+                .contains("exited with status 3 while processing this record"),
             "{}",
             f.message
         );

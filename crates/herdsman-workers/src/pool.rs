@@ -2,13 +2,17 @@
 //!
 //! Each worker has a writer thread (stdin), a reader thread (stdout) and a stderr thread, so
 //! the engine's thread never blocks on a pipe. The engine's thread keeps all bookkeeping:
-//! which attempts are in flight on which worker, and in which order they were sent, and when
-//! each record's clock started for the per-record timeout.
+//! the records not yet written to any worker (the pending queue; workers start lazily, when
+//! it has a record for them), which attempts are in flight on which worker, and in which
+//! order they were sent, and when each record's clock started for the per-record timeout.
+//! It also watches each worker process, not only its stdout, since a child the worker left
+//! behind may hold the pipe open after the worker exited.
 //!
-//! This module must never report an abandoned attempt, never report an attempt twice, never
-//! charge a worker crash or timeout to more than the record(s) that caused it, never count
-//! the time a record waits behind others against its timeout, and never let a worker that
-//! floods or ignores its pipes block the caller.
+//! This module must never report an abandoned or given-back attempt, never report an
+//! attempt twice, never charge a worker crash or timeout to more than the record(s) that
+//! caused it, never match an answer of a replaced process to a record sent again, never
+//! count the time a record waits behind others against its timeout, and never let a worker
+//! that floods or ignores its pipes block the caller.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};

@@ -452,6 +452,26 @@ mod tests {
     }
 
     #[test]
+    fn guard_forgets_reaped_groups_and_kills_the_rest_at_end_of_input() {
+        // The guard's script with its kill replaced by a print of the groups it would kill.
+        let script = GUARD_SCRIPT.replace(r#"kill -s KILL -- "-$p" 2>/dev/null"#, "echo $p");
+        assert_ne!(script, GUARD_SCRIPT);
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"+10\n+2\n+30\n-2\n-99\n+4\n-10\n")
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "30\n4\n");
+    }
+
+    #[test]
     fn command_display() {
         assert_eq!(WorkerCommand::shell("cat | cat").display(), "cat | cat");
         assert_eq!(

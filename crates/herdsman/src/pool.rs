@@ -118,9 +118,7 @@ impl<T> Cell<T> {
     }
 }
 
-struct Done<T, U, E> {
-    /// The emptied item buffer, for reuse.
-    spare: Vec<T>,
+struct Done<U, E> {
     /// The batch this piece belongs to.
     key: AttemptId,
     /// Input index of the piece's first item.
@@ -205,6 +203,9 @@ pub(crate) struct PoolConfig {
     pub max_batch: usize,
     /// Per-item timeouts are on: batches of one, one slot per worker, workers registered.
     pub track: bool,
+    /// Rate-limited: one slot per worker, so an attempt starts when its token is taken
+    /// instead of waiting in a queue with it.
+    pub rate_limited: bool,
 }
 
 struct Track<T> {
@@ -219,8 +220,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     f: Arc<F>,
     jobs_tx: Option<Sender<Arc<Cell<T>>>>,
     jobs_rx: Receiver<Arc<Cell<T>>>,
-    done_tx: Sender<Done<T, U, E>>,
-    done_rx: Receiver<Done<T, U, E>>,
+    done_tx: Sender<Done<U, E>>,
+    done_rx: Receiver<Done<U, E>>,
     shared: Arc<Shared<T, U>>,
     in_flight: HashMap<AttemptId, Track<T>>,
     slots: usize,
@@ -229,8 +230,6 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     max_batch: usize,
     per_item_ns: f64,
     next_worker: usize,
-    /// Emptied item buffers returned by workers.
-    spares: Vec<Vec<T>>,
 }
 
 impl<T, U, E, F> ThreadPool<T, U, E, F>
@@ -262,13 +261,16 @@ where
                 steal: auto || batch > 1,
             }),
             in_flight: HashMap::default(),
-            slots: if cfg.track { workers } else { workers * 4 },
+            slots: if cfg.track || cfg.rate_limited {
+                workers
+            } else {
+                workers * 4
+            },
             batch: batch.max(1),
             auto,
             max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
             per_item_ns: 0.0,
             next_worker: 0,
-            spares: Vec::new(),
         };
         for _ in 0..workers {
             pool.spawn_worker();
@@ -307,11 +309,8 @@ where
             .min(self.batch.saturating_mul(2))
             .clamp(1, self.max_batch);
     }
-    fn accept_done(&mut self, d: Done<T, U, E>, out: &mut Vec<Report<U, E>>) {
+    fn accept_done(&mut self, d: Done<U, E>, out: &mut Vec<Report<U, E>>) {
         let len = d.outcomes.len();
-        if d.spare.capacity() > 0 && self.spares.len() < self.slots * 2 {
-            self.spares.push(d.spare);
-        }
         let known = match self.in_flight.get_mut(&d.key) {
             Some(t) => {
                 t.remaining -= len;
@@ -348,18 +347,17 @@ fn run_piece<T, U, E, F>(
     key: AttemptId,
     first: u64,
     items: Vec<T>,
-    done: &Sender<Done<T, U, E>>,
+    done: &Sender<Done<U, E>>,
     shared: &Shared<T, U>,
 ) -> bool
 where
     F: Fn(T) -> Result<U, E>,
 {
     let start = Instant::now();
-    let (outcomes, spare) = run_batch(f, items, shared);
+    let (outcomes, _emptied) = run_batch(f, items, shared);
     let outcomes = shared.place_direct(first, outcomes);
     let elapsed = start.elapsed();
     done.send(Done {
-        spare,
         key,
         first,
         outcomes,
@@ -372,7 +370,7 @@ fn worker_loop<T, U, E, F>(
     id: usize,
     f: &F,
     jobs: Receiver<Arc<Cell<T>>>,
-    done: Sender<Done<T, U, E>>,
+    done: Sender<Done<U, E>>,
     shared: Arc<Shared<T, U>>,
 ) where
     F: Fn(T) -> Result<U, E>,
@@ -413,10 +411,9 @@ fn worker_loop<T, U, E, F>(
         let mut alive = true;
         while let Some((first, items)) = cell.take_front() {
             let start = Instant::now();
-            let (outcomes, spare) = run_batch(f, items, &shared);
+            let (outcomes, _emptied) = run_batch(f, items, &shared);
             let outcomes = shared.place_direct(first, outcomes);
             let msg = Done {
-                spare,
                 key: cell.key,
                 first,
                 outcomes,
@@ -445,7 +442,7 @@ fn worker_loop<T, U, E, F>(
 }
 
 /// Run a batch; values stay a plain `Vec<U>` as long as every item succeeds.
-/// Returns the emptied item buffer too, for reuse.
+/// Returns the emptied item buffer too.
 fn run_batch<T, U, E, F>(
     f: &F,
     mut items: Vec<T>,
@@ -522,15 +519,6 @@ where
             .unwrap_or_else(|e| e.into_inner());
         if spares.len() < self.slots * 2 {
             spares.push(v);
-        }
-    }
-    fn buffer(&mut self, cap: usize) -> Vec<T> {
-        match self.spares.pop() {
-            Some(mut v) => {
-                v.reserve(cap);
-                v
-            }
-            None => Vec::with_capacity(cap),
         }
     }
     fn measures(&self) -> bool {
@@ -791,6 +779,7 @@ where
                     chunk: Some(1),
                     max_batch: 1,
                     track: true,
+                    rate_limited: false,
                 },
             ),
             workers,

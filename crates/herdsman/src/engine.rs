@@ -97,6 +97,11 @@ pub(crate) trait Backend<T, U, E>: Send {
     fn batch_size(&self) -> usize;
     /// Batches submitted and not yet reported or abandoned.
     fn in_flight(&self) -> usize;
+    /// How many batches beyond the free slots the input may be pulled ahead (items pulled
+    /// and not submitted when a run stops are reported not run, like queued ones).
+    fn read_ahead(&self) -> usize {
+        0
+    }
     /// Whether reports carry measured durations.
     fn measures(&self) -> bool;
     /// Take back an emptied value buffer (backends may reuse it).
@@ -512,8 +517,11 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 if input.exhausted() {
                     self.input = None;
                 } else {
-                    // Hand the puller work and wait for it (never for long: see `run`).
-                    input.hungry();
+                    // Wait for the puller (never for long: see `run`). With nothing left to
+                    // run, take whatever it has pulled so far rather than a whole batch.
+                    if self.backend.in_flight() == 0 {
+                        input.hungry();
+                    }
                     self.starving = Some(self.input_wait);
                     self.input_wait = (self.input_wait * 2).min(INPUT_WAIT);
                 }
@@ -559,8 +567,8 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 items,
             )?;
         }
-        // Let the puller pull what the free slots can take now, within the window: nothing
-        // is pulled for later, so a stop finds little or nothing pulled and not started.
+        // Let the puller pull what the free slots can take now (plus what the backend would
+        // queue anyway), within the window: a stop finds little pulled and not started.
         if let Some(input) = self.input.as_mut() {
             let used = (self.next_index - self.sink.delivered()) as usize;
             let room = self.window.saturating_sub(used);
@@ -569,7 +577,9 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             } else {
                 self.backend.batch_size().max(1)
             };
-            let ahead = self.backend.free_slots().saturating_mul(batch).min(room);
+            let ahead = (self.backend.free_slots() + self.backend.read_ahead())
+                .saturating_mul(batch)
+                .min(room);
             input.want(ahead, batch);
         }
         Ok(())

@@ -225,17 +225,31 @@ impl<T> Feed<T> {
         }
     }
 
-    /// Take up to `n` pulled items, in input order (a whole piece when it fits).
+    /// Take up to `n` pulled items, in input order (a whole piece, not copied, when it is
+    /// exactly what fits).
     pub(crate) fn take(&mut self, n: usize) -> Vec<T> {
         self.receive();
         let Some(front) = self.ready.front_mut() else {
             return Vec::new();
         };
-        let v = if front.len() <= n {
+        let mut v = if front.len() <= n {
             self.ready.pop_front().unwrap_or_default()
         } else {
             front.drain(..n).collect()
         };
+        // Small pieces (handed over early) are joined up to `n`.
+        while v.len() < n {
+            let Some(front) = self.ready.front_mut() else {
+                break;
+            };
+            let k = (n - v.len()).min(front.len());
+            if k == front.len() {
+                let mut piece = self.ready.pop_front().unwrap_or_default();
+                v.append(&mut piece);
+            } else {
+                v.extend(front.drain(..k));
+            }
+        }
         self.ready_len -= v.len();
         self.outstanding = self.outstanding.saturating_sub(v.len());
         v

@@ -127,8 +127,8 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     }
 
     /// The most items admitted but not yet handed out (default 65 536). Input is pulled
-    /// lazily, only when a slot is free, so an endless iterator works; after a stop the
-    /// input is never pulled again. In ordered streams, results waiting for an earlier
+    /// lazily, on a thread of its own, only when a slot is free, so an endless iterator
+    /// works; after a stop the input is never pulled again. In ordered streams, results waiting for an earlier
     /// straggler count against the window, which bounds memory.
     ///
     /// ```
@@ -169,6 +169,10 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     }
 
     /// Limit attempts (retries included) to this rate, with a limiter private to this run.
+    ///
+    /// An attempt takes its token when it starts: a rate-limited run hands workers only as
+    /// many attempts as they run at once, so none waits in a queue holding a token, and a
+    /// [`Limiter::pause`] holds back everything not started yet.
     ///
     /// ```
     /// use herdsman::RateLimit;
@@ -332,6 +336,12 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
 
     /// Run to the end on the calling thread (workers run on their own threads) and collect
     /// every outcome.
+    ///
+    /// The input is pulled on a thread of its own (hence `Send`), so a slow or blocked
+    /// `next()` never delays the stop token, the deadline or the outcomes of other items.
+    /// After the run ends, `collect` still waits for a `next()` call in progress to return
+    /// (the iterator may borrow from the caller); the item it returns is dropped, neither run
+    /// nor counted. Use [`stream`](Map::stream) to be free at once.
     ///
     /// ```
     /// let run = herdsman::map(vec!["1", "x", "3"], |s: &str| s.parse::<u32>()).collect();

@@ -230,6 +230,7 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     max_batch: usize,
     per_item_ns: f64,
     next_worker: usize,
+    workers: usize,
 }
 
 impl<T, U, E, F> ThreadPool<T, U, E, F>
@@ -271,6 +272,7 @@ where
             max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
             per_item_ns: 0.0,
             next_worker: 0,
+            workers,
         };
         for _ in 0..workers {
             pool.spawn_worker();
@@ -505,6 +507,15 @@ where
     }
     fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+    fn read_ahead(&self) -> usize {
+        // Workers keep a queue of batches when neither timeouts nor a rate limit are on;
+        // the input may be pulled as far ahead as that queue goes.
+        if self.slots > self.workers {
+            self.slots
+        } else {
+            0
+        }
     }
     fn set_direct(&mut self, out: Arc<DirectOut<U>>) -> bool {
         // With item timeouts an abandoned attempt may still finish and write late, and its

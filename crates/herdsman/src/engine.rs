@@ -31,6 +31,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(20);
 const INPUT_WAIT: Duration = Duration::from_millis(5);
 const FIRST_INPUT_WAIT: Duration = Duration::from_micros(50);
 
+/// Fewest items a backend that queues batches may have pulled ahead.
+const MIN_READ_AHEAD: usize = 1024;
+
 /// `at + d`, or `None` ("never") when that is beyond what an `Instant` can hold.
 pub(crate) fn later(at: Instant, d: Duration) -> Option<Instant> {
     at.checked_add(d)
@@ -106,6 +109,11 @@ pub(crate) trait Backend<T, U, E>: Send {
     fn measures(&self) -> bool;
     /// Take back an emptied value buffer (backends may reuse it).
     fn recycle_values(&mut self, _v: Vec<U>) {}
+    /// An emptied item buffer, for the input to fill again (saves allocating and
+    /// page-faulting a fresh one per batch).
+    fn take_spare_input(&mut self) -> Option<Vec<T>> {
+        None
+    }
     /// Write successful values straight into `out`; false if the backend cannot.
     fn set_direct(&mut self, _out: Arc<crate::direct::DirectOut<U>>) -> bool {
         false
@@ -358,6 +366,11 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             for r in reports.drain(..) {
                 self.handle_report(r, now);
             }
+            if let Some(input) = self.input.as_ref() {
+                while let Some(v) = self.backend.take_spare_input() {
+                    input.recycle(v);
+                }
+            }
             self.check_item_timeouts();
         }
         self.backend.shutdown();
@@ -519,7 +532,8 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 } else {
                     // Wait for the puller (never for long: see `run`). With nothing left to
                     // run, take whatever it has pulled so far rather than a whole batch.
-                    if self.backend.in_flight() == 0 {
+                    // (Not on the first look: a fast input hands over a piece at once.)
+                    if self.backend.in_flight() == 0 && self.input_wait > FIRST_INPUT_WAIT {
                         input.hungry();
                     }
                     self.starving = Some(self.input_wait);
@@ -577,9 +591,14 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             } else {
                 self.backend.batch_size().max(1)
             };
-            let ahead = (self.backend.free_slots() + self.backend.read_ahead())
-                .saturating_mul(batch)
-                .min(room);
+            let read_ahead = self.backend.read_ahead();
+            let mut ahead = (self.backend.free_slots() + read_ahead).saturating_mul(batch);
+            if read_ahead > 0 {
+                // While batches are still small (the first milliseconds), one hand-over
+                // of a few hundred items beats one per tiny batch.
+                ahead = ahead.max(MIN_READ_AHEAD);
+            }
+            let ahead = ahead.min(room);
             input.want(ahead, batch);
         }
         Ok(())

@@ -4,19 +4,34 @@
 //! A `next()` that blocks must never block stop, deadline or results: the scheduler never
 //! waits on the puller for longer than a tick, and after the scheduler closes the feed the
 //! puller calls `next()` no more (a call already in progress finishes and its item is
-//! dropped, never run or counted).
+//! dropped, never run or counted). Items are handed over one by one until the input has
+//! proved fast, so a blocking call does not hold back the items pulled before it; a fast
+//! input is handed over in pieces (one message per batch), and goes back to one by one as
+//! soon as it slows down.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 /// Largest piece the puller collects before handing it over.
 const MAX_PIECE: usize = 1 << 14;
+/// Emptied buffers kept for reuse: a reused buffer's memory is already mapped, while a
+/// fresh one costs a page fault per 4 KiB.
+const SPARES: usize = 32;
+/// Smallest piece, unless less was granted (an idle scheduler takes any piece at once).
+const MIN_PIECE: usize = 64;
+/// A `next()` at most this slow counts as fast.
+const FAST_PULL: Duration = Duration::from_micros(20);
+/// Consecutive fast pulls after which items are handed over in pieces. Until then (and
+/// after any slow stretch) each item is handed over alone.
+const PROVEN: usize = 64;
+/// Items pulled between two clock readings when pulling in pieces.
+const CHECK_EVERY: usize = 256;
 
 enum Msg<T> {
     Items(Vec<T>),
@@ -32,6 +47,8 @@ struct Grant {
     /// Preferred piece size (the scheduler's batch size).
     piece: usize,
     closed: bool,
+    /// The puller sleeps on `wake` (only then is a wake-up worth a system call).
+    waiting: bool,
 }
 
 struct Shared {
@@ -53,6 +70,8 @@ impl Shared {
 pub(crate) struct Feed<T> {
     shared: Arc<Shared>,
     rx: Receiver<Msg<T>>,
+    /// Emptied buffers going back to the puller.
+    spare_tx: Sender<Vec<T>>,
     /// Pieces received and not yet taken.
     ready: VecDeque<Vec<T>>,
     ready_len: usize,
@@ -66,6 +85,11 @@ pub(crate) struct Puller<I: Iterator> {
     input: I,
     shared: Arc<Shared>,
     tx: Sender<Msg<I::Item>>,
+    spare_rx: Receiver<Vec<I::Item>>,
+    /// Consecutive fast pulls (see `PROVEN`).
+    fast_run: usize,
+    /// Returned buffers waiting for reuse.
+    stash: Vec<Vec<I::Item>>,
 }
 
 /// A feed over `input`; the puller must be run on another thread.
@@ -75,22 +99,32 @@ pub(crate) fn feed<I: Iterator>(input: I) -> (Feed<I::Item>, Puller<I>) {
             credit: 0,
             piece: 1,
             closed: false,
+            waiting: false,
         }),
         wake: Condvar::new(),
         closed: AtomicBool::new(false),
         hungry: AtomicBool::new(false),
     });
     let (tx, rx) = crossbeam_channel::unbounded();
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded(SPARES);
     (
         Feed {
             shared: Arc::clone(&shared),
             rx,
+            spare_tx,
             ready: VecDeque::new(),
             ready_len: 0,
             outstanding: 0,
             ended: false,
         },
-        Puller { input, shared, tx },
+        Puller {
+            input,
+            shared,
+            tx,
+            spare_rx,
+            fast_run: 0,
+            stash: Vec::new(),
+        },
     )
 }
 
@@ -101,34 +135,72 @@ impl<I: Iterator> Puller<I> {
             let n = {
                 let mut g = self.shared.grant();
                 while g.credit == 0 && !g.closed {
+                    g.waiting = true;
                     g = self.shared.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+                    g.waiting = false;
                 }
                 if g.closed {
                     drop(g);
                     let _ = self.tx.send(Msg::Closed);
                     return;
                 }
-                let n = g.credit.min(g.piece).clamp(1, MAX_PIECE);
+                // Pieces of at least a few dozen items: one hand-over each.
+                let n = g.credit.min(g.piece.max(MIN_PIECE)).clamp(1, MAX_PIECE);
                 g.credit -= n;
                 n
             };
-            let mut piece = Vec::with_capacity(n);
+            let mut piece = self.buffer(n);
             let mut ended = false;
             let shared = &self.shared;
             let input = &mut self.input;
+            let fast_run = &mut self.fast_run;
             let pulled = catch_unwind(AssertUnwindSafe(|| {
+                // Nothing is pulled once the feed is closed: the flag is looked at before
+                // every `next()`.
                 while piece.len() < n {
                     if shared.closed.load(Ordering::Relaxed) {
                         break;
                     }
-                    match input.next() {
-                        Some(x) => piece.push(x),
-                        None => {
-                            ended = true;
+                    if *fast_run < PROVEN {
+                        // Careful: each item is handed over at once, so a `next()` that
+                        // blocks never holds back items pulled before it.
+                        let t0 = Instant::now();
+                        match input.next() {
+                            Some(x) => piece.push(x),
+                            None => ended = true,
+                        }
+                        *fast_run = if t0.elapsed() <= FAST_PULL {
+                            *fast_run + 1
+                        } else {
+                            0
+                        };
+                        break;
+                    }
+                    // Proven fast: fill the piece, timing every few hundred items; a slow
+                    // stretch goes back to careful pulls.
+                    let k = (n - piece.len()).min(CHECK_EVERY);
+                    let t0 = Instant::now();
+                    for _ in 0..k {
+                        if shared.closed.load(Ordering::Relaxed) {
                             break;
                         }
+                        match input.next() {
+                            Some(x) => piece.push(x),
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        }
+                    }
+                    if ended {
+                        break;
+                    }
+                    if t0.elapsed() > FAST_PULL * k as u32 {
+                        *fast_run = 0;
+                        break;
                     }
                     if shared.hungry.load(Ordering::Relaxed) {
+                        shared.hungry.store(false, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -150,6 +222,29 @@ impl<I: Iterator> Puller<I> {
                 self.shared.grant().credit += unused;
             }
         }
+    }
+}
+
+impl<I: Iterator> Puller<I> {
+    /// An empty buffer for `n` items: a returned one that is large enough if any.
+    fn buffer(&mut self, n: usize) -> Vec<I::Item> {
+        while self.stash.len() < SPARES {
+            match self.spare_rx.try_recv() {
+                Ok(v) => self.stash.push(v),
+                Err(_) => break,
+            }
+        }
+        let fit = self.stash.iter().position(|v| v.capacity() >= n);
+        let mut v = match fit {
+            Some(i) => self.stash.swap_remove(i),
+            None => match self.stash.pop() {
+                Some(v) if v.capacity() > 0 => v,
+                _ => Vec::new(),
+            },
+        };
+        v.clear();
+        v.reserve(n);
+        v
     }
 }
 
@@ -205,8 +300,16 @@ impl<T> Feed<T> {
         let mut g = self.shared.grant();
         g.credit += more;
         g.piece = piece.max(1);
+        let waiting = g.waiting;
         drop(g);
-        self.shared.wake.notify_one();
+        if waiting {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Give an emptied item buffer back to the puller (dropped if it has enough).
+    pub(crate) fn recycle(&self, v: Vec<T>) {
+        let _ = self.spare_tx.try_send(v);
     }
 
     /// Ask the puller to hand over whatever it has at once (the scheduler has nothing to do).
@@ -266,9 +369,9 @@ impl<T> Feed<T> {
     /// progress is not waited for: its item is dropped when it returns).
     pub(crate) fn close(mut self, grace: Duration) -> Vec<T> {
         self.close_now();
-        let until = std::time::Instant::now() + grace;
+        let until = Instant::now() + grace;
         while !self.ended {
-            let left = until.saturating_duration_since(std::time::Instant::now());
+            let left = until.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(m) => self.accept(m),
                 Err(_) => break,

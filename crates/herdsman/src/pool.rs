@@ -118,7 +118,9 @@ impl<T> Cell<T> {
     }
 }
 
-struct Done<U, E> {
+struct Done<T, U, E> {
+    /// The emptied item buffer, for reuse by the input.
+    spare: Vec<T>,
     /// The batch this piece belongs to.
     key: AttemptId,
     /// Input index of the piece's first item.
@@ -220,8 +222,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     f: Arc<F>,
     jobs_tx: Option<Sender<Arc<Cell<T>>>>,
     jobs_rx: Receiver<Arc<Cell<T>>>,
-    done_tx: Sender<Done<U, E>>,
-    done_rx: Receiver<Done<U, E>>,
+    done_tx: Sender<Done<T, U, E>>,
+    done_rx: Receiver<Done<T, U, E>>,
     shared: Arc<Shared<T, U>>,
     in_flight: HashMap<AttemptId, Track<T>>,
     slots: usize,
@@ -231,6 +233,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     per_item_ns: f64,
     next_worker: usize,
     workers: usize,
+    /// Emptied item buffers returned by workers, for the input to fill again.
+    spares: Vec<Vec<T>>,
 }
 
 impl<T, U, E, F> ThreadPool<T, U, E, F>
@@ -273,6 +277,7 @@ where
             per_item_ns: 0.0,
             next_worker: 0,
             workers,
+            spares: Vec::new(),
         };
         for _ in 0..workers {
             pool.spawn_worker();
@@ -311,8 +316,11 @@ where
             .min(self.batch.saturating_mul(2))
             .clamp(1, self.max_batch);
     }
-    fn accept_done(&mut self, d: Done<U, E>, out: &mut Vec<Report<U, E>>) {
+    fn accept_done(&mut self, d: Done<T, U, E>, out: &mut Vec<Report<U, E>>) {
         let len = d.outcomes.len();
+        if d.spare.capacity() > 0 && self.spares.len() < self.slots * 2 {
+            self.spares.push(d.spare);
+        }
         let known = match self.in_flight.get_mut(&d.key) {
             Some(t) => {
                 t.remaining -= len;
@@ -349,17 +357,18 @@ fn run_piece<T, U, E, F>(
     key: AttemptId,
     first: u64,
     items: Vec<T>,
-    done: &Sender<Done<U, E>>,
+    done: &Sender<Done<T, U, E>>,
     shared: &Shared<T, U>,
 ) -> bool
 where
     F: Fn(T) -> Result<U, E>,
 {
     let start = Instant::now();
-    let (outcomes, _emptied) = run_batch(f, items, shared);
+    let (outcomes, spare) = run_batch(f, items, shared);
     let outcomes = shared.place_direct(first, outcomes);
     let elapsed = start.elapsed();
     done.send(Done {
+        spare,
         key,
         first,
         outcomes,
@@ -372,7 +381,7 @@ fn worker_loop<T, U, E, F>(
     id: usize,
     f: &F,
     jobs: Receiver<Arc<Cell<T>>>,
-    done: Sender<Done<U, E>>,
+    done: Sender<Done<T, U, E>>,
     shared: Arc<Shared<T, U>>,
 ) where
     F: Fn(T) -> Result<U, E>,
@@ -413,9 +422,10 @@ fn worker_loop<T, U, E, F>(
         let mut alive = true;
         while let Some((first, items)) = cell.take_front() {
             let start = Instant::now();
-            let (outcomes, _emptied) = run_batch(f, items, &shared);
+            let (outcomes, spare) = run_batch(f, items, &shared);
             let outcomes = shared.place_direct(first, outcomes);
             let msg = Done {
+                spare,
                 key: cell.key,
                 first,
                 outcomes,
@@ -507,6 +517,9 @@ where
     }
     fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+    fn take_spare_input(&mut self) -> Option<Vec<T>> {
+        self.spares.pop()
     }
     fn read_ahead(&self) -> usize {
         // Workers keep a queue of batches when neither timeouts nor a rate limit are on;

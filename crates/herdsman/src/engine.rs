@@ -297,10 +297,11 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         internal_stop: Option<Arc<AtomicBool>>,
     ) -> Self {
         let start = Instant::now();
-        let total = p.total_hint.or_else(|| match size_hint {
+        let exact = match size_hint {
             (lo, Some(hi)) if lo == hi => Some(lo as u64),
             _ => None,
-        });
+        };
+        let total = p.total_hint.or(exact);
         let track_times = p.item_timeout.is_some() || !backend.measures();
         Engine {
             // A deadline too far to represent is no deadline.

@@ -491,3 +491,24 @@ fn map_async_stream_from_sync_code_pulls_a_tokio_stream() {
     });
     assert_eq!(run.into_values().unwrap(), vec![0, 2, 4, 6, 8]);
 }
+
+/// A panic in the input iterator (now pulled on its own thread) still reaches the caller of
+/// `collect`, with its message, as it did when the input was pulled on the calling thread.
+#[test]
+fn a_panicking_input_panics_the_caller() {
+    let input = (0u64..10).map(|x| {
+        if x == 5 {
+            panic!("input broke at 5");
+        }
+        x
+    });
+    let caught =
+        std::panic::catch_unwind(move || herdsman::map(input, Ok::<_, ()>).workers(2).collect());
+    let payload = caught.expect_err("the input's panic reaches the caller");
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(msg.contains("input broke at 5"), "{msg}");
+}

@@ -496,11 +496,10 @@ fn map_async_stream_from_sync_code_pulls_a_tokio_stream() {
 /// `collect`, with its message, as it did when the input was pulled on the calling thread.
 #[test]
 fn a_panicking_input_panics_the_caller() {
-    let input = (0u64..10).map(|x| {
-        if x == 5 {
+    let input = (0u64..10).inspect(|x| {
+        if *x == 5 {
             panic!("input broke at 5");
         }
-        x
     });
     let caught =
         std::panic::catch_unwind(move || herdsman::map(input, Ok::<_, ()>).workers(2).collect());

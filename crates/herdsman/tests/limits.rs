@@ -238,7 +238,7 @@ fn a_blocked_input_does_not_delay_results_or_stop() {
     let results_came = Arc::new(AtomicBool::new(false));
     let rc = results_came.clone();
     let t2 = token.clone();
-    let helper = std::thread::spawn(move || {
+    let watcher = std::thread::spawn(move || {
         // Outcomes of the items already pulled arrive while the 4th pull is blocked.
         let ok = wait_until(Duration::from_secs(10), || seen.load(Ordering::SeqCst) == 3);
         rc.store(ok, Ordering::SeqCst);
@@ -254,7 +254,7 @@ fn a_blocked_input_does_not_delay_results_or_stop() {
             seen2.fetch_add(1, Ordering::SeqCst);
         })
         .collect();
-    helper.join().unwrap();
+    watcher.join().unwrap();
     assert!(
         results_came.load(Ordering::SeqCst),
         "outcomes were held back while the input was blocked"

@@ -1361,6 +1361,10 @@ impl Executor<WorkItem> for WorkerPool {
         self.cfg.workers * self.effective_depth()
     }
 
+    fn concurrency(&self) -> usize {
+        self.cfg.workers
+    }
+
     fn submit(&mut self, id: AttemptId, item: WorkItem) -> Result<(), FatalExecutorError> {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
@@ -1440,7 +1444,7 @@ impl Executor<WorkItem> for WorkerPool {
         }
     }
 
-    fn stop_queued(&mut self) -> Vec<AttemptId> {
+    fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
         self.stopping = true;
         let mut not_run: Vec<AttemptId> = self.pending.drain(..).map(|(id, _)| id).collect();
         for s in 0..self.slots.len() {
@@ -1476,7 +1480,7 @@ impl Executor<WorkItem> for WorkerPool {
         }
         self.retire_idle();
         not_run.sort();
-        not_run
+        not_started.extend(not_run);
     }
 
     fn shutdown(&mut self) {

@@ -259,7 +259,8 @@ fn stopping_gives_back_records_queued_behind_the_one_in_progress() {
         let mut out = Vec::new();
         pool.poll(Duration::from_millis(50), &mut out).unwrap();
         assert!(out.is_empty());
-        let not_run = pool.stop_queued();
+        let mut not_run = Vec::new();
+        pool.stop_queued(&mut not_run);
         assert_eq!(not_run, vec![id(1), id(2), id(3)], "{protocol:?}");
         std::fs::write(&go, "").unwrap();
         // The record in progress finishes and is kept.

@@ -13,9 +13,10 @@
 #      every contender runs that venv's python, the same interpreter;
 #   3. tunes the chunk size of multiprocessing.Pool and ProcessPoolExecutor (one run per
 #      candidate, the fastest wins);
-#   4. times each contender RUNS times (default 5), whole command wall-clock, and prints a
-#      markdown table of medians (bench/timeit.py); then checks that every contender wrote
-#      the same output lines and the same number of failures.
+#   4. times each contender RUNS times (default 5), round-robin, whole command, wall-clock
+#      and CPU time, and prints a markdown table of medians (bench/interleave.py); then
+#      checks that every contender wrote the same output lines and the same number of
+#      failures.
 #
 # Contenders, 2 processes each (one process for the last): herdsman -j 2 with
 # `python -m herdsman_worker primes:compute` (checkpointing on, as by default, and with
@@ -94,14 +95,16 @@ MACHINE="$(nproc) cores ($(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/
 echo "   $MACHINE" >&2
 
 JSON=$TMP/python_workers.json
-"$PYTHON" bench/timeit.py run --runs "$RUNS" --prepare "rm -rf $TMP/state" --export-json "$JSON" \
+TABLE=$TMP/table.md
+"$PYTHON" bench/interleave.py --runs "$RUNS" --prepare "rm -rf $TMP/state" --export-json "$JSON" \
+    --records "$ROWS" \
     -n "herdsman -j $JOBS + python -m herdsman_worker" "$H -w '$WORKER' --state $TMP/state $(out h)" \
     -n "herdsman -j $JOBS + python -m herdsman_worker, --no-checkpoint" "$H -w '$WORKER' --no-checkpoint $(out hnc)" \
     -n "multiprocessing.Pool($JOBS).imap, chunksize $MP_CHUNK" "$POOLS mp $IO --chunksize $MP_CHUNK $(out mp)" \
     -n "ProcessPoolExecutor($JOBS).map, chunksize $FUT_CHUNK" "$POOLS futures $IO --chunksize $FUT_CHUNK $(out futures)" \
     -n "joblib Parallel(n_jobs=$JOBS), batch_size auto" "$POOLS joblib $IO $(out joblib)" \
     -n "mpire WorkerPool($JOBS)" "$POOLS mpire $IO $(out mpire)" \
-    -n "one Python process" "$POOLS seq $IO $(out seq)"
+    -n "one Python process" "$POOLS seq $IO $(out seq)" >"$TABLE"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Every contender must have written the same records: a fast wrong answer does not count.
@@ -124,18 +127,19 @@ echo "### Reference workload, $ROWS rows (values 0..$MAX_VALUE), $JOBS processes
 echo
 echo "Machine: $MACHINE; after: $LOAD_AFTER."
 echo
-"$PYTHON" bench/timeit.py table "$JSON" --records "$ROWS"
+cat "$TABLE"
 echo
 "$PYTHON" - "$JSON" <<'EOF'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
-herdsman = min(r["median"] for r in results if r["command"].startswith("herdsman"))
-others = [r for r in results if not r["command"].startswith("herdsman") and "one Python" not in r["command"]]
-best = min(others, key=lambda r: r["median"])
-ratio = best["median"] / herdsman
-print(f"Fastest pool: {best['command']} ({best['median']:.3f} s); fastest herdsman row: "
-      f"{herdsman:.3f} s; herdsman is {ratio:.2f}x as fast (goal: 1.10x, "
-      f"{'met' if ratio >= 1.10 else 'not met'}).")
+herdsman = [r for r in results if r["command"].startswith("herdsman")][0]  # checkpointing on
+pools = [r for r in results if not r["command"].startswith("herdsman") and "one Python" not in r["command"]]
+for key, what in (("median", "wall-clock"), ("cpu_median", "CPU")):
+    best = min(pools, key=lambda r: r[key])
+    ratio = best[key] / herdsman[key]
+    print(f"- {what}: fastest pool {best['command']} {best[key]:.3f} s, herdsman (checkpointing) "
+          f"{herdsman[key]:.3f} s: herdsman {ratio:.2f}x as fast (goal 1.10x: "
+          f"{'met' if ratio >= 1.10 else 'not met'}).")
 EOF
 [[ $status -eq 0 ]] && echo "Output checks passed: every contender wrote the single process's $OK lines, byte for byte, and $BAD failures."
 exit $status

@@ -5,7 +5,8 @@
     herdsman run -i people.csv -o out.jsonl --protocol framed \\
         -w 'python3 -m herdsman_worker examples/workers/python/example_worker.py:handle'
 
-or, the same from this script (it calls herdsman_worker.serve itself):
+or, the same from this script (it calls herdsman_worker.serve itself, and finds the
+package in this checkout's python/src when it is not installed):
 
     herdsman run -i people.csv -o out.jsonl --protocol framed \\
         -w 'python3 examples/workers/python/example_worker.py'
@@ -17,7 +18,15 @@ For each record {"name": ..., "age": ...}:
   - tags "a;b;c"     -> one output per tag (a list explodes);
   - otherwise        -> one output with the name upper-cased and the age as a number.
 """
-import herdsman_worker
+import os
+import sys
+
+try:
+    import herdsman_worker
+except ModuleNotFoundError:  # a checkout without `pip install ./python`: use its python/src
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "..", "..", "python", "src"))
+    import herdsman_worker
 
 
 def handle(record):
@@ -33,4 +42,6 @@ def handle(record):
 
 
 if __name__ == "__main__":
-    herdsman_worker.serve(handle)
+    # `example_worker.py lines` serves herdsman's lines protocol: one output per record,
+    # and a record that fails ends the worker (herdsman charges that record).
+    herdsman_worker.serve(handle, protocol=sys.argv[1] if len(sys.argv) > 1 else None)

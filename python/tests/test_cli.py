@@ -188,3 +188,13 @@ def test_serve_in_a_script(tmp_path):
     assert p.returncode == 0, p.stderr.decode()
     assert replies(p.stdout) == [{"id": 0, "output": {"twice": 4}, "done": True}]
     assert "working" in p.stderr.decode()
+
+
+def test_a_big_record_through_real_pipes():
+    big = "é" * (6 * 1024 * 1024)
+    p = run_worker(["funcs:echo"], framed({"big": big}, {"small": 1}))
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    assert replies(p.stdout) == [
+        {"id": 0, "output": {"big": big}, "done": True},
+        {"id": 1, "output": {"small": 1}, "done": True},
+    ]

@@ -89,8 +89,8 @@ class Retryable(Exception):
 
     ``retry_after`` (seconds, a number or a ``datetime.timedelta``) is a hint of how long
     to wait before the next attempt, for example from an HTTP ``Retry-After`` header. It is
-    sent to herdsman as the reply's ``retry_after`` field; herdsman versions that do not
-    know that field ignore it and wait their own backoff.
+    sent to herdsman as the reply's ``retry_after`` field. herdsman ignores it today, like
+    any reply field it does not know, and waits its own ``--backoff``.
 
     >>> raise Retryable("the service answered 503", retry_after=2.5)
     Traceback (most recent call last):

@@ -149,13 +149,13 @@ exec_baselines() {
 exec_bench() {
     need "$HERDSMAN"
     exec_inputs
-    # -x takes the rest of the command line as the template, so it comes last.
-    local herdsman_exec="$H -i $EXEC_CSV -j 2 -o $OUT/exec.jsonl --failures $OUT/exec_failures.jsonl --no-checkpoint -x true {n}"
+    # The command as words after --, so it comes last.
+    local herdsman_exec="$H -i $EXEC_CSV -j 2 -o $OUT/exec.jsonl --failures $OUT/exec_failures.jsonl --no-checkpoint -- true {n}"
     # `true` prints nothing, so success leaves no output records: check the exit status once.
     eval "$herdsman_exec" || { echo "CHECK FAILED: '$herdsman_exec' exited with $?" >&2; return 1; }
     bench "One process per record: $EXEC_N records, 2 at a time" true \
         --records "$EXEC_N" -- \
-        "herdsman -x true {n}" "$herdsman_exec" \
+        "herdsman -x 'true {n}'" "$herdsman_exec" \
         "xargs -P2 -n1 true" "xargs -P2 -n1 true <$EXEC_TXT" \
         "GNU parallel -j2 true" "parallel --will-cite -j2 true :::: $EXEC_TXT"
 }

@@ -1,10 +1,13 @@
 //! Collects per-record outcomes into chunks, writes finished chunks to the output and
 //! dead-letter files, and commits them to the ledger.
 //!
-//! A chunk's lines are written contiguously only once every record of it has resolved, so
-//! the files always hold whole chunks; they are fsynced before the ledger commit that
-//! records their lengths. This module must never write part of a chunk, and never commit a
-//! chunk before its bytes are durable.
+//! With a checkpoint, a chunk's lines are written contiguously only once every record of it
+//! has resolved, so the files always hold whole chunks; they are fsynced before the ledger
+//! commit that records their lengths. Without one (stdout, a device, --no-checkpoint) each
+//! record is written, and a streamed output flushed, as soon as it and every record before
+//! it have resolved, so results appear as they complete, in input order. This module must
+//! never write part of a chunk of a checkpointed run, and never commit a chunk before its
+//! bytes are durable.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
@@ -104,6 +107,10 @@ struct Pending {
     info: ChunkInfo,
     slots: Vec<Option<(Resolved, u32)>>,
     resolved: usize,
+    /// Leading slots already written (only a run without a ledger writes early).
+    emitted: usize,
+    /// Counts of the slots written so far.
+    counts: Counts,
 }
 
 /// Output and dead-letter files of a run.
@@ -118,6 +125,9 @@ pub trait Sinks {
     fn offsets(&self) -> (u64, u64);
     /// Flush and fsync both files.
     fn sync(&mut self) -> Result<()>;
+    /// Hand the output written so far to its reader when it is streamed (stdout, a device, a
+    /// FIFO); a regular file is left to its buffer.
+    fn flush_stream(&mut self) -> Result<()>;
 }
 
 /// Everything the assembler needs besides the outcomes.
@@ -174,6 +184,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     info,
                     slots: (0..len).map(|_| None).collect(),
                     resolved: 0,
+                    emitted: 0,
+                    counts: Counts {
+                        records: len as u64,
+                        ..Counts::default()
+                    },
                 },
             );
         }
@@ -188,18 +203,51 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             p.resolved += 1;
         }
         *slot = Some((state, attempts));
-        if p.resolved == p.slots.len() {
-            let p = self.pending.remove(&first).expect("present");
+        if self.ledger.is_some() {
+            if p.resolved == p.slots.len() {
+                let p = self.pending.remove(&first).expect("present");
+                self.finish_chunk(p)?;
+            }
+            return Ok(());
+        }
+        // No checkpoint: write every record whose predecessors have all resolved, from the
+        // earliest unfinished chunk on (earlier chunks are all written).
+        let mut wrote = false;
+        while let Some((first, mut p)) = self.pending.pop_first() {
+            let before = p.emitted;
+            self.emit_ready(&mut p)?;
+            wrote |= p.emitted > before;
+            if p.emitted < p.slots.len() {
+                self.pending.insert(first, p);
+                break;
+            }
             self.finish_chunk(p)?;
+        }
+        if wrote {
+            self.sinks
+                .flush_stream()
+                .context("cannot write the output")?;
         }
         Ok(())
     }
 
-    fn finish_chunk(&mut self, p: Pending) -> Result<()> {
-        let mut c = Counts {
-            records: p.slots.len() as u64,
-            ..Counts::default()
-        };
+    /// Writes the resolved slots of `p` that follow the ones already written, up to the first
+    /// unresolved one.
+    fn emit_ready(&mut self, p: &mut Pending) -> Result<()> {
+        while p.emitted < p.slots.len() {
+            let Some(slot) = p.slots[p.emitted].take() else {
+                break;
+            };
+            let (pos, payload) = &p.info.records[p.emitted];
+            self.emit(pos, payload, slot, &mut p.counts)?;
+            // The slot stays marked resolved (its content is gone once written).
+            p.slots[p.emitted] = Some((Resolved::NotRun, 0));
+            p.emitted += 1;
+        }
+        Ok(())
+    }
+
+    fn finish_chunk(&mut self, mut p: Pending) -> Result<()> {
         if self.ledger.is_some()
             && p.slots
                 .iter()
@@ -207,61 +255,20 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         {
             // A chunk cut short by a stop is not written; a resumed run redoes it whole.
             // (Without a ledger nothing is redone: its finished records are written.)
-            c.not_run = c.records;
+            let c = Counts {
+                records: p.slots.len() as u64,
+                not_run: p.slots.len() as u64,
+                ..Counts::default()
+            };
             self.written.add(&c);
             return Ok(());
         }
-        for ((pos, payload), slot) in p.info.records.iter().zip(p.slots) {
-            let (state, attempts) = slot.expect("every slot resolved");
-            c.retries += u64::from(attempts.saturating_sub(1));
-            match state {
-                Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
-                Resolved::Outputs(outs) => {
-                    let mut written = 0u64;
-                    // A record's outputs are written all or none: check them first.
-                    let mut refused = match self.sinks.check_outputs(&outs) {
-                        Ok(()) => None,
-                        Err(SinkError::Record { message, .. }) => Some(message),
-                        Err(e) => return Err(e).context("cannot write the output"),
-                    };
-                    if refused.is_none() {
-                        for o in &outs {
-                            match self.sinks.write_output(o) {
-                                Ok(()) => written += 1,
-                                Err(SinkError::Record { message, .. }) => {
-                                    refused = Some(message);
-                                    break;
-                                }
-                                Err(e) => return Err(e).context("cannot write the output"),
-                            }
-                        }
-                    }
-                    match refused {
-                        // Found by the check above, before anything of the record was
-                        // written (a CSV output refusing a record that is not an object,
-                        // or whose keys do not fit the header).
-                        Some(message) if written == 0 => {
-                            c.failed += 1;
-                            let note = FailureNote {
-                                kind: "output_rejected".into(),
-                                message,
-                                stderr_tail: Vec::new(),
-                            };
-                            self.write_dead_letter(pos, payload, &note, attempts)?;
-                        }
-                        _ => {
-                            c.succeeded += 1;
-                            c.outputs += written;
-                        }
-                    }
-                }
-                Resolved::Failed(note) => {
-                    c.failed += 1;
-                    self.write_dead_letter(pos, payload, &note, attempts)?;
-                }
-                Resolved::NotRun => c.not_run += 1,
-            }
+        for i in p.emitted..p.slots.len() {
+            let slot = p.slots[i].take().expect("every slot resolved");
+            let (pos, payload) = &p.info.records[i];
+            self.emit(pos, payload, slot, &mut p.counts)?;
         }
+        let c = p.counts;
         let (output_end, failures_end) = self.sinks.offsets();
         self.uncommitted.push(ChunkCommit {
             chunk: p.info.id,
@@ -279,6 +286,65 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         self.written.add(&c);
         if self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes one resolved record (its outputs, or its dead-letter entry) and counts it.
+    fn emit(
+        &mut self,
+        pos: &Position,
+        payload: &Payload,
+        (state, attempts): (Resolved, u32),
+        c: &mut Counts,
+    ) -> Result<()> {
+        c.retries += u64::from(attempts.saturating_sub(1));
+        match state {
+            Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
+            Resolved::Outputs(outs) => {
+                let mut written = 0u64;
+                // A record's outputs are written all or none: check them first.
+                let mut refused = match self.sinks.check_outputs(&outs) {
+                    Ok(()) => None,
+                    Err(SinkError::Record { message, .. }) => Some(message),
+                    Err(e) => return Err(e).context("cannot write the output"),
+                };
+                if refused.is_none() {
+                    for o in &outs {
+                        match self.sinks.write_output(o) {
+                            Ok(()) => written += 1,
+                            Err(SinkError::Record { message, .. }) => {
+                                refused = Some(message);
+                                break;
+                            }
+                            Err(e) => return Err(e).context("cannot write the output"),
+                        }
+                    }
+                }
+                match refused {
+                    // Found by the check above, before anything of the record was
+                    // written (a CSV output refusing a record that is not an object,
+                    // or whose keys do not fit the header).
+                    Some(message) if written == 0 => {
+                        c.failed += 1;
+                        let note = FailureNote {
+                            kind: "output_rejected".into(),
+                            message,
+                            stderr_tail: Vec::new(),
+                        };
+                        self.write_dead_letter(pos, payload, &note, attempts)?;
+                    }
+                    _ => {
+                        c.succeeded += 1;
+                        c.outputs += written;
+                    }
+                }
+            }
+            Resolved::Failed(note) => {
+                c.failed += 1;
+                self.write_dead_letter(pos, payload, &note, attempts)?;
+            }
+            Resolved::NotRun => c.not_run += 1,
         }
         Ok(())
     }

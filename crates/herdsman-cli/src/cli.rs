@@ -45,7 +45,13 @@ Examples:
   herdsman run job.toml -j 4
 
   # one command per record; {path} is a CSV column, passed as one argv entry (no shell)
-  herdsman run -i files.csv -x gzip -k {path} -o done.jsonl
+  herdsman run -i files.csv -x 'gzip -k {path}' -o done.jsonl
+
+  # the same with the command as words after --
+  herdsman run -i files.csv -o done.jsonl -- gzip -k {path}
+
+  # stdin to stdout: lines in, lines out, printed as they complete, in input order
+  seq 3 | herdsman run -w cat
 
   # a rate-limited HTTP job that retries throttled calls
   herdsman run -i ids.csv -w 'python3 fetch.py' --rate 20/second --retries 5 --backoff 200ms -o out.jsonl
@@ -62,12 +68,13 @@ pub struct RunArgs {
     #[arg(value_name = "JOB.toml")]
     pub job: Option<PathBuf>,
 
-    /// Input files or globs, read in order; '-' is stdin. .gz and .zst are decompressed.
-    /// Example: -i 'data/part-*.csv.gz'
+    /// Input files or globs, read in order; '-' is stdin (the default when no input is
+    /// given). .gz and .zst are decompressed. Example: -i 'data/part-*.csv.gz'
     #[arg(short, long = "input", value_name = "PATH", num_args = 1..)]
     pub input: Vec<String>,
 
-    /// Input format (default: from the first input's extension).
+    /// Input format (default: from the input's extension; stdin is jsonl when its first line
+    /// starts with { or [, else lines; CSV on stdin needs --format csv).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<FormatArg>,
 
@@ -82,10 +89,16 @@ pub struct RunArgs {
     pub protocol: Option<ProtocolArg>,
 
     /// One process per record, GNU-parallel style: {field} is a column, {} the whole record
-    /// as JSON, {#} the record number. Give the command as the remaining arguments, e.g.
-    /// -x convert {src} {dst}
-    #[arg(short = 'x', long, value_name = "TEMPLATE", num_args = 1.., allow_hyphen_values = true)]
-    pub exec: Vec<String>,
+    /// as JSON, {#} the record number. One quoted template, split like a shell would (quotes
+    /// respected) but run without a shell, e.g. -x 'convert {src} {dst}'. A command given as
+    /// several words goes after `--` instead: herdsman run -i in.csv -- convert {src} {dst}
+    #[arg(short = 'x', long, value_name = "TEMPLATE")]
+    pub exec: Option<String>,
+
+    /// The command to run per record, as separate words after `--` (the same as --exec, but
+    /// no quoting needed): herdsman run -i in.csv -o out.jsonl -- convert {src} {dst}
+    #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["exec", "worker"])]
+    pub command: Vec<String>,
 
     /// Run the worker or --exec command through `sh -c` (record values reach it in
     /// environment variables, never parsed by the shell).
@@ -106,7 +119,9 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 
-    /// Output format (default: from the output's extension, else jsonl).
+    /// Output format (default: from the output's extension, .csv, .jsonl or .txt (lines);
+    /// lines when lines input goes to stdout; else jsonl). `lines` writes each output record
+    /// as its raw text, one per line: a JSON string unquoted, anything else as compact JSON.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub output_format: Option<OutputFormatArg>,
 
@@ -236,6 +251,7 @@ pub enum FormatArg {
 pub enum OutputFormatArg {
     Jsonl,
     Csv,
+    Lines,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -254,6 +270,63 @@ pub enum ProgressArg {
     None,
 }
 
+/// When `herdsman run` could not be parsed because words after `-x TEMPLATE` were taken for
+/// flags or arguments of herdsman (`-x echo -n {id}`), the right forms of that command.
+///
+/// `argv` is the whole command line, program name included.
+pub fn exec_hint(argv: &[String]) -> Option<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let run = cli.find_subcommand("run")?;
+    let is_flag = |w: &str| {
+        if let Some(long) = w.strip_prefix("--") {
+            let name = long.split('=').next().unwrap_or(long);
+            run.get_arguments().any(|a| a.get_long() == Some(name))
+                || matches!(name, "help" | "version")
+        } else if let Some(short) = w.strip_prefix('-') {
+            let c = short.chars().next();
+            run.get_arguments()
+                .any(|a| a.get_short().is_some() && a.get_short() == c)
+                || c == Some('h')
+        } else {
+            false
+        }
+    };
+    let end = argv.iter().position(|w| w == "--").unwrap_or(argv.len());
+    let at = argv[..end]
+        .iter()
+        .position(|w| w == "-x" || w == "--exec")?;
+    let template = argv.get(at + 1).filter(|_| at + 1 < end)?;
+    let words: Vec<&str> = argv[at + 2..end]
+        .iter()
+        .map(String::as_str)
+        .take_while(|w| !is_flag(w))
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    let mut command = vec![template.as_str()];
+    command.extend(&words);
+    let joined: Vec<String> = command.iter().map(|w| shell_quote(w)).collect();
+    let joined = joined.join(" ");
+    let quoted = shell_quote(&joined);
+    Some(format!(
+        "-x takes one template, so `{}` was not part of the command; quote the template whole, -x {quoted}, or give the command as words after --: herdsman run ... -- {joined}",
+        words.join(" ")
+    ))
+}
+
+/// `word` as a POSIX shell would need it typed: as it is when it holds only characters a
+/// shell leaves alone (placeholders such as `{id}` included), else in single quotes.
+pub(crate) fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./,:=@%+{}#^".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,25 +337,47 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        *args
+    }
+
     #[test]
-    fn exec_takes_the_rest_of_the_command() {
-        let cli = Cli::try_parse_from([
+    fn exec_takes_one_template_and_never_the_flags_after_it() {
+        let args = run_args(&["herdsman", "run", "-x", "echo {v}", "-o", "out.jsonl"]);
+        assert_eq!(args.exec.as_deref(), Some("echo {v}"));
+        assert_eq!(args.output.as_deref(), Some("out.jsonl"));
+    }
+
+    #[test]
+    fn words_after_the_template_get_a_hint_with_the_right_forms() {
+        let argv = |s: &str| -> Vec<String> { s.split(' ').map(String::from).collect() };
+        let hint = exec_hint(&argv("herdsman run -i a.csv -x echo -n {id} -o out.jsonl")).unwrap();
+        assert!(hint.contains("-x 'echo -n {id}'"), "{hint}");
+        assert!(hint.contains("-- echo -n {id}"), "{hint}");
+        assert_eq!(exec_hint(&argv("herdsman run -x echo -o out.jsonl")), None);
+        assert_eq!(exec_hint(&argv("herdsman run -i a.csv -- echo -n")), None);
+    }
+
+    #[test]
+    fn a_command_of_several_words_goes_after_double_dash() {
+        let args = run_args(&[
             "herdsman",
             "run",
             "-i",
             "a.csv",
             "-o",
             "out.jsonl",
-            "-x",
+            "--",
             "echo",
             "-n",
             "{id}",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("expected run")
-        };
-        assert_eq!(args.exec, ["echo", "-n", "{id}"]);
+        ]);
+        assert_eq!(args.command, ["echo", "-n", "{id}"]);
+        assert_eq!(args.exec, None);
         assert_eq!(args.output.as_deref(), Some("out.jsonl"));
     }
 }

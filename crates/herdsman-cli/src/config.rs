@@ -82,6 +82,9 @@ pub struct RunConfig {
     /// `/dev/stdout`): it is written in place and cannot be resumed.
     pub output_in_place: bool,
     pub output_format: OutputFormatArg,
+    /// Whether the output format was chosen by the user (flag, job file or extension); if
+    /// not, lines input written to stdout is written as lines.
+    pub output_format_chosen: bool,
     pub columns: Option<Vec<String>>,
     pub failures: PathBuf,
     /// Whether the user named the dead-letter file (else it is derived from the output).
@@ -328,6 +331,25 @@ pub fn default_state_dir(output: &Path) -> PathBuf {
     output.with_file_name(format!(".{name}.herdsman"))
 }
 
+/// Refuses `-x echo {id}`: a word after the -x template that clap took for the job file
+/// (it is neither an existing file nor a `.toml` name) was meant as part of the command.
+fn check_not_swallowed(template: &str, job: &Path) -> Result<()> {
+    let is_toml = job
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    if is_toml || job.is_file() {
+        return Ok(());
+    }
+    let word = job.display().to_string();
+    let quote = crate::cli::shell_quote;
+    let whole = quote(&format!("{template} {word}"));
+    let words = format!("{} {}", quote(template), quote(&word));
+    usage!(
+        "`{word}` after -x {} looks like part of the command, but -x takes one template; quote it whole, -x {whole}, or give the command as words after --: herdsman run ... -- {words}",
+        quote(template)
+    )
+}
+
 /// Splits a worker command like a POSIX shell would, without running one.
 pub fn split_command(cmd: &str) -> Result<Vec<String>> {
     match shlex::split(cmd) {
@@ -344,6 +366,9 @@ pub fn split_command(cmd: &str) -> Result<Vec<String>> {
 impl RunConfig {
     /// Merges the job file (if any) and the flags, flags winning, and validates the result.
     pub fn from_args(args: RunArgs) -> Result<RunConfig> {
+        if let (Some(template), Some(job_path)) = (&args.exec, &args.job) {
+            check_not_swallowed(template, job_path)?;
+        }
         let (job, base) = match &args.job {
             Some(path) => (
                 load_job_file(path)?,
@@ -361,13 +386,28 @@ impl RunConfig {
                 .map(|i| i.into_vec().into_iter().map(rel).collect())
                 .unwrap_or_default()
         };
-        if inputs.is_empty() {
-            usage!("no input given; pass files with -i data.csv (or '-' for stdin)");
-        }
+        // No input means stdin, as for cat or xargs; but a terminal is never read by
+        // accident (a run would sit waiting for typing).
+        let inputs = if inputs.is_empty() {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                usage!("no input given and stdin is a terminal; pass files with -i data.csv, or pipe records in: seq 3 | herdsman run -w cat");
+            }
+            vec!["-".to_string()]
+        } else {
+            inputs
+        };
 
         let shell = args.shell || job.shell.unwrap_or(false);
-        let exec: Vec<String> = if !args.exec.is_empty() {
-            args.exec
+        // `-x 'echo {id}'` is one template string; `-- echo {id}` is the command as words.
+        let as_words = !args.command.is_empty() && args.exec.is_none();
+        let exec: Vec<String> = if let Some(template) = args.exec {
+            vec![template]
+        } else if as_words {
+            if args.worker.is_some() {
+                usage!("give either --worker or a command after --, not both");
+            }
+            args.command
         } else if args.worker.is_none() {
             job.exec.map(StringOrList::into_vec).unwrap_or_default()
         } else {
@@ -389,7 +429,7 @@ impl RunConfig {
             (None, false) => {
                 // `-x 'echo {id}'` (one string) is split like a shell would; several
                 // arguments are taken as they are.
-                let template = if exec.len() == 1 && !shell {
+                let template = if exec.len() == 1 && !shell && !as_words {
                     split_command(&exec[0])?
                 } else {
                     exec
@@ -401,7 +441,7 @@ impl RunConfig {
                 Transform::Exec { template, shell }
             }
             (None, true) => usage!(
-                "nothing to run; give a worker (-w 'python3 worker.py') or a command per record (-x echo {{}})"
+                "nothing to run; give a worker (-w 'python3 worker.py') or a command per record (-x 'echo {{}}')"
             ),
         };
         if matches!(transform, Transform::Exec { .. }) && (args.protocol.is_some()) {
@@ -429,6 +469,9 @@ impl RunConfig {
                 OutputTarget::Stdout => (None, false),
             },
         };
+        let output_format_chosen = args.output_format.is_some()
+            || job.output_format.is_some()
+            || output.as_ref().is_some_and(|p| p.extension().is_some());
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
             None => match output
@@ -437,6 +480,7 @@ impl RunConfig {
                 .and_then(|e| e.to_str())
             {
                 Some(ext) if ext.eq_ignore_ascii_case("csv") => OutputFormatArg::Csv,
+                Some(ext) if ext.eq_ignore_ascii_case("txt") => OutputFormatArg::Lines,
                 _ => OutputFormatArg::Jsonl,
             },
         };
@@ -558,6 +602,7 @@ impl RunConfig {
             output,
             output_in_place,
             output_format,
+            output_format_chosen,
             columns,
             failures,
             failures_given,
@@ -901,7 +946,10 @@ mod tests {
     #[test]
     fn worker_and_exec_are_exclusive_and_one_is_required() {
         let mut a = args(&["in.csv"]);
-        a.exec = vec!["echo".into()];
+        a.exec = Some("echo".into());
+        assert!(RunConfig::from_args(a).is_err());
+        let mut a = args(&["in.csv"]);
+        a.command = vec!["echo".into(), "{}".into()];
         assert!(RunConfig::from_args(a).is_err());
         let mut a = args(&["in.csv"]);
         a.worker = None;

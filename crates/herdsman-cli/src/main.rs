@@ -71,6 +71,14 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
+            if e.use_stderr() {
+                let argv: Vec<String> = std::env::args_os()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                if let Some(hint) = cli::exec_hint(&argv) {
+                    eprintln!("herdsman: {hint}");
+                }
+            }
             return ExitCode::from(code);
         }
     };

@@ -92,17 +92,26 @@ fn resolve_inputs(cfg: &RunConfig) -> Result<Inputs> {
                         f.display()
                     ))
                 })?,
-                InputPath::Stdin => {
-                    return Err(usage(
-                        "reading stdin needs --format csv|jsonl|lines".to_string(),
-                    ))
-                }
+                InputPath::Stdin => sniff_stdin()?,
             },
         };
         specs.push(InputSpec { path: p, format });
     }
     let names = specs.iter().map(|s| s.path.display_name()).collect();
     Ok(Inputs { specs, names })
+}
+
+/// The format of standard input from its first bytes, peeked without consuming them (they
+/// stay in stdin's buffer for the source): see [`Format::sniff`].
+fn sniff_stdin() -> Result<Format> {
+    use std::io::BufRead;
+    let mut stdin = std::io::stdin().lock();
+    let first = stdin.fill_buf().map_err(|e| {
+        anyhow::Error::new(EnvError(format!(
+            "cannot read stdin: {e}; pipe records in, or pass files with -i"
+        )))
+    })?;
+    Ok(Format::sniff(first))
 }
 
 /// What identifies this job: the options that change results and the inputs' contents.
@@ -250,6 +259,12 @@ impl Sinks for FileSinks {
         };
         (self.output.offset(), failures)
     }
+    fn flush_stream(&mut self) -> Result<()> {
+        if self.output.is_stream() {
+            self.output.flush()?;
+        }
+        Ok(())
+    }
     fn sync(&mut self) -> Result<()> {
         self.output.sync().context("cannot sync the output")?;
         if let Failures::Open(sink) = &mut self.failures {
@@ -266,9 +281,16 @@ struct Checkpoint {
 }
 
 /// Runs the job and returns its summary (the caller prints it and exits with its code).
-pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
+pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let started = Instant::now();
     let inputs = resolve_inputs(&cfg)?;
+    // Lines in, stdout out: text out, as cat or GNU parallel would print it.
+    if !cfg.output_format_chosen
+        && cfg.output.is_none()
+        && inputs.specs.iter().all(|s| s.format == Format::Lines)
+    {
+        cfg.output_format = OutputFormatArg::Lines;
+    }
     // Before anything is written: no file is both read and written (or written twice), and
     // every directory written to accepts files.
     let input_files: Vec<PathBuf> = inputs
@@ -594,6 +616,7 @@ fn write_summary_json(cfg: &RunConfig, summary: &Summary) -> Result<()> {
 fn output_format(cfg: &RunConfig) -> OutputFormat {
     match cfg.output_format {
         OutputFormatArg::Jsonl => OutputFormat::Jsonl,
+        OutputFormatArg::Lines => OutputFormat::Lines,
         OutputFormatArg::Csv => OutputFormat::Csv {
             columns: cfg.columns.clone(),
         },

@@ -282,7 +282,7 @@ fn exec_passes_fields_as_argv_without_a_shell() {
             "out.jsonl",
             "--summary-json",
             "s.json",
-            "-x",
+            "--",
         ])
         .args(["printf", "%s|%s", "{#}", "{name}"])
         .assert()
@@ -305,8 +305,7 @@ fn exec_with_an_unknown_column_is_refused_before_running() {
             "-o",
             "out.jsonl",
             "-x",
-            "touch",
-            "{nope}",
+            "touch {nope}",
         ])
         .assert()
         .code(2)
@@ -329,7 +328,7 @@ fn exec_failures_carry_the_exit_status() {
             "--summary-json",
             "s.json",
         ])
-        .args(["-x", "sh", "-c", "exit $0", "{n}"])
+        .args(["--", "sh", "-c", "exit $0", "{n}"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

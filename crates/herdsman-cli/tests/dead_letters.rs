@@ -221,7 +221,7 @@ fn exec_output_that_is_not_utf8_is_a_dead_letter() {
     let out = s
         .herdsman()
         .args(["run", "-i", "in.jsonl", "-o", "out.jsonl"])
-        .args(["--summary-json", "s.json", "--exec"])
+        .args(["--summary-json", "s.json", "--"])
         .args(["sh", "-c", "printf \"$0\"", "{f}"])
         .output()
         .unwrap();

@@ -1,6 +1,8 @@
-//! Input and output formats and compression, detected from file names.
+//! Input and output formats and compression, detected from file names, and the format of
+//! standard input sniffed from its first bytes.
 //!
-//! Detection only looks at names; it must never open or sniff a file.
+//! Detection only looks at names, or at bytes the caller already has in hand; it must never
+//! open or read a file itself.
 
 use std::path::Path;
 
@@ -46,6 +48,25 @@ impl Format {
             "jsonl" | "ndjson" | "jsonlines" | "json-lines" => Some(Format::Jsonl),
             "lines" | "text" | "txt" => Some(Format::Lines),
             _ => None,
+        }
+    }
+
+    /// Sniffs the format of an input without a name (standard input) from its first bytes:
+    /// JSONL when the first non-blank byte opens a JSON object or array (`{` or `[`), else
+    /// lines. CSV is never guessed (a header row looks like any line of text): ask for it.
+    ///
+    /// ```
+    /// use herdsman_io::Format;
+    /// assert_eq!(Format::sniff(b"{\"id\": 1}\n"), Format::Jsonl);
+    /// assert_eq!(Format::sniff(b"\n  [1, 2]\n"), Format::Jsonl);
+    /// assert_eq!(Format::sniff(b"1\n2\n"), Format::Lines);
+    /// assert_eq!(Format::sniff(b"id,value\n1,2\n"), Format::Lines);
+    /// assert_eq!(Format::sniff(b""), Format::Lines);
+    /// ```
+    pub fn sniff(first_bytes: &[u8]) -> Format {
+        match first_bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{' | b'[') => Format::Jsonl,
+            _ => Format::Lines,
         }
     }
 
@@ -112,11 +133,15 @@ pub enum OutputFormat {
         /// Header columns, in order, if given up front.
         columns: Option<Vec<String>>,
     },
+    /// Raw text, one record per line: a JSON string is written as its text (unquoted,
+    /// unescaped), any other value as compact JSON.
+    Lines,
 }
 
 impl OutputFormat {
     /// Detects the output format from a file name: `.csv` is CSV, `.jsonl` / `.ndjson` /
-    /// `.json` are JSONL. Compression suffixes are not supported for outputs.
+    /// `.json` are JSONL, `.txt` is lines. Compression suffixes are not supported for
+    /// outputs.
     ///
     /// ```
     /// use herdsman_io::OutputFormat;
@@ -128,6 +153,7 @@ impl OutputFormat {
         match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "csv" => Some(OutputFormat::Csv { columns: None }),
             "jsonl" | "ndjson" | "json" => Some(OutputFormat::Jsonl),
+            "txt" => Some(OutputFormat::Lines),
             _ => None,
         }
     }

@@ -327,7 +327,7 @@ fn record_pairs(json: &[u8]) -> Result<Pairs<'_>, String> {
     ))
 }
 
-/// One output file (results or dead letters), written as JSONL or CSV.
+/// One output file (results or dead letters), written as JSONL, CSV or raw lines.
 ///
 /// ```
 /// use herdsman_io::{OutputFormat, Sink};
@@ -350,6 +350,8 @@ pub struct Sink {
     out: Out,
     offset: u64,
     csv: Option<CsvOut>,
+    /// Raw text output ([`OutputFormat::Lines`]).
+    lines: bool,
     row: Vec<u8>,
 }
 
@@ -388,8 +390,9 @@ impl Sink {
             path: partial.clone(),
             message,
         };
+        let lines = format == OutputFormat::Lines;
         let mut csv = match format {
-            OutputFormat::Jsonl => None,
+            OutputFormat::Jsonl | OutputFormat::Lines => None,
             OutputFormat::Csv { columns } => {
                 let mut c = CsvOut {
                     columns: None,
@@ -478,6 +481,7 @@ impl Sink {
             out,
             offset,
             csv: csv.take(),
+            lines,
             row: Vec::with_capacity(256),
         };
         if write_header {
@@ -528,14 +532,34 @@ impl Sink {
 
     /// Writes one record given as compact JSON text.
     ///
-    /// JSONL writes it as one line (a record holding a raw line break is refused). CSV: the
-    /// record must be a JSON object. The `columns` given at open project every record onto
-    /// them, in their order (other keys are left out, missing ones are empty cells);
-    /// without them, the first record's keys fix the header and a record with another key is
-    /// refused. String values are written as their text, `null` as an empty cell, other
-    /// values as JSON text. A refused record gets [`SinkError::Record`] and nothing is
-    /// written.
+    /// JSONL writes it as one line (a record holding a raw line break is refused). Lines
+    /// writes a JSON string as its text followed by a line break (a string holding line
+    /// breaks spans several lines, as a command's output would), and any other value as
+    /// JSONL does. CSV: the record must be a JSON object. The `columns` given at open
+    /// project every record onto them, in their order (other keys are left out, missing
+    /// ones are empty cells); without them, the first record's keys fix the header and a
+    /// record with another key is refused. String values are written as their text, `null`
+    /// as an empty cell, other values as JSON text. A refused record gets
+    /// [`SinkError::Record`] and nothing is written.
     pub fn write_record(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        if self.lines && json.first() == Some(&b'"') {
+            let text: Cow<'_, str> =
+                serde_json::from_slice(json).map_err(|e| SinkError::Record {
+                    path: self.path.clone(),
+                    message: format!("the record is not valid JSON ({e})"),
+                })?;
+            let w = self.out.writer();
+            let r = w
+                .write_all(text.as_bytes())
+                .and_then(|_| w.write_all(b"\n"));
+            r.map_err(|source| SinkError::Io {
+                action: "write",
+                path: self.partial.clone(),
+                source,
+            })?;
+            self.offset += text.len() as u64 + 1;
+            return Ok(());
+        }
         let Some(csv) = self.csv.as_mut() else {
             if memchr::memchr2(b'\n', b'\r', json).is_some() {
                 return Err(SinkError::Record {
@@ -646,6 +670,16 @@ impl Sink {
     /// After [`Sink::sync`] this many bytes are durable.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Hands what is buffered to the operating system, without fsync: on standard output, a
+    /// device or a FIFO the reader sees every record written so far.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.writer().flush().map_err(|source| SinkError::Io {
+            action: "write",
+            path: self.partial.clone(),
+            source,
+        })
     }
 
     /// Whether this output is written in place (standard output, a device, a FIFO): it has

@@ -215,7 +215,9 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                 Resolved::Outputs(outs) => {
                     let mut written = 0u64;
                     let mut refused = None;
-                    for o in &outs {
+                    // An empty entry is a success with nothing to write (an --exec
+                    // command that printed nothing).
+                    for o in outs.iter().filter(|o| !o.is_empty()) {
                         match self.sinks.write_output(o) {
                             Ok(()) => written += 1,
                             Err(SinkError::Record { message, .. }) => {

@@ -82,10 +82,22 @@ pub struct RunArgs {
     pub protocol: Option<ProtocolArg>,
 
     /// One process per record, GNU-parallel style: {field} is a column, {} the whole record
-    /// as JSON, {#} the record number. Give the command as the remaining arguments, e.g.
-    /// -x convert {src} {dst}
+    /// (a text line as it is, other records as JSON), {:json} the record as JSON, {#} the
+    /// record number, {%} the job slot (1-based, also in $HERDSMAN_WORKER). Give the command
+    /// as the remaining arguments, e.g. -x convert {src} {dst}
     #[arg(short = 'x', long, value_name = "TEMPLATE", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
+
+    /// How an --exec command's stdout becomes output: JSON lines or text, nothing for
+    /// empty stdout (auto); one {"stdout":…} record (text); one {"input":…, "stdout":…,
+    /// "exit":0} record that also carries the input record (record). Default: auto.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub exec_output: Option<ExecOutputArg>,
+
+    /// --exec exit statuses that fail a record for good, without retries, comma separated.
+    /// Example: --no-retry-exit 22 (curl --fail on an HTTP 404).
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub no_retry_exit: Vec<String>,
 
     /// Run the worker or --exec command through `sh -c` (record values reach it in
     /// environment variables, never parsed by the shell).
@@ -236,6 +248,15 @@ pub enum OutputFormatArg {
 pub enum ProtocolArg {
     Lines,
     Framed,
+}
+
+/// How an --exec command's stdout becomes output records.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecOutputArg {
+    Auto,
+    Text,
+    Record,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]

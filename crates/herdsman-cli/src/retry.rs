@@ -221,7 +221,8 @@ pub fn retry_failed(
                 } else {
                     recovered.succeeded += 1;
                 }
-                for o in &outputs {
+                // An empty entry is a success with nothing to write.
+                for o in outputs.iter().filter(|o| !o.is_empty()) {
                     out.write_record(o).context("cannot write the output")?;
                     recovered.outputs += 1;
                 }

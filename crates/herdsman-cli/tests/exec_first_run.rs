@@ -303,3 +303,25 @@ fn pool_workers_know_their_number() {
         );
     }
 }
+
+#[test]
+fn job_file_sets_exec_output_and_no_retry_exit() {
+    let s = Scratch::new();
+    s.write("in.csv", "id,code\n1,22\n2,0\n");
+    s.write(
+        "job.toml",
+        "input = 'in.csv'\noutput = 'out.jsonl'\nexec = \"sh -c 'echo {id}; exit {code}'\"\n\
+         exec_output = 'record'\nno-retry-exit = [22]\nretries = 5\nbackoff = '1ms'\n",
+    );
+    s.herdsman()
+        .args(["run", "job.toml", "--progress", "none"])
+        .assert()
+        .code(1);
+    assert_eq!(
+        json_lines(&s.read("out.jsonl")),
+        vec![json!({"input": {"id": "2", "code": "0"}, "stdout": "2", "exit": 0})]
+    );
+    let dead = json_lines(&s.read("out.failures.jsonl"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["attempts"], json!(1));
+}

@@ -704,10 +704,10 @@ mod tests {
     #[test]
     fn auto_mode_rules() {
         // Nothing printed: a success with nothing to write (one empty entry), not a filter.
-        assert_eq!(parse_stdout(b"", ExecOutputMode::Auto, IN), vec![Vec::new()]);
+        assert_eq!(parse_stdout(b"", ExecOutputMode::Auto, IN), vec![Vec::<u8>::new()]);
         assert_eq!(
             parse_stdout(b" \n\n", ExecOutputMode::Auto, IN),
-            vec![Vec::new()]
+            vec![Vec::<u8>::new()]
         );
         assert_eq!(
             texts(parse_stdout(b"{\"a\":1}\n\n[2]\n", ExecOutputMode::Auto, IN)),

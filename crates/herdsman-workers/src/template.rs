@@ -1128,6 +1128,78 @@ mod tests {
     }
 
     #[test]
+    fn whole_record_is_the_raw_line_and_colon_json_the_json() {
+        let t = Template::parse(&argv(&["p", "{}", "{:json}", "{%}", "{#}"])).unwrap();
+        assert!(!t.needs_fields());
+        assert!(t.uses_slot());
+        assert_eq!(t.display(), "p {} {:json} {%} {#}");
+        // A line of text: `{}` unquoted, `{:json}` as a JSON string.
+        let line = r#""it's \"1\"""#;
+        assert_eq!(
+            t.render_json_in_slot(line.as_bytes(), 0, 3).unwrap().argv,
+            argv(&["p", r#"it's "1""#, line, "3", "1"])
+        );
+        assert_eq!(
+            t.render(&json!("x y"), 1).unwrap().argv,
+            argv(&["p", "x y", "\"x y\"", "1", "2"])
+        );
+        // Any other record: JSON for both.
+        let obj = r#"{"b":1,"a":2}"#;
+        assert_eq!(
+            t.render_json(obj.as_bytes(), 0).unwrap().argv,
+            argv(&["p", obj, obj, "1", "1"])
+        );
+        assert_eq!(
+            t.render_json(b"17", 0).unwrap().argv,
+            argv(&["p", "17", "17", "1", "1"])
+        );
+        // Parsed because a field is used, a string record still gives its text.
+        let t = Template::parse(&argv(&["p", "{}", "{missing}"])).unwrap();
+        assert!(matches!(
+            t.render_json(b"\"s\"", 0),
+            Err(RenderError::MissingField { .. })
+        ));
+        let t = Template::parse(&argv(&["p", "{}", "{k}"])).unwrap();
+        assert_eq!(
+            t.render_json(br#"{"k":"v"}"#, 0).unwrap().argv,
+            argv(&["p", r#"{"k":"v"}"#, "v"])
+        );
+    }
+
+    #[test]
+    fn colon_names_are_reserved() {
+        let e = Template::parse(&argv(&["p", "x{:yaml}"])).unwrap_err();
+        assert_eq!(
+            e,
+            TemplateError::UnknownPlaceholder {
+                placeholder: "{:yaml}".into(),
+                arg: "x{:yaml}".into()
+            }
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("{:json}") && msg.contains("{%}"), "{msg}");
+        assert!(Template::parse_shell("echo {:Json}").is_err());
+    }
+
+    #[test]
+    fn shell_mode_passes_slot_and_json_in_variables() {
+        let t = Template::parse_shell("echo {%} {} {:json}").unwrap();
+        let out = t.render_in_slot(&json!("a b"), 0, 2).unwrap();
+        assert_eq!(
+            out.argv[2],
+            r#"echo "${HERDSMAN_ARG_1}" "${HERDSMAN_ARG_2}" "${HERDSMAN_ARG_3}""#
+        );
+        assert_eq!(
+            out.env,
+            vec![
+                ("HERDSMAN_ARG_1".to_string(), "2".to_string()),
+                ("HERDSMAN_ARG_2".to_string(), "a b".to_string()),
+                ("HERDSMAN_ARG_3".to_string(), "\"a b\"".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn program_is_none_when_templated() {
         let t = Template::parse(&argv(&["{tool}", "x"])).unwrap();
         assert_eq!(t.program(), None);

@@ -91,7 +91,10 @@ fn colon_json_is_the_record_as_json_on_every_format() {
     .get_output()
     .stdout
     .clone();
-    assert_eq!(json_lines(&String::from_utf8(out).unwrap()), vec![json!("a b")]);
+    assert_eq!(
+        json_lines(&String::from_utf8(out).unwrap()),
+        vec![json!("a b")]
+    );
     // CSV: the row as an object, for `{}` and `{:json}` alike.
     s.write("in.csv", "id,name\n1,ann\n");
     for template in ["printf %s {:json}", "printf %s {}"] {
@@ -117,7 +120,7 @@ fn unknown_colon_placeholder_is_a_usage_error() {
 #[test]
 fn a_command_that_prints_nothing_succeeds() {
     let s = Scratch::new();
-    s.write("in.csv", &id_csv(5));
+    s.write("in.csv", id_csv(5));
     exec_run(&s, &["-i", "in.csv", "-o", "out.jsonl"], "true {id}", None)
         .success()
         .stderr(predicate::str::contains(
@@ -232,14 +235,20 @@ fn exec_only_flags_are_refused_with_a_worker_and_bad_codes_are_usage_errors() {
             .stderr(predicate::str::contains("--exec"));
     }
     for codes in ["0", "256", "x"] {
-        exec_run(&s, &["-i", "in.csv", "--no-retry-exit", codes], "true", None).code(2);
+        exec_run(
+            &s,
+            &["-i", "in.csv", "--no-retry-exit", codes],
+            "true",
+            None,
+        )
+        .code(2);
     }
 }
 
 #[test]
 fn exec_slots_know_their_number() {
     let s = Scratch::new();
-    s.write("in.csv", &id_csv(40));
+    s.write("in.csv", id_csv(40));
     exec_run(
         &s,
         &["-i", "in.csv", "-o", "out.jsonl", "-j", "3"],
@@ -275,7 +284,7 @@ fn exec_slots_know_their_number() {
 #[test]
 fn pool_workers_know_their_number() {
     let s = Scratch::new();
-    s.write("in.csv", &id_csv(60));
+    s.write("in.csv", id_csv(60));
     s.write(
         "worker.sh",
         "echo \"started as $HERDSMAN_WORKER\" >&2\n\

@@ -367,7 +367,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     let Job { id, item, ctl } = job;
     let cfg = &shared.cfg;
     // Rendered here, where the job slot that `{%}` stands for is known.
-    let (argv, env) = match cfg.template.render_json_in_slot(&item.json, item.seq, slot + 1) {
+    let (argv, env) = match cfg
+        .template
+        .render_json_in_slot(&item.json, item.seq, slot + 1)
+    {
         Ok(cmd) => {
             let mut env = cfg.env.clone();
             env.extend(cmd.env);
@@ -505,12 +508,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
             }
             AttemptOutcome::Failure(WorkerFailure {
                 stderr_tail: tail,
-                ..failure(
-                    slot,
-                    FailureKind::CommandFailed,
-                    msg,
-                    final_code.is_none(),
-                )
+                ..failure(slot, FailureKind::CommandFailed, msg, final_code.is_none())
             })
         }
     };
@@ -704,17 +702,28 @@ mod tests {
     #[test]
     fn auto_mode_rules() {
         // Nothing printed: a success with nothing to write (one empty entry), not a filter.
-        assert_eq!(parse_stdout(b"", ExecOutputMode::Auto, IN), vec![Vec::<u8>::new()]);
+        assert_eq!(
+            parse_stdout(b"", ExecOutputMode::Auto, IN),
+            vec![Vec::<u8>::new()]
+        );
         assert_eq!(
             parse_stdout(b" \n\n", ExecOutputMode::Auto, IN),
             vec![Vec::<u8>::new()]
         );
         assert_eq!(
-            texts(parse_stdout(b"{\"a\":1}\n\n[2]\n", ExecOutputMode::Auto, IN)),
+            texts(parse_stdout(
+                b"{\"a\":1}\n\n[2]\n",
+                ExecOutputMode::Auto,
+                IN
+            )),
             vec![r#"{"a":1}"#, "[2]"]
         );
         assert_eq!(
-            texts(parse_stdout(b"{\n  \"a\": 1\n}\n", ExecOutputMode::Auto, IN)),
+            texts(parse_stdout(
+                b"{\n  \"a\": 1\n}\n",
+                ExecOutputMode::Auto,
+                IN
+            )),
             vec![r#"{"a":1}"#]
         );
         assert_eq!(

@@ -370,12 +370,10 @@ impl Template {
                 // a string field; any other record as JSON.
                 Piece::Whole => match (text, record) {
                     (_, Some(Value::String(s))) => s.as_str().into(),
-                    (Some(t), _) if t.starts_with('"') => {
-                        match serde_json::from_str::<String>(t) {
-                            Ok(s) => s.into(),
-                            Err(_) => t.into(),
-                        }
-                    }
+                    (Some(t), _) if t.starts_with('"') => match serde_json::from_str::<String>(t) {
+                        Ok(s) => s.into(),
+                        Err(_) => t.into(),
+                    },
                     _ => json_text(),
                 },
                 Piece::Field(f) => {

@@ -81,7 +81,11 @@ fn outputs_follow_the_auto_rule() {
         .collect();
     let r = run_all(&mut p, items, LIMIT).unwrap();
     assert_eq!(text(success(&r[&0])), vec![r#"{"a":1}"#, r#"{"a":2}"#]);
-    assert_eq!(text(success(&r[&1])), vec![""], "nothing printed: success, nothing to write");
+    assert_eq!(
+        text(success(&r[&1])),
+        vec![""],
+        "nothing printed: success, nothing to write"
+    );
     assert_eq!(text(success(&r[&2])), vec![r#"{"stdout":"plain text"}"#]);
     assert_eq!(text(success(&r[&3])), vec![r#"{"x":[1,2]}"#]);
 }
@@ -113,7 +117,11 @@ fn nonzero_exit_is_a_retryable_failure_with_stderr() {
         LIMIT,
     )
     .unwrap();
-    assert_eq!(text(success(&r[&0])), vec![""], "nothing printed: success, nothing to write");
+    assert_eq!(
+        text(success(&r[&0])),
+        vec![""],
+        "nothing printed: success, nothing to write"
+    );
     let f = failure(&r[&1]);
     assert_eq!(f.kind, FailureKind::CommandFailed);
     assert!(f.retryable);
@@ -171,7 +179,11 @@ fn templated_program_that_does_not_exist_fails_the_record() {
         LIMIT,
     )
     .unwrap();
-    assert_eq!(text(success(&r[&0])), vec![""], "nothing printed: success, nothing to write");
+    assert_eq!(
+        text(success(&r[&0])),
+        vec![""],
+        "nothing printed: success, nothing to write"
+    );
     let f = failure(&r[&1]);
     assert_eq!(f.kind, FailureKind::CommandFailed);
     assert!(
@@ -269,8 +281,12 @@ fn command_ignoring_sigterm_is_killed_after_grace() {
 
 #[test]
 fn each_job_slot_sees_its_number_in_env_and_template() {
-    let t = Template::parse(&argv(&["sh", "-c", r#"printf '%s/%s' "$HERDSMAN_WORKER" {%}"#]))
-        .unwrap();
+    let t = Template::parse(&argv(&[
+        "sh",
+        "-c",
+        r#"printf '%s/%s' "$HERDSMAN_WORKER" {%}"#,
+    ]))
+    .unwrap();
     let mut cfg = ExecConfig::new(t);
     cfg.jobs = 3;
     cfg.output = ExecOutputMode::Text;

@@ -108,6 +108,10 @@ struct Pending {
 
 /// Output and dead-letter files of a run.
 pub trait Sinks {
+    /// Whether the output would accept all of `outputs`, in order, writing nothing.
+    fn check_outputs(&self, _outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        Ok(())
+    }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError>;
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError>;
     /// Byte lengths of (output, failures) after everything written so far.
@@ -214,22 +218,31 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                 Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
                 Resolved::Outputs(outs) => {
                     let mut written = 0u64;
-                    let mut refused = None;
                     // An empty entry is a success with nothing to write (an --exec
                     // command that printed nothing).
-                    for o in outs.iter().filter(|o| !o.is_empty()) {
-                        match self.sinks.write_output(o) {
-                            Ok(()) => written += 1,
-                            Err(SinkError::Record { message, .. }) => {
-                                refused = Some(message);
-                                break;
+                    let outs: Vec<Vec<u8>> = outs.into_iter().filter(|o| !o.is_empty()).collect();
+                    // A record's outputs are written all or none: check them first.
+                    let mut refused = match self.sinks.check_outputs(&outs) {
+                        Ok(()) => None,
+                        Err(SinkError::Record { message, .. }) => Some(message),
+                        Err(e) => return Err(e).context("cannot write the output"),
+                    };
+                    if refused.is_none() {
+                        for o in &outs {
+                            match self.sinks.write_output(o) {
+                                Ok(()) => written += 1,
+                                Err(SinkError::Record { message, .. }) => {
+                                    refused = Some(message);
+                                    break;
+                                }
+                                Err(e) => return Err(e).context("cannot write the output"),
                             }
-                            Err(e) => return Err(e).context("cannot write the output"),
                         }
                     }
                     match refused {
-                        // Only possible on the first output of a record with CSV output
-                        // whose keys do not fit the columns; nothing of it was written.
+                        // Found by the check above, before anything of the record was
+                        // written (a CSV output refusing a record that is not an object,
+                        // or whose keys do not fit the header).
                         Some(message) if written == 0 => {
                             c.failed += 1;
                             let note = FailureNote {

@@ -122,7 +122,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub output_format: Option<OutputFormatArg>,
 
-    /// CSV output columns, comma separated (default: the keys of the first record).
+    /// CSV output columns, comma separated: every record is projected onto them, in this
+    /// order (other keys are left out, missing ones are empty). Default: the keys of the first
+    /// record, and a record with another key fails. Example: --columns id,score
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub columns: Vec<String>,
 
@@ -168,6 +170,11 @@ pub struct RunArgs {
     /// Field delimiter for CSV input and output.
     #[arg(long, value_name = "CHAR")]
     pub delimiter: Option<char>,
+
+    /// Longest input record (a line, or a CSV row as written in the file); a longer one
+    /// becomes a failed record. Example: 64MiB, 1GiB, 512KiB (default 16MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_record_size: Option<String>,
 
     /// Records per checkpoint chunk.
     #[arg(long, value_name = "N")]

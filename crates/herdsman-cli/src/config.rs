@@ -103,6 +103,8 @@ pub struct RunConfig {
     pub ordered: bool,
     pub infer_types: bool,
     pub delimiter: u8,
+    /// Longest input record, in bytes.
+    pub max_record_size: usize,
     pub chunk_size: usize,
     pub window: usize,
     pub summary_json: Option<PathBuf>,
@@ -139,6 +141,7 @@ struct JobFile {
     unordered: Option<bool>,
     infer_types: Option<bool>,
     delimiter: Option<char>,
+    max_record_size: Option<StringOrNumber>,
     chunk_size: Option<usize>,
     window: Option<usize>,
     summary_json: Option<String>,
@@ -207,6 +210,12 @@ enum StringOrNumber {
 
 /// Default records per checkpoint chunk.
 pub const DEFAULT_CHUNK_SIZE: usize = 1000;
+
+/// Default longest input record: 16 MiB.
+pub const DEFAULT_MAX_RECORD_SIZE: usize = 16 << 20;
+
+/// Largest accepted `--max-record-size`: 1 TiB (a record is held whole in memory).
+const MAX_RECORD_SIZE_CEILING: u64 = 1 << 40;
 
 fn load_job_file(path: &Path) -> Result<JobFile> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -293,6 +302,49 @@ pub fn parse_max_errors(s: &str) -> Result<MaxErrors> {
         Ok(n) => Ok(MaxErrors::Count(n)),
         Err(_) => usage!("--max-errors `{s}` is neither a count (10) nor a percentage (1%)"),
     }
+}
+
+/// Parses a size in bytes: a number with an optional unit, case-insensitive. `KiB`, `MiB`,
+/// `GiB`, `TiB` (and `K`, `M`, `G`, `T`) are powers of 1024; `kB`, `MB`, `GB`, `TB` are powers
+/// of 1000; `B` or no unit is bytes. A fraction is allowed: `1.5GiB`.
+pub fn parse_size(what: &str, s: &str) -> Result<u64> {
+    let bad = || {
+        anyhow::Error::new(UsageError(format!(
+            "{what} `{s}` is not a size; write it like 16MiB, 1GiB, 512KiB or a number of bytes"
+        )))
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kib" => 1 << 10,
+        "m" | "mi" | "mib" => 1 << 20,
+        "g" | "gi" | "gib" => 1 << 30,
+        "t" | "ti" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let bytes = if num.contains('.') {
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let b = (v * unit_bytes as f64).round();
+        if !b.is_finite() || b >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        b as u64
+    } else {
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        n.checked_mul(unit_bytes).ok_or_else(bad)?
+    };
+    Ok(bytes)
 }
 
 /// The default dead-letter path for an output path: `out.jsonl` → `out.failures.jsonl`.
@@ -507,6 +559,21 @@ impl RunConfig {
                 "--delimiter `{c}` must be a single ASCII character other than a quote or newline"
             ),
         };
+        let max_record_size = match (args.max_record_size, job.max_record_size) {
+            (Some(s), _) | (None, Some(StringOrNumber::Text(s))) => {
+                parse_size("--max-record-size", &s)?
+            }
+            (None, Some(StringOrNumber::Number(n))) => n,
+            (None, None) => DEFAULT_MAX_RECORD_SIZE as u64,
+        };
+        if max_record_size == 0 || max_record_size > MAX_RECORD_SIZE_CEILING {
+            usage!(
+                "--max-record-size must be between 1 byte and 1TiB, got {max_record_size} bytes; write it like 64MiB"
+            );
+        }
+        let Ok(max_record_size) = usize::try_from(max_record_size) else {
+            usage!("--max-record-size {max_record_size} bytes does not fit this machine's memory; give a smaller size");
+        };
         let chunk_size = args
             .chunk_size
             .or(job.chunk_size)
@@ -570,6 +637,7 @@ impl RunConfig {
             ordered: !(args.unordered || job.unordered.unwrap_or(false)),
             infer_types: args.infer_types || job.infer_types.unwrap_or(false),
             delimiter,
+            max_record_size,
             chunk_size,
             window,
             summary_json: args
@@ -620,6 +688,10 @@ impl RunConfig {
         m.insert("infer_types".into(), self.infer_types.to_string());
         m.insert("delimiter".into(), (self.delimiter as char).to_string());
         m.insert("chunk_size".into(), self.chunk_size.to_string());
+        // Only when set: jobs checkpointed before the flag existed keep their identity.
+        if self.max_record_size != DEFAULT_MAX_RECORD_SIZE {
+            m.insert("max_record_size".into(), self.max_record_size.to_string());
+        }
         m.insert(
             "output_format".into(),
             format!("{:?}", self.output_format).to_lowercase(),
@@ -830,6 +902,58 @@ mod tests {
         assert_eq!(parse_max_errors("10").unwrap(), MaxErrors::Count(10));
         assert_eq!(parse_max_errors("2.5%").unwrap(), MaxErrors::Percent(2.5));
         assert!(parse_max_errors("lots").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        for (s, want) in [
+            ("16MiB", 16 << 20),
+            ("1GiB", 1 << 30),
+            ("512 KiB", 512 << 10),
+            ("64k", 64 << 10),
+            ("2MB", 2_000_000),
+            ("1.5GiB", 3 << 29),
+            ("4096", 4096),
+            ("100b", 100),
+        ] {
+            assert_eq!(parse_size("x", s).unwrap(), want, "{s}");
+        }
+        for bad in [
+            "",
+            "MiB",
+            "lots",
+            "1.2.3MiB",
+            "-1MiB",
+            "16 MiBs",
+            "99999999999999999999",
+        ] {
+            let err = parse_size("--max-record-size", bad).unwrap_err();
+            assert!(err.downcast_ref::<UsageError>().is_some(), "{bad}");
+            assert!(err.to_string().contains("16MiB"), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_record_size_is_checked_and_part_of_the_identity_when_set() {
+        let c = RunConfig::from_args(args(&["in.csv"])).unwrap();
+        assert_eq!(c.max_record_size, DEFAULT_MAX_RECORD_SIZE);
+        assert!(!c.result_identity().contains_key("max_record_size"));
+        let mut a = args(&["in.csv"]);
+        a.max_record_size = Some("1GiB".into());
+        let c = RunConfig::from_args(a).unwrap();
+        assert_eq!(c.max_record_size, 1 << 30);
+        assert_eq!(
+            c.result_identity()
+                .get("max_record_size")
+                .map(String::as_str),
+            Some("1073741824")
+        );
+        for bad in ["0", "2TiB"] {
+            let mut a = args(&["in.csv"]);
+            a.max_record_size = Some(bad.into());
+            let err = RunConfig::from_args(a).unwrap_err();
+            assert!(err.to_string().contains("--max-record-size"), "{err}");
+        }
     }
 
     #[test]

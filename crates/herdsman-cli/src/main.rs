@@ -56,7 +56,11 @@ fn environment_error(e: &anyhow::Error) -> bool {
             )
             || matches!(
                 c.downcast_ref::<herdsman_io::SourceError>(),
-                Some(herdsman_io::SourceError::Open { .. } | herdsman_io::SourceError::Read { .. })
+                Some(
+                    herdsman_io::SourceError::Open { .. }
+                        | herdsman_io::SourceError::Read { .. }
+                        | herdsman_io::SourceError::Changed { .. }
+                )
             )
     })
 }

@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use herdsman::StopToken;
-use herdsman_io::{OutputFormat, RecordError, RecordErrorKind, Sink};
+use herdsman_io::{OutputFormat, RecordError, RecordErrorKind, Sink, SinkError};
 use herdsman_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::assemble::Resolved;
+use crate::assemble::{FailureNote, Resolved};
 use crate::chunks::CliItem;
 use crate::config::{RunConfig, UsageError};
 use crate::run::{engine, fault, tally};
@@ -214,7 +214,24 @@ pub fn retry_failed(
     for outcome in stream {
         let original = originals.next().transpose()?.unwrap_or_default();
         let attempts = outcome.attempts;
-        match tally(outcome, &mut live, &mut latency, cfg.timeout) {
+        let state = match tally(outcome, &mut live, &mut latency, cfg.timeout) {
+            // Outputs the output refuses (CSV output and an answer that is not an object)
+            // leave the record failed, as in a normal run; nothing of it is written.
+            Resolved::Outputs(outputs) => {
+                let written = outputs.iter().filter(|o| !o.is_empty());
+                match out.check_records(written.map(Vec::as_slice)) {
+                    Ok(()) => Resolved::Outputs(outputs),
+                    Err(SinkError::Record { message, .. }) => Resolved::Failed(FailureNote {
+                        kind: "output_rejected".into(),
+                        message,
+                        stderr_tail: Vec::new(),
+                    }),
+                    Err(e) => return Err(e).context("cannot write the output"),
+                }
+            }
+            other => other,
+        };
+        match state {
             Resolved::Outputs(outputs) => {
                 if outputs.is_empty() {
                     recovered.filtered += 1;

@@ -168,6 +168,10 @@ fn start_executor(
             pc.stderr = Some(stderr);
             pc.timeout = cfg.timeout;
             pc.cwd = cfg.workdir.clone();
+            // An answer may be as long as the longest record it was given.
+            pc.max_line_bytes = pc
+                .max_line_bytes
+                .max(cfg.max_record_size.saturating_add(1 << 20));
             Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
         }
         Transform::Exec {
@@ -236,6 +240,9 @@ impl Failures {
 }
 
 impl Sinks for FileSinks {
+    fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        self.output.check_records(outputs.iter().map(Vec::as_slice))
+    }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.output.write_record(json)
     }
@@ -297,6 +304,9 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         _ => None,
     };
+
+    // Every CSV header, before any file or directory is created.
+    herdsman_io::check_csv_headers(&inputs.specs, &source_options(&cfg)).map_err(source_error)?;
 
     let identity = job_identity(&cfg, &inputs)?;
     let mut checkpoint = match &cfg.state {
@@ -469,6 +479,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     if let Some(err) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         if checkpoint.is_none() {
             keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+        }
+        if matches!(err, herdsman_io::SourceError::Changed { .. }) {
+            // Its message says what to do; a checkpoint will not resume a changed input.
+            return Err(anyhow!(err));
         }
         return Err(anyhow!(err)).context(format!(
             "the input could not be read to the end; {done_so_far}"
@@ -711,6 +725,7 @@ fn source_options(cfg: &RunConfig) -> SourceOptions {
     SourceOptions {
         csv_delimiter: cfg.delimiter,
         infer_types: cfg.infer_types,
+        max_record_bytes: cfg.max_record_size,
         ..SourceOptions::default()
     }
 }

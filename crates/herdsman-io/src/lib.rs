@@ -35,4 +35,4 @@ pub use sink::{
     check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
     OutputTarget, Sink,
 };
-pub use source::{Position, Record, Source, SourceOptions, RAW_CAP};
+pub use source::{check_csv_headers, Position, Record, Source, SourceOptions, RAW_CAP};

@@ -246,20 +246,85 @@ pub enum Kept {
 /// CSV state: the header once fixed, and a row buffer.
 struct CsvOut {
     columns: Option<Vec<String>>,
-    index: HashMap<String, usize>,
+    /// Where each column's value comes from (boxed: a sink stays small).
+    lookup: Box<Lookup>,
     cells: Vec<Option<Vec<u8>>>,
+    /// The columns were chosen up front: each record is projected onto them (other keys are
+    /// left out). Otherwise the first record fixed them and a record with another key is
+    /// refused.
+    project: bool,
+}
+
+/// The header's lookup tables.
+#[derive(Default)]
+struct Lookup {
+    /// Each name's first column.
+    index: HashMap<String, usize>,
+    /// For each column, the first column of the same name (itself unless named twice).
+    first: Vec<usize>,
 }
 
 impl CsvOut {
     fn set_columns(&mut self, columns: Vec<String>) {
-        self.index = columns
+        let mut index = HashMap::with_capacity(columns.len());
+        let first = columns
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.clone(), i))
+            .map(|(i, c)| *index.entry(c.clone()).or_insert(i))
             .collect();
+        *self.lookup = Lookup { index, first };
         self.cells = vec![None; columns.len()];
         self.columns = Some(columns);
     }
+
+    /// Why a record with key `k` does not fit a header fixed by the first record.
+    fn unknown_key(k: &str, columns: &[String]) -> String {
+        let mut shown = columns
+            .iter()
+            .take(8)
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if columns.len() > 8 {
+            shown.push_str(", ...");
+        }
+        format!(
+            "its key `{k}` is not a column of the CSV header ({shown}, fixed by the first record); choose the columns with --columns (other keys are then left out) or write JSONL"
+        )
+    }
+}
+
+/// Why a JSONL record is refused.
+const JSONL_LINE_BREAK: &str =
+    "the record holds a raw line break, which would split its JSONL line; emit compact JSON";
+
+/// The entries of a record written as a CSV row, or why it cannot be one: it must be a JSON
+/// object.
+fn record_pairs(json: &[u8]) -> Result<Pairs<'_>, String> {
+    let text =
+        std::str::from_utf8(json).map_err(|_| "the record is not valid UTF-8".to_string())?;
+    let first = text.trim_start().as_bytes().first().copied();
+    if first == Some(b'{') {
+        return serde_json::from_str(text)
+            .map_err(|e| format!("the record is not valid JSON ({e})"));
+    }
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(format!("the record is not valid JSON ({e})"));
+    }
+    let kind = match first {
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    let mut preview: String = text.trim().chars().take(60).collect();
+    if preview.len() < text.trim().len() {
+        preview.push_str("...");
+    }
+    Err(format!(
+        "the record is {kind} (`{preview}`), not a JSON object; a CSV row needs an object whose keys are the columns: make the worker answer objects, or write JSONL"
+    ))
 }
 
 /// One output file (results or dead letters), written as JSONL or CSV.
@@ -328,8 +393,9 @@ impl Sink {
             OutputFormat::Csv { columns } => {
                 let mut c = CsvOut {
                     columns: None,
-                    index: HashMap::new(),
+                    lookup: Box::default(),
                     cells: Vec::new(),
+                    project: columns.is_some(),
                 };
                 if let Some(cols) = columns {
                     c.set_columns(cols);
@@ -462,17 +528,19 @@ impl Sink {
 
     /// Writes one record given as compact JSON text.
     ///
-    /// JSONL writes it as one line (a record holding a raw line break is refused). CSV: the first record (or the `columns` given) fixes the
-    /// header; string values are written as their text, `null` as an empty cell, objects and
-    /// arrays as JSON text; a record that is not an object goes in the first column (header
-    /// `value` if it is the first record). A record with a key outside the header is refused
-    /// with [`SinkError::Record`] and nothing is written.
+    /// JSONL writes it as one line (a record holding a raw line break is refused). CSV: the
+    /// record must be a JSON object. The `columns` given at open project every record onto
+    /// them, in their order (other keys are left out, missing ones are empty cells);
+    /// without them, the first record's keys fix the header and a record with another key is
+    /// refused. String values are written as their text, `null` as an empty cell, other
+    /// values as JSON text. A refused record gets [`SinkError::Record`] and nothing is
+    /// written.
     pub fn write_record(&mut self, json: &[u8]) -> Result<(), SinkError> {
         let Some(csv) = self.csv.as_mut() else {
             if memchr::memchr2(b'\n', b'\r', json).is_some() {
                 return Err(SinkError::Record {
                     path: self.path.clone(),
-                    message: "the record holds a raw line break, which would split its JSONL line; emit compact JSON".into(),
+                    message: JSONL_LINE_BREAK.into(),
                 });
             }
             let w = self.out.writer();
@@ -489,43 +557,31 @@ impl Sink {
             path: self.path.clone(),
             message,
         };
-        let text = std::str::from_utf8(json)
-            .map_err(|_| record_err("the record is not valid UTF-8".into()))?;
-        let trimmed = text.trim_start();
+        let pairs = record_pairs(json).map_err(record_err)?;
         let mut new_header = None;
-        if trimmed.starts_with('{') {
-            let pairs: Pairs = serde_json::from_str(text)
-                .map_err(|e| record_err(format!("the record is not valid JSON ({e})")))?;
-            if csv.columns.is_none() {
-                let cols: Vec<String> = pairs.0.iter().map(|(k, _)| k.to_string()).collect();
-                csv.set_columns(cols.clone());
-                new_header = Some(cols);
+        if csv.columns.is_none() {
+            let cols: Vec<String> = pairs.0.iter().map(|(k, _)| k.to_string()).collect();
+            csv.set_columns(cols.clone());
+            new_header = Some(cols);
+        }
+        for c in csv.cells.iter_mut() {
+            *c = None;
+        }
+        for (k, v) in &pairs.0 {
+            match csv.lookup.index.get(k.as_ref()) {
+                Some(&i) => csv.cells[i] = Some(cell_text(v).map_err(record_err)?),
+                None if csv.project => {}
+                None => {
+                    let cols = csv.columns.as_deref().unwrap_or_default();
+                    return Err(record_err(CsvOut::unknown_key(k, cols)));
+                }
             }
-            for c in csv.cells.iter_mut() {
-                *c = None;
+        }
+        for i in 0..csv.cells.len() {
+            let f = csv.lookup.first[i];
+            if f != i {
+                csv.cells[i] = csv.cells[f].clone();
             }
-            for (k, v) in &pairs.0 {
-                let Some(&i) = csv.index.get(k.as_ref()) else {
-                    return Err(record_err(format!(
-                        "its key `{k}` is not a column of the CSV header; give the columns up front or write JSONL"
-                    )));
-                };
-                csv.cells[i] = Some(cell_text(v).map_err(&record_err)?);
-            }
-        } else {
-            let v: &RawValue = serde_json::from_str(text)
-                .map_err(|e| record_err(format!("the record is not valid JSON ({e})")))?;
-            if csv.columns.is_none() {
-                csv.set_columns(vec!["value".to_string()]);
-                new_header = Some(vec!["value".to_string()]);
-            }
-            for c in csv.cells.iter_mut() {
-                *c = None;
-            }
-            if csv.cells.is_empty() {
-                return Err(record_err("the CSV header has no column to hold it".into()));
-            }
-            csv.cells[0] = Some(cell_text(v).map_err(&record_err)?);
         }
         let mut row = std::mem::take(&mut self.row);
         row.clear();
@@ -543,6 +599,47 @@ impl Sink {
         let r = self.write_raw(&row);
         self.row = row;
         r
+    }
+
+    /// Checks, writing nothing, that [`Sink::write_record`] would accept every record of
+    /// `records` written in this order (the first may fix a CSV header the others must fit).
+    /// Use it before writing the outputs of one input record, so that they are written all
+    /// or none.
+    pub fn check_records<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), SinkError> {
+        let record_err = |message: String| SinkError::Record {
+            path: self.path.clone(),
+            message,
+        };
+        let Some(csv) = self.csv.as_ref() else {
+            for r in records {
+                if memchr::memchr2(b'\n', b'\r', r).is_some() {
+                    return Err(record_err(JSONL_LINE_BREAK.into()));
+                }
+            }
+            return Ok(());
+        };
+        // The header the first record would fix, when none is yet.
+        let mut fixed: Option<Vec<String>> = None;
+        for r in records {
+            let pairs = record_pairs(r).map_err(record_err)?;
+            if csv.project {
+                continue;
+            }
+            let cols = match (&csv.columns, &fixed) {
+                (Some(c), _) | (None, Some(c)) => c,
+                (None, None) => {
+                    fixed = Some(pairs.0.iter().map(|(k, _)| k.to_string()).collect());
+                    continue;
+                }
+            };
+            if let Some((k, _)) = pairs.0.iter().find(|(k, _)| !cols.iter().any(|c| c == k)) {
+                return Err(record_err(CsvOut::unknown_key(k, cols)));
+            }
+        }
+        Ok(())
     }
 
     /// The logical end offset of the output: every byte written so far, buffered or not.
@@ -641,9 +738,11 @@ fn read_csv_header(file: &mut File) -> io::Result<Option<Vec<String>>> {
 }
 
 /// Appends one CSV cell, quoted when needed. A lone empty cell is quoted so the row is not a
-/// blank line.
+/// blank line; a cell that starts with U+FEFF is quoted so that, first in the file, it is not
+/// taken for a byte order mark and dropped by readers.
 fn push_csv_cell(out: &mut Vec<u8>, s: &[u8], single: bool) {
     let needs = (single && s.is_empty())
+        || s.starts_with("\u{feff}".as_bytes())
         || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
         || s.first().is_some_and(|&b| b == b' ' || b == b'\t')
         || s.last().is_some_and(|&b| b == b' ' || b == b'\t');

@@ -334,3 +334,29 @@ fn job_file_sets_exec_output_and_no_retry_exit() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["attempts"], json!(1));
 }
+
+#[test]
+fn a_silent_command_succeeds_with_csv_output_and_on_retry_failed() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(4));
+    // CSV output: nothing to write is not a record the CSV output refuses.
+    exec_run(&s, &["-i", "in.csv", "-o", "out.csv"], "true {id}", None).success();
+    assert_eq!(total(&s, "succeeded"), 4);
+    assert_eq!(s.read("out.csv"), "");
+    // --retry-failed: records that failed now succeed silently.
+    let template = "sh -c 'test -e ok || test {id} = 0'";
+    exec_run(&s, &["-i", "in.csv", "-o", "out.jsonl"], template, None).code(1);
+    assert_eq!(lines(&s.read("out.failures.jsonl")).len(), 3);
+    s.write("ok", "");
+    exec_run(
+        &s,
+        &["-i", "in.csv", "-o", "out.jsonl", "--retry-failed"],
+        template,
+        None,
+    )
+    .success()
+    .stderr(predicate::str::contains("3 now succeed"));
+    assert_eq!(s.read("out.jsonl"), "");
+    assert_eq!(total(&s, "succeeded"), 4);
+    assert_eq!(total(&s, "filtered"), 0);
+}

@@ -69,6 +69,10 @@ impl Executor<CliItem> for CliExecutor {
         self.inner.capacity()
     }
 
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+
     fn submit(&mut self, id: AttemptId, item: CliItem) -> Result<(), FatalExecutorError> {
         match item.data {
             Ok(json) => self.inner.submit(
@@ -112,6 +116,10 @@ impl Executor<CliItem> for CliExecutor {
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         self.inner.abandon(id);
+    }
+
+    fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        self.inner.stop_queued(not_started);
     }
 
     fn shutdown(&mut self) {

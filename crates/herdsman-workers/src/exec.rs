@@ -583,6 +583,10 @@ impl Executor<WorkItem> for ExecPool {
         self.shared.cfg.jobs * 2
     }
 
+    fn concurrency(&self) -> usize {
+        self.shared.cfg.jobs
+    }
+
     fn submit(&mut self, id: AttemptId, item: WorkItem) -> Result<(), FatalExecutorError> {
         if let Some(f) = &self.fatal {
             return Err(f.clone());

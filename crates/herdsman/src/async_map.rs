@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -186,34 +186,68 @@ where
     F: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<U, E>> + Send + 'static,
 {
+    async_map_on(items, f, None)
+}
+
+/// Like [`async_map`]; the runtime the run uses is also published in `runtime` (for an input
+/// that must be pulled inside it).
+fn async_map_on<I, T, U, E, F, Fut>(
+    items: I,
+    f: F,
+    runtime: Option<Arc<OnceLock<Handle>>>,
+) -> Map<I::IntoIter, U, E, Async>
+where
+    I: IntoIterator<Item = T>,
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<U, E>> + Send + 'static,
+{
     let f = Arc::new(f);
     let caller = Handle::try_current().ok();
     let make: MakeBackend<T, U, E> = Box::new(move |cfg: &BackendCfg| {
         let n = cfg.workers.unwrap_or(DEFAULT_CONCURRENCY);
-        Box::new(AsyncBackend::<U, E, F>::new(f, n, caller)) as Box<dyn Backend<T, U, E>>
+        let backend = AsyncBackend::<U, E, F>::new(f, n, caller);
+        if let Some(cell) = runtime {
+            let _ = cell.set(backend.handle.clone());
+        }
+        Box::new(backend) as Box<dyn Backend<T, U, E>>
     });
     Map::new(items.into_iter(), make)
 }
 
-/// A `futures::Stream` read as a blocking iterator by the scheduler thread (inside the
-/// caller's runtime context, if there was one, so tokio-based streams work).
+pub(crate) fn async_map_stream<S, U, E, F, Fut>(items: S, f: F) -> Map<StreamInput<S>, U, E, Async>
+where
+    S: futures::Stream + Unpin,
+    S::Item: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(S::Item) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<U, E>> + Send + 'static,
+{
+    let runtime = Arc::new(OnceLock::new());
+    let input = StreamInput {
+        inner: futures::executor::block_on_stream(items),
+        runtime: Arc::clone(&runtime),
+    };
+    async_map_on(input, f, Some(runtime))
+}
+
+/// A `futures::Stream` read as a blocking iterator by the thread that pulls the input,
+/// inside the run's tokio runtime (the caller's, or the one the run started), so streams
+/// built on tokio (timers, channels, sockets) work even when the run is started from
+/// synchronous code.
 pub struct StreamInput<S: futures::Stream + Unpin> {
     inner: futures::executor::BlockingStream<S>,
-    handle: Option<Handle>,
+    runtime: Arc<OnceLock<Handle>>,
 }
 
 impl<S: futures::Stream + Unpin> Iterator for StreamInput<S> {
     type Item = S::Item;
     fn next(&mut self) -> Option<S::Item> {
-        let _guard = self.handle.as_ref().map(|h| h.enter());
+        let _guard = self.runtime.get().map(|h| h.enter());
         self.inner.next()
-    }
-}
-
-pub(crate) fn stream_input<S: futures::Stream + Unpin>(stream: S) -> StreamInput<S> {
-    StreamInput {
-        inner: futures::executor::block_on_stream(stream),
-        handle: Handle::try_current().ok(),
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! It must never lose or duplicate an item (each admitted index gets exactly one final
 //! outcome), never pull input after a stop, and never sleep longer than a short tick
-//! without checking the stop token.
+//! without checking the stop token. The input is pulled on another thread (see `feed`), so
+//! a slow `next()` cannot hold the scheduler. Time limits given by the user may be as large as
+//! `Duration::MAX`: every `Instant + Duration` here is checked, and an overflow means "never".
 
 use std::collections::BinaryHeap;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::executor::{AttemptId, AttemptOutcome, FatalExecutorError};
+use crate::feed::Feed;
 use crate::limiter::Limiter;
 use crate::outcome::{ItemError, ItemOutcome, Progress, RunStatus, Summary};
 use crate::retry::Retry;
@@ -22,6 +25,19 @@ use crate::stop::StopToken;
 
 /// Longest the scheduler waits without re-checking stop, deadline and timers.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
+
+/// Longest the scheduler waits for the input while attempts are running (their reports
+/// wake it, new input does not). The wait starts short and doubles while the input is slow.
+const INPUT_WAIT: Duration = Duration::from_millis(5);
+const FIRST_INPUT_WAIT: Duration = Duration::from_micros(50);
+
+/// Fewest items a backend that queues batches may have pulled ahead.
+const MIN_READ_AHEAD: usize = 1024;
+
+/// `at + d`, or `None` ("never") when that is beyond what an `Instant` can hold.
+pub(crate) fn later(at: Instant, d: Duration) -> Option<Instant> {
+    at.checked_add(d)
+}
 
 /// How one item of a submitted batch ended, as seen by a backend.
 pub(crate) enum Slot<U, E> {
@@ -84,14 +100,20 @@ pub(crate) trait Backend<T, U, E>: Send {
     fn batch_size(&self) -> usize;
     /// Batches submitted and not yet reported or abandoned.
     fn in_flight(&self) -> usize;
+    /// How many batches beyond the free slots the input may be pulled ahead (items pulled
+    /// and not submitted when a run stops are reported not run, like queued ones).
+    fn read_ahead(&self) -> usize {
+        0
+    }
     /// Whether reports carry measured durations.
     fn measures(&self) -> bool;
-    /// An empty buffer for the next batch (backends may recycle them).
-    fn buffer(&mut self, cap: usize) -> Vec<T> {
-        Vec::with_capacity(cap)
-    }
     /// Take back an emptied value buffer (backends may reuse it).
     fn recycle_values(&mut self, _v: Vec<U>) {}
+    /// An emptied item buffer, for the input to fill again (saves allocating and
+    /// page-faulting a fresh one per batch).
+    fn take_spare_input(&mut self) -> Option<Vec<T>> {
+        None
+    }
     /// Write successful values straight into `out`; false if the backend cannot.
     fn set_direct(&mut self, _out: Arc<crate::direct::DirectOut<U>>) -> bool {
         false
@@ -207,7 +229,8 @@ pub(crate) trait Sink<U, E> {
 }
 
 struct Pending<T, E> {
-    due: Instant,
+    /// `None`: never due (a wait too long to represent); it ends with the run.
+    due: Option<Instant>,
     /// The attempt to run next.
     id: AttemptId,
     item: T,
@@ -228,24 +251,27 @@ impl<T, E> PartialOrd for Pending<T, E> {
 }
 impl<T, E> Ord for Pending<T, E> {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        // Reversed: BinaryHeap is a max-heap and the earliest due time must come first.
-        (o.due, o.id).cmp(&(self.due, self.id))
+        // Reversed: BinaryHeap is a max-heap and the earliest due time must come first;
+        // `None` (never) comes last.
+        let key = |p: &Self| (p.due.is_none(), p.due, p.id);
+        key(o).cmp(&key(self))
     }
 }
 
-pub(crate) struct Engine<'s, I: Iterator, U, E> {
-    input: Option<I>,
-    backend: Box<dyn Backend<I::Item, U, E>>,
-    p: Policies<I::Item, U, E>,
+pub(crate) struct Engine<'s, T, U, E> {
+    /// `None` once the input has ended or the run stops.
+    input: Option<Feed<T>>,
+    backend: Box<dyn Backend<T, U, E>>,
+    p: Policies<T, U, E>,
     sink: &'s mut dyn Sink<U, E>,
     window: usize,
     internal_stop: Option<Arc<AtomicBool>>,
     start: Instant,
     deadline_at: Option<Instant>,
     next_index: u64,
-    clones: IndexSlab<I::Item>,
+    clones: IndexSlab<T>,
     spent: HashMap<u64, Duration>,
-    retry_q: BinaryHeap<Pending<I::Item, E>>,
+    retry_q: BinaryHeap<Pending<T, E>>,
     times: HashMap<AttemptId, Instant>,
     track_times: bool,
     progress: Progress,
@@ -254,28 +280,32 @@ pub(crate) struct Engine<'s, I: Iterator, U, E> {
     rng: fastrand::Rng,
     token_wait: Option<Duration>,
     window_blocked: bool,
+    /// Free slots and nothing pulled yet: how long to wait for the input now.
+    starving: Option<Duration>,
+    input_wait: Duration,
 }
 
-impl<'s, I, U, E> Engine<'s, I, U, E>
-where
-    I: Iterator,
-{
+impl<'s, T, U, E> Engine<'s, T, U, E> {
+    /// `size_hint` is the input's, taken before it moved to the puller.
     pub(crate) fn new(
-        input: I,
-        backend: Box<dyn Backend<I::Item, U, E>>,
-        p: Policies<I::Item, U, E>,
+        input: Feed<T>,
+        size_hint: (usize, Option<usize>),
+        backend: Box<dyn Backend<T, U, E>>,
+        p: Policies<T, U, E>,
         window: usize,
         sink: &'s mut dyn Sink<U, E>,
         internal_stop: Option<Arc<AtomicBool>>,
     ) -> Self {
         let start = Instant::now();
-        let total = p.total_hint.or_else(|| match input.size_hint() {
+        let exact = match size_hint {
             (lo, Some(hi)) if lo == hi => Some(lo as u64),
             _ => None,
-        });
+        };
+        let total = p.total_hint.or(exact);
         let track_times = p.item_timeout.is_some() || !backend.measures();
         Engine {
-            deadline_at: p.deadline.map(|d| start + d),
+            // A deadline too far to represent is no deadline.
+            deadline_at: p.deadline.and_then(|d| later(start, d)),
             input: Some(input),
             backend,
             sink,
@@ -297,6 +327,8 @@ where
             rng: fastrand::Rng::new(),
             token_wait: None,
             window_blocked: false,
+            starving: None,
+            input_wait: FIRST_INPUT_WAIT,
             p,
         }
     }
@@ -318,6 +350,14 @@ where
                 break;
             }
             let timeout = self.poll_timeout();
+            if self.backend.in_flight() == 0 && self.retry_q.is_empty() {
+                // Nothing can report: wait for the input itself.
+                if let (Some(input), true) = (self.input.as_mut(), self.starving.is_some()) {
+                    input.wait(timeout);
+                    self.check_item_timeouts();
+                    continue;
+                }
+            }
             if let Err(e) = self.backend.poll(timeout, &mut reports) {
                 self.fatal(e);
                 break;
@@ -326,6 +366,11 @@ where
             let now = Instant::now();
             for r in reports.drain(..) {
                 self.handle_report(r, now);
+            }
+            if let Some(input) = self.input.as_ref() {
+                while let Some(v) = self.backend.take_spare_input() {
+                    input.recycle(v);
+                }
             }
             self.check_item_timeouts();
         }
@@ -390,7 +435,17 @@ where
             return;
         }
         self.status = Some(status);
-        self.input = None;
+        if let Some(input) = self.input.take() {
+            // Items pulled before the stop were admitted: they are reported as not run.
+            // Nothing is pulled after it.
+            let left = input.close(TICK);
+            for item in left {
+                drop(item);
+                let index = self.next_index;
+                self.next_index += 1;
+                self.finish(index, Err(ItemError::NotRun), 0, Duration::ZERO);
+            }
+        }
         self.backend.stop_queued();
         while let Some(p) = self.retry_q.pop() {
             self.finish(p.id.index, Err(p.last_error), p.id.attempt - 1, p.spent);
@@ -432,7 +487,8 @@ where
     fn submit_due_retries(&mut self) -> Result<(), FatalExecutorError> {
         let now = Instant::now();
         while let Some(top) = self.retry_q.peek() {
-            if top.due > now || self.backend.free_slots() == 0 || self.status.is_some() {
+            let due = top.due.is_some_and(|d| d <= now);
+            if !due || self.backend.free_slots() == 0 || self.status.is_some() {
                 break;
             }
             if !self.take_token() {
@@ -454,6 +510,7 @@ where
         // microseconds apart, and a clock read per item is a measurable share of the
         // per-item cost with one-item batches.
         let mut admitted_at: Option<Instant> = None;
+        self.starving = None;
         while self.input.is_some() && self.backend.free_slots() > 0 {
             let used = self.next_index - self.sink.delivered();
             if used >= self.window as u64 {
@@ -461,25 +518,41 @@ where
                 break;
             }
             let room = (self.window as u64 - used) as usize;
-            let mut n = self.backend.batch_size().clamp(1, room);
-            if self.p.limiter.is_some() {
-                n = 1;
-                if !self.take_token() {
-                    break;
-                }
-            }
-            let first = self.next_index;
-            let mut items = self.backend.buffer(n);
-            if let Some(input) = self.input.as_mut() {
-                // `extend` over `take` is specialized for many iterators (ranges, slices).
-                items.extend(input.by_ref().take(n));
-                if items.len() < n {
+            let rate_limited = self.p.limiter.is_some();
+            let n = if rate_limited {
+                1
+            } else {
+                self.backend.batch_size().clamp(1, room)
+            };
+            let Some(input) = self.input.as_mut() else {
+                break;
+            };
+            if input.ready() == 0 {
+                if input.exhausted() {
                     self.input = None;
+                } else {
+                    // Wait for the puller (never for long: see `run`). With nothing left to
+                    // run, take whatever it has pulled so far rather than a whole batch.
+                    // (Not on the first look: a fast input hands over a piece at once.)
+                    if self.backend.in_flight() == 0 && self.input_wait > FIRST_INPUT_WAIT {
+                        input.hungry();
+                    }
+                    self.starving = Some(self.input_wait);
+                    self.input_wait = (self.input_wait * 2).min(INPUT_WAIT);
                 }
-            }
-            if items.is_empty() {
                 break;
             }
+            self.input_wait = FIRST_INPUT_WAIT;
+            // A token is taken only with an item in hand, right before it is handed to a
+            // free worker: an ended input takes no token, and none waits in a queue.
+            if rate_limited && !self.take_token() {
+                break;
+            }
+            let Some(input) = self.input.as_mut() else {
+                break;
+            };
+            let items = input.take(n);
+            let first = self.next_index;
             let len = items.len() as u64;
             if let Some(c) = self.p.cloner {
                 if self.p.retry.as_ref().is_some_and(|r| r.attempts > 1) {
@@ -509,6 +582,26 @@ where
                 items,
             )?;
         }
+        // Let the puller pull what the free slots can take now (plus what the backend would
+        // queue anyway), within the window: a stop finds little pulled and not started.
+        if let Some(input) = self.input.as_mut() {
+            let used = (self.next_index - self.sink.delivered()) as usize;
+            let room = self.window.saturating_sub(used);
+            let batch = if self.p.limiter.is_some() {
+                1
+            } else {
+                self.backend.batch_size().max(1)
+            };
+            let read_ahead = self.backend.read_ahead();
+            let mut ahead = (self.backend.free_slots() + read_ahead).saturating_mul(batch);
+            if read_ahead > 0 {
+                // While batches are still small (the first milliseconds), one hand-over
+                // of a few hundred items beats one per tiny batch.
+                ahead = ahead.max(MIN_READ_AHEAD);
+            }
+            let ahead = ahead.min(room);
+            input.want(ahead, batch);
+        }
         Ok(())
     }
 
@@ -521,8 +614,11 @@ where
         if let Some(w) = self.token_wait {
             t = t.min(w);
         }
-        if let Some(top) = self.retry_q.peek() {
-            t = t.min(top.due.saturating_duration_since(now));
+        if let Some(w) = self.starving {
+            t = t.min(w);
+        }
+        if let Some(due) = self.retry_q.peek().and_then(|top| top.due) {
+            t = t.min(due.saturating_duration_since(now));
         }
         if let Some(d) = self.deadline_at {
             if !self.deadline_hit {
@@ -531,7 +627,10 @@ where
         }
         if let Some(it) = self.p.item_timeout {
             for s in self.times.values() {
-                t = t.min((*s + it).saturating_duration_since(now));
+                // An end beyond what an `Instant` holds never comes.
+                if let Some(end) = later(*s, it) {
+                    t = t.min(end.saturating_duration_since(now));
+                }
             }
         }
         t
@@ -679,7 +778,7 @@ where
             };
             if let Some(item) = copy {
                 self.retry_q.push(Pending {
-                    due: Instant::now() + delay,
+                    due: later(Instant::now(), delay),
                     id: AttemptId {
                         index: id.index,
                         attempt: id.attempt + 1,
@@ -746,15 +845,21 @@ pub(crate) struct ExecutorBackend<X: crate::Executor<T>, T> {
     exec: X,
     in_flight: FxHashSet<AttemptId>,
     buf: crate::executor::Finished<X::Output, X::Error>,
+    /// Attempts given back by `stop_queued`, reported as not run by the next `poll`.
+    not_run: Vec<AttemptId>,
+    /// Submit no more than the executor runs at once (each attempt starts with its token).
+    rate_limited: bool,
     _t: std::marker::PhantomData<fn(T)>,
 }
 
 impl<X: crate::Executor<T>, T> ExecutorBackend<X, T> {
-    pub(crate) fn new(exec: X) -> Self {
+    pub(crate) fn new(exec: X, rate_limited: bool) -> Self {
         ExecutorBackend {
             exec,
             in_flight: Default::default(),
             buf: Vec::new(),
+            not_run: Vec::new(),
+            rate_limited,
             _t: std::marker::PhantomData,
         }
     }
@@ -765,16 +870,18 @@ where
     X: crate::Executor<T>,
 {
     fn free_slots(&self) -> usize {
-        self.exec
-            .capacity()
-            .max(1)
-            .saturating_sub(self.in_flight.len())
+        let cap = if self.rate_limited {
+            self.exec.concurrency().min(self.exec.capacity())
+        } else {
+            self.exec.capacity()
+        };
+        cap.max(1).saturating_sub(self.in_flight.len())
     }
     fn batch_size(&self) -> usize {
         1
     }
     fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.not_run.len()
     }
     fn measures(&self) -> bool {
         false
@@ -792,7 +899,19 @@ where
         timeout: Duration,
         out: &mut Vec<Report<X::Output, X::Error>>,
     ) -> Result<(), FatalExecutorError> {
-        self.exec.poll(timeout, &mut self.buf)?;
+        if !self.not_run.is_empty() {
+            for id in self.not_run.drain(..) {
+                out.push(Report {
+                    first: id,
+                    outcomes: Outcomes::Mixed(vec![Slot::NotRun]),
+                    per_item: None,
+                });
+            }
+            // Do not wait: these are reported now.
+            self.exec.poll(Duration::ZERO, &mut self.buf)?;
+        } else {
+            self.exec.poll(timeout, &mut self.buf)?;
+        }
         for (id, o) in self.buf.drain(..) {
             if !self.in_flight.remove(&id) {
                 continue;
@@ -805,7 +924,10 @@ where
                 per_item: None,
             }) = out.last_mut()
             {
-                if first.attempt == id.attempt && first.index + slots.len() as u64 == id.index {
+                if first.attempt == id.attempt
+                    && first.index + slots.len() as u64 == id.index
+                    && !matches!(slots.last(), Some(Slot::NotRun))
+                {
                     slots.push(Slot::Done(o));
                     continue;
                 }
@@ -829,25 +951,50 @@ where
         for id in &ids {
             self.exec.abandon(*id);
         }
-        ids.into_iter()
+        let mut out: Vec<Abandoned> = ids
+            .into_iter()
             .map(|first| Abandoned {
                 first,
                 len: 1,
                 started: true,
             })
-            .collect()
+            .collect();
+        out.extend(self.not_run.drain(..).map(|first| Abandoned {
+            first,
+            len: 1,
+            started: false,
+        }));
+        out.sort_by_key(|a| a.first);
+        out
     }
-    fn stop_queued(&mut self) {}
+    fn stop_queued(&mut self) {
+        let mut back = Vec::new();
+        self.exec.stop_queued(&mut back);
+        back.sort();
+        for id in back {
+            // Only attempts the engine still waits for, each once.
+            if self.in_flight.remove(&id) {
+                self.not_run.push(id);
+            }
+        }
+    }
     fn shutdown(&mut self) {
         self.exec.shutdown();
     }
 }
 
 /// Values keyed by consecutive indices, pushed in index order and removed in any order.
+///
+/// Dense values live in a ring from the oldest live index on; a straggler that stays while
+/// many later indices come and go (an item waiting long for its retry) moves to a side map,
+/// so memory follows the number of live values, never the distance between them.
 pub(crate) struct IndexSlab<T> {
     base: u64,
     slots: std::collections::VecDeque<Option<T>>,
+    /// Values in `slots`.
     live: usize,
+    /// Stragglers moved out of the ring, all below `base`.
+    far: HashMap<u64, T>,
 }
 
 impl<T> Default for IndexSlab<T> {
@@ -856,13 +1003,14 @@ impl<T> Default for IndexSlab<T> {
             base: 0,
             slots: Default::default(),
             live: 0,
+            far: HashMap::default(),
         }
     }
 }
 
 impl<T> IndexSlab<T> {
     pub(crate) fn is_empty(&self) -> bool {
-        self.live == 0
+        self.live == 0 && self.far.is_empty()
     }
 
     /// Store the value of `index`, which must follow every index pushed before.
@@ -875,23 +1023,42 @@ impl<T> IndexSlab<T> {
         }
         self.slots.push_back(Some(v));
         self.live += 1;
-    }
-
-    pub(crate) fn get(&self, index: u64) -> Option<&T> {
-        let pos = index.checked_sub(self.base)?;
-        self.slots.get(pos as usize)?.as_ref()
-    }
-
-    pub(crate) fn remove(&mut self, index: u64) -> Option<T> {
-        let pos = index.checked_sub(self.base)? as usize;
-        let v = self.slots.get_mut(pos)?.take();
-        if v.is_some() {
-            self.live -= 1;
+        // Mostly holes: move the oldest values aside until the ring is dense again.
+        while self.slots.len() > 64 && self.slots.len() > 4 * self.live {
+            if let Some(Some(v)) = self.slots.pop_front() {
+                self.far.insert(self.base, v);
+                self.live -= 1;
+            }
+            self.base += 1;
+            self.trim();
         }
+    }
+
+    fn trim(&mut self) {
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
             self.base += 1;
         }
+    }
+
+    pub(crate) fn get(&self, index: u64) -> Option<&T> {
+        if index < self.base {
+            return self.far.get(&index);
+        }
+        let pos = index - self.base;
+        self.slots.get(pos as usize)?.as_ref()
+    }
+
+    pub(crate) fn remove(&mut self, index: u64) -> Option<T> {
+        if index < self.base {
+            return self.far.remove(&index);
+        }
+        let pos = (index - self.base) as usize;
+        let v = self.slots.get_mut(pos)?.take();
+        if v.is_some() {
+            self.live -= 1;
+        }
+        self.trim();
         v
     }
 }
@@ -918,6 +1085,20 @@ mod tests {
         for i in [3, 4, 7] {
             assert!(s.remove(i).is_some());
         }
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn index_slab_memory_follows_live_values_not_their_spread() {
+        let mut s = IndexSlab::default();
+        s.push(0, 0u64);
+        for i in 1..100_000u64 {
+            s.push(i, i);
+            assert_eq!(s.remove(i), Some(i));
+        }
+        assert!(s.slots.len() <= 64, "ring of {} slots", s.slots.len());
+        assert_eq!(s.get(0), Some(&0));
+        assert_eq!(s.remove(0), Some(0));
         assert!(s.is_empty());
     }
 }

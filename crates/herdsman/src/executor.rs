@@ -78,6 +78,14 @@ pub trait Executor<T>: Send {
     /// The engine never exceeds it.
     fn capacity(&self) -> usize;
 
+    /// How many attempts run at the same time; the rest of [`capacity`](Executor::capacity)
+    /// waits in a queue. Rate-limited runs submit no more than this, so that an attempt
+    /// starts when its token is taken and a pause (HTTP 429) also holds back what would
+    /// otherwise be queued. Defaults to `capacity()` (every submitted attempt starts at once).
+    fn concurrency(&self) -> usize {
+        self.capacity()
+    }
+
     /// Start (or queue) one attempt of one item.
     fn submit(&mut self, id: AttemptId, item: T) -> Result<(), FatalExecutorError>;
 
@@ -93,6 +101,14 @@ pub trait Executor<T>: Send {
     /// report it afterwards. Thread executors discard the late result and replace the busy
     /// thread; process executors kill the worker's process group and restart it.
     fn abandon(&mut self, id: AttemptId);
+
+    /// The run is stopping (stop token, `max_errors`, deadline): append to `not_started`
+    /// every attempt that was submitted and has not started, and never report those. The
+    /// engine reports them as not run at once instead of waiting for them. Attempts already
+    /// running are left to finish. The default gives nothing back: everything submitted runs.
+    fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        let _ = not_started;
+    }
 
     /// Stop everything; called once when the run ends.
     fn shutdown(&mut self);

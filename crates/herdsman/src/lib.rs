@@ -28,6 +28,7 @@ pub mod checkpoint;
 mod direct;
 mod engine;
 pub mod executor;
+mod feed;
 mod limiter;
 mod map;
 mod outcome;
@@ -161,5 +162,5 @@ where
     F: Fn(S::Item) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<U, E>> + Send + 'static,
 {
-    async_map::async_map(async_map::stream_input(items), f)
+    async_map::async_map_stream(items, f)
 }

@@ -2,7 +2,8 @@
 //! can share, with bursts and a `pause` for server-mandated waits (HTTP 429 Retry-After).
 //!
 //! It never sleeps: callers ask for a token and get either the token or how long to wait, so
-//! a waiting run can keep checking its stop token. `governor` was considered; it has no way
+//! a waiting run can keep checking its stop token. Any pause, even `Duration::MAX`, is
+//! accepted: time arithmetic saturates instead of overflowing. `governor` was considered; it has no way
 //! to pause a limiter for a server-mandated wait, so this small GCRA is hand-written.
 
 use std::fmt;
@@ -180,7 +181,10 @@ impl Limiter {
     }
 
     fn tolerance(&self) -> Duration {
-        self.inner.rate.interval * (self.inner.rate.burst - 1)
+        self.inner
+            .rate
+            .interval
+            .saturating_mul(self.inner.rate.burst - 1)
     }
 
     /// Take one token now, or return how long to wait before one may be available.
@@ -194,7 +198,7 @@ impl Limiter {
         if now < earliest {
             return Err(earliest - now);
         }
-        st.tat = st.tat.max(now) + self.inner.rate.interval;
+        st.tat = st.tat.max(now).saturating_add(self.inner.rate.interval);
         Ok(())
     }
 
@@ -206,15 +210,16 @@ impl Limiter {
     }
 
     /// Stop handing out tokens for `d` (for example, what an HTTP 429's Retry-After said).
-    /// After the pause, tokens resume at the steady rate, without a burst.
+    /// After the pause, tokens resume at the steady rate, without a burst. A pause too long
+    /// to represent (`Duration::MAX`) lasts forever.
     pub fn pause(&self, d: Duration) {
         let now = self.inner.clock.now();
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        let until = now + d;
+        let until = now.saturating_add(d);
         if until > st.paused_until {
             st.paused_until = until;
         }
-        let no_burst = st.paused_until + self.tolerance();
+        let no_burst = st.paused_until.saturating_add(self.tolerance());
         if st.tat < no_burst {
             st.tat = no_burst;
         }

@@ -85,6 +85,7 @@ where
                 chunk,
                 max_batch: (cfg.window / (2 * workers)).max(1),
                 track: cfg.item_timeout.is_some(),
+                rate_limited: cfg.rate_limited,
             },
         ))
     });
@@ -100,8 +101,9 @@ where
     X: Executor<I::Item> + 'static,
     I::Item: 'static,
 {
-    let make: MakeBackend<I::Item, X::Output, X::Error> =
-        Box::new(move |_cfg: &BackendCfg| Box::new(ExecutorBackend::new(executor)) as _);
+    let make: MakeBackend<I::Item, X::Output, X::Error> = Box::new(move |cfg: &BackendCfg| {
+        Box::new(ExecutorBackend::new(executor, cfg.rate_limited)) as _
+    });
     Map::new(items.into_iter(), make)
 }
 
@@ -125,8 +127,8 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     }
 
     /// The most items admitted but not yet handed out (default 65 536). Input is pulled
-    /// lazily, only when a slot is free, so an endless iterator works; after a stop the
-    /// input is never pulled again. In ordered streams, results waiting for an earlier
+    /// lazily, on a thread of its own, only when a slot is free, so an endless iterator
+    /// works; after a stop the input is never pulled again. In ordered streams, results waiting for an earlier
     /// straggler count against the window, which bounds memory.
     ///
     /// ```
@@ -167,6 +169,10 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     }
 
     /// Limit attempts (retries included) to this rate, with a limiter private to this run.
+    ///
+    /// An attempt takes its token when it starts: a rate-limited run hands workers only as
+    /// many attempts as they run at once, so none waits in a queue holding a token, and a
+    /// [`Limiter::pause`] holds back everything not started yet.
     ///
     /// ```
     /// use herdsman::RateLimit;
@@ -331,13 +337,23 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     /// Run to the end on the calling thread (workers run on their own threads) and collect
     /// every outcome.
     ///
+    /// The input is pulled on a thread of its own (hence `Send`), so a slow or blocked
+    /// `next()` never delays the stop token, the deadline or the outcomes of other items.
+    /// After the run ends, `collect` still waits for a `next()` call in progress to return
+    /// (the iterator may borrow from the caller); the item it returns is dropped, neither run
+    /// nor counted. Use [`stream`](Map::stream) to be free at once.
+    ///
     /// ```
     /// let run = herdsman::map(vec!["1", "x", "3"], |s: &str| s.parse::<u32>()).collect();
     /// assert_eq!(run.success_count(), 2);
     /// assert_eq!(run.failures()[0].index, 1);
     /// assert!(!run.is_ok());
     /// ```
-    pub fn collect(self) -> RunResult<U, E> {
+    pub fn collect(self) -> RunResult<U, E>
+    where
+        I: Send,
+        I::Item: Send,
+    {
         let window = self.resolve_window();
         let cfg = self.backend_cfg();
         let mut backend = (self.make)(&cfg);
@@ -356,13 +372,27 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
                 }
             }
         }
-        let summary =
-            Engine::new(self.input, backend, self.policies, window, &mut sink, None).run();
+        let hint = self.input.size_hint();
+        let (feed, puller) = crate::feed::feed(self.input);
+        let policies = self.policies;
+        // The input is pulled on a scoped thread, so a slow `next()` never holds the
+        // scheduler; a call in progress when the run ends is waited for here.
+        let summary = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("herdsman-input".into())
+                .spawn_scoped(s, move || puller.run())
+                .expect("the operating system refused to start the input thread");
+            Engine::new(feed, hint, backend, policies, window, &mut sink, None).run()
+        });
         sink.into_result(summary)
     }
 
     /// Same as [`collect`](Map::collect).
-    pub fn run(self) -> RunResult<U, E> {
+    pub fn run(self) -> RunResult<U, E>
+    where
+        I: Send,
+        I::Item: Send,
+    {
         self.collect()
     }
 
@@ -388,11 +418,18 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         let cfg = self.backend_cfg();
         let make = self.make;
         let policies = self.policies;
-        let input = self.input;
+        let hint = self.input.size_hint();
+        let (feed, puller) = crate::feed::feed(self.input);
+        // Not joined: a `next()` that blocks must not hold the end of the stream back. The
+        // thread ends when its call returns, without pulling again.
+        std::thread::Builder::new()
+            .name("herdsman-input".into())
+            .spawn(move || puller.run())
+            .expect("the operating system refused to start the input thread");
         let ordered = policies.ordered;
         Stream::spawn(ordered, move |sink, stop| {
             let backend = make(&cfg);
-            Engine::new(input, backend, policies, window, sink, Some(stop)).run()
+            Engine::new(feed, hint, backend, policies, window, sink, Some(stop)).run()
         })
     }
 }

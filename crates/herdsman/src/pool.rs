@@ -119,7 +119,7 @@ impl<T> Cell<T> {
 }
 
 struct Done<T, U, E> {
-    /// The emptied item buffer, for reuse.
+    /// The emptied item buffer, for reuse by the input.
     spare: Vec<T>,
     /// The batch this piece belongs to.
     key: AttemptId,
@@ -205,6 +205,9 @@ pub(crate) struct PoolConfig {
     pub max_batch: usize,
     /// Per-item timeouts are on: batches of one, one slot per worker, workers registered.
     pub track: bool,
+    /// Rate-limited: one slot per worker, so an attempt starts when its token is taken
+    /// instead of waiting in a queue with it.
+    pub rate_limited: bool,
 }
 
 struct Track<T> {
@@ -229,7 +232,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     max_batch: usize,
     per_item_ns: f64,
     next_worker: usize,
-    /// Emptied item buffers returned by workers.
+    workers: usize,
+    /// Emptied item buffers returned by workers, for the input to fill again.
     spares: Vec<Vec<T>>,
 }
 
@@ -262,12 +266,17 @@ where
                 steal: auto || batch > 1,
             }),
             in_flight: HashMap::default(),
-            slots: if cfg.track { workers } else { workers * 4 },
+            slots: if cfg.track || cfg.rate_limited {
+                workers
+            } else {
+                workers * 4
+            },
             batch: batch.max(1),
             auto,
             max_batch: cfg.max_batch.clamp(1, MAX_BATCH),
             per_item_ns: 0.0,
             next_worker: 0,
+            workers,
             spares: Vec::new(),
         };
         for _ in 0..workers {
@@ -445,7 +454,7 @@ fn worker_loop<T, U, E, F>(
 }
 
 /// Run a batch; values stay a plain `Vec<U>` as long as every item succeeds.
-/// Returns the emptied item buffer too, for reuse.
+/// Returns the emptied item buffer too.
 fn run_batch<T, U, E, F>(
     f: &F,
     mut items: Vec<T>,
@@ -509,6 +518,18 @@ where
     fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
+    fn take_spare_input(&mut self) -> Option<Vec<T>> {
+        self.spares.pop()
+    }
+    fn read_ahead(&self) -> usize {
+        // Workers keep a queue of batches when neither timeouts nor a rate limit are on;
+        // the input may be pulled as far ahead as that queue goes.
+        if self.slots > self.workers {
+            self.slots
+        } else {
+            0
+        }
+    }
     fn set_direct(&mut self, out: Arc<DirectOut<U>>) -> bool {
         // With item timeouts an abandoned attempt may still finish and write late, and its
         // retry would write the same slot: keep the copying path there.
@@ -522,15 +543,6 @@ where
             .unwrap_or_else(|e| e.into_inner());
         if spares.len() < self.slots * 2 {
             spares.push(v);
-        }
-    }
-    fn buffer(&mut self, cap: usize) -> Vec<T> {
-        match self.spares.pop() {
-            Some(mut v) => {
-                v.reserve(cap);
-                v
-            }
-            None => Vec::with_capacity(cap),
         }
     }
     fn measures(&self) -> bool {
@@ -791,6 +803,7 @@ where
                     chunk: Some(1),
                     max_batch: 1,
                     track: true,
+                    rate_limited: false,
                 },
             ),
             workers,

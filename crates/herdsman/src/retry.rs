@@ -107,7 +107,9 @@ impl<E> Retry<E> {
 
     /// Extract a server-mandated wait from an error (e.g. HTTP 429 Retry-After). When it
     /// returns `Some(d)`, the retry waits `d` instead of the backoff, and the run's rate
-    /// limiter (if any) is paused for `d` so no other attempt goes out meanwhile.
+    /// limiter (if any) is paused for `d` so no other attempt goes out meanwhile. A wait too
+    /// long to represent (`Duration::MAX`) never ends: the item waits until the run stops or
+    /// its deadline, and is then reported with the error it had.
     pub fn retry_after(
         mut self,
         extract: impl Fn(&E) -> Option<Duration> + Send + Sync + 'static,
@@ -137,7 +139,12 @@ impl<E> Retry<E> {
         let exp = failed_attempt.saturating_sub(1).min(31);
         let raw = self.base.saturating_mul(1u32 << exp).min(self.max_delay);
         if self.jitter {
-            raw / 2 + raw.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+            // `mul_f64` rounds through f64: near `Duration::MAX` the sum could overflow.
+            let half = raw / 2;
+            let extra = Duration::try_from_secs_f64(half.as_secs_f64() * unit.clamp(0.0, 1.0))
+                .unwrap_or(half)
+                .min(half);
+            half.saturating_add(extra)
         } else {
             raw
         }

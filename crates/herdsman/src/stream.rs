@@ -142,7 +142,7 @@ impl<U, E> Iterator for Stream<U, E> {
                 // panicked on it.
                 self.summary = Some(Summary {
                     status: RunStatus::ExecutorFailed(
-                        "the scheduler thread panicked (in an on_progress or on_outcome callback?)"
+                        "the scheduler thread panicked (in the input iterator, or in an on_progress or on_outcome callback?)"
                             .into(),
                     ),
                     succeeded: 0,

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# herdsman serving a plain Python function (python -m herdsman_worker) against the Python
+# process pools people use today, side by side in one run, on the reference workload.
+#
+# usage (from the repository root):
+#   cargo build --release -p herdsman-cli --bin herdsman
+#   bench/python_workers.sh
+#
+# What it does, all under a temporary directory removed at the end:
+#   1. writes the input: examples/primes/generate.py 20000 --seed 1 --bad-every 1000
+#      (20,000 rows id,value with values 0..1000, 20 of them not integers);
+#   2. makes a venv and pip-installs joblib, mpire and ./python (herdsman_worker) into it:
+#      every contender runs that venv's python, the same interpreter;
+#   3. tunes the chunk size of multiprocessing.Pool and ProcessPoolExecutor (one run per
+#      candidate, the fastest wins);
+#   4. times each contender RUNS times (default 5), round-robin, whole command, wall-clock
+#      and CPU time, and prints a markdown table of medians (bench/interleave.py); then
+#      checks that every contender wrote the same output lines and the same number of
+#      failures.
+#
+# Contenders, 2 processes each (one process for the last): herdsman -j 2 with
+# `python -m herdsman_worker primes:compute` (checkpointing on, as by default, and with
+# --no-checkpoint), multiprocessing.Pool(2), concurrent.futures.ProcessPoolExecutor(2),
+# joblib Parallel(n_jobs=2), mpire WorkerPool(2), and one plain process.
+#
+# Environment: RUNS (5), ROWS (20000), MAX_VALUE (1000), JOBS (2), HERDSMAN
+# (target/release/herdsman; CARGO_TARGET_DIR is honoured), PYTHON (python3), CHUNKS (the
+# candidate chunk sizes, "64 256 1024 2500"), KEEP=1 keeps the temporary directory.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-5}
+ROWS=${ROWS:-20000}
+MAX_VALUE=${MAX_VALUE:-1000}
+JOBS=${JOBS:-2}
+TARGET=${CARGO_TARGET_DIR:-target}
+HERDSMAN=${HERDSMAN:-$TARGET/release/herdsman}
+PYTHON=${PYTHON:-python3}
+CHUNKS=${CHUNKS:-64 256 1024 2500}
+
+if [[ ! -x $HERDSMAN ]]; then
+    echo "missing $HERDSMAN: run 'cargo build --release -p herdsman-cli --bin herdsman' first (or set HERDSMAN)" >&2
+    exit 2
+fi
+HERDSMAN=$(cd "$(dirname "$HERDSMAN")" && pwd)/$(basename "$HERDSMAN")
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/herdsman-pybench.XXXXXX")
+if [[ -z ${KEEP:-} ]]; then
+    trap 'rm -rf "$TMP"' EXIT
+else
+    echo "keeping $TMP" >&2
+fi
+
+echo "== input: $ROWS rows, values 0..$MAX_VALUE, seed 1" >&2
+CSV=$TMP/primes.csv
+"$PYTHON" examples/primes/generate.py "$ROWS" --seed 1 --max-value "$MAX_VALUE" \
+    --bad-every 1000 >"$CSV"
+BAD=$((ROWS / 1000))
+OK=$((ROWS - BAD))
+
+echo "== venv with joblib, mpire and herdsman_worker" >&2
+"$PYTHON" -m venv "$TMP/venv"
+VPY=$TMP/venv/bin/python
+"$VPY" -m pip install -q --disable-pip-version-check joblib mpire ./python >&2
+# The function lives in examples/primes/primes.py; every contender imports it from there.
+export PYTHONPATH=$ROOT/examples/primes
+
+POOLS="$VPY bench/python_pools.py"
+IO="$CSV -j $JOBS"
+out() { echo "-o $TMP/$1.jsonl --failures $TMP/$1.failures.jsonl"; }
+
+# tune MODE: the chunk size from $CHUNKS with the shortest single run.
+tune() {
+    local mode=$1 best="" best_t="" k t0 t
+    for k in $CHUNKS; do
+        t0=${EPOCHREALTIME/./}
+        $POOLS "$mode" $IO --chunksize "$k" $(out "tune") 2>/dev/null
+        t=$((${EPOCHREALTIME/./} - t0))
+        echo "   $mode chunksize $k: $((t / 1000)) ms" >&2
+        if [[ -z $best_t ]] || ((t < best_t)); then best=$k best_t=$t; fi
+    done
+    echo "$best"
+}
+echo "== tuning chunk sizes ($CHUNKS)" >&2
+MP_CHUNK=$(tune mp)
+FUT_CHUNK=$(tune futures)
+echo "   chosen: multiprocessing.Pool $MP_CHUNK, ProcessPoolExecutor $FUT_CHUNK" >&2
+
+H="$HERDSMAN run --progress none -q -i $CSV --protocol framed -j $JOBS"
+WORKER="$VPY -m herdsman_worker primes:compute"
+
+echo "== machine" >&2
+MACHINE="$(nproc) cores ($(lscpu 2>/dev/null | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')), $("$VPY" --version 2>&1), load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "   $MACHINE" >&2
+
+JSON=$TMP/python_workers.json
+TABLE=$TMP/table.md
+"$PYTHON" bench/interleave.py --runs "$RUNS" --prepare "rm -rf $TMP/state" --export-json "$JSON" \
+    --records "$ROWS" \
+    -n "herdsman -j $JOBS + python -m herdsman_worker" "$H -w '$WORKER' --state $TMP/state $(out h)" \
+    -n "herdsman -j $JOBS + python -m herdsman_worker, --no-checkpoint" "$H -w '$WORKER' --no-checkpoint $(out hnc)" \
+    -n "multiprocessing.Pool($JOBS).imap, chunksize $MP_CHUNK" "$POOLS mp $IO --chunksize $MP_CHUNK $(out mp)" \
+    -n "ProcessPoolExecutor($JOBS).map, chunksize $FUT_CHUNK" "$POOLS futures $IO --chunksize $FUT_CHUNK $(out futures)" \
+    -n "joblib Parallel(n_jobs=$JOBS), batch_size auto" "$POOLS joblib $IO $(out joblib)" \
+    -n "mpire WorkerPool($JOBS)" "$POOLS mpire $IO $(out mpire)" \
+    -n "one Python process" "$POOLS seq $IO $(out seq)" >"$TABLE"
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Every contender must have written the same records: a fast wrong answer does not count.
+status=0
+for name in h hnc mp futures joblib mpire; do
+    if ! cmp -s "$TMP/$name.jsonl" "$TMP/seq.jsonl"; then
+        echo "CHECK FAILED: $name.jsonl differs from the single process's output" >&2
+        status=1
+    fi
+    got=$(wc -l <"$TMP/$name.failures.jsonl")
+    if [[ $got -ne $BAD ]]; then
+        echo "CHECK FAILED: $name wrote $got failures, expected $BAD" >&2
+        status=1
+    fi
+done
+[[ $(wc -l <"$TMP/seq.jsonl") -eq $OK ]] || { echo "CHECK FAILED: seq.jsonl is not $OK lines" >&2; status=1; }
+
+echo
+echo "### Reference workload, $ROWS rows (values 0..$MAX_VALUE), $JOBS processes, $RUNS runs each"
+echo
+echo "Machine: $MACHINE; after: $LOAD_AFTER."
+echo
+cat "$TABLE"
+echo
+"$PYTHON" - "$JSON" <<'EOF'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+herdsman = [r for r in results if r["command"].startswith("herdsman")][0]  # checkpointing on
+pools = [r for r in results if not r["command"].startswith("herdsman") and "one Python" not in r["command"]]
+for key, what in (("median", "wall-clock"), ("cpu_median", "CPU")):
+    best = min(pools, key=lambda r: r[key])
+    ratio = best[key] / herdsman[key]
+    print(f"- {what}: fastest pool {best['command']} {best[key]:.3f} s, herdsman (checkpointing) "
+          f"{herdsman[key]:.3f} s: herdsman {ratio:.2f}x as fast (goal 1.10x: "
+          f"{'met' if ratio >= 1.10 else 'not met'}).")
+EOF
+[[ $status -eq 0 ]] && echo "Output checks passed: every contender wrote the single process's $OK lines, byte for byte, and $BAD failures."
+exit $status

@@ -303,6 +303,9 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
             Resolved::Outputs(outs) => {
                 let mut written = 0u64;
+                // An empty entry is a success with nothing to write (an --exec command
+                // that printed nothing).
+                let outs: Vec<Vec<u8>> = outs.into_iter().filter(|o| !o.is_empty()).collect();
                 // A record's outputs are written all or none: check them first.
                 let mut refused = match self.sinks.check_outputs(&outs) {
                     Ok(()) => None,

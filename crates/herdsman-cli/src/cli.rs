@@ -89,9 +89,11 @@ pub struct RunArgs {
     pub protocol: Option<ProtocolArg>,
 
     /// One process per record, GNU-parallel style: {field} is a column, {} the whole record
-    /// as JSON, {#} the record number. One quoted template, split like a shell would (quotes
-    /// respected) but run without a shell, e.g. -x 'convert {src} {dst}'. A command given as
-    /// several words goes after `--` instead: herdsman run -i in.csv -- convert {src} {dst}
+    /// (a text line as it is, other records as JSON), {:json} the record as JSON, {#} the
+    /// record number, {%} the job slot (1-based, also in $HERDSMAN_WORKER). One quoted
+    /// template, split like a shell would (quotes respected) but run without a shell, e.g.
+    /// -x 'convert {src} {dst}'. A command given as several words goes after `--` instead:
+    /// herdsman run -i in.csv -- convert {src} {dst}
     #[arg(short = 'x', long, value_name = "TEMPLATE")]
     pub exec: Option<String>,
 
@@ -99,6 +101,17 @@ pub struct RunArgs {
     /// no quoting needed): herdsman run -i in.csv -o out.jsonl -- convert {src} {dst}
     #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["exec", "worker"])]
     pub command: Vec<String>,
+
+    /// How an --exec command's stdout becomes output: JSON lines or text, nothing for
+    /// empty stdout (auto); one {"stdout":…} record (text); one {"input":…, "stdout":…,
+    /// "exit":0} record that also carries the input record (record). Default: auto.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub exec_output: Option<ExecOutputArg>,
+
+    /// --exec exit statuses that fail a record for good, without retries, comma separated.
+    /// Example: --no-retry-exit 22 (curl --fail on an HTTP 404).
+    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    pub no_retry_exit: Vec<String>,
 
     /// Run the worker or --exec command through `sh -c` (record values reach it in
     /// environment variables, never parsed by the shell).
@@ -259,6 +272,15 @@ pub enum OutputFormatArg {
 pub enum ProtocolArg {
     Lines,
     Framed,
+}
+
+/// How an --exec command's stdout becomes output records.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecOutputArg {
+    Auto,
+    Text,
+    Record,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]

@@ -12,7 +12,7 @@ use anyhow::Result;
 use herdsman_io::OutputTarget;
 use serde::Deserialize;
 
-use crate::cli::{FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
+use crate::cli::{ExecOutputArg, FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug)]
@@ -55,7 +55,14 @@ pub enum Transform {
         shell: bool,
     },
     /// One process per record.
-    Exec { template: Vec<String>, shell: bool },
+    Exec {
+        template: Vec<String>,
+        shell: bool,
+        /// How stdout becomes output (`--exec-output`).
+        output: ExecOutputArg,
+        /// Exit statuses that are not retried (`--no-retry-exit`).
+        no_retry_exit: Vec<i32>,
+    },
 }
 
 /// When to stop because too many records failed.
@@ -144,6 +151,41 @@ struct JobFile {
     progress: Option<ProgressArg>,
     state: Option<String>,
     no_checkpoint: Option<bool>,
+    exec_output: Option<ExecOutputArg>,
+    no_retry_exit: Option<CodeList>,
+}
+
+/// Exit codes in a job file: `22`, `[22, 6]` or `"22,6"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CodeList {
+    One(i64),
+    Many(Vec<i64>),
+    Text(String),
+}
+
+impl CodeList {
+    fn into_strings(self) -> Vec<String> {
+        match self {
+            CodeList::One(n) => vec![n.to_string()],
+            CodeList::Many(v) => v.iter().map(i64::to_string).collect(),
+            CodeList::Text(s) => s.split(',').map(str::to_string).collect(),
+        }
+    }
+}
+
+/// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
+pub fn parse_exit_codes(codes: &[String]) -> Result<Vec<i32>> {
+    codes
+        .iter()
+        .map(|c| match c.trim().parse::<i32>() {
+            Ok(n) if (1..=255).contains(&n) => Ok(n),
+            _ => usage!(
+                "--no-retry-exit `{}` is not an exit status that fails a command; give numbers from 1 to 255, comma separated, e.g. --no-retry-exit 22,6",
+                c.trim()
+            ),
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,6 +458,8 @@ impl RunConfig {
         let worker = args
             .worker
             .or(if exec.is_empty() { job.worker } else { None });
+        let exec_output_given = args.exec_output.is_some() || job.exec_output.is_some();
+        let no_retry_exit_given = !args.no_retry_exit.is_empty() || job.no_retry_exit.is_some();
         let transform = match (worker, exec.is_empty()) {
             (Some(_), false) => usage!("give either --worker or --exec, not both"),
             (Some(w), true) => {
@@ -438,7 +482,22 @@ impl RunConfig {
                 if let Err(e) = herdsman_workers::Template::new(&template, shell) {
                     usage!("{e}");
                 }
-                Transform::Exec { template, shell }
+                let codes = if !args.no_retry_exit.is_empty() {
+                    args.no_retry_exit.clone()
+                } else {
+                    job.no_retry_exit
+                        .map(CodeList::into_strings)
+                        .unwrap_or_default()
+                };
+                Transform::Exec {
+                    template,
+                    shell,
+                    output: args
+                        .exec_output
+                        .or(job.exec_output)
+                        .unwrap_or(ExecOutputArg::Auto),
+                    no_retry_exit: parse_exit_codes(&codes)?,
+                }
             }
             (None, true) => usage!(
                 "nothing to run; give a worker (-w 'python3 worker.py') or a command per record (-x 'echo {{}}')"
@@ -446,6 +505,14 @@ impl RunConfig {
         };
         if matches!(transform, Transform::Exec { .. }) && (args.protocol.is_some()) {
             usage!("--protocol applies to --worker only, not to --exec");
+        }
+        if matches!(transform, Transform::Worker { .. }) {
+            if exec_output_given {
+                usage!("--exec-output applies to --exec only; a --worker writes its output records itself");
+            }
+            if no_retry_exit_given {
+                usage!("--no-retry-exit applies to --exec only; a framed --worker marks a failure not worth a retry with \"retryable\": false");
+            }
         }
 
         let jobs = args
@@ -646,12 +713,20 @@ impl RunConfig {
                 m.insert("protocol".into(), format!("{protocol:?}").to_lowercase());
                 m.insert("shell".into(), shell.to_string());
             }
-            Transform::Exec { template, shell } => {
+            Transform::Exec {
+                template,
+                shell,
+                output,
+                no_retry_exit: _,
+            } => {
                 m.insert(
                     "exec".into(),
                     serde_json::to_string(template).unwrap_or_default(),
                 );
                 m.insert("shell".into(), shell.to_string());
+                if *output != ExecOutputArg::Auto {
+                    m.insert("exec_output".into(), format!("{output:?}").to_lowercase());
+                }
             }
         }
         m.insert("ordered".into(), self.ordered.to_string());

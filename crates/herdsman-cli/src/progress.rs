@@ -25,10 +25,11 @@ impl Log {
         self.line(&format!("herdsman: {msg}"));
     }
 
-    /// A line of worker stderr, prefixed with the worker number.
+    /// A line of worker stderr, prefixed with the worker number (1-based, the value of the
+    /// worker's `HERDSMAN_WORKER`).
     pub fn worker_line(&self, worker: usize, line: &str) {
         if !self.quiet {
-            self.line(&format!("[worker {worker}] {line}"));
+            self.line(&format!("[worker {}] {line}", worker + 1));
         }
     }
 

@@ -218,7 +218,8 @@ pub fn retry_failed(
             // Outputs the output refuses (CSV output and an answer that is not an object)
             // leave the record failed, as in a normal run; nothing of it is written.
             Resolved::Outputs(outputs) => {
-                match out.check_records(outputs.iter().map(Vec::as_slice)) {
+                let written = outputs.iter().filter(|o| !o.is_empty());
+                match out.check_records(written.map(Vec::as_slice)) {
                     Ok(()) => Resolved::Outputs(outputs),
                     Err(SinkError::Record { message, .. }) => Resolved::Failed(FailureNote {
                         kind: "output_rejected".into(),
@@ -237,7 +238,8 @@ pub fn retry_failed(
                 } else {
                     recovered.succeeded += 1;
                 }
-                for o in &outputs {
+                // An empty entry is a success with nothing to write.
+                for o in outputs.iter().filter(|o| !o.is_empty()) {
                     out.write_record(o).context("cannot write the output")?;
                     recovered.outputs += 1;
                 }

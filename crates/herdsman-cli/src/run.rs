@@ -192,7 +192,12 @@ fn start_executor(
             }
             Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
         }
-        Transform::Exec { template, shell } => {
+        Transform::Exec {
+            template,
+            shell,
+            output,
+            no_retry_exit,
+        } => {
             let template = Template::new(template, *shell).map_err(|e| usage(e.to_string()))?;
             if let Some(header) = csv_header {
                 if let Some(missing) = template
@@ -211,6 +216,16 @@ fn start_executor(
             ec.stderr = Some(stderr);
             ec.timeout = cfg.timeout;
             ec.cwd = cfg.workdir.clone();
+            ec.output = {
+                use crate::cli::ExecOutputArg as A;
+                use herdsman_workers::ExecOutputMode as M;
+                match output {
+                    A::Auto => M::Auto,
+                    A::Text => M::Text,
+                    A::Record => M::Record,
+                }
+            };
+            ec.no_retry_exit = no_retry_exit.clone();
             Box::new(ExecPool::start(ec).map_err(|e| usage(e.message))?)
         }
     };

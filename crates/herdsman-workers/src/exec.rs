@@ -1,7 +1,8 @@
 //! One command per record (`--exec`): N job slots, each running one child process at a time.
 //!
 //! Each command runs directly (no shell unless the template asks for one), in its own
-//! process group, with stdin closed. Its stdout becomes the record's output and its exit
+//! process group, with stdin closed and `HERDSMAN_WORKER` set to its job slot's number
+//! (1-based, the value of `{%}`). Its stdout becomes the record's output and its exit
 //! status decides success; stdout that is not UTF-8 fails the record (`BadOutput`), so no
 //! invalid byte ever reaches the output. This module must never report an abandoned attempt, never signal
 //! a process group after its leader was reaped, and never let a command's stderr grow
@@ -32,16 +33,25 @@ use crate::{
     WorkOutput, WorkerFailure,
 };
 
+/// The environment variable that tells a worker process or a per-record command the
+/// number of its worker or job slot, starting at 1 (the value of the `{%}` placeholder).
+pub(crate) const WORKER_ENV: &str = "HERDSMAN_WORKER";
+
 /// How a command's stdout becomes output records (see `docs/protocol.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ExecOutputMode {
-    /// Empty stdout: no output record (the record is filtered). Every non-empty line is
-    /// JSON: one output record per line. The whole stdout is one JSON value (e.g. pretty
-    /// printed): that value, compacted. Anything else: one record `{"stdout": "<text>"}`.
+    /// Empty stdout: the record succeeds without an output record (like a command run by
+    /// xargs that prints nothing). Every non-empty line is JSON: one output record per
+    /// line. The whole stdout is one JSON value (e.g. pretty printed): that value,
+    /// compacted. Anything else: one record `{"stdout": "<text>"}`.
     #[default]
     Auto,
     /// Always exactly one record `{"stdout": "<text>"}`, with one trailing newline removed.
     Text,
+    /// Always exactly one record `{"input": <record>, "stdout": "<text>", "exit": 0}`: the
+    /// record the command ran for, its stdout as text (one trailing newline removed) and
+    /// its exit status (always 0, since any other status fails the record).
+    Record,
 }
 
 /// How long to wait for the end of a finished command's stderr. Its process group is dead
@@ -74,6 +84,9 @@ pub struct ExecConfig {
     pub timeout: Option<Duration>,
     /// The directory the commands start in; `None`: the caller's current directory.
     pub cwd: Option<PathBuf>,
+    /// Exit statuses that fail a record for good: a command that exits with one of them is
+    /// not retried (e.g. 22, curl's status for an HTTP error such as 404 with `--fail`).
+    pub no_retry_exit: Vec<i32>,
 }
 
 impl ExecConfig {
@@ -91,6 +104,7 @@ impl ExecConfig {
             max_output_bytes: 64 << 20,
             timeout: None,
             cwd: None,
+            no_retry_exit: Vec::new(),
         }
     }
 }
@@ -107,6 +121,7 @@ impl std::fmt::Debug for ExecConfig {
             .field("max_output_bytes", &self.max_output_bytes)
             .field("timeout", &self.timeout)
             .field("cwd", &self.cwd)
+            .field("no_retry_exit", &self.no_retry_exit)
             .finish()
     }
 }
@@ -130,9 +145,7 @@ struct JobCtl {
 
 struct Job {
     id: AttemptId,
-    argv: Vec<String>,
-    /// The configured environment plus the template's variables (shell mode).
-    env: Vec<(String, String)>,
+    item: WorkItem,
     ctl: Arc<JobCtl>,
 }
 
@@ -174,7 +187,6 @@ pub struct ExecPool {
     jobs_tx: Option<Sender<Job>>,
     done_rx: Receiver<Done>,
     active: HashMap<AttemptId, Arc<JobCtl>>,
-    ready: Vec<Outcome>,
     fatal: Option<FatalExecutorError>,
     threads: Vec<JoinHandle<()>>,
     killers: Vec<JoinHandle<()>>,
@@ -225,7 +237,6 @@ impl ExecPool {
             jobs_tx: Some(jobs_tx),
             done_rx,
             active: HashMap::new(),
-            ready: Vec::new(),
             fatal: None,
             threads,
             killers: Vec::new(),
@@ -350,10 +361,30 @@ fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> 
     }
 }
 
-/// Runs one job on a job thread. Returns `None` if the job was abandoned.
+/// Runs one job on a job thread (`slot` is 0-based). Returns `None` if the job was
+/// abandoned.
 fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
-    let Job { id, argv, env, ctl } = job;
+    let Job { id, item, ctl } = job;
     let cfg = &shared.cfg;
+    // Rendered here, where the job slot that `{%}` stands for is known.
+    let (argv, env) = match cfg
+        .template
+        .render_json_in_slot(&item.json, item.seq, slot + 1)
+    {
+        Ok(cmd) => {
+            let mut env = cfg.env.clone();
+            env.extend(cmd.env);
+            env.push((WORKER_ENV.into(), (slot + 1).to_string()));
+            (cmd.argv, env)
+        }
+        Err(e) => {
+            if ctl.abandoned.load(Ordering::SeqCst) {
+                return None;
+            }
+            let f = failure(slot, FailureKind::BadRecord, e.to_string(), false);
+            return Some(Done::Finished((id, AttemptOutcome::Failure(f))));
+        }
+    };
     let mut child: Child = {
         let mut state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
         if ctl.abandoned.load(Ordering::SeqCst) {
@@ -461,17 +492,23 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                     ..failure(slot, FailureKind::BadOutput, msg, false)
                 })
             } else {
-                AttemptOutcome::Success(parse_stdout(&stdout, cfg.output))
+                AttemptOutcome::Success(parse_stdout(&stdout, cfg.output, &item.json))
             }
         }
         other => {
+            let final_code = other
+                .and_then(|st| st.code())
+                .filter(|c| cfg.no_retry_exit.contains(c));
             let mut msg = format!("command `{program}` {}", describe_status(other));
+            if final_code.is_some() {
+                msg.push_str(" (not retried: --no-retry-exit)");
+            }
             if let Some(last) = tail.last() {
                 msg.push_str(&format!(" (stderr: {})", quote_start(last.as_bytes())));
             }
             AttemptOutcome::Failure(WorkerFailure {
                 stderr_tail: tail,
-                ..failure(slot, FailureKind::CommandFailed, msg, true)
+                ..failure(slot, FailureKind::CommandFailed, msg, final_code.is_none())
             })
         }
     };
@@ -479,18 +516,30 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
 }
 
 /// Turns a command's stdout, known to be UTF-8, into output records (see
-/// [`ExecOutputMode`]).
-pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode) -> WorkOutput {
-    let text_record = || {
+/// [`ExecOutputMode`]); `input` is the record the command ran for, as JSON text.
+///
+/// A success without an output record is `vec![Vec::new()]` (one empty entry), which the
+/// caller counts as succeeded and writes nothing for; `vec![]` would be a filtered record.
+pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode, input: &[u8]) -> WorkOutput {
+    let text = || {
         let text = String::from_utf8_lossy(stdout);
         let text = text.strip_suffix('\n').unwrap_or(&text);
         let text = text.strip_suffix('\r').unwrap_or(text);
-        let mut obj = serde_json::Map::new();
-        obj.insert("stdout".into(), Value::String(text.to_string()));
-        vec![serde_json::to_vec(&Value::Object(obj)).expect("a map serializes")]
+        serde_json::to_string(text).expect("a string serializes")
     };
-    if mode == ExecOutputMode::Text {
-        return text_record();
+    match mode {
+        ExecOutputMode::Text => return vec![format!("{{\"stdout\":{}}}", text()).into_bytes()],
+        ExecOutputMode::Record => {
+            // The record as it came (keeping its key order), if it is JSON as it should be.
+            let input = if serde_json::from_slice::<serde::de::IgnoredAny>(input).is_ok() {
+                String::from_utf8_lossy(input).into_owned()
+            } else {
+                serde_json::to_string(&String::from_utf8_lossy(input)).expect("a string serializes")
+            };
+            let out = format!("{{\"input\":{input},\"stdout\":{},\"exit\":0}}", text());
+            return vec![out.into_bytes()];
+        }
+        ExecOutputMode::Auto => {}
     }
     let lines: Vec<&[u8]> = stdout
         .split(|&b| b == b'\n')
@@ -498,7 +547,7 @@ pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode) -> WorkOutput {
         .filter(|l| !l.is_empty())
         .collect();
     if lines.is_empty() {
-        return Vec::new();
+        return vec![Vec::new()];
     }
     if lines
         .iter()
@@ -509,7 +558,7 @@ pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode) -> WorkOutput {
     if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
         return vec![serde_json::to_vec(&v).expect("a value serializes")];
     }
-    text_record()
+    vec![format!("{{\"stdout\":{}}}", text()).into_bytes()]
 }
 
 fn trim_ascii(s: &[u8]) -> &[u8] {
@@ -542,19 +591,6 @@ impl Executor<WorkItem> for ExecPool {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
         }
-        let (argv, env) = match self.shared.cfg.template.render_json(&item.json, item.seq) {
-            Ok(cmd) if cmd.env.is_empty() => (cmd.argv, self.shared.cfg.env.clone()),
-            Ok(cmd) => {
-                let mut env = self.shared.cfg.env.clone();
-                env.extend(cmd.env);
-                (cmd.argv, env)
-            }
-            Err(e) => {
-                let f = failure(0, FailureKind::BadRecord, e.to_string(), false);
-                self.ready.push((id, AttemptOutcome::Failure(f)));
-                return Ok(());
-            }
-        };
         let ctl = Arc::new(JobCtl {
             state: Mutex::new(JobState::Queued),
             abandoned: AtomicBool::new(false),
@@ -562,7 +598,7 @@ impl Executor<WorkItem> for ExecPool {
         });
         self.active.insert(id, ctl.clone());
         if let Some(tx) = &self.jobs_tx {
-            let _ = tx.send(Job { id, argv, env, ctl });
+            let _ = tx.send(Job { id, item, ctl });
         }
         Ok(())
     }
@@ -577,7 +613,6 @@ impl Executor<WorkItem> for ExecPool {
         }
         let start_len = out.len();
         self.expire();
-        out.append(&mut self.ready);
         while let Ok(done) = self.done_rx.try_recv() {
             self.take(done, out)?;
         }
@@ -617,7 +652,6 @@ impl Executor<WorkItem> for ExecPool {
     }
 
     fn abandon(&mut self, id: AttemptId) {
-        self.ready.retain(|(r, _)| *r != id);
         if let Some(ctl) = self.active.remove(&id) {
             ctl.abandoned.store(true, Ordering::SeqCst);
             self.kill(ctl);
@@ -667,24 +701,41 @@ mod tests {
             .collect()
     }
 
+    const IN: &[u8] = br#"{"b":1,"a":"x"}"#;
+
     #[test]
     fn auto_mode_rules() {
-        assert!(parse_stdout(b"", ExecOutputMode::Auto).is_empty());
-        assert!(parse_stdout(b" \n\n", ExecOutputMode::Auto).is_empty());
+        // Nothing printed: a success with nothing to write (one empty entry), not a filter.
         assert_eq!(
-            texts(parse_stdout(b"{\"a\":1}\n\n[2]\n", ExecOutputMode::Auto)),
+            parse_stdout(b"", ExecOutputMode::Auto, IN),
+            vec![Vec::<u8>::new()]
+        );
+        assert_eq!(
+            parse_stdout(b" \n\n", ExecOutputMode::Auto, IN),
+            vec![Vec::<u8>::new()]
+        );
+        assert_eq!(
+            texts(parse_stdout(
+                b"{\"a\":1}\n\n[2]\n",
+                ExecOutputMode::Auto,
+                IN
+            )),
             vec![r#"{"a":1}"#, "[2]"]
         );
         assert_eq!(
-            texts(parse_stdout(b"{\n  \"a\": 1\n}\n", ExecOutputMode::Auto)),
+            texts(parse_stdout(
+                b"{\n  \"a\": 1\n}\n",
+                ExecOutputMode::Auto,
+                IN
+            )),
             vec![r#"{"a":1}"#]
         );
         assert_eq!(
-            texts(parse_stdout(b"hello world\n", ExecOutputMode::Auto)),
+            texts(parse_stdout(b"hello world\n", ExecOutputMode::Auto, IN)),
             vec![r#"{"stdout":"hello world"}"#]
         );
         assert_eq!(
-            texts(parse_stdout(b"1\nnot json\n", ExecOutputMode::Auto)),
+            texts(parse_stdout(b"1\nnot json\n", ExecOutputMode::Auto, IN)),
             vec![r#"{"stdout":"1\nnot json"}"#]
         );
     }
@@ -692,12 +743,33 @@ mod tests {
     #[test]
     fn text_mode_always_one_record() {
         assert_eq!(
-            texts(parse_stdout(b"", ExecOutputMode::Text)),
+            texts(parse_stdout(b"", ExecOutputMode::Text, IN)),
             vec![r#"{"stdout":""}"#]
         );
         assert_eq!(
-            texts(parse_stdout(b"{\"a\":1}\n", ExecOutputMode::Text)),
+            texts(parse_stdout(b"{\"a\":1}\n", ExecOutputMode::Text, IN)),
             vec![r#"{"stdout":"{\"a\":1}"}"#]
+        );
+        assert_eq!(
+            texts(parse_stdout(b"a\r\n", ExecOutputMode::Text, IN)),
+            vec![r#"{"stdout":"a"}"#]
+        );
+    }
+
+    #[test]
+    fn record_mode_keeps_the_input_as_it_came() {
+        assert_eq!(
+            texts(parse_stdout(b"hi\n", ExecOutputMode::Record, IN)),
+            vec![r#"{"input":{"b":1,"a":"x"},"stdout":"hi","exit":0}"#]
+        );
+        assert_eq!(
+            texts(parse_stdout(b"", ExecOutputMode::Record, br#""a line""#)),
+            vec![r#"{"input":"a line","stdout":"","exit":0}"#]
+        );
+        // Not JSON (never from herdsman's sources): kept as a string, so the output is JSON.
+        assert_eq!(
+            texts(parse_stdout(b"{}", ExecOutputMode::Record, b"raw")),
+            vec![r#"{"input":"raw","stdout":"{}","exit":0}"#]
         );
     }
 }

@@ -67,7 +67,9 @@ impl WorkItem {
 }
 
 /// What one successful attempt produced: zero (filtered), one, or many output records, each
-/// compact JSON text without a trailing newline.
+/// compact JSON text without a trailing newline. An empty entry (no bytes) is no record: a
+/// success with nothing to write, such as an `--exec` command that printed nothing
+/// (`vec![Vec::new()]`); writers skip it and count the record as succeeded.
 pub type WorkOutput = Vec<Vec<u8>>;
 
 /// Why an attempt failed.

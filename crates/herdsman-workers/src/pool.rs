@@ -412,7 +412,10 @@ impl WorkerPool {
     /// Starts (or restarts) the process of slot `s` with a new generation.
     fn launch(&mut self, s: usize) -> Result<(), FatalExecutorError> {
         let cwd = self.cfg.cwd.as_deref();
-        let mut child = spawn_piped(&self.argv, &self.cfg.env, cwd).map_err(|e| {
+        // The slot's number (1-based, like `{%}` of --exec) for GPU and resource pinning.
+        let mut env = self.cfg.env.clone();
+        env.push((crate::exec::WORKER_ENV.into(), (s + 1).to_string()));
+        let mut child = spawn_piped(&self.argv, &env, cwd).map_err(|e| {
             // A directory removed since start also makes the spawn fail with ENOENT.
             match cwd.map(check_dir) {
                 Some(Err(dir_err)) => cwd_fatal(&self.cfg, &dir_err),

@@ -1,8 +1,11 @@
 //! Command templates: turn one record into the argv of one command.
 //!
 //! Placeholders: `{field}` (a field of the record; `{a.b}` reaches into nested objects),
-//! `{}` (the whole record as JSON), `{#}` (the 1-based record number), and `{{` / `}}` for
-//! literal braces. Values are substituted into argv entries and never pass through a shell.
+//! `{}` (the whole record: a text line as it is, any other record as JSON), `{:json}` (the
+//! whole record as JSON, always), `{#}` (the 1-based record number), `{%}` (the 1-based
+//! number of the job slot that runs the command), and `{{` / `}}` for literal braces. Names
+//! that start with `:` are reserved for herdsman's own placeholders. Values are substituted
+//! into argv entries and never pass through a shell.
 //!
 //! In shell mode (`sh -c LINE`) no value is ever written into the command line: each
 //! distinct placeholder becomes an environment variable of the command (`HERDSMAN_ARG_1`,
@@ -39,6 +42,14 @@ pub enum TemplateError {
         "unmatched `}}` in command template argument `{arg}`; write `}}}}` for a literal brace"
     )]
     Unmatched {
+        /// The argument that holds it.
+        arg: String,
+    },
+    /// A placeholder that starts with `:` but is not one of herdsman's own.
+    #[error("`{placeholder}` in command template argument `{arg}` is not a placeholder: names that start with `:` are reserved; use `{{:json}}` for the record as JSON, `{{}}` for the whole record, `{{#}}` for the record number or `{{%}}` for the job slot")]
+    UnknownPlaceholder {
+        /// The placeholder as written, e.g. `{:yaml}`.
+        placeholder: String,
         /// The argument that holds it.
         arg: String,
     },
@@ -110,9 +121,32 @@ fn var_name(n: usize) -> String {
 enum Piece {
     Lit(String),
     Field(String),
+    /// `{}`: a string record as it is, any other record as JSON.
     Whole,
+    /// `{:json}`: the record as JSON.
+    Json,
+    /// `{#}`: the 1-based record number.
     Number,
+    /// `{%}`: the 1-based job slot number.
+    Slot,
 }
+
+impl Piece {
+    /// The placeholder as written; `None` for literal text.
+    fn placeholder(&self) -> Option<String> {
+        Some(match self {
+            Piece::Lit(_) => return None,
+            Piece::Field(f) => format!("{{{f}}}"),
+            Piece::Whole => "{}".into(),
+            Piece::Json => JSON_PLACEHOLDER.into(),
+            Piece::Number => "{#}".into(),
+            Piece::Slot => "{%}".into(),
+        })
+    }
+}
+
+/// The placeholder for the whole record as JSON text.
+const JSON_PLACEHOLDER: &str = "{:json}";
 
 /// A parsed command template.
 ///
@@ -247,9 +281,7 @@ impl Template {
                     .iter()
                     .map(|p| match p {
                         Piece::Lit(s) => s.replace('{', "{{").replace('}', "}}"),
-                        Piece::Field(f) => format!("{{{f}}}"),
-                        Piece::Whole => "{}".into(),
-                        Piece::Number => "{#}".into(),
+                        other => other.placeholder().unwrap_or_default(),
                     })
                     .collect::<String>()
             })
@@ -257,17 +289,51 @@ impl Template {
             .join(" ")
     }
 
+    /// Whether the template uses `{%}`, the number of the job slot that runs the command.
+    pub fn uses_slot(&self) -> bool {
+        self.args.iter().flatten().any(|p| matches!(p, Piece::Slot))
+    }
+
     /// Fills the template from `record` (record number `seq + 1`) and returns the command to
-    /// run. String values are substituted as they are; other values as compact JSON. In
-    /// shell mode the values are in [`RenderedCommand::env`], which must be set for the
-    /// command.
+    /// run, with `{%}` as job slot 1. String values are substituted as they are; other
+    /// values as compact JSON. In shell mode the values are in [`RenderedCommand::env`],
+    /// which must be set for the command.
     pub fn render(&self, record: &Value, seq: u64) -> Result<RenderedCommand, RenderError> {
-        self.render_with(Some(record), None, seq)
+        self.render_in_slot(record, seq, 1)
+    }
+
+    /// Like [`Template::render`], for a command run by job slot `slot` (1-based), which
+    /// `{%}` expands to.
+    ///
+    /// ```
+    /// use herdsman_workers::Template;
+    /// let t = Template::parse(&["echo".into(), "{%}:{#}".into(), "{}".into(), "{:json}".into()]).unwrap();
+    /// let cmd = t.render_in_slot(&serde_json::json!("a line"), 4, 2).unwrap();
+    /// assert_eq!(cmd.argv, vec!["echo", "2:5", "a line", "\"a line\""]);
+    /// ```
+    pub fn render_in_slot(
+        &self,
+        record: &Value,
+        seq: u64,
+        slot: usize,
+    ) -> Result<RenderedCommand, RenderError> {
+        self.render_with(Some(record), None, seq, slot)
     }
 
     /// Like [`Template::render`], with the record as JSON text. The text is parsed only if
-    /// the template uses fields; `{}` substitutes the text as given.
+    /// the template uses fields; `{:json}` substitutes the text as given, and so does `{}`
+    /// unless the record is a JSON string (a line of text), which it substitutes unquoted.
     pub fn render_json(&self, json: &[u8], seq: u64) -> Result<RenderedCommand, RenderError> {
+        self.render_json_in_slot(json, seq, 1)
+    }
+
+    /// Like [`Template::render_json`], for a command run by job slot `slot` (1-based).
+    pub fn render_json_in_slot(
+        &self,
+        json: &[u8],
+        seq: u64,
+        slot: usize,
+    ) -> Result<RenderedCommand, RenderError> {
         let parsed;
         let record = if self.needs_fields() {
             parsed = serde_json::from_slice::<Value>(json)
@@ -277,7 +343,7 @@ impl Template {
             None
         };
         let text = String::from_utf8_lossy(json);
-        self.render_with(record, Some(&text), seq)
+        self.render_with(record, Some(&text), seq, slot)
     }
 
     fn render_with(
@@ -285,30 +351,42 @@ impl Template {
         record: Option<&Value>,
         text: Option<&str>,
         seq: u64,
+        slot: usize,
     ) -> Result<RenderedCommand, RenderError> {
+        let json_text = || -> Cow<str> {
+            match (text, record) {
+                (Some(t), _) => t.into(),
+                (None, Some(r)) => r.to_string().into(),
+                (None, None) => "null".into(),
+            }
+        };
         let value_of = |piece: &Piece| -> Result<Option<(String, String)>, RenderError> {
-            let (value, name): (Cow<str>, String) = match piece {
+            let value: Cow<str> = match piece {
                 Piece::Lit(_) => return Ok(None),
-                Piece::Number => ((seq + 1).to_string().into(), "{#}".into()),
-                Piece::Whole => {
-                    let v: Cow<str> = match (text, record) {
-                        (Some(t), _) => t.into(),
-                        (None, Some(r)) => r.to_string().into(),
-                        (None, None) => "null".into(),
-                    };
-                    (v, "{}".into())
-                }
+                Piece::Number => (seq + 1).to_string().into(),
+                Piece::Slot => slot.to_string().into(),
+                Piece::Json => json_text(),
+                // A string record (a line of `lines` input) is substituted as it is, like
+                // a string field; any other record as JSON.
+                Piece::Whole => match (text, record) {
+                    (_, Some(Value::String(s))) => s.as_str().into(),
+                    (Some(t), _) if t.starts_with('"') => match serde_json::from_str::<String>(t) {
+                        Ok(s) => s.into(),
+                        Err(_) => t.into(),
+                    },
+                    _ => json_text(),
+                },
                 Piece::Field(f) => {
                     let v = record
                         .and_then(|r| lookup(r, f))
                         .ok_or_else(|| RenderError::MissingField { field: f.clone() })?;
-                    let v: Cow<str> = match v {
+                    match v {
                         Value::String(s) => s.as_str().into(),
                         other => other.to_string().into(),
-                    };
-                    (v, format!("{{{f}}}"))
+                    }
                 }
             };
+            let name = piece.placeholder().unwrap_or_default();
             if value.contains('\0') {
                 return Err(RenderError::NulByte { placeholder: name });
             }
@@ -419,7 +497,15 @@ fn parse_arg(arg: &str) -> Result<Vec<Piece>, TemplateError> {
                 }
                 pieces.push(match name.as_str() {
                     "" => Piece::Whole,
+                    ":json" => Piece::Json,
                     "#" => Piece::Number,
+                    "%" => Piece::Slot,
+                    _ if name.starts_with(':') => {
+                        return Err(TemplateError::UnknownPlaceholder {
+                            placeholder: format!("{{{name}}}"),
+                            arg: arg.into(),
+                        })
+                    }
                     _ => Piece::Field(name),
                 });
             }
@@ -809,9 +895,7 @@ mod shell {
                     lx.feed(&s.chars().collect::<Vec<_>>());
                     continue;
                 }
-                Piece::Field(f) => format!("{{{f}}}"),
-                Piece::Whole => "{}".into(),
-                Piece::Number => "{#}".into(),
+                other => other.placeholder().unwrap_or_default(),
             };
             forms.push(lx.placeholder(&name)?);
             lx.dollar = false;
@@ -1038,6 +1122,78 @@ mod tests {
         assert_eq!(
             t.render_json(br#"{"a":"x"}"#, 0).unwrap().argv,
             argv(&["p", "x"])
+        );
+    }
+
+    #[test]
+    fn whole_record_is_the_raw_line_and_colon_json_the_json() {
+        let t = Template::parse(&argv(&["p", "{}", "{:json}", "{%}", "{#}"])).unwrap();
+        assert!(!t.needs_fields());
+        assert!(t.uses_slot());
+        assert_eq!(t.display(), "p {} {:json} {%} {#}");
+        // A line of text: `{}` unquoted, `{:json}` as a JSON string.
+        let line = r#""it's \"1\"""#;
+        assert_eq!(
+            t.render_json_in_slot(line.as_bytes(), 0, 3).unwrap().argv,
+            argv(&["p", r#"it's "1""#, line, "3", "1"])
+        );
+        assert_eq!(
+            t.render(&json!("x y"), 1).unwrap().argv,
+            argv(&["p", "x y", "\"x y\"", "1", "2"])
+        );
+        // Any other record: JSON for both.
+        let obj = r#"{"b":1,"a":2}"#;
+        assert_eq!(
+            t.render_json(obj.as_bytes(), 0).unwrap().argv,
+            argv(&["p", obj, obj, "1", "1"])
+        );
+        assert_eq!(
+            t.render_json(b"17", 0).unwrap().argv,
+            argv(&["p", "17", "17", "1", "1"])
+        );
+        // Parsed because a field is used, a string record still gives its text.
+        let t = Template::parse(&argv(&["p", "{}", "{missing}"])).unwrap();
+        assert!(matches!(
+            t.render_json(b"\"s\"", 0),
+            Err(RenderError::MissingField { .. })
+        ));
+        let t = Template::parse(&argv(&["p", "{}", "{k}"])).unwrap();
+        assert_eq!(
+            t.render_json(br#"{"k":"v"}"#, 0).unwrap().argv,
+            argv(&["p", r#"{"k":"v"}"#, "v"])
+        );
+    }
+
+    #[test]
+    fn colon_names_are_reserved() {
+        let e = Template::parse(&argv(&["p", "x{:yaml}"])).unwrap_err();
+        assert_eq!(
+            e,
+            TemplateError::UnknownPlaceholder {
+                placeholder: "{:yaml}".into(),
+                arg: "x{:yaml}".into()
+            }
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("{:json}") && msg.contains("{%}"), "{msg}");
+        assert!(Template::parse_shell("echo {:Json}").is_err());
+    }
+
+    #[test]
+    fn shell_mode_passes_slot_and_json_in_variables() {
+        let t = Template::parse_shell("echo {%} {} {:json}").unwrap();
+        let out = t.render_in_slot(&json!("a b"), 0, 2).unwrap();
+        assert_eq!(
+            out.argv[2],
+            r#"echo "${HERDSMAN_ARG_1}" "${HERDSMAN_ARG_2}" "${HERDSMAN_ARG_3}""#
+        );
+        assert_eq!(
+            out.env,
+            vec![
+                ("HERDSMAN_ARG_1".to_string(), "2".to_string()),
+                ("HERDSMAN_ARG_2".to_string(), "a b".to_string()),
+                ("HERDSMAN_ARG_3".to_string(), "\"a b\"".to_string()),
+            ]
         );
     }
 

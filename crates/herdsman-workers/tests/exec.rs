@@ -81,7 +81,11 @@ fn outputs_follow_the_auto_rule() {
         .collect();
     let r = run_all(&mut p, items, LIMIT).unwrap();
     assert_eq!(text(success(&r[&0])), vec![r#"{"a":1}"#, r#"{"a":2}"#]);
-    assert!(success(&r[&1]).is_empty());
+    assert_eq!(
+        text(success(&r[&1])),
+        vec![""],
+        "nothing printed: success, nothing to write"
+    );
     assert_eq!(text(success(&r[&2])), vec![r#"{"stdout":"plain text"}"#]);
     assert_eq!(text(success(&r[&3])), vec![r#"{"x":[1,2]}"#]);
 }
@@ -113,7 +117,11 @@ fn nonzero_exit_is_a_retryable_failure_with_stderr() {
         LIMIT,
     )
     .unwrap();
-    assert!(success(&r[&0]).is_empty());
+    assert_eq!(
+        text(success(&r[&0])),
+        vec![""],
+        "nothing printed: success, nothing to write"
+    );
     let f = failure(&r[&1]);
     assert_eq!(f.kind, FailureKind::CommandFailed);
     assert!(f.retryable);
@@ -171,7 +179,11 @@ fn templated_program_that_does_not_exist_fails_the_record() {
         LIMIT,
     )
     .unwrap();
-    assert!(success(&r[&0]).is_empty());
+    assert_eq!(
+        text(success(&r[&0])),
+        vec![""],
+        "nothing printed: success, nothing to write"
+    );
     let f = failure(&r[&1]);
     assert_eq!(f.kind, FailureKind::CommandFailed);
     assert!(
@@ -265,4 +277,71 @@ fn command_ignoring_sigterm_is_killed_after_grace() {
     p.poll(Duration::from_millis(100), &mut out).unwrap();
     assert!(out.is_empty());
     p.shutdown();
+}
+
+#[test]
+fn each_job_slot_sees_its_number_in_env_and_template() {
+    let t = Template::parse(&argv(&[
+        "sh",
+        "-c",
+        r#"printf '%s/%s' "$HERDSMAN_WORKER" {%}"#,
+    ]))
+    .unwrap();
+    let mut cfg = ExecConfig::new(t);
+    cfg.jobs = 3;
+    cfg.output = ExecOutputMode::Text;
+    // A value configured by the caller does not hide the slot's own.
+    cfg.env = vec![("HERDSMAN_WORKER".into(), "caller".into())];
+    let mut p = ExecPool::start(cfg).unwrap();
+    let items = (0..30).map(|i| item(i, "{}")).collect();
+    let r = run_all(&mut p, items, LIMIT).unwrap();
+    for o in r.values() {
+        let got: serde_json::Value = serde_json::from_str(&text(success(o))[0]).unwrap();
+        let got = got["stdout"].as_str().unwrap();
+        assert!(["1/1", "2/2", "3/3"].contains(&got), "{got}");
+    }
+}
+
+#[test]
+fn no_retry_exit_codes_are_not_retryable() {
+    let t = Template::parse(&argv(&["sh", "-c", "exit {code}"])).unwrap();
+    let mut cfg = ExecConfig::new(t);
+    cfg.jobs = 2;
+    cfg.no_retry_exit = vec![22];
+    let mut p = ExecPool::start(cfg).unwrap();
+    let r = run_all(
+        &mut p,
+        vec![item(0, r#"{"code":22}"#), item(1, r#"{"code":7}"#)],
+        LIMIT,
+    )
+    .unwrap();
+    let final_failure = failure(&r[&0]);
+    assert!(!final_failure.retryable);
+    assert_eq!(
+        final_failure.message,
+        "command `sh` exited with status 22 (not retried: --no-retry-exit)"
+    );
+    assert!(failure(&r[&1]).retryable);
+}
+
+#[test]
+fn record_mode_carries_the_input() {
+    let t = Template::parse(&argv(&["echo", "{}"])).unwrap();
+    let mut cfg = ExecConfig::new(t);
+    cfg.output = ExecOutputMode::Record;
+    let mut p = ExecPool::start(cfg).unwrap();
+    let r = run_all(
+        &mut p,
+        vec![item(0, r#""a line""#), item(1, r#"{"z":1,"a":2}"#)],
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(
+        text(success(&r[&0])),
+        vec![r#"{"input":"a line","stdout":"a line","exit":0}"#]
+    );
+    assert_eq!(
+        text(success(&r[&1])),
+        vec![r#"{"input":{"z":1,"a":2},"stdout":"{\"z\":1,\"a\":2}","exit":0}"#]
+    );
 }

@@ -544,3 +544,52 @@ fn a_full_disk_is_a_clear_error_and_the_job_resumes_once_there_is_space() {
         "output after a full disk differs from an uninterrupted run"
     );
 }
+
+/// Options that change which records fail or what the files hold are part of the job's
+/// identity: resuming with a different `--workdir`, `--retries` or `--timeout` is refused
+/// with a message naming the option; operational knobs may change.
+#[test]
+fn resuming_with_a_changed_workdir_retries_or_timeout_is_refused() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(30));
+    std::fs::create_dir(s.path("elsewhere")).unwrap();
+    let base = ["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"];
+    // Leave an unfinished checkpoint behind.
+    let out = s
+        .herdsman()
+        .env("HERDSMAN_FAULT", "before-rename")
+        .args(base)
+        .args(["--workdir", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "expected the injected crash");
+    for (changed, key) in [
+        (&["--workdir", "elsewhere"][..], "workdir changed"),
+        (&["--retries", "3"][..], "retries changed"),
+        (&["--timeout", "5s"][..], "timeout changed"),
+    ] {
+        s.herdsman()
+            .args(base)
+            .args(changed)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(key))
+            .stderr(predicate::str::contains("--restart"));
+    }
+    // The same directory written another way, and knobs that do not change results, resume.
+    s.herdsman()
+        .args(base)
+        .args([
+            "--workdir",
+            "./",
+            "-j",
+            "3",
+            "--rate",
+            "1000/second",
+            "--window",
+            "7",
+        ])
+        .assert()
+        .success();
+    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 30);
+}

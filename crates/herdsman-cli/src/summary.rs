@@ -171,6 +171,18 @@ impl Summary {
         }
     }
 
+    /// For a stopped run that will be resumed: names the partial files that hold its output
+    /// and dead letters (`out.jsonl.partial`), where the records are until the job finishes.
+    pub fn point_at_partial_files(&mut self) {
+        let partial = |p: &str| {
+            herdsman_io::partial_path(std::path::Path::new(p))
+                .display()
+                .to_string()
+        };
+        self.output = self.output.as_deref().map(partial);
+        self.failures = partial(&self.failures);
+    }
+
     /// The human summary printed on stderr.
     pub fn render(&self) -> String {
         let t = &self.total;

@@ -999,3 +999,86 @@ fn jobs_has_a_ceiling_stated_in_help_and_error() {
         .stderr(predicate::str::contains("--rate `fast`"))
         .stderr(predicate::str::contains("--jobs").not());
 }
+
+/// A `--max-errors` stop writes the failures it counted to the dead-letter file the summary
+/// names (the partial file of a job that can be resumed), and the counts add up: 5 records,
+/// all failing, `--max-errors 2`.
+#[test]
+fn a_max_errors_stop_writes_the_failures_it_counted() {
+    for extra in [&[][..], &["--no-checkpoint"][..]] {
+        let s = Scratch::new();
+        s.write("in.csv", "id,value\n0,a\n1,b\n2,c\n3,d\n4,e\n");
+        let out = s
+            .job(
+                &py_worker("filter_framed.py", &[]),
+                &[&["--protocol", "framed", "--max-errors", "2"], extra].concat(),
+            )
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{extra:?}: {err}");
+        let sum = check_max_errors_stop(&s, &err);
+        assert_eq!(sum["total"]["records"], json!(5), "{sum}");
+    }
+}
+
+/// The same with the failures in a chunk the stop cut short: a chunk of 1000 records of which
+/// only the first few ran. Its failures are written (uncommitted: a resume redoes the chunk)
+/// instead of being counted as not run, and resuming still gives the uninterrupted result.
+#[test]
+fn a_max_errors_stop_inside_a_chunk_writes_its_failures_and_resumes() {
+    let s = Scratch::new();
+    let mut csv = String::from("id,value\n");
+    for i in 0..3000 {
+        csv.push_str(&format!(
+            "{i},{}\n",
+            if i < 50 { "x".into() } else { i.to_string() }
+        ));
+    }
+    s.write("in.csv", &csv);
+    let worker = py_worker("filter_framed.py", &[]);
+    let args = ["--protocol", "framed", "-j", "1", "--window", "8"];
+    let out = s
+        .job(&worker, &[&args[..], &["--max-errors", "2"]].concat())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let sum = check_max_errors_stop(&s, &err);
+    assert!(sum["total"]["not_run"].as_u64().unwrap() > 0, "{sum}");
+    // Resume without the limit: the job finishes as an uninterrupted run would.
+    let out = s.job(&worker, &args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sum = s.accounting();
+    assert_eq!(sum["total"]["records"], json!(3000), "{sum}");
+    assert_eq!(sum["total"]["failed"], json!(50), "{sum}");
+    let clean = Scratch::new();
+    clean.write("in.csv", &csv);
+    clean.job(&worker, &args).assert().code(1);
+    assert!(s.read("out.jsonl") == clean.read("out.jsonl"));
+    assert!(s.read("out.failures.jsonl") == clean.read("out.failures.jsonl"));
+}
+
+/// Checks a `--max-errors` stop: at least the limit failed, the summary adds up, and the file
+/// it names as holding the failures holds exactly that many.
+fn check_max_errors_stop(s: &Scratch, err: &str) -> Value {
+    let sum: Value = serde_json::from_str(&s.read("s.json")).unwrap();
+    let t = &sum["total"];
+    let n = |k: &str| t[k].as_u64().unwrap();
+    assert_eq!(sum["ending"], json!("aborted"), "{sum}");
+    assert!(
+        n("failed") >= 2,
+        "the failures that stopped the run are counted: {sum}"
+    );
+    assert_eq!(
+        n("records"),
+        n("succeeded") + n("failed") + n("filtered") + n("not_run"),
+        "{sum}"
+    );
+    let dead = sum["failures"].as_str().unwrap();
+    assert!(err.contains(&format!("{} in {dead}", n("failed"))), "{err}");
+    let dead = json_lines(&s.read(dead));
+    assert_eq!(dead.len() as u64, n("failed"), "{sum}");
+    assert!(dead.iter().all(|d| d["error"]["kind"] == json!("reported")));
+    sum
+}

@@ -301,6 +301,18 @@ pub fn split_command(cmd: &str) -> Result<Vec<String>> {
     }
 }
 
+/// The directory workers start in, as one absolute, symlink-free path (the current directory
+/// when `--workdir` is not given), so that `--workdir .`, `--workdir ./` and no flag at all are
+/// the same job.
+fn effective_workdir(workdir: Option<&Path>) -> String {
+    let dir = workdir.unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
+}
+
 impl RunConfig {
     /// Merges the job file (if any) and the flags, flags winning, and validates the result.
     pub fn from_args(args: RunArgs) -> Result<RunConfig> {
@@ -591,18 +603,6 @@ impl RunConfig {
         }
         m
     }
-}
-
-/// The directory workers start in, as one absolute, symlink-free path (the current directory
-/// when `--workdir` is not given), so that `--workdir .`, `--workdir ./` and no flag at all are
-/// the same job.
-fn effective_workdir(workdir: Option<&Path>) -> String {
-    let dir = workdir.unwrap_or(Path::new("."));
-    std::fs::canonicalize(dir)
-        .or_else(|_| std::path::absolute(dir))
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .display()
-        .to_string()
 }
 
 /// Checks that a directory for `path` exists, with a message saying what to do.

@@ -2,9 +2,8 @@
 //! clear sentence and exits with a documented code.
 //!
 //! Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
-//! error; 3 stopped by --max-errors; 128 + the signal's number when a signal stopped the run
-//! (130 SIGINT, 143 SIGTERM, 129 SIGHUP). This module must never print a backtrace or a debug
-//! dump to a user.
+//! error; 3 stopped by --max-errors; 130 interrupted. This module must never print a
+//! backtrace or a debug dump to a user.
 
 mod assemble;
 mod chunks;
@@ -122,7 +121,7 @@ const SECOND_CTRL_C_AFTER: Duration = Duration::from_secs(1);
 
 /// The stop rule. The first SIGINT, SIGTERM or SIGHUP stops admitting records, lets the
 /// records in flight finish, writes and checkpoints what is done, prints the summary and exits
-/// with 128 + that signal's number. Later SIGTERM and SIGHUP change nothing (supervisors such
+/// with 128 + that signal's number (an interrupted run: 130 SIGINT, 143 SIGTERM, 129 SIGHUP). Later SIGTERM and SIGHUP change nothing (supervisors such
 /// as `timeout` send TERM to the process and to its group, or repeat it). Only a SIGINT that
 /// comes at least [`SECOND_CTRL_C_AFTER`] after the stop began (a second, deliberate Ctrl-C)
 /// kills the workers' process groups and exits at once with 130.

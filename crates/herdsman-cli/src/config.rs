@@ -149,19 +149,6 @@ enum StringOrNumber {
 /// Default records per checkpoint chunk.
 pub const DEFAULT_CHUNK_SIZE: usize = 1000;
 
-/// Most workers (`--jobs`) a run may start: far beyond what one machine's cores can use, and
-/// low enough that a typo (`-j 100000`) cannot exhaust the process table.
-pub const MAX_JOBS: usize = 1024;
-
-/// Most retries per record (`--retries`).
-pub const MAX_RETRIES: u32 = 1000;
-
-/// Longest `--timeout`, `--backoff` and `--max-backoff`: 365 days.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Largest `--window`: records admitted but not yet written, at most.
-pub const MAX_WINDOW: usize = 1 << 20;
-
 fn load_job_file(path: &Path) -> Result<JobFile> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         UsageError(format!(
@@ -197,6 +184,19 @@ fn relative_to(base: Option<&Path>, p: String) -> String {
         _ => p,
     }
 }
+
+/// Most workers (`--jobs`) a run may start: far beyond what one machine's cores can use, and
+/// low enough that a typo (`-j 100000`) cannot exhaust the process table.
+pub const MAX_JOBS: usize = 1024;
+
+/// Most retries per record (`--retries`).
+pub const MAX_RETRIES: u32 = 1000;
+
+/// Longest `--timeout`, `--backoff` and `--max-backoff`: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Largest `--window`: records admitted but not yet written, at most.
+pub const MAX_WINDOW: usize = 1 << 20;
 
 /// Parses a duration such as `200ms`, `2s`, `1m30s` or a bare number of seconds, between 0
 /// and [`MAX_DURATION`].

@@ -376,10 +376,9 @@ impl RunConfig {
             usage!("--protocol applies to --worker only, not to --exec");
         }
 
-        let jobs = args
-            .jobs
-            .or(job.jobs)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let jobs = args.jobs.or(job.jobs).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_JOBS))
+        });
         if jobs == 0 {
             usage!("--jobs must be at least 1");
         }

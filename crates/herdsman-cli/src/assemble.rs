@@ -154,7 +154,14 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             p.resolved += 1;
         }
         *slot = Some((state, attempts));
-        if p.resolved == p.slots.len() {
+        // With a ledger, a chunk cut short by a stop (a record not run) stays pending, never
+        // written: see `keep_failures_of_cut_short_chunks` and `finish`.
+        let cut_short = || {
+            p.slots
+                .iter()
+                .any(|s| matches!(s, Some((Resolved::NotRun, _))))
+        };
+        if p.resolved == p.slots.len() && !(self.ledger.is_some() && cut_short()) {
             let p = self.pending.remove(&first).expect("present");
             self.finish_chunk(p)?;
         }

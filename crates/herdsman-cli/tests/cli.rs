@@ -614,6 +614,32 @@ fn a_repeated_sigterm_or_quick_sigint_drains_once() {
     }
 }
 
+/// The real `timeout`: it sends SIGTERM to herdsman and to its process group. The run drains
+/// once and exits with 143, which `timeout --preserve-status` passes on.
+#[cfg(unix)]
+#[test]
+fn under_timeout_the_run_drains_once_and_exits_143() {
+    use std::process::{Command, Stdio};
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(400));
+    let mut child = Command::new("timeout")
+        .args(["--preserve-status", "1"])
+        .arg(assert_cmd::cargo::cargo_bin("herdsman"))
+        .args(gated_args(&s))
+        .current_dir(s.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = StderrLines::watch(child.stderr.take().unwrap(), None);
+    lines.expect("SIGTERM received, stopping");
+    s.write("open", "");
+    let status = child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(!err.contains("quitting at once"), "{err}");
+    check_drained_and_resume(&s, 143);
+}
+
 /// SIGHUP (the terminal went away) stops the run like SIGTERM and exits with 129, even though
 /// stderr can no longer be written to: the summary and notices are dropped, not a panic.
 #[cfg(unix)]

@@ -275,6 +275,18 @@ fn sigkill_with_quoted_newlines_in_csv_gives_byte_identical_output() {
     crash_case(1500, true, &[], 3, true);
 }
 
+/// A runner that is killed if the test fails half way, so that it does not outlive the test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Worker processes are killed (SIGKILL) in the middle of records chosen at random, and the
 /// output is the same as without kills. Each kill happens at a record, not at a moment: the
 /// worker announces that it reached a chosen record and waits there, so the kills happen
@@ -315,7 +327,8 @@ fn workers_killed_at_random_do_not_change_the_output() {
 
     let s = Scratch::new();
     s.write("in.csv", &data);
-    let mut child = spawn(s.dir.path(), &args, None, &log);
+    let mut run = KillOnDrop(spawn(s.dir.path(), &args, None, &log));
+    let child = &mut run.0;
     let mut pending = list.clone();
     let deadline = Instant::now() + Duration::from_secs(300);
     while !pending.is_empty() {

@@ -17,6 +17,7 @@ import worker  # noqa: E402  (examples/primes/worker.py: answer() is the referen
 
 where = sys.argv[1]
 stops = {s for s in sys.argv[2].split(",") if s}
+parent = os.getppid()
 
 
 def hold_if_chosen(line: bytes) -> None:
@@ -31,9 +32,9 @@ def hold_if_chosen(line: bytes) -> None:
         f.write(str(os.getpid()))
     os.replace(tmp, os.path.join(where, f"kill-{ident}"))
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and os.getppid() == parent:
         time.sleep(0.05)
-    sys.exit("primes_killable: nobody killed me")
+    sys.exit("primes_killable: nobody killed me (or herdsman went away)")
 
 
 out = sys.stdout

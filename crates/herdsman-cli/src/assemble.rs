@@ -30,6 +30,10 @@ pub enum Resolved {
 }
 
 /// Why a record failed, for its dead-letter entry.
+///
+/// Everything in it must depend only on the record and the transform, never on how the run
+/// went (which worker or job slot ran the record, process ids), so that the dead-letter file
+/// of a job is the same bytes every time it runs.
 #[derive(Debug)]
 pub struct FailureNote {
     pub kind: String,
@@ -47,11 +51,37 @@ impl FailureNote {
             },
             CliFailure::Worker(w) => FailureNote {
                 kind: snake(&format!("{:?}", w.kind)),
-                message: w.message.clone(),
+                message: without_worker_number(&w.message, w.worker),
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
     }
+}
+
+/// `message` with its first mention of `worker <n>` (the worker that ran the attempt) said
+/// as `the worker`: which worker runs a record depends on timing, and a dead-letter entry
+/// must not. Only a whole `worker <n>` counts (not `worker 12` for worker 1, nor
+/// `myworker 1`); text the worker itself wrote comes after herdsman's words, so the first
+/// mention is herdsman's.
+fn without_worker_number(message: &str, worker: usize) -> String {
+    let needle = format!("worker {worker}");
+    let mut from = 0;
+    while let Some(pos) = message[from..].find(&needle).map(|p| p + from) {
+        let end = pos + needle.len();
+        let starts_word = message[..pos]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let ends_word = message[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_ascii_digit());
+        if starts_word && ends_word {
+            return format!("{}the worker{}", &message[..pos], &message[end..]);
+        }
+        from = end;
+    }
+    message.to_string()
 }
 
 /// `WorkerExited` → `worker_exited`.
@@ -78,6 +108,10 @@ struct Pending {
 
 /// Output and dead-letter files of a run.
 pub trait Sinks {
+    /// Whether the output would accept all of `outputs`, in order, writing nothing.
+    fn check_outputs(&self, _outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        Ok(())
+    }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError>;
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError>;
     /// Byte lengths of (output, failures) after everything written so far.
@@ -173,11 +207,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             records: p.slots.len() as u64,
             ..Counts::default()
         };
-        if p.slots
-            .iter()
-            .any(|s| matches!(s, Some((Resolved::NotRun, _))))
+        if self.ledger.is_some()
+            && p.slots
+                .iter()
+                .any(|s| matches!(s, Some((Resolved::NotRun, _))))
         {
             // A chunk cut short by a stop is not written; a resumed run redoes it whole.
+            // (Without a ledger nothing is redone: its finished records are written.)
             c.not_run = c.records;
             self.written.add(&c);
             return Ok(());
@@ -189,20 +225,28 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                 Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
                 Resolved::Outputs(outs) => {
                     let mut written = 0u64;
-                    let mut refused = None;
-                    for o in &outs {
-                        match self.sinks.write_output(o) {
-                            Ok(()) => written += 1,
-                            Err(SinkError::Record { message, .. }) => {
-                                refused = Some(message);
-                                break;
+                    // A record's outputs are written all or none: check them first.
+                    let mut refused = match self.sinks.check_outputs(&outs) {
+                        Ok(()) => None,
+                        Err(SinkError::Record { message, .. }) => Some(message),
+                        Err(e) => return Err(e).context("cannot write the output"),
+                    };
+                    if refused.is_none() {
+                        for o in &outs {
+                            match self.sinks.write_output(o) {
+                                Ok(()) => written += 1,
+                                Err(SinkError::Record { message, .. }) => {
+                                    refused = Some(message);
+                                    break;
+                                }
+                                Err(e) => return Err(e).context("cannot write the output"),
                             }
-                            Err(e) => return Err(e).context("cannot write the output"),
                         }
                     }
                     match refused {
-                        // Only possible on the first output of a record with CSV output
-                        // whose keys do not fit the columns; nothing of it was written.
+                        // Found by the check above, before anything of the record was
+                        // written (a CSV output refusing a record that is not an object,
+                        // or whose keys do not fit the header).
                         Some(message) if written == 0 => {
                             c.failed += 1;
                             let note = FailureNote {
@@ -222,7 +266,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     c.failed += 1;
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                 }
-                Resolved::NotRun => unreachable!("handled above"),
+                Resolved::NotRun => c.not_run += 1,
             }
         }
         let (output_end, failures_end) = self.sinks.offsets();
@@ -348,9 +392,17 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             self.written.records += info.records.len() as u64;
             self.written.not_run += info.records.len() as u64;
         }
-        for p in std::mem::take(&mut self.pending).into_values() {
-            self.written.records += p.slots.len() as u64;
-            self.written.not_run += p.slots.len() as u64;
+        for mut p in std::mem::take(&mut self.pending).into_values() {
+            if self.ledger.is_some() {
+                self.written.records += p.slots.len() as u64;
+                self.written.not_run += p.slots.len() as u64;
+            } else {
+                // Nothing will resume this run: keep the records it finished, in order.
+                for slot in p.slots.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some((Resolved::NotRun, 0));
+                }
+                self.finish_chunk(p)?;
+            }
         }
         self.checkpoint()?;
         Ok((self.sinks, self.written))
@@ -373,5 +425,41 @@ pub fn from_ledger(p: herdsman_ledger::Position) -> Position {
         byte_offset: p.byte_offset,
         line: p.line,
         seq: p.seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_worker_number;
+
+    #[test]
+    fn worker_numbers_leave_dead_letter_messages() {
+        for (message, worker, want) in [
+            (
+                "worker 3 (`python3 w.py`) exited with status 3 while processing this record",
+                3,
+                "the worker (`python3 w.py`) exited with status 3 while processing this record",
+            ),
+            (
+                "no answer within 1s (--timeout); worker 12 was killed and restarted",
+                12,
+                "no answer within 1s (--timeout); the worker was killed and restarted",
+            ),
+            (
+                "worker 1 answered with a line that is not valid JSON: `worker 1`",
+                1,
+                "the worker answered with a line that is not valid JSON: `worker 1`",
+            ),
+            // Not this worker's number, or not a whole word: unchanged.
+            ("worker 12 wrote garbage", 1, "worker 12 wrote garbage"),
+            ("myworker 1 wrote garbage", 1, "myworker 1 wrote garbage"),
+            (
+                "command `x` exited with status 1",
+                0,
+                "command `x` exited with status 1",
+            ),
+        ] {
+            assert_eq!(without_worker_number(message, worker), want);
+        }
     }
 }

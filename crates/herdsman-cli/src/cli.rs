@@ -51,9 +51,10 @@ Examples:
   herdsman run -i ids.csv -w 'python3 fetch.py' --rate 20/second --retries 5 --backoff 200ms -o out.jsonl
 
 Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
-error; 3 stopped by --max-errors; 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP
-(the run drains: records in flight finish and are checkpointed; repeated SIGTERM or SIGHUP
-change nothing; a second Ctrl-C, a second or more after the first, quits at once).";
+error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
+read or written); 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (the run
+drains: records in flight finish and are checkpointed; repeated SIGTERM or SIGHUP change
+nothing; a second Ctrl-C, a second or more after the first, quits at once).";
 
 /// Flags of `herdsman run`. Every option can also be set in a job file under the same long
 /// name (dashes or underscores); flags override the job file.
@@ -88,7 +89,8 @@ pub struct RunArgs {
     #[arg(short = 'x', long, value_name = "TEMPLATE", num_args = 1.., allow_hyphen_values = true)]
     pub exec: Vec<String>,
 
-    /// Run the worker or --exec command through `sh -c` (record values are shell-quoted).
+    /// Run the worker or --exec command through `sh -c` (record values reach it in
+    /// environment variables, never parsed by the shell).
     #[arg(long)]
     pub shell: bool,
 
@@ -101,7 +103,8 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "N", allow_negative_numbers = true)]
     pub jobs: Option<usize>,
 
-    /// Output file: .jsonl or .csv by extension; '-' is stdout (the default).
+    /// Output file: .jsonl or .csv by extension; '-' is stdout (the default). A device or
+    /// FIFO (-o /dev/null) is written in place; a symbolic link is written through.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 
@@ -109,7 +112,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub output_format: Option<OutputFormatArg>,
 
-    /// CSV output columns, comma separated (default: the keys of the first record).
+    /// CSV output columns, comma separated: every record is projected onto them, in this
+    /// order (other keys are left out, missing ones are empty). Default: the keys of the first
+    /// record, and a record with another key fails. Example: --columns id,score
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub columns: Vec<String>,
 
@@ -155,6 +160,11 @@ pub struct RunArgs {
     /// Field delimiter for CSV input and output.
     #[arg(long, value_name = "CHAR")]
     pub delimiter: Option<char>,
+
+    /// Longest input record (a line, or a CSV row as written in the file); a longer one
+    /// becomes a failed record. Example: 64MiB, 1GiB, 512KiB (default 16MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_record_size: Option<String>,
 
     /// Records per checkpoint chunk.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]

@@ -5,10 +5,11 @@
 //! found here, before any record runs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use herdsman_io::OutputTarget;
 use serde::Deserialize;
 
 use crate::cli::{FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
@@ -24,6 +25,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// An environment error: a file or directory could not be read or written (a missing or
+/// unwritable directory, an unreadable input, a full disk). Exit code 4.
+#[derive(Debug)]
+pub struct EnvError(pub String);
+
+impl std::fmt::Display for EnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EnvError {}
 
 macro_rules! usage {
     ($($arg:tt)*) => {
@@ -62,8 +76,11 @@ pub struct RunConfig {
     /// Where workers start; `None` is the current directory.
     pub workdir: Option<PathBuf>,
     pub jobs: usize,
-    /// `None` is stdout.
+    /// `None` is stdout. A symbolic link is resolved to its target here.
     pub output: Option<PathBuf>,
+    /// The output is not a regular file (a device such as `/dev/null`, a FIFO,
+    /// `/dev/stdout`): it is written in place and cannot be resumed.
+    pub output_in_place: bool,
     pub output_format: OutputFormatArg,
     pub columns: Option<Vec<String>>,
     pub failures: PathBuf,
@@ -79,6 +96,8 @@ pub struct RunConfig {
     pub ordered: bool,
     pub infer_types: bool,
     pub delimiter: u8,
+    /// Longest input record, in bytes.
+    pub max_record_size: usize,
     pub chunk_size: usize,
     pub window: usize,
     pub summary_json: Option<PathBuf>,
@@ -115,6 +134,7 @@ struct JobFile {
     unordered: Option<bool>,
     infer_types: Option<bool>,
     delimiter: Option<char>,
+    max_record_size: Option<StringOrNumber>,
     chunk_size: Option<usize>,
     window: Option<usize>,
     summary_json: Option<String>,
@@ -148,6 +168,12 @@ enum StringOrNumber {
 
 /// Default records per checkpoint chunk.
 pub const DEFAULT_CHUNK_SIZE: usize = 1000;
+
+/// Default longest input record: 16 MiB.
+pub const DEFAULT_MAX_RECORD_SIZE: usize = 16 << 20;
+
+/// Largest accepted `--max-record-size`: 1 TiB (a record is held whole in memory).
+const MAX_RECORD_SIZE_CEILING: u64 = 1 << 40;
 
 fn load_job_file(path: &Path) -> Result<JobFile> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -265,6 +291,49 @@ pub fn parse_max_errors(s: &str) -> Result<MaxErrors> {
     }
 }
 
+/// Parses a size in bytes: a number with an optional unit, case-insensitive. `KiB`, `MiB`,
+/// `GiB`, `TiB` (and `K`, `M`, `G`, `T`) are powers of 1024; `kB`, `MB`, `GB`, `TB` are powers
+/// of 1000; `B` or no unit is bytes. A fraction is allowed: `1.5GiB`.
+pub fn parse_size(what: &str, s: &str) -> Result<u64> {
+    let bad = || {
+        anyhow::Error::new(UsageError(format!(
+            "{what} `{s}` is not a size; write it like 16MiB, 1GiB, 512KiB or a number of bytes"
+        )))
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kib" => 1 << 10,
+        "m" | "mi" | "mib" => 1 << 20,
+        "g" | "gi" | "gib" => 1 << 30,
+        "t" | "ti" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let bytes = if num.contains('.') {
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let b = (v * unit_bytes as f64).round();
+        if !b.is_finite() || b >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        b as u64
+    } else {
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        n.checked_mul(unit_bytes).ok_or_else(bad)?
+    };
+    Ok(bytes)
+}
+
 /// The default dead-letter path for an output path: `out.jsonl` → `out.failures.jsonl`.
 pub fn default_failures_path(output: Option<&Path>) -> PathBuf {
     match output {
@@ -366,6 +435,10 @@ impl RunConfig {
                 } else {
                     exec
                 };
+                // A bad template is refused here, before a checkpoint is created.
+                if let Err(e) = herdsman_workers::Template::new(&template, shell) {
+                    usage!("{e}");
+                }
                 Transform::Exec { template, shell }
             }
             (None, true) => usage!(
@@ -389,9 +462,17 @@ impl RunConfig {
         }
 
         let output = args.output.or(job.output.map(rel));
-        let output: Option<PathBuf> = match output.as_deref() {
-            None | Some("-") => None,
-            Some(p) => Some(PathBuf::from(p)),
+        // The output as the user spelled it: the default dead-letter file and state directory
+        // sit beside it (beside a symbolic link, not its target, so `herdsman status` finds
+        // them from the same path).
+        let spelled: Option<PathBuf> = output.as_deref().filter(|p| *p != "-").map(PathBuf::from);
+        let (output, output_in_place): (Option<PathBuf>, bool) = match output.as_deref() {
+            None | Some("-") => (None, false),
+            Some(p) => match resolve_target(Path::new(p))? {
+                OutputTarget::File(p) => (Some(p), false),
+                OutputTarget::Direct(p) => (Some(p), true),
+                OutputTarget::Stdout => (None, false),
+            },
         };
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
@@ -416,12 +497,15 @@ impl RunConfig {
         let failures_given = failures_arg.is_some();
         let failures = match failures_arg {
             Some(f) if f == "-" => usage!("--failures cannot be stdout; give a file path"),
-            Some(f) => PathBuf::from(f),
-            None => default_failures_path(output.as_deref()),
+            Some(f) => match resolve_target(Path::new(&f))? {
+                OutputTarget::File(p) | OutputTarget::Direct(p) => p,
+                OutputTarget::Stdout => PathBuf::from(f),
+            },
+            // Never `/dev/null.failures.jsonl`: an output written in place gets the same
+            // default as stdout.
+            None if output_in_place => default_failures_path(None),
+            None => default_failures_path(spelled.as_deref()),
         };
-        if output.as_deref() == Some(failures.as_path()) {
-            usage!("--output and --failures name the same file; give them different paths");
-        }
 
         let retries = args.retries.or(job.retries).unwrap_or(0);
         if retries > MAX_RETRIES {
@@ -458,6 +542,21 @@ impl RunConfig {
                 "--delimiter `{c}` must be a single ASCII character other than a quote or newline"
             ),
         };
+        let max_record_size = match (args.max_record_size, job.max_record_size) {
+            (Some(s), _) | (None, Some(StringOrNumber::Text(s))) => {
+                parse_size("--max-record-size", &s)?
+            }
+            (None, Some(StringOrNumber::Number(n))) => n,
+            (None, None) => DEFAULT_MAX_RECORD_SIZE as u64,
+        };
+        if max_record_size == 0 || max_record_size > MAX_RECORD_SIZE_CEILING {
+            usage!(
+                "--max-record-size must be between 1 byte and 1TiB, got {max_record_size} bytes; write it like 64MiB"
+            );
+        }
+        let Ok(max_record_size) = usize::try_from(max_record_size) else {
+            usage!("--max-record-size {max_record_size} bytes does not fit this machine's memory; give a smaller size");
+        };
         let chunk_size = args
             .chunk_size
             .or(job.chunk_size)
@@ -479,17 +578,18 @@ impl RunConfig {
         }
         let no_checkpoint = args.no_checkpoint || job.no_checkpoint.unwrap_or(false);
         let stdin_input = inputs.iter().any(|i| i == "-");
+        let streamed = output.is_none() || output_in_place;
         let state = if no_checkpoint {
             None
         } else if let Some(dir) = args.state.or(job.state.map(|s| PathBuf::from(rel(s)))) {
-            if output.is_none() || stdin_input {
-                usage!("--state needs a file output and file inputs: a run that reads stdin or writes stdout cannot be resumed");
+            if streamed || stdin_input {
+                usage!("--state needs a regular file output and file inputs: a run that reads stdin or writes stdout, a device or a FIFO cannot be resumed");
             }
             Some(dir)
-        } else if output.is_none() || stdin_input {
+        } else if streamed || stdin_input {
             None
         } else {
-            output.as_deref().map(default_state_dir)
+            spelled.as_deref().map(default_state_dir)
         };
         if args.retry_failed && state.is_none() {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
@@ -511,6 +611,7 @@ impl RunConfig {
             workdir,
             jobs,
             output,
+            output_in_place,
             output_format,
             columns,
             failures,
@@ -524,6 +625,7 @@ impl RunConfig {
             ordered: !(args.unordered || job.unordered.unwrap_or(false)),
             infer_types: args.infer_types || job.infer_types.unwrap_or(false),
             delimiter,
+            max_record_size,
             chunk_size,
             window,
             summary_json: args
@@ -590,6 +692,10 @@ impl RunConfig {
         m.insert("infer_types".into(), self.infer_types.to_string());
         m.insert("delimiter".into(), (self.delimiter as char).to_string());
         m.insert("chunk_size".into(), self.chunk_size.to_string());
+        // Only when set: jobs checkpointed before the flag existed keep their identity.
+        if self.max_record_size != DEFAULT_MAX_RECORD_SIZE {
+            m.insert("max_record_size".into(), self.max_record_size.to_string());
+        }
         m.insert(
             "output_format".into(),
             format!("{:?}", self.output_format).to_lowercase(),
@@ -604,11 +710,165 @@ impl RunConfig {
     }
 }
 
+/// What an output path (`-o`, `--failures`) leads to; a directory or a path that cannot be
+/// inspected is an environment error.
+fn resolve_target(path: &Path) -> Result<OutputTarget> {
+    herdsman_io::output_target(path).map_err(|e| anyhow::Error::new(EnvError(e.to_string())))
+}
+
+/// The canonical form of `p`: absolute, symbolic links and `.`/`..` resolved. For the part
+/// of a path that does not exist yet, the nearest existing ancestor is canonicalised and the
+/// rest appended, so a file about to be created compares equal to itself under any spelling.
+pub fn canonical(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    let mut real = true;
+    for c in abs.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir => out.push(c.as_os_str()),
+            Component::CurDir => {}
+            // While `out` exists it is canonical, so its lexical parent is its real parent.
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if real {
+                    match std::fs::canonicalize(&out) {
+                        Ok(c) => out = c,
+                        Err(_) => real = false,
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks that the run's inputs and the files it writes (output, dead-letter file, their
+/// partial files, summary, state directory) are all different files once canonicalised,
+/// and that nothing is written inside the state directory. A collision is a usage error,
+/// found before anything is written. Character devices (`/dev/null`) may be shared.
+pub fn check_paths(cfg: &RunConfig, inputs: &[PathBuf]) -> Result<()> {
+    let is_device = |p: &Path| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+    };
+    let mut written: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(out) = &cfg.output {
+        written.push((format!("the output {}", out.display()), canonical(out)));
+        if !cfg.output_in_place {
+            let partial = herdsman_io::partial_path(out);
+            written.push((
+                format!("the output's partial file {}", partial.display()),
+                canonical(&partial),
+            ));
+        }
+    }
+    let failures = &cfg.failures;
+    written.push((
+        format!("the dead-letter file {}", failures.display()),
+        canonical(failures),
+    ));
+    let partial = herdsman_io::partial_path(failures);
+    written.push((
+        format!("the dead-letter file's partial file {}", partial.display()),
+        canonical(&partial),
+    ));
+    if let Some(s) = &cfg.summary_json {
+        written.push((format!("the summary file {}", s.display()), canonical(s)));
+    }
+    let state = cfg
+        .state
+        .as_ref()
+        .map(|d| (format!("the state directory {}", d.display()), canonical(d)));
+    let written: Vec<(String, PathBuf)> =
+        written.into_iter().filter(|(_, p)| !is_device(p)).collect();
+    let inputs: Vec<(String, PathBuf)> = inputs
+        .iter()
+        .map(|i| (format!("the input {}", i.display()), canonical(i)))
+        .filter(|(_, p)| !is_device(p))
+        .collect();
+    let mut seen: Vec<&(String, PathBuf)> = Vec::new();
+    for entry in inputs.iter().chain(&written).chain(&state) {
+        if let Some(other) = seen.iter().find(|o| o.1 == entry.1) {
+            if !(other.0.starts_with("the input") && entry.0.starts_with("the input")) {
+                usage!(
+                    "{} and {} are the same file ({}); give them different paths",
+                    other.0,
+                    entry.0,
+                    entry.1.display()
+                );
+            }
+        }
+        seen.push(entry);
+    }
+    if let Some((name, dir)) = &state {
+        if let Some((what, p)) = written.iter().find(|(_, p)| p.starts_with(dir)) {
+            usage!(
+                "{what} is inside {name} ({}), which herdsman owns; write it elsewhere",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks, before any work, that the directories of the files a run writes exist (creating
+/// the output's and dead-letter file's) and accept new files, and that the summary's
+/// directory exists: environment errors, exit code 4.
+pub fn check_writable(cfg: &RunConfig) -> Result<()> {
+    let dir_of = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let env = |e: herdsman_io::SinkError| anyhow::Error::new(EnvError(e.to_string()));
+    let mut files: Vec<&Path> = Vec::new();
+    if let Some(out) = cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
+        files.push(out);
+    }
+    // A dead-letter file opened only on the first failure (a streamed output without
+    // --failures) must not make a clean run depend on the current directory.
+    let failures_up_front = cfg.failures_given || (cfg.output.is_some() && !cfg.output_in_place);
+    if failures_up_front
+        && !herdsman_io::output_target(&cfg.failures)
+            .map_err(env)?
+            .is_stream()
+    {
+        files.push(&cfg.failures);
+    }
+    for f in files {
+        ensure_parent_dir(f)?;
+        herdsman_io::check_writable_dir(&dir_of(f)).map_err(env)?;
+    }
+    if let Some(summary) = &cfg.summary_json {
+        if !herdsman_io::output_target(summary)
+            .map_err(env)?
+            .is_stream()
+        {
+            let dir = dir_of(summary);
+            if !dir.is_dir() {
+                return Err(anyhow::Error::new(EnvError(format!(
+                    "cannot write the summary to {}: the directory {} does not exist; create it or choose another --summary-json path",
+                    summary.display(),
+                    dir.display()
+                ))));
+            }
+            herdsman_io::check_writable_dir(&dir).map_err(env)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks that a directory for `path` exists, with a message saying what to do.
 pub fn ensure_parent_dir(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::Error::new(EnvError(format!(
+                "cannot create directory {}: {e}; check the path and its permissions",
+                dir.display()
+            )))
+        })?;
     }
     Ok(())
 }
@@ -646,6 +906,58 @@ mod tests {
         assert_eq!(parse_max_errors("10").unwrap(), MaxErrors::Count(10));
         assert_eq!(parse_max_errors("2.5%").unwrap(), MaxErrors::Percent(2.5));
         assert!(parse_max_errors("lots").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        for (s, want) in [
+            ("16MiB", 16 << 20),
+            ("1GiB", 1 << 30),
+            ("512 KiB", 512 << 10),
+            ("64k", 64 << 10),
+            ("2MB", 2_000_000),
+            ("1.5GiB", 3 << 29),
+            ("4096", 4096),
+            ("100b", 100),
+        ] {
+            assert_eq!(parse_size("x", s).unwrap(), want, "{s}");
+        }
+        for bad in [
+            "",
+            "MiB",
+            "lots",
+            "1.2.3MiB",
+            "-1MiB",
+            "16 MiBs",
+            "99999999999999999999",
+        ] {
+            let err = parse_size("--max-record-size", bad).unwrap_err();
+            assert!(err.downcast_ref::<UsageError>().is_some(), "{bad}");
+            assert!(err.to_string().contains("16MiB"), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_record_size_is_checked_and_part_of_the_identity_when_set() {
+        let c = RunConfig::from_args(args(&["in.csv"])).unwrap();
+        assert_eq!(c.max_record_size, DEFAULT_MAX_RECORD_SIZE);
+        assert!(!c.result_identity().contains_key("max_record_size"));
+        let mut a = args(&["in.csv"]);
+        a.max_record_size = Some("1GiB".into());
+        let c = RunConfig::from_args(a).unwrap();
+        assert_eq!(c.max_record_size, 1 << 30);
+        assert_eq!(
+            c.result_identity()
+                .get("max_record_size")
+                .map(String::as_str),
+            Some("1073741824")
+        );
+        for bad in ["0", "2TiB"] {
+            let mut a = args(&["in.csv"]);
+            a.max_record_size = Some(bad.into());
+            let err = RunConfig::from_args(a).unwrap_err();
+            assert!(err.to_string().contains("--max-record-size"), "{err}");
+        }
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use herdsman_ledger::{Ledger, SqliteLedger};
+use herdsman_ledger::{Ledger, LedgerStatus, SqliteLedger, Totals};
 
 use crate::cli::{FailuresArgs, StateArgs};
 use crate::config::{default_state_dir, UsageError};
+use crate::summary::Summary;
 
 /// The state directory named by the user: the directory itself, or an output file whose
 /// default state directory is next to it.
@@ -40,13 +41,44 @@ fn ago(t: Option<SystemTime>) -> String {
     }
 }
 
+/// The counts `status` shows.
+///
+/// They are the committed chunks' counts, except after `--retry-failed`: a retry pass moves
+/// records from the dead-letter file to the output without touching the chunks, and records
+/// its totals in the job's final summary, so those are the current counts.
+fn current_counts(st: &LedgerStatus) -> (Totals, Option<u64>) {
+    let t = st.totals;
+    let retried = st
+        .summary_json
+        .as_deref()
+        .filter(|_| st.finished())
+        .and_then(|s| serde_json::from_str::<Summary>(s).ok())
+        .filter(|s| s.retry_pass && s.total.records == t.records);
+    match retried {
+        Some(s) => {
+            let recovered = t.failed.saturating_sub(s.total.failed);
+            let now = Totals {
+                chunks: t.chunks,
+                records: s.total.records,
+                ok: s.total.succeeded,
+                failed: s.total.failed,
+                filtered: s.total.filtered,
+                outputs: s.total.outputs,
+                retries: s.total.retries,
+            };
+            (now, Some(recovered))
+        }
+        None => (t, None),
+    }
+}
+
 /// Prints the job, its progress and its chunks.
 pub fn status(args: &StateArgs) -> Result<()> {
     let dir = state_dir(&args.state)?;
     let ledger = SqliteLedger::open_read_only(&dir)
         .with_context(|| format!("cannot read the checkpoint in {}", dir.display()))?;
     let st = ledger.status()?;
-    let t = st.totals;
+    let (t, recovered) = current_counts(&st);
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
@@ -60,6 +92,7 @@ pub fn status(args: &StateArgs) -> Result<()> {
             "filtered": t.filtered,
             "outputs": t.outputs,
             "retries": t.retries,
+            "recovered_by_retry_failed": recovered,
             "summary": st.summary_json.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -93,6 +126,13 @@ pub fn status(args: &StateArgs) -> Result<()> {
         "records     {} committed in {} chunks: {} succeeded, {} failed, {} filtered; {} outputs, {} retries",
         t.records, t.chunks, t.ok, t.failed, t.filtered, t.outputs, t.retries
     )?;
+    if let Some(n) = recovered {
+        writeln!(
+            out,
+            "retried     --retry-failed recovered {n} dead-lettered records; {} still fail (`herdsman failures` lists them)",
+            t.failed
+        )?;
+    }
     if let Some(last) = st.commits.iter().max_by_key(|c| c.end.seq) {
         writeln!(
             out,
@@ -100,8 +140,9 @@ pub fn status(args: &StateArgs) -> Result<()> {
             last.end.seq, last.end.file_index, last.end.line
         )?;
     }
+    // After a retry pass the chunks' failure counts are those of the first run.
     let failing: Vec<_> = st.commits.iter().filter(|c| c.failed > 0).collect();
-    if !failing.is_empty() {
+    if !failing.is_empty() && recovered.is_none() {
         let list: Vec<String> = failing
             .iter()
             .take(10)

@@ -2,8 +2,10 @@
 //! clear sentence and exits with a documented code.
 //!
 //! Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
-//! error; 3 stopped by --max-errors; 130 interrupted. This module must never print a
-//! backtrace or a debug dump to a user.
+//! error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
+//! read or written: an unreadable input, an unwritable directory, a full disk); 128 + the
+//! signal when a signal stopped the run (130 SIGINT, 143 SIGTERM, 129 SIGHUP); 141 stdout's
+//! reader went away. This module must never print a backtrace or a debug dump to a user.
 
 mod assemble;
 mod chunks;
@@ -25,12 +27,14 @@ use clap::{CommandFactory, Parser};
 use herdsman::StopToken;
 
 use crate::cli::{Cli, Command};
-use crate::config::{RunConfig, UsageError};
+use crate::config::{EnvError, RunConfig, UsageError};
 
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
-/// Exit code when a run fails for another reason (I/O, a corrupt checkpoint).
+/// Exit code when a run fails for another reason (a corrupt checkpoint, an internal error).
 const EXIT_FAILURE: u8 = 1;
+/// Exit code for environment errors: a file or directory could not be read or written.
+const EXIT_ENVIRONMENT: u8 = 4;
 /// Exit code when stdout was closed under us (128 + SIGPIPE, as shells report it).
 const EXIT_BROKEN_PIPE: u8 = 141;
 
@@ -38,6 +42,27 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Whether `e` comes from the environment (a file or directory that could not be read or
+/// written) rather than from the job or from herdsman.
+fn environment_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<EnvError>()
+            || c.is::<std::io::Error>()
+            || matches!(
+                c.downcast_ref::<herdsman_io::SinkError>(),
+                Some(herdsman_io::SinkError::Io { .. } | herdsman_io::SinkError::IsDir { .. })
+            )
+            || matches!(
+                c.downcast_ref::<herdsman_io::SourceError>(),
+                Some(
+                    herdsman_io::SourceError::Open { .. }
+                        | herdsman_io::SourceError::Read { .. }
+                        | herdsman_io::SourceError::Changed { .. }
+                )
+            )
     })
 }
 
@@ -78,6 +103,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.downcast_ref::<UsageError>().is_some() {
                 EXIT_USAGE
+            } else if environment_error(&e) {
+                EXIT_ENVIRONMENT
             } else {
                 EXIT_FAILURE
             };
@@ -121,8 +148,9 @@ const SECOND_CTRL_C_AFTER: Duration = Duration::from_secs(1);
 
 /// The stop rule. The first SIGINT, SIGTERM or SIGHUP stops admitting records, lets the
 /// records in flight finish, writes and checkpoints what is done, prints the summary and exits
-/// with 128 + that signal's number (an interrupted run: 130 SIGINT, 143 SIGTERM, 129 SIGHUP). Later SIGTERM and SIGHUP change nothing (supervisors such
-/// as `timeout` send TERM to the process and to its group, or repeat it). Only a SIGINT that
+/// with 128 + that signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP). Later SIGTERM and
+/// SIGHUP change nothing (supervisors such as `timeout` send TERM to the process and to its
+/// group, or repeat it). Only a SIGINT that
 /// comes at least [`SECOND_CTRL_C_AFTER`] after the stop began (a second, deliberate Ctrl-C)
 /// kills the workers' process groups and exits at once with 130.
 fn install_signal_handlers(stop: StopToken) -> anyhow::Result<()> {

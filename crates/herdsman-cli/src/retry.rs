@@ -4,23 +4,24 @@
 //! Recovered outputs are appended to the output (in dead-letter order); the dead-letter file
 //! is rewritten with the records that still fail. Both new files are prepared beside the old
 //! ones and swapped in under a journal, so a crash at any point leaves either the old pair
-//! or the new pair, never a record in both or in neither. This module must never change a
-//! job that has not finished.
+//! or the new pair, never a record in both or in neither. A dead-letter file with a line that
+//! is not an entry as herdsman wrote it stops the pass before anything is run or written,
+//! naming the file and line. This module must never change a job that has not finished.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use herdsman::StopToken;
-use herdsman_io::{OutputFormat, RecordError, RecordErrorKind, Sink};
+use herdsman_io::{OutputFormat, RecordError, RecordErrorKind, Sink, SinkError};
 use herdsman_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::assemble::Resolved;
+use crate::assemble::{FailureNote, Resolved};
 use crate::chunks::CliItem;
 use crate::config::{RunConfig, UsageError};
 use crate::run::{engine, fault, tally};
@@ -62,19 +63,79 @@ fn swap_in(j: &Journal) -> Result<()> {
     Ok(())
 }
 
-/// One dead-letter entry read back, as an engine item.
+/// Why one line of a dead-letter file (without its newline) is not an entry, if it is not:
+/// an entry is one JSON object with a `record` key (`null` for input that could not be
+/// read).
+fn entry_problem(bytes: &[u8]) -> Option<String> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Some("it is not valid UTF-8".into());
+    };
+    match serde_json::from_str::<Value>(text) {
+        Err(e) => Some(format!("it is not valid JSON ({e})")),
+        Ok(Value::Object(o)) if o.contains_key("record") => None,
+        Ok(Value::Object(_)) => Some("it has no `record` key".into()),
+        Ok(_) => Some("it is not a JSON object".into()),
+    }
+}
+
+fn damaged(path: &Path, line: u64, why: &str) -> anyhow::Error {
+    anyhow::Error::new(UsageError(format!(
+        "the dead-letter file {} is damaged at line {line}: {why}; --retry-failed needs every line as herdsman wrote it (a JSON object with a `record` key); repair that line, or restore the file, and run again (nothing was changed)",
+        path.display()
+    )))
+}
+
+/// Checks that every line of the dead-letter file is an entry, before anything runs.
+fn check_entries(path: &Path) -> Result<()> {
+    let f = File::open(path)
+        .with_context(|| format!("cannot open the dead-letter file {}", path.display()))?;
+    let mut reader = BufReader::new(f);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read the dead-letter file {}", path.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if let Some(why) = entry_problem(text) {
+            return Err(damaged(path, number, &why));
+        }
+    }
+}
+
+/// One dead-letter entry read back, as an engine item. The file was checked before the
+/// pass; should it change under the pass, the first line that is not an entry ends the
+/// items and is kept in `damaged`, and the pass fails instead of publishing anything.
 struct EntryReader {
     lines: Lines<BufReader<File>>,
     next_seq: u64,
+    damaged: Arc<Mutex<Option<(u64, String)>>>,
 }
 
 impl Iterator for EntryReader {
     type Item = CliItem;
 
     fn next(&mut self) -> Option<CliItem> {
-        let line = self.lines.next()?.unwrap_or_default();
-        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         let seq = self.next_seq;
+        let entry = match self.lines.next()? {
+            Ok(line) => match entry_problem(line.as_bytes()) {
+                None => serde_json::from_str::<Value>(&line).unwrap_or(Value::Null),
+                Some(why) => {
+                    *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq + 1, why));
+                    return None;
+                }
+            },
+            Err(e) => {
+                *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((seq + 1, format!("it cannot be read ({e})")));
+                return None;
+            }
+        };
         self.next_seq += 1;
         let data = match entry.get("record") {
             Some(rec) if !rec.is_null() => Ok(Arc::from(
@@ -117,6 +178,7 @@ pub fn retry_failed(
         .output
         .clone()
         .ok_or_else(|| UsageError("--retry-failed needs -o".into()))?;
+    check_entries(&cfg.failures)?;
     let output_partial = herdsman_io::partial_path(&output);
     // The new output starts as a copy of the old one; recovered records are appended.
     let len = std::fs::copy(&output, &output_partial).with_context(|| {
@@ -135,9 +197,11 @@ pub fn retry_failed(
         )
     })?;
 
+    let damaged_entry = Arc::new(Mutex::new(None));
     let items = EntryReader {
         lines: open_lines(&cfg.failures)?,
         next_seq: 0,
+        damaged: damaged_entry.clone(),
     };
     let mut originals = open_lines(&cfg.failures)?;
     let mut retry_cfg = cfg.clone();
@@ -150,7 +214,23 @@ pub fn retry_failed(
     for outcome in stream {
         let original = originals.next().transpose()?.unwrap_or_default();
         let attempts = outcome.attempts;
-        match tally(outcome, &mut live, &mut latency, cfg.timeout) {
+        let state = match tally(outcome, &mut live, &mut latency, cfg.timeout) {
+            // Outputs the output refuses (CSV output and an answer that is not an object)
+            // leave the record failed, as in a normal run; nothing of it is written.
+            Resolved::Outputs(outputs) => {
+                match out.check_records(outputs.iter().map(Vec::as_slice)) {
+                    Ok(()) => Resolved::Outputs(outputs),
+                    Err(SinkError::Record { message, .. }) => Resolved::Failed(FailureNote {
+                        kind: "output_rejected".into(),
+                        message,
+                        stderr_tail: Vec::new(),
+                    }),
+                    Err(e) => return Err(e).context("cannot write the output"),
+                }
+            }
+            other => other,
+        };
+        match state {
             Resolved::Outputs(outputs) => {
                 if outputs.is_empty() {
                     recovered.filtered += 1;
@@ -188,6 +268,13 @@ pub fn retry_failed(
                     .context("cannot write the dead-letter file")?;
             }
         }
+    }
+    if let Some((line, why)) = damaged_entry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(damaged(&cfg.failures, line, &why));
     }
     recovered.retries = live.retries;
     out.sync()?;

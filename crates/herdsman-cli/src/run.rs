@@ -5,7 +5,9 @@
 //! open the ledger and compare the job's identity, repair the partial files to the last
 //! commit, then stream. This module must never start workers before every usage error has
 //! been reported, and never rename a partial output into place before every chunk is
-//! committed.
+//! committed. Before anything is written it checks that no file is both read and written,
+//! that the directories written to accept files, and takes the output's own lock. A run that
+//! stops early and cannot resume never renames its incomplete output over an existing file.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use herdsman_io::{
     SourceOptions,
 };
 use herdsman_ledger::{
-    JobIdentity, Ledger, LedgerError, Opened, ResumePoint, SqliteLedger, StateDir,
+    JobIdentity, Ledger, LedgerError, Opened, OutputLock, ResumePoint, SqliteLedger, StateDir,
 };
 use herdsman_workers::{
     ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkItem, WorkOutput, WorkerCommand,
@@ -30,7 +32,10 @@ use herdsman_workers::{
 use crate::assemble::{from_ledger, Assembler, FailureNote, Resolved, Sinks};
 use crate::chunks::{ChunkLimits, ChunkReader};
 use crate::cli::{FormatArg, OutputFormatArg, ProtocolArg};
-use crate::config::{ensure_parent_dir, MaxErrors, RunConfig, Transform, UsageError};
+use crate::config::{
+    canonical, check_paths, check_writable, ensure_parent_dir, EnvError, MaxErrors, RunConfig,
+    Transform, UsageError,
+};
 use crate::progress::{Log, Progress};
 use crate::summary::{Counts, Ending, Latency, Summary};
 use crate::transform::{CliExecutor, CliFailure};
@@ -48,8 +53,32 @@ struct Inputs {
     names: Vec<String>,
 }
 
+/// A missing input is a usage error (a typo, exit 2); one that exists but cannot be read is
+/// an environment error (exit 4).
+fn input_error(e: herdsman_io::IoError) -> anyhow::Error {
+    match &e {
+        herdsman_io::IoError::Missing { source, .. }
+            if source.kind() != std::io::ErrorKind::NotFound =>
+        {
+            anyhow::Error::new(EnvError(e.to_string()))
+        }
+        _ => usage(e.to_string()),
+    }
+}
+
+/// An input that cannot be opened or read is an environment error; the rest (a bad CSV
+/// header, a resume position that does not fit) are usage errors.
+fn source_error(e: herdsman_io::SourceError) -> anyhow::Error {
+    match e {
+        herdsman_io::SourceError::Open { .. } | herdsman_io::SourceError::Read { .. } => {
+            anyhow::Error::new(EnvError(e.to_string()))
+        }
+        other => usage(other.to_string()),
+    }
+}
+
 fn resolve_inputs(cfg: &RunConfig) -> Result<Inputs> {
-    let paths = expand_inputs(&cfg.inputs).map_err(|e| usage(e.to_string()))?;
+    let paths = expand_inputs(&cfg.inputs).map_err(input_error)?;
     let mut specs = Vec::with_capacity(paths.len());
     for p in paths {
         let format = match cfg.format {
@@ -90,8 +119,12 @@ fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdentity> {
         let InputPath::File(path) = &spec.path else {
             continue;
         };
-        let fp = herdsman_io::fingerprint(path)
-            .with_context(|| format!("cannot read input {}", path.display()))?;
+        let fp = herdsman_io::fingerprint(path).map_err(|e| {
+            anyhow::Error::new(EnvError(format!(
+                "cannot read input {}: {e}; check that it is a readable file",
+                path.display()
+            )))
+        })?;
         id.insert(format!("input.{i}.path"), path.display().to_string());
         id.insert(format!("input.{i}.format"), spec.format.name());
         id.insert(format!("input.{i}.size"), fp.size.to_string());
@@ -135,6 +168,10 @@ fn start_executor(
             pc.stderr = Some(stderr);
             pc.timeout = cfg.timeout;
             pc.cwd = cfg.workdir.clone();
+            // An answer may be as long as the longest record it was given.
+            pc.max_line_bytes = pc
+                .max_line_bytes
+                .max(cfg.max_record_size.saturating_add(1 << 20));
             Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
         }
         Transform::Exec { template, shell } => {
@@ -188,6 +225,9 @@ impl Failures {
 }
 
 impl Sinks for FileSinks {
+    fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        self.output.check_records(outputs.iter().map(Vec::as_slice))
+    }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.output.write_record(json)
     }
@@ -220,6 +260,23 @@ struct Checkpoint {
 pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let started = Instant::now();
     let inputs = resolve_inputs(&cfg)?;
+    // Before anything is written: no file is both read and written (or written twice), and
+    // every directory written to accepts files.
+    let input_files: Vec<PathBuf> = inputs
+        .specs
+        .iter()
+        .filter_map(|s| match &s.path {
+            InputPath::File(f) => Some(f.clone()),
+            InputPath::Stdin => None,
+        })
+        .collect();
+    check_paths(&cfg, &input_files)?;
+    check_writable(&cfg)?;
+    // The output belongs to one run at a time, whatever its state directory; held to the end.
+    let _output_lock = match cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
+        Some(out) => Some(OutputLock::acquire(&canonical(out)).map_err(ledger_usage)?),
+        None => None,
+    };
 
     // The CSV header of the first input, to check --exec templates before any work.
     let csv_header: Option<Vec<String>> = match (&cfg.transform, inputs.specs.first()) {
@@ -227,11 +284,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             if first.format == Format::Csv && !matches!(first.path, InputPath::Stdin) =>
         {
             let src = Source::open(vec![first.clone()], source_options(&cfg), None)
-                .map_err(|e| usage(e.to_string()))?;
+                .map_err(source_error)?;
             src.csv_header().map(<[String]>::to_vec)
         }
         _ => None,
     };
+
+    // Every CSV header, before any file or directory is created.
+    herdsman_io::check_csv_headers(&inputs.specs, &source_options(&cfg)).map_err(source_error)?;
 
     let identity = job_identity(&cfg, &inputs)?;
     let mut checkpoint = match &cfg.state {
@@ -300,7 +360,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             if let Some(o) = &cfg.output {
                 reclaim_renamed(o, r.output_end)?;
             }
-            reclaim_renamed(&cfg.failures, r.failures_end)?;
+            // A dead-letter file written in place (`--failures /dev/null`) has nothing to
+            // reclaim or cut back.
+            let failures_in_place = herdsman_io::output_target(&cfg.failures)
+                .map(|t| t.is_stream())
+                .unwrap_or(false);
+            if !failures_in_place {
+                reclaim_renamed(&cfg.failures, r.failures_end)?;
+            }
             (Some(r.output_end), Some(r.failures_end))
         }
         None => (None, None),
@@ -308,7 +375,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let sinks = FileSinks {
         output: Sink::open(&out_path, output_format(&cfg), out_offset)
             .with_context(|| format!("cannot open the output {}", out_path.display()))?,
-        failures: if cfg.output.is_none() && !cfg.failures_given {
+        failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
             Failures::OnFirstFailure(cfg.failures.clone())
         } else {
             Failures::Open(
@@ -324,7 +391,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
 
     let resume_at = resume.as_ref().and_then(|r| r.position.map(from_ledger));
     let source = Source::open(inputs.specs.clone(), source_options(&cfg), resume_at)
-        .map_err(|e| usage(e.to_string()))?;
+        .map_err(source_error)?;
     let mut progress = Progress::new(cfg.progress, None, earlier.resolved(), cfg.quiet);
     let specs = inputs.specs.clone();
     progress.count_total_with(move || herdsman_io::estimate_records(&specs));
@@ -392,10 +459,22 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         asm.keep_failures_of_cut_short_chunks()?;
     }
     let (mut sinks, this_run) = asm.finish()?;
+    let done_so_far = if checkpoint.is_some() {
+        "the records done so far are checkpointed"
+    } else {
+        "the records done so far are kept (see above)"
+    };
     if let Some(err) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(anyhow!(err)).context(
-            "the input could not be read to the end; the records done so far are checkpointed",
-        );
+        if checkpoint.is_none() {
+            keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+        }
+        if matches!(err, herdsman_io::SourceError::Changed { .. }) {
+            // Its message says what to do; a checkpoint will not resume a changed input.
+            return Err(anyhow!(err));
+        }
+        return Err(anyhow!(err)).context(format!(
+            "the input could not be read to the end; {done_so_far}"
+        ));
     }
     let ending = if aborted_by_share {
         Ending::Aborted
@@ -405,9 +484,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             RunStatus::Aborted => Ending::Aborted,
             RunStatus::Cancelled | RunStatus::TimedOut => Ending::Interrupted,
             RunStatus::ExecutorFailed(message) => {
-                return Err(usage(format!(
-                    "the run stopped: {message}; the records done so far are checkpointed"
-                )))
+                if checkpoint.is_none() {
+                    keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+                }
+                return Err(usage(format!("the run stopped: {message}; {done_so_far}")));
             }
         }
     };
@@ -423,8 +503,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let summary_json =
         serde_json::to_string_pretty(&summary).context("cannot encode the summary")?;
     let complete = ending == Ending::Completed;
-    if complete || checkpoint.is_none() {
-        // Without a checkpoint there is nothing to resume: what is done is the result.
+    if complete {
         sinks.sync()?;
         let FileSinks { output, failures } = sinks;
         fault("before-rename");
@@ -437,14 +516,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 .finish()
                 .context("cannot move the dead-letter file into place")?;
         }
-        if complete {
-            if let Some(cp) = checkpoint.as_mut() {
-                fault("before-mark-finished");
-                cp.ledger
-                    .mark_finished(&summary_json)
-                    .context("cannot mark the job finished in its checkpoint")?;
-            }
+        if let Some(cp) = checkpoint.as_mut() {
+            fault("before-mark-finished");
+            cp.ledger
+                .mark_finished(&summary_json)
+                .context("cannot mark the job finished in its checkpoint")?;
         }
+    } else if checkpoint.is_none() {
+        keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
     } else {
         log.notice(&format!(
             "the output so far is in {}; run the same command again to resume",
@@ -455,6 +534,48 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     }
     write_summary_json(&cfg, &summary)?;
     Ok(summary)
+}
+
+/// Ends a run that stopped early and cannot resume: keeps what is done, but never over a
+/// file that is already there, and says where it is.
+fn keep_incomplete(
+    mut sinks: FileSinks,
+    log: &Log,
+    out_path: &Path,
+    failures: &Path,
+) -> Result<()> {
+    sinks.sync()?;
+    let FileSinks {
+        output,
+        failures: failures_sink,
+    } = sinks;
+    let kept = output
+        .finish_incomplete()
+        .context("cannot keep the output written so far")?;
+    tell_kept(log, "output", out_path, &kept);
+    if let Failures::Open(sink) = failures_sink {
+        let kept = sink
+            .finish_incomplete()
+            .context("cannot keep the dead-letter file written so far")?;
+        tell_kept(log, "dead-letter file", failures, &kept);
+    }
+    Ok(())
+}
+
+/// One line on stderr saying where the records of a stopped, unresumable run are.
+fn tell_kept(log: &Log, what: &str, path: &Path, kept: &herdsman_io::Kept) {
+    match kept {
+        herdsman_io::Kept::Streamed => {}
+        herdsman_io::Kept::Published(p) => log.notice(&format!(
+            "the run stopped early; the records finished so far are in {} (the {what} is incomplete)",
+            p.display()
+        )),
+        herdsman_io::Kept::Partial(p) => log.notice(&format!(
+            "the run stopped early; {} already existed and was left as it was; the records finished so far are in {}",
+            path.display(),
+            p.display()
+        )),
+    }
 }
 
 fn write_summary_json(cfg: &RunConfig, summary: &Summary) -> Result<()> {
@@ -594,6 +715,7 @@ fn source_options(cfg: &RunConfig) -> SourceOptions {
     SourceOptions {
         csv_delimiter: cfg.delimiter,
         infer_types: cfg.infer_types,
+        max_record_bytes: cfg.max_record_size,
         ..SourceOptions::default()
     }
 }
@@ -601,7 +723,9 @@ fn source_options(cfg: &RunConfig) -> SourceOptions {
 /// Ledger errors that the user can fix (a second run, a changed job) are usage errors.
 fn ledger_usage(e: LedgerError) -> anyhow::Error {
     match e {
-        LedgerError::Locked { .. } | LedgerError::IdentityChanged { .. } => usage(e.to_string()),
+        LedgerError::Locked { .. }
+        | LedgerError::OutputLocked { .. }
+        | LedgerError::IdentityChanged { .. } => usage(e.to_string()),
         other => anyhow::Error::new(other),
     }
 }

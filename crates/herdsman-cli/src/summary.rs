@@ -173,11 +173,16 @@ impl Summary {
 
     /// For a stopped run that will be resumed: names the partial files that hold its output
     /// and dead letters (`out.jsonl.partial`), where the records are until the job finishes.
+    /// A file written in place (a device such as `/dev/null`) has no partial file and keeps
+    /// its name.
     pub fn point_at_partial_files(&mut self) {
         let partial = |p: &str| {
-            herdsman_io::partial_path(std::path::Path::new(p))
-                .display()
-                .to_string()
+            let partial = herdsman_io::partial_path(std::path::Path::new(p));
+            if partial.exists() {
+                partial.display().to_string()
+            } else {
+                p.to_string()
+            }
         };
         self.output = self.output.as_deref().map(partial);
         self.failures = partial(&self.failures);

@@ -630,7 +630,8 @@ fn a_full_disk_is_a_clear_error_and_the_job_resumes_once_there_is_space() {
         "none",
     ];
     let out = s.herdsman().args(args).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Exit code 4: an environment error.
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains("No space left on device") || err.contains("space"),

@@ -83,6 +83,25 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
     },
+    /// The CSV header row is not valid UTF-8, so its names cannot become JSON keys.
+    #[error("the CSV header of `{file}` is not valid UTF-8 (column {column}, byte {byte} of the name); convert the file to UTF-8, for example with `iconv -f latin1 -t utf-8`")]
+    HeaderNotUtf8 {
+        /// File name for messages.
+        file: String,
+        /// 1-based column of the first name that is not UTF-8.
+        column: usize,
+        /// 1-based byte, within that name, where the invalid bytes start.
+        byte: usize,
+    },
+    /// The file changed (grew, shrank or was rewritten) while it was read, so the records
+    /// read from it do not come from one version of it.
+    #[error("input `{file}` changed while it was read: {detail}; the records read from it mix two versions of the file. Let whatever writes it finish, then run the job again (with --restart if it was checkpointed)")]
+    Changed {
+        /// File name for messages.
+        file: String,
+        /// What was seen: sizes, bytes read, modification time.
+        detail: String,
+    },
 }
 
 /// The kind of a per-record problem.
@@ -135,6 +154,12 @@ pub enum SinkError {
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// The output path is a directory.
+    #[error("output `{}` is a directory; give a file path inside it, such as `{}`", path.display(), path.join("out.jsonl").display())]
+    IsDir {
+        /// The directory.
+        path: PathBuf,
     },
     /// This record cannot be written in this format; nothing was written, so it can be
     /// dead-lettered instead.

@@ -1,4 +1,5 @@
-//! Input paths: glob expansion, opening (with decompression) and cheap record estimates.
+//! Input paths: glob expansion, opening (with decompression) and cheap record estimates, and
+//! the watch that tells whether a file changed while it was read.
 //!
 //! Never reads a whole file into memory; estimates read in fixed-size blocks.
 
@@ -112,6 +113,64 @@ pub(crate) fn open_stream(path: &InputPath, buf: usize) -> io::Result<Box<dyn Bu
     }
 }
 
+/// What a regular input file looked like when reading began, to tell at its end whether it
+/// changed while it was read. Keeps its own handle on the open file, so a file renamed or
+/// replaced under the same name is still the one inspected.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    file: File,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Plain (not compressed): the bytes read must equal the size.
+    plain: bool,
+}
+
+impl Watch {
+    /// Takes the snapshot; `None` for anything but a regular file (a FIFO or a device has
+    /// no size to compare).
+    fn of(file: &File, plain: bool) -> io::Result<Option<Watch>> {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Watch {
+            file: file.try_clone()?,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            plain,
+        }))
+    }
+
+    /// At the end of the data, having read up to byte `read_to` (decompressed): `None` if
+    /// the file is as it was, else a description of the change.
+    pub(crate) fn check(&self, read_to: u64) -> Option<String> {
+        let meta = match self.file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Some(format!("it can no longer be inspected ({e})")),
+        };
+        let size = meta.len();
+        let grew_or_shrank = size != self.size;
+        let short_or_long = self.plain && read_to != self.size;
+        if grew_or_shrank || short_or_long {
+            let read = if self.plain {
+                format!(", and {read_to} bytes were read")
+            } else {
+                String::new()
+            };
+            return Some(format!(
+                "it held {} bytes when reading began and holds {size} bytes now{read}",
+                self.size
+            ));
+        }
+        if meta.modified().ok() != self.modified {
+            return Some(format!(
+                "it was written to while it was read (same size, {size} bytes, but a new modification time)"
+            ));
+        }
+        None
+    }
+}
+
 /// Opens a file's decompressed stream positioned at `offset` decompressed bytes: a real seek
 /// for plain files, decompress-and-discard otherwise. Fails with `UnexpectedEof` when the data
 /// is shorter than `offset`.
@@ -120,10 +179,21 @@ pub(crate) fn open_file_stream(
     offset: u64,
     buf: usize,
 ) -> io::Result<Box<dyn BufRead + Send>> {
+    open_watched(p, offset, buf).map(|(rdr, _)| rdr)
+}
+
+/// [`open_file_stream`], with a [`Watch`] taken on the file before any byte is read.
+pub(crate) fn open_watched(
+    p: &Path,
+    offset: u64,
+    buf: usize,
+) -> io::Result<(Box<dyn BufRead + Send>, Option<Watch>)> {
     // At least 4 bytes, so a byte order mark is seen whole by the first fill.
     let buf = buf.max(4);
     let mut file = File::open(p)?;
-    let mut rdr: Box<dyn BufRead + Send> = match Compression::from_path(p) {
+    let compression = Compression::from_path(p);
+    let watch = Watch::of(&file, compression == Compression::None)?;
+    let mut rdr: Box<dyn BufRead + Send> = match compression {
         Compression::None => {
             if offset > 0 {
                 let len = file.metadata()?.len();
@@ -135,7 +205,7 @@ pub(crate) fn open_file_stream(
                 }
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
             }
-            return Ok(Box::new(BufReader::with_capacity(buf, file)));
+            return Ok((Box::new(BufReader::with_capacity(buf, file)), watch));
         }
         Compression::Gzip => Box::new(BufReader::with_capacity(
             buf,
@@ -155,7 +225,7 @@ pub(crate) fn open_file_stream(
             ));
         }
     }
-    Ok(rdr)
+    Ok((rdr, watch))
 }
 
 /// A cheap estimate of the number of records, for progress bars: counts newlines in plain

@@ -31,5 +31,8 @@ pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
-pub use sink::{finish_partial, partial_path, write_atomic, Sink};
-pub use source::{Position, Record, Source, SourceOptions, RAW_CAP};
+pub use sink::{
+    check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
+    OutputTarget, Sink,
+};
+pub use source::{check_csv_headers, Position, Record, Source, SourceOptions, RAW_CAP};

@@ -3,13 +3,18 @@
 //!
 //! A source must never read a whole file into memory, never let one record grow a buffer
 //! beyond `max_record_bytes`, and never turn malformed input into a crash or a silent skip:
-//! a bad record is yielded with its [`RecordError`].
+//! a bad record is yielded with its [`RecordError`]. Nor may it finish a file that changed
+//! while it was read as if nothing happened: at the end of each regular file its size, its
+//! modification time and the bytes read are compared with what they were when it was opened
+//! ([`SourceError::Changed`]). CSV header names are keys as written (only repeats renamed),
+//! never lossily decoded.
 
+use std::collections::HashSet;
 use std::io::{self, BufRead};
 
 use crate::error::{RecordError, RecordErrorKind, SourceError};
 use crate::format::{Compression, Format};
-use crate::input::{open_file_stream, open_stream, InputPath, InputSpec};
+use crate::input::{open_stream, open_watched, InputPath, InputSpec, Watch};
 use crate::json;
 
 /// Raw text kept in a [`RecordError`] is cut to this many bytes.
@@ -152,6 +157,7 @@ impl Cursor {
 /// CSV parsing state for one file.
 struct CsvState {
     core: csv_core::Reader,
+    delim: u8,
     /// `"name":` for each header column, pre-escaped.
     keys: Vec<Vec<u8>>,
     names: Vec<String>,
@@ -166,13 +172,15 @@ struct RawCsv {
     line: u64,
     nfields: usize,
     too_long: bool,
-    at_eof: bool,
+    /// The data ends inside a quoted field that opened on this line.
+    open_quote: Option<u64>,
 }
 
 impl CsvState {
     fn new(delim: u8) -> CsvState {
         CsvState {
             core: csv_core::ReaderBuilder::new().delimiter(delim).build(),
+            delim,
             keys: Vec::new(),
             names: Vec::new(),
             fields: vec![0; 4096],
@@ -213,6 +221,8 @@ impl CsvState {
         let line = cur.line;
         self.raw.clear();
         let mut raw_total = 0usize;
+        // Quoting followed past the record size limit, where `raw` stops keeping bytes.
+        let mut scan: Option<QuoteScan> = None;
         let (mut fl, mut el) = (0usize, 0usize);
         loop {
             let input = match cur.rdr.fill_buf() {
@@ -227,7 +237,12 @@ impl CsvState {
                     .read_record(input, &mut self.fields[fl..], &mut self.ends[el..]);
             let used = &input[..nin];
             let room = cap.saturating_sub(self.raw.len());
-            self.raw.extend_from_slice(&used[..nin.min(room)]);
+            let keep = nin.min(room);
+            self.raw.extend_from_slice(&used[..keep]);
+            if keep < nin {
+                scan.get_or_insert_with(|| QuoteScan::over(&self.raw, self.delim, line))
+                    .feed(&used[keep..]);
+            }
             raw_total += nin;
             // csv-core counts every `\n` it consumes, quoted or not.
             cur.line += self.core.line() - lines_before;
@@ -254,13 +269,20 @@ impl CsvState {
                     }
                 }
                 R::Record => {
+                    // Only a record cut by the end of the data can end inside quotes.
+                    let open_quote = if at_eof {
+                        scan.unwrap_or_else(|| QuoteScan::over(&self.raw, self.delim, line))
+                            .open_since()
+                    } else {
+                        None
+                    };
                     return Ok(Some(RawCsv {
                         start,
                         line,
                         nfields: el,
                         too_long,
-                        at_eof,
-                    }))
+                        open_quote,
+                    }));
                 }
                 R::End => return Ok(None),
             }
@@ -281,52 +303,100 @@ impl CsvState {
     }
 }
 
-/// A header name made unique among `taken`: a repeated `a` becomes `a.1`, then `a.2`, ...
-/// (the convention of pandas), so every column keeps its own JSON key.
-fn unique_name(taken: &[String], name: String) -> String {
-    if !taken.contains(&name) {
-        return name;
+/// JSON keys for CSV header names. Every name keeps its bytes, except a repeat of an
+/// earlier name, which takes the first suffix (`a.1`, `a.2`, ..., the convention of pandas)
+/// that no name of the header uses, so each column keeps a key of its own.
+fn header_keys(names: Vec<String>) -> Vec<String> {
+    let mut taken: HashSet<String> = names.iter().cloned().collect();
+    let mut seen: HashSet<String> = HashSet::with_capacity(names.len());
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        if seen.insert(name.clone()) {
+            out.push(name);
+            continue;
+        }
+        let key = (1..)
+            .map(|k| format!("{name}.{k}"))
+            .find(|n| !taken.contains(n))
+            .expect("some suffix is free");
+        taken.insert(key.clone());
+        out.push(key);
     }
-    (1..)
-        .map(|k| format!("{name}.{k}"))
-        .find(|n| !taken.contains(n))
-        .expect("some suffix is free")
+    out
 }
 
-/// True when a CSV record's raw text ends inside a quoted field.
-fn ends_in_open_quote(raw: &[u8], delim: u8) -> bool {
-    // 0 = field start, 1 = unquoted, 2 = quoted, 3 = quote seen inside quoted
-    let mut st = 0u8;
-    for &b in raw {
-        let sep = b == delim || b == b'\n' || b == b'\r';
-        st = match st {
-            0 if b == b'"' => 2,
-            0 | 1 => {
-                if sep {
-                    0
-                } else {
-                    1
-                }
-            }
-            2 => {
-                if b == b'"' {
-                    3
-                } else {
-                    2
-                }
-            }
-            _ => {
-                if b == b'"' {
-                    2
-                } else if sep {
-                    0
-                } else {
-                    1
-                }
-            }
+/// Follows CSV quoting over a record's bytes, to tell whether they end inside a quoted
+/// field and on which line that field opened.
+#[derive(Clone, Copy, Debug)]
+struct QuoteScan {
+    delim: u8,
+    /// 0 = field start, 1 = unquoted, 2 = quoted, 3 = quote seen inside quoted.
+    state: u8,
+    /// The line of the next byte.
+    line: u64,
+    /// The line where the last quoted field opened.
+    opened: u64,
+}
+
+impl QuoteScan {
+    /// A scan of `bytes`, a record that starts on `line`.
+    fn over(bytes: &[u8], delim: u8, line: u64) -> QuoteScan {
+        let mut s = QuoteScan {
+            delim,
+            state: 0,
+            line,
+            opened: line,
         };
+        s.feed(bytes);
+        s
     }
-    st == 2
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let sep = b == self.delim || b == b'\n' || b == b'\r';
+            self.state = match self.state {
+                0 if b == b'"' => {
+                    self.opened = self.line;
+                    2
+                }
+                0 | 1 => u8::from(!sep),
+                2 => {
+                    if b == b'"' {
+                        3
+                    } else {
+                        2
+                    }
+                }
+                _ => {
+                    if b == b'"' {
+                        2
+                    } else if sep {
+                        0
+                    } else {
+                        1
+                    }
+                }
+            };
+            if b == b'\n' {
+                self.line += 1;
+            }
+        }
+    }
+
+    /// The line where the quoted field the bytes end in opened, if they end in one.
+    fn open_since(&self) -> Option<u64> {
+        (self.state == 2).then_some(self.opened)
+    }
+}
+
+/// A size for messages: `16 MiB`, `1 GiB`, `2 KiB`, or a number of bytes.
+fn size_text(n: usize) -> String {
+    for (unit, name) in [(1usize << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+        if n >= unit && n.is_multiple_of(unit) {
+            return format!("{} {name}", n / unit);
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// A record read from the current file: start offset, start line, data.
@@ -342,6 +412,8 @@ struct FileState {
     index: u32,
     cur: Cursor,
     kind: Kind,
+    /// The file as it was when reading began (regular files only).
+    watch: Option<Watch>,
 }
 
 /// Streams the records of several inputs, in order. See the crate docs for an example.
@@ -363,7 +435,9 @@ impl Source {
     /// (a position taken from an earlier read of the same inputs: a record's
     /// [`Record::pos`] or [`Source::next_position`]).
     ///
-    /// The first input is opened at once so that an unreadable file is reported here.
+    /// The first input is opened at once so that an unreadable file is reported here, and
+    /// the header of every CSV file still to read is checked, so that a header that is not
+    /// UTF-8 (or otherwise unusable) in any input is reported before the first record.
     pub fn open(
         inputs: Vec<InputSpec>,
         opts: SourceOptions,
@@ -396,6 +470,12 @@ impl Source {
             let fs = src.open_file(src.next_file, resume_at)?;
             src.current = Some(fs);
             src.next_file += 1;
+        }
+        for index in src.next_file..src.inputs.len() {
+            let spec = &src.inputs[index];
+            if spec.format == Format::Csv && matches!(spec.path, InputPath::File(_)) {
+                src.open_file(index, None)?;
+            }
         }
         Ok(src)
     }
@@ -444,19 +524,20 @@ impl Source {
         };
         // Whether to seek or to discard bytes on the already-open stream.
         let seekable = matches!(&spec.path, InputPath::File(p) if Compression::from_path(p) == Compression::None);
-        let open_at = |off: u64| -> Result<Box<dyn BufRead + Send>, SourceError> {
+        let open_at = |off: u64| -> Result<(Box<dyn BufRead + Send>, Option<Watch>), SourceError> {
             match &spec.path {
-                InputPath::File(p) => open_file_stream(p, off, self.opts.read_buffer_bytes)
-                    .map_err(|e| {
+                InputPath::File(p) => {
+                    open_watched(p, off, self.opts.read_buffer_bytes).map_err(|e| {
                         if e.kind() == io::ErrorKind::UnexpectedEof {
                             resume_err(e.to_string())
                         } else {
                             open_err(e)
                         }
-                    }),
-                InputPath::Stdin => {
-                    open_stream(&spec.path, self.opts.read_buffer_bytes).map_err(open_err)
+                    })
                 }
+                InputPath::Stdin => open_stream(&spec.path, self.opts.read_buffer_bytes)
+                    .map(|rdr| (rdr, None))
+                    .map_err(open_err),
             }
         };
         let discard = |cur: &mut Cursor, to: u64| -> Result<(), SourceError> {
@@ -476,8 +557,9 @@ impl Source {
         // CSV reads its header from the start first; other formats open at the offset
         // directly (standard input discards up to it).
         let direct = spec.format != Format::Csv && !is_stdin;
+        let (rdr, watch) = open_at(if direct { offset } else { 0 })?;
         let mut cur = Cursor {
-            rdr: open_at(if direct { offset } else { 0 })?,
+            rdr,
             offset: if direct { offset } else { 0 },
             line: 1,
         };
@@ -500,23 +582,37 @@ impl Source {
                     .read(&mut cur, cap)
                     .map_err(|e| read_err(cur.offset, e))?
                 {
+                    if let Some(opened) = h.open_quote {
+                        return Err(SourceError::Header {
+                            file: file.clone(),
+                            message: format!(
+                                "a quoted column name opened on line {opened} is never closed (the file ends inside quotes)"
+                            ),
+                        });
+                    }
                     if h.too_long {
                         return Err(SourceError::Header {
                             file: file.clone(),
-                            message: format!("it is longer than {cap} bytes"),
+                            message: format!(
+                                "it is longer than the record size limit ({}); raise the limit with --max-record-size",
+                                size_text(cap)
+                            ),
                         });
                     }
-                    if h.at_eof && ends_in_open_quote(&st.raw, self.opts.csv_delimiter) {
-                        return Err(SourceError::Header {
-                            file: file.clone(),
-                            message: "a quoted column name is never closed".into(),
-                        });
-                    }
+                    let mut names = Vec::with_capacity(h.nfields);
                     for i in 0..h.nfields {
-                        let name = unique_name(
-                            &st.names,
-                            String::from_utf8_lossy(st.field(i)).into_owned(),
-                        );
+                        match std::str::from_utf8(st.field(i)) {
+                            Ok(name) => names.push(name.to_string()),
+                            Err(e) => {
+                                return Err(SourceError::HeaderNotUtf8 {
+                                    file: file.clone(),
+                                    column: i + 1,
+                                    byte: e.valid_up_to() + 1,
+                                })
+                            }
+                        }
+                    }
+                    for name in header_keys(names) {
                         let mut key = Vec::with_capacity(name.len() + 3);
                         json::write_str(&mut key, name.as_bytes());
                         key.push(b':');
@@ -532,7 +628,8 @@ impl Source {
                         )));
                     }
                     if seekable {
-                        cur.rdr = open_at(offset)?;
+                        // The watch taken at the first open covers this one too.
+                        cur.rdr = open_at(offset)?.0;
                         cur.offset = offset;
                     } else {
                         discard(&mut cur, offset)?;
@@ -552,6 +649,7 @@ impl Source {
             index: index as u32,
             cur,
             kind,
+            watch,
         })
     }
 
@@ -570,6 +668,19 @@ impl Source {
                     message,
                     raw: st.raw_text(),
                 };
+                if let Some(opened) = r.open_quote {
+                    return Ok(Some((
+                        r.start,
+                        r.line,
+                        Err(err(
+                            RecordErrorKind::Csv,
+                            format!(
+                                "{name}:{opened}: a quoted field opened on line {opened} is never closed (the file ends inside quotes, so the row that starts on line {} runs to the end of the file); fix the quoting",
+                                r.line
+                            ),
+                        )),
+                    )));
+                }
                 if r.too_long {
                     return Ok(Some((
                         r.start,
@@ -577,21 +688,9 @@ impl Source {
                         Err(err(
                             RecordErrorKind::TooLong,
                             format!(
-                                "{name}:{}: the CSV row is longer than {cap} bytes; split it or raise the record size limit",
-                                r.line
-                            ),
-                        )),
-                    )));
-                }
-                if r.at_eof && ends_in_open_quote(&st.raw, self.opts.csv_delimiter) {
-                    return Ok(Some((
-                        r.start,
-                        r.line,
-                        Err(err(
-                            RecordErrorKind::Csv,
-                            format!(
-                                "{name}:{}: a quoted field is never closed (the file ends inside quotes); fix the quoting",
-                                r.line
+                                "{name}:{}: the CSV row is longer than the record size limit ({}); split it, or raise the limit with --max-record-size",
+                                r.line,
+                                size_text(cap)
                             ),
                         )),
                     )));
@@ -738,7 +837,16 @@ impl Iterator for Source {
                     };
                     return Some(Ok(Record { pos, data }));
                 }
-                Ok(None) => self.current = None,
+                Ok(None) => {
+                    let fs = self.current.take().expect("a file is open");
+                    if let Some(detail) = fs.watch.as_ref().and_then(|w| w.check(fs.cur.offset)) {
+                        self.failed = true;
+                        return Some(Err(SourceError::Changed {
+                            file: self.names[fs.index as usize].clone(),
+                            detail,
+                        }));
+                    }
+                }
                 Err(source) => {
                     let fs = self.current.as_ref().expect("a file is open");
                     self.failed = true;
@@ -751,6 +859,28 @@ impl Iterator for Source {
             }
         }
     }
+}
+
+/// Reads the header of every CSV file among `inputs`, so that a header that is not UTF-8 or
+/// otherwise unusable (or a file that cannot be opened) is reported before anything else is
+/// done. Standard input is skipped: it can be read only once.
+///
+/// ```
+/// use herdsman_io::{check_csv_headers, Format, InputPath, InputSpec, SourceOptions};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("latin1.csv");
+/// std::fs::write(&path, b"id,caf\xe9\n1,2\n").unwrap();
+/// let spec = InputSpec { path: InputPath::File(path), format: Format::Csv };
+/// let err = check_csv_headers(&[spec], &SourceOptions::default()).unwrap_err();
+/// assert!(err.to_string().contains("not valid UTF-8"));
+/// ```
+pub fn check_csv_headers(inputs: &[InputSpec], opts: &SourceOptions) -> Result<(), SourceError> {
+    for spec in inputs {
+        if spec.format == Format::Csv && matches!(spec.path, InputPath::File(_)) {
+            Source::open(vec![spec.clone()], opts.clone(), None)?;
+        }
+    }
+    Ok(())
 }
 
 /// The raw text kept in a record error: lossy UTF-8, at most [`RAW_CAP`] bytes.
@@ -770,7 +900,8 @@ fn check_line(
         return Err(RecordError {
             kind: RecordErrorKind::TooLong,
             message: format!(
-                "{name}:{line}: the line is longer than {cap} bytes; split it or raise the record size limit"
+                "{name}:{line}: the line is longer than the record size limit ({}); split it, or raise the limit with --max-record-size",
+                size_text(cap)
             ),
             raw: raw_text(buf),
         });
@@ -795,28 +926,42 @@ mod tests {
     #[test]
     fn open_quote_detection_follows_csv_quoting() {
         for (raw, open) in [
-            (&b"a,b"[..], false),
-            (b"\"a\",\"b\"", false),
-            (b"\"a\"\"", true),
-            (b"\"a\"\"\"", false),
-            (b"x,\"multi\nline", true),
-            (b"ab\"c", false),
-            (b"\"a\"b,\"", true),
-            (b"", false),
+            (&b"a,b"[..], None),
+            (b"\"a\",\"b\"", None),
+            (b"\"a\"\"", Some(1)),
+            (b"\"a\"\"\"", None),
+            (b"x,\"multi\nline", Some(1)),
+            (b"\"x\ny\",\"open\nz", Some(2)),
+            (b"ab\"c", None),
+            (b"\"a\"b,\"", Some(1)),
+            (b"", None),
         ] {
             assert_eq!(
-                ends_in_open_quote(raw, b','),
+                QuoteScan::over(raw, b',', 1).open_since(),
                 open,
                 "{}",
                 String::from_utf8_lossy(raw)
             );
         }
+        // Fed in pieces, the same answer.
+        let mut s = QuoteScan::over(b"1,\"a", b',', 7);
+        s.feed(b"\n\"\"\n");
+        assert_eq!(s.open_since(), Some(7));
     }
 
     #[test]
-    fn unique_names_take_the_next_free_suffix() {
-        let taken = vec!["a".to_string(), "a.1".to_string()];
-        assert_eq!(unique_name(&taken, "a".into()), "a.2");
-        assert_eq!(unique_name(&taken, "b".into()), "b");
+    fn repeated_names_take_a_suffix_no_name_uses() {
+        let keys = |h: &[&str]| header_keys(h.iter().map(|s| s.to_string()).collect());
+        assert_eq!(keys(&["a", "a", "a.1"]), ["a", "a.2", "a.1"]);
+        assert_eq!(keys(&["a", "a", "", ""]), ["a", "a.1", "", ".1"]);
+        assert_eq!(keys(&["b", "a.1", "a", "a"]), ["b", "a.1", "a", "a.2"]);
+    }
+
+    #[test]
+    fn sizes_read_naturally() {
+        assert_eq!(size_text(16 << 20), "16 MiB");
+        assert_eq!(size_text(1 << 30), "1 GiB");
+        assert_eq!(size_text(2048), "2 KiB");
+        assert_eq!(size_text(1000), "1000 bytes");
     }
 }

@@ -79,11 +79,11 @@ fn csv_header_from_first_record_and_on_resume() {
     assert_eq!(s.columns().unwrap(), ["b", "a", "c"]);
     s.write_record(br#"{"c":[true],"a":2.5}"#).unwrap();
     assert!(s.write_record(br#"{"q":1}"#).is_err());
-    s.write_record(br#""just text""#).unwrap();
+    assert!(s.write_record(br#""just text""#).is_err(), "not an object");
     s.finish().unwrap();
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
-        "b,a,c\nx,1,\"{\"\"n\"\":[1,2]}\"\n\"two\nlines\",,\n,2.5,[true]\njust text,,\n"
+        "b,a,c\nx,1,\"{\"\"n\"\":[1,2]}\"\n\"two\nlines\",,\n,2.5,[true]\n"
     );
 }
 
@@ -150,4 +150,54 @@ fn write_atomic_replaces_and_leaves_no_temporary_files() {
     assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
     let err = herdsman_io::write_atomic(&dir.path().join("no/such/dir/x.json"), b"x").unwrap_err();
     assert!(err.to_string().contains("x.json"), "{err}");
+}
+
+#[test]
+fn write_atomic_writes_through_a_symlink_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("real.json");
+    let link = dir.path().join("link.json");
+    std::fs::write(&target, b"old").unwrap();
+    std::os::unix::fs::symlink("real.json", &link).unwrap();
+    herdsman_io::write_atomic(&link, b"new").unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"new");
+}
+
+#[test]
+fn an_incomplete_output_never_replaces_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(&out, b"precious\n").unwrap();
+    let mut s = Sink::open(&out, OutputFormat::Jsonl, None).unwrap();
+    s.write_record(br#"{"a":1}"#).unwrap();
+    assert_eq!(
+        s.finish_incomplete().unwrap(),
+        herdsman_io::Kept::Partial(partial_path(&out))
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious\n");
+    assert_eq!(std::fs::read(partial_path(&out)).unwrap(), b"{\"a\":1}\n");
+
+    let missing = dir.path().join("new.jsonl");
+    let mut s = Sink::open(&missing, OutputFormat::Jsonl, None).unwrap();
+    s.write_record(br#"{"a":2}"#).unwrap();
+    assert_eq!(
+        s.finish_incomplete().unwrap(),
+        herdsman_io::Kept::Published(missing.clone())
+    );
+    assert_eq!(std::fs::read(&missing).unwrap(), b"{\"a\":2}\n");
+    assert!(!partial_path(&missing).exists());
+}
+
+#[test]
+fn a_directory_is_not_an_output() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        Sink::open(dir.path(), OutputFormat::Jsonl, None).err(),
+        Some(SinkError::IsDir { .. })
+    ));
+    assert!(dir.path().is_dir());
 }

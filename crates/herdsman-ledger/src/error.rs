@@ -25,6 +25,19 @@ pub enum LedgerError {
         holder_pid: Option<u32>,
     },
 
+    /// Another process holds the lock of this output file (whatever its state directory).
+    #[error(
+        "another herdsman run{pid} is writing {output}; wait for it to finish or choose a different output",
+        output = .output.display(),
+        pid = PidSuffix(*.holder_pid)
+    )]
+    OutputLocked {
+        /// The output file.
+        output: PathBuf,
+        /// The pid the holder wrote into the lock file, if it could be read.
+        holder_pid: Option<u32>,
+    },
+
     /// The stored job identity differs from the one being resumed.
     #[error(
         "the job changed since the checkpoint: {changes}; run with --restart to start over, or restore the original inputs and settings",

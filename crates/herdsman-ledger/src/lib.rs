@@ -41,7 +41,7 @@ use std::time::SystemTime;
 pub use error::LedgerError;
 pub use identity::{IdentityChange, JobIdentity};
 pub use sqlite::{SqliteLedger, LEDGER_FILE_NAME, SCHEMA_VERSION};
-pub use state_dir::{StateDir, LOCK_FILE_NAME};
+pub use state_dir::{output_lock_path, OutputLock, StateDir, LOCK_FILE_NAME};
 
 /// A place in the input: which file, which byte, which line, which record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

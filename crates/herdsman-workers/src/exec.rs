@@ -2,7 +2,8 @@
 //!
 //! Each command runs directly (no shell unless the template asks for one), in its own
 //! process group, with stdin closed. Its stdout becomes the record's output and its exit
-//! status decides success. This module must never report an abandoned attempt, never signal
+//! status decides success; stdout that is not UTF-8 fails the record (`BadOutput`), so no
+//! invalid byte ever reaches the output. This module must never report an abandoned attempt, never signal
 //! a process group after its leader was reaped, and never let a command's stderr grow
 //! memory without bound.
 
@@ -42,6 +43,12 @@ pub enum ExecOutputMode {
     /// Always exactly one record `{"stdout": "<text>"}`, with one trailing newline removed.
     Text,
 }
+
+/// How long to wait for the end of a finished command's stderr. Its process group is dead
+/// by then, so the end comes as soon as the reader thread drains the pipe; only a process
+/// that left the group keeps it open. The wait is generous because the stderr tail goes
+/// into the record's dead-letter entry, which must not depend on how busy the machine was.
+const STDERR_EOF_WAIT: Duration = Duration::from_secs(2);
 
 /// Settings for an [`ExecPool`].
 #[derive(Clone)]
@@ -124,6 +131,8 @@ struct JobCtl {
 struct Job {
     id: AttemptId,
     argv: Vec<String>,
+    /// The configured environment plus the template's variables (shell mode).
+    env: Vec<(String, String)>,
     ctl: Arc<JobCtl>,
 }
 
@@ -343,7 +352,7 @@ fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> 
 
 /// Runs one job on a job thread. Returns `None` if the job was abandoned.
 fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
-    let Job { id, argv, ctl } = job;
+    let Job { id, argv, env, ctl } = job;
     let cfg = &shared.cfg;
     let mut child: Child = {
         let mut state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -351,7 +360,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
             return None;
         }
         let spawned = spawn_registered(
-            group_command(&argv, &cfg.env, cfg.cwd.as_deref())
+            group_command(&argv, &env, cfg.cwd.as_deref())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
@@ -418,7 +427,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     if ctl.abandoned.load(Ordering::SeqCst) {
         return None;
     }
-    let tail = stderr.finish(Duration::from_millis(200));
+    let tail = stderr.finish(STDERR_EOF_WAIT);
     let program = &argv[0];
     if ctl.timed_out.load(Ordering::SeqCst) {
         let limit = cfg.timeout.map(human_duration).unwrap_or_default();
@@ -442,6 +451,15 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                     stderr_tail: tail,
                     ..failure(slot, FailureKind::BadOutput, msg, false)
                 })
+            } else if let Err(e) = std::str::from_utf8(&stdout) {
+                let msg = format!(
+                    "command `{program}` wrote output that is not valid UTF-8 (byte {} of its stdout); make it print UTF-8, e.g. through `iconv -t UTF-8`",
+                    e.valid_up_to() + 1
+                );
+                AttemptOutcome::Failure(WorkerFailure {
+                    stderr_tail: tail,
+                    ..failure(slot, FailureKind::BadOutput, msg, false)
+                })
             } else {
                 AttemptOutcome::Success(parse_stdout(&stdout, cfg.output))
             }
@@ -460,7 +478,8 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     Some(Done::Finished((id, outcome)))
 }
 
-/// Turns a command's stdout into output records (see [`ExecOutputMode`]).
+/// Turns a command's stdout, known to be UTF-8, into output records (see
+/// [`ExecOutputMode`]).
 pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode) -> WorkOutput {
     let text_record = || {
         let text = String::from_utf8_lossy(stdout);
@@ -519,8 +538,13 @@ impl Executor<WorkItem> for ExecPool {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
         }
-        let argv = match self.shared.cfg.template.render_json(&item.json, item.seq) {
-            Ok(a) => a,
+        let (argv, env) = match self.shared.cfg.template.render_json(&item.json, item.seq) {
+            Ok(cmd) if cmd.env.is_empty() => (cmd.argv, self.shared.cfg.env.clone()),
+            Ok(cmd) => {
+                let mut env = self.shared.cfg.env.clone();
+                env.extend(cmd.env);
+                (cmd.argv, env)
+            }
             Err(e) => {
                 let f = failure(0, FailureKind::BadRecord, e.to_string(), false);
                 self.ready.push((id, AttemptOutcome::Failure(f)));
@@ -534,7 +558,7 @@ impl Executor<WorkItem> for ExecPool {
         });
         self.active.insert(id, ctl.clone());
         if let Some(tx) = &self.jobs_tx {
-            let _ = tx.send(Job { id, argv, ctl });
+            let _ = tx.send(Job { id, argv, env, ctl });
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ mod process;
 pub mod serve;
 mod tail;
 mod template;
-pub use template::{RenderError, Template, TemplateError};
+pub use template::{RenderError, RenderedCommand, Template, TemplateError};
 
 pub use pool::{PoolConfig, Protocol, WorkerPool};
 pub use process::{kill_all_process_groups, WorkerCommand};

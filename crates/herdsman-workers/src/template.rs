@@ -2,9 +2,19 @@
 //!
 //! Placeholders: `{field}` (a field of the record; `{a.b}` reaches into nested objects),
 //! `{}` (the whole record as JSON), `{#}` (the 1-based record number), and `{{` / `}}` for
-//! literal braces. Values are substituted into argv entries and never pass through a shell;
-//! in shell mode every value is shell-quoted first. This module must never let a record's
-//! content change the structure of the command it runs.
+//! literal braces. Values are substituted into argv entries and never pass through a shell.
+//!
+//! In shell mode (`sh -c LINE`) no value is ever written into the command line: each
+//! distinct placeholder becomes an environment variable of the command (`HERDSMAN_ARG_1`,
+//! ...) and the line refers to it with an expansion fitted to the placeholder's quoting
+//! context (`"${HERDSMAN_ARG_1}"` outside quotes, `${HERDSMAN_ARG_1}` inside double quotes
+//! or a here-document, `'"${HERDSMAN_ARG_1}"'` inside single quotes). The shell expands a
+//! variable once and never parses its content as code, so a value cannot run whatever
+//! quotes surround its placeholder; and should the context be misjudged, the worst outcome
+//! is a value split into words, never a command. Contexts where no expansion keeps the value
+//! intact or inert (a quoted here-document, arithmetic, right after `$` or a backslash,
+//! inside `${...}`) are refused when the template is parsed. This module must never let a
+//! record's content change the structure of the command it runs.
 
 use std::borrow::Cow;
 
@@ -38,6 +48,16 @@ pub enum TemplateError {
         /// The argument that holds it.
         arg: String,
     },
+    /// In shell mode, a placeholder where no quoting keeps the value intact and inert.
+    #[error("the --shell command puts `{placeholder}` {context}, where a value cannot be passed safely; {hint}")]
+    UnsafeShellPlaceholder {
+        /// The placeholder as written, e.g. `{name}`.
+        placeholder: String,
+        /// Where it is, e.g. "inside `$((...))` arithmetic".
+        context: String,
+        /// The safe way to write it.
+        hint: String,
+    },
 }
 
 /// Why a template could not be filled from one record.
@@ -60,6 +80,32 @@ pub enum RenderError {
     BadRecord(String),
 }
 
+/// A filled template: the argv to run and the environment variables it needs (in shell
+/// mode, the values of the placeholders; otherwise none).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RenderedCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Variables to set in the command's environment, in addition to the inherited ones.
+    pub env: Vec<(String, String)>,
+}
+
+/// How a placeholder's variable is expanded in a shell command line, by quoting context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// Outside quotes: `"${V}"`.
+    Bare,
+    /// Inside double quotes or an unquoted here-document: `${V}`.
+    InDouble,
+    /// Inside single quotes: close them, expand in double quotes, reopen: `'"${V}"'`.
+    InSingle,
+}
+
+/// The environment variable that carries the `n`-th (0-based) distinct placeholder.
+fn var_name(n: usize) -> String {
+    format!("HERDSMAN_ARG_{}", n + 1)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
     Lit(String),
@@ -75,12 +121,14 @@ enum Piece {
 /// let t = Template::parse(&["convert".into(), "{path}".into(), "out/{#}.png".into()]).unwrap();
 /// assert_eq!(t.fields(), vec!["path".to_string()]);
 /// let rec = serde_json::json!({"path": "a b; rm -rf ~"});
-/// assert_eq!(t.render(&rec, 6).unwrap(), vec!["convert", "a b; rm -rf ~", "out/7.png"]);
+/// assert_eq!(t.render(&rec, 6).unwrap().argv, vec!["convert", "a b; rm -rf ~", "out/7.png"]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
     args: Vec<Vec<Piece>>,
     shell: bool,
+    /// In shell mode, the expansion form of each placeholder of the line, in order.
+    forms: Vec<Form>,
 }
 
 impl Template {
@@ -93,25 +141,51 @@ impl Template {
             .iter()
             .map(|a| parse_arg(a))
             .collect::<Result<_, _>>()?;
-        Ok(Template { args, shell: false })
+        Ok(Template {
+            args,
+            shell: false,
+            forms: Vec::new(),
+        })
     }
 
-    /// Parses a template that is one command line, run by `sh -c`. Every substituted value
-    /// is shell-quoted, so it stays a single word whatever it contains.
+    /// Parses a template that is one command line, run by `sh -c`. No value is written into
+    /// the line: each distinct placeholder is passed in an environment variable
+    /// (`HERDSMAN_ARG_1`, ...) that the line expands in a form fitted to the placeholder's
+    /// quoting context, so the shell never parses a value as code. A placeholder in a
+    /// context where that cannot work (a here-document with a quoted delimiter, `$((...))`,
+    /// `${...}`, right after `$` or a backslash) is an error that shows the safe form.
     ///
     /// ```
     /// use herdsman_workers::Template;
-    /// let t = Template::parse_shell("echo {name} | tr a-z A-Z").unwrap();
-    /// let argv = t.render(&serde_json::json!({"name": "x; rm -rf ~"}), 0).unwrap();
-    /// assert_eq!(argv, vec!["sh", "-c", "echo 'x; rm -rf ~' | tr a-z A-Z"]);
+    /// let t = Template::parse_shell("echo {name} \"<{name}>\" '{#}' | tr a-z A-Z").unwrap();
+    /// let cmd = t.render(&serde_json::json!({"name": "x; rm -rf ~"}), 0).unwrap();
+    /// assert_eq!(
+    ///     cmd.argv,
+    ///     vec![
+    ///         "sh",
+    ///         "-c",
+    ///         r#"echo "${HERDSMAN_ARG_1}" "<${HERDSMAN_ARG_1}>" ''"${HERDSMAN_ARG_2}"'' | tr a-z A-Z"#,
+    ///     ]
+    /// );
+    /// assert_eq!(
+    ///     cmd.env,
+    ///     vec![
+    ///         ("HERDSMAN_ARG_1".to_string(), "x; rm -rf ~".to_string()),
+    ///         ("HERDSMAN_ARG_2".to_string(), "1".to_string()),
+    ///     ]
+    /// );
+    /// assert!(Template::parse_shell("echo $(( {n} + 1 ))").is_err());
     /// ```
     pub fn parse_shell(command: &str) -> Result<Template, TemplateError> {
         if command.trim().is_empty() {
             return Err(TemplateError::Empty);
         }
+        let pieces = parse_arg(command)?;
+        let forms = shell::forms(&pieces)?;
         Ok(Template {
-            args: vec![parse_arg(command)?],
+            args: vec![pieces],
             shell: true,
+            forms,
         })
     }
 
@@ -183,15 +257,17 @@ impl Template {
             .join(" ")
     }
 
-    /// Fills the template from `record` (record number `seq + 1`) and returns the argv to
-    /// run. String values are substituted as they are; other values as compact JSON.
-    pub fn render(&self, record: &Value, seq: u64) -> Result<Vec<String>, RenderError> {
+    /// Fills the template from `record` (record number `seq + 1`) and returns the command to
+    /// run. String values are substituted as they are; other values as compact JSON. In
+    /// shell mode the values are in [`RenderedCommand::env`], which must be set for the
+    /// command.
+    pub fn render(&self, record: &Value, seq: u64) -> Result<RenderedCommand, RenderError> {
         self.render_with(Some(record), None, seq)
     }
 
     /// Like [`Template::render`], with the record as JSON text. The text is parsed only if
     /// the template uses fields; `{}` substitutes the text as given.
-    pub fn render_json(&self, json: &[u8], seq: u64) -> Result<Vec<String>, RenderError> {
+    pub fn render_json(&self, json: &[u8], seq: u64) -> Result<RenderedCommand, RenderError> {
         let parsed;
         let record = if self.needs_fields() {
             parsed = serde_json::from_slice::<Value>(json)
@@ -209,57 +285,87 @@ impl Template {
         record: Option<&Value>,
         text: Option<&str>,
         seq: u64,
-    ) -> Result<Vec<String>, RenderError> {
-        let mut argv = Vec::with_capacity(self.args.len() + 2);
+    ) -> Result<RenderedCommand, RenderError> {
+        let value_of = |piece: &Piece| -> Result<Option<(String, String)>, RenderError> {
+            let (value, name): (Cow<str>, String) = match piece {
+                Piece::Lit(_) => return Ok(None),
+                Piece::Number => ((seq + 1).to_string().into(), "{#}".into()),
+                Piece::Whole => {
+                    let v: Cow<str> = match (text, record) {
+                        (Some(t), _) => t.into(),
+                        (None, Some(r)) => r.to_string().into(),
+                        (None, None) => "null".into(),
+                    };
+                    (v, "{}".into())
+                }
+                Piece::Field(f) => {
+                    let v = record
+                        .and_then(|r| lookup(r, f))
+                        .ok_or_else(|| RenderError::MissingField { field: f.clone() })?;
+                    let v: Cow<str> = match v {
+                        Value::String(s) => s.as_str().into(),
+                        other => other.to_string().into(),
+                    };
+                    (v, format!("{{{f}}}"))
+                }
+            };
+            if value.contains('\0') {
+                return Err(RenderError::NulByte { placeholder: name });
+            }
+            Ok(Some((name, value.into_owned())))
+        };
+        if self.shell {
+            // One variable per distinct placeholder, in order of first use.
+            let mut env: Vec<(String, String)> = Vec::new();
+            let mut names: Vec<String> = Vec::new();
+            let mut line = String::new();
+            let mut forms = self.forms.iter();
+            for piece in self.args.iter().flatten() {
+                let Some((name, value)) = value_of(piece)? else {
+                    if let Piece::Lit(s) = piece {
+                        line.push_str(s);
+                    }
+                    continue;
+                };
+                let n = match names.iter().position(|k| *k == name) {
+                    Some(n) => n,
+                    None => {
+                        names.push(name);
+                        env.push((var_name(env.len()), value));
+                        env.len() - 1
+                    }
+                };
+                let var = var_name(n);
+                match forms.next().copied().unwrap_or(Form::Bare) {
+                    Form::Bare => line.push_str(&format!("\"${{{var}}}\"")),
+                    Form::InDouble => line.push_str(&format!("${{{var}}}")),
+                    Form::InSingle => line.push_str(&format!("'\"${{{var}}}\"'")),
+                }
+            }
+            return Ok(RenderedCommand {
+                argv: vec!["sh".into(), "-c".into(), line],
+                env,
+            });
+        }
+        let mut argv = Vec::with_capacity(self.args.len());
         for pieces in &self.args {
             let mut arg = String::new();
             for piece in pieces {
-                let (value, name): (Cow<str>, Cow<str>) = match piece {
-                    Piece::Lit(s) => {
-                        arg.push_str(s);
-                        continue;
+                match value_of(piece)? {
+                    Some((_, value)) => arg.push_str(&value),
+                    None => {
+                        if let Piece::Lit(s) = piece {
+                            arg.push_str(s);
+                        }
                     }
-                    Piece::Number => ((seq + 1).to_string().into(), "{#}".into()),
-                    Piece::Whole => {
-                        let v: Cow<str> = match (text, record) {
-                            (Some(t), _) => t.into(),
-                            (None, Some(r)) => r.to_string().into(),
-                            (None, None) => "null".into(),
-                        };
-                        (v, "{}".into())
-                    }
-                    Piece::Field(f) => {
-                        let v = record
-                            .and_then(|r| lookup(r, f))
-                            .ok_or_else(|| RenderError::MissingField { field: f.clone() })?;
-                        let v: Cow<str> = match v {
-                            Value::String(s) => s.as_str().into(),
-                            other => other.to_string().into(),
-                        };
-                        (v, format!("{{{f}}}").into())
-                    }
-                };
-                if value.contains('\0') {
-                    return Err(RenderError::NulByte {
-                        placeholder: name.into_owned(),
-                    });
-                }
-                if self.shell {
-                    let quoted = shlex::try_quote(&value).map_err(|_| RenderError::NulByte {
-                        placeholder: name.into_owned(),
-                    })?;
-                    arg.push_str(&quoted);
-                } else {
-                    arg.push_str(&value);
                 }
             }
             argv.push(arg);
         }
-        if self.shell {
-            let line = argv.pop().unwrap_or_default();
-            return Ok(vec!["sh".into(), "-c".into(), line]);
-        }
-        Ok(argv)
+        Ok(RenderedCommand {
+            argv,
+            env: Vec::new(),
+        })
     }
 }
 
@@ -326,6 +432,394 @@ fn parse_arg(arg: &str) -> Result<Vec<Piece>, TemplateError> {
     Ok(pieces)
 }
 
+/// Finds the quoting context of each placeholder of a shell command line.
+///
+/// A small POSIX `sh` lexer: it follows quotes, backslashes, `$(...)`, backticks, `${...}`,
+/// `$((...))`, comments and here-documents over the literal text, and at each placeholder
+/// says how its variable must be expanded, or why no expansion is safe there. It does not
+/// need to be perfect: a misjudged context can only change how a value is split into words,
+/// never make the shell run it (see the module comment), except in the contexts it refuses.
+mod shell {
+    use super::{Form, Piece, TemplateError};
+
+    #[derive(Clone, Debug)]
+    enum Ctx {
+        /// Commands: the whole line, the inside of `$(...)` (with its open parentheses), or
+        /// of backticks.
+        Cmd(CmdKind),
+        Single,
+        Double,
+        /// `${...}`, with its open braces.
+        Param(usize),
+        /// `$((...))`, with its open parentheses.
+        Arith(usize),
+        Comment,
+        /// The body of a here-document.
+        Heredoc(Heredoc),
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum CmdKind {
+        Top,
+        Paren(usize),
+        Backtick,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Heredoc {
+        delimiter: String,
+        strip_tabs: bool,
+        quoted: bool,
+        /// The current line's text, and whether a placeholder is in it (then it cannot be
+        /// the delimiter line).
+        line: String,
+        line_has_value: bool,
+    }
+
+    struct Lexer {
+        stack: Vec<Ctx>,
+        /// The previous character was an unquoted (or double-quoted) backslash.
+        escaped: bool,
+        /// The previous character was a `$` that starts nothing.
+        dollar: bool,
+        /// In a command context, the next character starts a word (for `#`).
+        word_start: bool,
+        /// Here-documents whose bodies start at the next newline.
+        pending: Vec<Heredoc>,
+        /// A `<<` was read and its delimiter word has not started (with `<<-`: true).
+        want_delimiter: Option<bool>,
+        /// The literal text ended inside a here-document delimiter word.
+        delimiter_open: bool,
+    }
+
+    fn unsafe_at(placeholder: &str, context: &str, hint: String) -> TemplateError {
+        TemplateError::UnsafeShellPlaceholder {
+            placeholder: placeholder.to_string(),
+            context: context.to_string(),
+            hint,
+        }
+    }
+
+    fn is_operator(c: char) -> bool {
+        matches!(c, ';' | '&' | '|' | '(' | ')' | '<' | '>')
+    }
+
+    impl Lexer {
+        fn top(&self) -> &Ctx {
+            self.stack
+                .last()
+                .expect("the command context is never popped")
+        }
+
+        fn set_top(&mut self, ctx: Ctx) {
+            if let Some(top) = self.stack.last_mut() {
+                *top = ctx;
+            }
+        }
+
+        fn pop(&mut self) {
+            if self.stack.len() > 1 {
+                self.stack.pop();
+            }
+        }
+
+        /// After `$`: starts `$((`, `$(` or `${`, consuming what it uses, or marks a
+        /// plain `$`.
+        fn dollar(&mut self, chars: &[char], i: &mut usize) {
+            match (chars.get(*i + 1), chars.get(*i + 2)) {
+                (Some('('), Some('(')) => {
+                    self.stack.push(Ctx::Arith(0));
+                    *i += 2;
+                }
+                (Some('('), _) => {
+                    self.stack.push(Ctx::Cmd(CmdKind::Paren(0)));
+                    self.word_start = true;
+                    *i += 1;
+                }
+                (Some('{'), _) => {
+                    self.stack.push(Ctx::Param(0));
+                    *i += 1;
+                }
+                _ => self.dollar = true,
+            }
+        }
+
+        /// Reads the delimiter word of a here-document starting at `chars[*i]`.
+        fn delimiter(&mut self, chars: &[char], i: &mut usize, strip_tabs: bool) {
+            let mut word = String::new();
+            let mut quoted = false;
+            let mut quote: Option<char> = None;
+            while let Some(&c) = chars.get(*i) {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => word.push(c),
+                    None if c == '\'' || c == '"' => {
+                        quoted = true;
+                        quote = Some(c);
+                    }
+                    None if c == '\\' => {
+                        quoted = true;
+                        if let Some(&n) = chars.get(*i + 1) {
+                            word.push(n);
+                            *i += 1;
+                        }
+                    }
+                    None if c.is_whitespace() || is_operator(c) => break,
+                    None => word.push(c),
+                }
+                *i += 1;
+            }
+            self.delimiter_open = *i >= chars.len();
+            self.pending.push(Heredoc {
+                delimiter: word,
+                strip_tabs,
+                quoted,
+                line: String::new(),
+                line_has_value: false,
+            });
+            self.word_start = true;
+        }
+
+        /// A newline in a command context starts the pending here-documents, if any.
+        fn newline(&mut self) {
+            self.word_start = true;
+            if !self.pending.is_empty() {
+                let first = self.pending.remove(0);
+                self.stack.push(Ctx::Heredoc(first));
+            }
+        }
+
+        fn feed(&mut self, chars: &[char]) {
+            self.delimiter_open = false;
+            let mut i = 0;
+            while i < chars.len() {
+                let c = chars[i];
+                if let Some(strip_tabs) = self.want_delimiter {
+                    if c == ' ' || c == '\t' {
+                        i += 1;
+                        continue;
+                    }
+                    self.want_delimiter = None;
+                    self.delimiter(chars, &mut i, strip_tabs);
+                    continue;
+                }
+                if self.escaped {
+                    self.escaped = false;
+                    self.word_start = false;
+                    i += 1;
+                    continue;
+                }
+                self.dollar = false;
+                match self.top().clone() {
+                    Ctx::Cmd(kind) => {
+                        let start = self.word_start;
+                        self.word_start = c.is_whitespace() || is_operator(c);
+                        match c {
+                            '\\' => self.escaped = true,
+                            '\'' => self.stack.push(Ctx::Single),
+                            '"' => self.stack.push(Ctx::Double),
+                            '`' if kind == CmdKind::Backtick => self.pop(),
+                            '`' => self.stack.push(Ctx::Cmd(CmdKind::Backtick)),
+                            '$' => self.dollar(chars, &mut i),
+                            '#' if start => self.stack.push(Ctx::Comment),
+                            '\n' => self.newline(),
+                            '(' => {
+                                if let Some(Ctx::Cmd(CmdKind::Paren(n))) = self.stack.last_mut() {
+                                    *n += 1;
+                                }
+                            }
+                            ')' => match self.stack.last_mut() {
+                                Some(Ctx::Cmd(CmdKind::Paren(0))) => {
+                                    self.pop();
+                                    self.word_start = false;
+                                }
+                                Some(Ctx::Cmd(CmdKind::Paren(n))) => *n -= 1,
+                                _ => {}
+                            },
+                            // `<<<` (a bash here-string) is a plain word after it.
+                            '<' if chars.get(i + 1) == Some(&'<')
+                                && chars.get(i + 2) == Some(&'<') =>
+                            {
+                                i += 2;
+                            }
+                            '<' if chars.get(i + 1) == Some(&'<') => {
+                                let strip_tabs = chars.get(i + 2) == Some(&'-');
+                                i += if strip_tabs { 2 } else { 1 };
+                                self.want_delimiter = Some(strip_tabs);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ctx::Single => {
+                        if c == '\'' {
+                            self.pop();
+                        }
+                    }
+                    Ctx::Double => match c {
+                        '\\' => self.escaped = true,
+                        '"' => self.pop(),
+                        '`' => self.stack.push(Ctx::Cmd(CmdKind::Backtick)),
+                        '$' => self.dollar(chars, &mut i),
+                        _ => {}
+                    },
+                    Ctx::Param(depth) => match c {
+                        '\\' => self.escaped = true,
+                        '\'' => self.stack.push(Ctx::Single),
+                        '"' => self.stack.push(Ctx::Double),
+                        '`' => self.stack.push(Ctx::Cmd(CmdKind::Backtick)),
+                        '$' => self.dollar(chars, &mut i),
+                        '{' => self.set_top(Ctx::Param(depth + 1)),
+                        '}' if depth == 0 => self.pop(),
+                        '}' => self.set_top(Ctx::Param(depth - 1)),
+                        _ => {}
+                    },
+                    Ctx::Arith(depth) => match c {
+                        '$' => self.dollar(chars, &mut i),
+                        '`' => self.stack.push(Ctx::Cmd(CmdKind::Backtick)),
+                        '(' => self.set_top(Ctx::Arith(depth + 1)),
+                        ')' if depth == 0 => {
+                            self.pop();
+                            if chars.get(i + 1) == Some(&')') {
+                                i += 1;
+                            }
+                        }
+                        ')' => self.set_top(Ctx::Arith(depth - 1)),
+                        _ => {}
+                    },
+                    Ctx::Comment => {
+                        if c == '\n' {
+                            self.pop();
+                            // The newline also ends the command line it commented.
+                            continue;
+                        }
+                    }
+                    Ctx::Heredoc(mut doc) => {
+                        if c == '\n' {
+                            let line = if doc.strip_tabs {
+                                doc.line.trim_start_matches('\t')
+                            } else {
+                                doc.line.as_str()
+                            };
+                            if !doc.line_has_value && line == doc.delimiter {
+                                self.pop();
+                                if !self.pending.is_empty() {
+                                    let next = self.pending.remove(0);
+                                    self.stack.push(Ctx::Heredoc(next));
+                                }
+                            } else {
+                                doc.line.clear();
+                                doc.line_has_value = false;
+                                self.set_top(Ctx::Heredoc(doc));
+                            }
+                        } else {
+                            doc.line.push(c);
+                            let quoted = doc.quoted;
+                            self.set_top(Ctx::Heredoc(doc));
+                            if !quoted {
+                                match c {
+                                    '\\' => self.escaped = true,
+                                    '`' => self.stack.push(Ctx::Cmd(CmdKind::Backtick)),
+                                    '$' => self.dollar(chars, &mut i),
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                i += 1;
+            }
+        }
+
+        /// The form of a placeholder at the current position, or why there is none.
+        fn placeholder(&mut self, name: &str) -> Result<Form, TemplateError> {
+            if self.want_delimiter.is_some() || self.delimiter_open {
+                return Err(unsafe_at(
+                    name,
+                    "as a here-document delimiter",
+                    "write a fixed delimiter, e.g. `<<EOF`".into(),
+                ));
+            }
+            let inner = name.trim_start_matches('{').trim_end_matches('}');
+            if self.dollar {
+                return Err(unsafe_at(
+                    name,
+                    "right after `$`",
+                    format!(
+                        "`${name}` is the placeholder {name} after a `$`; write `${{{{{inner}}}}}` for the shell variable `{inner}`, or put the placeholder alone for the value"
+                    ),
+                ));
+            }
+            if self.escaped {
+                return Err(unsafe_at(
+                    name,
+                    "right after a backslash",
+                    format!("remove the backslash: `{name}` is inserted as plain text already"),
+                ));
+            }
+            let form = match self.top() {
+                Ctx::Cmd(_) | Ctx::Comment => Form::Bare,
+                Ctx::Double => Form::InDouble,
+                Ctx::Single => Form::InSingle,
+                Ctx::Param(_) => {
+                    return Err(unsafe_at(
+                        name,
+                        "inside `${...}`",
+                        format!("assign the value first, e.g. `v={name}; echo \"${{{{x:-$v}}}}\"`"),
+                    ))
+                }
+                Ctx::Arith(_) => {
+                    return Err(unsafe_at(
+                        name,
+                        "inside `$((...))` arithmetic, which evaluates text as an expression",
+                        format!("check that the value is a number first, e.g. `n={name}; case $n in ''|*[!0-9]*) exit 1;; esac; echo $((n + 1))`"),
+                    ))
+                }
+                Ctx::Heredoc(doc) if doc.quoted => {
+                    return Err(unsafe_at(
+                        name,
+                        "inside a here-document with a quoted delimiter, whose body is taken literally",
+                        "use an unquoted delimiter (`<<EOF`), where the value is expanded as text".into(),
+                    ))
+                }
+                Ctx::Heredoc(_) => Form::InDouble,
+            };
+            if let Some(Ctx::Heredoc(doc)) = self.stack.last_mut() {
+                doc.line_has_value = true;
+            }
+            self.word_start = false;
+            Ok(form)
+        }
+    }
+
+    /// The expansion form of each placeholder of `pieces`, in order.
+    pub(super) fn forms(pieces: &[Piece]) -> Result<Vec<Form>, TemplateError> {
+        let mut lx = Lexer {
+            stack: vec![Ctx::Cmd(CmdKind::Top)],
+            escaped: false,
+            dollar: false,
+            word_start: true,
+            pending: Vec::new(),
+            want_delimiter: None,
+            delimiter_open: false,
+        };
+        let mut forms = Vec::new();
+        for piece in pieces {
+            let name = match piece {
+                Piece::Lit(s) => {
+                    lx.feed(&s.chars().collect::<Vec<_>>());
+                    continue;
+                }
+                Piece::Field(f) => format!("{{{f}}}"),
+                Piece::Whole => "{}".into(),
+                Piece::Number => "{#}".into(),
+            };
+            forms.push(lx.placeholder(&name)?);
+            lx.dollar = false;
+        }
+        Ok(forms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,7 +844,7 @@ mod tests {
         assert!(!t.is_shell());
         assert_eq!(t.program().as_deref(), Some("prog"));
         let rec = json!({"id": 7, "a": {"b": "deep"}});
-        let mut got = t.render(&rec, 41).unwrap();
+        let mut got = t.render(&rec, 41).unwrap().argv;
         // `{}` is the record as compact JSON; its key order depends on serde_json's
         // `preserve_order` feature, so compare it as a value.
         let whole: serde_json::Value = serde_json::from_str(&got.remove(2)).unwrap();
@@ -364,7 +858,7 @@ mod tests {
         let t = Template::parse(&argv(&["p", "{s}", "{n}", "{b}", "{z}", "{o}"])).unwrap();
         let rec = json!({"s": "it's \"q\"", "n": 1.5, "b": true, "z": null, "o": [1, "x"]});
         assert_eq!(
-            t.render(&rec, 0).unwrap(),
+            t.render(&rec, 0).unwrap().argv,
             argv(&["p", "it's \"q\"", "1.5", "true", "null", r#"[1,"x"]"#])
         );
     }
@@ -372,17 +866,17 @@ mod tests {
     #[test]
     fn empty_argument_is_kept() {
         let t = Template::parse(&argv(&["p", ""])).unwrap();
-        assert_eq!(t.render(&json!({}), 0).unwrap(), argv(&["p", ""]));
+        assert_eq!(t.render(&json!({}), 0).unwrap().argv, argv(&["p", ""]));
     }
 
     #[test]
     fn literal_key_with_dot_wins_over_path() {
         let t = Template::parse(&argv(&["p", "{a.b}"])).unwrap();
         let rec = json!({"a.b": "flat", "a": {"b": "nested"}});
-        assert_eq!(t.render(&rec, 0).unwrap()[1], "flat");
+        assert_eq!(t.render(&rec, 0).unwrap().argv[1], "flat");
         let rec = json!({"a": {"b": [10, 20]}});
         let t = Template::parse(&argv(&["p", "{a.b.1}"])).unwrap();
-        assert_eq!(t.render(&rec, 0).unwrap()[1], "20");
+        assert_eq!(t.render(&rec, 0).unwrap().argv[1], "20");
     }
 
     #[test]
@@ -425,34 +919,106 @@ mod tests {
     }
 
     #[test]
-    fn shell_mode_quotes_every_value() {
-        let t = Template::parse_shell("printf '%s\\n' {v} {#} > /dev/null").unwrap();
+    fn shell_mode_passes_values_in_variables() {
+        let t = Template::parse_shell("printf '%s\\n' {v} {#} \"{v}\" '{v}' > /dev/null").unwrap();
         assert!(t.is_shell());
         assert_eq!(t.program().as_deref(), Some("sh"));
         let rec = json!({"v": "$(touch pwned); `id` && rm -rf ~ 'x'"});
         let out = t.render(&rec, 2).unwrap();
-        assert_eq!(out[0], "sh");
-        assert_eq!(out[1], "-c");
-        let words = shlex::split(&out[2]).unwrap();
         assert_eq!(
-            words,
+            out.argv,
+            argv(&[
+                "sh",
+                "-c",
+                r#"printf '%s\n' "${HERDSMAN_ARG_1}" "${HERDSMAN_ARG_2}" "${HERDSMAN_ARG_1}" ''"${HERDSMAN_ARG_1}"'' > /dev/null"#
+            ])
+        );
+        assert_eq!(
+            out.env,
             vec![
-                "printf",
-                "%s\\n",
-                "$(touch pwned); `id` && rm -rf ~ 'x'",
-                "3",
-                ">",
-                "/dev/null"
+                (
+                    "HERDSMAN_ARG_1".to_string(),
+                    rec["v"].as_str().unwrap().to_string()
+                ),
+                ("HERDSMAN_ARG_2".to_string(), "3".to_string()),
             ]
         );
+        assert_eq!(
+            t.display(),
+            "printf '%s\\n' {v} {#} \"{v}\" '{v}' > /dev/null"
+        );
+    }
+
+    #[test]
+    fn shell_forms_follow_the_quoting_context() {
+        let form = |line: &str| {
+            let t = Template::parse_shell(line).unwrap();
+            t.render(&json!({"v": 1}), 0).unwrap().argv[2].clone()
+        };
+        assert_eq!(
+            form("echo $(echo {v})"),
+            r#"echo $(echo "${HERDSMAN_ARG_1}")"#
+        );
+        assert_eq!(
+            form("echo \"$(echo {v} \"{v}\")\""),
+            r#"echo "$(echo "${HERDSMAN_ARG_1}" "${HERDSMAN_ARG_1}")""#
+        );
+        assert_eq!(
+            form("echo `echo {v}`"),
+            r#"echo `echo "${HERDSMAN_ARG_1}"`"#
+        );
+        assert_eq!(
+            form("echo \"`echo {v}`\""),
+            r#"echo "`echo "${HERDSMAN_ARG_1}"`""#
+        );
+        assert_eq!(
+            form("cat <<EOF\n{v}\nEOF\necho {v}"),
+            "cat <<EOF\n${HERDSMAN_ARG_1}\nEOF\necho \"${HERDSMAN_ARG_1}\""
+        );
+        assert_eq!(
+            form("cat <<-'X'\n\tlit\n\tX\necho '{v}'"),
+            "cat <<-'X'\n\tlit\n\tX\necho ''\"${HERDSMAN_ARG_1}\"''"
+        );
+        assert_eq!(
+            form("echo x # it's {v}"),
+            r#"echo x # it's "${HERDSMAN_ARG_1}""#
+        );
+        assert_eq!(form("echo x#'{v}'"), r#"echo x#''"${HERDSMAN_ARG_1}"''"#);
+        assert_eq!(form("echo \\\\{v}"), r#"echo \\"${HERDSMAN_ARG_1}""#);
+        assert_eq!(form("echo ${{x}}{v}"), r#"echo ${x}"${HERDSMAN_ARG_1}""#);
+        assert_eq!(
+            form("echo $((1+2)){v}"),
+            r#"echo $((1+2))"${HERDSMAN_ARG_1}""#
+        );
+    }
+
+    #[test]
+    fn shell_refuses_unsafe_contexts() {
+        for (line, want) in [
+            ("cat <<'EOF'\n{v}\nEOF", "quoted delimiter"),
+            ("cat <<E\"O\"F\nx{v}\nEOF", "quoted delimiter"),
+            ("cat << {v}", "delimiter"),
+            ("cat <<EOF{v}\nx\nEOF{v}", "delimiter"),
+            ("echo $(( {v} ))", "arithmetic"),
+            ("echo ${v}", "`${{v}}`"),
+            ("echo \"\\{v}\"", "backslash"),
+            ("echo ${{x:-{v}}}", "`${...}`"),
+        ] {
+            match Template::parse_shell(line) {
+                Err(e @ TemplateError::UnsafeShellPlaceholder { .. }) => {
+                    assert!(e.to_string().contains(want), "{line:?}: {e}")
+                }
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
     fn new_joins_argv_in_shell_mode() {
         let t = Template::new(&argv(&["echo", "{x}", "|", "cat"]), true).unwrap();
         assert_eq!(
-            t.render(&json!({"x": "a b"}), 0).unwrap()[2],
-            "echo 'a b' | cat"
+            t.render(&json!({"x": "a b"}), 0).unwrap().argv[2],
+            r#"echo "${HERDSMAN_ARG_1}" | cat"#
         );
     }
 
@@ -461,7 +1027,7 @@ mod tests {
         let t = Template::parse(&argv(&["p", "{}", "{#}"])).unwrap();
         assert!(!t.needs_fields());
         assert_eq!(
-            t.render_json(b"not json", 0).unwrap(),
+            t.render_json(b"not json", 0).unwrap().argv,
             argv(&["p", "not json", "1"])
         );
         let t = Template::parse(&argv(&["p", "{a}"])).unwrap();
@@ -470,7 +1036,7 @@ mod tests {
             Err(RenderError::BadRecord(_))
         ));
         assert_eq!(
-            t.render_json(br#"{"a":"x"}"#, 0).unwrap(),
+            t.render_json(br#"{"a":"x"}"#, 0).unwrap().argv,
             argv(&["p", "x"])
         );
     }

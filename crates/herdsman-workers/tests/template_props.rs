@@ -1,5 +1,5 @@
 //! Properties of command templates: whatever a field holds, it reaches the command as
-//! exactly one argument, with or without a shell.
+//! exactly one argument, with or without a shell, and a shell never reads it as code.
 
 use herdsman_workers::Template;
 use proptest::prelude::*;
@@ -19,18 +19,21 @@ proptest! {
     #[test]
     fn direct_argv_value_is_one_argument(v in any_text()) {
         let t = Template::parse(&["prog".into(), "{v}".into(), "x{v}y".into()]).unwrap();
-        let argv = t.render(&json!({ "v": v }), 0).unwrap();
-        prop_assert_eq!(argv, vec!["prog".to_string(), v.clone(), format!("x{v}y")]);
+        let cmd = t.render(&json!({ "v": v }), 0).unwrap();
+        prop_assert_eq!(cmd.argv, vec!["prog".to_string(), v.clone(), format!("x{v}y")]);
+        prop_assert!(cmd.env.is_empty());
     }
 
     #[test]
-    fn shell_value_is_one_word(v in any_text(), w in any_text()) {
-        let t = Template::parse_shell("printf '%s' {v} {w} > /dev/null").unwrap();
-        let argv = t.render(&json!({ "v": v, "w": w }), 0).unwrap();
-        let words = shlex::split(&argv[2]).expect("the rendered line is well quoted");
+    fn shell_values_stay_out_of_the_command_line(v in any_text(), w in any_text()) {
+        let t = Template::parse_shell("printf '%s' {v} \"{w}\" '{v}' > /dev/null").unwrap();
+        let cmd = t.render(&json!({ "v": v, "w": w }), 0).unwrap();
+        // The line the shell parses is the same whatever the values are.
+        let blank = t.render(&json!({ "v": "", "w": "" }), 0).unwrap();
+        prop_assert_eq!(&cmd.argv, &blank.argv);
         prop_assert_eq!(
-            words,
-            vec!["printf".to_string(), "%s".into(), v.clone(), w.clone(), ">".into(), "/dev/null".into()]
+            cmd.env,
+            vec![("HERDSMAN_ARG_1".to_string(), v.clone()), ("HERDSMAN_ARG_2".to_string(), w.clone())]
         );
     }
 
@@ -73,9 +76,10 @@ fn shell_quoting_survives_a_real_shell() {
     ];
     let t = Template::parse_shell("printf '%s|' {v}").unwrap();
     for v in values {
-        let argv = t.render(&json!({ "v": v }), 0).unwrap();
-        let out = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
+        let cmd = t.render(&json!({ "v": v }), 0).unwrap();
+        let out = std::process::Command::new(&cmd.argv[0])
+            .args(&cmd.argv[1..])
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(out.status.success());

@@ -172,6 +172,15 @@ fn start_executor(
             pc.max_line_bytes = pc
                 .max_line_bytes
                 .max(cfg.max_record_size.saturating_add(1 << 20));
+            let notice_log = log.clone();
+            pc.notices = Some(Arc::new(move |msg: &str| notice_log.notice(msg)));
+            // For tests only: a short threshold for the no-answer notice.
+            if let Some(ms) = std::env::var("HERDSMAN_NO_ANSWER_NOTICE_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                pc.no_answer_notice = std::time::Duration::from_millis(ms);
+            }
             Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
         }
         Transform::Exec { template, shell } => {

@@ -114,6 +114,10 @@ impl Executor<CliItem> for CliExecutor {
         self.inner.abandon(id);
     }
 
+    fn stop_queued(&mut self) -> Vec<AttemptId> {
+        self.inner.stop_queued()
+    }
+
     fn shutdown(&mut self) {
         self.inner.shutdown();
     }

@@ -38,6 +38,10 @@ pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorE
 /// A callback that receives every line a worker writes to stderr, with the worker's index.
 pub type StderrSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
 
+/// A callback that receives the pool's notices, one sentence each (for example a record
+/// that has had no answer for a long time).
+pub type NoticeSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// One record handed to a process executor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkItem {

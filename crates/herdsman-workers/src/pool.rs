@@ -2,16 +2,21 @@
 //!
 //! Each worker has a writer thread (stdin), a reader thread (stdout) and a stderr thread, so
 //! the engine's thread never blocks on a pipe. The engine's thread keeps all bookkeeping:
-//! which attempts are in flight on which worker, and in which order they were sent, and when
-//! each record's clock started for the per-record timeout.
+//! the records not yet written to any worker (the pending queue; workers start lazily, when
+//! it has a record for them), which attempts are in flight on which worker, and in which
+//! order they were sent, and when each record's clock started for the per-record timeout.
+//! It also watches each worker process, not only its stdout, since a child the worker left
+//! behind may hold the pipe open after the worker exited.
 //!
-//! This module must never report an abandoned attempt, never report an attempt twice, never
-//! charge a worker crash or timeout to more than the record(s) that caused it, never count
-//! the time a record waits behind others against its timeout, and never let a worker that
-//! floods or ignores its pipes block the caller.
+//! This module must never report an abandoned or given-back attempt, never report an
+//! attempt twice, never charge a worker crash or timeout to more than the record(s) that
+//! caused it, never match an answer of a replaced process to a record sent again, never
+//! count the time a record waits behind others against its timeout, and never let a worker
+//! that floods or ignores its pipes block the caller.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::thread::JoinHandle;
@@ -24,13 +29,13 @@ use serde_json::value::RawValue;
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    check_dir, describe_status, has_exited, human_duration, io_phrase, reap, signal_group,
-    spawn_piped, terminate_group, wait_exited, WorkerCommand,
+    check_dir, check_program, describe_status, has_exited, human_duration, io_phrase, reap,
+    signal_group, spawn_piped, terminate_group, wait_exited, WorkerCommand,
 };
 use crate::tail::StderrReader;
 use crate::{
-    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, StderrSink, WorkItem,
-    WorkOutput, WorkerFailure,
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, NoticeSink, StderrSink,
+    WorkItem, WorkOutput, WorkerFailure,
 };
 
 /// The wire protocol between herdsman and its workers (see `docs/protocol.md`).
@@ -77,6 +82,13 @@ pub struct PoolConfig {
     pub timeout: Option<Duration>,
     /// The directory the workers start in; `None`: the caller's current directory.
     pub cwd: Option<PathBuf>,
+    /// Receives notices about the pool's health, one sentence each, such as a record that
+    /// has had no answer for a long time. `None`: notices are dropped.
+    pub notices: Option<NoticeSink>,
+    /// After how long without an answer a record in flight is reported to
+    /// [`PoolConfig::notices`] (`record 812 on worker 1: no answer for 60 s ...`); the notice
+    /// repeats at doubling intervals while the record stays unanswered. Default 60 s.
+    pub no_answer_notice: Duration,
 }
 
 impl PoolConfig {
@@ -97,8 +109,13 @@ impl PoolConfig {
             max_line_bytes: 64 << 20,
             timeout: None,
             cwd: None,
+            notices: None,
+            no_answer_notice: Self::DEFAULT_NO_ANSWER_NOTICE,
         }
     }
+
+    /// The default for [`PoolConfig::no_answer_notice`].
+    pub const DEFAULT_NO_ANSWER_NOTICE: Duration = Duration::from_secs(60);
 
     /// The default number of records in flight per worker.
     pub const DEFAULT_PIPELINE_DEPTH: usize = 256;
@@ -118,6 +135,8 @@ impl std::fmt::Debug for PoolConfig {
             .field("max_line_bytes", &self.max_line_bytes)
             .field("timeout", &self.timeout)
             .field("cwd", &self.cwd)
+            .field("notices", &self.notices.is_some())
+            .field("no_answer_notice", &self.no_answer_notice)
             .finish()
     }
 }
@@ -137,6 +156,15 @@ const STALL_CHECK: Duration = Duration::from_millis(50);
 const INITIAL_DEPTH: usize = 4;
 /// How long to wait for a worker whose stdout closed to actually exit.
 const EXIT_WAIT: Duration = Duration::from_millis(500);
+/// How often `poll` checks whether a worker process has exited (its stdout may stay open
+/// when a child it left behind holds it).
+const EXIT_CHECK: Duration = Duration::from_millis(10);
+/// How long to wait, after a worker exited and its process group was killed, for the rest
+/// of its stdout, before it is handled as ended anyway (something outside its process group
+/// still holds the pipe).
+const EXIT_DRAIN: Duration = Duration::from_secs(2);
+/// Longest part of an incomplete last line quoted in a message.
+const PARTIAL_QUOTE: usize = 200;
 /// How long to wait for the rest of a dead worker's stderr.
 const STDERR_WAIT: Duration = Duration::from_millis(200);
 
@@ -149,8 +177,13 @@ enum Event {
     },
     /// A line longer than the limit; it was discarded.
     TooLong { slot: usize, gen: u64 },
-    /// The worker's stdout reached end of file.
-    Eof { slot: usize, gen: u64 },
+    /// The worker's stdout reached end of file. `partial`: the start of a last line that
+    /// was not ended by a newline (it answers nothing).
+    Eof {
+        slot: usize,
+        gen: u64,
+        partial: Vec<u8>,
+    },
 }
 
 struct Inflight {
@@ -221,20 +254,6 @@ impl InflightSet {
             }
         }
     }
-
-    /// Drops the placeholders of abandoned records (before re-sending to a new worker).
-    fn drop_abandoned(&mut self) {
-        if let InflightSet::Lines(q) = self {
-            q.retain(|i| !i.abandoned);
-        }
-    }
-
-    fn iter_mut(&mut self) -> Box<dyn Iterator<Item = &mut Inflight> + '_> {
-        match self {
-            InflightSet::Lines(q) => Box::new(q.iter_mut()),
-            InflightSet::Framed(m) => Box::new(m.values_mut()),
-        }
-    }
 }
 
 /// A live worker process and its threads.
@@ -256,6 +275,12 @@ struct Slot {
     /// The worker has been stuck on one record for a while; its queue was moved elsewhere
     /// and it gets no new records until it answers.
     stalled: bool,
+    /// When the worker process was seen to have exited while its stdout was still open.
+    exited_at: Option<Instant>,
+    /// When the worker last answered (finished) a record.
+    last_answer: Option<Instant>,
+    /// The record the next no-answer notice is about, and after how long it is due.
+    notice: Option<(AttemptId, Duration)>,
 }
 
 /// A pool of persistent worker processes. See the crate docs and `docs/protocol.md`.
@@ -299,12 +324,29 @@ pub struct WorkerPool {
     fatal: Option<FatalExecutorError>,
     reapers: Vec<JoinHandle<()>>,
     stopped: bool,
+    /// Attempts submitted and not yet written to any worker, oldest first (records a worker
+    /// had in flight when it was replaced go back to the front).
+    pending: VecDeque<(AttemptId, WorkItem)>,
+    /// `lines`: one record at a time per worker from now on (set once a record timed out,
+    /// see `docs/protocol.md`).
+    serial: bool,
+    /// The run is stopping: no new records go to workers.
+    stopping: bool,
+    /// When `poll` last looked for exited workers and overdue answers.
+    last_check: Instant,
 }
 
 impl WorkerPool {
-    /// Starts `cfg.workers` worker processes.
+    /// Prepares a pool of up to `cfg.workers` worker processes. Workers start lazily, when
+    /// there is a record to give them, so a pool never starts more workers than it has
+    /// records.
     ///
-    /// Fails at once, with one sentence saying what to do, if the program cannot be started.
+    /// Fails at once, with one sentence saying what to do, if the program cannot be found or
+    /// run, or the working directory does not exist.
+    ///
+    /// A worker is started by the thread that calls [`Executor::submit`] or
+    /// [`Executor::poll`], and it is killed (`SIGKILL`, through the parent-death signal) if
+    /// that thread ends: drive the pool from one thread that lives as long as the pool.
     pub fn start(mut cfg: PoolConfig) -> Result<WorkerPool, FatalExecutorError> {
         cfg.workers = cfg.workers.max(1);
         cfg.pipeline_depth = cfg.pipeline_depth.max(1);
@@ -314,6 +356,14 @@ impl WorkerPool {
         if let Some(dir) = &cfg.cwd {
             check_dir(dir).map_err(|e| cwd_fatal(&cfg, &e))?;
         }
+        let program = argv.first().map(String::as_str).unwrap_or("");
+        check_program(program, cfg.cwd.as_deref()).map_err(|e| FatalExecutorError {
+            message: format!(
+                "cannot start worker `{}`: {}; check the --worker command",
+                cfg.command.display(),
+                io_phrase(&e)
+            ),
+        })?;
         let (events_tx, events) = crossbeam_channel::bounded(256);
         let protocol = cfg.protocol;
         let slots = (0..cfg.workers)
@@ -328,9 +378,12 @@ impl WorkerPool {
                 answered: false,
                 busy_since: None,
                 stalled: false,
+                exited_at: None,
+                last_answer: None,
+                notice: None,
             })
             .collect();
-        let mut pool = WorkerPool {
+        let pool = WorkerPool {
             cfg,
             argv,
             slots,
@@ -343,13 +396,11 @@ impl WorkerPool {
             fatal: None,
             reapers: Vec::new(),
             stopped: false,
+            pending: VecDeque::new(),
+            serial: false,
+            stopping: false,
+            last_check: Instant::now(),
         };
-        for s in 0..pool.slots.len() {
-            if let Err(e) = pool.launch(s) {
-                pool.shutdown();
-                return Err(e);
-            }
-        }
         Ok(pool)
     }
 
@@ -399,30 +450,77 @@ impl WorkerPool {
         });
         slot.answered = false;
         slot.stalled = false;
+        slot.exited_at = None;
+        slot.last_answer = None;
+        slot.notice = None;
         Ok(())
     }
 
     /// Picks the worker with the fewest records in flight (round robin among equals),
     /// avoiding stalled workers while any other is available.
-    fn pick_slot(&mut self) -> usize {
-        let load =
-            |slot: &Slot| slot.inflight.len() + if slot.stalled { usize::MAX / 2 } else { 0 };
-        let n = self.slots.len();
-        let mut best = self.cursor % n;
-        let mut best_load = load(&self.slots[best]);
-        for k in 1..n {
-            if best_load == 0 {
-                break;
+    ///
+    /// Only workers with room under the pipeline depth count; `None` if none has room. A
+    /// worker that has no process yet (or whose process exited) is started by `enqueue`.
+    fn pick_slot(&mut self) -> Option<usize> {
+        let depth = self.effective_depth();
+        let load = |slot: &Slot| -> Option<usize> {
+            if slot.exited_at.is_some() || slot.inflight.len() >= depth {
+                return None;
             }
+            Some(slot.inflight.len() + if slot.stalled { usize::MAX / 2 } else { 0 })
+        };
+        let n = self.slots.len();
+        let mut best: Option<(usize, usize)> = None;
+        for k in 0..n {
             let s = (self.cursor + k) % n;
-            let l = load(&self.slots[s]);
-            if l < best_load {
-                best = s;
-                best_load = l;
+            let Some(l) = load(&self.slots[s]) else {
+                continue;
+            };
+            if best.is_none_or(|(_, bl)| l < bl) {
+                best = Some((s, l));
+                if l == 0 {
+                    break;
+                }
             }
         }
-        self.cursor = best + 1;
-        best
+        let (s, _) = best?;
+        self.cursor = s + 1;
+        Some(s)
+    }
+
+    /// Hands pending records to workers with room, starting workers as needed.
+    fn dispatch(&mut self) -> Result<(), FatalExecutorError> {
+        // Also while stopping: anything pending then was in flight on a worker that ended
+        // (it must still be run and reported); the engine itself submits nothing new.
+        while !self.pending.is_empty() {
+            let Some(s) = self.pick_slot() else {
+                break;
+            };
+            let (id, item) = self.pending.pop_front().expect("not empty");
+            self.enqueue(s, id, item)?;
+        }
+        Ok(())
+    }
+
+    /// Takes back what slot `s` had in flight (its process is gone): the records go back to
+    /// the front of the pending queue, in order, to be sent again (to any worker) and not
+    /// charged; placeholders of abandoned records are dropped.
+    fn requeue(&mut self, s: usize) {
+        let slot = &mut self.slots[s];
+        slot.outbox.clear();
+        slot.busy_since = None;
+        slot.stalled = false;
+        slot.notice = None;
+        slot.exited_at = None;
+        let mut back: Vec<(AttemptId, WorkItem)> = Vec::new();
+        while let Some(inf) = slot.inflight.pop_oldest() {
+            if !inf.abandoned {
+                back.push((inf.id, inf.item));
+            }
+        }
+        for entry in back.into_iter().rev() {
+            self.pending.push_front(entry);
+        }
     }
 
     /// Queues one attempt on slot `s`.
@@ -499,10 +597,10 @@ impl WorkerPool {
                 })
                 .collect();
             self.slots[s].stalled = true;
-            for (id, item) in moved {
-                let t = self.pick_slot();
-                self.enqueue(t, id, item)?;
+            for entry in moved.into_iter().rev() {
+                self.pending.push_front(entry);
             }
+            self.dispatch()?;
         }
         Ok(())
     }
@@ -516,6 +614,10 @@ impl WorkerPool {
     fn slot_deadline(&self, s: usize, timeout: Duration) -> Option<Instant> {
         let slot = &self.slots[s];
         slot.running.as_ref()?;
+        if slot.exited_at.is_some() {
+            // The process is gone: its record is charged with the exit, never a timeout.
+            return None;
+        }
         let started = match &slot.inflight {
             InflightSet::Lines(q) => {
                 q.front()?;
@@ -570,7 +672,15 @@ impl WorkerPool {
             if let Some(running) = self.slots[s].running.take() {
                 self.kill_async(running);
             }
-            self.slots[s].stalled = false;
+            // The records that were queued behind go back to be sent again, to a fresh
+            // process; a late answer of the killed one can never be matched to them.
+            self.requeue(s);
+            if self.cfg.protocol == Protocol::Lines {
+                // A `lines` worker that gave no answer may have skipped one; from now on it
+                // gets one record at a time, so a skipped answer can only ever show up as a
+                // timeout of its own record, never as another record's output.
+                self.serial = true;
+            }
             for inf in expired.into_iter().filter(|i| !i.abandoned) {
                 out.push((inf.id, AttemptOutcome::Failure(failure.clone())));
             }
@@ -589,9 +699,8 @@ impl WorkerPool {
                     return Err(fatal);
                 }
             }
-            self.ensure_running(s)?;
         }
-        Ok(())
+        self.dispatch()
     }
 
     fn encode(protocol: Protocol, outbox: &mut Vec<u8>, wire: u64, json: &[u8]) {
@@ -631,24 +740,6 @@ impl WorkerPool {
         for s in 0..self.slots.len() {
             self.flush_slot(s);
         }
-    }
-
-    /// Re-sends everything in flight on slot `s` (after its process was replaced).
-    fn resend(&mut self, s: usize) {
-        let protocol = self.cfg.protocol;
-        let slot = &mut self.slots[s];
-        slot.outbox.clear();
-        slot.inflight.drop_abandoned();
-        let now = Instant::now();
-        slot.busy_since = (slot.inflight.len() > 0).then_some(now);
-        let Slot {
-            inflight, outbox, ..
-        } = slot;
-        for inf in inflight.iter_mut() {
-            inf.sent = now;
-            Self::encode(protocol, outbox, inf.wire, &inf.item.json);
-        }
-        self.flush_slot(s);
     }
 
     fn failure(
@@ -697,9 +788,9 @@ impl WorkerPool {
                     }
                 }
             }
-            Event::Eof { slot, gen } => {
+            Event::Eof { slot, gen, partial } => {
                 if self.slots[slot].gen == gen {
-                    self.worker_ended(slot, out)?;
+                    self.worker_ended(slot, &partial, out)?;
                 }
             }
         }
@@ -717,6 +808,7 @@ impl WorkerPool {
             return;
         }
         let now = Instant::now();
+        slot.last_answer = Some(now);
         if let (true, Some(since)) = (measure, slot.busy_since) {
             let sample = now.duration_since(since).as_nanos() as f64 / k as f64;
             self.service_ns = Some(match self.service_ns {
@@ -737,6 +829,9 @@ impl WorkerPool {
         let max = self.cfg.pipeline_depth;
         if self.cfg.protocol == Protocol::Framed {
             return max;
+        }
+        if self.serial {
+            return 1;
         }
         match self.service_ns {
             None => INITIAL_DEPTH.min(max),
@@ -762,11 +857,14 @@ impl WorkerPool {
                 continue;
             }
             let line = trim(raw);
-            let outcome = match check_json(line) {
+            let outcome = match std::str::from_utf8(line)
+                .map_err(|e| format!("not valid UTF-8: {e}"))
+                .and_then(|_| check_json(line).map_err(|why| format!("not valid JSON ({why})")))
+            {
                 Ok(()) => AttemptOutcome::Success(vec![line.to_vec()]),
                 Err(why) => {
                     let msg = format!(
-                        "worker {s} answered with a line that is not valid JSON ({why}): {}",
+                        "worker {s} answered with a line that is {why}: {}",
                         quote_start(line)
                     );
                     AttemptOutcome::Failure(self.failure(s, FailureKind::BadOutput, msg, false))
@@ -857,22 +955,39 @@ impl WorkerPool {
         }
     }
 
-    /// The worker of slot `s` closed its stdout: collect it, charge the oldest record in
-    /// flight, restart it and re-send the rest.
-    fn worker_ended(&mut self, s: usize, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+    /// The worker of slot `s` ended (its stdout closed, or its process exited): collect it,
+    /// charge the oldest record in flight, and send the rest again (to any worker, the
+    /// replacement starting when there is a record for it). `partial`: the start of an
+    /// incomplete last line it wrote, which answers nothing.
+    fn worker_ended(
+        &mut self,
+        s: usize,
+        partial: &[u8],
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), FatalExecutorError> {
         let Some(mut running) = self.slots[s].running.take() else {
             return Ok(());
         };
         let pid = running.child.id();
+        let mut killed_from_outside = false;
         let (how, tail) = if wait_exited(pid, EXIT_WAIT) {
             // Whatever the worker left behind in its group goes with it.
             signal_group(pid, Signal::SIGKILL);
             let status = reap(&mut running.child);
+            killed_from_outside = status.and_then(|st| st.signal()) == Some(libc::SIGKILL);
             (describe_status(status), running.stderr.finish(STDERR_WAIT))
         } else {
             let tail = running.stderr.finish(Duration::ZERO);
             self.kill_async(running);
             ("closed its stdout".to_string(), tail)
+        };
+        let incomplete = if partial.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", leaving an incomplete answer line {}",
+                quote_start(&partial[..partial.len().min(PARTIAL_QUOTE)])
+            )
         };
         // An abandoned record at the head was what the worker was busy with: nobody to charge.
         if let Some(inf) = self.slots[s].inflight.pop_oldest().filter(|i| !i.abandoned) {
@@ -881,7 +996,7 @@ impl WorkerPool {
                 AttemptOutcome::Failure(WorkerFailure {
                     kind: FailureKind::WorkerExited,
                     message: format!(
-                        "worker {s} (`{}`) {how} while processing this record",
+                        "worker {s} (`{}`) {how} while processing this record{incomplete}",
                         self.cfg.command.display()
                     ),
                     retryable: true,
@@ -890,7 +1005,10 @@ impl WorkerPool {
                 }),
             ));
         }
-        if !self.slots[s].answered {
+        self.requeue(s);
+        // A worker killed with SIGKILL from outside (an operator, the OOM killer) did not
+        // fail to start on its own: that does not count towards the restart limit.
+        if !self.slots[s].answered && !killed_from_outside {
             self.barren_exits += 1;
             if self.barren_exits >= self.cfg.restart_limit {
                 let last = tail
@@ -908,19 +1026,126 @@ impl WorkerPool {
                 return Err(fatal);
             }
         }
-        self.ensure_running(s)
+        self.dispatch()
     }
 
-    /// Starts the worker of slot `s` if it has none (after an exit or an abandon) and
-    /// re-sends what is in flight on it.
+    /// Starts the worker of slot `s` if it has none (first use, or after an exit or an
+    /// abandon; whatever the old process had in flight was requeued then).
     fn ensure_running(&mut self, s: usize) -> Result<(), FatalExecutorError> {
         if self.slots[s].running.is_some() {
             return Ok(());
         }
+        debug_assert_eq!(self.slots[s].inflight.len(), 0);
         self.launch(s)
             .inspect_err(|e| self.fatal = Some(e.clone()))?;
-        self.resend(s);
         Ok(())
+    }
+
+    /// Looks for workers whose process exited while their stdout stays open (a child they
+    /// left behind holds it), and for records that have had no answer for long.
+    fn check_workers(&mut self, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+        let now = Instant::now();
+        if now.duration_since(self.last_check) < EXIT_CHECK {
+            return Ok(());
+        }
+        self.last_check = now;
+        for s in 0..self.slots.len() {
+            let Some(running) = &self.slots[s].running else {
+                continue;
+            };
+            let pid = running.child.id();
+            match self.slots[s].exited_at {
+                None => {
+                    if has_exited(pid) {
+                        self.slots[s].exited_at = Some(now);
+                        // The leader is a zombie, not reaped: its group id is still its own.
+                        // Killing the group closes the pipes its children hold, so the rest
+                        // of its stdout arrives, then end of file, and the exit is handled
+                        // in order after the answers it wrote.
+                        signal_group(pid, Signal::SIGKILL);
+                    }
+                }
+                Some(at) if now.duration_since(at) >= EXIT_DRAIN => {
+                    // Something outside its process group still holds its stdout.
+                    self.worker_ended(s, &[], out)?;
+                }
+                Some(_) => {}
+            }
+        }
+        self.notify_overdue(now);
+        Ok(())
+    }
+
+    /// Reports each record that has had no answer for [`PoolConfig::no_answer_notice`],
+    /// again at doubling intervals while it stays unanswered.
+    fn notify_overdue(&mut self, now: Instant) {
+        let Some(sink) = self.cfg.notices.clone() else {
+            return;
+        };
+        let first = self.cfg.no_answer_notice.max(Duration::from_millis(1));
+        for s in 0..self.slots.len() {
+            let slot = &mut self.slots[s];
+            if slot.running.is_none() || slot.exited_at.is_some() {
+                slot.notice = None;
+                continue;
+            }
+            // The record the worker owes an answer for, and since when.
+            let head = match &slot.inflight {
+                InflightSet::Lines(q) => q
+                    .front()
+                    .filter(|i| !i.abandoned)
+                    .and_then(|i| Some((i.id, i.item.seq, slot.busy_since?))),
+                InflightSet::Framed(m) => m.values().next().map(|i| {
+                    let since = slot.last_answer.map_or(i.sent, |a| a.max(i.sent));
+                    (i.id, i.item.seq, since)
+                }),
+            };
+            let Some((id, seq, since)) = head else {
+                slot.notice = None;
+                continue;
+            };
+            let due = match slot.notice {
+                Some((noticed, due)) if noticed == id => due,
+                _ => first,
+            };
+            slot.notice = Some((id, due));
+            let waited = now.saturating_duration_since(since);
+            if waited < due {
+                continue;
+            }
+            slot.notice = Some((id, due.saturating_mul(2)));
+            let hint = if self.cfg.timeout.is_some() {
+                "still waiting until its --timeout"
+            } else {
+                "still waiting; set --timeout to give up on records that hang"
+            };
+            sink(&format!(
+                "record {} on worker {s}: no answer for {}; {hint}",
+                seq + 1,
+                waited_text(waited)
+            ));
+        }
+    }
+
+    /// While stopping: kills the workers that have nothing left to answer but placeholders,
+    /// instead of letting them work through records nobody waits for.
+    fn retire_idle(&mut self) {
+        for s in 0..self.slots.len() {
+            let slot = &mut self.slots[s];
+            if slot.running.is_none() {
+                continue;
+            }
+            let idle = match &slot.inflight {
+                InflightSet::Lines(q) => q.iter().all(|i| i.abandoned),
+                InflightSet::Framed(m) => m.is_empty(),
+            };
+            if idle && slot.inflight.len() > 0 {
+                if let Some(running) = slot.running.take() {
+                    self.kill_async(running);
+                }
+                self.requeue(s);
+            }
+        }
     }
 
     /// Kills a worker's process group without blocking the caller: SIGTERM now, SIGKILL
@@ -951,6 +1176,15 @@ impl WorkerPool {
 }
 
 type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
+
+/// A wait as a notice states it: whole seconds (`60 s`), or milliseconds under a second.
+fn waited_text(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
 
 fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
@@ -1110,15 +1344,13 @@ fn read_loop(mut stdout: ChildStdout, slot: usize, gen: u64, tx: Sender<Event>, 
             }
         }
     }
-    if !buf.is_empty() {
-        buf.push(b'\n');
-        let _ = tx.send(Event::Stdout {
-            slot,
-            gen,
-            chunk: buf,
-        });
-    }
-    let _ = tx.send(Event::Eof { slot, gen });
+    // A last line without its newline answers nothing: the worker died while writing it.
+    buf.truncate(PARTIAL_QUOTE);
+    let _ = tx.send(Event::Eof {
+        slot,
+        gen,
+        partial: buf,
+    });
 }
 
 impl Executor<WorkItem> for WorkerPool {
@@ -1133,8 +1365,8 @@ impl Executor<WorkItem> for WorkerPool {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
         }
-        let s = self.pick_slot();
-        self.enqueue(s, id, item)
+        self.pending.push_back((id, item));
+        self.dispatch()
     }
 
     fn poll(
@@ -1145,11 +1377,7 @@ impl Executor<WorkItem> for WorkerPool {
         if let Some(f) = &self.fatal {
             return Err(f.clone());
         }
-        for s in 0..self.slots.len() {
-            if self.slots[s].running.is_none() && self.slots[s].inflight.len() > 0 {
-                self.ensure_running(s)?;
-            }
-        }
+        self.dispatch()?;
         self.unstick()?;
         self.flush_all();
         let start_len = out.len();
@@ -1162,8 +1390,13 @@ impl Executor<WorkItem> for WorkerPool {
                     break;
                 }
             }
-            // Answers that already arrived count; only then are late records failed.
+            // Answers that already arrived count; only then are exits and late records
+            // handled.
+            self.check_workers(out)?;
             self.expire(out)?;
+            if self.stopping {
+                self.retire_idle();
+            }
             // Restarts may have queued re-sends.
             self.flush_all();
             if out.len() > start_len {
@@ -1186,21 +1419,64 @@ impl Executor<WorkItem> for WorkerPool {
     }
 
     fn abandon(&mut self, id: AttemptId) {
+        if let Some(pos) = self.pending.iter().position(|(p, _)| *p == id) {
+            self.pending.remove(pos);
+            return;
+        }
         for s in 0..self.slots.len() {
             let Some(busy) = self.slots[s].inflight.abandon(id) else {
                 continue;
             };
-            // The replacement starts when the slot is next needed (next poll or submit), so
-            // abandoning every record at the end of a run does not start a worker per record.
+            // The other records go back to the pending queue; they are sent again when the
+            // pool is next polled or given a record, so abandoning every record at the end
+            // of a run does not start a worker per record.
             if busy {
                 if let Some(running) = self.slots[s].running.take() {
                     self.kill_async(running);
                 }
-                // A fresh worker will take its place: it is not stuck.
-                self.slots[s].stalled = false;
+                self.requeue(s);
             }
             return;
         }
+    }
+
+    fn stop_queued(&mut self) -> Vec<AttemptId> {
+        self.stopping = true;
+        let mut not_run: Vec<AttemptId> = self.pending.drain(..).map(|(id, _)| id).collect();
+        for s in 0..self.slots.len() {
+            match &mut self.slots[s].inflight {
+                // Answers come in order: the worker is busy with its oldest record only; the
+                // ones queued behind it become placeholders whose answers are dropped.
+                InflightSet::Lines(q) => {
+                    for inf in q.iter_mut().skip(1).filter(|i| !i.abandoned) {
+                        inf.abandoned = true;
+                        not_run.push(inf.id);
+                    }
+                }
+                // A framed worker keeps its oldest record; the others are forgotten (a later
+                // reply for them is ignored), and its stdin is closed, so that a worker that
+                // holds records back for a batch answers what it has.
+                InflightSet::Framed(m) => {
+                    let keep = m.keys().next().copied();
+                    m.retain(|wire, inf| {
+                        let kept = Some(*wire) == keep;
+                        if !kept {
+                            not_run.push(inf.id);
+                        }
+                        kept
+                    });
+                }
+            }
+            if self.cfg.protocol == Protocol::Framed {
+                self.flush_slot(s);
+                if let Some(r) = &mut self.slots[s].running {
+                    r.writer = crossbeam_channel::bounded(0).0;
+                }
+            }
+        }
+        self.retire_idle();
+        not_run.sort();
+        not_run
     }
 
     fn shutdown(&mut self) {

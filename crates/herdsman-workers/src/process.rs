@@ -4,13 +4,20 @@
 //! anything it spawned. This module must never signal a process group whose leader has
 //! already been reaped (its id could belong to someone else by then): groups are signalled
 //! only while the leader is alive or a not-yet-reaped zombie.
+//!
+//! Children must not outlive this process, even when it is killed with `SIGKILL` and has no
+//! chance to clean up: each child is started with the parent-death signal set to `SIGKILL`
+//! (`PR_SET_PDEATHSIG`), and a small guard process (`sh`, started once, in a process group
+//! of its own) is told every group started and every group reaped; when this process dies,
+//! the guard's stdin reaches end of file and it kills every group still registered, so the
+//! children's own children die too.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -77,7 +84,93 @@ pub(crate) fn group_command<S: AsRef<OsStr>>(
         cmd.current_dir(dir);
     }
     cmd.process_group(0);
+    let parent = std::process::id();
+    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || die_with_parent(parent));
+    }
     cmd
+}
+
+/// In a freshly forked child: asks the kernel to SIGKILL it when its parent dies, and gives
+/// up if the parent already died before that took effect.
+///
+/// The parent-death signal follows the thread that started the child: a child dies when
+/// that thread ends, so children are started from threads that outlive them (the pool's
+/// scheduler thread, the command runner's job threads).
+fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
+/// The guard's program: reads `+PGID` and `-PGID` lines; at end of file (this process is
+/// gone), kills every group still registered. It ignores terminal signals, so that a
+/// Ctrl-C does not take it down before it has done its job.
+const GUARD_SCRIPT: &str = r#"trap '' INT HUP QUIT TERM PIPE
+g=' '
+while read -r p; do
+  case $p in
+    +*) g="$g${p#+} " ;;
+    -*) p=${p#-}; case $g in *" $p "*) g="${g%% $p *} ${g#* $p }" ;; esac ;;
+  esac
+done
+for p in $g; do kill -s KILL -- "-$p" 2>/dev/null; done
+"#;
+
+/// The pipe to the guard's stdin, opened on first use; `None` if the guard could not be
+/// started (then only the parent-death signal protects against a killed herdsman).
+static GUARD: Mutex<Option<Option<ChildStdin>>> = Mutex::new(None);
+
+/// Tells the guard about a group started (`+`) or about to be reaped (`-`). Called with the
+/// live-groups lock held, so the guard sees the same order as this process.
+fn tell_guard(op: char, pid: u32) {
+    let mut guard = GUARD.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(stdin) = guard.get_or_insert_with(start_guard) else {
+        return;
+    };
+    let line = format!("{op}{pid}\n");
+    if stdin.write_all(line.as_bytes()).is_err() {
+        // The guard is gone (someone killed it): carry on without it.
+        *guard = Some(None);
+    }
+}
+
+fn start_guard_once() {
+    GUARD
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(start_guard);
+}
+
+/// Starts the guard, detached: a launcher shell starts it in the background and exits, so
+/// the guard is not a child of this process (it is reparented, and nobody mistakes it for
+/// a worker). Returns the pipe to its stdin.
+fn start_guard() -> Option<ChildStdin> {
+    let mut launcher = Command::new("sh")
+        .args([
+            "-c",
+            // (An asynchronous command's stdin is /dev/null unless redirected: pass the
+            // pipe on through fd 3.)
+            "exec 3<&0; sh -c \"$1\" herdsman-guard <&3 3<&- &",
+            "herdsman-guard-launcher",
+            GUARD_SCRIPT,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .ok()?;
+    let stdin = launcher.stdin.take();
+    let started = launcher.wait().ok()?.success();
+    stdin.filter(|_| started)
 }
 
 /// Starts a persistent worker with all three standard streams piped.
@@ -108,15 +201,24 @@ fn live_groups() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
 /// [`kill_all_process_groups`] can reach it.
 pub(crate) fn spawn_registered(cmd: &mut Command) -> io::Result<Child> {
     let mut groups = live_groups();
+    // The guard is up before the first child starts, so it is told about the child right
+    // after the spawn returns.
+    start_guard_once();
     let child = cmd.spawn()?;
     groups.insert(child.id());
+    tell_guard('+', child.id());
     Ok(child)
 }
 
-/// Reaps a child whose group was registered, forgetting the group first (once reaped, its
-/// pid may be reused by an unrelated process).
+/// Reaps a child whose group was registered, forgetting the group first, here and in the
+/// guard (once reaped, its pid may be reused by an unrelated process).
 pub(crate) fn reap(child: &mut Child) -> Option<ExitStatus> {
-    live_groups().remove(&child.id());
+    {
+        let mut groups = live_groups();
+        if groups.remove(&child.id()) {
+            tell_guard('-', child.id());
+        }
+    }
     child.wait().ok()
 }
 
@@ -347,6 +449,26 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(300)), "300ms");
         assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(human_duration(Duration::from_secs(120)), "120s");
+    }
+
+    #[test]
+    fn guard_forgets_reaped_groups_and_kills_the_rest_at_end_of_input() {
+        // The guard's script with its kill replaced by a print of the groups it would kill.
+        let script = GUARD_SCRIPT.replace(r#"kill -s KILL -- "-$p" 2>/dev/null"#, "echo $p");
+        assert_ne!(script, GUARD_SCRIPT);
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"+10\n+2\n+30\n-2\n-99\n+4\n-10\n")
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "30\n4\n");
     }
 
     #[test]

@@ -745,6 +745,8 @@ where
 pub(crate) struct ExecutorBackend<X: crate::Executor<T>, T> {
     exec: X,
     in_flight: FxHashSet<AttemptId>,
+    /// Given back by the executor's `stop_queued`, reported as not run by the next poll.
+    not_run: Vec<AttemptId>,
     buf: crate::executor::Finished<X::Output, X::Error>,
     _t: std::marker::PhantomData<fn(T)>,
 }
@@ -754,6 +756,7 @@ impl<X: crate::Executor<T>, T> ExecutorBackend<X, T> {
         ExecutorBackend {
             exec,
             in_flight: Default::default(),
+            not_run: Vec::new(),
             buf: Vec::new(),
             _t: std::marker::PhantomData,
         }
@@ -774,7 +777,7 @@ where
         1
     }
     fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.not_run.len()
     }
     fn measures(&self) -> bool {
         false
@@ -792,6 +795,18 @@ where
         timeout: Duration,
         out: &mut Vec<Report<X::Output, X::Error>>,
     ) -> Result<(), FatalExecutorError> {
+        let timeout = if self.not_run.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        for first in self.not_run.drain(..) {
+            out.push(Report {
+                first,
+                outcomes: Outcomes::Mixed(vec![Slot::NotRun]),
+                per_item: None,
+            });
+        }
         self.exec.poll(timeout, &mut self.buf)?;
         for (id, o) in self.buf.drain(..) {
             if !self.in_flight.remove(&id) {
@@ -829,15 +844,29 @@ where
         for id in &ids {
             self.exec.abandon(*id);
         }
-        ids.into_iter()
+        let mut given_up: Vec<Abandoned> = ids
+            .into_iter()
             .map(|first| Abandoned {
                 first,
                 len: 1,
                 started: true,
             })
-            .collect()
+            .collect();
+        given_up.extend(self.not_run.drain(..).map(|first| Abandoned {
+            first,
+            len: 1,
+            started: false,
+        }));
+        given_up
     }
-    fn stop_queued(&mut self) {}
+    fn stop_queued(&mut self) {
+        // Reported as not run by the next poll (until then they still count as in flight).
+        for id in self.exec.stop_queued() {
+            if self.in_flight.remove(&id) {
+                self.not_run.push(id);
+            }
+        }
+    }
     fn shutdown(&mut self) {
         self.exec.shutdown();
     }

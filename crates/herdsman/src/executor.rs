@@ -94,6 +94,16 @@ pub trait Executor<T>: Send {
     /// thread; process executors kill the worker's process group and restart it.
     fn abandon(&mut self, id: AttemptId);
 
+    /// The run stops (for example on Ctrl-C): attempts that were submitted but have not
+    /// started yet (queued behind others) will not be run. Returns their ids; the engine
+    /// reports them as not run, and the executor must not report them afterwards. Attempts
+    /// already running are left to finish and are reported as usual.
+    ///
+    /// The default returns nothing: every submitted attempt counts as started.
+    fn stop_queued(&mut self) -> Vec<AttemptId> {
+        Vec::new()
+    }
+
     /// Stop everything; called once when the run ends.
     fn shutdown(&mut self);
 }

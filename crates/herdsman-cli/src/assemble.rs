@@ -204,7 +204,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         }
         *slot = Some((state, attempts));
         if self.ledger.is_some() {
-            if p.resolved == p.slots.len() {
+            // A chunk cut short by a stop (a record not run) stays pending, never written:
+            // see `keep_failures_of_cut_short_chunks` and `finish`.
+            let cut_short = p
+                .slots
+                .iter()
+                .any(|s| matches!(s, Some((Resolved::NotRun, _))));
+            if p.resolved == p.slots.len() && !cut_short {
                 let p = self.pending.remove(&first).expect("present");
                 self.finish_chunk(p)?;
             }
@@ -413,6 +419,35 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .context("cannot commit the checkpoint")?;
         crate::run::fault("after-commit");
         self.uncommitted.clear();
+        Ok(())
+    }
+
+    /// After a stop by `--max-errors` of a checkpointed run: writes the dead-letter entries of
+    /// the records that failed in chunks the stop cut short, so that the failures that stopped
+    /// the run can be read and are counted as failed, not as not run. They go after everything
+    /// committed and are never committed themselves: a resumed run truncates them away with the
+    /// rest of the uncommitted bytes and redoes those chunks whole, so crash equivalence holds.
+    /// (Without a ledger, [`Assembler::finish`] decides what a cut-short chunk keeps.)
+    pub fn keep_failures_of_cut_short_chunks(&mut self) -> Result<()> {
+        if self.ledger.is_none() {
+            return Ok(());
+        }
+        for p in std::mem::take(&mut self.pending).into_values() {
+            let mut c = Counts {
+                records: p.slots.len() as u64,
+                not_run: p.slots.len() as u64,
+                ..Counts::default()
+            };
+            for ((pos, payload), slot) in p.info.records.iter().zip(p.slots) {
+                if let Some((Resolved::Failed(note), attempts)) = slot {
+                    self.write_dead_letter(pos, payload, &note, attempts)?;
+                    c.failed += 1;
+                    c.not_run -= 1;
+                    c.retries += u64::from(attempts.saturating_sub(1));
+                }
+            }
+            self.written.add(&c);
+        }
         Ok(())
     }
 

@@ -58,7 +58,9 @@ Examples:
 
 Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
 error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
-read or written); 130 interrupted.";
+read or written); 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (the run
+drains: records in flight finish and are checkpointed; repeated SIGTERM or SIGHUP change
+nothing; a second Ctrl-C, a second or more after the first, quits at once).";
 
 /// Flags of `herdsman run`. Every option can also be set in a job file under the same long
 /// name (dashes or underscores); flags override the job file.
@@ -123,8 +125,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<PathBuf>,
 
-    /// Number of parallel workers (default: number of cores).
-    #[arg(short, long, value_name = "N")]
+    /// Number of parallel workers, 1 to 1024 (default: number of cores).
+    #[arg(short, long, value_name = "N", allow_negative_numbers = true)]
     pub jobs: Option<usize>,
 
     /// Output file: .jsonl or .csv by extension; '-' is stdout (the default). A device or
@@ -150,29 +152,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub failures: Option<String>,
 
-    /// Retry a failed record up to N more times.
-    #[arg(long, value_name = "N")]
+    /// Retry a failed record up to N more times (at most 1000).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub retries: Option<u32>,
 
     /// First retry delay, doubled each retry, with jitter. Example: 200ms, 2s.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub backoff: Option<String>,
 
-    /// Longest retry delay. Example: 30s.
-    #[arg(long, value_name = "DURATION")]
+    /// Longest retry delay (at most 365 days). Example: 30s.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub max_backoff: Option<String>,
 
     /// Rate limit on attempts, retries included. Example: 20/second, 600/minute, 1000/hour.
-    #[arg(long, value_name = "N/UNIT")]
+    #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true)]
     pub rate: Option<String>,
 
     /// Per-record timeout: the worker's whole process group is killed and restarted, and the
-    /// record is charged an attempt. Example: 30s.
-    #[arg(long, value_name = "DURATION")]
+    /// record is charged an attempt. At most 365 days. Example: 30s.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<String>,
 
     /// Stop after that many failed records, or that share of the records seen. Example: 10, 1%.
-    #[arg(long, value_name = "N|N%")]
+    #[arg(long, value_name = "N|N%", allow_hyphen_values = true)]
     pub max_errors: Option<String>,
 
     /// Write results in completion order instead of input order.
@@ -193,11 +195,11 @@ pub struct RunArgs {
     pub max_record_size: Option<String>,
 
     /// Records per checkpoint chunk.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub chunk_size: Option<usize>,
 
-    /// Records admitted but not yet written, at most (bounds memory).
-    #[arg(long, value_name = "N")]
+    /// Records admitted but not yet written, at most (bounds memory; 1 to 1048576).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub window: Option<usize>,
 
     /// Write a machine-readable summary here when the run ends.

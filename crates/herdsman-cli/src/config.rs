@@ -256,19 +256,48 @@ fn relative_to(base: Option<&Path>, p: String) -> String {
     }
 }
 
-/// Parses a duration such as `200ms`, `2s`, `1m30s` or a bare number of seconds.
+/// Most workers (`--jobs`) a run may start: far beyond what one machine's cores can use, and
+/// low enough that a typo (`-j 100000`) cannot exhaust the process table.
+pub const MAX_JOBS: usize = 1024;
+
+/// Most retries per record (`--retries`).
+pub const MAX_RETRIES: u32 = 1000;
+
+/// Longest `--timeout`, `--backoff` and `--max-backoff`: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Largest `--window`: records admitted but not yet written, at most.
+pub const MAX_WINDOW: usize = 1 << 20;
+
+/// Parses a duration such as `200ms`, `2s`, `1m30s` or a bare number of seconds, between 0
+/// and [`MAX_DURATION`].
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(s).map_err(|e| {
+    let too_long = || {
         anyhow::Error::new(UsageError(format!(
-            "{what} `{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"
+            "{what} `{s}` is too long; give at most 365 days, written like 500ms, 30s or 2h"
         )))
-    })
+    };
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_nan() || secs.is_infinite() {
+            usage!("{what} `{s}` is not a duration; write it like 500ms, 2s or 1m30s");
+        }
+        if secs < 0.0 {
+            usage!("{what} `{s}` is negative; give a duration like 500ms, 2s or 1m30s");
+        }
+        return match Duration::try_from_secs_f64(secs) {
+            Ok(d) if d <= MAX_DURATION => Ok(d),
+            _ => Err(too_long()),
+        };
+    }
+    if s.starts_with('-') {
+        usage!("{what} `{s}` is negative; give a duration like 500ms, 2s or 1m30s");
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(too_long()),
+        Err(e) => usage!("{what} `{s}` is not a duration ({e}); write it like 500ms, 2s or 1m30s"),
+    }
 }
 
 /// Parses `N/second`, `N/s`, `N/minute`, `N/min`, `N/hour`, `N/h`.
@@ -405,6 +434,18 @@ pub fn split_command(cmd: &str) -> Result<Vec<String>> {
     }
 }
 
+/// The directory workers start in, as one absolute, symlink-free path (the current directory
+/// when `--workdir` is not given), so that `--workdir .`, `--workdir ./` and no flag at all are
+/// the same job.
+fn effective_workdir(workdir: Option<&Path>) -> String {
+    let dir = workdir.unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
+}
+
 impl RunConfig {
     /// Merges the job file (if any) and the flags, flags winning, and validates the result.
     pub fn from_args(args: RunArgs) -> Result<RunConfig> {
@@ -515,12 +556,16 @@ impl RunConfig {
             }
         }
 
-        let jobs = args
-            .jobs
-            .or(job.jobs)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let jobs = args.jobs.or(job.jobs).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, |n| n.get().min(MAX_JOBS))
+        });
         if jobs == 0 {
             usage!("--jobs must be at least 1");
+        }
+        if jobs > MAX_JOBS {
+            usage!(
+                "--jobs {jobs} is more than the limit of {MAX_JOBS} workers; give a number between 1 and {MAX_JOBS} (the default is the number of cores)"
+            );
         }
 
         let output = args.output.or(job.output.map(rel));
@@ -574,6 +619,11 @@ impl RunConfig {
         };
 
         let retries = args.retries.or(job.retries).unwrap_or(0);
+        if retries > MAX_RETRIES {
+            usage!(
+                "--retries {retries} is more than the limit of {MAX_RETRIES} retries per record; give a number between 0 and {MAX_RETRIES}"
+            );
+        }
         let backoff = match args.backoff.or(job.backoff) {
             Some(s) => parse_duration("--backoff", &s)?,
             None => Duration::from_millis(100),
@@ -631,6 +681,11 @@ impl RunConfig {
             .unwrap_or_else(|| (jobs * 256).clamp(1024, 16384));
         if window == 0 {
             usage!("--window must be at least 1");
+        }
+        if window > MAX_WINDOW {
+            usage!(
+                "--window {window} is more than the limit of {MAX_WINDOW} records in flight; give a smaller number (the default fits most runs)"
+            );
         }
         let no_checkpoint = args.no_checkpoint || job.no_checkpoint.unwrap_or(false);
         let stdin_input = inputs.iter().any(|i| i == "-");
@@ -696,10 +751,34 @@ impl RunConfig {
         })
     }
 
-    /// The options that change what a run writes. A checkpoint is only resumed when these
-    /// are unchanged; operational knobs (jobs, rate, retries, timeouts, progress) may change.
+    /// The options that change what a run writes, or which records fail. A checkpoint is
+    /// only resumed when these are unchanged. Every `RunArgs` field is accounted for:
+    ///
+    /// - here: the worker or `--exec` command, `--protocol`, `--shell`, `--workdir` (the
+    ///   directory the command starts in: a relative script path finds another script
+    ///   elsewhere), `--retries` (a flaky record fails or not; its dead-letter entry counts
+    ///   the attempts), `--timeout` (a slow record fails or not), `--unordered`,
+    ///   `--infer-types`, `--delimiter`, `--chunk-size`, `--format`, `--output-format`,
+    ///   `--columns`;
+    /// - in the run's identity beside these (`run::job_identity`): the inputs (path, format,
+    ///   size, modification time, content fingerprint), `--output` and `--failures`;
+    /// - not part of it, because they change only how fast or how verbosely the same result is
+    ///   reached: `--jobs`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
+    ///   `--max-errors` (where a run stops, not what a finished job holds), `--progress`,
+    ///   `--quiet`, `--summary-json`; and the ones that choose what to do with the checkpoint
+    ///   itself: the job file (its values are the fields above), `--state`,
+    ///   `--no-checkpoint`, `--restart`, `--retry-failed`.
     pub fn result_identity(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
+        m.insert("workdir".into(), effective_workdir(self.workdir.as_deref()));
+        m.insert("retries".into(), self.retries.to_string());
+        m.insert(
+            "timeout".into(),
+            match self.timeout {
+                Some(t) => humantime::format_duration(t).to_string(),
+                None => "none".into(),
+            },
+        );
         match &self.transform {
             Transform::Worker {
                 argv,

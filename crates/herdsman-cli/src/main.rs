@@ -3,9 +3,9 @@
 //!
 //! Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
 //! error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
-//! read or written: an unreadable input, an unwritable directory, a full disk); 130
-//! interrupted; 141 stdout's reader went away. This module must never print a backtrace or a
-//! debug dump to a user.
+//! read or written: an unreadable input, an unwritable directory, a full disk); 128 + the
+//! signal when a signal stopped the run (130 SIGINT, 143 SIGTERM, 129 SIGHUP); 141 stdout's
+//! reader went away. This module must never print a backtrace or a debug dump to a user.
 
 mod assemble;
 mod chunks;
@@ -19,8 +19,9 @@ mod summary;
 mod transform;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use clap::{CommandFactory, Parser};
 use herdsman::StopToken;
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
             } else {
                 EXIT_FAILURE
             };
-            eprintln!("herdsman: error: {}", chain(&e));
+            progress::stderr_line(&format!("herdsman: error: {}", chain(&e)));
             ExitCode::from(code)
         }
     }
@@ -142,33 +143,74 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     let stop = StopToken::new();
     install_signal_handlers(stop.clone())?;
     let summary = run::run(cfg, stop)?;
-    eprint!("{}", summary.render());
+    // Not eprint!: after a SIGHUP the terminal may be gone, and a failed write must not
+    // turn a clean stop into a panic.
+    progress::stderr_write(&summary.render());
     Ok(u8::try_from(summary.exit_code).unwrap_or(EXIT_FAILURE))
 }
 
-/// First Ctrl-C (or SIGTERM): stop admitting records, let in-flight ones finish, write what
-/// is done. Second: kill the workers' process groups and exit at once.
+/// How long after the stop began a Ctrl-C must come to count as a second, deliberate one.
+/// Supervisors and `timeout -s INT` deliver the same signal twice within microseconds (to the
+/// process and to its process group); a person pressing Ctrl-C again takes longer.
+const SECOND_CTRL_C_AFTER: Duration = Duration::from_secs(1);
+
+/// The stop rule. The first SIGINT, SIGTERM or SIGHUP stops admitting records, lets the
+/// records in flight finish, writes and checkpoints what is done, prints the summary and exits
+/// with 128 + that signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP). Later SIGTERM and
+/// SIGHUP change nothing (supervisors such as `timeout` send TERM to the process and to its
+/// group, or repeat it). Only a SIGINT that
+/// comes at least [`SECOND_CTRL_C_AFTER`] after the stop began (a second, deliberate Ctrl-C)
+/// kills the workers' process groups and exits at once with 130.
 fn install_signal_handlers(stop: StopToken) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let count = Arc::new(AtomicUsize::new(0));
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the signal handlers")?;
     std::thread::Builder::new()
         .name("herdsman-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                if count.fetch_add(1, Ordering::SeqCst) == 0 {
-                    eprintln!(
-                        "\nherdsman: stopping: finishing records in flight (press Ctrl-C again to quit at once)"
-                    );
-                    stop.stop();
-                } else {
-                    eprintln!("\nherdsman: quitting at once; run the same command again to resume");
-                    // Workers lead process groups of their own (the terminal's Ctrl-C does
-                    // not reach them): take them down with us.
-                    herdsman_workers::kill_all_process_groups();
-                    std::process::exit(130);
+            let mut began: Option<Instant> = None;
+            for sig in signals.forever() {
+                match began {
+                    None => {
+                        began = Some(Instant::now());
+                        summary::note_stop_signal(sig);
+                        let why = match sig {
+                            SIGINT => "stopping",
+                            SIGHUP => "SIGHUP received, stopping",
+                            _ => "SIGTERM received, stopping",
+                        };
+                        progress::stderr_line(&format!(
+                            "\nherdsman: {why}: finishing records in flight (press Ctrl-C again to quit at once)"
+                        ));
+                        stop.stop();
+                    }
+                    Some(at) if sig == SIGINT && at.elapsed() >= SECOND_CTRL_C_AFTER => {
+                        progress::stderr_line(
+                            "\nherdsman: quitting at once; run the same command again to resume",
+                        );
+                        // Workers lead process groups of their own (the terminal's Ctrl-C does
+                        // not reach them): take them down with us.
+                        herdsman_workers::kill_all_process_groups();
+                        std::process::exit(130);
+                    }
+                    Some(_) => {
+                        progress::stderr_line(&format!(
+                            "herdsman: {} received while stopping; still finishing records in flight (press Ctrl-C again to quit at once)",
+                            signal_name(sig)
+                        ));
+                    }
                 }
             }
-        })?;
+        })
+        .context("cannot start the signal thread")?;
     Ok(())
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
 }

@@ -4,13 +4,30 @@
 //! plain line is printed every few seconds. Log lines (worker stderr, notices) go through the
 //! same place so they never garble the bar. This module must never write to stdout.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::ProgressArg;
 use crate::summary::Counts;
+
+/// Writes `text` to stderr, ignoring errors: unlike `eprint!`, never panics when stderr is
+/// gone (a closed pipe, or a terminal hung up with SIGHUP), so a stop still ends with a
+/// checkpoint and the documented exit code.
+pub fn stderr_write(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+/// [`stderr_write`] of one line.
+pub fn stderr_line(line: &str) {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    stderr_write(&text);
+}
 
 /// Where log lines go: above the bar when there is one, else plain stderr.
 #[derive(Clone, Default)]
@@ -36,7 +53,7 @@ impl Log {
     fn line(&self, s: &str) {
         match &self.bar {
             Some(bar) if !bar.is_hidden() => bar.println(s),
-            _ => eprintln!("{s}"),
+            _ => stderr_line(s),
         }
     }
 }
@@ -170,13 +187,13 @@ impl Progress {
     fn print_plain(&self, c: &Counts) {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let of = self.total.map(|t| format!("/{t}")).unwrap_or_default();
-        eprintln!(
+        stderr_line(&format!(
             "herdsman: {}{of} records done ({} failed, {} retries), {:.0}s elapsed",
             c.resolved(),
             c.failed,
             c.retries,
             secs
-        );
+        ));
     }
 
     /// Removes the bar before the summary is printed.

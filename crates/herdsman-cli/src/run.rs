@@ -501,6 +501,9 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     drop(stream);
     progress.finish();
 
+    if aborted_by_share || status == RunStatus::Aborted {
+        asm.keep_failures_of_cut_short_chunks()?;
+    }
     let (mut sinks, this_run) = asm.finish()?;
     let done_so_far = if checkpoint.is_some() {
         "the records done so far are checkpointed"
@@ -534,7 +537,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             }
         }
     };
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         ending,
         earlier,
         this_run,
@@ -572,6 +575,8 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             "the output so far is in {}; run the same command again to resume",
             herdsman_io::partial_path(&out_path).display()
         ));
+        // The summary names the files that hold this run's records: the partial ones.
+        summary.point_at_partial_files();
     }
     write_summary_json(&cfg, &summary)?;
     Ok(summary)

@@ -3,10 +3,29 @@
 //! The counts here are the accounting contract made visible: input records = succeeded +
 //! failed + filtered + not run. This module must never print numbers it did not count.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+
+/// The signal that stopped this process's run (0 until one arrives).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Records the signal that stopped the run; only the first one counts. A run that then ends
+/// interrupted exits with 128 + its number, as shells report a process killed by it.
+pub fn note_stop_signal(signal: i32) {
+    let _ = STOP_SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The exit code of an interrupted run: 128 + the stopping signal (130 for SIGINT, 143 for
+/// SIGTERM, 129 for SIGHUP), 130 when no signal was recorded.
+pub fn interrupted_exit_code() -> i32 {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 => 130,
+        sig => 128 + sig,
+    }
+}
 
 /// How a run ended, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +35,7 @@ pub enum Ending {
     Completed,
     /// Stopped by --max-errors.
     Aborted,
-    /// Stopped by Ctrl-C.
+    /// Stopped by Ctrl-C, SIGTERM or SIGHUP.
     Interrupted,
 }
 
@@ -127,7 +146,7 @@ impl Summary {
         let mut total = earlier.clone();
         total.add(&this_run);
         let exit_code = match ending {
-            Ending::Interrupted => 130,
+            Ending::Interrupted => interrupted_exit_code(),
             Ending::Aborted => 3,
             Ending::Completed if total.failed > 0 => 1,
             Ending::Completed => 0,
@@ -152,6 +171,23 @@ impl Summary {
         }
     }
 
+    /// For a stopped run that will be resumed: names the partial files that hold its output
+    /// and dead letters (`out.jsonl.partial`), where the records are until the job finishes.
+    /// A file written in place (a device such as `/dev/null`) has no partial file and keeps
+    /// its name.
+    pub fn point_at_partial_files(&mut self) {
+        let partial = |p: &str| {
+            let partial = herdsman_io::partial_path(std::path::Path::new(p));
+            if partial.exists() {
+                partial.display().to_string()
+            } else {
+                p.to_string()
+            }
+        };
+        self.output = self.output.as_deref().map(partial);
+        self.failures = partial(&self.failures);
+    }
+
     /// The human summary printed on stderr.
     pub fn render(&self) -> String {
         let t = &self.total;
@@ -160,7 +196,11 @@ impl Summary {
             Ending::Completed if t.failed == 0 => "done",
             Ending::Completed => "done with failures",
             Ending::Aborted => "stopped: too many failed records (--max-errors)",
-            Ending::Interrupted => "interrupted",
+            Ending::Interrupted => match self.exit_code {
+                129 => "interrupted (SIGHUP)",
+                143 => "interrupted (SIGTERM)",
+                _ => "interrupted",
+            },
         };
         s.push_str(&format!("herdsman: {head}\n"));
         s.push_str(&format!(

@@ -163,11 +163,13 @@ fn a_hung_worker_is_killed_with_its_grandchild_on_timeout() {
         .herdsman()
         .args(["run", "-i", "in.csv", "-w"])
         .arg(py_worker("hang_on.py", &["2", pidfile.to_str().unwrap()]))
+        // Generous: a worker slow to start on a loaded machine must not time out the
+        // records that do answer; only the hung one waits this long.
         .args([
             "-j",
             "1",
             "--timeout",
-            "1s",
+            "10s",
             "-o",
             "out.jsonl",
             "--summary-json",
@@ -176,7 +178,12 @@ fn a_hung_worker_is_killed_with_its_grandchild_on_timeout() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 5);
+    assert_eq!(
+        json_lines(&s.read("out.jsonl")).len(),
+        5,
+        "{}",
+        s.read("out.failures.jsonl")
+    );
     let dead = json_lines(&s.read("out.failures.jsonl"));
     assert_eq!(dead[0]["error"]["kind"], json!("timeout"));
     let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -507,15 +514,13 @@ fn a_job_file_runs_and_flags_override_it() {
     assert_eq!(json_lines(&s.read("job-out.jsonl")).len(), 20);
 }
 
+/// A run of 400 records through `gate.py`, which holds records from id 200 on until the test
+/// creates the file `open`: a signal sent after `reached` appears certainly lands mid-run, and
+/// with a window of 20 most records are still unread then.
 #[cfg(unix)]
-#[test]
-fn sigint_stops_admitting_writes_what_is_done_and_resumes() {
-    use std::process::{Command, Stdio};
-    let s = Scratch::new();
-    s.write("in.csv", id_csv(2000));
-    let bin = assert_cmd::cargo::cargo_bin("herdsman");
-    let worker = py_worker("delay.py", &[]);
-    let args = [
+fn gated_args(s: &Scratch) -> Vec<String> {
+    let worker = py_worker("gate.py", &["200", s.dir.path().to_str().unwrap()]);
+    [
         "run",
         "-i",
         "in.csv",
@@ -527,44 +532,272 @@ fn sigint_stops_admitting_writes_what_is_done_and_resumes() {
         "out.jsonl",
         "--chunk-size",
         "10",
+        "--window",
+        "20",
         "--summary-json",
         "s.json",
         "--progress",
         "none",
-    ];
-    let child = Command::new(&bin)
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// A gated run. Dropped (a test failed half way), it opens the gate and kills the run, so
+/// that no process outlives the test.
+#[cfg(unix)]
+struct Gated {
+    child: std::process::Child,
+    gate: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl Drop for Gated {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.gate, "");
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `program args` with the gated run's arguments after them (the runner itself, or a
+/// supervisor such as `timeout` in front of it), stdout discarded and stderr watched.
+#[cfg(unix)]
+fn spawn_gated(
+    s: &Scratch,
+    program: &std::path::Path,
+    args: &[&str],
+    close_stderr_after: Option<&'static str>,
+) -> (Gated, StderrLines) {
+    use std::process::{Command, Stdio};
+    s.write("in.csv", id_csv(400));
+    let mut child = Command::new(program)
         .args(args)
+        .args(gated_args(s))
         .current_dir(s.dir.path())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until some work is committed, then interrupt.
-    let state = s.path(".out.jsonl.herdsman");
-    for _ in 0..200 {
-        if state.exists()
-            && s.path("out.jsonl.partial")
-                .metadata()
-                .map(|m| m.len() > 0)
-                .unwrap_or(false)
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    nix_kill(child.id(), 2);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
-    let sum = check_accounting(&s, "s.json", None, "out.failures.jsonl");
-    assert!(sum["total"]["succeeded"].as_u64().unwrap() < 2000);
-    // Run again: it resumes and finishes with every record exactly once, in order.
-    let out = s.herdsman().args(args).output().unwrap();
+    let lines = StderrLines::watch(child.stderr.take().unwrap(), close_stderr_after);
+    let gated = Gated {
+        child,
+        gate: s.path("open"),
+    };
+    (gated, lines)
+}
+
+/// Starts a gated run and waits until it holds a record.
+#[cfg(unix)]
+fn start_gated(s: &Scratch, close_stderr_after: Option<&'static str>) -> (Gated, StderrLines) {
+    let bin = assert_cmd::cargo::cargo_bin("herdsman");
+    let (gated, lines) = spawn_gated(s, &bin, &[], close_stderr_after);
+    wait_for_file(&s.path("reached"));
+    (gated, lines)
+}
+
+/// After a drained stop: the summary adds up, the run stopped part way, and the same command
+/// resumes and finishes with every record exactly once, in order.
+#[cfg(unix)]
+fn check_drained_and_resume(s: &Scratch, exit_code: i32) {
+    let sum = check_accounting(s, "s.json", None, "out.failures.jsonl");
+    assert_eq!(sum["ending"], json!("interrupted"), "{sum}");
+    assert_eq!(sum["exit_code"], json!(exit_code), "{sum}");
+    assert!(sum["total"]["succeeded"].as_u64().unwrap() < 400, "{sum}");
+    assert!(s.path("out.jsonl.partial").exists());
+    let out = s.herdsman().args(gated_args(s)).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let ids: Vec<String> = json_lines(&s.read("out.jsonl"))
         .iter()
         .map(|v| v["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, (0..2000).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(ids, (0..400).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_stops_admitting_writes_what_is_done_and_resumes() {
+    let s = Scratch::new();
+    let (mut run, lines) = start_gated(&s, None);
+    nix_kill(run.child.id(), 2);
+    lines.expect("stopping: finishing records in flight");
+    s.write("open", "");
+    let status = run.child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    check_drained_and_resume(&s, 130);
+}
+
+/// Supervisors repeat their signal: `timeout` sends SIGTERM to herdsman and to its process
+/// group, systemd and container runtimes may send it again. A SIGTERM after the first, however
+/// late, does not force a kill: the run drains once, writes its summary and exits with 143.
+#[cfg(unix)]
+#[test]
+fn a_repeated_sigterm_drains_once() {
+    let s = Scratch::new();
+    let (mut run, lines) = start_gated(&s, None);
+    nix_kill(run.child.id(), 15);
+    lines.expect("SIGTERM received, stopping: finishing records in flight");
+    // The second one is certainly handled on its own, after the first.
+    nix_kill(run.child.id(), 15);
+    lines.expect("SIGTERM received while stopping");
+    nix_kill(run.child.id(), 15);
+    nix_kill(run.child.id(), 1);
+    s.write("open", "");
+    let status = run.child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted (SIGTERM)"), "{err}");
+    assert!(!err.contains("quitting at once"), "{err}");
+    check_drained_and_resume(&s, 143);
+}
+
+/// `timeout -s INT` sends SIGINT twice at once (to herdsman and to its group): a SIGINT within
+/// a second of the first is a duplicate, not a second Ctrl-C, and the run drains once.
+#[cfg(unix)]
+#[test]
+fn two_sigints_at_once_drain_once() {
+    let s = Scratch::new();
+    let (mut run, lines) = start_gated(&s, None);
+    // One `kill` process sends both, back to back.
+    let pid = run.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-s", "INT", &pid, &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    lines.expect("stopping: finishing records in flight");
+    s.write("open", "");
+    let status = run.child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(!err.contains("quitting at once"), "{err}");
+    check_drained_and_resume(&s, 130);
+}
+
+/// The real `timeout`: it sends SIGTERM to herdsman and to its process group. The run drains
+/// once and exits with 143, which `timeout --preserve-status` passes on.
+#[cfg(unix)]
+#[test]
+fn under_timeout_the_run_drains_once_and_exits_143() {
+    let s = Scratch::new();
+    let bin = assert_cmd::cargo::cargo_bin("herdsman");
+    let bin = bin.to_str().unwrap();
+    let timeout = std::path::Path::new("timeout");
+    let (mut run, lines) = spawn_gated(&s, timeout, &["--preserve-status", "1", bin], None);
+    lines.expect("SIGTERM received, stopping");
+    s.write("open", "");
+    let status = run.child.wait().unwrap();
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(!err.contains("quitting at once"), "{err}");
+    check_drained_and_resume(&s, 143);
+}
+
+/// SIGHUP (the terminal went away) stops the run like SIGTERM and exits with 129, even though
+/// stderr can no longer be written to: the summary and notices are dropped, not a panic.
+#[cfg(unix)]
+#[test]
+fn sighup_drains_and_exits_129_even_when_stderr_is_gone() {
+    let s = Scratch::new();
+    let (mut run, lines) = start_gated(&s, Some("stopping"));
+    nix_kill(run.child.id(), 1);
+    lines.expect("SIGHUP received, stopping");
+    // The watcher closed its end of the pipe after that line: every later write fails.
+    lines.closed();
+    s.write("open", "");
+    let status = run.child.wait().unwrap();
+    assert_eq!(status.code(), Some(129));
+    check_drained_and_resume(&s, 129);
+}
+
+/// The lines a child writes to stderr, read on a thread so that a test can wait for one with
+/// a deadline instead of blocking forever.
+#[cfg(unix)]
+struct StderrLines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: std::cell::RefCell<Vec<String>>,
+}
+
+#[cfg(unix)]
+impl StderrLines {
+    /// Reads `stderr` line by line; with `close_after`, closes it after the first line that
+    /// contains that text.
+    fn watch(stderr: std::process::ChildStderr, close_after: Option<&'static str>) -> Self {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let last = close_after.is_some_and(|c| line.contains(c));
+                if tx.send(line).is_err() || last {
+                    break;
+                }
+            }
+        });
+        StderrLines {
+            rx,
+            seen: Default::default(),
+        }
+    }
+
+    /// Waits (a minute at most) for a line containing `needle`.
+    fn expect(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.borrow_mut().push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "no stderr line with `{needle}` ({e:?}); stderr so far:\n{}",
+                    self.seen.borrow().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits until the reading thread has ended (and so closed the pipe).
+    fn closed(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.borrow_mut().push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(e) => panic!("the stderr watcher did not end: {e:?}"),
+            }
+        }
+    }
+
+    /// Everything written to stderr, up to the end (call once the child has exited).
+    fn rest(&self) -> String {
+        let mut seen = self.seen.borrow_mut();
+        seen.extend(self.rx.iter());
+        seen.join("\n")
+    }
+}
+
+/// Waits (a minute at most) for `path` to exist.
+fn wait_for_file(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear within a minute",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[cfg(unix)]
@@ -660,12 +893,14 @@ fn a_second_sigint_kills_the_workers_and_exits_at_once() {
             "out.jsonl",
         ])
         .current_dir(s.dir.path())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the worker process to exist.
+    let lines = StderrLines::watch(child.stderr.take().unwrap(), None);
+    // Wait (a minute at most) for the worker process to exist.
     let mut worker_pid = None;
-    for _ in 0..400 {
+    for _ in 0..2400 {
         let out = Command::new("pgrep")
             .args(["-P", &child.id().to_string()])
             .output()
@@ -678,10 +913,15 @@ fn a_second_sigint_kills_the_workers_and_exits_at_once() {
     }
     let worker_pid = worker_pid.expect("the worker started");
     nix_kill(child.id(), 2);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    lines.expect("stopping: finishing records in flight");
+    // A second Ctrl-C counts once a second has passed since the first was handled (sooner,
+    // it is taken for a supervisor's duplicate); the rule itself is about time.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     nix_kill(child.id(), 2);
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let err = lines.rest();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("quitting at once"), "{err}");
     let gone = (0..50).any(|_| {
         let alive = std::fs::read_to_string(format!("/proc/{worker_pid}/stat"))
             .map(|st| !st.contains(") Z "))
@@ -731,4 +971,202 @@ fn max_errors_as_a_share_stops_only_above_it() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let sum = s.accounting();
     assert!(sum["total"]["records"].as_u64().unwrap() < 3000, "{sum}");
+}
+
+/// Every absurd value is a usage error (exit 2, one sentence), never a panic (exit 101).
+#[test]
+fn absurd_values_are_usage_errors_never_panics() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(3));
+    s.write(
+        "huge-timeout.toml",
+        "input = 'in.csv'\nworker = 'cat'\ntimeout = \"1e30\"\n",
+    );
+    s.write(
+        "huge-jobs.toml",
+        "input = 'in.csv'\nworker = 'cat'\njobs = 18446744073709551615\n",
+    );
+    s.write(
+        "huge-retries.toml",
+        "input = 'in.csv'\nworker = 'cat'\nretries = 4294967295\n",
+    );
+    let flags: &[&[&str]] = &[
+        &["--timeout", "1e30"],
+        &["--timeout", "-1"],
+        &["--timeout=-1"],
+        &["--timeout", "nan"],
+        &["--timeout", "inf"],
+        &["--timeout", "0"],
+        &["--timeout", "100000000000y"],
+        &["--backoff", "1e30"],
+        &["--backoff", "-5ms"],
+        &["--max-backoff", "1e300"],
+        &["--max-backoff", "100000000000y"],
+        &["-j", "18446744073709551615"],
+        &["-j", "18446744073709551616"],
+        &["-j", "0"],
+        &["-j", "-1"],
+        &["-j", "1025"],
+        &["--rate", "0/second"],
+        &["--rate", "-1/second"],
+        &["--rate", "99999999999/second"],
+        &["--rate", "5/fortnight"],
+        &["--chunk-size", "0"],
+        &["--chunk-size", "-1"],
+        &["--window", "0"],
+        &["--window", "18446744073709551615"],
+        &["--retries", "4294967295"],
+        &["--retries", "1001"],
+        &["--retries", "-1"],
+        &["--max-errors", "-1"],
+        &["--max-errors", "nan%"],
+        &["--max-errors", "1e400%"],
+        &["--max-errors", "101%"],
+    ];
+    let base = ["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"];
+    let mut cases: Vec<Vec<&str>> = flags
+        .iter()
+        .map(|f| base.iter().chain(f.iter()).copied().collect())
+        .collect();
+    for job in ["huge-timeout.toml", "huge-jobs.toml", "huge-retries.toml"] {
+        cases.push(vec!["run", job, "-o", "out.jsonl"]);
+    }
+    for args in &cases {
+        let out = s.herdsman().args(args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+        assert!(!s.path("out.jsonl").exists(), "{args:?} ran");
+    }
+}
+
+/// `-j` has a ceiling, stated in the help and in the error.
+#[test]
+fn jobs_has_a_ceiling_stated_in_help_and_error() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(3));
+    s.herdsman()
+        .args(["run", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 to 1024"));
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "cat",
+            "-o",
+            "out.jsonl",
+            "-j",
+            "5000",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--jobs 5000"))
+        .stderr(predicate::str::contains("limit of 1024"));
+    // 1024 itself passes the check (the next setting's error is reported instead), without
+    // starting 1024 workers.
+    s.herdsman()
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "cat",
+            "-o",
+            "out.jsonl",
+            "-j",
+            "1024",
+        ])
+        .args(["--rate", "fast"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--rate `fast`"))
+        .stderr(predicate::str::contains("--jobs").not());
+}
+
+/// A `--max-errors` stop writes the failures it counted to the dead-letter file the summary
+/// names (the partial file of a job that can be resumed), and the counts add up: 5 records,
+/// all failing, `--max-errors 2`.
+#[test]
+fn a_max_errors_stop_writes_the_failures_it_counted() {
+    for extra in [&[][..], &["--no-checkpoint"][..]] {
+        let s = Scratch::new();
+        s.write("in.csv", "id,value\n0,a\n1,b\n2,c\n3,d\n4,e\n");
+        let out = s
+            .job(
+                &py_worker("filter_framed.py", &[]),
+                &[&["--protocol", "framed", "--max-errors", "2"], extra].concat(),
+            )
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{extra:?}: {err}");
+        let sum = check_max_errors_stop(&s, &err);
+        assert_eq!(sum["total"]["records"], json!(5), "{sum}");
+    }
+}
+
+/// The same with the failures in a chunk the stop cut short: a chunk of 1000 records of which
+/// only the first few ran. Its failures are written (uncommitted: a resume redoes the chunk)
+/// instead of being counted as not run, and resuming still gives the uninterrupted result.
+#[test]
+fn a_max_errors_stop_inside_a_chunk_writes_its_failures_and_resumes() {
+    let s = Scratch::new();
+    let mut csv = String::from("id,value\n");
+    for i in 0..3000 {
+        csv.push_str(&format!(
+            "{i},{}\n",
+            if i < 50 { "x".into() } else { i.to_string() }
+        ));
+    }
+    s.write("in.csv", &csv);
+    let worker = py_worker("filter_framed.py", &[]);
+    let args = ["--protocol", "framed", "-j", "1", "--window", "8"];
+    let out = s
+        .job(&worker, &[&args[..], &["--max-errors", "2"]].concat())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let sum = check_max_errors_stop(&s, &err);
+    assert!(sum["total"]["not_run"].as_u64().unwrap() > 0, "{sum}");
+    // Resume without the limit: the job finishes as an uninterrupted run would.
+    let out = s.job(&worker, &args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sum = s.accounting();
+    assert_eq!(sum["total"]["records"], json!(3000), "{sum}");
+    assert_eq!(sum["total"]["failed"], json!(50), "{sum}");
+    let clean = Scratch::new();
+    clean.write("in.csv", &csv);
+    clean.job(&worker, &args).assert().code(1);
+    assert!(s.read("out.jsonl") == clean.read("out.jsonl"));
+    assert!(s.read("out.failures.jsonl") == clean.read("out.failures.jsonl"));
+}
+
+/// Checks a `--max-errors` stop: at least the limit failed, the summary adds up, and the file
+/// it names as holding the failures holds exactly that many.
+fn check_max_errors_stop(s: &Scratch, err: &str) -> Value {
+    let sum: Value = serde_json::from_str(&s.read("s.json")).unwrap();
+    let t = &sum["total"];
+    let n = |k: &str| t[k].as_u64().unwrap();
+    assert_eq!(sum["ending"], json!("aborted"), "{sum}");
+    assert!(
+        n("failed") >= 2,
+        "the failures that stopped the run are counted: {sum}"
+    );
+    assert_eq!(
+        n("records"),
+        n("succeeded") + n("failed") + n("filtered") + n("not_run"),
+        "{sum}"
+    );
+    let dead = sum["failures"].as_str().unwrap();
+    assert!(err.contains(&format!("{} in {dead}", n("failed"))), "{err}");
+    let dead = json_lines(&s.read(dead));
+    assert_eq!(dead.len() as u64, n("failed"), "{sum}");
+    assert!(dead.iter().all(|d| d["error"]["kind"] == json!("reported")));
+    sum
 }

@@ -87,21 +87,55 @@ fn run_args(extra: &[&str]) -> Vec<String> {
     v
 }
 
-fn spawn(dir: &Path, args: &[String], fault: Option<&str>) -> Child {
+/// Starts the runner in `dir`, its stderr going to `log` (kept out of the job's directory) so
+/// that a run that ends unexpectedly can say why.
+fn spawn(dir: &Path, args: &[String], fault: Option<&str>, log: &Path) -> Child {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("herdsman"));
     cmd.args(args)
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(log).expect("create the runner's log"));
     if let Some(f) = fault {
         cmd.env("HERDSMAN_FAULT", f);
     }
     cmd.spawn().expect("spawn herdsman")
 }
 
-/// Runs the job to completion, killing the runner at seeded random moments (and at the
-/// injected crash points of the commit protocol); returns how many times it was killed.
-fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, span: Duration) -> usize {
+/// Chunks committed in the job's checkpoint (0 before there is one), read the way a user
+/// would, with `herdsman status`, which never waits for the running job.
+fn committed_chunks(dir: &Path) -> u64 {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("herdsman"))
+        .args(["status", "out.jsonl", "--json"])
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run herdsman status");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["chunks"].as_u64())
+        .unwrap_or(0)
+}
+
+/// When one run of the job is killed.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// This long after it started, progress or not: start-up, resume and the first second
+    /// (before any commit) are covered.
+    After(Duration),
+    /// This long after its first commit was seen: every such run moves the job forward, and
+    /// the kill lands anywhere in the cycle of writing, syncing and committing chunks.
+    AfterCommit(Duration),
+    /// At an injected crash point of the commit protocol or the final renames.
+    Fault(&'static str),
+}
+
+/// Runs the job to completion, killing the runner at seeded random moments and at the
+/// injected crash points; returns how many times it was killed.
+///
+/// No kill depends on how fast the machine is: every fourth run is killed at a crash point,
+/// every other one only after it committed something, so the job finishes within a bounded
+/// number of runs however loaded the machine is; the delays only spread the kills.
+fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, log: &Path) -> usize {
     // Fault points that land exactly inside the commit protocol and the final renames.
     let faults = [
         "after-sync",
@@ -112,12 +146,23 @@ fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, span: Duration) ->
     ];
     let mut kills = 0;
     for round in 0..400usize {
-        let fault = (round % 4 == 3).then(|| faults[(round / 4) % faults.len()]);
-        let mut child = spawn(dir, args, fault);
-        // Short delays, so that each run makes a little progress and the kills spread
-        // over the whole job, its start and its end included.
-        let delay = Duration::from_micros(rng.below(span.as_micros() as u64 / 4 + 1));
+        let kill = match round % 4 {
+            3 => Kill::Fault(faults[(round / 4) % faults.len()]),
+            0 => Kill::After(Duration::from_millis(rng.below(400))),
+            _ => Kill::AfterCommit(Duration::from_millis(rng.below(1000))),
+        };
+        let fault = match kill {
+            Kill::Fault(f) => Some(f),
+            _ => None,
+        };
+        let committed_before = committed_chunks(dir);
         let started = Instant::now();
+        let mut child = spawn(dir, args, fault, log);
+        let mut kill_at = match kill {
+            Kill::After(d) => Some(started + d),
+            _ => None,
+        };
+        let mut last_look = started;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 if status.code().is_none() {
@@ -126,17 +171,31 @@ fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, span: Duration) ->
                 }
                 assert!(
                     matches!(status.code(), Some(0) | Some(1)),
-                    "run ended with {status:?}"
+                    "run {round} ({kill:?}) ended with {status:?}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
                 );
                 return kills;
             }
-            if fault.is_none() && started.elapsed() >= delay {
+            let now = Instant::now();
+            if let (Kill::AfterCommit(d), None) = (kill, kill_at) {
+                if now - last_look >= Duration::from_millis(50) {
+                    last_look = now;
+                    if committed_chunks(dir) > committed_before {
+                        kill_at = Some(Instant::now() + d);
+                    }
+                }
+            }
+            if kill_at.is_some_and(|t| now >= t) {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
                 kills += 1;
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "run {round} ({kill:?}) neither ended nor committed in 5 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     panic!("the job never finished");
@@ -150,23 +209,24 @@ fn sorted_lines(s: &str) -> Vec<String> {
 
 fn crash_case(rows: usize, quoted: bool, extra: &[&str], seed: u64, ordered: bool) {
     let data = workload(rows, quoted);
+    let logs = Scratch::new();
+    let log = logs.path("runner.log");
     let clean = Scratch::new();
     clean.write("in.csv", &data);
     let args = run_args(extra);
-    let status = spawn(clean.dir.path(), &args, None).wait().unwrap();
-    assert_eq!(status.code(), Some(1), "the workload has bad rows");
+    let status = spawn(clean.dir.path(), &args, None, &log).wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the workload has bad rows: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let want_out = clean.read("out.jsonl");
     let want_fail = clean.read("out.failures.jsonl");
     assert!(!want_fail.is_empty());
 
     let crashed = Scratch::new();
     crashed.write("in.csv", &data);
-    // Measure one run to spread the kills across it.
-    let t = Instant::now();
-    let probe = Scratch::new();
-    probe.write("in.csv", &data);
-    spawn(probe.dir.path(), &args, None).wait().unwrap();
-    let span = t.elapsed().max(Duration::from_millis(100));
     // Repeat the whole job (from scratch) until it has been killed at least 20 times,
     // comparing the result of every repetition.
     let mut rng = Rng(seed);
@@ -176,7 +236,7 @@ fn crash_case(rows: usize, quoted: bool, extra: &[&str], seed: u64, ordered: boo
             let _ = std::fs::remove_file(crashed.path(f));
         }
         let _ = std::fs::remove_dir_all(crashed.path(".out.jsonl.herdsman"));
-        kills += run_with_kills(crashed.dir.path(), &args, &mut rng, span);
+        kills += run_with_kills(crashed.dir.path(), &args, &mut rng, &log);
         compare(&crashed, &want_out, &want_fail, ordered);
     }
 }
@@ -215,42 +275,97 @@ fn sigkill_with_quoted_newlines_in_csv_gives_byte_identical_output() {
     crash_case(1500, true, &[], 3, true);
 }
 
+/// A runner that is killed if the test fails half way, so that it does not outlive the test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Worker processes are killed (SIGKILL) in the middle of records chosen at random, and the
+/// output is the same as without kills. Each kill happens at a record, not at a moment: the
+/// worker announces that it reached a chosen record and waits there, so the kills happen
+/// however slow or loaded the machine is, exactly five of them, each under a record in
+/// progress, and each restarted worker has answered records before the next one.
 #[test]
 fn workers_killed_at_random_do_not_change_the_output() {
     let data = workload(3000, false);
+    let logs = Scratch::new();
+    let log = logs.path("runner.log");
     let clean = Scratch::new();
     clean.write("in.csv", &data);
+    // Five kills against six attempts per record: even a record charged by every kill
+    // succeeds in the end.
     let args = run_args(&["--retries", "5", "--backoff", "1ms"]);
-    spawn(clean.dir.path(), &args, None).wait().unwrap();
+    spawn(clean.dir.path(), &args, None, &log).wait().unwrap();
+
+    // Five good records (not the bad rows), at least 100 apart, chosen by a seeded draw.
+    let mut rng = Rng(42);
+    let mut stops: Vec<u64> = Vec::new();
+    while stops.len() < 5 {
+        let id = 100 + rng.below(2800);
+        if id % 97 != 13 && stops.iter().all(|s| s.abs_diff(id) >= 100) {
+            stops.push(id);
+        }
+    }
+    let marks = Scratch::new();
+    let list: Vec<String> = stops.iter().map(u64::to_string).collect();
+    let worker = format!(
+        "python3 {} {} {}",
+        common::worker("primes_killable.py"),
+        marks.dir.path().display(),
+        list.join(",")
+    );
+    let mut args = args;
+    let w = args.iter().position(|a| a == "-w").unwrap() + 1;
+    args[w] = worker;
 
     let s = Scratch::new();
     s.write("in.csv", &data);
-    let mut child = spawn(s.dir.path(), &args, None);
-    let mut rng = Rng(42);
-    let mut killed = 0;
-    while child.try_wait().unwrap().is_none() {
-        // Leave each restarted worker time to answer something, so that the kills look
-        // like crashes and not like a worker that cannot start at all.
-        std::thread::sleep(Duration::from_millis(150 + rng.below(150)));
-        // Kill one worker: a python3 child of this runner.
-        let out = Command::new("pgrep")
-            .args(["-P", &child.id().to_string(), "python3"])
-            .output()
-            .unwrap();
-        let pids: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
-        if let Some(pid) = pids.get(rng.below(pids.len().max(1) as u64) as usize) {
-            if killed < 6
-                && Command::new("kill")
-                    .args(["-9", pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            {
-                killed += 1;
-            }
+    let mut run = KillOnDrop(spawn(s.dir.path(), &args, None, &log));
+    let child = &mut run.0;
+    let mut pending = list.clone();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !pending.is_empty() {
+        // The stops are reached in any order (two workers); kill whichever is waiting.
+        if let Some(i) = pending
+            .iter()
+            .position(|id| marks.path(&format!("kill-{id}")).exists())
+        {
+            let id = pending.remove(i);
+            let pid = marks.read(&format!("kill-{id}"));
+            marks.write(&format!("killed-{id}"), "");
+            let killed = Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status()
+                .unwrap();
+            assert!(killed.success(), "cannot kill worker {pid} at record {id}");
+            continue;
         }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status:?}) before reaching records {pending:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records {pending:?} were not reached in 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(
         s.read("out.jsonl") == clean.read("out.jsonl"),
         "output differs"
@@ -273,6 +388,12 @@ fn workers_killed_at_random_do_not_change_the_output() {
         strip(clean.read("out.failures.jsonl")),
         "dead letters differ"
     );
+    // Every record a worker was killed under succeeded on its retry.
+    let recovered = json_lines(&s.read("out.jsonl"))
+        .iter()
+        .filter(|v| list.contains(&v["id"].to_string()))
+        .count();
+    assert_eq!(recovered, 5);
 }
 
 #[test]
@@ -544,4 +665,53 @@ fn a_full_disk_is_a_clear_error_and_the_job_resumes_once_there_is_space() {
             == std::fs::read(clean.path("out.jsonl")).unwrap(),
         "output after a full disk differs from an uninterrupted run"
     );
+}
+
+/// Options that change which records fail or what the files hold are part of the job's
+/// identity: resuming with a different `--workdir`, `--retries` or `--timeout` is refused
+/// with a message naming the option; operational knobs may change.
+#[test]
+fn resuming_with_a_changed_workdir_retries_or_timeout_is_refused() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(30));
+    std::fs::create_dir(s.path("elsewhere")).unwrap();
+    let base = ["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"];
+    // Leave an unfinished checkpoint behind.
+    let out = s
+        .herdsman()
+        .env("HERDSMAN_FAULT", "before-rename")
+        .args(base)
+        .args(["--workdir", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "expected the injected crash");
+    for (changed, key) in [
+        (&["--workdir", "elsewhere"][..], "workdir changed"),
+        (&["--retries", "3"][..], "retries changed"),
+        (&["--timeout", "5s"][..], "timeout changed"),
+    ] {
+        s.herdsman()
+            .args(base)
+            .args(changed)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(key))
+            .stderr(predicate::str::contains("--restart"));
+    }
+    // The same directory written another way, and knobs that do not change results, resume.
+    s.herdsman()
+        .args(base)
+        .args([
+            "--workdir",
+            "./",
+            "-j",
+            "3",
+            "--rate",
+            "1000/second",
+            "--window",
+            "7",
+        ])
+        .assert()
+        .success();
+    assert_eq!(json_lines(&s.read("out.jsonl")).len(), 30);
 }

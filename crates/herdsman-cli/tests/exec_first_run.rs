@@ -83,7 +83,7 @@ fn colon_json_is_the_record_as_json_on_every_format() {
     // Lines: the line as a JSON string.
     let out = exec_run(
         &s,
-        &["-i", "-", "--format", "lines"],
+        &["-i", "-", "--format", "lines", "--output-format", "jsonl"],
         "printf %s {:json}",
         Some("a b\n"),
     )

@@ -85,19 +85,49 @@ fn a_retry_after_pauses_the_rate_limit_for_every_record() {
     assert_eq!(summary["total"]["retries"], 1, "{summary}");
     let seen = arrivals(&s);
     assert_eq!(seen.len(), 41, "{seen:?}");
-    let (first_0, _) = seen.iter().enumerate().find(|(_, a)| a.0 == "0").unwrap();
     // Records admitted before the pause may still arrive just after record 0 failed; after
     // them, nothing arrives for about 2 s.
-    let gap = seen[first_0..]
-        .windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .fold(0.0, f64::max);
+    let gap = longest_pause_after_record_0(&seen);
     assert!(
         gap >= 1.5,
         "the longest pause between attempts after record 0 asked for 2 s was {gap}s: {seen:?}"
     );
     let record_0 = &json_lines(&s.read("out.jsonl"))[0];
     assert!(record_0["waited"].as_f64().unwrap() >= 2.0, "{record_0}");
+}
+
+/// The longest time between two attempts (of any records) from the first attempt of
+/// record 0 on.
+fn longest_pause_after_record_0(seen: &[(String, f64)]) -> f64 {
+    let (first_0, _) = seen.iter().enumerate().find(|(_, a)| a.0 == "0").unwrap();
+    seen[first_0..]
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn with_a_rate_a_retry_after_pauses_everyone_even_without_retries() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(40));
+    let out = s
+        .job(
+            &worker_in(&s, "first", "2"),
+            &["--protocol", "framed", "-j", "2", "--rate", "20/second"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary = s.accounting();
+    assert_eq!(summary["total"]["succeeded"], 39, "{summary}");
+    assert_eq!(summary["total"]["retries"], 0, "{summary}");
+    let seen = arrivals(&s);
+    assert_eq!(seen.len(), 40, "{seen:?}");
+    let gap = longest_pause_after_record_0(&seen);
+    assert!(
+        gap >= 1.5,
+        "the longest pause between attempts after record 0 asked for 2 s was {gap}s: {seen:?}"
+    );
 }
 
 #[test]

@@ -119,6 +119,26 @@ def test_retryable_is_retried_and_a_file_path_function(tmp_path):
     assert (count(s, "succeeded"), count(s, "failed"), count(s, "filtered")) == (3, 1, 0)
 
 
+def test_retryable_retry_after_is_waited_before_the_retry(tmp_path):
+    flaky_dir = tmp_path / "markers"
+    flaky_dir.mkdir()
+    (tmp_path / "in.csv").write_text("id\n1\n2\n3\n")
+    path = os.path.join(WORKERS, "e2e_funcs.py")
+    p = herdsman(
+        tmp_path,
+        "-i", "in.csv", "-o", "out.jsonl", "--protocol", "framed", "-j", "2",
+        "--retries", "1", "--backoff", "1ms",
+        "-w", worker_cmd(f"{path}:waits"), "--summary-json", "s.json",
+        env=worker_env(FLAKY_DIR=str(flaky_dir)),
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    out = jsonl(tmp_path / "out.jsonl")
+    assert [o["id"] for o in out] == [1, 2, 3]
+    # herdsman waited the Retryable's retry_after, not its 1 ms --backoff.
+    assert all(o["waited"] >= 0.4 for o in out), out
+    assert count(summary(tmp_path), "retries") == 3
+
+
 def test_setup_runs_once_per_worker(tmp_path):
     (tmp_path / "in.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(40)))
     p = herdsman(

@@ -658,13 +658,17 @@ where
         .window(cfg.window)
         .ordered(cfg.ordered)
         .stop_token(stop.clone());
-    if cfg.retries > 0 {
+    // A worker's `retry_after` replaces the backoff before that record's next attempt and
+    // pauses the rate limiter for every record; with --rate the pause applies even when
+    // --retries is 0 (the record then fails, but the others hold back).
+    if cfg.retries > 0 || cfg.rate.is_some() {
         engine = engine.retry(
             Retry::attempts(cfg.retries + 1)
                 .backoff(cfg.backoff)
                 .max_delay(cfg.max_backoff)
                 .jitter(true)
-                .when(|e: &CliFailure| e.retryable()),
+                .when(|e: &CliFailure| e.retryable())
+                .retry_after(|e: &CliFailure| e.retry_after()),
         );
     }
     if let Some((n, period)) = cfg.rate {

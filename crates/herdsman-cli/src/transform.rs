@@ -31,6 +31,15 @@ impl CliFailure {
             CliFailure::Worker(w) => w.retryable,
         }
     }
+
+    /// The wait the worker asked for before this record is tried again (a framed error
+    /// reply's `retry_after`, already capped at an hour), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CliFailure::Input(_) => None,
+            CliFailure::Worker(w) => w.retry_after.filter(|_| w.retryable),
+        }
+    }
 }
 
 impl std::fmt::Display for CliFailure {

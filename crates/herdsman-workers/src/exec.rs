@@ -356,6 +356,7 @@ fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> 
         kind,
         message,
         retryable,
+        retry_after: None,
         worker: slot,
         stderr_tail: Vec::new(),
     }

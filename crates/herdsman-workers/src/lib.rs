@@ -20,6 +20,7 @@
 //! record waiting behind others on a worker, or for a free job slot, is not using its time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 mod exec;
 pub use exec::{ExecConfig, ExecOutputMode, ExecPool};
@@ -34,6 +35,11 @@ pub use pool::{PoolConfig, Protocol, WorkerPool};
 pub use process::{kill_all_process_groups, WorkerCommand};
 
 pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
+
+/// The longest wait a worker can ask for before a record is tried again (a framed error
+/// reply's `retry_after`): one hour. Longer values are cut to it, so a mistaken value (a
+/// timestamp sent as seconds, say) cannot stall a run for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// A callback that receives every line a worker writes to stderr, with the worker's index.
 pub type StderrSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
@@ -113,6 +119,10 @@ pub struct WorkerFailure {
     pub message: String,
     /// Whether trying the same record again could succeed.
     pub retryable: bool,
+    /// How long to wait before trying again, when the worker passed one on (a framed error
+    /// reply's `retry_after`, for example from an HTTP 429 `Retry-After` header). Only set on
+    /// retryable failures, and never longer than [`MAX_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
     /// Index of the worker (or job slot) that ran the attempt.
     pub worker: usize,
     /// The last lines that worker wrote to stderr (at most about 20).

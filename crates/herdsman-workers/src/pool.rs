@@ -35,7 +35,7 @@ use crate::process::{
 use crate::tail::StderrReader;
 use crate::{
     AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, NoticeSink, StderrSink,
-    WorkItem, WorkOutput, WorkerFailure,
+    WorkItem, WorkOutput, WorkerFailure, MAX_RETRY_AFTER,
 };
 
 /// The wire protocol between herdsman and its workers (see `docs/protocol.md`).
@@ -756,6 +756,7 @@ impl WorkerPool {
             kind,
             message,
             retryable,
+            retry_after: None,
             worker: s,
             stderr_tail: self.slots[s]
                 .running
@@ -919,22 +920,39 @@ impl WorkerPool {
                 inf.outputs.push(output.get().as_bytes().to_vec());
                 used = true;
             }
+            // Err((kind, message, retryable, server-mandated wait))
             let finished = if let Some(err) = reply.error {
                 let text = match serde_json::from_str::<String>(err.get()) {
                     Ok(s) => s,
                     Err(_) => err.get().to_string(),
                 };
                 let retryable = reply.retryable.unwrap_or(false);
-                Some(Err((text, retryable)))
+                // `retry_after` only means something on a retryable error: a record that
+                // fails for good is not tried again, so there is nothing to wait for.
+                match reply.retry_after.filter(|_| retryable).map(retry_after) {
+                    None => Some(Err((FailureKind::Reported, text, retryable, None))),
+                    Some(Ok(wait)) => Some(Err((FailureKind::Reported, text, true, wait))),
+                    Some(Err(why)) => Some(Err((
+                        FailureKind::BadOutput,
+                        format!(
+                            "worker {s} sent an error reply whose \"retry_after\" is {why}; \
+                             send a number of seconds such as 1.5 (its error was: {text})"
+                        ),
+                        false,
+                        None,
+                    ))),
+                }
             } else if reply.done == Some(true) {
                 Some(Ok(()))
             } else if !used {
                 Some(Err((
+                    FailureKind::BadOutput,
                     format!(
                         "worker {s} sent a reply with none of \"output\", \"done\" or \"error\": {}",
                         quote_start(line)
                     ),
                     false,
+                    None,
                 )))
             } else {
                 None
@@ -944,13 +962,10 @@ impl WorkerPool {
                 self.note_answer(s, 1);
                 let outcome = match result {
                     Ok(()) => AttemptOutcome::Success(inf.outputs),
-                    Err((msg, retryable)) => {
-                        let kind = if reply.error.is_some() {
-                            FailureKind::Reported
-                        } else {
-                            FailureKind::BadOutput
-                        };
-                        AttemptOutcome::Failure(self.failure(s, kind, msg, retryable))
+                    Err((kind, msg, retryable, wait)) => {
+                        let mut f = self.failure(s, kind, msg, retryable);
+                        f.retry_after = wait;
+                        AttemptOutcome::Failure(f)
                     }
                 };
                 out.push((inf.id, outcome));
@@ -1003,6 +1018,7 @@ impl WorkerPool {
                         self.cfg.command.display()
                     ),
                     retryable: true,
+                    retry_after: None,
                     worker: s,
                     stderr_tail: tail.clone(),
                 }),
@@ -1223,6 +1239,42 @@ struct Reply<'a> {
     error: Option<&'a RawValue>,
     #[serde(default)]
     retryable: Option<bool>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    retry_after: Option<&'a RawValue>,
+}
+
+/// Reads the `retry_after` of a framed error reply: a JSON number of seconds, at least 0,
+/// fractions allowed, capped at [`MAX_RETRY_AFTER`]; `null` is no wait. `Err` says what is
+/// wrong with any other value.
+fn retry_after(raw: &RawValue) -> Result<Option<Duration>, String> {
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    let wrong = || format!("`{}`, not a number of seconds of 0 or more", truncate(text));
+    // A JSON number too large for f64 (1e400) fails to parse but is still "very long".
+    let huge = text.bytes().next().is_some_and(|b| b.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    let secs = match serde_json::from_str::<f64>(text) {
+        Ok(secs) if secs >= 0.0 => secs.abs(),
+        Ok(_) => return Err(wrong()),
+        Err(_) if huge => return Ok(Some(MAX_RETRY_AFTER)),
+        Err(_) => return Err(wrong()),
+    };
+    Ok(Some(
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_RETRY_AFTER)
+            .min(MAX_RETRY_AFTER),
+    ))
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// A field that is present (even as `null`) becomes `Some`.
@@ -1565,6 +1617,36 @@ mod tests {
         let r: Reply = serde_json::from_slice(br#"{"id":3,"done":true}"#).unwrap();
         assert!(r.output.is_none());
         assert_eq!(r.done, Some(true));
+    }
+
+    #[test]
+    fn reply_reads_retry_after_seconds() {
+        let wait = |line: &str| {
+            let r: Reply = serde_json::from_str(line).unwrap();
+            r.retry_after.map(retry_after)
+        };
+        let secs = |s: f64| Ok(Some(Duration::from_secs_f64(s)));
+        assert_eq!(
+            wait(r#"{"id":1,"error":"busy","retryable":true,"retry_after":1.5}"#),
+            Some(secs(1.5))
+        );
+        assert_eq!(wait(r#"{"id":1,"retry_after":2}"#), Some(secs(2.0)));
+        assert_eq!(wait(r#"{"id":1,"retry_after":0}"#), Some(secs(0.0)));
+        assert_eq!(wait(r#"{"id":1,"retry_after":-0.0}"#), Some(secs(0.0)));
+        assert_eq!(wait(r#"{"id":1,"retry_after":1e-3}"#), Some(secs(0.001)));
+        assert_eq!(wait(r#"{"id":1,"retry_after":null}"#), Some(Ok(None)));
+        assert_eq!(wait(r#"{"id":1,"error":"x"}"#), None);
+        // Absurd waits are cut to an hour.
+        let hour = Some(Ok(Some(MAX_RETRY_AFTER)));
+        assert_eq!(wait(r#"{"id":1,"retry_after":1764474000}"#), hour);
+        assert_eq!(wait(r#"{"id":1,"retry_after":1e300}"#), hour);
+        assert_eq!(wait(r#"{"id":1,"retry_after":1e400}"#), hour);
+        // Anything else is a malformed reply, said in words.
+        for bad in [r#""2""#, "-1", "true", "[1]", r#"{"s":1}"#, "-1e400"] {
+            let line = format!(r#"{{"id":1,"retry_after":{bad}}}"#);
+            let err = wait(&line).unwrap().unwrap_err();
+            assert!(err.contains("not a number of seconds"), "{bad}: {err}");
+        }
     }
 
     #[test]

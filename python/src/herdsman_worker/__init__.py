@@ -87,10 +87,11 @@ _GeneratorType = types.GeneratorType
 class Retryable(Exception):
     """Raise it to fail a record in a way that another attempt could fix.
 
-    ``retry_after`` (seconds, a number or a ``datetime.timedelta``) is a hint of how long
-    to wait before the next attempt, for example from an HTTP ``Retry-After`` header. It is
-    sent to herdsman as the reply's ``retry_after`` field. herdsman ignores it today, like
-    any reply field it does not know, and waits its own ``--backoff``.
+    ``retry_after`` (seconds, a number or a ``datetime.timedelta``) is how long to wait
+    before the next attempt, for example from an HTTP ``Retry-After`` header. It is sent to
+    herdsman as the reply's ``retry_after`` field: herdsman waits that long (at most an
+    hour) instead of its ``--backoff``, and pauses its ``--rate`` limit for every record
+    meanwhile.
 
     >>> raise Retryable("the service answered 503", retry_after=2.5)
     Traceback (most recent call last):

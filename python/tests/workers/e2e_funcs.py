@@ -1,6 +1,7 @@
 """Functions that the end-to-end tests serve through herdsman."""
 
 import os
+import time
 
 import herdsman_worker
 
@@ -31,6 +32,19 @@ def flaky(record):
         open(marker, "w").close()
         raise herdsman_worker.Retryable("the service is busy")
     return {"id": int(record["id"]), "attempted_before": True}
+
+
+def waits(record):
+    """Fails the first attempt of every record with retry_after=0.4 (a marker file per
+    record holds the time of that attempt); the next attempt says how long it waited."""
+    marker = os.path.join(os.environ["FLAKY_DIR"], record["id"])
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(repr(time.monotonic()))
+        raise herdsman_worker.Retryable("HTTP 429", retry_after=0.4)
+    with open(marker) as f:
+        waited = time.monotonic() - float(f.read())
+    return {"id": int(record["id"]), "waited": waited}
 
 
 SETUP = {}

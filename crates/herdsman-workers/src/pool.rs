@@ -204,8 +204,6 @@ struct Inflight {
     id: AttemptId,
     item: WorkItem,
     wire: u64,
-    /// When it was last written to a worker (queued to its stdin).
-    sent: Instant,
     outputs: WorkOutput,
     /// Abandoned while queued behind other records on a `lines` worker: its answer will
     /// still come (and is dropped), but the attempt is never reported.
@@ -299,8 +297,6 @@ struct Slot {
     stalled: bool,
     /// When the worker process was seen to have exited while its stdout was still open.
     exited_at: Option<Instant>,
-    /// When the worker last answered (finished) a record.
-    last_answer: Option<Instant>,
     /// The record the next no-answer notice is about, and after how long it is due.
     notice: Option<(AttemptId, Duration)>,
     /// The oldest record in flight (its wire id) and since when the worker could start on
@@ -421,7 +417,6 @@ impl WorkerPool {
                 busy_since: None,
                 stalled: false,
                 exited_at: None,
-                last_answer: None,
                 notice: None,
                 head: None,
                 tasks: 0,
@@ -499,7 +494,6 @@ impl WorkerPool {
         slot.answered = false;
         slot.stalled = false;
         slot.exited_at = None;
-        slot.last_answer = None;
         slot.notice = None;
         slot.tasks = 0;
         Ok(())
@@ -601,7 +595,6 @@ impl WorkerPool {
             id,
             item,
             wire,
-            sent: now,
             outputs: Vec::new(),
             abandoned: false,
         });
@@ -930,7 +923,6 @@ impl WorkerPool {
             return;
         }
         let now = Instant::now();
-        slot.last_answer = Some(now);
         if let (true, Some(since)) = (measure, slot.busy_since) {
             let sample = now.duration_since(since).as_nanos() as f64 / k as f64;
             self.service_ns = Some(match self.service_ns {
@@ -1211,17 +1203,13 @@ impl WorkerPool {
                 slot.notice = None;
                 continue;
             }
-            // The record the worker owes an answer for, and since when.
-            let head = match &slot.inflight {
-                InflightSet::Lines(q) => q
-                    .front()
-                    .filter(|i| !i.abandoned)
-                    .and_then(|i| Some((i.id, i.item.seq, slot.busy_since?))),
-                InflightSet::Framed(m) => m.values().next().map(|i| {
-                    let since = slot.last_answer.map_or(i.sent, |a| a.max(i.sent));
-                    (i.id, i.item.seq, since)
-                }),
+            // The record the worker owes an answer for: its oldest, whose clock (as for the
+            // timeout) started when the worker could start on it.
+            let oldest = match &slot.inflight {
+                InflightSet::Lines(q) => q.front().filter(|i| !i.abandoned),
+                InflightSet::Framed(m) => m.values().next(),
             };
+            let head = oldest.and_then(|i| Some((i.id, i.item.seq, slot.head?.1)));
             let Some((id, seq, since)) = head else {
                 slot.notice = None;
                 continue;

@@ -168,8 +168,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true)]
     pub rate: Option<String>,
 
-    /// Per-record timeout: the worker's whole process group is killed and restarted, and the
-    /// record is charged an attempt. At most 365 days. Example: 30s.
+    /// Per-record timeout, counted from when the worker could start the record (never time
+    /// queued behind other records; a new worker's first record gets as much again for
+    /// start-up): the worker's whole process group is killed and restarted, and the record
+    /// is charged an attempt. At most 365 days. Example: 30s.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<String>,
 

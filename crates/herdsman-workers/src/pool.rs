@@ -11,8 +11,9 @@
 //! This module must never report an abandoned or given-back attempt, never report an
 //! attempt twice, never charge a worker crash or timeout to more than the record(s) that
 //! caused it, never match an answer of a replaced process to a record sent again, never
-//! count the time a record waits behind others against its timeout, and never let a worker
-//! that floods or ignores its pipes block the caller.
+//! count the time a record waits behind others against its timeout, never retire a worker
+//! (`max_tasks_per_worker`) while it has a record in flight, and never let a worker that
+//! floods or ignores its pipes block the caller.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};

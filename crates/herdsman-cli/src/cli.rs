@@ -168,10 +168,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true)]
     pub rate: Option<String>,
 
-    /// Per-record timeout: the worker's whole process group is killed and restarted, and the
-    /// record is charged an attempt. At most 365 days. Example: 30s.
+    /// Per-record timeout, counted from when the worker could start the record (never time
+    /// queued behind other records; a new worker's first record gets as much again for
+    /// start-up): the worker's whole process group is killed and restarted, and the record
+    /// is charged an attempt. At most 365 days. Example: 30s.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<String>,
+
+    /// Replace a worker process after it was given N records (memory leaks): once it has
+    /// answered them, its stdin is closed, it exits, and a new one takes its place. Nothing
+    /// is lost or charged. Like Python's maxtasksperchild. Default: no limit.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_tasks_per_worker: Option<usize>,
 
     /// Stop after that many failed records, or that share of the records seen. Example: 10, 1%.
     #[arg(long, value_name = "N|N%", allow_hyphen_values = true)]

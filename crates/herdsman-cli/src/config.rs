@@ -102,6 +102,8 @@ pub struct RunConfig {
     /// Attempts per period.
     pub rate: Option<(u32, Duration)>,
     pub timeout: Option<Duration>,
+    /// Records per worker process before it is replaced (`--max-tasks-per-worker`).
+    pub max_tasks_per_worker: Option<usize>,
     pub max_errors: Option<MaxErrors>,
     pub ordered: bool,
     pub infer_types: bool,
@@ -140,6 +142,7 @@ struct JobFile {
     max_backoff: Option<String>,
     rate: Option<String>,
     timeout: Option<String>,
+    max_tasks_per_worker: Option<usize>,
     max_errors: Option<StringOrNumber>,
     unordered: Option<bool>,
     infer_types: Option<bool>,
@@ -641,6 +644,13 @@ impl RunConfig {
         if timeout == Some(Duration::ZERO) {
             usage!("--timeout must be longer than 0s");
         }
+        let max_tasks_per_worker = args.max_tasks_per_worker.or(job.max_tasks_per_worker);
+        if max_tasks_per_worker == Some(0) {
+            usage!("--max-tasks-per-worker must be at least 1 (records per worker process before it is replaced)");
+        }
+        if max_tasks_per_worker.is_some() && matches!(transform, Transform::Exec { .. }) {
+            usage!("--max-tasks-per-worker applies to --worker only; --exec already starts one command per record");
+        }
         let max_errors = match (args.max_errors, job.max_errors) {
             (Some(s), _) => Some(parse_max_errors(&s)?),
             (None, Some(StringOrNumber::Number(n))) => Some(MaxErrors::Count(n)),
@@ -733,6 +743,7 @@ impl RunConfig {
             max_backoff,
             rate,
             timeout,
+            max_tasks_per_worker,
             max_errors,
             ordered: !(args.unordered || job.unordered.unwrap_or(false)),
             infer_types: args.infer_types || job.infer_types.unwrap_or(false),
@@ -763,7 +774,7 @@ impl RunConfig {
     /// - in the run's identity beside these (`run::job_identity`): the inputs (path, format,
     ///   size, modification time, content fingerprint), `--output` and `--failures`;
     /// - not part of it, because they change only how fast or how verbosely the same result is
-    ///   reached: `--jobs`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
+    ///   reached: `--jobs`, `--max-tasks-per-worker`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
     ///   `--max-errors` (where a run stops, not what a finished job holds), `--progress`,
     ///   `--quiet`, `--summary-json`; and the ones that choose what to do with the checkpoint
     ///   itself: the job file (its values are the fields above), `--state`,

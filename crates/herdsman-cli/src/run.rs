@@ -176,6 +176,7 @@ fn start_executor(
             };
             pc.stderr = Some(stderr);
             pc.timeout = cfg.timeout;
+            pc.max_tasks_per_worker = cfg.max_tasks_per_worker;
             pc.cwd = cfg.workdir.clone();
             // An answer may be as long as the longest record it was given.
             pc.max_line_bytes = pc

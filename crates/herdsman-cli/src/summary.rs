@@ -75,7 +75,10 @@ impl Counts {
     }
 }
 
-/// Per-record latency (first attempt start to final outcome), in microseconds.
+/// Per-record latency, in microseconds: from when each attempt was handed to the workers to
+/// its outcome, summed over the record's attempts. Time a record waited in a worker's queue
+/// behind other records counts here (it never counts against `--timeout`); time waiting for a
+/// retry's backoff does not.
 pub struct Latency(Histogram<u64>);
 
 impl Default for Latency {
@@ -125,6 +128,8 @@ pub struct Summary {
     pub this_run: Counts,
     pub duration_s: f64,
     pub records_per_s: f64,
+    /// Per-record latency: from hand-off to the workers to the answer, all attempts, time
+    /// queued behind other records included (see [`Latency`]).
     pub latency: Option<Percentiles>,
     pub output: Option<String>,
     pub failures: String,
@@ -246,13 +251,13 @@ impl Summary {
             "  time      {:.2}s, {:.0} records/s",
             self.duration_s, self.records_per_s
         ));
+        s.push('\n');
         if let Some(l) = &self.latency {
             s.push_str(&format!(
-                "; latency p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms",
+                "  latency   p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms per record, from hand-off to the workers to its answer (queued behind other records included, all attempts)\n",
                 l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
             ));
         }
-        s.push('\n');
         s
     }
 }

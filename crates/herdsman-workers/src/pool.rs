@@ -11,8 +11,9 @@
 //! This module must never report an abandoned or given-back attempt, never report an
 //! attempt twice, never charge a worker crash or timeout to more than the record(s) that
 //! caused it, never match an answer of a replaced process to a record sent again, never
-//! count the time a record waits behind others against its timeout, and never let a worker
-//! that floods or ignores its pipes block the caller.
+//! count the time a record waits behind others against its timeout, never retire a worker
+//! (`max_tasks_per_worker`) while it has a record in flight, and never let a worker that
+//! floods or ignores its pipes block the caller.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};
@@ -72,14 +73,22 @@ pub struct PoolConfig {
     pub restart_limit: usize,
     /// Longest output line accepted from a worker, in bytes.
     pub max_line_bytes: usize,
-    /// How long one record may take, measured from when the worker actually started on it
-    /// (see `docs/protocol.md`): with [`Protocol::Lines`], from when it became the oldest
-    /// unanswered record of its worker; with [`Protocol::Framed`], from when it was written
-    /// (a framed worker may work on several records at once). A record that takes longer
-    /// fails with [`FailureKind::Timeout`]; its worker's process group is killed and the
-    /// worker restarted, and the other records in flight on it are sent again, uncharged.
-    /// `None`: no limit.
+    /// How long one record may take, measured from when its worker could start on it (see
+    /// `docs/protocol.md`): from when it became the oldest unanswered record of its worker
+    /// (when the record sent before it was answered), or from when it was written to a
+    /// worker that had nothing else in flight; never the time it waited behind other
+    /// records. The first record of a freshly started worker process gets a start-up
+    /// allowance on top: the timeout again, at most [`PoolConfig::MAX_STARTUP_ALLOWANCE`].
+    /// A record that takes longer fails with [`FailureKind::Timeout`]; its worker's process
+    /// group is killed and the worker restarted, and the other records in flight on it are
+    /// sent again, uncharged. `None`: no limit.
     pub timeout: Option<Duration>,
+    /// Retire a worker process after it was given this many records (as Python's
+    /// `maxtasksperchild`): once it has answered them all, its stdin is closed, it is waited
+    /// for (then its process group is stopped as usual after the kill grace), and a new
+    /// process takes its slot when there is a record for it. Nothing is lost or charged.
+    /// `None`: a worker lives until the run ends (or it fails).
+    pub max_tasks_per_worker: Option<usize>,
     /// The directory the workers start in; `None`: the caller's current directory.
     pub cwd: Option<PathBuf>,
     /// Receives notices about the pool's health, one sentence each, such as a record that
@@ -108,6 +117,7 @@ impl PoolConfig {
             restart_limit: 5,
             max_line_bytes: 64 << 20,
             timeout: None,
+            max_tasks_per_worker: None,
             cwd: None,
             notices: None,
             no_answer_notice: Self::DEFAULT_NO_ANSWER_NOTICE,
@@ -119,6 +129,10 @@ impl PoolConfig {
 
     /// The default number of records in flight per worker.
     pub const DEFAULT_PIPELINE_DEPTH: usize = 256;
+
+    /// The longest start-up allowance a fresh worker's first record gets on top of the
+    /// timeout (see [`PoolConfig::timeout`]).
+    pub const MAX_STARTUP_ALLOWANCE: Duration = Duration::from_secs(10);
 }
 
 impl std::fmt::Debug for PoolConfig {
@@ -134,6 +148,7 @@ impl std::fmt::Debug for PoolConfig {
             .field("restart_limit", &self.restart_limit)
             .field("max_line_bytes", &self.max_line_bytes)
             .field("timeout", &self.timeout)
+            .field("max_tasks_per_worker", &self.max_tasks_per_worker)
             .field("cwd", &self.cwd)
             .field("notices", &self.notices.is_some())
             .field("no_answer_notice", &self.no_answer_notice)
@@ -190,8 +205,6 @@ struct Inflight {
     id: AttemptId,
     item: WorkItem,
     wire: u64,
-    /// When it was last written to a worker (queued to its stdin).
-    sent: Instant,
     outputs: WorkOutput,
     /// Abandoned while queued behind other records on a `lines` worker: its answer will
     /// still come (and is dropped), but the attempt is never reported.
@@ -220,6 +233,14 @@ impl InflightSet {
             InflightSet::Framed(m) => {
                 m.insert(inf.wire, inf);
             }
+        }
+    }
+
+    /// The wire id of the oldest record in flight.
+    fn oldest_wire(&self) -> Option<u64> {
+        match self {
+            InflightSet::Lines(q) => q.front().map(|i| i.wire),
+            InflightSet::Framed(m) => m.keys().next().copied(),
         }
     }
 
@@ -277,10 +298,28 @@ struct Slot {
     stalled: bool,
     /// When the worker process was seen to have exited while its stdout was still open.
     exited_at: Option<Instant>,
-    /// When the worker last answered (finished) a record.
-    last_answer: Option<Instant>,
     /// The record the next no-answer notice is about, and after how long it is due.
     notice: Option<(AttemptId, Duration)>,
+    /// The oldest record in flight (its wire id) and since when the worker could start on
+    /// it: when it was written to an idle worker, or when the record before it was
+    /// answered. Its per-record timeout counts from there.
+    head: Option<(u64, Instant)>,
+    /// Records given to the current process (for `max_tasks_per_worker`).
+    tasks: usize,
+    /// A retired process being waited for; the slot starts no new one until it is gone.
+    retiring: Option<JoinHandle<()>>,
+}
+
+impl Slot {
+    /// Starts the clock of a new oldest record: called after every change of what is in
+    /// flight, so `now` is when the record before it was answered (or it was written).
+    fn sync_head(&mut self, now: Instant) {
+        match self.inflight.oldest_wire() {
+            None => self.head = None,
+            Some(w) if self.head.map(|(h, _)| h) != Some(w) => self.head = Some((w, now)),
+            Some(_) => {}
+        }
+    }
 }
 
 /// A pool of persistent worker processes. See the crate docs and `docs/protocol.md`.
@@ -379,8 +418,10 @@ impl WorkerPool {
                 busy_since: None,
                 stalled: false,
                 exited_at: None,
-                last_answer: None,
                 notice: None,
+                head: None,
+                tasks: 0,
+                retiring: None,
             })
             .collect();
         let pool = WorkerPool {
@@ -454,8 +495,8 @@ impl WorkerPool {
         slot.answered = false;
         slot.stalled = false;
         slot.exited_at = None;
-        slot.last_answer = None;
         slot.notice = None;
+        slot.tasks = 0;
         Ok(())
     }
 
@@ -466,8 +507,14 @@ impl WorkerPool {
     /// worker that has no process yet (or whose process exited) is started by `enqueue`.
     fn pick_slot(&mut self) -> Option<usize> {
         let depth = self.effective_depth();
+        let max_tasks = self.cfg.max_tasks_per_worker.unwrap_or(usize::MAX);
         let load = |slot: &Slot| -> Option<usize> {
             if slot.exited_at.is_some() || slot.inflight.len() >= depth {
+                return None;
+            }
+            // A worker that was given its share of records, or one being retired, takes
+            // no more: the process is replaced once it has answered them.
+            if slot.retiring.is_some() || (slot.running.is_some() && slot.tasks >= max_tasks) {
                 return None;
             }
             Some(slot.inflight.len() + if slot.stalled { usize::MAX / 2 } else { 0 })
@@ -515,6 +562,7 @@ impl WorkerPool {
         slot.stalled = false;
         slot.notice = None;
         slot.exited_at = None;
+        slot.head = None;
         let mut back: Vec<(AttemptId, WorkItem)> = Vec::new();
         while let Some(inf) = slot.inflight.pop_oldest() {
             if !inf.abandoned {
@@ -539,17 +587,19 @@ impl WorkerPool {
         let protocol = self.cfg.protocol;
         let slot = &mut self.slots[s];
         Self::encode(protocol, &mut slot.outbox, wire, &item.json);
+        let now = Instant::now();
         if slot.inflight.len() == 0 {
-            slot.busy_since = Some(Instant::now());
+            slot.busy_since = Some(now);
         }
+        slot.tasks += 1;
         slot.inflight.push(Inflight {
             id,
             item,
             wire,
-            sent: Instant::now(),
             outputs: Vec::new(),
             abandoned: false,
         });
+        slot.sync_head(now);
         if slot.outbox.len() >= OUTBOX_FLUSH {
             self.flush_slot(s);
         }
@@ -608,12 +658,15 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// When the oldest record the worker of slot `s` is working on runs out of `timeout`.
+    /// When the oldest record in flight on the worker of slot `s` runs out of `timeout`.
     ///
-    /// A `lines` worker works on its oldest unanswered record only: its clock started when
-    /// the answer before it arrived (or when it was written to an idle worker). A `framed`
-    /// worker may work on all its records at once: each one's clock started when it was
-    /// written, so the oldest one written expires first.
+    /// Only the oldest record's clock runs, from when the worker could start on it: when the
+    /// record before it was answered, or when it was written to an idle worker. A record
+    /// queued behind others (in the worker's stdin, or held back by a framed worker that
+    /// works on one record at a time) does not use up its time while it waits; a framed
+    /// worker that works on several records at once still gets each of them killed once it
+    /// is the oldest and runs out of time. The first record of a fresh process also gets a
+    /// start-up allowance: the timeout again, at most [`PoolConfig::MAX_STARTUP_ALLOWANCE`].
     fn slot_deadline(&self, s: usize, timeout: Duration) -> Option<Instant> {
         let slot = &self.slots[s];
         slot.running.as_ref()?;
@@ -621,16 +674,13 @@ impl WorkerPool {
             // The process is gone: its record is charged with the exit, never a timeout.
             return None;
         }
-        let started = match &slot.inflight {
-            InflightSet::Lines(q) => {
-                q.front()?;
-                slot.busy_since?
-            }
-            // Send times grow with the wire id (a re-send restamps every record at once,
-            // before any newer one is written), so the first record is the oldest sent.
-            InflightSet::Framed(m) => m.values().next()?.sent,
+        let (_, started) = slot.head?;
+        let allowance = if slot.answered {
+            Duration::ZERO
+        } else {
+            timeout.min(PoolConfig::MAX_STARTUP_ALLOWANCE)
         };
-        Some(started + timeout)
+        Some(started + timeout + allowance)
     }
 
     /// The earliest moment a record in flight runs out of time, if a timeout is set.
@@ -653,19 +703,9 @@ impl WorkerPool {
             if self.slot_deadline(s, timeout).is_none_or(|d| d > now) {
                 continue;
             }
-            let expired: Vec<Inflight> = match &mut self.slots[s].inflight {
-                // The head is what the worker is stuck on (even an abandoned placeholder:
-                // the worker is still busy with it and the records behind it wait).
-                InflightSet::Lines(q) => q.pop_front().into_iter().collect(),
-                InflightSet::Framed(m) => {
-                    let late: Vec<u64> = m
-                        .values()
-                        .filter(|i| i.sent + timeout <= now)
-                        .map(|i| i.wire)
-                        .collect();
-                    late.iter().filter_map(|w| m.remove(w)).collect()
-                }
-            };
+            // The oldest record is what the worker is stuck on (even an abandoned `lines`
+            // placeholder: the worker is still busy with it and the records behind it wait).
+            let expired = self.slots[s].inflight.pop_oldest();
             let message = format!(
                 "no answer within {} (--timeout); worker {s} was killed and restarted",
                 human_duration(timeout)
@@ -767,6 +807,79 @@ impl WorkerPool {
     }
 
     fn handle(&mut self, ev: Event, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+        let s = match &ev {
+            Event::Stdout { slot, .. } | Event::TooLong { slot, .. } | Event::Eof { slot, .. } => {
+                *slot
+            }
+        };
+        self.handle_event(ev, out)?;
+        // An answer may have made another record the oldest: its clock starts now.
+        self.slots[s].sync_head(Instant::now());
+        self.retire_spent(s);
+        Ok(())
+    }
+
+    /// Retires the process of slot `s` once it was given `max_tasks_per_worker` records and
+    /// has answered them all: its stdin is closed and it is waited for on a thread of its own
+    /// (after the kill grace, its process group is stopped as usual); the slot takes no
+    /// record until then, and then starts a new process when it gets one.
+    fn retire_spent(&mut self, s: usize) {
+        let Some(max) = self.cfg.max_tasks_per_worker else {
+            return;
+        };
+        let slot = &mut self.slots[s];
+        if slot.tasks < max || slot.inflight.len() > 0 || slot.exited_at.is_some() {
+            return;
+        }
+        let Some(running) = slot.running.take() else {
+            return;
+        };
+        slot.outbox.clear();
+        slot.busy_since = None;
+        slot.head = None;
+        slot.notice = None;
+        let grace = self.cfg.kill_grace;
+        let Running {
+            mut child,
+            writer,
+            stderr,
+        } = running;
+        let spawned = std::thread::Builder::new()
+            .name(format!("herdsman-retire-{s}"))
+            .spawn(move || {
+                // Closing stdin asks the worker to exit; wait for it like at the end of a run.
+                drop(writer);
+                wait_exited(child.id(), grace);
+                terminate_group(&mut child, grace);
+                drop(stderr);
+            });
+        // Without a thread to wait on, the worker still reads end of file and exits; it is
+        // then killed with the others when the pool shuts down.
+        slot.retiring = spawned.ok();
+    }
+
+    /// Frees the slots whose retired process is gone, and gives them records.
+    fn finish_retirements(&mut self) -> Result<(), FatalExecutorError> {
+        let mut freed = false;
+        for slot in &mut self.slots {
+            if slot.retiring.as_ref().is_some_and(|h| h.is_finished()) {
+                if let Some(h) = slot.retiring.take() {
+                    let _ = h.join();
+                }
+                freed = true;
+            }
+        }
+        if freed {
+            self.dispatch()?;
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        ev: Event,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), FatalExecutorError> {
         match ev {
             Event::Stdout { slot, gen, chunk } => {
                 if self.slots[slot].gen == gen {
@@ -812,7 +925,6 @@ impl WorkerPool {
             return;
         }
         let now = Instant::now();
-        slot.last_answer = Some(now);
         if let (true, Some(since)) = (measure, slot.busy_since) {
             let sample = now.duration_since(since).as_nanos() as f64 / k as f64;
             self.service_ns = Some(match self.service_ns {
@@ -1108,17 +1220,13 @@ impl WorkerPool {
                 slot.notice = None;
                 continue;
             }
-            // The record the worker owes an answer for, and since when.
-            let head = match &slot.inflight {
-                InflightSet::Lines(q) => q
-                    .front()
-                    .filter(|i| !i.abandoned)
-                    .and_then(|i| Some((i.id, i.item.seq, slot.busy_since?))),
-                InflightSet::Framed(m) => m.values().next().map(|i| {
-                    let since = slot.last_answer.map_or(i.sent, |a| a.max(i.sent));
-                    (i.id, i.item.seq, since)
-                }),
+            // The record the worker owes an answer for: its oldest, whose clock (as for the
+            // timeout) started when the worker could start on it.
+            let oldest = match &slot.inflight {
+                InflightSet::Lines(q) => q.front().filter(|i| !i.abandoned),
+                InflightSet::Framed(m) => m.values().next(),
             };
+            let head = oldest.and_then(|i| Some((i.id, i.item.seq, slot.head?.1)));
             let Some((id, seq, since)) = head else {
                 slot.notice = None;
                 continue;
@@ -1451,6 +1559,7 @@ impl Executor<WorkItem> for WorkerPool {
             }
             // Answers that already arrived count; only then are exits and late records
             // handled.
+            self.finish_retirements()?;
             self.check_workers(out)?;
             self.expire(out)?;
             if self.stopping {
@@ -1575,6 +1684,11 @@ impl Executor<WorkItem> for WorkerPool {
         }
         for h in self.reapers.drain(..) {
             let _ = h.join();
+        }
+        for slot in &mut self.slots {
+            if let Some(h) = slot.retiring.take() {
+                let _ = h.join();
+            }
         }
     }
 }

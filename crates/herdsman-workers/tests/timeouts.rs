@@ -421,3 +421,87 @@ fn missing_cwd_is_fatal_at_start() {
         )
     );
 }
+
+#[test]
+fn framed_clock_starts_when_the_record_becomes_the_oldest_unanswered() {
+    // Six records written at once to one framed worker that works on one at a time, 200 ms
+    // each: the last one is answered about 1.2 s after it was written, more than twice the
+    // timeout, but each took only 200 ms of work.
+    let line = r#"while IFS= read -r l; do sleep 0.2; id=${l#*\"id\":}; id=${id%%,*}; printf '{"id":%s,"done":true}\n' "$id"; done"#;
+    let mut cfg = pool_cfg(WorkerCommand::shell(line), 1, 500);
+    cfg.protocol = Protocol::Framed;
+    let mut p = WorkerPool::start(cfg).unwrap();
+    assert!(p.capacity() >= 6);
+    let start = Instant::now();
+    let items: Vec<_> = (0..6)
+        .map(|i| item(i, &format!(r#"{{"i":{i}}}"#)))
+        .collect();
+    let r = run_all(&mut p, items, LIMIT).unwrap();
+    for i in 0..6u64 {
+        assert!(success(&r[&i]).is_empty(), "record {i}: {:?}", r[&i]);
+    }
+    assert!(start.elapsed() >= Duration::from_millis(1200));
+    p.shutdown();
+}
+
+#[test]
+fn a_fresh_workers_first_record_gets_a_start_up_allowance() {
+    // The worker takes 1.3 s to start, longer than the 1 s timeout; its first record may take
+    // the timeout twice (start-up allowance), and the records after it the timeout once.
+    let line = "sleep 1.3; exec cat";
+    let mut p = WorkerPool::start(pool_cfg(WorkerCommand::shell(line), 1, 1000)).unwrap();
+    let items: Vec<_> = (0..3)
+        .map(|i| item(i, &format!(r#"{{"i":{i}}}"#)))
+        .collect();
+    let r = run_all(&mut p, items, LIMIT).unwrap();
+    for i in 0..3u64 {
+        assert_eq!(text(success(&r[&i])), vec![format!(r#"{{"i":{i}}}"#)]);
+    }
+    p.shutdown();
+}
+
+fn pids_per_process(protocol: Protocol) {
+    // Each answer names the worker process; a worker retired gracefully leaves a file behind.
+    let dir = tempdir(&format!("lifespan-{protocol:?}"));
+    let answer = match protocol {
+        Protocol::Lines => r#"printf '{"pid":%s}\n' $$"#,
+        Protocol::Framed => {
+            r#"id=${l#*\"id\":}; id=${id%%,*}; printf '{"id":%s,"output":{"pid":%s},"done":true}\n' "$id" $$"#
+        }
+    };
+    let body = format!(
+        "while IFS= read -r l; do {answer}; done; : > '{}/exited-'$$\n",
+        dir.display()
+    );
+    let path = script(&dir, "pid.sh", &body);
+    let mut cfg = pool_cfg(WorkerCommand::argv(["sh", &path]), 2, 30_000);
+    cfg.protocol = protocol;
+    cfg.max_tasks_per_worker = Some(2);
+    let mut p = WorkerPool::start(cfg).unwrap();
+    let items: Vec<_> = (0..11).map(|i| item(i, "{}")).collect();
+    let r = run_all(&mut p, items, LIMIT).unwrap();
+    let mut per_pid = std::collections::BTreeMap::<u64, usize>::new();
+    for i in 0..11u64 {
+        let v: serde_json::Value = serde_json::from_slice(&success(&r[&i])[0]).unwrap();
+        *per_pid.entry(v["pid"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert!(per_pid.values().all(|&n| n <= 2), "{per_pid:?}");
+    assert!(per_pid.len() >= 6, "{per_pid:?}");
+    p.shutdown();
+    for pid in per_pid.keys() {
+        assert!(
+            dir.join(format!("exited-{pid}")).exists(),
+            "worker {pid} was not retired through its stdin: {per_pid:?}"
+        );
+    }
+}
+
+#[test]
+fn max_tasks_per_worker_retires_lines_workers_after_n_records() {
+    pids_per_process(Protocol::Lines);
+}
+
+#[test]
+fn max_tasks_per_worker_retires_framed_workers_after_n_records() {
+    pids_per_process(Protocol::Framed);
+}

@@ -421,6 +421,56 @@ fn check_not_swallowed(template: &str, job: &Path) -> Result<()> {
     )
 }
 
+/// Refuses `herdsman run data.csv`: a data file given where a job file is expected, with the
+/// right form (`-i data.csv`).
+fn check_job_not_data(job: &Path) -> Result<()> {
+    let name = job
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let name = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    let data = [".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".txt", ".parquet"];
+    if data.iter().any(|ext| name.ends_with(ext)) {
+        let path = crate::cli::shell_quote(&job.display().to_string());
+        usage!(
+            "{path} looks like a data file, but the word after `run` is a TOML job file; give data with -i: herdsman run -i {path} -w 'python3 worker.py'"
+        );
+    }
+    Ok(())
+}
+
+/// Maps GNU parallel's `--halt soon,fail=N` (or `N%`, or `1` as a shorthand of
+/// `soon,fail=1`) onto [`MaxErrors`]. herdsman always lets records in flight finish, so the
+/// `now` variants, which kill running jobs, are refused rather than quietly softened.
+pub fn parse_halt(spec: &str) -> Result<MaxErrors> {
+    let spec = spec.trim();
+    let hint = "give --halt soon,fail=N (or soon,fail=N%), or herdsman's own --max-errors N";
+    let (when, rest) = spec.split_once(',').unwrap_or(("soon", spec));
+    let rest = if when == "soon" && spec == "1" {
+        "fail=1"
+    } else {
+        rest
+    };
+    match when {
+        "now" => usage!(
+            "--halt {spec} would kill the records in flight, but herdsman always lets them finish and checkpoints them; {hint}, which stops admitting records and drains"
+        ),
+        "soon" => {}
+        _ => usage!("--halt {spec} is not understood; {hint}"),
+    }
+    let Some(n) = rest.strip_prefix("fail=") else {
+        usage!("--halt {spec}: herdsman only halts on failures (fail=N), not on successes or done jobs; {hint}")
+    };
+    parse_max_errors(n).map_err(|_| {
+        anyhow::Error::new(UsageError(format!(
+            "--halt {spec}: `{n}` is not a number of failures; {hint}"
+        )))
+    })
+}
+
 /// Splits a worker command like a POSIX shell would, without running one.
 pub fn split_command(cmd: &str) -> Result<Vec<String>> {
     match shlex::split(cmd) {
@@ -452,6 +502,12 @@ impl RunConfig {
         if let (Some(template), Some(job_path)) = (&args.exec, &args.job) {
             check_not_swallowed(template, job_path)?;
         }
+        if let Some(job_path) = &args.job {
+            check_job_not_data(job_path)?;
+        }
+        if args.joblog.is_some() {
+            usage!("--joblog is not available yet; the summary (--summary-json PATH) counts every record, and failed records with their error and attempts are in the dead-letter file (--failures PATH)");
+        }
         let (job, base) = match &args.job {
             Some(path) => (
                 load_job_file(path)?,
@@ -462,7 +518,19 @@ impl RunConfig {
         let base = base.as_deref();
         let rel = |p: String| relative_to(base, p);
 
-        let inputs: Vec<String> = if !args.input.is_empty() {
+        let from_arguments = !args.arguments.is_empty();
+        if from_arguments && (!args.input.is_empty() || job.input.is_some()) {
+            usage!("the arguments after ::: are the input; drop -i (or the job file's input), or drop ::: and its arguments");
+        }
+        if let Some(arg) = args.arguments.iter().find(|a| a.contains('\n')) {
+            usage!("the argument {arg:?} after ::: holds a newline, but each argument is one line record; put such records in a JSONL file and pass it with -i");
+        }
+        if from_arguments && matches!(args.format.or(job.format), Some(f) if f != FormatArg::Lines) {
+            usage!("the arguments after ::: are lines records; drop --format");
+        }
+        let inputs: Vec<String> = if from_arguments {
+            vec!["-".to_string()]
+        } else if !args.input.is_empty() {
             args.input
         } else {
             job.input
@@ -643,6 +711,7 @@ impl RunConfig {
         }
         let max_errors = match (args.max_errors, job.max_errors) {
             (Some(s), _) => Some(parse_max_errors(&s)?),
+            (None, _) if args.halt.is_some() => args.halt.as_deref().map(parse_halt).transpose()?,
             (None, Some(StringOrNumber::Number(n))) => Some(MaxErrors::Count(n)),
             (None, Some(StringOrNumber::Text(s))) => Some(parse_max_errors(&s)?),
             (None, None) => None,
@@ -717,7 +786,11 @@ impl RunConfig {
         }
         Ok(RunConfig {
             inputs,
-            format: args.format.or(job.format),
+            format: if from_arguments {
+                Some(FormatArg::Lines)
+            } else {
+                args.format.or(job.format)
+            },
             transform,
             workdir,
             jobs,
@@ -743,7 +816,12 @@ impl RunConfig {
             summary_json: args
                 .summary_json
                 .or(job.summary_json.map(|s| PathBuf::from(rel(s)))),
-            progress: args.progress.or(job.progress).unwrap_or(ProgressArg::Auto),
+            progress: args
+                .progress
+                .or(args.bar.then_some(ProgressArg::Bar))
+                .or(args.eta.then_some(ProgressArg::Auto))
+                .or(job.progress)
+                .unwrap_or(ProgressArg::Auto),
             state,
             restart: args.restart,
             retry_failed: args.retry_failed,

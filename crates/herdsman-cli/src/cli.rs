@@ -267,6 +267,17 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Checkpoint")]
     pub retry_failed: bool,
 
+    /// A try-out: run only the first N records, write where told, and never checkpoint (an
+    /// output that belongs to a checkpointed job is refused). Example: --limit 10
+    #[arg(long, value_name = "N", help_heading = "Checkpoint")]
+    pub limit: Option<u64>,
+
+    /// Print what would run, without running anything or creating any file: the command of
+    /// each of the first records (--limit N of them, default 10) for --exec, or the worker
+    /// command for --worker.
+    #[arg(long, help_heading = "Work")]
+    pub dry_run: bool,
+
     /// Accepted for GNU parallel users: output is in input order unless --unordered.
     #[arg(short = 'k', long = "keep-order", help_heading = "Output")]
     pub keep_order: bool,

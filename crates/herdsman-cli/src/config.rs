@@ -116,6 +116,10 @@ pub struct RunConfig {
     pub state: Option<PathBuf>,
     pub restart: bool,
     pub retry_failed: bool,
+    /// `--limit`: a try-out on the first N records (never checkpointed).
+    pub limit: Option<u64>,
+    /// `--dry-run`: print what would run, run nothing.
+    pub dry_run: bool,
     pub quiet: bool,
 }
 
@@ -756,7 +760,26 @@ impl RunConfig {
                 "--window {window} is more than the limit of {MAX_WINDOW} records in flight; give a smaller number (the default fits most runs)"
             );
         }
-        let no_checkpoint = args.no_checkpoint || job.no_checkpoint.unwrap_or(false);
+        if args.limit == Some(0) {
+            usage!("--limit must be at least 1 record");
+        }
+        if args.limit.is_some() && (args.restart || args.retry_failed || args.state.is_some()) {
+            usage!("--limit is a try-out that never checkpoints; drop --restart, --retry-failed and --state, or drop --limit");
+        }
+        // A try-out never checkpoints, and never overwrites the output of a checkpointed job.
+        if args.limit.is_some() && !args.dry_run {
+            if let Some(state) = spelled.as_deref().map(default_state_dir) {
+                if state.exists() {
+                    usage!(
+                        "{} belongs to a checkpointed job ({} exists) and a --limit try-out would replace it; write the try-out elsewhere, e.g. -o try.jsonl",
+                        spelled.as_deref().unwrap_or(Path::new("")).display(),
+                        state.display()
+                    );
+                }
+            }
+        }
+        let no_checkpoint =
+            args.no_checkpoint || job.no_checkpoint.unwrap_or(false) || args.limit.is_some();
         let stdin_input = inputs.iter().any(|i| i == "-");
         let streamed = output.is_none() || output_in_place;
         let state = if no_checkpoint {
@@ -825,6 +848,8 @@ impl RunConfig {
             state,
             restart: args.restart,
             retry_failed: args.retry_failed,
+            limit: args.limit,
+            dry_run: args.dry_run,
             quiet: args.quiet,
         })
     }

@@ -188,6 +188,9 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     if !arguments.is_empty() {
         feed_stdin(arguments).context("cannot pass the arguments after ::: to the input")?;
     }
+    if cfg.dry_run {
+        return run::dry_run(&cfg);
+    }
     let stop = StopToken::new();
     install_signal_handlers(stop.clone())?;
     let summary = run::run(cfg, stop)?;

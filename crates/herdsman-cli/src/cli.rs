@@ -84,7 +84,6 @@ Examples:
     exit_codes!()
 );
 
-
 /// Every exit code of herdsman, shown by `herdsman --help`.
 pub const EXIT_CODES: &str = exit_codes!();
 
@@ -108,7 +107,13 @@ pub struct RunArgs {
 
     /// A pool of persistent worker processes, e.g. -w 'python3 worker.py'. The command is
     /// split like a shell would (quotes respected) but run without a shell.
-    #[arg(short, long, value_name = "CMD", conflicts_with = "exec", help_heading = "Work")]
+    #[arg(
+        short,
+        long,
+        value_name = "CMD",
+        conflicts_with = "exec",
+        help_heading = "Work"
+    )]
     pub worker: Option<String>,
 
     /// How herdsman talks to --worker processes: one line in, one line out (lines), or an
@@ -139,7 +144,12 @@ pub struct RunArgs {
 
     /// --exec exit statuses that fail a record for good, without retries, comma separated.
     /// Example: --no-retry-exit 22 (curl --fail on an HTTP 404). Default: none.
-    #[arg(long, value_name = "CODES", value_delimiter = ',', help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_delimiter = ',',
+        help_heading = "Policies"
+    )]
     pub no_retry_exit: Vec<String>,
 
     /// Run the worker or --exec command through `sh -c` (record values reach it in
@@ -178,7 +188,12 @@ pub struct RunArgs {
     /// CSV output columns, comma separated: every record is projected onto them, in this
     /// order (other keys are left out, missing ones are empty). Default: the keys of the first
     /// record, and a record with another key fails. Example: --columns id,score
-    #[arg(long, value_name = "A,B,...", value_delimiter = ',', help_heading = "Output")]
+    #[arg(
+        long,
+        value_name = "A,B,...",
+        value_delimiter = ',',
+        help_heading = "Output"
+    )]
     pub columns: Vec<String>,
 
     /// Dead-letter file for records that failed (default: beside the output, out.jsonl →
@@ -188,30 +203,60 @@ pub struct RunArgs {
     pub failures: Option<String>,
 
     /// Retry a failed record up to N more times (at most 1000; default: 0).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Policies"
+    )]
     pub retries: Option<u32>,
 
     /// First retry delay, doubled each retry, with jitter. Example: 200ms, 2s (default: 100ms).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub backoff: Option<String>,
 
     /// Longest retry delay (at most 365 days; default: 30s). Example: 1m.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub max_backoff: Option<String>,
 
     /// Rate limit on attempts, retries included. Example: 20/second, 600/minute, 1000/hour
     /// (default: no limit).
-    #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "N/UNIT",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub rate: Option<String>,
 
     /// Per-record timeout: the worker's whole process group is killed and restarted, and the
     /// record is charged an attempt. At most 365 days. Example: 30s (default: no timeout).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub timeout: Option<String>,
 
     /// Stop after that many failed records, or that share of the records seen: records in
     /// flight finish and are written first. Example: 10, 1% (default: never stop).
-    #[arg(long, value_name = "N|N%", allow_hyphen_values = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "N|N%",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub max_errors: Option<String>,
 
     /// Write results in completion order instead of input order (default: input order).
@@ -233,12 +278,22 @@ pub struct RunArgs {
     pub max_record_size: Option<String>,
 
     /// Records per checkpoint chunk (default: 1000).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, help_heading = "Checkpoint")]
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Checkpoint"
+    )]
     pub chunk_size: Option<usize>,
 
     /// Records admitted but not yet written, at most (bounds memory; 1 to 1048576; default:
     /// 256 per worker, from 1024 to 16384).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Policies"
+    )]
     pub window: Option<usize>,
 
     /// Write a machine-readable summary here when the run ends (default: none).
@@ -294,7 +349,12 @@ pub struct RunArgs {
     /// GNU parallel's --halt, mapped to --max-errors: soon,fail=N (or soon,fail=N%) stops
     /// admitting records after N failures and lets records in flight finish. now,… (kill
     /// running jobs at once) is refused: herdsman always drains.
-    #[arg(long, value_name = "soon,fail=N", conflicts_with = "max_errors", help_heading = "Policies")]
+    #[arg(
+        long,
+        value_name = "soon,fail=N",
+        conflicts_with = "max_errors",
+        help_heading = "Policies"
+    )]
     pub halt: Option<String>,
 
     /// Not available yet (GNU parallel's per-job log); refused with a pointer to

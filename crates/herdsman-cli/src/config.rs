@@ -436,7 +436,9 @@ fn check_job_not_data(job: &Path) -> Result<()> {
         .strip_suffix(".gz")
         .or_else(|| name.strip_suffix(".zst"))
         .unwrap_or(&name);
-    let data = [".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".txt", ".parquet"];
+    let data = [
+        ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".txt", ".parquet",
+    ];
     if data.iter().any(|ext| name.ends_with(ext)) {
         let path = crate::cli::shell_quote(&job.display().to_string());
         usage!(
@@ -529,7 +531,8 @@ impl RunConfig {
         if let Some(arg) = args.arguments.iter().find(|a| a.contains('\n')) {
             usage!("the argument {arg:?} after ::: holds a newline, but each argument is one line record; put such records in a JSONL file and pass it with -i");
         }
-        if from_arguments && matches!(args.format.or(job.format), Some(f) if f != FormatArg::Lines) {
+        if from_arguments && matches!(args.format.or(job.format), Some(f) if f != FormatArg::Lines)
+        {
             usage!("the arguments after ::: are lines records; drop --format");
         }
         let inputs: Vec<String> = if from_arguments {

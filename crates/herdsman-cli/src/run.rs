@@ -900,7 +900,8 @@ pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
             template, shell, ..
         } => (template, *shell),
     };
-    let template = herdsman_workers::Template::new(template, shell).map_err(|e| usage(e.to_string()))?;
+    let template =
+        herdsman_workers::Template::new(template, shell).map_err(|e| usage(e.to_string()))?;
     let inputs = resolve_inputs(cfg)?;
     let source =
         Source::open(inputs.specs.clone(), source_options(cfg), None).map_err(source_error)?;

@@ -870,10 +870,12 @@ impl RunConfig {
     ///   size, modification time, content fingerprint), `--output` and `--failures`;
     /// - not part of it, because they change only how fast or how verbosely the same result is
     ///   reached: `--jobs`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
-    ///   `--max-errors` (where a run stops, not what a finished job holds), `--progress`,
-    ///   `--quiet`, `--summary-json`; and the ones that choose what to do with the checkpoint
-    ///   itself: the job file (its values are the fields above), `--state`,
-    ///   `--no-checkpoint`, `--restart`, `--retry-failed`.
+    ///   `--max-errors` and `--halt` (where a run stops, not what a finished job holds),
+    ///   `--progress`, `--bar`, `--eta`, `--keep-order` (no effect), `--quiet`,
+    ///   `--summary-json`; `--joblog` (refused); and the ones that choose what to do with
+    ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
+    ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
+    ///   checkpointed), `:::` arguments (stdin input, never checkpointed).
     pub fn result_identity(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert("workdir".into(), effective_workdir(self.workdir.as_deref()));
@@ -1108,6 +1110,23 @@ mod tests {
             input: input.iter().map(|s| s.to_string()).collect(),
             worker: Some("cat".into()),
             ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn halt_maps_soon_onto_max_errors_and_refuses_now() {
+        assert_eq!(parse_halt("soon,fail=3").unwrap(), MaxErrors::Count(3));
+        assert_eq!(parse_halt("1").unwrap(), MaxErrors::Count(1));
+        assert_eq!(parse_halt("soon,fail=5%").unwrap(), MaxErrors::Percent(5.0));
+        for bad in [
+            "now,fail=1",
+            "soon,success=1",
+            "soon,fail=x",
+            "later,fail=1",
+        ] {
+            let e = parse_halt(bad).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}: {e}");
+            assert!(e.to_string().contains("--max-errors"), "{bad}: {e}");
         }
     }
 

@@ -268,6 +268,11 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Input")]
     pub infer_types: bool,
 
+    /// Records on stdin are separated by NUL bytes, not newlines (xargs -0, find -print0):
+    /// each one is a text record, newlines included, as a lines record is.
+    #[arg(short = '0', long = "null", help_heading = "Input")]
+    pub null: bool,
+
     /// Field delimiter for CSV input and output (default: ,).
     #[arg(long, value_name = "CHAR", help_heading = "Input")]
     pub delimiter: Option<char>,
@@ -521,8 +526,8 @@ fn parallel_equivalent(flag: &str) -> Option<&'static str> {
         "--max-args" | "-n" | "-N" | "-L" | "--max-lines" | "--xargs" | "-X" => {
             "each record is one command (or one worker request); herdsman does not batch arguments"
         }
-        "-I" | "--replace" | "-0" | "--null" => {
-            "records are lines, CSV rows or JSONL objects: {} is the whole record, {column} a field (null-separated input is not available yet; convert it with tr '\\0' '\\n', or write JSONL)"
+        "-I" | "--replace" => {
+            "records are lines, CSV rows or JSONL objects: {} is the whole record, {column} a field"
         }
         "--delay" => "--rate N/second spaces out the attempts",
         "--group" | "--line-buffer" | "--ungroup" | "-u" => {

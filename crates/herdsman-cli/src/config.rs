@@ -120,6 +120,8 @@ pub struct RunConfig {
     pub limit: Option<u64>,
     /// `--dry-run`: print what would run, run nothing.
     pub dry_run: bool,
+    /// `-0`: stdin holds NUL-separated text records.
+    pub null_separated: bool,
     pub quiet: bool,
 }
 
@@ -524,6 +526,14 @@ impl RunConfig {
         let base = base.as_deref();
         let rel = |p: String| relative_to(base, p);
 
+        if args.null
+            && (!args.input.is_empty()
+                || job.input.is_some()
+                || !args.arguments.is_empty()
+                || matches!(args.format.or(job.format), Some(f) if f != FormatArg::Lines))
+        {
+            usage!("-0 reads NUL-separated text records from stdin; drop -i, ::: and --format and pipe the records in: find . -print0 | herdsman run -0 -x 'wc -c {{}}'");
+        }
         let from_arguments = !args.arguments.is_empty();
         if from_arguments && (!args.input.is_empty() || job.input.is_some()) {
             usage!("the arguments after ::: are the input; drop -i (or the job file's input), or drop ::: and its arguments");
@@ -656,11 +666,17 @@ impl RunConfig {
                 OutputTarget::Stdout => (None, false),
             },
         };
+        // -0 records are text records, written as text to stdout like lines input.
+        let null_to_stdout = args.null
+            && args.output_format.is_none()
+            && job.output_format.is_none()
+            && output.is_none();
         let output_format_chosen = args.output_format.is_some()
             || job.output_format.is_some()
             || output.as_ref().is_some_and(|p| p.extension().is_some());
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
+            None if null_to_stdout => OutputFormatArg::Lines,
             None => match output
                 .as_ref()
                 .and_then(|p| p.extension())
@@ -812,7 +828,10 @@ impl RunConfig {
         }
         Ok(RunConfig {
             inputs,
-            format: if from_arguments {
+            // -0: stdin is turned into JSON strings, one per line, before it is read.
+            format: if args.null {
+                Some(FormatArg::Jsonl)
+            } else if from_arguments {
                 Some(FormatArg::Lines)
             } else {
                 args.format.or(job.format)
@@ -853,6 +872,7 @@ impl RunConfig {
             retry_failed: args.retry_failed,
             limit: args.limit,
             dry_run: args.dry_run,
+            null_separated: args.null,
             quiet: args.quiet,
         })
     }

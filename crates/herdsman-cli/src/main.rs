@@ -188,6 +188,9 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     if !arguments.is_empty() {
         feed_stdin(arguments).context("cannot pass the arguments after ::: to the input")?;
     }
+    if cfg.null_separated {
+        null_separated_stdin().context("cannot read the NUL-separated records on stdin")?;
+    }
     if cfg.dry_run {
         return run::dry_run(&cfg);
     }
@@ -220,6 +223,66 @@ fn feed_stdin(arguments: Vec<String>) -> std::io::Result<()> {
                     return;
                 }
             }
+        })?;
+    Ok(())
+}
+
+/// `-0`: replaces stdin with a pipe that carries its NUL-separated records as JSON strings,
+/// one per line, so that a record may hold newlines. A record that is not UTF-8 is passed
+/// on as its raw bytes (newlines escaped as `\n`), which the JSONL reader reports as a bad
+/// record rather than altering it silently.
+fn null_separated_stdin() -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of fd 0, which is open; the new descriptor is owned by `original`.
+    let dup = unsafe { libc::dup(0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let original = unsafe { std::fs::File::from_raw_fd(dup) };
+    let (reader, writer) = std::io::pipe()?;
+    // SAFETY: dup2 on two valid descriptors.
+    if unsafe { libc::dup2(reader.as_raw_fd(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(reader);
+    std::thread::Builder::new()
+        .name("herdsman-null-input".into())
+        .spawn(move || {
+            let mut input = std::io::BufReader::new(original);
+            let mut out = std::io::BufWriter::new(writer);
+            let mut item = Vec::new();
+            loop {
+                item.clear();
+                match input.read_until(0, &mut item) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if item.last() == Some(&0) {
+                    item.pop();
+                }
+                let line = match std::str::from_utf8(&item) {
+                    Ok(text) => serde_json::to_vec(text).unwrap_or_default(),
+                    Err(_) => item
+                        .iter()
+                        .flat_map(|&b| {
+                            if b == b'\n' {
+                                vec![b'\\', b'n']
+                            } else {
+                                vec![b]
+                            }
+                        })
+                        .collect(),
+                };
+                if out
+                    .write_all(&line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = out.flush();
         })?;
     Ok(())
 }

@@ -83,7 +83,7 @@ fn keep_order_and_dash_p_are_accepted_as_gnu_parallel_means_them() {
 }
 
 #[test]
-fn joblog_and_null_separated_input_are_refused_naming_what_to_use() {
+fn joblog_is_refused_naming_what_to_use() {
     let s = Scratch::new();
     s.herdsman()
         .args(["run", "--joblog", "log.txt", "-w", "cat", ":::", "x"])
@@ -91,14 +91,34 @@ fn joblog_and_null_separated_input_are_refused_naming_what_to_use() {
         .code(2)
         .stderr(predicate::str::contains("--joblog is not available yet"))
         .stderr(predicate::str::contains("--summary-json"));
+    assert!(entries(&s).is_empty(), "{:?}", entries(&s));
+}
+
+#[test]
+fn dash_zero_reads_nul_separated_records_newlines_included() {
+    let s = Scratch::new();
     s.herdsman()
-        .args(["run", "-0", "-w", "cat", ":::", "x"])
+        .args(["run", "-0", "-x", "printf [%s] {}", "--exec-output", "text"])
+        .args(["--progress", "none"])
+        .write_stdin("a b\0c\nd\0e")
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("[a b]")
+                .and(predicate::str::contains("[c\\nd]"))
+                .and(predicate::str::contains("[e]")),
+        );
+    s.herdsman()
+        .args(["run", "-0", "-w", "cat", "--progress", "none"])
+        .write_stdin("x\0y\0")
+        .assert()
+        .success()
+        .stdout("x\ny\n");
+    s.herdsman()
+        .args(["run", "-0", "-i", "in.txt", "-w", "cat"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(
-            "null-separated input is not available yet",
-        ));
-    assert!(entries(&s).is_empty(), "{:?}", entries(&s));
+        .stderr(predicate::str::contains("-print0"));
 }
 
 #[test]

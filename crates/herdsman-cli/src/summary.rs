@@ -231,8 +231,8 @@ impl Summary {
             ));
         }
         s.push_str(&format!(
-            "  outputs   {} records{}\n",
-            t.outputs,
+            "  outputs   {}{}\n",
+            crate::progress::plural(t.outputs, "record"),
             self.output
                 .as_deref()
                 .map(|o| format!(" in {o}"))
@@ -243,8 +243,9 @@ impl Summary {
         }
         s.push_str(&format!("  retries   {}\n", t.retries));
         s.push_str(&format!(
-            "  time      {:.2}s, {:.0} records/s",
-            self.duration_s, self.records_per_s
+            "  time      {:.2}s, {} records/s",
+            self.duration_s,
+            crate::progress::rate(self.records_per_s).trim_end_matches("/s")
         ));
         if let Some(l) = &self.latency {
             s.push_str(&format!(

@@ -354,3 +354,14 @@ fn plain_progress_shows_rate_and_eta_off_a_terminal() {
     );
     assert!(line.contains("/s, ETA "), "{line}");
 }
+
+#[test]
+fn the_summary_counts_one_record_in_the_singular() {
+    let s = Scratch::new();
+    s.herdsman()
+        .args(["run", "-w", "cat", "--progress", "none", ":::", "x"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("outputs   1 record\n"))
+        .stderr(predicate::str::contains(" records/s"));
+}

@@ -39,6 +39,8 @@ pub struct ChunkInfo {
 pub struct ChunkLimits {
     pub records: usize,
     pub bytes: usize,
+    /// Records to read in all (`--limit`); `None` reads the whole input.
+    pub total: Option<u64>,
 }
 
 /// A chunk as read, before the engine numbers its records.
@@ -125,12 +127,17 @@ fn read_chunks(
     tx: SyncSender<RawChunk>,
     fatal: Arc<Mutex<Option<SourceError>>>,
 ) {
+    let mut left = limits.total.unwrap_or(u64::MAX);
     loop {
         let start = source.next_position();
         let mut records = Vec::with_capacity(limits.records.min(4096));
         let mut bytes = 0usize;
         let mut ended = false;
         while records.len() < limits.records && bytes < limits.bytes {
+            if left == 0 {
+                ended = true;
+                break;
+            }
             match source.next() {
                 None => {
                     ended = true;
@@ -152,6 +159,7 @@ fn read_chunks(
                         }
                     };
                     records.push((pos, payload));
+                    left -= 1;
                 }
             }
         }

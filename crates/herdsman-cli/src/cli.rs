@@ -11,7 +11,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run one program over every record of a CSV or JSONL dataset, in parallel, and account for
 /// every record.
 #[derive(Debug, Parser)]
-#[command(name = "herdsman", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "herdsman",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,7 +43,21 @@ pub enum Command {
     Man,
 }
 
-const RUN_EXAMPLES: &str = "\
+/// Every exit code of herdsman, shown by `--help` and in the man page.
+macro_rules! exit_codes {
+    () => {
+        "\
+Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
+error; 3 stopped by --max-errors (or --halt); 4 environment error (a file or directory
+could not be read or written); 141 stdout's reader went away (herdsman run | head); 130
+interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (the run drains: records in flight
+finish and are checkpointed; repeated SIGTERM or SIGHUP change nothing; a second Ctrl-C, a
+second or more after the first, quits at once)."
+    };
+}
+
+const RUN_EXAMPLES: &str = concat!(
+    "\
 Examples:
   # count primes with a Python worker, 2 workers, ordered JSONL output
   herdsman run -i data.csv -w 'python3 worker.py' --protocol framed -j 2 -o out.jsonl
@@ -56,11 +77,15 @@ Examples:
   # a rate-limited HTTP job that retries throttled calls
   herdsman run -i ids.csv -w 'python3 fetch.py' --rate 20/second --retries 5 --backoff 200ms -o out.jsonl
 
-Exit codes: 0 every record succeeded; 1 some records failed; 2 usage or configuration
-error; 3 stopped by --max-errors; 4 environment error (a file or directory could not be
-read or written); 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (the run
-drains: records in flight finish and are checkpointed; repeated SIGTERM or SIGHUP change
-nothing; a second Ctrl-C, a second or more after the first, quits at once).";
+  # GNU parallel style: arguments after ::: are the input, one record each
+  herdsman run -x 'echo {}' ::: a b c
+
+",
+    exit_codes!()
+);
+
+/// Every exit code of herdsman, shown by `herdsman --help`.
+pub const EXIT_CODES: &str = exit_codes!();
 
 /// Flags of `herdsman run`. Every option can also be set in a job file under the same long
 /// name (dashes or underscores); flags override the job file.
@@ -72,22 +97,29 @@ pub struct RunArgs {
 
     /// Input files or globs, read in order; '-' is stdin (the default when no input is
     /// given). .gz and .zst are decompressed. Example: -i 'data/part-*.csv.gz'
-    #[arg(short, long = "input", value_name = "PATH", num_args = 1..)]
+    #[arg(short, long = "input", value_name = "PATH", num_args = 1.., help_heading = "Input")]
     pub input: Vec<String>,
 
     /// Input format (default: from the input's extension; stdin is jsonl when its first line
     /// starts with { or [, else lines; CSV on stdin needs --format csv).
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Input")]
     pub format: Option<FormatArg>,
 
     /// A pool of persistent worker processes, e.g. -w 'python3 worker.py'. The command is
     /// split like a shell would (quotes respected) but run without a shell.
-    #[arg(short, long, value_name = "CMD", conflicts_with = "exec")]
+    #[arg(
+        short,
+        long,
+        value_name = "CMD",
+        conflicts_with = "exec",
+        help_heading = "Work"
+    )]
     pub worker: Option<String>,
 
     /// How herdsman talks to --worker processes: one line in, one line out (lines), or an
     /// envelope with ids that allows filtering, many outputs and failures (framed).
-    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    /// Default: lines.
+    #[arg(long, value_enum, value_name = "PROTOCOL", help_heading = "Work")]
     pub protocol: Option<ProtocolArg>,
 
     /// One process per record, GNU-parallel style: {field} is a column, {} the whole record
@@ -96,147 +128,265 @@ pub struct RunArgs {
     /// template, split like a shell would (quotes respected) but run without a shell, e.g.
     /// -x 'convert {src} {dst}'. A command given as several words goes after `--` instead:
     /// herdsman run -i in.csv -- convert {src} {dst}
-    #[arg(short = 'x', long, value_name = "TEMPLATE")]
+    #[arg(short = 'x', long, value_name = "TEMPLATE", help_heading = "Work")]
     pub exec: Option<String>,
 
     /// The command to run per record, as separate words after `--` (the same as --exec, but
     /// no quoting needed): herdsman run -i in.csv -o out.jsonl -- convert {src} {dst}
-    #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["exec", "worker"])]
+    #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["exec", "worker"], help_heading = "Work")]
     pub command: Vec<String>,
 
     /// How an --exec command's stdout becomes output: JSON lines or text, nothing for
     /// empty stdout (auto); one {"stdout":…} record (text); one {"input":…, "stdout":…,
     /// "exit":0} record that also carries the input record (record). Default: auto.
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Work")]
     pub exec_output: Option<ExecOutputArg>,
 
     /// --exec exit statuses that fail a record for good, without retries, comma separated.
-    /// Example: --no-retry-exit 22 (curl --fail on an HTTP 404).
-    #[arg(long, value_name = "CODES", value_delimiter = ',')]
+    /// Example: --no-retry-exit 22 (curl --fail on an HTTP 404). Default: none.
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_delimiter = ',',
+        help_heading = "Policies"
+    )]
     pub no_retry_exit: Vec<String>,
 
     /// Run the worker or --exec command through `sh -c` (record values reach it in
     /// environment variables, never parsed by the shell).
-    #[arg(long)]
+    #[arg(long, help_heading = "Work")]
     pub shell: bool,
 
     /// Directory the workers and commands start in (default: the current directory; in a
     /// job file, relative to the job file). Example: --workdir scripts/
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Work")]
     pub workdir: Option<PathBuf>,
 
-    /// Number of parallel workers, 1 to 1024 (default: number of cores).
-    #[arg(short, long, value_name = "N", allow_negative_numbers = true)]
+    /// Number of parallel workers, 1 to 1024 (default: number of cores). -P is accepted too,
+    /// as xargs and GNU parallel spell it.
+    #[arg(
+        short,
+        long,
+        short_alias = 'P',
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Work"
+    )]
     pub jobs: Option<usize>,
 
     /// Output file: .jsonl or .csv by extension; '-' is stdout (the default). A device or
     /// FIFO (-o /dev/null) is written in place; a symbolic link is written through.
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH", help_heading = "Output")]
     pub output: Option<String>,
 
     /// Output format (default: from the output's extension, .csv, .jsonl or .txt (lines);
     /// lines when lines input goes to stdout; else jsonl). `lines` writes each output record
     /// as its raw text, one per line: a JSON string unquoted, anything else as compact JSON.
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Output")]
     pub output_format: Option<OutputFormatArg>,
 
     /// CSV output columns, comma separated: every record is projected onto them, in this
     /// order (other keys are left out, missing ones are empty). Default: the keys of the first
     /// record, and a record with another key fails. Example: --columns id,score
-    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "A,B,...",
+        value_delimiter = ',',
+        help_heading = "Output"
+    )]
     pub columns: Vec<String>,
 
     /// Dead-letter file for records that failed (default: beside the output, out.jsonl →
     /// out.failures.jsonl; with stdout output, herdsman.failures.jsonl, only kept if a record
     /// failed).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub failures: Option<String>,
 
-    /// Retry a failed record up to N more times (at most 1000).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    /// Retry a failed record up to N more times (at most 1000; default: 0).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Policies"
+    )]
     pub retries: Option<u32>,
 
-    /// First retry delay, doubled each retry, with jitter. Example: 200ms, 2s.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    /// First retry delay, doubled each retry, with jitter. Example: 200ms, 2s (default: 100ms).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub backoff: Option<String>,
 
-    /// Longest retry delay (at most 365 days). Example: 30s.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    /// Longest retry delay (at most 365 days; default: 30s). Example: 1m.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub max_backoff: Option<String>,
 
-    /// Rate limit on attempts, retries included. Example: 20/second, 600/minute, 1000/hour.
-    #[arg(long, value_name = "N/UNIT", allow_hyphen_values = true)]
+    /// Rate limit on attempts, retries included. Example: 20/second, 600/minute, 1000/hour
+    /// (default: no limit).
+    #[arg(
+        long,
+        value_name = "N/UNIT",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub rate: Option<String>,
 
     /// Per-record timeout, counted from when the worker could start the record (never time
     /// queued behind other records; a new worker's first record gets as much again for
     /// start-up): the worker's whole process group is killed and restarted, and the record
-    /// is charged an attempt. At most 365 days. Example: 30s.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    /// is charged an attempt. At most 365 days. Example: 30s (default: no timeout).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub timeout: Option<String>,
 
     /// Replace a worker process after it was given N records (memory leaks): once it has
     /// answered them, its stdin is closed, it exits, and a new one takes its place. Nothing
-    /// is lost or charged. Like Python's maxtasksperchild. Default: no limit.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    /// is lost or charged. Like Python's maxtasksperchild (default: no limit).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Work"
+    )]
     pub max_tasks_per_worker: Option<usize>,
 
-    /// Stop after that many failed records, or that share of the records seen. Example: 10, 1%.
-    #[arg(long, value_name = "N|N%", allow_hyphen_values = true)]
+    /// Stop after that many failed records, or that share of the records seen: records in
+    /// flight finish and are written first. Example: 10, 1% (default: never stop).
+    #[arg(
+        long,
+        value_name = "N|N%",
+        allow_hyphen_values = true,
+        help_heading = "Policies"
+    )]
     pub max_errors: Option<String>,
 
-    /// Write results in completion order instead of input order.
-    #[arg(long)]
+    /// Write results in completion order instead of input order (default: input order).
+    #[arg(long, help_heading = "Output")]
     pub unordered: bool,
 
-    /// Infer CSV value types (integers, floats, booleans, empty as null) instead of strings.
-    #[arg(long)]
+    /// Infer CSV value types (integers, floats, booleans, empty as null) instead of strings
+    /// (default: every CSV value is a string).
+    #[arg(long, help_heading = "Input")]
     pub infer_types: bool,
 
-    /// Field delimiter for CSV input and output.
-    #[arg(long, value_name = "CHAR")]
+    /// Records on stdin are separated by NUL bytes, not newlines (xargs -0, find -print0):
+    /// each one is a text record, newlines included, as a lines record is.
+    #[arg(short = '0', long = "null", help_heading = "Input")]
+    pub null: bool,
+
+    /// Field delimiter for CSV input and output (default: ,).
+    #[arg(long, value_name = "CHAR", help_heading = "Input")]
     pub delimiter: Option<char>,
 
     /// Longest input record (a line, or a CSV row as written in the file); a longer one
     /// becomes a failed record. Example: 64MiB, 1GiB, 512KiB (default 16MiB).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", help_heading = "Input")]
     pub max_record_size: Option<String>,
 
-    /// Records per checkpoint chunk.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    /// Records per checkpoint chunk (default: 1000).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Checkpoint"
+    )]
     pub chunk_size: Option<usize>,
 
-    /// Records admitted but not yet written, at most (bounds memory; 1 to 1048576).
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    /// Records admitted but not yet written, at most (bounds memory; 1 to 1048576; default:
+    /// 256 per worker, from 1024 to 16384).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        help_heading = "Policies"
+    )]
     pub window: Option<usize>,
 
-    /// Write a machine-readable summary here when the run ends.
-    #[arg(long, value_name = "PATH")]
+    /// Write a machine-readable summary here when the run ends (default: none).
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub summary_json: Option<PathBuf>,
 
-    /// Progress display: a bar on a terminal (auto), always a bar, plain lines, or nothing.
-    #[arg(long, value_enum, value_name = "MODE")]
+    /// Progress display: a bar on a terminal (auto), always a bar, plain lines (rate and ETA
+    /// every 5 seconds), or nothing. Default: auto.
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Output")]
     pub progress: Option<ProgressArg>,
 
     /// Checkpoint directory (default: beside the output, .<output name>.herdsman).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Checkpoint")]
     pub state: Option<PathBuf>,
 
     /// Do not checkpoint: a throwaway run that cannot be resumed.
-    #[arg(long)]
+    #[arg(long, help_heading = "Checkpoint")]
     pub no_checkpoint: bool,
 
     /// Forget the checkpoint of this job and start over.
-    #[arg(long)]
+    #[arg(long, help_heading = "Checkpoint")]
     pub restart: bool,
 
     /// Re-run only the records in the dead-letter file of a finished job and fold the
     /// successes back into the output.
-    #[arg(long)]
+    #[arg(long, help_heading = "Checkpoint")]
     pub retry_failed: bool,
 
+    /// A try-out: run only the first N records, write where told, and never checkpoint (an
+    /// output that belongs to a checkpointed job is refused). Example: --limit 10
+    #[arg(long, value_name = "N", help_heading = "Checkpoint")]
+    pub limit: Option<u64>,
+
+    /// Print what would run, without running anything or creating any file: the command of
+    /// each of the first records (--limit N of them, default 10) for --exec, or the worker
+    /// command for --worker.
+    #[arg(long, help_heading = "Work")]
+    pub dry_run: bool,
+
+    /// Accepted for GNU parallel users: output is in input order unless --unordered.
+    #[arg(short = 'k', long = "keep-order", help_heading = "Output")]
+    pub keep_order: bool,
+
+    /// The same as --progress bar (GNU parallel's --bar).
+    #[arg(long, conflicts_with = "progress", help_heading = "Output")]
+    pub bar: bool,
+
+    /// GNU parallel's --eta: progress with rate and ETA, a bar on a terminal and a plain line
+    /// every 5 seconds elsewhere (the same as --progress auto).
+    #[arg(long, conflicts_with_all = ["progress", "bar"], help_heading = "Output")]
+    pub eta: bool,
+
+    /// GNU parallel's --halt, mapped to --max-errors: soon,fail=N (or soon,fail=N%) stops
+    /// admitting records after N failures and lets records in flight finish. now,… (kill
+    /// running jobs at once) is refused: herdsman always drains.
+    #[arg(
+        long,
+        value_name = "soon,fail=N",
+        conflicts_with = "max_errors",
+        help_heading = "Policies"
+    )]
+    pub halt: Option<String>,
+
+    /// Not available yet (GNU parallel's per-job log); refused with a pointer to
+    /// --summary-json and the dead-letter file.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub joblog: Option<String>,
+
+    /// Arguments given after `:::` (GNU parallel style): each one is a lines record, read
+    /// instead of an input file.
+    #[arg(skip)]
+    pub arguments: Vec<String>,
+
     /// Less output on stderr (no worker stderr forwarding, summary only).
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
 }
 
@@ -345,6 +495,91 @@ pub fn exec_hint(argv: &[String]) -> Option<String> {
     Some(format!(
         "-x takes one template, so `{}` was not part of the command; quote the template whole, -x {quoted}, or give the command as words after --: herdsman run ... -- {joined}",
         words.join(" ")
+    ))
+}
+
+/// Removes GNU parallel's `::: ARG...` from `argv` and returns the arguments: each becomes one
+/// lines record. They run to the end of the line, or to a `--` that starts the command.
+pub fn take_arguments(argv: &mut Vec<std::ffi::OsString>) -> Vec<String> {
+    let end = argv.iter().position(|w| w == "--").unwrap_or(argv.len());
+    let Some(at) = argv[..end].iter().position(|w| w == ":::") else {
+        return Vec::new();
+    };
+    let taken: Vec<std::ffi::OsString> = argv.drain(at..end).skip(1).collect();
+    taken
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Flags that throw away a job's progress: clap must never suggest them for a typo or for
+/// another tool's flag (`--resume` → `--restart` would do the opposite of what was asked).
+const DESTRUCTIVE: &[&str] = &["--restart", "--no-checkpoint"];
+
+/// What a flag of GNU parallel or xargs that herdsman does not have is called here.
+fn parallel_equivalent(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "--results" | "--res" | "--files" | "--output-as-files" => {
+            "herdsman writes every result to one file: -o results.jsonl (failed records go to a dead-letter file beside it)"
+        }
+        "--resume" => {
+            "herdsman resumes by default: run the same command again (a checkpoint is kept beside the -o output)"
+        }
+        "--resume-failed" | "--retry-failed-jobs" => {
+            "--retry-failed re-runs only the records of a finished job that failed"
+        }
+        "--tag" | "--tagstring" => {
+            "--exec-output record writes each command's output together with its input record"
+        }
+        "--colsep" | "-C" => "--delimiter CHAR splits CSV input into columns, used as {column}",
+        "--arg-file" | "-a" => "give input files with -i FILE",
+        "--pipe" | "--pipepart" => {
+            "--worker 'CMD' starts persistent workers that read one record per line on stdin"
+        }
+        "--max-args" | "-n" | "-N" | "-L" | "--max-lines" | "--xargs" | "-X" => {
+            "each record is one command (or one worker request); herdsman does not batch arguments"
+        }
+        "-I" | "--replace" => {
+            "records are lines, CSV rows or JSONL objects: {} is the whole record, {column} a field"
+        }
+        "--delay" => "--rate N/second spaces out the attempts",
+        "--group" | "--line-buffer" | "--ungroup" | "-u" => {
+            "each record's output is written whole, in input order (--unordered for completion order)"
+        }
+        "--sshlogin" | "-S" => "herdsman runs its workers on this machine only",
+        "--max-procs" => "-j N (or -P N) sets the number of parallel workers",
+        "--dryrun" => "use --dry-run",
+        _ => return None,
+    })
+}
+
+/// The message for an unknown flag when clap's own would mislead: a flag of GNU parallel or
+/// xargs (named with herdsman's equivalent), or a suggestion that points at a flag that throws
+/// work away. `None` when clap's message is fine.
+pub fn unknown_flag_hint(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split('=').next().unwrap_or(arg);
+    let suggested: Vec<String> = match e.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(s)) => vec![s.clone()],
+        Some(ContextValue::Strings(v)) => v.clone(),
+        _ => Vec::new(),
+    };
+    let harmful = suggested
+        .iter()
+        .any(|s| DESTRUCTIVE.contains(&s.split_whitespace().next().unwrap_or(s)));
+    let tip = match parallel_equivalent(flag) {
+        Some(tip) => format!("{flag} is not a herdsman flag; {tip}"),
+        None if harmful => "herdsman run --help lists every flag".to_string(),
+        None => return None,
+    };
+    Some(format!(
+        "error: unexpected argument '{arg}' found\n\n  tip: {tip}\n\nFor more information, try 'herdsman run --help'.\n"
     ))
 }
 

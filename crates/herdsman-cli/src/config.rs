@@ -118,6 +118,12 @@ pub struct RunConfig {
     pub state: Option<PathBuf>,
     pub restart: bool,
     pub retry_failed: bool,
+    /// `--limit`: a try-out on the first N records (never checkpointed).
+    pub limit: Option<u64>,
+    /// `--dry-run`: print what would run, run nothing.
+    pub dry_run: bool,
+    /// `-0`: stdin holds NUL-separated text records.
+    pub null_separated: bool,
     pub quiet: bool,
 }
 
@@ -424,6 +430,58 @@ fn check_not_swallowed(template: &str, job: &Path) -> Result<()> {
     )
 }
 
+/// Refuses `herdsman run data.csv`: a data file given where a job file is expected, with the
+/// right form (`-i data.csv`).
+fn check_job_not_data(job: &Path) -> Result<()> {
+    let name = job
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let name = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    let data = [
+        ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".txt", ".parquet",
+    ];
+    if data.iter().any(|ext| name.ends_with(ext)) {
+        let path = crate::cli::shell_quote(&job.display().to_string());
+        usage!(
+            "{path} looks like a data file, but the word after `run` is a TOML job file; give data with -i: herdsman run -i {path} -w 'python3 worker.py'"
+        );
+    }
+    Ok(())
+}
+
+/// Maps GNU parallel's `--halt soon,fail=N` (or `N%`, or `1` as a shorthand of
+/// `soon,fail=1`) onto [`MaxErrors`]. herdsman always lets records in flight finish, so the
+/// `now` variants, which kill running jobs, are refused rather than quietly softened.
+pub fn parse_halt(spec: &str) -> Result<MaxErrors> {
+    let spec = spec.trim();
+    let hint = "give --halt soon,fail=N (or soon,fail=N%), or herdsman's own --max-errors N";
+    let (when, rest) = spec.split_once(',').unwrap_or(("soon", spec));
+    let rest = if when == "soon" && spec == "1" {
+        "fail=1"
+    } else {
+        rest
+    };
+    match when {
+        "now" => usage!(
+            "--halt {spec} would kill the records in flight, but herdsman always lets them finish and checkpoints them; {hint}, which stops admitting records and drains"
+        ),
+        "soon" => {}
+        _ => usage!("--halt {spec} is not understood; {hint}"),
+    }
+    let Some(n) = rest.strip_prefix("fail=") else {
+        usage!("--halt {spec}: herdsman only halts on failures (fail=N), not on successes or done jobs; {hint}")
+    };
+    parse_max_errors(n).map_err(|_| {
+        anyhow::Error::new(UsageError(format!(
+            "--halt {spec}: `{n}` is not a number of failures; {hint}"
+        )))
+    })
+}
+
 /// Splits a worker command like a POSIX shell would, without running one.
 pub fn split_command(cmd: &str) -> Result<Vec<String>> {
     match shlex::split(cmd) {
@@ -455,6 +513,12 @@ impl RunConfig {
         if let (Some(template), Some(job_path)) = (&args.exec, &args.job) {
             check_not_swallowed(template, job_path)?;
         }
+        if let Some(job_path) = &args.job {
+            check_job_not_data(job_path)?;
+        }
+        if args.joblog.is_some() {
+            usage!("--joblog is not available yet; the summary (--summary-json PATH) counts every record, and failed records with their error and attempts are in the dead-letter file (--failures PATH)");
+        }
         let (job, base) = match &args.job {
             Some(path) => (
                 load_job_file(path)?,
@@ -465,7 +529,28 @@ impl RunConfig {
         let base = base.as_deref();
         let rel = |p: String| relative_to(base, p);
 
-        let inputs: Vec<String> = if !args.input.is_empty() {
+        if args.null
+            && (!args.input.is_empty()
+                || job.input.is_some()
+                || !args.arguments.is_empty()
+                || matches!(args.format.or(job.format), Some(f) if f != FormatArg::Lines))
+        {
+            usage!("-0 reads NUL-separated text records from stdin; drop -i, ::: and --format and pipe the records in: find . -print0 | herdsman run -0 -x 'wc -c {{}}'");
+        }
+        let from_arguments = !args.arguments.is_empty();
+        if from_arguments && (!args.input.is_empty() || job.input.is_some()) {
+            usage!("the arguments after ::: are the input; drop -i (or the job file's input), or drop ::: and its arguments");
+        }
+        if let Some(arg) = args.arguments.iter().find(|a| a.contains('\n')) {
+            usage!("the argument {arg:?} after ::: holds a newline, but each argument is one line record; put such records in a JSONL file and pass it with -i");
+        }
+        if from_arguments && matches!(args.format.or(job.format), Some(f) if f != FormatArg::Lines)
+        {
+            usage!("the arguments after ::: are lines records; drop --format");
+        }
+        let inputs: Vec<String> = if from_arguments {
+            vec!["-".to_string()]
+        } else if !args.input.is_empty() {
             args.input
         } else {
             job.input
@@ -584,11 +669,17 @@ impl RunConfig {
                 OutputTarget::Stdout => (None, false),
             },
         };
+        // -0 records are text records, written as text to stdout like lines input.
+        let null_to_stdout = args.null
+            && args.output_format.is_none()
+            && job.output_format.is_none()
+            && output.is_none();
         let output_format_chosen = args.output_format.is_some()
             || job.output_format.is_some()
             || output.as_ref().is_some_and(|p| p.extension().is_some());
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
+            None if null_to_stdout => OutputFormatArg::Lines,
             None => match output
                 .as_ref()
                 .and_then(|p| p.extension())
@@ -653,6 +744,7 @@ impl RunConfig {
         }
         let max_errors = match (args.max_errors, job.max_errors) {
             (Some(s), _) => Some(parse_max_errors(&s)?),
+            (None, _) if args.halt.is_some() => args.halt.as_deref().map(parse_halt).transpose()?,
             (None, Some(StringOrNumber::Number(n))) => Some(MaxErrors::Count(n)),
             (None, Some(StringOrNumber::Text(s))) => Some(parse_max_errors(&s)?),
             (None, None) => None,
@@ -697,7 +789,26 @@ impl RunConfig {
                 "--window {window} is more than the limit of {MAX_WINDOW} records in flight; give a smaller number (the default fits most runs)"
             );
         }
-        let no_checkpoint = args.no_checkpoint || job.no_checkpoint.unwrap_or(false);
+        if args.limit == Some(0) {
+            usage!("--limit must be at least 1 record");
+        }
+        if args.limit.is_some() && (args.restart || args.retry_failed || args.state.is_some()) {
+            usage!("--limit is a try-out that never checkpoints; drop --restart, --retry-failed and --state, or drop --limit");
+        }
+        // A try-out never checkpoints, and never overwrites the output of a checkpointed job.
+        if args.limit.is_some() && !args.dry_run {
+            if let Some(state) = spelled.as_deref().map(default_state_dir) {
+                if state.exists() {
+                    usage!(
+                        "{} belongs to a checkpointed job ({} exists) and a --limit try-out would replace it; write the try-out elsewhere, e.g. -o try.jsonl",
+                        spelled.as_deref().unwrap_or(Path::new("")).display(),
+                        state.display()
+                    );
+                }
+            }
+        }
+        let no_checkpoint =
+            args.no_checkpoint || job.no_checkpoint.unwrap_or(false) || args.limit.is_some();
         let stdin_input = inputs.iter().any(|i| i == "-");
         let streamed = output.is_none() || output_in_place;
         let state = if no_checkpoint {
@@ -727,7 +838,14 @@ impl RunConfig {
         }
         Ok(RunConfig {
             inputs,
-            format: args.format.or(job.format),
+            // -0: stdin is turned into JSON strings, one per line, before it is read.
+            format: if args.null {
+                Some(FormatArg::Jsonl)
+            } else if from_arguments {
+                Some(FormatArg::Lines)
+            } else {
+                args.format.or(job.format)
+            },
             transform,
             workdir,
             jobs,
@@ -754,10 +872,18 @@ impl RunConfig {
             summary_json: args
                 .summary_json
                 .or(job.summary_json.map(|s| PathBuf::from(rel(s)))),
-            progress: args.progress.or(job.progress).unwrap_or(ProgressArg::Auto),
+            progress: args
+                .progress
+                .or(args.bar.then_some(ProgressArg::Bar))
+                .or(args.eta.then_some(ProgressArg::Auto))
+                .or(job.progress)
+                .unwrap_or(ProgressArg::Auto),
             state,
             restart: args.restart,
             retry_failed: args.retry_failed,
+            limit: args.limit,
+            dry_run: args.dry_run,
+            null_separated: args.null,
             quiet: args.quiet,
         })
     }
@@ -775,10 +901,12 @@ impl RunConfig {
     ///   size, modification time, content fingerprint), `--output` and `--failures`;
     /// - not part of it, because they change only how fast or how verbosely the same result is
     ///   reached: `--jobs`, `--max-tasks-per-worker`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
-    ///   `--max-errors` (where a run stops, not what a finished job holds), `--progress`,
-    ///   `--quiet`, `--summary-json`; and the ones that choose what to do with the checkpoint
-    ///   itself: the job file (its values are the fields above), `--state`,
-    ///   `--no-checkpoint`, `--restart`, `--retry-failed`.
+    ///   `--max-errors` and `--halt` (where a run stops, not what a finished job holds),
+    ///   `--progress`, `--bar`, `--eta`, `--keep-order` (no effect), `--quiet`,
+    ///   `--summary-json`; `--joblog` (refused); and the ones that choose what to do with
+    ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
+    ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
+    ///   checkpointed), `:::` arguments (stdin input, never checkpointed).
     pub fn result_identity(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert("workdir".into(), effective_workdir(self.workdir.as_deref()));
@@ -1013,6 +1141,23 @@ mod tests {
             input: input.iter().map(|s| s.to_string()).collect(),
             worker: Some("cat".into()),
             ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn halt_maps_soon_onto_max_errors_and_refuses_now() {
+        assert_eq!(parse_halt("soon,fail=3").unwrap(), MaxErrors::Count(3));
+        assert_eq!(parse_halt("1").unwrap(), MaxErrors::Count(1));
+        assert_eq!(parse_halt("soon,fail=5%").unwrap(), MaxErrors::Percent(5.0));
+        for bad in [
+            "now,fail=1",
+            "soon,success=1",
+            "soon,fail=x",
+            "later,fail=1",
+        ] {
+            let e = parse_halt(bad).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{bad}: {e}");
+            assert!(e.to_string().contains("--max-errors"), "{bad}: {e}");
         }
     }
 

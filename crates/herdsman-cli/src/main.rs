@@ -67,15 +67,24 @@ fn environment_error(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // GNU parallel's `::: a b c`: the words after it are the input, not flags.
+    let arguments = cli::take_arguments(&mut argv);
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
-            let _ = e.print();
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            match cli::unknown_flag_hint(&e) {
+                Some(text) => progress::stderr_write(&text),
+                None => {
+                    let _ = e.print();
+                }
+            }
             if e.use_stderr() {
-                let argv: Vec<String> = std::env::args_os()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect();
                 if let Some(hint) = cli::exec_hint(&argv) {
                     eprintln!("herdsman: {hint}");
                 }
@@ -84,7 +93,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => run_command(*args),
+        Command::Run(mut args) => {
+            args.arguments = arguments;
+            run_command(*args)
+        }
+        _ if !arguments.is_empty() => Err(anyhow::Error::new(UsageError(
+            "::: and its arguments belong to herdsman run: herdsman run -x 'echo {}' ::: a b c"
+                .into(),
+        ))),
         Command::Status(args) => inspect::status(&args).map(|()| 0),
         Command::Failures(args) => inspect::failures(&args).map(|()| 0),
         Command::Completions { shell } => {
@@ -96,8 +112,7 @@ fn main() -> ExitCode {
             );
             Ok(0)
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
+        Command::Man => man_page(&mut std::io::stdout().lock())
             .map(|()| 0)
             .map_err(anyhow::Error::from),
     };
@@ -138,8 +153,47 @@ fn chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// The full man page: herdsman's own page, then the options of `run` and its examples.
+fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cli = Cli::command();
+    clap_mangen::Man::new(cli.clone()).render(out)?;
+    if let Some(run) = cli.find_subcommand("run") {
+        // `herdsman-run` as the page's name, so the sections below read as that command's.
+        let run = run.clone().name("herdsman run");
+        writeln!(out, ".SH \"HERDSMAN RUN\"")?;
+        if let Some(about) = run.get_about() {
+            writeln!(out, "{}", roff_text(&about.to_string()))?;
+        }
+        let page = clap_mangen::Man::new(run);
+        page.render_synopsis_section(out)?;
+        page.render_options_section(out)?;
+        page.render_extra_section(out)?;
+    }
+    Ok(())
+}
+
+/// `text` safe as a roff text line: a leading `.` or `'` would be read as a request.
+fn roff_text(text: &str) -> String {
+    let text = text.replace('\\', "\\e");
+    if text.starts_with('.') || text.starts_with('\'') {
+        format!("\\&{text}")
+    } else {
+        text
+    }
+}
+
 fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
+    let arguments = args.arguments.clone();
     let cfg = RunConfig::from_args(args)?;
+    if !arguments.is_empty() {
+        feed_stdin(arguments).context("cannot pass the arguments after ::: to the input")?;
+    }
+    if cfg.null_separated {
+        null_separated_stdin().context("cannot read the NUL-separated records on stdin")?;
+    }
+    if cfg.dry_run {
+        return run::dry_run(&cfg);
+    }
     let stop = StopToken::new();
     install_signal_handlers(stop.clone())?;
     let summary = run::run(cfg, stop)?;
@@ -147,6 +201,90 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     // turn a clean stop into a panic.
     progress::stderr_write(&summary.render());
     Ok(u8::try_from(summary.exit_code).unwrap_or(EXIT_FAILURE))
+}
+
+/// Makes the arguments given after `:::` this process's stdin, one per line, written by a
+/// thread so that any number of them fits through the pipe.
+fn feed_stdin(arguments: Vec<String>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe()?;
+    // SAFETY: dup2 on two valid descriptors; fd 0 is replaced atomically and `reader` is
+    // closed when dropped, leaving the copy on fd 0.
+    if unsafe { libc::dup2(reader.as_raw_fd(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(reader);
+    std::thread::Builder::new()
+        .name("herdsman-arguments".into())
+        .spawn(move || {
+            for a in arguments {
+                if writeln!(writer, "{a}").is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// `-0`: replaces stdin with a pipe that carries its NUL-separated records as JSON strings,
+/// one per line, so that a record may hold newlines. A record that is not UTF-8 is passed
+/// on as its raw bytes (newlines escaped as `\n`), which the JSONL reader reports as a bad
+/// record rather than altering it silently.
+fn null_separated_stdin() -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: dup of fd 0, which is open; the new descriptor is owned by `original`.
+    let dup = unsafe { libc::dup(0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let original = unsafe { std::fs::File::from_raw_fd(dup) };
+    let (reader, writer) = std::io::pipe()?;
+    // SAFETY: dup2 on two valid descriptors.
+    if unsafe { libc::dup2(reader.as_raw_fd(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(reader);
+    std::thread::Builder::new()
+        .name("herdsman-null-input".into())
+        .spawn(move || {
+            let mut input = std::io::BufReader::new(original);
+            let mut out = std::io::BufWriter::new(writer);
+            let mut item = Vec::new();
+            loop {
+                item.clear();
+                match input.read_until(0, &mut item) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if item.last() == Some(&0) {
+                    item.pop();
+                }
+                let line = match std::str::from_utf8(&item) {
+                    Ok(text) => serde_json::to_vec(text).unwrap_or_default(),
+                    Err(_) => item
+                        .iter()
+                        .flat_map(|&b| {
+                            if b == b'\n' {
+                                vec![b'\\', b'n']
+                            } else {
+                                vec![b]
+                            }
+                        })
+                        .collect(),
+                };
+                if out
+                    .write_all(&line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = out.flush();
+        })?;
+    Ok(())
 }
 
 /// How long after the stop began a Ctrl-C must come to count as a second, deliberate one.

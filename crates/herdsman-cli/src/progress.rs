@@ -71,6 +71,8 @@ pub struct Progress {
     calls: u64,
     last_update: Instant,
     log: Log,
+    /// Records done by earlier runs of the job (not part of this run's rate).
+    earlier: u64,
 }
 
 impl Progress {
@@ -118,6 +120,7 @@ impl Progress {
             calls: 0,
             last_update: now,
             log,
+            earlier: done,
         }
     }
 
@@ -185,14 +188,13 @@ impl Progress {
     }
 
     fn print_plain(&self, c: &Counts) {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let of = self.total.map(|t| format!("/{t}")).unwrap_or_default();
-        stderr_line(&format!(
-            "herdsman: {}{of} records done ({} failed, {} retries), {:.0}s elapsed",
+        stderr_line(&plain_line(
             c.resolved(),
+            self.total,
             c.failed,
             c.retries,
-            secs
+            c.resolved().saturating_sub(self.earlier),
+            self.started.elapsed(),
         ));
     }
 
@@ -201,5 +203,95 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The plain progress line: `herdsman: 12 of 40 records done (1 failed, 0 retries), 5.4/s,
+/// ETA 6s, 2s elapsed`. `this_run` is what this run resolved (the rate and ETA ignore records
+/// done by an earlier run of the job).
+fn plain_line(
+    done: u64,
+    total: Option<u64>,
+    failed: u64,
+    retries: u64,
+    this_run: u64,
+    elapsed: Duration,
+) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let per_sec = this_run as f64 / secs;
+    let done_text = match total {
+        Some(t) => format!("{done} of {} done", plural(t, "record")),
+        None => format!("{} done", plural(done, "record")),
+    };
+    let eta = match total {
+        Some(t) if per_sec > 0.0 && t >= done => {
+            let left = Duration::from_secs_f64(((t - done) as f64 / per_sec).ceil());
+            format!(", ETA {}", short_duration(left))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "herdsman: {done_text} ({failed} failed, {}), {}{eta}, {} elapsed",
+        if retries == 1 {
+            "1 retry".to_string()
+        } else {
+            format!("{retries} retries")
+        },
+        rate(per_sec),
+        short_duration(Duration::from_secs(elapsed.as_secs()))
+    )
+}
+
+/// `1 record`, `2 records`, `0 records`.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A rate for people: `0.25/s`, `5.4/s`, `54/s`, `1234/s`.
+pub fn rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "0/s".to_string()
+    } else if per_sec < 1.0 {
+        format!("{per_sec:.2}/s")
+    } else if per_sec < 10.0 {
+        format!("{per_sec:.1}/s")
+    } else {
+        format!("{per_sec:.0}/s")
+    }
+}
+
+/// A whole-second duration for people: `7s`, `3m05s`, `2h03m`.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_like_a_person_wrote_them() {
+        assert_eq!(plural(1, "record"), "1 record");
+        assert_eq!(plural(2, "record"), "2 records");
+        assert_eq!(rate(5.43), "5.4/s");
+        assert_eq!(rate(0.25), "0.25/s");
+        assert_eq!(rate(1234.4), "1234/s");
+        assert_eq!(short_duration(Duration::from_secs(185)), "3m05s");
+        let line = plain_line(10, Some(40), 1, 1, 10, Duration::from_secs(2));
+        assert_eq!(
+            line,
+            "herdsman: 10 of 40 records done (1 failed, 1 retry), 5.0/s, ETA 6s, 2s elapsed"
+        );
     }
 }

@@ -441,7 +441,10 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         .map_err(source_error)?;
     let mut progress = Progress::new(cfg.progress, None, earlier.resolved(), cfg.quiet);
     let specs = inputs.specs.clone();
-    progress.count_total_with(move || herdsman_io::estimate_records(&specs));
+    let limit = cfg.limit;
+    progress.count_total_with(move || {
+        herdsman_io::estimate_records(&specs).map(|t| limit.map_or(t, |l| t.min(l)))
+    });
     let log = progress.log();
     if earlier.resolved() > 0 {
         log.notice(&format!(
@@ -465,6 +468,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         ChunkLimits {
             records: cfg.chunk_size,
             bytes: CHUNK_BYTES,
+            total: cfg.limit,
         },
         first_chunk,
         skip,
@@ -862,4 +866,76 @@ pub fn fault(point: &str) {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
+}
+
+/// Records whose commands `--dry-run` shows when `--limit` does not say.
+const DRY_RUN_RECORDS: u64 = 10;
+
+/// `--dry-run`: prints on stdout what the run would start, one command per line, shell-quoted
+/// so it can be pasted: the worker command once, or the command of each of the first records
+/// (`--limit N`, default [`DRY_RUN_RECORDS`]) for `--exec`. Runs nothing and creates no file.
+pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
+    use std::io::Write;
+    let quote = |argv: &[String]| -> String {
+        argv.iter()
+            .map(|w| crate::cli::shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = std::io::stdout().lock();
+    let (template, shell) = match &cfg.transform {
+        Transform::Worker { argv, shell, .. } => {
+            let line = if *shell {
+                format!("sh -c {}", crate::cli::shell_quote(&argv[0]))
+            } else {
+                quote(argv)
+            };
+            writeln!(out, "{line}")?;
+            crate::progress::stderr_line(&format!(
+                "herdsman: dry run: {} of this worker command would serve the records; nothing was run",
+                if cfg.jobs == 1 {
+                    "1 process".to_string()
+                } else {
+                    format!("{} processes", cfg.jobs)
+                }
+            ));
+            return Ok(0);
+        }
+        Transform::Exec {
+            template, shell, ..
+        } => (template, *shell),
+    };
+    let template =
+        herdsman_workers::Template::new(template, shell).map_err(|e| usage(e.to_string()))?;
+    let inputs = resolve_inputs(cfg)?;
+    let source =
+        Source::open(inputs.specs.clone(), source_options(cfg), None).map_err(source_error)?;
+    let limit = cfg.limit.unwrap_or(DRY_RUN_RECORDS);
+    let mut shown = 0u64;
+    for record in source.take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+        let record = record.map_err(source_error)?;
+        let seq = record.pos.seq;
+        let line = match &record.data {
+            Err(e) => format!("# record {} would fail: {e}", seq + 1),
+            Ok(json) => match template.render_json(json, seq) {
+                Err(e) => format!("# record {} would fail: {e}", seq + 1),
+                Ok(cmd) => {
+                    let env: String = cmd
+                        .env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={} ", crate::cli::shell_quote(v)))
+                        .collect();
+                    format!("{env}{}", quote(&cmd.argv))
+                }
+            },
+        };
+        writeln!(out, "{line}")?;
+        shown += 1;
+    }
+    out.flush()?;
+    crate::progress::stderr_line(&format!(
+        "herdsman: dry run: the commands of the first {}; nothing was run and no file was written",
+        crate::progress::plural(shown, "record")
+    ));
+    Ok(0)
 }

@@ -236,8 +236,8 @@ impl Summary {
             ));
         }
         s.push_str(&format!(
-            "  outputs   {} records{}\n",
-            t.outputs,
+            "  outputs   {}{}\n",
+            crate::progress::plural(t.outputs, "record"),
             self.output
                 .as_deref()
                 .map(|o| format!(" in {o}"))
@@ -248,8 +248,9 @@ impl Summary {
         }
         s.push_str(&format!("  retries   {}\n", t.retries));
         s.push_str(&format!(
-            "  time      {:.2}s, {:.0} records/s",
-            self.duration_s, self.records_per_s
+            "  time      {:.2}s, {} records/s",
+            self.duration_s,
+            crate::progress::rate(self.records_per_s).trim_end_matches("/s")
         ));
         s.push('\n');
         if let Some(l) = &self.latency {

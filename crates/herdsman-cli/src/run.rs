@@ -221,6 +221,8 @@ fn start_executor(
                 use crate::cli::ExecOutputArg as A;
                 use herdsman_workers::ExecOutputMode as M;
                 match output {
+                    // Raw text output: a command's stdout is written as it printed it.
+                    A::Auto if cfg.output_format == OutputFormatArg::Lines => M::Raw,
                     A::Auto => M::Auto,
                     A::Text => M::Text,
                     A::Record => M::Record,

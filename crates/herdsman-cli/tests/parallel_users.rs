@@ -365,3 +365,54 @@ fn the_summary_counts_one_record_in_the_singular() {
         .stderr(predicate::str::contains("outputs   1 record\n"))
         .stderr(predicate::str::contains(" records/s"));
 }
+
+#[test]
+fn exec_text_reaches_raw_output_as_the_command_printed_it() {
+    // GNU parallel prints what each command printed; so does herdsman with lines output
+    // (the default for lines input on stdout): no `{"stdout": …}` wrapper.
+    let s = Scratch::new();
+    s.herdsman()
+        .args([
+            "run",
+            "-x",
+            "echo {}!",
+            "--progress",
+            "none",
+            ":::",
+            "a b",
+            "c",
+        ])
+        .assert()
+        .success()
+        .stdout("a b!\nc!\n");
+    // A command printing JSON, or several lines, is passed through as printed too.
+    s.herdsman()
+        .args([
+            "run",
+            "-x",
+            "printf '%s\\n%s\\n' {} {}",
+            "--progress",
+            "none",
+            ":::",
+            "{\"k\":1}",
+        ])
+        .assert()
+        .success()
+        .stdout("{\"k\":1}\n{\"k\":1}\n");
+    // With JSONL output, text still becomes `{"stdout": …}` records.
+    s.herdsman()
+        .args([
+            "run",
+            "-x",
+            "echo {}!",
+            "--output-format",
+            "jsonl",
+            "--progress",
+            "none",
+            ":::",
+            "a",
+        ])
+        .assert()
+        .success()
+        .stdout("{\"stdout\":\"a!\"}\n");
+}

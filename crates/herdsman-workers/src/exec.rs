@@ -52,6 +52,10 @@ pub enum ExecOutputMode {
     /// record the command ran for, its stdout as text (one trailing newline removed) and
     /// its exit status (always 0, since any other status fails the record).
     Record,
+    /// The command's stdout as it is, for raw text output (`--output-format lines`): one
+    /// JSON string record holding the text with one trailing newline removed; empty stdout
+    /// is a success without an output record. `echo {}` prints what it would in a shell.
+    Raw,
 }
 
 /// How long to wait for the end of a finished command's stderr. Its process group is dead
@@ -540,6 +544,8 @@ pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode, input: &[u8]) ->
             let out = format!("{{\"input\":{input},\"stdout\":{},\"exit\":0}}", text());
             return vec![out.into_bytes()];
         }
+        ExecOutputMode::Raw if stdout.is_empty() => return vec![Vec::new()],
+        ExecOutputMode::Raw => return vec![text().into_bytes()],
         ExecOutputMode::Auto => {}
     }
     let lines: Vec<&[u8]> = stdout
@@ -738,6 +744,18 @@ mod tests {
         assert_eq!(
             texts(parse_stdout(b"1\nnot json\n", ExecOutputMode::Auto, IN)),
             vec![r#"{"stdout":"1\nnot json"}"#]
+        );
+    }
+
+    #[test]
+    fn raw_mode_keeps_stdout_as_one_string() {
+        let raw = |s: &str| texts(parse_stdout(s.as_bytes(), ExecOutputMode::Raw, b"{}"));
+        assert_eq!(raw("a\n"), vec![r#""a""#]);
+        assert_eq!(raw("a\nb\n"), vec![r#""a\nb""#]);
+        assert_eq!(raw("{\"x\":1}\n"), vec![r#""{\"x\":1}""#]);
+        assert_eq!(
+            parse_stdout(b"", ExecOutputMode::Raw, b"{}"),
+            vec![Vec::<u8>::new()]
         );
     }
 

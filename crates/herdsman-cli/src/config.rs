@@ -507,6 +507,22 @@ fn effective_workdir(workdir: Option<&Path>) -> String {
         .to_string()
 }
 
+/// The protocol of a worker given without `--protocol`: `framed` for the worker libraries
+/// that speak it (`python -m herdsman_worker …`, in argv or in a `--shell` line), else
+/// `lines`, which any program that answers one line per line speaks.
+fn detect_protocol(argv: &[String]) -> ProtocolArg {
+    let words: Vec<&str> = argv.iter().flat_map(|a| a.split_whitespace()).collect();
+    let serves = words
+        .windows(2)
+        .any(|w| w[0] == "-m" && w[1] == "herdsman_worker")
+        || words.iter().any(|w| *w == "-mherdsman_worker");
+    if serves {
+        ProtocolArg::Framed
+    } else {
+        ProtocolArg::Lines
+    }
+}
+
 impl RunConfig {
     /// Merges the job file (if any) and the flags, flags winning, and validates the result.
     pub fn from_args(args: RunArgs) -> Result<RunConfig> {
@@ -593,9 +609,13 @@ impl RunConfig {
             (Some(_), false) => usage!("give either --worker or --exec, not both"),
             (Some(w), true) => {
                 let argv = if shell { vec![w] } else { split_command(&w)? };
+                let protocol = args
+                    .protocol
+                    .or(job.protocol)
+                    .unwrap_or_else(|| detect_protocol(&argv));
                 Transform::Worker {
                     argv,
-                    protocol: args.protocol.or(job.protocol).unwrap_or(ProtocolArg::Lines),
+                    protocol,
                     shell,
                 }
             }
@@ -1294,6 +1314,24 @@ mod tests {
                 shell: false
             }
         );
+    }
+
+    #[test]
+    fn a_python_herdsman_worker_is_detected_as_framed() {
+        let proto = |w: &str, given: Option<ProtocolArg>| {
+            let mut a = args(&["in.csv"]);
+            a.worker = Some(w.into());
+            a.protocol = given;
+            match RunConfig::from_args(a).unwrap().transform {
+                Transform::Worker { protocol, .. } => protocol,
+                Transform::Exec { .. } => unreachable!(),
+            }
+        };
+        let py = "python3 -m herdsman_worker m:f";
+        assert_eq!(proto(py, None), ProtocolArg::Framed);
+        assert_eq!(proto("python3 w.py", None), ProtocolArg::Lines);
+        assert_eq!(proto("cat", None), ProtocolArg::Lines);
+        assert_eq!(proto(py, Some(ProtocolArg::Lines)), ProtocolArg::Lines);
     }
 
     #[test]

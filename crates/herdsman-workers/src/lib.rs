@@ -31,7 +31,7 @@ mod tail;
 mod template;
 pub use template::{RenderError, RenderedCommand, Template, TemplateError};
 
-pub use pool::{PoolConfig, Protocol, WorkerPool};
+pub use pool::{PoolConfig, Protocol, WorkerPool, PROTOCOL_ENV};
 pub use process::{kill_all_process_groups, WorkerCommand};
 
 pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};

@@ -50,6 +50,10 @@ pub enum Protocol {
     Framed,
 }
 
+/// The environment variable that tells every worker process which protocol the pool speaks
+/// (`lines` or `framed`); `herdsman_worker` (Python) reads it.
+pub const PROTOCOL_ENV: &str = "HERDSMAN_PROTOCOL";
+
 /// Settings for a [`WorkerPool`].
 #[derive(Clone)]
 pub struct PoolConfig {
@@ -456,6 +460,12 @@ impl WorkerPool {
         // The slot's number (1-based, like `{%}` of --exec) for GPU and resource pinning.
         let mut env = self.cfg.env.clone();
         env.push((crate::exec::WORKER_ENV.into(), (s + 1).to_string()));
+        // The protocol this pool speaks, so that a worker library can speak it too.
+        let protocol = match self.cfg.protocol {
+            Protocol::Lines => "lines",
+            Protocol::Framed => "framed",
+        };
+        env.push((PROTOCOL_ENV.into(), protocol.into()));
         let mut child = spawn_piped(&self.argv, &env, cwd).map_err(|e| {
             // A directory removed since start also makes the spawn fail with ENOENT.
             match cwd.map(check_dir) {

@@ -515,7 +515,7 @@ fn detect_protocol(argv: &[String]) -> ProtocolArg {
     let serves = words
         .windows(2)
         .any(|w| w[0] == "-m" && w[1] == "herdsman_worker")
-        || words.iter().any(|w| *w == "-mherdsman_worker");
+        || words.contains(&"-mherdsman_worker");
     if serves {
         ProtocolArg::Framed
     } else {

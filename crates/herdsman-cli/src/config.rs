@@ -761,8 +761,8 @@ impl RunConfig {
     ///   `--infer-types`, `--delimiter`, `--chunk-size`, `--format`, `--output-format`,
     ///   `--columns`;
     /// - in the run's identity beside these (`run::job_identity`): the inputs (canonical
-    ///   path, format, size, modification time, content fingerprint), the files the worker or
-    ///   `--exec` command names (by content), `--output` and `--failures` (canonical);
+    ///   path, format, size, modification time, content fingerprint), the script the worker
+    ///   or `--exec` command runs (by content), `--output` and `--failures` (canonical);
     /// - not part of it, because they change only how fast or how verbosely the same result is
     ///   reached: `--jobs`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
     ///   `--max-errors` (where a run stops, not what a finished job holds), `--progress`,

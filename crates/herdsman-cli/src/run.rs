@@ -158,11 +158,14 @@ fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdentity> {
 /// The prefix of the identity keys that hold the fingerprint of a file the worker names.
 const SCRIPT_KEY: &str = "script ";
 
-/// The files named by the words of the worker or `--exec` command (`python3 worker.py` →
-/// `worker.py`), resolved against the worker's directory, that exist as regular files: each
-/// by canonical path, with its size and content fingerprint. A script edited between two
-/// runs changes what the records turn into, so it changes the job. Words with placeholders,
-/// and programs found only on `PATH`, are not files of the job.
+/// The script of the worker or `--exec` command: the program itself when it is a file of
+/// the job (`./worker.sh`), or else the first word after the program that is not an option
+/// (`python3 worker.py`, `python3 -u worker.py`, `node worker.js`), resolved against the
+/// worker's directory, when it exists as a regular file. It is identified by canonical path,
+/// size and content fingerprint: a script edited between two runs changes what the records
+/// turn into, so it changes the job. Later arguments are not part of it (they may name data
+/// or marker files that change as the job runs), nor are words with placeholders or programs
+/// found on `PATH`.
 fn script_files(cfg: &RunConfig) -> Vec<(PathBuf, String)> {
     let (words, shell): (&[String], bool) = match &cfg.transform {
         Transform::Worker { argv, shell, .. } => (argv, *shell),
@@ -171,7 +174,6 @@ fn script_files(cfg: &RunConfig) -> Vec<(PathBuf, String)> {
         } => (template, *shell),
     };
     let dir = cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let mut seen = std::collections::BTreeMap::new();
     let split: Vec<String> = if shell {
         // A shell command line: its words, roughly; quotes are not part of file names.
         words
@@ -182,22 +184,32 @@ fn script_files(cfg: &RunConfig) -> Vec<(PathBuf, String)> {
     } else {
         words.to_vec()
     };
-    for word in split {
-        if word.is_empty() || word.contains('{') || word.starts_with('-') {
-            continue;
+    let file = |word: &str| -> Option<PathBuf> {
+        if word.is_empty() || word.contains('{') {
+            return None;
         }
-        let path = dir.join(&word);
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
-        if let Ok(fp) = herdsman_io::fingerprint(&path) {
-            seen.insert(
+        let path = dir.join(word);
+        std::fs::metadata(&path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(path)
+    };
+    let script = split.first().and_then(|w| file(w)).or_else(|| {
+        split
+            .iter()
+            .skip(1)
+            .find(|w| !w.starts_with('-'))
+            .and_then(|w| file(w))
+    });
+    script
+        .and_then(|path| {
+            let fp = herdsman_io::fingerprint(&path).ok()?;
+            Some((
                 canonical(&path),
                 format!("size {} content {:032x}", fp.size, fp.hash),
-            );
-        }
-    }
-    seen.into_iter().collect()
+            ))
+        })
+        .into_iter()
+        .collect()
 }
 
 /// Whether a checkpoint written by an earlier version of herdsman describes the same job:

@@ -174,3 +174,21 @@ fn a_changed_job_with_committed_records_still_needs_restart() {
         .code(2)
         .stderr(predicate::str::contains("retries changed from"));
 }
+
+#[test]
+fn files_named_after_the_script_are_not_part_of_the_job() {
+    let s = Scratch::new();
+    job_dir(&s);
+    s.write("job/notes.txt", "one");
+    let run = |s: &Scratch| {
+        s.herdsman()
+            .current_dir(s.path("job"))
+            .args(["run", "job.toml", "-w", "python3 -u echo.py notes.txt"])
+            .assert()
+            .success()
+    };
+    run(&s);
+    // A data or marker file the worker reads may change as the job runs.
+    s.write("job/notes.txt", "two, longer");
+    run(&s).stderr(predicate::str::contains("already finished"));
+}

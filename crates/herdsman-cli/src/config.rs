@@ -917,8 +917,9 @@ impl RunConfig {
     ///   the attempts), `--timeout` (a slow record fails or not), `--unordered`,
     ///   `--infer-types`, `--delimiter`, `--chunk-size`, `--format`, `--output-format`,
     ///   `--columns`;
-    /// - in the run's identity beside these (`run::job_identity`): the inputs (path, format,
-    ///   size, modification time, content fingerprint), `--output` and `--failures`;
+    /// - in the run's identity beside these (`run::job_identity`): the inputs (canonical
+    ///   path, format, size, modification time, content fingerprint), the script the worker
+    ///   or `--exec` command runs (by content), `--output` and `--failures` (canonical);
     /// - not part of it, because they change only how fast or how verbosely the same result is
     ///   reached: `--jobs`, `--max-tasks-per-worker`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
     ///   `--max-errors` and `--halt` (where a run stops, not what a finished job holds),

@@ -114,16 +114,22 @@ fn sniff_stdin() -> Result<Format> {
     Ok(Format::sniff(first))
 }
 
-/// What identifies this job: the options that change results and the inputs' contents.
+/// What identifies this job: the options that change results, the files the worker or
+/// command names (their contents), and the inputs by canonical path and content. Every path
+/// is canonical, so the same job started from another directory, through a symbolic link or
+/// as `./job.toml` has the same identity.
 fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdentity> {
     let mut id = JobIdentity::new();
     for (k, v) in cfg.result_identity() {
         id.insert(k, v);
     }
     if let Some(out) = &cfg.output {
-        id.insert("output", absolute(out));
+        id.insert("output", canonical(out).display().to_string());
     }
-    id.insert("failures", absolute(&cfg.failures));
+    id.insert("failures", canonical(&cfg.failures).display().to_string());
+    for (path, value) in script_files(cfg) {
+        id.insert(format!("{SCRIPT_KEY}{}", path.display()), value);
+    }
     for (i, spec) in inputs.specs.iter().enumerate() {
         let InputPath::File(path) = &spec.path else {
             continue;
@@ -134,7 +140,10 @@ fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdentity> {
                 path.display()
             )))
         })?;
-        id.insert(format!("input.{i}.path"), path.display().to_string());
+        id.insert(
+            format!("input.{i}.path"),
+            canonical(path).display().to_string(),
+        );
         id.insert(format!("input.{i}.format"), spec.format.name());
         id.insert(format!("input.{i}.size"), fp.size.to_string());
         id.insert(format!("input.{i}.mtime"), fp.mtime_ns.to_string());
@@ -144,6 +153,115 @@ fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdentity> {
         );
     }
     Ok(id)
+}
+
+/// The prefix of the identity keys that hold the fingerprint of a file the worker names.
+const SCRIPT_KEY: &str = "script ";
+
+/// The script of the worker or `--exec` command: the program itself when it is a file of
+/// the job (`./worker.sh`), or else the first word after the program that is not an option
+/// (`python3 worker.py`, `python3 -u worker.py`, `node worker.js`), resolved against the
+/// worker's directory, when it exists as a regular file. It is identified by canonical path,
+/// size and content fingerprint: a script edited between two runs changes what the records
+/// turn into, so it changes the job. Later arguments are not part of it (they may name data
+/// or marker files that change as the job runs), nor are words with placeholders or programs
+/// found on `PATH`.
+fn script_files(cfg: &RunConfig) -> Vec<(PathBuf, String)> {
+    let (words, shell): (&[String], bool) = match &cfg.transform {
+        Transform::Worker { argv, shell, .. } => (argv, *shell),
+        Transform::Exec {
+            template, shell, ..
+        } => (template, *shell),
+    };
+    let dir = cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let split: Vec<String> = if shell {
+        // A shell command line: its words, roughly; quotes are not part of file names.
+        words
+            .iter()
+            .flat_map(|w| w.split_whitespace())
+            .map(|w| w.trim_matches(|c| c == '\'' || c == '"').to_string())
+            .collect()
+    } else {
+        words.to_vec()
+    };
+    let file = |word: &str| -> Option<PathBuf> {
+        if word.is_empty() || word.contains('{') {
+            return None;
+        }
+        let path = dir.join(word);
+        std::fs::metadata(&path)
+            .is_ok_and(|m| m.is_file())
+            .then_some(path)
+    };
+    let script = split.first().and_then(|w| file(w)).or_else(|| {
+        split
+            .iter()
+            .skip(1)
+            .find(|w| !w.starts_with('-'))
+            .and_then(|w| file(w))
+    });
+    script
+        .and_then(|path| {
+            let fp = herdsman_io::fingerprint(&path).ok()?;
+            Some((
+                canonical(&path),
+                format!("size {} content {:032x}", fp.size, fp.hash),
+            ))
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Whether a checkpoint written by an earlier version of herdsman describes the same job:
+/// it stored input paths as typed and output paths without resolving `..` or links, and no
+/// worker files. The differences allowed are exactly those: an input path whose canonical
+/// form (from the current directory) is the current one, or whose contents (size, mtime and
+/// fingerprint, all still compared) are unchanged; an output path that resolves to the
+/// current one; and worker files the old checkpoint did not record.
+fn same_job_older_form(stored: &JobIdentity, now: &JobIdentity) -> bool {
+    let stored_has_scripts = stored.entries.keys().any(|k| k.starts_with(SCRIPT_KEY));
+    stored.diff(now).iter().all(|c| {
+        let (Some(was), Some(is)) = (c.was.as_deref(), c.now.as_deref()) else {
+            return c.was.is_none() && c.key.starts_with(SCRIPT_KEY) && !stored_has_scripts;
+        };
+        match c.key.as_str() {
+            "output" | "failures" => canonical(Path::new(was)) == Path::new(is),
+            k if k.starts_with("input.") && k.ends_with(".path") => {
+                canonical(Path::new(was)) == Path::new(is) || !Path::new(was).is_absolute()
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Opens the job in the ledger. Besides the exact identity, it accepts a checkpoint of the
+/// same job in an earlier version's form, and a changed job whose checkpoint committed
+/// nothing (a configuration mistake fixed before any work was kept): that job is replaced by
+/// this one, with the notice returned.
+fn open_job(cp: &mut Checkpoint, identity: &JobIdentity) -> Result<(Opened, Option<String>)> {
+    match cp.ledger.open_job(identity) {
+        Err(LedgerError::IdentityChanged { changes }) => {
+            let status = cp.ledger.status().map_err(ledger_usage)?;
+            if let Some(stored) = status.identity.as_ref() {
+                if same_job_older_form(stored, identity) {
+                    let opened = cp.ledger.open_job(stored).map_err(ledger_usage)?;
+                    return Ok((opened, None));
+                }
+            }
+            if status.commits.is_empty() && !status.finished() {
+                cp.ledger.reset().map_err(ledger_usage)?;
+                let opened = cp.ledger.open_job(identity).map_err(ledger_usage)?;
+                let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                let notice = format!(
+                    "the job changed since the last run, which kept no records ({}); starting it anew with the new settings",
+                    list.join("; ")
+                );
+                return Ok((opened, Some(notice)));
+            }
+            Err(ledger_usage(LedgerError::IdentityChanged { changes }))
+        }
+        other => Ok((other.map_err(ledger_usage)?, None)),
+    }
 }
 
 /// Starts the workers (or the per-record command runner).
@@ -353,13 +471,15 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     };
     let mut resume: Option<ResumePoint> = None;
     let mut earlier = Counts::default();
+    let mut identity_notice = None;
     if let Some(cp) = checkpoint.as_mut() {
         if cfg.restart {
             cp.ledger.reset().map_err(ledger_usage)?;
         }
-        let mut opened = cp.ledger.open_job(&identity).map_err(ledger_usage)?;
+        let (mut opened, notice) = open_job(cp, &identity)?;
+        identity_notice = notice;
         if crate::retry::recover(cp.lock.path(), &mut cp.ledger)? {
-            opened = cp.ledger.open_job(&identity).map_err(ledger_usage)?;
+            opened = open_job(cp, &identity)?.0;
         }
         match opened {
             Opened::Fresh | Opened::Resumed { .. } if cfg.retry_failed => {
@@ -448,6 +568,9 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         herdsman_io::estimate_records(&specs).map(|t| limit.map_or(t, |l| t.min(l)))
     });
     let log = progress.log();
+    if let Some(notice) = &identity_notice {
+        log.notice(notice);
+    }
     if earlier.resolved() > 0 {
         log.notice(&format!(
             "resuming: {} records were done by an earlier run",
@@ -816,14 +939,6 @@ fn already_finished(cfg: &RunConfig, summary_json: Option<String>) -> Result<Sum
     }
 }
 
-/// An absolute form of `p` for the checkpoint, so `herdsman status` works from anywhere.
-fn absolute(p: &Path) -> String {
-    std::path::absolute(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
-}
-
 /// A crash between the final renames and the ledger's "finished" mark leaves a final file
 /// where the partial one should be. If its length is exactly the committed length, move it
 /// back so the resumed run finishes the job the normal way.
@@ -940,4 +1055,63 @@ pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
         crate::progress::plural(shown, "record")
     ));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_form(dir: &Path) -> JobIdentity {
+        JobIdentity::new()
+            .with(
+                "output",
+                canonical(&dir.join("out.jsonl")).display().to_string(),
+            )
+            .with(
+                "input.0.path",
+                canonical(&dir.join("in.csv")).display().to_string(),
+            )
+            .with("input.0.size", "10")
+            .with(
+                format!("{SCRIPT_KEY}{}", dir.join("w.py").display()),
+                "size 1 content 0",
+            )
+    }
+
+    #[test]
+    fn an_older_checkpoint_of_the_same_job_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("in.csv"), "x\n").unwrap();
+        // Paths as typed, an output path with `..`, no worker files.
+        let old = JobIdentity::new()
+            .with("output", d.join("sub/../out.jsonl").display().to_string())
+            .with("input.0.path", "in.csv")
+            .with("input.0.size", "10");
+        std::fs::create_dir(d.join("sub")).unwrap();
+        assert!(same_job_older_form(&old, &now_form(d)));
+    }
+
+    #[test]
+    fn an_older_checkpoint_of_another_job_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let old = JobIdentity::new()
+            .with("output", d.join("other.jsonl").display().to_string())
+            .with("input.0.path", "in.csv")
+            .with("input.0.size", "10");
+        assert!(!same_job_older_form(&old, &now_form(d)));
+        let old = JobIdentity::new()
+            .with("output", d.join("out.jsonl").display().to_string())
+            .with("input.0.path", "in.csv")
+            .with("input.0.size", "11");
+        assert!(!same_job_older_form(&old, &now_form(d)));
+        // A current checkpoint that recorded worker files must match them exactly.
+        let mut changed = now_form(d);
+        changed.insert(
+            format!("{SCRIPT_KEY}{}", d.join("w.py").display()),
+            "size 2 content 1",
+        );
+        assert!(!same_job_older_form(&changed, &now_form(d)));
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use herdsman_ledger::{ChunkCommit, JobIdentity, Ledger, Position, SqliteLedger, StateDir};
+use herdsman_ledger::{ChunkCommit, Counts, JobIdentity, Ledger, Position, SqliteLedger, StateDir};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -36,12 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             chunk: k,
             start: at(k),
             end: at(k + 1),
-            records: 100,
-            ok: 100,
-            failed: 0,
-            filtered: 0,
-            outputs: 100,
-            retries: 0,
+            counts: Counts {
+                records: 100,
+                ok: 100,
+                failed: 0,
+                filtered: 0,
+                outputs: 100,
+                retries: 0,
+            },
             output_end: (k + 1) * 8192,
             failures_end: 0,
         })

@@ -123,6 +123,35 @@ pub enum LedgerError {
         committed: u64,
     },
 
+    /// A claim is no longer the chunk's current claim (its lease ran out and the chunk was
+    /// claimed again, or it was released or committed): the fencing token is stale.
+    #[error("the claim on chunk {chunk} (attempt {attempt}) is no longer held: its lease ran out and the chunk was claimed again, or it was released or committed; stop working on this chunk and discard its output, its current holder writes it")]
+    StaleClaim {
+        /// The chunk number.
+        chunk: u64,
+        /// The stale claim's attempt number.
+        attempt: u64,
+    },
+
+    /// A direct commit met a chunk that another owner holds under a lease that has not run
+    /// out.
+    #[error("chunk {chunk} is claimed by {owner} under a lease that has not run out, so it can only be committed through that claim; wait for the lease to run out, or stop the other run")]
+    ClaimHeld {
+        /// The chunk number.
+        chunk: u64,
+        /// Who holds the claim.
+        owner: String,
+    },
+
+    /// A claim was used to commit a different chunk.
+    #[error("a claim on chunk {claimed} cannot commit chunk {committed}; commit each chunk with its own claim")]
+    ClaimMismatch {
+        /// The claimed chunk.
+        claimed: u64,
+        /// The chunk in the commit.
+        committed: u64,
+    },
+
     /// A count or offset does not fit the ledger's signed 64-bit integers.
     #[error("{field} = {value} is too large to store in the checkpoint (the limit is {max}); split the input into smaller files", max = i64::MAX)]
     ValueTooLarge {

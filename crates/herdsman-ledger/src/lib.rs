@@ -1,45 +1,85 @@
 //! The checkpoint ledger: which job this is, and which chunks are committed to the output.
 //!
 //! The ledger must never report a chunk as committed before its output bytes are durable: the
-//! caller fsyncs the partial files first, then calls [`Ledger::commit_chunk`], which returns only
-//! once the commit is on disk. See the crate README for the schema and the protocol.
+//! caller fsyncs the partial files first, then commits, and the commit returns only once it is
+//! on disk. See the crate README for the schema and the protocol.
+//!
+//! Callers hold a `Box<dyn Ledger>` opened with [`open`]: the embedded SQLite ledger for a
+//! state directory today; a shared backend is one more [`Ledger`] implementation and one match
+//! arm in [`open`].
+//!
+//! The single machine that holds the state directory commits chunks directly:
 //!
 //! ```
-//! use herdsman_ledger::{ChunkCommit, JobIdentity, Ledger, Opened, Position, SqliteLedger, StateDir};
+//! use herdsman_ledger::{ChunkCommit, Counts, JobIdentity, Opened, Position};
 //! let tmp = tempfile::tempdir().unwrap();
+//! let state = tmp.path().join("state");
 //! let id = JobIdentity::new().with("input.0.path", "in.csv").with("input.0.size", "100");
 //! let commit = ChunkCommit {
 //!     chunk: 0,
 //!     start: Position::default(),
 //!     end: Position { file_index: 0, byte_offset: 100, line: 10, seq: 10 },
-//!     records: 10, ok: 9, failed: 1, filtered: 0, outputs: 9, retries: 2,
+//!     counts: Counts { records: 10, ok: 9, failed: 1, filtered: 0, outputs: 9, retries: 2 },
 //!     output_end: 450, failures_end: 80,
 //! };
 //! {
-//!     let state = StateDir::open(&tmp.path().join("state")).unwrap();
-//!     let mut ledger = SqliteLedger::open(&state).unwrap();
+//!     let mut ledger = herdsman_ledger::open(&state).unwrap();
 //!     assert!(matches!(ledger.open_job(&id).unwrap(), Opened::Fresh));
 //!     ledger.commit_chunk(&commit).unwrap();
 //! } // crash here, or not: the commit is durable
-//! let state = StateDir::open(&tmp.path().join("state")).unwrap();
-//! let mut ledger = SqliteLedger::open(&state).unwrap();
+//! let mut ledger = herdsman_ledger::open(&state).unwrap();
 //! match ledger.open_job(&id).unwrap() {
 //!     Opened::Resumed { commits } => assert_eq!(commits, vec![commit]),
 //!     other => panic!("expected Resumed, got {other:?}"),
 //! }
+//! assert_eq!(ledger.totals().unwrap().counts.ok, 9);
+//! ```
+//!
+//! Workers that share a job claim chunks under a lease and commit them with the claim's
+//! attempt number as a fencing token:
+//!
+//! ```
+//! use std::time::Duration;
+//! use herdsman_ledger::{ChunkCommit, ChunkPlan, Counts, JobIdentity, LedgerError, Position};
+//! let tmp = tempfile::tempdir().unwrap();
+//! let mut ledger = herdsman_ledger::open(tmp.path()).unwrap();
+//! ledger.open_job(&JobIdentity::new().with("input.0.path", "in.csv")).unwrap();
+//! let end = Position { seq: 10, ..Position::default() };
+//! ledger.plan_chunks(&[ChunkPlan { chunk: 0, start: Position::default(), end }]).unwrap();
+//! let lease = Duration::from_secs(30);
+//! let claim = ledger.claim("host-a:1234", lease).unwrap().expect("chunk 0 is pending");
+//! assert_eq!((claim.chunk, claim.attempt), (0, 1));
+//! assert!(ledger.claim("host-b:99", lease).unwrap().is_none(), "held by host-a");
+//! ledger.heartbeat(&claim, lease).unwrap();
+//! let done = ChunkCommit {
+//!     chunk: 0, start: claim.start, end: claim.end,
+//!     counts: Counts { records: 10, ok: 10, outputs: 10, ..Counts::default() },
+//!     output_end: 700, failures_end: 0,
+//! };
+//! ledger.commit(&claim, &done).unwrap();
+//! // The claim is spent: a second commit through it is refused and changes nothing.
+//! assert!(matches!(ledger.commit(&claim, &done), Err(LedgerError::AlreadyCommitted { chunk: 0 })));
 //! ```
 
 #![warn(missing_docs)]
 
+mod clock;
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
+mod counts;
 mod error;
 mod identity;
+mod open;
 mod sqlite;
 mod state_dir;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use counts::Counts;
 pub use error::LedgerError;
 pub use identity::{IdentityChange, JobIdentity};
+pub use open::{open, open_read_only};
 pub use sqlite::{SqliteLedger, LEDGER_FILE_NAME, SCHEMA_VERSION};
 pub use state_dir::{output_lock_path, OutputLock, StateDir, LOCK_FILE_NAME};
 
@@ -65,18 +105,8 @@ pub struct ChunkCommit {
     pub start: Position,
     /// Where the next chunk starts in the input.
     pub end: Position,
-    /// Records in the chunk.
-    pub records: u64,
-    /// Records processed successfully.
-    pub ok: u64,
-    /// Records that went to the failures (dead-letter) file.
-    pub failed: u64,
-    /// Records dropped by a filter.
-    pub filtered: u64,
-    /// Output lines written (differs from `ok` with filter/explode).
-    pub outputs: u64,
-    /// Retries spent on the chunk's records.
-    pub retries: u64,
+    /// The chunk's records and what became of them.
+    pub counts: Counts,
     /// Byte length of `<output>.partial` after this chunk was appended and fsynced.
     pub output_end: u64,
     /// Byte length of `<failures>.partial` after this chunk was appended and fsynced.
@@ -107,33 +137,53 @@ pub enum Opened {
 pub struct Totals {
     /// Committed chunks.
     pub chunks: u64,
-    /// Sum of [`ChunkCommit::records`].
-    pub records: u64,
-    /// Sum of [`ChunkCommit::ok`].
-    pub ok: u64,
-    /// Sum of [`ChunkCommit::failed`].
-    pub failed: u64,
-    /// Sum of [`ChunkCommit::filtered`].
-    pub filtered: u64,
-    /// Sum of [`ChunkCommit::outputs`].
-    pub outputs: u64,
-    /// Sum of [`ChunkCommit::retries`].
-    pub retries: u64,
+    /// Sum of the committed chunks' [`ChunkCommit::counts`].
+    pub counts: Counts,
 }
 
 impl Totals {
     /// Sums `commits`.
     pub fn of(commits: &[ChunkCommit]) -> Totals {
-        commits.iter().fold(Totals::default(), |t, c| Totals {
-            chunks: t.chunks + 1,
-            records: t.records + c.records,
-            ok: t.ok + c.ok,
-            failed: t.failed + c.failed,
-            filtered: t.filtered + c.filtered,
-            outputs: t.outputs + c.outputs,
-            retries: t.retries + c.retries,
-        })
+        Totals {
+            chunks: commits.len() as u64,
+            counts: commits.iter().map(|c| c.counts).sum(),
+        }
     }
+}
+
+/// A chunk as planned before anyone works on it: its number and where it lies in the input.
+/// Chunk boundaries are deterministic for a job, so every node plans the same chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// Chunk number (0-based).
+    pub chunk: u64,
+    /// Where the chunk starts in the input.
+    pub start: Position,
+    /// Where the next chunk starts in the input.
+    pub end: Position,
+}
+
+/// A chunk handed to one owner under a lease by [`Ledger::claim`].
+///
+/// `attempt` is the fencing token: every claim of a chunk gets a higher one, and
+/// [`Ledger::heartbeat`], [`Ledger::commit`] and [`Ledger::release`] succeed only while the
+/// chunk's current attempt is this one. An owner whose lease ran out and whose chunk was
+/// claimed again therefore cannot commit over the new owner's work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The claimed chunk.
+    pub chunk: u64,
+    /// The fencing token: 1 for the chunk's first claim, one more for each later one.
+    pub attempt: u64,
+    /// Who holds the claim (e.g. `host:pid:run`), as given to [`Ledger::claim`].
+    pub owner: String,
+    /// Where the chunk starts in the input (from its [`ChunkPlan`]).
+    pub start: Position,
+    /// Where the next chunk starts in the input (from its [`ChunkPlan`]).
+    pub end: Position,
+    /// When the lease runs out unless a heartbeat extends it; after this time another owner
+    /// may claim the chunk.
+    pub lease_expires_at: SystemTime,
 }
 
 /// A read-only view of the ledger for `herdsman status`.
@@ -186,11 +236,11 @@ impl ResumePoint {
     /// so the largest committed offsets are the lengths of the last committed state.
     ///
     /// ```
-    /// use herdsman_ledger::{ChunkCommit, Position, ResumePoint};
+    /// use herdsman_ledger::{ChunkCommit, Counts, Position, ResumePoint};
     /// let c = |chunk: u64, out: u64| ChunkCommit {
     ///     chunk, start: Position { seq: chunk * 10, ..Position::default() },
     ///     end: Position { seq: chunk * 10 + 10, ..Position::default() },
-    ///     records: 10, ok: 10, failed: 0, filtered: 0, outputs: 10, retries: 0,
+    ///     counts: Counts { records: 10, ok: 10, outputs: 10, ..Counts::default() },
     ///     output_end: out, failures_end: 0,
     /// };
     /// // Unordered mode: chunks 0, 1 and 3 committed (3 before 1), chunk 2 not.
@@ -226,35 +276,83 @@ impl ResumePoint {
 
 /// The checkpoint store. One job per ledger.
 ///
+/// Object safe: callers hold a `Box<dyn Ledger>` from [`open`]. Every implementation passes the
+/// conformance suite in `herdsman_ledger::conformance` (feature `test-support`).
+///
+/// Two ways to commit a chunk:
+///
+/// - **Directly** ([`commit_chunk`](Ledger::commit_chunk), [`commit_chunks`](Ledger::commit_chunks)),
+///   by the one process that holds the job (the state directory's lock): no claim is needed.
+/// - **Through a claim** ([`claim`](Ledger::claim), [`heartbeat`](Ledger::heartbeat),
+///   [`commit`](Ledger::commit), [`release`](Ledger::release)), when several workers share
+///   a job: chunks planned with [`plan_chunks`](Ledger::plan_chunks) are handed to one owner at
+///   a time under a lease, and the claim's attempt number fences late commits.
+///
 /// Protocol for a crash-safe run: append a chunk's lines to the partial files, fsync them,
-/// then [`commit_chunk`](Ledger::commit_chunk) with the lengths they reached. On resume,
-/// truncate the partial files to [`ResumePoint::output_end`] / [`ResumePoint::failures_end`]
-/// and reprocess from [`ResumePoint::next_chunk`], skipping [`ResumePoint::committed_after`].
+/// then commit with the lengths they reached. On resume, truncate the partial files to
+/// [`ResumePoint::output_end`] / [`ResumePoint::failures_end`] and reprocess from
+/// [`ResumePoint::next_chunk`], skipping [`ResumePoint::committed_after`].
 pub trait Ledger: Send {
     /// Start or resume the job. `Fresh` if the ledger is empty; `Resumed`/`Finished` if the
-    /// stored identity equals `id`; [`LedgerError::IdentityChanged`] otherwise.
+    /// stored identity equals `id`; [`LedgerError::IdentityChanged`] otherwise (and nothing
+    /// changes).
     fn open_job(&mut self, id: &JobIdentity) -> Result<Opened, LedgerError>;
+
     /// Forget everything (for `--restart`).
     fn reset(&mut self) -> Result<(), LedgerError>;
-    /// Record one chunk as committed, in one durable transaction. Committing the same chunk
-    /// twice, committing after the job finished, or committing offsets smaller than ones
-    /// already committed is an error and changes nothing.
-    fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError>;
+
+    /// Record chunks as pending, ready to be claimed. A chunk that is already recorded
+    /// (pending, claimed or committed) is left as it is, so every node may plan the same
+    /// chunks, and chunks may be planned as they are discovered. One transaction.
+    fn plan_chunks(&mut self, chunks: &[ChunkPlan]) -> Result<(), LedgerError>;
+
+    /// Hand the lowest-numbered claimable chunk to `owner` until `lease` from now, with an
+    /// attempt number one higher than the chunk's previous one. Claimable: pending, or
+    /// claimed under a lease that ran out. `None` when nothing is claimable now (every
+    /// planned chunk is committed or held under a live lease, or the job is finished).
+    fn claim(&mut self, owner: &str, lease: Duration) -> Result<Option<Claim>, LedgerError>;
+
+    /// Extend the claim's lease to `lease` from now and return the new expiry. Fails with
+    /// [`LedgerError::StaleClaim`] if the claim is no longer current (the chunk was claimed
+    /// again, released or committed): stop working on the chunk and discard its output.
+    fn heartbeat(&mut self, claim: &Claim, lease: Duration) -> Result<SystemTime, LedgerError>;
+
+    /// Give the claimed chunk back (pending again, for anyone to claim). Fails with
+    /// [`LedgerError::StaleClaim`], changing nothing, if the claim is no longer current.
+    fn release(&mut self, claim: &Claim) -> Result<(), LedgerError>;
+
+    /// Commit a claimed chunk, fenced by the claim's attempt number: the chunk's state, counts,
+    /// positions and output offsets change together in one durable transaction, and only if
+    /// `claim` is still the chunk's current claim. Otherwise nothing changes and the error is
+    /// [`LedgerError::StaleClaim`] (claimed again since), [`LedgerError::AlreadyCommitted`]
+    /// (this claim already committed it) or [`LedgerError::ClaimMismatch`] (`c` is another
+    /// chunk); the refusals of [`commit_chunk`](Ledger::commit_chunk) apply too.
+    fn commit(&mut self, claim: &Claim, c: &ChunkCommit) -> Result<(), LedgerError>;
+
+    /// Record one chunk as committed without a claim, in one durable transaction, for the
+    /// process that holds the job alone. Committing the same chunk twice, committing after the
+    /// job finished, committing offsets smaller than ones already committed, or committing a
+    /// chunk another owner holds under a live lease ([`LedgerError::ClaimHeld`]) is an error
+    /// and changes nothing.
+    fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError> {
+        self.commit_chunks(std::slice::from_ref(c))
+    }
+
     /// Record several chunks as committed in one durable transaction: all of them or none.
     /// One fsync for the batch instead of one per chunk, for a caller that fsyncs the partial
     /// files once for several chunks. The same refusals as
     /// [`commit_chunk`](Ledger::commit_chunk) apply, checked in slice order (so a batch that
     /// repeats a chunk, or whose offsets go down, is refused whole). An empty slice does
     /// nothing.
-    ///
-    /// The default implementation calls `commit_chunk` for each, which is not atomic;
-    /// implementations override it.
-    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
-        commits.iter().try_for_each(|c| self.commit_chunk(c))
-    }
+    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError>;
+
     /// Mark the job finished (after the final rename), storing the summary JSON. Calling it
     /// again replaces the summary.
     fn mark_finished(&mut self, summary_json: &str) -> Result<(), LedgerError>;
+
+    /// Sums over the committed chunks (all zero when no job is recorded).
+    fn totals(&self) -> Result<Totals, LedgerError>;
+
     /// Read-only view for `herdsman status`: the identity, commits, totals, timestamps and
     /// finished flag.
     fn status(&self) -> Result<LedgerStatus, LedgerError>;

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{
@@ -13,7 +14,8 @@ use rusqlite::{
 };
 
 use crate::{
-    ChunkCommit, JobIdentity, Ledger, LedgerError, LedgerStatus, Opened, Position, StateDir, Totals,
+    ChunkCommit, ChunkPlan, Claim, Clock, Counts, JobIdentity, Ledger, LedgerError, LedgerStatus,
+    Opened, Position, StateDir, SystemClock, Totals,
 };
 
 /// The name of the ledger file inside the state directory.
@@ -94,6 +96,8 @@ pub struct SqliteLedger {
     path: PathBuf,
     job_id: Option<i64>,
     read_only: bool,
+    /// Where leases and timestamps read the time.
+    clock: Arc<dyn Clock>,
     /// Keeps the state directory locked for as long as this ledger exists.
     _lock: Option<File>,
 }
@@ -140,6 +144,7 @@ impl SqliteLedger {
             path,
             job_id: None,
             read_only: false,
+            clock: Arc::new(SystemClock),
             _lock: Some(lock),
         };
         ledger.migrate()?;
@@ -167,6 +172,7 @@ impl SqliteLedger {
             path,
             job_id: None,
             read_only: true,
+            clock: Arc::new(SystemClock),
             _lock: None,
         };
         let version = ledger.user_version()?;
@@ -179,6 +185,18 @@ impl SqliteLedger {
     /// The ledger file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads the time for leases and timestamps from `clock` instead of the system clock (tests
+    /// move a [`crate::ManualClock`] to expire leases without sleeping).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock's time in Unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        to_ms(self.clock.now())
     }
 
     fn user_version(&self) -> Result<i64, LedgerError> {
@@ -296,6 +314,63 @@ impl SqliteLedger {
         }
         self.job_id.ok_or(LedgerError::NoJob)
     }
+
+    /// Commits `commits` in one transaction: directly (`fence` = `None`), or through the
+    /// claim `fence`, which must still be current.
+    fn commit_rows(
+        &mut self,
+        commits: &[ChunkCommit],
+        fence: Option<&Claim>,
+    ) -> Result<(), LedgerError> {
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let job_id = self.writable_job()?;
+        let values = commits
+            .iter()
+            .map(Values::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = commits.first() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let now = self.now_ms();
+        let action = || match commits {
+            [one] => format!("commit chunk {}", one.chunk),
+            many => format!(
+                "commit chunks {} to {}",
+                first.chunk,
+                many[many.len() - 1].chunk
+            ),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, &action(), e))?;
+        let finished: Option<i64> = tx
+            .query_row(
+                "SELECT finished_at FROM jobs WHERE id = ?1",
+                [job_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&path, &action(), e))?;
+        if finished.is_some() {
+            return Err(LedgerError::AlreadyFinished { chunk: first.chunk });
+        }
+        for (c, v) in commits.iter().zip(&values) {
+            insert_commit(&tx, job_id, c, v, now, fence).map_err(|e| match e {
+                Insert::Refused(e) => e,
+                Insert::Sql(e) => sql_err(&path, &action(), e),
+            })?;
+        }
+        tx.execute(
+            "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
+            params![job_id, now],
+        )
+        .map_err(|e| sql_err(&path, &action(), e))?;
+        // Dropping the transaction on any early return above rolls everything back.
+        tx.commit().map_err(|e| sql_err(&path, &action(), e))
+    }
 }
 
 impl Ledger for SqliteLedger {
@@ -306,7 +381,7 @@ impl Ledger for SqliteLedger {
                     return Err(LedgerError::ReadOnly);
                 }
                 let json = serde_json::to_string(id).expect("a map of strings always serializes");
-                let now = now_ms();
+                let now = self.now_ms();
                 self.conn
                     .execute(
                         "INSERT INTO jobs (identity, created_at, updated_at) VALUES (?1, ?2, ?2)",
@@ -354,64 +429,210 @@ impl Ledger for SqliteLedger {
         Ok(())
     }
 
-    fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError> {
-        self.commit_chunks(std::slice::from_ref(c))
+    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        self.commit_rows(commits, None)
     }
 
-    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
-        if commits.is_empty() {
+    fn commit(&mut self, claim: &Claim, c: &ChunkCommit) -> Result<(), LedgerError> {
+        if claim.chunk != c.chunk {
+            return Err(LedgerError::ClaimMismatch {
+                claimed: claim.chunk,
+                committed: c.chunk,
+            });
+        }
+        self.commit_rows(std::slice::from_ref(c), Some(claim))
+    }
+
+    fn plan_chunks(&mut self, chunks: &[ChunkPlan]) -> Result<(), LedgerError> {
+        let job_id = self.writable_job()?;
+        if chunks.is_empty() {
             return Ok(());
         }
-        let job_id = self.writable_job()?;
-        let values = commits
+        let values = chunks
             .iter()
-            .map(Values::of)
+            .map(plan_values)
             .collect::<Result<Vec<_>, _>>()?;
-        let Some(first) = commits.first() else {
-            return Ok(());
-        };
         let path = self.path.clone();
-        let action = || match commits {
-            [one] => format!("commit chunk {}", one.chunk),
-            many => format!(
-                "commit chunks {} to {}",
-                first.chunk,
-                many[many.len() - 1].chunk
-            ),
-        };
+        let action = "record the planned chunks";
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&path, &action(), e))?;
+            .map_err(|e| sql_err(&path, action, e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO chunks (job_id, chunk, state, attempt, \
+                     start_file, start_offset, start_line, start_seq, \
+                     end_file, end_offset, end_line, end_seq) \
+                     VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| sql_err(&path, action, e))?;
+            for v in &values {
+                insert
+                    .execute(params![
+                        job_id, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+                    ])
+                    .map_err(|e| sql_err(&path, action, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql_err(&path, action, e))
+    }
+
+    fn claim(&mut self, owner: &str, lease: Duration) -> Result<Option<Claim>, LedgerError> {
+        let job_id = self.writable_job()?;
+        let now = self.now_ms();
+        let expires = now.saturating_add(lease_ms(lease));
+        let path = self.path.clone();
+        let action = "claim a chunk";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, action, e))?;
         let finished: Option<i64> = tx
             .query_row(
                 "SELECT finished_at FROM jobs WHERE id = ?1",
                 [job_id],
                 |r| r.get(0),
             )
-            .map_err(|e| sql_err(&path, &action(), e))?;
+            .map_err(|e| sql_err(&path, action, e))?;
         if finished.is_some() {
-            return Err(LedgerError::AlreadyFinished { chunk: first.chunk });
+            return Ok(None);
         }
-        let now = now_ms();
-        for (c, v) in commits.iter().zip(&values) {
-            insert_commit(&tx, job_id, c, v, now).map_err(|e| match e {
-                Insert::Refused(e) => e,
-                Insert::Sql(e) => sql_err(&path, &action(), e),
+        // The lowest pending chunk, or one whose lease ran out (`lease_expires_at < now`, as
+        // the shared ledger's `FOR UPDATE SKIP LOCKED` query selects it).
+        let found = tx
+            .prepare_cached(
+                "SELECT chunk, attempt, start_file, start_offset, start_line, start_seq, \
+                 end_file, end_offset, end_line, end_seq FROM chunks \
+                 WHERE job_id = ?1 AND (state = 'pending' \
+                 OR (state = 'claimed' AND lease_expires_at < ?2)) \
+                 ORDER BY chunk LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![job_id, now], |r| Ok(read_planned(r)))
+                    .optional()
+            })
+            .map_err(|e| sql_err(&path, action, e))?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let (chunk, attempt, start, end) = found.map_err(|detail| LedgerError::Corrupt {
+            path: path.clone(),
+            detail,
+        })?;
+        let attempt = attempt + 1;
+        tx.execute(
+            "UPDATE chunks SET state = 'claimed', claim_owner = ?3, lease_expires_at = ?4, \
+             attempt = ?5 WHERE job_id = ?1 AND chunk = ?2",
+            params![job_id, fenced(chunk), owner, expires, fenced(attempt)],
+        )
+        .map_err(|e| sql_err(&path, action, e))?;
+        tx.commit().map_err(|e| sql_err(&path, action, e))?;
+        Ok(Some(Claim {
+            chunk,
+            attempt,
+            owner: owner.to_string(),
+            start,
+            end,
+            lease_expires_at: from_ms(expires),
+        }))
+    }
+
+    fn heartbeat(&mut self, claim: &Claim, lease: Duration) -> Result<SystemTime, LedgerError> {
+        let job_id = self.writable_job()?;
+        let expires = self.now_ms().saturating_add(lease_ms(lease));
+        let action = format!("extend the lease on chunk {}", claim.chunk);
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE chunks SET lease_expires_at = ?5 WHERE job_id = ?1 AND chunk = ?2 \
+                 AND attempt = ?3 AND claim_owner = ?4 AND state = 'claimed'",
+                params![
+                    job_id,
+                    fenced(claim.chunk),
+                    fenced(claim.attempt),
+                    claim.owner,
+                    expires
+                ],
+            )
+            .map_err(|e| sql_err(&self.path, &action, e))?;
+        if changed == 0 {
+            return Err(stale(claim));
+        }
+        Ok(from_ms(expires))
+    }
+
+    fn release(&mut self, claim: &Claim) -> Result<(), LedgerError> {
+        let job_id = self.writable_job()?;
+        let action = format!("release chunk {}", claim.chunk);
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE chunks SET state = 'pending', claim_owner = NULL, lease_expires_at = NULL \
+                 WHERE job_id = ?1 AND chunk = ?2 AND attempt = ?3 AND claim_owner = ?4 \
+                 AND state = 'claimed'",
+                params![
+                    job_id,
+                    fenced(claim.chunk),
+                    fenced(claim.attempt),
+                    claim.owner
+                ],
+            )
+            .map_err(|e| sql_err(&self.path, &action, e))?;
+        if changed == 0 {
+            return Err(stale(claim));
+        }
+        Ok(())
+    }
+
+    fn totals(&self) -> Result<Totals, LedgerError> {
+        let Some(job) = self.job_row()? else {
+            return Ok(Totals::default());
+        };
+        let sums: [i64; 7] = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(ok), 0), \
+                 COALESCE(SUM(failed), 0), COALESCE(SUM(filtered), 0), \
+                 COALESCE(SUM(outputs), 0), COALESCE(SUM(retries), 0) \
+                 FROM chunks WHERE job_id = ?1 AND state = 'committed'",
+                [job.id],
+                |r| {
+                    Ok([
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ])
+                },
+            )
+            .map_err(|e| sql_err(&self.path, "sum the committed chunks", e))?;
+        let mut u = [0u64; 7];
+        for (slot, v) in u.iter_mut().zip(sums) {
+            *slot = u64::try_from(v).map_err(|_| LedgerError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a sum over the committed chunks is negative ({v})"),
             })?;
         }
-        tx.execute(
-            "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
-            params![job_id, now],
-        )
-        .map_err(|e| sql_err(&path, &action(), e))?;
-        // Dropping the transaction on any early return above rolls everything back.
-        tx.commit().map_err(|e| sql_err(&path, &action(), e))
+        Ok(Totals {
+            chunks: u[0],
+            counts: Counts {
+                records: u[1],
+                ok: u[2],
+                failed: u[3],
+                filtered: u[4],
+                outputs: u[5],
+                retries: u[6],
+            },
+        })
     }
 
     fn mark_finished(&mut self, summary_json: &str) -> Result<(), LedgerError> {
         let job_id = self.writable_job()?;
-        let now = now_ms();
+        let now = self.now_ms();
         self.conn
             .execute(
                 "UPDATE jobs SET finished_at = ?2, updated_at = ?2, summary = ?3 WHERE id = ?1",
@@ -448,6 +669,14 @@ impl Ledger for SqliteLedger {
     }
 }
 
+/// A chunk's row as a commit finds it.
+struct Existing {
+    state: String,
+    attempt: i64,
+    owner: Option<String>,
+    lease_expires_at: Option<i64>,
+}
+
 enum Insert {
     Refused(LedgerError),
     Sql(rusqlite::Error),
@@ -467,16 +696,47 @@ fn insert_commit(
     c: &ChunkCommit,
     v: &[i64; 17],
     now: i64,
+    fence: Option<&Claim>,
 ) -> Result<(), Insert> {
-    let existing: Option<(String, i64)> = tx
-        .prepare_cached("SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk = ?2")?
-        .query_row(params![job_id, v[0]], |r| Ok((r.get(0)?, r.get(1)?)))
+    let existing: Option<Existing> = tx
+        .prepare_cached(
+            "SELECT state, attempt, claim_owner, lease_expires_at FROM chunks \
+             WHERE job_id = ?1 AND chunk = ?2",
+        )?
+        .query_row(params![job_id, v[0]], |r| {
+            Ok(Existing {
+                state: r.get(0)?,
+                attempt: r.get(1)?,
+                owner: r.get(2)?,
+                lease_expires_at: r.get(3)?,
+            })
+        })
         .optional()?;
-    if matches!(&existing, Some((state, _)) if state == "committed") {
-        return Err(Insert::Refused(LedgerError::AlreadyCommitted {
-            chunk: c.chunk,
-        }));
-    }
+    let refuse = |e| Err(Insert::Refused(e));
+    let attempt = match (fence, &existing) {
+        (_, Some(e))
+            if e.state == "committed" && fence.is_none_or(|f| fenced(f.attempt) == e.attempt) =>
+        {
+            return refuse(LedgerError::AlreadyCommitted { chunk: c.chunk });
+        }
+        // Fenced: only the chunk's current claim may commit it.
+        (Some(f), Some(e))
+            if e.state == "claimed"
+                && e.attempt == fenced(f.attempt)
+                && e.owner.as_deref() == Some(f.owner.as_str()) =>
+        {
+            e.attempt
+        }
+        (Some(f), _) => return refuse(stale(f)),
+        // Direct: a chunk someone holds under a live lease is theirs to commit.
+        (None, Some(e)) if e.state == "claimed" && e.lease_expires_at.is_some_and(|t| t >= now) => {
+            return refuse(LedgerError::ClaimHeld {
+                chunk: c.chunk,
+                owner: e.owner.clone().unwrap_or_default(),
+            });
+        }
+        (None, existing) => existing.as_ref().map_or(1, |e| e.attempt + 1),
+    };
     let (max_out, max_fail): (Option<i64>, Option<i64>) = tx
         .prepare_cached(
             "SELECT MAX(output_end), MAX(failures_end) FROM chunks \
@@ -499,7 +759,6 @@ fn insert_commit(
             }
         }
     }
-    let attempt = existing.map_or(1, |(_, a)| a + 1);
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO chunks (job_id, state, attempt, committed_at, \
          claim_owner, lease_expires_at, {CHUNK_COLUMNS}) \
@@ -528,12 +787,12 @@ impl Values {
             ("end.byte_offset", c.end.byte_offset),
             ("end.line", c.end.line),
             ("end.seq", c.end.seq),
-            ("records", c.records),
-            ("ok", c.ok),
-            ("failed", c.failed),
-            ("filtered", c.filtered),
-            ("outputs", c.outputs),
-            ("retries", c.retries),
+            ("records", c.counts.records),
+            ("ok", c.counts.ok),
+            ("failed", c.counts.failed),
+            ("filtered", c.counts.filtered),
+            ("outputs", c.counts.outputs),
+            ("retries", c.counts.retries),
             ("output_end", c.output_end),
             ("failures_end", c.failures_end),
         ];
@@ -572,15 +831,89 @@ fn read_commit(r: &Row<'_>) -> Result<ChunkCommit, String> {
             line: u(7)?,
             seq: u(8)?,
         },
-        records: u(9)?,
-        ok: u(10)?,
-        failed: u(11)?,
-        filtered: u(12)?,
-        outputs: u(13)?,
-        retries: u(14)?,
+        counts: Counts {
+            records: u(9)?,
+            ok: u(10)?,
+            failed: u(11)?,
+            filtered: u(12)?,
+            outputs: u(13)?,
+            retries: u(14)?,
+        },
         output_end: u(15)?,
         failures_end: u(16)?,
     })
+}
+
+/// A planned chunk's number and positions in the order of the `INSERT` in `plan_chunks`
+/// (positions mapped to columns as in [`Values::of`]), checked to fit SQLite's signed integers.
+fn plan_values(p: &ChunkPlan) -> Result<[i64; 9], LedgerError> {
+    let fields: [(&'static str, u64); 9] = [
+        ("chunk", p.chunk),
+        ("start.file_index", u64::from(p.start.file_index)),
+        ("start.byte_offset", p.start.byte_offset),
+        ("start.line", p.start.line),
+        ("start.seq", p.start.seq),
+        ("end.file_index", u64::from(p.end.file_index)),
+        ("end.byte_offset", p.end.byte_offset),
+        ("end.line", p.end.line),
+        ("end.seq", p.end.seq),
+    ];
+    let mut out = [0i64; 9];
+    for (slot, (field, value)) in out.iter_mut().zip(fields) {
+        *slot = i64::try_from(value).map_err(|_| LedgerError::ValueTooLarge { field, value })?;
+    }
+    Ok(out)
+}
+
+/// Reads `chunk, attempt` and the eight position columns (mapped as in [`read_commit`]) of a
+/// claimable row; the inner error says which stored value is invalid.
+#[allow(clippy::type_complexity)]
+fn read_planned(r: &Row<'_>) -> Result<(u64, u64, Position, Position), String> {
+    let u = |i: usize| -> Result<u64, String> {
+        let v: Option<i64> = r
+            .get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        let v = v.ok_or_else(|| format!("planned chunk column {i} is empty"))?;
+        u64::try_from(v).map_err(|_| format!("chunk column {i} holds the negative value {v}"))
+    };
+    let f = |i: usize| -> Result<u32, String> {
+        let v = u(i)?;
+        u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
+    };
+    Ok((
+        u(0)?,
+        u(1)?,
+        Position {
+            file_index: f(2)?,
+            byte_offset: u(3)?,
+            line: u(4)?,
+            seq: u(5)?,
+        },
+        Position {
+            file_index: f(6)?,
+            byte_offset: u(7)?,
+            line: u(8)?,
+            seq: u(9)?,
+        },
+    ))
+}
+
+/// A chunk or attempt number as stored; one too large to be stored matches no row.
+fn fenced(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(-1)
+}
+
+/// A lease length in milliseconds, saturating.
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The refusal of a claim that is no longer current.
+fn stale(claim: &Claim) -> LedgerError {
+    LedgerError::StaleClaim {
+        chunk: claim.chunk,
+        attempt: claim.attempt,
+    }
 }
 
 fn sql_err(path: &Path, action: &str, e: rusqlite::Error) -> LedgerError {
@@ -598,8 +931,11 @@ fn sql_err(path: &Path, action: &str, e: rusqlite::Error) -> LedgerError {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    to_ms(SystemTime::now())
+}
+
+fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -620,12 +956,12 @@ mod tests {
             chunk: k,
             start: Position::default(),
             end: Position::default(),
-            records: 1,
-            ok: 1,
-            failed: 0,
-            filtered: 0,
-            outputs: 1,
-            retries: 0,
+            counts: Counts {
+                records: 1,
+                ok: 1,
+                outputs: 1,
+                ..Counts::default()
+            },
             output_end: k + 1,
             failures_end: 0,
         }

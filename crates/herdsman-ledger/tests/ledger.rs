@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use herdsman_ledger::{
-    ChunkCommit, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint, SqliteLedger,
-    StateDir, Totals, LEDGER_FILE_NAME, SCHEMA_VERSION,
+    ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint,
+    SqliteLedger, StateDir, Totals, LEDGER_FILE_NAME, SCHEMA_VERSION,
 };
 
 fn identity() -> JobIdentity {
@@ -34,12 +34,14 @@ fn commit(k: u64) -> ChunkCommit {
             line: k * 10 + 11,
             seq: k * 10 + 10,
         },
-        records: 10,
-        ok: 9,
-        failed: 1,
-        filtered: 0,
-        outputs: 9,
-        retries: k,
+        counts: Counts {
+            records: 10,
+            ok: 9,
+            failed: 1,
+            filtered: 0,
+            outputs: 9,
+            retries: k,
+        },
         output_end: (k + 1) * 63,
         failures_end: (k + 1) * 20,
     }
@@ -349,12 +351,14 @@ fn status_reports_identity_totals_and_timestamps() {
         s.totals,
         Totals {
             chunks: 2,
-            records: 20,
-            ok: 18,
-            failed: 2,
-            filtered: 0,
-            outputs: 18,
-            retries: 1
+            counts: Counts {
+                records: 20,
+                ok: 18,
+                failed: 2,
+                filtered: 0,
+                outputs: 18,
+                retries: 1
+            },
         }
     );
     assert!(!s.finished());

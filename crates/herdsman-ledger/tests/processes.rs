@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
 use herdsman_ledger::{
-    ChunkCommit, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint, SqliteLedger,
-    StateDir,
+    ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint,
+    SqliteLedger, StateDir,
 };
 
 const ROLE: &str = "HERDSMAN_LEDGER_TEST_ROLE";
@@ -47,12 +47,14 @@ fn chunk_commit(k: u64, output_end: u64) -> ChunkCommit {
             line: k * 3 + 3,
             seq: k * 3 + 3,
         },
-        records: 3,
-        ok: k % 4 + 1,
-        failed: 3 - (k % 4 + 1).min(3),
-        filtered: 0,
-        outputs: k % 4 + 1,
-        retries: k % 2,
+        counts: Counts {
+            records: 3,
+            ok: k % 4 + 1,
+            failed: 3 - (k % 4 + 1).min(3),
+            filtered: 0,
+            outputs: k % 4 + 1,
+            retries: k % 2,
+        },
         output_end,
         failures_end: 0,
     }

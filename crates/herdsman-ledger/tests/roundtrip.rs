@@ -4,8 +4,8 @@
 use std::collections::btree_map::{BTreeMap, Entry};
 
 use herdsman_ledger::{
-    ChunkCommit, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint, SqliteLedger,
-    StateDir,
+    ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint,
+    SqliteLedger, StateDir,
 };
 use proptest::prelude::*;
 
@@ -72,12 +72,14 @@ proptest! {
                         chunk,
                         start: Position { file_index: start.0, byte_offset: start.1, line: counts[0], seq: chunk * 100 },
                         end: Position { file_index: start.0, byte_offset: start.1 + counts[1], line: counts[0] + counts[2], seq: chunk * 100 + 100 },
-                        records: counts[2],
-                        ok: counts[3],
-                        failed: counts[4],
-                        filtered: counts[5],
-                        outputs: counts[3] * 2,
-                        retries: counts[4] / 3,
+                        counts: Counts {
+                            records: counts[2],
+                            ok: counts[3],
+                            failed: counts[4],
+                            filtered: counts[5],
+                            outputs: counts[3] * 2,
+                            retries: counts[4] / 3,
+                        },
                         output_end: out_end + out_grow,
                         failures_end: fail_end + fail_grow,
                     };

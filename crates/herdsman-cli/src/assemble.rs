@@ -185,10 +185,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     slots: (0..len).map(|_| None).collect(),
                     resolved: 0,
                     emitted: 0,
-                    counts: Counts {
-                        records: len as u64,
-                        ..Counts::default()
-                    },
+                    counts: Counts::of_records(len as u64),
                 },
             );
         }
@@ -261,11 +258,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         {
             // A chunk cut short by a stop is not written; a resumed run redoes it whole.
             // (Without a ledger nothing is redone: its finished records are written.)
-            let c = Counts {
-                records: p.slots.len() as u64,
-                not_run: p.slots.len() as u64,
-                ..Counts::default()
-            };
+            let c = Counts::none_run(p.slots.len() as u64);
             self.written.add(&c);
             return Ok(());
         }
@@ -280,12 +273,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             chunk: p.info.id,
             start: to_ledger(p.info.start),
             end: to_ledger(p.info.end),
-            records: c.records,
-            ok: c.succeeded,
-            failed: c.failed,
-            filtered: c.filtered,
-            outputs: c.outputs,
-            retries: c.retries,
+            counts: c.counts,
             output_end,
             failures_end,
         });
@@ -344,7 +332,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                         self.write_dead_letter(pos, payload, &note, attempts)?;
                     }
                     _ => {
-                        c.succeeded += 1;
+                        c.ok += 1;
                         c.outputs += written;
                     }
                 }
@@ -433,11 +421,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             return Ok(());
         }
         for p in std::mem::take(&mut self.pending).into_values() {
-            let mut c = Counts {
-                records: p.slots.len() as u64,
-                not_run: p.slots.len() as u64,
-                ..Counts::default()
-            };
+            let mut c = Counts::none_run(p.slots.len() as u64);
             for ((pos, payload), slot) in p.info.records.iter().zip(p.slots) {
                 if let Some((Resolved::Failed(note), attempts)) = slot {
                     self.write_dead_letter(pos, payload, &note, attempts)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use herdsman_ledger::{Ledger, LedgerStatus, SqliteLedger, Totals};
+use herdsman_ledger::{LedgerStatus, Totals};
 
 use crate::cli::{FailuresArgs, StateArgs};
 use crate::config::{default_state_dir, UsageError};
@@ -53,18 +53,13 @@ fn current_counts(st: &LedgerStatus) -> (Totals, Option<u64>) {
         .as_deref()
         .filter(|_| st.finished())
         .and_then(|s| serde_json::from_str::<Summary>(s).ok())
-        .filter(|s| s.retry_pass && s.total.records == t.records);
+        .filter(|s| s.retry_pass && s.total.records == t.counts.records);
     match retried {
         Some(s) => {
-            let recovered = t.failed.saturating_sub(s.total.failed);
+            let recovered = t.counts.failed.saturating_sub(s.total.failed);
             let now = Totals {
                 chunks: t.chunks,
-                records: s.total.records,
-                ok: s.total.succeeded,
-                failed: s.total.failed,
-                filtered: s.total.filtered,
-                outputs: s.total.outputs,
-                retries: s.total.retries,
+                counts: s.total.counts,
             };
             (now, Some(recovered))
         }
@@ -75,17 +70,18 @@ fn current_counts(st: &LedgerStatus) -> (Totals, Option<u64>) {
 /// Prints the job, its progress and its chunks.
 pub fn status(args: &StateArgs) -> Result<()> {
     let dir = state_dir(&args.state)?;
-    let ledger = SqliteLedger::open_read_only(&dir)
+    let ledger = herdsman_ledger::open_read_only(&dir)
         .with_context(|| format!("cannot read the checkpoint in {}", dir.display()))?;
     let st = ledger.status()?;
-    let (t, recovered) = current_counts(&st);
+    let (totals, recovered) = current_counts(&st);
+    let (chunks, t) = (totals.chunks, totals.counts);
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
             "state": dir.display().to_string(),
             "identity": st.identity.as_ref().map(|i| &i.entries),
             "finished": st.finished(),
-            "chunks": t.chunks,
+            "chunks": chunks,
             "records": t.records,
             "succeeded": t.ok,
             "failed": t.failed,
@@ -124,7 +120,7 @@ pub fn status(args: &StateArgs) -> Result<()> {
     writeln!(
         out,
         "records     {} committed in {} chunks: {} succeeded, {} failed, {} filtered; {} outputs, {} retries",
-        t.records, t.chunks, t.ok, t.failed, t.filtered, t.outputs, t.retries
+        t.records, chunks, t.ok, t.failed, t.filtered, t.outputs, t.retries
     )?;
     if let Some(n) = recovered {
         writeln!(
@@ -141,12 +137,12 @@ pub fn status(args: &StateArgs) -> Result<()> {
         )?;
     }
     // After a retry pass the chunks' failure counts are those of the first run.
-    let failing: Vec<_> = st.commits.iter().filter(|c| c.failed > 0).collect();
+    let failing: Vec<_> = st.commits.iter().filter(|c| c.counts.failed > 0).collect();
     if !failing.is_empty() && recovered.is_none() {
         let list: Vec<String> = failing
             .iter()
             .take(10)
-            .map(|c| format!("#{} ({} failed)", c.chunk, c.failed))
+            .map(|c| format!("#{} ({} failed)", c.chunk, c.counts.failed))
             .collect();
         writeln!(
             out,
@@ -161,7 +157,7 @@ pub fn status(args: &StateArgs) -> Result<()> {
 /// Prints the dead-lettered records of a job, one line each (or the raw JSON lines).
 pub fn failures(args: &FailuresArgs) -> Result<()> {
     let dir = state_dir(&args.state.state)?;
-    let ledger = SqliteLedger::open_read_only(&dir)
+    let ledger = herdsman_ledger::open_read_only(&dir)
         .with_context(|| format!("cannot read the checkpoint in {}", dir.display()))?;
     let st = ledger.status()?;
     let identity = st

@@ -236,7 +236,7 @@ pub fn retry_failed(
                 if outputs.is_empty() {
                     recovered.filtered += 1;
                 } else {
-                    recovered.succeeded += 1;
+                    recovered.ok += 1;
                 }
                 // An empty entry is a success with nothing to write.
                 for o in outputs.iter().filter(|o| !o.is_empty()) {
@@ -283,8 +283,8 @@ pub fn retry_failed(
     fails.sync()?;
 
     let mut total = previous.total.clone();
-    let back = recovered.succeeded + recovered.filtered;
-    total.succeeded += recovered.succeeded;
+    let back = recovered.ok + recovered.filtered;
+    total.ok += recovered.ok;
     total.filtered += recovered.filtered;
     total.failed -= back.min(total.failed);
     total.outputs += recovered.outputs;

@@ -21,9 +21,7 @@ use herdsman_io::{
     expand_inputs, Format, InputPath, InputSpec, OutputFormat, Sink, SinkError, Source,
     SourceOptions,
 };
-use herdsman_ledger::{
-    JobIdentity, Ledger, LedgerError, Opened, OutputLock, ResumePoint, SqliteLedger, StateDir,
-};
+use herdsman_ledger::{JobIdentity, Ledger, LedgerError, Opened, OutputLock, ResumePoint};
 use herdsman_workers::{
     ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkItem, WorkOutput, WorkerCommand,
     WorkerFailure, WorkerPool,
@@ -410,10 +408,11 @@ impl Sinks for FileSinks {
     }
 }
 
-/// The ledger of a checkpointed run, with its lock.
+/// The ledger of a checkpointed run (which holds the state directory's lock while it lives),
+/// and the state directory.
 struct Checkpoint {
-    lock: StateDir,
-    ledger: SqliteLedger,
+    dir: PathBuf,
+    ledger: Box<dyn Ledger>,
 }
 
 /// Runs the job and returns its summary (the caller prints it and exits with its code).
@@ -463,9 +462,11 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let identity = job_identity(&cfg, &inputs)?;
     let mut checkpoint = match &cfg.state {
         Some(dir) => {
-            let lock = StateDir::open(dir).map_err(ledger_usage)?;
-            let ledger = SqliteLedger::open(&lock).map_err(ledger_usage)?;
-            Some(Checkpoint { lock, ledger })
+            let ledger = herdsman_ledger::open(dir).map_err(ledger_usage)?;
+            Some(Checkpoint {
+                dir: dir.clone(),
+                ledger,
+            })
         }
         None => None,
     };
@@ -478,7 +479,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         let (mut opened, notice) = open_job(cp, &identity)?;
         identity_notice = notice;
-        if crate::retry::recover(cp.lock.path(), &mut cp.ledger)? {
+        if crate::retry::recover(&cp.dir, cp.ledger.as_mut())? {
             opened = open_job(cp, &identity)?.0;
         }
         match opened {
@@ -502,8 +503,8 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 let executor = start_executor(&cfg, &progress.log(), csv_header.as_deref())?;
                 let summary = crate::retry::retry_failed(
                     &cfg,
-                    cp.lock.path(),
-                    &mut cp.ledger,
+                    &cp.dir,
+                    cp.ledger.as_mut(),
                     previous,
                     executor,
                     output_format(&cfg),
@@ -606,7 +607,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
 
     let ledger: Option<&mut dyn Ledger> = checkpoint
         .as_mut()
-        .map(|c| &mut c.ledger as &mut dyn Ledger);
+        .map(|c| &mut *c.ledger as &mut dyn Ledger);
     let mut asm = Assembler::new(chunks, sinks, ledger, inputs.names.clone());
     let mut latency = Latency::default();
     let mut live = earlier.clone();
@@ -830,7 +831,7 @@ pub(crate) fn tally(
             if outputs.is_empty() {
                 live.filtered += 1;
             } else {
-                live.succeeded += 1;
+                live.ok += 1;
             }
             Resolved::Outputs(outputs)
         }
@@ -880,16 +881,7 @@ fn note_of(e: ItemError<CliFailure>, timeout: Option<std::time::Duration>) -> Fa
 }
 
 fn counts_of(commits: &[herdsman_ledger::ChunkCommit]) -> Counts {
-    let t = herdsman_ledger::Totals::of(commits);
-    Counts {
-        records: t.records,
-        succeeded: t.ok,
-        failed: t.failed,
-        filtered: t.filtered,
-        not_run: 0,
-        outputs: t.outputs,
-        retries: t.retries,
-    }
+    Counts::from(herdsman_ledger::Totals::of(commits).counts)
 }
 
 fn source_options(cfg: &RunConfig) -> SourceOptions {

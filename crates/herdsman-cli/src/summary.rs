@@ -39,39 +39,108 @@ pub enum Ending {
     Interrupted,
 }
 
-/// Counters for one run, including what earlier runs of the same job committed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Counters for one run, including what earlier runs of the same job committed: the
+/// ledger's [`herdsman_ledger::Counts`] (what a committed chunk records) plus the records a
+/// stopped run never ran. It dereferences to the ledger's counts, so `c.records`, `c.ok`,
+/// `c.failed`… read as one set of fields.
+///
+/// Serialized with the summary's field names (`succeeded` for the ledger's `ok`), in the
+/// order `records, succeeded, failed, filtered, not_run, outputs, retries`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CountsJson", into = "CountsJson")]
 pub struct Counts {
-    /// Records read from the input (or resolved by earlier runs).
-    pub records: u64,
-    /// Records that produced at least one output record.
-    pub succeeded: u64,
-    /// Records written to the dead-letter file.
-    pub failed: u64,
-    /// Records the transform answered with no output.
-    pub filtered: u64,
+    /// Records read from the input (or resolved by earlier runs) and their outcomes;
+    /// `ok` is the records that produced at least one output record.
+    pub counts: herdsman_ledger::Counts,
     /// Records admitted but never run because the run stopped.
     pub not_run: u64,
-    /// Output records written (more than `succeeded` when a transform explodes records).
-    pub outputs: u64,
-    /// Extra attempts spent on retries.
-    pub retries: u64,
 }
 
 impl Counts {
-    pub fn add(&mut self, o: &Counts) {
-        self.records += o.records;
-        self.succeeded += o.succeeded;
-        self.failed += o.failed;
-        self.filtered += o.filtered;
-        self.not_run += o.not_run;
-        self.outputs += o.outputs;
-        self.retries += o.retries;
+    /// `records` records read, none resolved yet.
+    pub fn of_records(records: u64) -> Counts {
+        Counts {
+            counts: herdsman_ledger::Counts {
+                records,
+                ..herdsman_ledger::Counts::default()
+            },
+            not_run: 0,
+        }
     }
 
-    /// Records that reached a final state.
-    pub fn resolved(&self) -> u64 {
-        self.succeeded + self.failed + self.filtered
+    /// `records` records read, none of them run.
+    pub fn none_run(records: u64) -> Counts {
+        Counts {
+            not_run: records,
+            ..Counts::of_records(records)
+        }
+    }
+
+    pub fn add(&mut self, o: &Counts) {
+        self.counts.add(&o.counts);
+        self.not_run += o.not_run;
+    }
+}
+
+impl From<herdsman_ledger::Counts> for Counts {
+    fn from(counts: herdsman_ledger::Counts) -> Counts {
+        Counts { counts, not_run: 0 }
+    }
+}
+
+impl std::ops::Deref for Counts {
+    type Target = herdsman_ledger::Counts;
+
+    fn deref(&self) -> &herdsman_ledger::Counts {
+        &self.counts
+    }
+}
+
+impl std::ops::DerefMut for Counts {
+    fn deref_mut(&mut self) -> &mut herdsman_ledger::Counts {
+        &mut self.counts
+    }
+}
+
+/// [`Counts`] as the summary JSON spells it.
+#[derive(Serialize, Deserialize)]
+struct CountsJson {
+    records: u64,
+    succeeded: u64,
+    failed: u64,
+    filtered: u64,
+    not_run: u64,
+    outputs: u64,
+    retries: u64,
+}
+
+impl From<CountsJson> for Counts {
+    fn from(j: CountsJson) -> Counts {
+        Counts {
+            counts: herdsman_ledger::Counts {
+                records: j.records,
+                ok: j.succeeded,
+                failed: j.failed,
+                filtered: j.filtered,
+                outputs: j.outputs,
+                retries: j.retries,
+            },
+            not_run: j.not_run,
+        }
+    }
+}
+
+impl From<Counts> for CountsJson {
+    fn from(c: Counts) -> CountsJson {
+        CountsJson {
+            records: c.records,
+            succeeded: c.ok,
+            failed: c.failed,
+            filtered: c.filtered,
+            not_run: c.not_run,
+            outputs: c.outputs,
+            retries: c.retries,
+        }
     }
 }
 
@@ -211,7 +280,7 @@ impl Summary {
         s.push_str(&format!(
             "  records   {} = {} succeeded + {} failed + {} filtered{}\n",
             t.records,
-            t.succeeded,
+            t.ok,
             t.failed,
             t.filtered,
             if t.not_run > 0 {
@@ -224,7 +293,7 @@ impl Summary {
             s.push_str(&format!(
                 "  retried   {} dead-lettered records: {} now succeed, {} filtered, {} still fail\n",
                 self.this_run.records,
-                self.this_run.succeeded,
+                self.this_run.ok,
                 self.this_run.filtered,
                 self.this_run.failed
             ));
@@ -270,19 +339,19 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_ending_and_failures() {
         let lat = Latency::default();
-        let ok = Counts {
+        let ok = Counts::from(herdsman_ledger::Counts {
             records: 3,
-            succeeded: 3,
+            ok: 3,
             outputs: 3,
-            ..Counts::default()
-        };
-        let failed = Counts {
+            ..herdsman_ledger::Counts::default()
+        });
+        let failed = Counts::from(herdsman_ledger::Counts {
             records: 3,
-            succeeded: 2,
+            ok: 2,
             failed: 1,
             outputs: 2,
-            ..Counts::default()
-        };
+            ..herdsman_ledger::Counts::default()
+        });
         let mk = |e, c: &Counts| {
             Summary::new(
                 e,
@@ -301,25 +370,49 @@ mod tests {
         assert_eq!(mk(Ending::Interrupted, &ok), 130);
     }
 
+    /// The ledger's counts plus `not_run`, written with the summary's names in the summary's
+    /// order, and read back the same.
+    #[test]
+    fn counts_keep_their_json_names_and_order() {
+        let c = Counts {
+            counts: herdsman_ledger::Counts {
+                records: 7,
+                ok: 3,
+                failed: 2,
+                filtered: 1,
+                outputs: 4,
+                retries: 5,
+            },
+            not_run: 1,
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            json,
+            r#"{"records":7,"succeeded":3,"failed":2,"filtered":1,"not_run":1,"outputs":4,"retries":5}"#
+        );
+        assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
+        assert_eq!((c.resolved(), c.ok), (6, 3));
+    }
+
     #[test]
     fn totals_include_earlier_runs_and_render_the_identity() {
         let mut lat = Latency::default();
         lat.record(Duration::from_millis(3));
-        let earlier = Counts {
+        let earlier = Counts::from(herdsman_ledger::Counts {
             records: 10,
-            succeeded: 9,
+            ok: 9,
             failed: 1,
             outputs: 9,
-            ..Counts::default()
-        };
-        let now = Counts {
+            ..herdsman_ledger::Counts::default()
+        });
+        let now = Counts::from(herdsman_ledger::Counts {
             records: 5,
-            succeeded: 4,
+            ok: 4,
             filtered: 1,
             outputs: 4,
             retries: 2,
-            ..Counts::default()
-        };
+            ..herdsman_ledger::Counts::default()
+        });
         let s = Summary::new(
             Ending::Completed,
             earlier,

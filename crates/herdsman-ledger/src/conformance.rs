@@ -23,8 +23,11 @@ pub trait Backend {
     fn open(&self, clock: Arc<dyn Clock>) -> Box<dyn Ledger>;
 }
 
+/// One check of the suite: it panics when the backend breaks the [`Ledger`] contract.
+pub type Check = fn(&dyn Backend);
+
 /// Every check of the suite, by name.
-pub const CHECKS: &[(&str, fn(&dyn Backend))] = &[
+pub const CHECKS: &[(&str, Check)] = &[
     ("fresh_resume_finished", fresh_resume_finished),
     (
         "identity_change_is_refused_and_changes_nothing",

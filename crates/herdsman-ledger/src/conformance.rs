@@ -328,6 +328,14 @@ pub fn a_stale_commit_is_refused_and_changes_nothing(store: &dyn Backend) {
             committed: 2
         })
     ));
+    // The attempt is the fence, not the owner's name: the same owner claiming the chunk again
+    // (a restarted process with the same name) fences off its own earlier attempt.
+    expire_lease(&clock);
+    let again = claim(ledger.as_mut(), "node-b");
+    assert_eq!((again.chunk, again.attempt), (1, next.attempt + 1));
+    is_stale(ledger.commit(&next, &commit(1, 3)), &next);
+    assert_eq!(committed(ledger.as_ref()), vec![commit(0, 2)]);
+    ledger.commit(&again, &commit(1, 3)).unwrap();
 }
 
 /// A heartbeat moves the lease's expiry forward, keeping the chunk from other owners; after
@@ -352,6 +360,13 @@ pub fn heartbeat_extends_the_lease_and_fails_after_loss(store: &dyn Backend) {
     // The failed heartbeat did not take the chunk back.
     assert_eq!(ledger.claim("node-c", LEASE).unwrap(), None);
     ledger.heartbeat(&taker, LEASE).unwrap();
+    // Lost to the same owner's later claim: the earlier attempt's heartbeat fails too.
+    expire_lease(&clock);
+    let retaken = claim(ledger.as_mut(), "node-b");
+    assert_eq!(retaken.attempt, taker.attempt + 1);
+    is_stale(ledger.heartbeat(&taker, LEASE), &taker);
+    is_stale(ledger.release(&taker), &taker);
+    ledger.heartbeat(&retaken, LEASE).unwrap();
 }
 
 /// A released chunk is claimable again, with a higher attempt; the released claim can neither

@@ -338,8 +338,9 @@ pub fn a_stale_commit_is_refused_and_changes_nothing(store: &dyn Backend) {
     ledger.commit(&again, &commit(1, 3)).unwrap();
 }
 
-/// A heartbeat moves the lease's expiry forward, keeping the chunk from other owners; after
-/// the chunk was taken over, the old owner's heartbeat fails.
+/// A heartbeat moves the lease's expiry forward, keeping the chunk from other owners (even
+/// after the lease ran out, if nobody took the chunk); after the chunk was taken over, the old
+/// owner's heartbeat fails.
 pub fn heartbeat_extends_the_lease_and_fails_after_loss(store: &dyn Backend) {
     let clock = clock();
     let mut ledger = fresh_job(store, &clock, 1);
@@ -353,6 +354,10 @@ pub fn heartbeat_extends_the_lease_and_fails_after_loss(store: &dyn Backend) {
         None,
         "the heartbeat kept the chunk"
     );
+    // A lease that ran out while nobody took the chunk can still be extended.
+    expire_lease(&clock);
+    ledger.heartbeat(&held, LEASE).unwrap();
+    assert_eq!(ledger.claim("node-b", LEASE).unwrap(), None);
     expire_lease(&clock);
     let taker = claim(ledger.as_mut(), "node-b");
     assert_eq!(taker.chunk, 0);

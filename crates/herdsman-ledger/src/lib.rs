@@ -168,7 +168,9 @@ pub struct ChunkPlan {
 /// `attempt` is the fencing token: every claim of a chunk gets a higher one, and
 /// [`Ledger::heartbeat`], [`Ledger::commit`] and [`Ledger::release`] succeed only while the
 /// chunk's current attempt is this one. An owner whose lease ran out and whose chunk was
-/// claimed again therefore cannot commit over the new owner's work.
+/// claimed again therefore cannot commit over the new owner's work. A claim whose lease ran
+/// out stays current until someone else takes the chunk, so a slow owner's heartbeat or commit
+/// still succeeds if nobody did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The claimed chunk.

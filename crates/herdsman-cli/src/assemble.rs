@@ -14,9 +14,10 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use herdsman_io::{DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterSource};
 use herdsman_io::{Position, SinkError};
 use herdsman_ledger::{ChunkCommit, Ledger};
-use serde_json::json;
+use herdsman_workers::FailureKind;
 
 use crate::chunks::{ChunkInfo, Payload};
 use crate::summary::Counts;
@@ -39,7 +40,7 @@ pub enum Resolved {
 /// of a job is the same bytes every time it runs.
 #[derive(Debug)]
 pub struct FailureNote {
-    pub kind: String,
+    pub kind: DeadLetterKind,
     pub message: String,
     pub stderr_tail: Vec<String>,
 }
@@ -48,16 +49,30 @@ impl FailureNote {
     pub fn from_failure(f: &CliFailure) -> FailureNote {
         match f {
             CliFailure::Input(e) => FailureNote {
-                kind: format!("input_{}", snake(&format!("{:?}", e.kind))),
+                kind: DeadLetterKind::from(e.kind),
                 message: e.message.clone(),
                 stderr_tail: Vec::new(),
             },
             CliFailure::Worker(w) => FailureNote {
-                kind: snake(&format!("{:?}", w.kind)),
+                kind: worker_kind(w.kind),
                 message: without_worker_number(&w.message, w.worker),
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
+    }
+}
+
+/// The dead-letter name of a worker failure's kind.
+fn worker_kind(kind: FailureKind) -> DeadLetterKind {
+    match kind {
+        FailureKind::WorkerExited => DeadLetterKind::WorkerExited,
+        FailureKind::BadOutput => DeadLetterKind::BadOutput,
+        FailureKind::Reported => DeadLetterKind::Reported,
+        FailureKind::CommandFailed => DeadLetterKind::CommandFailed,
+        FailureKind::BadRecord => DeadLetterKind::BadRecord,
+        FailureKind::Timeout => DeadLetterKind::Timeout,
+        // A kind added to the worker pool but not yet named in dead-letter files.
+        _ => DeadLetterKind::Unknown,
     }
 }
 
@@ -85,22 +100,6 @@ fn without_worker_number(message: &str, worker: usize) -> String {
         from = end;
     }
     message.to_string()
-}
-
-/// `WorkerExited` → `worker_exited`.
-fn snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
-    for (i, c) in s.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 struct Pending {
@@ -337,7 +336,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     Some(message) if written == 0 => {
                         c.failed += 1;
                         let note = FailureNote {
-                            kind: "output_rejected".into(),
+                            kind: DeadLetterKind::OutputRejected,
                             message,
                             stderr_tail: Vec::new(),
                         };
@@ -370,33 +369,8 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .get(pos.file_index as usize)
             .cloned()
             .unwrap_or_default();
-        // Key order (kept by serde_json's preserve_order): the record first, then where it
-        // came from and why it failed.
-        let mut entry = serde_json::Map::new();
-        match payload {
-            Ok(json) => {
-                let record = serde_json::from_slice(json)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(json).into_owned().into());
-                entry.insert("record".into(), record);
-            }
-            Err(e) => {
-                entry.insert("record".into(), serde_json::Value::Null);
-                entry.insert("raw".into(), e.raw.clone().into());
-            }
-        }
-        entry.insert(
-            "source".into(),
-            json!({"file": file, "line": pos.line, "record": pos.seq + 1}),
-        );
-        entry.insert(
-            "error".into(),
-            json!({"kind": note.kind, "message": note.message}),
-        );
-        entry.insert("attempts".into(), attempts.into());
-        if !note.stderr_tail.is_empty() {
-            entry.insert("stderr_tail".into(), note.stderr_tail.clone().into());
-        }
-        let line = serde_json::to_vec(&entry).context("cannot encode a dead-letter entry")?;
+        let entry = dead_letter(file, pos, payload, note, attempts);
+        let line = entry.to_line();
         self.sinks
             .write_failure(&line)
             .context("cannot write the dead-letter file")
@@ -474,6 +448,35 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         }
         self.checkpoint()?;
         Ok((self.sinks, self.written))
+    }
+}
+
+/// The dead-letter entry of the record at `pos`, read from input `file`.
+pub fn dead_letter(
+    file: String,
+    pos: &Position,
+    payload: &Payload,
+    note: &FailureNote,
+    attempts: u32,
+) -> DeadLetter {
+    let (record, raw) = match payload {
+        Ok(json) => (Some(DeadLetter::record_of(json)), None),
+        Err(e) => (None, Some(e.raw.clone())),
+    };
+    DeadLetter {
+        record,
+        raw,
+        source: DeadLetterSource {
+            file,
+            line: pos.line,
+            record: pos.seq + 1,
+        },
+        error: DeadLetterError {
+            kind: note.kind,
+            message: note.message.clone(),
+        },
+        attempts,
+        stderr_tail: note.stderr_tail.clone(),
     }
 }
 

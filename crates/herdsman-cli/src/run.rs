@@ -855,12 +855,12 @@ fn note_of(e: ItemError<CliFailure>, timeout: Option<std::time::Duration>) -> Fa
     match e {
         ItemError::Failed(f) => FailureNote::from_failure(&f),
         ItemError::Panicked(msg) => FailureNote {
-            kind: "worker_crashed".into(),
+            kind: herdsman_io::DeadLetterKind::WorkerCrashed,
             message: msg,
             stderr_tail: Vec::new(),
         },
         ItemError::TimedOut => FailureNote {
-            kind: "timeout".into(),
+            kind: herdsman_io::DeadLetterKind::Timeout,
             message: match timeout {
                 Some(t) => format!(
                     "no answer within {} (--timeout); the worker was killed and restarted",
@@ -871,7 +871,7 @@ fn note_of(e: ItemError<CliFailure>, timeout: Option<std::time::Duration>) -> Fa
             stderr_tail: Vec::new(),
         },
         ItemError::Executor(message) => FailureNote {
-            kind: "executor".into(),
+            kind: herdsman_io::DeadLetterKind::Executor,
             message,
             stderr_tail: Vec::new(),
         },

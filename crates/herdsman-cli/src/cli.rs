@@ -419,12 +419,34 @@ pub enum FormatArg {
     Lines,
 }
 
+impl FormatArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatArg::Csv => "csv",
+            FormatArg::Jsonl => "jsonl",
+            FormatArg::Lines => "lines",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormatArg {
     Jsonl,
     Csv,
     Lines,
+}
+
+impl OutputFormatArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormatArg::Jsonl => "jsonl",
+            OutputFormatArg::Csv => "csv",
+            OutputFormatArg::Lines => "lines",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -434,6 +456,16 @@ pub enum ProtocolArg {
     Framed,
 }
 
+impl ProtocolArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolArg::Lines => "lines",
+            ProtocolArg::Framed => "framed",
+        }
+    }
+}
+
 /// How an --exec command's stdout becomes output records.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -441,6 +473,17 @@ pub enum ExecOutputArg {
     Auto,
     Text,
     Record,
+}
+
+impl ExecOutputArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecOutputArg::Auto => "auto",
+            ExecOutputArg::Text => "text",
+            ExecOutputArg::Record => "record",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -598,6 +641,21 @@ pub(crate) fn shell_quote(word: &str) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn value_names_are_the_flag_values() {
+        // Checkpoints store these names: each must be the value the flag accepts.
+        fn check<T: ValueEnum>(name: impl Fn(&T) -> &'static str) {
+            for v in T::value_variants() {
+                let flag = v.to_possible_value().unwrap();
+                assert_eq!(name(v), flag.get_name());
+            }
+        }
+        check::<FormatArg>(|v| v.name());
+        check::<OutputFormatArg>(|v| v.name());
+        check::<ProtocolArg>(|v| v.name());
+        check::<ExecOutputArg>(|v| v.name());
+    }
 
     #[test]
     fn definitions_are_consistent() {

@@ -949,7 +949,7 @@ impl RunConfig {
                     "worker".into(),
                     serde_json::to_string(argv).unwrap_or_default(),
                 );
-                m.insert("protocol".into(), format!("{protocol:?}").to_lowercase());
+                m.insert("protocol".into(), protocol.name().to_string());
                 m.insert("shell".into(), shell.to_string());
             }
             Transform::Exec {
@@ -964,7 +964,7 @@ impl RunConfig {
                 );
                 m.insert("shell".into(), shell.to_string());
                 if *output != ExecOutputArg::Auto {
-                    m.insert("exec_output".into(), format!("{output:?}").to_lowercase());
+                    m.insert("exec_output".into(), output.name().to_string());
                 }
             }
         }
@@ -978,13 +978,13 @@ impl RunConfig {
         }
         m.insert(
             "output_format".into(),
-            format!("{:?}", self.output_format).to_lowercase(),
+            self.output_format.name().to_string(),
         );
         if let Some(c) = &self.columns {
             m.insert("columns".into(), c.join(","));
         }
         if let Some(f) = self.format {
-            m.insert("format".into(), format!("{f:?}").to_lowercase());
+            m.insert("format".into(), f.name().to_string());
         }
         m
     }

@@ -387,11 +387,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             return Ok(());
         }
         self.sinks.sync()?;
-        crate::run::fault("after-sync");
+        crate::fault::fault("after-sync");
         ledger
             .commit_chunks(&self.uncommitted)
             .context("cannot commit the checkpoint")?;
-        crate::run::fault("after-commit");
+        crate::fault::fault("after-commit");
         self.uncommitted.clear();
         Ok(())
     }

@@ -39,6 +39,11 @@ impl std::fmt::Display for EnvError {
 
 impl std::error::Error for EnvError {}
 
+/// A usage error with this message.
+pub fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg))
+}
+
 macro_rules! usage {
     ($($arg:tt)*) => {
         return Err(anyhow::Error::new(UsageError(format!($($arg)*))))

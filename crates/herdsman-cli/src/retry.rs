@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::assemble::{FailureNote, Resolved};
 use crate::chunks::CliItem;
 use crate::config::{RunConfig, UsageError};
-use crate::run::{engine, fault, tally};
+use crate::fault::fault;
+use crate::pipeline::{engine, tally};
 use crate::summary::{Counts, Latency, Summary};
 use crate::transform::CliExecutor;
 

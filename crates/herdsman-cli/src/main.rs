@@ -20,6 +20,7 @@ mod progress;
 mod retry;
 mod run;
 mod summary;
+mod text;
 mod transform;
 
 use std::process::ExitCode;

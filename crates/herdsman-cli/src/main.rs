@@ -15,6 +15,7 @@ mod config;
 mod fault;
 mod inputs;
 mod inspect;
+mod job;
 mod pipeline;
 mod progress;
 mod retry;

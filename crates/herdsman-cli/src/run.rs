@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use herdsman::{RunStatus, StopToken};
 use herdsman_io::{Format, InputPath, OutputFormat, Sink, Source};
-use herdsman_ledger::{Ledger, Opened, OutputLock, ResumePoint, SqliteLedger, StateDir};
+use herdsman_ledger::{Ledger, OutputLock, ResumePoint, SqliteLedger, StateDir};
 
 use crate::assemble::{from_ledger, Assembler, Sinks};
 use crate::checkpoint::{
@@ -31,6 +31,7 @@ use crate::config::{
 };
 use crate::fault::fault;
 use crate::inputs::{resolve_inputs, source_error};
+use crate::job::{self, Decision, JobState};
 use crate::pipeline::{
     engine, keep_incomplete, output_format, source_options, start_executor, tally, Failures,
     FileSinks, CHUNK_BYTES,
@@ -94,51 +95,54 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let mut resume: Option<ResumePoint> = None;
     let mut earlier = Counts::default();
     let mut identity_notice = None;
+    let mut opened = None;
     if let Some(cp) = checkpoint.as_mut() {
         if cfg.restart {
             cp.ledger.reset().map_err(ledger_usage)?;
         }
-        let (mut opened, notice) = open_job(cp, &identity)?;
+        let (mut found, notice) = open_job(cp, &identity)?;
         identity_notice = notice;
         if crate::retry::recover(cp.lock.path(), &mut cp.ledger)? {
-            opened = open_job(cp, &identity)?.0;
+            found = open_job(cp, &identity)?.0;
         }
-        match opened {
-            Opened::Fresh | Opened::Resumed { .. } if cfg.retry_failed => {
-                return Err(usage(
-                    "--retry-failed re-runs the failures of a finished job, and this job has not finished; run it without --retry-failed first".into(),
-                ));
-            }
-            Opened::Fresh => {}
-            Opened::Resumed { commits } => {
-                earlier = counts_of(&commits);
-                resume = Some(ResumePoint::from_commits(&commits));
-            }
-            Opened::Finished { summary_json, .. } if cfg.retry_failed => {
-                let previous: Summary = summary_json
-                    .as_deref()
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .ok_or_else(|| usage("the checkpoint's summary is unreadable; run with --restart to start over".into()))?;
-                let progress =
-                    Progress::new(cfg.progress, Some(previous.total.failed), 0, cfg.quiet);
-                let executor = start_executor(&cfg, &progress.log(), csv_header.as_deref())?;
-                let summary = crate::retry::retry_failed(
-                    &cfg,
-                    cp.lock.path(),
-                    &mut cp.ledger,
-                    previous,
-                    executor,
-                    output_format(&cfg),
-                    stop,
-                )?;
-                progress.finish();
-                write_summary_json(&cfg, &summary)?;
-                return Ok(summary);
-            }
-            Opened::Finished { summary_json, .. } => {
-                return already_finished(&cfg, summary_json);
-            }
+        opened = Some(found);
+    }
+    let decision = job::decide(JobState {
+        opened,
+        retry_failed: cfg.retry_failed,
+        output: cfg.output.as_deref(),
+        output_exists: cfg.output.as_deref().is_some_and(Path::exists),
+    });
+    match decision {
+        Decision::Fresh => {}
+        Decision::Resume { commits } => {
+            earlier = counts_of(&commits);
+            resume = Some(ResumePoint::from_commits(&commits));
         }
+        Decision::RetryFailed { previous } => {
+            let cp = checkpoint
+                .as_mut()
+                .context("internal error: a retry pass without a checkpoint")?;
+            let progress = Progress::new(cfg.progress, Some(previous.total.failed), 0, cfg.quiet);
+            let executor = start_executor(&cfg, &progress.log(), csv_header.as_deref())?;
+            let summary = crate::retry::retry_failed(
+                &cfg,
+                cp.lock.path(),
+                &mut cp.ledger,
+                *previous,
+                executor,
+                output_format(&cfg),
+                stop,
+            )?;
+            progress.finish();
+            write_summary_json(&cfg, &summary)?;
+            return Ok(summary);
+        }
+        Decision::AlreadyFinished { summary } => {
+            already_finished(&cfg);
+            return Ok(*summary);
+        }
+        Decision::Refused(refusal) => return Err(usage(refusal.message())),
     }
 
     let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
@@ -343,32 +347,17 @@ fn write_summary_json(cfg: &RunConfig, summary: &Summary) -> Result<()> {
     Ok(())
 }
 
-/// The job already finished: say so, and exit as it did.
-fn already_finished(cfg: &RunConfig, summary_json: Option<String>) -> Result<Summary> {
+/// The job already finished: say so (the caller prints its summary and exits as it did).
+fn already_finished(cfg: &RunConfig) {
     let out = cfg
         .output
         .as_deref()
         .map(Path::display)
         .map(|d| d.to_string())
         .unwrap_or_default();
-    if let Some(path) = cfg.output.as_deref().filter(|p| !p.exists()) {
-        return Err(usage(format!(
-            "this job finished earlier, but its output {} is gone; run with --restart to run it again",
-            path.display()
-        )));
-    }
-    let previous: Option<Summary> = summary_json.and_then(|s| serde_json::from_str(&s).ok());
-    match previous {
-        Some(s) => {
-            eprintln!(
-                "herdsman: this job already finished ({out}); nothing to do. Run with --restart to run it again. Its summary:"
-            );
-            Ok(s)
-        }
-        None => Err(usage(format!(
-            "this job already finished ({out}) but its summary is unreadable; run with --restart to run it again"
-        ))),
-    }
+    eprintln!(
+        "herdsman: this job already finished ({out}); nothing to do. Run with --restart to run it again. Its summary:"
+    );
 }
 
 /// Records whose commands `--dry-run` shows when `--limit` does not say.

@@ -5,22 +5,26 @@
 //!
 //! This module must never decide what a job does (that is `job`), nor touch the checkpoint.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{Context, Result};
 use herdsman::executor::Executor;
-use herdsman::{ItemError, RateLimit, Retry, StopToken};
-use herdsman_io::{OutputFormat, Sink, SinkError, SourceOptions};
+use herdsman::{ItemError, RateLimit, Retry, RunStatus, StopToken};
+use herdsman_io::{OutputFormat, Sink, SinkError, Source, SourceError, SourceOptions};
+use herdsman_ledger::{Ledger, ResumePoint};
 use herdsman_workers::{
     ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkItem, WorkOutput, WorkerCommand,
     WorkerFailure, WorkerPool,
 };
 
-use crate::assemble::{FailureNote, Resolved, Sinks};
+use crate::assemble::{Assembler, FailureNote, Resolved, Sinks};
+use crate::checkpoint::reclaim_renamed;
+use crate::chunks::{ChunkLimits, ChunkReader};
 use crate::cli::{OutputFormatArg, ProtocolArg};
-use crate::config::{usage, MaxErrors, RunConfig, Transform};
-use crate::progress::Log;
+use crate::config::{ensure_parent_dir, usage, MaxErrors, RunConfig, Transform};
+use crate::progress::{Log, Progress};
 use crate::summary::{Counts, Latency};
 use crate::transform::{CliExecutor, CliFailure};
 
@@ -341,4 +345,156 @@ pub(crate) fn source_options(cfg: &RunConfig) -> SourceOptions {
         max_record_bytes: cfg.max_record_size,
         ..SourceOptions::default()
     }
+}
+
+/// Opens the run's output and dead-letter files: fresh, or (resuming) cut back to what the
+/// checkpoint committed, after moving back a file that a crash renamed into place too early.
+pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Result<FileSinks> {
+    let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
+    if let Some(o) = &cfg.output {
+        ensure_parent_dir(o)?;
+    }
+    ensure_parent_dir(&cfg.failures)?;
+    let (out_offset, fail_offset) = match &resume {
+        Some(r) => {
+            if let Some(o) = &cfg.output {
+                reclaim_renamed(o, r.output_end)?;
+            }
+            // A dead-letter file written in place (`--failures /dev/null`) has nothing to
+            // reclaim or cut back.
+            let failures_in_place = herdsman_io::output_target(&cfg.failures)
+                .map(|t| t.is_stream())
+                .unwrap_or(false);
+            if !failures_in_place {
+                reclaim_renamed(&cfg.failures, r.failures_end)?;
+            }
+            (Some(r.output_end), Some(r.failures_end))
+        }
+        None => (None, None),
+    };
+    let sinks = FileSinks {
+        output: Sink::open(&out_path, output_format(cfg), out_offset)
+            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
+        failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
+            Failures::OnFirstFailure(cfg.failures.clone())
+        } else {
+            Failures::Open(
+                Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(|| {
+                    format!(
+                        "cannot open the dead-letter file {}",
+                        cfg.failures.display()
+                    )
+                })?,
+            )
+        },
+    };
+    Ok(sinks)
+}
+
+/// One pass over the input: everything [`stream`] needs.
+pub(crate) struct Pass<'a> {
+    pub(crate) cfg: &'a RunConfig,
+    /// The input, positioned where the checkpoint left it.
+    pub(crate) source: Source,
+    /// The inputs' names, for dead-letter entries.
+    pub(crate) names: Vec<String>,
+    pub(crate) resume: Option<&'a ResumePoint>,
+    /// What earlier runs of the job committed.
+    pub(crate) earlier: &'a Counts,
+    pub(crate) executor: CliExecutor,
+    pub(crate) sinks: FileSinks,
+    pub(crate) ledger: Option<&'a mut dyn Ledger>,
+    pub(crate) progress: &'a mut Progress,
+    pub(crate) stop: &'a StopToken,
+}
+
+/// What a pass over the input left: its files, its counts and how it ended.
+pub(crate) struct Streamed {
+    pub(crate) sinks: FileSinks,
+    /// Counts of the records in chunks this run wrote.
+    pub(crate) this_run: Counts,
+    pub(crate) latency: Latency,
+    pub(crate) status: RunStatus,
+    /// `--max-errors N%` stopped the run.
+    pub(crate) aborted_by_share: bool,
+    /// The input could not be read to the end.
+    pub(crate) fatal: Option<SourceError>,
+}
+
+/// Streams the input through the engine into the assembler: chunks → engine → assembler.
+pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
+    let Pass {
+        cfg,
+        source,
+        names,
+        resume,
+        earlier,
+        executor,
+        sinks,
+        ledger,
+        progress,
+        stop,
+    } = pass;
+    let (announce, chunks) = mpsc::channel();
+    let fatal = Arc::new(Mutex::new(None));
+    let (first_chunk, skip) = match &resume {
+        Some(r) => (
+            r.next_chunk,
+            r.committed_after.iter().copied().collect::<HashSet<u64>>(),
+        ),
+        None => (0, HashSet::new()),
+    };
+    let reader = ChunkReader::new(
+        source,
+        ChunkLimits {
+            records: cfg.chunk_size,
+            bytes: CHUNK_BYTES,
+            total: cfg.limit,
+        },
+        first_chunk,
+        skip,
+        announce,
+        fatal.clone(),
+    )
+    .context("cannot start the input reader thread")?;
+
+    let mut stream = engine(cfg, reader, executor, stop, earlier.failed);
+
+    let mut asm = Assembler::new(chunks, sinks, ledger, names);
+    let mut latency = Latency::default();
+    let mut live = earlier.clone();
+    let mut aborted_by_share = false;
+    for outcome in &mut stream {
+        let (index, attempts) = (outcome.index, outcome.attempts);
+        let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
+        asm.resolve(index, state, attempts)?;
+        progress.update(&live);
+        if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
+            let resolved = live.resolved();
+            if !aborted_by_share
+                && resolved >= 100
+                && (live.failed as f64) * 100.0 > p * resolved as f64
+            {
+                aborted_by_share = true;
+                stop.stop();
+            }
+        }
+    }
+    let status = stream.status().cloned().unwrap_or(RunStatus::Completed);
+    drop(stream);
+    progress.finish();
+
+    if aborted_by_share || status == RunStatus::Aborted {
+        asm.keep_failures_of_cut_short_chunks()?;
+    }
+    let (sinks, this_run) = asm.finish()?;
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Ok(Streamed {
+        sinks,
+        this_run,
+        latency,
+        status,
+        aborted_by_share,
+        fatal,
+    })
 }

@@ -1,5 +1,6 @@
-//! `herdsman run`: wires a source, the engine with the process executor, the assembler, the
-//! sinks and the ledger together, and resumes an interrupted job.
+//! `herdsman run`: the sequence that checks a job, opens its checkpoint, lets `job` decide
+//! what to do and does it: a `--retry-failed` pass (`retry`), or a pass over the input
+//! (`pipeline`: chunks → engine → assembler) whose files are then published.
 //!
 //! Order of events for a crash-safe run: check the configuration, lock the state directory,
 //! open the ledger and compare the job's identity, repair the partial files to the last
@@ -9,110 +10,52 @@
 //! that the directories written to accept files, and takes the output's own lock. A run that
 //! stops early and cannot resume never renames its incomplete output over an existing file.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use herdsman::{RunStatus, StopToken};
-use herdsman_io::{Format, InputPath, OutputFormat, Sink, Source};
-use herdsman_ledger::{Ledger, OutputLock, ResumePoint, SqliteLedger, StateDir};
+use herdsman_io::{Format, InputPath, Source};
+use herdsman_ledger::{
+    JobIdentity, Ledger, Opened, OutputLock, ResumePoint, SqliteLedger, StateDir,
+};
 
-use crate::assemble::{from_ledger, Assembler, Sinks};
-use crate::checkpoint::{
-    counts_of, job_identity, ledger_usage, open_job, reclaim_renamed, Checkpoint,
-};
-use crate::chunks::{ChunkLimits, ChunkReader};
+use crate::assemble::{from_ledger, Sinks};
+use crate::checkpoint::{counts_of, job_identity, ledger_usage, open_job, Checkpoint};
 use crate::cli::OutputFormatArg;
-use crate::config::{
-    canonical, check_paths, check_writable, ensure_parent_dir, usage, MaxErrors, RunConfig,
-    Transform,
-};
+use crate::config::{canonical, check_paths, check_writable, usage, RunConfig, Transform};
 use crate::fault::fault;
-use crate::inputs::{resolve_inputs, source_error};
+use crate::inputs::{resolve_inputs, source_error, Inputs};
 use crate::job::{self, Decision, JobState};
 use crate::pipeline::{
-    engine, keep_incomplete, output_format, source_options, start_executor, tally, Failures,
-    FileSinks, CHUNK_BYTES,
+    keep_incomplete, open_sinks, output_format, source_options, start_executor, stream, Failures,
+    FileSinks, Pass, Streamed,
 };
-use crate::progress::Progress;
-use crate::summary::{Counts, Ending, Latency, Summary};
+use crate::progress::{Log, Progress};
+use crate::summary::{Counts, Ending, Summary};
 
 /// Runs the job and returns its summary (the caller prints it and exits with its code).
+///
+/// The sequence: check everything that can be checked before a file is touched, open the
+/// checkpoint, decide what to do (`job::decide`), then do it: a retry pass, or a pass over the
+/// input from where the checkpoint left it, and publish its files.
 pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let started = Instant::now();
-    let inputs = resolve_inputs(&cfg)?;
-    // Lines in, stdout out: text out, as cat or GNU parallel would print it.
-    if !cfg.output_format_chosen
-        && cfg.output.is_none()
-        && inputs.specs.iter().all(|s| s.format == Format::Lines)
-    {
-        cfg.output_format = OutputFormatArg::Lines;
-    }
-    // Before anything is written: no file is both read and written (or written twice), and
-    // every directory written to accepts files.
-    let input_files: Vec<PathBuf> = inputs
-        .specs
-        .iter()
-        .filter_map(|s| match &s.path {
-            InputPath::File(f) => Some(f.clone()),
-            InputPath::Stdin => None,
-        })
-        .collect();
-    check_paths(&cfg, &input_files)?;
-    check_writable(&cfg)?;
-    // The output belongs to one run at a time, whatever its state directory; held to the end.
-    let _output_lock = match cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
-        Some(out) => Some(OutputLock::acquire(&canonical(out)).map_err(ledger_usage)?),
-        None => None,
-    };
-
-    // The CSV header of the first input, to check --exec templates before any work.
-    let csv_header: Option<Vec<String>> = match (&cfg.transform, inputs.specs.first()) {
-        (Transform::Exec { .. }, Some(first))
-            if first.format == Format::Csv && !matches!(first.path, InputPath::Stdin) =>
-        {
-            let src = Source::open(vec![first.clone()], source_options(&cfg), None)
-                .map_err(source_error)?;
-            src.csv_header().map(<[String]>::to_vec)
-        }
-        _ => None,
-    };
-
-    // Every CSV header, before any file or directory is created.
-    herdsman_io::check_csv_headers(&inputs.specs, &source_options(&cfg)).map_err(source_error)?;
-
+    let Preflight {
+        inputs,
+        output_lock: _output_lock,
+        csv_header,
+    } = preflight(&mut cfg)?;
     let identity = job_identity(&cfg, &inputs)?;
-    let mut checkpoint = match &cfg.state {
-        Some(dir) => {
-            let lock = StateDir::open(dir).map_err(ledger_usage)?;
-            let ledger = SqliteLedger::open(&lock).map_err(ledger_usage)?;
-            Some(Checkpoint { lock, ledger })
-        }
-        None => None,
-    };
-    let mut resume: Option<ResumePoint> = None;
-    let mut earlier = Counts::default();
-    let mut identity_notice = None;
-    let mut opened = None;
-    if let Some(cp) = checkpoint.as_mut() {
-        if cfg.restart {
-            cp.ledger.reset().map_err(ledger_usage)?;
-        }
-        let (mut found, notice) = open_job(cp, &identity)?;
-        identity_notice = notice;
-        if crate::retry::recover(cp.lock.path(), &mut cp.ledger)? {
-            found = open_job(cp, &identity)?.0;
-        }
-        opened = Some(found);
-    }
+    let (mut checkpoint, opened, identity_notice) = open_checkpoint(&cfg, &identity)?;
     let decision = job::decide(JobState {
         opened,
         retry_failed: cfg.retry_failed,
         output: cfg.output.as_deref(),
         output_exists: cfg.output.as_deref().is_some_and(Path::exists),
     });
+    let mut resume: Option<ResumePoint> = None;
+    let mut earlier = Counts::default();
     match decision {
         Decision::Fresh => {}
         Decision::Resume { commits } => {
@@ -145,45 +88,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         Decision::Refused(refusal) => return Err(usage(refusal.message())),
     }
 
-    let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
-    if let Some(o) = &cfg.output {
-        ensure_parent_dir(o)?;
-    }
-    ensure_parent_dir(&cfg.failures)?;
-    let (out_offset, fail_offset) = match &resume {
-        Some(r) => {
-            if let Some(o) = &cfg.output {
-                reclaim_renamed(o, r.output_end)?;
-            }
-            // A dead-letter file written in place (`--failures /dev/null`) has nothing to
-            // reclaim or cut back.
-            let failures_in_place = herdsman_io::output_target(&cfg.failures)
-                .map(|t| t.is_stream())
-                .unwrap_or(false);
-            if !failures_in_place {
-                reclaim_renamed(&cfg.failures, r.failures_end)?;
-            }
-            (Some(r.output_end), Some(r.failures_end))
-        }
-        None => (None, None),
-    };
-    let sinks = FileSinks {
-        output: Sink::open(&out_path, output_format(&cfg), out_offset)
-            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
-        failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
-            Failures::OnFirstFailure(cfg.failures.clone())
-        } else {
-            Failures::Open(
-                Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(|| {
-                    format!(
-                        "cannot open the dead-letter file {}",
-                        cfg.failures.display()
-                    )
-                })?,
-            )
-        },
-    };
-
+    let sinks = open_sinks(&cfg, resume.as_ref())?;
     let resume_at = resume.as_ref().and_then(|r| r.position.map(from_ledger));
     let source = Source::open(inputs.specs.clone(), source_options(&cfg), resume_at)
         .map_err(source_error)?;
@@ -204,71 +109,142 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         ));
     }
     let executor = start_executor(&cfg, &log, csv_header.as_deref())?;
-
-    let (announce, chunks) = mpsc::channel();
-    let fatal = Arc::new(Mutex::new(None));
-    let (first_chunk, skip) = match &resume {
-        Some(r) => (
-            r.next_chunk,
-            r.committed_after.iter().copied().collect::<HashSet<u64>>(),
-        ),
-        None => (0, HashSet::new()),
-    };
-    let reader = ChunkReader::new(
-        source,
-        ChunkLimits {
-            records: cfg.chunk_size,
-            bytes: CHUNK_BYTES,
-            total: cfg.limit,
-        },
-        first_chunk,
-        skip,
-        announce,
-        fatal.clone(),
-    )
-    .context("cannot start the input reader thread")?;
-
-    let mut stream = engine(&cfg, reader, executor, &stop, earlier.failed);
-
     let ledger: Option<&mut dyn Ledger> = checkpoint
         .as_mut()
         .map(|c| &mut c.ledger as &mut dyn Ledger);
-    let mut asm = Assembler::new(chunks, sinks, ledger, inputs.names.clone());
-    let mut latency = Latency::default();
-    let mut live = earlier.clone();
-    let mut aborted_by_share = false;
-    for outcome in &mut stream {
-        let (index, attempts) = (outcome.index, outcome.attempts);
-        let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
-        asm.resolve(index, state, attempts)?;
-        progress.update(&live);
-        if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
-            let resolved = live.resolved();
-            if !aborted_by_share
-                && resolved >= 100
-                && (live.failed as f64) * 100.0 > p * resolved as f64
-            {
-                aborted_by_share = true;
-                stop.stop();
-            }
-        }
-    }
-    let status = stream.status().cloned().unwrap_or(RunStatus::Completed);
-    drop(stream);
-    progress.finish();
+    let streamed = stream(Pass {
+        cfg: &cfg,
+        source,
+        names: inputs.names.clone(),
+        resume: resume.as_ref(),
+        earlier: &earlier,
+        executor,
+        sinks,
+        ledger,
+        progress: &mut progress,
+        stop: &stop,
+    })?;
+    conclude(&cfg, checkpoint.as_mut(), streamed, earlier, &log, started)
+}
 
-    if aborted_by_share || status == RunStatus::Aborted {
-        asm.keep_failures_of_cut_short_chunks()?;
+/// What [`preflight`] found and holds for the rest of the run.
+struct Preflight {
+    inputs: Inputs,
+    /// The output's own lock, held to the end of the run.
+    output_lock: Option<OutputLock>,
+    /// The CSV header of the first input, when an `--exec` template needs it.
+    csv_header: Option<Vec<String>>,
+}
+
+/// Everything checked before a file is written: the inputs and their formats, that no file is
+/// both read and written and every directory written to accepts files, the output's lock,
+/// and every CSV header (the first one also against the `--exec` template).
+fn preflight(cfg: &mut RunConfig) -> Result<Preflight> {
+    let inputs = resolve_inputs(cfg)?;
+    // Lines in, stdout out: text out, as cat or GNU parallel would print it.
+    if !cfg.output_format_chosen
+        && cfg.output.is_none()
+        && inputs.specs.iter().all(|s| s.format == Format::Lines)
+    {
+        cfg.output_format = OutputFormatArg::Lines;
     }
-    let (mut sinks, this_run) = asm.finish()?;
+    let cfg = &*cfg;
+    // Before anything is written: no file is both read and written (or written twice), and
+    // every directory written to accepts files.
+    let input_files: Vec<PathBuf> = inputs
+        .specs
+        .iter()
+        .filter_map(|s| match &s.path {
+            InputPath::File(f) => Some(f.clone()),
+            InputPath::Stdin => None,
+        })
+        .collect();
+    check_paths(cfg, &input_files)?;
+    check_writable(cfg)?;
+    // The output belongs to one run at a time, whatever its state directory; held to the end.
+    let output_lock = match cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
+        Some(out) => Some(OutputLock::acquire(&canonical(out)).map_err(ledger_usage)?),
+        None => None,
+    };
+
+    // The CSV header of the first input, to check --exec templates before any work.
+    let csv_header: Option<Vec<String>> = match (&cfg.transform, inputs.specs.first()) {
+        (Transform::Exec { .. }, Some(first))
+            if first.format == Format::Csv && !matches!(first.path, InputPath::Stdin) =>
+        {
+            let src = Source::open(vec![first.clone()], source_options(cfg), None)
+                .map_err(source_error)?;
+            src.csv_header().map(<[String]>::to_vec)
+        }
+        _ => None,
+    };
+
+    // Every CSV header, before any file or directory is created.
+    herdsman_io::check_csv_headers(&inputs.specs, &source_options(cfg)).map_err(source_error)?;
+    Ok(Preflight {
+        inputs,
+        output_lock,
+        csv_header,
+    })
+}
+
+/// Opens the checkpoint (clearing it for `--restart`, finishing a retry pass a crash
+/// interrupted) and this job in it: the checkpoint, what it held, and a notice to show.
+fn open_checkpoint(
+    cfg: &RunConfig,
+    identity: &JobIdentity,
+) -> Result<(Option<Checkpoint>, Option<Opened>, Option<String>)> {
+    let mut checkpoint = match &cfg.state {
+        Some(dir) => {
+            let lock = StateDir::open(dir).map_err(ledger_usage)?;
+            let ledger = SqliteLedger::open(&lock).map_err(ledger_usage)?;
+            Some(Checkpoint { lock, ledger })
+        }
+        None => None,
+    };
+    let mut identity_notice = None;
+    let mut opened = None;
+    if let Some(cp) = checkpoint.as_mut() {
+        if cfg.restart {
+            cp.ledger.reset().map_err(ledger_usage)?;
+        }
+        let (mut found, notice) = open_job(cp, identity)?;
+        identity_notice = notice;
+        if crate::retry::recover(cp.lock.path(), &mut cp.ledger)? {
+            found = open_job(cp, identity)?.0;
+        }
+        opened = Some(found);
+    }
+    Ok((checkpoint, opened, identity_notice))
+}
+
+/// Ends a pass over the input: reports a read error or a failed executor, publishes the files
+/// of a complete run and marks the job finished, or keeps what an interrupted one did.
+fn conclude(
+    cfg: &RunConfig,
+    mut checkpoint: Option<&mut Checkpoint>,
+    streamed: Streamed,
+    earlier: Counts,
+    log: &Log,
+    started: Instant,
+) -> Result<Summary> {
+    let Streamed {
+        mut sinks,
+        this_run,
+        latency,
+        status,
+        aborted_by_share,
+        fatal,
+    } = streamed;
+    let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
     let done_so_far = if checkpoint.is_some() {
         "the records done so far are checkpointed"
     } else {
         "the records done so far are kept (see above)"
     };
-    if let Some(err) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(err) = fatal {
         if checkpoint.is_none() {
-            keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+            keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
         }
         if matches!(err, herdsman_io::SourceError::Changed { .. }) {
             // Its message says what to do; a checkpoint will not resume a changed input.
@@ -287,7 +263,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             RunStatus::Cancelled | RunStatus::TimedOut => Ending::Interrupted,
             RunStatus::ExecutorFailed(message) => {
                 if checkpoint.is_none() {
-                    keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+                    keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
                 }
                 return Err(usage(format!("the run stopped: {message}; {done_so_far}")));
             }
@@ -325,7 +301,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 .context("cannot mark the job finished in its checkpoint")?;
         }
     } else if checkpoint.is_none() {
-        keep_incomplete(sinks, &log, &out_path, &cfg.failures)?;
+        keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
     } else {
         log.notice(&format!(
             "the output so far is in {}; run the same command again to resume",
@@ -334,7 +310,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         // The summary names the files that hold this run's records: the partial ones.
         summary.point_at_partial_files();
     }
-    write_summary_json(&cfg, &summary)?;
+    write_summary_json(cfg, &summary)?;
     Ok(summary)
 }
 

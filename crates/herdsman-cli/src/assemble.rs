@@ -502,6 +502,413 @@ pub fn from_ledger(p: herdsman_ledger::Position) -> Position {
 #[cfg(test)]
 mod tests {
     use super::without_worker_number;
+    use super::*;
+    use herdsman_io::{RecordError, RecordErrorKind};
+    use herdsman_ledger::{JobIdentity, LedgerError, LedgerStatus, Opened};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
+    /// What the fake sinks and the fake ledger saw, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Output(String),
+        Failure(String),
+        Sync,
+        Flush,
+        /// Chunks committed in one transaction, with the offsets they committed.
+        Commit(Vec<(u64, u64, u64)>),
+    }
+
+    type Events = Arc<Mutex<Vec<Event>>>;
+
+    struct FakeSinks {
+        events: Events,
+        output: u64,
+        failures: u64,
+        /// Refuse outputs that are not objects, as a CSV output does.
+        objects_only: bool,
+    }
+
+    impl Sinks for FakeSinks {
+        fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+            match outputs
+                .iter()
+                .find(|o| self.objects_only && !o.starts_with(b"{"))
+            {
+                Some(_) => Err(SinkError::Record {
+                    path: "out.csv".into(),
+                    message: "not an object".into(),
+                }),
+                None => Ok(()),
+            }
+        }
+        fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
+            self.output += json.len() as u64 + 1;
+            let line = String::from_utf8(json.to_vec()).unwrap();
+            self.events.lock().unwrap().push(Event::Output(line));
+            Ok(())
+        }
+        fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
+            self.failures += json.len() as u64 + 1;
+            let line = String::from_utf8(json.to_vec()).unwrap();
+            self.events.lock().unwrap().push(Event::Failure(line));
+            Ok(())
+        }
+        fn offsets(&self) -> (u64, u64) {
+            (self.output, self.failures)
+        }
+        fn sync(&mut self) -> Result<()> {
+            self.events.lock().unwrap().push(Event::Sync);
+            Ok(())
+        }
+        fn flush_stream(&mut self) -> Result<()> {
+            self.events.lock().unwrap().push(Event::Flush);
+            Ok(())
+        }
+    }
+
+    struct FakeLedger {
+        events: Events,
+        commits: Vec<ChunkCommit>,
+        /// Refuse every commit, as a full disk would.
+        refuse: bool,
+    }
+
+    impl Ledger for FakeLedger {
+        fn open_job(&mut self, _: &JobIdentity) -> Result<Opened, LedgerError> {
+            Ok(Opened::Fresh)
+        }
+        fn reset(&mut self) -> Result<(), LedgerError> {
+            self.commits.clear();
+            Ok(())
+        }
+        fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError> {
+            self.commit_chunks(std::slice::from_ref(c))
+        }
+        fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+            if self.refuse {
+                return Err(LedgerError::NoJob);
+            }
+            self.commits.extend_from_slice(commits);
+            let seen = commits
+                .iter()
+                .map(|c| (c.chunk, c.output_end, c.failures_end))
+                .collect();
+            self.events.lock().unwrap().push(Event::Commit(seen));
+            Ok(())
+        }
+        fn mark_finished(&mut self, _: &str) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn status(&self) -> Result<LedgerStatus, LedgerError> {
+            Ok(LedgerStatus::default())
+        }
+    }
+
+    fn pos(seq: u64) -> Position {
+        Position {
+            file_index: 0,
+            byte_offset: seq * 10,
+            line: seq + 2,
+            seq,
+        }
+    }
+
+    /// Chunks of `size` records each over `records` records `{"n":<seq>}`, announced up front.
+    fn chunks(records: u64, size: u64) -> mpsc::Receiver<ChunkInfo> {
+        let (tx, rx) = mpsc::channel();
+        for id in 0..records.div_ceil(size) {
+            let first = id * size;
+            let last = (first + size).min(records);
+            tx.send(ChunkInfo {
+                id,
+                first_index: first,
+                start: pos(first),
+                end: pos(last),
+                records: (first..last)
+                    .map(|n| {
+                        let json: Arc<[u8]> = Arc::from(format!("{{\"n\":{n}}}").into_bytes());
+                        (pos(n), Ok(json))
+                    })
+                    .collect(),
+            })
+            .unwrap();
+        }
+        rx
+    }
+
+    fn sinks(events: &Events) -> FakeSinks {
+        FakeSinks {
+            events: events.clone(),
+            output: 0,
+            failures: 0,
+            objects_only: false,
+        }
+    }
+
+    fn ledger(events: &Events) -> FakeLedger {
+        FakeLedger {
+            events: events.clone(),
+            commits: Vec::new(),
+            refuse: false,
+        }
+    }
+
+    fn ok(n: u64) -> Resolved {
+        Resolved::Outputs(vec![format!("{{\"out\":{n}}}").into_bytes()])
+    }
+
+    fn out(n: u64) -> Event {
+        Event::Output(format!("{{\"out\":{n}}}"))
+    }
+
+    fn names() -> Vec<String> {
+        vec!["in.csv".into()]
+    }
+
+    fn taken(events: &Events) -> Vec<Event> {
+        std::mem::take(&mut *events.lock().unwrap())
+    }
+
+    /// How long between checkpoints so that none is due while a test runs.
+    const NEVER: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn a_chunk_is_written_whole_once_its_records_resolve_out_of_order_and_committed_later() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(6, 3), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        // Chunk 0's records finish 2, 0, 1: nothing is written until the last of them.
+        asm.resolve(2, ok(2), 1).unwrap();
+        asm.resolve(0, ok(0), 1).unwrap();
+        assert_eq!(taken(&events), []);
+        asm.resolve(1, ok(1), 1).unwrap();
+        assert_eq!(taken(&events), [out(0), out(1), out(2)]);
+        // Chunk 1 completes; neither chunk is committed before the checkpoint is due.
+        for i in [5, 3, 4] {
+            asm.resolve(i, ok(i), 1).unwrap();
+        }
+        assert_eq!(taken(&events), [out(3), out(4), out(5)]);
+        let (_, counts) = asm.finish().unwrap();
+        // One durable batch for both chunks, after the files were synced.
+        let line = |n: u64| format!("{{\"out\":{n}}}").len() as u64 + 1;
+        let end0 = (0..3).map(line).sum::<u64>();
+        let end1 = end0 + (3..6).map(line).sum::<u64>();
+        assert_eq!(
+            taken(&events),
+            [Event::Sync, Event::Commit(vec![(0, end0, 0), (1, end1, 0)])]
+        );
+        assert_eq!(
+            (counts.records, counts.succeeded, counts.outputs),
+            (6, 6, 6)
+        );
+        assert_eq!(led.commits[1].start, to_ledger(pos(3)));
+        assert_eq!(led.commits[1].end, to_ledger(pos(6)));
+    }
+
+    #[test]
+    fn chunks_that_complete_out_of_order_are_written_and_committed_in_completion_order() {
+        // Unordered mode: the engine hands outcomes over as they complete, so a later chunk
+        // can finish first; each chunk is still written whole, in input order inside it.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(4, 2), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = Duration::ZERO;
+        asm.resolve(3, ok(3), 1).unwrap();
+        asm.resolve(2, ok(2), 1).unwrap();
+        asm.resolve(1, ok(1), 1).unwrap();
+        asm.resolve(0, ok(0), 1).unwrap();
+        asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(
+            got[..4],
+            [out(2), out(3), Event::Sync, Event::Commit(vec![(1, 20, 0)])]
+        );
+        assert_eq!(
+            got[4..],
+            [out(0), out(1), Event::Sync, Event::Commit(vec![(0, 40, 0)])]
+        );
+    }
+
+    #[test]
+    fn the_commit_cadence_follows_checkpoint_every() {
+        // Due at once: every complete chunk is synced and committed on its own.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(3, 1), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = Duration::ZERO;
+        for i in 0..3 {
+            asm.resolve(i, ok(i), 1).unwrap();
+        }
+        asm.finish().unwrap();
+        let commits: Vec<Event> = taken(&events)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Commit(_)))
+            .collect();
+        assert_eq!(commits.len(), 3, "{commits:?}");
+        // Never due while running: one batch at the end.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(3, 1), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        for i in 0..3 {
+            asm.resolve(i, ok(i), 1).unwrap();
+        }
+        asm.finish().unwrap();
+        let commits: Vec<Event> = taken(&events)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Commit(_)))
+            .collect();
+        assert_eq!(commits.len(), 1, "{commits:?}");
+        assert_eq!(led.commits.len(), 3);
+    }
+
+    #[test]
+    fn a_failed_record_goes_to_the_dead_letter_file_and_its_chunk_counts_it() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let (tx, rx) = mpsc::channel();
+        let bad = Arc::new(RecordError {
+            kind: RecordErrorKind::FieldCount,
+            message: "in.csv line 3: 1 field, the header has 2".into(),
+            raw: "x".into(),
+        });
+        tx.send(ChunkInfo {
+            id: 0,
+            first_index: 0,
+            start: pos(0),
+            end: pos(3),
+            records: vec![
+                (pos(0), Ok(Arc::from(&b"{\"v\":\"1\"}"[..]))),
+                (pos(1), Err(bad)),
+                (pos(2), Ok(Arc::from(&b"{\"v\":\"x\"}"[..]))),
+            ],
+        })
+        .unwrap();
+        let mut asm = Assembler::new(rx, sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        let input_failure = FailureNote {
+            kind: DeadLetterKind::InputFieldCount,
+            message: "in.csv line 3: 1 field, the header has 2".into(),
+            stderr_tail: Vec::new(),
+        };
+        asm.resolve(1, Resolved::Failed(input_failure), 1).unwrap();
+        let reported = FailureNote {
+            kind: DeadLetterKind::Reported,
+            message: "value 'x' is not an integer".into(),
+            stderr_tail: vec!["Traceback".into()],
+        };
+        asm.resolve(2, Resolved::Failed(reported), 3).unwrap();
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        let first = r#"{"record":null,"raw":"x","source":{"file":"in.csv","line":3,"record":2},"error":{"kind":"input_field_count","message":"in.csv line 3: 1 field, the header has 2"},"attempts":1}"#;
+        let second = r#"{"record":{"v":"x"},"source":{"file":"in.csv","line":4,"record":3},"error":{"kind":"reported","message":"value 'x' is not an integer"},"attempts":3,"stderr_tail":["Traceback"]}"#;
+        assert_eq!(
+            got[..3],
+            [
+                out(0),
+                Event::Failure(first.into()),
+                Event::Failure(second.into())
+            ]
+        );
+        let failures_end = (first.len() + second.len() + 2) as u64;
+        assert_eq!(got[4], Event::Commit(vec![(0, 10, failures_end)]));
+        let c = &led.commits[0];
+        assert_eq!((c.records, c.ok, c.failed, c.retries), (3, 1, 2, 2));
+        assert_eq!((counts.succeeded, counts.failed, counts.retries), (1, 2, 2));
+    }
+
+    #[test]
+    fn an_answer_the_output_refuses_becomes_a_dead_letter() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut s = sinks(&events);
+        s.objects_only = true;
+        let mut asm = Assembler::new(chunks(2, 2), s, Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        asm.resolve(1, Resolved::Outputs(vec![b"[1]".to_vec()]), 1)
+            .unwrap();
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(got[0], out(0));
+        let Event::Failure(line) = &got[1] else {
+            panic!("{got:?}")
+        };
+        assert!(line.contains(r#""kind":"output_rejected""#), "{line}");
+        assert_eq!((counts.succeeded, counts.failed), (1, 1));
+    }
+
+    #[test]
+    fn a_crash_between_write_and_commit_leaves_the_written_chunk_uncommitted() {
+        // The chunk's bytes reached the files, but the process dies before the checkpoint:
+        // the ledger holds nothing, so a resumed run truncates the bytes and redoes the chunk.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        {
+            let mut asm = Assembler::new(chunks(2, 2), sinks(&events), Some(&mut led), names());
+            asm.checkpoint_every = NEVER;
+            asm.resolve(0, ok(0), 1).unwrap();
+            asm.resolve(1, ok(1), 1).unwrap();
+            // Dropped without `finish`: no destructor commits anything.
+        }
+        assert_eq!(taken(&events), [out(0), out(1)]);
+        assert!(led.commits.is_empty());
+
+        // A commit the ledger refuses fails the run, after the files were synced.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        led.refuse = true;
+        let mut asm = Assembler::new(chunks(1, 1), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        let err = asm.finish().err().expect("the commit fails");
+        assert!(
+            format!("{err:#}").contains("cannot commit the checkpoint"),
+            "{err:#}"
+        );
+        assert_eq!(taken(&events), [out(0), Event::Sync]);
+        assert!(led.commits.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_cut_short_by_a_stop_is_not_written_with_a_checkpoint() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(4, 2), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        asm.resolve(1, ok(1), 1).unwrap();
+        asm.resolve(2, ok(2), 1).unwrap();
+        asm.resolve(3, Resolved::NotRun, 0).unwrap();
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(got[..2], [out(0), out(1)]);
+        assert_eq!(got[2..], [Event::Sync, Event::Commit(vec![(0, 20, 0)])]);
+        assert_eq!(
+            (counts.records, counts.succeeded, counts.not_run),
+            (4, 2, 2)
+        );
+    }
+
+    #[test]
+    fn without_a_checkpoint_records_stream_out_in_input_order_as_soon_as_they_can() {
+        let events = Events::default();
+        let mut asm = Assembler::new(chunks(4, 2), sinks(&events), None, names());
+        asm.resolve(1, ok(1), 1).unwrap();
+        assert_eq!(taken(&events), []);
+        asm.resolve(0, ok(0), 1).unwrap();
+        assert_eq!(taken(&events), [out(0), out(1), Event::Flush]);
+        asm.resolve(3, ok(3), 1).unwrap();
+        assert_eq!(taken(&events), []);
+        asm.resolve(2, ok(2), 1).unwrap();
+        assert_eq!(taken(&events), [out(2), out(3), Event::Flush]);
+        let (_, counts) = asm.finish().unwrap();
+        assert_eq!(taken(&events), []);
+        assert_eq!((counts.records, counts.succeeded), (4, 4));
+    }
 
     #[test]
     fn worker_numbers_leave_dead_letter_messages() {

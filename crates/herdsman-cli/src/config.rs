@@ -12,7 +12,10 @@ use anyhow::Result;
 use herdsman_io::OutputTarget;
 use serde::Deserialize;
 
-use crate::cli::{ExecOutputArg, FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
+use crate::cli::{
+    CodeList, ExecOutputArg, FormatArg, JobFile, OutputFormatArg, ProgressArg, ProtocolArg,
+    RunArgs, StringOrList, StringOrNumber,
+};
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug)]
@@ -132,62 +135,6 @@ pub struct RunConfig {
     pub quiet: bool,
 }
 
-/// The job file: the same options as the flags, under their long names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct JobFile {
-    input: Option<StringOrList>,
-    format: Option<FormatArg>,
-    worker: Option<String>,
-    protocol: Option<ProtocolArg>,
-    exec: Option<StringOrList>,
-    shell: Option<bool>,
-    workdir: Option<String>,
-    jobs: Option<usize>,
-    output: Option<String>,
-    output_format: Option<OutputFormatArg>,
-    columns: Option<StringOrList>,
-    failures: Option<String>,
-    retries: Option<u32>,
-    backoff: Option<String>,
-    max_backoff: Option<String>,
-    rate: Option<String>,
-    timeout: Option<String>,
-    max_tasks_per_worker: Option<usize>,
-    max_errors: Option<StringOrNumber>,
-    unordered: Option<bool>,
-    infer_types: Option<bool>,
-    delimiter: Option<char>,
-    max_record_size: Option<StringOrNumber>,
-    chunk_size: Option<usize>,
-    window: Option<usize>,
-    summary_json: Option<String>,
-    progress: Option<ProgressArg>,
-    state: Option<String>,
-    no_checkpoint: Option<bool>,
-    exec_output: Option<ExecOutputArg>,
-    no_retry_exit: Option<CodeList>,
-}
-
-/// Exit codes in a job file: `22`, `[22, 6]` or `"22,6"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CodeList {
-    One(i64),
-    Many(Vec<i64>),
-    Text(String),
-}
-
-impl CodeList {
-    fn into_strings(self) -> Vec<String> {
-        match self {
-            CodeList::One(n) => vec![n.to_string()],
-            CodeList::Many(v) => v.iter().map(i64::to_string).collect(),
-            CodeList::Text(s) => s.split(',').map(str::to_string).collect(),
-        }
-    }
-}
-
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
 pub fn parse_exit_codes(codes: &[String]) -> Result<Vec<i32>> {
     codes
@@ -200,29 +147,6 @@ pub fn parse_exit_codes(codes: &[String]) -> Result<Vec<i32>> {
             ),
         })
         .collect()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringOrList {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StringOrList {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            StringOrList::One(s) => vec![s],
-            StringOrList::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringOrNumber {
-    Number(u64),
-    Text(String),
 }
 
 /// Default records per checkpoint chunk.

@@ -14,9 +14,10 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use herdsman_io::{DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterSource};
 use herdsman_io::{Position, SinkError};
 use herdsman_ledger::{ChunkCommit, Ledger};
-use serde_json::json;
+use herdsman_workers::FailureKind;
 
 use crate::chunks::{ChunkInfo, Payload};
 use crate::summary::Counts;
@@ -39,7 +40,7 @@ pub enum Resolved {
 /// of a job is the same bytes every time it runs.
 #[derive(Debug)]
 pub struct FailureNote {
-    pub kind: String,
+    pub kind: DeadLetterKind,
     pub message: String,
     pub stderr_tail: Vec<String>,
 }
@@ -48,16 +49,30 @@ impl FailureNote {
     pub fn from_failure(f: &CliFailure) -> FailureNote {
         match f {
             CliFailure::Input(e) => FailureNote {
-                kind: format!("input_{}", snake(&format!("{:?}", e.kind))),
+                kind: DeadLetterKind::from(e.kind),
                 message: e.message.clone(),
                 stderr_tail: Vec::new(),
             },
             CliFailure::Worker(w) => FailureNote {
-                kind: snake(&format!("{:?}", w.kind)),
+                kind: worker_kind(w.kind),
                 message: without_worker_number(&w.message, w.worker),
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
+    }
+}
+
+/// The dead-letter name of a worker failure's kind.
+fn worker_kind(kind: FailureKind) -> DeadLetterKind {
+    match kind {
+        FailureKind::WorkerExited => DeadLetterKind::WorkerExited,
+        FailureKind::BadOutput => DeadLetterKind::BadOutput,
+        FailureKind::Reported => DeadLetterKind::Reported,
+        FailureKind::CommandFailed => DeadLetterKind::CommandFailed,
+        FailureKind::BadRecord => DeadLetterKind::BadRecord,
+        FailureKind::Timeout => DeadLetterKind::Timeout,
+        // A kind added to the worker pool but not yet named in dead-letter files.
+        _ => DeadLetterKind::Unknown,
     }
 }
 
@@ -85,22 +100,6 @@ fn without_worker_number(message: &str, worker: usize) -> String {
         from = end;
     }
     message.to_string()
-}
-
-/// `WorkerExited` → `worker_exited`.
-fn snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
-    for (i, c) in s.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 struct Pending {
@@ -325,7 +324,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                     Some(message) if written == 0 => {
                         c.failed += 1;
                         let note = FailureNote {
-                            kind: "output_rejected".into(),
+                            kind: DeadLetterKind::OutputRejected,
                             message,
                             stderr_tail: Vec::new(),
                         };
@@ -358,33 +357,8 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .get(pos.file_index as usize)
             .cloned()
             .unwrap_or_default();
-        // Key order (kept by serde_json's preserve_order): the record first, then where it
-        // came from and why it failed.
-        let mut entry = serde_json::Map::new();
-        match payload {
-            Ok(json) => {
-                let record = serde_json::from_slice(json)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(json).into_owned().into());
-                entry.insert("record".into(), record);
-            }
-            Err(e) => {
-                entry.insert("record".into(), serde_json::Value::Null);
-                entry.insert("raw".into(), e.raw.clone().into());
-            }
-        }
-        entry.insert(
-            "source".into(),
-            json!({"file": file, "line": pos.line, "record": pos.seq + 1}),
-        );
-        entry.insert(
-            "error".into(),
-            json!({"kind": note.kind, "message": note.message}),
-        );
-        entry.insert("attempts".into(), attempts.into());
-        if !note.stderr_tail.is_empty() {
-            entry.insert("stderr_tail".into(), note.stderr_tail.clone().into());
-        }
-        let line = serde_json::to_vec(&entry).context("cannot encode a dead-letter entry")?;
+        let entry = dead_letter(file, pos, payload, note, attempts);
+        let line = entry.to_line();
         self.sinks
             .write_failure(&line)
             .context("cannot write the dead-letter file")
@@ -401,11 +375,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             return Ok(());
         }
         self.sinks.sync()?;
-        crate::run::fault("after-sync");
+        crate::fault::fault("after-sync");
         ledger
             .commit_chunks(&self.uncommitted)
             .context("cannot commit the checkpoint")?;
-        crate::run::fault("after-commit");
+        crate::fault::fault("after-commit");
         self.uncommitted.clear();
         Ok(())
     }
@@ -461,6 +435,35 @@ impl<'a, S: Sinks> Assembler<'a, S> {
     }
 }
 
+/// The dead-letter entry of the record at `pos`, read from input `file`.
+pub fn dead_letter(
+    file: String,
+    pos: &Position,
+    payload: &Payload,
+    note: &FailureNote,
+    attempts: u32,
+) -> DeadLetter {
+    let (record, raw) = match payload {
+        Ok(json) => (Some(DeadLetter::record_of(json)), None),
+        Err(e) => (None, Some(e.raw.clone())),
+    };
+    DeadLetter {
+        record,
+        raw,
+        source: DeadLetterSource {
+            file,
+            line: pos.line,
+            record: pos.seq + 1,
+        },
+        error: DeadLetterError {
+            kind: note.kind,
+            message: note.message.clone(),
+        },
+        attempts,
+        stderr_tail: note.stderr_tail.clone(),
+    }
+}
+
 fn to_ledger(p: Position) -> herdsman_ledger::Position {
     herdsman_ledger::Position {
         file_index: p.file_index,
@@ -483,6 +486,446 @@ pub fn from_ledger(p: herdsman_ledger::Position) -> Position {
 #[cfg(test)]
 mod tests {
     use super::without_worker_number;
+    use super::*;
+    use herdsman_io::{RecordError, RecordErrorKind};
+    use herdsman_ledger::{JobIdentity, LedgerError, LedgerStatus, Opened};
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+
+    /// What the fake sinks and the fake ledger saw, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Output(String),
+        Failure(String),
+        Sync,
+        Flush,
+        /// Chunks committed in one transaction, with the offsets they committed.
+        Commit(Vec<(u64, u64, u64)>),
+    }
+
+    type Events = Arc<Mutex<Vec<Event>>>;
+
+    struct FakeSinks {
+        events: Events,
+        output: u64,
+        failures: u64,
+        /// Refuse outputs that are not objects, as a CSV output does.
+        objects_only: bool,
+    }
+
+    impl Sinks for FakeSinks {
+        fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+            match outputs
+                .iter()
+                .find(|o| self.objects_only && !o.starts_with(b"{"))
+            {
+                Some(_) => Err(SinkError::Record {
+                    path: "out.csv".into(),
+                    message: "not an object".into(),
+                }),
+                None => Ok(()),
+            }
+        }
+        fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
+            self.output += json.len() as u64 + 1;
+            let line = String::from_utf8(json.to_vec()).unwrap();
+            self.events.lock().unwrap().push(Event::Output(line));
+            Ok(())
+        }
+        fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
+            self.failures += json.len() as u64 + 1;
+            let line = String::from_utf8(json.to_vec()).unwrap();
+            self.events.lock().unwrap().push(Event::Failure(line));
+            Ok(())
+        }
+        fn offsets(&self) -> (u64, u64) {
+            (self.output, self.failures)
+        }
+        fn sync(&mut self) -> Result<()> {
+            self.events.lock().unwrap().push(Event::Sync);
+            Ok(())
+        }
+        fn flush_stream(&mut self) -> Result<()> {
+            self.events.lock().unwrap().push(Event::Flush);
+            Ok(())
+        }
+    }
+
+    struct FakeLedger {
+        events: Events,
+        commits: Vec<ChunkCommit>,
+        /// Refuse every commit, as a full disk would.
+        refuse: bool,
+    }
+
+    impl Ledger for FakeLedger {
+        fn open_job(&mut self, _: &JobIdentity) -> Result<Opened, LedgerError> {
+            Ok(Opened::Fresh)
+        }
+        fn reset(&mut self) -> Result<(), LedgerError> {
+            self.commits.clear();
+            Ok(())
+        }
+        fn commit_chunk(&mut self, c: &ChunkCommit) -> Result<(), LedgerError> {
+            self.commit_chunks(std::slice::from_ref(c))
+        }
+        fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+            if self.refuse {
+                return Err(LedgerError::NoJob);
+            }
+            self.commits.extend_from_slice(commits);
+            let seen = commits
+                .iter()
+                .map(|c| (c.chunk, c.output_end, c.failures_end))
+                .collect();
+            self.events.lock().unwrap().push(Event::Commit(seen));
+            Ok(())
+        }
+        fn mark_finished(&mut self, _: &str) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        // The assembler holds the job alone and commits directly: claims never reach it.
+        fn plan_chunks(&mut self, _: &[herdsman_ledger::ChunkPlan]) -> Result<(), LedgerError> {
+            unreachable!("the assembler does not plan chunks")
+        }
+        fn claim(
+            &mut self,
+            _: &str,
+            _: std::time::Duration,
+        ) -> Result<Option<herdsman_ledger::Claim>, LedgerError> {
+            unreachable!("the assembler does not claim chunks")
+        }
+        fn heartbeat(
+            &mut self,
+            _: &herdsman_ledger::Claim,
+            _: std::time::Duration,
+        ) -> Result<std::time::SystemTime, LedgerError> {
+            unreachable!("the assembler does not claim chunks")
+        }
+        fn release(&mut self, _: &herdsman_ledger::Claim) -> Result<(), LedgerError> {
+            unreachable!("the assembler does not claim chunks")
+        }
+        fn commit(
+            &mut self,
+            _: &herdsman_ledger::Claim,
+            _: &ChunkCommit,
+        ) -> Result<(), LedgerError> {
+            unreachable!("the assembler commits directly")
+        }
+        fn totals(&self) -> Result<herdsman_ledger::Totals, LedgerError> {
+            Ok(herdsman_ledger::Totals::of(&self.commits))
+        }
+        fn status(&self) -> Result<LedgerStatus, LedgerError> {
+            Ok(LedgerStatus::default())
+        }
+    }
+
+    fn pos(seq: u64) -> Position {
+        Position {
+            file_index: 0,
+            byte_offset: seq * 10,
+            line: seq + 2,
+            seq,
+        }
+    }
+
+    /// Chunks of `size` records each over `records` records `{"n":<seq>}`, announced up front.
+    fn chunks(records: u64, size: u64) -> mpsc::Receiver<ChunkInfo> {
+        let (tx, rx) = mpsc::channel();
+        for id in 0..records.div_ceil(size) {
+            let first = id * size;
+            let last = (first + size).min(records);
+            tx.send(ChunkInfo {
+                id,
+                first_index: first,
+                start: pos(first),
+                end: pos(last),
+                records: (first..last)
+                    .map(|n| {
+                        let json: Arc<[u8]> = Arc::from(format!("{{\"n\":{n}}}").into_bytes());
+                        (pos(n), Ok(json))
+                    })
+                    .collect(),
+            })
+            .unwrap();
+        }
+        rx
+    }
+
+    fn sinks(events: &Events) -> FakeSinks {
+        FakeSinks {
+            events: events.clone(),
+            output: 0,
+            failures: 0,
+            objects_only: false,
+        }
+    }
+
+    fn ledger(events: &Events) -> FakeLedger {
+        FakeLedger {
+            events: events.clone(),
+            commits: Vec::new(),
+            refuse: false,
+        }
+    }
+
+    fn ok(n: u64) -> Resolved {
+        Resolved::Outputs(vec![format!("{{\"out\":{n}}}").into_bytes()])
+    }
+
+    fn out(n: u64) -> Event {
+        Event::Output(format!("{{\"out\":{n}}}"))
+    }
+
+    fn names() -> Vec<String> {
+        vec!["in.csv".into()]
+    }
+
+    fn taken(events: &Events) -> Vec<Event> {
+        std::mem::take(&mut *events.lock().unwrap())
+    }
+
+    /// How long between checkpoints so that none is due while a test runs.
+    const NEVER: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn a_chunk_is_written_whole_once_its_records_resolve_out_of_order_and_committed_later() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(6, 3), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        // Chunk 0's records finish 2, 0, 1: nothing is written until the last of them.
+        asm.resolve(2, ok(2), 1).unwrap();
+        asm.resolve(0, ok(0), 1).unwrap();
+        assert_eq!(taken(&events), []);
+        asm.resolve(1, ok(1), 1).unwrap();
+        assert_eq!(taken(&events), [out(0), out(1), out(2)]);
+        // Chunk 1 completes; neither chunk is committed before the checkpoint is due.
+        for i in [5, 3, 4] {
+            asm.resolve(i, ok(i), 1).unwrap();
+        }
+        assert_eq!(taken(&events), [out(3), out(4), out(5)]);
+        let (_, counts) = asm.finish().unwrap();
+        // One durable batch for both chunks, after the files were synced.
+        let line = |n: u64| format!("{{\"out\":{n}}}").len() as u64 + 1;
+        let end0 = (0..3).map(line).sum::<u64>();
+        let end1 = end0 + (3..6).map(line).sum::<u64>();
+        assert_eq!(
+            taken(&events),
+            [Event::Sync, Event::Commit(vec![(0, end0, 0), (1, end1, 0)])]
+        );
+        assert_eq!((counts.records, counts.ok, counts.outputs), (6, 6, 6));
+        assert_eq!(led.commits[1].start, to_ledger(pos(3)));
+        assert_eq!(led.commits[1].end, to_ledger(pos(6)));
+    }
+
+    #[test]
+    fn chunks_that_complete_out_of_order_are_written_and_committed_in_completion_order() {
+        // Unordered mode: the engine hands outcomes over as they complete, so a later chunk
+        // can finish first; each chunk is still written whole, in input order inside it.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(4, 2), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = Duration::ZERO;
+        asm.resolve(3, ok(3), 1).unwrap();
+        asm.resolve(2, ok(2), 1).unwrap();
+        asm.resolve(1, ok(1), 1).unwrap();
+        asm.resolve(0, ok(0), 1).unwrap();
+        asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(
+            got[..4],
+            [out(2), out(3), Event::Sync, Event::Commit(vec![(1, 20, 0)])]
+        );
+        assert_eq!(
+            got[4..],
+            [out(0), out(1), Event::Sync, Event::Commit(vec![(0, 40, 0)])]
+        );
+    }
+
+    #[test]
+    fn the_commit_cadence_follows_checkpoint_every() {
+        // Due at once: every complete chunk is synced and committed on its own.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(3, 1), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = Duration::ZERO;
+        for i in 0..3 {
+            asm.resolve(i, ok(i), 1).unwrap();
+        }
+        asm.finish().unwrap();
+        let commits: Vec<Event> = taken(&events)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Commit(_)))
+            .collect();
+        assert_eq!(commits.len(), 3, "{commits:?}");
+        // Never due while running: one batch at the end.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(3, 1), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        for i in 0..3 {
+            asm.resolve(i, ok(i), 1).unwrap();
+        }
+        asm.finish().unwrap();
+        let commits: Vec<Event> = taken(&events)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Commit(_)))
+            .collect();
+        assert_eq!(commits.len(), 1, "{commits:?}");
+        assert_eq!(led.commits.len(), 3);
+    }
+
+    #[test]
+    fn a_failed_record_goes_to_the_dead_letter_file_and_its_chunk_counts_it() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let (tx, rx) = mpsc::channel();
+        let bad = Arc::new(RecordError {
+            kind: RecordErrorKind::FieldCount,
+            message: "in.csv line 3: 1 field, the header has 2".into(),
+            raw: "x".into(),
+        });
+        tx.send(ChunkInfo {
+            id: 0,
+            first_index: 0,
+            start: pos(0),
+            end: pos(3),
+            records: vec![
+                (pos(0), Ok(Arc::from(&b"{\"v\":\"1\"}"[..]))),
+                (pos(1), Err(bad)),
+                (pos(2), Ok(Arc::from(&b"{\"v\":\"x\"}"[..]))),
+            ],
+        })
+        .unwrap();
+        let mut asm = Assembler::new(rx, sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        let input_failure = FailureNote {
+            kind: DeadLetterKind::InputFieldCount,
+            message: "in.csv line 3: 1 field, the header has 2".into(),
+            stderr_tail: Vec::new(),
+        };
+        asm.resolve(1, Resolved::Failed(input_failure), 1).unwrap();
+        let reported = FailureNote {
+            kind: DeadLetterKind::Reported,
+            message: "value 'x' is not an integer".into(),
+            stderr_tail: vec!["Traceback".into()],
+        };
+        asm.resolve(2, Resolved::Failed(reported), 3).unwrap();
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        let first = r#"{"record":null,"raw":"x","source":{"file":"in.csv","line":3,"record":2},"error":{"kind":"input_field_count","message":"in.csv line 3: 1 field, the header has 2"},"attempts":1}"#;
+        let second = r#"{"record":{"v":"x"},"source":{"file":"in.csv","line":4,"record":3},"error":{"kind":"reported","message":"value 'x' is not an integer"},"attempts":3,"stderr_tail":["Traceback"]}"#;
+        assert_eq!(
+            got[..3],
+            [
+                out(0),
+                Event::Failure(first.into()),
+                Event::Failure(second.into())
+            ]
+        );
+        let failures_end = (first.len() + second.len() + 2) as u64;
+        assert_eq!(got[4], Event::Commit(vec![(0, 10, failures_end)]));
+        let c = &led.commits[0];
+        assert_eq!(
+            (
+                c.counts.records,
+                c.counts.ok,
+                c.counts.failed,
+                c.counts.retries
+            ),
+            (3, 1, 2, 2)
+        );
+        assert_eq!((counts.ok, counts.failed, counts.retries), (1, 2, 2));
+    }
+
+    #[test]
+    fn an_answer_the_output_refuses_becomes_a_dead_letter() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut s = sinks(&events);
+        s.objects_only = true;
+        let mut asm = Assembler::new(chunks(2, 2), s, Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        asm.resolve(1, Resolved::Outputs(vec![b"[1]".to_vec()]), 1)
+            .unwrap();
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(got[0], out(0));
+        let Event::Failure(line) = &got[1] else {
+            panic!("{got:?}")
+        };
+        assert!(line.contains(r#""kind":"output_rejected""#), "{line}");
+        assert_eq!((counts.ok, counts.failed), (1, 1));
+    }
+
+    #[test]
+    fn a_crash_between_write_and_commit_leaves_the_written_chunk_uncommitted() {
+        // The chunk's bytes reached the files, but the process dies before the checkpoint:
+        // the ledger holds nothing, so a resumed run truncates the bytes and redoes the chunk.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        {
+            let mut asm = Assembler::new(chunks(2, 2), sinks(&events), Some(&mut led), names());
+            asm.checkpoint_every = NEVER;
+            asm.resolve(0, ok(0), 1).unwrap();
+            asm.resolve(1, ok(1), 1).unwrap();
+            // Dropped without `finish`: no destructor commits anything.
+        }
+        assert_eq!(taken(&events), [out(0), out(1)]);
+        assert!(led.commits.is_empty());
+
+        // A commit the ledger refuses fails the run, after the files were synced.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        led.refuse = true;
+        let mut asm = Assembler::new(chunks(1, 1), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        let err = asm.finish().err().expect("the commit fails");
+        assert!(
+            format!("{err:#}").contains("cannot commit the checkpoint"),
+            "{err:#}"
+        );
+        assert_eq!(taken(&events), [out(0), Event::Sync]);
+        assert!(led.commits.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_cut_short_by_a_stop_is_not_written_with_a_checkpoint() {
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(4, 2), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(0, ok(0), 1).unwrap();
+        asm.resolve(1, ok(1), 1).unwrap();
+        asm.resolve(2, ok(2), 1).unwrap();
+        asm.resolve(3, Resolved::NotRun, 0).unwrap();
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(got[..2], [out(0), out(1)]);
+        assert_eq!(got[2..], [Event::Sync, Event::Commit(vec![(0, 20, 0)])]);
+        assert_eq!((counts.records, counts.ok, counts.not_run), (4, 2, 2));
+    }
+
+    #[test]
+    fn without_a_checkpoint_records_stream_out_in_input_order_as_soon_as_they_can() {
+        let events = Events::default();
+        let mut asm = Assembler::new(chunks(4, 2), sinks(&events), None, names());
+        asm.resolve(1, ok(1), 1).unwrap();
+        assert_eq!(taken(&events), []);
+        asm.resolve(0, ok(0), 1).unwrap();
+        assert_eq!(taken(&events), [out(0), out(1), Event::Flush]);
+        asm.resolve(3, ok(3), 1).unwrap();
+        assert_eq!(taken(&events), []);
+        asm.resolve(2, ok(2), 1).unwrap();
+        assert_eq!(taken(&events), [out(2), out(3), Event::Flush]);
+        let (_, counts) = asm.finish().unwrap();
+        assert_eq!(taken(&events), []);
+        assert_eq!((counts.records, counts.ok), (4, 4));
+    }
 
     #[test]
     fn worker_numbers_leave_dead_letter_messages() {

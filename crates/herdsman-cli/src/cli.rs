@@ -1,4 +1,5 @@
-//! Command-line definitions: the raw flags exactly as the user typed them.
+//! Command-line definitions: the raw flags exactly as the user typed them, and the raw keys
+//! of a job file, both defined once by `run_options!`.
 //!
 //! This module only describes the surface (names, help, examples). It must never validate
 //! combinations or touch the file system: that is `config`'s job, so that flags and job files
@@ -87,23 +88,58 @@ Examples:
 /// Every exit code of herdsman, shown by `herdsman --help`.
 pub const EXIT_CODES: &str = exit_codes!();
 
+/// Defines the flags of `herdsman run` and the keys of a job file from one list, so that an
+/// option is added in one place. Each entry is a field of [`RunArgs`] (with its clap
+/// attributes and help); an entry with `job file: TYPE` is also a job-file key of that name
+/// (kebab-case), read as `TYPE` into [`JobFile`]. Entries without one are command-line only.
+macro_rules! run_options {
+    (
+        $(#[$struct_meta:meta])*
+        pub struct RunArgs {
+            $(
+                $(#[$meta:meta])*
+                $name:ident : $ty:ty $(, job file: $job_ty:ty)? ;
+            )*
+        }
+    ) => {
+        $(#[$struct_meta])*
+        #[derive(Debug, Args, Default)]
+        pub struct RunArgs {
+            $(
+                $(#[$meta])*
+                pub $name: $ty,
+            )*
+        }
+
+        /// The job file: the options of [`RunArgs`] that have a job-file key, under their long
+        /// names, as written in TOML.
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        pub struct JobFile {
+            $($(
+                pub $name: Option<$job_ty>,
+            )?)*
+        }
+    };
+}
+
+run_options! {
 /// Flags of `herdsman run`. Every option can also be set in a job file under the same long
 /// name (dashes or underscores); flags override the job file.
-#[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// A TOML job file holding any of the options below (paths in it are relative to it).
     #[arg(value_name = "JOB.toml")]
-    pub job: Option<PathBuf>,
+    job: Option<PathBuf>;
 
     /// Input files or globs, read in order; '-' is stdin (the default when no input is
     /// given). .gz and .zst are decompressed. Example: -i 'data/part-*.csv.gz'
     #[arg(short, long = "input", value_name = "PATH", num_args = 1.., help_heading = "Input")]
-    pub input: Vec<String>,
+    input: Vec<String>, job file: StringOrList;
 
     /// Input format (default: from the input's extension; stdin is jsonl when its first line
     /// starts with { or [, else lines; CSV on stdin needs --format csv).
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Input")]
-    pub format: Option<FormatArg>,
+    format: Option<FormatArg>, job file: FormatArg;
 
     /// A pool of persistent worker processes, e.g. -w 'python3 worker.py'. The command is
     /// split like a shell would (quotes respected) but run without a shell.
@@ -114,13 +150,13 @@ pub struct RunArgs {
         conflicts_with = "exec",
         help_heading = "Work"
     )]
-    pub worker: Option<String>,
+    worker: Option<String>, job file: String;
 
     /// How herdsman talks to --worker processes: one line in, one line out (lines), or an
     /// envelope with ids that allows filtering, many outputs and failures (framed).
     /// Default: lines.
     #[arg(long, value_enum, value_name = "PROTOCOL", help_heading = "Work")]
-    pub protocol: Option<ProtocolArg>,
+    protocol: Option<ProtocolArg>, job file: ProtocolArg;
 
     /// One process per record, GNU-parallel style: {field} is a column, {} the whole record
     /// (a text line as it is, other records as JSON), {:json} the record as JSON, {#} the
@@ -129,18 +165,18 @@ pub struct RunArgs {
     /// -x 'convert {src} {dst}'. A command given as several words goes after `--` instead:
     /// herdsman run -i in.csv -- convert {src} {dst}
     #[arg(short = 'x', long, value_name = "TEMPLATE", help_heading = "Work")]
-    pub exec: Option<String>,
+    exec: Option<String>, job file: StringOrList;
 
     /// The command to run per record, as separate words after `--` (the same as --exec, but
     /// no quoting needed): herdsman run -i in.csv -o out.jsonl -- convert {src} {dst}
     #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["exec", "worker"], help_heading = "Work")]
-    pub command: Vec<String>,
+    command: Vec<String>;
 
     /// How an --exec command's stdout becomes output: JSON lines or text, nothing for
     /// empty stdout (auto); one {"stdout":…} record (text); one {"input":…, "stdout":…,
     /// "exit":0} record that also carries the input record (record). Default: auto.
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Work")]
-    pub exec_output: Option<ExecOutputArg>,
+    exec_output: Option<ExecOutputArg>, job file: ExecOutputArg;
 
     /// --exec exit statuses that fail a record for good, without retries, comma separated.
     /// Example: --no-retry-exit 22 (curl --fail on an HTTP 404). Default: none.
@@ -150,17 +186,17 @@ pub struct RunArgs {
         value_delimiter = ',',
         help_heading = "Policies"
     )]
-    pub no_retry_exit: Vec<String>,
+    no_retry_exit: Vec<String>, job file: CodeList;
 
     /// Run the worker or --exec command through `sh -c` (record values reach it in
     /// environment variables, never parsed by the shell).
     #[arg(long, help_heading = "Work")]
-    pub shell: bool,
+    shell: bool, job file: bool;
 
     /// Directory the workers and commands start in (default: the current directory; in a
     /// job file, relative to the job file). Example: --workdir scripts/
     #[arg(long, value_name = "DIR", help_heading = "Work")]
-    pub workdir: Option<PathBuf>,
+    workdir: Option<PathBuf>, job file: String;
 
     /// Number of parallel workers, 1 to 1024 (default: number of cores). -P is accepted too,
     /// as xargs and GNU parallel spell it.
@@ -172,18 +208,18 @@ pub struct RunArgs {
         allow_negative_numbers = true,
         help_heading = "Work"
     )]
-    pub jobs: Option<usize>,
+    jobs: Option<usize>, job file: usize;
 
     /// Output file: .jsonl or .csv by extension; '-' is stdout (the default). A device or
     /// FIFO (-o /dev/null) is written in place; a symbolic link is written through.
     #[arg(short, long, value_name = "PATH", help_heading = "Output")]
-    pub output: Option<String>,
+    output: Option<String>, job file: String;
 
     /// Output format (default: from the output's extension, .csv, .jsonl or .txt (lines);
     /// lines when lines input goes to stdout; else jsonl). `lines` writes each output record
     /// as its raw text, one per line: a JSON string unquoted, anything else as compact JSON.
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Output")]
-    pub output_format: Option<OutputFormatArg>,
+    output_format: Option<OutputFormatArg>, job file: OutputFormatArg;
 
     /// CSV output columns, comma separated: every record is projected onto them, in this
     /// order (other keys are left out, missing ones are empty). Default: the keys of the first
@@ -194,13 +230,13 @@ pub struct RunArgs {
         value_delimiter = ',',
         help_heading = "Output"
     )]
-    pub columns: Vec<String>,
+    columns: Vec<String>, job file: StringOrList;
 
     /// Dead-letter file for records that failed (default: beside the output, out.jsonl →
     /// out.failures.jsonl; with stdout output, herdsman.failures.jsonl, only kept if a record
     /// failed).
     #[arg(long, value_name = "PATH", help_heading = "Output")]
-    pub failures: Option<String>,
+    failures: Option<String>, job file: String;
 
     /// Retry a failed record up to N more times (at most 1000; default: 0).
     #[arg(
@@ -209,7 +245,7 @@ pub struct RunArgs {
         allow_negative_numbers = true,
         help_heading = "Policies"
     )]
-    pub retries: Option<u32>,
+    retries: Option<u32>, job file: u32;
 
     /// First retry delay, doubled each retry, with jitter. Example: 200ms, 2s (default: 100ms).
     #[arg(
@@ -218,7 +254,7 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         help_heading = "Policies"
     )]
-    pub backoff: Option<String>,
+    backoff: Option<String>, job file: String;
 
     /// Longest retry delay (at most 365 days; default: 30s). Example: 1m.
     #[arg(
@@ -227,7 +263,7 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         help_heading = "Policies"
     )]
-    pub max_backoff: Option<String>,
+    max_backoff: Option<String>, job file: String;
 
     /// Rate limit on attempts, retries included. Example: 20/second, 600/minute, 1000/hour
     /// (default: no limit).
@@ -237,7 +273,7 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         help_heading = "Policies"
     )]
-    pub rate: Option<String>,
+    rate: Option<String>, job file: String;
 
     /// Per-record timeout, counted from when the worker could start the record (never time
     /// queued behind other records; a new worker's first record gets as much again for
@@ -249,7 +285,7 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         help_heading = "Policies"
     )]
-    pub timeout: Option<String>,
+    timeout: Option<String>, job file: String;
 
     /// Replace a worker process after it was given N records (memory leaks): once it has
     /// answered them, its stdin is closed, it exits, and a new one takes its place. Nothing
@@ -260,7 +296,7 @@ pub struct RunArgs {
         allow_negative_numbers = true,
         help_heading = "Work"
     )]
-    pub max_tasks_per_worker: Option<usize>,
+    max_tasks_per_worker: Option<usize>, job file: usize;
 
     /// Stop after that many failed records, or that share of the records seen: records in
     /// flight finish and are written first. Example: 10, 1% (default: never stop).
@@ -270,30 +306,30 @@ pub struct RunArgs {
         allow_hyphen_values = true,
         help_heading = "Policies"
     )]
-    pub max_errors: Option<String>,
+    max_errors: Option<String>, job file: StringOrNumber;
 
     /// Write results in completion order instead of input order (default: input order).
     #[arg(long, help_heading = "Output")]
-    pub unordered: bool,
+    unordered: bool, job file: bool;
 
     /// Infer CSV value types (integers, floats, booleans, empty as null) instead of strings
     /// (default: every CSV value is a string).
     #[arg(long, help_heading = "Input")]
-    pub infer_types: bool,
+    infer_types: bool, job file: bool;
 
     /// Records on stdin are separated by NUL bytes, not newlines (xargs -0, find -print0):
     /// each one is a text record, newlines included, as a lines record is.
     #[arg(short = '0', long = "null", help_heading = "Input")]
-    pub null: bool,
+    null: bool;
 
     /// Field delimiter for CSV input and output (default: ,).
     #[arg(long, value_name = "CHAR", help_heading = "Input")]
-    pub delimiter: Option<char>,
+    delimiter: Option<char>, job file: char;
 
     /// Longest input record (a line, or a CSV row as written in the file); a longer one
     /// becomes a failed record. Example: 64MiB, 1GiB, 512KiB (default 16MiB).
     #[arg(long, value_name = "SIZE", help_heading = "Input")]
-    pub max_record_size: Option<String>,
+    max_record_size: Option<String>, job file: StringOrNumber;
 
     /// Records per checkpoint chunk (default: 1000).
     #[arg(
@@ -302,7 +338,7 @@ pub struct RunArgs {
         allow_negative_numbers = true,
         help_heading = "Checkpoint"
     )]
-    pub chunk_size: Option<usize>,
+    chunk_size: Option<usize>, job file: usize;
 
     /// Records admitted but not yet written, at most (bounds memory; 1 to 1048576; default:
     /// 256 per worker, from 1024 to 16384).
@@ -312,57 +348,57 @@ pub struct RunArgs {
         allow_negative_numbers = true,
         help_heading = "Policies"
     )]
-    pub window: Option<usize>,
+    window: Option<usize>, job file: usize;
 
     /// Write a machine-readable summary here when the run ends (default: none).
     #[arg(long, value_name = "PATH", help_heading = "Output")]
-    pub summary_json: Option<PathBuf>,
+    summary_json: Option<PathBuf>, job file: String;
 
     /// Progress display: a bar on a terminal (auto), always a bar, plain lines (rate and ETA
     /// every 5 seconds), or nothing. Default: auto.
     #[arg(long, value_enum, value_name = "MODE", help_heading = "Output")]
-    pub progress: Option<ProgressArg>,
+    progress: Option<ProgressArg>, job file: ProgressArg;
 
     /// Checkpoint directory (default: beside the output, .<output name>.herdsman).
     #[arg(long, value_name = "DIR", help_heading = "Checkpoint")]
-    pub state: Option<PathBuf>,
+    state: Option<PathBuf>, job file: String;
 
     /// Do not checkpoint: a throwaway run that cannot be resumed.
     #[arg(long, help_heading = "Checkpoint")]
-    pub no_checkpoint: bool,
+    no_checkpoint: bool, job file: bool;
 
     /// Forget the checkpoint of this job and start over.
     #[arg(long, help_heading = "Checkpoint")]
-    pub restart: bool,
+    restart: bool;
 
     /// Re-run only the records in the dead-letter file of a finished job and fold the
     /// successes back into the output.
     #[arg(long, help_heading = "Checkpoint")]
-    pub retry_failed: bool,
+    retry_failed: bool;
 
     /// A try-out: run only the first N records, write where told, and never checkpoint (an
     /// output that belongs to a checkpointed job is refused). Example: --limit 10
     #[arg(long, value_name = "N", help_heading = "Checkpoint")]
-    pub limit: Option<u64>,
+    limit: Option<u64>;
 
     /// Print what would run, without running anything or creating any file: the command of
     /// each of the first records (--limit N of them, default 10) for --exec, or the worker
     /// command for --worker.
     #[arg(long, help_heading = "Work")]
-    pub dry_run: bool,
+    dry_run: bool;
 
     /// Accepted for GNU parallel users: output is in input order unless --unordered.
     #[arg(short = 'k', long = "keep-order", help_heading = "Output")]
-    pub keep_order: bool,
+    keep_order: bool;
 
     /// The same as --progress bar (GNU parallel's --bar).
     #[arg(long, conflicts_with = "progress", help_heading = "Output")]
-    pub bar: bool,
+    bar: bool;
 
     /// GNU parallel's --eta: progress with rate and ETA, a bar on a terminal and a plain line
     /// every 5 seconds elsewhere (the same as --progress auto).
     #[arg(long, conflicts_with_all = ["progress", "bar"], help_heading = "Output")]
-    pub eta: bool,
+    eta: bool;
 
     /// GNU parallel's --halt, mapped to --max-errors: soon,fail=N (or soon,fail=N%) stops
     /// admitting records after N failures and lets records in flight finish. now,… (kill
@@ -373,21 +409,68 @@ pub struct RunArgs {
         conflicts_with = "max_errors",
         help_heading = "Policies"
     )]
-    pub halt: Option<String>,
+    halt: Option<String>;
 
     /// Not available yet (GNU parallel's per-job log); refused with a pointer to
     /// --summary-json and the dead-letter file.
     #[arg(long, value_name = "PATH", hide = true)]
-    pub joblog: Option<String>,
+    joblog: Option<String>;
 
     /// Arguments given after `:::` (GNU parallel style): each one is a lines record, read
     /// instead of an input file.
     #[arg(skip)]
-    pub arguments: Vec<String>,
+    arguments: Vec<String>;
 
     /// Less output on stderr (no worker stderr forwarding, summary only).
     #[arg(short, long, help_heading = "Output")]
-    pub quiet: bool,
+    quiet: bool;
+}
+}
+
+/// Text in a job file that may be one string or a list of strings.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    /// The strings, one for a single string.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// A job-file value that may be a number or a string (`10`, `"1%"`, `"16MiB"`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StringOrNumber {
+    Number(u64),
+    Text(String),
+}
+
+/// Exit codes in a job file: `22`, `[22, 6]` or `"22,6"`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum CodeList {
+    One(i64),
+    Many(Vec<i64>),
+    Text(String),
+}
+
+impl CodeList {
+    /// The codes as the flag would give them, one string each.
+    pub fn into_strings(self) -> Vec<String> {
+        match self {
+            CodeList::One(n) => vec![n.to_string()],
+            CodeList::Many(v) => v.iter().map(i64::to_string).collect(),
+            CodeList::Text(s) => s.split(',').map(str::to_string).collect(),
+        }
+    }
 }
 
 /// Arguments of commands that inspect a job's checkpoint.
@@ -419,12 +502,34 @@ pub enum FormatArg {
     Lines,
 }
 
+impl FormatArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatArg::Csv => "csv",
+            FormatArg::Jsonl => "jsonl",
+            FormatArg::Lines => "lines",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormatArg {
     Jsonl,
     Csv,
     Lines,
+}
+
+impl OutputFormatArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormatArg::Jsonl => "jsonl",
+            OutputFormatArg::Csv => "csv",
+            OutputFormatArg::Lines => "lines",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -434,6 +539,16 @@ pub enum ProtocolArg {
     Framed,
 }
 
+impl ProtocolArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolArg::Lines => "lines",
+            ProtocolArg::Framed => "framed",
+        }
+    }
+}
+
 /// How an --exec command's stdout becomes output records.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -441,6 +556,17 @@ pub enum ExecOutputArg {
     Auto,
     Text,
     Record,
+}
+
+impl ExecOutputArg {
+    /// The value's name in flags, job files and checkpoints: fixed, never a `Debug` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecOutputArg::Auto => "auto",
+            ExecOutputArg::Text => "text",
+            ExecOutputArg::Record => "record",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -598,6 +724,89 @@ pub(crate) fn shell_quote(word: &str) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Long flags of `herdsman run` that a job file does not take, and why: each one is about
+    /// one invocation, not about the job.
+    const CLI_ONLY: &[&str] = &[
+        // Act on the job's checkpoint once: clear it, re-run its failures.
+        "restart",
+        "retry-failed",
+        // A try-out or a preview, never checkpointed.
+        "limit",
+        "dry-run",
+        // GNU parallel spellings of options a job file names directly (--progress,
+        // --max-errors; output is always in input order unless `unordered`).
+        "keep-order",
+        "bar",
+        "eta",
+        "halt",
+        // Refused with a pointer to --summary-json.
+        "joblog",
+        // How this invocation talks to the terminal and reads stdin.
+        "quiet",
+        "null",
+        // clap's own.
+        "help",
+        "version",
+    ];
+
+    /// Whether a job file accepts `key` (any value type: only an unknown key is refused as
+    /// such).
+    fn job_file_takes(key: &str) -> bool {
+        use serde::Deserialize;
+        let table: toml::Table = toml::from_str(&format!("{key} = 1")).unwrap();
+        match JobFile::deserialize(table) {
+            Ok(_) => true,
+            Err(e) => !e.to_string().contains("unknown field"),
+        }
+    }
+
+    #[test]
+    fn every_long_flag_of_run_is_a_job_file_key_unless_listed_as_cli_only() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        let longs: Vec<&str> = run.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert!(longs.len() > 30, "{longs:?}");
+        for long in &longs {
+            if CLI_ONLY.contains(long) {
+                assert!(
+                    !job_file_takes(long),
+                    "--{long} is listed as CLI-only but a job file takes it"
+                );
+            } else {
+                assert!(
+                    job_file_takes(long),
+                    "--{long} is not a job-file key: give it `job file: TYPE` in run_options!, or list it in CLI_ONLY with the reason"
+                );
+            }
+        }
+        // And no job-file key without its flag.
+        assert!(!job_file_takes("inputs"));
+        for key in [
+            "input",
+            "worker",
+            "exec",
+            "no-retry-exit",
+            "max-record-size",
+        ] {
+            assert!(longs.contains(&key) && job_file_takes(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn value_names_are_the_flag_values() {
+        // Checkpoints store these names: each must be the value the flag accepts.
+        fn check<T: ValueEnum>(name: impl Fn(&T) -> &'static str) {
+            for v in T::value_variants() {
+                let flag = v.to_possible_value().unwrap();
+                assert_eq!(name(v), flag.get_name());
+            }
+        }
+        check::<FormatArg>(|v| v.name());
+        check::<OutputFormatArg>(|v| v.name());
+        check::<ProtocolArg>(|v| v.name());
+        check::<ExecOutputArg>(|v| v.name());
+    }
 
     #[test]
     fn definitions_are_consistent() {

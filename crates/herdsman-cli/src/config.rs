@@ -12,7 +12,10 @@ use anyhow::Result;
 use herdsman_io::OutputTarget;
 use serde::Deserialize;
 
-use crate::cli::{ExecOutputArg, FormatArg, OutputFormatArg, ProgressArg, ProtocolArg, RunArgs};
+use crate::cli::{
+    CodeList, ExecOutputArg, FormatArg, JobFile, OutputFormatArg, ProgressArg, ProtocolArg,
+    RunArgs, StringOrList, StringOrNumber,
+};
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug)]
@@ -38,6 +41,11 @@ impl std::fmt::Display for EnvError {
 }
 
 impl std::error::Error for EnvError {}
+
+/// A usage error with this message.
+pub fn usage(msg: String) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg))
+}
 
 macro_rules! usage {
     ($($arg:tt)*) => {
@@ -127,62 +135,6 @@ pub struct RunConfig {
     pub quiet: bool,
 }
 
-/// The job file: the same options as the flags, under their long names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct JobFile {
-    input: Option<StringOrList>,
-    format: Option<FormatArg>,
-    worker: Option<String>,
-    protocol: Option<ProtocolArg>,
-    exec: Option<StringOrList>,
-    shell: Option<bool>,
-    workdir: Option<String>,
-    jobs: Option<usize>,
-    output: Option<String>,
-    output_format: Option<OutputFormatArg>,
-    columns: Option<StringOrList>,
-    failures: Option<String>,
-    retries: Option<u32>,
-    backoff: Option<String>,
-    max_backoff: Option<String>,
-    rate: Option<String>,
-    timeout: Option<String>,
-    max_tasks_per_worker: Option<usize>,
-    max_errors: Option<StringOrNumber>,
-    unordered: Option<bool>,
-    infer_types: Option<bool>,
-    delimiter: Option<char>,
-    max_record_size: Option<StringOrNumber>,
-    chunk_size: Option<usize>,
-    window: Option<usize>,
-    summary_json: Option<String>,
-    progress: Option<ProgressArg>,
-    state: Option<String>,
-    no_checkpoint: Option<bool>,
-    exec_output: Option<ExecOutputArg>,
-    no_retry_exit: Option<CodeList>,
-}
-
-/// Exit codes in a job file: `22`, `[22, 6]` or `"22,6"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CodeList {
-    One(i64),
-    Many(Vec<i64>),
-    Text(String),
-}
-
-impl CodeList {
-    fn into_strings(self) -> Vec<String> {
-        match self {
-            CodeList::One(n) => vec![n.to_string()],
-            CodeList::Many(v) => v.iter().map(i64::to_string).collect(),
-            CodeList::Text(s) => s.split(',').map(str::to_string).collect(),
-        }
-    }
-}
-
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
 pub fn parse_exit_codes(codes: &[String]) -> Result<Vec<i32>> {
     codes
@@ -195,29 +147,6 @@ pub fn parse_exit_codes(codes: &[String]) -> Result<Vec<i32>> {
             ),
         })
         .collect()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringOrList {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StringOrList {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            StringOrList::One(s) => vec![s],
-            StringOrList::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StringOrNumber {
-    Number(u64),
-    Text(String),
 }
 
 /// Default records per checkpoint chunk.
@@ -949,7 +878,7 @@ impl RunConfig {
                     "worker".into(),
                     serde_json::to_string(argv).unwrap_or_default(),
                 );
-                m.insert("protocol".into(), format!("{protocol:?}").to_lowercase());
+                m.insert("protocol".into(), protocol.name().to_string());
                 m.insert("shell".into(), shell.to_string());
             }
             Transform::Exec {
@@ -964,7 +893,7 @@ impl RunConfig {
                 );
                 m.insert("shell".into(), shell.to_string());
                 if *output != ExecOutputArg::Auto {
-                    m.insert("exec_output".into(), format!("{output:?}").to_lowercase());
+                    m.insert("exec_output".into(), output.name().to_string());
                 }
             }
         }
@@ -978,13 +907,13 @@ impl RunConfig {
         }
         m.insert(
             "output_format".into(),
-            format!("{:?}", self.output_format).to_lowercase(),
+            self.output_format.name().to_string(),
         );
         if let Some(c) = &self.columns {
             m.insert("columns".into(), c.join(","));
         }
         if let Some(f) = self.format {
-            m.insert("format".into(), format!("{f:?}").to_lowercase());
+            m.insert("format".into(), f.name().to_string());
         }
         m
     }

@@ -67,6 +67,24 @@ fn current_counts(st: &LedgerStatus) -> (Totals, Option<u64>) {
     }
 }
 
+/// `herdsman status --json`.
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    state: String,
+    identity: Option<&'a std::collections::BTreeMap<String, String>>,
+    finished: bool,
+    chunks: u64,
+    records: u64,
+    succeeded: u64,
+    failed: u64,
+    filtered: u64,
+    outputs: u64,
+    retries: u64,
+    recovered_by_retry_failed: Option<u64>,
+    /// The job's final summary, keys in the order it was written.
+    summary: Option<herdsman_io::OrderedJson>,
+}
+
 /// Prints the job, its progress and its chunks.
 pub fn status(args: &StateArgs) -> Result<()> {
     let dir = state_dir(&args.state)?;
@@ -77,20 +95,24 @@ pub fn status(args: &StateArgs) -> Result<()> {
     let (chunks, t) = (totals.chunks, totals.counts);
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = serde_json::json!({
-            "state": dir.display().to_string(),
-            "identity": st.identity.as_ref().map(|i| &i.entries),
-            "finished": st.finished(),
-            "chunks": chunks,
-            "records": t.records,
-            "succeeded": t.ok,
-            "failed": t.failed,
-            "filtered": t.filtered,
-            "outputs": t.outputs,
-            "retries": t.retries,
-            "recovered_by_retry_failed": recovered,
-            "summary": st.summary_json.as_deref().and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
-        });
+        // Keys in this order: a struct serializes its fields in declaration order.
+        let v = StatusJson {
+            state: dir.display().to_string(),
+            identity: st.identity.as_ref().map(|i| &i.entries),
+            finished: st.finished(),
+            chunks,
+            records: t.records,
+            succeeded: t.ok,
+            failed: t.failed,
+            filtered: t.filtered,
+            outputs: t.outputs,
+            retries: t.retries,
+            recovered_by_retry_failed: recovered,
+            summary: st
+                .summary_json
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<herdsman_io::OrderedJson>(s).ok()),
+        };
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
@@ -199,17 +221,24 @@ pub fn failures(args: &FailuresArgs) -> Result<()> {
             out.write_all(&line)?;
             continue;
         }
-        let v: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
-        writeln!(
-            out,
-            "{}:{} record {}: [{}] {} (attempts: {})",
-            v["source"]["file"].as_str().unwrap_or("?"),
-            v["source"]["line"],
-            v["source"]["record"],
-            v["error"]["kind"].as_str().unwrap_or("?"),
-            v["error"]["message"].as_str().unwrap_or(""),
-            v["attempts"],
-        )?;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        match herdsman_io::DeadLetter::parse(text) {
+            Ok(e) => writeln!(
+                out,
+                "{}:{} record {}: [{}] {} (attempts: {})",
+                e.source.file,
+                e.source.line,
+                e.source.record,
+                e.error.kind,
+                e.error.message,
+                e.attempts,
+            )?,
+            Err(why) => writeln!(
+                out,
+                "line {shown} of {}: not an entry: {why}",
+                file.display()
+            )?,
+        }
     }
     if shown == 0 && !args.state.json {
         writeln!(out, "no failed records")?;

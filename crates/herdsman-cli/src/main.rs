@@ -8,14 +8,20 @@
 //! reader went away. This module must never print a backtrace or a debug dump to a user.
 
 mod assemble;
+mod checkpoint;
 mod chunks;
 mod cli;
 mod config;
+mod fault;
+mod inputs;
 mod inspect;
+mod job;
+mod pipeline;
 mod progress;
 mod retry;
 mod run;
 mod summary;
+mod text;
 mod transform;
 
 use std::process::ExitCode;

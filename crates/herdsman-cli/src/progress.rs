@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::ProgressArg;
 use crate::summary::Counts;
+pub use crate::text::{plural, rate};
 
 /// Writes `text` to stderr, ignoring errors: unlike `eprint!`, never panics when stderr is
 /// gone (a closed pipe, or a terminal hung up with SIGHUP), so a stop still ends with a
@@ -240,28 +241,6 @@ fn plain_line(
         rate(per_sec),
         short_duration(Duration::from_secs(elapsed.as_secs()))
     )
-}
-
-/// `1 record`, `2 records`, `0 records`.
-pub fn plural(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-/// A rate for people: `0.25/s`, `5.4/s`, `54/s`, `1234/s`.
-pub fn rate(per_sec: f64) -> String {
-    if !per_sec.is_finite() || per_sec <= 0.0 {
-        "0/s".to_string()
-    } else if per_sec < 1.0 {
-        format!("{per_sec:.2}/s")
-    } else if per_sec < 10.0 {
-        format!("{per_sec:.1}/s")
-    } else {
-        format!("{per_sec:.0}/s")
-    }
 }
 
 /// A whole-second duration for people: `7s`, `3m05s`, `2h03m`.

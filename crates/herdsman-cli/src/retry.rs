@@ -16,15 +16,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use herdsman::StopToken;
-use herdsman_io::{OutputFormat, RecordError, RecordErrorKind, Sink, SinkError};
+use herdsman_io::{
+    DeadLetter, DeadLetterError, DeadLetterKind, OutputFormat, RecordError, RecordErrorKind, Sink,
+    SinkError,
+};
 use herdsman_ledger::Ledger;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::assemble::{FailureNote, Resolved};
 use crate::chunks::CliItem;
 use crate::config::{RunConfig, UsageError};
-use crate::run::{engine, fault, tally};
+use crate::fault::fault;
+use crate::pipeline::{engine, tally};
 use crate::summary::{Counts, Latency, Summary};
 use crate::transform::CliExecutor;
 
@@ -65,17 +68,9 @@ fn swap_in(j: &Journal) -> Result<()> {
 
 /// Why one line of a dead-letter file (without its newline) is not an entry, if it is not:
 /// an entry is one JSON object with a `record` key (`null` for input that could not be
-/// read).
+/// read), as [`DeadLetter`] describes it.
 fn entry_problem(bytes: &[u8]) -> Option<String> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Some("it is not valid UTF-8".into());
-    };
-    match serde_json::from_str::<Value>(text) {
-        Err(e) => Some(format!("it is not valid JSON ({e})")),
-        Ok(Value::Object(o)) if o.contains_key("record") => None,
-        Ok(Value::Object(_)) => Some("it has no `record` key".into()),
-        Ok(_) => Some("it is not a JSON object".into()),
-    }
+    DeadLetter::parse(bytes).err().map(|e| e.to_string())
 }
 
 fn damaged(path: &Path, line: u64, why: &str) -> anyhow::Error {
@@ -123,10 +118,11 @@ impl Iterator for EntryReader {
     fn next(&mut self) -> Option<CliItem> {
         let seq = self.next_seq;
         let entry = match self.lines.next()? {
-            Ok(line) => match entry_problem(line.as_bytes()) {
-                None => serde_json::from_str::<Value>(&line).unwrap_or(Value::Null),
-                Some(why) => {
-                    *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq + 1, why));
+            Ok(line) => match DeadLetter::parse(line.as_bytes()) {
+                Ok(entry) => entry,
+                Err(why) => {
+                    *self.damaged.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((seq + 1, why.to_string()));
                     return None;
                 }
             },
@@ -137,19 +133,22 @@ impl Iterator for EntryReader {
             }
         };
         self.next_seq += 1;
-        let data = match entry.get("record") {
-            Some(rec) if !rec.is_null() => Ok(Arc::from(
-                serde_json::to_vec(rec)
-                    .unwrap_or_default()
+        let data = match &entry.record {
+            Some(rec) => Ok(Arc::from(
+                DeadLetter::record_of(rec.get().as_bytes())
+                    .get()
+                    .as_bytes()
+                    .to_vec()
                     .into_boxed_slice(),
             )),
             // Input that could not be read stays failed: there is nothing to send.
             _ => Err(Arc::new(RecordError {
                 kind: RecordErrorKind::Json,
-                message: entry["error"]["message"]
-                    .as_str()
-                    .unwrap_or("unreadable input record")
-                    .to_string(),
+                message: if entry.error.message.is_empty() {
+                    "unreadable input record".to_string()
+                } else {
+                    entry.error.message
+                },
                 raw: String::new(),
             })),
         };
@@ -222,7 +221,7 @@ pub fn retry_failed(
                 match out.check_records(written.map(Vec::as_slice)) {
                     Ok(()) => Resolved::Outputs(outputs),
                     Err(SinkError::Record { message, .. }) => Resolved::Failed(FailureNote {
-                        kind: "output_rejected".into(),
+                        kind: DeadLetterKind::OutputRejected,
                         message,
                         stderr_tail: Vec::new(),
                     }),
@@ -245,20 +244,20 @@ pub fn retry_failed(
                 }
             }
             Resolved::Failed(note) => {
-                let mut entry: Value = serde_json::from_str(&original).unwrap_or(Value::Null);
-                if entry.get("record").is_some_and(|r| !r.is_null()) {
-                    entry["error"] =
-                        serde_json::json!({"kind": note.kind, "message": note.message});
-                    entry["attempts"] = attempts.into();
-                    if note.stderr_tail.is_empty() {
-                        if let Some(o) = entry.as_object_mut() {
-                            o.remove("stderr_tail");
-                        }
-                    } else {
-                        entry["stderr_tail"] = note.stderr_tail.into();
+                // A record that could not be read is kept as it was; any other gets this
+                // pass's error and attempts.
+                let line = match DeadLetter::parse(original.as_bytes()) {
+                    Ok(mut entry) if entry.record.is_some() => {
+                        entry.error = DeadLetterError {
+                            kind: note.kind,
+                            message: note.message,
+                        };
+                        entry.attempts = attempts;
+                        entry.stderr_tail = note.stderr_tail;
+                        entry.to_line()
                     }
-                }
-                let line = serde_json::to_vec(&entry)?;
+                    _ => original.into_bytes(),
+                };
                 fails
                     .write_record(&line)
                     .context("cannot write the dead-letter file")?;

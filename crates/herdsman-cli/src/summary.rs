@@ -306,7 +306,7 @@ impl Summary {
         }
         s.push_str(&format!(
             "  outputs   {}{}\n",
-            crate::progress::plural(t.outputs, "record"),
+            crate::text::plural(t.outputs, "record"),
             self.output
                 .as_deref()
                 .map(|o| format!(" in {o}"))
@@ -319,7 +319,7 @@ impl Summary {
         s.push_str(&format!(
             "  time      {:.2}s, {} records/s",
             self.duration_s,
-            crate::progress::rate(self.records_per_s).trim_end_matches("/s")
+            crate::text::rate(self.records_per_s).trim_end_matches("/s")
         ));
         s.push('\n');
         if let Some(l) = &self.latency {

@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+mod dead_letter;
 mod error;
 mod fingerprint;
 mod format;
@@ -27,6 +28,10 @@ mod json;
 mod sink;
 mod source;
 
+pub use dead_letter::{
+    DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterParseError, DeadLetterSource,
+    OrderedJson,
+};
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};

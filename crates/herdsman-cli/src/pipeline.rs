@@ -1,0 +1,500 @@
+//! The stages every pass over records shares: the executor (worker pool or per-record
+//! commands), the engine with the run's policies, the outcome tally, and the output and
+//! dead-letter sinks. Used by the normal run (chunks → engine → assembler) and by the
+//! `--retry-failed` pass (dead letters → engine → new files).
+//!
+//! This module must never decide what a job does (that is `job`), nor touch the checkpoint.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use anyhow::{Context, Result};
+use herdsman::executor::Executor;
+use herdsman::{ItemError, RateLimit, Retry, RunStatus, StopToken};
+use herdsman_io::{OutputFormat, Sink, SinkError, Source, SourceError, SourceOptions};
+use herdsman_ledger::{Ledger, ResumePoint};
+use herdsman_workers::{
+    ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkItem, WorkOutput, WorkerCommand,
+    WorkerFailure, WorkerPool,
+};
+
+use crate::assemble::{Assembler, FailureNote, Resolved, Sinks};
+use crate::checkpoint::reclaim_renamed;
+use crate::chunks::{ChunkLimits, ChunkReader};
+use crate::cli::{OutputFormatArg, ProtocolArg};
+use crate::config::{ensure_parent_dir, usage, MaxErrors, RunConfig, Transform};
+use crate::progress::{Log, Progress};
+use crate::summary::{Counts, Latency};
+use crate::transform::{CliExecutor, CliFailure};
+
+/// Largest chunk, in bytes of record JSON, whatever --chunk-size says.
+pub(crate) const CHUNK_BYTES: usize = 8 << 20;
+
+/// Starts the workers (or the per-record command runner).
+pub(crate) fn start_executor(
+    cfg: &RunConfig,
+    log: &Log,
+    csv_header: Option<&[String]>,
+) -> Result<CliExecutor> {
+    let stderr_log = log.clone();
+    let stderr: herdsman_workers::StderrSink =
+        Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
+    let inner: Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>> = match &cfg
+        .transform
+    {
+        Transform::Worker {
+            argv,
+            protocol,
+            shell,
+        } => {
+            let command = if *shell {
+                WorkerCommand::shell(argv.join(" "))
+            } else {
+                WorkerCommand::argv(argv.clone())
+            };
+            let mut pc = PoolConfig::new(command);
+            pc.workers = cfg.jobs;
+            pc.protocol = match protocol {
+                ProtocolArg::Lines => Protocol::Lines,
+                ProtocolArg::Framed => Protocol::Framed,
+            };
+            pc.stderr = Some(stderr);
+            pc.timeout = cfg.timeout;
+            pc.max_tasks_per_worker = cfg.max_tasks_per_worker;
+            pc.cwd = cfg.workdir.clone();
+            // An answer may be as long as the longest record it was given.
+            pc.max_line_bytes = pc
+                .max_line_bytes
+                .max(cfg.max_record_size.saturating_add(1 << 20));
+            let notice_log = log.clone();
+            pc.notices = Some(Arc::new(move |msg: &str| notice_log.notice(msg)));
+            // For tests only: a short threshold for the no-answer notice.
+            if let Some(ms) = std::env::var("HERDSMAN_NO_ANSWER_NOTICE_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                pc.no_answer_notice = std::time::Duration::from_millis(ms);
+            }
+            Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
+        }
+        Transform::Exec {
+            template,
+            shell,
+            output,
+            no_retry_exit,
+        } => {
+            let template = Template::new(template, *shell).map_err(|e| usage(e.to_string()))?;
+            if let Some(header) = csv_header {
+                if let Some(missing) = template
+                    .fields()
+                    .into_iter()
+                    .find(|f| !header.iter().any(|h| h == f))
+                {
+                    return Err(usage(format!(
+                            "the --exec template uses {{{missing}}}, but the CSV input has no such column (columns: {}); fix the template",
+                            header.join(", ")
+                        )));
+                }
+            }
+            let mut ec = ExecConfig::new(template);
+            ec.jobs = cfg.jobs;
+            ec.stderr = Some(stderr);
+            ec.timeout = cfg.timeout;
+            ec.cwd = cfg.workdir.clone();
+            ec.output = {
+                use crate::cli::ExecOutputArg as A;
+                use herdsman_workers::ExecOutputMode as M;
+                match output {
+                    // Raw text output: a command's stdout is written as it printed it.
+                    A::Auto if cfg.output_format == OutputFormatArg::Lines => M::Raw,
+                    A::Auto => M::Auto,
+                    A::Text => M::Text,
+                    A::Record => M::Record,
+                }
+            };
+            ec.no_retry_exit = no_retry_exit.clone();
+            Box::new(ExecPool::start(ec).map_err(|e| usage(e.message))?)
+        }
+    };
+    Ok(CliExecutor::new(inner))
+}
+
+/// The run's output and dead-letter files.
+pub(crate) struct FileSinks {
+    pub(crate) output: Sink,
+    pub(crate) failures: Failures,
+}
+
+/// The dead-letter file: open from the start, or (streaming to stdout without a named
+/// dead-letter file) only once a record fails, so that a clean run leaves no file behind.
+pub(crate) enum Failures {
+    Open(Sink),
+    OnFirstFailure(PathBuf),
+}
+
+impl Failures {
+    fn sink(&mut self) -> Result<&mut Sink, SinkError> {
+        if let Failures::OnFirstFailure(path) = self {
+            *self = Failures::Open(Sink::open(path, OutputFormat::Jsonl, None)?);
+        }
+        match self {
+            Failures::Open(sink) => Ok(sink),
+            Failures::OnFirstFailure(_) => unreachable!("opened above"),
+        }
+    }
+}
+
+impl Sinks for FileSinks {
+    fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        self.output.check_records(outputs.iter().map(Vec::as_slice))
+    }
+    fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        self.output.write_record(json)
+    }
+    fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        self.failures.sink()?.write_record(json)
+    }
+    fn offsets(&self) -> (u64, u64) {
+        let failures = match &self.failures {
+            Failures::Open(sink) => sink.offset(),
+            Failures::OnFirstFailure(_) => 0,
+        };
+        (self.output.offset(), failures)
+    }
+    fn flush_stream(&mut self) -> Result<()> {
+        if self.output.is_stream() {
+            self.output.flush()?;
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<()> {
+        self.output.sync().context("cannot sync the output")?;
+        if let Failures::Open(sink) = &mut self.failures {
+            sink.sync().context("cannot sync the dead-letter file")?;
+        }
+        Ok(())
+    }
+}
+
+/// Ends a run that stopped early and cannot resume: keeps what is done, but never over a
+/// file that is already there, and says where it is.
+pub(crate) fn keep_incomplete(
+    mut sinks: FileSinks,
+    log: &Log,
+    out_path: &Path,
+    failures: &Path,
+) -> Result<()> {
+    sinks.sync()?;
+    let FileSinks {
+        output,
+        failures: failures_sink,
+    } = sinks;
+    let kept = output
+        .finish_incomplete()
+        .context("cannot keep the output written so far")?;
+    tell_kept(log, "output", out_path, &kept);
+    if let Failures::Open(sink) = failures_sink {
+        let kept = sink
+            .finish_incomplete()
+            .context("cannot keep the dead-letter file written so far")?;
+        tell_kept(log, "dead-letter file", failures, &kept);
+    }
+    Ok(())
+}
+
+/// One line on stderr saying where the records of a stopped, unresumable run are.
+pub(crate) fn tell_kept(log: &Log, what: &str, path: &Path, kept: &herdsman_io::Kept) {
+    match kept {
+        herdsman_io::Kept::Streamed => {}
+        herdsman_io::Kept::Published(p) => log.notice(&format!(
+            "the run stopped early; the records finished so far are in {} (the {what} is incomplete)",
+            p.display()
+        )),
+        herdsman_io::Kept::Partial(p) => log.notice(&format!(
+            "the run stopped early; {} already existed and was left as it was; the records finished so far are in {}",
+            path.display(),
+            p.display()
+        )),
+    }
+}
+
+pub(crate) fn output_format(cfg: &RunConfig) -> OutputFormat {
+    match cfg.output_format {
+        OutputFormatArg::Jsonl => OutputFormat::Jsonl,
+        OutputFormatArg::Lines => OutputFormat::Lines,
+        OutputFormatArg::Csv => OutputFormat::Csv {
+            columns: cfg.columns.clone(),
+        },
+    }
+}
+
+/// The engine with this run's policies over `items`.
+pub(crate) fn engine<I>(
+    cfg: &RunConfig,
+    items: I,
+    executor: CliExecutor,
+    stop: &StopToken,
+    failed_earlier: u64,
+) -> herdsman::Stream<WorkOutput, CliFailure>
+where
+    I: Iterator<Item = crate::chunks::CliItem> + Send + 'static,
+{
+    let mut engine = herdsman::map_with(items, executor)
+        .window(cfg.window)
+        .ordered(cfg.ordered)
+        .stop_token(stop.clone());
+    // A worker's `retry_after` replaces the backoff before that record's next attempt and
+    // pauses the rate limiter for every record; with --rate the pause applies even when
+    // --retries is 0 (the record then fails, but the others hold back).
+    if cfg.retries > 0 || cfg.rate.is_some() {
+        engine = engine.retry(
+            Retry::attempts(cfg.retries + 1)
+                .backoff(cfg.backoff)
+                .max_delay(cfg.max_backoff)
+                .jitter(true)
+                .when(|e: &CliFailure| e.retryable())
+                .retry_after(|e: &CliFailure| e.retry_after()),
+        );
+    }
+    if let Some((n, period)) = cfg.rate {
+        let rate = match period.as_secs() {
+            3600 => RateLimit::per_hour(n),
+            60 => RateLimit::per_minute(n),
+            _ => RateLimit::per_second(n),
+        };
+        engine = engine.rate_limit(rate);
+    }
+    // --timeout is enforced by the process executor, which knows when a record actually
+    // started on its worker (a record queued behind a slow one is not charged for the wait).
+    if let Some(MaxErrors::Count(n)) = cfg.max_errors {
+        engine = engine.max_errors(n.saturating_sub(failed_earlier).max(1));
+    }
+    engine.stream()
+}
+
+/// Counts one outcome and turns it into the record's final state.
+pub(crate) fn tally(
+    outcome: herdsman::ItemOutcome<WorkOutput, CliFailure>,
+    live: &mut Counts,
+    latency: &mut Latency,
+    timeout: Option<std::time::Duration>,
+) -> Resolved {
+    let state = match outcome.result {
+        Ok(outputs) => {
+            live.records += 1;
+            if outputs.is_empty() {
+                live.filtered += 1;
+            } else {
+                live.ok += 1;
+            }
+            Resolved::Outputs(outputs)
+        }
+        Err(ItemError::NotRun) => {
+            live.not_run += 1;
+            Resolved::NotRun
+        }
+        Err(e) => {
+            live.records += 1;
+            live.failed += 1;
+            Resolved::Failed(note_of(e, timeout))
+        }
+    };
+    if !matches!(state, Resolved::NotRun) {
+        latency.record(outcome.duration);
+        live.retries += u64::from(outcome.attempts.saturating_sub(1));
+    }
+    state
+}
+
+pub(crate) fn note_of(
+    e: ItemError<CliFailure>,
+    timeout: Option<std::time::Duration>,
+) -> FailureNote {
+    match e {
+        ItemError::Failed(f) => FailureNote::from_failure(&f),
+        ItemError::Panicked(msg) => FailureNote {
+            kind: herdsman_io::DeadLetterKind::WorkerCrashed,
+            message: msg,
+            stderr_tail: Vec::new(),
+        },
+        ItemError::TimedOut => FailureNote {
+            kind: herdsman_io::DeadLetterKind::Timeout,
+            message: match timeout {
+                Some(t) => format!(
+                    "no answer within {} (--timeout); the worker was killed and restarted",
+                    humantime::format_duration(t)
+                ),
+                None => "timed out".into(),
+            },
+            stderr_tail: Vec::new(),
+        },
+        ItemError::Executor(message) => FailureNote {
+            kind: herdsman_io::DeadLetterKind::Executor,
+            message,
+            stderr_tail: Vec::new(),
+        },
+        ItemError::NotRun => unreachable!("handled by the caller"),
+    }
+}
+
+pub(crate) fn source_options(cfg: &RunConfig) -> SourceOptions {
+    SourceOptions {
+        csv_delimiter: cfg.delimiter,
+        infer_types: cfg.infer_types,
+        max_record_bytes: cfg.max_record_size,
+        ..SourceOptions::default()
+    }
+}
+
+/// Opens the run's output and dead-letter files: fresh, or (resuming) cut back to what the
+/// checkpoint committed, after moving back a file that a crash renamed into place too early.
+pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Result<FileSinks> {
+    let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
+    if let Some(o) = &cfg.output {
+        ensure_parent_dir(o)?;
+    }
+    ensure_parent_dir(&cfg.failures)?;
+    let (out_offset, fail_offset) = match &resume {
+        Some(r) => {
+            if let Some(o) = &cfg.output {
+                reclaim_renamed(o, r.output_end)?;
+            }
+            // A dead-letter file written in place (`--failures /dev/null`) has nothing to
+            // reclaim or cut back.
+            let failures_in_place = herdsman_io::output_target(&cfg.failures)
+                .map(|t| t.is_stream())
+                .unwrap_or(false);
+            if !failures_in_place {
+                reclaim_renamed(&cfg.failures, r.failures_end)?;
+            }
+            (Some(r.output_end), Some(r.failures_end))
+        }
+        None => (None, None),
+    };
+    let sinks = FileSinks {
+        output: Sink::open(&out_path, output_format(cfg), out_offset)
+            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
+        failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
+            Failures::OnFirstFailure(cfg.failures.clone())
+        } else {
+            Failures::Open(
+                Sink::open(&cfg.failures, OutputFormat::Jsonl, fail_offset).with_context(|| {
+                    format!(
+                        "cannot open the dead-letter file {}",
+                        cfg.failures.display()
+                    )
+                })?,
+            )
+        },
+    };
+    Ok(sinks)
+}
+
+/// One pass over the input: everything [`stream`] needs.
+pub(crate) struct Pass<'a> {
+    pub(crate) cfg: &'a RunConfig,
+    /// The input, positioned where the checkpoint left it.
+    pub(crate) source: Source,
+    /// The inputs' names, for dead-letter entries.
+    pub(crate) names: Vec<String>,
+    pub(crate) resume: Option<&'a ResumePoint>,
+    /// What earlier runs of the job committed.
+    pub(crate) earlier: &'a Counts,
+    pub(crate) executor: CliExecutor,
+    pub(crate) sinks: FileSinks,
+    pub(crate) ledger: Option<&'a mut dyn Ledger>,
+    pub(crate) progress: &'a mut Progress,
+    pub(crate) stop: &'a StopToken,
+}
+
+/// What a pass over the input left: its files, its counts and how it ended.
+pub(crate) struct Streamed {
+    pub(crate) sinks: FileSinks,
+    /// Counts of the records in chunks this run wrote.
+    pub(crate) this_run: Counts,
+    pub(crate) latency: Latency,
+    pub(crate) status: RunStatus,
+    /// `--max-errors N%` stopped the run.
+    pub(crate) aborted_by_share: bool,
+    /// The input could not be read to the end.
+    pub(crate) fatal: Option<SourceError>,
+}
+
+/// Streams the input through the engine into the assembler: chunks → engine → assembler.
+pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
+    let Pass {
+        cfg,
+        source,
+        names,
+        resume,
+        earlier,
+        executor,
+        sinks,
+        ledger,
+        progress,
+        stop,
+    } = pass;
+    let (announce, chunks) = mpsc::channel();
+    let fatal = Arc::new(Mutex::new(None));
+    let (first_chunk, skip) = match &resume {
+        Some(r) => (
+            r.next_chunk,
+            r.committed_after.iter().copied().collect::<HashSet<u64>>(),
+        ),
+        None => (0, HashSet::new()),
+    };
+    let reader = ChunkReader::new(
+        source,
+        ChunkLimits {
+            records: cfg.chunk_size,
+            bytes: CHUNK_BYTES,
+            total: cfg.limit,
+        },
+        first_chunk,
+        skip,
+        announce,
+        fatal.clone(),
+    )
+    .context("cannot start the input reader thread")?;
+
+    let mut stream = engine(cfg, reader, executor, stop, earlier.failed);
+
+    let mut asm = Assembler::new(chunks, sinks, ledger, names);
+    let mut latency = Latency::default();
+    let mut live = earlier.clone();
+    let mut aborted_by_share = false;
+    for outcome in &mut stream {
+        let (index, attempts) = (outcome.index, outcome.attempts);
+        let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
+        asm.resolve(index, state, attempts)?;
+        progress.update(&live);
+        if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
+            let resolved = live.resolved();
+            if !aborted_by_share
+                && resolved >= 100
+                && (live.failed as f64) * 100.0 > p * resolved as f64
+            {
+                aborted_by_share = true;
+                stop.stop();
+            }
+        }
+    }
+    let status = stream.status().cloned().unwrap_or(RunStatus::Completed);
+    drop(stream);
+    progress.finish();
+
+    if aborted_by_share || status == RunStatus::Aborted {
+        asm.keep_failures_of_cut_short_chunks()?;
+    }
+    let (sinks, this_run) = asm.finish()?;
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Ok(Streamed {
+        sinks,
+        this_run,
+        latency,
+        status,
+        aborted_by_share,
+        fatal,
+    })
+}

@@ -22,6 +22,7 @@
 mod error;
 mod fingerprint;
 mod format;
+mod formats;
 mod input;
 mod json;
 mod sink;
@@ -30,9 +31,13 @@ mod source;
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
+pub use formats::{
+    entry as format_entry, FormatEntry, Location, OpenFn, OpenInput, ReadRecord, RecordReader,
+    RAW_CAP, REGISTRY,
+};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
 pub use sink::{
     check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
     OutputTarget, Sink,
 };
-pub use source::{check_csv_headers, Position, Record, Source, SourceOptions, RAW_CAP};
+pub use source::{check_csv_headers, Position, Record, Source, SourceOptions};

@@ -13,23 +13,25 @@ use rusqlite::{
 };
 
 use crate::{
-    ChunkCommit, JobIdentity, Ledger, LedgerError, LedgerStatus, Opened, Position, StateDir, Totals,
+    ChunkCommit, JobIdentity, Ledger, LedgerError, LedgerStatus, Opened, Position, StateDir, Token,
+    Totals,
 };
 
 /// The name of the ledger file inside the state directory.
 pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
 
 /// The newest schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection (e.g. `herdsman status` reading) before
 /// giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations, applied in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "jobs and chunks",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "jobs and chunks",
+        r#"
 CREATE TABLE schema_migrations (
     version     INTEGER PRIMARY KEY,
     description TEXT NOT NULL,
@@ -78,10 +80,53 @@ CREATE TABLE chunks (
 ) WITHOUT ROWID;
 CREATE INDEX chunks_by_state ON chunks (job_id, state, chunk);
 "#,
-)];
+    ),
+    (
+        "format-neutral input positions",
+        r#"
+CREATE TABLE chunks_v1 AS SELECT * FROM chunks;
+DROP TABLE chunks;
+CREATE TABLE chunks (
+    job_id           INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    chunk            INTEGER NOT NULL CHECK (chunk >= 0),
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'committed')),
+    claim_owner      TEXT,
+    lease_expires_at INTEGER,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    start_file       INTEGER,
+    start_seq        INTEGER,
+    start_token      BLOB,
+    end_file         INTEGER,
+    end_seq          INTEGER,
+    end_token        BLOB,
+    records          INTEGER,
+    ok               INTEGER,
+    failed           INTEGER,
+    filtered         INTEGER,
+    outputs          INTEGER,
+    retries          INTEGER,
+    output_end       INTEGER,
+    failures_end     INTEGER,
+    committed_at     INTEGER,
+    PRIMARY KEY (job_id, chunk),
+    CHECK (state <> 'committed' OR (
+        start_file IS NOT NULL AND start_seq IS NOT NULL AND start_token IS NOT NULL
+        AND end_file IS NOT NULL AND end_seq IS NOT NULL AND end_token IS NOT NULL
+        AND records IS NOT NULL AND ok IS NOT NULL AND failed IS NOT NULL
+        AND filtered IS NOT NULL AND outputs IS NOT NULL AND retries IS NOT NULL
+        AND output_end IS NOT NULL AND failures_end IS NOT NULL AND committed_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX chunks_by_state ON chunks (job_id, state, chunk);
+"#,
+    ),
+];
 
-const CHUNK_COLUMNS: &str = "chunk, start_file, start_offset, start_line, start_seq, \
-     end_file, end_offset, end_line, end_seq, records, ok, failed, filtered, outputs, retries, \
+/// The table migration 2 keeps version 1's chunks in: their byte offsets and lines cannot be
+/// turned into format tokens, so a job that has any cannot be resumed (only restarted).
+const LEGACY_CHUNKS: &str = "chunks_v1";
+
+const CHUNK_COLUMNS: &str = "chunk, start_file, start_seq, start_token, \
+     end_file, end_seq, end_token, records, ok, failed, filtered, outputs, retries, \
      output_end, failures_end";
 
 /// The embedded ledger: SQLite through rusqlite (bundled SQLite), one job per state directory.
@@ -173,6 +218,13 @@ impl SqliteLedger {
         if version > SCHEMA_VERSION {
             return Err(ledger.newer_schema(version));
         }
+        if (1..SCHEMA_VERSION).contains(&version) {
+            // Not migrated yet (only a run migrates): its chunks hold version 1 positions.
+            return Err(LedgerError::OlderSchema {
+                path: ledger.path,
+                found: version,
+            });
+        }
         Ok(ledger)
     }
 
@@ -231,8 +283,40 @@ impl SqliteLedger {
             tx.pragma_update(None, "user_version", to)
                 .map_err(|e| sql_err(&path, &action(), e))?;
         }
+        if version < 2 {
+            // Nothing to keep from version 1 unless it had chunks.
+            let legacy: i64 = tx
+                .query_row(&format!("SELECT COUNT(*) FROM {LEGACY_CHUNKS}"), [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| sql_err(&path, "be migrated to schema version 2", e))?;
+            if legacy == 0 {
+                tx.execute_batch(&format!("DROP TABLE {LEGACY_CHUNKS}"))
+                    .map_err(|e| sql_err(&path, "be migrated to schema version 2", e))?;
+            }
+        }
         tx.commit()
             .map_err(|e| sql_err(&path, "commit a migration", e))
+    }
+
+    /// Refuses a ledger that still holds chunks of schema version 1, whose positions cannot
+    /// be read back (see [`LEGACY_CHUNKS`]).
+    fn refuse_legacy_chunks(&self) -> Result<(), LedgerError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [LEGACY_CHUNKS],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, "be read", e))?;
+        if exists {
+            return Err(LedgerError::OlderSchema {
+                path: self.path.clone(),
+                found: 1,
+            });
+        }
+        Ok(())
     }
 
     /// The job row, if any. `None` also when the schema was never created (read-only view
@@ -317,6 +401,7 @@ impl Ledger for SqliteLedger {
                 Ok(Opened::Fresh)
             }
             Some(job) => {
+                self.refuse_legacy_chunks()?;
                 let stored = self.parse_identity(&job.identity)?;
                 if &stored != id {
                     return Err(LedgerError::IdentityChanged {
@@ -346,8 +431,10 @@ impl Ledger for SqliteLedger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(&path, "start a reset", e))?;
-        tx.execute_batch("DELETE FROM chunks; DELETE FROM jobs;")
-            .map_err(|e| sql_err(&path, "be reset", e))?;
+        tx.execute_batch(&format!(
+            "DELETE FROM chunks; DELETE FROM jobs; DROP TABLE IF EXISTS {LEGACY_CHUNKS};"
+        ))
+        .map_err(|e| sql_err(&path, "be reset", e))?;
         tx.commit()
             .map_err(|e| sql_err(&path, "commit a reset", e))?;
         self.job_id = None;
@@ -431,6 +518,7 @@ impl Ledger for SqliteLedger {
         let Some(job) = self.job_row()? else {
             return Ok(LedgerStatus::default());
         };
+        self.refuse_legacy_chunks()?;
         let identity = self.parse_identity(&job.identity)?;
         let commits = self.commits(job.id)?;
         snapshot
@@ -465,12 +553,13 @@ fn insert_commit(
     tx: &rusqlite::Transaction<'_>,
     job_id: i64,
     c: &ChunkCommit,
-    v: &[i64; 17],
+    v: &Values,
     now: i64,
 ) -> Result<(), Insert> {
+    let n = &v.numbers;
     let existing: Option<(String, i64)> = tx
         .prepare_cached("SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk = ?2")?
-        .query_row(params![job_id, v[0]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![job_id, n[0]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if matches!(&existing, Some((state, _)) if state == "committed") {
         return Err(Insert::Refused(LedgerError::AlreadyCommitted {
@@ -504,29 +593,44 @@ fn insert_commit(
         "INSERT OR REPLACE INTO chunks (job_id, state, attempt, committed_at, \
          claim_owner, lease_expires_at, {CHUNK_COLUMNS}) \
          VALUES (?1, 'committed', ?2, ?3, NULL, NULL, \
-         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
-        job_id, attempt, now, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
-        v[11], v[12], v[13], v[14], v[15], v[16]
+        job_id,
+        attempt,
+        now,
+        n[0],
+        n[1],
+        n[2],
+        c.start.token.as_bytes(),
+        n[3],
+        n[4],
+        c.end.token.as_bytes(),
+        n[5],
+        n[6],
+        n[7],
+        n[8],
+        n[9],
+        n[10],
+        n[11],
+        n[12]
     ])?;
     Ok(())
 }
 
-/// The commit's values in `CHUNK_COLUMNS` order, checked to fit SQLite's signed integers.
-struct Values;
+/// The commit's numbers in `CHUNK_COLUMNS` order (the two tokens left out), checked to fit
+/// SQLite's signed integers.
+struct Values {
+    numbers: [i64; 13],
+}
 
 impl Values {
-    fn of(c: &ChunkCommit) -> Result<[i64; 17], LedgerError> {
-        let fields: [(&'static str, u64); 17] = [
+    fn of(c: &ChunkCommit) -> Result<Values, LedgerError> {
+        let fields: [(&'static str, u64); 13] = [
             ("chunk", c.chunk),
             ("start.file_index", u64::from(c.start.file_index)),
-            ("start.byte_offset", c.start.byte_offset),
-            ("start.line", c.start.line),
             ("start.seq", c.start.seq),
             ("end.file_index", u64::from(c.end.file_index)),
-            ("end.byte_offset", c.end.byte_offset),
-            ("end.line", c.end.line),
             ("end.seq", c.end.seq),
             ("records", c.records),
             ("ok", c.ok),
@@ -537,12 +641,12 @@ impl Values {
             ("output_end", c.output_end),
             ("failures_end", c.failures_end),
         ];
-        let mut out = [0i64; 17];
-        for (slot, (field, value)) in out.iter_mut().zip(fields) {
+        let mut numbers = [0i64; 13];
+        for (slot, (field, value)) in numbers.iter_mut().zip(fields) {
             *slot =
                 i64::try_from(value).map_err(|_| LedgerError::ValueTooLarge { field, value })?;
         }
-        Ok(out)
+        Ok(Values { numbers })
     }
 }
 
@@ -558,28 +662,38 @@ fn read_commit(r: &Row<'_>) -> Result<ChunkCommit, String> {
         let v = u(i)?;
         u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
     };
+    let t = |i: usize| -> Result<Token, String> {
+        let v: Vec<u8> = r
+            .get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        Token::new(&v).map_err(|_| {
+            format!(
+                "chunk column {i} holds a position token of {} bytes (at most {} are written)",
+                v.len(),
+                Token::CAPACITY
+            )
+        })
+    };
     Ok(ChunkCommit {
         chunk: u(0)?,
         start: Position {
             file_index: f(1)?,
-            byte_offset: u(2)?,
-            line: u(3)?,
-            seq: u(4)?,
+            seq: u(2)?,
+            token: t(3)?,
         },
         end: Position {
-            file_index: f(5)?,
-            byte_offset: u(6)?,
-            line: u(7)?,
-            seq: u(8)?,
+            file_index: f(4)?,
+            seq: u(5)?,
+            token: t(6)?,
         },
-        records: u(9)?,
-        ok: u(10)?,
-        failed: u(11)?,
-        filtered: u(12)?,
-        outputs: u(13)?,
-        retries: u(14)?,
-        output_end: u(15)?,
-        failures_end: u(16)?,
+        records: u(7)?,
+        ok: u(8)?,
+        failed: u(9)?,
+        filtered: u(10)?,
+        outputs: u(11)?,
+        retries: u(12)?,
+        output_end: u(13)?,
+        failures_end: u(14)?,
     })
 }
 
@@ -695,7 +809,7 @@ mod tests {
         let err = ledger.open_job(&id).unwrap_err();
         match err {
             LedgerError::Corrupt { detail, .. } => {
-                assert_eq!(detail, "chunk column 9 holds the negative value -1")
+                assert_eq!(detail, "chunk column 7 holds the negative value -1")
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }

@@ -27,6 +27,7 @@ mod input;
 mod json;
 mod sink;
 mod source;
+mod writers;
 
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
@@ -41,3 +42,4 @@ pub use sink::{
     OutputTarget, Sink,
 };
 pub use source::{check_csv_headers, Position, Record, Source, SourceOptions};
+pub use writers::{writer_for, RecordWriter, SinkOptions};

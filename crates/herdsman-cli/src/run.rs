@@ -18,8 +18,8 @@ use anyhow::{anyhow, Context, Result};
 use herdsman::executor::Executor;
 use herdsman::{ItemError, RateLimit, Retry, RunStatus, StopToken};
 use herdsman_io::{
-    expand_inputs, Format, InputPath, InputSpec, OutputFormat, Sink, SinkError, Source,
-    SourceOptions,
+    expand_inputs, Format, InputPath, InputSpec, OutputFormat, Sink, SinkError, SinkOptions,
+    Source, SourceOptions,
 };
 use herdsman_ledger::{
     JobIdentity, Ledger, LedgerError, Opened, OutputLock, ResumePoint, SqliteLedger, StateDir,
@@ -542,8 +542,13 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         None => (None, None),
     };
     let sinks = FileSinks {
-        output: Sink::open(&out_path, output_format(&cfg), out_offset)
-            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
+        output: Sink::open_with(
+            &out_path,
+            output_format(&cfg),
+            out_offset,
+            &sink_options(&cfg),
+        )
+        .with_context(|| format!("cannot open the output {}", out_path.display()))?,
         failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
             Failures::OnFirstFailure(cfg.failures.clone())
         } else {
@@ -896,6 +901,13 @@ fn counts_of(commits: &[herdsman_ledger::ChunkCommit]) -> Counts {
         not_run: 0,
         outputs: t.outputs,
         retries: t.retries,
+    }
+}
+
+/// How outputs are written: CSV with the --delimiter of the input.
+fn sink_options(cfg: &RunConfig) -> SinkOptions {
+    SinkOptions {
+        csv_delimiter: cfg.delimiter,
     }
 }
 

@@ -65,7 +65,7 @@ proptest! {
     // A fixed seed: the same cases on every run and machine.
     #![proptest_config(ProptestConfig {
         cases: 256,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_c5f),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x05ee_dc5f),
         ..ProptestConfig::default()
     })]
 

@@ -107,7 +107,7 @@ pub struct SourceOptions {
     /// text into numbers (default off: every value is a string).
     pub infer_types: bool,
     /// A record (a line, or a CSV row in its raw form) longer than this becomes a
-    /// [`RecordErrorKind::TooLong`] error and reading goes on after it (default 16 MiB).
+    /// [`RecordErrorKind::TooLong`](crate::RecordErrorKind::TooLong) error and reading goes on after it (default 16 MiB).
     pub max_record_bytes: usize,
     /// Size of each input's read buffer (default 256 KiB); records may be larger.
     pub read_buffer_bytes: usize,

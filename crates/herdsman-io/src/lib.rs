@@ -4,6 +4,11 @@
 //! Never load a whole input or output into memory, and never turn bad input into a crash:
 //! a malformed record is a record that carries its error.
 //!
+//! Each input format is one [`RecordReader`] registered in [`REGISTRY`]; each output format
+//! is one [`RecordWriter`] chosen by [`writer_for`]. [`Source`] and [`Sink`] hold what every
+//! format shares: several inputs in order with resumable [`Position`]s, and the partial file,
+//! syncing and atomic rename of an output.
+//!
 //! ```
 //! use herdsman_io::{Format, InputPath, InputSpec, Source, SourceOptions};
 //! let dir = tempfile::tempdir().unwrap();

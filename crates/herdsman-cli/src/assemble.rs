@@ -488,7 +488,7 @@ fn to_ledger(p: Position) -> herdsman_ledger::Position {
 
 /// Converts a ledger position back to a source position; says what is wrong with a token
 /// the input formats cannot read.
-pub fn from_ledger(p: herdsman_ledger::Position) -> Result<Position, String> {
+pub fn from_ledger(p: herdsman_ledger::Position) -> Result<Position, herdsman_io::TokenError> {
     Position::from_token(p.file_index, p.seq, p.token.as_bytes())
 }
 

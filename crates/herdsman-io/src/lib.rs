@@ -34,7 +34,7 @@ mod sink;
 mod source;
 mod writers;
 
-pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
+pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError, TokenError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
 pub use formats::{

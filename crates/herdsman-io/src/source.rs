@@ -9,7 +9,7 @@
 //! modification time and the bytes read are compared with what they were when it was opened
 //! ([`SourceError::Changed`]). The formats themselves live in `formats/`, one file each.
 
-use crate::error::{RecordError, SourceError};
+use crate::error::{RecordError, SourceError, TokenError};
 use crate::formats::{self, Location, OpenInput, ReadRecord, RecordReader};
 use crate::input::{InputPath, InputSpec};
 
@@ -84,7 +84,7 @@ impl Position {
     /// assert_eq!(Position::from_token(2, 78, &p.token()), Ok(p));
     /// assert!(Position::from_token(2, 78, b"").is_err());
     /// ```
-    pub fn from_token(file_index: u32, seq: u64, token: &[u8]) -> Result<Position, String> {
+    pub fn from_token(file_index: u32, seq: u64, token: &[u8]) -> Result<Position, TokenError> {
         Location::from_token(token).map(|at| Position::at(file_index, at, seq))
     }
 }

@@ -17,7 +17,7 @@ mod jsonl;
 mod lines;
 pub(crate) mod text;
 
-use crate::error::{RecordError, SourceError};
+use crate::error::{RecordError, SourceError, TokenError};
 use crate::format::Format;
 use crate::input::InputPath;
 use crate::source::SourceOptions;
@@ -74,20 +74,18 @@ impl Location {
 
     /// Reads a location back from [`Location::token`]'s bytes; says what is wrong with bytes
     /// it did not produce.
-    pub fn from_token(token: &[u8]) -> Result<Location, String> {
+    pub fn from_token(token: &[u8]) -> Result<Location, TokenError> {
         let Some((&version, mut rest)) = token.split_first() else {
-            return Err("the position token is empty".into());
+            return Err(TokenError::Empty);
         };
         if version != TOKEN_V1 {
-            return Err(format!(
-                "the position token has the unknown kind {version} (this version reads kind {TOKEN_V1})"
-            ));
+            return Err(TokenError::UnknownKind(version));
         }
-        let mut next = || -> Result<u64, String> {
+        let mut next = || -> Result<u64, TokenError> {
             let mut v = 0u64;
             for shift in (0..64).step_by(7) {
                 let Some((&b, tail)) = rest.split_first() else {
-                    return Err("the position token is cut short".into());
+                    return Err(TokenError::Truncated);
                 };
                 rest = tail;
                 let part = u64::from(b & 0x7f);
@@ -99,12 +97,12 @@ impl Location {
                     return Ok(v);
                 }
             }
-            Err("the position token holds a number too large for 64 bits".into())
+            Err(TokenError::Overflow)
         };
         let byte_offset = next()?;
         let line = next()?;
         if !rest.is_empty() {
-            return Err("the position token has trailing bytes".into());
+            return Err(TokenError::Trailing);
         }
         Ok(Location { byte_offset, line })
     }
@@ -213,12 +211,19 @@ mod tests {
             assert!(t.len() <= 21);
             assert_eq!(Location::from_token(&t), Ok(at));
         }
-        assert!(Location::from_token(&[]).is_err());
-        assert!(Location::from_token(&[1, 0x80]).is_err());
-        assert!(Location::from_token(&[1, 0, 1, 0]).is_err());
+        assert_eq!(Location::from_token(&[]), Err(TokenError::Empty));
+        assert_eq!(
+            Location::from_token(&[7, 0, 1]),
+            Err(TokenError::UnknownKind(7))
+        );
+        assert_eq!(Location::from_token(&[1, 0x80]), Err(TokenError::Truncated));
+        assert_eq!(
+            Location::from_token(&[1, 0, 1, 0]),
+            Err(TokenError::Trailing)
+        );
         let mut huge = vec![1];
         huge.extend([0xff; 10]);
         huge.push(0);
-        assert!(Location::from_token(&huge).is_err());
+        assert_eq!(Location::from_token(&huge), Err(TokenError::Overflow));
     }
 }

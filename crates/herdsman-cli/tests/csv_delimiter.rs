@@ -149,3 +149,41 @@ fn a_killed_csv_run_with_a_custom_delimiter_resumes_to_identical_bytes() {
         }
     }
 }
+
+#[test]
+fn retry_failed_appends_csv_rows_with_the_delimiter_and_no_second_header() {
+    let s = Scratch::new();
+    let mut input = String::from("id;value\n");
+    for i in 0..40 {
+        input.push_str(&format!("{i};\"v;{i}\"\n"));
+    }
+    s.write("in.csv", input);
+    let marker = s.write("broken", "");
+    let run = |extra: &[&str]| {
+        s.herdsman()
+            .args(["run", "-i", "in.csv", "-o", "out.csv", "--delimiter", ";"])
+            .args(["-w", &py_worker("flaky.py", &[marker.to_str().unwrap()])])
+            .args([
+                "--protocol",
+                "framed",
+                "--chunk-size",
+                "7",
+                "--progress",
+                "none",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    std::fs::remove_file(&marker).unwrap();
+    let out = run(&["--retry-failed"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = s.read("out.csv");
+    let mut rows: Vec<&str> = got.lines().collect();
+    assert_eq!(rows.remove(0), "id;value");
+    rows.sort_unstable_by_key(|r| r.split(';').next().unwrap().parse::<u32>().unwrap());
+    let want: Vec<String> = (0..40).map(|i| format!("{i};\"v;{i}\"")).collect();
+    assert_eq!(rows, want);
+}

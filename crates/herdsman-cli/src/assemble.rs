@@ -467,20 +467,16 @@ pub fn dead_letter(
 fn to_ledger(p: Position) -> herdsman_ledger::Position {
     herdsman_ledger::Position {
         file_index: p.file_index,
-        byte_offset: p.byte_offset,
-        line: p.line,
         seq: p.seq,
+        // A format's token is at most 21 bytes, well within a ledger token.
+        token: herdsman_ledger::Token::new(&p.token()).expect("a position token fits"),
     }
 }
 
-/// Converts a ledger position back to a source position.
-pub fn from_ledger(p: herdsman_ledger::Position) -> Position {
-    Position {
-        file_index: p.file_index,
-        byte_offset: p.byte_offset,
-        line: p.line,
-        seq: p.seq,
-    }
+/// Converts a ledger position back to a source position; says what is wrong with a token
+/// the input formats cannot read.
+pub fn from_ledger(p: herdsman_ledger::Position) -> Result<Position, herdsman_io::TokenError> {
+    Position::from_token(p.file_index, p.seq, p.token.as_bytes())
 }
 
 #[cfg(test)]

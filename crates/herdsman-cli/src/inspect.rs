@@ -152,11 +152,23 @@ pub fn status(args: &StateArgs) -> Result<()> {
         )?;
     }
     if let Some(last) = st.commits.iter().max_by_key(|c| c.end.seq) {
-        writeln!(
-            out,
-            "input       read up to record {} (file #{}, line {})",
-            last.end.seq, last.end.file_index, last.end.line
-        )?;
+        let end = herdsman_io::Position::from_token(
+            last.end.file_index,
+            last.end.seq,
+            last.end.token.as_bytes(),
+        );
+        match end {
+            Ok(end) => writeln!(
+                out,
+                "input       read up to record {} (file #{}, line {})",
+                end.seq, end.file_index, end.line
+            )?,
+            Err(_) => writeln!(
+                out,
+                "input       read up to record {} (file #{})",
+                last.end.seq, last.end.file_index
+            )?,
+        }
     }
     // After a retry pass the chunks' failure counts are those of the first run.
     let failing: Vec<_> = st.commits.iter().filter(|c| c.counts.failed > 0).collect();

@@ -338,6 +338,13 @@ pub(crate) fn note_of(
     }
 }
 
+/// How outputs are written: CSV with the --delimiter of the input.
+pub(crate) fn sink_options(cfg: &RunConfig) -> herdsman_io::SinkOptions {
+    herdsman_io::SinkOptions {
+        csv_delimiter: cfg.delimiter,
+    }
+}
+
 pub(crate) fn source_options(cfg: &RunConfig) -> SourceOptions {
     SourceOptions {
         csv_delimiter: cfg.delimiter,
@@ -373,8 +380,13 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
         None => (None, None),
     };
     let sinks = FileSinks {
-        output: Sink::open(&out_path, output_format(cfg), out_offset)
-            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
+        output: Sink::open_with(
+            &out_path,
+            output_format(cfg),
+            out_offset,
+            &sink_options(cfg),
+        )
+        .with_context(|| format!("cannot open the output {}", out_path.display()))?,
         failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
             Failures::OnFirstFailure(cfg.failures.clone())
         } else {

@@ -187,8 +187,15 @@ pub fn retry_failed(
             output_partial.display()
         )
     })?;
-    let mut out = Sink::open(&output, output_format, Some(len))
-        .with_context(|| format!("cannot open {}", output_partial.display()))?;
+    let mut out = Sink::open_with(
+        &output,
+        output_format,
+        Some(len),
+        &herdsman_io::SinkOptions {
+            csv_delimiter: cfg.delimiter,
+        },
+    )
+    .with_context(|| format!("cannot open {}", output_partial.display()))?;
     let mut fails = Sink::open(&cfg.failures, OutputFormat::Jsonl, None).with_context(|| {
         format!(
             "cannot open {}",

@@ -87,7 +87,14 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     }
 
     let sinks = open_sinks(&cfg, resume.as_ref())?;
-    let resume_at = resume.as_ref().and_then(|r| r.position.map(from_ledger));
+    let resume_at = resume
+        .as_ref()
+        .and_then(|r| r.position)
+        .map(from_ledger)
+        .transpose()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot resume this checkpoint: {e}; run with --restart to start over")
+        })?;
     let source = Source::open(inputs.specs.clone(), source_options(&cfg), resume_at)
         .map_err(source_error)?;
     let mut progress = Progress::new(cfg.progress, None, earlier.resolved(), cfg.quiet);

@@ -171,3 +171,24 @@ pub enum SinkError {
         message: String,
     },
 }
+
+/// Why bytes are not a position token (see [`Location::token`](crate::Location::token)): a
+/// checkpoint that holds them cannot be resumed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No bytes at all.
+    #[error("the position token is empty")]
+    Empty,
+    /// A kind of token this version does not know.
+    #[error("the position token has the unknown kind {0} (this version reads kind 1)")]
+    UnknownKind(u8),
+    /// The bytes end inside a number.
+    #[error("the position token is cut short")]
+    Truncated,
+    /// A number does not fit 64 bits.
+    #[error("the position token holds a number too large for 64 bits")]
+    Overflow,
+    /// Bytes after the last number.
+    #[error("the position token has trailing bytes")]
+    Trailing,
+}

@@ -2,11 +2,13 @@
 //! standard input sniffed from its first bytes.
 //!
 //! Detection only looks at names, or at bytes the caller already has in hand; it must never
-//! open or read a file itself.
+//! open or read a file itself. Input names and extensions come from the format registry
+//! (`formats/mod.rs`); sniffing and compression are the same for every format.
 
 use std::path::Path;
 
-/// The format of an input file.
+/// The format of an input file. Each has one reader in `src/formats/` and one entry in the
+/// [`REGISTRY`](crate::REGISTRY), which gives its names and extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     /// CSV with a header row: each row becomes a JSON object keyed by the header.
@@ -32,23 +34,21 @@ impl Format {
     /// assert_eq!(Format::from_path(Path::new("x.bin")), None);
     /// ```
     pub fn from_path(p: &Path) -> Option<Format> {
-        match inner_extension(p)?.as_str() {
-            "csv" => Some(Format::Csv),
-            "jsonl" | "ndjson" => Some(Format::Jsonl),
-            "txt" | "log" => Some(Format::Lines),
-            _ => None,
-        }
+        let ext = inner_extension(p)?;
+        crate::formats::REGISTRY
+            .iter()
+            .find(|e| e.extensions.contains(&ext.as_str()))
+            .map(|e| e.format)
     }
 
     /// Parses a format name as given on a command line: `csv`, `jsonl` (or `ndjson`,
     /// `jsonlines`), `lines` (or `text`, `txt`). Case-insensitive.
     pub fn parse(s: &str) -> Option<Format> {
-        match s.to_ascii_lowercase().as_str() {
-            "csv" => Some(Format::Csv),
-            "jsonl" | "ndjson" | "jsonlines" | "json-lines" => Some(Format::Jsonl),
-            "lines" | "text" | "txt" => Some(Format::Lines),
-            _ => None,
-        }
+        let s = s.to_ascii_lowercase();
+        crate::formats::REGISTRY
+            .iter()
+            .find(|e| e.names.contains(&s.as_str()))
+            .map(|e| e.format)
     }
 
     /// Sniffs the format of an input without a name (standard input) from its first bytes:
@@ -72,11 +72,7 @@ impl Format {
 
     /// The canonical name, as accepted by [`Format::parse`].
     pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-            Format::Lines => "lines",
-        }
+        crate::formats::entry(self).names[0]
     }
 }
 

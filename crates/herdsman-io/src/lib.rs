@@ -4,6 +4,11 @@
 //! Never load a whole input or output into memory, and never turn bad input into a crash:
 //! a malformed record is a record that carries its error.
 //!
+//! Each input format is one [`RecordReader`] registered in [`REGISTRY`]; each output format
+//! is one [`RecordWriter`] chosen by [`writer_for`]. [`Source`] and [`Sink`] hold what every
+//! format shares: several inputs in order with resumable [`Position`]s, and the partial file,
+//! syncing and atomic rename of an output.
+//!
 //! ```
 //! use herdsman_io::{Format, InputPath, InputSpec, Source, SourceOptions};
 //! let dir = tempfile::tempdir().unwrap();
@@ -23,21 +28,28 @@ mod dead_letter;
 mod error;
 mod fingerprint;
 mod format;
+mod formats;
 mod input;
 mod json;
 mod sink;
 mod source;
+mod writers;
 
 pub use dead_letter::{
     DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterParseError, DeadLetterSource,
     OrderedJson,
 };
-pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError};
+pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError, TokenError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat};
+pub use formats::{
+    entry as format_entry, FormatEntry, Location, OpenFn, OpenInput, ReadRecord, RecordReader,
+    RAW_CAP, REGISTRY,
+};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
 pub use sink::{
     check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
     OutputTarget, Sink,
 };
-pub use source::{check_csv_headers, Position, Record, Source, SourceOptions, RAW_CAP};
+pub use source::{check_csv_headers, Position, Record, Source, SourceOptions};
+pub use writers::{writer_for, RecordWriter, SinkOptions};

@@ -1,5 +1,6 @@
 //! Output sinks: append records to `<path>.partial`, make them durable on request, and
-//! publish the file with an atomic rename at the end; plus a small atomic file writer.
+//! publish the file with an atomic rename at the end; plus a small atomic file writer. The
+//! bytes of each record come from the output format's writer (`writers/`).
 //!
 //! A sink must never write part of a record it rejects, never publish a file before
 //! everything is flushed and synced, and never keep more than one record plus its write
@@ -7,18 +8,14 @@
 //! `/dev/stdout` is written in place, and a symbolic link is followed so that the partial
 //! file and the rename happen beside its target.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use crate::error::SinkError;
 use crate::format::OutputFormat;
+use crate::writers::{writer_for, RecordWriter, SinkOptions};
 
 const WRITE_BUF: usize = 256 * 1024;
 
@@ -243,90 +240,6 @@ pub enum Kept {
     Partial(PathBuf),
 }
 
-/// CSV state: the header once fixed, and a row buffer.
-struct CsvOut {
-    columns: Option<Vec<String>>,
-    /// Where each column's value comes from (boxed: a sink stays small).
-    lookup: Box<Lookup>,
-    cells: Vec<Option<Vec<u8>>>,
-    /// The columns were chosen up front: each record is projected onto them (other keys are
-    /// left out). Otherwise the first record fixed them and a record with another key is
-    /// refused.
-    project: bool,
-}
-
-/// The header's lookup tables.
-#[derive(Default)]
-struct Lookup {
-    /// Each name's first column.
-    index: HashMap<String, usize>,
-    /// For each column, the first column of the same name (itself unless named twice).
-    first: Vec<usize>,
-}
-
-impl CsvOut {
-    fn set_columns(&mut self, columns: Vec<String>) {
-        let mut index = HashMap::with_capacity(columns.len());
-        let first = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| *index.entry(c.clone()).or_insert(i))
-            .collect();
-        *self.lookup = Lookup { index, first };
-        self.cells = vec![None; columns.len()];
-        self.columns = Some(columns);
-    }
-
-    /// Why a record with key `k` does not fit a header fixed by the first record.
-    fn unknown_key(k: &str, columns: &[String]) -> String {
-        let mut shown = columns
-            .iter()
-            .take(8)
-            .map(|c| format!("`{c}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if columns.len() > 8 {
-            shown.push_str(", ...");
-        }
-        format!(
-            "its key `{k}` is not a column of the CSV header ({shown}, fixed by the first record); choose the columns with --columns (other keys are then left out) or write JSONL"
-        )
-    }
-}
-
-/// Why a JSONL record is refused.
-const JSONL_LINE_BREAK: &str =
-    "the record holds a raw line break, which would split its JSONL line; emit compact JSON";
-
-/// The entries of a record written as a CSV row, or why it cannot be one: it must be a JSON
-/// object.
-fn record_pairs(json: &[u8]) -> Result<Pairs<'_>, String> {
-    let text =
-        std::str::from_utf8(json).map_err(|_| "the record is not valid UTF-8".to_string())?;
-    let first = text.trim_start().as_bytes().first().copied();
-    if first == Some(b'{') {
-        return serde_json::from_str(text)
-            .map_err(|e| format!("the record is not valid JSON ({e})"));
-    }
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(format!("the record is not valid JSON ({e})"));
-    }
-    let kind = match first {
-        Some(b'"') => "a string",
-        Some(b'[') => "an array",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
-    };
-    let mut preview: String = text.trim().chars().take(60).collect();
-    if preview.len() < text.trim().len() {
-        preview.push_str("...");
-    }
-    Err(format!(
-        "the record is {kind} (`{preview}`), not a JSON object; a CSV row needs an object whose keys are the columns: make the worker answer objects, or write JSONL"
-    ))
-}
-
 /// One output file (results or dead letters), written as JSONL, CSV or raw lines.
 ///
 /// ```
@@ -349,9 +262,8 @@ pub struct Sink {
     partial: PathBuf,
     out: Out,
     offset: u64,
-    csv: Option<CsvOut>,
-    /// Raw text output ([`OutputFormat::Lines`]).
-    lines: bool,
+    /// Turns records into the format's bytes.
+    writer: Box<dyn RecordWriter>,
     row: Vec<u8>,
 }
 
@@ -372,6 +284,16 @@ impl Sink {
         format: OutputFormat,
         resume_offset: Option<u64>,
     ) -> Result<Sink, SinkError> {
+        Sink::open_with(path, format, resume_offset, &SinkOptions::default())
+    }
+
+    /// [`Sink::open`] with options (the CSV delimiter).
+    pub fn open_with(
+        path: &Path,
+        format: OutputFormat,
+        resume_offset: Option<u64>,
+        opts: &SinkOptions,
+    ) -> Result<Sink, SinkError> {
         let target = output_target(path)?;
         let path = match &target {
             OutputTarget::Stdout => path,
@@ -390,41 +312,27 @@ impl Sink {
             path: partial.clone(),
             message,
         };
-        let lines = format == OutputFormat::Lines;
-        let mut csv = match format {
-            OutputFormat::Jsonl | OutputFormat::Lines => None,
-            OutputFormat::Csv { columns } => {
-                let mut c = CsvOut {
-                    columns: None,
-                    lookup: Box::default(),
-                    cells: Vec::new(),
-                    project: columns.is_some(),
-                };
-                if let Some(cols) = columns {
-                    c.set_columns(cols);
-                }
-                Some(c)
-            }
-        };
+        let mut writer = writer_for(&format, opts);
         let resume = resume_offset.filter(|&n| n > 0);
-        let (out, offset, write_header) = if target == OutputTarget::Stdout {
+        let (out, offset) = if target == OutputTarget::Stdout {
             if resume.is_some() {
                 return Err(resume_err("standard output cannot be resumed".into()));
             }
             (
                 Out::Stdout(BufWriter::with_capacity(WRITE_BUF, io::stdout())),
                 0,
-                true,
             )
         } else if target.is_stream() {
             // Bytes already sent to a device or FIFO cannot be taken back: a resumed sink
             // only carries its logical offset on (records after the checkpoint are sent
             // again).
             let file = open_direct(path).map_err(|e| io_err("open", e))?;
+            if resume.is_some() {
+                writer.resume(None).map_err(resume_err)?;
+            }
             (
                 Out::Direct(BufWriter::with_capacity(WRITE_BUF, file)),
                 resume.unwrap_or(0),
-                resume.is_none(),
             )
         } else if let Some(n) = resume {
             let mut file = OpenOptions::new()
@@ -446,48 +354,34 @@ impl Sink {
                     "the partial file holds {len} bytes but the checkpoint says {n}"
                 )));
             }
-            if let Some(c) = csv.as_mut() {
-                let found =
-                    read_csv_header(&mut file).map_err(|e| io_err("read the header of", e))?;
-                match (&c.columns, found) {
-                    (_, None) => return Err(resume_err("its CSV header cannot be read".into())),
-                    (Some(want), Some(got)) if *want != got => {
-                        return Err(resume_err(format!(
-                            "its CSV header {got:?} differs from the requested columns {want:?}"
-                        )))
-                    }
-                    (_, Some(got)) => c.set_columns(got),
-                }
-            }
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| io_err("read the header of", e))?;
+            writer
+                .resume(Some(&mut Read::take(&mut file, n)))
+                .map_err(resume_err)?;
             file.set_len(n).map_err(|e| io_err("truncate", e))?;
             file.seek(SeekFrom::Start(n))
                 .map_err(|e| io_err("seek in", e))?;
-            (
-                Out::File(BufWriter::with_capacity(WRITE_BUF, file)),
-                n,
-                false,
-            )
+            (Out::File(BufWriter::with_capacity(WRITE_BUF, file)), n)
         } else {
             let file = File::create(&partial).map_err(|e| io_err("create", e))?;
-            (
-                Out::File(BufWriter::with_capacity(WRITE_BUF, file)),
-                0,
-                true,
-            )
+            (Out::File(BufWriter::with_capacity(WRITE_BUF, file)), 0)
         };
         let mut sink = Sink {
             path: path.to_path_buf(),
             partial,
             out,
             offset,
-            csv: csv.take(),
-            lines,
+            writer,
             row: Vec::with_capacity(256),
         };
-        if write_header {
-            if let Some(cols) = sink.csv.as_ref().and_then(|c| c.columns.clone()) {
-                sink.write_header(&cols)?;
-            }
+        if resume.is_none() {
+            let mut row = std::mem::take(&mut sink.row);
+            sink.writer.start(&mut row);
+            let r = sink.write_raw(&row);
+            row.clear();
+            sink.row = row;
+            r?;
         }
         Ok(sink)
     }
@@ -499,10 +393,13 @@ impl Sink {
 
     /// The CSV header, once fixed.
     pub fn columns(&self) -> Option<&[String]> {
-        self.csv.as_ref()?.columns.as_deref()
+        self.writer.columns()
     }
 
     fn write_raw(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         self.out
             .writer()
             .write_all(bytes)
@@ -515,21 +412,6 @@ impl Sink {
         Ok(())
     }
 
-    fn write_header(&mut self, cols: &[String]) -> Result<(), SinkError> {
-        let mut row = std::mem::take(&mut self.row);
-        row.clear();
-        for (i, c) in cols.iter().enumerate() {
-            if i > 0 {
-                row.push(b',');
-            }
-            push_csv_cell(&mut row, c.as_bytes(), cols.len() == 1);
-        }
-        row.push(b'\n');
-        let r = self.write_raw(&row);
-        self.row = row;
-        r
-    }
-
     /// Writes one record given as compact JSON text.
     ///
     /// JSONL writes it as one line (a record holding a raw line break is refused). Lines
@@ -539,89 +421,23 @@ impl Sink {
     /// project every record onto them, in their order (other keys are left out, missing
     /// ones are empty cells); without them, the first record's keys fix the header and a
     /// record with another key is refused. String values are written as their text, `null`
-    /// as an empty cell, other values as JSON text. A refused record gets
-    /// [`SinkError::Record`] and nothing is written.
+    /// as an empty cell, other values as JSON text; cells are separated by the delimiter of
+    /// [`SinkOptions`] and quoted where needed. A refused record gets [`SinkError::Record`]
+    /// and nothing is written.
     pub fn write_record(&mut self, json: &[u8]) -> Result<(), SinkError> {
-        if self.lines && json.first() == Some(&b'"') {
-            let text: Cow<'_, str> =
-                serde_json::from_slice(json).map_err(|e| SinkError::Record {
-                    path: self.path.clone(),
-                    message: format!("the record is not valid JSON ({e})"),
-                })?;
-            let w = self.out.writer();
-            let r = w
-                .write_all(text.as_bytes())
-                .and_then(|_| w.write_all(b"\n"));
-            r.map_err(|source| SinkError::Io {
-                action: "write",
-                path: self.partial.clone(),
-                source,
-            })?;
-            self.offset += text.len() as u64 + 1;
-            return Ok(());
-        }
-        let Some(csv) = self.csv.as_mut() else {
-            if memchr::memchr2(b'\n', b'\r', json).is_some() {
-                return Err(SinkError::Record {
-                    path: self.path.clone(),
-                    message: JSONL_LINE_BREAK.into(),
-                });
-            }
-            let w = self.out.writer();
-            let r = w.write_all(json).and_then(|_| w.write_all(b"\n"));
-            r.map_err(|source| SinkError::Io {
-                action: "write",
-                path: self.partial.clone(),
-                source,
-            })?;
-            self.offset += json.len() as u64 + 1;
-            return Ok(());
-        };
-        let record_err = |message: String| SinkError::Record {
-            path: self.path.clone(),
-            message,
-        };
-        let pairs = record_pairs(json).map_err(record_err)?;
-        let mut new_header = None;
-        if csv.columns.is_none() {
-            let cols: Vec<String> = pairs.0.iter().map(|(k, _)| k.to_string()).collect();
-            csv.set_columns(cols.clone());
-            new_header = Some(cols);
-        }
-        for c in csv.cells.iter_mut() {
-            *c = None;
-        }
-        for (k, v) in &pairs.0 {
-            match csv.lookup.index.get(k.as_ref()) {
-                Some(&i) => csv.cells[i] = Some(cell_text(v).map_err(record_err)?),
-                None if csv.project => {}
-                None => {
-                    let cols = csv.columns.as_deref().unwrap_or_default();
-                    return Err(record_err(CsvOut::unknown_key(k, cols)));
-                }
-            }
-        }
-        for i in 0..csv.cells.len() {
-            let f = csv.lookup.first[i];
-            if f != i {
-                csv.cells[i] = csv.cells[f].clone();
-            }
-        }
         let mut row = std::mem::take(&mut self.row);
         row.clear();
-        let single = csv.cells.len() == 1;
-        for (i, c) in csv.cells.iter().enumerate() {
-            if i > 0 {
-                row.push(b',');
-            }
-            push_csv_cell(&mut row, c.as_deref().unwrap_or(b""), single);
+        let r = match self.writer.encode(json, &mut row) {
+            Ok(()) => self.write_raw(&row),
+            Err(message) => Err(SinkError::Record {
+                path: self.path.clone(),
+                message,
+            }),
+        };
+        // Keep the buffer unless one huge record grew it.
+        if row.capacity() <= WRITE_BUF {
+            self.row = row;
         }
-        row.push(b'\n');
-        if let Some(cols) = new_header {
-            self.write_header(&cols)?;
-        }
-        let r = self.write_raw(&row);
-        self.row = row;
         r
     }
 
@@ -633,37 +449,12 @@ impl Sink {
         &self,
         records: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), SinkError> {
-        let record_err = |message: String| SinkError::Record {
-            path: self.path.clone(),
-            message,
-        };
-        let Some(csv) = self.csv.as_ref() else {
-            for r in records {
-                if memchr::memchr2(b'\n', b'\r', r).is_some() {
-                    return Err(record_err(JSONL_LINE_BREAK.into()));
-                }
-            }
-            return Ok(());
-        };
-        // The header the first record would fix, when none is yet.
-        let mut fixed: Option<Vec<String>> = None;
-        for r in records {
-            let pairs = record_pairs(r).map_err(record_err)?;
-            if csv.project {
-                continue;
-            }
-            let cols = match (&csv.columns, &fixed) {
-                (Some(c), _) | (None, Some(c)) => c,
-                (None, None) => {
-                    fixed = Some(pairs.0.iter().map(|(k, _)| k.to_string()).collect());
-                    continue;
-                }
-            };
-            if let Some((k, _)) = pairs.0.iter().find(|(k, _)| !cols.iter().any(|c| c == k)) {
-                return Err(record_err(CsvOut::unknown_key(k, cols)));
-            }
-        }
-        Ok(())
+        self.writer
+            .check(&mut records.into_iter())
+            .map_err(|message| SinkError::Record {
+                path: self.path.clone(),
+                message,
+            })
     }
 
     /// The logical end offset of the output: every byte written so far, buffered or not.
@@ -755,147 +546,31 @@ impl Sink {
     }
 }
 
-/// Reads the first CSV record of a file as header names (`None` if there is none).
-fn read_csv_header(file: &mut File) -> io::Result<Option<Vec<String>>> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(io::BufReader::new(&mut *file));
-    let mut rec = csv::StringRecord::new();
-    let got = match rdr.read_record(&mut rec) {
-        Ok(true) => Some(rec.iter().map(str::to_string).collect()),
-        Ok(false) | Err(_) => None,
-    };
-    drop(rdr);
-    Ok(got)
-}
-
-/// Appends one CSV cell, quoted when needed. A lone empty cell is quoted so the row is not a
-/// blank line; a cell that starts with U+FEFF is quoted so that, first in the file, it is not
-/// taken for a byte order mark and dropped by readers.
-fn push_csv_cell(out: &mut Vec<u8>, s: &[u8], single: bool) {
-    let needs = (single && s.is_empty())
-        || s.starts_with("\u{feff}".as_bytes())
-        || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-        || s.first().is_some_and(|&b| b == b' ' || b == b'\t')
-        || s.last().is_some_and(|&b| b == b' ' || b == b'\t');
-    if !needs {
-        out.extend_from_slice(s);
-        return;
-    }
-    out.push(b'"');
-    for &b in s {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
-}
-
-/// The CSV text of a JSON value: strings unescaped, `null` empty, anything else as JSON text.
-fn cell_text(v: &RawValue) -> Result<Vec<u8>, String> {
-    let raw = v.get();
-    match raw.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(raw)
-            .map(String::into_bytes)
-            .map_err(|e| format!("a string value is invalid ({e})")),
-        Some(b'n') => Ok(Vec::new()),
-        _ => Ok(raw.as_bytes().to_vec()),
-    }
-}
-
-/// An object's entries in document order, borrowing where possible.
-struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Pairs<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Pairs<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<'de>, A::Error> {
-                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    // A repeated key keeps its first place and its last value.
-                    if let Some(e) = out.iter_mut().find(|(ek, _)| *ek == k.0) {
-                        e.1 = v;
-                    } else {
-                        out.push((k.0, v));
-                    }
-                }
-                Ok(Pairs(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cells_are_quoted_only_when_needed() {
-        let mut out = Vec::new();
-        for (s, single) in [
-            ("plain", false),
-            ("a,b", false),
-            ("q\"", false),
-            ("", false),
-            ("", true),
-            (" x", false),
-        ] {
-            push_csv_cell(&mut out, s.as_bytes(), single);
-            out.push(b'|');
-        }
+    fn a_csv_output_follows_its_delimiter_and_resumes_without_a_second_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.csv");
+        let opts = SinkOptions {
+            csv_delimiter: b';',
+        };
+        let fmt = OutputFormat::Csv { columns: None };
+        let mut s = Sink::open_with(&out, fmt.clone(), None, &opts).unwrap();
+        s.write_record(br#"{"a":"x;y","b":1}"#).unwrap();
+        s.sync().unwrap();
+        let cp = s.offset();
+        s.write_record(br#"{"a":"lost"}"#).unwrap();
+        drop(s);
+        let mut s = Sink::open_with(&out, fmt, Some(cp), &opts).unwrap();
+        assert_eq!(s.columns().unwrap(), ["a", "b"]);
+        s.write_record(br#"{"b":2}"#).unwrap();
+        s.finish().unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "plain|\"a,b\"|\"q\"\"\"||\"\"|\" x\"|"
-        );
-    }
-
-    #[test]
-    fn pairs_keep_document_order() {
-        let p: Pairs = serde_json::from_str(r#"{"z":1,"a":{"b":[1]},"k\"q":"x","z":2}"#).unwrap();
-        let got: Vec<(String, String)> =
-            p.0.iter()
-                .map(|(k, v)| (k.to_string(), v.get().to_string()))
-                .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("z".into(), "2".into()),
-                ("a".into(), r#"{"b":[1]}"#.into()),
-                ("k\"q".into(), r#""x""#.into())
-            ]
+            std::fs::read_to_string(&out).unwrap(),
+            "a;b\n\"x;y\";1\n;2\n"
         );
     }
 }

@@ -8,7 +8,16 @@
 
 use std::time::Instant;
 
-use herdsman_ledger::{ChunkCommit, Counts, JobIdentity, Ledger, Position, SqliteLedger, StateDir};
+use herdsman_ledger::{
+    ChunkCommit, Counts, JobIdentity, Ledger, Position, SqliteLedger, StateDir, Token,
+};
+
+/// A position token as a text format might make one: a byte offset and a line.
+fn tok(offset: u64, line: u64) -> Token {
+    let mut b = offset.to_le_bytes().to_vec();
+    b.extend(line.to_le_bytes());
+    Token::new(&b).unwrap()
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -27,9 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let at = |k: u64| Position {
         file_index: 0,
-        byte_offset: k * 4096,
-        line: k * 100,
         seq: k * 100,
+        token: tok(k * 4096, k * 100),
     };
     let commits: Vec<ChunkCommit> = (0..n)
         .map(|k| ChunkCommit {

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::{
     ChunkCommit, ChunkPlan, Claim, Clock, Counts, JobIdentity, Ledger, LedgerError, ManualClock,
-    Opened, Position, ResumePoint, Totals,
+    Opened, Position, ResumePoint, Token, Totals,
 };
 
 /// One empty store of a backend, which the suite opens (and reopens) ledgers on.
@@ -102,11 +102,13 @@ fn identity() -> JobIdentity {
 }
 
 fn position(k: u64) -> Position {
+    // The token is opaque to a ledger: any bytes a format might write, given back unchanged.
+    let mut token = (k * 100).to_le_bytes().to_vec();
+    token.extend_from_slice(&(k * 10 + 1).to_le_bytes());
     Position {
         file_index: 0,
-        byte_offset: k * 100,
-        line: k * 10 + 1,
         seq: k * 10,
+        token: Token::new(&token).expect("16 bytes fit a token"),
     }
 }
 

@@ -161,6 +161,29 @@ pub enum LedgerError {
         value: u64,
     },
 
+    /// A position token is longer than a checkpoint stores.
+    #[error(
+        "an input position of {len} bytes is longer than the {max} bytes a checkpoint stores; the input format produced a position it should not, so run without --state and report this",
+        max = crate::Token::CAPACITY
+    )]
+    TokenTooLong {
+        /// The token's length.
+        len: usize,
+    },
+
+    /// The checkpoint was written by an older herdsman whose input positions this version
+    /// cannot read back, so the job cannot be resumed from it.
+    #[error(
+        "the checkpoint at {path} was written by an older herdsman (schema version {found}) whose input positions this version cannot read, so the job cannot resume from it; run with --restart to start over, or finish the job with the herdsman that started it",
+        path = .path.display()
+    )]
+    OlderSchema {
+        /// The ledger file.
+        path: PathBuf,
+        /// The schema version its chunks were written with.
+        found: i64,
+    },
+
     /// SQLite reported an error.
     #[error(
         "the checkpoint at {path} could not {action}: {source}; check that the --state directory is on a writable local disk with free space",

@@ -11,14 +11,14 @@
 //! The single machine that holds the state directory commits chunks directly:
 //!
 //! ```
-//! use herdsman_ledger::{ChunkCommit, Counts, JobIdentity, Opened, Position};
+//! use herdsman_ledger::{ChunkCommit, Counts, JobIdentity, Opened, Position, Token};
 //! let tmp = tempfile::tempdir().unwrap();
 //! let state = tmp.path().join("state");
 //! let id = JobIdentity::new().with("input.0.path", "in.csv").with("input.0.size", "100");
 //! let commit = ChunkCommit {
 //!     chunk: 0,
 //!     start: Position::default(),
-//!     end: Position { file_index: 0, byte_offset: 100, line: 10, seq: 10 },
+//!     end: Position { file_index: 0, seq: 10, token: Token::new(&[1, 100, 11]).unwrap() },
 //!     counts: Counts { records: 10, ok: 9, failed: 1, filtered: 0, outputs: 9, retries: 2 },
 //!     output_end: 450, failures_end: 80,
 //! };
@@ -83,17 +83,72 @@ pub use open::{open, open_read_only};
 pub use sqlite::{SqliteLedger, LEDGER_FILE_NAME, SCHEMA_VERSION};
 pub use state_dir::{output_lock_path, OutputLock, StateDir, LOCK_FILE_NAME};
 
-/// A place in the input: which file, which byte, which line, which record.
+/// A place in the input: which file, which record, and where in that file as an opaque
+/// [`Token`] that the input's format produced and alone can read (a text format's byte offset
+/// and line; a columnar format's row group and row). The ledger stores it and gives it back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Position {
     /// Index of the input file (0 for the first).
     pub file_index: u32,
-    /// Byte offset inside that file.
-    pub byte_offset: u64,
-    /// Line number inside that file, as counted by the reader.
-    pub line: u64,
     /// Global record sequence number across all inputs.
     pub seq: u64,
+    /// Where in the file, in the format's own encoding.
+    pub token: Token,
+}
+
+/// A format's resume coordinates, opaque to the ledger: at most [`Token::CAPACITY`] bytes.
+///
+/// ```
+/// use herdsman_ledger::Token;
+/// let t = Token::new(&[1, 0xac, 0x02, 7]).unwrap();
+/// assert_eq!(t.as_bytes(), [1, 0xac, 0x02, 7]);
+/// assert!(Token::new(&[0; 33]).is_err());
+/// assert!(Token::default().as_bytes().is_empty());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token {
+    len: u8,
+    bytes: [u8; Token::CAPACITY],
+}
+
+impl Token {
+    /// The most bytes a token holds.
+    pub const CAPACITY: usize = 32;
+
+    /// A token holding `bytes`; [`LedgerError::TokenTooLong`] beyond [`Token::CAPACITY`].
+    pub fn new(bytes: &[u8]) -> Result<Token, LedgerError> {
+        if bytes.len() > Token::CAPACITY {
+            return Err(LedgerError::TokenTooLong { len: bytes.len() });
+        }
+        let mut t = Token::default();
+        t.bytes[..bytes.len()].copy_from_slice(bytes);
+        t.len = bytes.len() as u8;
+        Ok(t)
+    }
+
+    /// The token's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl Default for Token {
+    fn default() -> Token {
+        Token {
+            len: 0,
+            bytes: [0; Token::CAPACITY],
+        }
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(")?;
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(")")
+    }
 }
 
 /// One finished chunk, as recorded in the ledger.

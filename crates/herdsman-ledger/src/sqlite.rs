@@ -15,23 +15,24 @@ use rusqlite::{
 
 use crate::{
     ChunkCommit, ChunkPlan, Claim, Clock, Counts, JobIdentity, Ledger, LedgerError, LedgerStatus,
-    Opened, Position, StateDir, SystemClock, Totals,
+    Opened, Position, StateDir, SystemClock, Token, Totals,
 };
 
 /// The name of the ledger file inside the state directory.
 pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
 
 /// The newest schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection (e.g. `herdsman status` reading) before
 /// giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations, applied in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "jobs and chunks",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "jobs and chunks",
+        r#"
 CREATE TABLE schema_migrations (
     version     INTEGER PRIMARY KEY,
     description TEXT NOT NULL,
@@ -80,10 +81,53 @@ CREATE TABLE chunks (
 ) WITHOUT ROWID;
 CREATE INDEX chunks_by_state ON chunks (job_id, state, chunk);
 "#,
-)];
+    ),
+    (
+        "format-neutral input positions",
+        r#"
+CREATE TABLE chunks_v1 AS SELECT * FROM chunks;
+DROP TABLE chunks;
+CREATE TABLE chunks (
+    job_id           INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    chunk            INTEGER NOT NULL CHECK (chunk >= 0),
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'committed')),
+    claim_owner      TEXT,
+    lease_expires_at INTEGER,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    start_file       INTEGER,
+    start_seq        INTEGER,
+    start_token      BLOB,
+    end_file         INTEGER,
+    end_seq          INTEGER,
+    end_token        BLOB,
+    records          INTEGER,
+    ok               INTEGER,
+    failed           INTEGER,
+    filtered         INTEGER,
+    outputs          INTEGER,
+    retries          INTEGER,
+    output_end       INTEGER,
+    failures_end     INTEGER,
+    committed_at     INTEGER,
+    PRIMARY KEY (job_id, chunk),
+    CHECK (state <> 'committed' OR (
+        start_file IS NOT NULL AND start_seq IS NOT NULL AND start_token IS NOT NULL
+        AND end_file IS NOT NULL AND end_seq IS NOT NULL AND end_token IS NOT NULL
+        AND records IS NOT NULL AND ok IS NOT NULL AND failed IS NOT NULL
+        AND filtered IS NOT NULL AND outputs IS NOT NULL AND retries IS NOT NULL
+        AND output_end IS NOT NULL AND failures_end IS NOT NULL AND committed_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX chunks_by_state ON chunks (job_id, state, chunk);
+"#,
+    ),
+];
 
-const CHUNK_COLUMNS: &str = "chunk, start_file, start_offset, start_line, start_seq, \
-     end_file, end_offset, end_line, end_seq, records, ok, failed, filtered, outputs, retries, \
+/// The table migration 2 keeps version 1's chunks in: their byte offsets and lines cannot be
+/// turned into format tokens, so a job that has any cannot be resumed (only restarted).
+const LEGACY_CHUNKS: &str = "chunks_v1";
+
+const CHUNK_COLUMNS: &str = "chunk, start_file, start_seq, start_token, \
+     end_file, end_seq, end_token, records, ok, failed, filtered, outputs, retries, \
      output_end, failures_end";
 
 /// The embedded ledger: SQLite through rusqlite (bundled SQLite), one job per state directory.
@@ -179,6 +223,13 @@ impl SqliteLedger {
         if version > SCHEMA_VERSION {
             return Err(ledger.newer_schema(version));
         }
+        if (1..SCHEMA_VERSION).contains(&version) {
+            // Not migrated yet (only a run migrates): its chunks hold version 1 positions.
+            return Err(LedgerError::OlderSchema {
+                path: ledger.path,
+                found: version,
+            });
+        }
         Ok(ledger)
     }
 
@@ -249,8 +300,40 @@ impl SqliteLedger {
             tx.pragma_update(None, "user_version", to)
                 .map_err(|e| sql_err(&path, &action(), e))?;
         }
+        if version < 2 {
+            // Nothing to keep from version 1 unless it had chunks.
+            let legacy: i64 = tx
+                .query_row(&format!("SELECT COUNT(*) FROM {LEGACY_CHUNKS}"), [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| sql_err(&path, "be migrated to schema version 2", e))?;
+            if legacy == 0 {
+                tx.execute_batch(&format!("DROP TABLE {LEGACY_CHUNKS}"))
+                    .map_err(|e| sql_err(&path, "be migrated to schema version 2", e))?;
+            }
+        }
         tx.commit()
             .map_err(|e| sql_err(&path, "commit a migration", e))
+    }
+
+    /// Refuses a ledger that still holds chunks of schema version 1, whose positions cannot
+    /// be read back (see [`LEGACY_CHUNKS`]).
+    fn refuse_legacy_chunks(&self) -> Result<(), LedgerError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [LEGACY_CHUNKS],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, "be read", e))?;
+        if exists {
+            return Err(LedgerError::OlderSchema {
+                path: self.path.clone(),
+                found: 1,
+            });
+        }
+        Ok(())
     }
 
     /// The job row, if any. `None` also when the schema was never created (read-only view
@@ -392,6 +475,7 @@ impl Ledger for SqliteLedger {
                 Ok(Opened::Fresh)
             }
             Some(job) => {
+                self.refuse_legacy_chunks()?;
                 let stored = self.parse_identity(&job.identity)?;
                 if &stored != id {
                     return Err(LedgerError::IdentityChanged {
@@ -421,8 +505,10 @@ impl Ledger for SqliteLedger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(&path, "start a reset", e))?;
-        tx.execute_batch("DELETE FROM chunks; DELETE FROM jobs;")
-            .map_err(|e| sql_err(&path, "be reset", e))?;
+        tx.execute_batch(&format!(
+            "DELETE FROM chunks; DELETE FROM jobs; DROP TABLE IF EXISTS {LEGACY_CHUNKS};"
+        ))
+        .map_err(|e| sql_err(&path, "be reset", e))?;
         tx.commit()
             .map_err(|e| sql_err(&path, "commit a reset", e))?;
         self.job_id = None;
@@ -462,15 +548,21 @@ impl Ledger for SqliteLedger {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO chunks (job_id, chunk, state, attempt, \
-                     start_file, start_offset, start_line, start_seq, \
-                     end_file, end_offset, end_line, end_seq) \
-                     VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     start_file, start_seq, start_token, end_file, end_seq, end_token) \
+                     VALUES (?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(|e| sql_err(&path, action, e))?;
-            for v in &values {
+            for (v, p) in values.iter().zip(chunks) {
                 insert
                     .execute(params![
-                        job_id, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+                        job_id,
+                        v[0],
+                        v[1],
+                        v[2],
+                        p.start.token.as_bytes(),
+                        v[3],
+                        v[4],
+                        p.end.token.as_bytes()
                     ])
                     .map_err(|e| sql_err(&path, action, e))?;
             }
@@ -502,8 +594,8 @@ impl Ledger for SqliteLedger {
         // the shared ledger's `FOR UPDATE SKIP LOCKED` query selects it).
         let found = tx
             .prepare_cached(
-                "SELECT chunk, attempt, start_file, start_offset, start_line, start_seq, \
-                 end_file, end_offset, end_line, end_seq FROM chunks \
+                "SELECT chunk, attempt, start_file, start_seq, start_token, \
+                 end_file, end_seq, end_token FROM chunks \
                  WHERE job_id = ?1 AND (state = 'pending' \
                  OR (state = 'claimed' AND lease_expires_at < ?2)) \
                  ORDER BY chunk LIMIT 1",
@@ -652,6 +744,7 @@ impl Ledger for SqliteLedger {
         let Some(job) = self.job_row()? else {
             return Ok(LedgerStatus::default());
         };
+        self.refuse_legacy_chunks()?;
         let identity = self.parse_identity(&job.identity)?;
         let commits = self.commits(job.id)?;
         snapshot
@@ -694,16 +787,17 @@ fn insert_commit(
     tx: &rusqlite::Transaction<'_>,
     job_id: i64,
     c: &ChunkCommit,
-    v: &[i64; 17],
+    v: &Values,
     now: i64,
     fence: Option<&Claim>,
 ) -> Result<(), Insert> {
+    let n = &v.numbers;
     let existing: Option<Existing> = tx
         .prepare_cached(
             "SELECT state, attempt, claim_owner, lease_expires_at FROM chunks \
              WHERE job_id = ?1 AND chunk = ?2",
         )?
-        .query_row(params![job_id, v[0]], |r| {
+        .query_row(params![job_id, n[0]], |r| {
             Ok(Existing {
                 state: r.get(0)?,
                 attempt: r.get(1)?,
@@ -763,29 +857,44 @@ fn insert_commit(
         "INSERT OR REPLACE INTO chunks (job_id, state, attempt, committed_at, \
          claim_owner, lease_expires_at, {CHUNK_COLUMNS}) \
          VALUES (?1, 'committed', ?2, ?3, NULL, NULL, \
-         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+         ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?
     .execute(params![
-        job_id, attempt, now, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
-        v[11], v[12], v[13], v[14], v[15], v[16]
+        job_id,
+        attempt,
+        now,
+        n[0],
+        n[1],
+        n[2],
+        c.start.token.as_bytes(),
+        n[3],
+        n[4],
+        c.end.token.as_bytes(),
+        n[5],
+        n[6],
+        n[7],
+        n[8],
+        n[9],
+        n[10],
+        n[11],
+        n[12]
     ])?;
     Ok(())
 }
 
-/// The commit's values in `CHUNK_COLUMNS` order, checked to fit SQLite's signed integers.
-struct Values;
+/// The commit's numbers in `CHUNK_COLUMNS` order (the two tokens left out), checked to fit
+/// SQLite's signed integers.
+struct Values {
+    numbers: [i64; 13],
+}
 
 impl Values {
-    fn of(c: &ChunkCommit) -> Result<[i64; 17], LedgerError> {
-        let fields: [(&'static str, u64); 17] = [
+    fn of(c: &ChunkCommit) -> Result<Values, LedgerError> {
+        let fields: [(&'static str, u64); 13] = [
             ("chunk", c.chunk),
             ("start.file_index", u64::from(c.start.file_index)),
-            ("start.byte_offset", c.start.byte_offset),
-            ("start.line", c.start.line),
             ("start.seq", c.start.seq),
             ("end.file_index", u64::from(c.end.file_index)),
-            ("end.byte_offset", c.end.byte_offset),
-            ("end.line", c.end.line),
             ("end.seq", c.end.seq),
             ("records", c.counts.records),
             ("ok", c.counts.ok),
@@ -796,12 +905,12 @@ impl Values {
             ("output_end", c.output_end),
             ("failures_end", c.failures_end),
         ];
-        let mut out = [0i64; 17];
-        for (slot, (field, value)) in out.iter_mut().zip(fields) {
+        let mut numbers = [0i64; 13];
+        for (slot, (field, value)) in numbers.iter_mut().zip(fields) {
             *slot =
                 i64::try_from(value).map_err(|_| LedgerError::ValueTooLarge { field, value })?;
         }
-        Ok(out)
+        Ok(Values { numbers })
     }
 }
 
@@ -817,55 +926,62 @@ fn read_commit(r: &Row<'_>) -> Result<ChunkCommit, String> {
         let v = u(i)?;
         u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
     };
+    let t = |i: usize| -> Result<Token, String> {
+        let v: Vec<u8> = r
+            .get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        Token::new(&v).map_err(|_| {
+            format!(
+                "chunk column {i} holds a position token of {} bytes (at most {} are written)",
+                v.len(),
+                Token::CAPACITY
+            )
+        })
+    };
     Ok(ChunkCommit {
         chunk: u(0)?,
         start: Position {
             file_index: f(1)?,
-            byte_offset: u(2)?,
-            line: u(3)?,
-            seq: u(4)?,
+            seq: u(2)?,
+            token: t(3)?,
         },
         end: Position {
-            file_index: f(5)?,
-            byte_offset: u(6)?,
-            line: u(7)?,
-            seq: u(8)?,
+            file_index: f(4)?,
+            seq: u(5)?,
+            token: t(6)?,
         },
         counts: Counts {
-            records: u(9)?,
-            ok: u(10)?,
-            failed: u(11)?,
-            filtered: u(12)?,
-            outputs: u(13)?,
-            retries: u(14)?,
+            records: u(7)?,
+            ok: u(8)?,
+            failed: u(9)?,
+            filtered: u(10)?,
+            outputs: u(11)?,
+            retries: u(12)?,
         },
-        output_end: u(15)?,
-        failures_end: u(16)?,
+        output_end: u(13)?,
+        failures_end: u(14)?,
     })
 }
 
-/// A planned chunk's number and positions in the order of the `INSERT` in `plan_chunks`
-/// (positions mapped to columns as in [`Values::of`]), checked to fit SQLite's signed integers.
-fn plan_values(p: &ChunkPlan) -> Result<[i64; 9], LedgerError> {
-    let fields: [(&'static str, u64); 9] = [
+/// A planned chunk's number and positions' numbers in the order of the `INSERT` in
+/// `plan_chunks` (the tokens left out, as in [`Values::of`]), checked to fit SQLite's signed
+/// integers.
+fn plan_values(p: &ChunkPlan) -> Result<[i64; 5], LedgerError> {
+    let fields: [(&'static str, u64); 5] = [
         ("chunk", p.chunk),
         ("start.file_index", u64::from(p.start.file_index)),
-        ("start.byte_offset", p.start.byte_offset),
-        ("start.line", p.start.line),
         ("start.seq", p.start.seq),
         ("end.file_index", u64::from(p.end.file_index)),
-        ("end.byte_offset", p.end.byte_offset),
-        ("end.line", p.end.line),
         ("end.seq", p.end.seq),
     ];
-    let mut out = [0i64; 9];
+    let mut out = [0i64; 5];
     for (slot, (field, value)) in out.iter_mut().zip(fields) {
         *slot = i64::try_from(value).map_err(|_| LedgerError::ValueTooLarge { field, value })?;
     }
     Ok(out)
 }
 
-/// Reads `chunk, attempt` and the eight position columns (mapped as in [`read_commit`]) of a
+/// Reads `chunk, attempt` and the six position columns (mapped as in [`read_commit`]) of a
 /// claimable row; the inner error says which stored value is invalid.
 #[allow(clippy::type_complexity)]
 fn read_planned(r: &Row<'_>) -> Result<(u64, u64, Position, Position), String> {
@@ -880,20 +996,31 @@ fn read_planned(r: &Row<'_>) -> Result<(u64, u64, Position, Position), String> {
         let v = u(i)?;
         u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
     };
+    let t = |i: usize| -> Result<Token, String> {
+        let v: Option<Vec<u8>> = r
+            .get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        let v = v.ok_or_else(|| format!("planned chunk column {i} is empty"))?;
+        Token::new(&v).map_err(|_| {
+            format!(
+                "chunk column {i} holds a position token of {} bytes (at most {} are written)",
+                v.len(),
+                Token::CAPACITY
+            )
+        })
+    };
     Ok((
         u(0)?,
         u(1)?,
         Position {
             file_index: f(2)?,
-            byte_offset: u(3)?,
-            line: u(4)?,
-            seq: u(5)?,
+            seq: u(3)?,
+            token: t(4)?,
         },
         Position {
-            file_index: f(6)?,
-            byte_offset: u(7)?,
-            line: u(8)?,
-            seq: u(9)?,
+            file_index: f(5)?,
+            seq: u(6)?,
+            token: t(7)?,
         },
     ))
 }
@@ -1031,7 +1158,7 @@ mod tests {
         let err = ledger.open_job(&id).unwrap_err();
         match err {
             LedgerError::Corrupt { detail, .. } => {
-                assert_eq!(detail, "chunk column 9 holds the negative value -1")
+                assert_eq!(detail, "chunk column 7 holds the negative value -1")
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }

@@ -5,8 +5,15 @@ use std::path::Path;
 
 use herdsman_ledger::{
     ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint,
-    SqliteLedger, StateDir, Totals, LEDGER_FILE_NAME, SCHEMA_VERSION,
+    SqliteLedger, StateDir, Token, Totals, LEDGER_FILE_NAME, SCHEMA_VERSION,
 };
+
+/// A position token as a text format might make one: a byte offset and a line.
+fn tok(offset: u64, line: u64) -> Token {
+    let mut b = offset.to_le_bytes().to_vec();
+    b.extend(line.to_le_bytes());
+    Token::new(&b).unwrap()
+}
 
 fn identity() -> JobIdentity {
     JobIdentity::new()
@@ -24,15 +31,13 @@ fn commit(k: u64) -> ChunkCommit {
         chunk: k,
         start: Position {
             file_index: 0,
-            byte_offset: k * 50,
-            line: k * 10 + 1,
             seq: k * 10,
+            token: tok(k * 50, k * 10 + 1),
         },
         end: Position {
             file_index: 0,
-            byte_offset: k * 50 + 50,
-            line: k * 10 + 11,
             seq: k * 10 + 10,
+            token: tok(k * 50 + 50, k * 10 + 11),
         },
         counts: Counts {
             records: 10,

@@ -11,8 +11,15 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 use herdsman_ledger::{
     ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint,
-    SqliteLedger, StateDir,
+    SqliteLedger, StateDir, Token,
 };
+
+/// A position token as a text format might make one: a byte offset and a line.
+fn tok(offset: u64, line: u64) -> Token {
+    let mut b = offset.to_le_bytes().to_vec();
+    b.extend(line.to_le_bytes());
+    Token::new(&b).unwrap()
+}
 
 const ROLE: &str = "HERDSMAN_LEDGER_TEST_ROLE";
 const DIR: &str = "HERDSMAN_LEDGER_TEST_DIR";
@@ -37,15 +44,13 @@ fn chunk_commit(k: u64, output_end: u64) -> ChunkCommit {
         chunk: k,
         start: Position {
             file_index: 0,
-            byte_offset: k * 30,
-            line: k * 3,
             seq: k * 3,
+            token: tok(k * 30, k * 3),
         },
         end: Position {
             file_index: 0,
-            byte_offset: k * 30 + 30,
-            line: k * 3 + 3,
             seq: k * 3 + 3,
+            token: tok(k * 30 + 30, k * 3 + 3),
         },
         counts: Counts {
             records: 3,

@@ -5,9 +5,16 @@ use std::collections::btree_map::{BTreeMap, Entry};
 
 use herdsman_ledger::{
     ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, ResumePoint,
-    SqliteLedger, StateDir,
+    SqliteLedger, StateDir, Token,
 };
 use proptest::prelude::*;
+
+/// A position token as a text format might make one: a byte offset and a line.
+fn tok(offset: u64, line: u64) -> Token {
+    let mut b = offset.to_le_bytes().to_vec();
+    b.extend(line.to_le_bytes());
+    Token::new(&b).unwrap()
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -70,8 +77,8 @@ proptest! {
                 Op::Commit { chunk, out_grow, fail_grow, counts, start } => {
                     let c = ChunkCommit {
                         chunk,
-                        start: Position { file_index: start.0, byte_offset: start.1, line: counts[0], seq: chunk * 100 },
-                        end: Position { file_index: start.0, byte_offset: start.1 + counts[1], line: counts[0] + counts[2], seq: chunk * 100 + 100 },
+                        start: Position { file_index: start.0, seq: chunk * 100, token: tok(start.1, counts[0]) },
+                        end: Position { file_index: start.0, seq: chunk * 100 + 100, token: tok(start.1 + counts[1], counts[0] + counts[2]) },
                         counts: Counts {
                             records: counts[2],
                             ok: counts[3],

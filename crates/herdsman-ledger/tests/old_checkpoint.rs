@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use herdsman_ledger::{
-    ChunkCommit, JobIdentity, Ledger, LedgerError, Opened, Position, SqliteLedger, StateDir, Token,
-    LEDGER_FILE_NAME, SCHEMA_VERSION,
+    ChunkCommit, Counts, JobIdentity, Ledger, LedgerError, Opened, Position, SqliteLedger,
+    StateDir, Token, LEDGER_FILE_NAME, SCHEMA_VERSION,
 };
 
 /// Schema version 1, as herdsman 0.x wrote it.
@@ -62,12 +62,12 @@ fn commit(k: u64) -> ChunkCommit {
         chunk: k,
         start: at(k),
         end: at(k + 1),
-        records: 10,
-        ok: 10,
-        failed: 0,
-        filtered: 0,
-        outputs: 10,
-        retries: 0,
+        counts: Counts {
+            records: 10,
+            ok: 10,
+            outputs: 10,
+            ..Counts::default()
+        },
         output_end: (k + 1) * 70,
         failures_end: 0,
     }

@@ -291,6 +291,14 @@ impl PyLimiter {
         py.allow_threads(move || l.acquire_blocking());
     }
 
+    /// Take a token if one is free: returns 0.0, else the seconds to wait before trying again.
+    fn try_acquire(&self) -> f64 {
+        match self.inner.try_acquire() {
+            Ok(()) => 0.0,
+            Err(wait) => wait.as_secs_f64().max(1e-6),
+        }
+    }
+
     /// Hold back every user of this limiter for `seconds` (a server's Retry-After).
     fn pause(&self, seconds: f64) -> PyResult<()> {
         if !(seconds.is_finite() && seconds >= 0.0) {

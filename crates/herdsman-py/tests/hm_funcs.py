@@ -103,3 +103,15 @@ def value_error(x):
 
 def half_second(exc):
     return 0.5
+
+
+def slow_pid(_x):
+    time.sleep(0.1)
+    return os.getpid()
+
+
+def process_row(row):
+    """A dataset job's function: a CSV row in, one output record out; 'bad' rows fail."""
+    if row["value"] == "bad":
+        raise ValueError(f"row {row['id']} has no number")
+    return {"id": int(row["id"]), "double": int(row["value"]) * 2}

@@ -705,3 +705,321 @@ def parallel(fn: Optional[Callable] = None, **options):
         return _Parallel(f, options)
 
     return wrap
+
+
+# ---------------------------------------------------------------------------------------
+# asyncio
+
+
+async def map_async(
+    fn: Callable[[T], Awaitable[R]],
+    items: Union[Iterable[T], "AsyncIterator[T]"],
+    *,
+    concurrency: int = 64,
+    rate_limit: Union[int, "RateLimit", None] = None,
+    retry: Optional[Retry] = None,
+    timeout: Optional[float] = None,
+    deadline: Optional[float] = None,
+    max_errors: Optional[int] = None,
+    ordered: bool = True,
+    on_progress: Optional[Callable[[int, Optional[int]], None]] = None,
+) -> MapResult[R]:
+    """Await ``fn(item)`` for every item, at most ``concurrency`` at once, in the running
+    event loop; returns the same :class:`MapResult` as :func:`parallel_map`.
+
+    ``items`` may be a plain or an async iterable; it is consumed lazily (an item is taken
+    only when a slot is free). ``timeout`` cancels one attempt; ``deadline`` cancels the
+    whole run (running items fail with :class:`ItemTimeout`, status ``"timed_out"``);
+    ``rate_limit``, ``retry`` and ``max_errors`` mean what they mean for ``parallel_map``
+    (a shared :class:`RateLimit` also throttles threads and other maps).
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency}: give at least 1")
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry={retry!r}: give herdsman.Retry(...)")
+    limiter = _limiter(rate_limit)
+    total: Optional[int] = None
+    try:
+        total = len(items)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    if hasattr(items, "__aiter__"):
+        source = items.__aiter__()  # type: ignore[union-attr]
+
+        async def take():
+            return await source.__anext__()
+    else:
+        plain = iter(items)  # type: ignore[arg-type]
+
+        async def take():
+            try:
+                return next(plain)
+            except StopIteration:
+                raise StopAsyncIteration from None
+
+    values: List[Tuple[int, Any]] = []
+    failures: List[Failure] = []
+    # "stopped": why the run stops early (aborted, timed_out); "exhausted": the input ended.
+    state: Dict[str, Any] = {"next": 0, "stopped": None, "exhausted": False, "retries": 0}
+    lock = asyncio.Lock()
+
+    async def token():
+        if limiter is None:
+            return
+        while True:
+            wait = limiter.try_acquire()
+            if wait == 0.0:
+                return
+            await asyncio.sleep(wait)
+
+    async def one(index, item):
+        attempts = 0
+        started = time.monotonic()
+        while True:
+            attempts += 1
+            await token()
+            try:
+                if timeout is not None:
+                    try:
+                        value = await asyncio.wait_for(fn(item), timeout)
+                    except asyncio.TimeoutError:
+                        raise ItemTimeout(_TIMEOUT_MSG) from None
+                else:
+                    value = await fn(item)
+                values.append((index, value))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is the item's
+                wait = _retry_wait(retry, exc, attempts)
+                if wait is None or state["stopped"]:
+                    failures.append(Failure(index, exc, attempts, time.monotonic() - started))
+                    if max_errors is not None and len(failures) >= max_errors:
+                        state["stopped"] = state["stopped"] or "aborted"
+                    return
+                if limiter is not None and retry is not None and retry.retry_after is not None:
+                    server = _server_wait(retry, exc)
+                    if server is not None:
+                        limiter.pause(server)
+                state["retries"] += 1
+                await asyncio.sleep(wait)
+
+    async def worker():
+        while not state["stopped"] and not state["exhausted"]:
+            async with lock:
+                if state["stopped"] or state["exhausted"]:
+                    return
+                try:
+                    item = await take()
+                except StopAsyncIteration:
+                    state["exhausted"] = True
+                    return
+                index = state["next"]
+                state["next"] += 1
+            running[index] = time.monotonic()
+            try:
+                await one(index, item)
+            finally:
+                running.pop(index, None)
+            if on_progress is not None:
+                on_progress(len(values) + len(failures), total)
+
+    running: Dict[int, float] = {}
+    t0 = time.monotonic()
+    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+    try:
+        if deadline is not None:
+            done, pending = await asyncio.wait(tasks, timeout=deadline)
+            if pending:
+                state["stopped"] = "timed_out"
+                unfinished = sorted(running.items())
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                now = time.monotonic()
+                for index, since in unfinished:
+                    failures.append(Failure(index, ItemTimeout(_TIMEOUT_MSG), 1, now - since))
+        else:
+            await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    if ordered:
+        values.sort(key=lambda p: p[0])
+        failures.sort(key=lambda f: f.index)
+    status = state["stopped"] or "completed"
+    summary = {
+        "status": status,
+        "message": "",
+        "succeeded": len(values),
+        "failed": len(failures),
+        "not_run": 0,
+        "retries": state["retries"],
+        "admitted": state["next"],
+        "elapsed": time.monotonic() - t0,
+    }
+    return MapResult(values, failures, summary)
+
+
+def _server_wait(retry: Retry, exc: BaseException) -> Optional[float]:
+    try:
+        wait = retry.retry_after(exc)  # type: ignore[misc]
+    except Exception:  # noqa: BLE001 - a failing extractor means no server wait
+        return None
+    return None if wait is None else max(0.0, float(wait))
+
+
+def _retry_wait(retry: Optional[Retry], exc: BaseException, attempts: int) -> Optional[float]:
+    """Seconds to wait before the next attempt, or None when the item fails for good."""
+    if retry is None or attempts >= retry.attempts:
+        return None
+    if isinstance(exc, ItemTimeout) and not retry.retry_timeouts:
+        return None
+    if retry.on is not None and not isinstance(exc, retry.on):
+        return None
+    if retry.retry_after is not None:
+        server = _server_wait(retry, exc)
+        if server is not None:
+            return server
+    delay = retry.backoff * (2 ** (attempts - 1))
+    if retry.max_delay is not None:
+        delay = min(delay, retry.max_delay)
+    if retry.jitter:
+        delay = random.uniform(delay / 2, delay)
+    return delay
+
+
+# ---------------------------------------------------------------------------------------
+# Dataset jobs
+
+
+class JobResult:
+    """What :func:`run` reports: the CLI's exit status (0 all records succeeded, 1 some
+    failed) and its summary (``--summary-json``; empty when the job had already finished
+    and nothing ran)."""
+
+    def __init__(self, returncode: int, summary: Dict[str, Any], command: List[str]):
+        self.returncode = returncode
+        self.summary = summary
+        self.command = command
+
+    @property
+    def ok(self) -> bool:
+        """True when the job ran every record without a failure (exit status 0)."""
+        return self.returncode == 0
+
+    def __repr__(self) -> str:
+        return f"<JobResult exit {self.returncode}: {self.summary}>"
+
+
+def _herdsman_bin() -> str:
+    import shutil
+
+    found = os.environ.get("HERDSMAN_BIN") or shutil.which("herdsman")
+    if not found:
+        raise HerdsmanError(
+            "herdsman.run needs the herdsman command-line program: install it "
+            "(cargo install --path crates/herdsman-cli) or set HERDSMAN_BIN to its path"
+        )
+    return found
+
+
+def _target(fn) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise TypeError(
+            f"herdsman.run sends {fn!r} to worker processes by module and name: define it with "
+            "def at the top level of a module"
+        )
+    if module == "__main__":
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        if not path:
+            raise TypeError(f"{fn!r} is defined in an interactive session; define it in a file")
+        return f"{os.path.abspath(path)}:{qualname}"
+    return f"{module}:{qualname}"
+
+
+def run(
+    job: Optional[str] = None,
+    *,
+    input: Union[str, Sequence[str], None] = None,  # noqa: A002 - the CLI's name
+    fn: Optional[Callable[[Any], Any]] = None,
+    output: Optional[str] = None,
+    executor: str = "process",
+    workers: Optional[int] = None,
+    failures: Optional[str] = None,
+    **options: Any,
+) -> JobResult:
+    """Run a dataset job with the CLI's guarantees (checkpoint and exact resume, dead-letter
+    file, accounting): ``herdsman.run(input="data.csv", fn=process_row, output="out.jsonl")``.
+
+    This runs the ``herdsman`` program (``$HERDSMAN_BIN`` or on ``PATH``) with
+    ``--protocol framed -w "python -m herdsman_worker module:function"``; ``fn`` gets each
+    record as a dict and returns a dict (one output), ``None`` (filtered) or a list (one
+    output per element), as ``herdsman_worker`` documents. ``job`` is a job file; every other
+    keyword is the CLI option of the same name (``retries=3``, ``rate="10/second"``,
+    ``timeout="30s"``, ``restart=True``). Returns a :class:`JobResult`; a job that could not
+    run at all raises :class:`HerdsmanError` with the CLI's message.
+    """
+    if executor != "process":
+        raise ValueError(
+            f"executor={executor!r}: dataset jobs run on worker processes; use 'process'"
+        )
+    cmd = [_herdsman_bin(), "run"]
+    if job is not None:
+        cmd.append(os.fspath(job))
+    for path in [input] if isinstance(input, (str, os.PathLike)) else (input or []):
+        cmd += ["-i", os.fspath(path)]
+    if output is not None:
+        cmd += ["-o", os.fspath(output)]
+    if failures is not None:
+        cmd += ["--failures", os.fspath(failures)]
+    if workers is not None:
+        cmd += ["-j", str(workers)]
+    if fn is not None:
+        worker = [sys.executable, "-m", "herdsman_worker", _target(fn)]
+        import shlex
+
+        cmd += ["--protocol", "framed", "-w", shlex.join(worker)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif value is False or value is None:
+            continue
+        else:
+            cmd += [flag, str(value)]
+    fd, summary_path = tempfile.mkstemp(prefix="herdsman-summary-", suffix=".json")
+    os.close(fd)
+    cmd += ["--summary-json", summary_path]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        sys.stderr.write(proc.stderr)
+        summary: Dict[str, Any] = {}
+        try:
+            import json
+
+            with open(summary_path) as f:
+                text = f.read()
+            if text.strip():
+                summary = json.loads(text)
+        except (OSError, ValueError):
+            summary = {}
+    finally:
+        _unlink(summary_path)
+    # Exit status 0: every record succeeded; 1: some records failed (see the failures file);
+    # anything else (2 usage, 3 interrupted, 4 environment...): the job did not run through.
+    if proc.returncode not in (0, 1):
+        last = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise HerdsmanError(
+            f"the herdsman job stopped with exit status {proc.returncode}: {last[0]}"
+        )
+    return JobResult(proc.returncode, summary, cmd)

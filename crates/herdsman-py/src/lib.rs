@@ -12,14 +12,18 @@
 //! The policy layer (argument checking, defaults, result objects, exceptions, pickling of
 //! the function) lives in `python/herdsman/__init__.py`; this file only wires the engine.
 
+// PyO3's #[pyfunction]/#[pymethods] expansion converts PyResult errors into PyErr, which
+// clippy reports at the signature of every fallible function.
+#![allow(clippy::useless_conversion)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use herdsman::{
-    AttemptId, AttemptOutcome, Executor, FatalExecutorError, ItemError, ItemOutcome, Limiter,
-    Map, Progress, RateLimit, Retry, StopToken, Summary,
+    AttemptId, AttemptOutcome, Executor, FatalExecutorError, ItemError, ItemOutcome, Limiter, Map,
+    Progress, RateLimit, Retry, StopToken, Summary,
 };
 use herdsman_workers::{
     FailureKind, PoolConfig, Protocol, WorkItem, WorkOutput, WorkerCommand, WorkerFailure,
@@ -197,9 +201,8 @@ impl RetrySpec {
         let mut r = self.base::<PyErr>();
         if let Some(on) = &self.on {
             let on = Python::with_gil(|py| on.clone_ref(py));
-            r = r.when(move |e: &PyErr| {
-                Python::with_gil(|py| e.is_instance_bound(py, on.bind(py)))
-            });
+            r = r
+                .when(move |e: &PyErr| Python::with_gil(|py| e.is_instance_bound(py, on.bind(py))));
         }
         if let Some(f) = &self.retry_after {
             let f = Python::with_gil(|py| f.clone_ref(py));
@@ -578,10 +581,19 @@ fn start(
                 Ok(d.get_item(k)?.filter(|v| !v.is_none()))
             };
             Some(RetrySpec {
-                attempts: get("attempts")?.map(|v| v.extract()).transpose()?.unwrap_or(3),
-                backoff: get("backoff")?.map(|v| v.extract()).transpose()?.unwrap_or(1.0),
+                attempts: get("attempts")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(3),
+                backoff: get("backoff")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(1.0),
                 max_delay: get("max_delay")?.map(|v| v.extract()).transpose()?,
-                jitter: get("jitter")?.map(|v| v.extract()).transpose()?.unwrap_or(true),
+                jitter: get("jitter")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(true),
                 retry_timeouts: get("retry_timeouts")?
                     .map(|v| v.extract())
                     .transpose()?
@@ -683,9 +695,8 @@ fn start(
             pump(stream, tx, thread_raw);
         }
         "process" => {
-            let dumps = pickle_item.ok_or_else(|| {
-                PyValueError::new_err("the process executor needs pickle_item")
-            })?;
+            let dumps = pickle_item
+                .ok_or_else(|| PyValueError::new_err("the process executor needs pickle_item"))?;
             let items = input.map(move |o| -> ProcItem {
                 Python::with_gil(|py| {
                     let b = dumps.call1(py, (o,)).and_then(|b| {
@@ -792,7 +803,12 @@ impl PyRun {
     /// Wait up to `timeout` seconds (without the GIL) for outcomes and return at most `max`
     /// of them as `(index, tag, payload, attempts, seconds)` tuples; `None` once the run
     /// has ended and everything was returned.
-    fn poll(&mut self, py: Python<'_>, max: usize, timeout: f64) -> PyResult<Option<Vec<PyObject>>> {
+    fn poll(
+        &mut self,
+        py: Python<'_>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<Vec<PyObject>>> {
         if self.ended.is_some() {
             return Ok(None);
         }

@@ -79,28 +79,43 @@ enum Msg {
 
 /// Pulls items from a Python iterator, taking the GIL for each `next()`. An exception raised
 /// by the iterator ends the input and is kept for Python to re-raise.
+///
+/// Items of a sized input (a list, a tuple, a range: already in memory, or cheap) are taken
+/// `chunk` at a time, so the GIL changes hands once per chunk rather than once per item; any
+/// other iterable is pulled one item at a time, so no more is taken than the run asks for.
 struct PyIter {
     iter: PyObject,
     error: Arc<std::sync::Mutex<Option<PyErr>>>,
     done: bool,
+    chunk: usize,
+    buf: std::collections::VecDeque<PyObject>,
 }
 
 impl Iterator for PyIter {
     type Item = PyObject;
     fn next(&mut self) -> Option<PyObject> {
+        if let Some(v) = self.buf.pop_front() {
+            return Some(v);
+        }
         if self.done {
             return None;
         }
-        Python::with_gil(|py| match self.iter.bind(py).call_method0("__next__") {
-            Ok(v) => Some(v.unbind()),
-            Err(e) => {
-                self.done = true;
-                if !e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
-                    *self.error.lock().unwrap() = Some(e);
+        Python::with_gil(|py| {
+            let it = self.iter.bind(py);
+            while self.buf.len() < self.chunk {
+                match it.call_method0("__next__") {
+                    Ok(v) => self.buf.push_back(v.unbind()),
+                    Err(e) => {
+                        self.done = true;
+                        if !e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+                            *self.error.lock().unwrap() = Some(e);
+                        }
+                        break;
+                    }
                 }
-                None
             }
-        })
+        });
+        self.buf.pop_front()
     }
 }
 
@@ -349,6 +364,9 @@ struct PyRun {
     input_error: Arc<std::sync::Mutex<Option<PyErr>>>,
     ended: Option<Summary>,
     cleanup: Option<Box<dyn FnOnce() + Send>>,
+    /// Items seen so far: (succeeded, failed, not run), counted here because the engine
+    /// counts chunks when items travel in chunks.
+    counts: (u64, u64, u64),
 }
 
 impl Drop for PyRun {
@@ -509,17 +527,22 @@ fn pump<U, E, F>(stream: herdsman::Stream<U, E>, tx: Sender<Msg>, conv: F)
 where
     U: Send + 'static,
     E: Send + 'static,
-    F: Fn(ItemOutcome<U, E>) -> Raw + Send + 'static,
+    F: FnMut(ItemOutcome<U, E>, &mut dyn FnMut(Raw)) + Send + 'static,
 {
     std::thread::Builder::new()
         .name("herdsman-py-pump".into())
         .spawn(move || {
             let mut stream = stream;
+            let mut conv = conv;
+            let mut gone = false;
             while let Some(o) = Iterator::next(&mut stream) {
-                if tx.send(Msg::Item(conv(o))).is_err() {
-                    // The handle is gone: stop the run and drain what is left.
-                    stream.cancel();
-                }
+                conv(o, &mut |r| {
+                    if !gone && tx.send(Msg::Item(r)).is_err() {
+                        // The handle is gone: stop the run and drain what is left.
+                        gone = true;
+                        stream.cancel();
+                    }
+                });
             }
             if let Some(s) = stream.summary() {
                 let _ = tx.send(Msg::End(s.clone()));
@@ -542,7 +565,7 @@ fn secs(v: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
 #[pyfunction]
 #[pyo3(signature = (fn_, items, *, executor, workers, sequential, ordered, window, limiter,
     retry, timeout, deadline, max_errors, total, on_progress, worker_argv, worker_env,
-    pickle_item, pipeline_depth, cleanup, inline=false))]
+    pickle_item, pipeline_depth, cleanup, inline=false, chunked=false))]
 #[allow(clippy::too_many_arguments)]
 fn start(
     py: Python<'_>,
@@ -566,13 +589,17 @@ fn start(
     pipeline_depth: Option<usize>,
     cleanup: Option<PyObject>,
     inline: bool,
+    chunked: bool,
 ) -> PyResult<PyRun> {
+    let sized = items.len().is_ok();
     let iter = items.iter()?.into_any().unbind();
     let input_error = Arc::new(std::sync::Mutex::new(None));
     let input = PyIter {
         iter,
         error: Arc::clone(&input_error),
         done: false,
+        chunk: if sized { 256 } else { 1 },
+        buf: std::collections::VecDeque::new(),
     };
     let retry = match retry {
         None => None,
@@ -617,6 +644,18 @@ fn start(
     };
     let (tx, rx) = crossbeam_channel::bounded(4096);
     match executor {
+        "thread" if chunked => {
+            return start_chunked(
+                py,
+                fn_,
+                input,
+                workers,
+                sequential,
+                inline,
+                opts,
+                input_error,
+            );
+        }
         "thread" => {
             let f = Arc::new(fn_);
             let items = input.map(|o| PyItem(Arc::new(o)));
@@ -689,10 +728,11 @@ fn start(
                     input_error,
                     ended: None,
                     cleanup: None,
+                    counts: (0, 0, 0),
                 });
             }
             let stream = py.allow_threads(move || m.stream());
-            pump(stream, tx, thread_raw);
+            pump(stream, tx, |o, emit| emit(thread_raw(o)));
         }
         "process" => {
             let dumps = pickle_item
@@ -749,7 +789,7 @@ fn start(
             };
             let m = apply(m, opts);
             let stream = py.allow_threads(move || m.stream());
-            pump(stream, tx, proc_raw);
+            pump(stream, tx, |o, emit| emit(proc_raw(o)));
         }
         other => {
             return Err(PyValueError::new_err(format!(
@@ -770,6 +810,252 @@ fn start(
         input_error,
         ended: None,
         cleanup,
+        counts: (0, 0, 0),
+    })
+}
+
+/// Several consecutive items, run by one worker under one hold of the GIL.
+struct Chunk {
+    start: u64,
+    items: Vec<PyObject>,
+}
+
+/// What one item of a chunk gave.
+enum ChunkItem {
+    Ok(PyObject, Duration),
+    Err(PyErr, Duration),
+    /// The run stopped (KeyboardInterrupt) before this item of the chunk ran.
+    NotRun,
+}
+
+/// Most items in one chunk.
+const MAX_CHUNK: usize = 64;
+/// The time one chunk should take, from measured item durations.
+const CHUNK_TARGET: Duration = Duration::from_micros(200);
+
+/// The thread executor without per-item policies (no retry, timeout, rate limit or
+/// max_errors): items go to the engine in chunks sized from measured durations (one item
+/// at first, up to [`MAX_CHUNK`] for functions far faster than [`CHUNK_TARGET`]), so the
+/// GIL changes hands once per chunk, not once per item. Every item still ends exactly once.
+#[allow(clippy::too_many_arguments)]
+fn start_chunked(
+    py: Python<'_>,
+    fn_: PyObject,
+    input: PyIter,
+    workers: usize,
+    sequential: bool,
+    inline: bool,
+    opts: Options,
+    input_error: Arc<std::sync::Mutex<Option<PyErr>>>,
+) -> PyResult<PyRun> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let size = Arc::new(AtomicUsize::new(1));
+    let size_in = Arc::clone(&size);
+    let spans: Arc<std::sync::Mutex<rustc_hash::FxHashMap<u64, (u64, usize)>>> = Arc::default();
+    let spans_in = Arc::clone(&spans);
+    let mut input = input;
+    let mut next_start = 0u64;
+    let mut next_chunk = 0u64;
+    let chunks = std::iter::from_fn(move || {
+        let k = size_in.load(Ordering::Relaxed).clamp(1, MAX_CHUNK);
+        let mut items = Vec::with_capacity(k);
+        for _ in 0..k {
+            match input.next() {
+                Some(v) => items.push(v),
+                None => break,
+            }
+        }
+        if items.is_empty() {
+            return None;
+        }
+        let c = Chunk {
+            start: next_start,
+            items,
+        };
+        spans_in
+            .lock()
+            .unwrap()
+            .insert(next_chunk, (c.start, c.items.len()));
+        next_chunk += 1;
+        next_start += c.items.len() as u64;
+        Some(c)
+    });
+    let f = Arc::new(fn_);
+    let halt = opts.stop.clone();
+    let run_stop = opts.stop.clone();
+    let size_fn = Arc::clone(&size);
+    let mut m = herdsman::map(chunks, move |c: Chunk| {
+        let begun = std::time::Instant::now();
+        let n = c.items.len();
+        let out = Python::with_gil(|py| {
+            let mut out = Vec::with_capacity(n);
+            let mut stopped = false;
+            for x in c.items {
+                if stopped {
+                    out.push(ChunkItem::NotRun);
+                    continue;
+                }
+                let t = std::time::Instant::now();
+                match f.call1(py, (x,)) {
+                    Ok(v) => out.push(ChunkItem::Ok(v, t.elapsed())),
+                    Err(e) => {
+                        if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                            // KeyboardInterrupt, SystemExit: stop; Python re-raises it.
+                            halt.stop();
+                            stopped = true;
+                        }
+                        out.push(ChunkItem::Err(e, t.elapsed()));
+                    }
+                }
+            }
+            out
+        });
+        let per_item = begun.elapsed() / n as u32;
+        let k = if per_item.is_zero() {
+            MAX_CHUNK
+        } else {
+            (CHUNK_TARGET.as_nanos() / per_item.as_nanos()).clamp(1, MAX_CHUNK as u128) as usize
+        };
+        size_fn.store(k, Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(out)
+    });
+    m = if sequential {
+        m.sequential()
+    } else {
+        m.workers(workers.max(1))
+    };
+    // Progress is counted in items here, not in chunks.
+    let on_progress = opts.on_progress;
+    let total = opts.total;
+    let opts = Options {
+        on_progress: None,
+        window: Some(opts.window.unwrap_or(1024)),
+        total: None,
+        ..opts
+    };
+    let m = apply(m, opts);
+    let mut done = 0u64;
+    let mut conv = move |o: ItemOutcome<Vec<ChunkItem>, std::convert::Infallible>,
+                         emit: &mut dyn FnMut(Raw)| {
+        let (start, len) = spans
+            .lock()
+            .unwrap()
+            .remove(&o.index)
+            .unwrap_or((o.index, 1));
+        match o.result {
+            Ok(items) => {
+                for (i, it) in items.into_iter().enumerate() {
+                    let (kind, attempts, duration) = match it {
+                        ChunkItem::Ok(v, d) => (RawKind::Value(v), 1, d),
+                        ChunkItem::Err(e, d) => (RawKind::Raised(e), 1, d),
+                        ChunkItem::NotRun => (
+                            RawKind::Other(
+                                "not_run",
+                                "the item was not run because the run stopped before it started"
+                                    .into(),
+                                None,
+                            ),
+                            0,
+                            Duration::ZERO,
+                        ),
+                    };
+                    emit(Raw {
+                        index: start + i as u64,
+                        attempts,
+                        duration,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => {
+                let kind = match common_err(e) {
+                    Ok(never) => match never {},
+                    Err(k) => k,
+                };
+                for i in 0..len {
+                    let kind = match &kind {
+                        RawKind::Other(k, m, _) => RawKind::Other(k, m.clone(), None),
+                        _ => RawKind::Other("executor", "the item failed".into(), None),
+                    };
+                    emit(Raw {
+                        index: start + i as u64,
+                        attempts: o.attempts,
+                        duration: o.duration,
+                        kind,
+                    });
+                }
+            }
+        }
+        done += len as u64;
+        if let Some(cb) = &on_progress {
+            Python::with_gil(|py| {
+                if let Err(e) = cb.call1(py, (done, total)) {
+                    e.print(py);
+                }
+            });
+        }
+    };
+    let (tx, rx) = crossbeam_channel::bounded(4096);
+    if inline {
+        // `workers=1`: every item runs on the calling thread, one after the other.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let outs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o2 = Arc::clone(&outs);
+        let m = m.on_outcome(move |o: &ItemOutcome<_, _>| {
+            o2.lock().unwrap().push((o.index, o.attempts, o.duration));
+        });
+        let res = py.allow_threads(move || m.collect());
+        let summary = res.summary().clone();
+        let (succ, fails) = res.into_parts();
+        let stats: rustc_hash::FxHashMap<u64, (u32, Duration)> =
+            std::mem::take(&mut *outs.lock().unwrap())
+                .into_iter()
+                .map(|(i, a, d)| (i, (a, d)))
+                .collect();
+        let mut all: Vec<ItemOutcome<Vec<ChunkItem>, std::convert::Infallible>> = succ
+            .into_iter()
+            .map(|(index, v)| ItemOutcome {
+                index,
+                result: Ok(v),
+                attempts: 1,
+                duration: Duration::ZERO,
+            })
+            .chain(fails.into_iter().map(|f| ItemOutcome {
+                index: f.index,
+                result: Err(f.error),
+                attempts: f.attempts,
+                duration: f.duration,
+            }))
+            .collect();
+        all.sort_unstable_by_key(|o| o.index);
+        for mut o in all {
+            if let Some((a, d)) = stats.get(&o.index) {
+                o.attempts = *a;
+                o.duration = *d;
+            }
+            conv(o, &mut |r| {
+                let _ = tx.send(Msg::Item(r));
+            });
+        }
+        let _ = tx.send(Msg::End(summary));
+        return Ok(PyRun {
+            rx,
+            stop: run_stop,
+            input_error,
+            ended: None,
+            cleanup: None,
+            counts: (0, 0, 0),
+        });
+    }
+    let stream = py.allow_threads(move || m.stream());
+    pump(stream, tx, conv);
+    Ok(PyRun {
+        rx,
+        stop: run_stop,
+        input_error,
+        ended: None,
+        cleanup: None,
+        counts: (0, 0, 0),
     })
 }
 
@@ -864,6 +1150,13 @@ impl PyRun {
                 c();
             }
         }
+        for r in &got {
+            match &r.kind {
+                RawKind::Value(_) | RawKind::Pickled(_) => self.counts.0 += 1,
+                RawKind::Other("not_run", _, _) => self.counts.2 += 1,
+                _ => self.counts.1 += 1,
+            }
+        }
         let out = got
             .into_iter()
             .map(|r| raw_to_py(py, r))
@@ -888,11 +1181,12 @@ impl PyRun {
         let (status, msg) = status_name(&s.status);
         d.set_item("status", status)?;
         d.set_item("message", msg)?;
-        d.set_item("succeeded", s.succeeded)?;
-        d.set_item("failed", s.failed)?;
-        d.set_item("not_run", s.not_run)?;
+        let (succeeded, failed, not_run) = self.counts;
+        d.set_item("succeeded", succeeded)?;
+        d.set_item("failed", failed)?;
+        d.set_item("not_run", not_run)?;
         d.set_item("retries", s.retries)?;
-        d.set_item("admitted", s.admitted)?;
+        d.set_item("admitted", succeeded + failed + not_run)?;
         d.set_item("elapsed", s.elapsed.as_secs_f64())?;
         Ok(Some(d.into_any().unbind()))
     }

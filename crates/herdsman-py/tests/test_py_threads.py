@@ -291,3 +291,25 @@ def test_keyboard_interrupt_in_the_function_stops_a_sequential_run():
     with pytest.raises(KeyboardInterrupt) as info:
         herdsman.parallel_map(f, range(10), workers=1)
     assert [v for _, v in info.value.partial.successes()] == [0, 1]
+
+
+def test_many_fast_items_each_end_exactly_once():
+    # Fast functions run in chunks (one GIL hand-off per chunk): every item still ends once,
+    # in order, with its own failure and progress counted in items.
+    def f(x):
+        if x % 997 == 0:
+            raise ValueError(x)
+        return -x
+
+    seen = []
+    for workers in (1, 3, None):
+        res = herdsman.parallel_map(f, range(20000), workers=workers,
+                                    on_progress=lambda d, t: seen.append((d, t)))
+        assert [i for i, _ in res.failures()] == list(range(0, 20000, 997))
+        assert all(e.args == (i,) for i, e in res.failures())
+        assert res.successes() == [(x, -x) for x in range(20000) if x % 997]
+        assert seen[-1] == (20000, 20000)
+        assert res.summary["status"] == "completed"
+    res = herdsman.parallel_map(f, range(1, 20000), ordered=False)
+    assert sorted(-v for _, v in res.successes()) == [x for x in range(1, 20000) if x % 997]
+    assert all(v == -(i + 1) for i, v in res.successes())

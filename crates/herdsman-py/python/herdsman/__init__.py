@@ -399,6 +399,10 @@ def _start(fn, items, *, executor, workers, rate_limit, batch_size, retry, timeo
         pipeline_depth=None,
         cleanup=None,
         inline=inline_ok and workers == 1 and executor == "thread",
+        # Without per-item policies, threads take items in chunks sized from measured
+        # durations (one GIL hand-off per chunk); with them, the engine sees every item.
+        chunked=executor == "thread" and retry is None and timeout is None
+        and rate_limit is None and max_errors is None and batch_size is None,
     )
     if executor == "thread":
         kwargs["retry"] = retry._spec() if retry else None

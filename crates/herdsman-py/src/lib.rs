@@ -47,6 +47,13 @@ type ProcItem = Result<WorkItem, Arc<PyErr>>;
 enum ProcErr {
     /// The worker (or the pool) reported it.
     Worker(WorkerFailure),
+    /// An item of a batch raised: its pickled `(exception, traceback)` and what the worker
+    /// said about retrying it.
+    Reported {
+        pickled: Vec<u8>,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    },
     /// The item could not be pickled in this process.
     Local(Arc<PyErr>),
 }
@@ -121,10 +128,167 @@ impl Iterator for PyIter {
 
 /// The process executor: a [`WorkerPool`] speaking the framed protocol to
 /// `python -m herdsman._worker`, plus the items that failed to pickle here.
+///
+/// Tiny items travel in batches: submitted items wait in `pending` until the next `poll`,
+/// which sends them as records of up to `batch` items (a JSON list), sized so that one
+/// record takes about [`BATCH_TARGET`] of the worker's time as the worker measures it. A
+/// batch whose record fails as a whole (the worker crashed, or sent something unreadable)
+/// is sent again one item per record, so only the item that crashes a worker is charged.
+/// With a per-item timeout nothing is batched: the pool times records, not items.
 struct ProcExec {
     pool: WorkerPool,
     local: Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
     scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+    /// Submitted, not yet sent: (attempt, item, may be batched).
+    pending: std::collections::VecDeque<(AttemptId, WorkItem, bool)>,
+    /// Records of several items in flight, by the record's id (its first member's):
+    /// (attempt, item, still wanted).
+    batches: rustc_hash::FxHashMap<AttemptId, Vec<(AttemptId, WorkItem, bool)>>,
+    /// Records in flight on the pool.
+    in_flight: usize,
+    /// Most items in one record (1: no batching).
+    max_batch: usize,
+    /// Measured seconds of worker time per item (exponential average), once known.
+    per_item: Option<f64>,
+}
+
+/// Most items in one record sent to a worker process.
+const MAX_BATCH: usize = 64;
+/// The worker time one batch should take.
+const BATCH_TARGET: f64 = 0.005;
+
+impl ProcExec {
+    fn new(pool: WorkerPool, batching: bool) -> Self {
+        ProcExec {
+            pool,
+            local: Vec::new(),
+            scratch: Vec::new(),
+            pending: Default::default(),
+            batches: Default::default(),
+            in_flight: 0,
+            max_batch: if batching { MAX_BATCH } else { 1 },
+            per_item: None,
+        }
+    }
+
+    /// Send pending items while the pool has room, batched as measured durations allow.
+    fn flush(&mut self) -> Result<(), FatalExecutorError> {
+        let room = self.pool.capacity();
+        while !self.pending.is_empty() && self.in_flight < room {
+            let free = room - self.in_flight;
+            let fair = self.pending.len().div_ceil(free);
+            let want = match self.per_item {
+                Some(t) if t > 0.0 => ((BATCH_TARGET / t) as usize).max(1),
+                Some(_) => self.max_batch,
+                None => 1,
+            };
+            let n = fair.min(want).min(self.max_batch).max(1);
+            let (id, item, batchable) = self.pending.pop_front().expect("not empty");
+            if n == 1 || !batchable {
+                self.pool.submit(id, item)?;
+                self.in_flight += 1;
+                continue;
+            }
+            let mut members = vec![(id, item, true)];
+            while members.len() < n {
+                match self.pending.front() {
+                    Some((_, _, true)) => members.push(self.pending.pop_front().expect("front")),
+                    _ => break,
+                }
+            }
+            if members.len() == 1 {
+                let (id, item, _) = members.pop().expect("one");
+                self.pool.submit(id, item)?;
+            } else {
+                let mut json = Vec::with_capacity(
+                    members.iter().map(|m| m.1.json.len() + 1).sum::<usize>() + 2,
+                );
+                json.push(b'[');
+                for (k, (_, it, _)) in members.iter().enumerate() {
+                    if k > 0 {
+                        json.push(b',');
+                    }
+                    json.extend_from_slice(&it.json);
+                }
+                json.push(b']');
+                self.pool.submit(id, WorkItem::new(0, json))?;
+                self.batches.insert(id, members);
+            }
+            self.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// One finished record of several items: split it into the items' outcomes.
+    fn split(
+        &mut self,
+        members: Vec<(AttemptId, WorkItem, bool)>,
+        outcome: AttemptOutcome<WorkOutput, WorkerFailure>,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
+    ) {
+        if let AttemptOutcome::Success(outs) = &outcome {
+            if let Some(parts) = outs
+                .first()
+                .and_then(|b| serde_json::from_slice::<Vec<String>>(b).ok())
+                .filter(|p| p.len() == members.len() + 1)
+            {
+                if let Some(t) = parts[members.len()]
+                    .strip_prefix("t:")
+                    .and_then(|t| t.parse::<f64>().ok())
+                {
+                    let t = t / members.len() as f64;
+                    self.per_item = Some(match self.per_item {
+                        Some(p) => 0.7 * p + 0.3 * t,
+                        None => t,
+                    });
+                }
+                for ((id, _, alive), part) in members.into_iter().zip(parts) {
+                    if alive {
+                        out.push((id, part_outcome(&part)));
+                    }
+                }
+                return;
+            }
+        }
+        // The record failed as a whole: try each item alone, so that only the item that
+        // crashes a worker is charged.
+        for (id, item, alive) in members.into_iter().rev() {
+            if alive {
+                self.pending.push_front((id, item, false));
+            }
+        }
+    }
+}
+
+/// One item's answer inside a batch reply: `o:B64` (the pickled value) or
+/// `e:R:W:B64` (retryable 0/1, the wait in seconds or nothing, the pickled exception).
+fn part_outcome(part: &str) -> AttemptOutcome<WorkOutput, ProcErr> {
+    if let Some(v) = part.strip_prefix("o:") {
+        let mut json = Vec::with_capacity(v.len() + 2);
+        json.push(b'"');
+        json.extend_from_slice(v.as_bytes());
+        json.push(b'"');
+        return AttemptOutcome::Success(vec![json]);
+    }
+    if let Some(rest) = part.strip_prefix("e:") {
+        let mut it = rest.splitn(3, ':');
+        let retryable = it.next() == Some("1");
+        let wait = it
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .map(|w| {
+                Duration::from_secs_f64(w.min(herdsman_workers::MAX_RETRY_AFTER.as_secs_f64()))
+            });
+        if let Some(p) = it.next().and_then(|b| B64.decode(b.as_bytes()).ok()) {
+            return AttemptOutcome::Failure(ProcErr::Reported {
+                pickled: p,
+                retryable,
+                retry_after: wait.filter(|_| retryable),
+            });
+        }
+    }
+    AttemptOutcome::Panicked("the worker process sent an answer herdsman could not read".into())
 }
 
 impl Executor<ProcItem> for ProcExec {
@@ -132,7 +296,7 @@ impl Executor<ProcItem> for ProcExec {
     type Error = ProcErr;
 
     fn capacity(&self) -> usize {
-        self.pool.capacity()
+        self.pool.capacity() * self.max_batch
     }
 
     fn concurrency(&self) -> usize {
@@ -141,7 +305,10 @@ impl Executor<ProcItem> for ProcExec {
 
     fn submit(&mut self, id: AttemptId, item: ProcItem) -> Result<(), FatalExecutorError> {
         match item {
-            Ok(w) => self.pool.submit(id, w),
+            Ok(w) => {
+                self.pending.push_back((id, w, true));
+                Ok(())
+            }
             Err(e) => {
                 self.local
                     .push((id, AttemptOutcome::Failure(ProcErr::Local(e))));
@@ -155,6 +322,7 @@ impl Executor<ProcItem> for ProcExec {
         timeout: Duration,
         out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
     ) -> Result<(), FatalExecutorError> {
+        self.flush()?;
         let wait = if self.local.is_empty() {
             timeout
         } else {
@@ -162,24 +330,67 @@ impl Executor<ProcItem> for ProcExec {
         };
         out.append(&mut self.local);
         let r = self.pool.poll(wait, &mut self.scratch);
-        out.extend(self.scratch.drain(..).map(|(id, o)| {
+        let finished: Vec<_> = self.scratch.drain(..).collect();
+        for (id, o) in finished {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            if let Some(members) = self.batches.remove(&id) {
+                self.split(members, o, out);
+                continue;
+            }
             let o = match o {
                 AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
                 AttemptOutcome::Failure(f) => AttemptOutcome::Failure(ProcErr::Worker(f)),
                 AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
             };
-            (id, o)
-        }));
-        r
+            out.push((id, o));
+        }
+        r?;
+        self.flush()
     }
 
     fn abandon(&mut self, id: AttemptId) {
         self.local.retain(|(i, _)| *i != id);
-        self.pool.abandon(id)
+        if let Some(k) = self.pending.iter().position(|(i, _, _)| *i == id) {
+            self.pending.remove(k);
+            return;
+        }
+        // In a batch, the item's slot stays (the reply has one part per item sent) but is
+        // marked dead; the record is given up only when none of its items is wanted.
+        let owner = self.batches.iter_mut().find_map(|(rid, m)| {
+            let slot = m.iter_mut().find(|x| x.0 == id)?;
+            slot.2 = false;
+            Some((*rid, m.iter().all(|x| !x.2)))
+        });
+        match owner {
+            Some((rid, true)) => {
+                self.batches.remove(&rid);
+                self.pool.abandon(rid);
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+            Some((_, false)) => {}
+            None => {
+                self.pool.abandon(id);
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
     }
 
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
-        self.pool.stop_queued(not_started)
+        not_started.extend(self.pending.drain(..).map(|(id, _, _)| id));
+        let mut records = Vec::new();
+        self.pool.stop_queued(&mut records);
+        for rid in records {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            match self.batches.remove(&rid) {
+                Some(members) => not_started.extend(
+                    members
+                        .into_iter()
+                        .filter(|(_, _, alive)| *alive)
+                        .map(|(id, _, _)| id),
+                ),
+                None => not_started.push(rid),
+            }
+        }
     }
 
     fn shutdown(&mut self) {
@@ -244,10 +455,12 @@ impl RetrySpec {
                     FailureKind::Timeout => retry_timeouts,
                     _ => false,
                 },
+                ProcErr::Reported { retryable, .. } => *retryable,
                 ProcErr::Local(_) => false,
             })
             .retry_after(|e: &ProcErr| match e {
                 ProcErr::Worker(f) => f.retry_after,
+                ProcErr::Reported { retry_after, .. } => *retry_after,
                 ProcErr::Local(_) => None,
             })
     }
@@ -452,6 +665,11 @@ fn proc_raw(o: ItemOutcome<WorkOutput, ProcErr>) -> Raw {
         },
         Err(e) => match common_err(e) {
             Ok(ProcErr::Local(e)) => RawKind::LocalErr(e),
+            Ok(ProcErr::Reported { pickled, .. }) => RawKind::Other(
+                "reported",
+                "the function raised in its worker process".into(),
+                Some(pickled),
+            ),
             Ok(ProcErr::Worker(f)) => {
                 let pickled = if f.kind == FailureKind::Reported {
                     B64.decode(f.message.as_bytes()).ok()
@@ -773,11 +991,7 @@ fn start(
                     e.message
                 ))
             })?;
-            let exec = ProcExec {
-                pool,
-                local: Vec::new(),
-                scratch: Vec::new(),
-            };
+            let exec = ProcExec::new(pool, timeout.is_none());
             let mut m = herdsman::map_with(items, exec);
             if let Some(r) = &retry {
                 m = m.retry(r.for_processes());

@@ -115,3 +115,11 @@ def process_row(row):
     if row["value"] == "bad":
         raise ValueError(f"row {row['id']} has no number")
     return {"id": int(row["id"]), "double": int(row["value"]) * 2}
+
+
+def crash_on_2500(x):
+    if x == 2500:
+        os._exit(3)
+    if x % 1000 == 7:
+        raise Custom(f"bad {x}", x)
+    return x + 1

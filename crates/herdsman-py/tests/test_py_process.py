@@ -162,3 +162,24 @@ def test_main_module_functions_work_as_with_spawn(tmp_path):
 def test_imap_over_processes():
     outs = list(herdsman.imap(hm_funcs.square, range(40), executor="process", workers=2))
     assert [o.value for o in outs] == [x * x for x in range(40)]
+
+
+def test_tiny_items_travel_in_batches_and_a_crash_still_charges_one_item():
+    # Thousands of tiny items go to the workers in batches; a worker that dies in a batch
+    # has the batch sent again item by item, so only the item that crashes it is charged.
+    res = herdsman.parallel_map(hm_funcs.crash_on_2500, range(5000), executor="process",
+                                workers=2)
+    fails = res.failures()
+    assert [i for i, _ in fails] == [7, 1007, 2007, 2500, 3007, 4007]
+    crash = dict(fails)[2500]
+    assert isinstance(crash, herdsman.WorkerCrashed)
+    assert all(type(e) is hm_funcs.Custom and e.code == i for i, e in fails if i != 2500)
+    assert res.successes() == [(x, x + 1) for x in range(5000) if x % 1000 != 7 and x != 2500]
+    assert res.summary["succeeded"] == 4994 and res.summary["failed"] == 6
+
+
+def test_retries_inside_batches_follow_the_policy():
+    keys = [f"b-{i}" for i in range(300)]
+    res = herdsman.parallel_map(hm_funcs.flaky_conn, keys, executor="process", workers=1,
+                                retry=herdsman.Retry(attempts=3, backoff=0.001, on=ConnectionError))
+    assert res.values() == [(k, 3) for k in keys]

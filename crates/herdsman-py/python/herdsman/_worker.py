@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import sys
+import time
 import traceback
 import types
 
@@ -44,6 +45,18 @@ def _dumps_error(exc):
     return binascii.b2a_base64(payload, newline=False).decode("ascii")
 
 
+def _retry_verdict(exc, retry_on, retry_after):
+    """Whether the retry policy retries this exception, and the wait it asks for."""
+    retryable = True if retry_on is None else isinstance(exc, retry_on)
+    wait = None
+    if retryable and retry_after is not None:
+        try:
+            wait = retry_after(exc)
+        except Exception:  # noqa: BLE001 - a failing extractor means no wait
+            wait = None
+    return retryable, (None if wait is None else float(wait))
+
+
 def main():
     setup_path = os.environ["HERDSMAN_PY_SETUP"]
     with open(setup_path, "rb") as f:
@@ -66,26 +79,42 @@ def main():
     b64 = binascii.b2a_base64
     unb64 = binascii.a2b_base64
     jloads = json.loads
+    perf = time.perf_counter
+
+    def one_part(data):
+        """One item of a batch: ``o:B64`` or ``e:RETRYABLE:WAIT:B64``."""
+        try:
+            value = fn(loads(unb64(data)))
+            return "o:" + b64(dumps(value, proto), newline=False).decode("ascii")
+        except Exception as exc:  # noqa: BLE001 - every failure is the item's, reported
+            retryable, wait = _retry_verdict(exc, retry_on, retry_after)
+            return f"e:{int(retryable)}:{'' if wait is None else wait}:{_dumps_error(exc)}"
+
     for line in stdin:
         if not line.strip():
             continue
         req = jloads(line)
         rid = req["id"]
+        record = req["record"]
+        if isinstance(record, list):
+            # A batch of tiny items: one output, a list with one part per item and the
+            # worker time it took.
+            t0 = perf()
+            parts = [one_part(data) for data in record]
+            parts.append(f"t:{perf() - t0:.9f}")
+            out.write(b'{"id":%d,"output":%s,"done":true}\n' % (rid, json.dumps(parts).encode("ascii")))
+            out.flush()
+            continue
         try:
-            item = loads(unb64(req["record"]))
+            item = loads(unb64(record))
             value = fn(item)
             payload = b64(dumps(value, proto), newline=False)
             out.write(b'{"id":%d,"output":"%s","done":true}\n' % (rid, payload))
         except Exception as exc:  # noqa: BLE001 - every failure is the item's, reported
-            retryable = True if retry_on is None else isinstance(exc, retry_on)
+            retryable, wait = _retry_verdict(exc, retry_on, retry_after)
             reply = {"id": rid, "error": _dumps_error(exc), "retryable": retryable}
-            if retryable and retry_after is not None:
-                try:
-                    wait = retry_after(exc)
-                except Exception:  # noqa: BLE001 - a failing extractor means no wait
-                    wait = None
-                if wait is not None:
-                    reply["retry_after"] = float(wait)
+            if wait is not None:
+                reply["retry_after"] = wait
             out.write(json.dumps(reply).encode("ascii") + b"\n")
         out.flush()
 

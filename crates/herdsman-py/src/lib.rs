@@ -1133,10 +1133,11 @@ fn start_chunked(
         size_fn.store(k, Ordering::Relaxed);
         Ok::<_, std::convert::Infallible>(out)
     });
+    // Chunks are sized here already: the engine hands out one chunk at a time.
     m = if sequential {
         m.sequential()
     } else {
-        m.workers(workers.max(1))
+        m.workers(workers.max(1)).chunk_size(1)
     };
     // Progress is counted in items here, not in chunks.
     let on_progress = opts.on_progress;

@@ -17,7 +17,6 @@ it runs; processes (``executor="process"``) are persistent worker interpreters f
 items. Every item ends exactly once as a success or a failure. See docs/python.md.
 """
 
-import asyncio
 import os
 import pickle
 import random
@@ -737,6 +736,8 @@ async def map_async(
     ``rate_limit``, ``retry`` and ``max_errors`` mean what they mean for ``parallel_map``
     (a shared :class:`RateLimit` also throttles threads and other maps).
     """
+    import asyncio
+
     if concurrency < 1:
         raise ValueError(f"concurrency={concurrency}: give at least 1")
     if retry is not None and not isinstance(retry, Retry):

@@ -10,8 +10,11 @@ import time
 
 import pytest
 
+import herdsman
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-PKG = os.path.join(os.path.dirname(HERE), "python")
+# Where this interpreter found herdsman (installed, or a source tree on PYTHONPATH).
+PKG = os.path.dirname(os.path.dirname(os.path.abspath(herdsman.__file__)))
 
 SCRIPT = textwrap.dedent("""
     import json, sys

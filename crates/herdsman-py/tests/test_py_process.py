@@ -11,7 +11,8 @@ import herdsman
 
 import hm_funcs
 
-PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+# Where this interpreter found herdsman (installed, or a source tree on PYTHONPATH).
+PKG = os.path.dirname(os.path.dirname(os.path.abspath(herdsman.__file__)))
 
 
 def alive(pid):

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""herdsman's Python API against the Python pools people use today, side by side in one run.
+
+usage: python3 bench/python_api/bench.py [a|b|c|all] [--runs N] [--jobs N]
+
+(a) the reference workload (count primes <= value, 20,000 items, values 0..1000, seed 1),
+    executor="process", against ProcessPoolExecutor (chunksize tuned: the best of 16, 64,
+    256), multiprocessing.Pool, joblib, mpire and one process;
+(b) I/O-bound: time.sleep(0.01) on 2,000 items, 64 threads, against ThreadPoolExecutor(64);
+(c) per-item overhead of a trivial function on threads (200,000 items, default workers)
+    against ThreadPoolExecutor's default.
+
+Each measurement runs in a fresh interpreter (pool start-up included, interpreter start-up
+and imports not), the contenders round-robin, RUNS times (default 3); the table shows the
+median, min and max, and each median's ratio to herdsman's. Every run checks its answer.
+joblib and mpire are installed from PyPI if missing; herdsman must be installed
+(pip install ./crates/herdsman-py).
+"""
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+RUNNER = r"""
+import json, os, random, sys, time
+sys.path.insert(0, {here!r})
+import workload
+name, bench, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if bench == "a":
+    rng = random.Random(1)
+    items = [rng.randint(0, 1000) for _ in range(20000)]
+    fn = workload.count_primes
+elif bench == "b":
+    items = list(range(2000)); fn = workload.io_bound; jobs = 64
+else:
+    items = list(range(200000)); fn = workload.trivial
+# Imports before the clock starts, for every contender.
+if name == "herdsman":
+    import herdsman
+elif name.startswith("futures"):
+    import concurrent.futures
+elif name == "mp":
+    import multiprocessing.pool
+elif name == "joblib":
+    import joblib
+elif name == "mpire":
+    import mpire
+t0 = time.perf_counter()
+if name == "herdsman":
+    ex = "process" if bench == "a" else "thread"
+    out = herdsman.parallel_map(fn, items, executor=ex, workers=None if bench == "c" else jobs).values()
+elif name.startswith("futures"):
+    if bench == "a":
+        from concurrent.futures import ProcessPoolExecutor as P
+        with P(jobs) as p:
+            out = list(p.map(fn, items, chunksize=int(name.split(":")[1])))
+    else:
+        from concurrent.futures import ThreadPoolExecutor as P
+        with P(None if bench == "c" else jobs) as p:
+            out = list(p.map(fn, items))
+elif name == "mp":
+    from multiprocessing import Pool
+    with Pool(jobs) as p:
+        out = p.map(fn, items)
+elif name == "joblib":
+    from joblib import Parallel, delayed
+    out = Parallel(n_jobs=jobs)(delayed(fn)(x) for x in items)
+elif name == "mpire":
+    from mpire import WorkerPool
+    with WorkerPool(n_jobs=jobs) as p:
+        out = p.map(fn, [(x,) for x in items])
+elif name == "seq":
+    out = [fn(x) for x in items]
+elapsed = time.perf_counter() - t0
+expect = [fn(x) for x in items[:50]] if bench != "b" else items[:50]
+assert out[:50] == expect and len(out) == len(items), "wrong answer"
+print(json.dumps(elapsed))
+"""
+
+
+def ensure(pkg):
+    try:
+        importlib.import_module(pkg)
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", pkg], check=True)
+
+
+def measure(name, bench, jobs):
+    code = RUNNER.format(here=HERE)
+    out = subprocess.run([sys.executable, "-c", code, name, bench, str(jobs)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(bench, contenders, runs, jobs):
+    times = {c: [] for c in contenders}
+    for _ in range(runs):
+        for c in contenders:
+            times[c].append(measure(c, bench, jobs))
+    base = statistics.median(times["herdsman"])
+    print(f"\n### ({bench}) median of {runs} runs, {jobs} jobs\n")
+    print("| contender | median s | min s | max s | median / herdsman's |")
+    print("|---|---|---|---|---|")
+    for c in contenders:
+        t = times[c]
+        m = statistics.median(t)
+        print(f"| {c} | {m:.3f} | {min(t):.3f} | {max(t):.3f} | {m / base:.2f}x |")
+    sys.stdout.flush()
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="?", default="all", choices=["a", "b", "c", "all"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    import herdsman  # noqa: F401  (fail early when the package is not installed)
+
+    if args.which in ("a", "all"):
+        ensure("joblib")
+        ensure("mpire")
+        # Tune ProcessPoolExecutor's chunksize first: keep its best.
+        best = min((statistics.median(measure(f"futures:{c}", "a", args.jobs) for _ in range(1)), c)
+                   for c in (16, 64, 256))[1]
+        table("a", ["herdsman", f"futures:{best}", "mp", "joblib", "mpire", "seq"], args.runs, args.jobs)
+    if args.which in ("b", "all"):
+        table("b", ["herdsman", "futures"], args.runs, 64)
+    if args.which in ("c", "all"):
+        table("c", ["herdsman", "futures"], args.runs, args.jobs)
+
+
+if __name__ == "__main__":
+    main()

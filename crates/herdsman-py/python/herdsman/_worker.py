@@ -1,0 +1,123 @@
+"""The worker process of ``executor="process"``: ``python -m herdsman._worker``.
+
+It speaks herdsman's ``framed`` protocol (docs/protocol.md) on stdin/stdout. Each record is
+a JSON string holding base64 of a pickled item; each answer is a JSON string holding base64
+of the pickled return value, or an error whose message is base64 of a pickled
+``(exception, traceback text)`` pair. What to call comes from the setup file named by
+``HERDSMAN_PY_SETUP``: the function pickled by reference (module and qualified name, as
+pickle does) or by value with cloudpickle, the parent's ``sys.path``, the main script when
+the function lives in ``__main__`` (loaded as ``__mp_main__``, as ``multiprocessing``'s
+spawn does), and the retry policy's ``on`` types and ``retry_after`` callable.
+
+This module must never write anything but answers to stdout: while the function runs,
+``sys.stdout`` is stderr.
+"""
+
+import binascii
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+import types
+
+
+def _load_main(path):
+    """Import the parent's main script as ``__mp_main__`` and alias it as ``__main__``."""
+    import runpy
+
+    module = types.ModuleType("__mp_main__")
+    sys.modules["__mp_main__"] = module
+    sys.modules["__main__"] = module
+    globs = runpy.run_path(path, run_name="__mp_main__")
+    module.__dict__.update(globs)
+
+
+def _dumps_error(exc):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        payload = pickle.dumps((exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(payload)  # an exception whose __init__ rejects its args cannot travel
+    except Exception:  # noqa: BLE001 - any exception that cannot travel is described instead
+        desc = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+        payload = pickle.dumps((desc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+    return binascii.b2a_base64(payload, newline=False).decode("ascii")
+
+
+def _retry_verdict(exc, retry_on, retry_after):
+    """Whether the retry policy retries this exception, and the wait it asks for."""
+    retryable = True if retry_on is None else isinstance(exc, retry_on)
+    wait = None
+    if retryable and retry_after is not None:
+        try:
+            wait = retry_after(exc)
+        except Exception:  # noqa: BLE001 - a failing extractor means no wait
+            wait = None
+    return retryable, (None if wait is None else float(wait))
+
+
+def main():
+    setup_path = os.environ["HERDSMAN_PY_SETUP"]
+    with open(setup_path, "rb") as f:
+        setup = pickle.load(f)
+    sys.path[:] = setup["sys_path"]
+    if setup.get("main_path"):
+        _load_main(setup["main_path"])
+    if setup.get("cloudpickle"):
+        import cloudpickle  # noqa: F401  (registers what the pickled function needs)
+    fn = pickle.loads(setup["fn"])
+    retry_on = setup.get("retry_on")
+    retry_after = setup.get("retry_after")
+
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    stdin = sys.stdin.buffer
+    loads = pickle.loads
+    dumps = pickle.dumps
+    proto = pickle.HIGHEST_PROTOCOL
+    b64 = binascii.b2a_base64
+    unb64 = binascii.a2b_base64
+    jloads = json.loads
+    perf = time.perf_counter
+
+    def one_part(data):
+        """One item of a batch: ``o:B64`` or ``e:RETRYABLE:WAIT:B64``."""
+        try:
+            value = fn(loads(unb64(data)))
+            return "o:" + b64(dumps(value, proto), newline=False).decode("ascii")
+        except Exception as exc:  # noqa: BLE001 - every failure is the item's, reported
+            retryable, wait = _retry_verdict(exc, retry_on, retry_after)
+            return f"e:{int(retryable)}:{'' if wait is None else wait}:{_dumps_error(exc)}"
+
+    for line in stdin:
+        if not line.strip():
+            continue
+        req = jloads(line)
+        rid = req["id"]
+        record = req["record"]
+        if isinstance(record, list):
+            # A batch of tiny items: one output, a list with one part per item and the
+            # worker time it took.
+            t0 = perf()
+            parts = [one_part(data) for data in record]
+            parts.append(f"t:{perf() - t0:.9f}")
+            out.write(b'{"id":%d,"output":%s,"done":true}\n' % (rid, json.dumps(parts).encode("ascii")))
+            out.flush()
+            continue
+        try:
+            item = loads(unb64(record))
+            value = fn(item)
+            payload = b64(dumps(value, proto), newline=False)
+            out.write(b'{"id":%d,"output":"%s","done":true}\n' % (rid, payload))
+        except Exception as exc:  # noqa: BLE001 - every failure is the item's, reported
+            retryable, wait = _retry_verdict(exc, retry_on, retry_after)
+            reply = {"id": rid, "error": _dumps_error(exc), "retryable": retryable}
+            if wait is not None:
+                reply["retry_after"] = wait
+            out.write(json.dumps(reply).encode("ascii") + b"\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

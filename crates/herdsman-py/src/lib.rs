@@ -1,0 +1,1433 @@
+//! `herdsman._native`: the Rust half of the `herdsman` Python package.
+//!
+//! It starts one herdsman run per call (`start`) on herdsman's public API only — the thread
+//! pool of [`herdsman::map`] for `executor="thread"`, and [`herdsman::map_with`] over a
+//! [`herdsman_workers::WorkerPool`] of Python worker processes for `executor="process"` —
+//! and hands the outcomes to Python through a [`Run`] handle that Python polls.
+//!
+//! This module must never hold the GIL while it waits (the run's threads need it to call
+//! the user's function), never lose an outcome between the engine and Python, and never let
+//! a run outlive its handle: dropping the handle, or `cancel()`, stops the run.
+//!
+//! The policy layer (argument checking, defaults, result objects, exceptions, pickling of
+//! the function) lives in `python/herdsman/__init__.py`; this file only wires the engine.
+
+// PyO3's #[pyfunction]/#[pymethods] expansion converts PyResult errors into PyErr, which
+// clippy reports at the signature of every fallible function.
+#![allow(clippy::useless_conversion)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use herdsman::{
+    AttemptId, AttemptOutcome, Executor, FatalExecutorError, ItemError, ItemOutcome, Limiter, Map,
+    Progress, RateLimit, Retry, StopToken, Summary,
+};
+use herdsman_workers::{
+    FailureKind, PoolConfig, Protocol, WorkItem, WorkOutput, WorkerCommand, WorkerFailure,
+    WorkerPool,
+};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// An input item on the thread executor: shared so retries can clone it without the GIL.
+#[derive(Clone)]
+struct PyItem(Arc<PyObject>);
+
+/// An input item on the process executor: the pickled item ready to send, or why it could
+/// not be pickled (that item fails, the run goes on).
+type ProcItem = Result<WorkItem, Arc<PyErr>>;
+
+/// Why one attempt on the process executor failed.
+enum ProcErr {
+    /// The worker (or the pool) reported it.
+    Worker(WorkerFailure),
+    /// An item of a batch raised: its pickled `(exception, traceback)` and what the worker
+    /// said about retrying it.
+    Reported {
+        pickled: Vec<u8>,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    },
+    /// The item could not be pickled in this process.
+    Local(Arc<PyErr>),
+}
+
+/// One item's final outcome, on its way to Python.
+struct Raw {
+    index: u64,
+    attempts: u32,
+    duration: Duration,
+    kind: RawKind,
+}
+
+enum RawKind {
+    /// A Python value (thread executor).
+    Value(PyObject),
+    /// A pickled value (process executor).
+    Pickled(Vec<u8>),
+    /// A Python exception raised by the function (thread executor).
+    Raised(PyErr),
+    /// An item that could not be pickled (process executor).
+    LocalErr(Arc<PyErr>),
+    /// A failure without a Python exception: (kind, message, pickled exception if any).
+    Other(&'static str, String, Option<Vec<u8>>),
+}
+
+enum Msg {
+    Item(Raw),
+    End(Summary),
+}
+
+/// Pulls items from a Python iterator, taking the GIL for each `next()`. An exception raised
+/// by the iterator ends the input and is kept for Python to re-raise.
+///
+/// Items of a sized input (a list, a tuple, a range: already in memory, or cheap) are taken
+/// `chunk` at a time, so the GIL changes hands once per chunk rather than once per item; any
+/// other iterable is pulled one item at a time, so no more is taken than the run asks for.
+struct PyIter {
+    iter: PyObject,
+    error: Arc<std::sync::Mutex<Option<PyErr>>>,
+    done: bool,
+    chunk: usize,
+    buf: std::collections::VecDeque<PyObject>,
+}
+
+impl Iterator for PyIter {
+    type Item = PyObject;
+    fn next(&mut self) -> Option<PyObject> {
+        if let Some(v) = self.buf.pop_front() {
+            return Some(v);
+        }
+        if self.done {
+            return None;
+        }
+        Python::with_gil(|py| {
+            let it = self.iter.bind(py);
+            while self.buf.len() < self.chunk {
+                match it.call_method0("__next__") {
+                    Ok(v) => self.buf.push_back(v.unbind()),
+                    Err(e) => {
+                        self.done = true;
+                        if !e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+                            *self.error.lock().unwrap() = Some(e);
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+        self.buf.pop_front()
+    }
+}
+
+/// The process executor: a [`WorkerPool`] speaking the framed protocol to
+/// `python -m herdsman._worker`, plus the items that failed to pickle here.
+///
+/// Tiny items travel in batches: submitted items wait in `pending` until the next `poll`,
+/// which sends them as records of up to `batch` items (a JSON list), sized so that one
+/// record takes about [`BATCH_TARGET`] of the worker's time as the worker measures it. A
+/// batch whose record fails as a whole (the worker crashed, or sent something unreadable)
+/// is sent again one item per record, so only the item that crashes a worker is charged.
+/// With a per-item timeout nothing is batched: the pool times records, not items.
+struct ProcExec {
+    pool: WorkerPool,
+    local: Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
+    scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+    /// Submitted, not yet sent: (attempt, item, may be batched).
+    pending: std::collections::VecDeque<(AttemptId, WorkItem, bool)>,
+    /// Records of several items in flight, by the record's id (its first member's):
+    /// (attempt, item, still wanted).
+    batches: rustc_hash::FxHashMap<AttemptId, Vec<(AttemptId, WorkItem, bool)>>,
+    /// Records in flight on the pool.
+    in_flight: usize,
+    /// Most items in one record (1: no batching).
+    max_batch: usize,
+    /// Measured seconds of worker time per item (exponential average), once known.
+    per_item: Option<f64>,
+}
+
+/// Most items in one record sent to a worker process.
+const MAX_BATCH: usize = 64;
+/// The worker time one batch should take.
+const BATCH_TARGET: f64 = 0.005;
+
+impl ProcExec {
+    fn new(pool: WorkerPool, batching: bool) -> Self {
+        ProcExec {
+            pool,
+            local: Vec::new(),
+            scratch: Vec::new(),
+            pending: Default::default(),
+            batches: Default::default(),
+            in_flight: 0,
+            max_batch: if batching { MAX_BATCH } else { 1 },
+            per_item: None,
+        }
+    }
+
+    /// Send pending items while the pool has room, batched as measured durations allow.
+    fn flush(&mut self) -> Result<(), FatalExecutorError> {
+        let room = self.pool.capacity();
+        while !self.pending.is_empty() && self.in_flight < room {
+            let free = room - self.in_flight;
+            let fair = self.pending.len().div_ceil(free);
+            let want = match self.per_item {
+                Some(t) if t > 0.0 => ((BATCH_TARGET / t) as usize).max(1),
+                Some(_) => self.max_batch,
+                None => 1,
+            };
+            let n = fair.min(want).min(self.max_batch).max(1);
+            let (id, item, batchable) = self.pending.pop_front().expect("not empty");
+            if n == 1 || !batchable {
+                self.pool.submit(id, item)?;
+                self.in_flight += 1;
+                continue;
+            }
+            let mut members = vec![(id, item, true)];
+            while members.len() < n {
+                match self.pending.front() {
+                    Some((_, _, true)) => members.push(self.pending.pop_front().expect("front")),
+                    _ => break,
+                }
+            }
+            if members.len() == 1 {
+                let (id, item, _) = members.pop().expect("one");
+                self.pool.submit(id, item)?;
+            } else {
+                let mut json = Vec::with_capacity(
+                    members.iter().map(|m| m.1.json.len() + 1).sum::<usize>() + 2,
+                );
+                json.push(b'[');
+                for (k, (_, it, _)) in members.iter().enumerate() {
+                    if k > 0 {
+                        json.push(b',');
+                    }
+                    json.extend_from_slice(&it.json);
+                }
+                json.push(b']');
+                self.pool.submit(id, WorkItem::new(0, json))?;
+                self.batches.insert(id, members);
+            }
+            self.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// One finished record of several items: split it into the items' outcomes.
+    fn split(
+        &mut self,
+        members: Vec<(AttemptId, WorkItem, bool)>,
+        outcome: AttemptOutcome<WorkOutput, WorkerFailure>,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
+    ) {
+        if let AttemptOutcome::Success(outs) = &outcome {
+            if let Some(parts) = outs
+                .first()
+                .and_then(|b| serde_json::from_slice::<Vec<String>>(b).ok())
+                .filter(|p| p.len() == members.len() + 1)
+            {
+                if let Some(t) = parts[members.len()]
+                    .strip_prefix("t:")
+                    .and_then(|t| t.parse::<f64>().ok())
+                {
+                    let t = t / members.len() as f64;
+                    self.per_item = Some(match self.per_item {
+                        Some(p) => 0.7 * p + 0.3 * t,
+                        None => t,
+                    });
+                }
+                for ((id, _, alive), part) in members.into_iter().zip(parts) {
+                    if alive {
+                        out.push((id, part_outcome(&part)));
+                    }
+                }
+                return;
+            }
+        }
+        // The record failed as a whole: try each item alone, so that only the item that
+        // crashes a worker is charged.
+        for (id, item, alive) in members.into_iter().rev() {
+            if alive {
+                self.pending.push_front((id, item, false));
+            }
+        }
+    }
+}
+
+/// One item's answer inside a batch reply: `o:B64` (the pickled value) or
+/// `e:R:W:B64` (retryable 0/1, the wait in seconds or nothing, the pickled exception).
+fn part_outcome(part: &str) -> AttemptOutcome<WorkOutput, ProcErr> {
+    if let Some(v) = part.strip_prefix("o:") {
+        let mut json = Vec::with_capacity(v.len() + 2);
+        json.push(b'"');
+        json.extend_from_slice(v.as_bytes());
+        json.push(b'"');
+        return AttemptOutcome::Success(vec![json]);
+    }
+    if let Some(rest) = part.strip_prefix("e:") {
+        let mut it = rest.splitn(3, ':');
+        let retryable = it.next() == Some("1");
+        let wait = it
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .map(|w| {
+                Duration::from_secs_f64(w.min(herdsman_workers::MAX_RETRY_AFTER.as_secs_f64()))
+            });
+        if let Some(p) = it.next().and_then(|b| B64.decode(b.as_bytes()).ok()) {
+            return AttemptOutcome::Failure(ProcErr::Reported {
+                pickled: p,
+                retryable,
+                retry_after: wait.filter(|_| retryable),
+            });
+        }
+    }
+    AttemptOutcome::Panicked("the worker process sent an answer herdsman could not read".into())
+}
+
+impl Executor<ProcItem> for ProcExec {
+    type Output = WorkOutput;
+    type Error = ProcErr;
+
+    fn capacity(&self) -> usize {
+        self.pool.capacity() * self.max_batch
+    }
+
+    fn concurrency(&self) -> usize {
+        self.pool.concurrency()
+    }
+
+    fn submit(&mut self, id: AttemptId, item: ProcItem) -> Result<(), FatalExecutorError> {
+        match item {
+            Ok(w) => {
+                self.pending.push_back((id, w, true));
+                Ok(())
+            }
+            Err(e) => {
+                self.local
+                    .push((id, AttemptOutcome::Failure(ProcErr::Local(e))));
+                Ok(())
+            }
+        }
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
+    ) -> Result<(), FatalExecutorError> {
+        self.flush()?;
+        let wait = if self.local.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        out.append(&mut self.local);
+        let r = self.pool.poll(wait, &mut self.scratch);
+        let finished: Vec<_> = self.scratch.drain(..).collect();
+        for (id, o) in finished {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            if let Some(members) = self.batches.remove(&id) {
+                self.split(members, o, out);
+                continue;
+            }
+            let o = match o {
+                AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
+                AttemptOutcome::Failure(f) => AttemptOutcome::Failure(ProcErr::Worker(f)),
+                AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
+            };
+            out.push((id, o));
+        }
+        r?;
+        self.flush()
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        self.local.retain(|(i, _)| *i != id);
+        if let Some(k) = self.pending.iter().position(|(i, _, _)| *i == id) {
+            self.pending.remove(k);
+            return;
+        }
+        // In a batch, the item's slot stays (the reply has one part per item sent) but is
+        // marked dead; the record is given up only when none of its items is wanted.
+        let owner = self.batches.iter_mut().find_map(|(rid, m)| {
+            let slot = m.iter_mut().find(|x| x.0 == id)?;
+            slot.2 = false;
+            Some((*rid, m.iter().all(|x| !x.2)))
+        });
+        match owner {
+            Some((rid, true)) => {
+                self.batches.remove(&rid);
+                self.pool.abandon(rid);
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+            Some((_, false)) => {}
+            None => {
+                self.pool.abandon(id);
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
+    fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        not_started.extend(self.pending.drain(..).map(|(id, _, _)| id));
+        let mut records = Vec::new();
+        self.pool.stop_queued(&mut records);
+        for rid in records {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            match self.batches.remove(&rid) {
+                Some(members) => not_started.extend(
+                    members
+                        .into_iter()
+                        .filter(|(_, _, alive)| *alive)
+                        .map(|(id, _, _)| id),
+                ),
+                None => not_started.push(rid),
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.pool.shutdown()
+    }
+}
+
+/// Retry settings as Python gives them (`herdsman.Retry`).
+struct RetrySpec {
+    attempts: u32,
+    backoff: f64,
+    max_delay: Option<f64>,
+    jitter: bool,
+    retry_timeouts: bool,
+    /// Exception types to retry (thread executor; `None`: every exception).
+    on: Option<PyObject>,
+    /// `retry_after(exc) -> seconds | None` (thread executor).
+    retry_after: Option<PyObject>,
+}
+
+impl RetrySpec {
+    fn base<E>(&self) -> Retry<E> {
+        let mut r = Retry::attempts(self.attempts)
+            .backoff(Duration::from_secs_f64(self.backoff.max(0.0)))
+            .jitter(self.jitter)
+            .retry_timeouts(self.retry_timeouts);
+        if let Some(m) = self.max_delay {
+            r = r.max_delay(Duration::from_secs_f64(m.max(0.0)));
+        }
+        r
+    }
+
+    fn for_threads(&self) -> Retry<PyErr> {
+        let mut r = self.base::<PyErr>();
+        if let Some(on) = &self.on {
+            let on = Python::with_gil(|py| on.clone_ref(py));
+            r = r
+                .when(move |e: &PyErr| Python::with_gil(|py| e.is_instance_bound(py, on.bind(py))));
+        }
+        if let Some(f) = &self.retry_after {
+            let f = Python::with_gil(|py| f.clone_ref(py));
+            r = r.retry_after(move |e: &PyErr| {
+                Python::with_gil(|py| {
+                    let v = f.call1(py, (e.value_bound(py),)).ok()?;
+                    let s: Option<f64> = v.extract(py).ok()?;
+                    s.filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(Duration::from_secs_f64)
+                })
+            });
+        }
+        r
+    }
+
+    /// On processes the worker decides `retryable` and `retry_after` (it has the exception);
+    /// here the engine follows what it said.
+    fn for_processes(&self) -> Retry<ProcErr> {
+        let retry_timeouts = self.retry_timeouts;
+        self.base::<ProcErr>()
+            .when(move |e: &ProcErr| match e {
+                ProcErr::Worker(f) => match f.kind {
+                    FailureKind::Reported => f.retryable,
+                    FailureKind::Timeout => retry_timeouts,
+                    _ => false,
+                },
+                ProcErr::Reported { retryable, .. } => *retryable,
+                ProcErr::Local(_) => false,
+            })
+            .retry_after(|e: &ProcErr| match e {
+                ProcErr::Worker(f) => f.retry_after,
+                ProcErr::Reported { retry_after, .. } => *retry_after,
+                ProcErr::Local(_) => None,
+            })
+    }
+}
+
+/// A shared rate limiter: `herdsman.RateLimit(90, "minute", burst=...)`.
+///
+/// One object may be passed to several maps and used from several threads; they all draw
+/// from the same budget.
+#[pyclass(module = "herdsman", name = "RateLimit", frozen)]
+struct PyLimiter {
+    inner: Limiter,
+    count: u32,
+    per: String,
+    burst: u32,
+}
+
+#[pymethods]
+impl PyLimiter {
+    #[new]
+    #[pyo3(signature = (count, per="second", burst=None))]
+    fn new(count: u32, per: &str, burst: Option<u32>) -> PyResult<Self> {
+        if count == 0 {
+            return Err(PyValueError::new_err(
+                "a rate limit of 0 would never let anything run; give a positive count",
+            ));
+        }
+        let rate = match per {
+            "second" | "s" | "sec" => RateLimit::per_second(count),
+            "minute" | "m" | "min" => RateLimit::per_minute(count),
+            "hour" | "h" => RateLimit::per_hour(count),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown rate unit {other:?}; use \"second\", \"minute\" or \"hour\""
+                )))
+            }
+        };
+        let rate = match burst {
+            Some(0) => {
+                return Err(PyValueError::new_err(
+                    "burst must be at least 1; leave it out for the default",
+                ))
+            }
+            Some(b) => rate.burst(b),
+            None => rate,
+        };
+        let burst = rate.burst_size();
+        Ok(PyLimiter {
+            inner: Limiter::new(rate),
+            count,
+            per: per.to_string(),
+            burst,
+        })
+    }
+
+    /// Block until a token is free and take it (for use outside a map).
+    fn acquire(&self, py: Python<'_>) {
+        let l = self.inner.clone();
+        py.allow_threads(move || l.acquire_blocking());
+    }
+
+    /// Take a token if one is free: returns 0.0, else the seconds to wait before trying again.
+    fn try_acquire(&self) -> f64 {
+        match self.inner.try_acquire() {
+            Ok(()) => 0.0,
+            Err(wait) => wait.as_secs_f64().max(1e-6),
+        }
+    }
+
+    /// Hold back every user of this limiter for `seconds` (a server's Retry-After).
+    fn pause(&self, seconds: f64) -> PyResult<()> {
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return Err(PyValueError::new_err(
+                "pause takes a finite, non-negative number of seconds",
+            ));
+        }
+        self.inner.pause(Duration::from_secs_f64(seconds));
+        Ok(())
+    }
+
+    /// Seconds until the limiter lets the next attempt go after a pause (0 when not paused).
+    fn paused_for(&self) -> f64 {
+        self.inner.paused_for().as_secs_f64()
+    }
+
+    #[getter]
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    #[getter]
+    fn per(&self) -> String {
+        self.per.clone()
+    }
+
+    #[getter]
+    fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RateLimit({}, {:?}, burst={})",
+            self.count, self.per, self.burst
+        )
+    }
+}
+
+/// A run in progress; Python polls it for outcomes.
+#[pyclass(module = "herdsman._native", name = "Run")]
+struct PyRun {
+    rx: Receiver<Msg>,
+    stop: StopToken,
+    input_error: Arc<std::sync::Mutex<Option<PyErr>>>,
+    ended: Option<Summary>,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+    /// Items seen so far: (succeeded, failed, not run), counted here because the engine
+    /// counts chunks when items travel in chunks.
+    counts: (u64, u64, u64),
+}
+
+impl Drop for PyRun {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+fn kind_name(k: &FailureKind) -> &'static str {
+    match k {
+        FailureKind::WorkerExited => "worker_exited",
+        FailureKind::BadOutput => "bad_output",
+        FailureKind::Reported => "reported",
+        FailureKind::CommandFailed => "command_failed",
+        FailureKind::BadRecord => "bad_record",
+        FailureKind::Timeout => "timeout",
+        _ => "worker_failed",
+    }
+}
+
+fn status_name(s: &herdsman::RunStatus) -> (&'static str, String) {
+    use herdsman::RunStatus::*;
+    match s {
+        Completed => ("completed", String::new()),
+        TimedOut => ("timed_out", String::new()),
+        Aborted => ("aborted", String::new()),
+        Cancelled => ("cancelled", String::new()),
+        ExecutorFailed(m) => ("executor_failed", m.clone()),
+        #[allow(unreachable_patterns)]
+        _ => ("unknown", s.to_string()),
+    }
+}
+
+fn common_err<E>(e: ItemError<E>) -> Result<E, RawKind> {
+    match e {
+        ItemError::Failed(e) => Ok(e),
+        ItemError::Panicked(m) => Err(RawKind::Other("panicked", m, None)),
+        ItemError::TimedOut => Err(RawKind::Other(
+            "timeout",
+            "the item timed out; raise timeout (or deadline) if it needs more time".into(),
+            None,
+        )),
+        ItemError::NotRun => Err(RawKind::Other(
+            "not_run",
+            "the item was not run because the run stopped before it started".into(),
+            None,
+        )),
+        ItemError::Executor(m) => Err(RawKind::Other("executor", m, None)),
+    }
+}
+
+fn thread_raw(o: ItemOutcome<PyObject, PyErr>) -> Raw {
+    let kind = match o.result {
+        Ok(v) => RawKind::Value(v),
+        Err(e) => match common_err(e) {
+            Ok(e) => RawKind::Raised(e),
+            Err(k) => k,
+        },
+    };
+    Raw {
+        index: o.index,
+        attempts: o.attempts,
+        duration: o.duration,
+        kind,
+    }
+}
+
+/// Decodes one output of the worker: a JSON string holding base64 of a pickle.
+fn decode_b64_json(bytes: &[u8]) -> Option<Vec<u8>> {
+    let s: String = serde_json::from_slice(bytes).ok()?;
+    B64.decode(s.as_bytes()).ok()
+}
+
+fn proc_raw(o: ItemOutcome<WorkOutput, ProcErr>) -> Raw {
+    let kind = match o.result {
+        Ok(outs) => match outs.first().and_then(|b| decode_b64_json(b)) {
+            Some(p) if outs.len() == 1 => RawKind::Pickled(p),
+            _ => RawKind::Other(
+                "bad_output",
+                "the worker process sent a reply herdsman could not read".into(),
+                None,
+            ),
+        },
+        Err(e) => match common_err(e) {
+            Ok(ProcErr::Local(e)) => RawKind::LocalErr(e),
+            Ok(ProcErr::Reported { pickled, .. }) => RawKind::Other(
+                "reported",
+                "the function raised in its worker process".into(),
+                Some(pickled),
+            ),
+            Ok(ProcErr::Worker(f)) => {
+                let pickled = if f.kind == FailureKind::Reported {
+                    B64.decode(f.message.as_bytes()).ok()
+                } else {
+                    None
+                };
+                let mut msg = f.message.clone();
+                if pickled.is_none() && !f.stderr_tail.is_empty() {
+                    msg.push_str("\nlast lines the worker wrote to stderr:\n");
+                    msg.push_str(&f.stderr_tail.join("\n"));
+                }
+                RawKind::Other(kind_name(&f.kind), msg, pickled)
+            }
+            Err(k) => k,
+        },
+    };
+    Raw {
+        index: o.index,
+        attempts: o.attempts,
+        duration: o.duration,
+        kind,
+    }
+}
+
+/// Everything `start` needs to know, as Python passes it.
+struct Options {
+    ordered: bool,
+    window: Option<usize>,
+    limiter: Option<Limiter>,
+    item_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    max_errors: Option<u64>,
+    total: Option<u64>,
+    on_progress: Option<PyObject>,
+    stop: StopToken,
+}
+
+fn apply<I: Iterator, U, E, K>(mut m: Map<I, U, E, K>, o: Options) -> Map<I, U, E, K> {
+    m = m.ordered(o.ordered).stop_token(o.stop);
+    if let Some(w) = o.window {
+        m = m.window(w);
+    }
+    if let Some(l) = o.limiter {
+        m = m.limiter(l);
+    }
+    if let Some(t) = o.item_timeout {
+        m = m.item_timeout(t);
+    }
+    if let Some(d) = o.deadline {
+        m = m.deadline(d);
+    }
+    if let Some(n) = o.max_errors {
+        m = m.max_errors(n);
+    }
+    if let Some(t) = o.total {
+        m = m.total_hint(t);
+    }
+    if let Some(cb) = o.on_progress {
+        m = m.on_progress(move |p: &Progress| {
+            Python::with_gil(|py| {
+                let total = p.total;
+                if let Err(e) = cb.call1(py, (p.finished(), total)) {
+                    // A failing progress callback must not stop the run; say so once per call.
+                    e.print(py);
+                }
+            })
+        });
+    }
+    m
+}
+
+fn pump<U, E, F>(stream: herdsman::Stream<U, E>, tx: Sender<Msg>, conv: F)
+where
+    U: Send + 'static,
+    E: Send + 'static,
+    F: FnMut(ItemOutcome<U, E>, &mut dyn FnMut(Raw)) + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("herdsman-py-pump".into())
+        .spawn(move || {
+            let mut stream = stream;
+            let mut conv = conv;
+            let mut gone = false;
+            while let Some(o) = Iterator::next(&mut stream) {
+                conv(o, &mut |r| {
+                    if !gone && tx.send(Msg::Item(r)).is_err() {
+                        // The handle is gone: stop the run and drain what is left.
+                        gone = true;
+                        stream.cancel();
+                    }
+                });
+            }
+            if let Some(s) = stream.summary() {
+                let _ = tx.send(Msg::End(s.clone()));
+            }
+        })
+        .expect("the operating system refused to start a thread");
+}
+
+fn secs(v: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "{what} must be a positive number of seconds, got {s}"
+        ))),
+    }
+}
+
+/// Start a run. Called by `herdsman.parallel_map` and `herdsman.imap`; see there.
+#[pyfunction]
+#[pyo3(signature = (fn_, items, *, executor, workers, sequential, ordered, window, limiter,
+    retry, timeout, deadline, max_errors, total, on_progress, worker_argv, worker_env,
+    pickle_item, pipeline_depth, cleanup, inline=false, chunked=false))]
+#[allow(clippy::too_many_arguments)]
+fn start(
+    py: Python<'_>,
+    fn_: PyObject,
+    items: &Bound<'_, PyAny>,
+    executor: &str,
+    workers: usize,
+    sequential: bool,
+    ordered: bool,
+    window: Option<usize>,
+    limiter: Option<PyRef<'_, PyLimiter>>,
+    retry: Option<&Bound<'_, PyDict>>,
+    timeout: Option<f64>,
+    deadline: Option<f64>,
+    max_errors: Option<u64>,
+    total: Option<u64>,
+    on_progress: Option<PyObject>,
+    worker_argv: Vec<String>,
+    worker_env: Vec<(String, String)>,
+    pickle_item: Option<PyObject>,
+    pipeline_depth: Option<usize>,
+    cleanup: Option<PyObject>,
+    inline: bool,
+    chunked: bool,
+) -> PyResult<PyRun> {
+    let sized = items.len().is_ok();
+    let iter = items.iter()?.into_any().unbind();
+    let input_error = Arc::new(std::sync::Mutex::new(None));
+    let input = PyIter {
+        iter,
+        error: Arc::clone(&input_error),
+        done: false,
+        chunk: if sized { 256 } else { 1 },
+        buf: std::collections::VecDeque::new(),
+    };
+    let retry = match retry {
+        None => None,
+        Some(d) => {
+            let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+                Ok(d.get_item(k)?.filter(|v| !v.is_none()))
+            };
+            Some(RetrySpec {
+                attempts: get("attempts")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(3),
+                backoff: get("backoff")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(1.0),
+                max_delay: get("max_delay")?.map(|v| v.extract()).transpose()?,
+                jitter: get("jitter")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(true),
+                retry_timeouts: get("retry_timeouts")?
+                    .map(|v| v.extract())
+                    .transpose()?
+                    .unwrap_or(false),
+                on: get("on")?.map(|v| v.unbind()),
+                retry_after: get("retry_after")?.map(|v| v.unbind()),
+            })
+        }
+    };
+    let stop = StopToken::new();
+    let opts = Options {
+        ordered,
+        window,
+        limiter: limiter.map(|l| l.inner.clone()),
+        item_timeout: secs(timeout, "timeout")?,
+        deadline: secs(deadline, "deadline")?,
+        max_errors,
+        total,
+        on_progress,
+        stop: stop.clone(),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(4096);
+    match executor {
+        "thread" if chunked => {
+            return start_chunked(
+                py,
+                fn_,
+                input,
+                workers,
+                sequential,
+                inline,
+                opts,
+                input_error,
+            );
+        }
+        "thread" => {
+            let f = Arc::new(fn_);
+            let items = input.map(|o| PyItem(Arc::new(o)));
+            let halt = stop.clone();
+            let mut m = herdsman::map(items, move |x: PyItem| {
+                Python::with_gil(|py| {
+                    let r = f.call1(py, (x.0.clone_ref(py),));
+                    if let Err(e) = &r {
+                        // KeyboardInterrupt, SystemExit: stop the run; Python re-raises it.
+                        if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                            halt.stop();
+                        }
+                    }
+                    r
+                })
+            });
+            m = if sequential {
+                m.sequential()
+            } else {
+                m.workers(workers.max(1))
+            };
+            if let Some(r) = &retry {
+                m = m.retry(r.for_threads());
+            }
+            let m = apply(m, opts);
+            if inline {
+                // `workers=1`: every item runs on the calling thread, one after the other.
+                let (tx, rx2) = crossbeam_channel::unbounded();
+                let stats = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let s2 = Arc::clone(&stats);
+                let m = m.on_outcome(move |o: &ItemOutcome<PyObject, PyErr>| {
+                    s2.lock().unwrap().push((o.index, o.attempts, o.duration));
+                });
+                let res = py.allow_threads(move || m.collect());
+                let summary = res.summary().clone();
+                let (succ, fails) = res.into_parts();
+                let mut raws: Vec<Raw> = Vec::with_capacity(succ.len() + fails.len());
+                for (index, v) in succ {
+                    raws.push(Raw {
+                        index,
+                        attempts: 1,
+                        duration: Duration::ZERO,
+                        kind: RawKind::Value(v),
+                    });
+                }
+                for f in fails {
+                    raws.push(thread_raw(ItemOutcome {
+                        index: f.index,
+                        result: Err(f.error),
+                        attempts: f.attempts,
+                        duration: f.duration,
+                    }));
+                }
+                let mut stats = std::mem::take(&mut *stats.lock().unwrap());
+                stats.sort_unstable_by_key(|s| s.0);
+                raws.sort_unstable_by_key(|r| r.index);
+                for r in raws.iter_mut() {
+                    if let Ok(k) = stats.binary_search_by_key(&r.index, |s| s.0) {
+                        r.attempts = stats[k].1;
+                        r.duration = stats[k].2;
+                    }
+                }
+                for r in raws {
+                    let _ = tx.send(Msg::Item(r));
+                }
+                let _ = tx.send(Msg::End(summary));
+                return Ok(PyRun {
+                    rx: rx2,
+                    stop,
+                    input_error,
+                    ended: None,
+                    cleanup: None,
+                    counts: (0, 0, 0),
+                });
+            }
+            let stream = py.allow_threads(move || m.stream());
+            pump(stream, tx, |o, emit| emit(thread_raw(o)));
+        }
+        "process" => {
+            let dumps = pickle_item
+                .ok_or_else(|| PyValueError::new_err("the process executor needs pickle_item"))?;
+            let items = input.map(move |o| -> ProcItem {
+                Python::with_gil(|py| {
+                    let b = dumps.call1(py, (o,)).and_then(|b| {
+                        b.downcast_bound::<PyBytes>(py)
+                            .map(|b| b.as_bytes().to_vec())
+                            .map_err(PyErr::from)
+                    });
+                    match b {
+                        Ok(b) => {
+                            let s = B64.encode(b);
+                            let mut json = Vec::with_capacity(s.len() + 2);
+                            json.push(b'"');
+                            json.extend_from_slice(s.as_bytes());
+                            json.push(b'"');
+                            Ok(WorkItem::new(0, json))
+                        }
+                        Err(e) => Err(Arc::new(e)),
+                    }
+                })
+            });
+            let mut cfg = PoolConfig::new(WorkerCommand::argv(worker_argv));
+            cfg.workers = workers.max(1);
+            cfg.protocol = Protocol::Framed;
+            cfg.env = worker_env;
+            cfg.timeout = secs(timeout, "timeout")?;
+            cfg.kill_grace = Duration::from_millis(500);
+            if let Some(d) = pipeline_depth {
+                cfg.pipeline_depth = d.max(1);
+            }
+            cfg.stderr = Some(Arc::new(|_w: usize, line: &str| eprintln!("{line}")));
+            let pool = WorkerPool::start(cfg).map_err(|e| {
+                PyRuntimeError::new_err(format!(
+                    "could not start the worker processes: {}",
+                    e.message
+                ))
+            })?;
+            let exec = ProcExec::new(pool, timeout.is_none());
+            let mut m = herdsman::map_with(items, exec);
+            if let Some(r) = &retry {
+                m = m.retry(r.for_processes());
+            }
+            // The pool enforces the per-item timeout itself (it kills the process group).
+            let opts = Options {
+                item_timeout: None,
+                ..opts
+            };
+            let m = apply(m, opts);
+            let stream = py.allow_threads(move || m.stream());
+            pump(stream, tx, |o, emit| emit(proc_raw(o)));
+        }
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown executor {other:?}; use \"thread\" or \"process\""
+            )))
+        }
+    }
+    let cleanup: Option<Box<dyn FnOnce() + Send>> = cleanup.map(|c| {
+        Box::new(move || {
+            Python::with_gil(|py| {
+                let _ = c.call0(py);
+            })
+        }) as Box<dyn FnOnce() + Send>
+    });
+    Ok(PyRun {
+        rx,
+        stop,
+        input_error,
+        ended: None,
+        cleanup,
+        counts: (0, 0, 0),
+    })
+}
+
+/// Several consecutive items, run by one worker under one hold of the GIL.
+struct Chunk {
+    start: u64,
+    items: Vec<PyObject>,
+}
+
+/// What one item of a chunk gave.
+enum ChunkItem {
+    Ok(PyObject, Duration),
+    Err(PyErr, Duration),
+    /// The run stopped (KeyboardInterrupt) before this item of the chunk ran.
+    NotRun,
+}
+
+/// Most items in one chunk.
+const MAX_CHUNK: usize = 64;
+/// The time one chunk should take, from measured item durations.
+const CHUNK_TARGET: Duration = Duration::from_micros(200);
+
+/// The thread executor without per-item policies (no retry, timeout, rate limit or
+/// max_errors): items go to the engine in chunks sized from measured durations (one item
+/// at first, up to [`MAX_CHUNK`] for functions far faster than [`CHUNK_TARGET`]), so the
+/// GIL changes hands once per chunk, not once per item. Every item still ends exactly once.
+#[allow(clippy::too_many_arguments)]
+fn start_chunked(
+    py: Python<'_>,
+    fn_: PyObject,
+    input: PyIter,
+    workers: usize,
+    sequential: bool,
+    inline: bool,
+    opts: Options,
+    input_error: Arc<std::sync::Mutex<Option<PyErr>>>,
+) -> PyResult<PyRun> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let size = Arc::new(AtomicUsize::new(1));
+    let size_in = Arc::clone(&size);
+    let spans: Arc<std::sync::Mutex<rustc_hash::FxHashMap<u64, (u64, usize)>>> = Arc::default();
+    let spans_in = Arc::clone(&spans);
+    let mut input = input;
+    let mut next_start = 0u64;
+    let mut next_chunk = 0u64;
+    let chunks = std::iter::from_fn(move || {
+        let k = size_in.load(Ordering::Relaxed).clamp(1, MAX_CHUNK);
+        let mut items = Vec::with_capacity(k);
+        for _ in 0..k {
+            match input.next() {
+                Some(v) => items.push(v),
+                None => break,
+            }
+        }
+        if items.is_empty() {
+            return None;
+        }
+        let c = Chunk {
+            start: next_start,
+            items,
+        };
+        spans_in
+            .lock()
+            .unwrap()
+            .insert(next_chunk, (c.start, c.items.len()));
+        next_chunk += 1;
+        next_start += c.items.len() as u64;
+        Some(c)
+    });
+    let f = Arc::new(fn_);
+    let halt = opts.stop.clone();
+    let run_stop = opts.stop.clone();
+    let size_fn = Arc::clone(&size);
+    let mut m = herdsman::map(chunks, move |c: Chunk| {
+        let begun = std::time::Instant::now();
+        let n = c.items.len();
+        let out = Python::with_gil(|py| {
+            let mut out = Vec::with_capacity(n);
+            let mut stopped = false;
+            for x in c.items {
+                if stopped {
+                    out.push(ChunkItem::NotRun);
+                    continue;
+                }
+                let t = std::time::Instant::now();
+                match f.call1(py, (x,)) {
+                    Ok(v) => out.push(ChunkItem::Ok(v, t.elapsed())),
+                    Err(e) => {
+                        if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
+                            // KeyboardInterrupt, SystemExit: stop; Python re-raises it.
+                            halt.stop();
+                            stopped = true;
+                        }
+                        out.push(ChunkItem::Err(e, t.elapsed()));
+                    }
+                }
+            }
+            out
+        });
+        let per_item = begun.elapsed() / n as u32;
+        let k = if per_item.is_zero() {
+            MAX_CHUNK
+        } else {
+            (CHUNK_TARGET.as_nanos() / per_item.as_nanos()).clamp(1, MAX_CHUNK as u128) as usize
+        };
+        size_fn.store(k, Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(out)
+    });
+    // Chunks are sized here already: the engine hands out one chunk at a time.
+    m = if sequential {
+        m.sequential()
+    } else {
+        m.workers(workers.max(1)).chunk_size(1)
+    };
+    // Progress is counted in items here, not in chunks.
+    let on_progress = opts.on_progress;
+    let total = opts.total;
+    let opts = Options {
+        on_progress: None,
+        window: Some(opts.window.unwrap_or(1024)),
+        total: None,
+        ..opts
+    };
+    let m = apply(m, opts);
+    let mut done = 0u64;
+    let mut conv = move |o: ItemOutcome<Vec<ChunkItem>, std::convert::Infallible>,
+                         emit: &mut dyn FnMut(Raw)| {
+        let (start, len) = spans
+            .lock()
+            .unwrap()
+            .remove(&o.index)
+            .unwrap_or((o.index, 1));
+        match o.result {
+            Ok(items) => {
+                for (i, it) in items.into_iter().enumerate() {
+                    let (kind, attempts, duration) = match it {
+                        ChunkItem::Ok(v, d) => (RawKind::Value(v), 1, d),
+                        ChunkItem::Err(e, d) => (RawKind::Raised(e), 1, d),
+                        ChunkItem::NotRun => (
+                            RawKind::Other(
+                                "not_run",
+                                "the item was not run because the run stopped before it started"
+                                    .into(),
+                                None,
+                            ),
+                            0,
+                            Duration::ZERO,
+                        ),
+                    };
+                    emit(Raw {
+                        index: start + i as u64,
+                        attempts,
+                        duration,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => {
+                let kind = match common_err(e) {
+                    Ok(never) => match never {},
+                    Err(k) => k,
+                };
+                for i in 0..len {
+                    let kind = match &kind {
+                        RawKind::Other(k, m, _) => RawKind::Other(k, m.clone(), None),
+                        _ => RawKind::Other("executor", "the item failed".into(), None),
+                    };
+                    emit(Raw {
+                        index: start + i as u64,
+                        attempts: o.attempts,
+                        duration: o.duration,
+                        kind,
+                    });
+                }
+            }
+        }
+        done += len as u64;
+        if let Some(cb) = &on_progress {
+            Python::with_gil(|py| {
+                if let Err(e) = cb.call1(py, (done, total)) {
+                    e.print(py);
+                }
+            });
+        }
+    };
+    let (tx, rx) = crossbeam_channel::bounded(4096);
+    if inline {
+        // `workers=1`: every item runs on the calling thread, one after the other.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let outs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o2 = Arc::clone(&outs);
+        let m = m.on_outcome(move |o: &ItemOutcome<_, _>| {
+            o2.lock().unwrap().push((o.index, o.attempts, o.duration));
+        });
+        let res = py.allow_threads(move || m.collect());
+        let summary = res.summary().clone();
+        let (succ, fails) = res.into_parts();
+        let stats: rustc_hash::FxHashMap<u64, (u32, Duration)> =
+            std::mem::take(&mut *outs.lock().unwrap())
+                .into_iter()
+                .map(|(i, a, d)| (i, (a, d)))
+                .collect();
+        let mut all: Vec<ItemOutcome<Vec<ChunkItem>, std::convert::Infallible>> = succ
+            .into_iter()
+            .map(|(index, v)| ItemOutcome {
+                index,
+                result: Ok(v),
+                attempts: 1,
+                duration: Duration::ZERO,
+            })
+            .chain(fails.into_iter().map(|f| ItemOutcome {
+                index: f.index,
+                result: Err(f.error),
+                attempts: f.attempts,
+                duration: f.duration,
+            }))
+            .collect();
+        all.sort_unstable_by_key(|o| o.index);
+        for mut o in all {
+            if let Some((a, d)) = stats.get(&o.index) {
+                o.attempts = *a;
+                o.duration = *d;
+            }
+            conv(o, &mut |r| {
+                let _ = tx.send(Msg::Item(r));
+            });
+        }
+        let _ = tx.send(Msg::End(summary));
+        return Ok(PyRun {
+            rx,
+            stop: run_stop,
+            input_error,
+            ended: None,
+            cleanup: None,
+            counts: (0, 0, 0),
+        });
+    }
+    let stream = py.allow_threads(move || m.stream());
+    pump(stream, tx, conv);
+    Ok(PyRun {
+        rx,
+        stop: run_stop,
+        input_error,
+        ended: None,
+        cleanup: None,
+        counts: (0, 0, 0),
+    })
+}
+
+fn raw_to_py(py: Python<'_>, r: Raw) -> PyResult<PyObject> {
+    let (tag, payload): (&str, PyObject) = match r.kind {
+        RawKind::Value(v) => ("value", v),
+        RawKind::Pickled(b) => ("pickled", PyBytes::new_bound(py, &b).into_any().unbind()),
+        RawKind::Raised(e) => ("raised", e.into_value(py).into_any()),
+        RawKind::LocalErr(e) => ("raised", e.value_bound(py).clone().into_any().unbind()),
+        RawKind::Other(kind, msg, pickled) => {
+            let p = pickled.map(|b| PyBytes::new_bound(py, &b).into_any().unbind());
+            (kind, (msg, p).into_py(py))
+        }
+    };
+    Ok(PyTuple::new_bound(
+        py,
+        [
+            r.index.into_py(py),
+            tag.into_py(py),
+            payload,
+            r.attempts.into_py(py),
+            r.duration.as_secs_f64().into_py(py),
+        ],
+    )
+    .into_any()
+    .unbind())
+}
+
+#[pymethods]
+impl PyRun {
+    /// Wait up to `timeout` seconds (without the GIL) for outcomes and return at most `max`
+    /// of them as `(index, tag, payload, attempts, seconds)` tuples; `None` once the run
+    /// has ended and everything was returned.
+    fn poll(
+        &mut self,
+        py: Python<'_>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<Vec<PyObject>>> {
+        if self.ended.is_some() {
+            return Ok(None);
+        }
+        let mut got: Vec<Raw> = Vec::new();
+        let rx = self.rx.clone();
+        let mut end = None;
+        let wait = Duration::from_secs_f64(timeout.max(0.0));
+        py.allow_threads(|| {
+            let first = match rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(_) => rx.recv_timeout(wait),
+            };
+            let mut next = first;
+            loop {
+                match next {
+                    Ok(Msg::Item(r)) => got.push(r),
+                    Ok(Msg::End(s)) => {
+                        end = Some(s);
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        end = Some(Summary {
+                            status: herdsman::RunStatus::ExecutorFailed(
+                                "the run's thread ended without a summary".into(),
+                            ),
+                            succeeded: 0,
+                            failed: 0,
+                            not_run: 0,
+                            retries: 0,
+                            admitted: 0,
+                            elapsed: Duration::ZERO,
+                        });
+                        break;
+                    }
+                }
+                if got.len() >= max {
+                    break;
+                }
+                next = rx.try_recv().map_err(|e| {
+                    if e.is_disconnected() {
+                        RecvTimeoutError::Disconnected
+                    } else {
+                        RecvTimeoutError::Timeout
+                    }
+                });
+            }
+        });
+        let ended = end.is_some();
+        if let Some(s) = end {
+            self.ended = Some(s);
+            if let Some(c) = self.cleanup.take() {
+                c();
+            }
+        }
+        for r in &got {
+            match &r.kind {
+                RawKind::Value(_) | RawKind::Pickled(_) => self.counts.0 += 1,
+                RawKind::Other("not_run", _, _) => self.counts.2 += 1,
+                _ => self.counts.1 += 1,
+            }
+        }
+        let out = got
+            .into_iter()
+            .map(|r| raw_to_py(py, r))
+            .collect::<PyResult<Vec<_>>>()?;
+        if out.is_empty() && ended {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// Ask the run to stop: nothing new starts; keep polling for what was running.
+    fn cancel(&self) {
+        self.stop.stop();
+    }
+
+    /// The final counters once the run has ended (a dict), else `None`.
+    fn summary(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        let Some(s) = &self.ended else {
+            return Ok(None);
+        };
+        let d = PyDict::new_bound(py);
+        let (status, msg) = status_name(&s.status);
+        d.set_item("status", status)?;
+        d.set_item("message", msg)?;
+        let (succeeded, failed, not_run) = self.counts;
+        d.set_item("succeeded", succeeded)?;
+        d.set_item("failed", failed)?;
+        d.set_item("not_run", not_run)?;
+        d.set_item("retries", s.retries)?;
+        d.set_item("admitted", succeeded + failed + not_run)?;
+        d.set_item("elapsed", s.elapsed.as_secs_f64())?;
+        Ok(Some(d.into_any().unbind()))
+    }
+
+    /// The exception the input iterator raised, if it raised one (it ended the input).
+    fn input_error(&self, py: Python<'_>) -> Option<PyObject> {
+        self.input_error
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|e| e.value_bound(py).clone().into_any().unbind())
+    }
+}
+
+/// The number of CPUs herdsman sees (the default worker count of processes).
+#[pyfunction]
+fn cpu_count() -> usize {
+    herdsman::default_workers()
+}
+
+/// The native half of the `herdsman` package; use the functions of `herdsman` instead.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(cpu_count, m)?)?;
+    m.add_class::<PyLimiter>()?;
+    m.add_class::<PyRun>()?;
+    Ok(())
+}

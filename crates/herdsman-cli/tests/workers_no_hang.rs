@@ -78,7 +78,6 @@ fn jsonl(n: usize) -> String {
 }
 
 #[test]
-#[ignore = "flaky: once in three clean runs the worker and its child outlived the killed herdsman; under investigation (run with --ignored)"]
 fn a_herdsman_killed_with_sigkill_leaves_no_worker_and_no_worker_child() {
     let s = Scratch::new();
     s.write("in.jsonl", jsonl(3));

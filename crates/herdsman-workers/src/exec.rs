@@ -395,12 +395,11 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         if ctl.abandoned.load(Ordering::SeqCst) {
             return None;
         }
-        let spawned = spawn_registered(
-            group_command(&argv, &env, cfg.cwd.as_deref())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
+        let mut cmd = group_command(&argv, &env, cfg.cwd.as_deref());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawned = spawn_registered(cmd);
         match spawned {
             Ok(c) => {
                 *state = JobState::Running(c.id(), Instant::now());

@@ -387,9 +387,10 @@ impl WorkerPool {
     /// Fails at once, with one sentence saying what to do, if the program cannot be found or
     /// run, or the working directory does not exist.
     ///
-    /// A worker is started by the thread that calls [`Executor::submit`] or
-    /// [`Executor::poll`], and it is killed (`SIGKILL`, through the parent-death signal) if
-    /// that thread ends: drive the pool from one thread that lives as long as the pool.
+    /// The pool may be started and driven from any thread, also one that ends before the
+    /// pool does: workers are forked by a thread that lives as long as the process, and die
+    /// (`SIGKILL`, through the parent-death signal and the guard process) when the process
+    /// does.
     pub fn start(mut cfg: PoolConfig) -> Result<WorkerPool, FatalExecutorError> {
         cfg.workers = cfg.workers.max(1);
         cfg.pipeline_depth = cfg.pipeline_depth.max(1);

@@ -387,30 +387,6 @@ pub(crate) fn check_dir(dir: &Path) -> Result<(), io::Error> {
     Ok(())
 }
 
-/// A duration as a user would write it for `--timeout`: `1s`, `1.5s`, `300ms`.
-pub(crate) fn human_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        format!("{}µs", d.as_micros())
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        let text = format!("{:.3}", d.as_secs_f64());
-        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
-    }
-}
-
-/// An `io::Error` as a short phrase, without the "(os error N)" suffix.
-pub(crate) fn io_phrase(err: &io::Error) -> String {
-    let text = err.to_string();
-    match text.find(" (os error") {
-        Some(pos) => text[..pos].to_string(),
-        None => text,
-    }
-}
-
 /// Sends `sig` to the process group led by `pid`, ignoring a group that is already gone.
 pub(crate) fn signal_group(pid: u32, sig: Signal) {
     let _ = killpg(Pid::from_raw(pid as i32), sig);
@@ -509,16 +485,42 @@ pub(crate) fn wait_exited(pid: u32, limit: Duration) -> bool {
     }
 }
 
-/// Stops a child and everything in its process group: SIGTERM to the group, up to `grace`
-/// for the leader to exit, then SIGKILL to the group (still safe: the leader is not reaped
-/// yet), then reaps the leader.
-pub(crate) fn terminate_group(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    let pid = child.id();
-    if !has_exited(pid) {
-        signal_group(pid, Signal::SIGTERM);
-        wait_exited(pid, grace);
+/// The kill-after-grace routine, used for every process group this crate stops: SIGTERM to
+/// each group whose leader has not exited yet, up to `grace` (one deadline for all) for the
+/// leaders to exit, then SIGKILL to every group, so that nothing a leader left behind in its
+/// group survives. It never reaps a leader.
+///
+/// `ours(pid)` is asked right before each signal, and what it returns is held while the
+/// signal is sent: for a leader that another thread may reap, it takes the lock under which
+/// that thread reaps, and says `None` once the leader is reaped (its group id may then
+/// belong to someone else, so it is left alone).
+pub(crate) fn kill_after_grace<G>(
+    leaders: &[u32],
+    grace: Duration,
+    ours: impl Fn(u32) -> Option<G>,
+) {
+    for &pid in leaders {
+        if let Some(_held) = ours(pid) {
+            if !has_exited(pid) {
+                signal_group(pid, Signal::SIGTERM);
+            }
+        }
     }
-    signal_group(pid, Signal::SIGKILL);
+    let deadline = Instant::now() + grace;
+    for &pid in leaders {
+        wait_exited(pid, deadline.saturating_duration_since(Instant::now()));
+    }
+    for &pid in leaders {
+        if let Some(_held) = ours(pid) {
+            signal_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Stops a child this thread owns and everything in its process group (see
+/// [`kill_after_grace`]), then reaps it.
+pub(crate) fn terminate_group(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    kill_after_grace(&[child.id()], grace, |_| Some(()));
     reap(child)
 }
 
@@ -545,11 +547,61 @@ pub(crate) fn describe_status(status: Option<ExitStatus>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::io_phrase;
+
+    /// Starts `sh -c script` in its own group with stdout piped, and waits for its first
+    /// line (the script says when it is ready).
+    fn start_ready(script: &str) -> Child {
+        let mut child = group_command(&["sh", "-c", script], &[], None)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        out.read_exact(&mut byte).unwrap();
+        child
+    }
 
     #[test]
-    fn io_phrase_drops_os_error_suffix() {
-        let err = io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(io_phrase(&err), "No such file or directory");
+    fn kill_after_grace_kills_a_group_that_ignores_term_once_the_grace_is_over() {
+        // The leader and its child ignore SIGTERM (an ignored signal stays ignored across
+        // exec): only the SIGKILL after the grace stops them.
+        let mut child = start_ready("trap '' TERM; sleep 30 & echo ready; wait");
+        let grace = Duration::from_millis(300);
+        let began = Instant::now();
+        kill_after_grace(&[child.id()], grace, |_| Some(()));
+        assert!(
+            began.elapsed() >= grace,
+            "SIGKILL came before the grace was over"
+        );
+        assert_eq!(
+            describe_status(reap(&mut child)),
+            "was killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn kill_after_grace_does_not_wait_out_the_grace_for_a_leader_that_obeys_term() {
+        let mut child = start_ready("echo ready; exec sleep 30");
+        let began = Instant::now();
+        kill_after_grace(&[child.id()], Duration::from_secs(120), |_| Some(()));
+        // Far below the grace: the routine returned when the leader exited.
+        assert!(began.elapsed() < Duration::from_secs(60));
+        assert_eq!(
+            describe_status(reap(&mut child)),
+            "was killed by signal 15 (SIGTERM)"
+        );
+    }
+
+    #[test]
+    fn kill_after_grace_leaves_a_group_that_is_no_longer_ours_alone() {
+        let mut child = start_ready("trap '' TERM; echo ready; exec sleep 30");
+        kill_after_grace(&[child.id()], Duration::from_millis(50), |_| None::<()>);
+        assert!(
+            !has_exited(child.id()),
+            "a group that is not ours was signalled"
+        );
+        terminate_group(&mut child, Duration::ZERO);
     }
 
     #[test]
@@ -585,16 +637,12 @@ mod tests {
     }
 
     #[test]
-    fn check_dir_and_human_duration() {
+    fn check_dir_says_why_not() {
         assert!(check_dir(Path::new("/")).is_ok());
         let e = check_dir(Path::new("/herdsman-no-such-dir")).unwrap_err();
         assert_eq!(io_phrase(&e), "No such file or directory");
         let e = check_dir(Path::new("/bin/sh")).unwrap_err();
         assert_eq!(io_phrase(&e), "Not a directory");
-        assert_eq!(human_duration(Duration::from_secs(1)), "1s");
-        assert_eq!(human_duration(Duration::from_millis(300)), "300ms");
-        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(human_duration(Duration::from_secs(120)), "120s");
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub(crate) fn start_executor(
     let stderr_log = log.clone();
     let stderr: herdsman_workers::StderrSink =
         Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
+    // How processes are started, timed and stopped: the same for workers and commands.
+    let process = herdsman_workers::ProcessOptions {
+        cwd: cfg.workdir.clone(),
+        stderr: Some(stderr),
+        timeout: cfg.timeout,
+        ..herdsman_workers::ProcessOptions::default()
+    };
     let inner: Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>> = match &cfg
         .transform
     {
@@ -59,10 +66,8 @@ pub(crate) fn start_executor(
                 ProtocolArg::Lines => Protocol::Lines,
                 ProtocolArg::Framed => Protocol::Framed,
             };
-            pc.stderr = Some(stderr);
-            pc.timeout = cfg.timeout;
+            pc.process = process;
             pc.max_tasks_per_worker = cfg.max_tasks_per_worker;
-            pc.cwd = cfg.workdir.clone();
             // An answer may be as long as the longest record it was given.
             pc.max_line_bytes = pc
                 .max_line_bytes
@@ -99,9 +104,7 @@ pub(crate) fn start_executor(
             }
             let mut ec = ExecConfig::new(template);
             ec.jobs = cfg.jobs;
-            ec.stderr = Some(stderr);
-            ec.timeout = cfg.timeout;
-            ec.cwd = cfg.workdir.clone();
+            ec.process = process;
             ec.output = {
                 use crate::cli::ExecOutputArg as A;
                 use herdsman_workers::ExecOutputMode as M;

@@ -7,6 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use herdsman_workers::duration::{format_duration, DurationStyle};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::ProgressArg;
@@ -245,14 +246,7 @@ fn plain_line(
 
 /// A whole-second duration for people: `7s`, `3m05s`, `2h03m`.
 pub fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
+    format_duration(d, DurationStyle::Clock)
 }
 
 #[cfg(test)]

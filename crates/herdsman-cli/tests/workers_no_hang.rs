@@ -78,7 +78,6 @@ fn jsonl(n: usize) -> String {
 }
 
 #[test]
-#[ignore = "flaky: once in three clean runs the worker and its child outlived the killed herdsman; under investigation (run with --ignored)"]
 fn a_herdsman_killed_with_sigkill_leaves_no_worker_and_no_worker_child() {
     let s = Scratch::new();
     s.write("in.jsonl", jsonl(3));
@@ -117,6 +116,43 @@ fn a_herdsman_killed_with_sigkill_leaves_no_worker_and_no_worker_child() {
     assert!(
         gone,
         "worker or its child outlived a killed herdsman: {pids:?}"
+    );
+}
+
+#[test]
+fn a_herdsman_killed_the_moment_its_worker_starts_leaves_no_worker_child() {
+    let s = Scratch::new();
+    s.write("in.jsonl", jsonl(1));
+    // The worker starts a child and kills herdsman (its parent) at once: the guard must
+    // already know the worker's process group by then.
+    let worker = "sh -c 'sleep 1000 & echo $! >> pids; kill -9 $PPID; wait'";
+    let mut child = spawn(
+        &s,
+        &["run", "-i", "in.jsonl", "-w", worker, "-o", "out.jsonl"],
+        &[],
+    );
+    let code = wait_exit(&mut child, "a worker that kills herdsman");
+    assert_eq!(
+        code,
+        None,
+        "herdsman was not killed: {}",
+        s.read("stderr.txt")
+    );
+    let pids_file = s.path("pids");
+    let pids: Vec<i32> = file_lines(&pids_file)
+        .iter()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "the worker did not start its child");
+    let gone = wait_for(|| pids.iter().all(|&p| !alive(p)));
+    if !gone {
+        for &p in &pids {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+    }
+    assert!(
+        gone,
+        "the worker's child outlived a killed herdsman: {pids:?}"
     );
 }
 

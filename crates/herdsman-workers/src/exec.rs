@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,16 +20,18 @@ use crossbeam_channel::{Receiver, Sender};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::pool::quote_start;
+use crate::duration::{format_duration, DurationStyle};
+use crate::options::ProcessOptions;
 use crate::process::{
-    check_dir, check_program, describe_status, group_command, human_duration, io_phrase, reap,
-    signal_group, spawn_registered, wait_exit_unreaped,
+    check_dir, check_program, describe_status, group_command, kill_after_grace, reap, signal_group,
+    spawn_registered, wait_exit_unreaped,
 };
 use crate::tail::StderrReader;
 use crate::template::Template;
+use crate::text::{io_phrase, quote_start};
 use crate::{
-    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, StderrSink, WorkItem,
-    WorkOutput, WorkerFailure,
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, WorkItem, WorkOutput,
+    WorkerFailure,
 };
 
 /// The environment variable that tells a worker process or a per-record command the
@@ -65,51 +66,57 @@ pub enum ExecOutputMode {
 const STDERR_EOF_WAIT: Duration = Duration::from_secs(2);
 
 /// Settings for an [`ExecPool`].
+///
+/// The settings shared with the worker pool (environment, directory, kill grace, stderr,
+/// timeout) are in [`ExecConfig::process`] and read as fields of this struct
+/// (`cfg.timeout`). Here the timeout is measured from a command's spawn (time spent waiting
+/// for a free job slot does not count); a command that runs longer has its process group
+/// killed (SIGTERM, then SIGKILL after the kill grace) and its record fails with
+/// [`FailureKind::Timeout`]. The kill grace applies to abandoned commands too.
 #[derive(Clone)]
 pub struct ExecConfig {
     /// The command to run for each record.
     pub template: Template,
     /// How many commands run at once.
     pub jobs: usize,
-    /// Extra environment variables for the commands.
-    pub env: Vec<(String, String)>,
-    /// How long a command gets between SIGTERM and SIGKILL when abandoned.
-    pub kill_grace: Duration,
-    /// Receives every stderr line of every command, with the job slot's index.
-    pub stderr: Option<StderrSink>,
+    /// How the commands are started, timed and stopped (shared with the worker pool).
+    pub process: ProcessOptions,
     /// How stdout becomes output records.
     pub output: ExecOutputMode,
     /// Largest stdout accepted from one command, in bytes.
     pub max_output_bytes: usize,
-    /// How long one command may run, measured from its spawn (time spent waiting for a
-    /// free job slot does not count). A command that runs longer has its process group
-    /// killed (SIGTERM, then SIGKILL after `kill_grace`) and its record fails with
-    /// [`FailureKind::Timeout`]. `None`: no limit.
-    pub timeout: Option<Duration>,
-    /// The directory the commands start in; `None`: the caller's current directory.
-    pub cwd: Option<PathBuf>,
     /// Exit statuses that fail a record for good: a command that exits with one of them is
     /// not retried (e.g. 22, curl's status for an HTTP error such as 404 with `--fail`).
     pub no_retry_exit: Vec<i32>,
 }
 
 impl ExecConfig {
-    /// Defaults: one job per available CPU, [`ExecOutputMode::Auto`], a 2 s kill grace.
+    /// Defaults: one job per available CPU, [`ExecOutputMode::Auto`], the default
+    /// [`ProcessOptions`] (a 2 s kill grace, no timeout).
     pub fn new(template: Template) -> Self {
         ExecConfig {
             template,
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            env: Vec::new(),
-            kill_grace: Duration::from_secs(2),
-            stderr: None,
+            process: ProcessOptions::default(),
             output: ExecOutputMode::Auto,
             max_output_bytes: 64 << 20,
-            timeout: None,
-            cwd: None,
             no_retry_exit: Vec::new(),
         }
+    }
+}
+
+impl std::ops::Deref for ExecConfig {
+    type Target = ProcessOptions;
+    fn deref(&self) -> &ProcessOptions {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for ExecConfig {
+    fn deref_mut(&mut self) -> &mut ProcessOptions {
+        &mut self.process
     }
 }
 
@@ -118,13 +125,9 @@ impl std::fmt::Debug for ExecConfig {
         f.debug_struct("ExecConfig")
             .field("template", &self.template.display())
             .field("jobs", &self.jobs)
-            .field("env", &self.env)
-            .field("kill_grace", &self.kill_grace)
-            .field("stderr", &self.stderr.is_some())
+            .field("process", &self.process)
             .field("output", &self.output)
             .field("max_output_bytes", &self.max_output_bytes)
-            .field("timeout", &self.timeout)
-            .field("cwd", &self.cwd)
             .field("no_retry_exit", &self.no_retry_exit)
             .finish()
     }
@@ -264,33 +267,22 @@ impl ExecPool {
         }
     }
 
-    /// Stops a running command's process group: SIGTERM now, SIGKILL after the grace period
-    /// (on a killer thread) if the command is still running by then.
+    /// Stops a running command's process group with the kill-after-grace routine, on a
+    /// killer thread: SIGTERM, SIGKILL after the grace period if the command is still
+    /// running by then. The job thread reaps only under the state lock, so the group is
+    /// signalled only while it is still this command's.
     fn kill(&mut self, ctl: Arc<JobCtl>) {
         let pid = match *ctl.state.lock().unwrap_or_else(|p| p.into_inner()) {
-            JobState::Running(pid, _) => {
-                signal_group(pid, Signal::SIGTERM);
-                pid
-            }
+            JobState::Running(pid, _) => pid,
             _ => return,
         };
         let grace = self.shared.cfg.kill_grace;
         self.killers.retain(|h| !h.is_finished());
         let killer = move || {
-            let deadline = Instant::now() + grace;
-            loop {
+            kill_after_grace(&[pid], grace, |pid| {
                 let state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
-                if !matches!(*state, JobState::Running(p, _) if p == pid) {
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    // The job thread reaps only under this lock, so the group is still ours.
-                    signal_group(pid, Signal::SIGKILL);
-                    return;
-                }
-                drop(state);
-                std::thread::sleep(Duration::from_millis(10));
-            }
+                matches!(*state, JobState::Running(p, _) if p == pid).then_some(state)
+            });
         };
         match std::thread::Builder::new()
             .name("herdsman-exec-kill".into())
@@ -395,12 +387,11 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         if ctl.abandoned.load(Ordering::SeqCst) {
             return None;
         }
-        let spawned = spawn_registered(
-            group_command(&argv, &env, cfg.cwd.as_deref())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
+        let mut cmd = group_command(&argv, &env, cfg.cwd.as_deref());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawned = spawn_registered(cmd);
         match spawned {
             Ok(c) => {
                 *state = JobState::Running(c.id(), Instant::now());
@@ -466,7 +457,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     let tail = stderr.finish(STDERR_EOF_WAIT);
     let program = &argv[0];
     if ctl.timed_out.load(Ordering::SeqCst) {
-        let limit = cfg.timeout.map(human_duration).unwrap_or_default();
+        let limit = cfg
+            .timeout
+            .map(|t| format_duration(t, DurationStyle::Flag))
+            .unwrap_or_default();
         let msg = format!(
             "command `{program}` did not finish within {limit} (--timeout); its process group was killed"
         );
@@ -550,7 +544,7 @@ pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode, input: &[u8]) ->
     }
     let lines: Vec<&[u8]> = stdout
         .split(|&b| b == b'\n')
-        .map(trim_ascii)
+        .map(<[u8]>::trim_ascii)
         .filter(|l| !l.is_empty())
         .collect();
     if lines.is_empty() {
@@ -566,18 +560,6 @@ pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode, input: &[u8]) ->
         return vec![serde_json::to_vec(&v).expect("a value serializes")];
     }
     vec![format!("{{\"stdout\":{}}}", text()).into_bytes()]
-}
-
-fn trim_ascii(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |p| p + 1);
-    &s[start..end]
 }
 
 impl Executor<WorkItem> for ExecPool {

@@ -15,24 +15,29 @@
 //! Both implement [`herdsman::executor::Executor`]`<`[`WorkItem`]`>` with
 //! [`WorkOutput`] as the output and [`WorkerFailure`] as the error.
 //!
-//! Both enforce the per-record timeout themselves ([`PoolConfig::timeout`],
-//! [`ExecConfig::timeout`]), because only they know when a record actually started: a
+//! Both enforce the per-record timeout themselves ([`ProcessOptions::timeout`], measured as
+//! [`PoolConfig`] and [`ExecConfig`] say), because only they know when a record actually started: a
 //! record waiting behind others on a worker, or for a free job slot, is not using its time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+mod bounded_lines;
+pub mod duration;
 mod exec;
 pub use exec::{ExecConfig, ExecOutputMode, ExecPool};
-mod pool;
+mod options;
+pub use options::ProcessOptions;
 mod process;
 pub mod serve;
 mod tail;
 mod template;
+mod text;
+mod worker_pool;
 pub use template::{RenderError, RenderedCommand, Template, TemplateError};
 
-pub use pool::{PoolConfig, Protocol, WorkerPool, PROTOCOL_ENV};
 pub use process::{kill_all_process_groups, WorkerCommand};
+pub use worker_pool::{PoolConfig, Protocol, WorkerPool, PROTOCOL_ENV};
 
 pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
 

@@ -2,7 +2,8 @@
 //!
 //! This module re-exports the [`herdsman_worker`] crate, which holds the serve loop on its
 //! own (serde and serde_json only). New workers should depend on `herdsman-worker`
-//! directly; this path keeps existing users compiling.
+//! directly; this path keeps existing users compiling, and must never add code of its own
+//! (the worker side of the protocols has one implementation).
 //!
 //! ```
 //! use herdsman_workers::serve::{serve_framed, RecordError};

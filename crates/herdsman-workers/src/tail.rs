@@ -1,7 +1,8 @@
 //! Draining a child's stderr on its own thread, keeping only a bounded tail.
 //!
 //! A child may write megabytes to stderr, or one line with no newline at all; this module
-//! must never let that block the child or grow memory without bound.
+//! must never let that block the child or grow memory without bound (lines are split by the
+//! bounded [`LineSplitter`], cut at [`MAX_STDERR_LINE`] bytes).
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::bounded_lines::{each_line, LineSplitter, Piece};
 use crate::StderrSink;
 
 /// How many stderr lines a tail keeps.
@@ -78,15 +80,10 @@ fn drain<R: Read>(
     tail: SharedTail,
     _done: Sender<()>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::new();
-    let mut cut = false;
-    let emit = |line: &mut Vec<u8>, cut: &mut bool| {
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
+    let emit = |line: &[u8], cut: bool| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let mut text = String::from_utf8_lossy(line).into_owned();
-        if *cut {
+        if cut {
             text.push('…');
         }
         if let Some(sink) = &sink {
@@ -95,9 +92,9 @@ fn drain<R: Read>(
         if let Ok(mut t) = tail.lock() {
             t.push(text);
         }
-        line.clear();
-        *cut = false;
     };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = LineSplitter::new(MAX_STDERR_LINE);
     loop {
         let n = match stream.read(&mut buf) {
             Ok(0) => break,
@@ -105,33 +102,17 @@ fn drain<R: Read>(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            match memchr::memchr(b'\n', rest) {
-                Some(pos) => {
-                    append_capped(&mut line, &rest[..pos], &mut cut);
-                    emit(&mut line, &mut cut);
-                    rest = &rest[pos + 1..];
-                }
-                None => {
-                    append_capped(&mut line, rest, &mut cut);
-                    rest = &[];
-                }
+        lines.push(&buf[..n], |piece| {
+            match piece {
+                Piece::Lines(chunk) => each_line(&chunk).for_each(|line| emit(line, false)),
+                Piece::Cut(start) => emit(&start, true),
             }
-        }
+            true
+        });
     }
-    if !line.is_empty() || cut {
-        emit(&mut line, &mut cut);
-    }
-}
-
-fn append_capped(line: &mut Vec<u8>, bytes: &[u8], cut: &mut bool) {
-    let room = MAX_STDERR_LINE.saturating_sub(line.len());
-    if bytes.len() > room {
-        line.extend_from_slice(&bytes[..room]);
-        *cut = true;
-    } else {
-        line.extend_from_slice(bytes);
+    let last = lines.finish();
+    if !last.is_empty() {
+        emit(&last, false);
     }
 }
 

@@ -340,3 +340,35 @@ fn workers_killed_from_outside_before_answering_do_not_stop_the_pool() {
     }
     pool.shutdown();
 }
+
+#[test]
+fn a_worker_outlives_the_thread_that_started_it() {
+    let dir = tempdir("starter-thread-ends");
+    let pids = dir.join("pids");
+    let _ = std::fs::remove_file(&pids);
+    let script = format!("echo $$ >> {}; exec cat", pids.display());
+    let cfg = config(sh(&script), 1);
+    // A short-lived thread starts the pool's only worker (on its first record), then ends.
+    let mut pool = std::thread::spawn(move || {
+        let mut pool = WorkerPool::start(cfg).unwrap();
+        pool.submit(id(0), item(0, r#"{"n":0}"#)).unwrap();
+        let got = poll_n(&mut pool, 1);
+        assert!(matches!(got[0].1, AttemptOutcome::Success(_)), "{got:?}");
+        pool
+    })
+    .join()
+    .unwrap();
+    // The worker it started still serves the pool, driven from this thread now.
+    for n in 1..=3u64 {
+        pool.submit(id(n), item(n, &format!(r#"{{"n":{n}}}"#)))
+            .unwrap();
+        let got = poll_n(&mut pool, 1);
+        match &got[0].1 {
+            AttemptOutcome::Success(v) => assert_eq!(text(v), vec![format!(r#"{{"n":{n}}}"#)]),
+            other => panic!("record {n}: the worker did not survive its starter thread: {other:?}"),
+        }
+    }
+    let started = wait_lines(&pids, 1);
+    assert_eq!(started.len(), 1, "the worker was restarted: {started:?}");
+    pool.shutdown();
+}

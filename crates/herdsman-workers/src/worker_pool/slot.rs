@@ -1,0 +1,137 @@
+//! What the pool knows about each worker slot: the process running in it, the attempts in
+//! flight on it (in send order), and the clocks that the timeout, the stall check and the
+//! notices read.
+//!
+//! These are plain data with small, local operations; this module must never start, signal
+//! or reap a process, and never report an attempt (that is the pool's job).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::process::Child;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::tail::StderrReader;
+use crate::{AttemptId, WorkItem, WorkOutput};
+
+pub(super) struct Inflight {
+    pub(super) id: AttemptId,
+    pub(super) item: WorkItem,
+    pub(super) wire: u64,
+    pub(super) outputs: WorkOutput,
+    /// Abandoned while queued behind other records on a `lines` worker: its answer will
+    /// still come (and is dropped), but the attempt is never reported.
+    pub(super) abandoned: bool,
+}
+
+/// Attempts sent to one worker and not answered yet.
+pub(super) enum InflightSet {
+    /// Answered strictly in order.
+    Lines(VecDeque<Inflight>),
+    /// Answered by id, in any order; keyed by wire id, which grows with send order.
+    Framed(BTreeMap<u64, Inflight>),
+}
+
+impl InflightSet {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            InflightSet::Lines(q) => q.len(),
+            InflightSet::Framed(m) => m.len(),
+        }
+    }
+
+    pub(super) fn push(&mut self, inf: Inflight) {
+        match self {
+            InflightSet::Lines(q) => q.push_back(inf),
+            InflightSet::Framed(m) => {
+                m.insert(inf.wire, inf);
+            }
+        }
+    }
+
+    /// The wire id of the oldest record in flight.
+    pub(super) fn oldest_wire(&self) -> Option<u64> {
+        match self {
+            InflightSet::Lines(q) => q.front().map(|i| i.wire),
+            InflightSet::Framed(m) => m.keys().next().copied(),
+        }
+    }
+
+    pub(super) fn pop_oldest(&mut self) -> Option<Inflight> {
+        match self {
+            InflightSet::Lines(q) => q.pop_front(),
+            InflightSet::Framed(m) => m.pop_first().map(|(_, v)| v),
+        }
+    }
+
+    /// Forgets an abandoned attempt. Returns `None` if it is not here, else whether the
+    /// worker may be busy with it right now (then it must be killed): the oldest record in
+    /// flight is; a `lines` record queued behind others is not yet, so it only becomes a
+    /// placeholder whose answer will be dropped.
+    pub(super) fn abandon(&mut self, id: AttemptId) -> Option<bool> {
+        match self {
+            InflightSet::Lines(q) => {
+                let pos = q.iter().position(|i| i.id == id && !i.abandoned)?;
+                if pos == 0 {
+                    q.pop_front();
+                    Some(true)
+                } else {
+                    q[pos].abandoned = true;
+                    Some(false)
+                }
+            }
+            InflightSet::Framed(m) => {
+                let wire = m.values().find(|i| i.id == id)?.wire;
+                let oldest = m.keys().next() == Some(&wire);
+                m.remove(&wire);
+                Some(oldest)
+            }
+        }
+    }
+}
+
+/// A live worker process and its threads.
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) writer: Sender<Vec<u8>>,
+    pub(super) stderr: StderrReader,
+}
+
+pub(super) struct Slot {
+    pub(super) gen: u64,
+    pub(super) running: Option<Running>,
+    pub(super) inflight: InflightSet,
+    pub(super) outbox: Vec<u8>,
+    /// Whether the current process has answered anything.
+    pub(super) answered: bool,
+    /// Since when the worker has had work without answering (for the service-time estimate).
+    pub(super) busy_since: Option<Instant>,
+    /// The worker has been stuck on one record for a while; its queue was moved elsewhere
+    /// and it gets no new records until it answers.
+    pub(super) stalled: bool,
+    /// When the worker process was seen to have exited while its stdout was still open.
+    pub(super) exited_at: Option<Instant>,
+    /// The record the next no-answer notice is about, and after how long it is due.
+    pub(super) notice: Option<(AttemptId, Duration)>,
+    /// The oldest record in flight (its wire id) and since when the worker could start on
+    /// it: when it was written to an idle worker, or when the record before it was
+    /// answered. Its per-record timeout counts from there.
+    pub(super) head: Option<(u64, Instant)>,
+    /// Records given to the current process (for `max_tasks_per_worker`).
+    pub(super) tasks: usize,
+    /// A retired process being waited for; the slot starts no new one until it is gone.
+    pub(super) retiring: Option<JoinHandle<()>>,
+}
+
+impl Slot {
+    /// Starts the clock of a new oldest record: called after every change of what is in
+    /// flight, so `now` is when the record before it was answered (or it was written).
+    pub(super) fn sync_head(&mut self, now: Instant) {
+        match self.inflight.oldest_wire() {
+            None => self.head = None,
+            Some(w) if self.head.map(|(h, _)| h) != Some(w) => self.head = Some((w, now)),
+            Some(_) => {}
+        }
+    }
+}

@@ -229,6 +229,7 @@ impl ExecPool {
                     }
                 })
                 .map_err(|e| FatalExecutorError {
+                    kind: herdsman::FatalKind::Runtime,
                     message: format!(
                         "cannot start a thread for a job: {}; lower --jobs or raise the thread limit",
                         io_phrase(&e)
@@ -334,6 +335,7 @@ impl ExecPool {
 
 fn cwd_fatal(cfg: &ExecConfig, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Configuration,
         message: format!(
             "cannot run command `{}` in directory `{}`: {}; check --workdir",
             cfg.template.display(),
@@ -348,6 +350,7 @@ fn cwd_fatal(cfg: &ExecConfig, e: &std::io::Error) -> FatalExecutorError {
 
 fn spawn_fatal(program: &str, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Configuration,
         message: format!(
             "cannot run command `{program}`: {}; check the --exec command",
             io_phrase(e)

@@ -401,6 +401,7 @@ impl WorkerPool {
         }
         let program = argv.first().map(String::as_str).unwrap_or("");
         check_program(program, cfg.cwd.as_deref()).map_err(|e| FatalExecutorError {
+            kind: herdsman::FatalKind::Configuration,
             message: format!(
                 "cannot start worker `{}`: {}; check the --worker command",
                 cfg.command.display(),
@@ -471,6 +472,7 @@ impl WorkerPool {
             match cwd.map(check_dir) {
                 Some(Err(dir_err)) => cwd_fatal(&self.cfg, &dir_err),
                 _ => FatalExecutorError {
+                    kind: herdsman::FatalKind::Configuration,
                     message: format!(
                         "cannot start worker `{}`: {}; check the --worker command",
                         self.cfg.command.display(),
@@ -741,6 +743,7 @@ impl WorkerPool {
                 self.barren_exits += 1;
                 if self.barren_exits >= self.cfg.restart_limit {
                     let fatal = FatalExecutorError {
+                        kind: herdsman::FatalKind::Runtime,
                         message: format!(
                             "worker `{}` was killed {} times in a row for not answering within {} (--timeout) without answering any record; raise --timeout, or check that the worker flushes its stdout after each answer",
                             self.cfg.command.display(),
@@ -1157,6 +1160,7 @@ impl WorkerPool {
                     .map(|l| format!("; its last stderr line: {l}"))
                     .unwrap_or_default();
                 let fatal = FatalExecutorError {
+                    kind: herdsman::FatalKind::Runtime,
                     message: format!(
                         "worker `{}` {how} {} times in a row without answering any record{last}; check the --worker command",
                         self.cfg.command.display(),
@@ -1325,6 +1329,7 @@ fn waited_text(d: Duration) -> String {
 
 fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Configuration,
         message: format!(
             "cannot start worker `{}` in directory `{}`: {}; check --workdir",
             cfg.command.display(),
@@ -1339,6 +1344,7 @@ fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
 
 fn thread_error(e: std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Runtime,
         message: format!(
             "cannot start a thread for a worker: {}; lower --workers or raise the thread limit",
             io_phrase(&e)

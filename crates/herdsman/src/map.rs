@@ -11,12 +11,13 @@ use std::time::Duration;
 use crate::direct::DirectOut;
 use crate::engine::{Backend, Engine, ExecutorBackend, Policies, Sink};
 use crate::executor::Executor;
-use crate::limiter::{Limiter, RateLimit};
-use crate::outcome::{Failure, ItemOutcome, Progress, RunResult, Successes, Summary};
-use crate::pool::{Inline, PoolConfig, ThreadPool};
+use crate::executor::FatalExecutorError;
+use crate::limiter::{Clock, Limiter, RateLimit};
+use crate::outcome::{Failure, ItemOutcome, Progress, RunResult, RunStatus, Successes, Summary};
 use crate::retry::Retry;
 use crate::stop::StopToken;
 use crate::stream::Stream;
+use crate::threads::{spawn_thread, Inline, PoolConfig, ThreadPool};
 
 /// Largest output reserved up front for direct output.
 const DIRECT_MAX_BYTES: usize = 1 << 30;
@@ -40,10 +41,25 @@ pub(crate) struct BackendCfg {
     pub window: usize,
     pub item_timeout: Option<Duration>,
     pub rate_limited: bool,
+    /// The run's clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 pub(crate) type MakeBackend<T, U, E> =
-    Box<dyn FnOnce(&BackendCfg) -> Box<dyn Backend<T, U, E>> + Send>;
+    Box<dyn FnOnce(&BackendCfg) -> Result<Box<dyn Backend<T, U, E>>, FatalExecutorError> + Send>;
+
+/// The summary of a run that could not start: nothing was admitted.
+pub(crate) fn failed_to_start(e: &FatalExecutorError) -> Summary {
+    Summary {
+        status: RunStatus::ExecutorFailed(e.message.clone()),
+        succeeded: 0,
+        failed: 0,
+        not_run: 0,
+        retries: 0,
+        admitted: 0,
+        elapsed: Duration::ZERO,
+    }
+}
 
 /// A configured run. Create it with [`map`](crate::map) or [`map_with`](crate::map_with),
 /// set options, then call [`collect`](Map::collect) or [`stream`](Map::stream).
@@ -75,10 +91,11 @@ where
     let make: MakeBackend<T, U, E> = Box::new(move |cfg: &BackendCfg| {
         let workers = cfg.workers.unwrap_or_else(default_workers).max(1);
         if cfg.sequential || workers == 1 {
-            return Box::new(Inline::new(f, cfg.item_timeout)) as Box<dyn Backend<T, U, E>>;
+            let inline = Inline::new(f, cfg.item_timeout, Arc::clone(&cfg.clock));
+            return Ok(Box::new(inline) as Box<dyn Backend<T, U, E>>);
         }
         let chunk = if cfg.rate_limited { Some(1) } else { cfg.chunk };
-        Box::new(ThreadPool::new(
+        Ok(Box::new(ThreadPool::new(
             Arc::new(f),
             PoolConfig {
                 workers,
@@ -86,8 +103,9 @@ where
                 max_batch: (cfg.window / (2 * workers)).max(1),
                 track: cfg.item_timeout.is_some(),
                 rate_limited: cfg.rate_limited,
+                clock: Arc::clone(&cfg.clock),
             },
-        ))
+        )?))
     });
     Map::new(items.into_iter(), make)
 }
@@ -102,7 +120,7 @@ where
     I::Item: 'static,
 {
     let make: MakeBackend<I::Item, X::Output, X::Error> = Box::new(move |cfg: &BackendCfg| {
-        Box::new(ExecutorBackend::new(executor, cfg.rate_limited)) as _
+        Ok(Box::new(ExecutorBackend::new(executor, cfg.rate_limited)) as _)
     });
     Map::new(items.into_iter(), make)
 }
@@ -295,6 +313,27 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         self
     }
 
+    /// Read every time of the run (retry backoff, item timeouts, the deadline, measured
+    /// durations) from `clock` instead of the system's monotonic clock. Meant for tests: with
+    /// a [`ManualClock`](crate::ManualClock), time moves only when the test advances it.
+    /// (A [`Limiter`] has its own clock: see [`Limiter::with_clock`].)
+    ///
+    /// ```
+    /// use herdsman::ManualClock;
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// // The deadline is one simulated hour away: the run completes.
+    /// let run = herdsman::map(0..3u32, |x| Ok::<_, ()>(x))
+    ///     .clock(clock.clone())
+    ///     .deadline(Duration::from_secs(3600))
+    ///     .collect();
+    /// assert!(run.is_ok());
+    /// ```
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.policies.clock = Arc::new(clock);
+        self
+    }
+
     /// Retry failed attempts. Items are cloned before each attempt that may be retried,
     /// hence `T: Clone` here only. A waiting retry does not occupy a worker.
     ///
@@ -331,6 +370,7 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
             window: self.resolve_window(),
             item_timeout: self.policies.item_timeout,
             rate_limited: self.policies.limiter.is_some(),
+            clock: Arc::clone(&self.policies.clock),
         }
     }
 
@@ -356,9 +396,12 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     {
         let window = self.resolve_window();
         let cfg = self.backend_cfg();
-        let mut backend = (self.make)(&cfg);
         let ordered = self.policies.ordered;
         let mut sink = CollectSink::new(ordered);
+        let mut backend = match (self.make)(&cfg) {
+            Ok(b) => b,
+            Err(e) => return sink.into_result(failed_to_start(&e)),
+        };
         // Ordered collect of an input of known length: workers put values straight into
         // their final slots (capped so a huge length hint cannot reserve absurd memory).
         if ordered && self.policies.on_outcome.is_none() {
@@ -378,10 +421,14 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         // The input is pulled on a scoped thread, so a slow `next()` never holds the
         // scheduler; a call in progress when the run ends is waited for here.
         let summary = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("herdsman-input".into())
-                .spawn_scoped(s, move || puller.run())
-                .expect("the operating system refused to start the input thread");
+            let name = "herdsman-input";
+            let started = std::thread::Builder::new()
+                .name(name.into())
+                .spawn_scoped(s, move || puller.run());
+            if let Err(e) = started {
+                backend.stop(crate::engine::Halt::Shutdown);
+                return failed_to_start(&crate::threads::refused(name, &e));
+            }
             Engine::new(feed, hint, backend, policies, window, &mut sink, None).run()
         });
         sink.into_result(summary)
@@ -422,14 +469,20 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         let (feed, puller) = crate::feed::feed(self.input);
         // Not joined: a `next()` that blocks must not hold the end of the stream back. The
         // thread ends when its call returns, without pulling again.
-        std::thread::Builder::new()
-            .name("herdsman-input".into())
-            .spawn(move || puller.run())
-            .expect("the operating system refused to start the input thread");
+        if let Err(e) = spawn_thread("herdsman-input".into(), move || puller.run()) {
+            return Stream::failed(failed_to_start(&e));
+        }
         let ordered = policies.ordered;
-        Stream::spawn(ordered, move |sink, stop| {
-            let backend = make(&cfg);
-            Engine::new(feed, hint, backend, policies, window, sink, Some(stop)).run()
+        Stream::spawn(ordered, move |sink, stop| match make(&cfg) {
+            Ok(backend) => {
+                Engine::new(feed, hint, backend, policies, window, sink, Some(stop)).run()
+            }
+            Err(e) => {
+                drop(feed);
+                let summary = failed_to_start(&e);
+                sink.finish(&summary);
+                summary
+            }
         })
     }
 }

@@ -12,7 +12,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::Sink;
+use crate::map::failed_to_start;
 use crate::outcome::{ItemOutcome, RunStatus, Summary};
+use crate::threads::spawn_thread;
 
 enum Msg<U, E> {
     Item(ItemOutcome<U, E>),
@@ -84,12 +86,13 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
             base: 0,
         };
         let stop2 = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("herdsman-scheduler".into())
-            .spawn(move || {
-                run(&mut sink, stop2);
-            })
-            .expect("the operating system refused to start the scheduler thread");
+        let started = spawn_thread("herdsman-scheduler".into(), move || {
+            run(&mut sink, stop2);
+        });
+        let handle = match started {
+            Ok(h) => h,
+            Err(e) => return Stream::failed(failed_to_start(&e)),
+        };
         Stream {
             rx,
             consumed,
@@ -101,6 +104,18 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
 }
 
 impl<U, E> Stream<U, E> {
+    /// A stream of a run that could not start: it yields nothing and ends with `summary`.
+    pub(crate) fn failed(summary: Summary) -> Self {
+        let (_, rx) = crossbeam_channel::unbounded();
+        Stream {
+            rx,
+            consumed: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            summary: Some(summary),
+            handle: None,
+        }
+    }
+
     /// Final counters, once the iterator has ended.
     pub fn summary(&self) -> Option<&Summary> {
         self.summary.as_ref()

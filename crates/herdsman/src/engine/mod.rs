@@ -736,3 +736,6 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

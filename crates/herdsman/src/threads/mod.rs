@@ -20,3 +20,6 @@ pub use executor::ThreadExecutor;
 pub(crate) use inline::Inline;
 pub(crate) use pool::{PoolConfig, ThreadPool};
 pub(crate) use spawn::{refused, spawn_thread};
+
+#[cfg(test)]
+mod tests;

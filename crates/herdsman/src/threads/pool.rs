@@ -336,6 +336,15 @@ where
         self.slots.saturating_sub(self.in_flight.len())
     }
 
+    /// Workers blocked on the job queue now, and times any worker blocked on it.
+    #[cfg(test)]
+    pub(crate) fn idle_counts(&self) -> (usize, usize) {
+        (
+            self.shared.idle.load(Ordering::SeqCst),
+            self.shared.blocked.load(Ordering::SeqCst),
+        )
+    }
+
     fn learn(&mut self, len: usize, elapsed: Duration) {
         if len == 0 {
             return;

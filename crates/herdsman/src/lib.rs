@@ -32,6 +32,7 @@ mod feed;
 mod limiter;
 mod map;
 mod outcome;
+pub mod reorder;
 mod retry;
 mod stop;
 mod stream;

@@ -3,7 +3,6 @@
 //! It only gathers options and picks a backend; it must never run anything before
 //! `collect`/`run`/`stream` is called.
 
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use crate::executor::Executor;
 use crate::executor::FatalExecutorError;
 use crate::limiter::{Clock, Limiter, RateLimit};
 use crate::outcome::{Failure, ItemOutcome, Progress, RunResult, RunStatus, Successes, Summary};
+use crate::reorder::Reorder;
 use crate::retry::Retry;
 use crate::stop::StopToken;
 use crate::stream::Stream;
@@ -543,8 +543,8 @@ pub(crate) struct CollectSink<U, E> {
     ordered: bool,
     values: Vec<U>,
     holes: Vec<u64>,
-    next: u64,
-    pending: BTreeMap<u64, Piece<U>>,
+    /// Pieces that arrived before an earlier index.
+    order: Reorder<Piece<U>>,
     unordered: Vec<(u64, U)>,
     failures: Vec<Failure<E>>,
     resolved: u64,
@@ -564,8 +564,7 @@ impl<U, E> CollectSink<U, E> {
             ordered,
             values: Vec::new(),
             holes: Vec::new(),
-            next: 0,
-            pending: BTreeMap::new(),
+            order: Reorder::new(),
             unordered: Vec::new(),
             failures: Vec::new(),
             resolved: 0,
@@ -576,10 +575,9 @@ impl<U, E> CollectSink<U, E> {
         }
     }
 
-    fn apply(&mut self, piece: Piece<U>) {
+    fn apply(&mut self, first: u64, piece: Piece<U>) {
         match piece {
             Piece::Values(mut v) => {
-                self.next += v.len() as u64;
                 if self.values.is_empty() {
                     self.values = v;
                 } else {
@@ -589,25 +587,22 @@ impl<U, E> CollectSink<U, E> {
                     }
                 }
             }
-            Piece::Hole => {
-                self.holes.push(self.next);
-                self.next += 1;
-            }
+            Piece::Hole => self.holes.push(first),
         }
     }
 
     fn place(&mut self, first: u64, piece: Piece<U>) {
-        if first != self.next {
-            self.pending.insert(first, piece);
-            return;
+        let span = match &piece {
+            Piece::Values(v) => v.len() as u64,
+            Piece::Hole => 1,
+        };
+        if self.order.advance_past(first, span) {
+            self.apply(first, piece);
+        } else {
+            self.order.push(first, span, piece);
         }
-        self.apply(piece);
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() != self.next {
-                break;
-            }
-            let piece = entry.remove();
-            self.apply(piece);
+        while let Some((first, piece)) = self.order.pop() {
+            self.apply(first, piece);
         }
     }
 
@@ -630,7 +625,7 @@ impl<U, E> CollectSink<U, E> {
     }
 
     pub(crate) fn into_result(mut self, summary: Summary) -> RunResult<U, E> {
-        debug_assert!(self.pending.is_empty(), "every admitted index is resolved");
+        debug_assert!(self.order.is_empty(), "every admitted index is resolved");
         if let Some(out) = self.direct.take() {
             let mut values = out.finish(&self.ok_ranges);
             self.overflow.sort_unstable_by_key(|(i, _)| *i);
@@ -668,9 +663,8 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
             Ok(v) => {
                 if !self.ordered {
                     self.unordered.push((o.index, v));
-                } else if o.index == self.next && self.pending.is_empty() {
+                } else if self.order.advance_past(o.index, 1) {
                     self.values.push(v);
-                    self.next += 1;
                 } else {
                     self.place(o.index, Piece::Values(vec![v]));
                 }

@@ -4,7 +4,6 @@
 //! window until the consumer has taken it from the iterator. Dropping the iterator cancels
 //! the run; it must never leave the scheduler blocked.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::engine::Sink;
 use crate::map::failed_to_start;
 use crate::outcome::{ItemOutcome, RunStatus, Summary};
+use crate::reorder::Reorder;
 use crate::threads::spawn_thread;
 
 enum Msg<U, E> {
@@ -25,8 +25,7 @@ struct StreamSink<U, E> {
     tx: Sender<Msg<U, E>>,
     consumed: Arc<AtomicU64>,
     ordered: bool,
-    reorder: VecDeque<Option<ItemOutcome<U, E>>>,
-    base: u64,
+    reorder: Reorder<ItemOutcome<U, E>>,
 }
 
 impl<U, E> Sink<U, E> for StreamSink<U, E> {
@@ -34,17 +33,14 @@ impl<U, E> Sink<U, E> for StreamSink<U, E> {
         if !self.ordered {
             return self.tx.send(Msg::Item(o)).is_ok();
         }
-        let pos = (o.index - self.base) as usize;
-        while self.reorder.len() <= pos {
-            self.reorder.push_back(None);
-        }
-        self.reorder[pos] = Some(o);
         let mut alive = true;
-        while matches!(self.reorder.front(), Some(Some(_))) {
-            if let Some(Some(o)) = self.reorder.pop_front() {
-                self.base += 1;
-                alive &= self.tx.send(Msg::Item(o)).is_ok();
-            }
+        if self.reorder.advance_past(o.index, 1) {
+            alive = self.tx.send(Msg::Item(o)).is_ok();
+        } else {
+            self.reorder.push(o.index, 1, o);
+        }
+        while let Some((_, o)) = self.reorder.pop() {
+            alive &= self.tx.send(Msg::Item(o)).is_ok();
         }
         alive
     }
@@ -82,8 +78,7 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
             tx,
             consumed: Arc::clone(&consumed),
             ordered,
-            reorder: VecDeque::new(),
-            base: 0,
+            reorder: Reorder::new(),
         };
         let stop2 = Arc::clone(&stop);
         let started = spawn_thread("herdsman-scheduler".into(), move || {

@@ -28,6 +28,7 @@ pub mod checkpoint;
 mod direct;
 mod engine;
 pub mod executor;
+mod fast;
 mod feed;
 mod limiter;
 mod map;

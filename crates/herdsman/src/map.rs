@@ -70,6 +70,8 @@ pub struct Map<I: Iterator, U, E, K = Threads> {
     workers: Option<usize>,
     sequential: bool,
     chunk: Option<usize>,
+    /// The fast path of ordered `collect`, for runs on herdsman's threads.
+    fast: Option<FastCollect<I, U, E>>,
     _kind: PhantomData<K>,
 }
 
@@ -80,6 +82,29 @@ pub fn default_workers() -> usize {
         .unwrap_or(1)
 }
 
+/// The fast path of ordered `collect` (see `fast`): input, its exact length, workers, clock.
+pub(crate) type FastCollect<I, U, E> =
+    Box<dyn FnOnce(SendInput<I>, usize, usize, &Arc<dyn Clock>) -> RunResult<U, E> + Send>;
+
+/// An input proven `Send` where it was wrapped: the fast path is built when the input's type
+/// is not yet known to be `Send`, and run only from `collect`, which requires it.
+pub(crate) struct SendInput<I>(I);
+
+impl<I: Send> SendInput<I> {
+    pub(crate) fn new(input: I) -> Self {
+        SendInput(input)
+    }
+}
+
+impl<I> SendInput<I> {
+    pub(crate) fn get_mut(&mut self) -> &mut I {
+        &mut self.0
+    }
+}
+
+// SAFETY: the only constructor, `new`, requires `I: Send`.
+unsafe impl<I> Send for SendInput<I> {}
+
 pub(crate) fn thread_map<I, T, U, E, F>(items: I, f: F) -> Map<I::IntoIter, U, E, Threads>
 where
     I: IntoIterator<Item = T>,
@@ -88,15 +113,21 @@ where
     E: Send + 'static,
     F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
 {
+    let f = Arc::new(f);
+    let fast_f = Arc::clone(&f);
+    let fast: FastCollect<I::IntoIter, U, E> = Box::new(move |input, n, workers, clock| {
+        crate::fast::collect(input, n, &*fast_f, workers, clock)
+    });
     let make: MakeBackend<T, U, E> = Box::new(move |cfg: &BackendCfg| {
         let workers = cfg.workers.unwrap_or_else(default_workers).max(1);
         if cfg.sequential || workers == 1 {
+            let f = move |x: T| f(x);
             let inline = Inline::new(f, cfg.item_timeout, Arc::clone(&cfg.clock));
             return Ok(Box::new(inline) as Box<dyn Backend<T, U, E>>);
         }
         let chunk = if cfg.rate_limited { Some(1) } else { cfg.chunk };
         Ok(Box::new(ThreadPool::new(
-            Arc::new(f),
+            f,
             PoolConfig {
                 workers,
                 chunk,
@@ -107,7 +138,9 @@ where
             },
         )?))
     });
-    Map::new(items.into_iter(), make)
+    let mut m = Map::new(items.into_iter(), make);
+    m.fast = Some(fast);
+    m
 }
 
 pub(crate) fn executor_map<I, X>(
@@ -134,6 +167,7 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
             workers: None,
             sequential: false,
             chunk: None,
+            fast: None,
             _kind: PhantomData,
         }
     }
@@ -358,6 +392,39 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         self
     }
 
+    /// The input's exact length when `collect` may take the fast path: an ordered run on
+    /// several of herdsman's threads, an input of exactly known length, and no policy that
+    /// needs the scheduler (retry, rate limit, timeouts, deadline, error limit, stop token,
+    /// callbacks, an explicit window or chunk size).
+    fn fast_len(&self) -> Option<usize> {
+        let p = &self.policies;
+        let workers = self.workers.unwrap_or_else(default_workers);
+        let plain = self.fast.is_some()
+            && p.ordered
+            && !self.sequential
+            && workers > 1
+            && self.chunk.is_none()
+            && p.window.is_none()
+            && p.limiter.is_none()
+            && p.retry.is_none()
+            && p.deadline.is_none()
+            && p.item_timeout.is_none()
+            && p.max_errors.is_none()
+            && p.stop.is_none()
+            && p.on_progress.is_none()
+            && p.on_outcome.is_none();
+        if !plain {
+            return None;
+        }
+        match self.input.size_hint() {
+            (lo, Some(hi)) if lo == hi && lo > 0 => {
+                let bytes = lo.saturating_mul(std::mem::size_of::<U>().max(1));
+                (bytes <= DIRECT_MAX_BYTES).then_some(lo)
+            }
+            _ => None,
+        }
+    }
+
     fn resolve_window(&self) -> usize {
         self.policies.window.unwrap_or(DEFAULT_WINDOW)
     }
@@ -389,11 +456,18 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     /// assert_eq!(run.failures()[0].index, 1);
     /// assert!(!run.is_ok());
     /// ```
-    pub fn collect(self) -> RunResult<U, E>
+    pub fn collect(mut self) -> RunResult<U, E>
     where
         I: Send,
         I::Item: Send,
     {
+        if let Some(n) = self.fast_len() {
+            if let Some(fast) = self.fast.take() {
+                let workers = self.workers.unwrap_or_else(default_workers).max(1);
+                let input = SendInput::new(self.input);
+                return fast(input, n, workers, &self.policies.clock);
+            }
+        }
         let window = self.resolve_window();
         let cfg = self.backend_cfg();
         let ordered = self.policies.ordered;

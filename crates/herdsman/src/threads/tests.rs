@@ -41,8 +41,10 @@ fn a_worker_thread_that_cannot_start_is_a_runtime_error() {
 #[test]
 fn map_reports_a_pool_that_cannot_start_instead_of_panicking() {
     allow_spawns(Some(2));
+    // A window sends the run through the scheduler and its thread pool.
     let run = crate::map(0..10u32, |x| Ok::<_, ()>(x))
         .workers(4)
+        .window(16)
         .collect();
     allow_spawns(None);
     match run.status() {

@@ -14,7 +14,10 @@ fn f(x: u64) -> Result<u64, String> {
     Ok(x * 3)
 }
 
-fn parts(run: RunResult<u64, String>) -> (Vec<(u64, u64)>, Vec<(u64, String)>, u64, u64) {
+/// Successes, failures (index, what), succeeded, admitted.
+type Parts = (Vec<(u64, u64)>, Vec<(u64, String)>, u64, u64);
+
+fn parts(run: RunResult<u64, String>) -> Parts {
     let s = run.summary().clone();
     assert_eq!(s.status, RunStatus::Completed);
     assert_eq!(s.succeeded + s.failed + s.not_run, s.admitted);

@@ -42,7 +42,7 @@ fn a_worker_thread_that_cannot_start_is_a_runtime_error() {
 fn map_reports_a_pool_that_cannot_start_instead_of_panicking() {
     allow_spawns(Some(2));
     // A window sends the run through the scheduler and its thread pool.
-    let run = crate::map(0..10u32, |x| Ok::<_, ()>(x))
+    let run = crate::map(0..10u32, Ok::<_, ()>)
         .workers(4)
         .window(16)
         .collect();
@@ -55,7 +55,7 @@ fn map_reports_a_pool_that_cannot_start_instead_of_panicking() {
     assert_eq!(run.success_count(), 0);
 
     allow_spawns(Some(0));
-    let mut stream = crate::map(0..10u32, |x| Ok::<_, ()>(x)).workers(2).stream();
+    let mut stream = crate::map(0..10u32, Ok::<_, ()>).workers(2).stream();
     allow_spawns(None);
     assert!(stream.next().is_none());
     assert!(matches!(
@@ -67,7 +67,7 @@ fn map_reports_a_pool_that_cannot_start_instead_of_panicking() {
 #[test]
 fn a_thread_executor_that_cannot_start_fails_its_first_submit() {
     allow_spawns(Some(0));
-    let mut exec = ThreadExecutor::new(2, |x: u32| Ok::<_, ()>(x));
+    let mut exec = ThreadExecutor::new(2, Ok::<u32, ()>);
     allow_spawns(None);
     let id = crate::AttemptId {
         index: 0,
@@ -77,7 +77,7 @@ fn a_thread_executor_that_cannot_start_fails_its_first_submit() {
     assert_eq!(e.kind, FatalKind::Runtime);
     let run = crate::map_with(0..3u32, {
         allow_spawns(Some(0));
-        let exec = ThreadExecutor::new(2, |x: u32| Ok::<_, ()>(x));
+        let exec = ThreadExecutor::new(2, Ok::<u32, ()>);
         allow_spawns(None);
         exec
     })

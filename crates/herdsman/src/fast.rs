@@ -57,9 +57,11 @@ where
         next: 0,
         ended: false,
     });
+    // Items claimed and not finished stay within the default window, whatever `workers`.
+    let max_block = MAX_BLOCK.min(crate::map::DEFAULT_WINDOW / workers).max(1);
     let block_for = |next: u64| {
         let left = (n as u64).saturating_sub(next) as usize;
-        (left / (workers * 4)).clamp(1, MAX_BLOCK)
+        (left / (workers * 4)).clamp(1, max_block)
     };
     let work = || run_blocks(&claim, &block_for, f, &out, clock);
     let mut parts = Vec::with_capacity(workers);

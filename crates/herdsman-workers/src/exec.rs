@@ -232,6 +232,7 @@ impl ExecPool {
                     }
                 })
                 .map_err(|e| FatalExecutorError {
+                    kind: herdsman::FatalKind::Runtime,
                     message: format!(
                         "cannot start a thread for a job: {}; lower --jobs or raise the thread limit",
                         io_phrase(&e)
@@ -326,6 +327,7 @@ impl ExecPool {
 
 fn cwd_fatal(cfg: &ExecConfig, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Configuration,
         message: format!(
             "cannot run command `{}` in directory `{}`: {}; check --workdir",
             cfg.template.display(),
@@ -340,6 +342,7 @@ fn cwd_fatal(cfg: &ExecConfig, e: &std::io::Error) -> FatalExecutorError {
 
 fn spawn_fatal(program: &str, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Configuration,
         message: format!(
             "cannot run command `{program}`: {}; check the --exec command",
             io_phrase(e)

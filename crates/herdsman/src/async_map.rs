@@ -16,7 +16,9 @@ use futures::FutureExt;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::AbortHandle;
 
-use crate::engine::{panic_message, Abandoned, Backend, Outcomes, Report, Slot};
+use crate::engine::{
+    panic_message, Abandoned, Backend, GiveUp, Halt, Outcomes, Report, Room, Slot,
+};
 use crate::executor::{AttemptId, AttemptOutcome, FatalExecutorError};
 use crate::map::{BackendCfg, MakeBackend, Map};
 use crate::outcome::RunResult;
@@ -75,17 +77,14 @@ where
     F: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<U, E>> + Send + 'static,
 {
-    fn free_slots(&self) -> usize {
-        self.concurrency.saturating_sub(self.tasks.len())
-    }
-    fn batch_size(&self) -> usize {
-        1
-    }
-    fn in_flight(&self) -> usize {
-        self.tasks.len() + self.ready.len()
-    }
-    fn measures(&self) -> bool {
-        false
+    fn room(&self) -> Room {
+        Room {
+            free: self.concurrency.saturating_sub(self.tasks.len()),
+            batch: 1,
+            in_flight: self.tasks.len() + self.ready.len(),
+            read_ahead: 0,
+            measures: false,
+        }
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
         for (k, item) in items.into_iter().enumerate() {
@@ -136,11 +135,24 @@ where
         }
         Ok(())
     }
-    fn abandon(&mut self, id: AttemptId) {
+    fn abandon(&mut self, what: GiveUp) -> Vec<Abandoned> {
+        let GiveUp::One(id) = what else {
+            return self.abandon_all();
+        };
         if let Some(t) = self.tasks.remove(&id) {
             t.abort();
         }
+        Vec::new()
     }
+    fn stop(&mut self, halt: Halt) {
+        match halt {
+            Halt::Queued => self.stop_queued(),
+            Halt::Shutdown => self.shutdown(),
+        }
+    }
+}
+
+impl<U, E, F> AsyncBackend<U, E, F> {
     fn abandon_all(&mut self) -> Vec<Abandoned> {
         let mut v: Vec<Abandoned> = self
             .tasks
@@ -212,7 +224,7 @@ where
         if let Some(cell) = runtime {
             let _ = cell.set(backend.handle.clone());
         }
-        Box::new(backend) as Box<dyn Backend<T, U, E>>
+        Ok(Box::new(backend) as Box<dyn Backend<T, U, E>>)
     });
     Map::new(items.into_iter(), make)
 }

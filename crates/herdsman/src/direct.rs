@@ -3,10 +3,13 @@
 //! pre-sized buffer, so the scheduler neither copies nor page-faults the output.
 //!
 //! It is never used with item timeouts, so each slot is written at most once (a retry only
-//! follows a failed attempt, which writes nothing). Every write happens under one lock that also records which slots were written, and the
-//! buffer is taken out under that lock with the door closed, so a late write (from an
-//! attempt given up after a timeout) can never race with the caller, and every initialized
-//! slot is either returned or dropped exactly once.
+//! follows a failed attempt, which writes nothing). That is not taken on trust: a bitmap
+//! of written slots refuses any write that would touch a slot twice, so the slots written
+//! are exactly the union of disjoint ranges, and a count equal to the length means every
+//! slot was written once. Every write happens under one lock that also records which slots
+//! were written, and the buffer is taken out under that lock with the door closed, so a
+//! late write (from an attempt given up after a timeout) can never race with the caller,
+//! and every initialized slot is either returned or dropped exactly once.
 
 use std::sync::Mutex;
 
@@ -15,8 +18,47 @@ struct State<U> {
     buf: Vec<U>,
     n: usize,
     closed: bool,
-    /// `(first index, count)` of every write.
+    /// `(first index, count)` of every write (disjoint ranges: see `marks`).
     written: Vec<(u64, usize)>,
+    /// One bit per slot, set when the slot is written.
+    marks: Vec<u64>,
+    /// Slots written: the sum of the ranges' lengths, which never overlap.
+    count: usize,
+}
+
+/// Whether any bit of `first..end` is set.
+fn any_marked(marks: &[u64], first: usize, end: usize) -> bool {
+    let mut i = first;
+    while i < end {
+        let (w, b) = (i / 64, i % 64);
+        let take = (64 - b).min(end - i);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << b
+        };
+        if marks[w] & mask != 0 {
+            return true;
+        }
+        i += take;
+    }
+    false
+}
+
+/// Set every bit of `first..end`.
+fn mark(marks: &mut [u64], first: usize, end: usize) {
+    let mut i = first;
+    while i < end {
+        let (w, b) = (i / 64, i % 64);
+        let take = (64 - b).min(end - i);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << b
+        };
+        marks[w] |= mask;
+        i += take;
+    }
 }
 
 pub(crate) struct DirectOut<U> {
@@ -31,6 +73,8 @@ impl<U> DirectOut<U> {
                 n,
                 closed: false,
                 written: Vec::new(),
+                marks: vec![0; n.div_ceil(64)],
+                count: 0,
             }),
         }
     }
@@ -40,7 +84,8 @@ impl<U> DirectOut<U> {
     }
 
     /// Move `values` into slots `first..`; on success `values` is left empty. Returns false
-    /// (leaving `values` untouched) when closed or out of range.
+    /// (leaving `values` untouched) when closed, out of range, or when any of those slots
+    /// was already written.
     pub(crate) fn write(&self, first: u64, values: &mut Vec<U>) -> bool {
         let mut st = self.lock();
         let len = values.len();
@@ -50,9 +95,14 @@ impl<U> DirectOut<U> {
         if st.closed || end > st.n || len == 0 {
             return false;
         }
-        // SAFETY: `buf` has capacity `n` >= `end`; the engine hands every index to exactly
-        // one piece, so slots `first..end` were never written before; `values` gives up
-        // ownership by `set_len(0)` right after the bitwise move.
+        let first_slot = first as usize;
+        if any_marked(&st.marks, first_slot, end) {
+            debug_assert!(false, "slots {first}..{end} were already written");
+            return false;
+        }
+        // SAFETY: `buf` has capacity `n` >= `end`; the bitmap just showed that slots
+        // `first..end` were never written, so nothing initialized is overwritten; `values`
+        // gives up ownership by `set_len(0)` right after the bitwise move.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 values.as_ptr(),
@@ -61,6 +111,8 @@ impl<U> DirectOut<U> {
             );
             values.set_len(0);
         }
+        mark(&mut st.marks, first_slot, end);
+        st.count += len;
         st.written.push((first, len));
         true
     }
@@ -72,12 +124,16 @@ impl<U> DirectOut<U> {
         st.closed = true;
         let n = st.n;
         let written = std::mem::take(&mut st.written);
+        let written_total = st.count;
         let mut buf = std::mem::take(&mut st.buf);
         drop(st);
         let ok_total: usize = ok.iter().map(|r| r.1).sum();
-        let written_total: usize = written.iter().map(|r| r.1).sum();
         if ok_total == n && written_total == n {
-            // SAFETY: every slot 0..n was written exactly once (n distinct indices).
+            // SAFETY: `write` accepts only ranges inside 0..n whose slots are all unmarked,
+            // and marks them; so the written ranges are disjoint and `count` is the number
+            // of distinct slots written. `count == n` slots of 0..n means every slot 0..n
+            // is initialized, each by exactly one write.
+            debug_assert!(written.iter().map(|r| r.1).sum::<usize>() == n);
             unsafe { buf.set_len(n) };
             return buf;
         }
@@ -150,5 +206,42 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 4);
         // Closed: later writes are refused.
         assert!(!d.write(1, &mut vec![D(1, drops.clone())]));
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "already written"))]
+    fn a_slot_is_never_written_twice() {
+        let d = DirectOut::new(130);
+        assert!(d.write(60, &mut (60..70).collect()));
+        // Overlaps slot 69: refused (and a bug, so debug builds stop here).
+        let mut again: Vec<u32> = (69..75).collect();
+        assert!(!d.write(69, &mut again));
+        assert_eq!(again.len(), 6, "a refused write keeps its values");
+    }
+
+    #[test]
+    fn the_fast_path_needs_every_slot_written_once() {
+        // Ranges that cross bitmap words, written out of order, tile 0..130 exactly.
+        let d = DirectOut::new(130);
+        for (first, end) in [(64, 130), (0, 1), (1, 63), (63, 64)] {
+            let mut v: Vec<String> = (first..end).map(|i| i.to_string()).collect();
+            assert!(d.write(first, &mut v));
+            assert!(v.is_empty());
+        }
+        let got = d.finish(&[(0, 64), (64, 66)]);
+        assert_eq!(got.len(), 130);
+        assert!(got.iter().enumerate().all(|(i, s)| *s == i.to_string()));
+    }
+
+    #[test]
+    fn a_hole_keeps_the_fast_path_off() {
+        // 129 of 130 slots written: the result has the 129 values, and nothing
+        // uninitialized is read.
+        let d = DirectOut::new(130);
+        assert!(d.write(0, &mut (0..100u64).map(Box::new).collect()));
+        assert!(d.write(101, &mut (101..130u64).map(Box::new).collect()));
+        let got = d.finish(&[(0, 100), (101, 29)]);
+        assert_eq!(got.len(), 129);
+        assert_eq!(*got[100], 101);
     }
 }

@@ -47,12 +47,53 @@ pub enum AttemptOutcome<U, E> {
 /// Finished attempts as [`Executor::poll`] appends them (a convenience alias).
 pub type Finished<U, E> = Vec<(AttemptId, AttemptOutcome<U, E>)>;
 
+/// What kind of problem a [`FatalExecutorError`] is, so a caller can tell bad usage from
+/// trouble that arose while running (a command-line tool maps only
+/// [`Configuration`](FatalKind::Configuration) to its usage exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FatalKind {
+    /// The run was set up wrong and no retry can help (a missing worker program, an
+    /// unusable working directory): fix the configuration and run again.
+    Configuration,
+    /// Something failed while running (a thread or process could not be started, every
+    /// worker exited): the same configuration may work another time.
+    #[default]
+    Runtime,
+}
+
 /// An error that makes the executor unusable, so the whole run must stop
 /// (for example: a worker program that cannot be started at all).
+///
+/// ```
+/// use herdsman::{FatalExecutorError, FatalKind};
+/// let e = FatalExecutorError::configuration("worker program ./w not found; check the path");
+/// assert_eq!(e.kind, FatalKind::Configuration);
+/// assert_eq!(e.to_string(), "worker program ./w not found; check the path");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FatalExecutorError {
     /// One sentence saying what happened and what to do.
     pub message: String,
+    /// Bad configuration, or a failure while running.
+    pub kind: FatalKind,
+}
+
+impl FatalExecutorError {
+    /// A fatal error caused by how the run was configured.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        FatalExecutorError {
+            message: message.into(),
+            kind: FatalKind::Configuration,
+        }
+    }
+
+    /// A fatal error that arose while running.
+    pub fn runtime(message: impl Into<String>) -> Self {
+        FatalExecutorError {
+            message: message.into(),
+            kind: FatalKind::Runtime,
+        }
+    }
 }
 
 impl std::fmt::Display for FatalExecutorError {

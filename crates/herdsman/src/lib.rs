@@ -28,27 +28,29 @@ pub mod checkpoint;
 mod direct;
 mod engine;
 pub mod executor;
+mod fast;
 mod feed;
 mod limiter;
 mod map;
 mod outcome;
-mod pool;
+pub mod reorder;
 mod retry;
 mod stop;
 mod stream;
+mod threads;
 
 #[cfg(feature = "async")]
 pub use async_map::{Async, StreamInput, DEFAULT_CONCURRENCY};
-pub use executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
+pub use executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError, FatalKind};
 pub use limiter::{Clock, Limiter, ManualClock, RateLimit, SystemClock};
 pub use map::{default_workers, Custom, Map, Threads, DEFAULT_WINDOW};
 pub use outcome::{
     Failure, ItemError, ItemOutcome, MapError, Progress, RunResult, RunStatus, Summary,
 };
-pub use pool::ThreadExecutor;
 pub use retry::Retry;
 pub use stop::StopToken;
 pub use stream::Stream;
+pub use threads::ThreadExecutor;
 
 /// Apply `f` to every item on a pool of worker threads; returns a builder to set options on
 /// before [`collect`](Map::collect) or [`stream`](Map::stream).

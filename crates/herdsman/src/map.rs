@@ -3,7 +3,6 @@
 //! It only gathers options and picks a backend; it must never run anything before
 //! `collect`/`run`/`stream` is called.
 
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +10,14 @@ use std::time::Duration;
 use crate::direct::DirectOut;
 use crate::engine::{Backend, Engine, ExecutorBackend, Policies, Sink};
 use crate::executor::Executor;
-use crate::limiter::{Limiter, RateLimit};
-use crate::outcome::{Failure, ItemOutcome, Progress, RunResult, Successes, Summary};
-use crate::pool::{Inline, PoolConfig, ThreadPool};
+use crate::executor::FatalExecutorError;
+use crate::limiter::{Clock, Limiter, RateLimit};
+use crate::outcome::{Failure, ItemOutcome, Progress, RunResult, RunStatus, Successes, Summary};
+use crate::reorder::Reorder;
 use crate::retry::Retry;
 use crate::stop::StopToken;
 use crate::stream::Stream;
+use crate::threads::{spawn_thread, Inline, PoolConfig, ThreadPool};
 
 /// Largest output reserved up front for direct output.
 const DIRECT_MAX_BYTES: usize = 1 << 30;
@@ -40,10 +41,25 @@ pub(crate) struct BackendCfg {
     pub window: usize,
     pub item_timeout: Option<Duration>,
     pub rate_limited: bool,
+    /// The run's clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 pub(crate) type MakeBackend<T, U, E> =
-    Box<dyn FnOnce(&BackendCfg) -> Box<dyn Backend<T, U, E>> + Send>;
+    Box<dyn FnOnce(&BackendCfg) -> Result<Box<dyn Backend<T, U, E>>, FatalExecutorError> + Send>;
+
+/// The summary of a run that could not start: nothing was admitted.
+pub(crate) fn failed_to_start(e: &FatalExecutorError) -> Summary {
+    Summary {
+        status: RunStatus::ExecutorFailed(e.message.clone()),
+        succeeded: 0,
+        failed: 0,
+        not_run: 0,
+        retries: 0,
+        admitted: 0,
+        elapsed: Duration::ZERO,
+    }
+}
 
 /// A configured run. Create it with [`map`](crate::map) or [`map_with`](crate::map_with),
 /// set options, then call [`collect`](Map::collect) or [`stream`](Map::stream).
@@ -54,6 +70,8 @@ pub struct Map<I: Iterator, U, E, K = Threads> {
     workers: Option<usize>,
     sequential: bool,
     chunk: Option<usize>,
+    /// The fast path of ordered `collect`, for runs on herdsman's threads.
+    fast: Option<FastCollect<I, U, E>>,
     _kind: PhantomData<K>,
 }
 
@@ -64,6 +82,29 @@ pub fn default_workers() -> usize {
         .unwrap_or(1)
 }
 
+/// The fast path of ordered `collect` (see `fast`): input, its exact length, workers, clock.
+pub(crate) type FastCollect<I, U, E> =
+    Box<dyn FnOnce(SendInput<I>, usize, usize, &Arc<dyn Clock>) -> RunResult<U, E> + Send>;
+
+/// An input proven `Send` where it was wrapped: the fast path is built when the input's type
+/// is not yet known to be `Send`, and run only from `collect`, which requires it.
+pub(crate) struct SendInput<I>(I);
+
+impl<I: Send> SendInput<I> {
+    pub(crate) fn new(input: I) -> Self {
+        SendInput(input)
+    }
+}
+
+impl<I> SendInput<I> {
+    pub(crate) fn get_mut(&mut self) -> &mut I {
+        &mut self.0
+    }
+}
+
+// SAFETY: the only constructor, `new`, requires `I: Send`.
+unsafe impl<I> Send for SendInput<I> {}
+
 pub(crate) fn thread_map<I, T, U, E, F>(items: I, f: F) -> Map<I::IntoIter, U, E, Threads>
 where
     I: IntoIterator<Item = T>,
@@ -72,24 +113,34 @@ where
     E: Send + 'static,
     F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
 {
+    let f = Arc::new(f);
+    let fast_f = Arc::clone(&f);
+    let fast: FastCollect<I::IntoIter, U, E> = Box::new(move |input, n, workers, clock| {
+        crate::fast::collect(input, n, &*fast_f, workers, clock)
+    });
     let make: MakeBackend<T, U, E> = Box::new(move |cfg: &BackendCfg| {
         let workers = cfg.workers.unwrap_or_else(default_workers).max(1);
         if cfg.sequential || workers == 1 {
-            return Box::new(Inline::new(f, cfg.item_timeout)) as Box<dyn Backend<T, U, E>>;
+            let f = move |x: T| f(x);
+            let inline = Inline::new(f, cfg.item_timeout, Arc::clone(&cfg.clock));
+            return Ok(Box::new(inline) as Box<dyn Backend<T, U, E>>);
         }
         let chunk = if cfg.rate_limited { Some(1) } else { cfg.chunk };
-        Box::new(ThreadPool::new(
-            Arc::new(f),
+        Ok(Box::new(ThreadPool::new(
+            f,
             PoolConfig {
                 workers,
                 chunk,
                 max_batch: (cfg.window / (2 * workers)).max(1),
                 track: cfg.item_timeout.is_some(),
                 rate_limited: cfg.rate_limited,
+                clock: Arc::clone(&cfg.clock),
             },
-        ))
+        )?))
     });
-    Map::new(items.into_iter(), make)
+    let mut m = Map::new(items.into_iter(), make);
+    m.fast = Some(fast);
+    m
 }
 
 pub(crate) fn executor_map<I, X>(
@@ -102,7 +153,7 @@ where
     I::Item: 'static,
 {
     let make: MakeBackend<I::Item, X::Output, X::Error> = Box::new(move |cfg: &BackendCfg| {
-        Box::new(ExecutorBackend::new(executor, cfg.rate_limited)) as _
+        Ok(Box::new(ExecutorBackend::new(executor, cfg.rate_limited)) as _)
     });
     Map::new(items.into_iter(), make)
 }
@@ -116,6 +167,7 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
             workers: None,
             sequential: false,
             chunk: None,
+            fast: None,
             _kind: PhantomData,
         }
     }
@@ -295,6 +347,27 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         self
     }
 
+    /// Read every time of the run (retry backoff, item timeouts, the deadline, measured
+    /// durations) from `clock` instead of the system's monotonic clock. Meant for tests: with
+    /// a [`ManualClock`](crate::ManualClock), time moves only when the test advances it.
+    /// (A [`Limiter`] has its own clock: see [`Limiter::with_clock`].)
+    ///
+    /// ```
+    /// use herdsman::ManualClock;
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// // The deadline is one simulated hour away: the run completes.
+    /// let run = herdsman::map(0..3u32, |x| Ok::<_, ()>(x))
+    ///     .clock(clock.clone())
+    ///     .deadline(Duration::from_secs(3600))
+    ///     .collect();
+    /// assert!(run.is_ok());
+    /// ```
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.policies.clock = Arc::new(clock);
+        self
+    }
+
     /// Retry failed attempts. Items are cloned before each attempt that may be retried,
     /// hence `T: Clone` here only. A waiting retry does not occupy a worker.
     ///
@@ -319,6 +392,39 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         self
     }
 
+    /// The input's exact length when `collect` may take the fast path: an ordered run on
+    /// several of herdsman's threads, an input of exactly known length, and no policy that
+    /// needs the scheduler (retry, rate limit, timeouts, deadline, error limit, stop token,
+    /// callbacks, an explicit window or chunk size).
+    fn fast_len(&self) -> Option<usize> {
+        let p = &self.policies;
+        let workers = self.workers.unwrap_or_else(default_workers);
+        let plain = self.fast.is_some()
+            && p.ordered
+            && !self.sequential
+            && workers > 1
+            && self.chunk.is_none()
+            && p.window.is_none()
+            && p.limiter.is_none()
+            && p.retry.is_none()
+            && p.deadline.is_none()
+            && p.item_timeout.is_none()
+            && p.max_errors.is_none()
+            && p.stop.is_none()
+            && p.on_progress.is_none()
+            && p.on_outcome.is_none();
+        if !plain {
+            return None;
+        }
+        match self.input.size_hint() {
+            (lo, Some(hi)) if lo == hi && lo > 0 => {
+                let bytes = lo.saturating_mul(std::mem::size_of::<U>().max(1));
+                (bytes <= DIRECT_MAX_BYTES).then_some(lo)
+            }
+            _ => None,
+        }
+    }
+
     fn resolve_window(&self) -> usize {
         self.policies.window.unwrap_or(DEFAULT_WINDOW)
     }
@@ -331,6 +437,7 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
             window: self.resolve_window(),
             item_timeout: self.policies.item_timeout,
             rate_limited: self.policies.limiter.is_some(),
+            clock: Arc::clone(&self.policies.clock),
         }
     }
 
@@ -349,16 +456,26 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     /// assert_eq!(run.failures()[0].index, 1);
     /// assert!(!run.is_ok());
     /// ```
-    pub fn collect(self) -> RunResult<U, E>
+    pub fn collect(mut self) -> RunResult<U, E>
     where
         I: Send,
         I::Item: Send,
     {
+        if let Some(n) = self.fast_len() {
+            if let Some(fast) = self.fast.take() {
+                let workers = self.workers.unwrap_or_else(default_workers).max(1);
+                let input = SendInput::new(self.input);
+                return fast(input, n, workers, &self.policies.clock);
+            }
+        }
         let window = self.resolve_window();
         let cfg = self.backend_cfg();
-        let mut backend = (self.make)(&cfg);
         let ordered = self.policies.ordered;
         let mut sink = CollectSink::new(ordered);
+        let mut backend = match (self.make)(&cfg) {
+            Ok(b) => b,
+            Err(e) => return sink.into_result(failed_to_start(&e)),
+        };
         // Ordered collect of an input of known length: workers put values straight into
         // their final slots (capped so a huge length hint cannot reserve absurd memory).
         if ordered && self.policies.on_outcome.is_none() {
@@ -378,10 +495,14 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         // The input is pulled on a scoped thread, so a slow `next()` never holds the
         // scheduler; a call in progress when the run ends is waited for here.
         let summary = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("herdsman-input".into())
-                .spawn_scoped(s, move || puller.run())
-                .expect("the operating system refused to start the input thread");
+            let name = "herdsman-input";
+            let started = std::thread::Builder::new()
+                .name(name.into())
+                .spawn_scoped(s, move || puller.run());
+            if let Err(e) = started {
+                backend.stop(crate::engine::Halt::Shutdown);
+                return failed_to_start(&crate::threads::refused(name, &e));
+            }
             Engine::new(feed, hint, backend, policies, window, &mut sink, None).run()
         });
         sink.into_result(summary)
@@ -422,14 +543,20 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
         let (feed, puller) = crate::feed::feed(self.input);
         // Not joined: a `next()` that blocks must not hold the end of the stream back. The
         // thread ends when its call returns, without pulling again.
-        std::thread::Builder::new()
-            .name("herdsman-input".into())
-            .spawn(move || puller.run())
-            .expect("the operating system refused to start the input thread");
+        if let Err(e) = spawn_thread("herdsman-input".into(), move || puller.run()) {
+            return Stream::failed(failed_to_start(&e));
+        }
         let ordered = policies.ordered;
-        Stream::spawn(ordered, move |sink, stop| {
-            let backend = make(&cfg);
-            Engine::new(feed, hint, backend, policies, window, sink, Some(stop)).run()
+        Stream::spawn(ordered, move |sink, stop| match make(&cfg) {
+            Ok(backend) => {
+                Engine::new(feed, hint, backend, policies, window, sink, Some(stop)).run()
+            }
+            Err(e) => {
+                drop(feed);
+                let summary = failed_to_start(&e);
+                sink.finish(&summary);
+                summary
+            }
         })
     }
 }
@@ -490,8 +617,8 @@ pub(crate) struct CollectSink<U, E> {
     ordered: bool,
     values: Vec<U>,
     holes: Vec<u64>,
-    next: u64,
-    pending: BTreeMap<u64, Piece<U>>,
+    /// Pieces that arrived before an earlier index.
+    order: Reorder<Piece<U>>,
     unordered: Vec<(u64, U)>,
     failures: Vec<Failure<E>>,
     resolved: u64,
@@ -511,8 +638,7 @@ impl<U, E> CollectSink<U, E> {
             ordered,
             values: Vec::new(),
             holes: Vec::new(),
-            next: 0,
-            pending: BTreeMap::new(),
+            order: Reorder::new(),
             unordered: Vec::new(),
             failures: Vec::new(),
             resolved: 0,
@@ -523,10 +649,9 @@ impl<U, E> CollectSink<U, E> {
         }
     }
 
-    fn apply(&mut self, piece: Piece<U>) {
+    fn apply(&mut self, first: u64, piece: Piece<U>) {
         match piece {
             Piece::Values(mut v) => {
-                self.next += v.len() as u64;
                 if self.values.is_empty() {
                     self.values = v;
                 } else {
@@ -536,25 +661,22 @@ impl<U, E> CollectSink<U, E> {
                     }
                 }
             }
-            Piece::Hole => {
-                self.holes.push(self.next);
-                self.next += 1;
-            }
+            Piece::Hole => self.holes.push(first),
         }
     }
 
     fn place(&mut self, first: u64, piece: Piece<U>) {
-        if first != self.next {
-            self.pending.insert(first, piece);
-            return;
+        let span = match &piece {
+            Piece::Values(v) => v.len() as u64,
+            Piece::Hole => 1,
+        };
+        if self.order.advance_past(first, span) {
+            self.apply(first, piece);
+        } else {
+            self.order.push(first, span, piece);
         }
-        self.apply(piece);
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() != self.next {
-                break;
-            }
-            let piece = entry.remove();
-            self.apply(piece);
+        while let Some((first, piece)) = self.order.pop() {
+            self.apply(first, piece);
         }
     }
 
@@ -577,7 +699,7 @@ impl<U, E> CollectSink<U, E> {
     }
 
     pub(crate) fn into_result(mut self, summary: Summary) -> RunResult<U, E> {
-        debug_assert!(self.pending.is_empty(), "every admitted index is resolved");
+        debug_assert!(self.order.is_empty(), "every admitted index is resolved");
         if let Some(out) = self.direct.take() {
             let mut values = out.finish(&self.ok_ranges);
             self.overflow.sort_unstable_by_key(|(i, _)| *i);
@@ -615,9 +737,8 @@ impl<U, E> Sink<U, E> for CollectSink<U, E> {
             Ok(v) => {
                 if !self.ordered {
                     self.unordered.push((o.index, v));
-                } else if o.index == self.next && self.pending.is_empty() {
+                } else if self.order.advance_past(o.index, 1) {
                     self.values.push(v);
-                    self.next += 1;
                 } else {
                     self.place(o.index, Piece::Values(vec![v]));
                 }

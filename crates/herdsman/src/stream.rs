@@ -4,7 +4,6 @@
 //! window until the consumer has taken it from the iterator. Dropping the iterator cancels
 //! the run; it must never leave the scheduler blocked.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,7 +11,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::Sink;
+use crate::map::failed_to_start;
 use crate::outcome::{ItemOutcome, RunStatus, Summary};
+use crate::reorder::Reorder;
+use crate::threads::spawn_thread;
 
 enum Msg<U, E> {
     Item(ItemOutcome<U, E>),
@@ -23,8 +25,7 @@ struct StreamSink<U, E> {
     tx: Sender<Msg<U, E>>,
     consumed: Arc<AtomicU64>,
     ordered: bool,
-    reorder: VecDeque<Option<ItemOutcome<U, E>>>,
-    base: u64,
+    reorder: Reorder<ItemOutcome<U, E>>,
 }
 
 impl<U, E> Sink<U, E> for StreamSink<U, E> {
@@ -32,17 +33,14 @@ impl<U, E> Sink<U, E> for StreamSink<U, E> {
         if !self.ordered {
             return self.tx.send(Msg::Item(o)).is_ok();
         }
-        let pos = (o.index - self.base) as usize;
-        while self.reorder.len() <= pos {
-            self.reorder.push_back(None);
-        }
-        self.reorder[pos] = Some(o);
         let mut alive = true;
-        while matches!(self.reorder.front(), Some(Some(_))) {
-            if let Some(Some(o)) = self.reorder.pop_front() {
-                self.base += 1;
-                alive &= self.tx.send(Msg::Item(o)).is_ok();
-            }
+        if self.reorder.advance_past(o.index, 1) {
+            alive = self.tx.send(Msg::Item(o)).is_ok();
+        } else {
+            self.reorder.push(o.index, 1, o);
+        }
+        while let Some((_, o)) = self.reorder.pop() {
+            alive &= self.tx.send(Msg::Item(o)).is_ok();
         }
         alive
     }
@@ -80,16 +78,16 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
             tx,
             consumed: Arc::clone(&consumed),
             ordered,
-            reorder: VecDeque::new(),
-            base: 0,
+            reorder: Reorder::new(),
         };
         let stop2 = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("herdsman-scheduler".into())
-            .spawn(move || {
-                run(&mut sink, stop2);
-            })
-            .expect("the operating system refused to start the scheduler thread");
+        let started = spawn_thread("herdsman-scheduler".into(), move || {
+            run(&mut sink, stop2);
+        });
+        let handle = match started {
+            Ok(h) => h,
+            Err(e) => return Stream::failed(failed_to_start(&e)),
+        };
         Stream {
             rx,
             consumed,
@@ -101,6 +99,18 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
 }
 
 impl<U, E> Stream<U, E> {
+    /// A stream of a run that could not start: it yields nothing and ends with `summary`.
+    pub(crate) fn failed(summary: Summary) -> Self {
+        let (_, rx) = crossbeam_channel::unbounded();
+        Stream {
+            rx,
+            consumed: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            summary: Some(summary),
+            handle: None,
+        }
+    }
+
     /// Final counters, once the iterator has ended.
     pub fn summary(&self) -> Option<&Summary> {
         self.summary.as_ref()

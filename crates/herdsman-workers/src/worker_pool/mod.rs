@@ -137,6 +137,7 @@ impl WorkerPool {
         }
         let program = argv.first().map(String::as_str).unwrap_or("");
         check_program(program, cfg.cwd.as_deref()).map_err(|e| FatalExecutorError {
+            kind: herdsman::FatalKind::Configuration,
             message: format!(
                 "cannot start worker `{}`: {}; check the --worker command",
                 cfg.command.display(),

@@ -55,6 +55,7 @@ impl WorkerPool {
             match cwd.map(check_dir) {
                 Some(Err(dir_err)) => cwd_fatal(&self.cfg, &dir_err),
                 _ => FatalExecutorError {
+                    kind: herdsman::FatalKind::Configuration,
                     message: format!(
                         "cannot start worker `{}`: {}; check the --worker command",
                         self.cfg.command.display(),
@@ -168,6 +169,7 @@ impl WorkerPool {
                     .map(|l| format!("; its last stderr line: {l}"))
                     .unwrap_or_default();
                 let fatal = FatalExecutorError {
+                    kind: herdsman::FatalKind::Runtime,
                     message: format!(
                         "worker `{}` {how} {} times in a row without answering any record{last}; check the --worker command",
                         self.cfg.command.display(),
@@ -323,6 +325,7 @@ impl WorkerPool {
 
 pub(super) fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Configuration,
         message: format!(
             "cannot start worker `{}` in directory `{}`: {}; check --workdir",
             cfg.command.display(),
@@ -337,6 +340,7 @@ pub(super) fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorEr
 
 fn thread_error(e: std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
+        kind: herdsman::FatalKind::Runtime,
         message: format!(
             "cannot start a thread for a worker: {}; lower --workers or raise the thread limit",
             io_phrase(&e)

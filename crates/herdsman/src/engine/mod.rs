@@ -6,19 +6,37 @@
 //! outcome), never pull input after a stop, and never sleep longer than a short tick
 //! without checking the stop token. The input is pulled on another thread (see `feed`), so
 //! a slow `next()` cannot hold the scheduler. Time limits given by the user may be as large as
-//! `Duration::MAX`: every `Instant + Duration` here is checked, and an overflow means "never".
+//! `Duration::MAX`: every `time + Duration` here is checked, and an overflow means "never".
+//!
+//! Every clock read goes through the run's [`Clock`] (durations since its origin), so
+//! retries, item timeouts and the deadline can be tested on a [`ManualClock`](crate::ManualClock).
+//!
+//! Files: this loop (`mod.rs`), the backend protocol (`backend.rs`), the retry queue
+//! (`retry_queue.rs`), the index slab for retry copies (`slab.rs`), panic capture (`panic.rs`).
 
-use std::collections::BinaryHeap;
+mod backend;
+mod panic;
+mod retry_queue;
+mod slab;
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+pub(crate) use backend::{
+    Abandoned, Backend, ExecutorBackend, GiveUp, Halt, Outcomes, Report, Room, Slot,
+};
+#[cfg(feature = "async")]
+pub(crate) use panic::panic_message;
+pub(crate) use panic::run_one;
+use retry_queue::{Pending, RetryQueue};
+use slab::IndexSlab;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::executor::{AttemptId, AttemptOutcome, FatalExecutorError};
 use crate::feed::Feed;
 use crate::limiter::Limiter;
+use crate::limiter::{Clock, SystemClock};
 use crate::outcome::{ItemError, ItemOutcome, Progress, RunStatus, Summary};
 use crate::retry::Retry;
 use crate::stop::StopToken;
@@ -34,122 +52,9 @@ const FIRST_INPUT_WAIT: Duration = Duration::from_micros(50);
 /// Fewest items a backend that queues batches may have pulled ahead.
 const MIN_READ_AHEAD: usize = 1024;
 
-/// `at + d`, or `None` ("never") when that is beyond what an `Instant` can hold.
-pub(crate) fn later(at: Instant, d: Duration) -> Option<Instant> {
+/// `at + d`, or `None` ("never") when that is beyond what a time can hold.
+pub(crate) fn later(at: Duration, d: Duration) -> Option<Duration> {
     at.checked_add(d)
-}
-
-/// How one item of a submitted batch ended, as seen by a backend.
-pub(crate) enum Slot<U, E> {
-    Done(AttemptOutcome<U, E>),
-    NotRun,
-    TimedOut,
-}
-
-/// The outcomes of a batch: entry `k` belongs to index `first.index + k`.
-pub(crate) enum Outcomes<U, E> {
-    /// Every item succeeded (the common case, handled in bulk).
-    AllOk(Vec<U>),
-    Mixed(Vec<Slot<U, E>>),
-    /// Every item succeeded and its value is already in the run's direct output.
-    Written(usize),
-}
-
-impl<U, E> Outcomes<U, E> {
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Outcomes::AllOk(v) => v.len(),
-            Outcomes::Mixed(v) => v.len(),
-            Outcomes::Written(n) => *n,
-        }
-    }
-
-    fn into_slots(self) -> Vec<Slot<U, E>> {
-        match self {
-            Outcomes::AllOk(v) => v
-                .into_iter()
-                .map(|x| Slot::Done(AttemptOutcome::Success(x)))
-                .collect(),
-            Outcomes::Mixed(v) => v,
-            Outcomes::Written(_) => unreachable!("written outcomes are handled in bulk"),
-        }
-    }
-}
-
-/// The outcomes of one submitted batch.
-pub(crate) struct Report<U, E> {
-    pub first: AttemptId,
-    pub outcomes: Outcomes<U, E>,
-    /// Measured run time per item, when the backend measures it.
-    pub per_item: Option<Duration>,
-}
-
-/// A batch given up by [`Backend::abandon_all`].
-pub(crate) struct Abandoned {
-    pub first: AttemptId,
-    pub len: usize,
-    /// False when the batch provably never started (still queued).
-    pub started: bool,
-}
-
-/// What the scheduler drives: threads, an inline runner, or any [`Executor`](crate::Executor).
-pub(crate) trait Backend<T, U, E>: Send {
-    /// How many more batches may be submitted now.
-    fn free_slots(&self) -> usize;
-    /// Items per batch the backend would like next (1 = no batching).
-    fn batch_size(&self) -> usize;
-    /// Batches submitted and not yet reported or abandoned.
-    fn in_flight(&self) -> usize;
-    /// How many batches beyond the free slots the input may be pulled ahead (items pulled
-    /// and not submitted when a run stops are reported not run, like queued ones).
-    fn read_ahead(&self) -> usize {
-        0
-    }
-    /// Whether reports carry measured durations.
-    fn measures(&self) -> bool;
-    /// Take back an emptied value buffer (backends may reuse it).
-    fn recycle_values(&mut self, _v: Vec<U>) {}
-    /// An emptied item buffer, for the input to fill again (saves allocating and
-    /// page-faulting a fresh one per batch).
-    fn take_spare_input(&mut self) -> Option<Vec<T>> {
-        None
-    }
-    /// Write successful values straight into `out`; false if the backend cannot.
-    fn set_direct(&mut self, _out: Arc<crate::direct::DirectOut<U>>) -> bool {
-        false
-    }
-    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError>;
-    fn poll(
-        &mut self,
-        timeout: Duration,
-        out: &mut Vec<Report<U, E>>,
-    ) -> Result<(), FatalExecutorError>;
-    /// Give up on one single-item batch.
-    fn abandon(&mut self, id: AttemptId);
-    /// Give up on everything in flight; returns each batch and whether it had started.
-    fn abandon_all(&mut self) -> Vec<Abandoned>;
-    /// Items not yet started should be reported as not run.
-    fn stop_queued(&mut self);
-    fn shutdown(&mut self);
-}
-
-/// Run one attempt, turning a panic into [`AttemptOutcome::Panicked`].
-pub(crate) fn run_one<T, U, E, F: Fn(T) -> Result<U, E>>(f: &F, item: T) -> AttemptOutcome<U, E> {
-    match catch_unwind(AssertUnwindSafe(|| f(item))) {
-        Ok(Ok(v)) => AttemptOutcome::Success(v),
-        Ok(Err(e)) => AttemptOutcome::Failure(e),
-        Err(payload) => AttemptOutcome::Panicked(panic_message(payload.as_ref())),
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
 }
 
 pub(crate) type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
@@ -169,6 +74,8 @@ pub(crate) struct Policies<T, U, E> {
     pub total_hint: Option<u64>,
     pub on_progress: Option<ProgressFn>,
     pub on_outcome: Option<OutcomeFn<U, E>>,
+    /// Where every time is read (the real clock unless a test sets another).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl<T, U, E> Default for Policies<T, U, E> {
@@ -186,6 +93,7 @@ impl<T, U, E> Default for Policies<T, U, E> {
             total_hint: None,
             on_progress: None,
             on_outcome: None,
+            clock: Arc::new(SystemClock::default()),
         }
     }
 }
@@ -228,36 +136,6 @@ pub(crate) trait Sink<U, E> {
     fn finish(&mut self, _summary: &Summary) {}
 }
 
-struct Pending<T, E> {
-    /// `None`: never due (a wait too long to represent); it ends with the run.
-    due: Option<Instant>,
-    /// The attempt to run next.
-    id: AttemptId,
-    item: T,
-    last_error: ItemError<E>,
-    spent: Duration,
-}
-
-impl<T, E> PartialEq for Pending<T, E> {
-    fn eq(&self, o: &Self) -> bool {
-        self.due == o.due && self.id == o.id
-    }
-}
-impl<T, E> Eq for Pending<T, E> {}
-impl<T, E> PartialOrd for Pending<T, E> {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<T, E> Ord for Pending<T, E> {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        // Reversed: BinaryHeap is a max-heap and the earliest due time must come first;
-        // `None` (never) comes last.
-        let key = |p: &Self| (p.due.is_none(), p.due, p.id);
-        key(o).cmp(&key(self))
-    }
-}
-
 pub(crate) struct Engine<'s, T, U, E> {
     /// `None` once the input has ended or the run stops.
     input: Option<Feed<T>>,
@@ -266,13 +144,16 @@ pub(crate) struct Engine<'s, T, U, E> {
     sink: &'s mut dyn Sink<U, E>,
     window: usize,
     internal_stop: Option<Arc<AtomicBool>>,
-    start: Instant,
-    deadline_at: Option<Instant>,
+    clock: Arc<dyn Clock>,
+    /// When the run started, on `clock`.
+    start: Duration,
+    deadline_at: Option<Duration>,
     next_index: u64,
     clones: IndexSlab<T>,
     spent: HashMap<u64, Duration>,
-    retry_q: BinaryHeap<Pending<T, E>>,
-    times: HashMap<AttemptId, Instant>,
+    retry_q: RetryQueue<T, E>,
+    /// When each attempt in flight started, on `clock` (kept only when needed).
+    times: HashMap<AttemptId, Duration>,
     track_times: bool,
     progress: Progress,
     status: Option<RunStatus>,
@@ -296,13 +177,14 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         sink: &'s mut dyn Sink<U, E>,
         internal_stop: Option<Arc<AtomicBool>>,
     ) -> Self {
-        let start = Instant::now();
+        let clock = Arc::clone(&p.clock);
+        let start = clock.now();
         let exact = match size_hint {
             (lo, Some(hi)) if lo == hi => Some(lo as u64),
             _ => None,
         };
         let total = p.total_hint.or(exact);
-        let track_times = p.item_timeout.is_some() || !backend.measures();
+        let track_times = p.item_timeout.is_some() || !backend.room().measures;
         Engine {
             // A deadline too far to represent is no deadline.
             deadline_at: p.deadline.and_then(|d| later(start, d)),
@@ -311,11 +193,12 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             sink,
             window: window.max(1),
             internal_stop,
+            clock,
             start,
             next_index: 0,
             clones: IndexSlab::default(),
             spent: HashMap::default(),
-            retry_q: BinaryHeap::new(),
+            retry_q: RetryQueue::default(),
             times: HashMap::default(),
             track_times,
             progress: Progress {
@@ -350,7 +233,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 break;
             }
             let timeout = self.poll_timeout();
-            if self.backend.in_flight() == 0 && self.retry_q.is_empty() {
+            if self.backend.room().in_flight == 0 && self.retry_q.is_empty() {
                 // Nothing can report: wait for the input itself.
                 if let (Some(input), true) = (self.input.as_mut(), self.starving.is_some()) {
                     input.wait(timeout);
@@ -363,18 +246,18 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 break;
             }
             // One clock reading per batch of reports (they arrived together).
-            let now = Instant::now();
+            let now = self.clock.now();
             for r in reports.drain(..) {
                 self.handle_report(r, now);
             }
             if let Some(input) = self.input.as_ref() {
-                while let Some(v) = self.backend.take_spare_input() {
+                while let Some(v) = self.backend.recycle(None) {
                     input.recycle(v);
                 }
             }
             self.check_item_timeouts();
         }
-        self.backend.shutdown();
+        self.backend.stop(Halt::Shutdown);
         let summary = Summary {
             status: self.status.clone().unwrap_or(RunStatus::Completed),
             succeeded: self.progress.succeeded,
@@ -382,14 +265,19 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             not_run: self.progress.not_run,
             retries: self.progress.retries,
             admitted: self.next_index,
-            elapsed: self.start.elapsed(),
+            elapsed: self.elapsed(),
         };
         self.sink.finish(&summary);
         summary
     }
 
+    /// Time since the run started, on the run's clock.
+    fn elapsed(&self) -> Duration {
+        self.clock.now().saturating_sub(self.start)
+    }
+
     fn is_done(&self) -> bool {
-        self.input.is_none() && self.backend.in_flight() == 0 && self.retry_q.is_empty()
+        self.input.is_none() && self.backend.room().in_flight == 0 && self.retry_q.is_empty()
     }
 
     fn check_stops(&mut self) {
@@ -401,13 +289,13 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         if user || internal {
             self.begin_stop(RunStatus::Cancelled);
         }
-        if !self.deadline_hit && self.deadline_at.is_some_and(|d| Instant::now() >= d) {
+        if !self.deadline_hit && self.deadline_at.is_some_and(|d| self.clock.now() >= d) {
             self.deadline_hit = true;
             // Abandon before stopping: a backend that cancels in-flight work on stop (async)
             // would otherwise report it as not run rather than timed out.
-            let abandoned = self.backend.abandon_all();
+            let abandoned = self.backend.abandon(GiveUp::All);
             self.begin_stop(RunStatus::TimedOut);
-            let now = Instant::now();
+            let now = self.clock.now();
             for a in abandoned {
                 for k in 0..a.len as u64 {
                     let id = AttemptId {
@@ -417,7 +305,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                     let dur = self
                         .times
                         .remove(&id)
-                        .map(|s| now.saturating_duration_since(s))
+                        .map(|s| now.saturating_sub(s))
                         .unwrap_or_default();
                     if a.started {
                         self.finish(id.index, Err(ItemError::TimedOut), id.attempt, dur);
@@ -446,7 +334,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 self.finish(index, Err(ItemError::NotRun), 0, Duration::ZERO);
             }
         }
-        self.backend.stop_queued();
+        self.backend.stop(Halt::Queued);
         while let Some(p) = self.retry_q.pop() {
             self.finish(p.id.index, Err(p.last_error), p.id.attempt - 1, p.spent);
         }
@@ -455,7 +343,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
     fn fatal(&mut self, e: FatalExecutorError) {
         self.begin_stop(RunStatus::ExecutorFailed(e.message.clone()));
         self.status = Some(RunStatus::ExecutorFailed(e.message.clone()));
-        for a in self.backend.abandon_all() {
+        for a in self.backend.abandon(GiveUp::All) {
             for k in 0..a.len as u64 {
                 self.times.remove(&AttemptId {
                     index: a.first.index + k,
@@ -485,10 +373,9 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
     }
 
     fn submit_due_retries(&mut self) -> Result<(), FatalExecutorError> {
-        let now = Instant::now();
-        while let Some(top) = self.retry_q.peek() {
-            let due = top.due.is_some_and(|d| d <= now);
-            if !due || self.backend.free_slots() == 0 || self.status.is_some() {
+        let now = self.clock.now();
+        while self.retry_q.is_due(now) {
+            if self.backend.room().free == 0 || self.status.is_some() {
                 break;
             }
             if !self.take_token() {
@@ -497,7 +384,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             let Some(p) = self.retry_q.pop() else { break };
             self.spent.insert(p.id.index, p.spent);
             if self.track_times {
-                self.times.insert(p.id, Instant::now());
+                self.times.insert(p.id, now);
             }
             self.progress.retries += 1;
             self.backend.submit(p.id, vec![p.item])?;
@@ -509,20 +396,24 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         // One clock reading for everything admitted in this call: items are handed out
         // microseconds apart, and a clock read per item is a measurable share of the
         // per-item cost with one-item batches.
-        let mut admitted_at: Option<Instant> = None;
+        let mut admitted_at: Option<Duration> = None;
         self.starving = None;
-        while self.input.is_some() && self.backend.free_slots() > 0 {
+        loop {
+            let room = self.backend.room();
+            if self.input.is_none() || room.free == 0 {
+                break;
+            }
             let used = self.next_index - self.sink.delivered();
             if used >= self.window as u64 {
                 self.window_blocked = true;
                 break;
             }
-            let room = (self.window as u64 - used) as usize;
+            let window_room = (self.window as u64 - used) as usize;
             let rate_limited = self.p.limiter.is_some();
             let n = if rate_limited {
                 1
             } else {
-                self.backend.batch_size().clamp(1, room)
+                room.batch.clamp(1, window_room)
             };
             let Some(input) = self.input.as_mut() else {
                 break;
@@ -534,7 +425,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                     // Wait for the puller (never for long: see `run`). With nothing left to
                     // run, take whatever it has pulled so far rather than a whole batch.
                     // (Not on the first look: a fast input hands over a piece at once.)
-                    if self.backend.in_flight() == 0 && self.input_wait > FIRST_INPUT_WAIT {
+                    if room.in_flight == 0 && self.input_wait > FIRST_INPUT_WAIT {
                         input.hungry();
                     }
                     self.starving = Some(self.input_wait);
@@ -562,7 +453,8 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 }
             }
             if self.track_times {
-                let now = *admitted_at.get_or_insert_with(Instant::now);
+                let clock = &self.clock;
+                let now = *admitted_at.get_or_insert_with(|| clock.now());
                 for k in 0..len {
                     self.times.insert(
                         AttemptId {
@@ -586,27 +478,28 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         // queue anyway), within the window: a stop finds little pulled and not started.
         if let Some(input) = self.input.as_mut() {
             let used = (self.next_index - self.sink.delivered()) as usize;
-            let room = self.window.saturating_sub(used);
+            let window_room = self.window.saturating_sub(used);
+            let room = self.backend.room();
             let batch = if self.p.limiter.is_some() {
                 1
             } else {
-                self.backend.batch_size().max(1)
+                room.batch.max(1)
             };
-            let read_ahead = self.backend.read_ahead();
-            let mut ahead = (self.backend.free_slots() + read_ahead).saturating_mul(batch);
+            let read_ahead = room.read_ahead;
+            let mut ahead = (room.free + read_ahead).saturating_mul(batch);
             if read_ahead > 0 {
                 // While batches are still small (the first milliseconds), one hand-over
                 // of a few hundred items beats one per tiny batch.
                 ahead = ahead.max(MIN_READ_AHEAD);
             }
-            let ahead = ahead.min(room);
+            let ahead = ahead.min(window_room);
             input.want(ahead, batch);
         }
         Ok(())
     }
 
     fn poll_timeout(&self) -> Duration {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut t = TICK;
         if self.window_blocked {
             t = t.min(Duration::from_millis(2));
@@ -617,26 +510,26 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         if let Some(w) = self.starving {
             t = t.min(w);
         }
-        if let Some(due) = self.retry_q.peek().and_then(|top| top.due) {
-            t = t.min(due.saturating_duration_since(now));
+        if let Some(due) = self.retry_q.next_due() {
+            t = t.min(due.saturating_sub(now));
         }
         if let Some(d) = self.deadline_at {
             if !self.deadline_hit {
-                t = t.min(d.saturating_duration_since(now));
+                t = t.min(d.saturating_sub(now));
             }
         }
         if let Some(it) = self.p.item_timeout {
             for s in self.times.values() {
-                // An end beyond what an `Instant` holds never comes.
+                // An end beyond what a time can hold never comes.
                 if let Some(end) = later(*s, it) {
-                    t = t.min(end.saturating_duration_since(now));
+                    t = t.min(end.saturating_sub(now));
                 }
             }
         }
         t
     }
 
-    fn handle_report(&mut self, r: Report<U, E>, now: Instant) {
+    fn handle_report(&mut self, r: Report<U, E>, now: Duration) {
         if let Outcomes::Written(n) = r.outcomes {
             let first = r.first.index;
             if !self.clones.is_empty() || !self.spent.is_empty() {
@@ -678,7 +571,11 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                     self.begin_stop(RunStatus::Cancelled);
                 }
                 while let Some(v) = self.sink.take_spare() {
-                    self.backend.recycle_values(v);
+                    if let Some(i) = self.backend.recycle(Some(v)) {
+                        if let Some(input) = self.input.as_ref() {
+                            input.recycle(i);
+                        }
+                    }
                 }
                 return;
             }
@@ -697,7 +594,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             if self.track_times {
                 if let Some(s) = self.times.remove(&id) {
                     if r.per_item.is_none() {
-                        dur = now.saturating_duration_since(s);
+                        dur = now.saturating_sub(s);
                     }
                 }
             }
@@ -724,7 +621,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         if let Some(cb) = self.p.on_progress.as_mut() {
             for _ in 0..n {
                 self.progress.succeeded += 1;
-                self.progress.elapsed = self.start.elapsed();
+                self.progress.elapsed = self.clock.now().saturating_sub(self.start);
                 cb(&self.progress);
             }
         } else {
@@ -736,18 +633,18 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         let Some(limit) = self.p.item_timeout else {
             return;
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let expired: Vec<(AttemptId, Duration)> = self
             .times
             .iter()
             .filter_map(|(id, s)| {
-                let el = now.saturating_duration_since(*s);
+                let el = now.saturating_sub(*s);
                 (el >= limit).then_some((*id, el))
             })
             .collect();
         for (id, el) in expired {
             self.times.remove(&id);
-            self.backend.abandon(id);
+            self.backend.abandon(GiveUp::One(id));
             self.failed(id, ItemError::TimedOut, el);
         }
     }
@@ -778,7 +675,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             };
             if let Some(item) = copy {
                 self.retry_q.push(Pending {
-                    due: later(Instant::now(), delay),
+                    due: later(self.clock.now(), delay),
                     id: AttemptId {
                         index: id.index,
                         attempt: id.attempt + 1,
@@ -827,7 +724,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             cb(&o);
         }
         if let Some(cb) = self.p.on_progress.as_mut() {
-            self.progress.elapsed = self.start.elapsed();
+            self.progress.elapsed = self.clock.now().saturating_sub(self.start);
             cb(&self.progress);
         }
         let alive = self.sink.accept(o);
@@ -840,265 +737,5 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
     }
 }
 
-/// Adapts any [`Executor`](crate::Executor) to the scheduler.
-pub(crate) struct ExecutorBackend<X: crate::Executor<T>, T> {
-    exec: X,
-    in_flight: FxHashSet<AttemptId>,
-    buf: crate::executor::Finished<X::Output, X::Error>,
-    /// Attempts given back by `stop_queued`, reported as not run by the next `poll`.
-    not_run: Vec<AttemptId>,
-    /// Submit no more than the executor runs at once (each attempt starts with its token).
-    rate_limited: bool,
-    _t: std::marker::PhantomData<fn(T)>,
-}
-
-impl<X: crate::Executor<T>, T> ExecutorBackend<X, T> {
-    pub(crate) fn new(exec: X, rate_limited: bool) -> Self {
-        ExecutorBackend {
-            exec,
-            in_flight: Default::default(),
-            buf: Vec::new(),
-            not_run: Vec::new(),
-            rate_limited,
-            _t: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<X, T> Backend<T, X::Output, X::Error> for ExecutorBackend<X, T>
-where
-    X: crate::Executor<T>,
-{
-    fn free_slots(&self) -> usize {
-        let cap = if self.rate_limited {
-            self.exec.concurrency().min(self.exec.capacity())
-        } else {
-            self.exec.capacity()
-        };
-        cap.max(1).saturating_sub(self.in_flight.len())
-    }
-    fn batch_size(&self) -> usize {
-        1
-    }
-    fn in_flight(&self) -> usize {
-        self.in_flight.len() + self.not_run.len()
-    }
-    fn measures(&self) -> bool {
-        false
-    }
-    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
-        for (k, item) in items.into_iter().enumerate() {
-            let id = first.nth(k);
-            self.in_flight.insert(id);
-            self.exec.submit(id, item)?;
-        }
-        Ok(())
-    }
-    fn poll(
-        &mut self,
-        timeout: Duration,
-        out: &mut Vec<Report<X::Output, X::Error>>,
-    ) -> Result<(), FatalExecutorError> {
-        if !self.not_run.is_empty() {
-            for id in self.not_run.drain(..) {
-                out.push(Report {
-                    first: id,
-                    outcomes: Outcomes::Mixed(vec![Slot::NotRun]),
-                    per_item: None,
-                });
-            }
-            // Do not wait: these are reported now.
-            self.exec.poll(Duration::ZERO, &mut self.buf)?;
-        } else {
-            self.exec.poll(timeout, &mut self.buf)?;
-        }
-        for (id, o) in self.buf.drain(..) {
-            if !self.in_flight.remove(&id) {
-                continue;
-            }
-            // Outcomes of consecutive items (the usual case with in-order workers) share
-            // one report, which saves an allocation per item.
-            if let Some(Report {
-                first,
-                outcomes: Outcomes::Mixed(slots),
-                per_item: None,
-            }) = out.last_mut()
-            {
-                if first.attempt == id.attempt
-                    && first.index + slots.len() as u64 == id.index
-                    && !matches!(slots.last(), Some(Slot::NotRun))
-                {
-                    slots.push(Slot::Done(o));
-                    continue;
-                }
-            }
-            out.push(Report {
-                first: id,
-                outcomes: Outcomes::Mixed(vec![Slot::Done(o)]),
-                per_item: None,
-            });
-        }
-        Ok(())
-    }
-    fn abandon(&mut self, id: AttemptId) {
-        if self.in_flight.remove(&id) {
-            self.exec.abandon(id);
-        }
-    }
-    fn abandon_all(&mut self) -> Vec<Abandoned> {
-        let mut ids: Vec<AttemptId> = self.in_flight.drain().collect();
-        ids.sort();
-        for id in &ids {
-            self.exec.abandon(*id);
-        }
-        let mut out: Vec<Abandoned> = ids
-            .into_iter()
-            .map(|first| Abandoned {
-                first,
-                len: 1,
-                started: true,
-            })
-            .collect();
-        out.extend(self.not_run.drain(..).map(|first| Abandoned {
-            first,
-            len: 1,
-            started: false,
-        }));
-        out.sort_by_key(|a| a.first);
-        out
-    }
-    fn stop_queued(&mut self) {
-        let mut back = Vec::new();
-        self.exec.stop_queued(&mut back);
-        back.sort();
-        for id in back {
-            // Only attempts the engine still waits for, each once.
-            if self.in_flight.remove(&id) {
-                self.not_run.push(id);
-            }
-        }
-    }
-    fn shutdown(&mut self) {
-        self.exec.shutdown();
-    }
-}
-
-/// Values keyed by consecutive indices, pushed in index order and removed in any order.
-///
-/// Dense values live in a ring from the oldest live index on; a straggler that stays while
-/// many later indices come and go (an item waiting long for its retry) moves to a side map,
-/// so memory follows the number of live values, never the distance between them.
-pub(crate) struct IndexSlab<T> {
-    base: u64,
-    slots: std::collections::VecDeque<Option<T>>,
-    /// Values in `slots`.
-    live: usize,
-    /// Stragglers moved out of the ring, all below `base`.
-    far: HashMap<u64, T>,
-}
-
-impl<T> Default for IndexSlab<T> {
-    fn default() -> Self {
-        IndexSlab {
-            base: 0,
-            slots: Default::default(),
-            live: 0,
-            far: HashMap::default(),
-        }
-    }
-}
-
-impl<T> IndexSlab<T> {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.live == 0 && self.far.is_empty()
-    }
-
-    /// Store the value of `index`, which must follow every index pushed before.
-    pub(crate) fn push(&mut self, index: u64, v: T) {
-        if self.slots.is_empty() {
-            self.base = index;
-        }
-        while self.base + (self.slots.len() as u64) < index {
-            self.slots.push_back(None);
-        }
-        self.slots.push_back(Some(v));
-        self.live += 1;
-        // Mostly holes: move the oldest values aside until the ring is dense again.
-        while self.slots.len() > 64 && self.slots.len() > 4 * self.live {
-            if let Some(Some(v)) = self.slots.pop_front() {
-                self.far.insert(self.base, v);
-                self.live -= 1;
-            }
-            self.base += 1;
-            self.trim();
-        }
-    }
-
-    fn trim(&mut self) {
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.base += 1;
-        }
-    }
-
-    pub(crate) fn get(&self, index: u64) -> Option<&T> {
-        if index < self.base {
-            return self.far.get(&index);
-        }
-        let pos = index - self.base;
-        self.slots.get(pos as usize)?.as_ref()
-    }
-
-    pub(crate) fn remove(&mut self, index: u64) -> Option<T> {
-        if index < self.base {
-            return self.far.remove(&index);
-        }
-        let pos = (index - self.base) as usize;
-        let v = self.slots.get_mut(pos)?.take();
-        if v.is_some() {
-            self.live -= 1;
-        }
-        self.trim();
-        v
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::IndexSlab;
-
-    #[test]
-    fn index_slab_keeps_values_until_removed() {
-        let mut s = IndexSlab::default();
-        for i in 0..5u64 {
-            s.push(i, i * 10);
-        }
-        assert_eq!(s.remove(2), Some(20));
-        assert_eq!(s.remove(2), None);
-        assert_eq!(s.remove(0), Some(0));
-        assert_eq!(s.get(1), Some(&10));
-        assert_eq!(s.remove(1), Some(10));
-        assert_eq!(s.get(3), Some(&30));
-        s.push(7, 70);
-        assert_eq!(s.get(5), None);
-        assert_eq!(s.get(7), Some(&70));
-        for i in [3, 4, 7] {
-            assert!(s.remove(i).is_some());
-        }
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn index_slab_memory_follows_live_values_not_their_spread() {
-        let mut s = IndexSlab::default();
-        s.push(0, 0u64);
-        for i in 1..100_000u64 {
-            s.push(i, i);
-            assert_eq!(s.remove(i), Some(i));
-        }
-        assert!(s.slots.len() <= 64, "ring of {} slots", s.slots.len());
-        assert_eq!(s.get(0), Some(&0));
-        assert_eq!(s.remove(0), Some(0));
-        assert!(s.is_empty());
-    }
-}
+mod tests;

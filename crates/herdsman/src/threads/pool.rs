@@ -1,24 +1,21 @@
-//! The thread backends: a pool of worker threads with automatic batching (batches aim at
-//! about 2 ms of work, are split into pieces, and idle workers steal pieces from a busy
-//! worker's batch), and an inline runner for sequential runs on the calling thread.
-//!
-//! Threads cannot be killed: an abandoned attempt keeps running on its thread, its late
-//! result is discarded, and a fresh thread takes its place so the pool keeps its size. The
-//! pool must never let a panic escape a worker (each attempt runs under `catch_unwind`).
-
-use std::collections::VecDeque;
+//! The thread pool: worker threads with automatic batching (batches aim at about 2 ms of
+//! work, are split into pieces, and idle workers steal pieces from a busy worker's batch).
+//! Idle workers block on the job queue (no polling) until a job arrives or an owner with
+//! pieces left sends a steal hint.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+use super::spawn_thread;
 use crate::direct::DirectOut;
-use crate::engine::{run_one, Abandoned, Backend, Outcomes, Report, Slot};
+use crate::engine::{run_one, Abandoned, Backend, GiveUp, Halt, Outcomes, Report, Room, Slot};
 use crate::executor::AttemptOutcome;
 use crate::executor::{AttemptId, FatalExecutorError};
+use crate::limiter::Clock;
 
 /// Target run time of one automatic batch.
 const TARGET_BATCH: Duration = Duration::from_millis(2);
@@ -30,8 +27,6 @@ const MAX_BATCH: usize = 1 << 16;
 const PIECES: usize = 8;
 /// A piece is never smaller than this much estimated work (each piece costs a message).
 const MIN_PIECE: Duration = Duration::from_micros(250);
-/// How long an idle worker waits for a job before looking for work to steal.
-const STEAL_POLL: Duration = Duration::from_millis(1);
 
 /// A submitted batch. Its owner takes pieces from the front; idle workers steal from the
 /// back. Items leave the cell exactly once, so each is run (or reported) exactly once.
@@ -118,6 +113,14 @@ impl<T> Cell<T> {
     }
 }
 
+/// What travels on the job queue.
+enum Job<T> {
+    /// A new batch: the worker that receives it owns it.
+    Run(Arc<Cell<T>>),
+    /// A hint from an owner with pieces left: steal from this batch.
+    Steal(Arc<Cell<T>>),
+}
+
 struct Done<T, U, E> {
     /// The emptied item buffer, for reuse by the input.
     spare: Vec<T>,
@@ -150,6 +153,16 @@ struct Shared<T, U> {
     active: Mutex<Vec<Arc<Cell<T>>>>,
     track: bool,
     steal: bool,
+    /// Where batch run times are read.
+    clock: Arc<dyn Clock>,
+    /// The job queue's sender (`None` once shut down: then idle workers see the queue
+    /// disconnected and exit). Owners send steal hints through it.
+    jobs: Mutex<Option<Sender<Job<T>>>>,
+    /// Workers blocked on the job queue right now.
+    idle: AtomicUsize,
+    /// Times a worker blocked on the job queue (tests check that an idle pool stays put).
+    #[cfg(test)]
+    blocked: AtomicUsize,
 }
 
 impl<T, U> Shared<T, U> {
@@ -194,6 +207,17 @@ impl<T, U> Shared<T, U> {
     fn active(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Cell<T>>>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Queue a job; false once the pool is shut down or every worker is gone.
+    fn send(&self, job: Job<T>) -> bool {
+        let tx = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        tx.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Close the queue: workers exit once it is empty.
+    fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
 }
 
 /// Configuration of the thread backend.
@@ -208,6 +232,8 @@ pub(crate) struct PoolConfig {
     /// Rate-limited: one slot per worker, so an attempt starts when its token is taken
     /// instead of waiting in a queue with it.
     pub rate_limited: bool,
+    /// Where batch run times are read.
+    pub clock: Arc<dyn Clock>,
 }
 
 struct Track<T> {
@@ -220,8 +246,7 @@ struct Track<T> {
 
 pub(crate) struct ThreadPool<T, U, E, F> {
     f: Arc<F>,
-    jobs_tx: Option<Sender<Arc<Cell<T>>>>,
-    jobs_rx: Receiver<Arc<Cell<T>>>,
+    jobs_rx: Receiver<Job<T>>,
     done_tx: Sender<Done<T, U, E>>,
     done_rx: Receiver<Done<T, U, E>>,
     shared: Arc<Shared<T, U>>,
@@ -235,6 +260,8 @@ pub(crate) struct ThreadPool<T, U, E, F> {
     workers: usize,
     /// Emptied item buffers returned by workers, for the input to fill again.
     spares: Vec<Vec<T>>,
+    /// A replacement thread could not be started: the next `poll` reports it.
+    broken: Option<FatalExecutorError>,
 }
 
 impl<T, U, E, F> ThreadPool<T, U, E, F>
@@ -244,7 +271,8 @@ where
     E: Send + 'static,
     F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
 {
-    pub(crate) fn new(f: Arc<F>, cfg: PoolConfig) -> Self {
+    /// Start the pool's threads; an error if the operating system refuses one.
+    pub(crate) fn new(f: Arc<F>, cfg: PoolConfig) -> Result<Self, FatalExecutorError> {
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let workers = cfg.workers.max(1);
@@ -252,7 +280,6 @@ where
         let auto = !cfg.track && cfg.chunk.is_none();
         let mut pool = ThreadPool {
             f,
-            jobs_tx: Some(jobs_tx),
             jobs_rx,
             done_tx,
             done_rx,
@@ -264,6 +291,11 @@ where
                 active: Mutex::new(Vec::new()),
                 track: cfg.track,
                 steal: auto || batch > 1,
+                clock: cfg.clock,
+                jobs: Mutex::new(Some(jobs_tx)),
+                idle: AtomicUsize::new(0),
+                #[cfg(test)]
+                blocked: AtomicUsize::new(0),
             }),
             in_flight: HashMap::default(),
             slots: if cfg.track || cfg.rate_limited {
@@ -278,24 +310,39 @@ where
             next_worker: 0,
             workers,
             spares: Vec::new(),
+            broken: None,
         };
         for _ in 0..workers {
-            pool.spawn_worker();
+            // On failure, dropping the pool lets the threads already started exit.
+            pool.spawn_worker()?;
         }
-        pool
+        Ok(pool)
     }
 
-    fn spawn_worker(&mut self) {
+    fn spawn_worker(&mut self) -> Result<(), FatalExecutorError> {
         let id = self.next_worker;
         self.next_worker += 1;
         let f = Arc::clone(&self.f);
         let jobs = self.jobs_rx.clone();
         let done = self.done_tx.clone();
         let shared = Arc::clone(&self.shared);
-        std::thread::Builder::new()
-            .name(format!("herdsman-worker-{id}"))
-            .spawn(move || worker_loop(id, &*f, jobs, done, shared))
-            .expect("the operating system refused to start a worker thread; lower `workers`");
+        spawn_thread(format!("herdsman-worker-{id}"), move || {
+            worker_loop(id, &*f, jobs, done, shared)
+        })?;
+        Ok(())
+    }
+
+    fn free_slots(&self) -> usize {
+        self.slots.saturating_sub(self.in_flight.len())
+    }
+
+    /// Workers blocked on the job queue now, and times any worker blocked on it.
+    #[cfg(test)]
+    pub(crate) fn idle_counts(&self) -> (usize, usize) {
+        (
+            self.shared.idle.load(Ordering::SeqCst),
+            self.shared.blocked.load(Ordering::SeqCst),
+        )
     }
 
     fn learn(&mut self, len: usize, elapsed: Duration) {
@@ -363,10 +410,10 @@ fn run_piece<T, U, E, F>(
 where
     F: Fn(T) -> Result<U, E>,
 {
-    let start = Instant::now();
+    let start = shared.clock.now();
     let (outcomes, spare) = run_batch(f, items, shared);
     let outcomes = shared.place_direct(first, outcomes);
-    let elapsed = start.elapsed();
+    let elapsed = shared.clock.now().saturating_sub(start);
     done.send(Done {
         spare,
         key,
@@ -380,33 +427,50 @@ where
 fn worker_loop<T, U, E, F>(
     id: usize,
     f: &F,
-    jobs: Receiver<Arc<Cell<T>>>,
+    jobs: Receiver<Job<T>>,
     done: Sender<Done<T, U, E>>,
     shared: Arc<Shared<T, U>>,
 ) where
     F: Fn(T) -> Result<U, E>,
 {
     loop {
-        let cell = if shared.steal {
-            match jobs.recv_timeout(STEAL_POLL) {
-                Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => {
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                // Nothing queued: help a busy owner before going idle.
+                if shared.steal {
                     let victim = shared.active().iter().find(|c| !c.is_empty()).cloned();
                     if let Some(v) = victim {
                         if let Some((first, items)) = v.steal_back() {
                             if !run_piece(f, v.key, first, items, &done, &shared) {
                                 return;
                             }
+                            continue;
                         }
                     }
-                    continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                // Block (no polling) until a job or a steal hint arrives.
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                #[cfg(test)]
+                shared.blocked.fetch_add(1, Ordering::SeqCst);
+                let got = jobs.recv();
+                shared.idle.fetch_sub(1, Ordering::SeqCst);
+                match got {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
             }
-        } else {
-            match jobs.recv() {
-                Ok(c) => c,
-                Err(_) => return,
+        };
+        let cell = match job {
+            Job::Run(cell) => cell,
+            Job::Steal(v) => {
+                if let Some((first, items)) = v.steal_back() {
+                    if !run_piece(f, v.key, first, items, &done, &shared) {
+                        return;
+                    }
+                }
+                continue;
             }
         };
         if shared.track {
@@ -420,8 +484,19 @@ fn worker_loop<T, U, E, F>(
             shared.active().push(Arc::clone(&cell));
         }
         let mut alive = true;
+        let mut woke = !shared.steal;
         while let Some((first, items)) = cell.take_front() {
-            let start = Instant::now();
+            if !woke {
+                // The rest of the batch can be stolen now: hint idle workers.
+                woke = true;
+                let idle = shared.idle.load(Ordering::SeqCst).min(PIECES - 1);
+                for _ in 0..idle {
+                    if cell.is_empty() || !shared.send(Job::Steal(Arc::clone(&cell))) {
+                        break;
+                    }
+                }
+            }
+            let start = shared.clock.now();
             let (outcomes, spare) = run_batch(f, items, &shared);
             let outcomes = shared.place_direct(first, outcomes);
             let msg = Done {
@@ -429,7 +504,7 @@ fn worker_loop<T, U, E, F>(
                 key: cell.key,
                 first,
                 outcomes,
-                elapsed: start.elapsed(),
+                elapsed: shared.clock.now().saturating_sub(start),
             };
             if shared.track {
                 let mut reg = shared.registry();
@@ -509,25 +584,19 @@ where
     E: Send + 'static,
     F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
 {
-    fn free_slots(&self) -> usize {
-        self.slots.saturating_sub(self.in_flight.len())
-    }
-    fn batch_size(&self) -> usize {
-        self.batch
-    }
-    fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-    fn take_spare_input(&mut self) -> Option<Vec<T>> {
-        self.spares.pop()
-    }
-    fn read_ahead(&self) -> usize {
-        // Workers keep a queue of batches when neither timeouts nor a rate limit are on;
-        // the input may be pulled as far ahead as that queue goes.
-        if self.slots > self.workers {
-            self.slots
-        } else {
-            0
+    fn room(&self) -> Room {
+        Room {
+            free: self.free_slots(),
+            batch: self.batch,
+            in_flight: self.in_flight.len(),
+            // Workers keep a queue of batches when neither timeouts nor a rate limit are
+            // on; the input may be pulled as far ahead as that queue goes.
+            read_ahead: if self.slots > self.workers {
+                self.slots
+            } else {
+                0
+            },
+            measures: true,
         }
     }
     fn set_direct(&mut self, out: Arc<DirectOut<U>>) -> bool {
@@ -535,18 +604,18 @@ where
         // retry would write the same slot: keep the copying path there.
         !self.shared.track && self.shared.direct.set(out).is_ok()
     }
-    fn recycle_values(&mut self, v: Vec<U>) {
-        let mut spares = self
-            .shared
-            .value_spares
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if spares.len() < self.slots * 2 {
-            spares.push(v);
+    fn recycle(&mut self, values: Option<Vec<U>>) -> Option<Vec<T>> {
+        if let Some(v) = values {
+            let mut spares = self
+                .shared
+                .value_spares
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if spares.len() < self.slots * 2 {
+                spares.push(v);
+            }
         }
-    }
-    fn measures(&self) -> bool {
-        true
+        self.spares.pop()
     }
     fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
         let len = items.len();
@@ -560,18 +629,22 @@ where
                 cell: Arc::clone(&cell),
             },
         );
-        let tx = self.jobs_tx.as_ref().ok_or_else(|| FatalExecutorError {
-            message: "the thread pool was already shut down; start a new run".into(),
-        })?;
-        tx.send(cell).map_err(|_| FatalExecutorError {
-            message: "every worker thread has exited; start a new run".into(),
-        })
+        if self.shared.send(Job::Run(cell)) {
+            Ok(())
+        } else {
+            Err(FatalExecutorError::runtime(
+                "the thread pool was shut down or every worker thread has exited; start a new run",
+            ))
+        }
     }
     fn poll(
         &mut self,
         timeout: Duration,
         out: &mut Vec<Report<U, E>>,
     ) -> Result<(), FatalExecutorError> {
+        if let Some(e) = self.broken.take() {
+            return Err(e);
+        }
         // With every slot full and several milliseconds of work queued, nothing needs the
         // scheduler soon: sleep briefly and take every report at once instead of being woken
         // for each piece (wake-ups steal CPU from the workers on small machines).
@@ -600,7 +673,32 @@ where
         }
         Ok(())
     }
-    fn abandon(&mut self, id: AttemptId) {
+    fn abandon(&mut self, what: GiveUp) -> Vec<Abandoned> {
+        match what {
+            GiveUp::One(id) => {
+                self.abandon_one(id);
+                Vec::new()
+            }
+            GiveUp::All => self.abandon_all(),
+        }
+    }
+    fn stop(&mut self, halt: Halt) {
+        match halt {
+            Halt::Queued => self.shared.stop.store(true, Ordering::Relaxed),
+            Halt::Shutdown => self.shutdown(),
+        }
+    }
+}
+
+impl<T, U, E, F> ThreadPool<T, U, E, F>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+{
+    /// Give up on one attempt; a worker stuck in it is replaced.
+    pub(crate) fn abandon_one(&mut self, id: AttemptId) {
         if self.in_flight.remove(&id).is_none() {
             return;
         }
@@ -623,7 +721,9 @@ where
             }
         };
         if stuck {
-            self.spawn_worker();
+            if let Err(e) = self.spawn_worker() {
+                self.broken.get_or_insert(e);
+            }
         }
     }
     fn abandon_all(&mut self) -> Vec<Abandoned> {
@@ -664,207 +764,16 @@ where
         out.sort_by_key(|a| a.first);
         out
     }
-    fn stop_queued(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-    }
-    fn shutdown(&mut self) {
-        // Workers exit once the queue is empty; threads stuck in abandoned attempts exit
-        // when their attempt returns.
-        self.jobs_tx = None;
+    /// Close the job queue: workers exit once it is empty; threads stuck in abandoned
+    /// attempts exit when their attempt returns.
+    pub(crate) fn shutdown(&mut self) {
+        self.shared.close();
     }
 }
 
-/// Runs attempts on the calling thread, one at a time, inside `poll`.
-pub(crate) struct Inline<T, F> {
-    f: F,
-    queue: VecDeque<(AttemptId, T)>,
-    item_timeout: Option<Duration>,
-    stopped: bool,
-}
-
-impl<T, F> Inline<T, F> {
-    pub(crate) fn new(f: F, item_timeout: Option<Duration>) -> Self {
-        Inline {
-            f,
-            queue: VecDeque::new(),
-            item_timeout,
-            stopped: false,
-        }
-    }
-}
-
-impl<T, U, E, F> Backend<T, U, E> for Inline<T, F>
-where
-    T: Send,
-    F: Fn(T) -> Result<U, E> + Send,
-{
-    fn free_slots(&self) -> usize {
-        usize::from(self.queue.is_empty())
-    }
-    fn batch_size(&self) -> usize {
-        1
-    }
-    fn in_flight(&self) -> usize {
-        self.queue.len()
-    }
-    fn measures(&self) -> bool {
-        true
-    }
-    fn submit(&mut self, first: AttemptId, items: Vec<T>) -> Result<(), FatalExecutorError> {
-        for (k, item) in items.into_iter().enumerate() {
-            let id = first.nth(k);
-            self.queue.push_back((id, item));
-        }
-        Ok(())
-    }
-    fn poll(
-        &mut self,
-        timeout: Duration,
-        out: &mut Vec<Report<U, E>>,
-    ) -> Result<(), FatalExecutorError> {
-        let Some((id, item)) = self.queue.pop_front() else {
-            std::thread::sleep(timeout);
-            return Ok(());
-        };
-        if self.stopped {
-            out.push(Report {
-                first: id,
-                outcomes: Outcomes::Mixed(vec![Slot::NotRun]),
-                per_item: Some(Duration::ZERO),
-            });
-            return Ok(());
-        }
-        let start = Instant::now();
-        let outcome = run_one(&self.f, item);
-        let elapsed = start.elapsed();
-        let slot = match self.item_timeout {
-            Some(t) if elapsed > t => Slot::TimedOut,
-            _ => Slot::Done(outcome),
-        };
-        out.push(Report {
-            first: id,
-            outcomes: Outcomes::Mixed(vec![slot]),
-            per_item: Some(elapsed),
-        });
-        Ok(())
-    }
-    fn abandon(&mut self, id: AttemptId) {
-        self.queue.retain(|(q, _)| *q != id);
-    }
-    fn abandon_all(&mut self) -> Vec<Abandoned> {
-        self.queue
-            .drain(..)
-            .map(|(first, _)| Abandoned {
-                first,
-                len: 1,
-                started: false,
-            })
-            .collect()
-    }
-    fn stop_queued(&mut self) {
-        self.stopped = true;
-    }
-    fn shutdown(&mut self) {}
-}
-
-/// herdsman's thread pool as a plain [`Executor`](crate::Executor), for use with
-/// [`map_with`](crate::map_with) or any code that drives executors. One item per attempt,
-/// `workers` attempts at once; `abandon` discards the late result and replaces the busy
-/// thread. ([`map`](crate::map) uses the same pool with automatic batching on top.)
-///
-/// ```
-/// use herdsman::ThreadExecutor;
-/// let exec = ThreadExecutor::new(2, |x: u32| if x == 3 { Err("three") } else { Ok(x * 2) });
-/// let run = herdsman::map_with(0..5u32, exec).collect();
-/// assert_eq!(run.success_count(), 4);
-/// assert_eq!(run.failures()[0].index, 3);
-/// ```
-pub struct ThreadExecutor<T, U, E, F> {
-    pool: ThreadPool<T, U, E, F>,
-    workers: usize,
-    buf: Vec<Report<U, E>>,
-}
-
-impl<T, U, E, F> ThreadExecutor<T, U, E, F>
-where
-    T: Send + 'static,
-    U: Send + 'static,
-    E: Send + 'static,
-    F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
-{
-    /// Start `workers` threads running `f`.
-    pub fn new(workers: usize, f: F) -> Self {
-        let workers = workers.max(1);
-        ThreadExecutor {
-            pool: ThreadPool::new(
-                Arc::new(f),
-                PoolConfig {
-                    workers,
-                    chunk: Some(1),
-                    max_batch: 1,
-                    track: true,
-                    rate_limited: false,
-                },
-            ),
-            workers,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl<T, U, E, F> crate::Executor<T> for ThreadExecutor<T, U, E, F>
-where
-    T: Send + 'static,
-    U: Send + 'static,
-    E: Send + 'static,
-    F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
-{
-    type Output = U;
-    type Error = E;
-
-    fn capacity(&self) -> usize {
-        self.workers
-    }
-
-    fn submit(&mut self, id: AttemptId, item: T) -> Result<(), FatalExecutorError> {
-        self.pool.submit(id, vec![item])
-    }
-
-    fn poll(
-        &mut self,
-        timeout: Duration,
-        out: &mut crate::executor::Finished<U, E>,
-    ) -> Result<(), FatalExecutorError> {
-        self.pool.poll(timeout, &mut self.buf)?;
-        for r in self.buf.drain(..) {
-            let slots = match r.outcomes {
-                Outcomes::AllOk(v) => v
-                    .into_iter()
-                    .map(|x| Slot::Done(AttemptOutcome::Success(x)))
-                    .collect(),
-                Outcomes::Mixed(v) => v,
-                Outcomes::Written(_) => unreachable!("this pool has no direct output"),
-            };
-            for (k, slot) in slots.into_iter().enumerate() {
-                let id = r.first.nth(k);
-                let o = match slot {
-                    Slot::Done(o) => o,
-                    // The pool is never told to stop queued work through this interface.
-                    Slot::NotRun | Slot::TimedOut => {
-                        AttemptOutcome::Panicked("the attempt was not run".into())
-                    }
-                };
-                out.push((id, o));
-            }
-        }
-        Ok(())
-    }
-
-    fn abandon(&mut self, id: AttemptId) {
-        self.pool.abandon(id);
-    }
-
-    fn shutdown(&mut self) {
-        self.pool.shutdown();
+impl<T, U, E, F> Drop for ThreadPool<T, U, E, F> {
+    fn drop(&mut self) {
+        // Idle workers must see the closed queue and exit.
+        self.shared.close();
     }
 }

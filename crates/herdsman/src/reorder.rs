@@ -1,0 +1,139 @@
+//! Restoring input order: outcomes arrive in completion order and leave in index order.
+//!
+//! One buffer for every ordered consumer (the collecting sink, the stream, and callers such
+//! as a command-line assembler). It holds only what arrived before an earlier index, so its
+//! size is bounded by how far completion runs ahead of order (the run's window).
+
+use std::collections::BTreeMap;
+
+/// A reorder buffer over consecutive indices: hand entries in any order with
+/// [`push`](Reorder::push), take them out in index order with [`pop`](Reorder::pop).
+///
+/// An entry may cover several consecutive indices (a batch of values): its `span`.
+/// Every index must be covered exactly once, by one entry.
+///
+/// ```
+/// use herdsman::reorder::Reorder;
+/// let mut r = Reorder::new();
+/// r.push(2, 1, "c");
+/// assert_eq!(r.pop(), None); // 0 and 1 are still missing
+/// r.push(0, 2, "ab"); // one entry for indices 0 and 1
+/// assert_eq!(r.pop(), Some((0, "ab")));
+/// assert_eq!(r.pop(), Some((2, "c")));
+/// assert_eq!(r.next_index(), 3);
+/// assert!(r.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Reorder<T> {
+    next: u64,
+    waiting: BTreeMap<u64, (u64, T)>,
+}
+
+impl<T> Default for Reorder<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Reorder<T> {
+    /// An empty buffer expecting index 0 first.
+    pub fn new() -> Self {
+        Self::starting_at(0)
+    }
+
+    /// An empty buffer expecting index `next` first.
+    pub fn starting_at(next: u64) -> Self {
+        Reorder {
+            next,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// The first index not handed out yet.
+    pub fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    /// Entries waiting for an earlier index.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether no entry waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// If `first` is the next index and nothing waits, move past `span` indices and return
+    /// true: the caller uses its entry at once, without buffering it. Otherwise change
+    /// nothing and return false: then [`push`](Reorder::push) the entry, and
+    /// [`pop`](Reorder::pop) what became ready (maybe that very entry).
+    ///
+    /// ```
+    /// use herdsman::reorder::Reorder;
+    /// let mut r: Reorder<&str> = Reorder::new();
+    /// assert!(r.advance_past(0, 3));
+    /// assert!(!r.advance_past(5, 1));
+    /// assert_eq!(r.next_index(), 3);
+    /// ```
+    pub fn advance_past(&mut self, first: u64, span: u64) -> bool {
+        if first == self.next && self.waiting.is_empty() {
+            self.next += span;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Hand in the entry covering indices `first..first + span`.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, if `first` was already handed out or pushed.
+    pub fn push(&mut self, first: u64, span: u64, value: T) {
+        debug_assert!(first >= self.next, "index {first} was already handed out");
+        let old = self.waiting.insert(first, (span, value));
+        debug_assert!(old.is_none(), "index {first} was pushed twice");
+    }
+
+    /// The entry at the next index, with its first index, if it has arrived.
+    pub fn pop(&mut self) -> Option<(u64, T)> {
+        let entry = self.waiting.first_entry()?;
+        if *entry.key() != self.next {
+            return None;
+        }
+        let (first, (span, value)) = entry.remove_entry();
+        self.next = first + span;
+        Some((first, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reorder;
+
+    #[test]
+    fn any_arrival_order_leaves_in_index_order() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let n = rng.usize(1..60) as u64;
+            let mut idx: Vec<u64> = (0..n).collect();
+            rng.shuffle(&mut idx);
+            let mut r = Reorder::new();
+            let mut out = Vec::new();
+            for i in idx {
+                if r.advance_past(i, 1) {
+                    out.push(i);
+                } else {
+                    r.push(i, 1, i);
+                }
+                while let Some((first, v)) = r.pop() {
+                    assert_eq!(first, v);
+                    out.push(v);
+                }
+            }
+            assert_eq!(out, (0..n).collect::<Vec<_>>());
+            assert!(r.is_empty());
+        }
+    }
+}

@@ -666,6 +666,8 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 }
                 return Err(usage(format!("the run stopped: {message}; {done_so_far}")));
             }
+            // A status a newer library may add: nothing is lost, the job resumes.
+            _ => Ending::Interrupted,
         }
     };
     let mut summary = Summary::new(
@@ -877,6 +879,12 @@ fn note_of(e: ItemError<CliFailure>, timeout: Option<std::time::Duration>) -> Fa
             stderr_tail: Vec::new(),
         },
         ItemError::NotRun => unreachable!("handled by the caller"),
+        // An outcome a newer library may add: recorded as a failure, never dropped.
+        _ => FailureNote {
+            kind: "error".into(),
+            message: "the item failed for a reason this version cannot name".into(),
+            stderr_tail: Vec::new(),
+        },
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 /// A problem with the list of input paths (bad glob, missing file), found before any reading.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     /// A glob pattern is not valid syntax.
     #[error(
@@ -44,6 +45,7 @@ pub enum IoError {
 
 /// A fatal problem reading an input: the source cannot go on with this file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// The file could not be opened.
     #[error("cannot open input `{file}`: {source}; check that it exists and is readable")]
@@ -135,6 +137,7 @@ pub struct RecordError {
 
 /// A problem writing an output.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SinkError {
     /// An I/O operation on the output failed.
     #[error("cannot {action} output `{}`: {source}; check free space and permissions", path.display())]

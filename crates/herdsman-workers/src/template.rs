@@ -25,6 +25,7 @@ use serde_json::Value;
 
 /// An error in the template itself (found before any record is read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TemplateError {
     /// No command was given.
     #[error("the command template is empty; give a program to run, e.g. `--exec 'echo {{}}'`")]
@@ -73,6 +74,7 @@ pub enum TemplateError {
 
 /// Why a template could not be filled from one record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RenderError {
     /// The record has no such field.
     #[error("the record has no field `{field}` used by the command template")]

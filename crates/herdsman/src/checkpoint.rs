@@ -21,6 +21,7 @@ use crate::map::{Map, Threads};
 
 /// Why a checkpoint file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// The file could not be opened, read, written or synced.
     #[error("checkpoint file {}: {source}; check the path, its permissions and free space", path.display())]

@@ -47,6 +47,7 @@ pub(crate) type MakeBackend<T, U, E> =
 
 /// A configured run. Create it with [`map`](crate::map) or [`map_with`](crate::map_with),
 /// set options, then call [`collect`](Map::collect) or [`stream`](Map::stream).
+#[must_use = "a Map does nothing until `collect`, `stream` or `run` is called"]
 pub struct Map<I: Iterator, U, E, K = Threads> {
     input: I,
     make: MakeBackend<I::Item, U, E>,

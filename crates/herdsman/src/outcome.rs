@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// Why one item did not produce a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ItemError<E> {
     /// The function returned this error (on its last attempt).
     #[error("the function failed: {0}")]
@@ -60,6 +61,7 @@ pub struct ItemOutcome<U, E> {
 
 /// A snapshot of a run's counters, given to `on_progress` after each final item outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Progress {
     /// Items that produced a value.
     pub succeeded: u64,
@@ -84,6 +86,7 @@ impl Progress {
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunStatus {
     /// The input was exhausted and every admitted item has a final outcome.
     Completed,
@@ -111,6 +114,7 @@ impl fmt::Display for RunStatus {
 
 /// Final counters of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Summary {
     /// How the run ended.
     pub status: RunStatus,
@@ -150,6 +154,7 @@ pub(crate) enum Successes<U> {
 
 /// The collected result of a run: its status, every success with its index, and every
 /// failure.
+#[must_use = "a run's failures are only in its RunResult; check them (or `into_values()`)"]
 pub struct RunResult<U, E> {
     pub(crate) successes: Successes<U>,
     pub(crate) failures: Vec<Failure<E>>,

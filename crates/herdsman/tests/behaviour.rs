@@ -492,14 +492,14 @@ fn into_values_error_lists_every_failure() {
 fn progress_total_comes_from_size_hint_or_hint() {
     let last = Arc::new(Mutex::new(None));
     let l2 = last.clone();
-    herdsman::map(0..7u32, Ok::<_, ()>)
+    let _ = herdsman::map(0..7u32, Ok::<_, ()>)
         .on_progress(move |p| *l2.lock().unwrap() = Some(p.clone()))
         .collect();
     let p = last.lock().unwrap().clone().unwrap();
     assert_eq!((p.total, p.succeeded), (Some(7), 7));
 
     let l3 = last.clone();
-    herdsman::map((0..7u32).filter(|_| true), Ok::<_, ()>)
+    let _ = herdsman::map((0..7u32).filter(|_| true), Ok::<_, ()>)
         .total_hint(7)
         .on_progress(move |p| *l3.lock().unwrap() = Some(p.clone()))
         .collect();

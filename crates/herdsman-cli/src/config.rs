@@ -100,7 +100,7 @@ pub struct RunConfig {
     pub backoff: Duration,
     pub max_backoff: Duration,
     /// Attempts per period.
-    pub rate: Option<(u32, Duration)>,
+    pub rate: Option<(std::num::NonZeroU32, Duration)>,
     pub timeout: Option<Duration>,
     /// Records per worker process before it is replaced (`--max-tasks-per-worker`).
     pub max_tasks_per_worker: Option<usize>,
@@ -310,7 +310,7 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
 }
 
 /// Parses `N/second`, `N/s`, `N/minute`, `N/min`, `N/hour`, `N/h`.
-pub fn parse_rate(s: &str) -> Result<(u32, Duration)> {
+pub fn parse_rate(s: &str) -> Result<(std::num::NonZeroU32, Duration)> {
     let bad = || {
         anyhow::Error::new(UsageError(format!(
             "--rate `{s}` is not a rate; write it like 20/second, 600/minute or 1000/hour"
@@ -318,9 +318,9 @@ pub fn parse_rate(s: &str) -> Result<(u32, Duration)> {
     };
     let (n, unit) = s.split_once('/').ok_or_else(bad)?;
     let n: u32 = n.trim().parse().map_err(|_| bad())?;
-    if n == 0 {
+    let Some(n) = std::num::NonZeroU32::new(n) else {
         usage!("--rate must allow at least 1 attempt per period, got `{s}`");
-    }
+    };
     let period = match unit.trim() {
         "s" | "sec" | "second" | "seconds" => Duration::from_secs(1),
         "m" | "min" | "minute" | "minutes" => Duration::from_secs(60),
@@ -1195,9 +1195,12 @@ mod tests {
         assert!(parse_duration("x", "soon").is_err());
         assert_eq!(
             parse_rate("20/second").unwrap(),
-            (20, Duration::from_secs(1))
+            (20.try_into().unwrap(), Duration::from_secs(1))
         );
-        assert_eq!(parse_rate("5/min").unwrap(), (5, Duration::from_secs(60)));
+        assert_eq!(
+            parse_rate("5/min").unwrap(),
+            (5.try_into().unwrap(), Duration::from_secs(60))
+        );
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("ten/s").is_err());
         assert_eq!(parse_max_errors("10").unwrap(), MaxErrors::Count(10));

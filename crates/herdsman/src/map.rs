@@ -177,8 +177,9 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     ///
     /// ```
     /// use herdsman::RateLimit;
+    /// use std::num::NonZeroU32;
     /// let run = herdsman::map(0..3, |x: u32| Ok::<_, ()>(x))
-    ///     .rate_limit(RateLimit::per_second(1000).burst(3))
+    ///     .rate_limit(RateLimit::per_second(NonZeroU32::new(1000).unwrap()).burst(3))
     ///     .collect();
     /// assert!(run.is_ok());
     /// ```

@@ -39,6 +39,20 @@ impl std::fmt::Display for EnvError {
 
 impl std::error::Error for EnvError {}
 
+/// `e`'s message followed by those of its causes ("outer: inner"), for the places that turn
+/// a library error into a [`UsageError`] or [`EnvError`] message: library errors keep their
+/// cause in `source()`, not in their own message.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 macro_rules! usage {
     ($($arg:tt)*) => {
         return Err(anyhow::Error::new(UsageError(format!($($arg)*))))
@@ -993,7 +1007,7 @@ impl RunConfig {
 /// What an output path (`-o`, `--failures`) leads to; a directory or a path that cannot be
 /// inspected is an environment error.
 fn resolve_target(path: &Path) -> Result<OutputTarget> {
-    herdsman_io::output_target(path).map_err(|e| anyhow::Error::new(EnvError(e.to_string())))
+    herdsman_io::output_target(path).map_err(|e| anyhow::Error::new(EnvError(with_causes(&e))))
 }
 
 /// The canonical form of `p`: absolute, symbolic links and `.`/`..` resolved. For the part
@@ -1102,7 +1116,7 @@ pub fn check_writable(cfg: &RunConfig) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let env = |e: herdsman_io::SinkError| anyhow::Error::new(EnvError(e.to_string()));
+    let env = |e: herdsman_io::SinkError| anyhow::Error::new(EnvError(with_causes(&e)));
     let mut files: Vec<&Path> = Vec::new();
     if let Some(out) = cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
         files.push(out);

@@ -1205,3 +1205,79 @@ mod tests {
         assert_eq!(t.program(), None);
     }
 }
+
+#[cfg(test)]
+mod chain_tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::{FailureKind, WorkerFailure};
+
+    /// One value of every error of this crate; the matches make a new variant fail to compile
+    /// here until it is added.
+    fn every_error() -> Vec<Box<dyn Error>> {
+        let arg = || "x{".to_string();
+        let templates = vec![
+            TemplateError::Empty,
+            TemplateError::Unclosed { arg: arg() },
+            TemplateError::Unmatched { arg: arg() },
+            TemplateError::UnknownPlaceholder {
+                placeholder: "{:x}".into(),
+                arg: arg(),
+            },
+            TemplateError::Nested { arg: arg() },
+            TemplateError::UnsafeShellPlaceholder {
+                placeholder: "{}".into(),
+                context: "inside single quotes".into(),
+                hint: "move it out of the quotes".into(),
+            },
+        ];
+        let renders = vec![
+            RenderError::MissingField { field: "id".into() },
+            RenderError::NulByte {
+                placeholder: "{}".into(),
+            },
+            RenderError::BadRecord("expected value at line 1".into()),
+        ];
+        let mut all: Vec<Box<dyn Error>> = Vec::new();
+        for e in templates {
+            match e {
+                TemplateError::Empty
+                | TemplateError::Unclosed { .. }
+                | TemplateError::Unmatched { .. }
+                | TemplateError::UnknownPlaceholder { .. }
+                | TemplateError::Nested { .. }
+                | TemplateError::UnsafeShellPlaceholder { .. } => all.push(Box::new(e)),
+            }
+        }
+        for e in renders {
+            match e {
+                RenderError::MissingField { .. }
+                | RenderError::NulByte { .. }
+                | RenderError::BadRecord(_) => all.push(Box::new(e)),
+            }
+        }
+        all.push(Box::new(WorkerFailure {
+            kind: FailureKind::WorkerExited,
+            message: "the worker exited with status 1".into(),
+            retryable: true,
+            retry_after: None,
+            worker: 0,
+            stderr_tail: Vec::new(),
+        }));
+        all
+    }
+
+    #[test]
+    fn no_message_repeats_its_cause() {
+        for e in every_error() {
+            assert!(!e.to_string().is_empty());
+            let mut outer: &dyn Error = e.as_ref();
+            while let Some(inner) = outer.source() {
+                let (o, i) = (outer.to_string(), inner.to_string());
+                assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
+                outer = inner;
+            }
+        }
+    }
+}

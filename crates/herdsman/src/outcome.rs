@@ -309,3 +309,82 @@ impl<E: fmt::Display> fmt::Display for MapError<E> {
 }
 
 impl<E: fmt::Display + fmt::Debug> std::error::Error for MapError<E> {}
+
+#[cfg(test)]
+mod chain_tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// One value of every error of this crate; the match makes a new variant fail to compile
+    /// here until it is added.
+    fn every_error() -> Vec<Box<dyn Error>> {
+        let items: Vec<ItemError<String>> = vec![
+            ItemError::Failed("HTTP 503".into()),
+            ItemError::Panicked("index out of bounds".into()),
+            ItemError::TimedOut,
+            ItemError::NotRun,
+            ItemError::Executor("the worker cannot start".into()),
+        ];
+        let mut all: Vec<Box<dyn Error>> = Vec::new();
+        for e in items {
+            match e {
+                ItemError::Failed(_)
+                | ItemError::Panicked(_)
+                | ItemError::TimedOut
+                | ItemError::NotRun
+                | ItemError::Executor(_) => all.push(Box::new(e)),
+            }
+        }
+        all.push(Box::new(MapError::<String> {
+            status: RunStatus::Completed,
+            succeeded: 1,
+            failures: vec![Failure {
+                index: 2,
+                error: ItemError::Failed("HTTP 503".into()),
+                attempts: 1,
+                duration: Duration::ZERO,
+            }],
+        }));
+        all.push(Box::new(crate::FatalExecutorError {
+            message: "the worker cannot start".into(),
+        }));
+        #[cfg(feature = "checkpoint")]
+        {
+            use crate::checkpoint::CheckpointError;
+            for e in [
+                CheckpointError::Io {
+                    path: "ck.jsonl".into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "No space left on device",
+                    ),
+                },
+                CheckpointError::Corrupt {
+                    path: "ck.jsonl".into(),
+                    line: 3,
+                    message: "not JSON".into(),
+                },
+            ] {
+                match e {
+                    CheckpointError::Io { .. } | CheckpointError::Corrupt { .. } => {
+                        all.push(Box::new(e));
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn no_message_repeats_its_cause() {
+        for e in every_error() {
+            let mut outer: &dyn Error = e.as_ref();
+            while let Some(inner) = outer.source() {
+                let (o, i) = (outer.to_string(), inner.to_string());
+                assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
+                outer = inner;
+            }
+        }
+    }
+}

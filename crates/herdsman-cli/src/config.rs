@@ -47,6 +47,20 @@ pub fn usage(msg: String) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg))
 }
 
+/// `e`'s message followed by those of its causes ("outer: inner"), for the places that turn
+/// a library error into a [`UsageError`] or [`EnvError`] message: library errors keep their
+/// cause in `source()`, not in their own message.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 macro_rules! usage {
     ($($arg:tt)*) => {
         return Err(anyhow::Error::new(UsageError(format!($($arg)*))))
@@ -108,7 +122,7 @@ pub struct RunConfig {
     pub backoff: Duration,
     pub max_backoff: Duration,
     /// Attempts per period.
-    pub rate: Option<(u32, Duration)>,
+    pub rate: Option<(std::num::NonZeroU32, Duration)>,
     pub timeout: Option<Duration>,
     /// Records per worker process before it is replaced (`--max-tasks-per-worker`).
     pub max_tasks_per_worker: Option<usize>,
@@ -239,7 +253,7 @@ pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
 }
 
 /// Parses `N/second`, `N/s`, `N/minute`, `N/min`, `N/hour`, `N/h`.
-pub fn parse_rate(s: &str) -> Result<(u32, Duration)> {
+pub fn parse_rate(s: &str) -> Result<(std::num::NonZeroU32, Duration)> {
     let bad = || {
         anyhow::Error::new(UsageError(format!(
             "--rate `{s}` is not a rate; write it like 20/second, 600/minute or 1000/hour"
@@ -247,9 +261,9 @@ pub fn parse_rate(s: &str) -> Result<(u32, Duration)> {
     };
     let (n, unit) = s.split_once('/').ok_or_else(bad)?;
     let n: u32 = n.trim().parse().map_err(|_| bad())?;
-    if n == 0 {
+    let Some(n) = std::num::NonZeroU32::new(n) else {
         usage!("--rate must allow at least 1 attempt per period, got `{s}`");
-    }
+    };
     let period = match unit.trim() {
         "s" | "sec" | "second" | "seconds" => Duration::from_secs(1),
         "m" | "min" | "minute" | "minutes" => Duration::from_secs(60),
@@ -922,7 +936,7 @@ impl RunConfig {
 /// What an output path (`-o`, `--failures`) leads to; a directory or a path that cannot be
 /// inspected is an environment error.
 fn resolve_target(path: &Path) -> Result<OutputTarget> {
-    herdsman_io::output_target(path).map_err(|e| anyhow::Error::new(EnvError(e.to_string())))
+    herdsman_io::output_target(path).map_err(|e| anyhow::Error::new(EnvError(with_causes(&e))))
 }
 
 /// The canonical form of `p`: absolute, symbolic links and `.`/`..` resolved. For the part
@@ -1031,7 +1045,7 @@ pub fn check_writable(cfg: &RunConfig) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let env = |e: herdsman_io::SinkError| anyhow::Error::new(EnvError(e.to_string()));
+    let env = |e: herdsman_io::SinkError| anyhow::Error::new(EnvError(with_causes(&e)));
     let mut files: Vec<&Path> = Vec::new();
     if let Some(out) = cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
         files.push(out);
@@ -1124,9 +1138,12 @@ mod tests {
         assert!(parse_duration("x", "soon").is_err());
         assert_eq!(
             parse_rate("20/second").unwrap(),
-            (20, Duration::from_secs(1))
+            (20.try_into().unwrap(), Duration::from_secs(1))
         );
-        assert_eq!(parse_rate("5/min").unwrap(), (5, Duration::from_secs(60)));
+        assert_eq!(
+            parse_rate("5/min").unwrap(),
+            (5.try_into().unwrap(), Duration::from_secs(60))
+        );
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("ten/s").is_err());
         assert_eq!(parse_max_errors("10").unwrap(), MaxErrors::Count(10));

@@ -23,9 +23,9 @@ pub(crate) fn input_error(e: herdsman_io::IoError) -> anyhow::Error {
         herdsman_io::IoError::Missing { source, .. }
             if source.kind() != std::io::ErrorKind::NotFound =>
         {
-            anyhow::Error::new(EnvError(e.to_string()))
+            anyhow::Error::new(EnvError(crate::config::with_causes(&e)))
         }
-        _ => usage(e.to_string()),
+        _ => usage(crate::config::with_causes(&e)),
     }
 }
 
@@ -34,9 +34,9 @@ pub(crate) fn input_error(e: herdsman_io::IoError) -> anyhow::Error {
 pub(crate) fn source_error(e: herdsman_io::SourceError) -> anyhow::Error {
     match e {
         herdsman_io::SourceError::Open { .. } | herdsman_io::SourceError::Read { .. } => {
-            anyhow::Error::new(EnvError(e.to_string()))
+            anyhow::Error::new(EnvError(crate::config::with_causes(&e)))
         }
-        other => usage(other.to_string()),
+        other => usage(crate::config::with_causes(&other)),
     }
 }
 

@@ -7,6 +7,8 @@
 //! signal when a signal stopped the run (130 SIGINT, 143 SIGTERM, 129 SIGHUP); 141 stdout's
 //! reader went away. This module must never print a backtrace or a debug dump to a user.
 
+#![forbid(unsafe_code)]
+
 mod assemble;
 mod checkpoint;
 mod chunks;
@@ -213,13 +215,9 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
 /// thread so that any number of them fits through the pipe.
 fn feed_stdin(arguments: Vec<String>) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     let (reader, mut writer) = std::io::pipe()?;
-    // SAFETY: dup2 on two valid descriptors; fd 0 is replaced atomically and `reader` is
-    // closed when dropped, leaving the copy on fd 0.
-    if unsafe { libc::dup2(reader.as_raw_fd(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // fd 0 is replaced atomically; `reader` is closed when dropped, leaving the copy on fd 0.
+    nix::unistd::dup2_stdin(&reader)?;
     drop(reader);
     std::thread::Builder::new()
         .name("herdsman-arguments".into())
@@ -239,18 +237,10 @@ fn feed_stdin(arguments: Vec<String>) -> std::io::Result<()> {
 /// record rather than altering it silently.
 fn null_separated_stdin() -> std::io::Result<()> {
     use std::io::{BufRead, Write};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: dup of fd 0, which is open; the new descriptor is owned by `original`.
-    let dup = unsafe { libc::dup(0) };
-    if dup < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let original = unsafe { std::fs::File::from_raw_fd(dup) };
+    use std::os::fd::AsFd;
+    let original = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let (reader, writer) = std::io::pipe()?;
-    // SAFETY: dup2 on two valid descriptors.
-    if unsafe { libc::dup2(reader.as_raw_fd(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    nix::unistd::dup2_stdin(&reader)?;
     drop(reader);
     std::thread::Builder::new()
         .name("herdsman-null-input".into())

@@ -338,6 +338,12 @@ pub(crate) fn note_of(
             stderr_tail: Vec::new(),
         },
         ItemError::NotRun => unreachable!("handled by the caller"),
+        // An outcome a newer library may add: recorded as a failure, never dropped.
+        _ => FailureNote {
+            kind: herdsman_io::DeadLetterKind::Executor,
+            message: "the item failed for a reason this version cannot name".into(),
+            stderr_tail: Vec::new(),
+        },
     }
 }
 

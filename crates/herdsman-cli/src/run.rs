@@ -274,6 +274,8 @@ fn conclude(
                 }
                 return Err(usage(format!("the run stopped: {message}; {done_so_far}")));
             }
+            // A status a newer library may add: nothing is lost, the job resumes.
+            _ => Ending::Interrupted,
         }
     };
     let mut summary = Summary::new(

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 /// A problem with the list of input paths (bad glob, missing file), found before any reading.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IoError {
     /// A glob pattern is not valid syntax.
     #[error(
@@ -26,7 +27,7 @@ pub enum IoError {
         pattern: String,
     },
     /// A plain path does not exist or cannot be inspected.
-    #[error("input file `{}` cannot be read: {source}; check that it exists and is readable", path.display())]
+    #[error("input file `{}` cannot be read (check that it exists and is readable)", path.display())]
     Missing {
         /// The path as given.
         path: PathBuf,
@@ -44,9 +45,10 @@ pub enum IoError {
 
 /// A fatal problem reading an input: the source cannot go on with this file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// The file could not be opened.
-    #[error("cannot open input `{file}`: {source}; check that it exists and is readable")]
+    #[error("cannot open input `{file}` (check that it exists and is readable)")]
     Open {
         /// File name for messages.
         file: String,
@@ -55,7 +57,9 @@ pub enum SourceError {
         source: io::Error,
     },
     /// Reading (or decompressing) failed part way.
-    #[error("cannot read input `{file}` near byte {offset}: {source}; the file may be truncated or corrupt")]
+    #[error(
+        "cannot read input `{file}` near byte {offset} (the file may be truncated or corrupt)"
+    )]
     Read {
         /// File name for messages.
         file: String,
@@ -135,9 +139,10 @@ pub struct RecordError {
 
 /// A problem writing an output.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SinkError {
     /// An I/O operation on the output failed.
-    #[error("cannot {action} output `{}`: {source}; check free space and permissions", path.display())]
+    #[error("cannot {action} output `{}` (check free space and permissions)", path.display())]
     Io {
         /// What was being done ("write", "sync", "rename", ...).
         action: &'static str,
@@ -191,4 +196,131 @@ pub enum TokenError {
     /// Bytes after the last number.
     #[error("the position token has trailing bytes")]
     Trailing,
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use std::error::Error;
+
+    use super::*;
+
+    fn cause() -> io::Error {
+        io::Error::new(io::ErrorKind::StorageFull, "No space left on device")
+    }
+
+    /// One value of every error variant of this crate; the matches make a new variant fail
+    /// to compile here until it is added.
+    fn every_error() -> Vec<Box<dyn Error>> {
+        let io_errors = vec![
+            IoError::BadPattern {
+                pattern: "[".into(),
+                message: "unclosed".into(),
+            },
+            IoError::NoMatch {
+                pattern: "*.csv".into(),
+            },
+            IoError::Missing {
+                path: "in.csv".into(),
+                source: cause(),
+            },
+            IoError::IsDir { path: "dir".into() },
+        ];
+        let source_errors = vec![
+            SourceError::Open {
+                file: "in.csv".into(),
+                source: cause(),
+            },
+            SourceError::Read {
+                file: "in.csv".into(),
+                offset: 10,
+                source: cause(),
+            },
+            SourceError::Resume {
+                file: "in.csv".into(),
+                offset: 10,
+                message: "past the end".into(),
+            },
+            SourceError::Header {
+                file: "in.csv".into(),
+                message: "empty".into(),
+            },
+            SourceError::HeaderNotUtf8 {
+                file: "in.csv".into(),
+                column: 1,
+                byte: 2,
+            },
+            SourceError::Changed {
+                file: "in.csv".into(),
+                detail: "grew".into(),
+            },
+        ];
+        let sink_errors = vec![
+            SinkError::Io {
+                action: "write",
+                path: "out".into(),
+                source: cause(),
+            },
+            SinkError::Resume {
+                path: "out".into(),
+                message: "shorter".into(),
+            },
+            SinkError::IsDir { path: "out".into() },
+            SinkError::Record {
+                path: "out".into(),
+                message: "not an object".into(),
+            },
+        ];
+        let mut all: Vec<Box<dyn Error>> = Vec::new();
+        for e in io_errors {
+            match e {
+                IoError::BadPattern { .. }
+                | IoError::NoMatch { .. }
+                | IoError::Missing { .. }
+                | IoError::IsDir { .. } => all.push(Box::new(e)),
+            }
+        }
+        for e in source_errors {
+            match e {
+                SourceError::Open { .. }
+                | SourceError::Read { .. }
+                | SourceError::Resume { .. }
+                | SourceError::Header { .. }
+                | SourceError::HeaderNotUtf8 { .. }
+                | SourceError::Changed { .. } => all.push(Box::new(e)),
+            }
+        }
+        for e in sink_errors {
+            match e {
+                SinkError::Io { .. }
+                | SinkError::Resume { .. }
+                | SinkError::IsDir { .. }
+                | SinkError::Record { .. } => all.push(Box::new(e)),
+            }
+        }
+        all.push(Box::new(RecordError {
+            kind: RecordErrorKind::Json,
+            message: "line 3 of `in.jsonl` is not JSON".into(),
+            raw: "{".into(),
+        }));
+        all.push(Box::new(
+            "x".parse::<crate::Fingerprint>()
+                .expect_err("not a fingerprint"),
+        ));
+        all
+    }
+
+    #[test]
+    fn no_message_repeats_its_cause() {
+        let mut with_source = 0;
+        for e in every_error() {
+            let mut outer: &dyn Error = e.as_ref();
+            while let Some(inner) = outer.source() {
+                with_source += 1;
+                let (o, i) = (outer.to_string(), inner.to_string());
+                assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
+                outer = inner;
+            }
+        }
+        assert_eq!(with_source, 4, "every wrapped io::Error stays reachable");
+    }
 }

@@ -186,7 +186,7 @@ pub enum LedgerError {
 
     /// SQLite reported an error.
     #[error(
-        "the checkpoint at {path} could not {action}: {source}; check that the --state directory is on a writable local disk with free space",
+        "the checkpoint at {path} could not {action} (check that the state directory is on a writable local disk with free space)",
         path = .path.display()
     )]
     Sqlite {
@@ -201,7 +201,7 @@ pub enum LedgerError {
 
     /// A file-system operation failed.
     #[error(
-        "could not {action} {path}: {source}; check that the --state directory is a writable directory with free space",
+        "could not {action} {path} (check that the state directory is a writable directory with free space)",
         path = .path.display()
     )]
     Io {
@@ -283,5 +283,128 @@ mod tests {
             e.to_string(),
             "the job changed since the checkpoint: input.0.size changed from 100 to 120; worker changed from a.py to b.py; run with --restart to start over, or restore the original inputs and settings"
         );
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    /// One value of every variant; the match makes a new variant fail to compile here until
+    /// it is added.
+    fn every_variant() -> Vec<LedgerError> {
+        let all = vec![
+            LedgerError::Locked {
+                dir: "st".into(),
+                holder_pid: Some(7),
+            },
+            LedgerError::OutputLocked {
+                output: "out.jsonl".into(),
+                holder_pid: None,
+            },
+            LedgerError::IdentityChanged {
+                changes: vec![IdentityChange {
+                    key: "worker".into(),
+                    was: Some("a".into()),
+                    now: Some("b".into()),
+                }],
+            },
+            LedgerError::Corrupt {
+                path: "st/ledger".into(),
+                detail: "not a database".into(),
+            },
+            LedgerError::NewerSchema {
+                path: "st/ledger".into(),
+                found: 9,
+                supported: 2,
+            },
+            LedgerError::NotFound { dir: "st".into() },
+            LedgerError::ReadOnly,
+            LedgerError::NoJob,
+            LedgerError::AlreadyCommitted { chunk: 3 },
+            LedgerError::AlreadyFinished { chunk: 3 },
+            LedgerError::OffsetsWentBackwards {
+                chunk: 3,
+                file: "output",
+                got: 1,
+                committed: 2,
+            },
+            LedgerError::StaleClaim {
+                chunk: 3,
+                attempt: 2,
+            },
+            LedgerError::ClaimHeld {
+                chunk: 3,
+                owner: "host:1".into(),
+            },
+            LedgerError::ClaimMismatch {
+                claimed: 3,
+                committed: 4,
+            },
+            LedgerError::ValueTooLarge {
+                field: "offset",
+                value: u64::MAX,
+            },
+            LedgerError::TokenTooLong { len: 40 },
+            LedgerError::OlderSchema {
+                path: "st/ledger".into(),
+                found: 1,
+            },
+            LedgerError::Sqlite {
+                path: "st/ledger".into(),
+                action: "be opened".into(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(10),
+                    Some("disk I/O error".into()),
+                ),
+            },
+            LedgerError::Io {
+                path: "st".into(),
+                action: "create the state directory",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "No space left on device",
+                ),
+            },
+        ];
+        for e in &all {
+            match e {
+                LedgerError::Locked { .. }
+                | LedgerError::OutputLocked { .. }
+                | LedgerError::IdentityChanged { .. }
+                | LedgerError::Corrupt { .. }
+                | LedgerError::NewerSchema { .. }
+                | LedgerError::NotFound { .. }
+                | LedgerError::ReadOnly
+                | LedgerError::NoJob
+                | LedgerError::AlreadyCommitted { .. }
+                | LedgerError::AlreadyFinished { .. }
+                | LedgerError::OffsetsWentBackwards { .. }
+                | LedgerError::StaleClaim { .. }
+                | LedgerError::ClaimHeld { .. }
+                | LedgerError::ClaimMismatch { .. }
+                | LedgerError::ValueTooLarge { .. }
+                | LedgerError::TokenTooLong { .. }
+                | LedgerError::OlderSchema { .. }
+                | LedgerError::Sqlite { .. }
+                | LedgerError::Io { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn no_message_repeats_its_cause() {
+        let mut with_source = 0;
+        for e in every_variant() {
+            let mut outer: &dyn std::error::Error = &e;
+            with_source += usize::from(outer.source().is_some());
+            while let Some(inner) = outer.source() {
+                let (o, i) = (outer.to_string(), inner.to_string());
+                assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
+                outer = inner;
+            }
+        }
+        assert_eq!(with_source, 2, "Sqlite and Io keep their cause as source()");
     }
 }

@@ -62,6 +62,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod clock;
 #[cfg(any(test, feature = "test-support"))]

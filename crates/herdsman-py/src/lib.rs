@@ -488,6 +488,7 @@ impl PyLimiter {
                 "a rate limit of 0 would never let anything run; give a positive count",
             ));
         }
+        let count = std::num::NonZeroU32::new(count).expect("zero was refused above");
         let rate = match per {
             "second" | "s" | "sec" => RateLimit::per_second(count),
             "minute" | "m" | "min" => RateLimit::per_minute(count),
@@ -510,7 +511,7 @@ impl PyLimiter {
         let burst = rate.burst_size();
         Ok(PyLimiter {
             inner: Limiter::new(rate),
-            count,
+            count: count.get(),
             per: per.to_string(),
             burst,
         })
@@ -628,6 +629,12 @@ fn common_err<E>(e: ItemError<E>) -> Result<E, RawKind> {
             None,
         )),
         ItemError::Executor(m) => Err(RawKind::Other("executor", m, None)),
+        // An outcome a newer engine may add: reported as a failure, never dropped.
+        _ => Err(RawKind::Other(
+            "unknown",
+            "the item failed for a reason this version cannot name".into(),
+            None,
+        )),
     }
 }
 
@@ -1332,17 +1339,9 @@ impl PyRun {
                     }
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
-                        end = Some(Summary {
-                            status: herdsman::RunStatus::ExecutorFailed(
-                                "the run's thread ended without a summary".into(),
-                            ),
-                            succeeded: 0,
-                            failed: 0,
-                            not_run: 0,
-                            retries: 0,
-                            admitted: 0,
-                            elapsed: Duration::ZERO,
-                        });
+                        end = Some(Summary::empty(herdsman::RunStatus::ExecutorFailed(
+                            "the run's thread ended without a summary".into(),
+                        )));
                         break;
                     }
                 }

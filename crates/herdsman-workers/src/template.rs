@@ -25,6 +25,7 @@ use serde_json::Value;
 
 /// An error in the template itself (found before any record is read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TemplateError {
     /// No command was given.
     #[error("the command template is empty; give a program to run, e.g. `--exec 'echo {{}}'`")]
@@ -73,6 +74,7 @@ pub enum TemplateError {
 
 /// Why a template could not be filled from one record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RenderError {
     /// The record has no such field.
     #[error("the record has no field `{field}` used by the command template")]
@@ -1201,5 +1203,81 @@ mod tests {
     fn program_is_none_when_templated() {
         let t = Template::parse(&argv(&["{tool}", "x"])).unwrap();
         assert_eq!(t.program(), None);
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::{FailureKind, WorkerFailure};
+
+    /// One value of every error of this crate; the matches make a new variant fail to compile
+    /// here until it is added.
+    fn every_error() -> Vec<Box<dyn Error>> {
+        let arg = || "x{".to_string();
+        let templates = vec![
+            TemplateError::Empty,
+            TemplateError::Unclosed { arg: arg() },
+            TemplateError::Unmatched { arg: arg() },
+            TemplateError::UnknownPlaceholder {
+                placeholder: "{:x}".into(),
+                arg: arg(),
+            },
+            TemplateError::Nested { arg: arg() },
+            TemplateError::UnsafeShellPlaceholder {
+                placeholder: "{}".into(),
+                context: "inside single quotes".into(),
+                hint: "move it out of the quotes".into(),
+            },
+        ];
+        let renders = vec![
+            RenderError::MissingField { field: "id".into() },
+            RenderError::NulByte {
+                placeholder: "{}".into(),
+            },
+            RenderError::BadRecord("expected value at line 1".into()),
+        ];
+        let mut all: Vec<Box<dyn Error>> = Vec::new();
+        for e in templates {
+            match e {
+                TemplateError::Empty
+                | TemplateError::Unclosed { .. }
+                | TemplateError::Unmatched { .. }
+                | TemplateError::UnknownPlaceholder { .. }
+                | TemplateError::Nested { .. }
+                | TemplateError::UnsafeShellPlaceholder { .. } => all.push(Box::new(e)),
+            }
+        }
+        for e in renders {
+            match e {
+                RenderError::MissingField { .. }
+                | RenderError::NulByte { .. }
+                | RenderError::BadRecord(_) => all.push(Box::new(e)),
+            }
+        }
+        all.push(Box::new(WorkerFailure {
+            kind: FailureKind::WorkerExited,
+            message: "the worker exited with status 1".into(),
+            retryable: true,
+            retry_after: None,
+            worker: 0,
+            stderr_tail: Vec::new(),
+        }));
+        all
+    }
+
+    #[test]
+    fn no_message_repeats_its_cause() {
+        for e in every_error() {
+            assert!(!e.to_string().is_empty());
+            let mut outer: &dyn Error = e.as_ref();
+            while let Some(inner) = outer.source() {
+                let (o, i) = (outer.to_string(), inner.to_string());
+                assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
+                outer = inner;
+            }
+        }
     }
 }

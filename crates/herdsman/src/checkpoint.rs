@@ -21,9 +21,10 @@ use crate::map::{Map, Threads};
 
 /// Why a checkpoint file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// The file could not be opened, read, written or synced.
-    #[error("checkpoint file {}: {source}; check the path, its permissions and free space", path.display())]
+    #[error("cannot use checkpoint file {} (check the path, its permissions and free space)", path.display())]
     Io {
         /// The checkpoint file.
         path: PathBuf,

@@ -154,3 +154,81 @@ pub trait Executor<T>: Send {
     /// Stop everything; called once when the run ends.
     fn shutdown(&mut self);
 }
+
+/// Forwards every method, so a boxed executor (`Box<dyn Executor<T, Output = U, Error = E>>`,
+/// chosen at run time) can be given wherever an executor is expected.
+impl<T, X: Executor<T> + ?Sized> Executor<T> for Box<X> {
+    type Output = X::Output;
+    type Error = X::Error;
+
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+
+    fn concurrency(&self) -> usize {
+        (**self).concurrency()
+    }
+
+    fn submit(&mut self, id: AttemptId, item: T) -> Result<(), FatalExecutorError> {
+        (**self).submit(id, item)
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Finished<Self::Output, Self::Error>,
+    ) -> Result<(), FatalExecutorError> {
+        (**self).poll(timeout, out)
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        (**self).abandon(id);
+    }
+
+    fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        (**self).stop_queued(not_started);
+    }
+
+    fn shutdown(&mut self) {
+        (**self).shutdown();
+    }
+}
+
+/// Forwards every method, so a run can borrow an executor and the caller keeps it (to read
+/// its statistics, or to use it for another run) afterwards.
+impl<T, X: Executor<T> + ?Sized> Executor<T> for &mut X {
+    type Output = X::Output;
+    type Error = X::Error;
+
+    fn capacity(&self) -> usize {
+        (**self).capacity()
+    }
+
+    fn concurrency(&self) -> usize {
+        (**self).concurrency()
+    }
+
+    fn submit(&mut self, id: AttemptId, item: T) -> Result<(), FatalExecutorError> {
+        (**self).submit(id, item)
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Finished<Self::Output, Self::Error>,
+    ) -> Result<(), FatalExecutorError> {
+        (**self).poll(timeout, out)
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        (**self).abandon(id);
+    }
+
+    fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        (**self).stop_queued(not_started);
+    }
+
+    fn shutdown(&mut self) {
+        (**self).shutdown();
+    }
+}

@@ -6,12 +6,13 @@
 //!
 //! ```
 //! use herdsman::{RateLimit, Retry};
+//! use std::num::NonZeroU32;
 //! use std::time::Duration;
 //!
 //! let run = herdsman::map(vec!["1", "2", "x", "4"], |s: &str| s.parse::<u64>())
 //!     .workers(2)
 //!     .retry(Retry::attempts(2).backoff(Duration::from_millis(1)))
-//!     .rate_limit(RateLimit::per_second(1000).burst(10))
+//!     .rate_limit(RateLimit::per_second(NonZeroU32::new(1000).unwrap()).burst(10))
 //!     .collect();
 //! assert_eq!(run.success_count(), 3);
 //! assert_eq!(run.failures()[0].index, 2);
@@ -20,6 +21,16 @@
 //! ```
 
 #![warn(missing_docs)]
+
+// The Rust examples of the README and of docs/library.md are compiled and run as doctests,
+// so the documentation cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/library.md")]
+struct LibraryDocDoctests;
 
 #[cfg(feature = "async")]
 mod async_map;

@@ -7,6 +7,7 @@
 //! to pause a limiter for a server-mandated wait, so this small GCRA is hand-written.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,9 +41,10 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use herdsman::{Limiter, ManualClock, RateLimit};
+/// use std::num::NonZeroU32;
 /// use std::time::Duration;
 /// let clock = ManualClock::new();
-/// let limiter = Limiter::with_clock(RateLimit::per_second(2), clock.clone());
+/// let limiter = Limiter::with_clock(RateLimit::per_second(NonZeroU32::new(2).unwrap()), clock.clone());
 /// assert!(limiter.try_acquire().is_ok());
 /// assert!(limiter.try_acquire().is_err());
 /// clock.advance(Duration::from_millis(500));
@@ -75,7 +77,8 @@ impl Clock for ManualClock {
 ///
 /// ```
 /// use herdsman::RateLimit;
-/// let r = RateLimit::per_second(10).burst(5);
+/// use std::num::NonZeroU32;
+/// let r = RateLimit::per_second(NonZeroU32::new(10).unwrap()).burst(5);
 /// assert_eq!(r.burst_size(), 5);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,26 +88,25 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    fn per(n: u32, period: Duration) -> Self {
-        assert!(n > 0, "a rate limit needs at least 1 attempt per period");
+    fn per(n: NonZeroU32, period: Duration) -> Self {
         RateLimit {
-            interval: period / n,
+            interval: period / n.get(),
             burst: 1,
         }
     }
 
     /// At most `n` attempts per second.
-    pub fn per_second(n: u32) -> Self {
+    pub fn per_second(n: NonZeroU32) -> Self {
         Self::per(n, Duration::from_secs(1))
     }
 
     /// At most `n` attempts per minute.
-    pub fn per_minute(n: u32) -> Self {
+    pub fn per_minute(n: NonZeroU32) -> Self {
         Self::per(n, Duration::from_secs(60))
     }
 
     /// At most `n` attempts per hour.
-    pub fn per_hour(n: u32) -> Self {
+    pub fn per_hour(n: NonZeroU32) -> Self {
         Self::per(n, Duration::from_secs(3600))
     }
 
@@ -144,7 +146,8 @@ struct Inner {
 ///
 /// ```
 /// use herdsman::{Limiter, RateLimit};
-/// let shared = Limiter::new(RateLimit::per_second(100).burst(10));
+/// use std::num::NonZeroU32;
+/// let shared = Limiter::new(RateLimit::per_second(NonZeroU32::new(100).unwrap()).burst(10));
 /// let a = herdsman::map(0..5, |x: u32| Ok::<_, ()>(x)).limiter(shared.clone()).collect();
 /// let b = herdsman::map(0..5, |x: u32| Ok::<_, ()>(x)).limiter(shared.clone()).collect();
 /// assert!(a.is_ok() && b.is_ok());
@@ -240,7 +243,10 @@ mod tests {
     #[test]
     fn steady_rate_on_manual_clock() {
         let clock = ManualClock::new();
-        let l = Limiter::with_clock(RateLimit::per_second(10), clock.clone());
+        let l = Limiter::with_clock(
+            RateLimit::per_second(NonZeroU32::new(10).unwrap()),
+            clock.clone(),
+        );
         let mut granted = 0;
         // 2 simulated seconds in 1 ms steps.
         for _ in 0..2000 {
@@ -255,7 +261,10 @@ mod tests {
     #[test]
     fn burst_then_steady() {
         let clock = ManualClock::new();
-        let l = Limiter::with_clock(RateLimit::per_second(10).burst(5), clock.clone());
+        let l = Limiter::with_clock(
+            RateLimit::per_second(NonZeroU32::new(10).unwrap()).burst(5),
+            clock.clone(),
+        );
         let mut now = 0;
         while l.try_acquire().is_ok() {
             now += 1;
@@ -271,7 +280,10 @@ mod tests {
     #[test]
     fn pause_blocks_then_resumes_without_burst() {
         let clock = ManualClock::new();
-        let l = Limiter::with_clock(RateLimit::per_second(10).burst(5), clock.clone());
+        let l = Limiter::with_clock(
+            RateLimit::per_second(NonZeroU32::new(10).unwrap()).burst(5),
+            clock.clone(),
+        );
         l.pause(Duration::from_secs(2));
         assert_eq!(l.try_acquire().unwrap_err(), Duration::from_secs(2));
         clock.advance(Duration::from_millis(1999));
@@ -287,7 +299,10 @@ mod tests {
         fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
         assert_shareable::<Limiter>();
         let clock = ManualClock::new();
-        let l = Limiter::with_clock(RateLimit::per_second(10).burst(10), clock.clone());
+        let l = Limiter::with_clock(
+            RateLimit::per_second(NonZeroU32::new(10).unwrap()).burst(10),
+            clock.clone(),
+        );
         let granted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -316,7 +331,13 @@ mod tests {
 
     #[test]
     fn per_minute_and_hour_intervals() {
-        assert_eq!(RateLimit::per_minute(60).interval(), Duration::from_secs(1));
-        assert_eq!(RateLimit::per_hour(3600).interval(), Duration::from_secs(1));
+        assert_eq!(
+            RateLimit::per_minute(NonZeroU32::new(60).unwrap()).interval(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            RateLimit::per_hour(NonZeroU32::new(3600).unwrap()).interval(),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -63,6 +63,7 @@ pub(crate) fn failed_to_start(e: &FatalExecutorError) -> Summary {
 
 /// A configured run. Create it with [`map`](crate::map) or [`map_with`](crate::map_with),
 /// set options, then call [`collect`](Map::collect) or [`stream`](Map::stream).
+#[must_use = "a Map does nothing until `collect`, `stream` or `run` is called"]
 pub struct Map<I: Iterator, U, E, K = Threads> {
     input: I,
     make: MakeBackend<I::Item, U, E>,
@@ -228,8 +229,9 @@ impl<I: Iterator, U, E, K> Map<I, U, E, K> {
     ///
     /// ```
     /// use herdsman::RateLimit;
+    /// use std::num::NonZeroU32;
     /// let run = herdsman::map(0..3, |x: u32| Ok::<_, ()>(x))
-    ///     .rate_limit(RateLimit::per_second(1000).burst(3))
+    ///     .rate_limit(RateLimit::per_second(NonZeroU32::new(1000).unwrap()).burst(3))
     ///     .collect();
     /// assert!(run.is_ok());
     /// ```

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// Why one item did not produce a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ItemError<E> {
     /// The function returned this error (on its last attempt).
     #[error("the function failed: {0}")]
@@ -60,6 +61,7 @@ pub struct ItemOutcome<U, E> {
 
 /// A snapshot of a run's counters, given to `on_progress` after each final item outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Progress {
     /// Items that produced a value.
     pub succeeded: u64,
@@ -84,6 +86,7 @@ impl Progress {
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunStatus {
     /// The input was exhausted and every admitted item has a final outcome.
     Completed,
@@ -111,6 +114,7 @@ impl fmt::Display for RunStatus {
 
 /// Final counters of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Summary {
     /// How the run ended.
     pub status: RunStatus,
@@ -126,6 +130,28 @@ pub struct Summary {
     pub admitted: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+}
+
+impl Summary {
+    /// The summary of a run that resolved no item: `status` and every count zero (for front
+    /// ends that must report a run whose thread ended before it could summarise).
+    ///
+    /// ```
+    /// use herdsman::{RunStatus, Summary};
+    /// let s = Summary::empty(RunStatus::Cancelled);
+    /// assert_eq!((s.succeeded, s.failed, s.admitted), (0, 0, 0));
+    /// ```
+    pub fn empty(status: RunStatus) -> Summary {
+        Summary {
+            status,
+            succeeded: 0,
+            failed: 0,
+            not_run: 0,
+            retries: 0,
+            admitted: 0,
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// One item that did not produce a value.
@@ -150,6 +176,7 @@ pub(crate) enum Successes<U> {
 
 /// The collected result of a run: its status, every success with its index, and every
 /// failure.
+#[must_use = "a run's failures are only in its RunResult; check them (or `into_values()`)"]
 pub struct RunResult<U, E> {
     pub(crate) successes: Successes<U>,
     pub(crate) failures: Vec<Failure<E>>,
@@ -304,3 +331,82 @@ impl<E: fmt::Display> fmt::Display for MapError<E> {
 }
 
 impl<E: fmt::Display + fmt::Debug> std::error::Error for MapError<E> {}
+
+#[cfg(test)]
+mod chain_tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// One value of every error of this crate; the match makes a new variant fail to compile
+    /// here until it is added.
+    fn every_error() -> Vec<Box<dyn Error>> {
+        let items: Vec<ItemError<String>> = vec![
+            ItemError::Failed("HTTP 503".into()),
+            ItemError::Panicked("index out of bounds".into()),
+            ItemError::TimedOut,
+            ItemError::NotRun,
+            ItemError::Executor("the worker cannot start".into()),
+        ];
+        let mut all: Vec<Box<dyn Error>> = Vec::new();
+        for e in items {
+            match e {
+                ItemError::Failed(_)
+                | ItemError::Panicked(_)
+                | ItemError::TimedOut
+                | ItemError::NotRun
+                | ItemError::Executor(_) => all.push(Box::new(e)),
+            }
+        }
+        all.push(Box::new(MapError::<String> {
+            status: RunStatus::Completed,
+            succeeded: 1,
+            failures: vec![Failure {
+                index: 2,
+                error: ItemError::Failed("HTTP 503".into()),
+                attempts: 1,
+                duration: Duration::ZERO,
+            }],
+        }));
+        all.push(Box::new(crate::FatalExecutorError::configuration(
+            "the worker cannot start",
+        )));
+        #[cfg(feature = "checkpoint")]
+        {
+            use crate::checkpoint::CheckpointError;
+            for e in [
+                CheckpointError::Io {
+                    path: "ck.jsonl".into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        "No space left on device",
+                    ),
+                },
+                CheckpointError::Corrupt {
+                    path: "ck.jsonl".into(),
+                    line: 3,
+                    message: "not JSON".into(),
+                },
+            ] {
+                match e {
+                    CheckpointError::Io { .. } | CheckpointError::Corrupt { .. } => {
+                        all.push(Box::new(e));
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn no_message_repeats_its_cause() {
+        for e in every_error() {
+            let mut outer: &dyn Error = e.as_ref();
+            while let Some(inner) = outer.source() {
+                let (o, i) = (outer.to_string(), inner.to_string());
+                assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
+                outer = inner;
+            }
+        }
+    }
+}

@@ -24,6 +24,7 @@ type After<E> = Arc<dyn Fn(&E) -> Option<Duration> + Send + Sync>;
 ///     .when(|e: &String| e.contains("temporary"));
 /// assert_eq!(policy.max_attempts(), 4);
 /// ```
+#[must_use = "a retry policy does nothing until it is given to `Map::retry`"]
 pub struct Retry<E> {
     pub(crate) attempts: u32,
     pub(crate) base: Duration,

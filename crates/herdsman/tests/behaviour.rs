@@ -1,5 +1,6 @@
 //! One test per promised behaviour of `herdsman::map`, `map_with` and `stream`.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,7 +261,7 @@ fn rate_limit_is_accurate_within_ten_percent() {
         Ok::<_, ()>(x)
     })
     .workers(2)
-    .rate_limit(RateLimit::per_second(20).burst(2))
+    .rate_limit(RateLimit::per_second(NonZeroU32::new(20).unwrap()).burst(2))
     .collect();
     assert!(run.is_ok());
     let mut st = stamps.lock().unwrap().clone();
@@ -277,7 +278,7 @@ fn rate_limit_is_accurate_within_ten_percent() {
 
 #[test]
 fn server_wait_pauses_the_shared_limiter() {
-    let limiter = Limiter::new(RateLimit::per_second(10));
+    let limiter = Limiter::new(RateLimit::per_second(NonZeroU32::new(10).unwrap()));
     let stamps = Arc::new(Mutex::new(Vec::new()));
     let s2 = stamps.clone();
     let first = Arc::new(AtomicBool::new(true));
@@ -418,7 +419,7 @@ fn stop_latency_is_short_while_rate_limited() {
     });
     let run = herdsman::map(0u64.., Ok::<_, ()>)
         .workers(2)
-        .rate_limit(RateLimit::per_minute(1))
+        .rate_limit(RateLimit::per_minute(NonZeroU32::new(1).unwrap()))
         .stop_token(token)
         .collect();
     let latency = stopped_at.lock().unwrap().unwrap().elapsed();
@@ -492,14 +493,14 @@ fn into_values_error_lists_every_failure() {
 fn progress_total_comes_from_size_hint_or_hint() {
     let last = Arc::new(Mutex::new(None));
     let l2 = last.clone();
-    herdsman::map(0..7u32, Ok::<_, ()>)
+    let _ = herdsman::map(0..7u32, Ok::<_, ()>)
         .on_progress(move |p| *l2.lock().unwrap() = Some(p.clone()))
         .collect();
     let p = last.lock().unwrap().clone().unwrap();
     assert_eq!((p.total, p.succeeded), (Some(7), 7));
 
     let l3 = last.clone();
-    herdsman::map((0..7u32).filter(|_| true), Ok::<_, ()>)
+    let _ = herdsman::map((0..7u32).filter(|_| true), Ok::<_, ()>)
         .total_hint(7)
         .on_progress(move |p| *l3.lock().unwrap() = Some(p.clone()))
         .collect();

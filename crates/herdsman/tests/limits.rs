@@ -2,6 +2,7 @@
 //! spacing of attempt starts, a slow input that never delays stop, deadline or results, huge
 //! durations that mean "no limit", and `max_errors` on inputs smaller than the window.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ fn rate_limited_starts_stay_spaced_after_a_busy_spell() {
         Ok::<_, ()>(x)
     })
     .workers(2)
-    .rate_limit(RateLimit::per_second(5))
+    .rate_limit(RateLimit::per_second(NonZeroU32::new(5).unwrap()))
     .collect();
     assert!(run.is_ok());
     let mut st = starts.lock().unwrap().clone();
@@ -99,7 +100,7 @@ fn a_retry_after_pause_holds_back_attempts_already_queued() {
         Ok(x)
     })
     .workers(2)
-    .rate_limit(RateLimit::per_second(20))
+    .rate_limit(RateLimit::per_second(NonZeroU32::new(20).unwrap()))
     .retry(
         Retry::attempts(2).retry_after(|e: &u16| (*e == 429).then_some(Duration::from_millis(600))),
     )
@@ -120,7 +121,10 @@ fn a_retry_after_pause_holds_back_attempts_already_queued() {
 fn a_finished_input_neither_waits_for_nor_takes_a_token() {
     // The clock never moves: a run that asked for a third token would wait forever.
     let clock = ManualClock::new();
-    let limiter = Limiter::with_clock(RateLimit::per_second(1).burst(2), clock.clone());
+    let limiter = Limiter::with_clock(
+        RateLimit::per_second(NonZeroU32::new(1).unwrap()).burst(2),
+        clock.clone(),
+    );
     let l2 = limiter.clone();
     let run = within(
         Duration::from_secs(30),
@@ -135,7 +139,10 @@ fn a_finished_input_neither_waits_for_nor_takes_a_token() {
     assert_eq!(run.into_values().unwrap(), vec![1, 2]);
 
     // Two items out of a burst of three leave exactly one token.
-    let limiter = Limiter::with_clock(RateLimit::per_second(1).burst(3), clock);
+    let limiter = Limiter::with_clock(
+        RateLimit::per_second(NonZeroU32::new(1).unwrap()).burst(3),
+        clock,
+    );
     let run = within(Duration::from_secs(30), "a run of 2 items", {
         let l = limiter.clone();
         move || {
@@ -308,7 +315,7 @@ fn huge_item_timeout_and_deadline_mean_no_limit() {
 
 #[test]
 fn huge_pause_and_server_wait_never_panic() {
-    let limiter = Limiter::new(RateLimit::per_second(10).burst(3));
+    let limiter = Limiter::new(RateLimit::per_second(NonZeroU32::new(10).unwrap()).burst(3));
     limiter.pause(Duration::MAX);
     limiter.pause(Duration::MAX);
     assert!(limiter.paused_for() > Duration::from_secs(3600 * 24 * 365));
@@ -323,7 +330,7 @@ fn huge_pause_and_server_wait_never_panic() {
         || {
             herdsman::map(vec![0u32], |_| Err::<u32, _>(429u16))
                 .workers(2)
-                .rate_limit(RateLimit::per_second(1000))
+                .rate_limit(RateLimit::per_second(NonZeroU32::new(1000).unwrap()))
                 .retry(Retry::attempts(3).retry_after(|_: &u16| Some(Duration::MAX)))
                 .deadline(Duration::from_millis(300))
                 .collect()

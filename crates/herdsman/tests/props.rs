@@ -211,7 +211,10 @@ proptest! {
                     m = m.deadline(Duration::from_millis(d));
                 }
                 if let Some(r) = rate {
-                    m = m.rate_limit(RateLimit::per_second(r).burst(8));
+                    m = m.rate_limit(
+                        RateLimit::per_second(std::num::NonZeroU32::new(r).expect("rates are positive"))
+                            .burst(8),
+                    );
                 }
                 if let Some(k) = max_errors {
                     m = m.max_errors(k);
@@ -296,6 +299,7 @@ fn copy(o: &ItemOutcome<u64, String>) -> ItemOutcome<u64, String> {
             Err(ItemError::TimedOut) => Err(ItemError::TimedOut),
             Err(ItemError::NotRun) => Err(ItemError::NotRun),
             Err(ItemError::Executor(m)) => Err(ItemError::Executor(m.clone())),
+            Err(_) => unreachable!("an outcome this test does not produce"),
         },
         attempts: o.attempts,
         duration: o.duration,

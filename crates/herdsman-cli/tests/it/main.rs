@@ -1,0 +1,18 @@
+//! The crate's integration tests, one binary: each module is one former test file.
+
+mod cli;
+mod common;
+mod corpora;
+mod crash;
+mod csv_output;
+mod dead_letters;
+mod exec_args;
+mod exec_first_run;
+mod files;
+mod inputs;
+mod parallel_users;
+mod resume_identity;
+mod retry_after;
+mod stdio;
+mod timeouts_first_run;
+mod workers_no_hang;

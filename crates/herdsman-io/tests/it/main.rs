@@ -1,0 +1,9 @@
+//! The crate's integration tests, one binary: each module is one former test file.
+
+mod common;
+mod corpora;
+mod csv_output;
+mod inputs;
+mod resume;
+mod sink;
+mod source;

@@ -1,0 +1,5 @@
+//! The crate's integration tests, one binary: each module is one former test file.
+
+mod ledger;
+mod processes;
+mod roundtrip;

@@ -1,0 +1,7 @@
+//! The crate's integration tests, one binary: each module is one former test file.
+
+mod async_behaviour;
+mod behaviour;
+mod checkpoint;
+mod limits;
+mod props;

@@ -3,6 +3,8 @@
 mod common;
 mod corpora;
 mod csv_output;
+mod csv_roundtrip;
+mod csv_stream_resume;
 mod inputs;
 mod resume;
 mod sink;

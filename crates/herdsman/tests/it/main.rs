@@ -3,5 +3,7 @@
 mod async_behaviour;
 mod behaviour;
 mod checkpoint;
+mod executor_forwarding;
+mod fast_path;
 mod limits;
 mod props;

@@ -2,7 +2,7 @@
 //! uses the --delimiter of the input, reads back to the same records, and a run killed at
 //! the commit protocol's crash points resumes to the same bytes with one header.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! the same header, whatever their cells hold (the delimiter, quotes, CR, LF, edge spaces,
 //! a byte order mark, empty cells).
 
-mod common;
+use crate::common;
 
 use common::*;
 use herdsman_io::{Format, OutputFormat, Sink, SinkOptions, SourceOptions};

@@ -2,7 +2,7 @@
 //! their keys in the documented order and the record's own key order, and `herdsman status
 //! --json` with its keys in a fixed order, whatever features serde_json is built with.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! version 1): the run is refused with one clear sentence and exit code 1, like a checkpoint
 //! from a newer herdsman, and --restart starts the job over.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

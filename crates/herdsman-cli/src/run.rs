@@ -268,11 +268,17 @@ fn conclude(
             RunStatus::Completed => Ending::Completed,
             RunStatus::Aborted => Ending::Aborted,
             RunStatus::Cancelled | RunStatus::TimedOut => Ending::Interrupted,
-            RunStatus::ExecutorFailed(message) => {
+            RunStatus::ExecutorFailed(fatal) => {
                 if checkpoint.is_none() {
                     keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
                 }
-                return Err(usage(format!("the run stopped: {message}; {done_so_far}")));
+                let message = format!("the run stopped: {}; {done_so_far}", fatal.message);
+                // Only a configuration problem is a usage error (exit 2); trouble that arose
+                // while running (workers that keep dying) is a failed run (exit 1).
+                return Err(match fatal.kind {
+                    herdsman::FatalKind::Configuration => usage(message),
+                    _ => anyhow!(message),
+                });
             }
             // A status a newer library may add: nothing is lost, the job resumes.
             _ => Ending::Interrupted,

@@ -608,7 +608,7 @@ fn status_name(s: &herdsman::RunStatus) -> (&'static str, String) {
         TimedOut => ("timed_out", String::new()),
         Aborted => ("aborted", String::new()),
         Cancelled => ("cancelled", String::new()),
-        ExecutorFailed(m) => ("executor_failed", m.clone()),
+        ExecutorFailed(e) => ("executor_failed", e.message.clone()),
         #[allow(unreachable_patterns)]
         _ => ("unknown", s.to_string()),
     }
@@ -1340,7 +1340,9 @@ impl PyRun {
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
                         end = Some(Summary::empty(herdsman::RunStatus::ExecutorFailed(
-                            "the run's thread ended without a summary".into(),
+                            herdsman::FatalExecutorError::runtime(
+                                "the run's thread ended without a summary",
+                            ),
                         )));
                         break;
                     }

@@ -51,7 +51,7 @@ pub(crate) type MakeBackend<T, U, E> =
 /// The summary of a run that could not start: nothing was admitted.
 pub(crate) fn failed_to_start(e: &FatalExecutorError) -> Summary {
     Summary {
-        status: RunStatus::ExecutorFailed(e.message.clone()),
+        status: RunStatus::ExecutorFailed(e.clone()),
         succeeded: 0,
         failed: 0,
         not_run: 0,

@@ -96,8 +96,9 @@ pub enum RunStatus {
     Aborted,
     /// The [`StopToken`](crate::StopToken) was triggered (or the stream was dropped).
     Cancelled,
-    /// The executor reported a fatal error; the message says what happened.
-    ExecutorFailed(String),
+    /// The executor reported a fatal error: what happened, and whether it is a configuration
+    /// problem or one that arose while running ([`FatalKind`](crate::FatalKind)).
+    ExecutorFailed(crate::FatalExecutorError),
 }
 
 impl fmt::Display for RunStatus {

@@ -151,10 +151,9 @@ impl<U, E> Iterator for Stream<U, E> {
                 // The scheduler thread died without a summary: only possible if a callback
                 // panicked on it.
                 self.summary = Some(Summary {
-                    status: RunStatus::ExecutorFailed(
-                        "the scheduler thread panicked (in the input iterator, or in an on_progress or on_outcome callback?)"
-                            .into(),
-                    ),
+                    status: RunStatus::ExecutorFailed(crate::FatalExecutorError::runtime(
+                        "the scheduler thread panicked (in the input iterator, or in an on_progress or on_outcome callback?)",
+                    )),
                     succeeded: 0,
                     failed: 0,
                     not_run: 0,

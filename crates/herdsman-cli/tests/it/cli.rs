@@ -1170,3 +1170,35 @@ fn check_max_errors_stop(s: &Scratch, err: &str) -> Value {
     assert!(dead.iter().all(|d| d["error"]["kind"] == json!("reported")));
     sum
 }
+
+/// A worker that dies at every start stops the run once the restart limit is reached. That
+/// is trouble that arose while running, not a usage error: exit 1 (a failed run that
+/// resumes), never 2, which promises that nothing ran.
+#[test]
+fn workers_that_keep_dying_end_the_run_with_exit_1_not_a_usage_error() {
+    let s = Scratch::new();
+    let input: String = (1..=200).map(|n| format!("{n}\n")).collect();
+    s.write("in.txt", input);
+    s.herdsman()
+        .args(["run", "-i", "in.txt", "--format", "lines"])
+        .args(["-w", "sh -c 'exit 3'", "-o", "out.jsonl"])
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "5 times in a row without answering",
+        ))
+        .stderr(predicate::str::contains("checkpointed"));
+}
+
+/// A worker program that does not exist is a configuration problem: exit 2, nothing ran.
+#[test]
+fn a_worker_that_cannot_start_is_a_usage_error() {
+    let s = Scratch::new();
+    s.write("in.txt", "1\n2\n");
+    s.herdsman()
+        .args(["run", "-i", "in.txt", "--format", "lines"])
+        .args(["-w", "./no-such-worker-program", "-o", "out.jsonl"])
+        .assert()
+        .code(2);
+}

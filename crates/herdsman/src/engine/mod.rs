@@ -341,8 +341,8 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
     }
 
     fn fatal(&mut self, e: FatalExecutorError) {
-        self.begin_stop(RunStatus::ExecutorFailed(e.message.clone()));
-        self.status = Some(RunStatus::ExecutorFailed(e.message.clone()));
+        self.begin_stop(RunStatus::ExecutorFailed(e.clone()));
+        self.status = Some(RunStatus::ExecutorFailed(e.clone()));
         for a in self.backend.abandon(GiveUp::All) {
             for k in 0..a.len as u64 {
                 self.times.remove(&AttemptId {

@@ -48,7 +48,9 @@ fn map_reports_a_pool_that_cannot_start_instead_of_panicking() {
         .collect();
     allow_spawns(None);
     match run.status() {
-        RunStatus::ExecutorFailed(m) => assert!(m.contains("refused to start thread"), "{m}"),
+        RunStatus::ExecutorFailed(e) => {
+            assert!(e.message.contains("refused to start thread"), "{e}")
+        }
         other => panic!("expected a failed start, got {other:?}"),
     }
     assert_eq!(run.summary.admitted, 0);

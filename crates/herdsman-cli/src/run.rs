@@ -277,7 +277,7 @@ fn conclude(
                 // while running (workers that keep dying) is a failed run (exit 1).
                 return Err(match fatal.kind {
                     herdsman::FatalKind::Configuration => usage(message),
-                    _ => anyhow!(message),
+                    herdsman::FatalKind::Runtime => anyhow!(message),
                 });
             }
             // A status a newer library may add: nothing is lost, the job resumes.

@@ -23,9 +23,12 @@ use std::process::{Child, ChildStdin, ChildStdout};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+// std's channels, not crossbeam's, between the engine's thread and the pipe threads: a
+// blocking crossbeam `recv` yields the CPU a few times before it sleeps, and with one wait
+// per batch of answers those yields preempted the workers thousands of times per run.
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
 use nix::sys::signal::Signal;
 
@@ -186,6 +189,14 @@ const EXIT_DRAIN: Duration = Duration::from_secs(2);
 const PARTIAL_QUOTE: usize = 200;
 /// How long to wait for the rest of a dead worker's stderr.
 const STDERR_WAIT: Duration = Duration::from_millis(200);
+/// After a small read from a worker's stdout, how long its reader waits before reading
+/// again, so that the answers of a worker that answers many records per millisecond are
+/// taken (and handed to the engine, and answered with new records) a few at a time, not
+/// one wake-up each. An answer is never held back longer than this.
+const READ_LINGER: Duration = Duration::from_millis(2);
+/// A read at least this large means answers arrive faster than lingering could gather
+/// them (and the pipe could fill meanwhile): read again at once.
+const LINGER_BELOW: usize = 16 * 1024;
 
 enum Event {
     /// Complete lines (each ending with `\n`) from a worker's stdout.
@@ -356,7 +367,7 @@ pub struct WorkerPool {
     cfg: PoolConfig,
     argv: Vec<String>,
     slots: Vec<Slot>,
-    events_tx: Option<Sender<Event>>,
+    events_tx: Option<SyncSender<Event>>,
     events: Receiver<Event>,
     next_wire: u64,
     cursor: usize,
@@ -407,7 +418,7 @@ impl WorkerPool {
                 io_phrase(&e)
             ),
         })?;
-        let (events_tx, events) = crossbeam_channel::bounded(256);
+        let (events_tx, events) = std::sync::mpsc::sync_channel(256);
         let protocol = cfg.protocol;
         let slots = (0..cfg.workers)
             .map(|_| Slot {
@@ -485,7 +496,7 @@ impl WorkerPool {
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (writer, writer_rx) = crossbeam_channel::unbounded();
+        let (writer, writer_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("herdsman-stdin-{s}"))
             .spawn(move || write_loop(stdin, writer_rx))
@@ -1466,7 +1477,13 @@ fn write_loop(stdin: ChildStdin, rx: Receiver<Vec<u8>>) {
     }
 }
 
-fn read_loop(mut stdout: ChildStdout, slot: usize, gen: u64, tx: Sender<Event>, max_line: usize) {
+fn read_loop(
+    mut stdout: ChildStdout,
+    slot: usize,
+    gen: u64,
+    tx: SyncSender<Event>,
+    max_line: usize,
+) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut buf: Vec<u8> = Vec::new();
     let mut discarding = false;
@@ -1515,6 +1532,11 @@ fn read_loop(mut stdout: ChildStdout, slot: usize, gen: u64, tx: Sender<Event>, 
             if tx.send(Event::TooLong { slot, gen }).is_err() {
                 return;
             }
+        }
+        if n < LINGER_BELOW {
+            // Let the next answers gather in the pipe: one wake-up of this thread, of the
+            // engine's and of the writer's for several answers instead of one each.
+            std::thread::sleep(READ_LINGER);
         }
     }
     // A last line without its newline answers nothing: the worker died while writing it.
@@ -1648,7 +1670,7 @@ impl Executor<WorkItem> for WorkerPool {
             if self.cfg.protocol == Protocol::Framed {
                 self.flush_slot(s);
                 if let Some(r) = &mut self.slots[s].running {
-                    r.writer = crossbeam_channel::bounded(0).0;
+                    r.writer = std::sync::mpsc::channel().0;
                 }
             }
         }
@@ -1673,7 +1695,7 @@ impl Executor<WorkItem> for WorkerPool {
         }
         // Stop reader threads that may be blocked on a full event channel.
         self.events_tx = None;
-        self.events = crossbeam_channel::never();
+        self.events = std::sync::mpsc::sync_channel(0).1;
         let close_wait = self.cfg.kill_grace.min(Duration::from_millis(500));
         let deadline = Instant::now() + close_wait;
         for child in &children {

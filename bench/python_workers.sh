@@ -26,7 +26,9 @@
 # Environment: RUNS (5), ROWS (20000), MAX_VALUE (1000), JOBS (2), HERDSMAN
 # (target/release/herdsman; CARGO_TARGET_DIR is honoured), PYTHON (python3), CHUNKS (the
 # candidate chunk sizes, "64 256 1024 2500"), KEEP=1 keeps the temporary directory,
-# BASELINE (another herdsman binary, for example a copy of an earlier build: it then runs
+# WORK=none (every contender runs a copy of primes.py whose compute() counts no primes and
+# answers 0: what remains is each contender's own cost of moving 20,000 rows through its
+# processes, interpreter start-ups included), BASELINE (another herdsman binary, for example a copy of an earlier build: it then runs
 # too, with checkpointing, in the same rounds, and its output is checked like the others).
 set -euo pipefail
 
@@ -72,6 +74,16 @@ VPY=$TMP/venv/bin/python
 "$VPY" -m pip install -q --disable-pip-version-check joblib mpire ./python >&2
 # The function lives in examples/primes/primes.py; every contender imports it from there.
 export PYTHONPATH=$ROOT/examples/primes
+if [[ ${WORK:-} == none ]]; then
+    # The same module with the prime counting taken out: only the contenders' own cost is left.
+    mkdir -p "$TMP/nowork"
+    sed 's/"primes_up_to_value": count_primes(value)}/"primes_up_to_value": 0}/' \
+        examples/primes/primes.py >"$TMP/nowork/primes.py"
+    grep -q '"primes_up_to_value": 0}' "$TMP/nowork/primes.py" ||
+        { echo "WORK=none: could not take the prime counting out of examples/primes/primes.py" >&2; exit 2; }
+    export PYTHONPATH=$TMP/nowork
+    echo "== WORK=none: compute() counts no primes" >&2
+fi
 
 POOLS="$VPY bench/python_pools.py"
 IO="$CSV -j $JOBS"
@@ -138,7 +150,7 @@ done
 [[ $(wc -l <"$TMP/seq.jsonl") -eq $OK ]] || { echo "CHECK FAILED: seq.jsonl is not $OK lines" >&2; status=1; }
 
 echo
-echo "### Reference workload, $ROWS rows (values 0..$MAX_VALUE), $JOBS processes, $RUNS runs each"
+echo "### Reference workload${WORK:+ (WORK=$WORK)}, $ROWS rows (values 0..$MAX_VALUE), $JOBS processes, $RUNS runs each"
 echo
 echo "Machine: $MACHINE; after: $LOAD_AFTER."
 echo

@@ -23,12 +23,14 @@ use std::process::{Child, ChildStdin, ChildStdout};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 // std's channels, not crossbeam's, between the engine's thread and the pipe threads: a
 // blocking crossbeam `recv` yields the CPU a few times before it sleeps, and with one wait
 // per batch of answers those yields preempted the workers thousands of times per run.
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
@@ -297,6 +299,9 @@ struct Running {
     child: Child,
     writer: Sender<Vec<u8>>,
     stderr: StderrReader,
+    /// The records in flight on this process, as last seen by the engine's thread: its
+    /// stdout reader waits for more answers only when more are on their way.
+    in_flight: Arc<AtomicUsize>,
 }
 
 struct Slot {
@@ -503,15 +508,18 @@ impl WorkerPool {
             .map_err(thread_error)?;
         let tx = self.events_tx.clone().expect("pool is running");
         let max_line = self.cfg.max_line_bytes;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let reader_in_flight = Arc::clone(&in_flight);
         std::thread::Builder::new()
             .name(format!("herdsman-stdout-{s}"))
-            .spawn(move || read_loop(stdout, s, gen, tx, max_line))
+            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight))
             .map_err(thread_error)?;
         let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
         slot.running = Some(Running {
             child,
             writer,
             stderr,
+            in_flight,
         });
         slot.answered = false;
         slot.stalled = false;
@@ -795,6 +803,7 @@ impl WorkerPool {
         }
         let bytes = std::mem::take(&mut slot.outbox);
         if let Some(r) = &slot.running {
+            r.in_flight.store(slot.inflight.len(), Ordering::Relaxed);
             // A closed channel means the worker is gone; its exit is handled via stdout EOF.
             let _ = r.writer.send(bytes);
         }
@@ -834,6 +843,10 @@ impl WorkerPool {
             }
         };
         self.handle_event(ev, out)?;
+        if let Some(r) = &self.slots[s].running {
+            r.in_flight
+                .store(self.slots[s].inflight.len(), Ordering::Relaxed);
+        }
         // An answer may have made another record the oldest: its clock starts now.
         self.slots[s].sync_head(Instant::now());
         self.retire_spent(s);
@@ -864,6 +877,7 @@ impl WorkerPool {
             mut child,
             writer,
             stderr,
+            ..
         } = running;
         let spawned = std::thread::Builder::new()
             .name(format!("herdsman-retire-{s}"))
@@ -1483,6 +1497,7 @@ fn read_loop(
     gen: u64,
     tx: SyncSender<Event>,
     max_line: usize,
+    in_flight: Arc<AtomicUsize>,
 ) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut buf: Vec<u8> = Vec::new();
@@ -1533,9 +1548,14 @@ fn read_loop(
                 return;
             }
         }
-        if n < LINGER_BELOW {
-            // Let the next answers gather in the pipe: one wake-up of this thread, of the
-            // engine's and of the writer's for several answers instead of one each.
+        // Let the next answers gather in the pipe (one wake-up of this thread, of the
+        // engine's and of the writer's for several answers instead of one each), but only
+        // when more answers are on their way: a worker given one record at a time must not
+        // wait for this thread after each answer. (A framed record may take several lines,
+        // so this undercounts what is still to come, and lingers less, never more.)
+        if n < LINGER_BELOW
+            && in_flight.load(Ordering::Relaxed) > memchr::memchr_iter(b'\n', &tmp[..n]).count()
+        {
             std::thread::sleep(READ_LINGER);
         }
     }

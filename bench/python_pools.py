@@ -22,7 +22,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "primes"))
+# Appended, not prepended: a `primes` module on PYTHONPATH wins (python_workers.sh WORK=none).
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "primes"))
 from primes import compute  # noqa: E402  (the function every contender runs)
 
 dumps = json.JSONEncoder(separators=(",", ":")).encode

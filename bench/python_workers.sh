@@ -25,7 +25,11 @@
 #
 # Environment: RUNS (5), ROWS (20000), MAX_VALUE (1000), JOBS (2), HERDSMAN
 # (target/release/herdsman; CARGO_TARGET_DIR is honoured), PYTHON (python3), CHUNKS (the
-# candidate chunk sizes, "64 256 1024 2500"), KEEP=1 keeps the temporary directory.
+# candidate chunk sizes, "64 256 1024 2500"), KEEP=1 keeps the temporary directory,
+# WORK=none (every contender runs a copy of primes.py whose compute() counts no primes and
+# answers 0: what remains is each contender's own cost of moving 20,000 rows through its
+# processes, interpreter start-ups included), BASELINE (another herdsman binary, for example a copy of an earlier build: it then runs
+# too, with checkpointing, in the same rounds, and its output is checked like the others).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -44,6 +48,11 @@ if [[ ! -x $HERDSMAN ]]; then
     exit 2
 fi
 HERDSMAN=$(cd "$(dirname "$HERDSMAN")" && pwd)/$(basename "$HERDSMAN")
+BASELINE=${BASELINE:-}
+if [[ -n $BASELINE && ! -x $BASELINE ]]; then
+    echo "BASELINE=$BASELINE is not an executable herdsman binary; unset it or give the path of an earlier build" >&2
+    exit 2
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/herdsman-pybench.XXXXXX")
 if [[ -z ${KEEP:-} ]]; then
@@ -65,6 +74,16 @@ VPY=$TMP/venv/bin/python
 "$VPY" -m pip install -q --disable-pip-version-check joblib mpire ./python >&2
 # The function lives in examples/primes/primes.py; every contender imports it from there.
 export PYTHONPATH=$ROOT/examples/primes
+if [[ ${WORK:-} == none ]]; then
+    # The same module with the prime counting taken out: only the contenders' own cost is left.
+    mkdir -p "$TMP/nowork"
+    sed 's/"primes_up_to_value": count_primes(value)}/"primes_up_to_value": 0}/' \
+        examples/primes/primes.py >"$TMP/nowork/primes.py"
+    grep -q '"primes_up_to_value": 0}' "$TMP/nowork/primes.py" ||
+        { echo "WORK=none: could not take the prime counting out of examples/primes/primes.py" >&2; exit 2; }
+    export PYTHONPATH=$TMP/nowork
+    echo "== WORK=none: compute() counts no primes" >&2
+fi
 
 POOLS="$VPY bench/python_pools.py"
 IO="$CSV -j $JOBS"
@@ -96,6 +115,14 @@ echo "   $MACHINE" >&2
 
 JSON=$TMP/python_workers.json
 TABLE=$TMP/table.md
+EXTRA=()
+CHECKED="h hnc mp futures joblib mpire"
+if [[ -n $BASELINE ]]; then
+    B="$BASELINE run --progress none -q -i $CSV --protocol framed -j $JOBS"
+    EXTRA=(-n "baseline build: herdsman -j $JOBS + python -m herdsman_worker" \
+        "$B -w '$WORKER' --state $TMP/state $(out base)")
+    CHECKED="$CHECKED base"
+fi
 "$PYTHON" bench/interleave.py --runs "$RUNS" --prepare "rm -rf $TMP/state" --export-json "$JSON" \
     --records "$ROWS" \
     -n "herdsman -j $JOBS + python -m herdsman_worker" "$H -w '$WORKER' --state $TMP/state $(out h)" \
@@ -104,12 +131,12 @@ TABLE=$TMP/table.md
     -n "ProcessPoolExecutor($JOBS).map, chunksize $FUT_CHUNK" "$POOLS futures $IO --chunksize $FUT_CHUNK $(out futures)" \
     -n "joblib Parallel(n_jobs=$JOBS), batch_size auto" "$POOLS joblib $IO $(out joblib)" \
     -n "mpire WorkerPool($JOBS)" "$POOLS mpire $IO $(out mpire)" \
-    -n "one Python process" "$POOLS seq $IO $(out seq)" >"$TABLE"
+    -n "one Python process" "$POOLS seq $IO $(out seq)" "${EXTRA[@]}" >"$TABLE"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Every contender must have written the same records: a fast wrong answer does not count.
 status=0
-for name in h hnc mp futures joblib mpire; do
+for name in $CHECKED; do
     if ! cmp -s "$TMP/$name.jsonl" "$TMP/seq.jsonl"; then
         echo "CHECK FAILED: $name.jsonl differs from the single process's output" >&2
         status=1
@@ -123,7 +150,7 @@ done
 [[ $(wc -l <"$TMP/seq.jsonl") -eq $OK ]] || { echo "CHECK FAILED: seq.jsonl is not $OK lines" >&2; status=1; }
 
 echo
-echo "### Reference workload, $ROWS rows (values 0..$MAX_VALUE), $JOBS processes, $RUNS runs each"
+echo "### Reference workload${WORK:+ (WORK=$WORK)}, $ROWS rows (values 0..$MAX_VALUE), $JOBS processes, $RUNS runs each"
 echo
 echo "Machine: $MACHINE; after: $LOAD_AFTER."
 echo
@@ -133,13 +160,18 @@ echo
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
 herdsman = [r for r in results if r["command"].startswith("herdsman")][0]  # checkpointing on
-pools = [r for r in results if not r["command"].startswith("herdsman") and "one Python" not in r["command"]]
+pools = [r for r in results if not r["command"].startswith(("herdsman", "baseline"))
+         and "one Python" not in r["command"]]
 for key, what in (("median", "wall-clock"), ("cpu_median", "CPU")):
     best = min(pools, key=lambda r: r[key])
     ratio = best[key] / herdsman[key]
     print(f"- {what}: fastest pool {best['command']} {best[key]:.3f} s, herdsman (checkpointing) "
           f"{herdsman[key]:.3f} s: herdsman {ratio:.2f}x as fast (goal 1.10x: "
           f"{'met' if ratio >= 1.10 else 'not met'}).")
+base = [r for r in results if r["command"].startswith("baseline")]
+for r in base:
+    print(f"- against the baseline build: wall-clock {r['median']:.3f} s -> {herdsman['median']:.3f} s, "
+          f"CPU {r['cpu_median']:.3f} s -> {herdsman['cpu_median']:.3f} s.")
 EOF
 [[ $status -eq 0 ]] && echo "Output checks passed: every contender wrote the single process's $OK lines, byte for byte, and $BAD failures."
 exit $status

@@ -23,10 +23,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Child;
+// std's channels, not crossbeam's, between the engine's thread and the pipe threads: a
+// blocking crossbeam `recv` yields the CPU a few times before it sleeps, and with one wait
+// per batch of answers those yields preempted the workers thousands of times per run.
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, Sender};
 
 use crate::process::{check_dir, check_program, kill_after_grace, reap, wait_exited};
 use crate::text::io_phrase;
@@ -91,7 +94,7 @@ pub struct WorkerPool {
     cfg: PoolConfig,
     argv: Vec<String>,
     slots: Vec<Slot>,
-    events_tx: Option<Sender<Event>>,
+    events_tx: Option<SyncSender<Event>>,
     events: Receiver<Event>,
     next_wire: u64,
     cursor: usize,
@@ -144,7 +147,7 @@ impl WorkerPool {
                 io_phrase(&e)
             ),
         })?;
-        let (events_tx, events) = crossbeam_channel::bounded(256);
+        let (events_tx, events) = std::sync::mpsc::sync_channel(256);
         let protocol = cfg.protocol;
         let slots = (0..cfg.workers)
             .map(|_| Slot {
@@ -312,6 +315,7 @@ impl WorkerPool {
         }
         let bytes = std::mem::take(&mut slot.outbox);
         if let Some(r) = &slot.running {
+            r.in_flight.store(slot.inflight.len(), Ordering::Relaxed);
             // A closed channel means the worker is gone; its exit is handled via stdout EOF.
             let _ = r.writer.send(bytes);
         }
@@ -351,6 +355,10 @@ impl WorkerPool {
             }
         };
         self.handle_event(ev, out)?;
+        if let Some(r) = &self.slots[s].running {
+            r.in_flight
+                .store(self.slots[s].inflight.len(), Ordering::Relaxed);
+        }
         // An answer may have made another record the oldest: its clock starts now.
         self.slots[s].sync_head(Instant::now());
         self.retire_spent(s);
@@ -573,7 +581,7 @@ impl Executor<WorkItem> for WorkerPool {
             if self.cfg.protocol == Protocol::Framed {
                 self.flush_slot(s);
                 if let Some(r) = &mut self.slots[s].running {
-                    r.writer = crossbeam_channel::bounded(0).0;
+                    r.writer = std::sync::mpsc::channel().0;
                 }
             }
         }
@@ -598,7 +606,7 @@ impl Executor<WorkItem> for WorkerPool {
         }
         // Stop reader threads that may be blocked on a full event channel.
         self.events_tx = None;
-        self.events = crossbeam_channel::never();
+        self.events = std::sync::mpsc::sync_channel(0).1;
         let close_wait = self.cfg.kill_grace.min(Duration::from_millis(500));
         let deadline = Instant::now() + close_wait;
         for child in &children {

@@ -10,6 +10,8 @@
 //! never signal a process group after its leader was reaped.
 
 use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -70,22 +72,25 @@ impl WorkerPool {
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (writer, writer_rx) = crossbeam_channel::unbounded();
+        let (writer, writer_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("herdsman-stdin-{s}"))
             .spawn(move || write_loop(stdin, writer_rx))
             .map_err(thread_error)?;
         let tx = self.events_tx.clone().expect("pool is running");
         let max_line = self.cfg.max_line_bytes;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let reader_in_flight = Arc::clone(&in_flight);
         std::thread::Builder::new()
             .name(format!("herdsman-stdout-{s}"))
-            .spawn(move || read_loop(stdout, s, gen, tx, max_line))
+            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight))
             .map_err(thread_error)?;
         let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
         slot.running = Some(Running {
             child,
             writer,
             stderr,
+            in_flight,
         });
         slot.answered = false;
         slot.stalled = false;
@@ -245,6 +250,7 @@ impl WorkerPool {
             mut child,
             writer,
             stderr,
+            ..
         } = running;
         let spawned = std::thread::Builder::new()
             .name(format!("herdsman-retire-{s}"))

@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Child;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::Sender;
 
 use crate::tail::StderrReader;
 use crate::{AttemptId, WorkItem, WorkOutput};
@@ -96,6 +97,9 @@ pub(super) struct Running {
     pub(super) child: Child,
     pub(super) writer: Sender<Vec<u8>>,
     pub(super) stderr: StderrReader,
+    /// The records in flight on this process, as last seen by the engine's thread: its
+    /// stdout reader waits for more answers only when more are on their way.
+    pub(super) in_flight: Arc<AtomicUsize>,
 }
 
 pub(super) struct Slot {

@@ -10,3 +10,4 @@ mod retry_after;
 mod shell_contexts;
 mod template_props;
 mod timeouts;
+mod wakeups;

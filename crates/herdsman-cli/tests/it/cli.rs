@@ -1171,11 +1171,33 @@ fn check_max_errors_stop(s: &Scratch, err: &str) -> Value {
     sum
 }
 
-/// A worker that dies at every start stops the run once the restart limit is reached. That
-/// is trouble that arose while running, not a usage error: exit 1 (a failed run that
-/// resumes), never 2, which promises that nothing ran.
+/// Workers that answered records and then die at every start stop the run once the restart
+/// limit is reached. That is trouble that arose while running, not a usage error: exit 1 (a
+/// failed run that resumes), never 2, which promises that nothing ran.
 #[test]
 fn workers_that_keep_dying_end_the_run_with_exit_1_not_a_usage_error() {
+    let s = Scratch::new();
+    let input: String = (1..=200).map(|n| format!("{n}\n")).collect();
+    s.write("in.txt", input);
+    // The first worker answers one record, then every worker exits at once.
+    let worker =
+        "sh -c 'if [ -e answered ]; then exit 3; fi; read l; echo \"$l\"; touch answered; exit 3'";
+    s.herdsman()
+        .args(["run", "-i", "in.txt", "--format", "lines"])
+        .args(["-w", worker, "-o", "out.jsonl"])
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "5 times in a row without answering",
+        ))
+        .stderr(predicate::str::contains("checkpointed"));
+}
+
+/// A worker command that never answers anything (it exits at every start) does not work at
+/// all: a configuration problem, exit 2, like a worker program that does not exist.
+#[test]
+fn a_worker_that_never_answers_and_keeps_dying_is_a_usage_error() {
     let s = Scratch::new();
     let input: String = (1..=200).map(|n| format!("{n}\n")).collect();
     s.write("in.txt", input);
@@ -1184,11 +1206,10 @@ fn workers_that_keep_dying_end_the_run_with_exit_1_not_a_usage_error() {
         .args(["-w", "sh -c 'exit 3'", "-o", "out.jsonl"])
         .timeout(std::time::Duration::from_secs(120))
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains(
             "5 times in a row without answering",
-        ))
-        .stderr(predicate::str::contains("checkpointed"));
+        ));
 }
 
 /// A worker program that does not exist is a configuration problem: exit 2, nothing ran.

@@ -89,7 +89,7 @@ impl WorkerPool {
                 self.barren_exits += 1;
                 if self.barren_exits >= self.cfg.restart_limit {
                     let fatal = FatalExecutorError {
-                        kind: herdsman::FatalKind::Runtime,
+                        kind: self.storm_kind(),
                         message: format!(
                             "worker `{}` was killed {} times in a row for not answering within {} (--timeout) without answering any record; raise --timeout, or check that the worker flushes its stdout after each answer",
                             self.cfg.command.display(),

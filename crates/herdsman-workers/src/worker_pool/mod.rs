@@ -100,6 +100,10 @@ pub struct WorkerPool {
     cursor: usize,
     /// Worker exits in a row in which the worker answered nothing.
     barren_exits: usize,
+    /// Whether any worker of this pool has answered a record: if none ever has, a restart
+    /// storm means the command does not work at all (a configuration problem), otherwise
+    /// that something went wrong while running.
+    ever_answered: bool,
     /// Moving average of the time a worker spends per record, in nanoseconds.
     service_ns: Option<f64>,
     fatal: Option<FatalExecutorError>,
@@ -177,6 +181,7 @@ impl WorkerPool {
             next_wire: 0,
             cursor: 0,
             barren_exits: 0,
+            ever_answered: false,
             service_ns: None,
             fatal: None,
             reapers: Vec::new(),
@@ -404,9 +409,20 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// What a restart storm is: a configuration problem while no worker of this pool has
+    /// ever answered a record (the command does not work), a runtime one afterwards.
+    pub(super) fn storm_kind(&self) -> herdsman::FatalKind {
+        if self.ever_answered {
+            herdsman::FatalKind::Runtime
+        } else {
+            herdsman::FatalKind::Configuration
+        }
+    }
+
     /// Records that the worker of slot `s` just answered `k` records.
     fn note_answer(&mut self, s: usize, k: usize) {
         self.barren_exits = 0;
+        self.ever_answered = true;
         let slot = &mut self.slots[s];
         // The first answer of a process also paid for its start-up: do not measure it.
         let measure = std::mem::replace(&mut slot.answered, true);

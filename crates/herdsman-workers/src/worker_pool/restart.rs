@@ -174,7 +174,7 @@ impl WorkerPool {
                     .map(|l| format!("; its last stderr line: {l}"))
                     .unwrap_or_default();
                 let fatal = FatalExecutorError {
-                    kind: herdsman::FatalKind::Runtime,
+                    kind: self.storm_kind(),
                     message: format!(
                         "worker `{}` {how} {} times in a row without answering any record{last}; check the --worker command",
                         self.cfg.command.display(),

@@ -1171,14 +1171,18 @@ fn check_max_errors_stop(s: &Scratch, err: &str) -> Value {
     sum
 }
 
+/// Lines `1` to `n`, one number per line.
+fn numbered_lines(n: u32) -> String {
+    (1..=n).map(|k| format!("{k}\n")).collect()
+}
+
 /// Workers that answered records and then die at every start stop the run once the restart
 /// limit is reached. That is trouble that arose while running, not a usage error: exit 1 (a
 /// failed run that resumes), never 2, which promises that nothing ran.
 #[test]
 fn workers_that_keep_dying_end_the_run_with_exit_1_not_a_usage_error() {
     let s = Scratch::new();
-    let input: String = (1..=200).map(|n| format!("{n}\n")).collect();
-    s.write("in.txt", input);
+    s.write("in.txt", numbered_lines(200));
     // The first worker answers one record, then every worker exits at once.
     let worker =
         "sh -c 'if [ -e answered ]; then exit 3; fi; read l; echo \"$l\"; touch answered; exit 3'";
@@ -1199,8 +1203,7 @@ fn workers_that_keep_dying_end_the_run_with_exit_1_not_a_usage_error() {
 #[test]
 fn a_worker_that_never_answers_and_keeps_dying_is_a_usage_error() {
     let s = Scratch::new();
-    let input: String = (1..=200).map(|n| format!("{n}\n")).collect();
-    s.write("in.txt", input);
+    s.write("in.txt", numbered_lines(200));
     s.herdsman()
         .args(["run", "-i", "in.txt", "--format", "lines"])
         .args(["-w", "sh -c 'exit 3'", "-o", "out.jsonl"])

@@ -4,7 +4,6 @@
 //! It must never return from a commit before the transaction is durable, and never change
 //! anything when a call fails. The schema is described in the crate README.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -143,7 +142,7 @@ pub struct SqliteLedger {
     /// Where leases and timestamps read the time.
     clock: Arc<dyn Clock>,
     /// Keeps the state directory locked for as long as this ledger exists.
-    _lock: Option<File>,
+    _lock: Option<Arc<crate::state_dir::HeldLock>>,
 }
 
 struct JobRow {
@@ -162,7 +161,7 @@ impl SqliteLedger {
     /// the `StateDir` and the ledger are dropped.
     pub fn open(state: &StateDir) -> Result<Self, LedgerError> {
         let path = state.path().join(LEDGER_FILE_NAME);
-        let lock = state.lock_handle()?;
+        let lock = state.lock_handle();
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::LedgerError;
 
@@ -35,7 +36,21 @@ pub const LOCK_FILE_NAME: &str = "lock";
 #[derive(Debug)]
 pub struct StateDir {
     path: PathBuf,
-    lock: File,
+    lock: Arc<HeldLock>,
+}
+
+/// A locked file that lets go of its lock explicitly when the last holder drops it.
+///
+/// Closing the file is not enough: a `fork` in another thread (any child process started
+/// while the lock is held) briefly shares the open file, and the kernel releases a `flock`
+/// only when every copy is closed. Unlocking first makes the release immediate.
+#[derive(Debug)]
+pub(crate) struct HeldLock(File);
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
 }
 
 impl StateDir {
@@ -82,7 +97,7 @@ impl StateDir {
         })?;
         Ok(StateDir {
             path: dir.to_path_buf(),
-            lock,
+            lock: Arc::new(HeldLock(lock)),
         })
     }
 
@@ -91,13 +106,9 @@ impl StateDir {
         &self.path
     }
 
-    /// Another handle to the locked file, so that whatever holds it keeps the lock alive.
-    pub(crate) fn lock_handle(&self) -> Result<File, LedgerError> {
-        self.lock.try_clone().map_err(|source| LedgerError::Io {
-            path: self.path.join(LOCK_FILE_NAME),
-            action: "duplicate the handle of",
-            source,
-        })
+    /// Another hold on the lock, so that whatever keeps it keeps the directory locked.
+    pub(crate) fn lock_handle(&self) -> Arc<HeldLock> {
+        Arc::clone(&self.lock)
     }
 }
 
@@ -153,7 +164,7 @@ pub fn output_lock_path(output: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct OutputLock {
     path: PathBuf,
-    lock: Option<File>,
+    lock: Option<HeldLock>,
 }
 
 impl OutputLock {
@@ -192,7 +203,7 @@ impl OutputLock {
             write_pid(&mut lock).map_err(|e| io_err("write this process's id into", e))?;
             return Ok(OutputLock {
                 path,
-                lock: Some(lock),
+                lock: Some(HeldLock(lock)),
             });
         }
         Err(io_err(

@@ -294,3 +294,50 @@ fn sigkill_during_commits_leaves_a_consistent_prefix_and_resume_continues_exactl
             .commits
     );
 }
+
+/// The descriptor numbers of this process's open files whose path is `path`.
+fn fds_open_on(path: &Path) -> Vec<i32> {
+    let want = std::fs::canonicalize(path).unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            (target == want).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+#[test]
+fn a_child_sharing_the_lock_file_does_not_keep_the_directory_locked_after_drop() {
+    // A child process started while the lock is held shares the open lock file for a moment
+    // (between fork and exec; forever if it inherits it). Dropping the state directory must
+    // release the lock anyway, or a run that just finished blocks the next one.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let state = StateDir::open(&dir).unwrap();
+    let ledger = SqliteLedger::open(&state).unwrap();
+    let fds = fds_open_on(&dir.join(herdsman_ledger::LOCK_FILE_NAME));
+    assert!(!fds.is_empty());
+    let mut cmd = Command::new("sleep");
+    cmd.arg("60");
+    // SAFETY: fcntl is async-signal-safe; only descriptors of this process are touched.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(ledger);
+    drop(state);
+    let reopened = StateDir::open(&dir);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(reopened.is_ok(), "{reopened:?}");
+}

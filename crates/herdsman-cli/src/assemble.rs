@@ -14,6 +14,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use herdsman::reorder::Reorder;
 use herdsman_io::{DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterSource};
 use herdsman_io::{Position, SinkError};
 use herdsman_ledger::{ChunkCommit, Ledger};
@@ -102,14 +103,50 @@ fn without_worker_number(message: &str, worker: usize) -> String {
     message.to_string()
 }
 
+/// A chunk whose records are not all written yet.
 struct Pending {
     info: ChunkInfo,
-    slots: Vec<Option<(Resolved, u32)>>,
+    /// The chunk's resolved records (final state and attempts) by engine index, handed out
+    /// in input order: the records before `order.next_index()` are written.
+    order: Reorder<(Resolved, u32)>,
     resolved: usize,
-    /// Leading slots already written (only a run without a ledger writes early).
-    emitted: usize,
-    /// Counts of the slots written so far.
+    /// Whether a record of it was not run because the run stopped.
+    cut_short: bool,
+    /// Counts of the records written so far.
     counts: Counts,
+}
+
+impl Pending {
+    fn new(info: ChunkInfo) -> Pending {
+        let len = info.records.len();
+        Pending {
+            order: Reorder::starting_at(info.first_index),
+            resolved: 0,
+            cut_short: false,
+            counts: Counts::of_records(len as u64),
+            info,
+        }
+    }
+
+    /// How many records the chunk has.
+    fn len(&self) -> usize {
+        self.info.records.len()
+    }
+
+    /// The engine index after the chunk's last record.
+    fn end(&self) -> u64 {
+        self.info.first_index + self.len() as u64
+    }
+
+    /// Whether every record of the chunk is written.
+    fn all_written(&self) -> bool {
+        self.order.next_index() == self.end()
+    }
+}
+
+/// The source position and payload of the record of `chunk` at engine index `index`.
+fn record_at(chunk: &ChunkInfo, index: u64) -> &(Position, Payload) {
+    &chunk.records[(index - chunk.first_index) as usize]
 }
 
 /// Output and dead-letter files of a run.
@@ -170,43 +207,31 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .pending
             .range(..=index)
             .next_back()
-            .is_none_or(|(first, p)| index >= first + p.slots.len() as u64)
+            .is_none_or(|(_, p)| index >= p.end())
         {
             let info = self
                 .chunks
                 .recv()
                 .context("internal error: an outcome arrived for a record of no chunk")?;
-            let len = info.records.len();
-            self.pending.insert(
-                info.first_index,
-                Pending {
-                    info,
-                    slots: (0..len).map(|_| None).collect(),
-                    resolved: 0,
-                    emitted: 0,
-                    counts: Counts::of_records(len as u64),
-                },
-            );
+            self.pending.insert(info.first_index, Pending::new(info));
         }
         let (&first, p) = self
             .pending
             .range_mut(..=index)
             .next_back()
             .expect("chunk found above");
-        let slot = &mut p.slots[(index - first) as usize];
-        debug_assert!(slot.is_none(), "record {index} resolved twice");
-        if slot.is_none() {
-            p.resolved += 1;
+        let again = p.order.holds(index);
+        debug_assert!(!again, "record {index} resolved twice");
+        if again {
+            return Ok(());
         }
-        *slot = Some((state, attempts));
+        p.resolved += 1;
+        p.cut_short |= matches!(state, Resolved::NotRun);
+        p.order.push(index, 1, (state, attempts));
         if self.ledger.is_some() {
             // A chunk cut short by a stop (a record not run) stays pending, never written:
             // see `keep_failures_of_cut_short_chunks` and `finish`.
-            let cut_short = p
-                .slots
-                .iter()
-                .any(|s| matches!(s, Some((Resolved::NotRun, _))));
-            if p.resolved == p.slots.len() && !cut_short {
+            if p.resolved == p.len() && !p.cut_short {
                 let p = self.pending.remove(&first).expect("present");
                 self.finish_chunk(p)?;
             }
@@ -216,10 +241,8 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         // earliest unfinished chunk on (earlier chunks are all written).
         let mut wrote = false;
         while let Some((first, mut p)) = self.pending.pop_first() {
-            let before = p.emitted;
-            self.emit_ready(&mut p)?;
-            wrote |= p.emitted > before;
-            if p.emitted < p.slots.len() {
+            wrote |= self.emit_ready(&mut p)?;
+            if !p.all_written() {
                 self.pending.insert(first, p);
                 break;
             }
@@ -233,38 +256,32 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         Ok(())
     }
 
-    /// Writes the resolved slots of `p` that follow the ones already written, up to the first
-    /// unresolved one.
-    fn emit_ready(&mut self, p: &mut Pending) -> Result<()> {
-        while p.emitted < p.slots.len() {
-            let Some(slot) = p.slots[p.emitted].take() else {
-                break;
-            };
-            let (pos, payload) = &p.info.records[p.emitted];
-            self.emit(pos, payload, slot, &mut p.counts)?;
-            // The slot stays marked resolved (its content is gone once written).
-            p.slots[p.emitted] = Some((Resolved::NotRun, 0));
-            p.emitted += 1;
+    /// Writes the resolved records of `p` that follow the ones already written, up to the
+    /// first unresolved one; says whether it wrote any.
+    fn emit_ready(&mut self, p: &mut Pending) -> Result<bool> {
+        let mut wrote = false;
+        while let Some((index, resolved)) = p.order.pop() {
+            let (pos, payload) = record_at(&p.info, index);
+            self.emit(pos, payload, resolved, &mut p.counts)?;
+            wrote = true;
         }
-        Ok(())
+        Ok(wrote)
     }
 
+    /// Writes the rest of a chunk (a record that never resolved counts as not run) and queues
+    /// its commit.
     fn finish_chunk(&mut self, mut p: Pending) -> Result<()> {
-        if self.ledger.is_some()
-            && p.slots
-                .iter()
-                .any(|s| matches!(s, Some((Resolved::NotRun, _))))
-        {
+        if self.ledger.is_some() && p.cut_short {
             // A chunk cut short by a stop is not written; a resumed run redoes it whole.
             // (Without a ledger nothing is redone: its finished records are written.)
-            let c = Counts::none_run(p.slots.len() as u64);
+            let c = Counts::none_run(p.len() as u64);
             self.written.add(&c);
             return Ok(());
         }
-        for i in p.emitted..p.slots.len() {
-            let slot = p.slots[i].take().expect("every slot resolved");
-            let (pos, payload) = &p.info.records[i];
-            self.emit(pos, payload, slot, &mut p.counts)?;
+        while !p.all_written() {
+            let (index, resolved) = p.order.pop_or_else(|| (Resolved::NotRun, 0));
+            let (pos, payload) = record_at(&p.info, index);
+            self.emit(pos, payload, resolved, &mut p.counts)?;
         }
         let c = p.counts;
         let (output_end, failures_end) = self.sinks.offsets();
@@ -394,10 +411,12 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         if self.ledger.is_none() {
             return Ok(());
         }
-        for p in std::mem::take(&mut self.pending).into_values() {
-            let mut c = Counts::none_run(p.slots.len() as u64);
-            for ((pos, payload), slot) in p.info.records.iter().zip(p.slots) {
-                if let Some((Resolved::Failed(note), attempts)) = slot {
+        for mut p in std::mem::take(&mut self.pending).into_values() {
+            let mut c = Counts::none_run(p.len() as u64);
+            while !p.all_written() {
+                let (index, resolved) = p.order.pop_or_else(|| (Resolved::NotRun, 0));
+                if let (Resolved::Failed(note), attempts) = resolved {
+                    let (pos, payload) = record_at(&p.info, index);
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                     c.failed += 1;
                     c.not_run -= 1;
@@ -418,15 +437,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             self.written.records += info.records.len() as u64;
             self.written.not_run += info.records.len() as u64;
         }
-        for mut p in std::mem::take(&mut self.pending).into_values() {
+        for p in std::mem::take(&mut self.pending).into_values() {
             if self.ledger.is_some() {
-                self.written.records += p.slots.len() as u64;
-                self.written.not_run += p.slots.len() as u64;
+                self.written.records += p.len() as u64;
+                self.written.not_run += p.len() as u64;
             } else {
-                // Nothing will resume this run: keep the records it finished, in order.
-                for slot in p.slots.iter_mut().filter(|s| s.is_none()) {
-                    *slot = Some((Resolved::NotRun, 0));
-                }
+                // Nothing will resume this run: keep the records it finished, in order (the
+                // ones that never resolved count as not run).
                 self.finish_chunk(p)?;
             }
         }
@@ -921,6 +938,152 @@ mod tests {
         let (_, counts) = asm.finish().unwrap();
         assert_eq!(taken(&events), []);
         assert_eq!((counts.records, counts.ok), (4, 4));
+    }
+
+    fn reported(n: u64) -> Resolved {
+        Resolved::Failed(FailureNote {
+            kind: DeadLetterKind::Reported,
+            message: format!("bad {n}"),
+            stderr_tail: Vec::new(),
+        })
+    }
+
+    /// The record numbers of the dead-letter lines among `events`.
+    fn failed_records(events: &[Event]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Failure(line) => {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    Some(v["source"]["record"].as_u64().unwrap() - 1)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_failures_of_a_chunk_cut_short_are_kept_in_input_order_and_never_committed() {
+        // Chunk 0 (records 0..4) is cut short by a stop: 3 and 1 failed, 2 never ran, 0 was
+        // not resolved at all. Chunk 1 (4..6) completes and is committed.
+        let events = Events::default();
+        let mut led = ledger(&events);
+        let mut asm = Assembler::new(chunks(6, 4), sinks(&events), Some(&mut led), names());
+        asm.checkpoint_every = NEVER;
+        asm.resolve(3, reported(3), 2).unwrap();
+        asm.resolve(2, Resolved::NotRun, 0).unwrap();
+        asm.resolve(1, reported(1), 1).unwrap();
+        asm.resolve(5, ok(5), 1).unwrap();
+        asm.resolve(4, ok(4), 1).unwrap();
+        assert_eq!(taken(&events), [out(4), out(5)]);
+        asm.keep_failures_of_cut_short_chunks().unwrap();
+        let kept = taken(&events);
+        assert_eq!(failed_records(&kept), [1, 3]);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], Event::Sync);
+        assert!(matches!(&got[1], Event::Commit(c) if c.len() == 1 && c[0].0 == 1));
+        assert_eq!(
+            (
+                counts.records,
+                counts.ok,
+                counts.failed,
+                counts.not_run,
+                counts.retries
+            ),
+            (6, 2, 2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn without_a_checkpoint_a_stopped_run_keeps_what_finished_in_input_order() {
+        let events = Events::default();
+        let mut asm = Assembler::new(chunks(5, 3), sinks(&events), None, names());
+        asm.resolve(4, ok(4), 1).unwrap();
+        asm.resolve(2, reported(2), 1).unwrap();
+        asm.resolve(1, ok(1), 1).unwrap();
+        // Record 0 never resolves (the run stopped): nothing can be written yet.
+        assert_eq!(taken(&events), []);
+        let (_, counts) = asm.finish().unwrap();
+        let got = taken(&events);
+        assert_eq!(got[0], out(1));
+        assert_eq!(failed_records(&got[1..2]), [2]);
+        assert_eq!(got[2..], [out(4)]);
+        assert_eq!(
+            (counts.records, counts.ok, counts.failed, counts.not_run),
+            (5, 2, 1, 2)
+        );
+    }
+
+    /// A seeded shuffle of `0..n` (no dependency for one test).
+    fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut v: Vec<u64> = (0..n).collect();
+        for i in (1..v.len()).rev() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let j = ((state >> 33) % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+
+    #[test]
+    fn any_resolution_order_writes_every_record_once_in_order_within_its_chunk() {
+        for seed in 0..60 {
+            let n = 1 + seed % 23;
+            let size = 1 + seed % 5;
+            let order = shuffled(n, seed);
+            // Without a checkpoint: the whole output is in input order.
+            let events = Events::default();
+            let mut asm = Assembler::new(chunks(n, size), sinks(&events), None, names());
+            for &i in &order {
+                asm.resolve(i, ok(i), 1).unwrap();
+            }
+            asm.finish().unwrap();
+            let outs: Vec<Event> = taken(&events)
+                .into_iter()
+                .filter(|e| matches!(e, Event::Output(_)))
+                .collect();
+            assert_eq!(outs, (0..n).map(out).collect::<Vec<_>>(), "seed {seed}");
+            // With one: chunks in completion order, each whole and in input order.
+            let events = Events::default();
+            let mut led = ledger(&events);
+            let mut asm = Assembler::new(chunks(n, size), sinks(&events), Some(&mut led), names());
+            asm.checkpoint_every = NEVER;
+            for &i in &order {
+                asm.resolve(i, ok(i), 1).unwrap();
+            }
+            asm.finish().unwrap();
+            let written: Vec<u64> = taken(&events)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::Output(line) => {
+                        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        v["out"].as_u64()
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut chunk_order: Vec<u64> = Vec::new();
+            for &i in &order {
+                let complete = |c: u64| (c * size..((c + 1) * size).min(n)).all(|r| {
+                    order.iter().position(|&x| x == r) <= order.iter().position(|&x| x == i)
+                });
+                if complete(i / size) && !chunk_order.contains(&(i / size)) {
+                    chunk_order.push(i / size);
+                }
+            }
+            let want: Vec<u64> = chunk_order
+                .iter()
+                .flat_map(|c| c * size..((c + 1) * size).min(n))
+                .collect();
+            assert_eq!(written, want, "seed {seed}");
+            assert_eq!(led.commits.len() as u64, n.div_ceil(size), "seed {seed}");
+        }
     }
 
     #[test]

@@ -106,6 +106,48 @@ impl<T> Reorder<T> {
         self.next = first + span;
         Some((first, value))
     }
+
+    /// The entry at the next index if it has arrived; otherwise `missing()` stands in for that
+    /// one index, which is then handed out as if it had arrived with a span of 1. For a
+    /// consumer that knows an index will never arrive (a run that stopped before it) and
+    /// must still go past it in order.
+    ///
+    /// ```
+    /// use herdsman::reorder::Reorder;
+    /// let mut r = Reorder::new();
+    /// r.push(1, 1, "b");
+    /// assert_eq!(r.pop_or_else(|| "never ran"), (0, "never ran"));
+    /// assert_eq!(r.pop_or_else(|| "never ran"), (1, "b"));
+    /// assert_eq!(r.next_index(), 2);
+    /// ```
+    pub fn pop_or_else(&mut self, missing: impl FnOnce() -> T) -> (u64, T) {
+        match self.pop() {
+            Some(entry) => entry,
+            None => {
+                let index = self.next;
+                self.next += 1;
+                (index, missing())
+            }
+        }
+    }
+
+    /// Whether the entry covering `index` was handed out already or waits in the buffer (an
+    /// entry is found by its first index: an index inside a waiting entry's span counts only
+    /// once that entry is handed out).
+    ///
+    /// ```
+    /// use herdsman::reorder::Reorder;
+    /// let mut r = Reorder::new();
+    /// r.push(1, 1, 'b');
+    /// assert!(r.holds(1));
+    /// assert!(!r.holds(0));
+    /// r.push(0, 1, 'a');
+    /// r.pop();
+    /// assert!(r.holds(0));
+    /// ```
+    pub fn holds(&self, index: u64) -> bool {
+        index < self.next || self.waiting.contains_key(&index)
+    }
 }
 
 #[cfg(test)]
@@ -135,5 +177,47 @@ mod tests {
             assert_eq!(out, (0..n).collect::<Vec<_>>());
             assert!(r.is_empty());
         }
+    }
+
+    #[test]
+    fn pop_or_else_fills_the_gaps_in_order_and_keeps_what_arrived() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..200 {
+            let n = rng.u64(1..40);
+            let start = rng.u64(0..1000);
+            let mut r = Reorder::starting_at(start);
+            let arrived: Vec<u64> = (start..start + n).filter(|_| rng.bool()).collect();
+            for &i in &arrived {
+                r.push(i, 1, Some(i));
+                assert!(r.holds(i));
+            }
+            let mut out = Vec::new();
+            while r.next_index() < start + n {
+                out.push(r.pop_or_else(|| None));
+            }
+            for (k, (i, v)) in out.into_iter().enumerate() {
+                assert_eq!(i, start + k as u64);
+                assert_eq!(v.is_some(), arrived.contains(&i));
+                assert!(v.is_none_or(|v| v == i));
+                assert!(r.holds(i));
+            }
+            assert!(r.is_empty());
+            assert!(!r.holds(start + n));
+        }
+    }
+
+    #[test]
+    fn holds_an_index_only_once_it_waits_or_was_handed_out() {
+        let mut r = Reorder::starting_at(5);
+        assert!(r.holds(4), "indices before the start were handed out");
+        assert!(!r.holds(5));
+        r.push(7, 2, "hi");
+        assert!(r.holds(7));
+        assert!(!r.holds(8), "inside a waiting span");
+        r.push(5, 2, "lo");
+        assert_eq!(r.pop(), Some((5, "lo")));
+        assert_eq!(r.pop(), Some((7, "hi")));
+        assert!(r.holds(8));
+        assert!(!r.holds(9));
     }
 }

@@ -51,12 +51,15 @@ impl FailureNote {
         match f {
             CliFailure::Input(e) => FailureNote {
                 kind: DeadLetterKind::from(e.kind),
-                message: e.message.clone(),
+                message: crate::fault::record_error_message(e.kind, &e.message),
                 stderr_tail: Vec::new(),
             },
             CliFailure::Worker(w) => FailureNote {
                 kind: worker_kind(w.kind),
-                message: without_worker_number(&w.message, w.worker),
+                message: crate::fault::failure_message(
+                    w.kind,
+                    &without_worker_number(&w.message, w.worker),
+                ),
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
@@ -342,7 +345,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                         c.failed += 1;
                         let note = FailureNote {
                             kind: DeadLetterKind::OutputRejected,
-                            message,
+                            message: crate::fault::output_refusal_message(&message),
                             stderr_tail: Vec::new(),
                         };
                         self.write_dead_letter(pos, payload, &note, attempts)?;
@@ -1070,9 +1073,11 @@ mod tests {
                 .collect();
             let mut chunk_order: Vec<u64> = Vec::new();
             for &i in &order {
-                let complete = |c: u64| (c * size..((c + 1) * size).min(n)).all(|r| {
-                    order.iter().position(|&x| x == r) <= order.iter().position(|&x| x == i)
-                });
+                let complete = |c: u64| {
+                    (c * size..((c + 1) * size).min(n)).all(|r| {
+                        order.iter().position(|&x| x == r) <= order.iter().position(|&x| x == i)
+                    })
+                };
                 if complete(i / size) && !chunk_order.contains(&(i / size)) {
                     chunk_order.push(i / size);
                 }

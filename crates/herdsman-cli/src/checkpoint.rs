@@ -182,7 +182,7 @@ pub(crate) fn ledger_usage(e: LedgerError) -> anyhow::Error {
     match e {
         LedgerError::Locked { .. }
         | LedgerError::OutputLocked { .. }
-        | LedgerError::IdentityChanged { .. } => usage(e.to_string()),
+        | LedgerError::IdentityChanged { .. } => usage(crate::config::with_causes(&e)),
         other => anyhow::Error::new(other),
     }
 }

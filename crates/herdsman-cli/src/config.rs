@@ -50,7 +50,7 @@ pub fn usage(msg: String) -> anyhow::Error {
 /// `e`'s message followed by those of its causes ("outer: inner"), for the places that turn
 /// a library error into a [`UsageError`] or [`EnvError`] message: library errors keep their
 /// cause in `source()`, not in their own message.
-pub fn with_causes(e: &dyn std::error::Error) -> String {
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -58,6 +58,8 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
         out.push_str(&c.to_string());
         cause = c.source();
     }
+    // The library said what to do in its terms; name the flag for it.
+    out.push_str(crate::fault::cli_hint(e).unwrap_or(""));
     out
 }
 
@@ -572,7 +574,7 @@ impl RunConfig {
                 };
                 // A bad template is refused here, before a checkpoint is created.
                 if let Err(e) = herdsman_workers::Template::new(&template, shell) {
-                    usage!("{e}");
+                    usage!("{}", with_causes(&e));
                 }
                 let codes = if !args.no_retry_exit.is_empty() {
                     args.no_retry_exit.clone()

@@ -158,6 +158,8 @@ fn chain(e: &anyhow::Error) -> String {
         }
         out.push_str(&s);
     }
+    // The library said what to do in its terms; name the flag for it.
+    out.push_str(fault::cli_hint(e.as_ref()).unwrap_or(""));
     out
 }
 

@@ -73,7 +73,9 @@ pub(crate) fn start_executor(
                 .max_line_bytes
                 .max(cfg.max_record_size.saturating_add(1 << 20));
             let notice_log = log.clone();
-            pc.notices = Some(Arc::new(move |msg: &str| notice_log.notice(msg)));
+            pc.notices = Some(Arc::new(move |msg: &str| {
+                notice_log.notice(&crate::fault::notice_message(msg))
+            }));
             // For tests only: a short threshold for the no-answer notice.
             if let Some(ms) = std::env::var("HERDSMAN_NO_ANSWER_NOTICE_MS")
                 .ok()
@@ -81,7 +83,12 @@ pub(crate) fn start_executor(
             {
                 pc.no_answer_notice = std::time::Duration::from_millis(ms);
             }
-            Box::new(WorkerPool::start(pc).map_err(|e| usage(e.message))?)
+            Box::new(WorkerPool::start(pc).map_err(|e| {
+                usage(crate::fault::executor_message(
+                    &e,
+                    crate::fault::Runs::Workers,
+                ))
+            })?)
         }
         Transform::Exec {
             template,
@@ -89,7 +96,8 @@ pub(crate) fn start_executor(
             output,
             no_retry_exit,
         } => {
-            let template = Template::new(template, *shell).map_err(|e| usage(e.to_string()))?;
+            let template = Template::new(template, *shell)
+                .map_err(|e| usage(crate::config::with_causes(&e)))?;
             if let Some(header) = csv_header {
                 if let Some(missing) = template
                     .fields()
@@ -117,7 +125,12 @@ pub(crate) fn start_executor(
                 }
             };
             ec.no_retry_exit = no_retry_exit.clone();
-            Box::new(ExecPool::start(ec).map_err(|e| usage(e.message))?)
+            Box::new(ExecPool::start(ec).map_err(|e| {
+                usage(crate::fault::executor_message(
+                    &e,
+                    crate::fault::Runs::Commands,
+                ))
+            })?)
         }
     };
     Ok(CliExecutor::new(inner))

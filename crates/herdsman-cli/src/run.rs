@@ -272,7 +272,14 @@ fn conclude(
                 if checkpoint.is_none() {
                     keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
                 }
-                let message = format!("the run stopped: {}; {done_so_far}", fatal.message);
+                let runs = match cfg.transform {
+                    crate::config::Transform::Worker { .. } => crate::fault::Runs::Workers,
+                    crate::config::Transform::Exec { .. } => crate::fault::Runs::Commands,
+                };
+                let message = format!(
+                    "the run stopped: {}; {done_so_far}",
+                    crate::fault::executor_message(&fatal, runs)
+                );
                 // Only a configuration problem is a usage error (exit 2); trouble that arose
                 // while running (workers that keep dying) is a failed run (exit 1).
                 return Err(match fatal.kind {
@@ -388,8 +395,8 @@ pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
             template, shell, ..
         } => (template, *shell),
     };
-    let template =
-        herdsman_workers::Template::new(template, shell).map_err(|e| usage(e.to_string()))?;
+    let template = herdsman_workers::Template::new(template, shell)
+        .map_err(|e| usage(crate::config::with_causes(&e)))?;
     let inputs = resolve_inputs(cfg)?;
     let source =
         Source::open(inputs.specs.clone(), source_options(cfg), None).map_err(source_error)?;

@@ -45,8 +45,15 @@ impl CliFailure {
 impl std::fmt::Display for CliFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliFailure::Input(e) => f.write_str(&e.message),
-            CliFailure::Worker(w) => write!(f, "{w}"),
+            CliFailure::Input(e) => {
+                f.write_str(&crate::fault::record_error_message(e.kind, &e.message))
+            }
+            CliFailure::Worker(w) => write!(
+                f,
+                "{}: {}",
+                w.kind,
+                crate::fault::failure_message(w.kind, &w.message)
+            ),
         }
     }
 }

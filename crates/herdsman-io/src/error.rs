@@ -43,6 +43,14 @@ pub enum IoError {
     },
 }
 
+impl SinkError {
+    /// How the message of a [`SinkError::Record`] from a CSV output says to choose the
+    /// output's columns (the `columns` of [`OutputFormat::Csv`](crate::OutputFormat)) for a record with a
+    /// key the header lacks; a front end may put its own name for that setting in place of
+    /// these words.
+    pub const CHOOSE_COLUMNS_WORDS: &'static str = "choose the output's columns up front";
+}
+
 /// A fatal problem reading an input: the source cannot go on with this file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +95,18 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
     },
+    /// The CSV header row is longer than the record size limit
+    /// ([`SourceOptions::max_record_bytes`](crate::SourceOptions::max_record_bytes)).
+    #[error(
+        "the CSV header of `{file}` is longer than the record size limit ({limit}); raise the limit",
+        limit = crate::formats::text::size_text(*.limit)
+    )]
+    HeaderTooLong {
+        /// File name for messages.
+        file: String,
+        /// The record size limit, in bytes.
+        limit: usize,
+    },
     /// The CSV header row is not valid UTF-8, so its names cannot become JSON keys.
     #[error("the CSV header of `{file}` is not valid UTF-8 (column {column}, byte {byte} of the name); convert the file to UTF-8, for example with `iconv -f latin1 -t utf-8`")]
     HeaderNotUtf8 {
@@ -99,7 +119,7 @@ pub enum SourceError {
     },
     /// The file changed (grew, shrank or was rewritten) while it was read, so the records
     /// read from it do not come from one version of it.
-    #[error("input `{file}` changed while it was read: {detail}; the records read from it mix two versions of the file. Let whatever writes it finish, then run the job again (with --restart if it was checkpointed)")]
+    #[error("input `{file}` changed while it was read: {detail}; the records read from it mix two versions of the file. Let whatever writes it finish, then run the job again from the start, resetting its checkpoint if it has one")]
     Changed {
         /// File name for messages.
         file: String,
@@ -244,6 +264,10 @@ mod chain_tests {
                 file: "in.csv".into(),
                 message: "empty".into(),
             },
+            SourceError::HeaderTooLong {
+                file: "in.csv".into(),
+                limit: 2048,
+            },
             SourceError::HeaderNotUtf8 {
                 file: "in.csv".into(),
                 column: 1,
@@ -285,6 +309,7 @@ mod chain_tests {
                 | SourceError::Read { .. }
                 | SourceError::Resume { .. }
                 | SourceError::Header { .. }
+                | SourceError::HeaderTooLong { .. }
                 | SourceError::HeaderNotUtf8 { .. }
                 | SourceError::Changed { .. } => all.push(Box::new(e)),
             }
@@ -306,6 +331,35 @@ mod chain_tests {
             "x".parse::<crate::Fingerprint>()
                 .expect_err("not a fingerprint"),
         ));
+        for e in [
+            TokenError::Empty,
+            TokenError::UnknownKind(9),
+            TokenError::Truncated,
+            TokenError::Overflow,
+            TokenError::Trailing,
+        ] {
+            match e {
+                TokenError::Empty
+                | TokenError::UnknownKind(_)
+                | TokenError::Truncated
+                | TokenError::Overflow
+                | TokenError::Trailing => all.push(Box::new(e)),
+            }
+        }
+        use crate::DeadLetterParseError as P;
+        for e in [
+            P::NotUtf8,
+            P::NotJson("expected value".into()),
+            P::NotObject,
+            P::NoRecord,
+            P::BadField("attempts".into()),
+        ] {
+            match e {
+                P::NotUtf8 | P::NotJson(_) | P::NotObject | P::NoRecord | P::BadField(_) => {
+                    all.push(Box::new(e))
+                }
+            }
+        }
         all
     }
 
@@ -322,5 +376,30 @@ mod chain_tests {
             }
         }
         assert_eq!(with_source, 4, "every wrapped io::Error stays reachable");
+    }
+
+    /// The per-record messages of the readers that name a limit of the caller's (where a
+    /// command-line flag would be tempting); the CSV writer tests its own.
+    fn record_messages() -> Vec<String> {
+        use crate::formats::text::check_line;
+        let mut out = Vec::new();
+        if let Err(e) = check_line("in.txt", 3, 2048, true, b"xxxx") {
+            out.push(e.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn no_message_names_a_command_line_flag() {
+        let mut texts: Vec<String> = every_error().iter().map(|e| e.to_string()).collect();
+        let records = record_messages();
+        assert_eq!(records.len(), 1, "{records:?}");
+        texts.extend(records);
+        for text in texts {
+            let flag = text
+                .split(|c: char| c.is_whitespace() || c == '(' || c == '`')
+                .find(|w| w.starts_with("--"));
+            assert!(flag.is_none(), "`{text}` names the flag {flag:?}");
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! The ledger's error type: one variant per thing that can go wrong, each message saying what
-//! happened and what the user can do about it.
+//! happened and what the user can do about it, in the ledger's own terms ("reset the
+//! checkpoint", "a different state directory"): a front end names its own flag or call for
+//! that by matching the variant.
 //!
 //! It must never hide the underlying cause: wrapped errors stay reachable through `source()`.
 
@@ -14,7 +16,7 @@ use crate::identity::IdentityChange;
 pub enum LedgerError {
     /// Another process (or another handle in this process) holds the state directory's lock.
     #[error(
-        "another herdsman run holds {dir}{pid}; wait for it to finish or use a different --state directory",
+        "another herdsman run holds {dir}{pid}; wait for it to finish or use a different state directory",
         dir = .dir.display(),
         pid = PidSuffix(*.holder_pid)
     )]
@@ -40,7 +42,7 @@ pub enum LedgerError {
 
     /// The stored job identity differs from the one being resumed.
     #[error(
-        "the job changed since the checkpoint: {changes}; run with --restart to start over, or restore the original inputs and settings",
+        "the job changed since the checkpoint: {changes}; reset the checkpoint to start over, or restore the original inputs and settings",
         changes = JoinChanges(.changes)
     )]
     IdentityChanged {
@@ -51,7 +53,7 @@ pub enum LedgerError {
     /// The ledger file exists but cannot be trusted (not a database, damaged, or holding
     /// values this version cannot read).
     #[error(
-        "the checkpoint at {path} is damaged ({detail}); run with --restart to start over, or use a different --state directory",
+        "the checkpoint at {path} is damaged ({detail}); reset the checkpoint to start over, or use a different state directory",
         path = .path.display()
     )]
     Corrupt {
@@ -63,7 +65,7 @@ pub enum LedgerError {
 
     /// The ledger was written by a newer herdsman whose schema this version does not know.
     #[error(
-        "the checkpoint at {path} was written by a newer herdsman (schema version {found}, this one knows up to {supported}); upgrade herdsman, or run with --restart to start over",
+        "the checkpoint at {path} was written by a newer herdsman (schema version {found}, this one knows up to {supported}); upgrade herdsman, or reset the checkpoint to start over",
         path = .path.display()
     )]
     NewerSchema {
@@ -77,7 +79,7 @@ pub enum LedgerError {
 
     /// A read-only open found no ledger.
     #[error(
-        "there is no checkpoint in {dir}; no run has used this --state directory yet",
+        "there is no checkpoint in {dir}; no run has used this state directory yet",
         dir = .dir.display()
     )]
     NotFound {
@@ -94,14 +96,14 @@ pub enum LedgerError {
     NoJob,
 
     /// The same chunk was committed twice.
-    #[error("chunk {chunk} is already committed; a chunk's output must be written exactly once, so this run would duplicate records; run with --restart to start over")]
+    #[error("chunk {chunk} is already committed; a chunk's output must be written exactly once, so this run would duplicate records; reset the checkpoint to start over")]
     AlreadyCommitted {
         /// The chunk number.
         chunk: u64,
     },
 
     /// A chunk was committed after the job was marked finished.
-    #[error("the job is already marked finished, so chunk {chunk} cannot be committed; run with --restart to run it again")]
+    #[error("the job is already marked finished, so chunk {chunk} cannot be committed; reset the checkpoint to run it again")]
     AlreadyFinished {
         /// The chunk number.
         chunk: u64,
@@ -110,7 +112,7 @@ pub enum LedgerError {
     /// A commit's file offsets are smaller than ones already committed: the partial files only
     /// ever grow, so this means they were truncated or rewritten behind the ledger's back.
     #[error(
-        "chunk {chunk} ends {file} at byte {got}, before byte {committed} already committed; the partial files must only grow, so they were changed outside this run; run with --restart to start over"
+        "chunk {chunk} ends {file} at byte {got}, before byte {committed} already committed; the partial files must only grow, so they were changed outside this run; reset the checkpoint to start over"
     )]
     OffsetsWentBackwards {
         /// The chunk number.
@@ -163,7 +165,7 @@ pub enum LedgerError {
 
     /// A position token is longer than a checkpoint stores.
     #[error(
-        "an input position of {len} bytes is longer than the {max} bytes a checkpoint stores; the input format produced a position it should not, so run without --state and report this",
+        "an input position of {len} bytes is longer than the {max} bytes a checkpoint stores; the input format produced a position it should not, so run without a checkpoint and report this",
         max = crate::Token::CAPACITY
     )]
     TokenTooLong {
@@ -174,7 +176,7 @@ pub enum LedgerError {
     /// The checkpoint was written by an older herdsman whose input positions this version
     /// cannot read back, so the job cannot be resumed from it.
     #[error(
-        "the checkpoint at {path} was written by an older herdsman (schema version {found}) whose input positions this version cannot read, so the job cannot resume from it; run with --restart to start over, or finish the job with the herdsman that started it",
+        "the checkpoint at {path} was written by an older herdsman (schema version {found}) whose input positions this version cannot read, so the job cannot resume from it; reset the checkpoint to start over, or finish the job with the herdsman that started it",
         path = .path.display()
     )]
     OlderSchema {
@@ -252,7 +254,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "another herdsman run holds /tmp/st (pid 1234); wait for it to finish or use a different --state directory"
+            "another herdsman run holds /tmp/st (pid 1234); wait for it to finish or use a different state directory"
         );
         let e = LedgerError::Locked {
             dir: PathBuf::from("/tmp/st"),
@@ -281,7 +283,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "the job changed since the checkpoint: input.0.size changed from 100 to 120; worker changed from a.py to b.py; run with --restart to start over, or restore the original inputs and settings"
+            "the job changed since the checkpoint: input.0.size changed from 100 to 120; worker changed from a.py to b.py; reset the checkpoint to start over, or restore the original inputs and settings"
         );
     }
 }
@@ -406,5 +408,16 @@ mod chain_tests {
             }
         }
         assert_eq!(with_source, 2, "Sqlite and Io keep their cause as source()");
+    }
+
+    #[test]
+    fn no_message_names_a_command_line_flag() {
+        for e in every_variant() {
+            let text = e.to_string();
+            let flag = text
+                .split(|c: char| c.is_whitespace() || c == '(' || c == '`')
+                .find(|w| w.starts_with("--"));
+            assert!(flag.is_none(), "`{text}` names the flag {flag:?}");
+        }
     }
 }

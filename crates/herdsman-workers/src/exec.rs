@@ -30,8 +30,8 @@ use crate::tail::StderrReader;
 use crate::template::Template;
 use crate::text::{io_phrase, quote_start};
 use crate::{
-    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, WorkItem, WorkOutput,
-    WorkerFailure,
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, Setting, WorkItem,
+    WorkOutput, WorkerFailure, NOT_RETRIED_WORDS, TIMEOUT_WORDS,
 };
 
 /// The environment variable that tells a worker process or a per-record command the
@@ -231,12 +231,12 @@ impl ExecPool {
                         }
                     }
                 })
-                .map_err(|e| FatalExecutorError {
-                    kind: herdsman::FatalKind::Runtime,
-                    message: format!(
-                        "cannot start a thread for a job: {}; lower --jobs or raise the thread limit",
+                .map_err(|e| {
+                    FatalExecutorError::runtime(format!(
+                        "cannot start a thread for a job: {}; lower the number of jobs or raise the thread limit",
                         io_phrase(&e)
-                    ),
+                    ))
+                    .about(Setting::Concurrency)
                 })?;
             threads.push(h);
         }
@@ -326,28 +326,24 @@ impl ExecPool {
 }
 
 fn cwd_fatal(cfg: &ExecConfig, e: &std::io::Error) -> FatalExecutorError {
-    FatalExecutorError {
-        kind: herdsman::FatalKind::Configuration,
-        message: format!(
-            "cannot run command `{}` in directory `{}`: {}; check --workdir",
-            cfg.template.display(),
-            cfg.cwd
-                .as_deref()
-                .unwrap_or(std::path::Path::new("."))
-                .display(),
-            io_phrase(e)
-        ),
-    }
+    FatalExecutorError::configuration(format!(
+        "cannot run command `{}` in directory `{}`: {}; check the working directory",
+        cfg.template.display(),
+        cfg.cwd
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+            .display(),
+        io_phrase(e)
+    ))
+    .about(Setting::WorkingDirectory)
 }
 
 fn spawn_fatal(program: &str, e: &std::io::Error) -> FatalExecutorError {
-    FatalExecutorError {
-        kind: herdsman::FatalKind::Configuration,
-        message: format!(
-            "cannot run command `{program}`: {}; check the --exec command",
-            io_phrase(e)
-        ),
-    }
+    FatalExecutorError::configuration(format!(
+        "cannot run command `{program}`: {}; check the command",
+        io_phrase(e)
+    ))
+    .about(Setting::Command)
 }
 
 fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> WorkerFailure {
@@ -465,7 +461,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
             .map(|t| format_duration(t, DurationStyle::Flag))
             .unwrap_or_default();
         let msg = format!(
-            "command `{program}` did not finish within {limit} (--timeout); its process group was killed"
+            "command `{program}` did not finish within {limit} ({TIMEOUT_WORDS}); its process group was killed"
         );
         let f = WorkerFailure {
             stderr_tail: tail,
@@ -503,7 +499,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                 .filter(|c| cfg.no_retry_exit.contains(c));
             let mut msg = format!("command `{program}` {}", describe_status(other));
             if final_code.is_some() {
-                msg.push_str(" (not retried: --no-retry-exit)");
+                msg.push_str(&format!(" ({NOT_RETRIED_WORDS})"));
             }
             if let Some(last) = tail.last() {
                 msg.push_str(&format!(" (stderr: {})", quote_start(last.as_bytes())));

@@ -39,7 +39,19 @@ pub use template::{RenderError, RenderedCommand, Template, TemplateError};
 pub use process::{kill_all_process_groups, WorkerCommand};
 pub use worker_pool::{PoolConfig, Protocol, WorkerPool, PROTOCOL_ENV};
 
-pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
+pub use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError, Setting};
+
+/// How this crate's messages name the per-record timeout
+/// ([`ProcessOptions::timeout`]): in the messages of [`FailureKind::Timeout`] failures
+/// (`no answer within 2s (the per-record timeout); ...`), in notices about records with no
+/// answer, and in fatal errors about [`Setting::Timeout`]. A front end that calls the setting
+/// something else (a command-line flag) may put its own name in place of these words.
+pub const TIMEOUT_WORDS: &str = "the per-record timeout";
+
+/// How the message of a [`FailureKind::CommandFailed`] failure says that it is not retried
+/// because its exit status is one of [`ExecConfig::no_retry_exit`]; a front end may put its
+/// own name for that setting in place of these words.
+pub const NOT_RETRIED_WORDS: &str = "not retried: its exit status is listed as final";
 
 /// The longest wait a worker can ask for before a record is tried again (a framed error
 /// reply's `retry_after`): one hour. Longer values are cut to it, so a mistaken value (a
@@ -141,3 +153,116 @@ impl std::fmt::Display for WorkerFailure {
 }
 
 impl std::error::Error for WorkerFailure {}
+
+/// The library crates' messages name no command-line flag (`--name`): a library user (Rust API,
+/// Python package) has no such flags, and the command-line tool adds its own where it
+/// presents an error. This checks the string literals of the code (not of comments, nor of the
+/// test modules that end the files) of this crate and of the other library crates beside it
+/// in the workspace (`herdsman`, `herdsman-io`, `herdsman-ledger`).
+#[cfg(test)]
+mod no_flag_names {
+    use std::path::Path;
+
+    /// The string literals of `code`, up to its first `#[cfg(test)]`.
+    fn literals(code: &str) -> Vec<String> {
+        let code = code.split("#[cfg(test)]").next().unwrap_or("");
+        let b = code.as_bytes();
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            match b[i] {
+                b'/' if b.get(i + 1) == Some(&b'/') => {
+                    while i < b.len() && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'/' if b.get(i + 1) == Some(&b'*') => {
+                    i += 2;
+                    while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                    i += 2;
+                    while i < b.len() && b[i] != b'\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                b'\'' if b.get(i + 2) == Some(&b'\'') => i += 3,
+                b'r' if matches!(b.get(i + 1), Some(b'"' | b'#'))
+                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+                {
+                    let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
+                    let start = i + 2 + hashes;
+                    let close = format!("\"{}", "#".repeat(hashes));
+                    let end = code[start..].find(&close).map_or(b.len(), |e| start + e);
+                    out.push(code[start..end].to_string());
+                    i = end + close.len();
+                }
+                b'"' => {
+                    let start = i + 1;
+                    i += 1;
+                    while i < b.len() && b[i] != b'"' {
+                        i += if b[i] == b'\\' { 2 } else { 1 };
+                    }
+                    out.push(code[start..i.min(b.len())].to_string());
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        out
+    }
+
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The first `--name` in `text`.
+    fn flag(text: &str) -> Option<&str> {
+        text.split(|c: char| c.is_whitespace() || "(`'\"".contains(c))
+            .find(|w| w.len() > 2 && w.starts_with("--") && w.as_bytes()[2].is_ascii_lowercase())
+    }
+
+    #[test]
+    fn the_scanner_finds_literals_and_skips_comments() {
+        let code =
+            "// \"--no\"\nlet a = '\"'; let s = \"say --timeout\"; /* \"--no\" */ r#\"x --y\"#;";
+        let found: Vec<String> = literals(code);
+        assert_eq!(found, ["say --timeout", "x --y"]);
+        assert_eq!(flag(&found[0]), Some("--timeout"));
+        assert_eq!(flag("a -- b"), None);
+    }
+
+    #[test]
+    fn no_message_of_the_libraries_names_a_command_line_flag() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut paths = Vec::new();
+        files(&here.join("src"), &mut paths);
+        for sibling in ["herdsman", "herdsman-io", "herdsman-ledger"] {
+            let src = here.join("..").join(sibling).join("src");
+            // Present in the workspace; a packaged copy of this crate checks itself only.
+            if src.is_dir() {
+                files(&src, &mut paths);
+            }
+        }
+        assert!(paths.len() > 20, "{paths:?}");
+        let mut named = Vec::new();
+        for path in paths {
+            for lit in literals(&std::fs::read_to_string(&path).unwrap()) {
+                if let Some(f) = flag(&lit) {
+                    named.push(format!("{}: `{lit}` names {f}", path.display()));
+                }
+            }
+        }
+        assert!(named.is_empty(), "{}", named.join("\n"));
+    }
+}

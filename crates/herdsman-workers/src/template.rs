@@ -28,7 +28,7 @@ use serde_json::Value;
 #[non_exhaustive]
 pub enum TemplateError {
     /// No command was given.
-    #[error("the command template is empty; give a program to run, e.g. `--exec 'echo {{}}'`")]
+    #[error("the command template is empty; give a program to run, e.g. `echo {{}}`")]
     Empty,
     /// A `{` without its `}`.
     #[error(
@@ -61,7 +61,7 @@ pub enum TemplateError {
         arg: String,
     },
     /// In shell mode, a placeholder where no quoting keeps the value intact and inert.
-    #[error("the --shell command puts `{placeholder}` {context}, where a value cannot be passed safely; {hint}")]
+    #[error("the shell command puts `{placeholder}` {context}, where a value cannot be passed safely; {hint}")]
     UnsafeShellPlaceholder {
         /// The placeholder as written, e.g. `{name}`.
         placeholder: String,
@@ -1278,6 +1278,14 @@ mod chain_tests {
                 assert!(!o.contains(&i), "`{o}` repeats its cause `{i}`");
                 outer = inner;
             }
+        }
+    }
+
+    #[test]
+    fn no_message_names_a_command_line_flag() {
+        for e in every_error() {
+            let text = e.to_string();
+            assert!(!text.contains("--"), "`{text}` names a command-line flag");
         }
     }
 }

@@ -61,13 +61,31 @@ pub enum FatalKind {
     Runtime,
 }
 
+/// The setting of an executor that a [`FatalExecutorError`] is about, so that a front end can
+/// point at it in its own terms (a command-line flag, a keyword argument) while the message
+/// says in words what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Setting {
+    /// The program the executor runs: a worker, or the command run for each item.
+    Command,
+    /// The directory the program runs in.
+    WorkingDirectory,
+    /// How many attempts run at once (worker processes, jobs, threads).
+    Concurrency,
+    /// How long one attempt may take.
+    Timeout,
+}
+
 /// An error that makes the executor unusable, so the whole run must stop
 /// (for example: a worker program that cannot be started at all).
 ///
 /// ```
-/// use herdsman::{FatalExecutorError, FatalKind};
-/// let e = FatalExecutorError::configuration("worker program ./w not found; check the path");
+/// use herdsman::{FatalExecutorError, FatalKind, Setting};
+/// let e = FatalExecutorError::configuration("worker program ./w not found; check the path")
+///     .about(Setting::Command);
 /// assert_eq!(e.kind, FatalKind::Configuration);
+/// assert_eq!(e.setting, Some(Setting::Command));
 /// assert_eq!(e.to_string(), "worker program ./w not found; check the path");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +94,8 @@ pub struct FatalExecutorError {
     pub message: String,
     /// Bad configuration, or a failure while running.
     pub kind: FatalKind,
+    /// The setting to change, when the remedy is one: a front end names it its own way.
+    pub setting: Option<Setting>,
 }
 
 impl FatalExecutorError {
@@ -84,6 +104,7 @@ impl FatalExecutorError {
         FatalExecutorError {
             message: message.into(),
             kind: FatalKind::Configuration,
+            setting: None,
         }
     }
 
@@ -92,7 +113,15 @@ impl FatalExecutorError {
         FatalExecutorError {
             message: message.into(),
             kind: FatalKind::Runtime,
+            setting: None,
         }
+    }
+
+    /// The same error, saying which setting its remedy changes.
+    #[must_use]
+    pub fn about(mut self, setting: Setting) -> Self {
+        self.setting = Some(setting);
+        self
     }
 }
 

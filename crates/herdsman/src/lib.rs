@@ -52,7 +52,7 @@ mod threads;
 
 #[cfg(feature = "async")]
 pub use async_map::{Async, StreamInput, DEFAULT_CONCURRENCY};
-pub use executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError, FatalKind};
+pub use executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError, FatalKind, Setting};
 pub use limiter::{Clock, Limiter, ManualClock, RateLimit, SystemClock};
 pub use map::{default_workers, Custom, Map, Threads, DEFAULT_WINDOW};
 pub use outcome::{

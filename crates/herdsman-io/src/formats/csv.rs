@@ -276,12 +276,9 @@ fn open(input: &OpenInput<'_>, at: Option<Location>) -> Result<Box<dyn RecordRea
             });
         }
         if h.too_long {
-            return Err(SourceError::Header {
+            return Err(SourceError::HeaderTooLong {
                 file: file.to_string(),
-                message: format!(
-                    "it is longer than the record size limit ({}); raise the limit with --max-record-size",
-                    size_text(cap)
-                ),
+                limit: cap,
             });
         }
         let mut names = Vec::with_capacity(h.nfields);
@@ -359,7 +356,7 @@ impl RecordReader for CsvReader {
             return err(
                 RecordErrorKind::TooLong,
                 format!(
-                    "{name}:{}: the CSV row is longer than the record size limit ({}); split it, or raise the limit with --max-record-size",
+                    "{name}:{}: the CSV row is longer than the record size limit ({}); split it, or raise the limit",
                     r.line,
                     size_text(cap)
                 ),

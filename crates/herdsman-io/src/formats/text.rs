@@ -266,7 +266,7 @@ pub(crate) fn check_line(
         return Err(RecordError {
             kind: RecordErrorKind::TooLong,
             message: format!(
-                "{name}:{line}: the line is longer than the record size limit ({}); split it, or raise the limit with --max-record-size",
+                "{name}:{line}: the line is longer than the record size limit ({}); split it, or raise the limit",
                 size_text(cap)
             ),
             raw: raw_text(buf),

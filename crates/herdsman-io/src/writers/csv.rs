@@ -225,7 +225,8 @@ impl CsvWriter {
             shown.push_str(", ...");
         }
         format!(
-            "its key `{k}` is not a column of the CSV header ({shown}, fixed by the first record); choose the columns with --columns (other keys are then left out) or write JSONL"
+            "its key `{k}` is not a column of the CSV header ({shown}, fixed by the first record); {} (other keys are then left out) or write JSONL",
+            crate::SinkError::CHOOSE_COLUMNS_WORDS
         )
     }
 }
@@ -326,6 +327,17 @@ impl<'de> serde::Deserialize<'de> for Pairs<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unknown_key_message_names_no_command_line_flag() {
+        let cols: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        let m = CsvWriter::unknown_key("k", &cols);
+        assert!(
+            m.contains("`k`") && m.contains("`c7`, ...") && m.contains("columns"),
+            "{m}"
+        );
+        assert!(!m.contains("--"), "{m}");
+    }
 
     fn row(w: &CsvWriter, cells: &[&str]) -> String {
         let mut out = Vec::new();

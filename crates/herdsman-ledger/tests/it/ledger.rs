@@ -162,7 +162,7 @@ fn changed_identity_is_refused_with_every_change_and_the_remedy() {
     assert_eq!(
         err.to_string(),
         "the job changed since the checkpoint: input.0.size changed from 100 to 120; \
-         ordered was true and is no longer set; run with --restart to start over, \
+         ordered was true and is no longer set; reset the checkpoint to start over, \
          or restore the original inputs and settings"
     );
     // Refusing changes nothing: the original identity still resumes.
@@ -473,7 +473,7 @@ fn garbage_ledger_file_is_reported_as_damaged() {
     assert!(matches!(err, LedgerError::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("is damaged"), "{msg}");
-    assert!(msg.contains("--restart"), "{msg}");
+    assert!(msg.contains("reset the checkpoint"), "{msg}");
     let err = SqliteLedger::open_read_only(&dir)
         .and_then(|l| l.status())
         .unwrap_err();

@@ -96,7 +96,7 @@ fn a_version_1_job_with_chunks_is_refused_until_restarted() {
     let msg = err.to_string();
     assert!(msg.contains("older herdsman"), "{msg}");
     assert!(msg.contains("cannot resume"), "{msg}");
-    assert!(msg.contains("--restart"), "{msg}");
+    assert!(msg.contains("reset the checkpoint"), "{msg}");
     assert!(ledger.status().is_err());
     drop(ledger);
     drop(state);

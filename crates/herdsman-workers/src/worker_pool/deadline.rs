@@ -65,8 +65,9 @@ impl WorkerPool {
             // placeholder: the worker is still busy with it and the records behind it wait).
             let expired = self.slots[s].inflight.pop_oldest();
             let message = format!(
-                "no answer within {} (--timeout); worker {s} was killed and restarted",
-                format_duration(timeout, DurationStyle::Flag)
+                "no answer within {} ({}); worker {s} was killed and restarted",
+                format_duration(timeout, DurationStyle::Flag),
+                crate::TIMEOUT_WORDS
             );
             let failure = self.failure(s, FailureKind::Timeout, message, true);
             let answered = self.slots[s].answered;
@@ -90,11 +91,13 @@ impl WorkerPool {
                 if self.barren_exits >= self.cfg.restart_limit {
                     let fatal = FatalExecutorError {
                         kind: self.storm_kind(),
+                        setting: Some(crate::Setting::Timeout),
                         message: format!(
-                            "worker `{}` was killed {} times in a row for not answering within {} (--timeout) without answering any record; raise --timeout, or check that the worker flushes its stdout after each answer",
+                            "worker `{}` was killed {} times in a row for not answering within {} ({words}) without answering any record; raise {words}, or check that the worker flushes its stdout after each answer",
                             self.cfg.command.display(),
                             self.barren_exits,
-                            format_duration(timeout, DurationStyle::Flag)
+                            format_duration(timeout, DurationStyle::Flag),
+                            words = crate::TIMEOUT_WORDS
                         ),
                     };
                     self.fatal = Some(fatal.clone());

@@ -143,13 +143,13 @@ impl WorkerPool {
             check_dir(dir).map_err(|e| cwd_fatal(&cfg, &e))?;
         }
         let program = argv.first().map(String::as_str).unwrap_or("");
-        check_program(program, cfg.cwd.as_deref()).map_err(|e| FatalExecutorError {
-            kind: herdsman::FatalKind::Configuration,
-            message: format!(
-                "cannot start worker `{}`: {}; check the --worker command",
+        check_program(program, cfg.cwd.as_deref()).map_err(|e| {
+            FatalExecutorError::configuration(format!(
+                "cannot start worker `{}`: {}; check the worker command",
                 cfg.command.display(),
                 io_phrase(&e)
-            ),
+            ))
+            .about(crate::Setting::Command)
         })?;
         let (events_tx, events) = std::sync::mpsc::sync_channel(256);
         let protocol = cfg.protocol;

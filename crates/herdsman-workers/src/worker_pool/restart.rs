@@ -56,14 +56,12 @@ impl WorkerPool {
             // A directory removed since start also makes the spawn fail with ENOENT.
             match cwd.map(check_dir) {
                 Some(Err(dir_err)) => cwd_fatal(&self.cfg, &dir_err),
-                _ => FatalExecutorError {
-                    kind: herdsman::FatalKind::Configuration,
-                    message: format!(
-                        "cannot start worker `{}`: {}; check the --worker command",
-                        self.cfg.command.display(),
-                        io_phrase(&e)
-                    ),
-                },
+                _ => FatalExecutorError::configuration(format!(
+                    "cannot start worker `{}`: {}; check the worker command",
+                    self.cfg.command.display(),
+                    io_phrase(&e)
+                ))
+                .about(crate::Setting::Command),
             }
         })?;
         let slot = &mut self.slots[s];
@@ -176,10 +174,11 @@ impl WorkerPool {
                 let fatal = FatalExecutorError {
                     kind: self.storm_kind(),
                     message: format!(
-                        "worker `{}` {how} {} times in a row without answering any record{last}; check the --worker command",
+                        "worker `{}` {how} {} times in a row without answering any record{last}; check the worker command",
                         self.cfg.command.display(),
                         self.barren_exits
                     ),
+                    setting: Some(crate::Setting::Command),
                 };
                 self.fatal = Some(fatal.clone());
                 return Err(fatal);
@@ -332,8 +331,9 @@ impl WorkerPool {
 pub(super) fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
         kind: herdsman::FatalKind::Configuration,
+        setting: Some(crate::Setting::WorkingDirectory),
         message: format!(
-            "cannot start worker `{}` in directory `{}`: {}; check --workdir",
+            "cannot start worker `{}` in directory `{}`: {}; check the working directory",
             cfg.command.display(),
             cfg.cwd
                 .as_deref()
@@ -347,8 +347,9 @@ pub(super) fn cwd_fatal(cfg: &PoolConfig, e: &std::io::Error) -> FatalExecutorEr
 fn thread_error(e: std::io::Error) -> FatalExecutorError {
     FatalExecutorError {
         kind: herdsman::FatalKind::Runtime,
+        setting: Some(crate::Setting::Concurrency),
         message: format!(
-            "cannot start a thread for a worker: {}; lower --workers or raise the thread limit",
+            "cannot start a thread for a worker: {}; lower the number of workers or raise the thread limit",
             io_phrase(&e)
         ),
     }

@@ -105,9 +105,12 @@ impl WorkerPool {
             }
             slot.notice = Some((id, due.saturating_mul(2)));
             let hint = if self.cfg.timeout.is_some() {
-                "still waiting until its --timeout"
+                format!("still waiting up to {}", crate::TIMEOUT_WORDS)
             } else {
-                "still waiting; set --timeout to give up on records that hang"
+                format!(
+                    "still waiting; set {} to give up on records that hang",
+                    crate::TIMEOUT_WORDS
+                )
             };
             sink(&format!(
                 "record {} on worker {s}: no answer for {}; {hint}",

@@ -162,8 +162,9 @@ fn missing_program_is_fatal_at_start() {
         .expect("must fail");
     assert_eq!(
         err.message,
-        "cannot run command `herdsman-no-such-program-xyz`: No such file or directory; check the --exec command"
+        "cannot run command `herdsman-no-such-program-xyz`: No such file or directory; check the command"
     );
+    assert_eq!(err.setting, Some(herdsman_workers::Setting::Command));
 }
 
 #[test]
@@ -319,7 +320,7 @@ fn no_retry_exit_codes_are_not_retryable() {
     assert!(!final_failure.retryable);
     assert_eq!(
         final_failure.message,
-        "command `sh` exited with status 22 (not retried: --no-retry-exit)"
+        "command `sh` exited with status 22 (not retried: its exit status is listed as final)"
     );
     assert!(failure(&r[&1]).retryable);
 }

@@ -210,7 +210,7 @@ fn a_record_without_an_answer_for_long_is_noticed_at_growing_intervals() {
             notice.starts_with("record 812 on worker 0: no answer for "),
             "{notice}"
         );
-        assert!(notice.contains("set --timeout"), "{notice}");
+        assert!(notice.contains("set the per-record timeout"), "{notice}");
         let waited = notice
             .split("no answer for ")
             .nth(1)

@@ -129,8 +129,9 @@ fn missing_program_is_fatal_at_start() {
     let err = WorkerPool::start(cfg).err().expect("must fail");
     assert_eq!(
         err.message,
-        "cannot start worker `herdsman-no-such-program-xyz`: No such file or directory; check the --worker command"
+        "cannot start worker `herdsman-no-such-program-xyz`: No such file or directory; check the worker command"
     );
+    assert_eq!(err.setting, Some(herdsman_workers::Setting::Command));
 }
 
 #[test]
@@ -153,7 +154,7 @@ fn worker_that_exits_at_once_becomes_fatal_instead_of_burning_records() {
     let err = run_all(&mut p, items, LIMIT).expect_err("must become fatal");
     assert!(err.message.contains("3 times in a row"), "{}", err.message);
     assert!(err.message.contains("broken"), "{}", err.message);
-    assert!(err.message.contains("check the --worker command"));
+    assert!(err.message.contains("check the worker command"));
 }
 
 #[test]

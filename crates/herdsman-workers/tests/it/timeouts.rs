@@ -82,7 +82,7 @@ fn hung_lines_record_times_out_alone_and_the_records_behind_it_succeed() {
             assert_eq!(f.worker, 0);
             assert_eq!(
                 f.message,
-                "no answer within 400ms (--timeout); worker 0 was killed and restarted"
+                "no answer within 400ms (the per-record timeout); worker 0 was killed and restarted"
             );
             assert!(
                 f.stderr_tail.iter().any(|l| l.contains("stuck on")),
@@ -184,7 +184,7 @@ fn framed_record_without_answer_times_out_and_others_are_answered() {
             assert!(f.retryable);
             assert_eq!(
                 f.message,
-                "no answer within 400ms (--timeout); worker 0 was killed and restarted"
+                "no answer within 400ms (the per-record timeout); worker 0 was killed and restarted"
             );
         } else {
             assert_eq!(output(&r[&i])["r"], serde_json::json!({ "i": i }));
@@ -246,11 +246,16 @@ fn worker_that_never_answers_becomes_fatal_after_repeated_timeouts() {
     let err = run_all(&mut p, items, LIMIT).unwrap_err();
     assert!(
         err.message
-            .starts_with("worker `sleep 300` was killed 2 times in a row for not answering within 300ms (--timeout)"),
+            .starts_with("worker `sleep 300` was killed 2 times in a row for not answering within 300ms (the per-record timeout)"),
         "{}",
         err.message
     );
-    assert!(err.message.contains("raise --timeout"), "{}", err.message);
+    assert!(
+        err.message.contains("raise the per-record timeout"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.setting, Some(herdsman_workers::Setting::Timeout));
     p.shutdown();
 }
 
@@ -310,7 +315,7 @@ printf '{"n":"%s"}\n' "$1"
     assert!(f.retryable);
     assert_eq!(
         f.message,
-        "command `sh` did not finish within 400ms (--timeout); its process group was killed"
+        "command `sh` did not finish within 400ms (the per-record timeout); its process group was killed"
     );
     assert!(
         f.stderr_tail.iter().any(|l| l == "stuck"),
@@ -405,7 +410,7 @@ fn missing_cwd_is_fatal_at_start() {
     assert_eq!(
         err.message,
         format!(
-            "cannot start worker `cat` in directory `{}`: No such file or directory; check --workdir",
+            "cannot start worker `cat` in directory `{}`: No such file or directory; check the working directory",
             missing.display()
         )
     );
@@ -416,7 +421,7 @@ fn missing_cwd_is_fatal_at_start() {
     assert_eq!(
         err.message,
         format!(
-            "cannot run command `cat` in directory `{}`: No such file or directory; check --workdir",
+            "cannot run command `cat` in directory `{}`: No such file or directory; check the working directory",
             missing.display()
         )
     );

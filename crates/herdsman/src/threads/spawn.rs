@@ -42,4 +42,5 @@ pub(crate) fn refused(name: &str, e: &std::io::Error) -> FatalExecutorError {
         "the operating system refused to start thread {name} ({e}); \
          lower `workers` or raise the process's thread limit"
     ))
+    .about(crate::Setting::Concurrency)
 }

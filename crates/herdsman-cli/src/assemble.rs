@@ -127,6 +127,11 @@ pub trait Sinks {
     /// Hand the output written so far to its reader when it is streamed (stdout, a device, a
     /// FIFO); a regular file is left to its buffer.
     fn flush_stream(&mut self) -> Result<()>;
+    /// Writes the job-log lines of the record at engine index `index`, read from input
+    /// `file` at `pos` (`--joblog`); nothing without a job log.
+    fn log_attempts(&mut self, _index: u64, _file: &str, _pos: &Position) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Everything the assembler needs besides the outcomes.
@@ -141,7 +146,12 @@ pub struct Assembler<'a, S: Sinks> {
     file_names: Vec<String>,
     /// Counts of records in chunks written by this run.
     pub written: Counts,
+    /// Dead-letter entries written by this run, by kind.
+    failure_kinds: FailureKinds,
 }
+
+/// Failed records by the name of their kind, shared with whoever reads them after the run.
+pub type FailureKinds = std::rc::Rc<std::cell::RefCell<BTreeMap<String, u64>>>;
 
 impl<'a, S: Sinks> Assembler<'a, S> {
     pub fn new(
@@ -160,7 +170,14 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             checkpoint_every: Duration::from_secs(1),
             file_names,
             written: Counts::default(),
+            failure_kinds: FailureKinds::default(),
         }
+    }
+
+    /// The kinds of the dead-letter entries this assembler writes, counted as it writes them
+    /// (read it after [`Assembler::finish`]).
+    pub fn failure_kinds(&self) -> FailureKinds {
+        self.failure_kinds.clone()
     }
 
     /// Records the final state of the record at engine index `index`.
@@ -241,7 +258,8 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                 break;
             };
             let (pos, payload) = &p.info.records[p.emitted];
-            self.emit(pos, payload, slot, &mut p.counts)?;
+            let index = p.info.first_index + p.emitted as u64;
+            self.emit(index, pos, payload, slot, &mut p.counts)?;
             // The slot stays marked resolved (its content is gone once written).
             p.slots[p.emitted] = Some((Resolved::NotRun, 0));
             p.emitted += 1;
@@ -264,7 +282,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         for i in p.emitted..p.slots.len() {
             let slot = p.slots[i].take().expect("every slot resolved");
             let (pos, payload) = &p.info.records[i];
-            self.emit(pos, payload, slot, &mut p.counts)?;
+            self.emit(
+                p.info.first_index + i as u64,
+                pos,
+                payload,
+                slot,
+                &mut p.counts,
+            )?;
         }
         let c = p.counts;
         let (output_end, failures_end) = self.sinks.offsets();
@@ -286,11 +310,17 @@ impl<'a, S: Sinks> Assembler<'a, S> {
     /// Writes one resolved record (its outputs, or its dead-letter entry) and counts it.
     fn emit(
         &mut self,
+        index: u64,
         pos: &Position,
         payload: &Payload,
         (state, attempts): (Resolved, u32),
         c: &mut Counts,
     ) -> Result<()> {
+        let file = self
+            .file_names
+            .get(pos.file_index as usize)
+            .map_or("", String::as_str);
+        self.sinks.log_attempts(index, file, pos)?;
         c.retries += u64::from(attempts.saturating_sub(1));
         match state {
             Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
@@ -357,6 +387,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .get(pos.file_index as usize)
             .cloned()
             .unwrap_or_default();
+        *self
+            .failure_kinds
+            .borrow_mut()
+            .entry(note.kind.name().to_string())
+            .or_default() += 1;
         let entry = dead_letter(file, pos, payload, note, attempts);
         let line = entry.to_line();
         self.sinks
@@ -379,6 +414,12 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         ledger
             .commit_chunks(&self.uncommitted)
             .context("cannot commit the checkpoint")?;
+        tracing::info!(
+            chunks = self.uncommitted.len(),
+            last_chunk = self.uncommitted.last().map(|c| c.chunk),
+            output_end = self.uncommitted.last().map(|c| c.output_end),
+            "checkpoint committed"
+        );
         crate::fault::fault("after-commit");
         self.uncommitted.clear();
         Ok(())
@@ -396,8 +437,14 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         }
         for p in std::mem::take(&mut self.pending).into_values() {
             let mut c = Counts::none_run(p.slots.len() as u64);
-            for ((pos, payload), slot) in p.info.records.iter().zip(p.slots) {
+            for (i, ((pos, payload), slot)) in p.info.records.iter().zip(p.slots).enumerate() {
                 if let Some((Resolved::Failed(note), attempts)) = slot {
+                    let file = self
+                        .file_names
+                        .get(pos.file_index as usize)
+                        .map_or("", String::as_str);
+                    self.sinks
+                        .log_attempts(p.info.first_index + i as u64, file, pos)?;
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                     c.failed += 1;
                     c.not_run -= 1;

@@ -13,6 +13,7 @@ use herdsman_io::RecordError;
 use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
 
 use crate::chunks::CliItem;
+use crate::joblog::{Attempts, Ending};
 
 /// Why one record failed.
 #[derive(Debug, Clone)]
@@ -58,6 +59,8 @@ pub struct CliExecutor {
     inner: Inner,
     ready: Vec<(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)>,
     scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+    /// Where each attempt's start and end are noted, for the job log (`--joblog`).
+    attempts: Option<Attempts>,
 }
 
 impl CliExecutor {
@@ -66,7 +69,46 @@ impl CliExecutor {
             inner,
             ready: Vec::new(),
             scratch: Vec::new(),
+            attempts: None,
         }
+    }
+
+    /// Notes every attempt in `attempts` (the job log's table).
+    pub fn with_attempts(mut self, attempts: Option<Attempts>) -> CliExecutor {
+        self.attempts = attempts;
+        self
+    }
+
+    /// The table the attempts are noted in, if any.
+    pub fn attempts(&self) -> Option<Attempts> {
+        self.attempts.clone()
+    }
+}
+
+/// Notes how each attempt in `done` ended.
+fn note_finished(
+    attempts: &Attempts,
+    done: &[(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)],
+) {
+    for (id, o) in done {
+        let (ending, kind, worker) = match o {
+            AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None, None),
+            AttemptOutcome::Success(_) => (Ending::Succeeded, None, None),
+            AttemptOutcome::Failure(f) => {
+                let worker = match f {
+                    CliFailure::Worker(w) => Some(w.worker),
+                    CliFailure::Input(_) => None,
+                };
+                let kind = crate::assemble::FailureNote::from_failure(f).kind;
+                (Ending::Failed, Some(kind), worker)
+            }
+            AttemptOutcome::Panicked(_) => (
+                Ending::Failed,
+                Some(herdsman_io::DeadLetterKind::WorkerCrashed),
+                None,
+            ),
+        };
+        attempts.finished(*id, ending, kind, worker);
     }
 }
 
@@ -83,6 +125,9 @@ impl Executor<CliItem> for CliExecutor {
     }
 
     fn submit(&mut self, id: AttemptId, item: CliItem) -> Result<(), FatalExecutorError> {
+        if let Some(a) = &self.attempts {
+            a.submitted(id);
+        }
         match item.data {
             Ok(json) => self.inner.submit(
                 id,
@@ -109,6 +154,7 @@ impl Executor<CliItem> for CliExecutor {
         } else {
             Duration::ZERO
         };
+        let before = out.len();
         out.append(&mut self.ready);
         self.inner.poll(timeout, &mut self.scratch)?;
         out.extend(self.scratch.drain(..).map(|(id, o)| {
@@ -119,16 +165,28 @@ impl Executor<CliItem> for CliExecutor {
             };
             (id, o)
         }));
+        if let Some(a) = &self.attempts {
+            note_finished(a, &out[before..]);
+        }
         Ok(())
     }
 
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         self.inner.abandon(id);
+        if let Some(a) = &self.attempts {
+            a.abandoned(id);
+        }
     }
 
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        let before = not_started.len();
         self.inner.stop_queued(not_started);
+        if let Some(a) = &self.attempts {
+            for id in &not_started[before..] {
+                a.abandoned(*id);
+            }
+        }
     }
 
     fn shutdown(&mut self) {

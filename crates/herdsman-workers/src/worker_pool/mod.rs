@@ -281,6 +281,9 @@ impl WorkerPool {
         item: WorkItem,
     ) -> Result<(), FatalExecutorError> {
         self.ensure_running(s)?;
+        if let Some(told) = &self.cfg.on_start {
+            told(id, s);
+        }
         let wire = self.next_wire;
         self.next_wire += 1;
         let protocol = self.cfg.protocol;

@@ -109,6 +109,12 @@ impl WorkerPool {
             } else {
                 "still waiting; set --timeout to give up on records that hang"
             };
+            tracing::info!(
+                worker = s + 1,
+                record = seq + 1,
+                waited_ms = waited.as_millis() as u64,
+                "no answer yet"
+            );
             sink(&format!(
                 "record {} on worker {s}: no answer for {}; {hint}",
                 seq + 1,

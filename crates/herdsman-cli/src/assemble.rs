@@ -292,6 +292,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         }
         let c = p.counts;
         let (output_end, failures_end) = self.sinks.offsets();
+        tracing::debug!(chunk = p.info.id, records = p.slots.len(), "chunk written");
         self.uncommitted.push(ChunkCommit {
             chunk: p.info.id,
             start: to_ledger(p.info.start),

@@ -40,10 +40,12 @@ pub(crate) fn start_executor(
     let stderr_log = log.clone();
     let stderr: herdsman_workers::StderrSink =
         Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
-    // The job log's table of attempts, told which worker starts each one.
+    // The job log's table of attempts, told which worker starts each one (a --retry-failed
+    // pass writes no job log).
     let attempts = cfg
         .joblog
         .as_ref()
+        .filter(|_| !cfg.retry_failed)
         .map(|_| crate::joblog::Attempts::default());
     let on_start = attempts.clone().map(|a| -> herdsman_workers::StartSink {
         Arc::new(move |id, worker| a.on_worker(id, worker))

@@ -127,9 +127,15 @@ pub trait Sinks {
     /// Hand the output written so far to its reader when it is streamed (stdout, a device, a
     /// FIFO); a regular file is left to its buffer.
     fn flush_stream(&mut self) -> Result<()>;
-    /// Writes the job-log lines of the record at engine index `index`, read from input
-    /// `file` at `pos` (`--joblog`); nothing without a job log.
-    fn log_attempts(&mut self, _index: u64, _file: &str, _pos: &Position) -> Result<()> {
+    /// Writes the job-log lines of the `attempts` attempts of the record at engine index
+    /// `index`, read from input `file` at `pos` (`--joblog`); nothing without a job log.
+    fn log_attempts(
+        &mut self,
+        _index: u64,
+        _attempts: u32,
+        _file: &str,
+        _pos: &Position,
+    ) -> Result<()> {
         Ok(())
     }
 }
@@ -321,7 +327,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .file_names
             .get(pos.file_index as usize)
             .map_or("", String::as_str);
-        self.sinks.log_attempts(index, file, pos)?;
+        self.sinks.log_attempts(index, attempts, file, pos)?;
         c.retries += u64::from(attempts.saturating_sub(1));
         match state {
             Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
@@ -445,7 +451,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                         .get(pos.file_index as usize)
                         .map_or("", String::as_str);
                     self.sinks
-                        .log_attempts(p.info.first_index + i as u64, file, pos)?;
+                        .log_attempts(p.info.first_index + i as u64, attempts, file, pos)?;
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                     c.failed += 1;
                     c.not_run -= 1;

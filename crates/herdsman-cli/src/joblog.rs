@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -55,91 +55,161 @@ pub struct Attempt {
     /// could not be read fails without one).
     pub worker: Option<usize>,
     /// When it was handed to its worker.
-    pub start: SystemTime,
+    pub start: Instant,
     pub duration: Duration,
     pub ending: Ending,
     /// The failure's kind, as the dead-letter file names it.
     pub kind: Option<DeadLetterKind>,
 }
 
-/// When and where an attempt started.
-#[derive(Clone, Copy)]
-struct Started {
-    wall: SystemTime,
-    at: Instant,
-    worker: Option<usize>,
+/// A hasher for attempt ids and record indices: they are small integers from one run, not
+/// input an attacker picks, so a multiply is enough (and much cheaper than SipHash on the
+/// engine's thread).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
-#[derive(Default)]
-struct Table {
-    started: HashMap<AttemptId, Started>,
-    done: HashMap<u64, Vec<Attempt>>,
-}
+type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// The attempts of the records in flight, from the executor (which sees them start and end)
-/// to the assembler (which writes them with their record). Cloned handles share one table.
+/// A batch of finished attempts, from the executor to the job log.
+type Batch = Vec<(AttemptId, Attempt)>;
+
+/// Where workers report the attempts they start (given to the worker pool or the command
+/// runner, which may call it from their own threads).
 #[derive(Clone, Default)]
-pub struct Attempts(Arc<Mutex<Table>>);
+pub struct Starts(Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>);
 
-impl Attempts {
-    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The engine submitted attempt `id` (its clock starts; a worker may pick it up later).
-    pub fn submitted(&self, id: AttemptId) {
-        let now = Started {
-            wall: SystemTime::now(),
-            at: Instant::now(),
-            worker: None,
-        };
-        self.table().started.insert(id, now);
-    }
-
-    /// Worker `worker` (0-based) started attempt `id`: its clock starts again there.
+impl Starts {
+    /// Worker `worker` (0-based) starts attempt `id` now.
     pub fn on_worker(&self, id: AttemptId, worker: usize) {
-        let now = Started {
-            wall: SystemTime::now(),
-            at: Instant::now(),
-            worker: Some(worker + 1),
-        };
-        self.table().started.insert(id, now);
+        let now = Instant::now();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, worker, now));
+    }
+}
+
+/// Notes each attempt as it ends, on the engine's thread, and hands them to the job log in
+/// batches (one channel send per poll of the executor).
+pub struct Tracker {
+    starts: Starts,
+    pulled: Vec<(AttemptId, usize, Instant)>,
+    started: IdMap<(usize, Instant)>,
+    batch: Batch,
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Tracker {
+    /// Takes the starts the workers reported since the last call.
+    fn pull(&mut self) {
+        std::mem::swap(
+            &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut self.pulled,
+        );
+        for (id, worker, at) in self.pulled.drain(..) {
+            self.started.insert(id, (worker, at));
+        }
     }
 
     /// Attempt `id` ended; `worker` (0-based) when the outcome names it.
     pub fn finished(
-        &self,
+        &mut self,
         id: AttemptId,
         ending: Ending,
         kind: Option<DeadLetterKind>,
         worker: Option<usize>,
     ) {
-        let mut t = self.table();
-        let started = t.started.remove(&id).unwrap_or(Started {
-            wall: SystemTime::now(),
-            at: Instant::now(),
-            worker: None,
-        });
+        if !self.started.contains_key(&id) {
+            self.pull();
+        }
+        let now = Instant::now();
+        let (started_on, start) = match self.started.remove(&id) {
+            Some((w, at)) => (Some(w), at),
+            // Never handed to a worker: a record that could not be read fails at once.
+            None => (None, now),
+        };
         let attempt = Attempt {
             attempt: id.attempt,
-            worker: worker.map(|w| w + 1).or(started.worker),
-            start: started.wall,
-            duration: started.at.elapsed(),
+            worker: worker.or(started_on).map(|w| w + 1),
+            start,
+            duration: now.saturating_duration_since(start),
             ending,
             kind,
         };
-        t.done.entry(id.index).or_default().push(attempt);
+        self.batch.push((id, attempt));
     }
 
     /// Attempt `id` was given up without an outcome (the run stopped): no line for it.
-    pub fn abandoned(&self, id: AttemptId) {
-        self.table().started.remove(&id);
+    pub fn abandoned(&mut self, id: AttemptId) {
+        self.pull();
+        self.started.remove(&id);
     }
 
-    /// The attempts of the record at engine index `index`, in the order they ended.
-    pub fn take(&self, index: u64) -> Vec<Attempt> {
-        self.table().done.remove(&index).unwrap_or_default()
+    /// Hands the attempts noted since the last call to the job log.
+    pub fn send(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
     }
+}
+
+/// The job log's side: the finished attempts, taken record by record as records are written.
+pub struct Finished {
+    rx: mpsc::Receiver<Batch>,
+    done: IdMap<Attempt>,
+}
+
+impl Finished {
+    /// The attempts `1..=attempts` of the record at engine index `index`, appended to `out`.
+    /// Every attempt the engine counted was sent before its outcome reached the caller.
+    pub fn take(&mut self, index: u64, attempts: u32, out: &mut Vec<Attempt>) {
+        for attempt in 1..=attempts {
+            let id = AttemptId { index, attempt };
+            if !self.done.contains_key(&id) {
+                while let Ok(batch) = self.rx.try_recv() {
+                    self.done.extend(batch);
+                }
+            }
+            if let Some(a) = self.done.remove(&id) {
+                out.push(a);
+            }
+        }
+    }
+}
+
+/// The three ends of the attempt notes: for the workers, the executor and the job log.
+pub fn attempts() -> (Starts, Tracker, Finished) {
+    let starts = Starts::default();
+    let (tx, rx) = mpsc::channel();
+    let tracker = Tracker {
+        starts: starts.clone(),
+        pulled: Vec::new(),
+        started: IdMap::default(),
+        batch: Vec::new(),
+        tx,
+    };
+    let finished = Finished {
+        rx,
+        done: IdMap::default(),
+    };
+    (starts, tracker, finished)
 }
 
 /// The job log's two spellings.
@@ -192,6 +262,13 @@ pub struct JobLog {
     format: Format,
     out: BufWriter<File>,
     line: String,
+    /// The attempts, as the executor hands them over.
+    finished: Option<Finished>,
+    scratch: Vec<Attempt>,
+    /// The last input file name and its spelling in this format.
+    file: (String, String),
+    /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
+    base: (Instant, SystemTime),
 }
 
 impl JobLog {
@@ -229,54 +306,103 @@ impl JobLog {
             format,
             out,
             line: String::with_capacity(256),
+            finished: None,
+            scratch: Vec::new(),
+            file: (String::new(), String::new()),
+            base: (Instant::now(), SystemTime::now()),
         })
+    }
+
+    /// Takes the attempts to log from `finished` (the executor's notes).
+    pub fn attach(&mut self, finished: Finished) {
+        self.finished = Some(finished);
+    }
+
+    /// Writes the lines of the attempts of the record at engine index `index`: `attempts`
+    /// of them, read from input `file` at `line`, record number `seq` (0-based).
+    pub fn write_record(
+        &mut self,
+        index: u64,
+        attempts: u32,
+        file: &str,
+        line: u64,
+        seq: u64,
+    ) -> Result<()> {
+        let Some(finished) = self.finished.as_mut() else {
+            return Ok(());
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        finished.take(index, attempts, &mut scratch);
+        let written = self.write(file, line, seq, &scratch);
+        self.scratch = scratch;
+        written
     }
 
     /// Writes the lines of one record's attempts.
     pub fn write(&mut self, file: &str, line: u64, seq: u64, attempts: &[Attempt]) -> Result<()> {
         use std::fmt::Write as _;
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        if self.file.0 != file {
+            let spelled = match self.format {
+                Format::Tsv if file.is_empty() => "-".to_string(),
+                Format::Tsv => file.replace(['\t', '\n', '\r'], " "),
+                Format::Jsonl => serde_json::to_string(file).unwrap_or_else(|_| "\"\"".into()),
+            };
+            self.file = (file.to_string(), spelled);
+        }
         for a in attempts {
             self.line.clear();
-            let start = a
-                .start
+            let wall = match a.start.checked_duration_since(self.base.0) {
+                Some(after) => self.base.1 + after,
+                None => self.base.1 - self.base.0.duration_since(a.start),
+            };
+            let since_epoch = wall
                 .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let duration = a.duration.as_secs_f64();
+                .unwrap_or_default();
+            let (secs, ms) = (since_epoch.as_secs(), since_epoch.subsec_millis());
+            let (dur_s, dur_us) = (a.duration.as_secs(), a.duration.subsec_micros());
             let kind = a.kind.map(|k| k.name());
-            match self.format {
+            let record = seq + 1;
+            let file = &self.file.1;
+            let outcome = a.ending.name();
+            let attempt = a.attempt;
+            let _ = match self.format {
                 Format::Tsv => {
-                    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
-                    let _ = writeln!(
+                    let _ = write!(self.line, "{record}\t{file}\t{line}\t");
+                    let _ = match a.worker {
+                        Some(w) => write!(self.line, "{w}\t"),
+                        None => write!(self.line, "-\t"),
+                    };
+                    writeln!(
                         self.line,
-                        "{}\t{}\t{line}\t{}\t{start:.3}\t{duration:.3}\t{}\t{}\t{}",
-                        seq + 1,
-                        if file.is_empty() {
-                            "-".into()
-                        } else {
-                            clean(file)
-                        },
-                        a.worker.map_or("-".to_string(), |w| w.to_string()),
-                        a.ending.name(),
-                        kind.unwrap_or("-"),
-                        a.attempt
-                    );
+                        "{secs}.{ms:03}\t{dur_s}.{:03}\t{outcome}\t{}\t{attempt}",
+                        dur_us / 1000,
+                        kind.unwrap_or("-")
+                    )
                 }
                 Format::Jsonl => {
-                    let v = serde_json::json!({
-                        "record": seq + 1,
-                        "file": file,
-                        "line": line,
-                        "worker": a.worker,
-                        "start": (start * 1000.0).round() / 1000.0,
-                        "duration": (duration * 1_000_000.0).round() / 1_000_000.0,
-                        "outcome": a.ending.name(),
-                        "kind": kind,
-                        "attempt": a.attempt,
-                    });
-                    let _ = writeln!(self.line, "{v}");
+                    let _ = write!(
+                        self.line,
+                        "{{\"record\":{record},\"file\":{file},\"line\":{line},\"worker\":"
+                    );
+                    let _ = match a.worker {
+                        Some(w) => write!(self.line, "{w}"),
+                        None => write!(self.line, "null"),
+                    };
+                    let _ = write!(
+                        self.line,
+                        ",\"start\":{secs}.{ms:03},\"duration\":{dur_s}.{dur_us:06},\"outcome\":\"{outcome}\",\"kind\":"
+                    );
+                    let _ = match kind {
+                        Some(k) => write!(self.line, "\"{k}\""),
+                        None => write!(self.line, "null"),
+                    };
+                    writeln!(self.line, ",\"attempt\":{attempt}}}")
                 }
-            }
+            };
             self.out
                 .write_all(self.line.as_bytes())
                 .with_context(|| format!("cannot write the job log {}", self.path.display()))?;
@@ -340,11 +466,11 @@ fn committed_length(
 mod tests {
     use super::*;
 
-    fn attempt(n: u32, ending: Ending) -> Attempt {
+    fn attempt(at: Instant, n: u32, ending: Ending) -> Attempt {
         Attempt {
             attempt: n,
             worker: Some(2),
-            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
+            start: at,
             duration: Duration::from_millis(250),
             ending,
             kind: (ending == Ending::Failed).then_some(DeadLetterKind::Reported),
@@ -352,25 +478,46 @@ mod tests {
     }
 
     #[test]
-    fn tsv_lines_have_a_header_and_one_line_per_attempt() {
+    fn lines_have_every_column_in_both_formats() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.tsv");
-        let mut log = JobLog::open(&path, None).unwrap();
-        log.write(
-            "in.csv",
-            3,
-            1,
-            &[attempt(1, Ending::Failed), attempt(2, Ending::Succeeded)],
-        )
-        .unwrap();
-        log.sync().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text,
-            format!(
-                "{TSV_HEADER}2\tin.csv\t3\t2\t1.500\t0.250\tfailed\treported\t1\n2\tin.csv\t3\t2\t1.500\t0.250\tsucceeded\t-\t2\n"
+        for (name, want) in [
+            (
+                "jobs.tsv",
+                format!(
+                    "{TSV_HEADER}2\tin.csv\t3\t2\t1.500\t0.250\tfailed\treported\t1\n2\tin.csv\t3\t2\t1.500\t0.250\tsucceeded\t-\t2\n"
+                ),
+            ),
+            (
+                "jobs.jsonl",
+                concat!(
+                    r#"{"record":2,"file":"in.csv","line":3,"worker":2,"start":1.500,"duration":0.250000,"outcome":"failed","kind":"reported","attempt":1}"#,
+                    "\n",
+                    r#"{"record":2,"file":"in.csv","line":3,"worker":2,"start":1.500,"duration":0.250000,"outcome":"succeeded","kind":null,"attempt":2}"#,
+                    "\n"
+                )
+                .to_string(),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            let mut log = JobLog::open(&path, None).unwrap();
+            let now = Instant::now();
+            log.base = (now, SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+            log.write(
+                "in.csv",
+                3,
+                1,
+                &[attempt(now, 1, Ending::Failed), attempt(now, 2, Ending::Succeeded)],
             )
-        );
+            .unwrap();
+            log.sync().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text, want);
+            if name.ends_with(".jsonl") {
+                for l in text.lines() {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap();
+                }
+            }
+        }
     }
 
     #[test]
@@ -380,8 +527,13 @@ mod tests {
             let path = dir.path().join(name);
             let mut log = JobLog::open(&path, None).unwrap();
             for seq in 0..6 {
-                log.write("in.csv", seq + 2, seq, &[attempt(1, Ending::Succeeded)])
-                    .unwrap();
+                log.write(
+                    "in.csv",
+                    seq + 2,
+                    seq,
+                    &[attempt(Instant::now(), 1, Ending::Succeeded)],
+                )
+                .unwrap();
             }
             log.sync().unwrap();
             drop(log);
@@ -411,18 +563,34 @@ mod tests {
     }
 
     #[test]
-    fn attempts_carry_their_worker_and_order() {
-        let a = Attempts::default();
+    fn attempts_carry_their_worker_and_arrive_in_order() {
+        let (starts, mut tracker, mut finished) = attempts();
         let id = |attempt| AttemptId { index: 4, attempt };
-        a.submitted(id(1));
-        a.on_worker(id(1), 0);
-        a.finished(id(1), Ending::Failed, Some(DeadLetterKind::Timeout), None);
-        a.submitted(id(2));
-        a.finished(id(2), Ending::Succeeded, None, Some(2));
-        let got = a.take(4);
+        starts.on_worker(id(1), 0);
+        tracker.finished(id(1), Ending::Failed, Some(DeadLetterKind::Timeout), None);
+        tracker.finished(id(2), Ending::Succeeded, None, Some(2));
+        // Another record's attempt, abandoned: nothing for it.
+        starts.on_worker(
+            AttemptId {
+                index: 5,
+                attempt: 1,
+            },
+            1,
+        );
+        tracker.abandoned(AttemptId {
+            index: 5,
+            attempt: 1,
+        });
+        tracker.send();
+        let mut got = Vec::new();
+        finished.take(4, 2, &mut got);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].attempt, got[0].worker), (1, Some(1)));
         assert_eq!((got[1].attempt, got[1].worker), (2, Some(3)));
-        assert!(a.take(4).is_empty());
+        let mut again = Vec::new();
+        finished.take(4, 2, &mut again);
+        finished.take(5, 1, &mut again);
+        assert!(again.is_empty());
+        assert!(tracker.started.is_empty());
     }
 }

@@ -40,16 +40,17 @@ pub(crate) fn start_executor(
     let stderr_log = log.clone();
     let stderr: herdsman_workers::StderrSink =
         Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
-    // The job log's table of attempts, told which worker starts each one (a --retry-failed
+    // The job log's notes of attempts, told which worker starts each one (a --retry-failed
     // pass writes no job log).
-    let attempts = cfg
-        .joblog
-        .as_ref()
-        .filter(|_| !cfg.retry_failed)
-        .map(|_| crate::joblog::Attempts::default());
-    let on_start = attempts.clone().map(|a| -> herdsman_workers::StartSink {
-        Arc::new(move |id, worker| a.on_worker(id, worker))
-    });
+    let (on_start, notes) = match &cfg.joblog {
+        Some(_) if !cfg.retry_failed => {
+            let (starts, tracker, finished) = crate::joblog::attempts();
+            let on_start: herdsman_workers::StartSink =
+                Arc::new(move |id, worker| starts.on_worker(id, worker));
+            (Some(on_start), Some((tracker, finished)))
+        }
+        _ => (None, None),
+    };
     // How processes are started, timed and stopped: the same for workers and commands.
     let process = herdsman_workers::ProcessOptions {
         cwd: cfg.workdir.clone(),
@@ -131,7 +132,7 @@ pub(crate) fn start_executor(
             Box::new(ExecPool::start(ec).map_err(|e| usage(e.message))?)
         }
     };
-    Ok(CliExecutor::new(inner).with_attempts(attempts))
+    Ok(CliExecutor::new(inner).with_attempts(notes))
 }
 
 /// The run's output and dead-letter files, and its job log.
@@ -139,7 +140,7 @@ pub(crate) struct FileSinks {
     pub(crate) output: Sink,
     pub(crate) failures: Failures,
     /// `--joblog`, with the table its lines come from.
-    pub(crate) joblog: Option<(crate::joblog::JobLog, crate::joblog::Attempts)>,
+    pub(crate) joblog: Option<crate::joblog::JobLog>,
 }
 
 /// The dead-letter file: open from the start, or (streaming to stdout without a named
@@ -189,14 +190,20 @@ impl Sinks for FileSinks {
         if let Failures::Open(sink) = &mut self.failures {
             sink.sync().context("cannot sync the dead-letter file")?;
         }
-        if let Some((log, _)) = &mut self.joblog {
+        if let Some(log) = &mut self.joblog {
             log.sync()?;
         }
         Ok(())
     }
-    fn log_attempts(&mut self, index: u64, file: &str, pos: &herdsman_io::Position) -> Result<()> {
+    fn log_attempts(
+        &mut self,
+        index: u64,
+        attempts: u32,
+        file: &str,
+        pos: &herdsman_io::Position,
+    ) -> Result<()> {
         match &mut self.joblog {
-            Some((log, attempts)) => log.write(file, pos.line, pos.seq, &attempts.take(index)),
+            Some(log) => log.write_record(index, attempts, file, pos.line, pos.seq),
             None => Ok(()),
         }
     }
@@ -486,7 +493,13 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         joblog,
     } = pass;
     let mut sinks = sinks;
-    sinks.joblog = joblog.zip(executor.attempts());
+    let mut executor = executor;
+    sinks.joblog = joblog.map(|mut log| {
+        if let Some(finished) = executor.take_finished() {
+            log.attach(finished);
+        }
+        log
+    });
     let (announce, chunks) = mpsc::channel();
     let fatal = Arc::new(Mutex::new(None));
     let (first_chunk, skip) = match &resume {

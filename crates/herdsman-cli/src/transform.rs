@@ -13,7 +13,7 @@ use herdsman_io::RecordError;
 use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
 
 use crate::chunks::CliItem;
-use crate::joblog::{Attempts, Ending};
+use crate::joblog::{Ending, Finished, Tracker};
 
 /// Why one record failed.
 #[derive(Debug, Clone)]
@@ -59,8 +59,10 @@ pub struct CliExecutor {
     inner: Inner,
     ready: Vec<(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)>,
     scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
-    /// Where each attempt's start and end are noted, for the job log (`--joblog`).
-    attempts: Option<Attempts>,
+    /// Where each attempt's end is noted, for the job log (`--joblog`).
+    tracker: Option<Tracker>,
+    /// The job log's end of those notes, until the job log takes it.
+    finished: Option<Finished>,
 }
 
 impl CliExecutor {
@@ -69,25 +71,26 @@ impl CliExecutor {
             inner,
             ready: Vec::new(),
             scratch: Vec::new(),
-            attempts: None,
+            tracker: None,
+            finished: None,
         }
     }
 
-    /// Notes every attempt in `attempts` (the job log's table).
-    pub fn with_attempts(mut self, attempts: Option<Attempts>) -> CliExecutor {
-        self.attempts = attempts;
+    /// Notes how every attempt ends with `tracker`, for the job log that reads `finished`.
+    pub fn with_attempts(mut self, notes: Option<(Tracker, Finished)>) -> CliExecutor {
+        (self.tracker, self.finished) = notes.unzip();
         self
     }
 
-    /// The table the attempts are noted in, if any.
-    pub fn attempts(&self) -> Option<Attempts> {
-        self.attempts.clone()
+    /// The job log's end of the attempt notes (once).
+    pub fn take_finished(&mut self) -> Option<Finished> {
+        self.finished.take()
     }
 }
 
 /// Notes how each attempt in `done` ended.
 fn note_finished(
-    attempts: &Attempts,
+    attempts: &mut Tracker,
     done: &[(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)],
 ) {
     for (id, o) in done {
@@ -110,6 +113,7 @@ fn note_finished(
         };
         attempts.finished(*id, ending, kind, worker);
     }
+    attempts.send();
 }
 
 impl Executor<CliItem> for CliExecutor {
@@ -125,9 +129,6 @@ impl Executor<CliItem> for CliExecutor {
     }
 
     fn submit(&mut self, id: AttemptId, item: CliItem) -> Result<(), FatalExecutorError> {
-        if let Some(a) = &self.attempts {
-            a.submitted(id);
-        }
         match item.data {
             Ok(json) => self.inner.submit(
                 id,
@@ -165,8 +166,8 @@ impl Executor<CliItem> for CliExecutor {
             };
             (id, o)
         }));
-        if let Some(a) = &self.attempts {
-            note_finished(a, &out[before..]);
+        if let Some(t) = &mut self.tracker {
+            note_finished(t, &out[before..]);
         }
         Ok(())
     }
@@ -174,17 +175,17 @@ impl Executor<CliItem> for CliExecutor {
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         self.inner.abandon(id);
-        if let Some(a) = &self.attempts {
-            a.abandoned(id);
+        if let Some(t) = &mut self.tracker {
+            t.abandoned(id);
         }
     }
 
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
         let before = not_started.len();
         self.inner.stop_queued(not_started);
-        if let Some(a) = &self.attempts {
+        if let Some(t) = &mut self.tracker {
             for id in &not_started[before..] {
-                a.abandoned(*id);
+                t.abandoned(*id);
             }
         }
     }

@@ -96,13 +96,12 @@ type Batch = Vec<(AttemptId, Attempt)>;
 pub struct Starts(Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>);
 
 impl Starts {
-    /// Worker `worker` (0-based) starts attempt `id` now.
-    pub fn on_worker(&self, id: AttemptId, worker: usize) {
-        let now = Instant::now();
+    /// Worker `worker` (0-based) started attempt `id` at `at`.
+    pub fn on_worker(&self, id: AttemptId, worker: usize, at: Instant) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((id, worker, now));
+            .push((id, worker, at));
     }
 }
 
@@ -114,6 +113,8 @@ pub struct Tracker {
     started: IdMap<(usize, Instant)>,
     batch: Batch,
     tx: mpsc::Sender<Batch>,
+    /// Emptied batches the job log gives back, reused instead of allocating one per poll.
+    spare: mpsc::Receiver<Batch>,
 }
 
 impl Tracker {
@@ -128,10 +129,12 @@ impl Tracker {
         }
     }
 
-    /// Attempt `id` ended; `worker` (0-based) when the outcome names it.
+    /// Attempt `id` ended (it was reported at `now`); `worker` (0-based) when the outcome
+    /// names it.
     pub fn finished(
         &mut self,
         id: AttemptId,
+        now: Instant,
         ending: Ending,
         kind: Option<DeadLetterKind>,
         worker: Option<usize>,
@@ -139,7 +142,6 @@ impl Tracker {
         if !self.started.contains_key(&id) {
             self.pull();
         }
-        let now = Instant::now();
         let (started_on, start) = match self.started.remove(&id) {
             Some((w, at)) => (Some(w), at),
             // Never handed to a worker: a record that could not be read fails at once.
@@ -165,7 +167,8 @@ impl Tracker {
     /// Hands the attempts noted since the last call to the job log.
     pub fn send(&mut self) {
         if !self.batch.is_empty() {
-            let _ = self.tx.send(std::mem::take(&mut self.batch));
+            let next = self.spare.try_recv().unwrap_or_default();
+            let _ = self.tx.send(std::mem::replace(&mut self.batch, next));
         }
     }
 }
@@ -174,6 +177,8 @@ impl Tracker {
 pub struct Finished {
     rx: mpsc::Receiver<Batch>,
     done: IdMap<Attempt>,
+    /// Where emptied batches go back to the executor's side.
+    spare: mpsc::Sender<Batch>,
 }
 
 impl Finished {
@@ -182,14 +187,14 @@ impl Finished {
     pub fn take(&mut self, index: u64, attempts: u32, out: &mut Vec<Attempt>) {
         for attempt in 1..=attempts {
             let id = AttemptId { index, attempt };
-            if !self.done.contains_key(&id) {
-                while let Ok(batch) = self.rx.try_recv() {
-                    self.done.extend(batch);
+            let found = self.done.remove(&id).or_else(|| {
+                while let Ok(mut batch) = self.rx.try_recv() {
+                    self.done.extend(batch.drain(..));
+                    let _ = self.spare.send(batch);
                 }
-            }
-            if let Some(a) = self.done.remove(&id) {
-                out.push(a);
-            }
+                self.done.remove(&id)
+            });
+            out.extend(found);
         }
     }
 }
@@ -198,16 +203,19 @@ impl Finished {
 pub fn attempts() -> (Starts, Tracker, Finished) {
     let starts = Starts::default();
     let (tx, rx) = mpsc::channel();
+    let (spare_tx, spare_rx) = mpsc::channel();
     let tracker = Tracker {
         starts: starts.clone(),
         pulled: Vec::new(),
         started: IdMap::default(),
         batch: Vec::new(),
         tx,
+        spare: spare_rx,
     };
     let finished = Finished {
         rx,
         done: IdMap::default(),
+        spare: spare_tx,
     };
     (starts, tracker, finished)
 }
@@ -261,7 +269,7 @@ pub struct JobLog {
     path: PathBuf,
     format: Format,
     out: BufWriter<File>,
-    line: String,
+    line: Vec<u8>,
     /// The attempts, as the executor hands them over.
     finished: Option<Finished>,
     scratch: Vec<Attempt>,
@@ -305,7 +313,7 @@ impl JobLog {
             path: path.to_path_buf(),
             format,
             out,
-            line: String::with_capacity(256),
+            line: Vec::with_capacity(256),
             finished: None,
             scratch: Vec::new(),
             file: (String::new(), String::new()),
@@ -341,7 +349,6 @@ impl JobLog {
 
     /// Writes the lines of one record's attempts.
     pub fn write(&mut self, file: &str, line: u64, seq: u64, attempts: &[Attempt]) -> Result<()> {
-        use std::fmt::Write as _;
         if attempts.is_empty() {
             return Ok(());
         }
@@ -353,8 +360,11 @@ impl JobLog {
             };
             self.file = (file.to_string(), spelled);
         }
+        // Written by hand, byte by byte: a line per attempt of a million-record run must not
+        // cost a formatter call per field.
+        let b = &mut self.line;
         for a in attempts {
-            self.line.clear();
+            b.clear();
             let wall = match a.start.checked_duration_since(self.base.0) {
                 Some(after) => self.base.1 + after,
                 None => self.base.1 - self.base.0.duration_since(a.start),
@@ -362,49 +372,66 @@ impl JobLog {
             let since_epoch = wall
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
-            let (secs, ms) = (since_epoch.as_secs(), since_epoch.subsec_millis());
-            let (dur_s, dur_us) = (a.duration.as_secs(), a.duration.subsec_micros());
             let kind = a.kind.map(|k| k.name());
-            let record = seq + 1;
-            let file = &self.file.1;
             let outcome = a.ending.name();
-            let attempt = a.attempt;
-            let _ = match self.format {
+            match self.format {
                 Format::Tsv => {
-                    let _ = write!(self.line, "{record}\t{file}\t{line}\t");
-                    let _ = match a.worker {
-                        Some(w) => write!(self.line, "{w}\t"),
-                        None => write!(self.line, "-\t"),
-                    };
-                    writeln!(
-                        self.line,
-                        "{secs}.{ms:03}\t{dur_s}.{:03}\t{outcome}\t{}\t{attempt}",
-                        dur_us / 1000,
-                        kind.unwrap_or("-")
-                    )
+                    number(b, seq + 1);
+                    b.push(b'\t');
+                    b.extend_from_slice(self.file.1.as_bytes());
+                    b.push(b'\t');
+                    number(b, line);
+                    b.push(b'\t');
+                    match a.worker {
+                        Some(w) => number(b, w as u64),
+                        None => b.push(b'-'),
+                    }
+                    b.push(b'\t');
+                    decimal(b, since_epoch.as_secs(), since_epoch.subsec_millis(), 3);
+                    b.push(b'\t');
+                    decimal(b, a.duration.as_secs(), a.duration.subsec_millis(), 3);
+                    b.push(b'\t');
+                    b.extend_from_slice(outcome.as_bytes());
+                    b.push(b'\t');
+                    b.extend_from_slice(kind.unwrap_or("-").as_bytes());
+                    b.push(b'\t');
+                    number(b, u64::from(a.attempt));
+                    b.push(b'\n');
                 }
                 Format::Jsonl => {
-                    let _ = write!(
-                        self.line,
-                        "{{\"record\":{record},\"file\":{file},\"line\":{line},\"worker\":"
-                    );
-                    let _ = match a.worker {
-                        Some(w) => write!(self.line, "{w}"),
-                        None => write!(self.line, "null"),
-                    };
-                    let _ = write!(
-                        self.line,
-                        ",\"start\":{secs}.{ms:03},\"duration\":{dur_s}.{dur_us:06},\"outcome\":\"{outcome}\",\"kind\":"
-                    );
-                    let _ = match kind {
-                        Some(k) => write!(self.line, "\"{k}\""),
-                        None => write!(self.line, "null"),
-                    };
-                    writeln!(self.line, ",\"attempt\":{attempt}}}")
+                    b.extend_from_slice(b"{\"record\":");
+                    number(b, seq + 1);
+                    b.extend_from_slice(b",\"file\":");
+                    b.extend_from_slice(self.file.1.as_bytes());
+                    b.extend_from_slice(b",\"line\":");
+                    number(b, line);
+                    b.extend_from_slice(b",\"worker\":");
+                    match a.worker {
+                        Some(w) => number(b, w as u64),
+                        None => b.extend_from_slice(b"null"),
+                    }
+                    b.extend_from_slice(b",\"start\":");
+                    decimal(b, since_epoch.as_secs(), since_epoch.subsec_millis(), 3);
+                    b.extend_from_slice(b",\"duration\":");
+                    decimal(b, a.duration.as_secs(), a.duration.subsec_micros(), 6);
+                    b.extend_from_slice(b",\"outcome\":\"");
+                    b.extend_from_slice(outcome.as_bytes());
+                    b.extend_from_slice(b"\",\"kind\":");
+                    match kind {
+                        Some(k) => {
+                            b.push(b'"');
+                            b.extend_from_slice(k.as_bytes());
+                            b.push(b'"');
+                        }
+                        None => b.extend_from_slice(b"null"),
+                    }
+                    b.extend_from_slice(b",\"attempt\":");
+                    number(b, u64::from(a.attempt));
+                    b.extend_from_slice(b"}\n");
                 }
-            };
+            }
             self.out
-                .write_all(self.line.as_bytes())
+                .write_all(b)
                 .with_context(|| format!("cannot write the job log {}", self.path.display()))?;
         }
         Ok(())
@@ -417,6 +444,34 @@ impl JobLog {
             .and_then(|()| self.out.get_ref().sync_data())
             .with_context(|| format!("cannot write the job log {}", self.path.display()))
     }
+}
+
+/// Appends `n` in decimal.
+fn number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `whole.fraction` with `places` digits after the point (`fraction` < 10^places).
+fn decimal(out: &mut Vec<u8>, whole: u64, fraction: u32, places: usize) {
+    number(out, whole);
+    out.push(b'.');
+    let mut digits = [b'0'; 9];
+    let mut f = fraction;
+    for d in digits[..places].iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&digits[..places]);
 }
 
 /// The length of the job log's leading lines that belong to committed records (the header
@@ -566,9 +621,16 @@ mod tests {
     fn attempts_carry_their_worker_and_arrive_in_order() {
         let (starts, mut tracker, mut finished) = attempts();
         let id = |attempt| AttemptId { index: 4, attempt };
-        starts.on_worker(id(1), 0);
-        tracker.finished(id(1), Ending::Failed, Some(DeadLetterKind::Timeout), None);
-        tracker.finished(id(2), Ending::Succeeded, None, Some(2));
+        let now = Instant::now();
+        starts.on_worker(id(1), 0, now);
+        tracker.finished(
+            id(1),
+            now,
+            Ending::Failed,
+            Some(DeadLetterKind::Timeout),
+            None,
+        );
+        tracker.finished(id(2), now, Ending::Succeeded, None, Some(2));
         // Another record's attempt, abandoned: nothing for it.
         starts.on_worker(
             AttemptId {
@@ -576,6 +638,7 @@ mod tests {
                 attempt: 1,
             },
             1,
+            now,
         );
         tracker.abandoned(AttemptId {
             index: 5,

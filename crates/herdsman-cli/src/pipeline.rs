@@ -46,7 +46,7 @@ pub(crate) fn start_executor(
         Some(_) if !cfg.retry_failed => {
             let (starts, tracker, finished) = crate::joblog::attempts();
             let on_start: herdsman_workers::StartSink =
-                Arc::new(move |id, worker| starts.on_worker(id, worker));
+                Arc::new(move |id, worker, at| starts.on_worker(id, worker, at));
             (Some(on_start), Some((tracker, finished)))
         }
         _ => (None, None),

@@ -93,6 +93,11 @@ fn note_finished(
     attempts: &mut Tracker,
     done: &[(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)],
 ) {
+    if done.is_empty() {
+        return;
+    }
+    // One clock reading for the batch: they were all reported by this poll.
+    let now = std::time::Instant::now();
     for (id, o) in done {
         let (ending, kind, worker) = match o {
             AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None, None),
@@ -111,7 +116,7 @@ fn note_finished(
                 None,
             ),
         };
-        attempts.finished(*id, ending, kind, worker);
+        attempts.finished(*id, now, ending, kind, worker);
     }
     attempts.send();
 }

@@ -401,9 +401,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         let spawned = spawn_registered(cmd);
         match spawned {
             Ok(c) => {
-                *state = JobState::Running(c.id(), Instant::now());
+                let now = Instant::now();
+                *state = JobState::Running(c.id(), now);
                 if let Some(told) = &cfg.on_start {
-                    told(id, slot);
+                    told(id, slot, now);
                 }
                 c
             }

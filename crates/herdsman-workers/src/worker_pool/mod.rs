@@ -281,15 +281,15 @@ impl WorkerPool {
         item: WorkItem,
     ) -> Result<(), FatalExecutorError> {
         self.ensure_running(s)?;
-        if let Some(told) = &self.cfg.on_start {
-            told(id, s);
-        }
         let wire = self.next_wire;
         self.next_wire += 1;
         let protocol = self.cfg.protocol;
         let slot = &mut self.slots[s];
         Self::encode(protocol, &mut slot.outbox, wire, &item.json);
         let now = Instant::now();
+        if let Some(told) = &self.cfg.on_start {
+            told(id, s, now);
+        }
         if slot.inflight.len() == 0 {
             slot.busy_since = Some(now);
         }

@@ -17,7 +17,6 @@ use anyhow::{Context, Result};
 use herdsman_io::{DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterSource};
 use herdsman_io::{Position, SinkError};
 use herdsman_ledger::{ChunkCommit, Ledger};
-use herdsman_workers::FailureKind;
 
 use crate::chunks::{ChunkInfo, Payload};
 use crate::summary::Counts;
@@ -49,30 +48,16 @@ impl FailureNote {
     pub fn from_failure(f: &CliFailure) -> FailureNote {
         match f {
             CliFailure::Input(e) => FailureNote {
-                kind: DeadLetterKind::from(e.kind),
+                kind: f.kind(),
                 message: e.message.clone(),
                 stderr_tail: Vec::new(),
             },
             CliFailure::Worker(w) => FailureNote {
-                kind: worker_kind(w.kind),
+                kind: f.kind(),
                 message: without_worker_number(&w.message, w.worker),
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
-    }
-}
-
-/// The dead-letter name of a worker failure's kind.
-fn worker_kind(kind: FailureKind) -> DeadLetterKind {
-    match kind {
-        FailureKind::WorkerExited => DeadLetterKind::WorkerExited,
-        FailureKind::BadOutput => DeadLetterKind::BadOutput,
-        FailureKind::Reported => DeadLetterKind::Reported,
-        FailureKind::CommandFailed => DeadLetterKind::CommandFailed,
-        FailureKind::BadRecord => DeadLetterKind::BadRecord,
-        FailureKind::Timeout => DeadLetterKind::Timeout,
-        // A kind added to the worker pool but not yet named in dead-letter files.
-        _ => DeadLetterKind::Unknown,
     }
 }
 

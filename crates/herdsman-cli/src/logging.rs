@@ -19,13 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Result;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::EnvFilter;
-
-use crate::cli::LogFormatArg;
-use crate::config::UsageError;
 
 /// The environment variable that holds an `EnvFilter` for the logs.
 pub const LOG_ENV: &str = "HERDSMAN_LOG";
@@ -43,9 +39,54 @@ pub fn json() -> bool {
 pub struct LogSettings {
     /// How many times `-v` was given.
     pub verbose: u8,
-    pub format: LogFormatArg,
+    /// `--log-format json`.
+    pub json: bool,
     /// Where log events go instead of stderr (`--log-file`).
     pub file: Option<PathBuf>,
+}
+
+/// Why the logs could not be set up.
+#[derive(Debug)]
+pub enum LogError {
+    /// `HERDSMAN_LOG` is not a filter (a usage error).
+    Filter(String),
+    /// The log file cannot be opened (an environment error).
+    File(String),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::Filter(m) | LogError::File(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+/// The progress bar on screen, if any: every write to stderr hides it for that moment.
+static ACTIVE_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Sets (or, with `None`, clears) the progress bar that writes to stderr lift out of the way.
+pub fn set_bar(bar: Option<indicatif::ProgressBar>) {
+    *ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner()) = bar;
+}
+
+/// Writes `bytes` to stderr as they are, ignoring errors: unlike `eprint!`, never panics when
+/// stderr is gone (a closed pipe, or a terminal hung up with SIGHUP), so a stop still ends
+/// with a checkpoint and the documented exit code. A progress bar on screen is lifted out of
+/// the way first.
+pub fn stderr_raw(bytes: &[u8]) {
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(bytes);
+        let _ = err.flush();
+    };
+    let bar = ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match bar {
+        Some(bar) if !bar.is_hidden() && !bar.is_finished() => bar.suspend(write),
+        _ => write(),
+    }
 }
 
 /// Whether the command line asks for JSON on stderr, read from the raw words: used for
@@ -64,12 +105,12 @@ pub fn use_json(on: bool) {
 }
 
 /// The filter: `HERDSMAN_LOG` when set, else the level `-v` chose.
-fn filter(verbose: u8) -> Result<EnvFilter> {
+fn filter(verbose: u8) -> Result<EnvFilter, LogError> {
     if let Some(spec) = std::env::var(LOG_ENV).ok().filter(|s| !s.trim().is_empty()) {
         return EnvFilter::try_new(&spec).map_err(|e| {
-            anyhow::Error::new(UsageError(format!(
+            LogError::Filter(format!(
                 "{LOG_ENV}={spec} is not a log filter ({e}); give a level or target=level list, e.g. {LOG_ENV}=info or {LOG_ENV}=herdsman_workers=debug"
-            )))
+            ))
         });
     }
     let level = match verbose {
@@ -123,7 +164,7 @@ impl Drop for EventWriter {
             return;
         }
         match &self.target {
-            Target::Stderr => crate::progress::stderr_raw(&self.buf),
+            Target::Stderr => stderr_raw(&self.buf),
             Target::File(f) => {
                 let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = f.write_all(&self.buf);
@@ -144,9 +185,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Target {
 
 /// Installs the subscriber. A bad `HERDSMAN_LOG` is a usage error; a log file that cannot be
 /// opened an environment error.
-pub fn init(settings: &LogSettings) -> Result<()> {
+pub fn init(settings: &LogSettings) -> Result<(), LogError> {
     use std::io::IsTerminal;
-    let json = settings.format == LogFormatArg::Json;
+    let json = settings.json;
     use_json(json);
     let filter = filter(settings.verbose)?;
     let (target, ansi) = match &settings.file {
@@ -176,13 +217,13 @@ pub fn init(settings: &LogSettings) -> Result<()> {
 }
 
 /// The log file, appended to (a resumed run adds to the log of the runs before it).
-fn open_log(path: &Path) -> Result<File> {
+fn open_log(path: &Path) -> Result<File, LogError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::Error::new(crate::config::EnvError(format!(
+            LogError::File(format!(
                 "cannot create the directory of the log file {}: {e}; check the --log-file path",
                 path.display()
-            )))
+            ))
         })?;
     }
     std::fs::OpenOptions::new()
@@ -190,10 +231,10 @@ fn open_log(path: &Path) -> Result<File> {
         .append(true)
         .open(path)
         .map_err(|e| {
-            anyhow::Error::new(crate::config::EnvError(format!(
+            LogError::File(format!(
                 "cannot open the log file {}: {e}; check the --log-file path and its permissions",
                 path.display()
-            )))
+            ))
         })
 }
 

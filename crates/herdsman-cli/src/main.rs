@@ -200,8 +200,12 @@ fn roff_text(text: &str) -> String {
 fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     logging::init(&logging::LogSettings {
         verbose: args.verbose,
-        format: args.log_format.unwrap_or_default(),
+        json: args.log_format == Some(cli::LogFormatArg::Json),
         file: args.log_file.clone(),
+    })
+    .map_err(|e| match e {
+        logging::LogError::Filter(m) => anyhow::Error::new(UsageError(m)),
+        logging::LogError::File(m) => anyhow::Error::new(EnvError(m)),
     })?;
     let arguments = args.arguments.clone();
     let cfg = RunConfig::from_args(args)?;

@@ -5,7 +5,7 @@
 //! same place so they never garble the bar. With `--log-format json` each of these lines is
 //! a JSON event instead (see `logging`). This module must never write to stdout.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use herdsman_workers::duration::{format_duration, DurationStyle};
@@ -15,25 +15,7 @@ use crate::cli::ProgressArg;
 use crate::summary::Counts;
 pub use crate::text::{plural, rate};
 
-/// The progress bar on screen, if any: every write to stderr hides it for that moment.
-static ACTIVE_BAR: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
-
-/// Writes `bytes` to stderr as they are, ignoring errors: unlike `eprint!`, never panics when
-/// stderr is gone (a closed pipe, or a terminal hung up with SIGHUP), so a stop still ends
-/// with a checkpoint and the documented exit code. A progress bar on screen is lifted out of
-/// the way first.
-pub fn stderr_raw(bytes: &[u8]) {
-    let write = || {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(bytes);
-        let _ = err.flush();
-    };
-    let bar = ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    match bar {
-        Some(bar) if !bar.is_hidden() && !bar.is_finished() => bar.suspend(write),
-        _ => write(),
-    }
-}
+pub use crate::logging::stderr_raw;
 
 /// Writes `text` to stderr (see [`stderr_raw`]); with `--log-format json`, as one JSON event.
 pub fn stderr_write(text: &str) {
@@ -162,7 +144,7 @@ impl Progress {
             quiet,
         };
         if let Some(bar) = &bar {
-            *ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.clone());
+            crate::logging::set_bar(Some(bar.clone()));
         }
         let now = Instant::now();
         Progress {
@@ -288,7 +270,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
-            ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner()).take();
+            crate::logging::set_bar(None);
         }
     }
 }

@@ -33,6 +33,25 @@ impl CliFailure {
         }
     }
 
+    /// The kind of this failure, as the dead-letter file names it.
+    pub fn kind(&self) -> herdsman_io::DeadLetterKind {
+        use herdsman_io::DeadLetterKind as K;
+        use herdsman_workers::FailureKind as F;
+        match self {
+            CliFailure::Input(e) => K::from(e.kind),
+            CliFailure::Worker(w) => match w.kind {
+                F::WorkerExited => K::WorkerExited,
+                F::BadOutput => K::BadOutput,
+                F::Reported => K::Reported,
+                F::CommandFailed => K::CommandFailed,
+                F::BadRecord => K::BadRecord,
+                F::Timeout => K::Timeout,
+                // A kind added to the worker pool but not yet named in dead-letter files.
+                _ => K::Unknown,
+            },
+        }
+    }
+
     /// The wait the worker asked for before this record is tried again (a framed error
     /// reply's `retry_after`, already capped at an hour), if any.
     pub fn retry_after(&self) -> Option<Duration> {
@@ -107,7 +126,7 @@ fn note_finished(
                     CliFailure::Worker(w) => Some(w.worker),
                     CliFailure::Input(_) => None,
                 };
-                let kind = crate::assemble::FailureNote::from_failure(f).kind;
+                let kind = f.kind();
                 (Ending::Failed, Some(kind), worker)
             }
             AttemptOutcome::Panicked(_) => (

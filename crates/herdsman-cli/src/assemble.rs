@@ -18,7 +18,6 @@ use herdsman::reorder::Reorder;
 use herdsman_io::{DeadLetter, DeadLetterError, DeadLetterKind, DeadLetterSource};
 use herdsman_io::{Position, SinkError};
 use herdsman_ledger::{ChunkCommit, Ledger};
-use herdsman_workers::FailureKind;
 
 use crate::chunks::{ChunkInfo, Payload};
 use crate::summary::Counts;
@@ -50,12 +49,12 @@ impl FailureNote {
     pub fn from_failure(f: &CliFailure) -> FailureNote {
         match f {
             CliFailure::Input(e) => FailureNote {
-                kind: DeadLetterKind::from(e.kind),
+                kind: f.kind(),
                 message: crate::fault::record_error_message(e.kind, &e.message),
                 stderr_tail: Vec::new(),
             },
             CliFailure::Worker(w) => FailureNote {
-                kind: worker_kind(w.kind),
+                kind: f.kind(),
                 message: crate::fault::failure_message(
                     w.kind,
                     &without_worker_number(&w.message, w.worker),
@@ -63,20 +62,6 @@ impl FailureNote {
                 stderr_tail: w.stderr_tail.clone(),
             },
         }
-    }
-}
-
-/// The dead-letter name of a worker failure's kind.
-fn worker_kind(kind: FailureKind) -> DeadLetterKind {
-    match kind {
-        FailureKind::WorkerExited => DeadLetterKind::WorkerExited,
-        FailureKind::BadOutput => DeadLetterKind::BadOutput,
-        FailureKind::Reported => DeadLetterKind::Reported,
-        FailureKind::CommandFailed => DeadLetterKind::CommandFailed,
-        FailureKind::BadRecord => DeadLetterKind::BadRecord,
-        FailureKind::Timeout => DeadLetterKind::Timeout,
-        // A kind added to the worker pool but not yet named in dead-letter files.
-        _ => DeadLetterKind::Unknown,
     }
 }
 
@@ -167,6 +152,17 @@ pub trait Sinks {
     /// Hand the output written so far to its reader when it is streamed (stdout, a device, a
     /// FIFO); a regular file is left to its buffer.
     fn flush_stream(&mut self) -> Result<()>;
+    /// Writes the job-log lines of the `attempts` attempts of the record at engine index
+    /// `index`, read from input `file` at `pos` (`--joblog`); nothing without a job log.
+    fn log_attempts(
+        &mut self,
+        _index: u64,
+        _attempts: u32,
+        _file: &str,
+        _pos: &Position,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Everything the assembler needs besides the outcomes.
@@ -181,7 +177,12 @@ pub struct Assembler<'a, S: Sinks> {
     file_names: Vec<String>,
     /// Counts of records in chunks written by this run.
     pub written: Counts,
+    /// Dead-letter entries written by this run, by kind.
+    failure_kinds: FailureKinds,
 }
+
+/// Failed records by the name of their kind, shared with whoever reads them after the run.
+pub type FailureKinds = std::rc::Rc<std::cell::RefCell<BTreeMap<String, u64>>>;
 
 impl<'a, S: Sinks> Assembler<'a, S> {
     pub fn new(
@@ -200,7 +201,14 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             checkpoint_every: Duration::from_secs(1),
             file_names,
             written: Counts::default(),
+            failure_kinds: FailureKinds::default(),
         }
+    }
+
+    /// The kinds of the dead-letter entries this assembler writes, counted as it writes them
+    /// (read it after [`Assembler::finish`]).
+    pub fn failure_kinds(&self) -> FailureKinds {
+        self.failure_kinds.clone()
     }
 
     /// Records the final state of the record at engine index `index`.
@@ -265,7 +273,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         let mut wrote = false;
         while let Some((index, resolved)) = p.order.pop() {
             let (pos, payload) = record_at(&p.info, index);
-            self.emit(pos, payload, resolved, &mut p.counts)?;
+            self.emit(index, pos, payload, resolved, &mut p.counts)?;
             wrote = true;
         }
         Ok(wrote)
@@ -284,10 +292,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         while !p.all_written() {
             let (index, resolved) = p.order.pop_or_else(|| (Resolved::NotRun, 0));
             let (pos, payload) = record_at(&p.info, index);
-            self.emit(pos, payload, resolved, &mut p.counts)?;
+            self.emit(index, pos, payload, resolved, &mut p.counts)?;
         }
         let c = p.counts;
         let (output_end, failures_end) = self.sinks.offsets();
+        tracing::debug!(chunk = p.info.id, records = p.info.records.len(), "chunk written");
         self.uncommitted.push(ChunkCommit {
             chunk: p.info.id,
             start: to_ledger(p.info.start),
@@ -306,11 +315,17 @@ impl<'a, S: Sinks> Assembler<'a, S> {
     /// Writes one resolved record (its outputs, or its dead-letter entry) and counts it.
     fn emit(
         &mut self,
+        index: u64,
         pos: &Position,
         payload: &Payload,
         (state, attempts): (Resolved, u32),
         c: &mut Counts,
     ) -> Result<()> {
+        let file = self
+            .file_names
+            .get(pos.file_index as usize)
+            .map_or("", String::as_str);
+        self.sinks.log_attempts(index, attempts, file, pos)?;
         c.retries += u64::from(attempts.saturating_sub(1));
         match state {
             Resolved::Outputs(outs) if outs.is_empty() => c.filtered += 1,
@@ -377,6 +392,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .get(pos.file_index as usize)
             .cloned()
             .unwrap_or_default();
+        *self
+            .failure_kinds
+            .borrow_mut()
+            .entry(note.kind.name().to_string())
+            .or_default() += 1;
         let entry = dead_letter(file, pos, payload, note, attempts);
         let line = entry.to_line();
         self.sinks
@@ -399,6 +419,12 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         ledger
             .commit_chunks(&self.uncommitted)
             .context("cannot commit the checkpoint")?;
+        tracing::info!(
+            chunks = self.uncommitted.len(),
+            last_chunk = self.uncommitted.last().map(|c| c.chunk),
+            output_end = self.uncommitted.last().map(|c| c.output_end),
+            "checkpoint committed"
+        );
         crate::fault::fault("after-commit");
         self.uncommitted.clear();
         Ok(())
@@ -420,6 +446,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                 let (index, resolved) = p.order.pop_or_else(|| (Resolved::NotRun, 0));
                 if let (Resolved::Failed(note), attempts) = resolved {
                     let (pos, payload) = record_at(&p.info, index);
+                    let file = self
+                        .file_names
+                        .get(pos.file_index as usize)
+                        .map_or("", String::as_str);
+                    self.sinks.log_attempts(index, attempts, file, pos)?;
                     self.write_dead_letter(pos, payload, &note, attempts)?;
                     c.failed += 1;
                     c.not_run -= 1;

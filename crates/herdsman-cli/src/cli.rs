@@ -411,10 +411,29 @@ pub struct RunArgs {
     )]
     halt: Option<String>;
 
-    /// Not available yet (GNU parallel's per-job log); refused with a pointer to
-    /// --summary-json and the dead-letter file.
-    #[arg(long, value_name = "PATH", hide = true)]
-    joblog: Option<String>;
+    /// Job log, GNU parallel style: one line per attempt (record, file and line, worker,
+    /// start time, duration, outcome, error kind, attempt number), tab-separated with a
+    /// header, or JSON lines when PATH ends in .jsonl or .json. Resumed with the job: it
+    /// holds exactly the attempts of the work that is checkpointed. Example: --joblog jobs.tsv
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    joblog: Option<String>, job file: String;
+
+    /// More log events on stderr: -v adds info (workers started and restarted, retries and
+    /// their waits, rate-limit pauses, checkpoint commits, resume decisions), -vv debug,
+    /// -vvv trace. The HERDSMAN_LOG environment variable (an EnvFilter, e.g.
+    /// HERDSMAN_LOG=herdsman_workers=debug) overrides it. Default: warnings and errors.
+    #[arg(short, long = "verbose", action = clap::ArgAction::Count, help_heading = "Logs")]
+    verbose: u8;
+
+    /// How herdsman writes on stderr: text, or json (one JSON object per line for log
+    /// events, worker stderr lines, progress, errors and the final summary). Default: text.
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Logs")]
+    log_format: Option<LogFormatArg>;
+
+    /// Write log events to this file (appended) instead of stderr; notices, worker stderr
+    /// and the summary stay on stderr. Example: --log-file herdsman.log
+    #[arg(long, value_name = "PATH", help_heading = "Logs")]
+    log_file: Option<PathBuf>;
 
     /// Arguments given after `:::` (GNU parallel style): each one is a lines record, read
     /// instead of an input file.
@@ -567,6 +586,16 @@ impl ExecOutputArg {
             ExecOutputArg::Record => "record",
         }
     }
+}
+
+/// How herdsman writes on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum LogFormatArg {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -740,10 +769,11 @@ mod tests {
         "bar",
         "eta",
         "halt",
-        // Refused with a pointer to --summary-json.
-        "joblog",
-        // How this invocation talks to the terminal and reads stdin.
+        // How this invocation talks to the terminal and reads stdin, and where it logs.
         "quiet",
+        "verbose",
+        "log-format",
+        "log-file",
         "null",
         // clap's own.
         "help",

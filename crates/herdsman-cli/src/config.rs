@@ -137,6 +137,8 @@ pub struct RunConfig {
     pub chunk_size: usize,
     pub window: usize,
     pub summary_json: Option<PathBuf>,
+    /// `--joblog`: one line per attempt, TSV or JSONL by extension.
+    pub joblog: Option<PathBuf>,
     pub progress: ProgressArg,
     /// `None`: checkpointing is off.
     pub state: Option<PathBuf>,
@@ -476,9 +478,6 @@ impl RunConfig {
         }
         if let Some(job_path) = &args.job {
             check_job_not_data(job_path)?;
-        }
-        if args.joblog.is_some() {
-            usage!("--joblog is not available yet; the summary (--summary-json PATH) counts every record, and failed records with their error and attempts are in the dead-letter file (--failures PATH)");
         }
         let (job, base) = match &args.job {
             Some(path) => (
@@ -837,6 +836,10 @@ impl RunConfig {
             summary_json: args
                 .summary_json
                 .or(job.summary_json.map(|s| PathBuf::from(rel(s)))),
+            joblog: args
+                .joblog
+                .map(PathBuf::from)
+                .or(job.joblog.map(|s| PathBuf::from(rel(s)))),
             progress: args
                 .progress
                 .or(args.bar.then_some(ProgressArg::Bar))
@@ -869,7 +872,7 @@ impl RunConfig {
     ///   reached: `--jobs`, `--max-tasks-per-worker`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
     ///   `--max-errors` and `--halt` (where a run stops, not what a finished job holds),
     ///   `--progress`, `--bar`, `--eta`, `--keep-order` (no effect), `--quiet`,
-    ///   `--summary-json`; `--joblog` (refused); and the ones that choose what to do with
+    ///   `--summary-json`, `--joblog`, `--verbose`, `--log-format`, `--log-file`; and the ones that choose what to do with
     ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
     ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
     ///   checkpointed), `:::` arguments (stdin input, never checkpointed).
@@ -1002,6 +1005,9 @@ pub fn check_paths(cfg: &RunConfig, inputs: &[PathBuf]) -> Result<()> {
     ));
     if let Some(s) = &cfg.summary_json {
         written.push((format!("the summary file {}", s.display()), canonical(s)));
+    }
+    if let Some(j) = &cfg.joblog {
+        written.push((format!("the job log {}", j.display()), canonical(j)));
     }
     let state = cfg
         .state

@@ -18,6 +18,8 @@ mod fault;
 mod inputs;
 mod inspect;
 mod job;
+mod joblog;
+mod logging;
 mod pipeline;
 mod progress;
 mod retry;
@@ -78,6 +80,8 @@ fn main() -> ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // GNU parallel's `::: a b c`: the words after it are the input, not flags.
     let arguments = cli::take_arguments(&mut argv);
+    // JSON on stderr from the first word on, so that even a usage error is an event.
+    logging::use_json(logging::json_requested(&argv));
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
@@ -88,13 +92,16 @@ fn main() -> ExitCode {
                 .collect();
             match cli::unknown_flag_hint(&e) {
                 Some(text) => progress::stderr_write(&text),
+                None if e.use_stderr() && logging::json() => {
+                    progress::stderr_write(&e.to_string());
+                }
                 None => {
                     let _ = e.print();
                 }
             }
             if e.use_stderr() {
                 if let Some(hint) = cli::exec_hint(&argv) {
-                    eprintln!("herdsman: {hint}");
+                    progress::stderr_line(&format!("herdsman: {hint}"));
                 }
             }
             return ExitCode::from(code);
@@ -193,6 +200,15 @@ fn roff_text(text: &str) -> String {
 }
 
 fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
+    logging::init(&logging::LogSettings {
+        verbose: args.verbose,
+        json: args.log_format == Some(cli::LogFormatArg::Json),
+        file: args.log_file.clone(),
+    })
+    .map_err(|e| match e {
+        logging::LogError::Filter(m) => anyhow::Error::new(UsageError(m)),
+        logging::LogError::File(m) => anyhow::Error::new(EnvError(m)),
+    })?;
     let arguments = args.arguments.clone();
     let cfg = RunConfig::from_args(args)?;
     if !arguments.is_empty() {
@@ -208,8 +224,12 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     install_signal_handlers(stop.clone())?;
     let summary = run::run(cfg, stop)?;
     // Not eprint!: after a SIGHUP the terminal may be gone, and a failed write must not
-    // turn a clean stop into a panic.
-    progress::stderr_write(&summary.render());
+    // turn a clean stop into a panic. With --log-format json, the last event.
+    if logging::json() {
+        progress::stderr_raw(summary.event().as_bytes());
+    } else {
+        progress::stderr_write(&summary.render());
+    }
     Ok(u8::try_from(summary.exit_code).unwrap_or(EXIT_FAILURE))
 }
 

@@ -40,11 +40,23 @@ pub(crate) fn start_executor(
     let stderr_log = log.clone();
     let stderr: herdsman_workers::StderrSink =
         Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
+    // The job log's notes of attempts, told which worker starts each one (a --retry-failed
+    // pass writes no job log).
+    let (on_start, notes) = match &cfg.joblog {
+        Some(_) if !cfg.retry_failed => {
+            let (starts, tracker, finished) = crate::joblog::attempts();
+            let on_start: herdsman_workers::StartSink =
+                Arc::new(move |id, worker, at| starts.on_worker(id, worker, at));
+            (Some(on_start), Some((tracker, finished)))
+        }
+        _ => (None, None),
+    };
     // How processes are started, timed and stopped: the same for workers and commands.
     let process = herdsman_workers::ProcessOptions {
         cwd: cfg.workdir.clone(),
         stderr: Some(stderr),
         timeout: cfg.timeout,
+        on_start,
         ..herdsman_workers::ProcessOptions::default()
     };
     let inner: Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>> = match &cfg
@@ -133,13 +145,15 @@ pub(crate) fn start_executor(
             })?)
         }
     };
-    Ok(CliExecutor::new(inner))
+    Ok(CliExecutor::new(inner).with_attempts(notes))
 }
 
-/// The run's output and dead-letter files.
+/// The run's output and dead-letter files, and its job log.
 pub(crate) struct FileSinks {
     pub(crate) output: Sink,
     pub(crate) failures: Failures,
+    /// `--joblog`, with the table its lines come from.
+    pub(crate) joblog: Option<crate::joblog::JobLog>,
 }
 
 /// The dead-letter file: open from the start, or (streaming to stdout without a named
@@ -189,7 +203,22 @@ impl Sinks for FileSinks {
         if let Failures::Open(sink) = &mut self.failures {
             sink.sync().context("cannot sync the dead-letter file")?;
         }
+        if let Some(log) = &mut self.joblog {
+            log.sync()?;
+        }
         Ok(())
+    }
+    fn log_attempts(
+        &mut self,
+        index: u64,
+        attempts: u32,
+        file: &str,
+        pos: &herdsman_io::Position,
+    ) -> Result<()> {
+        match &mut self.joblog {
+            Some(log) => log.write_record(index, attempts, file, pos.line, pos.seq),
+            None => Ok(()),
+        }
     }
 }
 
@@ -205,6 +234,7 @@ pub(crate) fn keep_incomplete(
     let FileSinks {
         output,
         failures: failures_sink,
+        joblog: _,
     } = sinks;
     let kept = output
         .finish_incomplete()
@@ -421,6 +451,7 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
                 })?,
             )
         },
+        joblog: None,
     };
     Ok(sinks)
 }
@@ -440,6 +471,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) ledger: Option<&'a mut dyn Ledger>,
     pub(crate) progress: &'a mut Progress,
     pub(crate) stop: &'a StopToken,
+    /// `--joblog`, opened (and cut back to the committed work when resuming).
+    pub(crate) joblog: Option<crate::joblog::JobLog>,
 }
 
 /// What a pass over the input left: its files, its counts and how it ended.
@@ -453,6 +486,8 @@ pub(crate) struct Streamed {
     pub(crate) aborted_by_share: bool,
     /// The input could not be read to the end.
     pub(crate) fatal: Option<SourceError>,
+    /// Failed records by kind: this run's, plus earlier runs' when the caller adds them.
+    pub(crate) failure_kinds: std::collections::BTreeMap<String, u64>,
 }
 
 /// Streams the input through the engine into the assembler: chunks → engine → assembler.
@@ -468,7 +503,16 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         ledger,
         progress,
         stop,
+        joblog,
     } = pass;
+    let mut sinks = sinks;
+    let mut executor = executor;
+    sinks.joblog = joblog.map(|mut log| {
+        if let Some(finished) = executor.take_finished() {
+            log.attach(finished);
+        }
+        log
+    });
     let (announce, chunks) = mpsc::channel();
     let fatal = Arc::new(Mutex::new(None));
     let (first_chunk, skip) = match &resume {
@@ -495,6 +539,7 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     let mut stream = engine(cfg, reader, executor, stop, earlier.failed);
 
     let mut asm = Assembler::new(chunks, sinks, ledger, names);
+    let kinds = asm.failure_kinds();
     let mut latency = Latency::default();
     let mut live = earlier.clone();
     let mut aborted_by_share = false;
@@ -530,5 +575,24 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         status,
         aborted_by_share,
         fatal,
+        failure_kinds: kinds.take(),
     })
+}
+
+/// The kinds of the dead-letter entries an earlier run committed: the first `end` bytes of
+/// the dead-letter file `path` (its partial file while the job is unfinished).
+pub(crate) fn failure_kinds_in(path: &Path, end: u64) -> std::collections::BTreeMap<String, u64> {
+    use std::io::{BufRead, Read};
+    let mut kinds = std::collections::BTreeMap::new();
+    let Ok(file) = std::fs::File::open(path) else {
+        return kinds;
+    };
+    for line in std::io::BufReader::new(file.take(end)).lines() {
+        let Ok(line) = line else { break };
+        let kind = serde_json::from_str::<herdsman_io::DeadLetter>(&line)
+            .map(|d| d.error.kind)
+            .unwrap_or_default();
+        *kinds.entry(kind.name().to_string()).or_default() += 1;
+    }
+    kinds
 }

@@ -2,9 +2,10 @@
 //!
 //! On a terminal a bar shows records done, rate, ETA, failures and retries; off a terminal a
 //! plain line is printed every few seconds. Log lines (worker stderr, notices) go through the
-//! same place so they never garble the bar. This module must never write to stdout.
+//! same place so they never garble the bar. With `--log-format json` each of these lines is
+//! a JSON event instead (see `logging`). This module must never write to stdout.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use herdsman_workers::duration::{format_duration, DurationStyle};
@@ -14,13 +15,15 @@ use crate::cli::ProgressArg;
 use crate::summary::Counts;
 pub use crate::text::{plural, rate};
 
-/// Writes `text` to stderr, ignoring errors: unlike `eprint!`, never panics when stderr is
-/// gone (a closed pipe, or a terminal hung up with SIGHUP), so a stop still ends with a
-/// checkpoint and the documented exit code.
+pub use crate::logging::stderr_raw;
+
+/// Writes `text` to stderr (see [`stderr_raw`]); with `--log-format json`, as one JSON event.
 pub fn stderr_write(text: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(text.as_bytes());
-    let _ = err.flush();
+    if crate::logging::json() {
+        stderr_raw(crate::logging::console_text(text).as_bytes());
+    } else {
+        stderr_raw(text.as_bytes());
+    }
 }
 
 /// [`stderr_write`] of one line.
@@ -41,15 +44,40 @@ pub struct Log {
 impl Log {
     /// A notice from herdsman itself (shown even with --quiet when `important`).
     pub fn notice(&self, msg: &str) {
+        if crate::logging::json() {
+            self.json_line(&crate::logging::console(
+                crate::logging::Level::Info,
+                "herdsman",
+                msg,
+                serde_json::Map::new(),
+            ));
+            return;
+        }
         self.line(&format!("herdsman: {msg}"));
     }
 
     /// A line of worker stderr, prefixed with the worker number (1-based, the value of the
-    /// worker's `HERDSMAN_WORKER`).
+    /// worker's `HERDSMAN_WORKER`); with `--log-format json`, an event with a `worker` field.
     pub fn worker_line(&self, worker: usize, line: &str) {
-        if !self.quiet {
-            self.line(&format!("[worker {}] {line}", worker + 1));
+        if self.quiet {
+            return;
         }
+        if crate::logging::json() {
+            let mut fields = serde_json::Map::new();
+            fields.insert("worker".into(), (worker + 1).into());
+            self.json_line(&crate::logging::console(
+                crate::logging::Level::Info,
+                "herdsman::worker",
+                line,
+                fields,
+            ));
+            return;
+        }
+        self.line(&format!("[worker {}] {line}", worker + 1));
+    }
+
+    fn json_line(&self, event: &str) {
+        stderr_raw(event.as_bytes());
     }
 
     fn line(&self, s: &str) {
@@ -82,6 +110,11 @@ impl Progress {
     /// earlier runs of the job already finished (the bar starts there).
     pub fn new(mode: ProgressArg, total: Option<u64>, done: u64, quiet: bool) -> Progress {
         let terminal = std::io::stderr().is_terminal();
+        // JSON on stderr: progress as events, never a bar.
+        let mode = match mode {
+            ProgressArg::Auto | ProgressArg::Bar if crate::logging::json() => ProgressArg::Plain,
+            other => other,
+        };
         let (use_bar, plain) = match mode {
             ProgressArg::Auto => (terminal, !terminal),
             ProgressArg::Bar => (true, false),
@@ -110,6 +143,9 @@ impl Progress {
             bar: bar.clone(),
             quiet,
         };
+        if let Some(bar) = &bar {
+            crate::logging::set_bar(Some(bar.clone()));
+        }
         let now = Instant::now();
         Progress {
             bar,
@@ -190,20 +226,51 @@ impl Progress {
     }
 
     fn print_plain(&self, c: &Counts) {
-        stderr_line(&plain_line(
+        let this_run = c.resolved().saturating_sub(self.earlier);
+        let elapsed = self.started.elapsed();
+        let line = plain_line(
             c.resolved(),
             self.total,
             c.failed,
             c.retries,
-            c.resolved().saturating_sub(self.earlier),
-            self.started.elapsed(),
-        ));
+            this_run,
+            elapsed,
+        );
+        if crate::logging::json() {
+            let secs = elapsed.as_secs_f64().max(0.001);
+            let per_sec = this_run as f64 / secs;
+            let mut f = serde_json::Map::new();
+            f.insert("done".into(), c.resolved().into());
+            f.insert("total".into(), self.total.into());
+            f.insert("failed".into(), c.failed.into());
+            f.insert("retries".into(), c.retries.into());
+            f.insert("records_per_s".into(), per_sec.into());
+            let eta = self
+                .total
+                .filter(|&t| per_sec > 0.0 && t >= c.resolved())
+                .map(|t| ((t - c.resolved()) as f64 / per_sec).ceil());
+            f.insert("eta_s".into(), eta.into());
+            f.insert("elapsed_s".into(), elapsed.as_secs_f64().into());
+            let message = line.strip_prefix("herdsman: ").unwrap_or(&line);
+            stderr_raw(
+                crate::logging::console(
+                    crate::logging::Level::Info,
+                    "herdsman::progress",
+                    message,
+                    f,
+                )
+                .as_bytes(),
+            );
+            return;
+        }
+        stderr_line(&line);
     }
 
     /// Removes the bar before the summary is printed.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            crate::logging::set_bar(None);
         }
     }
 }

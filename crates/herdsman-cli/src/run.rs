@@ -54,13 +54,28 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     });
     let mut resume: Option<ResumePoint> = None;
     let mut earlier = Counts::default();
+    let mut committed = None;
     match decision {
-        Decision::Fresh => {}
+        Decision::Fresh => {
+            tracing::info!(
+                checkpoint = cfg.state.is_some(),
+                "starting the job from the beginning"
+            );
+        }
         Decision::Resume { commits } => {
+            tracing::info!(
+                chunks = commits.len(),
+                "resuming the job after its committed chunks"
+            );
+            committed = Some(crate::joblog::Committed::of(&commits));
             earlier = counts_of(&commits);
             resume = Some(ResumePoint::from_commits(&commits));
         }
         Decision::RetryFailed { previous } => {
+            tracing::info!(
+                failed = previous.total.failed,
+                "re-running the failed records of the finished job"
+            );
             let cp = checkpoint
                 .as_mut()
                 .context("internal error: a retry pass without a checkpoint")?;
@@ -80,6 +95,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             return Ok(summary);
         }
         Decision::AlreadyFinished { summary } => {
+            tracing::info!("the job already finished; nothing to run");
             already_finished(&cfg);
             return Ok(*summary);
         }
@@ -87,6 +103,11 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     }
 
     let sinks = open_sinks(&cfg, resume.as_ref())?;
+    let joblog = cfg
+        .joblog
+        .as_deref()
+        .map(|p| crate::joblog::JobLog::open(p, committed.as_ref()))
+        .transpose()?;
     let resume_at = resume
         .as_ref()
         .and_then(|r| r.position)
@@ -117,7 +138,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let ledger: Option<&mut dyn Ledger> = checkpoint
         .as_mut()
         .map(|c| &mut *c.ledger as &mut dyn Ledger);
-    let streamed = stream(Pass {
+    let mut streamed = stream(Pass {
         cfg: &cfg,
         source,
         names: inputs.names.clone(),
@@ -128,7 +149,14 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         ledger,
         progress: &mut progress,
         stop: &stop,
+        joblog,
     })?;
+    if let Some(r) = resume.as_ref().filter(|_| earlier.failed > 0) {
+        let partial = herdsman_io::partial_path(&cfg.failures);
+        for (kind, n) in crate::pipeline::failure_kinds_in(&partial, r.failures_end) {
+            *streamed.failure_kinds.entry(kind).or_default() += n;
+        }
+    }
     conclude(&cfg, checkpoint.as_mut(), streamed, earlier, &log, started)
 }
 
@@ -242,6 +270,7 @@ fn conclude(
         status,
         aborted_by_share,
         fatal,
+        failure_kinds,
     } = streamed;
     let out_path: PathBuf = cfg.output.clone().unwrap_or_else(|| PathBuf::from("-"));
     let done_so_far = if checkpoint.is_some() {
@@ -300,12 +329,15 @@ fn conclude(
         cfg.output.as_ref().map(|p| p.display().to_string()),
         cfg.failures.display().to_string(),
     );
+    summary.failures_by_kind = failure_kinds;
     let summary_json =
         serde_json::to_string_pretty(&summary).context("cannot encode the summary")?;
     let complete = ending == Ending::Completed;
     if complete {
         sinks.sync()?;
-        let FileSinks { output, failures } = sinks;
+        let FileSinks {
+            output, failures, ..
+        } = sinks;
         fault("before-rename");
         output
             .finish()
@@ -353,9 +385,9 @@ fn already_finished(cfg: &RunConfig) {
         .map(Path::display)
         .map(|d| d.to_string())
         .unwrap_or_default();
-    eprintln!(
+    crate::progress::stderr_line(&format!(
         "herdsman: this job already finished ({out}); nothing to do. Run with --restart to run it again. Its summary:"
-    );
+    ));
 }
 
 /// Records whose commands `--dry-run` shows when `--limit` does not say.

@@ -3,6 +3,7 @@
 //! The counts here are the accounting contract made visible: input records = succeeded +
 //! failed + filtered + not run. This module must never print numbers it did not count.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -205,6 +206,10 @@ pub struct Summary {
     /// This run re-ran the dead-letter file of a finished job (`--retry-failed`).
     #[serde(default)]
     pub retry_pass: bool,
+    /// Failed records by the kind their dead-letter entries name (`timeout`,
+    /// `worker_exited`…), earlier runs of the job included; empty when none failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures_by_kind: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -242,7 +247,39 @@ impl Summary {
             output,
             failures,
             retry_pass: false,
+            failures_by_kind: BTreeMap::new(),
         }
+    }
+
+    /// The failed records by kind, most frequent first: `2 timeout, 1 reported`.
+    pub fn kinds_text(&self) -> String {
+        let mut kinds: Vec<(&String, &u64)> = self.failures_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The summary as the last JSON event on stderr (`--log-format json`): the first line of
+    /// [`Summary::render`] as its message, and every number in a `summary` field, as
+    /// `--summary-json` writes them.
+    pub fn event(&self) -> String {
+        let text = self.render();
+        let head = text.lines().next().unwrap_or("");
+        let head = head.strip_prefix("herdsman: ").unwrap_or(head);
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "summary".into(),
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
+        );
+        let level = if self.exit_code == 0 {
+            crate::logging::Level::Info
+        } else {
+            crate::logging::Level::Warn
+        };
+        crate::logging::console(level, "herdsman::summary", head, fields)
     }
 
     /// For a stopped run that will be resumed: names the partial files that hold its output
@@ -313,7 +350,15 @@ impl Summary {
                 .unwrap_or_default()
         ));
         if t.failed > 0 {
-            s.push_str(&format!("  failures  {} in {}\n", t.failed, self.failures));
+            let kinds = if self.failures_by_kind.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.kinds_text())
+            };
+            s.push_str(&format!(
+                "  failures  {} in {}{kinds}\n",
+                t.failed, self.failures
+            ));
         }
         s.push_str(&format!("  retries   {}\n", t.retries));
         s.push_str(&format!(

@@ -13,6 +13,7 @@ use herdsman_io::RecordError;
 use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
 
 use crate::chunks::CliItem;
+use crate::joblog::{Ending, Finished, Tracker};
 
 /// Why one record failed.
 #[derive(Debug, Clone)]
@@ -29,6 +30,25 @@ impl CliFailure {
         match self {
             CliFailure::Input(_) => false,
             CliFailure::Worker(w) => w.retryable,
+        }
+    }
+
+    /// The kind of this failure, as the dead-letter file names it.
+    pub fn kind(&self) -> herdsman_io::DeadLetterKind {
+        use herdsman_io::DeadLetterKind as K;
+        use herdsman_workers::FailureKind as F;
+        match self {
+            CliFailure::Input(e) => K::from(e.kind),
+            CliFailure::Worker(w) => match w.kind {
+                F::WorkerExited => K::WorkerExited,
+                F::BadOutput => K::BadOutput,
+                F::Reported => K::Reported,
+                F::CommandFailed => K::CommandFailed,
+                F::BadRecord => K::BadRecord,
+                F::Timeout => K::Timeout,
+                // A kind added to the worker pool but not yet named in dead-letter files.
+                _ => K::Unknown,
+            },
         }
     }
 
@@ -65,6 +85,10 @@ pub struct CliExecutor {
     inner: Inner,
     ready: Vec<(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)>,
     scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+    /// Where each attempt's end is noted, for the job log (`--joblog`).
+    tracker: Option<Tracker>,
+    /// The job log's end of those notes, until the job log takes it.
+    finished: Option<Finished>,
 }
 
 impl CliExecutor {
@@ -73,8 +97,54 @@ impl CliExecutor {
             inner,
             ready: Vec::new(),
             scratch: Vec::new(),
+            tracker: None,
+            finished: None,
         }
     }
+
+    /// Notes how every attempt ends with `tracker`, for the job log that reads `finished`.
+    pub fn with_attempts(mut self, notes: Option<(Tracker, Finished)>) -> CliExecutor {
+        (self.tracker, self.finished) = notes.unzip();
+        self
+    }
+
+    /// The job log's end of the attempt notes (once).
+    pub fn take_finished(&mut self) -> Option<Finished> {
+        self.finished.take()
+    }
+}
+
+/// Notes how each attempt in `done` ended.
+fn note_finished(
+    attempts: &mut Tracker,
+    done: &[(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)],
+) {
+    if done.is_empty() {
+        return;
+    }
+    // One clock reading for the batch: they were all reported by this poll.
+    let now = std::time::Instant::now();
+    for (id, o) in done {
+        let (ending, kind, worker) = match o {
+            AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None, None),
+            AttemptOutcome::Success(_) => (Ending::Succeeded, None, None),
+            AttemptOutcome::Failure(f) => {
+                let worker = match f {
+                    CliFailure::Worker(w) => Some(w.worker),
+                    CliFailure::Input(_) => None,
+                };
+                let kind = f.kind();
+                (Ending::Failed, Some(kind), worker)
+            }
+            AttemptOutcome::Panicked(_) => (
+                Ending::Failed,
+                Some(herdsman_io::DeadLetterKind::WorkerCrashed),
+                None,
+            ),
+        };
+        attempts.finished(*id, now, ending, kind, worker);
+    }
+    attempts.send();
 }
 
 impl Executor<CliItem> for CliExecutor {
@@ -116,6 +186,7 @@ impl Executor<CliItem> for CliExecutor {
         } else {
             Duration::ZERO
         };
+        let before = out.len();
         out.append(&mut self.ready);
         self.inner.poll(timeout, &mut self.scratch)?;
         out.extend(self.scratch.drain(..).map(|(id, o)| {
@@ -126,16 +197,28 @@ impl Executor<CliItem> for CliExecutor {
             };
             (id, o)
         }));
+        if let Some(t) = &mut self.tracker {
+            note_finished(t, &out[before..]);
+        }
         Ok(())
     }
 
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         self.inner.abandon(id);
+        if let Some(t) = &mut self.tracker {
+            t.abandoned(id);
+        }
     }
 
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
+        let before = not_started.len();
         self.inner.stop_queued(not_started);
+        if let Some(t) = &mut self.tracker {
+            for id in &not_started[before..] {
+                t.abandoned(*id);
+            }
+        }
     }
 
     fn shutdown(&mut self) {

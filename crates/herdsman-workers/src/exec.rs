@@ -319,6 +319,10 @@ impl ExecPool {
         }
         for ctl in late {
             ctl.timed_out.store(true, Ordering::SeqCst);
+            tracing::info!(
+                timeout_ms = timeout.as_millis() as u64,
+                "command timed out; killing its process group"
+            );
             self.kill(ctl);
         }
         next
@@ -393,7 +397,11 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         let spawned = spawn_registered(cmd);
         match spawned {
             Ok(c) => {
-                *state = JobState::Running(c.id(), Instant::now());
+                let now = Instant::now();
+                *state = JobState::Running(c.id(), now);
+                if let Some(told) = &cfg.on_start {
+                    told(id, slot, now);
+                }
                 c
             }
             Err(e) => {

@@ -61,6 +61,12 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// A callback that receives every line a worker writes to stderr, with the worker's index.
 pub type StderrSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
 
+/// A callback told of each attempt as it is handed to a worker (or its command starts), with
+/// the worker's (or job slot's) 0-based index and the moment: an attempt sent again to
+/// another worker after a restart is told again. Called on the executor's threads; keep it
+/// short.
+pub type StartSink = Arc<dyn Fn(herdsman::AttemptId, usize, std::time::Instant) + Send + Sync>;
+
 /// A callback that receives the pool's notices, one sentence each (for example a record
 /// that has had no answer for a long time).
 pub type NoticeSink = Arc<dyn Fn(&str) + Send + Sync>;

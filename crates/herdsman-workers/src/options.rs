@@ -44,6 +44,9 @@ pub struct ProcessOptions {
     /// starts depends on the executor: see [`crate::PoolConfig`] and [`crate::ExecConfig`].
     /// `None`: no limit.
     pub timeout: Option<Duration>,
+    /// Told of every attempt as a worker (or command) starts on it, with the worker's index
+    /// (for a job log). `None`: nobody is told, and nothing is spent on it.
+    pub on_start: Option<crate::StartSink>,
 }
 
 impl ProcessOptions {
@@ -61,6 +64,7 @@ impl Default for ProcessOptions {
             kill_grace: Self::DEFAULT_KILL_GRACE,
             stderr: None,
             timeout: None,
+            on_start: None,
         }
     }
 }
@@ -73,6 +77,7 @@ impl std::fmt::Debug for ProcessOptions {
             .field("kill_grace", &self.kill_grace)
             .field("stderr", &self.stderr.is_some())
             .field("timeout", &self.timeout)
+            .field("on_start", &self.on_start.is_some())
             .finish()
     }
 }

@@ -12,8 +12,9 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline"],
     &["checkpoint", "assemble"],
     &["inputs", "transform", "progress"],
+    &["joblog"],
     &["chunks", "summary", "config"],
-    &["cli", "text", "fault"],
+    &["cli", "text", "fault", "logging"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

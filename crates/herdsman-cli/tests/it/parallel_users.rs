@@ -83,15 +83,24 @@ fn keep_order_and_dash_p_are_accepted_as_gnu_parallel_means_them() {
 }
 
 #[test]
-fn joblog_is_refused_naming_what_to_use() {
+fn joblog_as_gnu_parallel_users_type_it_logs_each_job() {
     let s = Scratch::new();
     s.herdsman()
-        .args(["run", "--joblog", "log.txt", "-w", "cat", ":::", "x"])
+        .args(["run", "--joblog", "log.txt", "-w", "cat", ":::", "x", "y"])
         .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--joblog is not available yet"))
-        .stderr(predicate::str::contains("--summary-json"));
-    assert!(entries(&s).is_empty(), "{:?}", entries(&s));
+        .success()
+        .stdout("x\ny\n");
+    let log = s.read("log.txt");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one line per job: {log}");
+    assert!(
+        lines[0].starts_with("record\tfile\tline\tworker\tstart"),
+        "{log}"
+    );
+    assert!(
+        lines[1].starts_with("1\t") && lines[2].starts_with("2\t"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -70,6 +70,11 @@ impl WorkerPool {
                 crate::TIMEOUT_WORDS
             );
             let failure = self.failure(s, FailureKind::Timeout, message, true);
+            tracing::info!(
+                worker = s + 1,
+                timeout_ms = timeout.as_millis() as u64,
+                "record timed out; killing the worker's process group and restarting it"
+            );
             let answered = self.slots[s].answered;
             if let Some(running) = self.slots[s].running.take() {
                 self.kill_async(running);

@@ -287,6 +287,9 @@ impl WorkerPool {
         let slot = &mut self.slots[s];
         Self::encode(protocol, &mut slot.outbox, wire, &item.json);
         let now = Instant::now();
+        if let Some(told) = &self.cfg.on_start {
+            told(id, s, now);
+        }
         if slot.inflight.len() == 0 {
             slot.busy_since = Some(now);
         }

@@ -84,6 +84,12 @@ impl WorkerPool {
             .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight))
             .map_err(thread_error)?;
         let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
+        tracing::info!(
+            worker = s + 1,
+            pid = child.id(),
+            generation = gen,
+            "worker started"
+        );
         slot.running = Some(Running {
             child,
             writer,
@@ -144,6 +150,8 @@ impl WorkerPool {
                 quote_start(&partial[..partial.len().min(PARTIAL_QUOTE)])
             )
         };
+        let last_stderr = tail.last().map(String::as_str).unwrap_or("");
+        tracing::info!(worker = s + 1, pid, status = %how, last_stderr, "worker exited; a new one takes its place");
         // An abandoned record at the head was what the worker was busy with: nobody to charge.
         if let Some(inf) = self.slots[s].inflight.pop_oldest().filter(|i| !i.abandoned) {
             out.push((
@@ -251,6 +259,12 @@ impl WorkerPool {
             stderr,
             ..
         } = running;
+        tracing::info!(
+            worker = s + 1,
+            pid = child.id(),
+            tasks = max,
+            "worker retired after --max-tasks-per-worker records"
+        );
         let spawned = std::thread::Builder::new()
             .name(format!("herdsman-retire-{s}"))
             .spawn(move || {
@@ -313,6 +327,10 @@ impl WorkerPool {
         } = running;
         drop(writer);
         let pid = child.id();
+        tracing::debug!(
+            pid,
+            "killing a worker's process group (SIGTERM, then SIGKILL after the grace period)"
+        );
         self.reapers.retain(|h| !h.is_finished());
         let spawned = std::thread::Builder::new()
             .name("herdsman-reaper".into())

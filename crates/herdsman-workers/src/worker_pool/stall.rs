@@ -112,6 +112,12 @@ impl WorkerPool {
                     crate::TIMEOUT_WORDS
                 )
             };
+            tracing::info!(
+                worker = s + 1,
+                record = seq + 1,
+                waited_ms = waited.as_millis() as u64,
+                "no answer yet"
+            );
             sink(&format!(
                 "record {} on worker {s}: no answer for {}; {hint}",
                 seq + 1,

@@ -5,6 +5,7 @@ mod exec;
 mod exec_output;
 mod helpers;
 mod no_hang;
+mod on_start;
 mod pool;
 mod retry_after;
 mod shell_contexts;

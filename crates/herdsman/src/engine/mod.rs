@@ -644,6 +644,12 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
             .collect();
         for (id, el) in expired {
             self.times.remove(&id);
+            tracing::info!(
+                index = id.index,
+                attempt = id.attempt,
+                elapsed_ms = el.as_millis() as u64,
+                "item timed out; abandoning its attempt"
+            );
             self.backend.abandon(GiveUp::One(id));
             self.failed(id, ItemError::TimedOut, el);
         }
@@ -655,6 +661,11 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         if let Some(r) = &self.p.retry {
             let server_wait = err.user_error().and_then(|e| r.server_wait(e));
             if let (Some(w), Some(l)) = (server_wait, &self.p.limiter) {
+                tracing::info!(
+                    index = id.index,
+                    wait_ms = w.as_millis() as u64,
+                    "rate limit paused: the server asked to wait (retry_after)"
+                );
                 l.pause(w);
             }
             let retryable = match &err {
@@ -669,6 +680,12 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
         }
         let prev = self.spent.remove(&id.index).unwrap_or_default();
         if let Some(delay) = delay {
+            tracing::info!(
+                index = id.index,
+                attempt = id.attempt,
+                wait_ms = delay.as_millis() as u64,
+                "attempt failed; retrying after a wait"
+            );
             let copy = match (self.clones.get(id.index), self.p.cloner) {
                 (Some(stored), Some(c)) => Some(c(stored)),
                 _ => None,

@@ -1,0 +1,659 @@
+//! The job log (`--joblog PATH`), GNU parallel style: one line per attempt of a record, with
+//! the record's number, its input file and line, the worker that ran the attempt, when it
+//! started, how long it took, how it ended, the kind of its failure and its attempt number.
+//! Tab-separated with a header line, or JSON lines when PATH ends in `.jsonl` or `.json`.
+//!
+//! The executor notes each attempt in an [`Attempts`] table as it starts and ends; the
+//! assembler takes a record's attempts when it writes the record, so the job log is written
+//! chunk by chunk with the output, and fsynced with it before each checkpoint commit. On
+//! resume it is cut back to the lines of the committed chunks, as the output is, so that after
+//! a crash it holds exactly one line per attempt of the committed work. This module must
+//! never write a line for a record outside the chunk being written, and never keep a line of
+//! uncommitted work on resume.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use herdsman::executor::AttemptId;
+use herdsman_io::DeadLetterKind;
+use herdsman_ledger::ChunkCommit;
+
+use crate::config::EnvError;
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It produced output records.
+    Succeeded,
+    /// It succeeded with no output record.
+    Filtered,
+    /// It failed (and may be retried: a later line of the same record says).
+    Failed,
+}
+
+impl Ending {
+    fn name(self) -> &'static str {
+        match self {
+            Ending::Succeeded => "succeeded",
+            Ending::Filtered => "filtered",
+            Ending::Failed => "failed",
+        }
+    }
+}
+
+/// One finished attempt of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// 1-based worker (or job slot) that ran it; `None` when no worker did (a record that
+    /// could not be read fails without one).
+    pub worker: Option<usize>,
+    /// When it was handed to its worker.
+    pub start: Instant,
+    pub duration: Duration,
+    pub ending: Ending,
+    /// The failure's kind, as the dead-letter file names it.
+    pub kind: Option<DeadLetterKind>,
+}
+
+/// A hasher for attempt ids and record indices: they are small integers from one run, not
+/// input an attacker picks, so a multiply is enough (and much cheaper than SipHash on the
+/// engine's thread).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A batch of finished attempts, from the executor to the job log.
+type Batch = Vec<(AttemptId, Attempt)>;
+
+/// Where workers report the attempts they start (given to the worker pool or the command
+/// runner, which may call it from their own threads).
+#[derive(Clone, Default)]
+pub struct Starts(Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>);
+
+impl Starts {
+    /// Worker `worker` (0-based) started attempt `id` at `at`.
+    pub fn on_worker(&self, id: AttemptId, worker: usize, at: Instant) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, worker, at));
+    }
+}
+
+/// Notes each attempt as it ends, on the engine's thread, and hands them to the job log in
+/// batches (one channel send per poll of the executor).
+pub struct Tracker {
+    starts: Starts,
+    pulled: Vec<(AttemptId, usize, Instant)>,
+    started: IdMap<(usize, Instant)>,
+    batch: Batch,
+    tx: mpsc::Sender<Batch>,
+    /// Emptied batches the job log gives back, reused instead of allocating one per poll.
+    spare: mpsc::Receiver<Batch>,
+}
+
+impl Tracker {
+    /// Takes the starts the workers reported since the last call.
+    fn pull(&mut self) {
+        std::mem::swap(
+            &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut self.pulled,
+        );
+        for (id, worker, at) in self.pulled.drain(..) {
+            self.started.insert(id, (worker, at));
+        }
+    }
+
+    /// Attempt `id` ended (it was reported at `now`); `worker` (0-based) when the outcome
+    /// names it.
+    pub fn finished(
+        &mut self,
+        id: AttemptId,
+        now: Instant,
+        ending: Ending,
+        kind: Option<DeadLetterKind>,
+        worker: Option<usize>,
+    ) {
+        if !self.started.contains_key(&id) {
+            self.pull();
+        }
+        let (started_on, start) = match self.started.remove(&id) {
+            Some((w, at)) => (Some(w), at),
+            // Never handed to a worker: a record that could not be read fails at once.
+            None => (None, now),
+        };
+        let attempt = Attempt {
+            attempt: id.attempt,
+            worker: worker.or(started_on).map(|w| w + 1),
+            start,
+            duration: now.saturating_duration_since(start),
+            ending,
+            kind,
+        };
+        self.batch.push((id, attempt));
+    }
+
+    /// Attempt `id` was given up without an outcome (the run stopped): no line for it.
+    pub fn abandoned(&mut self, id: AttemptId) {
+        self.pull();
+        self.started.remove(&id);
+    }
+
+    /// Hands the attempts noted since the last call to the job log.
+    pub fn send(&mut self) {
+        if !self.batch.is_empty() {
+            let next = self.spare.try_recv().unwrap_or_default();
+            let _ = self.tx.send(std::mem::replace(&mut self.batch, next));
+        }
+    }
+}
+
+/// The job log's side: the finished attempts, taken record by record as records are written.
+pub struct Finished {
+    rx: mpsc::Receiver<Batch>,
+    done: IdMap<Attempt>,
+    /// Where emptied batches go back to the executor's side.
+    spare: mpsc::Sender<Batch>,
+}
+
+impl Finished {
+    /// The attempts `1..=attempts` of the record at engine index `index`, appended to `out`.
+    /// Every attempt the engine counted was sent before its outcome reached the caller.
+    pub fn take(&mut self, index: u64, attempts: u32, out: &mut Vec<Attempt>) {
+        for attempt in 1..=attempts {
+            let id = AttemptId { index, attempt };
+            let found = self.done.remove(&id).or_else(|| {
+                while let Ok(mut batch) = self.rx.try_recv() {
+                    self.done.extend(batch.drain(..));
+                    let _ = self.spare.send(batch);
+                }
+                self.done.remove(&id)
+            });
+            out.extend(found);
+        }
+    }
+}
+
+/// The three ends of the attempt notes: for the workers, the executor and the job log.
+pub fn attempts() -> (Starts, Tracker, Finished) {
+    let starts = Starts::default();
+    let (tx, rx) = mpsc::channel();
+    let (spare_tx, spare_rx) = mpsc::channel();
+    let tracker = Tracker {
+        starts: starts.clone(),
+        pulled: Vec::new(),
+        started: IdMap::default(),
+        batch: Vec::new(),
+        tx,
+        spare: spare_rx,
+    };
+    let finished = Finished {
+        rx,
+        done: IdMap::default(),
+        spare: spare_tx,
+    };
+    (starts, tracker, finished)
+}
+
+/// The job log's two spellings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Tab-separated, with a header line.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// The header of a tab-separated job log.
+pub const TSV_HEADER: &str =
+    "record\tfile\tline\tworker\tstart\tduration\toutcome\tkind\tattempt\n";
+
+impl Format {
+    /// JSON lines for `.jsonl` and `.json`, else tab-separated.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json") => {
+                Format::Jsonl
+            }
+            _ => Format::Tsv,
+        }
+    }
+}
+
+/// Which records the committed chunks hold: half-open ranges of 0-based record numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Committed(Vec<(u64, u64)>);
+
+impl Committed {
+    /// The records of `commits`.
+    pub fn of(commits: &[ChunkCommit]) -> Committed {
+        let mut ranges: Vec<(u64, u64)> =
+            commits.iter().map(|c| (c.start.seq, c.end.seq)).collect();
+        ranges.sort_unstable();
+        Committed(ranges)
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        let i = self.0.partition_point(|&(start, _)| start <= seq);
+        i > 0 && seq < self.0[i - 1].1
+    }
+}
+
+/// An open job log.
+pub struct JobLog {
+    path: PathBuf,
+    format: Format,
+    out: BufWriter<File>,
+    line: Vec<u8>,
+    /// The attempts, as the executor hands them over.
+    finished: Option<Finished>,
+    scratch: Vec<Attempt>,
+    /// The last input file name and its spelling in this format.
+    file: (String, String),
+    /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
+    base: (Instant, SystemTime),
+}
+
+impl JobLog {
+    /// Opens the job log at `path`: new (and emptied) for a fresh run, or, resuming, cut back
+    /// to its lines of the `committed` records (a crash may have left lines of chunks that
+    /// were written but not committed; they are redone and logged again).
+    pub fn open(path: &Path, resume: Option<&Committed>) -> Result<JobLog> {
+        let format = Format::of(path);
+        let env = |e: std::io::Error| {
+            anyhow::Error::new(EnvError(format!(
+                "cannot write the job log {}: {e}; check the --joblog path and its permissions",
+                path.display()
+            )))
+        };
+        crate::config::ensure_parent_dir(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(env)?;
+        let keep = match resume {
+            Some(committed) => committed_length(&mut file, format, committed).map_err(env)?,
+            None => 0,
+        };
+        file.set_len(keep).map_err(env)?;
+        file.seek(std::io::SeekFrom::Start(keep)).map_err(env)?;
+        let mut out = BufWriter::with_capacity(64 << 10, file);
+        if keep == 0 && format == Format::Tsv {
+            out.write_all(TSV_HEADER.as_bytes()).map_err(env)?;
+        }
+        Ok(JobLog {
+            path: path.to_path_buf(),
+            format,
+            out,
+            line: Vec::with_capacity(256),
+            finished: None,
+            scratch: Vec::new(),
+            file: (String::new(), String::new()),
+            base: (Instant::now(), SystemTime::now()),
+        })
+    }
+
+    /// Takes the attempts to log from `finished` (the executor's notes).
+    pub fn attach(&mut self, finished: Finished) {
+        self.finished = Some(finished);
+    }
+
+    /// Writes the lines of the attempts of the record at engine index `index`: `attempts`
+    /// of them, read from input `file` at `line`, record number `seq` (0-based).
+    pub fn write_record(
+        &mut self,
+        index: u64,
+        attempts: u32,
+        file: &str,
+        line: u64,
+        seq: u64,
+    ) -> Result<()> {
+        let Some(finished) = self.finished.as_mut() else {
+            return Ok(());
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        finished.take(index, attempts, &mut scratch);
+        let written = self.write(file, line, seq, &scratch);
+        self.scratch = scratch;
+        written
+    }
+
+    /// Writes the lines of one record's attempts.
+    pub fn write(&mut self, file: &str, line: u64, seq: u64, attempts: &[Attempt]) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        if self.file.0 != file {
+            let spelled = match self.format {
+                Format::Tsv if file.is_empty() => "-".to_string(),
+                Format::Tsv => file.replace(['\t', '\n', '\r'], " "),
+                Format::Jsonl => serde_json::to_string(file).unwrap_or_else(|_| "\"\"".into()),
+            };
+            self.file = (file.to_string(), spelled);
+        }
+        // Written by hand, byte by byte: a line per attempt of a million-record run must not
+        // cost a formatter call per field.
+        let b = &mut self.line;
+        for a in attempts {
+            b.clear();
+            let wall = match a.start.checked_duration_since(self.base.0) {
+                Some(after) => self.base.1 + after,
+                None => self.base.1 - self.base.0.duration_since(a.start),
+            };
+            let since_epoch = wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let kind = a.kind.map(|k| k.name());
+            let outcome = a.ending.name();
+            match self.format {
+                Format::Tsv => {
+                    number(b, seq + 1);
+                    b.push(b'\t');
+                    b.extend_from_slice(self.file.1.as_bytes());
+                    b.push(b'\t');
+                    number(b, line);
+                    b.push(b'\t');
+                    match a.worker {
+                        Some(w) => number(b, w as u64),
+                        None => b.push(b'-'),
+                    }
+                    b.push(b'\t');
+                    decimal(b, since_epoch.as_secs(), since_epoch.subsec_millis(), 3);
+                    b.push(b'\t');
+                    decimal(b, a.duration.as_secs(), a.duration.subsec_millis(), 3);
+                    b.push(b'\t');
+                    b.extend_from_slice(outcome.as_bytes());
+                    b.push(b'\t');
+                    b.extend_from_slice(kind.unwrap_or("-").as_bytes());
+                    b.push(b'\t');
+                    number(b, u64::from(a.attempt));
+                    b.push(b'\n');
+                }
+                Format::Jsonl => {
+                    b.extend_from_slice(b"{\"record\":");
+                    number(b, seq + 1);
+                    b.extend_from_slice(b",\"file\":");
+                    b.extend_from_slice(self.file.1.as_bytes());
+                    b.extend_from_slice(b",\"line\":");
+                    number(b, line);
+                    b.extend_from_slice(b",\"worker\":");
+                    match a.worker {
+                        Some(w) => number(b, w as u64),
+                        None => b.extend_from_slice(b"null"),
+                    }
+                    b.extend_from_slice(b",\"start\":");
+                    decimal(b, since_epoch.as_secs(), since_epoch.subsec_millis(), 3);
+                    b.extend_from_slice(b",\"duration\":");
+                    decimal(b, a.duration.as_secs(), a.duration.subsec_micros(), 6);
+                    b.extend_from_slice(b",\"outcome\":\"");
+                    b.extend_from_slice(outcome.as_bytes());
+                    b.extend_from_slice(b"\",\"kind\":");
+                    match kind {
+                        Some(k) => {
+                            b.push(b'"');
+                            b.extend_from_slice(k.as_bytes());
+                            b.push(b'"');
+                        }
+                        None => b.extend_from_slice(b"null"),
+                    }
+                    b.extend_from_slice(b",\"attempt\":");
+                    number(b, u64::from(a.attempt));
+                    b.extend_from_slice(b"}\n");
+                }
+            }
+            self.out
+                .write_all(b)
+                .with_context(|| format!("cannot write the job log {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the job log (before a checkpoint commit).
+    pub fn sync(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data())
+            .with_context(|| format!("cannot write the job log {}", self.path.display()))
+    }
+}
+
+/// Appends `n` in decimal.
+fn number(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `whole.fraction` with `places` digits after the point (`fraction` < 10^places).
+fn decimal(out: &mut Vec<u8>, whole: u64, fraction: u32, places: usize) {
+    number(out, whole);
+    out.push(b'.');
+    let mut digits = [b'0'; 9];
+    let mut f = fraction;
+    for d in digits[..places].iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&digits[..places]);
+}
+
+/// The length of the job log's leading lines that belong to committed records (the header
+/// included): the lines of a chunk are written together, before its commit, so what follows
+/// the first line of an uncommitted record (or a line cut short) is uncommitted too.
+fn committed_length(
+    file: &mut File,
+    format: Format,
+    committed: &Committed,
+) -> std::io::Result<u64> {
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut reader = BufReader::with_capacity(64 << 10, &*file);
+    let mut keep = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let record = match format {
+            Format::Tsv if keep == 0 && text.starts_with("record\t") => None,
+            Format::Tsv => match text.split('\t').next().and_then(|r| r.parse::<u64>().ok()) {
+                Some(r) => Some(r),
+                None => break,
+            },
+            Format::Jsonl => match serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("record").and_then(serde_json::Value::as_u64))
+            {
+                Some(r) => Some(r),
+                None => break,
+            },
+        };
+        if let Some(r) = record {
+            if r == 0 || !committed.contains(r - 1) {
+                break;
+            }
+        }
+        keep += n as u64;
+    }
+    Ok(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(at: Instant, n: u32, ending: Ending) -> Attempt {
+        Attempt {
+            attempt: n,
+            worker: Some(2),
+            start: at,
+            duration: Duration::from_millis(250),
+            ending,
+            kind: (ending == Ending::Failed).then_some(DeadLetterKind::Reported),
+        }
+    }
+
+    #[test]
+    fn lines_have_every_column_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, want) in [
+            (
+                "jobs.tsv",
+                format!(
+                    "{TSV_HEADER}2\tin.csv\t3\t2\t1.500\t0.250\tfailed\treported\t1\n2\tin.csv\t3\t2\t1.500\t0.250\tsucceeded\t-\t2\n"
+                ),
+            ),
+            (
+                "jobs.jsonl",
+                concat!(
+                    r#"{"record":2,"file":"in.csv","line":3,"worker":2,"start":1.500,"duration":0.250000,"outcome":"failed","kind":"reported","attempt":1}"#,
+                    "\n",
+                    r#"{"record":2,"file":"in.csv","line":3,"worker":2,"start":1.500,"duration":0.250000,"outcome":"succeeded","kind":null,"attempt":2}"#,
+                    "\n"
+                )
+                .to_string(),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            let mut log = JobLog::open(&path, None).unwrap();
+            let now = Instant::now();
+            log.base = (now, SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+            log.write(
+                "in.csv",
+                3,
+                1,
+                &[attempt(now, 1, Ending::Failed), attempt(now, 2, Ending::Succeeded)],
+            )
+            .unwrap();
+            log.sync().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text, want);
+            if name.ends_with(".jsonl") {
+                for l in text.lines() {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resuming_keeps_the_lines_of_committed_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["jobs.tsv", "jobs.jsonl"] {
+            let path = dir.path().join(name);
+            let mut log = JobLog::open(&path, None).unwrap();
+            for seq in 0..6 {
+                log.write(
+                    "in.csv",
+                    seq + 2,
+                    seq,
+                    &[attempt(Instant::now(), 1, Ending::Succeeded)],
+                )
+                .unwrap();
+            }
+            log.sync().unwrap();
+            drop(log);
+            // A line cut short by a crash at the end.
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"7\tin.csv").unwrap();
+            drop(f);
+            // Records 0..2 and 4..6 committed (unordered mode), 2..4 not: lines of 4..6 come
+            // after the first uncommitted one, so they go too (they were not committed first).
+            let committed = Committed(vec![(0, 2), (4, 6)]);
+            let log = JobLog::open(&path, Some(&committed)).unwrap();
+            drop(log);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let records: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with("record\t"))
+                .collect();
+            assert_eq!(records.len(), 2, "{name}: {text}");
+            assert_eq!(
+                Format::of(&path) == Format::Tsv,
+                text.starts_with(TSV_HEADER)
+            );
+        }
+    }
+
+    #[test]
+    fn attempts_carry_their_worker_and_arrive_in_order() {
+        let (starts, mut tracker, mut finished) = attempts();
+        let id = |attempt| AttemptId { index: 4, attempt };
+        let now = Instant::now();
+        starts.on_worker(id(1), 0, now);
+        tracker.finished(
+            id(1),
+            now,
+            Ending::Failed,
+            Some(DeadLetterKind::Timeout),
+            None,
+        );
+        tracker.finished(id(2), now, Ending::Succeeded, None, Some(2));
+        // Another record's attempt, abandoned: nothing for it.
+        starts.on_worker(
+            AttemptId {
+                index: 5,
+                attempt: 1,
+            },
+            1,
+            now,
+        );
+        tracker.abandoned(AttemptId {
+            index: 5,
+            attempt: 1,
+        });
+        tracker.send();
+        let mut got = Vec::new();
+        finished.take(4, 2, &mut got);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].attempt, got[0].worker), (1, Some(1)));
+        assert_eq!((got[1].attempt, got[1].worker), (2, Some(3)));
+        let mut again = Vec::new();
+        finished.take(4, 2, &mut again);
+        finished.take(5, 1, &mut again);
+        assert!(again.is_empty());
+        assert!(tracker.started.is_empty());
+    }
+}

@@ -368,15 +368,21 @@ impl PostgresLedger {
     /// name, a server that stays unreachable, or a refused login; with
     /// [`LedgerError::NewerSchema`] when a newer herdsman created the schema.
     pub fn connect(url: &str, options: PostgresOptions) -> Result<PostgresLedger, LedgerError> {
-        let unusable = |action: &str, remedy: &str, source: Box<dyn std::error::Error + Send + Sync>| {
-            LedgerError::Database {
-                backend: BACKEND,
-                location: format!("{} (schema {}, job {})", redact(url), options.schema, options.job),
-                action: action.to_string(),
-                remedy: remedy.to_string(),
-                source,
-            }
-        };
+        let unusable =
+            |action: &str, remedy: &str, source: Box<dyn std::error::Error + Send + Sync>| {
+                LedgerError::Database {
+                    backend: BACKEND,
+                    location: format!(
+                        "{} (schema {}, job {})",
+                        redact(url),
+                        options.schema,
+                        options.job
+                    ),
+                    action: action.to_string(),
+                    remedy: remedy.to_string(),
+                    source,
+                }
+            };
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
             unusable(
                 "be opened: the URL cannot be read",
@@ -548,7 +554,11 @@ impl PostgresLedger {
     /// A fresh operation id: stored with the rows a call changes, so a retry after a lost
     /// reply recognises its own earlier success.
     fn op(&self) -> String {
-        format!("{}-{}", self.instance, self.ops.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.instance,
+            self.ops.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn job(&self) -> Result<i64, LedgerError> {
@@ -643,7 +653,12 @@ impl PostgresLedger {
         }
     }
 
-    fn read_commits(&self, tx: &mut impl postgres::GenericClient, q: &Queries, job_id: i64) -> Result<Vec<ChunkCommit>, Fail> {
+    fn read_commits(
+        &self,
+        tx: &mut impl postgres::GenericClient,
+        q: &Queries,
+        job_id: i64,
+    ) -> Result<Vec<ChunkCommit>, Fail> {
         tx.query(&q.commits, &[&job_id])?
             .iter()
             .map(|r| read_commit(r).map_err(|d| Fail::Refused(self.corrupt(d))))
@@ -651,9 +666,8 @@ impl PostgresLedger {
     }
 
     fn parse_identity(&self, json: &str) -> Result<JobIdentity, LedgerError> {
-        serde_json::from_str(json).map_err(|e| {
-            self.corrupt(format!("the stored job identity is not valid JSON: {e}"))
-        })
+        serde_json::from_str(json)
+            .map_err(|e| self.corrupt(format!("the stored job identity is not valid JSON: {e}")))
     }
 
     /// The direct commit of `commits`, in one transaction.
@@ -714,8 +728,7 @@ impl PostgresLedger {
                 let max = tx.query_one(&q.max_offsets, &[&job_id])?;
                 backwards(c, max.get(0), max.get(1))?;
                 let next = attempt + 1;
-                let mut params: Vec<&(dyn ToSql + Sync)> =
-                    vec![&job_id, &chunk, &now, &next, &op];
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&job_id, &chunk, &now, &next, &op];
                 params.extend(v.params());
                 params.push(&no_parts);
                 tx.execute(&q.commit_direct, &params)?;
@@ -904,10 +917,9 @@ impl Ledger for PostgresLedger {
             || "mark the job finished".into(),
             |conn, _| {
                 // `$3` is `now`, as in every statement.
-                Ok(conn.client.execute(
-                    &conn.q.finish,
-                    &[&job_id, &summary_json, &now],
-                )?)
+                Ok(conn
+                    .client
+                    .execute(&conn.q.finish, &[&job_id, &summary_json, &now])?)
             },
         )?;
         if changed == 0 {
@@ -1308,8 +1320,9 @@ mod tests {
 
     #[test]
     fn a_bad_url_or_schema_is_refused_before_connecting() {
-        let err = PostgresLedger::connect("postgres://u:pw@db:notaport/x", PostgresOptions::default())
-            .unwrap_err();
+        let err =
+            PostgresLedger::connect("postgres://u:pw@db:notaport/x", PostgresOptions::default())
+                .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("the URL cannot be read"), "{msg}");
         assert!(!msg.contains("pw@"), "{msg}");

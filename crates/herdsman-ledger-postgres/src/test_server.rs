@@ -241,8 +241,7 @@ impl TestServer {
         for (k, v) in BASE_SETTINGS.iter().chain(settings) {
             text.push_str(&format!("{k} = {v}\n"));
         }
-        std::fs::write(&path, text)
-            .map_err(|e| format!("could not write {}: {e}", path.display()))
+        std::fs::write(&path, text).map_err(|e| format!("could not write {}: {e}", path.display()))
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Result<Output, String> {
@@ -340,8 +339,8 @@ fn postgres_user() -> Result<(u32, u32), String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("could not find a free port: {e}"))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("could not find a free port: {e}"))?;
     listener
         .local_addr()
         .map(|a| a.port())

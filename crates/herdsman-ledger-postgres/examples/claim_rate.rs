@@ -64,7 +64,7 @@ fn main() {
     let plan_time = t.elapsed();
 
     let t = Instant::now();
-    let done: u64 = std::thread::scope(|s| {
+    let per_client: Vec<(u64, Duration, Duration)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|i| {
                 let (url, options, id) = (&url, options.clone(), &id);
@@ -73,9 +73,12 @@ fn main() {
                     node.open_job(id).expect("open_job");
                     let owner = format!("bench-{i}");
                     let mut n = 0u64;
-                    while let Some(claim) =
-                        node.claim(&owner, Duration::from_secs(60)).expect("claim")
-                    {
+                    let (mut in_claim, mut in_commit) = (Duration::ZERO, Duration::ZERO);
+                    loop {
+                        let t = Instant::now();
+                        let claimed = node.claim(&owner, Duration::from_secs(60)).expect("claim");
+                        in_claim += t.elapsed();
+                        let Some(claim) = claimed else { break };
                         let c = ChunkCommit {
                             chunk: claim.chunk,
                             start: claim.start,
@@ -89,31 +92,50 @@ fn main() {
                             output_end: 0,
                             failures_end: 0,
                         };
+                        let t = Instant::now();
                         node.commit_with_parts(
                             &claim,
                             &c,
                             &[format!("part-{}-{}", claim.chunk, claim.attempt)],
                         )
                         .expect("commit");
+                        in_commit += t.elapsed();
                         n += 1;
                     }
-                    n
+                    (n, in_claim, in_commit)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("client")).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
     });
+    let done: u64 = per_client.iter().map(|p| p.0).sum();
+    let claim_us = per_client
+        .iter()
+        .map(|p| p.1)
+        .sum::<Duration>()
+        .as_secs_f64()
+        * 1e6
+        / chunks as f64;
+    let commit_us = per_client
+        .iter()
+        .map(|p| p.2)
+        .sum::<Duration>()
+        .as_secs_f64()
+        * 1e6
+        / chunks as f64;
     let elapsed = t.elapsed();
     let totals = ledger.totals().expect("totals");
     assert_eq!(done, chunks, "every chunk claimed and committed once");
     assert_eq!(totals.chunks, chunks);
     assert_eq!(totals.counts.records, chunks * 100);
     println!(
-        "{chunks} chunks, {clients} client(s), {}: planned in {:.1} ms; claim+commit {:.2} s = {:.0} chunks/s ({:.0} us per chunk per client)",
+        "{chunks} chunks, {clients} client(s), {}: planned in {:.1} ms; claim+commit {:.2} s = {:.0} chunks/s (a claim {claim_us:.0} us, a commit {commit_us:.0} us)",
         if fast { "fsync off" } else { "durable (fsync on)" },
         plan_time.as_secs_f64() * 1e3,
         elapsed.as_secs_f64(),
         chunks as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 * clients as f64 / chunks as f64,
     );
 }

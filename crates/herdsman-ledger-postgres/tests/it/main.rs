@@ -6,6 +6,7 @@
 
 mod common;
 mod conformance;
+mod harness;
 mod lost_reply;
 mod nodes;
 mod restart;

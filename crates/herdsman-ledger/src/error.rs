@@ -215,6 +215,22 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+
+    /// A shared ledger's database server could not be reached, or refused a statement.
+    #[error("the {backend} ledger at {location} could not {action}; {remedy}")]
+    Database {
+        /// Which database (`"PostgreSQL"`).
+        backend: &'static str,
+        /// Where the ledger lives, without credentials (server, database, schema, job).
+        location: String,
+        /// What was being done, as a verb phrase ("commit chunk 3").
+        action: String,
+        /// What the user can do about it.
+        remedy: String,
+        /// The database client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 struct PidSuffix(Option<u32>);
@@ -368,6 +384,13 @@ mod chain_tests {
                     "No space left on device",
                 ),
             },
+            LedgerError::Database {
+                backend: "PostgreSQL",
+                location: "postgres://u@db:5432/jobs (schema herdsman, job default)".into(),
+                action: "claim a chunk".into(),
+                remedy: "check that the server is running".into(),
+                source: "connection refused".into(),
+            },
         ];
         for e in &all {
             match e {
@@ -389,7 +412,8 @@ mod chain_tests {
                 | LedgerError::TokenTooLong { .. }
                 | LedgerError::OlderSchema { .. }
                 | LedgerError::Sqlite { .. }
-                | LedgerError::Io { .. } => {}
+                | LedgerError::Io { .. }
+                | LedgerError::Database { .. } => {}
             }
         }
         all
@@ -407,7 +431,10 @@ mod chain_tests {
                 outer = inner;
             }
         }
-        assert_eq!(with_source, 2, "Sqlite and Io keep their cause as source()");
+        assert_eq!(
+            with_source, 3,
+            "Sqlite, Io and Database keep their cause as source()"
+        );
     }
 
     #[test]

@@ -1,0 +1,1345 @@
+//! The PostgreSQL ledger: many machines share one job through one database. Chunks are rows;
+//! a node claims the lowest claimable one with `FOR UPDATE SKIP LOCKED` under a lease whose
+//! expiry is computed by the database clock (`now()`), extends it with heartbeats, and commits
+//! the chunk's state, counts, positions and output part names in one transaction fenced by the
+//! claim's attempt number, so a node that lost its lease (a paused "zombie") can never commit.
+//!
+//! It must never report a commit that is not durable or apply one twice: every commit is one
+//! transaction with `synchronous_commit = on`, and every call that lost its connection is
+//! retried on a new one with backoff, made idempotent by an operation id stored with the row
+//! (a commit whose reply was lost is recognised as done, not refused or repeated).
+//!
+//! [`PostgresLedger`] implements [`herdsman_ledger::Ledger`] and passes its conformance suite.
+//! The wire connection is plain TCP or a Unix socket ([`postgres::NoTls`]): TLS is not
+//! supported yet. See `docs/distributed.md` for the protocol and every failure case.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use herdsman_ledger::{ChunkPlan, JobIdentity, Ledger, Position};
+//! use herdsman_ledger_postgres::{PostgresLedger, PostgresOptions};
+//! let mut ledger = PostgresLedger::connect(
+//!     "postgres://herdsman@db.internal:5432/jobs",
+//!     PostgresOptions { job: "nightly-scores".into(), ..PostgresOptions::default() },
+//! )?;
+//! ledger.open_job(&JobIdentity::new().with("input.0.path", "s3://bucket/in.csv"))?;
+//! ledger.plan_chunks(&[ChunkPlan { chunk: 0, start: Position::default(), end: Position::default() }])?;
+//! while let Some(claim) = ledger.claim("node-a:4242", Duration::from_secs(30))? {
+//!     // ... process the chunk, heartbeat every 10 s, write part-<chunk>-<attempt> ...
+//!     let commit = herdsman_ledger::ChunkCommit {
+//!         chunk: claim.chunk, start: claim.start, end: claim.end,
+//!         counts: herdsman_ledger::Counts::default(), output_end: 0, failures_end: 0,
+//!     };
+//!     ledger.commit_with_parts(&claim, &commit, &[format!("part-{}-{}", claim.chunk, claim.attempt)])?;
+//! }
+//! # Ok::<(), herdsman_ledger::LedgerError>(())
+//! ```
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod schema;
+#[cfg(feature = "test-support")]
+pub mod test_server;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herdsman_ledger::{
+    ChunkCommit, ChunkPlan, Claim, Clock, Counts, JobIdentity, Ledger, LedgerError, LedgerStatus,
+    Opened, Position, Token, Totals,
+};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+
+pub use schema::SCHEMA_VERSION;
+
+/// The name errors give the backend.
+const BACKEND: &str = "PostgreSQL";
+
+/// The first wait before retrying a call whose connection was lost; it doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The longest wait between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Leases longer than this are cut to it (timestamps have a finite range).
+pub const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Where a ledger lives inside its database, and how patiently it talks to the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The PostgreSQL schema holding the ledger's tables, created on first use (lowercase
+    /// letters, digits and `_`, not starting with a digit, at most 63 bytes). Default
+    /// `herdsman`.
+    pub schema: String,
+    /// The job's name: every node that names the same job in the same schema shares it.
+    /// Default `default`.
+    pub job: String,
+    /// How long one call keeps retrying (reconnecting with backoff) when the server cannot be
+    /// reached or restarts, before it fails. Default 60 s.
+    pub retry_for: Duration,
+    /// How long one connection attempt may take. Default 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "herdsman".into(),
+            job: "default".into(),
+            retry_for: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The output parts a committed chunk references: written by the attempt that committed it,
+/// and by no other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkParts {
+    /// The chunk number.
+    pub chunk: u64,
+    /// The attempt that committed the chunk.
+    pub attempt: u64,
+    /// The part names given to [`PostgresLedger::commit_with_parts`] (empty for a commit
+    /// without parts).
+    pub parts: Vec<String>,
+}
+
+/// A [`Ledger`] in a PostgreSQL database, shared by every node that connects to the same
+/// database, schema and job.
+///
+/// Lease expiry times come from the database clock (`now()`), so nodes need not agree on the
+/// time; [`PostgresLedger::with_clock`] replaces it with a [`Clock`] in tests.
+pub struct PostgresLedger {
+    config: postgres::Config,
+    options: PostgresOptions,
+    /// The schema name, quoted for SQL.
+    quoted: String,
+    /// The ledger's place without credentials, for messages.
+    location: String,
+    /// The connection, `None` after it was lost until the next call reconnects.
+    conn: Mutex<Option<Conn>>,
+    job_id: Option<i64>,
+    /// `None`: the database clock.
+    clock: Option<Arc<dyn Clock>>,
+    /// Unique to this ledger: the prefix of its operation ids.
+    instance: String,
+    ops: AtomicU64,
+}
+
+impl std::fmt::Debug for PostgresLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLedger")
+            .field("location", &self.location)
+            .field("job_id", &self.job_id)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection and its prepared statements.
+struct Conn {
+    client: Client,
+    q: Queries,
+}
+
+/// Why a call failed: a refusal by the ledger's rules, or the database.
+enum Fail {
+    Refused(LedgerError),
+    Db(postgres::Error),
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(e: postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<LedgerError> for Fail {
+    fn from(e: LedgerError) -> Self {
+        Fail::Refused(e)
+    }
+}
+
+/// The columns of a committed chunk, in the order [`read_commit`] reads them.
+const CHUNK_COLUMNS: &str = "chunk, start_file, start_seq, start_token, end_file, end_seq, \
+     end_token, records, ok, failed, filtered, outputs, retries, output_end, failures_end";
+
+/// The `SET` list writing a commit's values from parameters `$first`.. in the order of
+/// [`CommitValues::params`], then the part names.
+fn set_commit(first: usize) -> String {
+    let columns = [
+        "start_file",
+        "start_seq",
+        "start_token",
+        "end_file",
+        "end_seq",
+        "end_token",
+        "records",
+        "ok",
+        "failed",
+        "filtered",
+        "outputs",
+        "retries",
+        "output_end",
+        "failures_end",
+        "parts",
+    ];
+    let mut out = String::from("state = 'committed', claim_owner = NULL, lease_expires_at = NULL");
+    for (i, column) in columns.iter().enumerate() {
+        out.push_str(&format!(", {column} = ${}", first + i));
+    }
+    out
+}
+
+/// Every statement the ledger runs, prepared once per connection.
+struct Queries {
+    job_insert: Statement,
+    job_select: Statement,
+    job_finished: Statement,
+    commits: Statement,
+    reset: Statement,
+    plan: Statement,
+    claim: Statement,
+    claimed_by_op: Statement,
+    heartbeat: Statement,
+    release: Statement,
+    commit_fenced: Statement,
+    commit_diagnose: Statement,
+    committed_by_op: Statement,
+    ensure_row: Statement,
+    lock_row: Statement,
+    max_offsets: Statement,
+    commit_direct: Statement,
+    finish: Statement,
+    totals: Statement,
+    status_job: Statement,
+    manifest: Statement,
+}
+
+impl Queries {
+    fn prepare(client: &mut Client, s: &str) -> Result<Queries, postgres::Error> {
+        // `now` in every statement: the test clock's time when given, else the database's.
+        let now = "COALESCE($3::timestamptz, now())";
+        let mut p = |sql: String| client.prepare(&sql);
+        Ok(Queries {
+            job_insert: p(format!(
+                "INSERT INTO {s}.jobs (name, identity, created_at, updated_at, created_op) \
+                 VALUES ($1, $2, {now}, {now}, $4) ON CONFLICT (name) DO NOTHING RETURNING id"
+            ))?,
+            job_select: p(format!(
+                "SELECT id, identity, finished_at, summary, created_op FROM {s}.jobs WHERE name = $1"
+            ))?,
+            job_finished: p(format!(
+                "SELECT finished_at IS NOT NULL FROM {s}.jobs WHERE id = $1"
+            ))?,
+            commits: p(format!(
+                "SELECT {CHUNK_COLUMNS} FROM {s}.chunks WHERE job_id = $1 AND state = 'committed' \
+                 ORDER BY chunk"
+            ))?,
+            reset: p(format!("DELETE FROM {s}.jobs WHERE name = $1"))?,
+            plan: p(format!(
+                "INSERT INTO {s}.chunks (job_id, chunk, state, attempt, start_file, start_seq, \
+                 start_token, end_file, end_seq, end_token) \
+                 SELECT $1, k, 'pending', 0, sf, ss, st, ef, es, et \
+                 FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[], \
+                             $6::bigint[], $7::bigint[], $8::bytea[]) AS p(k, sf, ss, st, ef, es, et) \
+                 ON CONFLICT (job_id, chunk) DO NOTHING"
+            ))?,
+            // The lowest pending chunk, or one whose lease ran out; rows other claimers hold
+            // locked are skipped, not waited for.
+            claim: p(format!(
+                "WITH pick AS ( \
+                     SELECT chunk FROM {s}.chunks \
+                      WHERE job_id = $1 AND state <> 'committed' \
+                        AND (state = 'pending' OR lease_expires_at < {now}) \
+                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                         WHERE id = $1 AND finished_at IS NOT NULL) \
+                      ORDER BY chunk LIMIT 1 \
+                      FOR UPDATE SKIP LOCKED) \
+                 UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
+                        lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
+                        attempt = c.attempt + 1, last_op = $5 \
+                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                 RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
+                           c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
+            ))?,
+            claimed_by_op: p(format!(
+                "SELECT chunk, attempt, start_file, start_seq, start_token, end_file, end_seq, \
+                        end_token, lease_expires_at \
+                   FROM {s}.chunks WHERE job_id = $1 AND state = 'claimed' AND last_op = $2"
+            ))?,
+            heartbeat: p(format!(
+                "UPDATE {s}.chunks \
+                    SET lease_expires_at = {now} + $6::bigint * interval '1 microsecond' \
+                  WHERE job_id = $1 AND chunk = $2 AND attempt = $4 AND claim_owner = $5 \
+                    AND state = 'claimed' \
+                 RETURNING lease_expires_at"
+            ))?,
+            // A release already done by this same operation (its reply was lost) matches too.
+            release: p(format!(
+                "UPDATE {s}.chunks SET state = 'pending', claim_owner = NULL, \
+                        lease_expires_at = NULL, last_op = $5 \
+                  WHERE job_id = $1 AND chunk = $2 AND attempt = $3 \
+                    AND ((state = 'claimed' AND claim_owner = $4) \
+                         OR (state = 'pending' AND last_op = $5))"
+            ))?,
+            // The fenced commit in one statement: only the current claim, only while the job
+            // is not finished, only with offsets not below committed ones.
+            commit_fenced: p(format!(
+                "UPDATE {s}.chunks SET {}, committed_at = {now}, last_op = $6 \
+                  WHERE job_id = $1 AND chunk = $2 AND attempt = $4 AND claim_owner = $5 \
+                    AND state = 'claimed' \
+                    AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                     WHERE id = $1 AND finished_at IS NOT NULL) \
+                    AND $19 >= COALESCE((SELECT MAX(output_end) FROM {s}.chunks \
+                                          WHERE job_id = $1 AND state = 'committed'), 0) \
+                    AND $20 >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
+                                          WHERE job_id = $1 AND state = 'committed'), 0)",
+                set_commit(7)
+            ))?,
+            commit_diagnose: p(format!(
+                "SELECT j.finished_at IS NOT NULL, c.state, c.attempt, c.claim_owner, \
+                        (SELECT MAX(output_end) FROM {s}.chunks \
+                          WHERE job_id = $1 AND state = 'committed'), \
+                        (SELECT MAX(failures_end) FROM {s}.chunks \
+                          WHERE job_id = $1 AND state = 'committed') \
+                   FROM {s}.jobs j LEFT JOIN {s}.chunks c ON c.job_id = j.id AND c.chunk = $2 \
+                  WHERE j.id = $1"
+            ))?,
+            committed_by_op: p(format!(
+                "SELECT 1 FROM {s}.chunks \
+                  WHERE job_id = $1 AND chunk = $2 AND state = 'committed' AND last_op = $3"
+            ))?,
+            ensure_row: p(format!(
+                "INSERT INTO {s}.chunks (job_id, chunk, state, attempt) \
+                 VALUES ($1, $2, 'pending', 0) ON CONFLICT (job_id, chunk) DO NOTHING"
+            ))?,
+            lock_row: p(format!(
+                "SELECT state, attempt, claim_owner, \
+                        state = 'claimed' AND lease_expires_at >= {now} \
+                   FROM {s}.chunks WHERE job_id = $1 AND chunk = $2 FOR UPDATE"
+            ))?,
+            max_offsets: p(format!(
+                "SELECT MAX(output_end), MAX(failures_end) FROM {s}.chunks \
+                  WHERE job_id = $1 AND state = 'committed'"
+            ))?,
+            commit_direct: p(format!(
+                "UPDATE {s}.chunks SET {}, attempt = $4, committed_at = {now}, last_op = $5 \
+                  WHERE job_id = $1 AND chunk = $2",
+                set_commit(6)
+            ))?,
+            finish: p(format!(
+                "UPDATE {s}.jobs SET finished_at = {now}, updated_at = {now}, summary = $2 \
+                  WHERE id = $1"
+            ))?,
+            totals: p(format!(
+                "SELECT COUNT(*), COALESCE(SUM(records), 0)::bigint, COALESCE(SUM(ok), 0)::bigint, \
+                        COALESCE(SUM(failed), 0)::bigint, COALESCE(SUM(filtered), 0)::bigint, \
+                        COALESCE(SUM(outputs), 0)::bigint, COALESCE(SUM(retries), 0)::bigint \
+                   FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
+                  WHERE j.name = $1 AND c.state = 'committed'"
+            ))?,
+            status_job: p(format!(
+                "SELECT id, identity, created_at, \
+                        GREATEST(updated_at, (SELECT MAX(committed_at) FROM {s}.chunks \
+                                               WHERE job_id = j.id)), \
+                        finished_at, summary \
+                   FROM {s}.jobs j WHERE name = $1"
+            ))?,
+            manifest: p(format!(
+                "SELECT c.chunk, c.attempt, c.parts FROM {s}.chunks c \
+                   JOIN {s}.jobs j ON j.id = c.job_id \
+                  WHERE j.name = $1 AND c.state = 'committed' ORDER BY c.chunk"
+            ))?,
+        })
+    }
+}
+
+impl PostgresLedger {
+    /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/database`,
+    /// or libpq's `key=value` form), creating or migrating the ledger's schema, with the
+    /// server unreachable retried for [`PostgresOptions::retry_for`].
+    ///
+    /// Fails with [`LedgerError::Database`] for a URL that cannot be read, an invalid schema
+    /// name, a server that stays unreachable, or a refused login; with
+    /// [`LedgerError::NewerSchema`] when a newer herdsman created the schema.
+    pub fn connect(url: &str, options: PostgresOptions) -> Result<PostgresLedger, LedgerError> {
+        let unusable =
+            |action: &str, remedy: &str, source: Box<dyn std::error::Error + Send + Sync>| {
+                LedgerError::Database {
+                    backend: BACKEND,
+                    location: format!(
+                        "{} (schema {}, job {})",
+                        redact(url),
+                        options.schema,
+                        options.job
+                    ),
+                    action: action.to_string(),
+                    remedy: remedy.to_string(),
+                    source,
+                }
+            };
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            unusable(
+                "be opened: the URL cannot be read",
+                "write it as postgres://user[:password]@host[:port]/database",
+                Box::new(e),
+            )
+        })?;
+        if !valid_schema_name(&options.schema) {
+            return Err(unusable(
+                "be opened: the schema name is not allowed",
+                "use lowercase letters, digits and _ (not starting with a digit, at most 63 bytes)",
+                format!("schema name {:?}", options.schema).into(),
+            ));
+        }
+        if options.job.is_empty() {
+            return Err(unusable(
+                "be opened: the job name is empty",
+                "name the job",
+                "empty job name".into(),
+            ));
+        }
+        config
+            .connect_timeout(options.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("herdsman");
+        }
+        let location = format!(
+            "{} (schema {}, job {})",
+            describe(&config),
+            options.schema,
+            options.job
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let ledger = PostgresLedger {
+            config,
+            quoted: format!("\"{}\"", options.schema),
+            options,
+            location,
+            conn: Mutex::new(None),
+            job_id: None,
+            clock: None,
+            instance: format!("{}-{}-{now:x}", hostname(), std::process::id()),
+            ops: AtomicU64::new(0),
+        };
+        ledger.run(|| "be opened".into(), |_, _| Ok(()))?;
+        Ok(ledger)
+    }
+
+    /// Reads the time for leases and timestamps from `clock` instead of the database's
+    /// `now()` (tests move a [`herdsman_ledger::ManualClock`] to expire leases without
+    /// sleeping). Nodes sharing a job must then share the clock too.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Where the ledger lives, without credentials: server, database, schema and job.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// [`Ledger::commit`] that also records the names of the chunk's output parts, in the same
+    /// transaction: exactly the committing attempt's parts are ever referenced
+    /// ([`PostgresLedger::manifest`]).
+    pub fn commit_with_parts(
+        &mut self,
+        claim: &Claim,
+        c: &ChunkCommit,
+        parts: &[String],
+    ) -> Result<(), LedgerError> {
+        if claim.chunk != c.chunk {
+            return Err(LedgerError::ClaimMismatch {
+                claimed: claim.chunk,
+                committed: c.chunk,
+            });
+        }
+        let job_id = self.job()?;
+        let v = CommitValues::of(c)?;
+        let chunk = fenced(claim.chunk);
+        let attempt = fenced(claim.attempt);
+        let now = self.now();
+        let op = self.op();
+        let parts = parts.to_vec();
+        self.run(
+            || format!("commit chunk {}", c.chunk),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry
+                    && client
+                        .query_opt(&q.committed_by_op, &[&job_id, &chunk, &op])?
+                        .is_some()
+                {
+                    return Ok(()); // The first try committed; its reply was lost.
+                }
+                for _ in 0..3 {
+                    let mut params: Vec<&(dyn ToSql + Sync)> =
+                        vec![&job_id, &chunk, &now, &attempt, &claim.owner, &op];
+                    params.extend(v.params());
+                    params.push(&parts);
+                    if client.execute(&q.commit_fenced, &params)? == 1 {
+                        return Ok(());
+                    }
+                    // Refused: find out why.
+                    let row = client.query_opt(&q.commit_diagnose, &[&job_id, &chunk])?;
+                    let Some(row) = row else {
+                        return Err(Fail::Refused(LedgerError::NoJob));
+                    };
+                    let finished: bool = row.get(0);
+                    let state: Option<String> = row.get(1);
+                    let row_attempt: Option<i64> = row.get(2);
+                    let owner: Option<String> = row.get(3);
+                    if finished {
+                        return Err(LedgerError::AlreadyFinished { chunk: c.chunk }.into());
+                    }
+                    let current = row_attempt == Some(attempt);
+                    match state.as_deref() {
+                        Some("committed") if current => {
+                            return Err(LedgerError::AlreadyCommitted { chunk: c.chunk }.into())
+                        }
+                        Some("claimed") if current && owner.as_deref() == Some(&claim.owner) => {}
+                        _ => return Err(stale(claim).into()),
+                    }
+                    let max_out: Option<i64> = row.get(4);
+                    let max_fail: Option<i64> = row.get(5);
+                    backwards(c, max_out, max_fail)?;
+                    // Nothing refuses it now: the state changed between the two statements.
+                }
+                Err(Fail::Refused(LedgerError::Corrupt {
+                    path: self.location.clone().into(),
+                    detail: format!(
+                        "the commit of chunk {} was refused three times without a reason",
+                        c.chunk
+                    ),
+                }))
+            },
+        )
+    }
+
+    /// The output parts of every committed chunk, by chunk number: the manifest an assembler
+    /// concatenates.
+    pub fn manifest(&self) -> Result<Vec<ChunkParts>, LedgerError> {
+        let name = self.options.job.clone();
+        let rows = self.run(
+            || "read the committed chunks' parts".into(),
+            |conn, _| Ok(conn.client.query(&conn.q.manifest, &[&name])?),
+        )?;
+        rows.iter()
+            .map(|r| {
+                let chunk: i64 = r.get(0);
+                let attempt: i64 = r.get(1);
+                Ok(ChunkParts {
+                    chunk: unsigned(chunk, "chunk").map_err(|d| self.corrupt(d))?,
+                    attempt: unsigned(attempt, "attempt").map_err(|d| self.corrupt(d))?,
+                    parts: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    fn now(&self) -> Option<SystemTime> {
+        self.clock.as_ref().map(|c| c.now())
+    }
+
+    /// A fresh operation id: stored with the rows a call changes, so a retry after a lost
+    /// reply recognises its own earlier success.
+    fn op(&self) -> String {
+        format!(
+            "{}-{}",
+            self.instance,
+            self.ops.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn job(&self) -> Result<i64, LedgerError> {
+        self.job_id.ok_or(LedgerError::NoJob)
+    }
+
+    fn corrupt(&self, detail: String) -> LedgerError {
+        LedgerError::Corrupt {
+            path: self.location.clone().into(),
+            detail,
+        }
+    }
+
+    fn connect_once(&self) -> Result<Conn, Fail> {
+        let mut client = self.config.connect(NoTls)?;
+        // A commit returns only once it is durable, whatever the server's default says.
+        client.batch_execute("SET synchronous_commit = on")?;
+        schema::migrate(&mut client, &self.quoted, &self.location).map_err(|e| match e {
+            schema::MigrateError::Refused(e) => Fail::Refused(e),
+            schema::MigrateError::Db(e) => Fail::Db(e),
+        })?;
+        let q = Queries::prepare(&mut client, &self.quoted)?;
+        Ok(Conn { client, q })
+    }
+
+    /// Runs `f` on the connection (connecting first if needed). A connection lost or a server
+    /// restarting is retried on a new connection, with backoff, until
+    /// [`PostgresOptions::retry_for`] has passed; `f`'s second argument then says that an
+    /// earlier try may have taken effect.
+    fn run<T>(
+        &self,
+        action: impl Fn() -> String,
+        mut f: impl FnMut(&mut Conn, bool) -> Result<T, Fail>,
+    ) -> Result<T, LedgerError> {
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = Instant::now();
+        let mut delay = FIRST_BACKOFF;
+        let mut retry = false;
+        loop {
+            let outcome = match guard.as_mut() {
+                Some(conn) => f(conn, retry),
+                None => match self.connect_once() {
+                    Ok(conn) => f(guard.insert(conn), retry),
+                    Err(e) => Err(e),
+                },
+            };
+            let e = match outcome {
+                Ok(v) => return Ok(v),
+                Err(Fail::Refused(e)) => return Err(e),
+                Err(Fail::Db(e)) => e,
+            };
+            if !transient(&e) {
+                return Err(self.db_error(&action(), e, false));
+            }
+            *guard = None;
+            if started.elapsed() + delay > self.options.retry_for {
+                return Err(self.db_error(&action(), e, true));
+            }
+            std::thread::sleep(jitter(delay));
+            delay = (delay * 2).min(MAX_BACKOFF);
+            retry = true;
+        }
+    }
+
+    fn db_error(&self, action: &str, e: postgres::Error, gave_up: bool) -> LedgerError {
+        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+        let remedy = if gave_up {
+            format!(
+                "the server could not be reached for {} s; check that PostgreSQL is running and \
+                 reachable, then run again (committed chunks are kept)",
+                self.options.retry_for.as_secs()
+            )
+        } else if code.starts_with("28") {
+            "check the user name and password in the URL, and the server's pg_hba.conf".into()
+        } else if code == "3D000" {
+            "create the database first, or fix its name in the URL".into()
+        } else if code == "42501" {
+            "grant the database user the right to create the ledger's schema and tables, or \
+             create them once as their owner"
+                .into()
+        } else {
+            "the database refused it and the ledger was not changed; fix the cause below and run \
+             again"
+                .into()
+        };
+        LedgerError::Database {
+            backend: BACKEND,
+            location: self.location.clone(),
+            action: action.to_string(),
+            remedy,
+            source: Box::new(e),
+        }
+    }
+
+    fn read_commits(
+        &self,
+        tx: &mut impl postgres::GenericClient,
+        q: &Queries,
+        job_id: i64,
+    ) -> Result<Vec<ChunkCommit>, Fail> {
+        tx.query(&q.commits, &[&job_id])?
+            .iter()
+            .map(|r| read_commit(r).map_err(|d| Fail::Refused(self.corrupt(d))))
+            .collect()
+    }
+
+    fn parse_identity(&self, json: &str) -> Result<JobIdentity, LedgerError> {
+        serde_json::from_str(json)
+            .map_err(|e| self.corrupt(format!("the stored job identity is not valid JSON: {e}")))
+    }
+
+    /// The direct commit of `commits`, in one transaction.
+    fn commit_direct(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        let Some(first) = commits.first() else {
+            return Ok(());
+        };
+        let job_id = self.job()?;
+        let values = commits
+            .iter()
+            .map(CommitValues::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = self.now();
+        let op = self.op();
+        let no_parts: Vec<String> = Vec::new();
+        let action = || match commits {
+            [one] => format!("commit chunk {}", one.chunk),
+            many => format!(
+                "commit chunks {} to {}",
+                first.chunk,
+                many[many.len() - 1].chunk
+            ),
+        };
+        self.run(action, |conn, retry| {
+            let Conn { client, q } = conn;
+            let mut tx = client.transaction()?;
+            if retry
+                && tx
+                    .query_opt(&q.committed_by_op, &[&job_id, &fenced(first.chunk), &op])?
+                    .is_some()
+            {
+                return Ok(()); // The first try committed; its reply was lost.
+            }
+            let finished = tx
+                .query_opt(&q.job_finished, &[&job_id])?
+                .ok_or(Fail::Refused(LedgerError::NoJob))?;
+            if finished.get::<_, bool>(0) {
+                return Err(LedgerError::AlreadyFinished { chunk: first.chunk }.into());
+            }
+            for (c, v) in commits.iter().zip(&values) {
+                let chunk = fenced(c.chunk);
+                tx.execute(&q.ensure_row, &[&job_id, &chunk])?;
+                let row = tx.query_one(&q.lock_row, &[&job_id, &chunk, &now])?;
+                let state: String = row.get(0);
+                let attempt: i64 = row.get(1);
+                let owner: Option<String> = row.get(2);
+                let live: bool = row.get(3);
+                if state == "committed" {
+                    return Err(LedgerError::AlreadyCommitted { chunk: c.chunk }.into());
+                }
+                if live {
+                    return Err(LedgerError::ClaimHeld {
+                        chunk: c.chunk,
+                        owner: owner.unwrap_or_default(),
+                    }
+                    .into());
+                }
+                let max = tx.query_one(&q.max_offsets, &[&job_id])?;
+                backwards(c, max.get(0), max.get(1))?;
+                let next = attempt + 1;
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&job_id, &chunk, &now, &next, &op];
+                params.extend(v.params());
+                params.push(&no_parts);
+                tx.execute(&q.commit_direct, &params)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+impl Ledger for PostgresLedger {
+    fn open_job(&mut self, id: &JobIdentity) -> Result<Opened, LedgerError> {
+        let json = serde_json::to_string(id).expect("a map of strings always serializes");
+        let name = self.options.job.clone();
+        let now = self.now();
+        let op = self.op();
+        let (job_id, opened) = self.run(
+            || "record the job".into(),
+            |conn, _| {
+                let Conn { client, q } = conn;
+                let mut tx = client.transaction()?;
+                if let Some(row) = tx.query_opt(&q.job_insert, &[&name, &json, &now, &op])? {
+                    tx.commit()?;
+                    return Ok((row.get::<_, i64>(0), Opened::Fresh));
+                }
+                let row = tx.query_one(&q.job_select, &[&name])?;
+                let job_id: i64 = row.get(0);
+                let created_op: Option<String> = row.get(4);
+                if created_op.as_deref() == Some(op.as_str()) {
+                    // This call created it on an earlier try whose reply was lost.
+                    tx.commit()?;
+                    return Ok((job_id, Opened::Fresh));
+                }
+                let stored = self.parse_identity(row.get(1))?;
+                if &stored != id {
+                    return Err(LedgerError::IdentityChanged {
+                        changes: stored.diff(id),
+                    }
+                    .into());
+                }
+                let finished: Option<SystemTime> = row.get(2);
+                let summary_json: Option<String> = row.get(3);
+                let commits = self.read_commits(&mut tx, q, job_id)?;
+                tx.commit()?;
+                Ok((
+                    job_id,
+                    if finished.is_some() {
+                        Opened::Finished {
+                            commits,
+                            summary_json,
+                        }
+                    } else {
+                        Opened::Resumed { commits }
+                    },
+                ))
+            },
+        )?;
+        self.job_id = Some(job_id);
+        Ok(opened)
+    }
+
+    fn reset(&mut self) -> Result<(), LedgerError> {
+        let name = self.options.job.clone();
+        self.run(
+            || "be reset".into(),
+            |conn, _| Ok(conn.client.execute(&conn.q.reset, &[&name])?),
+        )?;
+        self.job_id = None;
+        Ok(())
+    }
+
+    fn plan_chunks(&mut self, chunks: &[ChunkPlan]) -> Result<(), LedgerError> {
+        let job_id = self.job()?;
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut cols: [Vec<i64>; 5] = Default::default();
+        let mut start_tokens = Vec::with_capacity(chunks.len());
+        let mut end_tokens = Vec::with_capacity(chunks.len());
+        for p in chunks {
+            let fields: [(&'static str, u64); 5] = [
+                ("chunk", p.chunk),
+                ("start.file_index", u64::from(p.start.file_index)),
+                ("start.seq", p.start.seq),
+                ("end.file_index", u64::from(p.end.file_index)),
+                ("end.seq", p.end.seq),
+            ];
+            for (col, (field, value)) in cols.iter_mut().zip(fields) {
+                col.push(signed(field, value)?);
+            }
+            start_tokens.push(p.start.token.as_bytes().to_vec());
+            end_tokens.push(p.end.token.as_bytes().to_vec());
+        }
+        let [k, sf, ss, ef, es] = &cols;
+        self.run(
+            || "record the planned chunks".into(),
+            |conn, _| {
+                conn.client.execute(
+                    &conn.q.plan,
+                    &[&job_id, k, sf, ss, &start_tokens, ef, es, &end_tokens],
+                )?;
+                Ok(())
+            },
+        )
+    }
+
+    fn claim(&mut self, owner: &str, lease: Duration) -> Result<Option<Claim>, LedgerError> {
+        let job_id = self.job()?;
+        let now = self.now();
+        let lease = lease_us(lease);
+        let op = self.op();
+        let row = self.run(
+            || "claim a chunk".into(),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry {
+                    if let Some(row) = client.query_opt(&q.claimed_by_op, &[&job_id, &op])? {
+                        return Ok(Some(row)); // The first try claimed it; its reply was lost.
+                    }
+                }
+                Ok(client.query_opt(&q.claim, &[&job_id, &owner, &now, &lease, &op])?)
+            },
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (chunk, attempt, start, end) = read_planned(&row).map_err(|d| self.corrupt(d))?;
+        Ok(Some(Claim {
+            chunk,
+            attempt,
+            owner: owner.to_string(),
+            start,
+            end,
+            lease_expires_at: row.get(8),
+        }))
+    }
+
+    fn heartbeat(&mut self, claim: &Claim, lease: Duration) -> Result<SystemTime, LedgerError> {
+        let job_id = self.job()?;
+        let now = self.now();
+        let lease = lease_us(lease);
+        let (chunk, attempt) = (fenced(claim.chunk), fenced(claim.attempt));
+        let row = self.run(
+            || format!("extend the lease on chunk {}", claim.chunk),
+            |conn, _| {
+                Ok(conn.client.query_opt(
+                    &conn.q.heartbeat,
+                    &[&job_id, &chunk, &now, &attempt, &claim.owner, &lease],
+                )?)
+            },
+        )?;
+        row.map(|r| r.get(0)).ok_or_else(|| stale(claim))
+    }
+
+    fn release(&mut self, claim: &Claim) -> Result<(), LedgerError> {
+        let job_id = self.job()?;
+        let (chunk, attempt) = (fenced(claim.chunk), fenced(claim.attempt));
+        let op = self.op();
+        let changed = self.run(
+            || format!("release chunk {}", claim.chunk),
+            |conn, _| {
+                Ok(conn.client.execute(
+                    &conn.q.release,
+                    &[&job_id, &chunk, &attempt, &claim.owner, &op],
+                )?)
+            },
+        )?;
+        if changed == 0 {
+            return Err(stale(claim));
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, claim: &Claim, c: &ChunkCommit) -> Result<(), LedgerError> {
+        self.commit_with_parts(claim, c, &[])
+    }
+
+    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        self.commit_direct(commits)
+    }
+
+    fn mark_finished(&mut self, summary_json: &str) -> Result<(), LedgerError> {
+        let job_id = self.job()?;
+        let now = self.now();
+        let changed = self.run(
+            || "mark the job finished".into(),
+            |conn, _| {
+                // `$3` is `now`, as in every statement.
+                Ok(conn
+                    .client
+                    .execute(&conn.q.finish, &[&job_id, &summary_json, &now])?)
+            },
+        )?;
+        if changed == 0 {
+            return Err(LedgerError::NoJob);
+        }
+        Ok(())
+    }
+
+    fn totals(&self) -> Result<Totals, LedgerError> {
+        let name = self.options.job.clone();
+        let row = self.run(
+            || "sum the committed chunks".into(),
+            |conn, _| Ok(conn.client.query_one(&conn.q.totals, &[&name])?),
+        )?;
+        let mut u = [0u64; 7];
+        for (i, slot) in u.iter_mut().enumerate() {
+            let v: i64 = row.get(i);
+            *slot = u64::try_from(v).map_err(|_| {
+                self.corrupt(format!("a sum over the committed chunks is negative ({v})"))
+            })?;
+        }
+        Ok(Totals {
+            chunks: u[0],
+            counts: Counts {
+                records: u[1],
+                ok: u[2],
+                failed: u[3],
+                filtered: u[4],
+                outputs: u[5],
+                retries: u[6],
+            },
+        })
+    }
+
+    fn status(&self) -> Result<LedgerStatus, LedgerError> {
+        let name = self.options.job.clone();
+        self.run(
+            || "be read".into(),
+            |conn, _| {
+                let Conn { client, q } = conn;
+                // One snapshot: the job row and its chunks agree even while nodes commit.
+                let mut tx = client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let Some(job) = tx.query_opt(&q.status_job, &[&name])? else {
+                    return Ok(LedgerStatus::default());
+                };
+                let identity = self.parse_identity(job.get(1))?;
+                let commits = self.read_commits(&mut tx, q, job.get(0))?;
+                tx.commit()?;
+                Ok(LedgerStatus {
+                    identity: Some(identity),
+                    totals: Totals::of(&commits),
+                    commits,
+                    created_at: Some(job.get(2)),
+                    updated_at: job.get(3),
+                    finished_at: job.get(4),
+                    summary_json: job.get(5),
+                })
+            },
+        )
+    }
+}
+
+/// A commit's values as parameters of [`set_commit`], checked to fit PostgreSQL's
+/// signed 64-bit integers.
+struct CommitValues {
+    numbers: [i64; 12],
+    start_token: Vec<u8>,
+    end_token: Vec<u8>,
+}
+
+impl CommitValues {
+    fn of(c: &ChunkCommit) -> Result<CommitValues, LedgerError> {
+        signed("chunk", c.chunk)?;
+        let fields: [(&'static str, u64); 12] = [
+            ("start.file_index", u64::from(c.start.file_index)),
+            ("start.seq", c.start.seq),
+            ("end.file_index", u64::from(c.end.file_index)),
+            ("end.seq", c.end.seq),
+            ("records", c.counts.records),
+            ("ok", c.counts.ok),
+            ("failed", c.counts.failed),
+            ("filtered", c.counts.filtered),
+            ("outputs", c.counts.outputs),
+            ("retries", c.counts.retries),
+            ("output_end", c.output_end),
+            ("failures_end", c.failures_end),
+        ];
+        let mut numbers = [0i64; 12];
+        for (slot, (field, value)) in numbers.iter_mut().zip(fields) {
+            *slot = signed(field, value)?;
+        }
+        Ok(CommitValues {
+            numbers,
+            start_token: c.start.token.as_bytes().to_vec(),
+            end_token: c.end.token.as_bytes().to_vec(),
+        })
+    }
+
+    /// Start file, seq, token; end file, seq, token; the six counts; the offsets.
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        let n = &self.numbers;
+        [
+            &n[0],
+            &n[1],
+            &self.start_token,
+            &n[2],
+            &n[3],
+            &self.end_token,
+            &n[4],
+            &n[5],
+            &n[6],
+            &n[7],
+            &n[8],
+            &n[9],
+            &n[10],
+            &n[11],
+        ]
+    }
+}
+
+/// Refuses `c` if its offsets are below the largest committed ones.
+fn backwards(c: &ChunkCommit, max_out: Option<i64>, max_fail: Option<i64>) -> Result<(), Fail> {
+    for (file, got, committed) in [
+        ("output", c.output_end, max_out),
+        ("failures", c.failures_end, max_fail),
+    ] {
+        if let Some(committed) = committed.and_then(|m| u64::try_from(m).ok()) {
+            if got < committed {
+                return Err(LedgerError::OffsetsWentBackwards {
+                    chunk: c.chunk,
+                    file,
+                    got,
+                    committed,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one [`CHUNK_COLUMNS`] row; the error says which stored value is invalid.
+fn read_commit(r: &Row) -> Result<ChunkCommit, String> {
+    let u = |i: usize| -> Result<u64, String> {
+        let v: i64 = r
+            .try_get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        unsigned(v, &format!("chunk column {i}"))
+    };
+    let f = |i: usize| -> Result<u32, String> {
+        let v = u(i)?;
+        u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
+    };
+    let t = |i: usize| -> Result<Token, String> {
+        let v: Vec<u8> = r
+            .try_get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        token(&v, i)
+    };
+    Ok(ChunkCommit {
+        chunk: u(0)?,
+        start: Position {
+            file_index: f(1)?,
+            seq: u(2)?,
+            token: t(3)?,
+        },
+        end: Position {
+            file_index: f(4)?,
+            seq: u(5)?,
+            token: t(6)?,
+        },
+        counts: Counts {
+            records: u(7)?,
+            ok: u(8)?,
+            failed: u(9)?,
+            filtered: u(10)?,
+            outputs: u(11)?,
+            retries: u(12)?,
+        },
+        output_end: u(13)?,
+        failures_end: u(14)?,
+    })
+}
+
+/// Reads `chunk, attempt` and the six position columns of a claimed row.
+#[allow(clippy::type_complexity)]
+fn read_planned(r: &Row) -> Result<(u64, u64, Position, Position), String> {
+    let u = |i: usize| -> Result<u64, String> {
+        let v: Option<i64> = r
+            .try_get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        let v = v.ok_or_else(|| format!("planned chunk column {i} is empty"))?;
+        unsigned(v, &format!("chunk column {i}"))
+    };
+    let f = |i: usize| -> Result<u32, String> {
+        let v = u(i)?;
+        u32::try_from(v).map_err(|_| format!("chunk column {i} holds the file index {v}"))
+    };
+    let t = |i: usize| -> Result<Token, String> {
+        let v: Option<Vec<u8>> = r
+            .try_get(i)
+            .map_err(|e| format!("chunk column {i} is unreadable: {e}"))?;
+        let v = v.ok_or_else(|| format!("planned chunk column {i} is empty"))?;
+        token(&v, i)
+    };
+    Ok((
+        u(0)?,
+        u(1)?,
+        Position {
+            file_index: f(2)?,
+            seq: u(3)?,
+            token: t(4)?,
+        },
+        Position {
+            file_index: f(5)?,
+            seq: u(6)?,
+            token: t(7)?,
+        },
+    ))
+}
+
+fn token(v: &[u8], i: usize) -> Result<Token, String> {
+    Token::new(v).map_err(|_| {
+        format!(
+            "chunk column {i} holds a position token of {} bytes (at most {} are written)",
+            v.len(),
+            Token::CAPACITY
+        )
+    })
+}
+
+fn unsigned(v: i64, what: &str) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| format!("{what} holds the negative value {v}"))
+}
+
+fn signed(field: &'static str, value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value).map_err(|_| LedgerError::ValueTooLarge { field, value })
+}
+
+/// A chunk or attempt number as stored; one too large to be stored matches no row.
+fn fenced(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(-1)
+}
+
+/// A lease in microseconds, at most [`MAX_LEASE`].
+fn lease_us(lease: Duration) -> i64 {
+    i64::try_from(lease.min(MAX_LEASE).as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The refusal of a claim that is no longer current.
+fn stale(claim: &Claim) -> LedgerError {
+    LedgerError::StaleClaim {
+        chunk: claim.chunk,
+        attempt: claim.attempt,
+    }
+}
+
+/// Whether `e` means the connection or the server went away (or a transaction lost a race
+/// that a retry wins), so that the call may be retried on a new connection.
+fn transient(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") // connection exception
+                || matches!(
+                    code,
+                    "57P01" // admin_shutdown: the server is stopping or restarting
+                        | "57P02" // crash_shutdown
+                        | "57P03" // cannot_connect_now: starting up or shutting down
+                        | "53300" // too_many_connections
+                        | "40001" // serialization_failure
+                        | "40P01" // deadlock_detected
+                )
+        }
+        // No SQLSTATE: the socket failed (connect, read or write).
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            false
+        }
+    }
+}
+
+/// `delay` ± 25 %, so nodes that lost the server together do not reconnect in lockstep.
+fn jitter(delay: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    delay.mul_f64(factor)
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && s.len() <= 63
+}
+
+/// `postgres://user@host:port/db` from a parsed config, without the password.
+fn describe(config: &postgres::Config) -> String {
+    use postgres::config::Host;
+    let user = config.get_user().unwrap_or("");
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{user}@{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// `url` with any password replaced by `***`, for messages about a URL that cannot be parsed.
+fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return url.to_string();
+    }
+    // key=value form: hide password=...
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// This machine's name, for operation ids (unique across nodes).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(valid_schema_name("herdsman"));
+        assert!(valid_schema_name("_h2"));
+        assert!(!valid_schema_name("2h"));
+        assert!(!valid_schema_name("Herdsman"));
+        assert!(!valid_schema_name("a\"; DROP TABLE x; --"));
+        assert!(!valid_schema_name(""));
+        assert!(!valid_schema_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn urls_in_messages_hide_the_password() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact("host=db password=secret user=u"),
+            "host=db password=*** user=u"
+        );
+        let config: postgres::Config = "postgres://u:secret@db:5433/jobs".parse().unwrap();
+        assert_eq!(describe(&config), "postgres://u@db:5433/jobs");
+    }
+
+    #[test]
+    fn a_bad_url_or_schema_is_refused_before_connecting() {
+        let err =
+            PostgresLedger::connect("postgres://u:pw@db:notaport/x", PostgresOptions::default())
+                .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("the URL cannot be read"), "{msg}");
+        assert!(!msg.contains("pw@"), "{msg}");
+        let err = PostgresLedger::connect(
+            "postgres://u@127.0.0.1:1/x",
+            PostgresOptions {
+                schema: "Bad Name".into(),
+                ..PostgresOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("schema name"), "{err}");
+    }
+
+    #[test]
+    fn leases_are_cut_to_the_longest_storable() {
+        assert_eq!(lease_us(Duration::from_secs(30)), 30_000_000);
+        assert_eq!(lease_us(Duration::MAX), lease_us(MAX_LEASE));
+    }
+}

@@ -1,0 +1,12 @@
+//! The crate's integration tests, one binary. Each test starts its own throwaway PostgreSQL
+//! server (`test_server`); without PostgreSQL installed the tests skip with a printed reason,
+//! except under CI (`CI` set), where they fail.
+
+#![cfg(feature = "test-support")]
+
+mod common;
+mod conformance;
+mod harness;
+mod lost_reply;
+mod nodes;
+mod restart;

@@ -12,6 +12,7 @@
 use crate::error::{RecordError, SourceError, TokenError};
 use crate::formats::{self, Location, OpenInput, ReadRecord, RecordReader};
 use crate::input::{InputPath, InputSpec};
+use crate::shard::Cut;
 
 /// Where a record starts, and its number. Positions are exact: resuming a source at a
 /// position yields the same records and positions as reading on from there.
@@ -139,6 +140,8 @@ pub struct Source {
     seq: u64,
     next_pos: Position,
     failed: bool,
+    /// No record at or after this cut is yielded ([`Source::stop_at`]).
+    end: Option<Cut>,
 }
 
 impl Source {
@@ -166,6 +169,7 @@ impl Source {
             seq: start.seq,
             next_pos: start,
             failed: false,
+            end: None,
         };
         if src.next_file > src.inputs.len()
             || (src.next_file == src.inputs.len() && resume_at.is_some_and(|p| p.byte_offset > 0))
@@ -188,6 +192,13 @@ impl Source {
             }
         }
         Ok(src)
+    }
+
+    /// Ends the records at `end`: a record that starts at or after it is not yielded, and the
+    /// source ends there (its [`Source::next_position`] is that record's position). Inputs
+    /// after the cut are not opened. A shard's source stops where the next shard begins.
+    pub fn stop_at(&mut self, end: Cut) {
+        self.end = Some(end);
     }
 
     /// The name of an input, for messages (`<stdin>` for standard input).
@@ -240,7 +251,11 @@ impl Iterator for Source {
                 return None;
             }
             if self.current.is_none() {
-                if self.next_file >= self.inputs.len() {
+                if self.next_file >= self.inputs.len()
+                    || self
+                        .end
+                        .is_some_and(|e| e.holds_back(self.next_file as u32, 0))
+                {
                     return None;
                 }
                 match self.open_file(self.next_file, None) {
@@ -256,6 +271,10 @@ impl Iterator for Source {
             let index = *index;
             match reader.next_record() {
                 Ok(Some(ReadRecord { at, data })) => {
+                    if self.end.is_some_and(|e| e.holds_back(index, at.byte_offset)) {
+                        self.failed = true;
+                        return None;
+                    }
                     let pos = Position::at(index, at, self.seq);
                     self.seq += 1;
                     self.next_pos = Position::at(index, reader.next_location(), self.seq);

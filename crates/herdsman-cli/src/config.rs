@@ -147,6 +147,8 @@ pub struct RunConfig {
     /// `-0`: stdin holds NUL-separated text records.
     pub null_separated: bool,
     pub quiet: bool,
+    /// `--shard I/N`: this run reads one static shard of the inputs.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -790,6 +792,12 @@ impl RunConfig {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
         }
 
+        let shard = crate::shard::checked(
+            args.shard.or(job.shard).as_deref(),
+            stdin_input,
+            output_format == OutputFormatArg::Csv && columns.is_none(),
+        )?;
+
         let workdir = args.workdir.or(job.workdir.map(|w| PathBuf::from(rel(w))));
         if let Some(dir) = &workdir {
             if !dir.is_dir() {
@@ -848,6 +856,7 @@ impl RunConfig {
             dry_run: args.dry_run,
             null_separated: args.null,
             quiet: args.quiet,
+            shard,
         })
     }
 
@@ -870,7 +879,8 @@ impl RunConfig {
     ///   `--summary-json`; `--joblog` (refused); and the ones that choose what to do with
     ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
     ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
-    ///   checkpointed), `:::` arguments (stdin input, never checkpointed).
+    ///   checkpointed), `:::` arguments (stdin input, never checkpointed). `--shard` is in
+    ///   the run's identity beside these (`run::job_identity`), as the resolved `I/N`.
     pub fn result_identity(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert("workdir".into(), effective_workdir(self.workdir.as_deref()));

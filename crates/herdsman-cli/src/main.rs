@@ -22,6 +22,7 @@ mod pipeline;
 mod progress;
 mod retry;
 mod run;
+mod shard;
 mod summary;
 mod text;
 mod transform;

@@ -49,9 +49,7 @@ pub use formats::{
     RAW_CAP, REGISTRY,
 };
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
-pub use shard::{
-    estimate_shard_records, shard_range, shard_start, Cut, ShardError, ShardRange,
-};
+pub use shard::{estimate_shard_records, shard_range, shard_start, Cut, ShardError, ShardRange};
 pub use sink::{
     check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
     OutputTarget, Sink,

@@ -271,7 +271,10 @@ impl Iterator for Source {
             let index = *index;
             match reader.next_record() {
                 Ok(Some(ReadRecord { at, data })) => {
-                    if self.end.is_some_and(|e| e.holds_back(index, at.byte_offset)) {
+                    if self
+                        .end
+                        .is_some_and(|e| e.holds_back(index, at.byte_offset))
+                    {
                         self.failed = true;
                         return None;
                     }

@@ -541,3 +541,49 @@ fn the_documented_shell_loop_runs_as_written() {
     assert!(s.read("all.jsonl") == s.read("one.jsonl"));
     assert!(s.read("all.failures.jsonl") == s.read("one.failures.jsonl"));
 }
+
+/// A shard numbers its records as the whole input does: `{#}` in an `--exec` command (and
+/// the commands `--dry-run` shows) carries the record's number in the whole input.
+#[test]
+fn exec_record_numbers_are_those_of_the_whole_input() {
+    let s = Scratch::new();
+    let text: String = (0..24).map(|i| format!("item {i}\n")).collect();
+    s.write("in.txt", &text);
+    let run = |out: &str, shard: Option<&str>| {
+        let mut cmd = s.herdsman();
+        cmd.args(["run", "-i", "in.txt", "-x", "echo {#} {}", "-j", "2", "-o", out]);
+        cmd.args(["--output-format", "lines", "-q"]);
+        if let Some(sh) = shard {
+            cmd.args(["--shard", sh]);
+        }
+        cmd.assert().code(0);
+        s.read(out)
+    };
+    let one = run("one.txt", None);
+    assert!(one.starts_with("1 item 0\n2 item 1\n"), "{one}");
+    let all: String = (0..3)
+        .map(|i| run(&format!("out.{i}.txt"), Some(&format!("{i}/3"))))
+        .collect();
+    assert_eq!(all, one);
+    let dry = s
+        .herdsman()
+        .args(["run", "-i", "in.txt", "-x", "echo {#} {}", "--dry-run"])
+        .args(["--limit", "2", "--shard", "2/3"])
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let shown = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let first_of_shard_2 = all
+        .lines()
+        .nth(one.lines().count() - s.read("out.2.txt").lines().count())
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .0
+        .to_string();
+    assert!(
+        shown.starts_with(&format!("echo {first_of_shard_2} 'item ")),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 2, "{shown}");
+}

@@ -10,7 +10,7 @@
 //! ([`SourceError::Changed`]). The formats themselves live in `formats/`, one file each.
 
 use crate::error::{RecordError, SourceError, TokenError};
-use crate::formats::{self, Location, OpenInput, ReadRecord, RecordReader};
+use crate::formats::{self, Location, OpenInput, RecordReader};
 use crate::input::{InputPath, InputSpec};
 use crate::shard::Cut;
 
@@ -242,10 +242,24 @@ fn checked_on_open(spec: &InputSpec) -> bool {
     formats::entry(spec.format).check_on_open && matches!(spec.path, InputPath::File(_))
 }
 
-impl Iterator for Source {
-    type Item = Result<Record, SourceError>;
+impl Source {
+    /// Moves past the next record without decoding it (see
+    /// [`RecordReader::skip_record`](crate::RecordReader::skip_record)) and returns its
+    /// position: what [`Iterator::next`] would return as the record's [`Record::pos`], and
+    /// `None` where it would return `None`. Faster than reading the records, for finding
+    /// where a shard starts.
+    pub fn skip_record(&mut self) -> Option<Result<Position, SourceError>> {
+        self.advance(|reader| Ok(reader.skip_record()?.map(|at| (at, ()))))
+            .map(|r| r.map(|(pos, ())| pos))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// One step of the source: `read` takes the next record of the open input (its
+    /// location and what it carries), the source numbers it, moves to the next input at
+    /// the end of one, and stops at the end cut.
+    fn advance<T>(
+        &mut self,
+        mut read: impl FnMut(&mut dyn RecordReader) -> Result<Option<(Location, T)>, SourceError>,
+    ) -> Option<Result<(Position, T), SourceError>> {
         loop {
             if self.failed {
                 return None;
@@ -269,8 +283,8 @@ impl Iterator for Source {
             }
             let (index, reader) = self.current.as_mut().expect("a file is open");
             let index = *index;
-            match reader.next_record() {
-                Ok(Some(ReadRecord { at, data })) => {
+            match read(reader.as_mut()) {
+                Ok(Some((at, data))) => {
                     if self
                         .end
                         .is_some_and(|e| e.holds_back(index, at.byte_offset))
@@ -281,7 +295,7 @@ impl Iterator for Source {
                     let pos = Position::at(index, at, self.seq);
                     self.seq += 1;
                     self.next_pos = Position::at(index, reader.next_location(), self.seq);
-                    return Some(Ok(Record { pos, data }));
+                    return Some(Ok((pos, data)));
                 }
                 Ok(None) => self.current = None,
                 Err(e) => {
@@ -290,6 +304,15 @@ impl Iterator for Source {
                 }
             }
         }
+    }
+}
+
+impl Iterator for Source {
+    type Item = Result<Record, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance(|reader| Ok(reader.next_record()?.map(|r| (r.at, r.data))))
+            .map(|r| r.map(|(pos, data)| Record { pos, data }))
     }
 }
 

@@ -213,8 +213,16 @@ pub(crate) fn estimate_records(
     specs: &[InputSpec],
     limit: Option<u64>,
 ) -> Option<u64> {
+    let plain = |spec: &InputSpec| match &spec.path {
+        herdsman_io::InputPath::File(p) => {
+            herdsman_io::Compression::from_path(p) == herdsman_io::Compression::None
+        }
+        herdsman_io::InputPath::Stdin => false,
+    };
     let total = match shard {
         None => herdsman_io::estimate_records(specs),
+        // No estimate for compressed inputs: measuring them alone means decompressing them.
+        Some(_) if !specs.iter().all(plain) => None,
         Some(s) => herdsman_io::shard_range(specs, s.index, s.count)
             .ok()
             .and_then(|r| herdsman_io::estimate_shard_records(specs, &r)),

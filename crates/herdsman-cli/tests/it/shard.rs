@@ -551,7 +551,17 @@ fn exec_record_numbers_are_those_of_the_whole_input() {
     s.write("in.txt", &text);
     let run = |out: &str, shard: Option<&str>| {
         let mut cmd = s.herdsman();
-        cmd.args(["run", "-i", "in.txt", "-x", "echo {#} {}", "-j", "2", "-o", out]);
+        cmd.args([
+            "run",
+            "-i",
+            "in.txt",
+            "-x",
+            "echo {#} {}",
+            "-j",
+            "2",
+            "-o",
+            out,
+        ]);
         cmd.args(["--output-format", "lines", "-q"]);
         if let Some(sh) = shard {
             cmd.args(["--shard", sh]);

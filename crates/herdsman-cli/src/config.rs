@@ -792,11 +792,23 @@ impl RunConfig {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
         }
 
-        let shard = crate::shard::checked(
-            args.shard.or(job.shard).as_deref(),
-            stdin_input,
-            output_format == OutputFormatArg::Csv && columns.is_none(),
-        )?;
+        // `--shard`: standard input cannot be split (every shard reads the same files), and
+        // CSV output needs its columns up front (only shard 0 writes the header, and every
+        // shard must write the same columns).
+        let shard_arg = args.shard.or(job.shard);
+        let shard = shard_arg
+            .as_deref()
+            .map(|s| crate::shard::Shard::parse(s, |name| std::env::var(name).ok()))
+            .transpose()
+            .map_err(|m| anyhow::Error::new(UsageError(m)))?;
+        if let (Some(spec), Some(_)) = (&shard_arg, shard) {
+            if stdin_input {
+                usage!("--shard {spec}: standard input cannot be split into shards (each shard reads its own part of the same files); give the input as files with -i");
+            }
+            if output_format == OutputFormatArg::Csv && columns.is_none() {
+                usage!("--shard {spec} with CSV output needs --columns: every shard must write the same columns, and only shard 0 writes the header; add --columns a,b,c");
+            }
+        }
 
         let workdir = args.workdir.or(job.workdir.map(|w| PathBuf::from(rel(w))));
         if let Some(dir) = &workdir {

@@ -23,6 +23,7 @@ mod progress;
 mod retry;
 mod run;
 mod shard;
+mod shard_io;
 mod summary;
 mod text;
 mod transform;

@@ -389,7 +389,7 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
         None => (None, None),
     };
     let sinks = FileSinks {
-        output: crate::shard::open_output(
+        output: crate::shard_io::open_output(
             cfg,
             &out_path,
             output_format(cfg),

@@ -187,7 +187,7 @@ pub fn retry_failed(
             output_partial.display()
         )
     })?;
-    let mut out = crate::shard::open_output(
+    let mut out = crate::shard_io::open_output(
         cfg,
         &output,
         output_format,

@@ -97,10 +97,13 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         })?;
     let mut progress = Progress::new(cfg.progress, None, earlier.resolved(), cfg.quiet);
     let log = progress.log();
-    let source = crate::shard::open_source(&cfg, &inputs.specs, resume_at, &|n| log.notice(n))?;
+    let source =
+        crate::shard_io::open_source(&cfg, &inputs.specs, source_options(&cfg), resume_at, &|n| {
+            log.notice(n)
+        })?;
     let specs = inputs.specs.clone();
     let (limit, shard) = (cfg.limit, cfg.shard);
-    progress.count_total_with(move || crate::shard::estimate_records(shard, &specs, limit));
+    progress.count_total_with(move || crate::shard_io::estimate_records(shard, &specs, limit));
     if let Some(notice) = &identity_notice {
         log.notice(notice);
     }
@@ -388,9 +391,10 @@ pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
     let template =
         herdsman_workers::Template::new(template, shell).map_err(|e| usage(e.to_string()))?;
     let inputs = resolve_inputs(cfg)?;
-    let source = crate::shard::open_source(cfg, &inputs.specs, None, &|n| {
-        crate::progress::stderr_line(&format!("herdsman: {n}"))
-    })?;
+    let source =
+        crate::shard_io::open_source(cfg, &inputs.specs, source_options(cfg), None, &|n| {
+            crate::progress::stderr_line(&format!("herdsman: {n}"))
+        })?;
     let limit = cfg.limit.unwrap_or(DRY_RUN_RECORDS);
     let mut shown = 0u64;
     for record in source.take(usize::try_from(limit).unwrap_or(usize::MAX)) {

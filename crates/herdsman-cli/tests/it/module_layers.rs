@@ -10,10 +10,10 @@ const LAYERS: &[&[&str]] = &[
     &["run", "inspect"],
     &["job", "retry"],
     &["pipeline"],
-    &["checkpoint", "assemble"],
+    &["checkpoint", "assemble", "shard_io"],
     &["inputs", "transform", "progress"],
     &["chunks", "summary", "config"],
-    &["cli", "text", "fault"],
+    &["cli", "text", "fault", "shard"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

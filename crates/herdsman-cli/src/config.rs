@@ -892,7 +892,7 @@ impl RunConfig {
     ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
     ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
     ///   checkpointed), `:::` arguments (stdin input, never checkpointed). `--shard` is in
-    ///   the run's identity beside these (`run::job_identity`), as the resolved `I/N`.
+    ///   the run's identity beside these (`checkpoint::job_identity`), as the resolved `I/N`.
     pub fn result_identity(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert("workdir".into(), effective_workdir(self.workdir.as_deref()));

@@ -28,6 +28,36 @@ impl std::fmt::Display for Shard {
     }
 }
 
+/// Refuses a Slurm array whose tasks are not numbered one after the other from its first
+/// index (`--array=0-15:2`, `--array=1,3,7`), or that has another number of tasks than the
+/// shards: some shards would never run, and their records would be missing from the output.
+fn check_slurm_array(
+    spec: &str,
+    count: u64,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let var = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
+    let fix = "give the shard yourself (--shard I/N), or use an array numbered without gaps, such as --array=0-7";
+    if let Some(step) = var("SLURM_ARRAY_TASK_STEP").filter(|&s| s != 1) {
+        return Err(format!(
+            "--shard {spec}: the Slurm array steps by {step} (SLURM_ARRAY_TASK_STEP), so its task ids are not shard numbers; {fix}"
+        ));
+    }
+    if let Some(tasks) = var("SLURM_ARRAY_TASK_COUNT").filter(|&n| n != count) {
+        return Err(format!(
+            "--shard {spec}: the Slurm array has {tasks} tasks (SLURM_ARRAY_TASK_COUNT) but the job has {count} shards: some shards would never run; give --shard auto/{tasks}, or size the array to {count} tasks"
+        ));
+    }
+    if let (Some(min), Some(max)) = (var("SLURM_ARRAY_TASK_MIN"), var("SLURM_ARRAY_TASK_MAX")) {
+        if max.checked_sub(min).map(|d| d + 1) != Some(count) {
+            return Err(format!(
+                "--shard {spec}: the Slurm array's task ids run from {min} to {max}, which is not {count} ids in a row; {fix}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The accepted forms, for messages.
 const FORMS: &str = "write --shard I/N with shards numbered from 0 (--shard 0/4 to --shard 3/4 for four shards), or --shard auto/N to take I from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX";
 
@@ -88,6 +118,7 @@ impl Shard {
                         "--shard {spec}: SLURM_ARRAY_TASK_ID {index} is below SLURM_ARRAY_TASK_MIN {min}; give the shard yourself: --shard I/N"
                     )
                 })?;
+                check_slurm_array(spec, count, &env)?;
             }
             (index, Some(name))
         } else {
@@ -139,6 +170,14 @@ mod tests {
         ];
         let s = parse("auto", &slurm).unwrap();
         assert_eq!((s.index, s.count), (2, 3));
+        let with_max = [
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_STEP", "1"),
+        ];
+        assert_eq!(parse("auto/3", &with_max).unwrap().index, 2);
         assert_eq!(s.to_string(), "2/3");
     }
 
@@ -155,6 +194,31 @@ mod tests {
             ("auto/3", &[]),
             ("auto", &[("JOB_COMPLETION_INDEX", "0")]),
             ("auto/2", &[("JOB_COMPLETION_INDEX", "2")]),
+            // Arrays whose task ids are not the shard numbers 0..N-1 once shifted.
+            (
+                "auto",
+                &[
+                    ("SLURM_ARRAY_TASK_ID", "6"),
+                    ("SLURM_ARRAY_TASK_COUNT", "8"),
+                    ("SLURM_ARRAY_TASK_STEP", "2"),
+                ],
+            ),
+            (
+                "auto",
+                &[
+                    ("SLURM_ARRAY_TASK_ID", "3"),
+                    ("SLURM_ARRAY_TASK_MIN", "1"),
+                    ("SLURM_ARRAY_TASK_MAX", "7"),
+                    ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ],
+            ),
+            (
+                "auto/8",
+                &[
+                    ("SLURM_ARRAY_TASK_ID", "2"),
+                    ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ],
+            ),
         ] {
             let e = parse(spec, vars).unwrap_err();
             assert!(e.contains("--shard"), "{spec}: {e}");

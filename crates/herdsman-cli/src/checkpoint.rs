@@ -27,6 +27,10 @@ pub(crate) fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdenti
         id.insert("output", canonical(out).display().to_string());
     }
     id.insert("failures", canonical(&cfg.failures).display().to_string());
+    // Only for a shard: other jobs keep the identity they always had.
+    if let Some(shard) = cfg.shard {
+        id.insert("shard", shard.to_string());
+    }
     for (path, value) in script_files(cfg) {
         id.insert(format!("{SCRIPT_KEY}{}", path.display()), value);
     }

@@ -381,6 +381,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", help_heading = "Checkpoint")]
     limit: Option<u64>;
 
+    /// Run one static shard of the input, for N machines or processes started by a launcher:
+    /// I/N (I from 0 to N-1) takes the I-th of N contiguous parts of the inputs, with its own
+    /// checkpoint; the N outputs (and dead-letter files) concatenated in shard order are
+    /// those of one run over everything. auto/N takes I from JOB_COMPLETION_INDEX,
+    /// SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX; auto alone, I and N from a Slurm
+    /// array. Example: --shard 2/8 -o out.2.jsonl (see docs/shards.md)
+    #[arg(
+        long,
+        value_name = "I/N",
+        allow_hyphen_values = true,
+        help_heading = "Input"
+    )]
+    shard: Option<String>, job file: String;
+
     /// Print what would run, without running anything or creating any file: the command of
     /// each of the first records (--limit N of them, default 10) for --exec, or the worker
     /// command for --worker.

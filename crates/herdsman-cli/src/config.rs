@@ -151,6 +151,8 @@ pub struct RunConfig {
     /// `-0`: stdin holds NUL-separated text records.
     pub null_separated: bool,
     pub quiet: bool,
+    /// `--shard I/N`: this run reads one static shard of the inputs.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -791,6 +793,24 @@ impl RunConfig {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
         }
 
+        // `--shard`: standard input cannot be split (every shard reads the same files), and
+        // CSV output needs its columns up front (only shard 0 writes the header, and every
+        // shard must write the same columns).
+        let shard_arg = args.shard.or(job.shard);
+        let shard = shard_arg
+            .as_deref()
+            .map(|s| crate::shard::Shard::parse(s, |name| std::env::var(name).ok()))
+            .transpose()
+            .map_err(|m| anyhow::Error::new(UsageError(m)))?;
+        if let (Some(spec), Some(_)) = (&shard_arg, shard) {
+            if stdin_input {
+                usage!("--shard {spec}: standard input cannot be split into shards (each shard reads its own part of the same files); give the input as files with -i");
+            }
+            if output_format == OutputFormatArg::Csv && columns.is_none() {
+                usage!("--shard {spec} with CSV output needs --columns: every shard must write the same columns, and only shard 0 writes the header; add --columns a,b,c");
+            }
+        }
+
         let workdir = args.workdir.or(job.workdir.map(|w| PathBuf::from(rel(w))));
         if let Some(dir) = &workdir {
             if !dir.is_dir() {
@@ -853,6 +873,7 @@ impl RunConfig {
             dry_run: args.dry_run,
             null_separated: args.null,
             quiet: args.quiet,
+            shard,
         })
     }
 
@@ -875,7 +896,8 @@ impl RunConfig {
     ///   `--summary-json`, `--joblog`, `--verbose`, `--log-format`, `--log-file`; and the ones that choose what to do with
     ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
     ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
-    ///   checkpointed), `:::` arguments (stdin input, never checkpointed).
+    ///   checkpointed), `:::` arguments (stdin input, never checkpointed). `--shard` is in
+    ///   the run's identity beside these (`checkpoint::job_identity`), as the resolved `I/N`.
     pub fn result_identity(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert("workdir".into(), effective_workdir(self.workdir.as_deref()));

@@ -124,7 +124,7 @@ pub fn status(args: &StateArgs) -> Result<()> {
     for (k, v) in &identity.entries {
         if k.starts_with("input.") && (k.ends_with(".path") || k.ends_with(".size"))
             || [
-                "worker", "exec", "protocol", "output", "failures", "ordered",
+                "worker", "exec", "protocol", "output", "failures", "ordered", "shard",
             ]
             .contains(&k.as_str())
         {

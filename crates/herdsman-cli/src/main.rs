@@ -24,6 +24,8 @@ mod pipeline;
 mod progress;
 mod retry;
 mod run;
+mod shard;
+mod shard_io;
 mod summary;
 mod text;
 mod transform;

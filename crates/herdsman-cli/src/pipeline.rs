@@ -432,7 +432,8 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
         None => (None, None),
     };
     let sinks = FileSinks {
-        output: Sink::open_with(
+        output: crate::shard_io::open_output(
+            cfg,
             &out_path,
             output_format(cfg),
             out_offset,

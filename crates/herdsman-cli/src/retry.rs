@@ -187,7 +187,8 @@ pub fn retry_failed(
             output_partial.display()
         )
     })?;
-    let mut out = Sink::open_with(
+    let mut out = crate::shard_io::open_output(
+        cfg,
         &output,
         output_format,
         Some(len),

@@ -116,15 +116,15 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         .map_err(|e| {
             anyhow::anyhow!("cannot resume this checkpoint: {e}; run with --restart to start over")
         })?;
-    let source = Source::open(inputs.specs.clone(), source_options(&cfg), resume_at)
-        .map_err(source_error)?;
     let mut progress = Progress::new(cfg.progress, None, earlier.resolved(), cfg.quiet);
-    let specs = inputs.specs.clone();
-    let limit = cfg.limit;
-    progress.count_total_with(move || {
-        herdsman_io::estimate_records(&specs).map(|t| limit.map_or(t, |l| t.min(l)))
-    });
     let log = progress.log();
+    let source =
+        crate::shard_io::open_source(&cfg, &inputs.specs, source_options(&cfg), resume_at, &|n| {
+            log.notice(n)
+        })?;
+    let specs = inputs.specs.clone();
+    let (limit, shard) = (cfg.limit, cfg.shard);
+    progress.count_total_with(move || crate::shard_io::estimate_records(shard, &specs, limit));
     if let Some(notice) = &identity_notice {
         log.notice(notice);
     }
@@ -431,7 +431,9 @@ pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
         .map_err(|e| usage(crate::config::with_causes(&e)))?;
     let inputs = resolve_inputs(cfg)?;
     let source =
-        Source::open(inputs.specs.clone(), source_options(cfg), None).map_err(source_error)?;
+        crate::shard_io::open_source(cfg, &inputs.specs, source_options(cfg), None, &|n| {
+            crate::progress::stderr_line(&format!("herdsman: {n}"))
+        })?;
     let limit = cfg.limit.unwrap_or(DRY_RUN_RECORDS);
     let mut shown = 0u64;
     for record in source.take(usize::try_from(limit).unwrap_or(usize::MAX)) {

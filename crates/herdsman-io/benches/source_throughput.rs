@@ -1,4 +1,5 @@
 //! Source throughput on narrow records: `cargo bench -p herdsman-io --bench source_throughput`.
+//! Also the speed of [`Source::skip_record`], which a shard uses to find where it starts.
 //!
 //! Writes a temporary input of N rows (N from `HERDSMAN_BENCH_ROWS`, default 2,000,000) and
 //! prints records per second for each format, per wall-clock second and (on Linux) per
@@ -46,6 +47,38 @@ fn run(name: &str, path: &std::path::Path, format: Format, opts: SourceOptions, 
     );
 }
 
+/// The same input passed with [`Source::skip_record`], as a shard finding its start does.
+fn skip(name: &str, path: &std::path::Path, format: Format, rows: u64) {
+    let spec = InputSpec {
+        path: InputPath::File(path.to_path_buf()),
+        format,
+    };
+    let start = Instant::now();
+    let cpu0 = thread_cpu_ns();
+    let mut src = Source::open(vec![spec], SourceOptions::default(), None).unwrap();
+    let mut n = 0u64;
+    while let Some(pos) = src.skip_record() {
+        pos.unwrap();
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => format!(
+            ", CPU {:.3} s = {:.2} M records/CPU-s",
+            (b - a) as f64 / 1e9,
+            n as f64 / ((b - a) as f64 / 1e9) / 1e6
+        ),
+        _ => String::new(),
+    };
+    assert_eq!(n, rows);
+    let mb = std::fs::metadata(path).unwrap().len() as f64 / 1e6;
+    println!(
+        "{name:<10} {n} records skipped, wall {secs:.3} s = {:.2} M records/s = {:.0} MB/s{cpu}",
+        n as f64 / secs / 1e6,
+        mb / secs
+    );
+}
+
 fn main() {
     let rows: u64 = std::env::var("HERDSMAN_BENCH_ROWS")
         .ok()
@@ -87,4 +120,7 @@ fn main() {
         SourceOptions::default(),
         rows,
     );
+    skip("csv", &csv, Format::Csv, rows);
+    skip("jsonl", &jsonl, Format::Jsonl, rows);
+    skip("lines", &lines, Format::Lines, rows);
 }

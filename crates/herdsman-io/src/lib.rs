@@ -32,6 +32,7 @@ mod format;
 mod formats;
 mod input;
 mod json;
+mod shard;
 mod sink;
 mod source;
 mod writers;
@@ -48,6 +49,7 @@ pub use formats::{
     RAW_CAP, REGISTRY,
 };
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
+pub use shard::{estimate_shard_records, shard_range, shard_start, Cut, ShardError, ShardRange};
 pub use sink::{
     check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
     OutputTarget, Sink,

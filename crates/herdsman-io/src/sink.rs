@@ -294,6 +294,40 @@ impl Sink {
         resume_offset: Option<u64>,
         opts: &SinkOptions,
     ) -> Result<Sink, SinkError> {
+        Sink::open_inner(path, format, resume_offset, opts, false)
+    }
+
+    /// [`Sink::open_with`] for an output that continues another one: a later shard's output,
+    /// appended to the earlier shards' outputs by concatenation. It starts with no header
+    /// (a CSV header is written only by the first shard), and resuming it reads no header
+    /// back: a CSV output needs its columns given up front in `format`.
+    ///
+    /// ```
+    /// use herdsman_io::{OutputFormat, Sink, SinkOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let p = dir.path().join("part-1.csv");
+    /// let csv = OutputFormat::Csv { columns: Some(vec!["id".into()]) };
+    /// let mut sink = Sink::open_continuation(&p, csv, None, &SinkOptions::default()).unwrap();
+    /// sink.write_record(br#"{"id":7}"#).unwrap();
+    /// sink.finish().unwrap();
+    /// assert_eq!(std::fs::read_to_string(&p).unwrap(), "7\n");
+    /// ```
+    pub fn open_continuation(
+        path: &Path,
+        format: OutputFormat,
+        resume_offset: Option<u64>,
+        opts: &SinkOptions,
+    ) -> Result<Sink, SinkError> {
+        Sink::open_inner(path, format, resume_offset, opts, true)
+    }
+
+    fn open_inner(
+        path: &Path,
+        format: OutputFormat,
+        resume_offset: Option<u64>,
+        opts: &SinkOptions,
+        continuation: bool,
+    ) -> Result<Sink, SinkError> {
         let target = output_target(path)?;
         let path = match &target {
             OutputTarget::Stdout => path,
@@ -354,11 +388,16 @@ impl Sink {
                     "the partial file holds {len} bytes but the checkpoint says {n}"
                 )));
             }
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| io_err("read the header of", e))?;
-            writer
-                .resume(Some(&mut Read::take(&mut file, n)))
-                .map_err(resume_err)?;
+            if continuation {
+                // Its header, if any, is the first shard's: there is none to read back.
+                writer.resume(None).map_err(resume_err)?;
+            } else {
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| io_err("read the header of", e))?;
+                writer
+                    .resume(Some(&mut Read::take(&mut file, n)))
+                    .map_err(resume_err)?;
+            }
             file.set_len(n).map_err(|e| io_err("truncate", e))?;
             file.seek(SeekFrom::Start(n))
                 .map_err(|e| io_err("seek in", e))?;
@@ -367,6 +406,10 @@ impl Sink {
             let file = File::create(&partial).map_err(|e| io_err("create", e))?;
             (Out::File(BufWriter::with_capacity(WRITE_BUF, file)), 0)
         };
+        if resume.is_none() && continuation {
+            // A fresh continuation holds no header, and must never write one.
+            writer.resume(None).map_err(resume_err)?;
+        }
         let mut sink = Sink {
             path: path.to_path_buf(),
             partial,
@@ -375,7 +418,7 @@ impl Sink {
             writer,
             row: Vec::with_capacity(256),
         };
-        if resume.is_none() {
+        if resume.is_none() && !continuation {
             let mut row = std::mem::take(&mut sink.row);
             sink.writer.start(&mut row);
             let r = sink.write_raw(&row);

@@ -10,8 +10,9 @@
 //! ([`SourceError::Changed`]). The formats themselves live in `formats/`, one file each.
 
 use crate::error::{RecordError, SourceError, TokenError};
-use crate::formats::{self, Location, OpenInput, ReadRecord, RecordReader};
+use crate::formats::{self, Location, OpenInput, RecordReader};
 use crate::input::{InputPath, InputSpec};
+use crate::shard::Cut;
 
 /// Where a record starts, and its number. Positions are exact: resuming a source at a
 /// position yields the same records and positions as reading on from there.
@@ -139,6 +140,8 @@ pub struct Source {
     seq: u64,
     next_pos: Position,
     failed: bool,
+    /// No record at or after this cut is yielded ([`Source::stop_at`]).
+    end: Option<Cut>,
 }
 
 impl Source {
@@ -166,6 +169,7 @@ impl Source {
             seq: start.seq,
             next_pos: start,
             failed: false,
+            end: None,
         };
         if src.next_file > src.inputs.len()
             || (src.next_file == src.inputs.len() && resume_at.is_some_and(|p| p.byte_offset > 0))
@@ -188,6 +192,13 @@ impl Source {
             }
         }
         Ok(src)
+    }
+
+    /// Ends the records at `end`: a record that starts at or after it is not yielded, and the
+    /// source ends there (its [`Source::next_position`] is that record's position). Inputs
+    /// after the cut are not opened. A shard's source stops where the next shard begins.
+    pub fn stop_at(&mut self, end: Cut) {
+        self.end = Some(end);
     }
 
     /// The name of an input, for messages (`<stdin>` for standard input).
@@ -231,16 +242,34 @@ fn checked_on_open(spec: &InputSpec) -> bool {
     formats::entry(spec.format).check_on_open && matches!(spec.path, InputPath::File(_))
 }
 
-impl Iterator for Source {
-    type Item = Result<Record, SourceError>;
+impl Source {
+    /// Moves past the next record without decoding it (see
+    /// [`RecordReader::skip_record`](crate::RecordReader::skip_record)) and returns its
+    /// position: what [`Iterator::next`] would return as the record's [`Record::pos`], and
+    /// `None` where it would return `None`. Faster than reading the records, for finding
+    /// where a shard starts.
+    pub fn skip_record(&mut self) -> Option<Result<Position, SourceError>> {
+        self.advance(|reader| Ok(reader.skip_record()?.map(|at| (at, ()))))
+            .map(|r| r.map(|(pos, ())| pos))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// One step of the source: `read` takes the next record of the open input (its
+    /// location and what it carries), the source numbers it, moves to the next input at
+    /// the end of one, and stops at the end cut.
+    fn advance<T>(
+        &mut self,
+        mut read: impl FnMut(&mut dyn RecordReader) -> Result<Option<(Location, T)>, SourceError>,
+    ) -> Option<Result<(Position, T), SourceError>> {
         loop {
             if self.failed {
                 return None;
             }
             if self.current.is_none() {
-                if self.next_file >= self.inputs.len() {
+                if self.next_file >= self.inputs.len()
+                    || self
+                        .end
+                        .is_some_and(|e| e.holds_back(self.next_file as u32, 0))
+                {
                     return None;
                 }
                 match self.open_file(self.next_file, None) {
@@ -254,12 +283,19 @@ impl Iterator for Source {
             }
             let (index, reader) = self.current.as_mut().expect("a file is open");
             let index = *index;
-            match reader.next_record() {
-                Ok(Some(ReadRecord { at, data })) => {
+            match read(reader.as_mut()) {
+                Ok(Some((at, data))) => {
+                    if self
+                        .end
+                        .is_some_and(|e| e.holds_back(index, at.byte_offset))
+                    {
+                        self.failed = true;
+                        return None;
+                    }
                     let pos = Position::at(index, at, self.seq);
                     self.seq += 1;
                     self.next_pos = Position::at(index, reader.next_location(), self.seq);
-                    return Some(Ok(Record { pos, data }));
+                    return Some(Ok((pos, data)));
                 }
                 Ok(None) => self.current = None,
                 Err(e) => {
@@ -268,6 +304,15 @@ impl Iterator for Source {
                 }
             }
         }
+    }
+}
+
+impl Iterator for Source {
+    type Item = Result<Record, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.advance(|reader| Ok(reader.next_record()?.map(|r| (r.at, r.data))))
+            .map(|r| r.map(|(pos, data)| Record { pos, data }))
     }
 }
 

@@ -12,7 +12,7 @@ use common::*;
 use predicates::prelude::*;
 
 /// A small deterministic generator (xorshift) so the kill schedule is reproducible.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -39,7 +39,7 @@ fn primes_worker() -> String {
 
 /// The reference workload's CSV with some bad rows, and optionally quoted newlines in an
 /// extra column.
-fn workload(rows: usize, quoted_newlines: bool) -> String {
+pub(crate) fn workload(rows: usize, quoted_newlines: bool) -> String {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut s = String::from(if quoted_newlines {
         "id,value,note\n"
@@ -61,7 +61,7 @@ fn workload(rows: usize, quoted_newlines: bool) -> String {
     s
 }
 
-fn run_args(extra: &[&str]) -> Vec<String> {
+pub(crate) fn run_args(extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "run",
         "-i",
@@ -89,7 +89,7 @@ fn run_args(extra: &[&str]) -> Vec<String> {
 
 /// Starts the runner in `dir`, its stderr going to `log` (kept out of the job's directory) so
 /// that a run that ends unexpectedly can say why.
-fn spawn(dir: &Path, args: &[String], fault: Option<&str>, log: &Path) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[String], fault: Option<&str>, log: &Path) -> Child {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("herdsman"));
     cmd.args(args)
         .current_dir(dir)
@@ -135,7 +135,7 @@ enum Kill {
 /// No kill depends on how fast the machine is: every fourth run is killed at a crash point,
 /// every other one only after it committed something, so the job finishes within a bounded
 /// number of runs however loaded the machine is; the delays only spread the kills.
-fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, log: &Path) -> usize {
+pub(crate) fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, log: &Path) -> usize {
     // Fault points that land exactly inside the commit protocol and the final renames.
     let faults = [
         "after-sync",

@@ -18,6 +18,7 @@ mod old_checkpoint;
 mod parallel_users;
 mod resume_identity;
 mod retry_after;
+mod shard;
 mod stdio;
 mod timeouts_first_run;
 mod wire_format;

@@ -10,11 +10,11 @@ const LAYERS: &[&[&str]] = &[
     &["run", "inspect"],
     &["job", "retry"],
     &["pipeline"],
-    &["checkpoint", "assemble"],
+    &["checkpoint", "assemble", "shard_io"],
     &["inputs", "transform", "progress"],
     &["joblog"],
     &["chunks", "summary", "config"],
-    &["cli", "text", "fault", "logging"],
+    &["cli", "text", "fault", "logging", "shard"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

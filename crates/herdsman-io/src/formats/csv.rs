@@ -412,6 +412,23 @@ impl RecordReader for CsvReader {
         self.cur.location()
     }
 
+    fn skip_record(&mut self) -> Result<Option<Location>, SourceError> {
+        match self
+            .st
+            .read(&mut self.cur, self.cap)
+            .map_err(|e| self.cur.read_error(e))?
+        {
+            Some(r) => Ok(Some(Location {
+                byte_offset: r.start,
+                line: r.line,
+            })),
+            None => {
+                self.cur.check_unchanged()?;
+                Ok(None)
+            }
+        }
+    }
+
     fn header(&self) -> Option<&[String]> {
         Some(&self.st.names)
     }

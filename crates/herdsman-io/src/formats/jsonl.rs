@@ -85,6 +85,23 @@ impl RecordReader for JsonlReader {
     fn next_location(&self) -> Location {
         self.cur.location()
     }
+
+    fn skip_record(&mut self) -> Result<Option<Location>, SourceError> {
+        loop {
+            match self
+                .cur
+                .skip_line(self.cap)
+                .map_err(|e| self.cur.read_error(e))?
+            {
+                Some((_, true)) => continue,
+                Some((at, false)) => return Ok(Some(at)),
+                None => {
+                    self.cur.check_unchanged()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,20 @@ impl RecordReader for LinesReader {
     fn next_location(&self) -> Location {
         self.cur.location()
     }
+
+    fn skip_record(&mut self) -> Result<Option<Location>, SourceError> {
+        match self
+            .cur
+            .skip_line(self.cap)
+            .map_err(|e| self.cur.read_error(e))?
+        {
+            Some((at, _)) => Ok(Some(at)),
+            None => {
+                self.cur.check_unchanged()?;
+                Ok(None)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

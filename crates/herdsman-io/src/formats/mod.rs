@@ -142,6 +142,14 @@ pub trait RecordReader: Send {
     /// Where the next record would start: resuming there continues without loss or repeat.
     fn next_location(&self) -> Location;
 
+    /// Moves past the next record without decoding it, and returns where it starts (`None`
+    /// at the end of the input): exactly the records, with the same locations, that
+    /// [`RecordReader::next_record`] would yield, malformed ones included. A format may
+    /// skip faster than it reads (no JSON is built); the default reads the record.
+    fn skip_record(&mut self) -> Result<Option<Location>, SourceError> {
+        Ok(self.next_record()?.map(|r| r.at))
+    }
+
     /// The column names of a format that has a header (repeated names made unique).
     fn header(&self) -> Option<&[String]> {
         None

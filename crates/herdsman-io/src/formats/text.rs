@@ -181,6 +181,56 @@ impl TextStream {
         Ok(())
     }
 
+    /// Moves past one line without keeping it: where it starts, and whether it is blank as
+    /// JSONL sees it after [`TextStream::read_line`] (only spaces and tabs once one final `\r`
+    /// is dropped, and not longer than `cap`). `None` at end of input.
+    pub(crate) fn skip_line(&mut self, cap: usize) -> io::Result<Option<(Location, bool)>> {
+        let start = self.location();
+        let (mut total, mut any, mut blank, mut cr_last) = (0usize, false, true, false);
+        loop {
+            let avail = self.fill_buf()?;
+            if avail.is_empty() {
+                if !any {
+                    return Ok(None);
+                }
+                break;
+            }
+            any = true;
+            let (take, found) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            let content = if found { take - 1 } else { take };
+            if blank {
+                for &b in &avail[..content] {
+                    if cr_last {
+                        // A `\r` that is not the line's last byte is kept, and not blank.
+                        blank = false;
+                        break;
+                    }
+                    match b {
+                        b' ' | b'\t' => {}
+                        b'\r' => cr_last = true,
+                        _ => {
+                            blank = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            total += content;
+            self.consume(take);
+            if found {
+                self.line += 1;
+                break;
+            }
+        }
+        if blank && cr_last && total <= cap + 2 {
+            total -= 1;
+        }
+        Ok(Some((start, blank && total <= cap)))
+    }
+
     /// Reads one line (without its `\n` / `\r\n`) into `buf`, keeping at most `cap + 1`
     /// bytes. Returns `None` at end of input, else `(start, too long)`.
     pub(crate) fn read_line(

@@ -153,7 +153,9 @@ struct ProcExec {
 }
 
 /// Most items in one record sent to a worker process.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 512;
+/// Records of several items in flight on one worker process.
+const BATCH_DEPTH: usize = 2;
 /// The worker time one batch should take.
 const BATCH_TARGET: f64 = 0.005;
 
@@ -172,8 +174,20 @@ impl ProcExec {
     }
 
     /// Send pending items while the pool has room, batched as measured durations allow.
+    ///
+    /// While batching is on, every batchable record is a list (of one item at first), so
+    /// that every reply carries the worker's time and the batch size follows the function
+    /// from the first answer on.
     fn flush(&mut self) -> Result<(), FatalExecutorError> {
-        let room = self.pool.capacity();
+        let room = if self.max_batch > 1 {
+            // One batch running and one waiting per worker: enough to keep it busy, few
+            // enough that the batches are sized from what is left.
+            self.pool
+                .capacity()
+                .min(self.pool.concurrency() * BATCH_DEPTH)
+        } else {
+            self.pool.capacity()
+        };
         while !self.pending.is_empty() && self.in_flight < room {
             let free = room - self.in_flight;
             let fair = self.pending.len().div_ceil(free);
@@ -184,7 +198,7 @@ impl ProcExec {
             };
             let n = fair.min(want).min(self.max_batch).max(1);
             let (id, item, batchable) = self.pending.pop_front().expect("not empty");
-            if n == 1 || !batchable {
+            if self.max_batch == 1 || !batchable {
                 self.pool.submit(id, item)?;
                 self.in_flight += 1;
                 continue;
@@ -196,24 +210,18 @@ impl ProcExec {
                     _ => break,
                 }
             }
-            if members.len() == 1 {
-                let (id, item, _) = members.pop().expect("one");
-                self.pool.submit(id, item)?;
-            } else {
-                let mut json = Vec::with_capacity(
-                    members.iter().map(|m| m.1.json.len() + 1).sum::<usize>() + 2,
-                );
-                json.push(b'[');
-                for (k, (_, it, _)) in members.iter().enumerate() {
-                    if k > 0 {
-                        json.push(b',');
-                    }
-                    json.extend_from_slice(&it.json);
+            let mut json =
+                Vec::with_capacity(members.iter().map(|m| m.1.json.len() + 1).sum::<usize>() + 2);
+            json.push(b'[');
+            for (k, (_, it, _)) in members.iter().enumerate() {
+                if k > 0 {
+                    json.push(b',');
                 }
-                json.push(b']');
-                self.pool.submit(id, WorkItem::new(0, json))?;
-                self.batches.insert(id, members);
+                json.extend_from_slice(&it.json);
             }
+            json.push(b']');
+            self.pool.submit(id, WorkItem::new(0, json))?;
+            self.batches.insert(id, members);
             self.in_flight += 1;
         }
         Ok(())
@@ -250,6 +258,15 @@ impl ProcExec {
                 return;
             }
         }
+        // A record of one item that failed as a whole is that item's failure, as if it had
+        // travelled alone.
+        if members.len() == 1 {
+            let (id, _, alive) = members.into_iter().next().expect("one member");
+            if alive {
+                out.push((id, single_outcome(outcome)));
+            }
+            return;
+        }
         // The record failed as a whole: try each item alone, so that only the item that
         // crashes a worker is charged.
         for (id, item, alive) in members.into_iter().rev() {
@@ -257,6 +274,17 @@ impl ProcExec {
                 self.pending.push_front((id, item, false));
             }
         }
+    }
+}
+
+/// The outcome of a record that carried one item alone.
+fn single_outcome(
+    o: AttemptOutcome<WorkOutput, WorkerFailure>,
+) -> AttemptOutcome<WorkOutput, ProcErr> {
+    match o {
+        AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
+        AttemptOutcome::Failure(f) => AttemptOutcome::Failure(ProcErr::Worker(f)),
+        AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
     }
 }
 
@@ -337,12 +365,7 @@ impl Executor<ProcItem> for ProcExec {
                 self.split(members, o, out);
                 continue;
             }
-            let o = match o {
-                AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
-                AttemptOutcome::Failure(f) => AttemptOutcome::Failure(ProcErr::Worker(f)),
-                AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
-            };
-            out.push((id, o));
+            out.push((id, single_outcome(o)));
         }
         r?;
         self.flush()

@@ -1,7 +1,8 @@
-"""The worker process of ``executor="process"``: ``python -m herdsman._worker``.
+"""The worker process of ``executor="process"``.
 
-It speaks herdsman's ``framed`` protocol (docs/protocol.md) on stdin/stdout. Each record is
-a JSON string holding base64 of a pickled item; each answer is a JSON string holding base64
+It runs as a script (``python -S .../herdsman/_worker.py``: starting it imports neither
+``site`` nor the ``herdsman`` package) and speaks herdsman's ``framed`` protocol
+(docs/protocol.md) on stdin/stdout. Each record is a JSON string holding base64 of a pickled item; each answer is a JSON string holding base64
 of the pickled return value, or an error whose message is base64 of a pickled
 ``(exception, traceback text)`` pair. What to call comes from the setup file named by
 ``HERDSMAN_PY_SETUP``: the function pickled by reference (module and qualified name, as
@@ -28,10 +29,25 @@ def _load_main(path):
     import runpy
 
     module = types.ModuleType("__mp_main__")
+    previous = sys.modules.get("__main__")
     sys.modules["__mp_main__"] = module
     sys.modules["__main__"] = module
-    globs = runpy.run_path(path, run_name="__mp_main__")
+    try:
+        globs = runpy.run_path(path, run_name="__mp_main__")
+    except BaseException:
+        del sys.modules["__mp_main__"]
+        sys.modules["__main__"] = previous
+        raise
     module.__dict__.update(globs)
+
+
+def _load_fn(setup):
+    """The function to call, as the setup file describes it."""
+    if setup.get("main_path") and "__mp_main__" not in sys.modules:
+        _load_main(setup["main_path"])
+    if setup.get("cloudpickle"):
+        import cloudpickle  # noqa: F401  (registers what the pickled function needs)
+    return pickle.loads(setup["fn"])
 
 
 def _dumps_error(exc):
@@ -62,11 +78,15 @@ def main():
     with open(setup_path, "rb") as f:
         setup = pickle.load(f)
     sys.path[:] = setup["sys_path"]
-    if setup.get("main_path"):
-        _load_main(setup["main_path"])
-    if setup.get("cloudpickle"):
-        import cloudpickle  # noqa: F401  (registers what the pickled function needs)
-    fn = pickle.loads(setup["fn"])
+    try:
+        fn = _load_fn(setup)
+    except ImportError:
+        # Started without `site` (-S): a .pth file may be what makes the function
+        # importable (an editable install); process them, then try again.
+        import site
+
+        site.main()
+        fn = _load_fn(setup)
     retry_on = setup.get("retry_on")
     retry_after = setup.get("retry_after")
 

@@ -31,7 +31,7 @@ use herdsman_workers::{
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -90,17 +90,38 @@ enum Msg {
 /// Items of a sized input (a list, a tuple, a range: already in memory, or cheap) are taken
 /// `chunk` at a time, so the GIL changes hands once per chunk rather than once per item; any
 /// other iterable is pulled one item at a time, so no more is taken than the run asks for.
-struct PyIter {
-    iter: PyObject,
+/// Each item is turned into a `T` by `conv` under the same hold of the GIL (the process
+/// executor pickles it there).
+struct PyIter<T = PyObject> {
+    iter: Py<PyIterator>,
     error: Arc<std::sync::Mutex<Option<PyErr>>>,
     done: bool,
     chunk: usize,
-    buf: std::collections::VecDeque<PyObject>,
+    buf: std::collections::VecDeque<T>,
+    conv: ItemConv<T>,
 }
 
-impl Iterator for PyIter {
-    type Item = PyObject;
-    fn next(&mut self) -> Option<PyObject> {
+/// How [`PyIter`] turns a Python item into what the run takes.
+type ItemConv<T> = Box<dyn for<'py> FnMut(Bound<'py, PyAny>) -> T + Send>;
+
+impl PyIter<PyObject> {
+    /// The same input, each item turned into a `U` by `conv` as it is taken.
+    fn converted<U>(self, conv: ItemConv<U>) -> PyIter<U> {
+        debug_assert!(self.buf.is_empty(), "convert before taking any item");
+        PyIter {
+            iter: self.iter,
+            error: self.error,
+            done: self.done,
+            chunk: self.chunk,
+            buf: Default::default(),
+            conv,
+        }
+    }
+}
+
+impl<T> Iterator for PyIter<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
         if let Some(v) = self.buf.pop_front() {
             return Some(v);
         }
@@ -108,15 +129,17 @@ impl Iterator for PyIter {
             return None;
         }
         Python::with_gil(|py| {
-            let it = self.iter.bind(py);
+            let mut it = self.iter.bind(py).clone();
             while self.buf.len() < self.chunk {
-                match it.call_method0("__next__") {
-                    Ok(v) => self.buf.push_back(v.unbind()),
-                    Err(e) => {
+                match it.next() {
+                    Some(Ok(v)) => self.buf.push_back((self.conv)(v)),
+                    Some(Err(e)) => {
                         self.done = true;
-                        if !e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
-                            *self.error.lock().unwrap() = Some(e);
-                        }
+                        *self.error.lock().unwrap() = Some(e);
+                        break;
+                    }
+                    None => {
+                        self.done = true;
                         break;
                     }
                 }
@@ -604,6 +627,10 @@ struct PyRun {
     /// Items seen so far: (succeeded, failed, not run), counted here because the engine
     /// counts chunks when items travel in chunks.
     counts: (u64, u64, u64),
+    /// The index of the last outcome handed to Python.
+    last: Option<u64>,
+    /// Whether every outcome so far came in increasing index order.
+    sorted: bool,
 }
 
 impl Drop for PyRun {
@@ -840,14 +867,15 @@ fn start(
     chunked: bool,
 ) -> PyResult<PyRun> {
     let sized = items.len().is_ok();
-    let iter = items.iter()?.into_any().unbind();
+    let iter = items.iter()?.unbind();
     let input_error = Arc::new(std::sync::Mutex::new(None));
     let input = PyIter {
         iter,
         error: Arc::clone(&input_error),
         done: false,
-        chunk: if sized { 256 } else { 1 },
+        chunk: if sized { 1024 } else { 1 },
         buf: std::collections::VecDeque::new(),
+        conv: Box::new(|v: Bound<'_, PyAny>| v.unbind()),
     };
     let retry = match retry {
         None => None,
@@ -977,6 +1005,8 @@ fn start(
                     ended: None,
                     cleanup: None,
                     counts: (0, 0, 0),
+            last: None,
+            sorted: true,
                 });
             }
             let stream = py.allow_threads(move || m.stream());
@@ -985,26 +1015,25 @@ fn start(
         "process" => {
             let dumps = pickle_item
                 .ok_or_else(|| PyValueError::new_err("the process executor needs pickle_item"))?;
-            let items = input.map(move |o| -> ProcItem {
-                Python::with_gil(|py| {
-                    let b = dumps.call1(py, (o,)).and_then(|b| {
-                        b.downcast_bound::<PyBytes>(py)
-                            .map(|b| b.as_bytes().to_vec())
-                            .map_err(PyErr::from)
-                    });
-                    match b {
-                        Ok(b) => {
-                            let s = B64.encode(b);
-                            let mut json = Vec::with_capacity(s.len() + 2);
-                            json.push(b'"');
-                            json.extend_from_slice(s.as_bytes());
-                            json.push(b'"');
-                            Ok(WorkItem::new(0, json))
-                        }
-                        Err(e) => Err(Arc::new(e)),
+            let items = input.converted(Box::new(move |o: Bound<'_, PyAny>| -> ProcItem {
+                let py = o.py();
+                let b = dumps.call1(py, (o,)).and_then(|b| {
+                    b.downcast_bound::<PyBytes>(py)
+                        .map(|b| b.as_bytes().to_vec())
+                        .map_err(PyErr::from)
+                });
+                match b {
+                    Ok(b) => {
+                        let mut json = Vec::with_capacity(b.len() * 4 / 3 + 6);
+                        json.push(b'"');
+                        let s = B64.encode(b);
+                        json.extend_from_slice(s.as_bytes());
+                        json.push(b'"');
+                        Ok(WorkItem::new(0, json))
                     }
-                })
-            });
+                    Err(e) => Err(Arc::new(e)),
+                }
+            }));
             let mut cfg = PoolConfig::new(WorkerCommand::argv(worker_argv));
             cfg.workers = workers.max(1);
             cfg.protocol = Protocol::Framed;
@@ -1055,6 +1084,8 @@ fn start(
         ended: None,
         cleanup,
         counts: (0, 0, 0),
+        last: None,
+        sorted: true,
     })
 }
 
@@ -1073,7 +1104,7 @@ enum ChunkItem {
 }
 
 /// Most items in one chunk.
-const MAX_CHUNK: usize = 64;
+const MAX_CHUNK: usize = 1024;
 /// The time one chunk should take, from measured item durations.
 const CHUNK_TARGET: Duration = Duration::from_micros(200);
 
@@ -1174,7 +1205,7 @@ fn start_chunked(
     let total = opts.total;
     let opts = Options {
         on_progress: None,
-        window: Some(opts.window.unwrap_or(1024)),
+        window: Some(opts.window.unwrap_or(256)),
         total: None,
         ..opts
     };
@@ -1290,6 +1321,8 @@ fn start_chunked(
             ended: None,
             cleanup: None,
             counts: (0, 0, 0),
+            last: None,
+            sorted: true,
         });
     }
     let stream = py.allow_threads(move || m.stream());
@@ -1301,6 +1334,8 @@ fn start_chunked(
         ended: None,
         cleanup: None,
         counts: (0, 0, 0),
+        last: None,
+        sorted: true,
     })
 }
 
@@ -1329,19 +1364,12 @@ fn raw_to_py(py: Python<'_>, r: Raw) -> PyResult<PyObject> {
     .unbind())
 }
 
-#[pymethods]
 impl PyRun {
-    /// Wait up to `timeout` seconds (without the GIL) for outcomes and return at most `max`
-    /// of them as `(index, tag, payload, attempts, seconds)` tuples; `None` once the run
-    /// has ended and everything was returned.
-    fn poll(
-        &mut self,
-        py: Python<'_>,
-        max: usize,
-        timeout: f64,
-    ) -> PyResult<Option<Vec<PyObject>>> {
+    /// Up to `max` outcomes, waiting up to `timeout` seconds without the GIL; `None` once
+    /// the run has ended and everything was handed out.
+    fn receive(&mut self, py: Python<'_>, max: usize, timeout: f64) -> Option<Vec<Raw>> {
         if self.ended.is_some() {
-            return Ok(None);
+            return None;
         }
         let mut got: Vec<Raw> = Vec::new();
         let rx = self.rx.clone();
@@ -1396,14 +1424,75 @@ impl PyRun {
                 _ => self.counts.1 += 1,
             }
         }
-        let out = got
-            .into_iter()
-            .map(|r| raw_to_py(py, r))
-            .collect::<PyResult<Vec<_>>>()?;
-        if out.is_empty() && ended {
-            return Ok(None);
+        for r in &got {
+            if self.last.is_some_and(|l| r.index <= l) {
+                self.sorted = false;
+            }
+            self.last = Some(r.index);
         }
-        Ok(Some(out))
+        if got.is_empty() && ended {
+            return None;
+        }
+        Some(got)
+    }
+}
+
+#[pymethods]
+impl PyRun {
+    /// Wait up to `timeout` seconds (without the GIL) for outcomes and return at most `max`
+    /// of them as `(index, tag, payload, attempts, seconds)` tuples; `None` once the run
+    /// has ended and everything was returned.
+    fn poll(
+        &mut self,
+        py: Python<'_>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<Vec<PyObject>>> {
+        let Some(got) = self.receive(py, max, timeout) else {
+            return Ok(None);
+        };
+        got.into_iter()
+            .map(|r| raw_to_py(py, r))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Like `poll`, for callers that need only the values of the successes: returns
+    /// `(indices, values, others)`, the indices and values (or pickled values) of the
+    /// successes as two lists, and every other outcome as `poll` gives it; `None` once the
+    /// run has ended and everything was returned.
+    fn poll_split(
+        &mut self,
+        py: Python<'_>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<PyObject>> {
+        let Some(got) = self.receive(py, max, timeout) else {
+            return Ok(None);
+        };
+        let indices = PyList::empty_bound(py);
+        let values = PyList::empty_bound(py);
+        let others = PyList::empty_bound(py);
+        for r in got {
+            match r.kind {
+                RawKind::Value(v) => {
+                    indices.append(r.index)?;
+                    values.append(v)?;
+                }
+                RawKind::Pickled(b) => {
+                    indices.append(r.index)?;
+                    values.append(PyBytes::new_bound(py, &b))?;
+                }
+                _ => others.append(raw_to_py(py, r)?)?,
+            }
+        }
+        Ok(Some((indices, values, others).into_py(py)))
+    }
+
+    /// Whether every outcome handed to Python so far came in increasing index order (then
+    /// an ordered result needs no sorting).
+    fn in_order(&self) -> bool {
+        self.sorted
     }
 
     /// Ask the run to stop: nothing new starts; keep polling for what was running.

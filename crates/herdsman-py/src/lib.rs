@@ -180,7 +180,7 @@ const MAX_BATCH: usize = 512;
 /// Records of several items in flight on one worker process.
 const BATCH_DEPTH: usize = 2;
 /// The worker time one batch should take.
-const BATCH_TARGET: f64 = 0.005;
+const BATCH_TARGET: f64 = 0.010;
 
 impl ProcExec {
     fn new(pool: WorkerPool, batching: bool) -> Self {

@@ -1005,8 +1005,8 @@ fn start(
                     ended: None,
                     cleanup: None,
                     counts: (0, 0, 0),
-            last: None,
-            sorted: true,
+                    last: None,
+                    sorted: true,
                 });
             }
             let stream = py.allow_threads(move || m.stream());

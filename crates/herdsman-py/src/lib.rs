@@ -1104,7 +1104,7 @@ enum ChunkItem {
 }
 
 /// Most items in one chunk.
-const MAX_CHUNK: usize = 1024;
+const MAX_CHUNK: usize = 256;
 /// The time one chunk should take, from measured item durations.
 const CHUNK_TARGET: Duration = Duration::from_micros(200);
 

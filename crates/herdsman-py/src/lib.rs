@@ -150,14 +150,17 @@ impl<T> Iterator for PyIter<T> {
 }
 
 /// The process executor: a [`WorkerPool`] speaking the framed protocol to
-/// `python -m herdsman._worker`, plus the items that failed to pickle here.
+/// `python -S .../herdsman/_worker.py`, plus the items that failed to pickle here.
 ///
 /// Tiny items travel in batches: submitted items wait in `pending` until the next `poll`,
-/// which sends them as records of up to `batch` items (a JSON list), sized so that one
-/// record takes about [`BATCH_TARGET`] of the worker's time as the worker measures it. A
-/// batch whose record fails as a whole (the worker crashed, or sent something unreadable)
-/// is sent again one item per record, so only the item that crashes a worker is charged.
-/// With a per-item timeout nothing is batched: the pool times records, not items.
+/// which sends them as records of up to [`MAX_BATCH`] items (a JSON list), sized so that
+/// one record takes about [`BATCH_TARGET`] of the worker's time as the worker measures it,
+/// with at most [`BATCH_DEPTH`] records in flight per worker. Every record is a list from
+/// the first one on (of one item until a reply has said how long items take), so every
+/// reply carries the worker's time. A batch whose record fails as a whole (the worker
+/// crashed, or sent something unreadable) is sent again one item per record, so only the
+/// item that crashes a worker is charged; a record of one item that fails is that item's
+/// failure. With a per-item timeout nothing is batched: the pool times records, not items.
 struct ProcExec {
     pool: WorkerPool,
     local: Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,

@@ -513,8 +513,10 @@ def _collect(run, ordered: bool, pickled: bool) -> MapResult:
 
     def take(batch):
         idx, got, others = batch
+        if pickled:
+            got = list(map(loads, got))
         indices.extend(idx)
-        vals.extend(map(loads, got) if pickled else got)
+        vals.extend(got)
         for rec in others:
             index, ok, payload, attempts, duration = _convert(rec)
             if ok:  # pragma: no cover - successes come in the first two lists

@@ -12,7 +12,10 @@ usage: python3 bench/python_api/bench.py [a|b|c|all] [--runs N] [--jobs N]
 
 Each measurement runs in a fresh interpreter (pool start-up included, interpreter start-up
 and imports not), the contenders round-robin, RUNS times (default 3); the table shows the
-median, min and max, and each median's ratio to herdsman's. Every run checks its answer.
+median, min and max, each median's ratio to herdsman's, and the median CPU time (user +
+system) of the process and of the worker processes it waited for: on a loaded machine the
+wall times say more about the scheduler than about the contenders, the CPU times less so.
+Every run checks its answer.
 joblib and mpire are installed from PyPI if missing; herdsman must be installed
 (pip install ./crates/herdsman-py).
 """
@@ -50,6 +53,12 @@ elif name == "joblib":
     import joblib
 elif name == "mpire":
     import mpire
+import resource
+def cpu():
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+c0 = cpu()
 t0 = time.perf_counter()
 if name == "herdsman":
     ex = "process" if bench == "a" else "thread"
@@ -77,9 +86,12 @@ elif name == "mpire":
 elif name == "seq":
     out = [fn(x) for x in items]
 elapsed = time.perf_counter() - t0
+# CPU seconds of this process and of the worker processes it has waited for (joblib's loky
+# workers outlive the call and are not counted).
+used = cpu() - c0
 expect = [fn(x) for x in items[:50]] if bench != "b" else items[:50]
 assert out[:50] == expect and len(out) == len(items), "wrong answer"
-print(json.dumps(elapsed))
+print(json.dumps([elapsed, used]))
 """
 
 
@@ -99,17 +111,21 @@ def measure(name, bench, jobs):
 
 def table(bench, contenders, runs, jobs):
     times = {c: [] for c in contenders}
+    cpus = {c: [] for c in contenders}
     for _ in range(runs):
         for c in contenders:
-            times[c].append(measure(c, bench, jobs))
+            elapsed, used = measure(c, bench, jobs)
+            times[c].append(elapsed)
+            cpus[c].append(used)
     base = statistics.median(times["herdsman"])
     print(f"\n### ({bench}) median of {runs} runs, {jobs} jobs\n")
-    print("| contender | median s | min s | max s | median / herdsman's |")
-    print("|---|---|---|---|---|")
+    print("| contender | median s | min s | max s | median / herdsman's | median CPU s |")
+    print("|---|---|---|---|---|---|")
     for c in contenders:
         t = times[c]
         m = statistics.median(t)
-        print(f"| {c} | {m:.3f} | {min(t):.3f} | {max(t):.3f} | {m / base:.2f}x |")
+        used = "n/a" if c == "joblib" else f"{statistics.median(cpus[c]):.3f}"
+        print(f"| {c} | {m:.3f} | {min(t):.3f} | {max(t):.3f} | {m / base:.2f}x | {used} |")
     sys.stdout.flush()
     return times
 
@@ -126,8 +142,7 @@ def main():
         ensure("joblib")
         ensure("mpire")
         # Tune ProcessPoolExecutor's chunksize first: keep its best.
-        best = min((statistics.median(measure(f"futures:{c}", "a", args.jobs) for _ in range(1)), c)
-                   for c in (16, 64, 256))[1]
+        best = min((measure(f"futures:{c}", "a", args.jobs)[0], c) for c in (16, 64, 256))[1]
         table("a", ["herdsman", f"futures:{best}", "mp", "joblib", "mpire", "seq"], args.runs, args.jobs)
     if args.which in ("b", "all"):
         table("b", ["herdsman", "futures"], args.runs, 64)

@@ -31,7 +31,7 @@ use herdsman_workers::{
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -90,17 +90,38 @@ enum Msg {
 /// Items of a sized input (a list, a tuple, a range: already in memory, or cheap) are taken
 /// `chunk` at a time, so the GIL changes hands once per chunk rather than once per item; any
 /// other iterable is pulled one item at a time, so no more is taken than the run asks for.
-struct PyIter {
-    iter: PyObject,
+/// Each item is turned into a `T` by `conv` under the same hold of the GIL (the process
+/// executor pickles it there).
+struct PyIter<T = PyObject> {
+    iter: Py<PyIterator>,
     error: Arc<std::sync::Mutex<Option<PyErr>>>,
     done: bool,
     chunk: usize,
-    buf: std::collections::VecDeque<PyObject>,
+    buf: std::collections::VecDeque<T>,
+    conv: ItemConv<T>,
 }
 
-impl Iterator for PyIter {
-    type Item = PyObject;
-    fn next(&mut self) -> Option<PyObject> {
+/// How [`PyIter`] turns a Python item into what the run takes.
+type ItemConv<T> = Box<dyn for<'py> FnMut(Bound<'py, PyAny>) -> T + Send>;
+
+impl PyIter<PyObject> {
+    /// The same input, each item turned into a `U` by `conv` as it is taken.
+    fn converted<U>(self, conv: ItemConv<U>) -> PyIter<U> {
+        debug_assert!(self.buf.is_empty(), "convert before taking any item");
+        PyIter {
+            iter: self.iter,
+            error: self.error,
+            done: self.done,
+            chunk: self.chunk,
+            buf: Default::default(),
+            conv,
+        }
+    }
+}
+
+impl<T> Iterator for PyIter<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
         if let Some(v) = self.buf.pop_front() {
             return Some(v);
         }
@@ -108,15 +129,17 @@ impl Iterator for PyIter {
             return None;
         }
         Python::with_gil(|py| {
-            let it = self.iter.bind(py);
+            let mut it = self.iter.bind(py).clone();
             while self.buf.len() < self.chunk {
-                match it.call_method0("__next__") {
-                    Ok(v) => self.buf.push_back(v.unbind()),
-                    Err(e) => {
+                match it.next() {
+                    Some(Ok(v)) => self.buf.push_back((self.conv)(v)),
+                    Some(Err(e)) => {
                         self.done = true;
-                        if !e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
-                            *self.error.lock().unwrap() = Some(e);
-                        }
+                        *self.error.lock().unwrap() = Some(e);
+                        break;
+                    }
+                    None => {
+                        self.done = true;
                         break;
                     }
                 }
@@ -127,14 +150,17 @@ impl Iterator for PyIter {
 }
 
 /// The process executor: a [`WorkerPool`] speaking the framed protocol to
-/// `python -m herdsman._worker`, plus the items that failed to pickle here.
+/// `python -S .../herdsman/_worker.py`, plus the items that failed to pickle here.
 ///
 /// Tiny items travel in batches: submitted items wait in `pending` until the next `poll`,
-/// which sends them as records of up to `batch` items (a JSON list), sized so that one
-/// record takes about [`BATCH_TARGET`] of the worker's time as the worker measures it. A
-/// batch whose record fails as a whole (the worker crashed, or sent something unreadable)
-/// is sent again one item per record, so only the item that crashes a worker is charged.
-/// With a per-item timeout nothing is batched: the pool times records, not items.
+/// which sends them as records of up to [`MAX_BATCH`] items (a JSON list), sized so that
+/// one record takes about [`BATCH_TARGET`] of the worker's time as the worker measures it,
+/// with at most [`BATCH_DEPTH`] records in flight per worker. Every record is a list from
+/// the first one on (of one item until a reply has said how long items take), so every
+/// reply carries the worker's time. A batch whose record fails as a whole (the worker
+/// crashed, or sent something unreadable) is sent again one item per record, so only the
+/// item that crashes a worker is charged; a record of one item that fails is that item's
+/// failure. With a per-item timeout nothing is batched: the pool times records, not items.
 struct ProcExec {
     pool: WorkerPool,
     local: Vec<(AttemptId, AttemptOutcome<WorkOutput, ProcErr>)>,
@@ -153,9 +179,11 @@ struct ProcExec {
 }
 
 /// Most items in one record sent to a worker process.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 512;
+/// Records of several items in flight on one worker process.
+const BATCH_DEPTH: usize = 2;
 /// The worker time one batch should take.
-const BATCH_TARGET: f64 = 0.005;
+const BATCH_TARGET: f64 = 0.010;
 
 impl ProcExec {
     fn new(pool: WorkerPool, batching: bool) -> Self {
@@ -172,8 +200,20 @@ impl ProcExec {
     }
 
     /// Send pending items while the pool has room, batched as measured durations allow.
+    ///
+    /// While batching is on, every batchable record is a list (of one item at first), so
+    /// that every reply carries the worker's time and the batch size follows the function
+    /// from the first answer on.
     fn flush(&mut self) -> Result<(), FatalExecutorError> {
-        let room = self.pool.capacity();
+        let room = if self.max_batch > 1 {
+            // One batch running and one waiting per worker: enough to keep it busy, few
+            // enough that the batches are sized from what is left.
+            self.pool
+                .capacity()
+                .min(self.pool.concurrency() * BATCH_DEPTH)
+        } else {
+            self.pool.capacity()
+        };
         while !self.pending.is_empty() && self.in_flight < room {
             let free = room - self.in_flight;
             let fair = self.pending.len().div_ceil(free);
@@ -184,7 +224,7 @@ impl ProcExec {
             };
             let n = fair.min(want).min(self.max_batch).max(1);
             let (id, item, batchable) = self.pending.pop_front().expect("not empty");
-            if n == 1 || !batchable {
+            if self.max_batch == 1 || !batchable {
                 self.pool.submit(id, item)?;
                 self.in_flight += 1;
                 continue;
@@ -196,24 +236,18 @@ impl ProcExec {
                     _ => break,
                 }
             }
-            if members.len() == 1 {
-                let (id, item, _) = members.pop().expect("one");
-                self.pool.submit(id, item)?;
-            } else {
-                let mut json = Vec::with_capacity(
-                    members.iter().map(|m| m.1.json.len() + 1).sum::<usize>() + 2,
-                );
-                json.push(b'[');
-                for (k, (_, it, _)) in members.iter().enumerate() {
-                    if k > 0 {
-                        json.push(b',');
-                    }
-                    json.extend_from_slice(&it.json);
+            let mut json =
+                Vec::with_capacity(members.iter().map(|m| m.1.json.len() + 1).sum::<usize>() + 2);
+            json.push(b'[');
+            for (k, (_, it, _)) in members.iter().enumerate() {
+                if k > 0 {
+                    json.push(b',');
                 }
-                json.push(b']');
-                self.pool.submit(id, WorkItem::new(0, json))?;
-                self.batches.insert(id, members);
+                json.extend_from_slice(&it.json);
             }
+            json.push(b']');
+            self.pool.submit(id, WorkItem::new(0, json))?;
+            self.batches.insert(id, members);
             self.in_flight += 1;
         }
         Ok(())
@@ -250,6 +284,15 @@ impl ProcExec {
                 return;
             }
         }
+        // A record of one item that failed as a whole is that item's failure, as if it had
+        // travelled alone.
+        if members.len() == 1 {
+            let (id, _, alive) = members.into_iter().next().expect("one member");
+            if alive {
+                out.push((id, single_outcome(outcome)));
+            }
+            return;
+        }
         // The record failed as a whole: try each item alone, so that only the item that
         // crashes a worker is charged.
         for (id, item, alive) in members.into_iter().rev() {
@@ -257,6 +300,17 @@ impl ProcExec {
                 self.pending.push_front((id, item, false));
             }
         }
+    }
+}
+
+/// The outcome of a record that carried one item alone.
+fn single_outcome(
+    o: AttemptOutcome<WorkOutput, WorkerFailure>,
+) -> AttemptOutcome<WorkOutput, ProcErr> {
+    match o {
+        AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
+        AttemptOutcome::Failure(f) => AttemptOutcome::Failure(ProcErr::Worker(f)),
+        AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
     }
 }
 
@@ -337,12 +391,7 @@ impl Executor<ProcItem> for ProcExec {
                 self.split(members, o, out);
                 continue;
             }
-            let o = match o {
-                AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
-                AttemptOutcome::Failure(f) => AttemptOutcome::Failure(ProcErr::Worker(f)),
-                AttemptOutcome::Panicked(m) => AttemptOutcome::Panicked(m),
-            };
-            out.push((id, o));
+            out.push((id, single_outcome(o)));
         }
         r?;
         self.flush()
@@ -581,6 +630,10 @@ struct PyRun {
     /// Items seen so far: (succeeded, failed, not run), counted here because the engine
     /// counts chunks when items travel in chunks.
     counts: (u64, u64, u64),
+    /// The index of the last outcome handed to Python.
+    last: Option<u64>,
+    /// Whether every outcome so far came in increasing index order.
+    sorted: bool,
 }
 
 impl Drop for PyRun {
@@ -817,14 +870,15 @@ fn start(
     chunked: bool,
 ) -> PyResult<PyRun> {
     let sized = items.len().is_ok();
-    let iter = items.iter()?.into_any().unbind();
+    let iter = items.iter()?.unbind();
     let input_error = Arc::new(std::sync::Mutex::new(None));
     let input = PyIter {
         iter,
         error: Arc::clone(&input_error),
         done: false,
-        chunk: if sized { 256 } else { 1 },
+        chunk: if sized { 1024 } else { 1 },
         buf: std::collections::VecDeque::new(),
+        conv: Box::new(|v: Bound<'_, PyAny>| v.unbind()),
     };
     let retry = match retry {
         None => None,
@@ -954,6 +1008,8 @@ fn start(
                     ended: None,
                     cleanup: None,
                     counts: (0, 0, 0),
+                    last: None,
+                    sorted: true,
                 });
             }
             let stream = py.allow_threads(move || m.stream());
@@ -962,26 +1018,25 @@ fn start(
         "process" => {
             let dumps = pickle_item
                 .ok_or_else(|| PyValueError::new_err("the process executor needs pickle_item"))?;
-            let items = input.map(move |o| -> ProcItem {
-                Python::with_gil(|py| {
-                    let b = dumps.call1(py, (o,)).and_then(|b| {
-                        b.downcast_bound::<PyBytes>(py)
-                            .map(|b| b.as_bytes().to_vec())
-                            .map_err(PyErr::from)
-                    });
-                    match b {
-                        Ok(b) => {
-                            let s = B64.encode(b);
-                            let mut json = Vec::with_capacity(s.len() + 2);
-                            json.push(b'"');
-                            json.extend_from_slice(s.as_bytes());
-                            json.push(b'"');
-                            Ok(WorkItem::new(0, json))
-                        }
-                        Err(e) => Err(Arc::new(e)),
+            let items = input.converted(Box::new(move |o: Bound<'_, PyAny>| -> ProcItem {
+                let py = o.py();
+                let b = dumps.call1(py, (o,)).and_then(|b| {
+                    b.downcast_bound::<PyBytes>(py)
+                        .map(|b| b.as_bytes().to_vec())
+                        .map_err(PyErr::from)
+                });
+                match b {
+                    Ok(b) => {
+                        let mut json = Vec::with_capacity(b.len() * 4 / 3 + 6);
+                        json.push(b'"');
+                        let s = B64.encode(b);
+                        json.extend_from_slice(s.as_bytes());
+                        json.push(b'"');
+                        Ok(WorkItem::new(0, json))
                     }
-                })
-            });
+                    Err(e) => Err(Arc::new(e)),
+                }
+            }));
             let mut cfg = PoolConfig::new(WorkerCommand::argv(worker_argv));
             cfg.workers = workers.max(1);
             cfg.protocol = Protocol::Framed;
@@ -1032,6 +1087,8 @@ fn start(
         ended: None,
         cleanup,
         counts: (0, 0, 0),
+        last: None,
+        sorted: true,
     })
 }
 
@@ -1050,7 +1107,7 @@ enum ChunkItem {
 }
 
 /// Most items in one chunk.
-const MAX_CHUNK: usize = 64;
+const MAX_CHUNK: usize = 256;
 /// The time one chunk should take, from measured item durations.
 const CHUNK_TARGET: Duration = Duration::from_micros(200);
 
@@ -1151,7 +1208,7 @@ fn start_chunked(
     let total = opts.total;
     let opts = Options {
         on_progress: None,
-        window: Some(opts.window.unwrap_or(1024)),
+        window: Some(opts.window.unwrap_or(256)),
         total: None,
         ..opts
     };
@@ -1267,6 +1324,8 @@ fn start_chunked(
             ended: None,
             cleanup: None,
             counts: (0, 0, 0),
+            last: None,
+            sorted: true,
         });
     }
     let stream = py.allow_threads(move || m.stream());
@@ -1278,6 +1337,8 @@ fn start_chunked(
         ended: None,
         cleanup: None,
         counts: (0, 0, 0),
+        last: None,
+        sorted: true,
     })
 }
 
@@ -1306,19 +1367,12 @@ fn raw_to_py(py: Python<'_>, r: Raw) -> PyResult<PyObject> {
     .unbind())
 }
 
-#[pymethods]
 impl PyRun {
-    /// Wait up to `timeout` seconds (without the GIL) for outcomes and return at most `max`
-    /// of them as `(index, tag, payload, attempts, seconds)` tuples; `None` once the run
-    /// has ended and everything was returned.
-    fn poll(
-        &mut self,
-        py: Python<'_>,
-        max: usize,
-        timeout: f64,
-    ) -> PyResult<Option<Vec<PyObject>>> {
+    /// Up to `max` outcomes, waiting up to `timeout` seconds without the GIL; `None` once
+    /// the run has ended and everything was handed out.
+    fn receive(&mut self, py: Python<'_>, max: usize, timeout: f64) -> Option<Vec<Raw>> {
         if self.ended.is_some() {
-            return Ok(None);
+            return None;
         }
         let mut got: Vec<Raw> = Vec::new();
         let rx = self.rx.clone();
@@ -1373,14 +1427,75 @@ impl PyRun {
                 _ => self.counts.1 += 1,
             }
         }
-        let out = got
-            .into_iter()
-            .map(|r| raw_to_py(py, r))
-            .collect::<PyResult<Vec<_>>>()?;
-        if out.is_empty() && ended {
-            return Ok(None);
+        for r in &got {
+            if self.last.is_some_and(|l| r.index <= l) {
+                self.sorted = false;
+            }
+            self.last = Some(r.index);
         }
-        Ok(Some(out))
+        if got.is_empty() && ended {
+            return None;
+        }
+        Some(got)
+    }
+}
+
+#[pymethods]
+impl PyRun {
+    /// Wait up to `timeout` seconds (without the GIL) for outcomes and return at most `max`
+    /// of them as `(index, tag, payload, attempts, seconds)` tuples; `None` once the run
+    /// has ended and everything was returned.
+    fn poll(
+        &mut self,
+        py: Python<'_>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<Vec<PyObject>>> {
+        let Some(got) = self.receive(py, max, timeout) else {
+            return Ok(None);
+        };
+        got.into_iter()
+            .map(|r| raw_to_py(py, r))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Like `poll`, for callers that need only the values of the successes: returns
+    /// `(indices, values, others)`, the indices and values (or pickled values) of the
+    /// successes as two lists, and every other outcome as `poll` gives it; `None` once the
+    /// run has ended and everything was returned.
+    fn poll_split(
+        &mut self,
+        py: Python<'_>,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Option<PyObject>> {
+        let Some(got) = self.receive(py, max, timeout) else {
+            return Ok(None);
+        };
+        let indices = PyList::empty_bound(py);
+        let values = PyList::empty_bound(py);
+        let others = PyList::empty_bound(py);
+        for r in got {
+            match r.kind {
+                RawKind::Value(v) => {
+                    indices.append(r.index)?;
+                    values.append(v)?;
+                }
+                RawKind::Pickled(b) => {
+                    indices.append(r.index)?;
+                    values.append(PyBytes::new_bound(py, &b))?;
+                }
+                _ => others.append(raw_to_py(py, r)?)?,
+            }
+        }
+        Ok(Some((indices, values, others).into_py(py)))
+    }
+
+    /// Whether every outcome handed to Python so far came in increasing index order (then
+    /// an ordered result needs no sorting).
+    fn in_order(&self) -> bool {
+        self.sorted
     }
 
     /// Ask the run to stop: nothing new starts; keep polling for what was running.

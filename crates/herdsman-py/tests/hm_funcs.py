@@ -123,3 +123,10 @@ def crash_on_2500(x):
     if x % 1000 == 7:
         raise Custom(f"bad {x}", x)
     return x + 1
+
+
+def caller_name(_x):
+    """The name of the worker function that called this one (how the item travelled)."""
+    import sys
+
+    return sys._getframe(1).f_code.co_name

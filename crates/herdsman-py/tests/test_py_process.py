@@ -179,6 +179,16 @@ def test_tiny_items_travel_in_batches_and_a_crash_still_charges_one_item():
     assert res.summary["succeeded"] == 4994 and res.summary["failed"] == 6
 
 
+def test_tiny_items_are_batched_from_the_first_record_on():
+    # Every record of tiny items is a batch (a list), from the very first one: its reply
+    # carries the worker's time, from which the next batches are sized. Items that travel
+    # in a batch are called by the worker's `one_part`; an item sent alone, by `main`.
+    res = herdsman.parallel_map(hm_funcs.caller_name, range(2000), executor="process",
+                                workers=2)
+    callers = res.values()
+    assert callers.count("one_part") == 2000, sorted(set(callers))
+
+
 def test_retries_inside_batches_follow_the_policy():
     keys = [f"b-{i}" for i in range(300)]
     res = herdsman.parallel_map(hm_funcs.flaky_conn, keys, executor="process", workers=1,

@@ -232,9 +232,25 @@ class MapResult(Generic[R]):
     """
 
     def __init__(self, values: List[Tuple[int, R]], failures: List[Failure], summary: Dict[str, Any]):
-        self._values = values
+        self._idx: List[int] = [i for i, _ in values]
+        self._vals: List[R] = [v for _, v in values]
         self._failures = failures
         self._summary = summary
+
+    @classmethod
+    def _columns(cls, indices: List[int], vals: List[R], failures: List[Failure],
+                 summary: Dict[str, Any]) -> "MapResult[R]":
+        """A result from the successes' indices and values as two lists, in the same order."""
+        self = cls.__new__(cls)
+        self._idx = indices
+        self._vals = vals
+        self._failures = failures
+        self._summary = summary
+        return self
+
+    @property
+    def _values(self) -> List[Tuple[int, R]]:
+        return list(zip(self._idx, self._vals))
 
     @property
     def ok(self) -> bool:
@@ -262,21 +278,22 @@ class MapResult(Generic[R]):
 
     def values(self) -> List[R]:
         """Every value in order; raises :class:`ExceptionGroup` if any item failed."""
+        if not self._failures and self.status == "completed":
+            return list(self._vals)
         return list(self)
 
     def _group(self) -> BaseException:
         excs = [f.exception for f in self._failures]
         n = len(excs)
         return ExceptionGroup(
-            f"{n} of {n + len(self._values)} items failed (first: item {self._failures[0].index}); "
+            f"{n} of {n + len(self._idx)} items failed (first: item {self._failures[0].index}); "
             "see result.failures() for each index and exception",
             excs,
         )
 
     def __iter__(self) -> Iterator[R]:
         if not self._failures:
-            for _, v in self._values:
-                yield v
+            yield from self._vals
             if self.status != "completed":
                 raise ExceptionGroup(
                     f"the run ended early ({self.status}) before every item ran",
@@ -284,18 +301,18 @@ class MapResult(Generic[R]):
                 )
             return
         first = min(f.index for f in self._failures)
-        for i, v in self._values:
+        for i, v in zip(self._idx, self._vals):
             if i > first:
                 break
             yield v
         raise self._group()
 
     def __len__(self) -> int:
-        return len(self._values) + len(self._failures)
+        return len(self._idx) + len(self._failures)
 
     def __repr__(self) -> str:
         return (
-            f"<MapResult {self.status}: {len(self._values)} succeeded, "
+            f"<MapResult {self.status}: {len(self._idx)} succeeded, "
             f"{len(self._failures)} failed>"
         )
 
@@ -427,7 +444,10 @@ def _start(fn, items, *, executor, workers, rate_limit, batch_size, retry, timeo
         pythonpath = os.pathsep.join(p for p in [pkg_root, os.environ.get("PYTHONPATH")] if p)
         kwargs.update(
             retry=spec,
-            worker_argv=[sys.executable, "-m", "herdsman._worker"],
+            # The worker script alone, without `site` (its .pth files can cost tens of
+            # milliseconds per start): the worker takes the parent's sys.path from the setup
+            # file, and imports `site` only if the function cannot be found without it.
+            worker_argv=[sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")],
             worker_env=[("HERDSMAN_PY_SETUP", path), ("PYTHONPATH", pythonpath)],
             pickle_item=_dumps_item,
             cleanup=lambda: _unlink(path),
@@ -485,28 +505,40 @@ def _is_interrupt(exc: BaseException) -> bool:
     return not isinstance(exc, Exception)
 
 
-def _collect(run, ordered: bool) -> MapResult:
-    values: List[Tuple[int, Any]] = []
+def _collect(run, ordered: bool, pickled: bool) -> MapResult:
+    indices: List[int] = []
+    vals: List[Any] = []
     failures: List[Failure] = []
+    loads = pickle.loads
 
     def take(batch):
-        for rec in batch:
+        idx, got, others = batch
+        if pickled:
+            got = list(map(loads, got))
+        indices.extend(idx)
+        vals.extend(got)
+        for rec in others:
             index, ok, payload, attempts, duration = _convert(rec)
-            if ok:
-                values.append((index, payload))
+            if ok:  # pragma: no cover - successes come in the first two lists
+                indices.append(index)
+                vals.append(payload)
             else:
                 failures.append(Failure(index, payload, attempts, duration))
 
     def result():
+        nonlocal indices, vals
+        if ordered and not run.in_order():
+            pairs = sorted(zip(indices, vals), key=lambda p: p[0])
+            indices = [i for i, _ in pairs]
+            vals = [v for _, v in pairs]
         if ordered:
-            values.sort(key=lambda p: p[0])
             failures.sort(key=lambda f: f.index)
         summary = run.summary() or {"status": "cancelled", "message": "interrupted"}
-        return MapResult(values, failures, summary)
+        return MapResult._columns(indices, vals, failures, summary)
 
     try:
         while True:
-            batch = run.poll(4096, 0.05)
+            batch = run.poll_split(65536, 0.05)
             if batch is None:
                 break
             take(batch)
@@ -515,7 +547,7 @@ def _collect(run, ordered: bool) -> MapResult:
         stop_by = time.monotonic() + 30.0
         try:
             while time.monotonic() < stop_by:
-                batch = run.poll(4096, 0.05)
+                batch = run.poll_split(65536, 0.05)
                 if batch is None:
                     break
                 take(batch)
@@ -578,7 +610,7 @@ def parallel_map(
     run = _start(fn, items, executor=executor, workers=workers, rate_limit=rate_limit,
                  batch_size=batch_size, retry=retry, timeout=timeout, deadline=deadline,
                  max_errors=max_errors, ordered=ordered, on_progress=on_progress, inline_ok=True)
-    res = _collect(run, ordered)
+    res = _collect(run, ordered, pickled=executor == "process")
     if progress:
         sys.stderr.write("\n")
     return res

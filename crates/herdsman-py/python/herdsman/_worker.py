@@ -1,7 +1,8 @@
-"""The worker process of ``executor="process"``: ``python -m herdsman._worker``.
+"""The worker process of ``executor="process"``.
 
-It speaks herdsman's ``framed`` protocol (docs/protocol.md) on stdin/stdout. Each record is
-a JSON string holding base64 of a pickled item; each answer is a JSON string holding base64
+It runs as a script (``python -S .../herdsman/_worker.py``: starting it imports neither
+``site`` nor the ``herdsman`` package) and speaks herdsman's ``framed`` protocol
+(docs/protocol.md) on stdin/stdout. Each record is a JSON string holding base64 of a pickled item; each answer is a JSON string holding base64
 of the pickled return value, or an error whose message is base64 of a pickled
 ``(exception, traceback text)`` pair. What to call comes from the setup file named by
 ``HERDSMAN_PY_SETUP``: the function pickled by reference (module and qualified name, as
@@ -14,12 +15,10 @@ This module must never write anything but answers to stdout: while the function 
 """
 
 import binascii
-import json
 import os
 import pickle
 import sys
 import time
-import traceback
 import types
 
 
@@ -28,13 +27,30 @@ def _load_main(path):
     import runpy
 
     module = types.ModuleType("__mp_main__")
+    previous = sys.modules.get("__main__")
     sys.modules["__mp_main__"] = module
     sys.modules["__main__"] = module
-    globs = runpy.run_path(path, run_name="__mp_main__")
+    try:
+        globs = runpy.run_path(path, run_name="__mp_main__")
+    except BaseException:
+        del sys.modules["__mp_main__"]
+        sys.modules["__main__"] = previous
+        raise
     module.__dict__.update(globs)
 
 
+def _load_fn(setup):
+    """The function to call, as the setup file describes it."""
+    if setup.get("main_path") and "__mp_main__" not in sys.modules:
+        _load_main(setup["main_path"])
+    if setup.get("cloudpickle"):
+        import cloudpickle  # noqa: F401  (registers what the pickled function needs)
+    return pickle.loads(setup["fn"])
+
+
 def _dumps_error(exc):
+    import traceback
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         payload = pickle.dumps((exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
@@ -62,11 +78,15 @@ def main():
     with open(setup_path, "rb") as f:
         setup = pickle.load(f)
     sys.path[:] = setup["sys_path"]
-    if setup.get("main_path"):
-        _load_main(setup["main_path"])
-    if setup.get("cloudpickle"):
-        import cloudpickle  # noqa: F401  (registers what the pickled function needs)
-    fn = pickle.loads(setup["fn"])
+    try:
+        fn = _load_fn(setup)
+    except ImportError:
+        # Started without `site` (-S): a .pth file may be what makes the function
+        # importable (an editable install); process them, then try again.
+        import site
+
+        site.main()
+        fn = _load_fn(setup)
     retry_on = setup.get("retry_on")
     retry_after = setup.get("retry_after")
 
@@ -78,31 +98,29 @@ def main():
     proto = pickle.HIGHEST_PROTOCOL
     b64 = binascii.b2a_base64
     unb64 = binascii.a2b_base64
-    jloads = json.loads
     perf = time.perf_counter
 
     def one_part(data):
-        """One item of a batch: ``o:B64`` or ``e:RETRYABLE:WAIT:B64``."""
+        """One item of a batch: ``o:B64`` or ``e:RETRYABLE:WAIT:B64`` (ASCII bytes)."""
         try:
             value = fn(loads(unb64(data)))
-            return "o:" + b64(dumps(value, proto), newline=False).decode("ascii")
+            return b"o:" + b64(dumps(value, proto), newline=False)
         except Exception as exc:  # noqa: BLE001 - every failure is the item's, reported
             retryable, wait = _retry_verdict(exc, retry_on, retry_after)
-            return f"e:{int(retryable)}:{'' if wait is None else wait}:{_dumps_error(exc)}"
+            return f"e:{int(retryable)}:{'' if wait is None else wait}:{_dumps_error(exc)}".encode("ascii")
 
     for line in stdin:
-        if not line.strip():
+        line = line.strip()
+        if not line:
             continue
-        req = jloads(line)
-        rid = req["id"]
-        record = req["record"]
+        rid, record = _request(line)
         if isinstance(record, list):
             # A batch of tiny items: one output, a list with one part per item and the
-            # worker time it took.
+            # worker time it took. Every part is base64 with an ASCII prefix: no escaping.
             t0 = perf()
             parts = [one_part(data) for data in record]
-            parts.append(f"t:{perf() - t0:.9f}")
-            out.write(b'{"id":%d,"output":%s,"done":true}\n' % (rid, json.dumps(parts).encode("ascii")))
+            parts.append(b"t:%.9f" % (perf() - t0))
+            out.write(b'{"id":%d,"output":["%s"],"done":true}\n' % (rid, b'","'.join(parts)))
             out.flush()
             continue
         try:
@@ -111,12 +129,37 @@ def main():
             payload = b64(dumps(value, proto), newline=False)
             out.write(b'{"id":%d,"output":"%s","done":true}\n' % (rid, payload))
         except Exception as exc:  # noqa: BLE001 - every failure is the item's, reported
+            import json
+
             retryable, wait = _retry_verdict(exc, retry_on, retry_after)
             reply = {"id": rid, "error": _dumps_error(exc), "retryable": retryable}
             if wait is not None:
                 reply["retry_after"] = wait
             out.write(json.dumps(reply).encode("ascii") + b"\n")
         out.flush()
+
+
+def _request(line):
+    """``(id, record)`` of one request line: the record is a base64 string or a list of them.
+
+    herdsman writes requests as ``{"id":N,"record":R}``; that shape is read without the
+    json module (whose import costs a worker's start-up), anything else with it.
+    """
+    head = b'{"id":'
+    mid = line.find(b',"record":')
+    if line.startswith(head) and mid > 0 and line.endswith(b"}"):
+        rid = line[len(head):mid]
+        record = line[mid + len(b',"record":'):-1]
+        if rid.isdigit() and b"\\" not in record:
+            if record.startswith(b'["') and record.endswith(b'"]'):
+                return int(rid), record[2:-2].split(b'","')
+            if record.startswith(b'"') and record.endswith(b'"') and b'"' not in record[1:-1]:
+                return int(rid), record[1:-1]
+    import json
+
+    req = json.loads(line)
+    record = req["record"]
+    return req["id"], record
 
 
 if __name__ == "__main__":

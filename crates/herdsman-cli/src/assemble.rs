@@ -296,7 +296,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         }
         let c = p.counts;
         let (output_end, failures_end) = self.sinks.offsets();
-        tracing::debug!(chunk = p.info.id, records = p.info.records.len(), "chunk written");
+        tracing::debug!(
+            chunk = p.info.id,
+            records = p.info.records.len(),
+            "chunk written"
+        );
         self.uncommitted.push(ChunkCommit {
             chunk: p.info.id,
             start: to_ledger(p.info.start),

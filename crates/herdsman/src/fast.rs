@@ -2,42 +2,74 @@
 //! scheduler: an input of exactly known length, no retry, rate limit, timeout, deadline,
 //! error limit, stop token, callback or explicit window.
 //!
-//! Each thread (the caller's included) claims the next contiguous block of indices from the
-//! shared input (a short lock per block, never per item), runs the function on it with the
-//! same panic capture as the engine, and moves the values straight into their final slots
-//! of the run's [`DirectOut`]. Blocks shrink as the input runs out (guided scheduling), so
-//! the threads finish together even when items differ in cost. Every item still ends
-//! exactly once: a value in its slot or a failure with its index.
+//! Threads (the caller's included) claim contiguous index ranges ("chunks") and run them
+//! with the same per-item panic capture as the engine, moving each value straight into its
+//! final slot of the run's [`Slots`] (no intermediate buffer, no lock per chunk). Chunks
+//! shrink as the input runs out (guided scheduling), so threads finish together even when
+//! items differ in cost. Every item still ends exactly once: a value in its slot or a
+//! failure with its index.
+//!
+//! Two kinds of input:
+//!
+//! - **Indexed** inputs (a range of integers or other `Step` values, `a..b` or `a..=b`, and
+//!   a copied slice, `slice.iter().copied()`) are split by index with no central puller, as
+//!   rayon's indexed producers do: a chunk is claimed with one atomic compare-exchange, and
+//!   each thread reads its chunk from its own copy of the input, positioned with an O(1)
+//!   `nth`. These types are recognized by their type identity (lifetimes aside): Rust has
+//!   no specialization, and they are the ones whose copy is a plain bitwise clone.
+//! - Any **other** iterator is sequential by nature: a thread pulls its chunk under a short
+//!   lock (one per chunk, never per item) into a reused buffer, then runs it unlocked.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::direct::DirectOut;
-use crate::engine::run_one;
-use crate::executor::AttemptOutcome;
+use crate::direct::{SlotWriter, Slots};
+use crate::engine::panic_message;
 use crate::limiter::Clock;
 use crate::map::SendInput;
 use crate::outcome::{Failure, ItemError, RunResult, RunStatus, Successes, Summary};
 
-/// Largest block a thread claims at once (bounds the items pulled and not yet finished).
+/// Largest chunk a thread claims at once (bounds the items pulled and not yet finished).
 const MAX_BLOCK: usize = 4096;
 
-/// The shared input and the next index to hand out.
-struct Claim<I> {
-    input: SendInput<I>,
-    next: u64,
-    ended: bool,
-}
-
-/// What one thread produced.
+/// What one thread produced (its values are in the [`Slots`]).
 struct Part<U, E> {
-    ok: Vec<(u64, usize)>,
+    /// Items run.
+    ran: u64,
+    /// Values whose index is past the input's length hint (an iterator that lied).
     overflow: Vec<(u64, U)>,
     failures: Vec<Failure<E>>,
 }
 
+impl<U, E> Part<U, E> {
+    fn new() -> Self {
+        Part {
+            ran: 0,
+            overflow: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// Whether `I` is one of the indexed inputs: a type whose bitwise copy is an independent
+/// clone (plain data, no `Drop`, no ownership) and whose `nth` is O(1) with no side effect.
+///
+/// `Range<T>` and `RangeInclusive<T>` iterate only for the standard library's `Step` types
+/// (integers, `char`, IP addresses: all `Copy`, and `Step` cannot be implemented outside
+/// the standard library); `Copied<slice::Iter<T>>` is a shared view of a slice of `Copy`
+/// values. `typeid::of` compares types with lifetimes erased, which is exact for these.
+fn is_indexed<I: Iterator<Item = T>, T: 'static>() -> bool {
+    let id = typeid::of::<I>();
+    id == typeid::of::<std::ops::Range<T>>()
+        || id == typeid::of::<std::ops::RangeInclusive<T>>()
+        || id == typeid::of::<std::iter::Copied<std::slice::Iter<'static, T>>>()
+}
+
 /// Run `f` over `input` (of exactly `n` items by its size hint) on `workers` threads.
 pub(crate) fn collect<I, T, U, E, F>(
-    input: SendInput<I>,
+    mut input: SendInput<I>,
     n: usize,
     f: &F,
     workers: usize,
@@ -45,56 +77,51 @@ pub(crate) fn collect<I, T, U, E, F>(
 ) -> RunResult<U, E>
 where
     I: Iterator<Item = T>,
-    T: Send,
+    T: Send + 'static,
     U: Send,
     E: Send,
     F: Fn(T) -> Result<U, E> + Sync,
 {
     let start = clock.now();
-    let out = DirectOut::new(n);
-    let claim = Mutex::new(Claim {
-        input,
-        next: 0,
-        ended: false,
-    });
+    let slots = Slots::new(n);
     // Items claimed and not finished stay within the default window, whatever `workers`.
     let max_block = MAX_BLOCK.min(crate::map::DEFAULT_WINDOW / workers).max(1);
-    let block_for = |next: u64| {
-        let left = (n as u64).saturating_sub(next) as usize;
-        (left / (workers * 4)).clamp(1, max_block)
-    };
-    let work = || run_blocks(&claim, &block_for, f, &out, clock);
-    let mut parts = Vec::with_capacity(workers);
-    std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..workers)
-            .filter_map(|k| {
-                // A thread the system refuses is simply not there: the others, the
-                // caller's included, take its share.
-                std::thread::Builder::new()
-                    .name(format!("herdsman-worker-{k}"))
-                    .spawn_scoped(s, work)
-                    .ok()
+    let chunk_for = |left: usize| (left / (workers * 4)).clamp(1, max_block);
+    let parts = if is_indexed::<I, T>() {
+        // One copy of the input per thread, made here and moved to it.
+        let copies: Vec<SendInput<I>> = (0..workers)
+            .map(|_| {
+                // SAFETY: `is_indexed` showed `I` is a range of `Copy` values or a copied
+                // slice view: plain data whose bitwise copy is a clone (nothing owned, no
+                // `Drop`), so the copies and `input` iterate independently. Each copy is
+                // `Send` because `input` is (`SendInput` was proven `Send`).
+                unsafe { SendInput::bitwise_copy(&input) }
             })
             .collect();
-        parts.push(work());
-        for h in helpers {
-            match h.join() {
-                Ok(p) => parts.push(p),
-                // Only a panic outside `f` (none is expected) gets here.
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-    });
-    let admitted = claim.into_inner().unwrap_or_else(|e| e.into_inner()).next;
-    let mut ok = Vec::new();
+        let next = AtomicUsize::new(0);
+        on_threads(copies, |it| {
+            run_indexed(it, n, &next, &chunk_for, f, &slots, clock)
+        })
+    } else {
+        let claim = Mutex::new(Claim {
+            input: &mut input,
+            next: 0,
+            ended: false,
+        });
+        let shares = (0..workers).map(|_| ()).collect();
+        on_threads(shares, |()| {
+            run_pulled(&claim, n, &chunk_for, f, &slots, clock)
+        })
+    };
+    let mut admitted = 0;
     let mut overflow = Vec::new();
     let mut failures = Vec::new();
     for p in parts {
-        ok.extend(p.ok);
+        admitted += p.ran;
         overflow.extend(p.overflow);
         failures.extend(p.failures);
     }
-    let mut values = out.finish(&ok);
+    let mut values = slots.finish();
     overflow.sort_unstable_by_key(|(i, _)| *i);
     values.extend(overflow.into_iter().map(|(_, v)| v));
     failures.sort_unstable_by_key(|f| f.index);
@@ -116,32 +143,126 @@ where
     }
 }
 
-/// One thread's loop: claim a block, run it, place its values; until the input ends.
-fn run_blocks<I, T, U, E, F>(
-    claim: &Mutex<Claim<I>>,
-    block_for: &(dyn Fn(u64) -> usize + Sync),
+/// Run `work` once per element of `shares`, the first on the calling thread and the others
+/// on scoped threads; the parts in `shares` order.
+fn on_threads<S, P, W>(shares: Vec<S>, work: W) -> Vec<P>
+where
+    S: Send,
+    P: Send,
+    W: Fn(S) -> P + Sync,
+{
+    let mut shares = shares.into_iter();
+    let Some(mine) = shares.next() else {
+        return Vec::new();
+    };
+    let work = &work;
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = shares
+            .enumerate()
+            .filter_map(|(k, share)| {
+                // A thread the system refuses is simply not there: the others, the
+                // caller's included, take its share of the chunks.
+                std::thread::Builder::new()
+                    .name(format!("herdsman-worker-{}", k + 1))
+                    .spawn_scoped(s, move || work(share))
+                    .ok()
+            })
+            .collect();
+        let mut parts = vec![work(mine)];
+        for h in helpers {
+            match h.join() {
+                Ok(p) => parts.push(p),
+                // Only a panic outside `f` (the input's own, say) gets here.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        parts
+    })
+}
+
+/// Claim the next chunk of `0..n`: its first index and length (one compare-exchange).
+fn claim_chunk(
+    next: &AtomicUsize,
+    n: usize,
+    chunk_for: &(dyn Fn(usize) -> usize + Sync),
+) -> Option<(usize, usize)> {
+    let mut first = next.load(Ordering::Relaxed);
+    loop {
+        if first >= n {
+            return None;
+        }
+        let len = chunk_for(n - first).min(n - first);
+        match next.compare_exchange_weak(first, first + len, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return Some((first, len)),
+            Err(now) => first = now,
+        }
+    }
+}
+
+/// One thread's loop over an indexed input: claim a chunk, move this thread's copy of the
+/// input to its start, run it; until every index is claimed.
+fn run_indexed<I, T, U, E, F>(
+    mut input: SendInput<I>,
+    n: usize,
+    next: &AtomicUsize,
+    chunk_for: &(dyn Fn(usize) -> usize + Sync),
     f: &F,
-    out: &DirectOut<U>,
+    slots: &Slots<U>,
     clock: &Arc<dyn Clock>,
 ) -> Part<U, E>
 where
     I: Iterator<Item = T>,
     F: Fn(T) -> Result<U, E>,
 {
-    let mut part = Part {
-        ok: Vec::new(),
-        overflow: Vec::new(),
-        failures: Vec::new(),
-    };
+    let it = input.get_mut();
+    let mut part = Part::new();
+    let mut out = slots.writer();
+    // Items of `it` already passed.
+    let mut pos = 0usize;
+    while let Some((first, len)) = claim_chunk(next, n, chunk_for) {
+        if first > pos {
+            // O(1) for indexed inputs, and the skipped item is plain data.
+            it.nth(first - pos - 1);
+        }
+        pos = first + len;
+        run_chunk(first as u64, len, it.by_ref().take(len), f, &mut out, &mut part, clock);
+    }
+    part
+}
+
+/// The shared input of a sequential (not indexed) iterator and the next index to hand out.
+struct Claim<'a, I> {
+    input: &'a mut SendInput<I>,
+    next: u64,
+    ended: bool,
+}
+
+/// One thread's loop over a sequential input: pull a chunk under the lock, run it unlocked;
+/// until the input ends.
+fn run_pulled<I, T, U, E, F>(
+    claim: &Mutex<Claim<'_, I>>,
+    n: usize,
+    chunk_for: &(dyn Fn(usize) -> usize + Sync),
+    f: &F,
+    slots: &Slots<U>,
+    clock: &Arc<dyn Clock>,
+) -> Part<U, E>
+where
+    I: Iterator<Item = T>,
+    F: Fn(T) -> Result<U, E>,
+{
+    let mut part = Part::new();
+    let mut out = slots.writer();
     let mut items: Vec<T> = Vec::new();
-    let mut values: Vec<U> = Vec::new();
     loop {
         let first = {
             let mut c = claim.lock().unwrap_or_else(|e| e.into_inner());
             if c.ended {
                 break;
             }
-            let want = block_for(c.next);
+            let left = (n as u64).saturating_sub(c.next) as usize;
+            let want = chunk_for(left);
             items.extend(c.input.get_mut().by_ref().take(want));
             if items.len() < want {
                 c.ended = true;
@@ -154,53 +275,79 @@ where
             break;
         }
         let len = items.len();
-        let began = clock.now();
-        // Index of `values[0]`.
-        let mut at = first;
-        let mut failed_at: Vec<(u64, ItemError<E>)> = Vec::new();
-        for (k, item) in items.drain(..).enumerate() {
-            let err = match run_one(f, item) {
-                AttemptOutcome::Success(v) => {
-                    values.push(v);
-                    continue;
-                }
-                AttemptOutcome::Failure(e) => ItemError::Failed(e),
-                AttemptOutcome::Panicked(m) => ItemError::Panicked(m),
-            };
-            let index = first + k as u64;
-            place(out, at, &mut values, &mut part);
-            failed_at.push((index, err));
-            at = index + 1;
-        }
-        place(out, at, &mut values, &mut part);
-        if !failed_at.is_empty() {
-            let per_item = clock.now().saturating_sub(began) / len as u32;
-            part.failures
-                .extend(failed_at.into_iter().map(|(index, error)| Failure {
-                    index,
-                    error,
-                    attempts: 1,
-                    duration: per_item,
-                }));
-        }
+        run_chunk(first, len, items.drain(..), f, &mut out, &mut part, clock);
     }
     part
 }
 
-/// Move the values of `at..` into the direct output (or the overflow, past its end).
-fn place<U, E>(out: &DirectOut<U>, at: u64, values: &mut Vec<U>, part: &mut Part<U, E>) {
-    if values.is_empty() {
-        return;
+/// A failure of the first attempt, its duration set once the chunk is done.
+fn failure<E>(index: u64, error: ItemError<E>) -> Failure<E> {
+    Failure {
+        index,
+        error,
+        attempts: 1,
+        duration: Duration::ZERO,
     }
-    let len = values.len();
-    if out.write(at, values) {
-        part.ok.push((at, len));
-    } else {
-        part.overflow.extend(
-            values
-                .drain(..)
-                .enumerate()
-                .map(|(k, v)| (at + k as u64, v)),
-        );
+}
+
+/// Run the `len` items of one chunk starting at index `first`: values go straight into
+/// their slots (or the overflow, past the input's length hint), failures into `part`.
+fn run_chunk<T, U, E, F>(
+    first: u64,
+    len: usize,
+    items: impl Iterator<Item = T>,
+    f: &F,
+    out: &mut SlotWriter<'_, U>,
+    part: &mut Part<U, E>,
+    clock: &Arc<dyn Clock>,
+) where
+    F: Fn(T) -> Result<U, E>,
+{
+    let began = clock.now();
+    let direct = out.reserve(first, len);
+    let failed_before = part.failures.len();
+    let mut items = items;
+    let mut ran = 0u64;
+    // One panic guard per chunk, not per item (it keeps the loop tight); a panic is still
+    // charged to the one item that raised it, and the chunk goes on after it. Only `f` can
+    // panic in the guarded loop: the items of an indexed input are plain data, those of a
+    // sequential one were pulled before.
+    loop {
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            for item in items.by_ref() {
+                let index = first + ran;
+                ran += 1;
+                match f(item) {
+                    Ok(v) if direct => out.put(v),
+                    Ok(v) => part.overflow.push((index, v)),
+                    Err(e) => {
+                        if direct {
+                            out.skip();
+                        }
+                        part.failures.push(failure(index, ItemError::Failed(e)));
+                    }
+                }
+            }
+        }));
+        match done {
+            Ok(()) => break,
+            Err(payload) => {
+                // The item counted last raised it.
+                if direct {
+                    out.skip();
+                }
+                let m = panic_message(payload.as_ref());
+                part.failures
+                    .push(failure(first + ran - 1, ItemError::Panicked(m)));
+            }
+        }
+    }
+    part.ran += ran;
+    if part.failures.len() > failed_before {
+        // As in the engine's batches: each item of the chunk is charged an equal share.
+        let per_item = clock.now().saturating_sub(began) / ran.max(1) as u32;
+        for fl in &mut part.failures[failed_before..] {
+            fl.duration = per_item;
+        }
     }
 }

@@ -351,3 +351,53 @@ fn run_chunk<T, U, E, F>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indexed<I: Iterator<Item = T>, T: 'static>(_: &I) -> bool {
+        is_indexed::<I, T>()
+    }
+
+    #[test]
+    fn ranges_and_copied_slices_are_indexed() {
+        assert!(indexed(&(0..10u64)));
+        assert!(indexed(&(-5i32..=5)));
+        assert!(indexed(&('a'..'z')));
+        // A slice that lives on this stack frame only: lifetimes do not matter.
+        let local = vec![1u8, 2, 3];
+        assert!(indexed(&local.iter().copied()));
+    }
+
+    #[test]
+    fn other_iterators_are_pulled() {
+        let v = vec![String::from("a")];
+        // `cloned` runs user code (`Clone`) and its `nth` is not O(1).
+        assert!(!indexed(&v.iter().cloned()));
+        assert!(!indexed(&vec![1u64].into_iter()));
+        assert!(!indexed(&(0..10u64).map(|x| x + 1)));
+        assert!(!indexed(&(0..10u64).step_by(2)));
+        // Items that are references: the slice itself is not read by index.
+        static WORDS: [&str; 2] = ["a", "b"];
+        assert!(!indexed(&WORDS.iter()));
+    }
+
+    #[test]
+    fn an_indexed_input_partly_consumed_starts_where_it_stands() {
+        let mut input = 100..200u64;
+        input.nth(9);
+        let clock: Arc<dyn Clock> = Arc::new(crate::limiter::SystemClock::default());
+        let f = |x: u64| if x % 10 == 3 { Err(x) } else { Ok(x * 2) };
+        let run = collect(SendInput::new(input), 90, &f, 3, &clock);
+        assert_eq!(run.summary().admitted, 90);
+        let (ok, failed) = run.into_parts();
+        let want: Vec<(u64, u64)> = (110..200u64)
+            .filter(|x| x % 10 != 3)
+            .map(|x| (x - 110, x * 2))
+            .collect();
+        assert_eq!(ok, want);
+        assert_eq!(failed.len(), 9);
+        assert!(failed.iter().all(|fl| (fl.index + 110) % 10 == 3));
+    }
+}

@@ -512,7 +512,10 @@ mod tests {
             }
         }
         let got = slots.finish();
-        assert_eq!(got.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 2, 3, 6, 7, 8]);
+        assert_eq!(
+            got.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![0, 2, 3, 6, 7, 8]
+        );
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         drop(got);
         assert_eq!(drops.load(Ordering::SeqCst), 6);

@@ -192,8 +192,7 @@ fn claim_chunk(
             return None;
         }
         let len = chunk_for(n - first).min(n - first);
-        match next.compare_exchange_weak(first, first + len, Ordering::Relaxed, Ordering::Relaxed)
-        {
+        match next.compare_exchange_weak(first, first + len, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return Some((first, len)),
             Err(now) => first = now,
         }
@@ -226,7 +225,15 @@ where
             it.nth(first - pos - 1);
         }
         pos = first + len;
-        run_chunk(first as u64, len, it.by_ref().take(len), f, &mut out, &mut part, clock);
+        run_chunk(
+            first as u64,
+            len,
+            it.by_ref().take(len),
+            f,
+            &mut out,
+            &mut part,
+            clock,
+        );
     }
     part
 }
@@ -364,15 +371,15 @@ mod tests {
     fn ranges_and_copied_slices_are_indexed() {
         assert!(indexed(&(0..10u64)));
         assert!(indexed(&(-5i32..=5)));
-        assert!(indexed(&('a'..'z')));
+        assert!(indexed(&('a'..='z')));
         // A slice that lives on this stack frame only: lifetimes do not matter.
-        let local = vec![1u8, 2, 3];
+        let local = [1u8, 2, 3];
         assert!(indexed(&local.iter().copied()));
     }
 
     #[test]
     fn other_iterators_are_pulled() {
-        let v = vec![String::from("a")];
+        let v = [String::from("a")];
         // `cloned` runs user code (`Clone`) and its `nth` is not O(1).
         assert!(!indexed(&v.iter().cloned()));
         assert!(!indexed(&vec![1u64].into_iter()));

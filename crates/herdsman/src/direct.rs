@@ -347,7 +347,7 @@ impl<U> SlotWriter<'_, U> {
     ///
     /// # Panics
     /// When the reservation is used up (a bug of the caller).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn put(&mut self, value: U) {
         assert!(self.cursor < self.end, "write outside the reserved slots");
         // SAFETY: `cursor` is inside this writer's reservation (`< end <= n <= cap`), which
@@ -364,6 +364,54 @@ impl<U> SlotWriter<'_, U> {
         self.close_run();
         self.cursor += 1;
         self.run_start = self.cursor;
+    }
+
+    /// Run `each` over `items` in order: a `Some` value goes into the next slot of the
+    /// reservation, a `None` leaves the next slot unwritten. The cursor lives in a local
+    /// while the loop runs (the compiler cannot keep it in a register through `self`, as the
+    /// slot writes might alias it) and is stored back when the loop ends, also when `each`
+    /// panics: the slots written before the panic stay recorded.
+    ///
+    /// # Panics
+    /// When `items` holds more items than the reservation has slots left (a bug of the
+    /// caller), or when `each` panics.
+    #[inline]
+    pub(crate) fn write_each<T>(
+        &mut self,
+        items: &mut impl Iterator<Item = T>,
+        mut each: impl FnMut(T) -> Option<U>,
+    ) {
+        /// Stores the local cursor back into the writer, on every way out of the loop.
+        struct Back<'w, 'a, U> {
+            w: &'w mut SlotWriter<'a, U>,
+            cursor: usize,
+        }
+        impl<U> Drop for Back<'_, '_, U> {
+            fn drop(&mut self) {
+                self.w.cursor = self.cursor;
+            }
+        }
+        let end = self.end;
+        let base = self.slots.ptr.as_ptr();
+        let mut at = Back {
+            cursor: self.cursor,
+            w: self,
+        };
+        for item in items {
+            let value = each(item);
+            assert!(at.cursor < end, "write outside the reserved slots");
+            match value {
+                // SAFETY: as in `put`: `cursor` is inside this writer's reservation and was
+                // never written (it only moves forward).
+                Some(v) => unsafe { base.add(at.cursor).write(v) },
+                None => {
+                    at.w.cursor = at.cursor;
+                    at.w.close_run();
+                    at.w.run_start = at.cursor + 1;
+                }
+            }
+            at.cursor += 1;
+        }
     }
 
     /// Record the run `run_start..cursor` (merged into the previous run when adjacent).
@@ -536,6 +584,30 @@ mod tests {
         }
         drop((a, b));
         assert_eq!(slots.finish(), (60..70).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn slots_write_each_keeps_what_was_written_before_a_panic() {
+        let slots = Slots::new(10);
+        {
+            let mut w = slots.writer();
+            assert!(w.reserve(2, 8));
+            let mut items = 0..8u32;
+            // 0 and 1 written, 2 skipped (a failure), 3 written, 4 panics.
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                w.write_each(&mut items, |x| match x {
+                    2 => None,
+                    4 => panic!("item 4"),
+                    _ => Some(x.to_string()),
+                });
+            }));
+            assert!(caught.is_err());
+            // The panicked item's slot is skipped; the rest of the range goes on.
+            w.skip();
+            w.write_each(&mut items, |x| Some(x.to_string()));
+        }
+        let got = slots.finish();
+        assert_eq!(got, ["0", "1", "3", "5", "6", "7"]);
     }
 
     #[test]

@@ -321,17 +321,24 @@ fn run_chunk<T, U, E, F>(
     // sequential one were pulled before.
     loop {
         let done = catch_unwind(AssertUnwindSafe(|| {
-            for item in items.by_ref() {
-                let index = first + ran;
-                ran += 1;
-                match f(item) {
-                    Ok(v) if direct => out.put(v),
-                    Ok(v) => part.overflow.push((index, v)),
-                    Err(e) => {
-                        if direct {
-                            out.skip();
-                        }
-                        part.failures.push(failure(index, ItemError::Failed(e)));
+            let mut run = |index: u64, item: T| match f(item) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    part.failures.push(failure(index, ItemError::Failed(e)));
+                    None
+                }
+            };
+            if direct {
+                out.write_each(&mut items, |item| {
+                    ran += 1;
+                    run(first + ran - 1, item)
+                });
+            } else {
+                for item in items.by_ref() {
+                    ran += 1;
+                    let index = first + ran - 1;
+                    if let Some(v) = run(index, item) {
+                        part.overflow.push((index, v));
                     }
                 }
             }

@@ -33,6 +33,50 @@ use crate::outcome::{Failure, ItemError, RunResult, RunStatus, Successes, Summar
 
 /// Largest chunk a thread claims at once (bounds the items pulled and not yet finished).
 const MAX_BLOCK: usize = 4096;
+/// A thread's first chunk, which measures the items' cost.
+const FIRST_BLOCK: usize = 64;
+/// Longest a chunk should run, by the thread's latest measure: a thread that the system
+/// stops while it holds a chunk holds back at most about this much work at the end.
+const TARGET_CHUNK: Duration = Duration::from_micros(500);
+
+/// Chunk sizes shared by all threads.
+struct Sizes {
+    workers: usize,
+    max_block: usize,
+}
+
+impl Sizes {
+    /// Guided: a quarter of each thread's share of the `left` items, at most `max_block`.
+    fn chunk_for(&self, left: usize) -> usize {
+        (left / (self.workers * 4)).clamp(1, self.max_block)
+    }
+}
+
+/// One thread's chunk size limit from the cost of its items so far.
+struct Pace {
+    cap: usize,
+    max: usize,
+}
+
+impl Pace {
+    fn new(max: usize) -> Self {
+        Pace {
+            cap: FIRST_BLOCK.min(max),
+            max,
+        }
+    }
+
+    /// `len` items took `elapsed`.
+    fn measured(&mut self, len: usize, elapsed: Duration) {
+        let per_item = elapsed.as_nanos() / len.max(1) as u128;
+        self.cap = match TARGET_CHUNK.as_nanos().checked_div(per_item) {
+            Some(fit) => usize::try_from(fit)
+                .unwrap_or(usize::MAX)
+                .clamp(1, self.max),
+            None => self.max,
+        };
+    }
+}
 
 /// What one thread produced (its values are in the [`Slots`]).
 struct Part<U, E> {
@@ -86,7 +130,7 @@ where
     let slots = Slots::new(n);
     // Items claimed and not finished stay within the default window, whatever `workers`.
     let max_block = MAX_BLOCK.min(crate::map::DEFAULT_WINDOW / workers).max(1);
-    let chunk_for = |left: usize| (left / (workers * 4)).clamp(1, max_block);
+    let sizes = Sizes { workers, max_block };
     let parts = if is_indexed::<I, T>() {
         // One copy of the input per thread, made here and moved to it.
         let copies: Vec<SendInput<I>> = (0..workers)
@@ -100,7 +144,7 @@ where
             .collect();
         let next = AtomicUsize::new(0);
         on_threads(copies, |it| {
-            run_indexed(it, n, &next, &chunk_for, f, &slots, clock)
+            run_indexed(it, n, &next, &sizes, f, &slots, clock)
         })
     } else {
         let claim = Mutex::new(Claim {
@@ -109,9 +153,7 @@ where
             ended: false,
         });
         let shares = (0..workers).map(|_| ()).collect();
-        on_threads(shares, |()| {
-            run_pulled(&claim, n, &chunk_for, f, &slots, clock)
-        })
+        on_threads(shares, |()| run_pulled(&claim, n, &sizes, f, &slots, clock))
     };
     let mut admitted = 0;
     let mut overflow = Vec::new();
@@ -205,7 +247,7 @@ fn run_indexed<I, T, U, E, F>(
     mut input: SendInput<I>,
     n: usize,
     next: &AtomicUsize,
-    chunk_for: &(dyn Fn(usize) -> usize + Sync),
+    sizes: &Sizes,
     f: &F,
     slots: &Slots<U>,
     clock: &Arc<dyn Clock>,
@@ -219,13 +261,15 @@ where
     let mut out = slots.writer();
     // Items of `it` already passed.
     let mut pos = 0usize;
-    while let Some((first, len)) = claim_chunk(next, n, chunk_for) {
+    let mut pace = Pace::new(sizes.max_block);
+    while let Some((first, len)) = claim_chunk(next, n, &|left| sizes.chunk_for(left).min(pace.cap))
+    {
         if first > pos {
             // O(1) for indexed inputs, and the skipped item is plain data.
             it.nth(first - pos - 1);
         }
         pos = first + len;
-        run_chunk(
+        let took = run_chunk(
             first as u64,
             len,
             it.by_ref().take(len),
@@ -234,6 +278,7 @@ where
             &mut part,
             clock,
         );
+        pace.measured(len, took);
     }
     part
 }
@@ -250,7 +295,7 @@ struct Claim<'a, I> {
 fn run_pulled<I, T, U, E, F>(
     claim: &Mutex<Claim<'_, I>>,
     n: usize,
-    chunk_for: &(dyn Fn(usize) -> usize + Sync),
+    sizes: &Sizes,
     f: &F,
     slots: &Slots<U>,
     clock: &Arc<dyn Clock>,
@@ -262,6 +307,7 @@ where
     let mut part = Part::new();
     let mut out = slots.writer();
     let mut items: Vec<T> = Vec::new();
+    let mut pace = Pace::new(sizes.max_block);
     loop {
         let first = {
             let mut c = claim.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,7 +315,7 @@ where
                 break;
             }
             let left = (n as u64).saturating_sub(c.next) as usize;
-            let want = chunk_for(left);
+            let want = sizes.chunk_for(left).min(pace.cap);
             items.extend(c.input.get_mut().by_ref().take(want));
             if items.len() < want {
                 c.ended = true;
@@ -282,7 +328,8 @@ where
             break;
         }
         let len = items.len();
-        run_chunk(first, len, items.drain(..), f, &mut out, &mut part, clock);
+        let took = run_chunk(first, len, items.drain(..), f, &mut out, &mut part, clock);
+        pace.measured(len, took);
     }
     part
 }
@@ -307,7 +354,8 @@ fn run_chunk<T, U, E, F>(
     out: &mut SlotWriter<'_, U>,
     part: &mut Part<U, E>,
     clock: &Arc<dyn Clock>,
-) where
+) -> Duration
+where
     F: Fn(T) -> Result<U, E>,
 {
     let began = clock.now();
@@ -357,13 +405,15 @@ fn run_chunk<T, U, E, F>(
         }
     }
     part.ran += ran;
+    let took = clock.now().saturating_sub(began);
     if part.failures.len() > failed_before {
         // As in the engine's batches: each item of the chunk is charged an equal share.
-        let per_item = clock.now().saturating_sub(began) / ran.max(1) as u32;
+        let per_item = took / ran.max(1) as u32;
         for fl in &mut part.failures[failed_before..] {
             fl.duration = per_item;
         }
     }
+    took
 }
 
 #[cfg(test)]

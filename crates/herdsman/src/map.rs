@@ -101,6 +101,16 @@ impl<I> SendInput<I> {
     pub(crate) fn get_mut(&mut self) -> &mut I {
         &mut self.0
     }
+
+    /// A bitwise copy of the input, `Send` like the original.
+    ///
+    /// # Safety
+    /// `I` must be plain data whose bitwise copy is a clone: nothing owned, no `Drop`, no
+    /// interior mutability (so the copy and the original never affect each other).
+    pub(crate) unsafe fn bitwise_copy(&self) -> Self {
+        // SAFETY: guaranteed by the caller (see above).
+        SendInput(unsafe { std::ptr::read(&self.0) })
+    }
 }
 
 // SAFETY: the only constructor, `new`, requires `I: Send`.

@@ -22,7 +22,6 @@ mod slab;
 pub(crate) use backend::{
     Abandoned, Backend, ExecutorBackend, GiveUp, Halt, Outcomes, Report, Room, Slot,
 };
-#[cfg(feature = "async")]
 pub(crate) use panic::panic_message;
 pub(crate) use panic::run_one;
 use retry_queue::{Pending, RetryQueue};

@@ -108,3 +108,106 @@ fn a_wrong_length_hint_loses_and_duplicates_nothing() {
         assert_eq!(all, (0..end).collect::<Vec<_>>());
     }
 }
+
+/// Successes with their indices, failures (index, what, attempts), and the summary's counts
+/// and status: everything of a run but the measured durations.
+type Full = (
+    Vec<(u64, u64)>,
+    Vec<(u64, String, u32)>,
+    (RunStatus, u64, u64, u64, u64),
+);
+
+fn full(run: RunResult<u64, String>) -> Full {
+    let s = run.summary().clone();
+    let counts = (s.status, s.succeeded, s.failed, s.not_run, s.admitted);
+    let (ok, failed) = run.into_parts();
+    let failed = failed
+        .into_iter()
+        .map(|f| {
+            let what = match f.error {
+                ItemError::Failed(e) => format!("failed: {e}"),
+                ItemError::Panicked(m) => format!("panic: {m}"),
+                other => format!("other: {other:?}"),
+            };
+            (f.index, what, f.attempts)
+        })
+        .collect();
+    (ok, failed, counts)
+}
+
+/// An item's fate from a seed: a success, an error or a panic (in runs of any length, so
+/// chunks hold none, one or several failures).
+fn fate(x: u64, seed: u64, rate: u64) -> Result<u64, String> {
+    let h = (x ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    match h % 100 {
+        r if r < rate => Err(format!("item {x} failed")),
+        r if r < 2 * rate => panic!("item {x} panicked"),
+        _ => Ok(x.wrapping_mul(3) ^ seed),
+    }
+}
+
+/// The same map on the fast path (no policy) and through the engine (an explicit window,
+/// even the default one, needs the scheduler).
+fn both<I>(input: impl Fn() -> I, workers: usize, seed: u64, rate: u64) -> (Full, Full)
+where
+    I: IntoIterator<Item = u64>,
+    I::IntoIter: Send,
+{
+    let f = move |x: u64| fate(x, seed, rate);
+    let fast = herdsman::map(input(), f).workers(workers).collect();
+    let engine = herdsman::map(input(), f)
+        .workers(workers)
+        .window(DEFAULT_WINDOW)
+        .collect();
+    (full(fast), full(engine))
+}
+
+static DATA: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+
+fn data() -> &'static [u64] {
+    DATA.get_or_init(|| (0..20_000u64).map(|i| i * 7 + 1).collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 48,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0xFA57_2026),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Indexed inputs (ranges, inclusive ranges, copied slices) and sequential ones (a vector,
+    /// a mapped range): the fast path gives the engine's values, outcomes and order.
+    #[test]
+    fn the_fast_path_equals_the_engine_for_any_input(
+        start in 0u64..1_000,
+        len in 1usize..12_000,
+        workers in 2usize..6,
+        seed in proptest::prelude::any::<u64>(),
+        rate in 0u64..20,
+        kind in 0u8..5,
+    ) {
+        std::panic::set_hook(Box::new(|_| {}));
+        let end = start + len as u64;
+        let (fast, engine) = match kind {
+            0 => both(|| start..end, workers, seed, rate),
+            1 => both(|| start..=end - 1, workers, seed, rate),
+            2 => both(
+                || data()[start as usize..(start as usize + len).min(20_000)].iter().copied(),
+                workers,
+                seed,
+                rate,
+            ),
+            3 => both(|| (start..end).collect::<Vec<_>>(), workers, seed, rate),
+            _ => both(|| (start..end).map(|x| x ^ 1), workers, seed, rate),
+        };
+        proptest::prop_assert_eq!(&fast, &engine);
+        let (ok, failed, (status, succeeded, nfailed, not_run, admitted)) = fast;
+        proptest::prop_assert_eq!(status, RunStatus::Completed);
+        proptest::prop_assert_eq!(not_run, 0);
+        proptest::prop_assert_eq!(succeeded as usize, ok.len());
+        proptest::prop_assert_eq!(nfailed as usize, failed.len());
+        let mut all: Vec<u64> = ok.iter().map(|p| p.0).chain(failed.iter().map(|f| f.0)).collect();
+        all.sort_unstable();
+        proptest::prop_assert_eq!(all, (0..admitted).collect::<Vec<_>>());
+    }
+}

@@ -1,18 +1,21 @@
-//! The I/O threads of one worker process: a writer that feeds its stdin from a channel, and a
-//! reader that splits its stdout into lines (bounded by the pool's `max_line_bytes`) and
-//! sends them to the pool as events.
+//! The pipes of one worker process: its stdin, written by the engine's thread itself
+//! (non-blocking) with a writer thread for what the pipe has no room for, and a reader thread
+//! that splits its stdout into lines (bounded by the pool's `max_line_bytes`) and sends them
+//! to the pool as events.
 //!
 //! The pool's own thread never blocks on a worker's pipe; these threads do, and they must
-//! never interpret what they carry (that is the protocols' job), never hold more than one
-//! line's cap of an unfinished line, and never outlive their pipe: each ends at end of file,
-//! on a broken pipe, or when the pool stops listening.
+//! never interpret what they carry (that is the protocols' job), never reorder what is
+//! written to a worker, never hold more than one line's cap of an unfinished line, and never
+//! outlive their pipe: each ends at end of file, on a broken pipe, or when the pool stops
+//! listening.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bounded_lines::{LineSplitter, Piece};
 
@@ -21,11 +24,36 @@ pub(super) const PARTIAL_QUOTE: usize = 200;
 /// After a small read from a worker's stdout, how long its reader waits before reading
 /// again, so that the answers of a worker that answers many records per millisecond are
 /// taken (and handed to the engine, and answered with new records) a few at a time, not
-/// one wake-up each. An answer is never held back longer than this.
+/// one wake-up each.
 const READ_LINGER: Duration = Duration::from_millis(2);
+/// The longest wait after a small read, for a worker with a deep queue: it waits at most a
+/// quarter of the time the worker needs for the records still queued on it (measured from
+/// how fast its answers came), so the worker never runs dry meanwhile.
+const DEEP_LINGER: Duration = Duration::from_millis(10);
 /// A read at least this large means answers arrive faster than lingering could gather
 /// them (and the pipe could fill meanwhile): read again at once.
 const LINGER_BELOW: usize = 16 * 1024;
+
+/// The longest a reader may hold answers back with a per-record `timeout`: a hundredth of
+/// it, between [`READ_LINGER`] and [`DEEP_LINGER`] (an answer held back can make its record
+/// time out only if it was written that close to its deadline).
+pub(super) fn max_linger(timeout: Option<Duration>) -> Duration {
+    match timeout {
+        None => DEEP_LINGER,
+        Some(t) => (t / 100).clamp(READ_LINGER, DEEP_LINGER),
+    }
+}
+
+/// How long to wait before the next read, after `lines` answers came `since` the previous
+/// read and `left` records are still in flight after them.
+fn linger(lines: usize, left: usize, since: Duration, max: Duration) -> Duration {
+    if lines == 0 || max <= READ_LINGER {
+        return READ_LINGER.min(max);
+    }
+    let per_answer = since / lines.min(u32::MAX as usize) as u32;
+    let queued = per_answer.saturating_mul(left.min(u32::MAX as usize) as u32);
+    (queued / 4).clamp(READ_LINGER, max)
+}
 
 pub(super) enum Event {
     /// Complete lines (each ending with `\n`) from a worker's stdout.
@@ -45,36 +73,146 @@ pub(super) enum Event {
     },
 }
 
-pub(super) fn write_loop(stdin: ChildStdin, rx: Receiver<Vec<u8>>) {
-    let mut w = BufWriter::with_capacity(64 * 1024, stdin);
-    loop {
-        let msg = match rx.try_recv() {
-            Ok(m) => m,
-            Err(TryRecvError::Empty) => {
-                if w.flush().is_err() {
-                    return;
-                }
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return,
-                }
-            }
-            Err(TryRecvError::Disconnected) => {
-                let _ = w.flush();
-                return;
-            }
+/// A worker's stdin.
+///
+/// Requests are written by the engine's thread itself, straight into the pipe (which is
+/// non-blocking on this side): with the usual pipeline depth they fit in the pipe's buffer,
+/// and a direct write costs one system call where a hand-over to a thread cost a wake-up of
+/// that thread too, once per batch of records. Whatever the pipe has no room for goes to the
+/// writer thread, which waits until the worker reads; while the thread has anything left to
+/// write, everything goes through it, so requests reach the worker in the order sent.
+pub(super) struct StdinPipe {
+    /// Our end of the pipe; `None` once closed.
+    pipe: Option<Arc<ChildStdin>>,
+    /// To the writer thread; `None` once closed.
+    backlog: Option<Sender<Vec<u8>>>,
+    /// Pieces handed to the writer thread and not yet written in full. Only the engine's
+    /// thread adds to it, so reading 0 there means the thread has written everything.
+    queued: Arc<AtomicUsize>,
+    /// The pipe could be made non-blocking: direct writes are possible.
+    direct: bool,
+}
+
+impl StdinPipe {
+    /// Takes over a worker's stdin and starts its writer thread (`name`).
+    pub(super) fn start(stdin: ChildStdin, name: String) -> std::io::Result<StdinPipe> {
+        let direct = set_nonblocking(&stdin).is_ok();
+        let pipe = Arc::new(stdin);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (thread_pipe, thread_queued) = (Arc::clone(&pipe), Arc::clone(&queued));
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || backlog_loop(&thread_pipe, &rx, &thread_queued))?;
+        Ok(StdinPipe {
+            pipe: Some(pipe),
+            backlog: Some(tx),
+            queued,
+            direct,
+        })
+    }
+
+    /// Writes `bytes` to the worker after everything sent before, without blocking, and
+    /// empties it (keeping its memory when the pipe took it all). A broken pipe (the worker
+    /// is gone) is not an error here: the worker's end is noticed through its stdout and its
+    /// process.
+    pub(super) fn send(&mut self, bytes: &mut Vec<u8>) {
+        let Some(pipe) = &self.pipe else {
+            bytes.clear();
+            return;
         };
-        if w.write_all(&msg).is_err() {
+        let mut done = 0;
+        if self.direct && self.queued.load(Ordering::Acquire) == 0 {
+            while done < bytes.len() {
+                match (&**pipe).write(&bytes[done..]) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.close();
+                        break;
+                    }
+                }
+            }
+        }
+        if done == bytes.len() || self.backlog.is_none() {
+            bytes.clear();
             return;
         }
+        let rest = if done == 0 {
+            std::mem::take(bytes)
+        } else {
+            let rest = bytes[done..].to_vec();
+            bytes.clear();
+            rest
+        };
+        if let Some(tx) = &self.backlog {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            let _ = tx.send(rest);
+        }
     }
+
+    /// Closes the worker's stdin once everything sent so far is written (at once if it is).
+    pub(super) fn close(&mut self) {
+        self.pipe = None;
+        self.backlog = None;
+    }
+}
+
+fn set_nonblocking(stdin: &ChildStdin) -> std::io::Result<()> {
+    let fd = stdin.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The writer thread: writes what the pipe had no room for, waiting until the worker reads,
+/// in order. Ends when the pool closes the stdin (after writing what is left) or the pipe
+/// breaks; the pipe is closed when both the pool and this thread have let go of it.
+fn backlog_loop(pipe: &ChildStdin, rx: &Receiver<Vec<u8>>, queued: &AtomicUsize) {
+    while let Ok(bytes) = rx.recv() {
+        if write_waiting(pipe, &bytes).is_err() {
+            return;
+        }
+        queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Writes all of `bytes` to a non-blocking (or blocking) pipe, waiting for room.
+fn write_waiting(mut pipe: &ChildStdin, bytes: &[u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match pipe.write(&bytes[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = libc::pollfd {
+                    fd: pipe.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call. An error (EINTR)
+                // just tries the write again.
+                unsafe { libc::poll(&mut fds, 1, -1) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads a worker's stdout until end of file: complete lines go to the pool in one event per
 /// read, a line longer than `max_line` as [`Event::TooLong`] (the moment it goes over, so a
 /// worker that never ends its line cannot stall its record), and at the end an [`Event::Eof`]
 /// with the start of an unfinished last line. After a read smaller than [`LINGER_BELOW`]
-/// that leaves more of `in_flight` unanswered, it waits [`READ_LINGER`] before reading again.
+/// that leaves more of `in_flight` unanswered, it waits before reading again: 2 ms, or up
+/// to `max_linger` while the worker has many records queued (see [`linger`]).
 pub(super) fn read_loop(
     mut stdout: ChildStdout,
     slot: usize,
@@ -82,9 +220,11 @@ pub(super) fn read_loop(
     tx: SyncSender<Event>,
     max_line: usize,
     in_flight: Arc<AtomicUsize>,
+    max_linger: Duration,
 ) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut lines = LineSplitter::new(max_line);
+    let mut last_read = Instant::now();
     loop {
         let n = match stdout.read(&mut tmp) {
             Ok(0) => break,
@@ -108,14 +248,56 @@ pub(super) fn read_loop(
         // when more answers are on their way: a worker given one record at a time must not
         // wait for this thread after each answer. (A framed record may take several lines,
         // so this undercounts what is still to come, and lingers less, never more.)
-        if n < LINGER_BELOW
-            && in_flight.load(Ordering::Relaxed) > memchr::memchr_iter(b'\n', &tmp[..n]).count()
-        {
-            std::thread::sleep(READ_LINGER);
+        let now = Instant::now();
+        let answered = memchr::memchr_iter(b'\n', &tmp[..n]).count();
+        let queued = in_flight.load(Ordering::Relaxed);
+        if n < LINGER_BELOW && queued > answered {
+            let wait = linger(
+                answered,
+                queued - answered,
+                now.duration_since(last_read),
+                max_linger,
+            );
+            std::thread::sleep(wait);
         }
+        last_read = now;
     }
     // A last line without its newline answers nothing: the worker died while writing it.
     let mut partial = lines.finish();
     partial.truncate(PARTIAL_QUOTE);
     let _ = tx.send(Event::Eof { slot, gen, partial });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_deep_queue_lingers_longer_a_short_one_never_more_than_2ms() {
+        // 10 answers in 2 ms (0.2 ms each), 250 more queued (50 ms of work): 10 ms.
+        assert_eq!(linger(10, 250, 2 * MS, DEEP_LINGER), DEEP_LINGER);
+        // 20 queued at 0.2 ms each: 4 ms of work, so wait a quarter of it: 1 ms -> 2 ms.
+        assert_eq!(linger(10, 20, 2 * MS, DEEP_LINGER), READ_LINGER);
+        // 100 queued at 0.2 ms each: 20 ms of work: 5 ms.
+        assert_eq!(linger(10, 100, 2 * MS, DEEP_LINGER), 5 * MS);
+        // A fast worker (1 µs per answer) with 256 queued: 2 ms, as before.
+        let fast = linger(1000, 256, MS, DEEP_LINGER);
+        assert_eq!(fast, READ_LINGER);
+        // No complete line in this read: 2 ms.
+        assert_eq!(linger(0, 256, 50 * MS, DEEP_LINGER), READ_LINGER);
+    }
+
+    #[test]
+    fn a_timeout_caps_the_linger_at_a_hundredth_of_it() {
+        assert_eq!(max_linger(None), DEEP_LINGER);
+        assert_eq!(max_linger(Some(Duration::from_secs(60))), DEEP_LINGER);
+        assert_eq!(max_linger(Some(Duration::from_millis(500))), 5 * MS);
+        assert_eq!(max_linger(Some(Duration::from_millis(100))), READ_LINGER);
+        assert_eq!(max_linger(Some(Duration::from_millis(10))), READ_LINGER);
+        assert_eq!(linger(10, 250, 2 * MS, 5 * MS), 5 * MS);
+        // With a very short cap, never more than the cap.
+        assert_eq!(linger(10, 250, 2 * MS, READ_LINGER), READ_LINGER);
+    }
 }

@@ -24,7 +24,7 @@ use crate::tail::StderrReader;
 use crate::text::{io_phrase, quote_start};
 use crate::{AttemptOutcome, FailureKind, FatalExecutorError, WorkerFailure};
 
-use super::io::{read_loop, write_loop, PARTIAL_QUOTE};
+use super::io::{max_linger, read_loop, StdinPipe, PARTIAL_QUOTE};
 use super::{InflightSet, Outcome, PoolConfig, Protocol, Running, WorkerPool, PROTOCOL_ENV};
 
 /// How long to wait for a worker whose stdout closed to actually exit.
@@ -72,23 +72,20 @@ impl WorkerPool {
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (writer, writer_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("herdsman-stdin-{s}"))
-            .spawn(move || write_loop(stdin, writer_rx))
-            .map_err(thread_error)?;
+        let stdin = StdinPipe::start(stdin, format!("herdsman-stdin-{s}")).map_err(thread_error)?;
         let tx = self.events_tx.clone().expect("pool is running");
         let max_line = self.cfg.max_line_bytes;
+        let max_linger = max_linger(self.cfg.timeout);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let reader_in_flight = Arc::clone(&in_flight);
         std::thread::Builder::new()
             .name(format!("herdsman-stdout-{s}"))
-            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight))
+            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight, max_linger))
             .map_err(thread_error)?;
         let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
         slot.running = Some(Running {
             child,
-            writer,
+            stdin,
             stderr,
             in_flight,
         });
@@ -248,7 +245,7 @@ impl WorkerPool {
         let grace = self.cfg.kill_grace;
         let Running {
             mut child,
-            writer,
+            stdin,
             stderr,
             ..
         } = running;
@@ -256,7 +253,7 @@ impl WorkerPool {
             .name(format!("herdsman-retire-{s}"))
             .spawn(move || {
                 // Closing stdin asks the worker to exit; wait for it like at the end of a run.
-                drop(writer);
+                drop(stdin);
                 wait_exited(child.id(), grace);
                 terminate_group(&mut child, grace);
                 drop(stderr);
@@ -310,9 +307,9 @@ impl WorkerPool {
     pub(super) fn kill_async(&mut self, running: Running) {
         let grace = self.cfg.kill_grace;
         let Running {
-            mut child, writer, ..
+            mut child, stdin, ..
         } = running;
-        drop(writer);
+        drop(stdin);
         let pid = child.id();
         self.reapers.retain(|h| !h.is_finished());
         let spawned = std::thread::Builder::new()

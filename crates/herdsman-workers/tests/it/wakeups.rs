@@ -22,28 +22,28 @@ for line in sys.stdin.buffer:
     os.write(out, b'{"id":%d,"output":%d,"done":true}\n' % (req["id"], req["record"]["i"]))
 "#;
 
-#[test]
-fn answers_close_together_are_reported_several_per_poll() {
-    let dir = tempdir("wakeups");
-    let path = script(&dir, "busy.py", BUSY_FRAMED);
+/// Runs `n` records through one framed Python `worker` with `depth` records in flight and
+/// returns how many polls reported at least one answer (one per wake-up of the engine's
+/// thread), checking that every record is answered exactly once with its own answer.
+fn deliveries(name: &str, worker: &str, n: u64, depth: usize) -> u64 {
+    let dir = tempdir(name);
+    let path = script(&dir, "worker.py", worker);
     let mut cfg = PoolConfig::new(WorkerCommand::argv(["python3", &path]));
     cfg.workers = 1;
-    cfg.pipeline_depth = 64;
+    cfg.pipeline_depth = depth;
     cfg.protocol = Protocol::Framed;
     cfg.kill_grace = Duration::from_millis(500);
     let mut p = WorkerPool::start(cfg).unwrap();
 
-    const N: u64 = 600;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut next = 0u64;
     let mut in_flight = 0usize;
-    let mut seen = vec![false; N as usize];
+    let mut seen = vec![false; n as usize];
     let mut done = 0u64;
-    // Polls that reported at least one answer: one per wake-up of the engine's thread.
     let mut deliveries = 0u64;
     let mut out = Vec::new();
-    while done < N {
-        while in_flight < p.capacity() && next < N {
+    while done < n {
+        while in_flight < p.capacity() && next < n {
             p.submit(id(next), item(next, &format!(r#"{{"i":{next}}}"#)))
                 .unwrap();
             next += 1;
@@ -76,8 +76,39 @@ fn answers_close_together_are_reported_several_per_poll() {
         }
     }
     p.shutdown();
+    deliveries
+}
+
+#[test]
+fn answers_close_together_are_reported_several_per_poll() {
+    const N: u64 = 600;
+    let deliveries = deliveries("wakeups", BUSY_FRAMED, N, 64);
     // One answer every 0.3 ms (or slower, on a loaded machine) arrives as several per
     // read of the pipe; reported one at a time it would take a poll per answer.
+    assert!(
+        deliveries * 3 <= N,
+        "{N} answers took {deliveries} polls that reported something: fewer than 3 answers per wake-up"
+    );
+}
+
+/// A framed worker that waits 2 ms (asleep, so its pace holds on a loaded machine) before
+/// each answer, and writes (and flushes) every answer on its own.
+const SLEEPY_FRAMED: &str = r#"
+import json, os, sys, time
+out = sys.stdout.fileno()
+for line in sys.stdin.buffer:
+    req = json.loads(line)
+    time.sleep(0.002)
+    os.write(out, b'{"id":%d,"output":%d,"done":true}\n' % (req["id"], req["record"]["i"]))
+"#;
+
+#[test]
+fn a_worker_with_a_deep_queue_is_read_in_bigger_batches() {
+    // 256 records queued at 2 ms each is half a second of work: the reader may wait up to
+    // 10 ms between reads (never more than a quarter of the queued work), so each read
+    // brings about 4 answers, where waiting 2 ms brought about one.
+    const N: u64 = 400;
+    let deliveries = deliveries("deep-queue", SLEEPY_FRAMED, N, 256);
     assert!(
         deliveries * 3 <= N,
         "{N} answers took {deliveries} polls that reported something: fewer than 3 answers per wake-up"

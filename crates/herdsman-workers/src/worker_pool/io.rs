@@ -15,7 +15,7 @@ use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bounded_lines::{LineSplitter, Piece};
 
@@ -24,36 +24,11 @@ pub(super) const PARTIAL_QUOTE: usize = 200;
 /// After a small read from a worker's stdout, how long its reader waits before reading
 /// again, so that the answers of a worker that answers many records per millisecond are
 /// taken (and handed to the engine, and answered with new records) a few at a time, not
-/// one wake-up each.
+/// one wake-up each. An answer is never held back longer than this.
 const READ_LINGER: Duration = Duration::from_millis(2);
-/// The longest wait after a small read, for a worker with a deep queue: it waits at most a
-/// quarter of the time the worker needs for the records still queued on it (measured from
-/// how fast its answers came), so the worker never runs dry meanwhile.
-const DEEP_LINGER: Duration = Duration::from_millis(10);
 /// A read at least this large means answers arrive faster than lingering could gather
 /// them (and the pipe could fill meanwhile): read again at once.
 const LINGER_BELOW: usize = 16 * 1024;
-
-/// The longest a reader may hold answers back with a per-record `timeout`: a hundredth of
-/// it, between [`READ_LINGER`] and [`DEEP_LINGER`] (an answer held back can make its record
-/// time out only if it was written that close to its deadline).
-pub(super) fn max_linger(timeout: Option<Duration>) -> Duration {
-    match timeout {
-        None => DEEP_LINGER,
-        Some(t) => (t / 100).clamp(READ_LINGER, DEEP_LINGER),
-    }
-}
-
-/// How long to wait before the next read, after `lines` answers came `since` the previous
-/// read and `left` records are still in flight after them.
-fn linger(lines: usize, left: usize, since: Duration, max: Duration) -> Duration {
-    if lines == 0 || max <= READ_LINGER {
-        return READ_LINGER.min(max);
-    }
-    let per_answer = since / lines.min(u32::MAX as usize) as u32;
-    let queued = per_answer.saturating_mul(left.min(u32::MAX as usize) as u32);
-    (queued / 4).clamp(READ_LINGER, max)
-}
 
 pub(super) enum Event {
     /// Complete lines (each ending with `\n`) from a worker's stdout.
@@ -211,8 +186,7 @@ fn write_waiting(mut pipe: &ChildStdin, bytes: &[u8]) -> std::io::Result<()> {
 /// read, a line longer than `max_line` as [`Event::TooLong`] (the moment it goes over, so a
 /// worker that never ends its line cannot stall its record), and at the end an [`Event::Eof`]
 /// with the start of an unfinished last line. After a read smaller than [`LINGER_BELOW`]
-/// that leaves more of `in_flight` unanswered, it waits before reading again: 2 ms, or up
-/// to `max_linger` while the worker has many records queued (see [`linger`]).
+/// that leaves more of `in_flight` unanswered, it waits [`READ_LINGER`] before reading again.
 pub(super) fn read_loop(
     mut stdout: ChildStdout,
     slot: usize,
@@ -220,11 +194,9 @@ pub(super) fn read_loop(
     tx: SyncSender<Event>,
     max_line: usize,
     in_flight: Arc<AtomicUsize>,
-    max_linger: Duration,
 ) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut lines = LineSplitter::new(max_line);
-    let mut last_read = Instant::now();
     loop {
         let n = match stdout.read(&mut tmp) {
             Ok(0) => break,
@@ -248,56 +220,14 @@ pub(super) fn read_loop(
         // when more answers are on their way: a worker given one record at a time must not
         // wait for this thread after each answer. (A framed record may take several lines,
         // so this undercounts what is still to come, and lingers less, never more.)
-        let now = Instant::now();
-        let answered = memchr::memchr_iter(b'\n', &tmp[..n]).count();
-        let queued = in_flight.load(Ordering::Relaxed);
-        if n < LINGER_BELOW && queued > answered {
-            let wait = linger(
-                answered,
-                queued - answered,
-                now.duration_since(last_read),
-                max_linger,
-            );
-            std::thread::sleep(wait);
+        if n < LINGER_BELOW
+            && in_flight.load(Ordering::Relaxed) > memchr::memchr_iter(b'\n', &tmp[..n]).count()
+        {
+            std::thread::sleep(READ_LINGER);
         }
-        last_read = now;
     }
     // A last line without its newline answers nothing: the worker died while writing it.
     let mut partial = lines.finish();
     partial.truncate(PARTIAL_QUOTE);
     let _ = tx.send(Event::Eof { slot, gen, partial });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn a_deep_queue_lingers_longer_a_short_one_never_more_than_2ms() {
-        // 10 answers in 2 ms (0.2 ms each), 250 more queued (50 ms of work): 10 ms.
-        assert_eq!(linger(10, 250, 2 * MS, DEEP_LINGER), DEEP_LINGER);
-        // 20 queued at 0.2 ms each: 4 ms of work, so wait a quarter of it: 1 ms -> 2 ms.
-        assert_eq!(linger(10, 20, 2 * MS, DEEP_LINGER), READ_LINGER);
-        // 100 queued at 0.2 ms each: 20 ms of work: 5 ms.
-        assert_eq!(linger(10, 100, 2 * MS, DEEP_LINGER), 5 * MS);
-        // A fast worker (1 µs per answer) with 256 queued: 2 ms, as before.
-        let fast = linger(1000, 256, MS, DEEP_LINGER);
-        assert_eq!(fast, READ_LINGER);
-        // No complete line in this read: 2 ms.
-        assert_eq!(linger(0, 256, 50 * MS, DEEP_LINGER), READ_LINGER);
-    }
-
-    #[test]
-    fn a_timeout_caps_the_linger_at_a_hundredth_of_it() {
-        assert_eq!(max_linger(None), DEEP_LINGER);
-        assert_eq!(max_linger(Some(Duration::from_secs(60))), DEEP_LINGER);
-        assert_eq!(max_linger(Some(Duration::from_millis(500))), 5 * MS);
-        assert_eq!(max_linger(Some(Duration::from_millis(100))), READ_LINGER);
-        assert_eq!(max_linger(Some(Duration::from_millis(10))), READ_LINGER);
-        assert_eq!(linger(10, 250, 2 * MS, 5 * MS), 5 * MS);
-        // With a very short cap, never more than the cap.
-        assert_eq!(linger(10, 250, 2 * MS, READ_LINGER), READ_LINGER);
-    }
 }

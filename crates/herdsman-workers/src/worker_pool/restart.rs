@@ -24,7 +24,7 @@ use crate::tail::StderrReader;
 use crate::text::{io_phrase, quote_start};
 use crate::{AttemptOutcome, FailureKind, FatalExecutorError, WorkerFailure};
 
-use super::io::{max_linger, read_loop, StdinPipe, PARTIAL_QUOTE};
+use super::io::{read_loop, StdinPipe, PARTIAL_QUOTE};
 use super::{InflightSet, Outcome, PoolConfig, Protocol, Running, WorkerPool, PROTOCOL_ENV};
 
 /// How long to wait for a worker whose stdout closed to actually exit.
@@ -75,12 +75,11 @@ impl WorkerPool {
         let stdin = StdinPipe::start(stdin, format!("herdsman-stdin-{s}")).map_err(thread_error)?;
         let tx = self.events_tx.clone().expect("pool is running");
         let max_line = self.cfg.max_line_bytes;
-        let max_linger = max_linger(self.cfg.timeout);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let reader_in_flight = Arc::clone(&in_flight);
         std::thread::Builder::new()
             .name(format!("herdsman-stdout-{s}"))
-            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight, max_linger))
+            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight))
             .map_err(thread_error)?;
         let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
         slot.running = Some(Running {

@@ -90,27 +90,3 @@ fn answers_close_together_are_reported_several_per_poll() {
         "{N} answers took {deliveries} polls that reported something: fewer than 3 answers per wake-up"
     );
 }
-
-/// A framed worker that waits 2 ms (asleep, so its pace holds on a loaded machine) before
-/// each answer, and writes (and flushes) every answer on its own.
-const SLEEPY_FRAMED: &str = r#"
-import json, os, sys, time
-out = sys.stdout.fileno()
-for line in sys.stdin.buffer:
-    req = json.loads(line)
-    time.sleep(0.002)
-    os.write(out, b'{"id":%d,"output":%d,"done":true}\n' % (req["id"], req["record"]["i"]))
-"#;
-
-#[test]
-fn a_worker_with_a_deep_queue_is_read_in_bigger_batches() {
-    // 256 records queued at 2 ms each is half a second of work: the reader may wait up to
-    // 10 ms between reads (never more than a quarter of the queued work), so each read
-    // brings about 4 answers, where waiting 2 ms brought about one.
-    const N: u64 = 400;
-    let deliveries = deliveries("deep-queue", SLEEPY_FRAMED, N, 256);
-    assert!(
-        deliveries * 3 <= N,
-        "{N} answers took {deliveries} polls that reported something: fewer than 3 answers per wake-up"
-    );
-}

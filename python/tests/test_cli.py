@@ -2,7 +2,10 @@
 
 import json
 import os
+import subprocess
+import sys
 
+import pytest
 from conftest import WORKERS, run_worker, worker_env
 
 
@@ -198,3 +201,47 @@ def test_a_big_record_through_real_pipes():
         {"id": 0, "output": {"big": big}, "done": True},
         {"id": 1, "output": {"small": 1}, "done": True},
     ]
+
+
+def test_start_up_imports_only_what_serving_needs():
+    # argparse (with gettext and shutil behind it) and traceback cost a worker process
+    # milliseconds of start-up each; they are imported only for help, a mistake or a failure.
+    # (What the interpreter itself imports at start-up, through site, does not count.)
+    bare = subprocess.run(
+        [sys.executable, "-c", "import sys, funcs; print(funcs.start_up_imports(None)['imported'])"],
+        capture_output=True, cwd=WORKERS, env=worker_env(), check=True,
+    )
+    baseline = set(json.loads(bare.stdout.decode().replace("'", '"')))
+    for args in (["funcs:start_up_imports"], ["funcs:start_up_imports", "--protocol", "framed"],
+                 ["--setup=funcs:record_setup", "funcs:start_up_imports"]):
+        p = run_worker(args, framed({"id": 1}))
+        assert p.returncode == 0, p.stderr.decode()
+        [reply] = replies(p.stdout)
+        assert set(reply["output"]["imported"]) - baseline == set(), args
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["m:f"],
+        ["m:f", "--setup", "m:s"],
+        ["--setup=m:s", "m:f"],
+        ["m:f", "--protocol", "lines"],
+        ["--protocol=framed", "--setup", "m:s", "m:f"],
+    ],
+)
+def test_the_quick_argument_reader_agrees_with_argparse(argv):
+    from herdsman_worker.__main__ import _parse, _quick_parse
+
+    assert _quick_parse(argv) == _parse(argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["--version"], ["m:f", "g:h"], ["m:f", "--setup"], ["m:f", "--set", "x"],
+     ["m:f", "--protocol", "bogus"], ["m:f", "--setup", "a:b", "--setup", "c:d"], ["-x"], ["m:f", "--setup="]],
+)
+def test_anything_unusual_goes_to_argparse(argv):
+    from herdsman_worker.__main__ import _quick_parse
+
+    assert _quick_parse(argv) is None

@@ -3,12 +3,16 @@
 //! Memory must stay bounded by the window: the scheduler counts an outcome against the
 //! window until the consumer has taken it from the iterator. Dropping the iterator cancels
 //! the run; it must never leave the scheduler blocked.
+//!
+//! The outcomes travel over std's channel, not crossbeam's: a blocking crossbeam `recv`
+//! yields the CPU a few times before it sleeps, and a consumer that keeps up with the
+//! scheduler waits once per batch of outcomes, so those yields (thousands per run) preempted
+//! whatever else was running, such as the worker processes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-
-use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::Sink;
 use crate::map::failed_to_start;
@@ -17,7 +21,8 @@ use crate::reorder::Reorder;
 use crate::threads::spawn_thread;
 
 enum Msg<U, E> {
-    Item(ItemOutcome<U, E>),
+    /// Outcomes in the order the consumer gets them.
+    Items(Vec<ItemOutcome<U, E>>),
     End(Summary),
 }
 
@@ -26,30 +31,43 @@ struct StreamSink<U, E> {
     consumed: Arc<AtomicU64>,
     ordered: bool,
     reorder: Reorder<ItemOutcome<U, E>>,
+    /// Outcomes accepted since the last flush: handed over in one message per batch, so
+    /// that a consumer that keeps up is woken once per batch, not once per outcome.
+    batch: Vec<ItemOutcome<U, E>>,
+    /// The consumer is gone.
+    gone: bool,
 }
 
 impl<U, E> Sink<U, E> for StreamSink<U, E> {
     fn accept(&mut self, o: ItemOutcome<U, E>) -> bool {
         if !self.ordered {
-            return self.tx.send(Msg::Item(o)).is_ok();
+            self.batch.push(o);
+            return !self.gone;
         }
-        let mut alive = true;
         if self.reorder.advance_past(o.index, 1) {
-            alive = self.tx.send(Msg::Item(o)).is_ok();
+            self.batch.push(o);
         } else {
             self.reorder.push(o.index, 1, o);
         }
         while let Some((_, o)) = self.reorder.pop() {
-            alive &= self.tx.send(Msg::Item(o)).is_ok();
+            self.batch.push(o);
         }
-        alive
+        !self.gone
     }
 
     fn delivered(&self) -> u64 {
         self.consumed.load(Ordering::Acquire)
     }
 
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.gone |= self.tx.send(Msg::Items(batch)).is_err();
+        }
+    }
+
     fn finish(&mut self, summary: &Summary) {
+        self.flush();
         let _ = self.tx.send(Msg::End(summary.clone()));
     }
 }
@@ -59,7 +77,11 @@ impl<U, E> Sink<U, E> for StreamSink<U, E> {
 /// After it returns `None`, [`summary`](Stream::summary) and [`status`](Stream::status) give
 /// the run's final counters.
 pub struct Stream<U, E> {
-    rx: Receiver<Msg<U, E>>,
+    /// Behind a mutex (never contended: only the iterator takes from it) so that the stream
+    /// stays `Sync`, as it was with crossbeam's receiver.
+    rx: Mutex<Receiver<Msg<U, E>>>,
+    /// Outcomes received and not yet taken, in order.
+    ready: std::vec::IntoIter<ItemOutcome<U, E>>,
     consumed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     summary: Option<Summary>,
@@ -71,7 +93,7 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
     where
         R: FnOnce(&mut dyn Sink<U, E>, Arc<AtomicBool>) -> Summary + Send + 'static,
     {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = std::sync::mpsc::channel();
         let consumed = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut sink = StreamSink {
@@ -79,6 +101,8 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
             consumed: Arc::clone(&consumed),
             ordered,
             reorder: Reorder::new(),
+            batch: Vec::new(),
+            gone: false,
         };
         let stop2 = Arc::clone(&stop);
         let started = spawn_thread("herdsman-scheduler".into(), move || {
@@ -89,7 +113,8 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
             Err(e) => return Stream::failed(failed_to_start(&e)),
         };
         Stream {
-            rx,
+            rx: Mutex::new(rx),
+            ready: Vec::new().into_iter(),
             consumed,
             stop,
             summary: None,
@@ -101,9 +126,10 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
 impl<U, E> Stream<U, E> {
     /// A stream of a run that could not start: it yields nothing and ends with `summary`.
     pub(crate) fn failed(summary: Summary) -> Self {
-        let (_, rx) = crossbeam_channel::unbounded();
+        let (_, rx) = std::sync::mpsc::channel();
         Stream {
-            rx,
+            rx: Mutex::new(rx),
+            ready: Vec::new().into_iter(),
             consumed: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             summary: Some(summary),
@@ -135,19 +161,33 @@ impl<U, E> Iterator for Stream<U, E> {
         if self.summary.is_some() {
             return None;
         }
-        match self.rx.recv() {
-            Ok(Msg::Item(o)) => {
+        loop {
+            if let Some(o) = self.ready.next() {
                 self.consumed.fetch_add(1, Ordering::AcqRel);
-                Some(o)
+                return Some(o);
             }
-            Ok(Msg::End(s)) => {
+            let msg = self.rx.get_mut().unwrap_or_else(|p| p.into_inner()).recv();
+            match msg {
+                Ok(Msg::Items(batch)) => self.ready = batch.into_iter(),
+                Ok(Msg::End(summary)) => return self.end(Some(summary)),
+                Err(_) => return self.end(None),
+            }
+        }
+    }
+}
+
+impl<U, E> Stream<U, E> {
+    /// The run ended with `summary` (`None`: the scheduler thread died without one).
+    fn end(&mut self, summary: Option<Summary>) -> Option<ItemOutcome<U, E>> {
+        match summary {
+            Some(s) => {
                 self.summary = Some(s);
                 if let Some(h) = self.handle.take() {
                     let _ = h.join();
                 }
                 None
             }
-            Err(_) => {
+            None => {
                 // The scheduler thread died without a summary: only possible if a callback
                 // panicked on it.
                 self.summary = Some(Summary {

@@ -34,7 +34,6 @@ every record. The wire formats are specified in herdsman's ``docs/protocol.md``.
 import json
 import os
 import sys
-import traceback
 import types
 
 __all__ = ["serve", "Retryable", "worker_id", "__version__"]
@@ -47,6 +46,17 @@ PROTOCOLS = ("framed", "lines")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 _loads = json.loads
+
+
+def _print_exc():
+    """The current exception's traceback on stderr.
+
+    ``traceback`` is imported on the first failure only: a worker that never fails does not
+    pay for it at start-up.
+    """
+    import traceback
+
+    traceback.print_exc(file=sys.stderr)
 
 
 def _not_serializable(value):
@@ -183,7 +193,7 @@ def _framed_reply(fn, rid, record):
     except Retryable as err:
         return _error_reply(rid, str(err) or "retryable error", True, err.retry_after)
     except Exception as err:  # noqa: BLE001 - every failure of user code is reported
-        traceback.print_exc(file=sys.stderr)
+        _print_exc()
         return _error_reply(rid, _error_message(err), False)
     try:
         if result is None:
@@ -192,7 +202,7 @@ def _framed_reply(fn, rid, record):
             parts = [b'{"id":%d,"output":%s}\n' % (rid, _encode(v)) for v in result]
             parts.append(b'{"id":%d,"done":true}\n' % rid)
             return b"".join(parts)
-        return ('{"id":%d,"output":%s,"done":true}\n' % (rid, _dumps_fast(result))).encode()
+        return b'{"id":%d,"output":%s,"done":true}\n' % (rid, _dumps_fast(result).encode())
     except UnicodeEncodeError:
         return b'{"id":%d,"output":%s,"done":true}\n' % (rid, _encode(result))
     except (TypeError, ValueError, RecursionError) as err:
@@ -246,7 +256,16 @@ def _serve_framed(fn, readline, send):
                 request, end = scan(text, 0)
                 rid = request["id"]
                 record = request["record"]
-                ok = type(rid) is int and rid >= 0 and (end == len(text) or text[end:].isspace())
+                # What herdsman sends ends right after the object, with one newline.
+                ok = (
+                    type(rid) is int
+                    and rid >= 0
+                    and (
+                        (end == len(text) - 1 and text[end] == "\n")
+                        or end == len(text)
+                        or text[end:].isspace()
+                    )
+                )
             except Exception:  # noqa: BLE001 - the slow path says what is wrong
                 ok = False
             if ok:
@@ -280,7 +299,7 @@ def _lines_value(fn, record):
                 "cannot express; run herdsman with --protocol framed to filter records",
             )
     except Exception as err:  # noqa: BLE001
-        traceback.print_exc(file=sys.stderr)
+        _print_exc()
         _die(
             1,
             f"the function failed on a record ({_error_message(err)}); the lines protocol "
@@ -406,7 +425,7 @@ def serve(fn, *, protocol=None, setup=None, input=None, output=None):
             try:
                 setup()
             except Exception as err:  # noqa: BLE001
-                traceback.print_exc(file=sys.stderr)
+                _print_exc()
                 _die(
                     1,
                     f"the setup function failed ({_error_message(err)}); the worker exits "

@@ -1,6 +1,5 @@
 """``python -m herdsman_worker [--setup MODULE:FUNCTION] MODULE:FUNCTION``: serve a function."""
 
-import argparse
 import sys
 
 from . import PROTOCOLS, WorkerExit, __version__, protect_stdio, serve
@@ -18,7 +17,46 @@ retryably. See docs/protocol.md, "Writing a worker in Python".
 """
 
 
-def main(argv=None):
+def _quick_parse(argv):
+    """(target, setup, protocol) for the usual command lines, or None for anything else.
+
+    Every worker process parses its arguments once at start-up; importing argparse (and the
+    modules it pulls in for help output) costs more than the rest of the start-up of this
+    package, so the plain forms are read here and only the others go to argparse: help,
+    --version, an unknown option or a mistake, all with argparse's usual messages.
+    """
+    target = setup = protocol = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if name not in ("--setup", "--protocol"):
+                return None
+            if not eq:
+                i += 1
+                if i >= len(argv) or argv[i].startswith("-"):
+                    return None
+                value = argv[i]
+            if name == "--setup" and setup is None and value:
+                setup = value
+            elif name == "--protocol" and protocol is None and value in PROTOCOLS:
+                protocol = value
+            else:
+                return None
+        elif target is None:
+            target = arg
+        else:
+            return None
+        i += 1
+    if target is None:
+        return None
+    return target, setup, protocol
+
+
+def _parse(argv):
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python3 -m herdsman_worker",
         description="Serve a plain Python function as a herdsman worker.",
@@ -45,18 +83,25 @@ def main(argv=None):
     )
     parser.add_argument("--version", action="version", version=f"herdsman_worker {__version__}")
     args = parser.parse_args(argv)
+    return args.target, args.setup, args.protocol
+
+
+def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    target, setup_spec, protocol = _quick_parse(argv) or _parse(argv)
 
     # Before any user code is imported: from here on fd 1 is stderr, and only replies reach
     # herdsman.
     protect_stdio()
     try:
-        setup = load(args.setup, "setup function") if args.setup else None
-        fn = load(args.target)
+        setup = load(setup_spec, "setup function") if setup_spec else None
+        fn = load(target)
     except TargetError as err:
         sys.stderr.write(f"herdsman_worker: {err}\n")
         return 2
     try:
-        serve(fn, protocol=args.protocol, setup=setup)
+        serve(fn, protocol=protocol, setup=setup)
     except WorkerExit as err:
         return err.code
     except BrokenPipeError:

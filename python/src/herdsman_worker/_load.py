@@ -1,10 +1,16 @@
 """Find the function named on the command line: ``module:function`` or ``path/file.py:function``."""
 
 import importlib
-import importlib.util
 import os
 import sys
-import traceback
+
+
+def _print_exc():
+    # Imported when needed: traceback is not needed to serve records, and a worker's
+    # start-up is paid once per process.
+    import traceback
+
+    traceback.print_exc(file=sys.stderr)
 
 
 class TargetError(Exception):
@@ -29,6 +35,8 @@ def _import_file(path, spec_text):
     name = os.path.splitext(os.path.basename(full))[0]
     if not name.isidentifier() or name in sys.modules:
         name = "__herdsman_worker_target__"
+    import importlib.util
+
     spec = importlib.util.spec_from_file_location(name, full)
     if spec is None or spec.loader is None:
         raise TargetError(f"cannot load `{path}` as a Python module; give a .py file")
@@ -40,7 +48,7 @@ def _import_file(path, spec_text):
         del sys.modules[name]
         if isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
-        traceback.print_exc(file=sys.stderr)
+        _print_exc()
         raise TargetError(
             f"importing `{path}` failed: {type(err).__name__}: {err}"
         ) from None
@@ -61,13 +69,13 @@ def _import_module(name, spec_text):
                 f"{os.getcwd()} and PYTHONPATH); run herdsman from the directory that holds "
                 "it (or set --workdir or PYTHONPATH), or name a file: path/to/module.py:function"
             ) from None
-        traceback.print_exc(file=sys.stderr)
+        _print_exc()
         raise TargetError(
             f"importing `{name}` failed: {type(err).__name__}: {err}; "
             "install what it needs in the Python that runs the worker"
         ) from None
     except Exception as err:  # noqa: BLE001 - any failure at import time is reported
-        traceback.print_exc(file=sys.stderr)
+        _print_exc()
         raise TargetError(f"importing `{name}` failed: {type(err).__name__}: {err}") from None
 
 

@@ -62,3 +62,8 @@ class Job:
     @staticmethod
     def run(record):
         return {"static": record.get("id")}
+
+
+def start_up_imports(record):
+    """Which of the modules that only errors and help need were imported to serve records."""
+    return {"imported": sorted(m for m in ("argparse", "traceback", "shutil", "gettext") if m in sys.modules)}

@@ -1,16 +1,19 @@
-//! The I/O threads of one worker process: a writer that feeds its stdin from a channel, and a
-//! reader that splits its stdout into lines (bounded by the pool's `max_line_bytes`) and
-//! sends them to the pool as events.
+//! The pipes of one worker process: its stdin, written by the engine's thread itself
+//! (non-blocking) with a writer thread for what the pipe has no room for, and a reader thread
+//! that splits its stdout into lines (bounded by the pool's `max_line_bytes`) and sends them
+//! to the pool as events.
 //!
 //! The pool's own thread never blocks on a worker's pipe; these threads do, and they must
-//! never interpret what they carry (that is the protocols' job), never hold more than one
-//! line's cap of an unfinished line, and never outlive their pipe: each ends at end of file,
-//! on a broken pipe, or when the pool stops listening.
+//! never interpret what they carry (that is the protocols' job), never reorder what is
+//! written to a worker, never hold more than one line's cap of an unfinished line, and never
+//! outlive their pipe: each ends at end of file, on a broken pipe, or when the pool stops
+//! listening.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,29 +48,138 @@ pub(super) enum Event {
     },
 }
 
-pub(super) fn write_loop(stdin: ChildStdin, rx: Receiver<Vec<u8>>) {
-    let mut w = BufWriter::with_capacity(64 * 1024, stdin);
-    loop {
-        let msg = match rx.try_recv() {
-            Ok(m) => m,
-            Err(TryRecvError::Empty) => {
-                if w.flush().is_err() {
-                    return;
-                }
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return,
-                }
-            }
-            Err(TryRecvError::Disconnected) => {
-                let _ = w.flush();
-                return;
-            }
+/// A worker's stdin.
+///
+/// Requests are written by the engine's thread itself, straight into the pipe (which is
+/// non-blocking on this side): with the usual pipeline depth they fit in the pipe's buffer,
+/// and a direct write costs one system call where a hand-over to a thread cost a wake-up of
+/// that thread too, once per batch of records. Whatever the pipe has no room for goes to the
+/// writer thread, which waits until the worker reads; while the thread has anything left to
+/// write, everything goes through it, so requests reach the worker in the order sent.
+pub(super) struct StdinPipe {
+    /// Our end of the pipe; `None` once closed.
+    pipe: Option<Arc<ChildStdin>>,
+    /// To the writer thread; `None` once closed.
+    backlog: Option<Sender<Vec<u8>>>,
+    /// Pieces handed to the writer thread and not yet written in full. Only the engine's
+    /// thread adds to it, so reading 0 there means the thread has written everything.
+    queued: Arc<AtomicUsize>,
+    /// The pipe could be made non-blocking: direct writes are possible.
+    direct: bool,
+}
+
+impl StdinPipe {
+    /// Takes over a worker's stdin and starts its writer thread (`name`).
+    pub(super) fn start(stdin: ChildStdin, name: String) -> std::io::Result<StdinPipe> {
+        let direct = set_nonblocking(&stdin).is_ok();
+        let pipe = Arc::new(stdin);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (thread_pipe, thread_queued) = (Arc::clone(&pipe), Arc::clone(&queued));
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || backlog_loop(&thread_pipe, &rx, &thread_queued))?;
+        Ok(StdinPipe {
+            pipe: Some(pipe),
+            backlog: Some(tx),
+            queued,
+            direct,
+        })
+    }
+
+    /// Writes `bytes` to the worker after everything sent before, without blocking, and
+    /// empties it (keeping its memory when the pipe took it all). A broken pipe (the worker
+    /// is gone) is not an error here: the worker's end is noticed through its stdout and its
+    /// process.
+    pub(super) fn send(&mut self, bytes: &mut Vec<u8>) {
+        let Some(pipe) = &self.pipe else {
+            bytes.clear();
+            return;
         };
-        if w.write_all(&msg).is_err() {
+        let mut done = 0;
+        if self.direct && self.queued.load(Ordering::Acquire) == 0 {
+            while done < bytes.len() {
+                match (&**pipe).write(&bytes[done..]) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        self.close();
+                        break;
+                    }
+                }
+            }
+        }
+        if done == bytes.len() || self.backlog.is_none() {
+            bytes.clear();
             return;
         }
+        let rest = if done == 0 {
+            std::mem::take(bytes)
+        } else {
+            let rest = bytes[done..].to_vec();
+            bytes.clear();
+            rest
+        };
+        if let Some(tx) = &self.backlog {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            let _ = tx.send(rest);
+        }
     }
+
+    /// Closes the worker's stdin once everything sent so far is written (at once if it is).
+    pub(super) fn close(&mut self) {
+        self.pipe = None;
+        self.backlog = None;
+    }
+}
+
+fn set_nonblocking(stdin: &ChildStdin) -> std::io::Result<()> {
+    let fd = stdin.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The writer thread: writes what the pipe had no room for, waiting until the worker reads,
+/// in order. Ends when the pool closes the stdin (after writing what is left) or the pipe
+/// breaks; the pipe is closed when both the pool and this thread have let go of it.
+fn backlog_loop(pipe: &ChildStdin, rx: &Receiver<Vec<u8>>, queued: &AtomicUsize) {
+    while let Ok(bytes) = rx.recv() {
+        if write_waiting(pipe, &bytes).is_err() {
+            return;
+        }
+        queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Writes all of `bytes` to a non-blocking (or blocking) pipe, waiting for room.
+fn write_waiting(mut pipe: &ChildStdin, bytes: &[u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match pipe.write(&bytes[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = libc::pollfd {
+                    fd: pipe.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call. An error (EINTR)
+                // just tries the write again.
+                unsafe { libc::poll(&mut fds, 1, -1) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads a worker's stdout until end of file: complete lines go to the pool in one event per

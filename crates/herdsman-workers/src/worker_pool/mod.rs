@@ -321,12 +321,12 @@ impl WorkerPool {
         if slot.outbox.is_empty() {
             return;
         }
-        let bytes = std::mem::take(&mut slot.outbox);
-        if let Some(r) = &slot.running {
+        if let Some(r) = &mut slot.running {
             r.in_flight.store(slot.inflight.len(), Ordering::Relaxed);
-            // A closed channel means the worker is gone; its exit is handled via stdout EOF.
-            let _ = r.writer.send(bytes);
+            // A broken pipe means the worker is gone; its exit is handled via stdout EOF.
+            r.stdin.send(&mut slot.outbox);
         }
+        slot.outbox.clear();
     }
 
     fn flush_all(&mut self) {
@@ -600,7 +600,7 @@ impl Executor<WorkItem> for WorkerPool {
             if self.cfg.protocol == Protocol::Framed {
                 self.flush_slot(s);
                 if let Some(r) = &mut self.slots[s].running {
-                    r.writer = std::sync::mpsc::channel().0;
+                    r.stdin.close();
                 }
             }
         }
@@ -618,8 +618,8 @@ impl Executor<WorkItem> for WorkerPool {
         for slot in &mut self.slots {
             slot.outbox.clear();
             if let Some(r) = slot.running.take() {
-                // Dropping the writer's channel closes the worker's stdin once it is written.
-                drop(r.writer);
+                // Closes the worker's stdin once what was sent is written.
+                drop(r.stdin);
                 children.push(r.child);
             }
         }

@@ -24,7 +24,7 @@ use crate::tail::StderrReader;
 use crate::text::{io_phrase, quote_start};
 use crate::{AttemptOutcome, FailureKind, FatalExecutorError, WorkerFailure};
 
-use super::io::{read_loop, write_loop, PARTIAL_QUOTE};
+use super::io::{read_loop, StdinPipe, PARTIAL_QUOTE};
 use super::{InflightSet, Outcome, PoolConfig, Protocol, Running, WorkerPool, PROTOCOL_ENV};
 
 /// How long to wait for a worker whose stdout closed to actually exit.
@@ -70,11 +70,7 @@ impl WorkerPool {
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (writer, writer_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("herdsman-stdin-{s}"))
-            .spawn(move || write_loop(stdin, writer_rx))
-            .map_err(thread_error)?;
+        let stdin = StdinPipe::start(stdin, format!("herdsman-stdin-{s}")).map_err(thread_error)?;
         let tx = self.events_tx.clone().expect("pool is running");
         let max_line = self.cfg.max_line_bytes;
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -92,7 +88,7 @@ impl WorkerPool {
         );
         slot.running = Some(Running {
             child,
-            writer,
+            stdin,
             stderr,
             in_flight,
         });
@@ -255,7 +251,7 @@ impl WorkerPool {
         let grace = self.cfg.kill_grace;
         let Running {
             mut child,
-            writer,
+            stdin,
             stderr,
             ..
         } = running;
@@ -269,7 +265,7 @@ impl WorkerPool {
             .name(format!("herdsman-retire-{s}"))
             .spawn(move || {
                 // Closing stdin asks the worker to exit; wait for it like at the end of a run.
-                drop(writer);
+                drop(stdin);
                 wait_exited(child.id(), grace);
                 terminate_group(&mut child, grace);
                 drop(stderr);
@@ -323,9 +319,9 @@ impl WorkerPool {
     pub(super) fn kill_async(&mut self, running: Running) {
         let grace = self.cfg.kill_grace;
         let Running {
-            mut child, writer, ..
+            mut child, stdin, ..
         } = running;
-        drop(writer);
+        drop(stdin);
         let pid = child.id();
         tracing::debug!(
             pid,

@@ -8,13 +8,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Child;
 use std::sync::atomic::AtomicUsize;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::tail::StderrReader;
 use crate::{AttemptId, WorkItem, WorkOutput};
+
+use super::io::StdinPipe;
 
 pub(super) struct Inflight {
     pub(super) id: AttemptId,
@@ -95,7 +96,7 @@ impl InflightSet {
 /// A live worker process and its threads.
 pub(super) struct Running {
     pub(super) child: Child,
-    pub(super) writer: Sender<Vec<u8>>,
+    pub(super) stdin: StdinPipe,
     pub(super) stderr: StderrReader,
     /// The records in flight on this process, as last seen by the engine's thread: its
     /// stdout reader waits for more answers only when more are on their way.

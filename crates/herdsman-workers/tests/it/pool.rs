@@ -655,3 +655,28 @@ fn many_crashes_each_charge_exactly_their_own_record() {
         p.shutdown();
     }
 }
+
+#[test]
+fn requests_larger_than_the_pipe_reach_a_slow_reader_whole_and_in_order() {
+    // 256 records of 4 KiB in flight are 1 MiB, far more than a pipe holds: most of each
+    // batch waits for the worker to read, and must still reach it whole and in order
+    // after what was written before it.
+    let mut p = pool(
+        WorkerCommand::shell("while IFS= read -r l; do sleep 0.001; printf '%s\\n' \"$l\"; done"),
+        1,
+        256,
+    );
+    let pad = "p".repeat(4096);
+    let items: Vec<_> = (0..600)
+        .map(|i| item(i, &format!(r#"{{"i":{i},"pad":"{pad}"}}"#)))
+        .collect();
+    let results = run_all(&mut p, items, LIMIT).unwrap();
+    assert_eq!(results.len(), 600);
+    for i in 0..600u64 {
+        assert_eq!(
+            text(success(&results[&i])),
+            vec![format!(r#"{{"i":{i},"pad":"{pad}"}}"#)]
+        );
+    }
+    p.shutdown();
+}

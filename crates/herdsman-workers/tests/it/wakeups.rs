@@ -22,28 +22,28 @@ for line in sys.stdin.buffer:
     os.write(out, b'{"id":%d,"output":%d,"done":true}\n' % (req["id"], req["record"]["i"]))
 "#;
 
-#[test]
-fn answers_close_together_are_reported_several_per_poll() {
-    let dir = tempdir("wakeups");
-    let path = script(&dir, "busy.py", BUSY_FRAMED);
+/// Runs `n` records through one framed Python `worker` with `depth` records in flight and
+/// returns how many polls reported at least one answer (one per wake-up of the engine's
+/// thread), checking that every record is answered exactly once with its own answer.
+fn deliveries(name: &str, worker: &str, n: u64, depth: usize) -> u64 {
+    let dir = tempdir(name);
+    let path = script(&dir, "worker.py", worker);
     let mut cfg = PoolConfig::new(WorkerCommand::argv(["python3", &path]));
     cfg.workers = 1;
-    cfg.pipeline_depth = 64;
+    cfg.pipeline_depth = depth;
     cfg.protocol = Protocol::Framed;
     cfg.kill_grace = Duration::from_millis(500);
     let mut p = WorkerPool::start(cfg).unwrap();
 
-    const N: u64 = 600;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut next = 0u64;
     let mut in_flight = 0usize;
-    let mut seen = vec![false; N as usize];
+    let mut seen = vec![false; n as usize];
     let mut done = 0u64;
-    // Polls that reported at least one answer: one per wake-up of the engine's thread.
     let mut deliveries = 0u64;
     let mut out = Vec::new();
-    while done < N {
-        while in_flight < p.capacity() && next < N {
+    while done < n {
+        while in_flight < p.capacity() && next < n {
             p.submit(id(next), item(next, &format!(r#"{{"i":{next}}}"#)))
                 .unwrap();
             next += 1;
@@ -76,6 +76,13 @@ fn answers_close_together_are_reported_several_per_poll() {
         }
     }
     p.shutdown();
+    deliveries
+}
+
+#[test]
+fn answers_close_together_are_reported_several_per_poll() {
+    const N: u64 = 600;
+    let deliveries = deliveries("wakeups", BUSY_FRAMED, N, 64);
     // One answer every 0.3 ms (or slower, on a loaded machine) arrives as several per
     // read of the pipe; reported one at a time it would take a poll per answer.
     assert!(

@@ -131,6 +131,9 @@ pub(crate) trait Sink<U, E> {
     fn take_spare(&mut self) -> Option<Vec<U>> {
         None
     }
+    /// The engine is about to wait: hand over what was accepted since the last flush (a
+    /// sink may collect outcomes to hand them over in one piece per batch).
+    fn flush(&mut self) {}
     /// The run is over.
     fn finish(&mut self, _summary: &Summary) {}
 }
@@ -232,6 +235,7 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                 break;
             }
             let timeout = self.poll_timeout();
+            self.sink.flush();
             if self.backend.room().in_flight == 0 && self.retry_q.is_empty() {
                 // Nothing can report: wait for the input itself.
                 if let (Some(input), true) = (self.input.as_mut(), self.starving.is_some()) {

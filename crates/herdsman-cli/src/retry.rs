@@ -187,6 +187,8 @@ pub fn retry_failed(
             output_partial.display()
         )
     })?;
+    // A Parquet file's footer is rewritten when the new output is published.
+    let len = len - herdsman_io::published_extra_len(&output, &output_format);
     let mut out = Sink::open_with(
         &output,
         output_format,

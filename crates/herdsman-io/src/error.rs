@@ -97,6 +97,15 @@ pub enum SourceError {
         /// 1-based byte, within that name, where the invalid bytes start.
         byte: usize,
     },
+    /// A Parquet input cannot be read: it is not Parquet, lacks a `--columns` column, has a
+    /// column with no JSON form, or is damaged.
+    #[error("cannot read the Parquet input `{file}`: {message}")]
+    Parquet {
+        /// File name for messages.
+        file: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// The file changed (grew, shrank or was rewritten) while it was read, so the records
     /// read from it do not come from one version of it.
     #[error("input `{file}` changed while it was read: {detail}; the records read from it mix two versions of the file. Let whatever writes it finish, then run the job again (with --restart if it was checkpointed)")]

@@ -13,6 +13,7 @@ mod files;
 mod inputs;
 mod module_layers;
 mod old_checkpoint;
+mod parquet;
 mod parallel_users;
 mod resume_identity;
 mod retry_after;

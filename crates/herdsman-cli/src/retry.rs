@@ -287,6 +287,8 @@ pub fn retry_failed(
         return Err(damaged(&cfg.failures, line, &why));
     }
     recovered.retries = live.retries;
+    // A Parquet output gets its footer; the rename below publishes it.
+    out.complete().context("cannot write the output")?;
     out.sync()?;
     fails.sync()?;
 

@@ -291,6 +291,8 @@ pub struct Sink {
     /// Turns records into the format's bytes.
     writer: Box<dyn RecordWriter>,
     row: Vec<u8>,
+    /// [`Sink::complete`] ran.
+    completed: bool,
 }
 
 impl Sink {
@@ -400,6 +402,7 @@ impl Sink {
             offset,
             writer,
             row: Vec::with_capacity(256),
+            completed: false,
         };
         if resume.is_none() {
             let mut row = std::mem::take(&mut sink.row);
@@ -516,14 +519,21 @@ impl Sink {
     }
 
     /// Writes what completes the file (Parquet's footer, after the records not yet in a row
-    /// group); nothing for other formats.
-    fn write_trailer(&mut self) -> Result<(), SinkError> {
+    /// group) without publishing it, for a caller that moves the partial file into place
+    /// itself; nothing for other formats. Write no record after it. [`Sink::finish`] and
+    /// [`Sink::finish_incomplete`] call it (once: a second call does nothing).
+    pub fn complete(&mut self) -> Result<(), SinkError> {
+        if self.completed {
+            return Ok(());
+        }
         self.end_chunk()?;
         let mut tail = Vec::new();
         self.writer
             .finish(&mut tail)
             .map_err(|m| self.encode_err(m))?;
-        self.write_raw(&tail)
+        self.write_raw(&tail)?;
+        self.completed = true;
+        Ok(())
     }
 
     /// Hands what is buffered to the operating system, without fsync: on standard output, a
@@ -564,7 +574,7 @@ impl Sink {
     /// `<path>.partial` to `<path>` and fsyncs the directory. Succeeds if the partial file is
     /// already gone and the final file exists.
     pub fn finish(mut self) -> Result<(), SinkError> {
-        self.write_trailer()?;
+        self.complete()?;
         self.sync()?;
         if self.is_stream() {
             return Ok(());
@@ -578,7 +588,7 @@ impl Sink {
     /// rather than replace a file created meanwhile); when it exists it is left as it was and
     /// the records stay in the partial file. Says which in the returned [`Kept`].
     pub fn finish_incomplete(mut self) -> Result<Kept, SinkError> {
-        self.write_trailer()?;
+        self.complete()?;
         self.sync()?;
         if self.is_stream() {
             return Ok(Kept::Streamed);

@@ -166,6 +166,12 @@ mod imp {
         }
         let mut sorted = chosen.clone();
         sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(format!(
+                "--columns names `{}` twice; name each column once",
+                names[w[0]]
+            )));
+        }
         // Columns come out of the reader in file order; `order` lists them in key order.
         let order: Vec<usize> = chosen
             .iter()

@@ -94,7 +94,122 @@ mod imp {
         RowGroupMetaData,
     };
     use parquet::file::properties::{EnabledStatistics, WriterProperties};
-    use serde_json::Value;
+
+    /// A JSON number as the parser gave it.
+    #[derive(Clone, Copy, Debug)]
+    enum Num {
+        Neg(i64),
+        Pos(u64),
+        Float(f64),
+    }
+
+    impl Num {
+        fn as_i64(self) -> Option<i64> {
+            match self {
+                Num::Neg(i) => Some(i),
+                Num::Pos(u) => i64::try_from(u).ok(),
+                Num::Float(_) => None,
+            }
+        }
+        fn as_u64(self) -> Option<u64> {
+            match self {
+                Num::Pos(u) => Some(u),
+                _ => None,
+            }
+        }
+        fn is_i64(self) -> bool {
+            self.as_i64().is_some()
+        }
+        fn is_u64(self) -> bool {
+            self.as_u64().is_some()
+        }
+    }
+
+    impl std::fmt::Display for Num {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Num::Neg(i) => write!(f, "{i}"),
+                Num::Pos(u) => write!(f, "{u}"),
+                Num::Float(x) => f.write_str(&serde_json::to_string(x).map_err(|_| std::fmt::Error)?),
+            }
+        }
+    }
+
+    /// A JSON value whose objects keep their keys in the order written (an inferred schema
+    /// takes its columns in that order; `serde_json`'s map would sort them).
+    #[derive(Clone, Debug)]
+    enum Value {
+        Null,
+        Bool,
+        Number(Num),
+        String(String),
+        Array(Vec<Value>),
+        Object(Vec<(String, Value)>),
+    }
+
+    impl<'de> serde::Deserialize<'de> for Value {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Value;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON value")
+                }
+                fn visit_unit<E>(self) -> Result<Value, E> {
+                    Ok(Value::Null)
+                }
+                fn visit_none<E>(self) -> Result<Value, E> {
+                    Ok(Value::Null)
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+                    Ok(Value::Bool)
+                }
+                fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+                    Ok(Value::Number(match u64::try_from(i) {
+                        Ok(u) => Num::Pos(u),
+                        Err(_) => Num::Neg(i),
+                    }))
+                }
+                fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+                    Ok(Value::Number(Num::Pos(u)))
+                }
+                fn visit_f64<E>(self, x: f64) -> Result<Value, E> {
+                    Ok(Value::Number(Num::Float(x)))
+                }
+                fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                    Ok(Value::String(s.to_string()))
+                }
+                fn visit_string<E>(self, s: String) -> Result<Value, E> {
+                    Ok(Value::String(s))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Value, A::Error> {
+                    let mut v = Vec::new();
+                    while let Some(x) = seq.next_element()? {
+                        v.push(x);
+                    }
+                    Ok(Value::Array(v))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Value, A::Error> {
+                    let mut v: Vec<(String, Value)> = Vec::new();
+                    while let Some((k, x)) = map.next_entry::<String, Value>()? {
+                        // A repeated key: the last one counts, as in the JSON decoder.
+                        match v.iter_mut().find(|(n, _)| *n == k) {
+                            Some(slot) => slot.1 = x,
+                            None => v.push((k, x)),
+                        }
+                    }
+                    Ok(Value::Object(v))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
 
     use super::{RecordWriter, MAX_PENDING_BYTES};
     use crate::format::{ParquetCompression, ParquetOptions};
@@ -119,7 +234,7 @@ mod imp {
     fn kind(v: &Value) -> &'static str {
         match v {
             Value::Null => "null",
-            Value::Bool(_) => "a boolean",
+            Value::Bool => "a boolean",
             Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
             Value::Number(_) => "a number",
             Value::String(_) => "a string",
@@ -151,11 +266,11 @@ mod imp {
         };
         match (&mut *s, v) {
             (_, Value::Null) => Ok(()),
-            (Shape::Unknown, Value::Bool(_)) => {
+            (Shape::Unknown, Value::Bool) => {
                 *s = Shape::Bool;
                 Ok(())
             }
-            (Shape::Bool, Value::Bool(_)) => Ok(()),
+            (Shape::Bool, Value::Bool) => Ok(()),
             (Shape::Unknown | Shape::Int | Shape::Float, Value::Number(n)) => {
                 if n.is_i64() {
                     if *s == Shape::Unknown {
@@ -301,7 +416,7 @@ mod imp {
         match (t, v) {
             (_, Value::Null) if nullable => Ok(()),
             (_, Value::Null) => Err(format!("`{path}` is null or missing but the column is not null")),
-            (DataType::Boolean, Value::Bool(_)) => Ok(()),
+            (DataType::Boolean, Value::Bool) => Ok(()),
             (DataType::Boolean, _) => wrong("bool"),
             (DataType::Int8, _) => int_in(i8::MIN.into(), i8::MAX.into(), "int8"),
             (DataType::Int16, _) => int_in(i16::MIN.into(), i16::MAX.into(), "int16"),
@@ -337,8 +452,9 @@ mod imp {
             }
             (DataType::Decimal128(p, s), Value::String(_) | Value::Number(_)) => {
                 let text = match v {
+                    Value::Number(n) => n.to_string(),
                     Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    _ => unreachable!("matched above"),
                 };
                 match arrow_cast::parse::parse_decimal::<arrow_array::types::Decimal128Type>(
                     &text, *p, *s,
@@ -364,7 +480,7 @@ mod imp {
 
     fn fits_object(
         fields: &Fields,
-        o: &serde_json::Map<String, Value>,
+        o: &[(String, Value)],
         path: &str,
     ) -> Result<(), String> {
         let sub = |k: &str| {
@@ -374,7 +490,7 @@ mod imp {
                 format!("{path}.{k}")
             }
         };
-        for k in o.keys() {
+        for (k, _) in o {
             if fields.find(k).is_none() {
                 let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
                 return Err(format!(
@@ -388,7 +504,9 @@ mod imp {
             fits(
                 f.data_type(),
                 f.is_nullable(),
-                o.get(f.name()).unwrap_or(&Value::Null),
+                o.iter()
+                    .find(|(k, _)| k == f.name())
+                    .map_or(&Value::Null, |(_, v)| v),
                 &sub(f.name()),
             )?;
         }
@@ -522,7 +640,16 @@ mod imp {
         }
 
         fn encode_block(&mut self, schema: &SchemaRef, out: &mut Vec<u8>) -> Result<(), String> {
-            let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+            // The JSON decoder knows time zones only as offsets: decode `UTC` as `+00:00`
+            // (the same instants), then give the columns their real type back.
+            let decode_schema = Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_data_type(offset_zones(f.data_type())))
+                    .collect::<Fields>(),
+            ));
+            let mut decoder = arrow_json::ReaderBuilder::new(decode_schema.clone())
                 .with_batch_size(self.pending_rows)
                 .with_strict_mode(true)
                 .build_decoder()
@@ -534,6 +661,18 @@ mod imp {
                 .flush()
                 .map_err(|e| format!("cannot decode the records: {e}"))?
                 .ok_or("no records to encode")?;
+            let batch = if decode_schema == *schema {
+                batch
+            } else {
+                batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| retype(c.to_data(), f.data_type()).map(arrow_array::make_array))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|cols| arrow_array::RecordBatch::try_new(schema.clone(), cols))
+                    .map_err(|e| format!("cannot decode the records: {e}"))?
+            };
             let bytes = self.mini_file(schema, Some(&batch))?;
             let (meta, data) = split_mini(&bytes)?;
             let start = out.len();
@@ -566,6 +705,46 @@ mod imp {
             }
             Ok(())
         }
+    }
+
+    /// `t` with the time zone `UTC` spelled `+00:00`, which the JSON decoder can parse.
+    fn offset_zones(t: &DataType) -> DataType {
+        match t {
+            DataType::Timestamp(u, Some(z)) if z.as_ref() == "UTC" => {
+                DataType::Timestamp(*u, Some("+00:00".into()))
+            }
+            DataType::List(f) => DataType::List(Arc::new(
+                f.as_ref().clone().with_data_type(offset_zones(f.data_type())),
+            )),
+            DataType::Struct(fs) => DataType::Struct(
+                fs.iter()
+                    .map(|f| f.as_ref().clone().with_data_type(offset_zones(f.data_type())))
+                    .collect::<Fields>(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// `data` (of the type [`offset_zones`] gives for `t`) as type `t`: the values are the
+    /// same, only the spelling of time zones differs.
+    fn retype(
+        data: arrow_data::ArrayData,
+        t: &DataType,
+    ) -> Result<arrow_data::ArrayData, arrow_schema::ArrowError> {
+        let children = match t {
+            DataType::List(f) => vec![retype(data.child_data()[0].clone(), f.data_type())?],
+            DataType::Struct(fs) => data
+                .child_data()
+                .iter()
+                .zip(fs.iter())
+                .map(|(c, f)| retype(c.clone(), f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => data.child_data().to_vec(),
+        };
+        data.into_builder()
+            .data_type(t.clone())
+            .child_data(children)
+            .build()
     }
 
     /// The footer and the column data of a small Parquet file.
@@ -694,7 +873,8 @@ mod imp {
             // The JSON decoder takes one record per line: compact the rare record that spans
             // lines.
             if memchr::memchr2(b'\n', b'\r', json).is_some() {
-                let v: Value = serde_json::from_slice(json).expect("admitted as JSON");
+                let v: serde_json::Value =
+                    serde_json::from_slice(json).expect("admitted as JSON");
                 serde_json::to_writer(&mut self.pending, &v).expect("writing to a Vec");
             } else {
                 self.pending.extend_from_slice(json);

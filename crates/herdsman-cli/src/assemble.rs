@@ -272,9 +272,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             self.emit(pos, payload, slot, &mut p.counts)?;
         }
         let c = p.counts;
-        self.sinks
-            .end_chunk()
-            .context("cannot write the output")?;
+        self.sinks.end_chunk().context("cannot write the output")?;
         let (output_end, failures_end) = self.sinks.offsets();
         self.uncommitted.push(ChunkCommit {
             chunk: p.info.id,

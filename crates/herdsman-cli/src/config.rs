@@ -991,7 +991,10 @@ fn parquet_options(
     if let Some(path) = schema {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) => usage!("cannot read the schema file {}: {e}; check the --schema path", path.display()),
+            Err(e) => usage!(
+                "cannot read the schema file {}: {e}; check the --schema path",
+                path.display()
+            ),
         };
         opts.schema = match herdsman_io::ParquetSchema::parse(&text) {
             Ok(s) => Some(s),

@@ -262,6 +262,10 @@ mod chain_tests {
                 file: "in.csv".into(),
                 detail: "grew".into(),
             },
+            SourceError::Parquet {
+                file: "in.parquet".into(),
+                message: "it has no column `x`".into(),
+            },
         ];
         let sink_errors = vec![
             SinkError::Io {
@@ -295,7 +299,8 @@ mod chain_tests {
                 | SourceError::Resume { .. }
                 | SourceError::Header { .. }
                 | SourceError::HeaderNotUtf8 { .. }
-                | SourceError::Changed { .. } => all.push(Box::new(e)),
+                | SourceError::Changed { .. }
+                | SourceError::Parquet { .. } => all.push(Box::new(e)),
             }
         }
         for e in sink_errors {

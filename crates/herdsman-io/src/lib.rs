@@ -48,8 +48,8 @@ pub use formats::{
     entry as format_entry, FormatEntry, Location, OpenFn, OpenInput, ReadRecord, RecordReader,
     RAW_CAP, REGISTRY,
 };
-pub use parquet_schema::{Column, ColumnType, ParquetSchema, TimeUnit};
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
+pub use parquet_schema::{Column, ColumnType, ParquetSchema, TimeUnit};
 pub use sink::{
     check_writable_dir, finish_partial, output_target, partial_path, published_extra_len,
     write_atomic, Kept, OutputTarget, Sink,

@@ -160,7 +160,11 @@ fn type_text(t: &ColumnType) -> String {
         ColumnType::List(item) => format!("list<{}>", column_text(item)),
         ColumnType::Struct(fields) => format!(
             "struct<{}>",
-            fields.iter().map(column_text).collect::<Vec<_>>().join(", ")
+            fields
+                .iter()
+                .map(column_text)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -182,7 +186,9 @@ fn parse_json(text: &str) -> Result<Vec<Column>, String> {
         serde_json::Value::Array(a) => a,
         serde_json::Value::Object(o) => match o.get("fields") {
             Some(serde_json::Value::Array(a)) => a,
-            _ => return Err("a JSON schema is an object with a `fields` list, or that list".into()),
+            _ => {
+                return Err("a JSON schema is an object with a `fields` list, or that list".into())
+            }
         },
         _ => unreachable!("the caller checked the first character"),
     };
@@ -190,16 +196,19 @@ fn parse_json(text: &str) -> Result<Vec<Column>, String> {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let name = f.get("name").and_then(|n| n.as_str()).ok_or_else(|| {
-                format!("field {} of the schema has no `name` string", i + 1)
-            })?;
+            let name = f
+                .get("name")
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| format!("field {} of the schema has no `name` string", i + 1))?;
             let ty = f.get("type").and_then(|n| n.as_str()).ok_or_else(|| {
                 format!("field `{name}` of the schema has no `type` string such as \"int64\"")
             })?;
             let nullable = match f.get("nullable") {
                 None => true,
                 Some(serde_json::Value::Bool(b)) => *b,
-                Some(_) => return Err(format!("`nullable` of field `{name}` is not true or false")),
+                Some(_) => {
+                    return Err(format!("`nullable` of field `{name}` is not true or false"))
+                }
             };
             let mut p = Parser::new(ty);
             let ty = p

@@ -28,10 +28,7 @@ pub(super) const ENTRY: FormatEntry = FormatEntry {
     open,
 };
 
-fn open(
-    input: &OpenInput<'_>,
-    at: Option<Location>,
-) -> Result<Box<dyn RecordReader>, SourceError> {
+fn open(input: &OpenInput<'_>, at: Option<Location>) -> Result<Box<dyn RecordReader>, SourceError> {
     #[cfg(feature = "parquet")]
     {
         imp::open(input, at)
@@ -443,7 +440,11 @@ mod imp {
             } else {
                 b'='
             });
-            out.push(if c.len() > 2 { B64[n as usize & 63] } else { b'=' });
+            out.push(if c.len() > 2 {
+                B64[n as usize & 63]
+            } else {
+                b'='
+            });
         }
         out.push(b'"');
     }
@@ -513,8 +514,12 @@ mod imp {
                 write_float(out, f64::from(v), Some(v));
             }
             D::Float64 => write_float(out, a.as_primitive::<Float64Type>().value(i), None),
-            D::Decimal32(..) => write_str(out, &a.as_primitive::<Decimal32Type>().value_as_string(i)),
-            D::Decimal64(..) => write_str(out, &a.as_primitive::<Decimal64Type>().value_as_string(i)),
+            D::Decimal32(..) => {
+                write_str(out, &a.as_primitive::<Decimal32Type>().value_as_string(i))
+            }
+            D::Decimal64(..) => {
+                write_str(out, &a.as_primitive::<Decimal64Type>().value_as_string(i))
+            }
             D::Decimal128(..) => {
                 write_str(out, &a.as_primitive::<Decimal128Type>().value_as_string(i))
             }
@@ -544,16 +549,14 @@ mod imp {
                 let zoned = tz.is_some();
                 match unit {
                     U::Second => write_timestamp::<TimestampSecondType>(out, a, i, zoned),
-                    U::Millisecond => {
-                        write_timestamp::<TimestampMillisecondType>(out, a, i, zoned)
-                    }
-                    U::Microsecond => {
-                        write_timestamp::<TimestampMicrosecondType>(out, a, i, zoned)
-                    }
+                    U::Millisecond => write_timestamp::<TimestampMillisecondType>(out, a, i, zoned),
+                    U::Microsecond => write_timestamp::<TimestampMicrosecondType>(out, a, i, zoned),
                     U::Nanosecond => write_timestamp::<TimestampNanosecondType>(out, a, i, zoned),
                 }
             }
-            D::Duration(U::Second) => write_int(out, a.as_primitive::<DurationSecondType>().value(i)),
+            D::Duration(U::Second) => {
+                write_int(out, a.as_primitive::<DurationSecondType>().value(i))
+            }
             D::Duration(U::Millisecond) => {
                 write_int(out, a.as_primitive::<DurationMillisecondType>().value(i))
             }
@@ -593,9 +596,7 @@ mod imp {
                     }
                     // A key that is not a string is written as the text of its JSON.
                     match keys.data_type() {
-                        D::Utf8 | D::LargeUtf8 | D::Utf8View => {
-                            write_value(out, keys.as_ref(), j)
-                        }
+                        D::Utf8 | D::LargeUtf8 | D::Utf8View => write_value(out, keys.as_ref(), j),
                         _ => {
                             let mut k = Vec::new();
                             write_value(&mut k, keys.as_ref(), j);

@@ -19,10 +19,10 @@
 //! publication lists those row groups with their offsets moved to where the blocks sit.
 //!
 //! A row group ends at every chunk end ([`RecordWriter::end_chunk`]), after `row_group_size`
-//! rows, or after [`MAX_PENDING_BYTES`] of JSON, whichever comes first; all three depend only
+//! rows, or after 64 MiB of JSON text, whichever comes first; all three depend only
 //! on the records and the chunking, so a resumed run writes the same row groups as an
 //! uninterrupted one. Until a row group ends, its records are held as JSON text (at most
-//! `row_group_size` of them and [`MAX_PENDING_BYTES`]).
+//! `row_group_size` of them and 64 MiB).
 //!
 //! Without `--schema`, the schema is inferred from the records up to the first row group
 //! (each key becomes a column: booleans `bool`, integers `int64`, other numbers `double`,
@@ -34,9 +34,6 @@
 
 use super::RecordWriter;
 use crate::format::ParquetOptions;
-
-/// A row group also ends when the JSON text of its records reaches this many bytes.
-pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// The writer for `opts`.
 pub(super) fn writer(opts: &ParquetOptions) -> Box<dyn RecordWriter> {
@@ -130,7 +127,9 @@ mod imp {
             match self {
                 Num::Neg(i) => write!(f, "{i}"),
                 Num::Pos(u) => write!(f, "{u}"),
-                Num::Float(x) => f.write_str(&serde_json::to_string(x).map_err(|_| std::fmt::Error)?),
+                Num::Float(x) => {
+                    f.write_str(&serde_json::to_string(x).map_err(|_| std::fmt::Error)?)
+                }
             }
         }
     }
@@ -211,7 +210,10 @@ mod imp {
         }
     }
 
-    use super::{RecordWriter, MAX_PENDING_BYTES};
+    use super::RecordWriter;
+
+    /// A row group also ends when the JSON text of its records reaches this many bytes.
+    const MAX_PENDING_BYTES: usize = 64 << 20;
     use crate::format::{ParquetCompression, ParquetOptions};
     use crate::parquet_schema::{Column, ColumnType, ParquetSchema};
 
@@ -337,7 +339,9 @@ mod imp {
             Shape::Bool => DataType::Boolean,
             Shape::Int => DataType::Int64,
             Shape::Float => DataType::Float64,
-            Shape::List(item) => DataType::List(Arc::new(Field::new("item", shape_type(item), true))),
+            Shape::List(item) => {
+                DataType::List(Arc::new(Field::new("item", shape_type(item), true)))
+            }
             Shape::Struct(fields) => DataType::Struct(
                 fields
                     .iter()
@@ -396,12 +400,7 @@ mod imp {
     /// Whether `v` fits a value of type `t`: exactly what the JSON decoder will accept.
     fn fits(t: &DataType, nullable: bool, v: &Value, path: &str) -> Result<(), String> {
         use arrow_cast::parse::Parser;
-        let wrong = |want: &str| {
-            Err(format!(
-                "`{path}` is {} but the column is {want}",
-                kind(v)
-            ))
-        };
+        let wrong = |want: &str| Err(format!("`{path}` is {} but the column is {want}", kind(v)));
         let int_in = |lo: i128, hi: i128, name: &str| -> Result<(), String> {
             let n = match v {
                 Value::Number(n) => n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)),
@@ -409,7 +408,9 @@ mod imp {
             };
             match n {
                 Some(n) if (lo..=hi).contains(&n) => Ok(()),
-                Some(n) => Err(format!("`{path}` is {n}, out of range for the {name} column")),
+                Some(n) => Err(format!(
+                    "`{path}` is {n}, out of range for the {name} column"
+                )),
                 None => Err(format!("`{path}` is {} but the column is {name}", kind(v))),
             }
         };
@@ -478,11 +479,7 @@ mod imp {
 
     use arrow_array::types::Date32Type;
 
-    fn fits_object(
-        fields: &Fields,
-        o: &[(String, Value)],
-        path: &str,
-    ) -> Result<(), String> {
+    fn fits_object(fields: &Fields, o: &[(String, Value)], path: &str) -> Result<(), String> {
         let sub = |k: &str| {
             if path.is_empty() {
                 k.to_string()
@@ -614,7 +611,8 @@ mod imp {
             let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.props.clone()))
                 .map_err(|e| format!("cannot start a row group: {e}"))?;
             if let Some(b) = batch {
-                w.write(b).map_err(|e| format!("cannot encode a row group: {e}"))?;
+                w.write(b)
+                    .map_err(|e| format!("cannot encode a row group: {e}"))?;
             }
             w.into_inner()
                 .map_err(|e| format!("cannot encode a row group: {e}"))
@@ -646,7 +644,11 @@ mod imp {
                 schema
                     .fields()
                     .iter()
-                    .map(|f| f.as_ref().clone().with_data_type(offset_zones(f.data_type())))
+                    .map(|f| {
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(offset_zones(f.data_type()))
+                    })
                     .collect::<Fields>(),
             ));
             let mut decoder = arrow_json::ReaderBuilder::new(decode_schema.clone())
@@ -714,11 +716,17 @@ mod imp {
                 DataType::Timestamp(*u, Some("+00:00".into()))
             }
             DataType::List(f) => DataType::List(Arc::new(
-                f.as_ref().clone().with_data_type(offset_zones(f.data_type())),
+                f.as_ref()
+                    .clone()
+                    .with_data_type(offset_zones(f.data_type())),
             )),
             DataType::Struct(fs) => DataType::Struct(
                 fs.iter()
-                    .map(|f| f.as_ref().clone().with_data_type(offset_zones(f.data_type())))
+                    .map(|f| {
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(offset_zones(f.data_type()))
+                    })
                     .collect::<Fields>(),
             ),
             other => other.clone(),
@@ -838,8 +846,9 @@ mod imp {
                 if !read_exact_or_end(r, &mut meta)? {
                     return Err("the partial Parquet output ends inside a block".into());
                 }
-                let skipped = std::io::copy(&mut Read::take(&mut *r, dlen), &mut std::io::sink())
-                    .map_err(|e| format!("the partial Parquet output cannot be read ({e})"))?;
+                let skipped =
+                    std::io::copy(&mut Read::take(&mut *r, dlen), &mut std::io::sink())
+                        .map_err(|e| format!("the partial Parquet output cannot be read ({e})"))?;
                 if skipped != dlen {
                     return Err("the partial Parquet output ends inside a block".into());
                 }
@@ -855,9 +864,7 @@ mod imp {
                 .map_err(|e| format!("the schema of the partial output cannot be read ({e})"))?;
                 if let Some(given) = &self.given {
                     if found.fields() != given.fields() {
-                        return Err(
-                            "the partial output was written with another --schema".into()
-                        );
+                        return Err("the partial output was written with another --schema".into());
                     }
                 }
                 self.schema = Schema_::Fixed(Arc::new(found));
@@ -873,16 +880,14 @@ mod imp {
             // The JSON decoder takes one record per line: compact the rare record that spans
             // lines.
             if memchr::memchr2(b'\n', b'\r', json).is_some() {
-                let v: serde_json::Value =
-                    serde_json::from_slice(json).expect("admitted as JSON");
+                let v: serde_json::Value = serde_json::from_slice(json).expect("admitted as JSON");
                 serde_json::to_writer(&mut self.pending, &v).expect("writing to a Vec");
             } else {
                 self.pending.extend_from_slice(json);
             }
             self.pending.push(b'\n');
             self.pending_rows += 1;
-            if self.pending_rows >= self.row_group_size || self.pending.len() >= MAX_PENDING_BYTES
-            {
+            if self.pending_rows >= self.row_group_size || self.pending.len() >= MAX_PENDING_BYTES {
                 // An error here is not this record's fault: it is kept in `broken` and ends
                 // the output at the next chunk end.
                 let _ = self.flush(out);

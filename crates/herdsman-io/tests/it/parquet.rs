@@ -6,8 +6,7 @@ use crate::common;
 
 use common::*;
 use herdsman_io::{
-    published_extra_len, Format, OutputFormat, ParquetOptions, ParquetSchema, Sink,
-    SourceOptions,
+    published_extra_len, Format, OutputFormat, ParquetOptions, ParquetSchema, Sink, SourceOptions,
 };
 
 /// Records with nested and null values; every key present, so that they read back as given.
@@ -87,7 +86,10 @@ fn a_resumed_parquet_output_is_byte_identical_to_an_uninterrupted_one() {
     let before_footer = s.offset();
     s.finish().unwrap();
     let (a, b) = (std::fs::read(&whole).unwrap(), std::fs::read(&cut).unwrap());
-    assert!(a == b, "the resumed file differs from the uninterrupted one");
+    assert!(
+        a == b,
+        "the resumed file differs from the uninterrupted one"
+    );
     assert_eq!(
         before_footer + published_extra_len(&cut, &fmt),
         b.len() as u64
@@ -116,8 +118,23 @@ fn a_parquet_source_resumes_at_any_record_inside_its_row_group() {
     let all = read_all(specs(), SourceOptions::default(), None);
     assert_eq!(all.len(), 46);
     assert_eq!(
-        all.iter().take(11).map(|r| (r.pos.byte_offset, r.pos.line)).collect::<Vec<_>>(),
-        [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (3, 1)]
+        all.iter()
+            .take(11)
+            .map(|r| (r.pos.byte_offset, r.pos.line))
+            .collect::<Vec<_>>(),
+        [
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (0, 4),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (2, 1),
+            (2, 2),
+            (3, 1)
+        ]
     );
     for k in 0..all.len() {
         let p = all[k].pos;
@@ -149,7 +166,10 @@ fn a_schema_is_enforced_record_by_record() {
     let mut s = Sink::open(&out, fmt, None).unwrap();
     for (rec, why) in [
         (r#"{"price":"1.00"}"#, "`id` is null or missing"),
-        (r#"{"id":1,"price":"1234.5"}"#, "does not fit decimal128(5, 2)"),
+        (
+            r#"{"id":1,"price":"1234.5"}"#,
+            "does not fit decimal128(5, 2)",
+        ),
         (r#"{"id":3000000000}"#, "out of range for the int32"),
         (r#"{"id":1,"at":"yesterday"}"#, "not an RFC 3339 timestamp"),
         (r#"{"id":1,"day":"2024-02-30"}"#, "not a date"),
@@ -159,15 +179,21 @@ fn a_schema_is_enforced_record_by_record() {
         let e = s.write_record(rec.as_bytes()).unwrap_err().to_string();
         assert!(e.contains(why), "{rec}: {e}");
     }
-    s.write_record(br#"{"id":1,"price":"-123.45","at":"2024-01-31T12:00:00.5+01:00","day":"2024-02-29"}"#)
-        .unwrap();
+    s.write_record(
+        br#"{"id":1,"price":"-123.45","at":"2024-01-31T12:00:00.5+01:00","day":"2024-02-29"}"#,
+    )
+    .unwrap();
     s.write_record(br#"{"id":2,"price":7}"#).unwrap();
     s.end_chunk().unwrap();
     s.finish().unwrap();
-    let got: Vec<String> = read_all(vec![spec(&out, Format::Parquet)], SourceOptions::default(), None)
-        .iter()
-        .map(text)
-        .collect();
+    let got: Vec<String> = read_all(
+        vec![spec(&out, Format::Parquet)],
+        SourceOptions::default(),
+        None,
+    )
+    .iter()
+    .map(text)
+    .collect();
     assert_eq!(
         got,
         [

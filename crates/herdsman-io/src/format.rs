@@ -259,10 +259,10 @@ mod tests {
 
     #[test]
     fn parses_names() {
-        for f in [Format::Csv, Format::Jsonl, Format::Lines] {
+        for f in [Format::Csv, Format::Jsonl, Format::Lines, Format::Parquet] {
             assert_eq!(Format::parse(f.name()), Some(f));
         }
         assert_eq!(Format::parse("NDJSON"), Some(Format::Jsonl));
-        assert_eq!(Format::parse("parquet"), None);
+        assert_eq!(Format::parse("avro"), None);
     }
 }

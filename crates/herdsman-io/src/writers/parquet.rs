@@ -14,8 +14,9 @@
 //! and `meta` is the footer (Thrift `FileMetaData`) of a small Parquet file made of just
 //! those row groups. Parquet readers only follow the offsets of the final footer, so the
 //! headers and `meta` between the column chunks are never read by them: the published file is
-//! plain, valid Parquet. Resuming reads the blocks back from the committed length (skipping the
-//! data), which gives the schema and every committed row group's metadata; the footer at
+//! plain, valid Parquet. Resuming reads the partial file up to the committed length once,
+//! decoding only the block headers and `meta` (the sink hands the writer a reader, not a
+//! seekable file), which gives the schema and every committed row group's metadata; the footer at
 //! publication lists those row groups with their offsets moved to where the blocks sit.
 //!
 //! A row group ends at every chunk end ([`RecordWriter::end_chunk`]), after `row_group_size`

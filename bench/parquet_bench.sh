@@ -39,8 +39,11 @@ print(f"{path}: {n} rows, {pq.ParquetFile(path).metadata.num_row_groups} row gro
 PY
 
 IN=$OUT/rows.parquet
+# The input's schema as pyarrow prints it: herdsman writes the same types (inferred, the
+# timestamp would be a string).
+python3 -c "import pyarrow.parquet as pq; print(pq.read_schema('$IN'))" > "$OUT/schema.txt"
 PREP="rm -rf $OUT/pq_out.parquet $OUT/.pq_out.parquet.herdsman $OUT/pq_out.failures.jsonl"
-HM="$HERDSMAN run -i $IN -w cat -j 2 -o $OUT/pq_out.parquet --progress none -q"
+HM="$HERDSMAN run -i $IN -w cat -j 2 -o $OUT/pq_out.parquet --schema $OUT/schema.txt --progress none -q"
 CMDS=(
     "herdsman -w cat, chunks of 10000 (row groups of 10000)" "$HM --chunk-size 10000"
     "herdsman -w cat, default chunks of 1000" "$HM"

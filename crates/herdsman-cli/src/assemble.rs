@@ -145,6 +145,11 @@ pub trait Sinks {
     }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError>;
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError>;
+    /// Completes the output records of the chunk just written (a Parquet row group) before
+    /// its offsets are taken; nothing for most formats.
+    fn end_chunk(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Byte lengths of (output, failures) after everything written so far.
     fn offsets(&self) -> (u64, u64);
     /// Flush and fsync both files.
@@ -295,6 +300,7 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             self.emit(index, pos, payload, resolved, &mut p.counts)?;
         }
         let c = p.counts;
+        self.sinks.end_chunk().context("cannot write the output")?;
         let (output_end, failures_end) = self.sinks.offsets();
         tracing::debug!(
             chunk = p.info.id,

@@ -136,8 +136,9 @@ pub struct RunArgs {
     #[arg(short, long = "input", value_name = "PATH", num_args = 1.., help_heading = "Input")]
     input: Vec<String>, job file: StringOrList;
 
-    /// Input format (default: from the input's extension; stdin is jsonl when its first line
-    /// starts with { or [, else lines; CSV on stdin needs --format csv).
+    /// Input format (default: from the input's extension, .parquet is Parquet; stdin is
+    /// jsonl when its first line starts with { or [, else lines; CSV on stdin needs --format
+    /// csv).
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Input")]
     format: Option<FormatArg>, job file: FormatArg;
 
@@ -210,20 +211,22 @@ pub struct RunArgs {
     )]
     jobs: Option<usize>, job file: usize;
 
-    /// Output file: .jsonl or .csv by extension; '-' is stdout (the default). A device or
-    /// FIFO (-o /dev/null) is written in place; a symbolic link is written through.
+    /// Output file: .jsonl, .csv, .txt (lines) or .parquet by extension (another extension
+    /// needs --output-format); '-' is stdout (the default). A device or FIFO (-o /dev/null)
+    /// is written in place; a symbolic link is written through.
     #[arg(short, long, value_name = "PATH", help_heading = "Output")]
     output: Option<String>, job file: String;
 
-    /// Output format (default: from the output's extension, .csv, .jsonl or .txt (lines);
-    /// lines when lines input goes to stdout; else jsonl). `lines` writes each output record
+    /// Output format (default: from the output's extension, .csv, .jsonl, .txt (lines) or
+    /// .parquet; lines when lines input goes to stdout; else jsonl). `lines` writes each output record
     /// as its raw text, one per line: a JSON string unquoted, anything else as compact JSON.
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Output")]
     output_format: Option<OutputFormatArg>, job file: OutputFormatArg;
 
-    /// CSV output columns, comma separated: every record is projected onto them, in this
-    /// order (other keys are left out, missing ones are empty). Default: the keys of the first
-    /// record, and a record with another key fails. Example: --columns id,score
+    /// Columns, comma separated. Parquet input: read only these columns, their keys in this
+    /// order. CSV output: every record is projected onto them, in this order (other keys are
+    /// left out, missing ones are empty; default: the keys of the first record, and a record
+    /// with another key fails). Example: --columns id,score
     #[arg(
         long,
         value_name = "A,B,...",
@@ -231,6 +234,23 @@ pub struct RunArgs {
         help_heading = "Output"
     )]
     columns: Vec<String>, job file: StringOrList;
+
+    /// Parquet output: the schema, from a file holding JSON ({"fields": [{"name": "id",
+    /// "type": "int64", "nullable": false}, ...]}) or Arrow-style lines (`id: int64 not null`,
+    /// `price: decimal128(10, 2)`, `at: timestamp[us, tz=UTC]`, `tags: list<string>`). A record
+    /// that does not fit is a dead letter. Default: inferred from the first records, then
+    /// enforced.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    schema: Option<PathBuf>, job file: String;
+
+    /// Parquet output: compression of the column data, zstd (the default), snappy or none.
+    #[arg(long, value_name = "CODEC", help_heading = "Output")]
+    compression: Option<String>, job file: String;
+
+    /// Parquet output: at most N rows per row group (default 100000). A row group also ends
+    /// with every chunk (--chunk-size), so a resumed run writes the same row groups.
+    #[arg(long, value_name = "N", help_heading = "Output")]
+    row_group_size: Option<usize>, job file: usize;
 
     /// Dead-letter file for records that failed (default: beside the output, out.jsonl →
     /// out.failures.jsonl; with stdout output, herdsman.failures.jsonl, only kept if a record
@@ -533,6 +553,7 @@ pub enum FormatArg {
     Csv,
     Jsonl,
     Lines,
+    Parquet,
 }
 
 impl FormatArg {
@@ -542,6 +563,7 @@ impl FormatArg {
             FormatArg::Csv => "csv",
             FormatArg::Jsonl => "jsonl",
             FormatArg::Lines => "lines",
+            FormatArg::Parquet => "parquet",
         }
     }
 }
@@ -552,6 +574,7 @@ pub enum OutputFormatArg {
     Jsonl,
     Csv,
     Lines,
+    Parquet,
 }
 
 impl OutputFormatArg {
@@ -561,6 +584,7 @@ impl OutputFormatArg {
             OutputFormatArg::Jsonl => "jsonl",
             OutputFormatArg::Csv => "csv",
             OutputFormatArg::Lines => "lines",
+            OutputFormatArg::Parquet => "parquet",
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct RunConfig {
     /// not, lines input written to stdout is written as lines.
     pub output_format_chosen: bool,
     pub columns: Option<Vec<String>>,
+    /// Schema, compression and row-group size of a Parquet output.
+    pub parquet: herdsman_io::ParquetOptions,
     pub failures: PathBuf,
     /// Whether the user named the dead-letter file (else it is derived from the output).
     pub failures_given: bool,
@@ -646,14 +648,22 @@ impl RunConfig {
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
             None if null_to_stdout => OutputFormatArg::Lines,
-            None => match output
-                .as_ref()
-                .and_then(|p| p.extension())
-                .and_then(|e| e.to_str())
-            {
-                Some(ext) if ext.eq_ignore_ascii_case("csv") => OutputFormatArg::Csv,
-                Some(ext) if ext.eq_ignore_ascii_case("txt") => OutputFormatArg::Lines,
-                _ => OutputFormatArg::Jsonl,
+            // An output written in place (/dev/null, a FIFO) keeps the JSONL default.
+            None if output_in_place => OutputFormatArg::Jsonl,
+            None => match output.as_ref().and_then(|p| p.extension()) {
+                None => OutputFormatArg::Jsonl,
+                Some(ext) => match herdsman_io::OutputFormat::from_path(Path::new("x").with_extension(ext).as_path()) {
+                    Some(herdsman_io::OutputFormat::Csv { .. }) => OutputFormatArg::Csv,
+                    Some(herdsman_io::OutputFormat::Lines) => OutputFormatArg::Lines,
+                    Some(herdsman_io::OutputFormat::Parquet(_)) => OutputFormatArg::Parquet,
+                    Some(_) => OutputFormatArg::Jsonl,
+                    // Never a silent JSONL file named .parquet, .xlsx or .tsv.
+                    None => usage!(
+                        "cannot tell the output format from the extension .{} of {}; name the output .jsonl, .csv, .txt or .parquet, or pass --output-format jsonl|csv|lines|parquet",
+                        ext.to_string_lossy(),
+                        output.as_deref().map(Path::display).expect("an extension has a path")
+                    ),
+                },
             },
         };
         let columns = if !args.columns.is_empty() {
@@ -661,9 +671,24 @@ impl RunConfig {
         } else {
             job.columns.map(StringOrList::into_vec)
         };
-        if columns.is_some() && output_format != OutputFormatArg::Csv {
-            usage!("--columns applies to CSV output only; name the output .csv or pass --output-format csv");
+        // --columns picks the columns of a Parquet input, or the header of a CSV output.
+        let parquet_input = args.format.or(job.format) == Some(FormatArg::Parquet)
+            || (args.format.or(job.format).is_none()
+                && inputs.iter().any(|i| {
+                    matches!(
+                        herdsman_io::Format::from_path(Path::new(i)),
+                        Some(herdsman_io::Format::Parquet)
+                    )
+                }));
+        if columns.is_some() && output_format != OutputFormatArg::Csv && !parquet_input {
+            usage!("--columns applies to Parquet input and CSV output only; name the output .csv or pass --output-format csv");
         }
+        let parquet = parquet_options(
+            args.schema.or(job.schema.map(|s| PathBuf::from(rel(s)))),
+            args.compression.or(job.compression),
+            args.row_group_size.or(job.row_group_size),
+            output_format,
+        )?;
         let failures_arg = args.failures.or(job.failures.map(rel));
         let failures_given = failures_arg.is_some();
         let failures = match failures_arg {
@@ -806,6 +831,9 @@ impl RunConfig {
             if stdin_input {
                 usage!("--shard {spec}: standard input cannot be split into shards (each shard reads its own part of the same files); give the input as files with -i");
             }
+            if output_format == OutputFormatArg::Parquet {
+                usage!("--shard {spec} with Parquet output: Parquet files cannot be joined by concatenation, so the shards' outputs would not add up to one file; write JSONL, CSV or lines per shard (-o part-{{i}}.jsonl), or run the job unsharded");
+            }
             if output_format == OutputFormatArg::Csv && columns.is_none() {
                 usage!("--shard {spec} with CSV output needs --columns: every shard must write the same columns, and only shard 0 writes the header; add --columns a,b,c");
             }
@@ -838,6 +866,7 @@ impl RunConfig {
             output_format,
             output_format_chosen,
             columns,
+            parquet,
             failures,
             failures_given,
             retries,
@@ -953,11 +982,68 @@ impl RunConfig {
         if let Some(c) = &self.columns {
             m.insert("columns".into(), c.join(","));
         }
+        if self.output_format == OutputFormatArg::Parquet {
+            let p = &self.parquet;
+            if let Some(s) = &p.schema {
+                m.insert("schema".into(), s.to_text());
+            }
+            m.insert("compression".into(), p.compression.name().to_string());
+            m.insert("row_group_size".into(), p.row_group_size.to_string());
+        }
         if let Some(f) = self.format {
             m.insert("format".into(), f.name().to_string());
         }
         m
     }
+}
+
+/// The Parquet options of `--schema`, `--compression` and `--row-group-size`, which apply to
+/// Parquet output only.
+fn parquet_options(
+    schema: Option<PathBuf>,
+    compression: Option<String>,
+    row_group_size: Option<usize>,
+    output_format: OutputFormatArg,
+) -> Result<herdsman_io::ParquetOptions> {
+    let mut opts = herdsman_io::ParquetOptions::default();
+    if output_format != OutputFormatArg::Parquet {
+        for (given, flag) in [
+            (schema.is_some(), "--schema"),
+            (compression.is_some(), "--compression"),
+            (row_group_size.is_some(), "--row-group-size"),
+        ] {
+            if given {
+                usage!("{flag} applies to Parquet output only; name the output .parquet or pass --output-format parquet");
+            }
+        }
+        return Ok(opts);
+    }
+    if let Some(path) = schema {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => usage!(
+                "cannot read the schema file {}: {e}; check the --schema path",
+                path.display()
+            ),
+        };
+        opts.schema = match herdsman_io::ParquetSchema::parse(&text) {
+            Ok(s) => Some(s),
+            Err(e) => usage!("the schema file {} is not usable: {e}", path.display()),
+        };
+    }
+    if let Some(c) = compression {
+        opts.compression = match herdsman_io::ParquetCompression::parse(&c) {
+            Some(c) => c,
+            None => usage!("--compression {c} is not known; use zstd, snappy or none"),
+        };
+    }
+    if let Some(n) = row_group_size {
+        if n == 0 {
+            usage!("--row-group-size must be at least 1 row");
+        }
+        opts.row_group_size = n;
+    }
+    Ok(opts)
 }
 
 /// What an output path (`-o`, `--failures`) leads to; a directory or a path that cannot be

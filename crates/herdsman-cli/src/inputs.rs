@@ -48,10 +48,11 @@ pub(crate) fn resolve_inputs(cfg: &RunConfig) -> Result<Inputs> {
             Some(FormatArg::Csv) => Format::Csv,
             Some(FormatArg::Jsonl) => Format::Jsonl,
             Some(FormatArg::Lines) => Format::Lines,
+            Some(FormatArg::Parquet) => Format::Parquet,
             None => match &p {
                 InputPath::File(f) => Format::from_path(f).ok_or_else(|| {
                     usage(format!(
-                        "cannot tell the format of {} from its extension; pass --format csv|jsonl|lines",
+                        "cannot tell the format of {} from its extension; pass --format csv|jsonl|lines|parquet",
                         f.display()
                     ))
                 })?,

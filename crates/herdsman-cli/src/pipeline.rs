@@ -182,6 +182,9 @@ impl Sinks for FileSinks {
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.output.write_record(json)
     }
+    fn end_chunk(&mut self) -> Result<(), SinkError> {
+        self.output.end_chunk()
+    }
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.failures.sink()?.write_record(json)
     }
@@ -272,6 +275,7 @@ pub(crate) fn output_format(cfg: &RunConfig) -> OutputFormat {
         OutputFormatArg::Csv => OutputFormat::Csv {
             columns: cfg.columns.clone(),
         },
+        OutputFormatArg::Parquet => OutputFormat::Parquet(cfg.parquet.clone()),
     }
 }
 
@@ -402,6 +406,8 @@ pub(crate) fn source_options(cfg: &RunConfig) -> SourceOptions {
         csv_delimiter: cfg.delimiter,
         infer_types: cfg.infer_types,
         max_record_bytes: cfg.max_record_size,
+        // Parquet inputs read only these columns (other formats ignore them).
+        columns: cfg.columns.clone(),
         ..SourceOptions::default()
     }
 }
@@ -417,7 +423,9 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
     let (out_offset, fail_offset) = match &resume {
         Some(r) => {
             if let Some(o) = &cfg.output {
-                reclaim_renamed(o, r.output_end)?;
+                // A published Parquet file holds its footer after the committed bytes.
+                let footer = herdsman_io::published_extra_len(o, &output_format(cfg));
+                reclaim_renamed(o, r.output_end + footer)?;
             }
             // A dead-letter file written in place (`--failures /dev/null`) has nothing to
             // reclaim or cut back.

@@ -187,6 +187,8 @@ pub fn retry_failed(
             output_partial.display()
         )
     })?;
+    // A Parquet file's footer is rewritten when the new output is published.
+    let len = len - herdsman_io::published_extra_len(&output, &output_format);
     let mut out = crate::shard_io::open_output(
         cfg,
         &output,
@@ -286,6 +288,8 @@ pub fn retry_failed(
         return Err(damaged(&cfg.failures, line, &why));
     }
     recovered.retries = live.retries;
+    // A Parquet output gets its footer; the rename below publishes it.
+    out.complete().context("cannot write the output")?;
     out.sync()?;
     fails.sync()?;
 

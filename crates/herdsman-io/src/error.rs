@@ -117,6 +117,15 @@ pub enum SourceError {
         /// 1-based byte, within that name, where the invalid bytes start.
         byte: usize,
     },
+    /// A Parquet input cannot be read: it is not Parquet, lacks a `--columns` column, has a
+    /// column with no JSON form, or is damaged.
+    #[error("cannot read the Parquet input `{file}`: {message}")]
+    Parquet {
+        /// File name for messages.
+        file: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// The file changed (grew, shrank or was rewritten) while it was read, so the records
     /// read from it do not come from one version of it.
     #[error("input `{file}` changed while it was read: {detail}; the records read from it mix two versions of the file. Let whatever writes it finish, then run the job again from the start, resetting its checkpoint if it has one")]
@@ -277,6 +286,10 @@ mod chain_tests {
                 file: "in.csv".into(),
                 detail: "grew".into(),
             },
+            SourceError::Parquet {
+                file: "in.parquet".into(),
+                message: "it has no column `x`".into(),
+            },
         ];
         let sink_errors = vec![
             SinkError::Io {
@@ -311,7 +324,8 @@ mod chain_tests {
                 | SourceError::Header { .. }
                 | SourceError::HeaderTooLong { .. }
                 | SourceError::HeaderNotUtf8 { .. }
-                | SourceError::Changed { .. } => all.push(Box::new(e)),
+                | SourceError::Changed { .. }
+                | SourceError::Parquet { .. } => all.push(Box::new(e)),
             }
         }
         for e in sink_errors {

@@ -17,12 +17,16 @@ pub enum Format {
     Jsonl,
     /// Each line becomes a JSON string.
     Lines,
+    /// Apache Parquet: each row becomes a JSON object keyed by column name (read when the
+    /// `parquet` feature is enabled).
+    Parquet,
 }
 
 impl Format {
     /// Detects the format from a file name, seeing through `.gz` and `.zst` suffixes.
     ///
-    /// `.csv` is CSV, `.jsonl` / `.ndjson` are JSONL, `.txt` / `.log` are lines. A `.json`
+    /// `.csv` is CSV, `.jsonl` / `.ndjson` are JSONL, `.txt` / `.log` are lines, `.parquet` /
+    /// `.pq` are Parquet. A `.json`
     /// file is usually one document rather than one value per line, so it gives `None` and the
     /// caller asks for an explicit format.
     ///
@@ -42,7 +46,7 @@ impl Format {
     }
 
     /// Parses a format name as given on a command line: `csv`, `jsonl` (or `ndjson`,
-    /// `jsonlines`), `lines` (or `text`, `txt`). Case-insensitive.
+    /// `jsonlines`), `lines` (or `text`, `txt`), `parquet`. Case-insensitive.
     pub fn parse(s: &str) -> Option<Format> {
         let s = s.to_ascii_lowercase();
         crate::formats::REGISTRY
@@ -132,12 +136,79 @@ pub enum OutputFormat {
     /// Raw text, one record per line: a JSON string is written as its text (unquoted,
     /// unescaped), any other value as compact JSON.
     Lines,
+    /// Apache Parquet: records are JSON objects whose keys are the columns; see
+    /// [`ParquetOptions`].
+    Parquet(ParquetOptions),
+}
+
+/// Compression of the column data in a Parquet output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ParquetCompression {
+    /// Zstandard (the default): small files, fast to read.
+    #[default]
+    Zstd,
+    /// Snappy: the codec most readers expect, faster to write, larger files.
+    Snappy,
+    /// No compression.
+    None,
+}
+
+impl ParquetCompression {
+    /// Parses `zstd`, `snappy` or `none` (case-insensitive).
+    ///
+    /// ```
+    /// use herdsman_io::ParquetCompression;
+    /// assert_eq!(ParquetCompression::parse("SNAPPY"), Some(ParquetCompression::Snappy));
+    /// assert_eq!(ParquetCompression::parse("lzo"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<ParquetCompression> {
+        match s.to_ascii_lowercase().as_str() {
+            "zstd" => Some(ParquetCompression::Zstd),
+            "snappy" => Some(ParquetCompression::Snappy),
+            "none" | "uncompressed" => Some(ParquetCompression::None),
+            _ => None,
+        }
+    }
+
+    /// The name accepted by [`ParquetCompression::parse`].
+    pub fn name(self) -> &'static str {
+        match self {
+            ParquetCompression::Zstd => "zstd",
+            ParquetCompression::Snappy => "snappy",
+            ParquetCompression::None => "none",
+        }
+    }
+}
+
+/// How a Parquet output is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParquetOptions {
+    /// The columns and their types. `None` infers them from the records of the first chunk
+    /// that has any (see [`RecordWriter::end_chunk`](crate::RecordWriter::end_chunk)), then
+    /// enforces them.
+    pub schema: Option<crate::ParquetSchema>,
+    /// Codec of the column data.
+    pub compression: ParquetCompression,
+    /// At most this many rows per row group. A row group also ends at the end of every chunk,
+    /// so a resumed run writes the same row groups as an uninterrupted one.
+    pub row_group_size: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            schema: None,
+            compression: ParquetCompression::Zstd,
+            row_group_size: 100_000,
+        }
+    }
 }
 
 impl OutputFormat {
     /// Detects the output format from a file name: `.csv` is CSV, `.jsonl` / `.ndjson` /
-    /// `.json` are JSONL, `.txt` is lines. Compression suffixes are not supported for
-    /// outputs.
+    /// `.json` are JSONL, `.txt` is lines, `.parquet` / `.pq` are Parquet (with default
+    /// [`ParquetOptions`]). Compression suffixes are not supported for outputs; any other
+    /// extension gives `None`.
     ///
     /// ```
     /// use herdsman_io::OutputFormat;
@@ -150,6 +221,7 @@ impl OutputFormat {
             "csv" => Some(OutputFormat::Csv { columns: None }),
             "jsonl" | "ndjson" | "json" => Some(OutputFormat::Jsonl),
             "txt" => Some(OutputFormat::Lines),
+            "parquet" | "pq" => Some(OutputFormat::Parquet(ParquetOptions::default())),
             _ => None,
         }
     }
@@ -187,10 +259,10 @@ mod tests {
 
     #[test]
     fn parses_names() {
-        for f in [Format::Csv, Format::Jsonl, Format::Lines] {
+        for f in [Format::Csv, Format::Jsonl, Format::Lines, Format::Parquet] {
             assert_eq!(Format::parse(f.name()), Some(f));
         }
         assert_eq!(Format::parse("NDJSON"), Some(Format::Jsonl));
-        assert_eq!(Format::parse("parquet"), None);
+        assert_eq!(Format::parse("avro"), None);
     }
 }

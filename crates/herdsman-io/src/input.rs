@@ -241,6 +241,10 @@ pub fn estimate_records(inputs: &[InputSpec]) -> Option<u64> {
         if Compression::from_path(p) != Compression::None {
             return None;
         }
+        if spec.format == Format::Parquet {
+            total += crate::formats::parquet::row_count(p)?;
+            continue;
+        }
         let mut f = File::open(p).ok()?;
         let mut lines = 0u64;
         let mut last = b'\n';

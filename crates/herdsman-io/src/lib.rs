@@ -32,6 +32,7 @@ mod format;
 mod formats;
 mod input;
 mod json;
+mod parquet_schema;
 mod shard;
 mod sink;
 mod source;
@@ -43,16 +44,17 @@ pub use dead_letter::{
 };
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError, TokenError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
-pub use format::{Compression, Format, OutputFormat};
+pub use format::{Compression, Format, OutputFormat, ParquetCompression, ParquetOptions};
 pub use formats::{
     entry as format_entry, FormatEntry, Location, OpenFn, OpenInput, ReadRecord, RecordReader,
     RAW_CAP, REGISTRY,
 };
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
+pub use parquet_schema::{Column, ColumnType, ParquetSchema, TimeUnit};
 pub use shard::{estimate_shard_records, shard_range, shard_start, Cut, ShardError, ShardRange};
 pub use sink::{
-    check_writable_dir, finish_partial, output_target, partial_path, write_atomic, Kept,
-    OutputTarget, Sink,
+    check_writable_dir, finish_partial, output_target, partial_path, published_extra_len,
+    write_atomic, Kept, OutputTarget, Sink,
 };
 pub use source::{check_csv_headers, Position, Record, Source, SourceOptions};
 pub use writers::{writer_for, RecordWriter, SinkOptions};

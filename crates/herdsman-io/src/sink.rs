@@ -191,6 +191,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     sync_dir(path).map_err(|e| err("sync the directory of", e))
 }
 
+/// The length of what publication appended to an output after its last commit: Parquet's
+/// footer (read from the file's last eight bytes), nothing for other formats (0). A crash
+/// between publication and the end of the job leaves the published file; it holds the
+/// committed bytes plus this many.
+///
+/// ```
+/// use herdsman_io::{published_extra_len, OutputFormat};
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("out.jsonl");
+/// std::fs::write(&p, "1\n").unwrap();
+/// assert_eq!(published_extra_len(&p, &OutputFormat::Jsonl), 0);
+/// ```
+pub fn published_extra_len(path: &Path, format: &OutputFormat) -> u64 {
+    if !matches!(format, OutputFormat::Parquet(_)) {
+        return 0;
+    }
+    let tail = || -> io::Result<[u8; 8]> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::End(-8))?;
+        let mut t = [0u8; 8];
+        f.read_exact(&mut t)?;
+        Ok(t)
+    };
+    tail().map_or(0, |t| crate::writers::footer_len(&t))
+}
+
 /// Publishes an output whose sink is gone (for example after a crash between the last sync
 /// and the rename): renames `<path>.partial` to `path` and syncs the directory. Succeeds when
 /// the partial file is already gone and `path` exists.
@@ -265,6 +291,8 @@ pub struct Sink {
     /// Turns records into the format's bytes.
     writer: Box<dyn RecordWriter>,
     row: Vec<u8>,
+    /// [`Sink::complete`] ran.
+    completed: bool,
 }
 
 impl Sink {
@@ -417,6 +445,7 @@ impl Sink {
             offset,
             writer,
             row: Vec::with_capacity(256),
+            completed: false,
         };
         if resume.is_none() && !continuation {
             let mut row = std::mem::take(&mut sink.row);
@@ -506,6 +535,50 @@ impl Sink {
         self.offset
     }
 
+    /// Ends a chunk: writes what the records written since the last chunk end still need to
+    /// be complete (a Parquet row group; nothing for other formats). Call it after the last
+    /// record of every chunk and before taking [`Sink::offset`] for a commit. An error means
+    /// the output cannot go on.
+    pub fn end_chunk(&mut self) -> Result<(), SinkError> {
+        let mut row = std::mem::take(&mut self.row);
+        row.clear();
+        let r = match self.writer.end_chunk(&mut row) {
+            Ok(()) => self.write_raw(&row),
+            Err(message) => Err(self.encode_err(message)),
+        };
+        row.clear();
+        if row.capacity() <= WRITE_BUF {
+            self.row = row;
+        }
+        r
+    }
+
+    fn encode_err(&self, message: String) -> SinkError {
+        SinkError::Io {
+            action: "encode",
+            path: self.partial.clone(),
+            source: io::Error::other(message),
+        }
+    }
+
+    /// Writes what completes the file (Parquet's footer, after the records not yet in a row
+    /// group) without publishing it, for a caller that moves the partial file into place
+    /// itself; nothing for other formats. Write no record after it. [`Sink::finish`] and
+    /// [`Sink::finish_incomplete`] call it (once: a second call does nothing).
+    pub fn complete(&mut self) -> Result<(), SinkError> {
+        if self.completed {
+            return Ok(());
+        }
+        self.end_chunk()?;
+        let mut tail = Vec::new();
+        self.writer
+            .finish(&mut tail)
+            .map_err(|m| self.encode_err(m))?;
+        self.write_raw(&tail)?;
+        self.completed = true;
+        Ok(())
+    }
+
     /// Hands what is buffered to the operating system, without fsync: on standard output, a
     /// device or a FIFO the reader sees every record written so far.
     pub fn flush(&mut self) -> Result<(), SinkError> {
@@ -540,9 +613,11 @@ impl Sink {
         }
     }
 
-    /// Flushes, fsyncs, renames `<path>.partial` to `<path>` and fsyncs the directory.
-    /// Succeeds if the partial file is already gone and the final file exists.
+    /// Writes what completes the file (Parquet's footer), flushes, fsyncs, renames
+    /// `<path>.partial` to `<path>` and fsyncs the directory. Succeeds if the partial file is
+    /// already gone and the final file exists.
     pub fn finish(mut self) -> Result<(), SinkError> {
+        self.complete()?;
         self.sync()?;
         if self.is_stream() {
             return Ok(());
@@ -556,6 +631,7 @@ impl Sink {
     /// rather than replace a file created meanwhile); when it exists it is left as it was and
     /// the records stay in the partial file. Says which in the returned [`Kept`].
     pub fn finish_incomplete(mut self) -> Result<Kept, SinkError> {
+        self.complete()?;
         self.sync()?;
         if self.is_stream() {
             return Ok(Kept::Streamed);

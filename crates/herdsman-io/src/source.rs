@@ -112,6 +112,9 @@ pub struct SourceOptions {
     pub max_record_bytes: usize,
     /// Size of each input's read buffer (default 256 KiB); records may be larger.
     pub read_buffer_bytes: usize,
+    /// Parquet only: read just these columns, and write their keys in this order (default:
+    /// every column, in file order). A name the file lacks is an error when it is opened.
+    pub columns: Option<Vec<String>>,
 }
 
 impl Default for SourceOptions {
@@ -121,6 +124,7 @@ impl Default for SourceOptions {
             infer_types: false,
             max_record_bytes: 16 << 20,
             read_buffer_bytes: crate::input::READ_BUF,
+            columns: None,
         }
     }
 }

@@ -15,13 +15,13 @@ use predicates::prelude::*;
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -101,11 +101,11 @@ pub(crate) fn spawn(dir: &Path, args: &[String], fault: Option<&str>, log: &Path
     cmd.spawn().expect("spawn herdsman")
 }
 
-/// Chunks committed in the job's checkpoint (0 before there is one), read the way a user
-/// would, with `herdsman status`, which never waits for the running job.
-fn committed_chunks(dir: &Path) -> u64 {
+/// Chunks committed in the checkpoint of the job writing `output` (0 before there is one),
+/// read the way a user would, with `herdsman status`, which never waits for the running job.
+fn committed_chunks(dir: &Path, output: &str) -> u64 {
     let out = Command::new(assert_cmd::cargo::cargo_bin("herdsman"))
-        .args(["status", "out.jsonl", "--json"])
+        .args(["status", output, "--json"])
         .current_dir(dir)
         .stderr(Stdio::null())
         .output()
@@ -134,8 +134,13 @@ enum Kill {
 ///
 /// No kill depends on how fast the machine is: every fourth run is killed at a crash point,
 /// every other one only after it committed something, so the job finishes within a bounded
-/// number of runs however loaded the machine is; the delays only spread the kills.
+/// number of runs however loaded the machine is; the delays only spread the kills. The job's
+/// output is its `-o` argument.
 pub(crate) fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, log: &Path) -> usize {
+    let output = args
+        .iter()
+        .position(|a| a == "-o")
+        .map_or("out.jsonl", |i| args[i + 1].as_str());
     // Fault points that land exactly inside the commit protocol and the final renames.
     let faults = [
         "after-sync",
@@ -155,7 +160,7 @@ pub(crate) fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, log: &P
             Kill::Fault(f) => Some(f),
             _ => None,
         };
-        let committed_before = committed_chunks(dir);
+        let committed_before = committed_chunks(dir, output);
         let started = Instant::now();
         let mut child = spawn(dir, args, fault, log);
         let mut kill_at = match kill {
@@ -180,7 +185,7 @@ pub(crate) fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, log: &P
             if let (Kill::AfterCommit(d), None) = (kill, kill_at) {
                 if now - last_look >= Duration::from_millis(50) {
                     last_look = now;
-                    if committed_chunks(dir) > committed_before {
+                    if committed_chunks(dir, output) > committed_before {
                         kill_at = Some(Instant::now() + d);
                     }
                 }

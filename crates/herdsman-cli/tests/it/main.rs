@@ -16,6 +16,7 @@ mod module_layers;
 mod observability;
 mod old_checkpoint;
 mod parallel_users;
+mod parquet;
 mod resume_identity;
 mod retry_after;
 mod shard;

@@ -346,6 +346,14 @@ fn invalid_shards_are_usage_errors_with_the_right_form() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("standard input cannot be split"));
+    // Parquet files cannot be joined by concatenation: refused before anything is written.
+    s.herdsman()
+        .args(["run", "-i", "in.txt", "-w", "cat", "-o", "out.parquet"])
+        .args(["--shard", "0/2"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Parquet files cannot be joined"));
+    assert!(!s.path("out.parquet").exists());
 }
 
 /// The shard is part of the job: a checkpoint of one shard never resumes as another shard,

@@ -15,6 +15,7 @@
 mod csv;
 mod jsonl;
 mod lines;
+pub(crate) mod parquet;
 pub(crate) mod text;
 
 use crate::error::{RecordError, SourceError, TokenError};
@@ -178,7 +179,7 @@ pub struct FormatEntry {
 
 /// Every input format. Adding one is one file in `src/formats/` and one line here (plus its
 /// [`Format`] variant).
-pub static REGISTRY: &[FormatEntry] = &[csv::ENTRY, jsonl::ENTRY, lines::ENTRY];
+pub static REGISTRY: &[FormatEntry] = &[csv::ENTRY, jsonl::ENTRY, lines::ENTRY, parquet::ENTRY];
 
 /// The registry entry of `format`.
 pub fn entry(format: Format) -> &'static FormatEntry {
@@ -194,7 +195,7 @@ mod tests {
 
     #[test]
     fn every_format_is_registered_once_with_distinct_names() {
-        for f in [Format::Csv, Format::Jsonl, Format::Lines] {
+        for f in [Format::Csv, Format::Jsonl, Format::Lines, Format::Parquet] {
             assert_eq!(REGISTRY.iter().filter(|e| e.format == f).count(), 1);
             assert_eq!(entry(f).names[0], f.name());
         }

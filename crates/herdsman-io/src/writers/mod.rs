@@ -1,5 +1,7 @@
 //! Output formats behind one trait: each is one file here that implements [`RecordWriter`],
-//! and [`writer_for`] maps an [`OutputFormat`] to it (one line per format).
+//! and [`writer_for`] maps an [`OutputFormat`] to it (one line per format). A format whose
+//! records are not complete as they are encoded (Parquet's row groups and footer) completes
+//! them in [`RecordWriter::end_chunk`] and [`RecordWriter::finish`].
 //!
 //! A writer only turns records into bytes; the [`Sink`](crate::Sink) owns the file: the
 //! partial file, offsets, syncing, resuming and the final rename. A writer must never emit
@@ -9,6 +11,9 @@
 mod csv;
 mod jsonl;
 mod lines;
+mod parquet;
+
+pub(crate) use parquet::footer_len;
 
 use std::io::Read;
 
@@ -51,6 +56,21 @@ pub trait RecordWriter: Send {
     /// this order (the first may fix what the others must fit).
     fn check(&self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), String>;
 
+    /// Ends a chunk: appends whatever the records encoded since the last chunk end still
+    /// need to be complete in the output (Parquet's row groups), so that the output's length
+    /// after it can be committed. Nothing for most formats, whose records are complete as
+    /// they are encoded. An `Err` means the output cannot go on.
+    fn end_chunk(&mut self, _out: &mut Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Appends what completes the file when it is published (Parquet's footer), after
+    /// ending the last chunk. It is never committed: a resumed output is cut back to its
+    /// committed length, which drops it. Nothing for most formats.
+    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The CSV header, once fixed.
     fn columns(&self) -> Option<&[String]> {
         None
@@ -65,5 +85,6 @@ pub fn writer_for(format: &OutputFormat, opts: &SinkOptions) -> Box<dyn RecordWr
             Box::new(csv::CsvWriter::new(columns.clone(), opts.csv_delimiter))
         }
         OutputFormat::Lines => Box::new(lines::LinesWriter),
+        OutputFormat::Parquet(p) => parquet::writer(p),
     }
 }

@@ -6,6 +6,8 @@ mod csv_output;
 mod csv_roundtrip;
 mod csv_stream_resume;
 mod inputs;
+#[cfg(feature = "parquet")]
+mod parquet;
 mod resume;
 mod sink;
 mod source;

@@ -164,7 +164,7 @@ fn a_finished_input_neither_waits_for_nor_takes_a_token() {
 // A slow input never delays stop, deadline or results (item 22)
 // ---------------------------------------------------------------------------------------
 
-/// An endless input whose 4th `next()` blocks until released (or 20 s). Counts calls and
+/// An endless input whose 4th `next()` blocks until released (or 60 s). Counts calls and
 /// notes when the iterator is dropped.
 struct Blocking {
     calls: Arc<AtomicU64>,
@@ -178,7 +178,7 @@ impl Iterator for Blocking {
     fn next(&mut self) -> Option<u64> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.next == 3 {
-            let _ = self.release.recv_timeout(Duration::from_secs(20));
+            let _ = self.release.recv_timeout(Duration::from_secs(60));
         }
         self.next += 1;
         Some(self.next - 1)
@@ -247,7 +247,7 @@ fn a_blocked_input_does_not_delay_results_or_stop() {
     let t2 = token.clone();
     let watcher = std::thread::spawn(move || {
         // Outcomes of the items already pulled arrive while the 4th pull is blocked.
-        let ok = wait_until(Duration::from_secs(10), || seen.load(Ordering::SeqCst) == 3);
+        let ok = wait_until(Duration::from_secs(30), || seen.load(Ordering::SeqCst) == 3);
         rc.store(ok, Ordering::SeqCst);
         t2.stop();
         // collect() returns once the pull in progress returns: release it.

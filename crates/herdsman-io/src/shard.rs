@@ -61,7 +61,7 @@ impl Cut {
 #[non_exhaustive]
 pub enum ShardError {
     /// The shard is not one of the shards (`index >= count`, or `count` is 0).
-    #[error("shard {index}/{count} does not exist: shards are numbered from 0 to N-1, and N is at least 1; write --shard 0/{n}", n = (*count).max(1))]
+    #[error("shard {index}/{count} does not exist: shards are numbered from 0 to N-1, and N is at least 1 (the first of {n} shards is 0/{n})", n = (*count).max(1))]
     NoSuchShard {
         /// The shard asked for.
         index: u64,

@@ -121,7 +121,7 @@ mod imp {
                 .map(|c| {
                     names.iter().position(|n| n == c).ok_or_else(|| {
                         bad(format!(
-                            "it has no column `{c}` (its columns: {}); fix --columns",
+                            "it has no column `{c}` (its columns: {}); name only columns the file has",
                             names.join(", ")
                         ))
                     })
@@ -133,7 +133,7 @@ mod imp {
             let f = schema.field(i);
             if let Err(ty) = supported(f.data_type(), true) {
                 return Err(bad(format!(
-                    "column `{}` has the type {ty}, which has no JSON form; leave it out with --columns",
+                    "column `{}` has the type {ty}, which has no JSON form; leave it out of the columns read",
                     f.name()
                 )));
             }
@@ -165,7 +165,7 @@ mod imp {
         sorted.sort_unstable();
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
             return Err(bad(format!(
-                "--columns names `{}` twice; name each column once",
+                "the columns to read name `{}` twice; name each column once",
                 names[w[0]]
             )));
         }

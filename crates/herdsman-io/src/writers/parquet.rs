@@ -262,7 +262,7 @@ mod imp {
     fn merge(s: &mut Shape, v: &Value, path: &str) -> Result<(), String> {
         let conflict = |s: &Shape| {
             Err(format!(
-                "`{path}` is {} here but {} in the records before (the inferred schema); give the column's type with --schema",
+                "`{path}` is {} here but {} in the records before (the inferred schema); give the column's type in an explicit schema",
                 kind(v),
                 shape_name(s)
             ))
@@ -282,7 +282,7 @@ mod imp {
                     Ok(())
                 } else if n.is_u64() {
                     Err(format!(
-                        "`{path}` is {n}, too large for an int64 column; give the column's type (uint64) with --schema"
+                        "`{path}` is {n}, too large for an int64 column; give the column's type (uint64) in an explicit schema"
                     ))
                 } else {
                     *s = Shape::Float;
@@ -865,7 +865,7 @@ mod imp {
                 .map_err(|e| format!("the schema of the partial output cannot be read ({e})"))?;
                 if let Some(given) = &self.given {
                     if found.fields() != given.fields() {
-                        return Err("the partial output was written with another --schema".into());
+                        return Err("the partial output was written with another schema".into());
                     }
                 }
                 self.schema = Schema_::Fixed(Arc::new(found));

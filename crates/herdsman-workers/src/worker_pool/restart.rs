@@ -259,7 +259,7 @@ impl WorkerPool {
             worker = s + 1,
             pid = child.id(),
             tasks = max,
-            "worker retired after --max-tasks-per-worker records"
+            "worker retired after its limit of records per worker"
         );
         let spawned = std::thread::Builder::new()
             .name(format!("herdsman-retire-{s}"))

@@ -16,6 +16,8 @@
 // clippy reports at the signature of every fallible function.
 #![allow(clippy::useless_conversion)]
 
+mod exit_gate;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,7 +130,8 @@ impl<T> Iterator for PyIter<T> {
         if self.done {
             return None;
         }
-        Python::with_gil(|py| {
+        // Once the interpreter is exiting, the input ends here.
+        let entered = exit_gate::with_gil(|py| {
             let mut it = self.iter.bind(py).clone();
             while self.buf.len() < self.chunk {
                 match it.next() {
@@ -145,6 +148,9 @@ impl<T> Iterator for PyIter<T> {
                 }
             }
         });
+        if entered.is_none() {
+            self.done = true;
+        }
         self.buf.pop_front()
     }
 }
@@ -476,18 +482,20 @@ impl RetrySpec {
         let mut r = self.base::<PyErr>();
         if let Some(on) = &self.on {
             let on = Python::with_gil(|py| on.clone_ref(py));
-            r = r
-                .when(move |e: &PyErr| Python::with_gil(|py| e.is_instance_bound(py, on.bind(py))));
+            r = r.when(move |e: &PyErr| {
+                exit_gate::with_gil(|py| e.is_instance_bound(py, on.bind(py))).unwrap_or(false)
+            });
         }
         if let Some(f) = &self.retry_after {
             let f = Python::with_gil(|py| f.clone_ref(py));
             r = r.retry_after(move |e: &PyErr| {
-                Python::with_gil(|py| {
+                exit_gate::with_gil(|py| {
                     let v = f.call1(py, (e.value_bound(py),)).ok()?;
                     let s: Option<f64> = v.extract(py).ok()?;
                     s.filter(|s| s.is_finite() && *s >= 0.0)
                         .map(Duration::from_secs_f64)
                 })
+                .flatten()
             });
         }
         r
@@ -569,7 +577,7 @@ impl PyLimiter {
     /// Block until a token is free and take it (for use outside a map).
     fn acquire(&self, py: Python<'_>) {
         let l = self.inner.clone();
-        py.allow_threads(move || l.acquire_blocking());
+        exit_gate::allow_threads(py, move || l.acquire_blocking());
     }
 
     /// Take a token if one is free: returns 0.0, else the seconds to wait before trying again.
@@ -634,6 +642,8 @@ struct PyRun {
     last: Option<u64>,
     /// Whether every outcome so far came in increasing index order.
     sorted: bool,
+    /// Lets the interpreter's exit stop this run.
+    _live: exit_gate::LiveRun,
 }
 
 impl Drop for PyRun {
@@ -789,13 +799,13 @@ fn apply<I: Iterator, U, E, K>(mut m: Map<I, U, E, K>, o: Options) -> Map<I, U, 
     }
     if let Some(cb) = o.on_progress {
         m = m.on_progress(move |p: &Progress| {
-            Python::with_gil(|py| {
+            exit_gate::with_gil(|py| {
                 let total = p.total;
                 if let Err(e) = cb.call1(py, (p.finished(), total)) {
                     // A failing progress callback must not stop the run; say so once per call.
                     e.print(py);
                 }
-            })
+            });
         });
     }
     m
@@ -827,6 +837,14 @@ where
             }
         })
         .expect("the operating system refused to start a thread");
+}
+
+/// The error of a call that was not made because the interpreter is exiting.
+fn exiting() -> PyErr {
+    PyRuntimeError::new_err(
+        "the Python interpreter is exiting, so herdsman stopped the run before this call; \
+         finish the run (iterate its results) before the program ends",
+    )
 }
 
 fn secs(v: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
@@ -910,6 +928,7 @@ fn start(
         }
     };
     let stop = StopToken::new();
+    let live = exit_gate::LiveRun::register(stop.clone());
     let opts = Options {
         ordered,
         window,
@@ -933,6 +952,7 @@ fn start(
                 inline,
                 opts,
                 input_error,
+                live,
             );
         }
         "thread" => {
@@ -940,7 +960,7 @@ fn start(
             let items = input.map(|o| PyItem(Arc::new(o)));
             let halt = stop.clone();
             let mut m = herdsman::map(items, move |x: PyItem| {
-                Python::with_gil(|py| {
+                exit_gate::with_gil(|py| {
                     let r = f.call1(py, (x.0.clone_ref(py),));
                     if let Err(e) = &r {
                         // KeyboardInterrupt, SystemExit: stop the run; Python re-raises it.
@@ -950,6 +970,7 @@ fn start(
                     }
                     r
                 })
+                .unwrap_or_else(|| Err(exiting()))
             });
             m = if sequential {
                 m.sequential()
@@ -968,7 +989,7 @@ fn start(
                 let m = m.on_outcome(move |o: &ItemOutcome<PyObject, PyErr>| {
                     s2.lock().unwrap().push((o.index, o.attempts, o.duration));
                 });
-                let res = py.allow_threads(move || m.collect());
+                let res = exit_gate::allow_threads(py, move || m.collect());
                 let summary = res.summary().clone();
                 let (succ, fails) = res.into_parts();
                 let mut raws: Vec<Raw> = Vec::with_capacity(succ.len() + fails.len());
@@ -1010,9 +1031,10 @@ fn start(
                     counts: (0, 0, 0),
                     last: None,
                     sorted: true,
+                    _live: live,
                 });
             }
-            let stream = py.allow_threads(move || m.stream());
+            let stream = exit_gate::allow_threads(py, move || m.stream());
             pump(stream, tx, |o, emit| emit(thread_raw(o)));
         }
         "process" => {
@@ -1064,7 +1086,7 @@ fn start(
                 ..opts
             };
             let m = apply(m, opts);
-            let stream = py.allow_threads(move || m.stream());
+            let stream = exit_gate::allow_threads(py, move || m.stream());
             pump(stream, tx, |o, emit| emit(proc_raw(o)));
         }
         other => {
@@ -1075,9 +1097,9 @@ fn start(
     }
     let cleanup: Option<Box<dyn FnOnce() + Send>> = cleanup.map(|c| {
         Box::new(move || {
-            Python::with_gil(|py| {
+            exit_gate::with_gil(|py| {
                 let _ = c.call0(py);
-            })
+            });
         }) as Box<dyn FnOnce() + Send>
     });
     Ok(PyRun {
@@ -1089,6 +1111,7 @@ fn start(
         counts: (0, 0, 0),
         last: None,
         sorted: true,
+        _live: live,
     })
 }
 
@@ -1125,6 +1148,7 @@ fn start_chunked(
     inline: bool,
     opts: Options,
     input_error: Arc<std::sync::Mutex<Option<PyErr>>>,
+    live: exit_gate::LiveRun,
 ) -> PyResult<PyRun> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let size = Arc::new(AtomicUsize::new(1));
@@ -1165,7 +1189,7 @@ fn start_chunked(
     let mut m = herdsman::map(chunks, move |c: Chunk| {
         let begun = std::time::Instant::now();
         let n = c.items.len();
-        let out = Python::with_gil(|py| {
+        let out = exit_gate::with_gil(|py| {
             let mut out = Vec::with_capacity(n);
             let mut stopped = false;
             for x in c.items {
@@ -1187,6 +1211,11 @@ fn start_chunked(
                 }
             }
             out
+        })
+        .unwrap_or_else(|| {
+            (0..n)
+                .map(|_| ChunkItem::Err(exiting(), Duration::ZERO))
+                .collect()
         });
         let per_item = begun.elapsed() / n as u32;
         let k = if per_item.is_zero() {
@@ -1267,7 +1296,7 @@ fn start_chunked(
         }
         done += len as u64;
         if let Some(cb) = &on_progress {
-            Python::with_gil(|py| {
+            exit_gate::with_gil(|py| {
                 if let Err(e) = cb.call1(py, (done, total)) {
                     e.print(py);
                 }
@@ -1283,7 +1312,7 @@ fn start_chunked(
         let m = m.on_outcome(move |o: &ItemOutcome<_, _>| {
             o2.lock().unwrap().push((o.index, o.attempts, o.duration));
         });
-        let res = py.allow_threads(move || m.collect());
+        let res = exit_gate::allow_threads(py, move || m.collect());
         let summary = res.summary().clone();
         let (succ, fails) = res.into_parts();
         let stats: rustc_hash::FxHashMap<u64, (u32, Duration)> =
@@ -1326,9 +1355,10 @@ fn start_chunked(
             counts: (0, 0, 0),
             last: None,
             sorted: true,
+            _live: live,
         });
     }
-    let stream = py.allow_threads(move || m.stream());
+    let stream = exit_gate::allow_threads(py, move || m.stream());
     pump(stream, tx, conv);
     Ok(PyRun {
         rx,
@@ -1339,6 +1369,7 @@ fn start_chunked(
         counts: (0, 0, 0),
         last: None,
         sorted: true,
+        _live: live,
     })
 }
 
@@ -1378,7 +1409,7 @@ impl PyRun {
         let rx = self.rx.clone();
         let mut end = None;
         let wait = Duration::from_secs_f64(timeout.max(0.0));
-        py.allow_threads(|| {
+        exit_gate::allow_threads(py, || {
             let first = match rx.try_recv() {
                 Ok(m) => Ok(m),
                 Err(_) => rx.recv_timeout(wait),
@@ -1539,9 +1570,27 @@ fn cpu_count() -> usize {
 }
 
 /// The native half of the `herdsman` package; use the functions of `herdsman` instead.
+/// Stop every live run and return how many calls of a run's threads are inside Python.
+/// Called by the package's exit hook.
+#[pyfunction]
+fn stop_runs_at_exit() -> usize {
+    exit_gate::stop_runs()
+}
+
+/// Wait (without the GIL) up to `grace` seconds for the runs' threads to leave Python, then,
+/// if `shut`, keep them out for good; returns how many calls were still running. Called by
+/// the package's exit hook, after [`stop_runs_at_exit`].
+#[pyfunction]
+fn close_at_exit(py: Python<'_>, grace: f64, shut: bool) -> usize {
+    let grace = Duration::from_secs_f64(grace.clamp(0.0, 86_400.0));
+    py.allow_threads(move || exit_gate::close(grace, shut))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(stop_runs_at_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(close_at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(cpu_count, m)?)?;
     m.add_class::<PyLimiter>()?;
     m.add_class::<PyRun>()?;

@@ -17,6 +17,7 @@ it runs; processes (``executor="process"``) are persistent worker interpreters f
 items. Every item ends exactly once as a success or a failure. See docs/python.md.
 """
 
+import atexit
 import os
 import pickle
 import random
@@ -44,6 +45,36 @@ from typing import (
 
 from . import _native
 from ._native import RateLimit
+
+#: Seconds the interpreter's exit waits for calls still running on herdsman's threads (a
+#: call that timed out goes on until it returns; threads cannot be killed). Calls still
+#: running after that are left behind when Python exits.
+exit_grace: float = 10.0
+
+
+def _at_exit() -> None:
+    # The runs' threads must leave Python before it finalizes: a thread that takes the GIL
+    # during finalization is ended in a way that aborts the process. Stop every live run,
+    # wait for the calls in flight, then keep the threads out of Python.
+    if _native.stop_runs_at_exit() == 0:
+        _native.close_at_exit(0.0, True)
+        return
+    left = _native.close_at_exit(min(0.5, exit_grace), False)
+    if left:
+        print(
+            f"herdsman: waiting up to {exit_grace:g} s for {left} function call(s) still running "
+            "on herdsman's threads before Python exits (a call that timed out cannot be stopped; "
+            'use executor="process" for calls that may hang)',
+            file=sys.stderr,
+        )
+        left = _native.close_at_exit(max(0.0, exit_grace - 0.5), True)
+        if left:
+            print(f"herdsman: exiting with {left} call(s) still running", file=sys.stderr)
+    else:
+        _native.close_at_exit(0.0, True)
+
+
+atexit.register(_at_exit)
 
 __all__ = [
     "parallel_map",

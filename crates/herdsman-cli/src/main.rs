@@ -15,6 +15,7 @@ mod chunks;
 mod cli;
 mod config;
 mod fault;
+mod history;
 mod inputs;
 mod inspect;
 mod job;

@@ -213,10 +213,7 @@ impl History {
     /// looks up its position for [`History::finished`]).
     pub(crate) fn is_slow(&self, d: Duration) -> bool {
         self.slowest.len() < SLOWEST_PER_RUN
-            || self
-                .slowest
-                .last()
-                .is_some_and(|s| ms(d) > s.duration_ms)
+            || self.slowest.last().is_some_and(|s| ms(d) > s.duration_ms)
     }
 
     /// A record finished after `d` (all its attempts), in `attempts` attempts, as `outcome`;
@@ -241,7 +238,7 @@ impl History {
         if let Some((file, pos)) = at {
             let slow = SlowRecord {
                 run: self.run,
-                record: pos.seq,
+                record: pos.seq + 1,
                 file,
                 line: pos.line,
                 duration_ms: ms,
@@ -374,7 +371,11 @@ mod tests {
         probe.started(id(1), 1, t0);
         probe.ended(
             t0 + Duration::from_millis(400),
-            [(id(0), false, None), (id(1), true, Some(Duration::from_secs(2)))].into_iter(),
+            [
+                (id(0), false, None),
+                (id(1), true, Some(Duration::from_secs(2))),
+            ]
+            .into_iter(),
         );
         probe.started(id(2), 0, t0 + Duration::from_millis(500));
         let taken = probe.take(t0 + Duration::from_millis(1000));
@@ -409,7 +410,10 @@ mod tests {
         let ledger = herdsman_ledger::open(tmp.path()).unwrap();
         let mut h = History::start(&*ledger, Probe::new(true)).unwrap();
         assert_eq!(h.run(), 1);
-        assert!(h.due(Instant::now()), "the first record writes a sample at once");
+        assert!(
+            h.due(Instant::now()),
+            "the first record writes a sample at once"
+        );
         for i in 0..30u64 {
             let d = Duration::from_millis(i + 1);
             let at = h.is_slow(d).then(|| {
@@ -422,18 +426,19 @@ mod tests {
             });
             h.finished(d, if i == 29 { 3 } else { 1 }, "succeeded", at);
         }
-        let counts = Counts {
-            ok: 30,
-            ..Counts::default()
-        };
+        let mut counts = Counts::default();
+        counts.counts.ok = 30;
         let s = h.sample(&counts, Instant::now() + Duration::from_millis(10));
         assert_eq!((s.run, s.finished, s.ok, s.retries), (1, 30, 30, 2));
-        assert!(s.p50_ms.unwrap() >= 14.0 && s.p50_ms.unwrap() <= 16.0, "{s:?}");
+        assert!(
+            s.p50_ms.unwrap() >= 14.0 && s.p50_ms.unwrap() <= 16.0,
+            "{s:?}"
+        );
         assert!(s.max_ms.unwrap() >= 29.0);
         assert_eq!(s.latency_buckets.iter().sum::<u64>(), 30);
         assert_eq!(h.slowest.len(), SLOWEST_PER_RUN);
-        assert_eq!(h.slowest[0].record, 29);
-        assert_eq!(h.slowest[SLOWEST_PER_RUN - 1].record, 10);
+        assert_eq!(h.slowest[0].record, 30);
+        assert_eq!(h.slowest[SLOWEST_PER_RUN - 1].record, 11);
         // The next interval starts empty.
         let empty = h.sample(&counts, Instant::now() + Duration::from_millis(20));
         assert_eq!((empty.finished, empty.p50_ms), (0, None));

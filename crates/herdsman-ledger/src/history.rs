@@ -95,7 +95,7 @@ impl HistorySample {
 pub struct SlowRecord {
     /// The run in which the record was processed.
     pub run: u32,
-    /// 0-based record number across all inputs.
+    /// 1-based record number across all inputs (as dead-letter entries number it).
     pub record: u64,
     /// The input file's name.
     pub file: String,

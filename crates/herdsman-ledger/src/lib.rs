@@ -80,9 +80,7 @@ use std::time::{Duration, SystemTime};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counts::Counts;
 pub use error::LedgerError;
-pub use history::{
-    HistorySample, SlowRecord, WorkerSample, LATENCY_BUCKETS_MS, SLOWEST_PER_RUN,
-};
+pub use history::{HistorySample, SlowRecord, WorkerSample, LATENCY_BUCKETS_MS, SLOWEST_PER_RUN};
 pub use identity::{IdentityChange, JobIdentity};
 pub use open::{open, open_read_only};
 pub use sqlite::{SqliteLedger, LEDGER_FILE_NAME, SCHEMA_VERSION};

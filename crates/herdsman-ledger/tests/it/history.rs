@@ -87,7 +87,10 @@ fn samples_and_slowest_records_round_trip_and_continue_across_runs() {
     assert_eq!(view.last_history_run().unwrap(), 2);
     let slowest = view.slowest().unwrap();
     assert_eq!(
-        slowest.iter().map(|s| (s.run, s.record)).collect::<Vec<_>>(),
+        slowest
+            .iter()
+            .map(|s| (s.run, s.record))
+            .collect::<Vec<_>>(),
         vec![(1, 9), (2, 11)]
     );
     // Writing through a read-only view is refused.

@@ -390,6 +390,10 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Checkpoint")]
     no_checkpoint: bool, job file: bool;
 
+    /// Keep no history of the run in the checkpoint (the samples `herdsman report` draws).
+    #[arg(long, help_heading = "Checkpoint")]
+    no_history: bool, job file: bool;
+
     /// Forget the checkpoint of this job and start over.
     #[arg(long, help_heading = "Checkpoint")]
     restart: bool;

@@ -25,6 +25,30 @@ use crate::summary::Counts;
 /// How often a sample is taken while records finish.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+/// A hasher for attempt ids: small integers from one run, not input an attacker picks, so a
+/// multiply is enough (SipHash per attempt is a visible share of a trivial transform's cost).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// What the executor tells the history: attempts starting on workers and ending.
 #[derive(Clone)]
 pub(crate) struct Probe(Arc<Mutex<ProbeState>>);
@@ -38,7 +62,7 @@ struct WorkerAcc {
 
 struct ProbeState {
     /// Attempts running on a worker: which (0-based) and since when.
-    running: HashMap<AttemptId, (usize, Instant)>,
+    running: IdMap<(usize, Instant)>,
     workers: Vec<WorkerAcc>,
     /// Start of the interval the per-worker numbers describe.
     since: Instant,
@@ -61,7 +85,7 @@ impl Probe {
     /// A probe for a worker pool (`pool`) or per-record commands.
     pub(crate) fn new(pool: bool) -> Probe {
         Probe(Arc::new(Mutex::new(ProbeState {
-            running: HashMap::new(),
+            running: IdMap::default(),
             workers: Vec::new(),
             since: Instant::now(),
             restarts: 0,

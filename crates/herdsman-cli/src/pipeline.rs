@@ -52,7 +52,7 @@ pub(crate) fn start_executor(
         _ => (None, None),
     };
     // The run's history notes which worker runs each attempt (a checkpointed run only).
-    let probe = (cfg.state.is_some() && !cfg.retry_failed)
+    let probe = (cfg.state.is_some() && !cfg.retry_failed && !cfg.no_history)
         .then(|| crate::history::Probe::new(matches!(cfg.transform, Transform::Worker { .. })));
     let on_start = match (on_start, &probe) {
         (on_start, None) => on_start,

@@ -310,3 +310,27 @@ fn the_report_loads_in_a_headless_browser_with_its_charts_drawn() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
     assert!(png.len() > 20_000, "a page with content, not a blank one");
 }
+
+#[test]
+fn no_history_takes_no_samples_and_the_report_says_so() {
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(50));
+    let out = s.job("cat", &["--no-history"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = report(&s, &["out.jsonl", "-o", "r.html"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let html = s.read("r.html");
+    assert!(html.contains("This job has no history"), "{html}");
+    assert_eq!(count(&html, r#"class="pt""#), 0);
+    // The counts and settings are still there.
+    assert!(html.contains("<b>50</b>"));
+    assert!(html.contains("input.0.fingerprint"));
+    // Without the flag, the same job records samples.
+    let s = Scratch::new();
+    s.write("in.csv", id_csv(50));
+    let out = s.job("cat", &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = report(&s, &["out.jsonl", "-o", "r.html"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(count(&s.read("r.html"), r#"class="pt""#) >= 1);
+}

@@ -10,7 +10,7 @@
 //! written is reported once and history stops for the rest of the run.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -51,7 +51,12 @@ type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// What the executor tells the history: attempts starting on workers and ending.
 #[derive(Clone)]
-pub(crate) struct Probe(Arc<Mutex<ProbeState>>);
+pub(crate) struct Probe {
+    state: Arc<Mutex<ProbeState>>,
+    /// Starts reported by the workers' threads: a channel send takes no lock, so a worker
+    /// never waits for the engine's thread (nor for a sample) to report a start.
+    starts: mpsc::Sender<(AttemptId, usize, Instant)>,
+}
 
 #[derive(Default)]
 struct WorkerAcc {
@@ -61,6 +66,8 @@ struct WorkerAcc {
 }
 
 struct ProbeState {
+    /// Starts not yet moved into `running`.
+    starts: mpsc::Receiver<(AttemptId, usize, Instant)>,
     /// Attempts running on a worker: which (0-based) and since when.
     running: IdMap<(usize, Instant)>,
     workers: Vec<WorkerAcc>,
@@ -84,24 +91,33 @@ struct Taken {
 impl Probe {
     /// A probe for a worker pool (`pool`) or per-record commands.
     pub(crate) fn new(pool: bool) -> Probe {
-        Probe(Arc::new(Mutex::new(ProbeState {
+        let (tx, rx) = mpsc::channel();
+        let state = Arc::new(Mutex::new(ProbeState {
+            starts: rx,
             running: IdMap::default(),
             workers: Vec::new(),
             since: Instant::now(),
             restarts: 0,
             rate_limit_wait: Duration::ZERO,
             pool,
-        })))
+        }));
+        Probe { state, starts: tx }
     }
 
+    /// The state, with the starts reported so far moved in.
     fn lock(&self) -> std::sync::MutexGuard<'_, ProbeState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok((id, worker, at)) = st.starts.try_recv() {
+            st.running.insert(id, (worker, at));
+        }
+        st
     }
 
     /// Worker `worker` (0-based) started attempt `id` at `at` (called on the executor's
     /// threads).
     pub(crate) fn started(&self, id: AttemptId, worker: usize, at: Instant) {
-        self.lock().running.insert(id, (worker, at));
+        // The receiver lives as long as the probe: a send fails only while dropping it.
+        let _ = self.starts.send((id, worker, at));
     }
 
     /// Attempts ended at `now`: for each its id, and for a failure whether the worker was

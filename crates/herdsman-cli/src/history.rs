@@ -360,32 +360,6 @@ impl History {
     }
 }
 
-/// Tells `history` how the record at engine index `index` ended (before `asm` resolves it,
-/// while its position can still be looked up for the slowest records).
-pub(crate) fn observe<S: crate::assemble::Sinks>(
-    history: &mut History,
-    asm: &mut crate::assemble::Assembler<'_, S>,
-    index: u64,
-    state: &crate::assemble::Resolved,
-    attempts: u32,
-    duration: Duration,
-) -> anyhow::Result<()> {
-    use crate::assemble::Resolved;
-    let outcome = match state {
-        Resolved::NotRun => return Ok(()),
-        Resolved::Outputs(o) if o.is_empty() => "filtered",
-        Resolved::Outputs(_) => "succeeded",
-        Resolved::Failed(_) => "failed",
-    };
-    let at = if history.is_slow(duration) {
-        asm.locate(index)?
-    } else {
-        None
-    };
-    history.finished(duration, attempts, outcome, at);
-    Ok(())
-}
-
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
 }

@@ -578,7 +578,7 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         let (index, attempts, duration) = (outcome.index, outcome.attempts, outcome.duration);
         let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
         if let Some(h) = &mut history {
-            crate::history::observe(h, &mut asm, index, &state, attempts, duration)?;
+            observe_history(h, &mut asm, index, &state, attempts, duration)?;
         }
         asm.resolve(index, state, attempts)?;
         if let Some(h) = &mut history {
@@ -621,6 +621,32 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         fatal,
         failure_kinds: kinds.take(),
     })
+}
+
+/// Tells `history` how the record at engine index `index` ended (before `asm` resolves it,
+/// while its position can still be looked up for the slowest records).
+fn observe_history<S: crate::assemble::Sinks>(
+    history: &mut crate::history::History,
+    asm: &mut crate::assemble::Assembler<'_, S>,
+    index: u64,
+    state: &crate::assemble::Resolved,
+    attempts: u32,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    use crate::assemble::Resolved;
+    let outcome = match state {
+        Resolved::NotRun => return Ok(()),
+        Resolved::Outputs(o) if o.is_empty() => "filtered",
+        Resolved::Outputs(_) => "succeeded",
+        Resolved::Failed(_) => "failed",
+    };
+    let at = if history.is_slow(duration) {
+        asm.locate(index)?
+    } else {
+        None
+    };
+    history.finished(duration, attempts, outcome, at);
+    Ok(())
 }
 
 /// The kinds of the dead-letter entries an earlier run committed: the first `end` bytes of

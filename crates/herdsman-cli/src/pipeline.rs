@@ -631,7 +631,7 @@ fn observe_history<S: crate::assemble::Sinks>(
     index: u64,
     state: &crate::assemble::Resolved,
     attempts: u32,
-    duration: Duration,
+    duration: std::time::Duration,
 ) -> anyhow::Result<()> {
     use crate::assemble::Resolved;
     let outcome = match state {

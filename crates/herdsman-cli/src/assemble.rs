@@ -216,8 +216,8 @@ impl<'a, S: Sinks> Assembler<'a, S> {
         self.failure_kinds.clone()
     }
 
-    /// Records the final state of the record at engine index `index`.
-    pub fn resolve(&mut self, index: u64, state: Resolved, attempts: u32) -> Result<()> {
+    /// Takes the announced chunks up to the one holding engine index `index`.
+    fn receive_through(&mut self, index: u64) -> Result<()> {
         // A chunk is announced before any of its items reaches the engine, so it is here.
         while self
             .pending
@@ -231,6 +231,41 @@ impl<'a, S: Sinks> Assembler<'a, S> {
                 .context("internal error: an outcome arrived for a record of no chunk")?;
             self.pending.insert(info.first_index, Pending::new(info));
         }
+        Ok(())
+    }
+
+    /// The input file name and position of the not yet resolved record at engine index
+    /// `index` (for the run's history of slowest records).
+    pub fn locate(&mut self, index: u64) -> Result<Option<(String, Position)>> {
+        self.receive_through(index)?;
+        Ok(self
+            .pending
+            .range(..=index)
+            .next_back()
+            .filter(|(_, p)| index < p.end())
+            .map(|(_, p)| {
+                let (pos, _) = record_at(&p.info, index);
+                let file = self
+                    .file_names
+                    .get(pos.file_index as usize)
+                    .cloned()
+                    .unwrap_or_default();
+                (file, *pos)
+            }))
+    }
+
+    /// The ledger commits go to, for the run's history (written from this same thread,
+    /// between commits, so a sample never waits for a commit nor a commit for a sample).
+    pub fn ledger_mut(&mut self) -> Option<&mut dyn Ledger> {
+        match &mut self.ledger {
+            Some(l) => Some(&mut **l),
+            None => None,
+        }
+    }
+
+    /// Records the final state of the record at engine index `index`.
+    pub fn resolve(&mut self, index: u64, state: Resolved, attempts: u32) -> Result<()> {
+        self.receive_through(index)?;
         let (&first, p) = self
             .pending
             .range_mut(..=index)

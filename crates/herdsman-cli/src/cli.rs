@@ -34,6 +34,9 @@ pub enum Command {
     Status(StateArgs),
     /// List the records of a job that ended in its dead-letter file.
     Failures(FailuresArgs),
+    /// Write one self-contained HTML page about a job: throughput, latency, workers,
+    /// retries and waits over time, failures by kind, slowest records and settings.
+    Report(ReportArgs),
     /// Print a shell completion script for herdsman.
     Completions {
         /// The shell to generate completions for.
@@ -387,6 +390,10 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Checkpoint")]
     no_checkpoint: bool, job file: bool;
 
+    /// Keep no history of the run in the checkpoint (the samples `herdsman report` draws).
+    #[arg(long, help_heading = "Checkpoint")]
+    no_history: bool, job file: bool;
+
     /// Forget the checkpoint of this job and start over.
     #[arg(long, help_heading = "Checkpoint")]
     restart: bool;
@@ -535,6 +542,17 @@ pub struct StateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `herdsman report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The state directory, or the job's output file (its default state directory is used).
+    #[arg(value_name = "STATE|OUTPUT")]
+    pub state: PathBuf,
+    /// Where to write the HTML page [default: report.html next to the job's output].
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 /// Arguments of `herdsman failures`.

@@ -153,6 +153,8 @@ pub struct RunConfig {
     /// `-0`: stdin holds NUL-separated text records.
     pub null_separated: bool,
     pub quiet: bool,
+    /// `--no-history`: take no samples of the run into the checkpoint.
+    pub no_history: bool,
     /// `--shard I/N`: this run reads one static shard of the inputs.
     pub shard: Option<crate::shard::Shard>,
 }
@@ -898,6 +900,7 @@ impl RunConfig {
             state,
             restart: args.restart,
             retry_failed: args.retry_failed,
+            no_history: args.no_history || job.no_history.unwrap_or(false),
             limit: args.limit,
             dry_run: args.dry_run,
             null_separated: args.null,
@@ -924,7 +927,7 @@ impl RunConfig {
     ///   `--progress`, `--bar`, `--eta`, `--keep-order` (no effect), `--quiet`,
     ///   `--summary-json`, `--joblog`, `--verbose`, `--log-format`, `--log-file`; and the ones that choose what to do with
     ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
-    ///   `--no-checkpoint`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
+    ///   `--no-checkpoint`, `--no-history`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
     ///   checkpointed), `:::` arguments (stdin input, never checkpointed). `--shard` is in
     ///   the run's identity beside these (`checkpoint::job_identity`), as the resolved `I/N`.
     pub fn result_identity(&self) -> BTreeMap<String, String> {

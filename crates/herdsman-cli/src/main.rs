@@ -15,6 +15,7 @@ mod chunks;
 mod cli;
 mod config;
 mod fault;
+mod history;
 mod inputs;
 mod inspect;
 mod job;
@@ -22,6 +23,7 @@ mod joblog;
 mod logging;
 mod pipeline;
 mod progress;
+mod report;
 mod retry;
 mod run;
 mod shard;
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         ))),
         Command::Status(args) => inspect::status(&args).map(|()| 0),
         Command::Failures(args) => inspect::failures(&args).map(|()| 0),
+        Command::Report(args) => report::report(&args).map(|()| 0),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

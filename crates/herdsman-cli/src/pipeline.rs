@@ -51,6 +51,22 @@ pub(crate) fn start_executor(
         }
         _ => (None, None),
     };
+    // The run's history notes which worker runs each attempt (a checkpointed run only).
+    let probe = (cfg.state.is_some() && !cfg.retry_failed && !cfg.no_history)
+        .then(|| crate::history::Probe::new(matches!(cfg.transform, Transform::Worker { .. })));
+    let on_start = match (on_start, &probe) {
+        (on_start, None) => on_start,
+        (joblog, Some(probe)) => {
+            let probe = probe.clone();
+            let both: herdsman_workers::StartSink = Arc::new(move |id, worker, at| {
+                probe.started(id, worker, at);
+                if let Some(j) = &joblog {
+                    j(id, worker, at);
+                }
+            });
+            Some(both)
+        }
+    };
     // How processes are started, timed and stopped: the same for workers and commands.
     let process = herdsman_workers::ProcessOptions {
         cwd: cfg.workdir.clone(),
@@ -145,7 +161,9 @@ pub(crate) fn start_executor(
             })?)
         }
     };
-    Ok(CliExecutor::new(inner).with_attempts(notes))
+    Ok(CliExecutor::new(inner)
+        .with_attempts(notes)
+        .with_probe(probe))
 }
 
 /// The run's output and dead-letter files, and its job log.
@@ -545,6 +563,10 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     )
     .context("cannot start the input reader thread")?;
 
+    let mut history = match (&ledger, executor.probe()) {
+        (Some(l), Some(probe)) => crate::history::History::start(&**l, probe),
+        _ => None,
+    };
     let mut stream = engine(cfg, reader, executor, stop, earlier.failed);
 
     let mut asm = Assembler::new(chunks, sinks, ledger, names);
@@ -553,9 +575,18 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     let mut live = earlier.clone();
     let mut aborted_by_share = false;
     for outcome in &mut stream {
-        let (index, attempts) = (outcome.index, outcome.attempts);
+        let (index, attempts, duration) = (outcome.index, outcome.attempts, outcome.duration);
         let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
+        if let Some(h) = &mut history {
+            observe_history(h, &mut asm, index, &state, attempts, duration)?;
+        }
         asm.resolve(index, state, attempts)?;
+        if let Some(h) = &mut history {
+            let now = std::time::Instant::now();
+            if h.due(now) && !asm.ledger_mut().is_some_and(|l| h.write(l, &live, now)) {
+                history = None;
+            }
+        }
         progress.update(&live);
         if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
             let resolved = live.resolved();
@@ -571,6 +602,10 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     let status = stream.status().cloned().unwrap_or(RunStatus::Completed);
     drop(stream);
     progress.finish();
+    if let (Some(h), Some(l)) = (&mut history, asm.ledger_mut()) {
+        // The run's last interval, also when it was shorter than a second.
+        h.write(l, &live, std::time::Instant::now());
+    }
 
     if aborted_by_share || status == RunStatus::Aborted {
         asm.keep_failures_of_cut_short_chunks()?;
@@ -586,6 +621,32 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         fatal,
         failure_kinds: kinds.take(),
     })
+}
+
+/// Tells `history` how the record at engine index `index` ended (before `asm` resolves it,
+/// while its position can still be looked up for the slowest records).
+fn observe_history<S: crate::assemble::Sinks>(
+    history: &mut crate::history::History,
+    asm: &mut crate::assemble::Assembler<'_, S>,
+    index: u64,
+    state: &crate::assemble::Resolved,
+    attempts: u32,
+    duration: std::time::Duration,
+) -> anyhow::Result<()> {
+    use crate::assemble::Resolved;
+    let outcome = match state {
+        Resolved::NotRun => return Ok(()),
+        Resolved::Outputs(o) if o.is_empty() => "filtered",
+        Resolved::Outputs(_) => "succeeded",
+        Resolved::Failed(_) => "failed",
+    };
+    let at = if history.is_slow(duration) {
+        asm.locate(index)?
+    } else {
+        None
+    };
+    history.finished(duration, attempts, outcome, at);
+    Ok(())
 }
 
 /// The kinds of the dead-letter entries an earlier run committed: the first `end` bytes of

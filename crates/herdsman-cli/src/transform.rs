@@ -89,6 +89,8 @@ pub struct CliExecutor {
     tracker: Option<Tracker>,
     /// The job log's end of those notes, until the job log takes it.
     finished: Option<Finished>,
+    /// Where attempts are told to the run's history.
+    probe: Option<crate::history::Probe>,
 }
 
 impl CliExecutor {
@@ -99,7 +101,19 @@ impl CliExecutor {
             scratch: Vec::new(),
             tracker: None,
             finished: None,
+            probe: None,
         }
+    }
+
+    /// Tells how every attempt ends to the run's history through `probe`.
+    pub fn with_probe(mut self, probe: Option<crate::history::Probe>) -> CliExecutor {
+        self.probe = probe;
+        self
+    }
+
+    /// The run's history's probe, if any.
+    pub fn probe(&self) -> Option<crate::history::Probe> {
+        self.probe.clone()
     }
 
     /// Notes how every attempt ends with `tracker`, for the job log that reads `finished`.
@@ -200,6 +214,25 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(t) = &mut self.tracker {
             note_finished(t, &out[before..]);
         }
+        if let Some(p) = &self.probe {
+            if out.len() > before {
+                p.ended(
+                    std::time::Instant::now(),
+                    out[before..].iter().map(|(id, o)| match o {
+                        AttemptOutcome::Failure(CliFailure::Worker(w)) => (
+                            *id,
+                            matches!(
+                                w.kind,
+                                herdsman_workers::FailureKind::WorkerExited
+                                    | herdsman_workers::FailureKind::Timeout
+                            ),
+                            w.retry_after.filter(|_| w.retryable),
+                        ),
+                        _ => (*id, false, None),
+                    }),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -209,6 +242,9 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(t) = &mut self.tracker {
             t.abandoned(id);
         }
+        if let Some(p) = &self.probe {
+            p.abandoned(id);
+        }
     }
 
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
@@ -217,6 +253,11 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(t) = &mut self.tracker {
             for id in &not_started[before..] {
                 t.abandoned(*id);
+            }
+        }
+        if let Some(p) = &self.probe {
+            for id in &not_started[before..] {
+                p.abandoned(*id);
             }
         }
     }

@@ -216,6 +216,14 @@ pub enum LedgerError {
         source: std::io::Error,
     },
 
+    /// This ledger backend does not keep something a caller asked for (e.g. the run's
+    /// history); the job itself is unaffected.
+    #[error("this ledger backend does not keep {what}; use the default state-directory ledger to have it")]
+    Unsupported {
+        /// What is not kept, as a noun phrase ("the run's history").
+        what: &'static str,
+    },
+
     /// A shared ledger's database server could not be reached, or refused a statement.
     #[error("the {backend} ledger at {location} could not {action}; {remedy}")]
     Database {
@@ -391,6 +399,9 @@ mod chain_tests {
                 remedy: "check that the server is running".into(),
                 source: "connection refused".into(),
             },
+            LedgerError::Unsupported {
+                what: "the run's history",
+            },
         ];
         for e in &all {
             match e {
@@ -413,7 +424,8 @@ mod chain_tests {
                 | LedgerError::OlderSchema { .. }
                 | LedgerError::Sqlite { .. }
                 | LedgerError::Io { .. }
-                | LedgerError::Database { .. } => {}
+                | LedgerError::Database { .. }
+                | LedgerError::Unsupported { .. } => {}
             }
         }
         all

@@ -69,6 +69,7 @@ mod clock;
 pub mod conformance;
 mod counts;
 mod error;
+mod history;
 mod identity;
 mod open;
 mod sqlite;
@@ -79,6 +80,7 @@ use std::time::{Duration, SystemTime};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counts::Counts;
 pub use error::LedgerError;
+pub use history::{HistorySample, SlowRecord, WorkerSample, LATENCY_BUCKETS_MS, SLOWEST_PER_RUN};
 pub use identity::{IdentityChange, JobIdentity};
 pub use open::{open, open_read_only};
 pub use sqlite::{SqliteLedger, LEDGER_FILE_NAME, SCHEMA_VERSION};
@@ -414,4 +416,51 @@ pub trait Ledger: Send {
     /// Read-only view for `herdsman status`: the identity, commits, totals, timestamps and
     /// finished flag.
     fn status(&self) -> Result<LedgerStatus, LedgerError>;
+
+    /// Appends samples to the job's history (see [`HistorySample`]), in one transaction.
+    ///
+    /// Contract: history is an observation, not a checkpoint. An implementation must not make
+    /// the call wait for durability of its own (a later chunk commit makes the samples
+    /// durable), must keep the samples when the job is reset only until the reset (a reset
+    /// forgets them), and must keep earlier runs' samples when a job resumes. Fails with
+    /// [`LedgerError::NoJob`] before [`open_job`](Ledger::open_job), and with
+    /// [`LedgerError::Unsupported`] on a backend that keeps no history (the default).
+    fn append_history(&mut self, samples: &[HistorySample]) -> Result<(), LedgerError> {
+        let _ = samples;
+        Err(LedgerError::Unsupported {
+            what: "the run's history",
+        })
+    }
+
+    /// Every sample of the job's history, ordered by run and time; empty when there are none
+    /// (also for a ledger written before history existed). [`LedgerError::Unsupported`] on a
+    /// backend that keeps no history (the default).
+    fn history(&self) -> Result<Vec<HistorySample>, LedgerError> {
+        Err(LedgerError::Unsupported {
+            what: "the run's history",
+        })
+    }
+
+    /// The highest run number in the job's history (0 when there is none): the next run
+    /// numbers its samples one higher.
+    fn last_history_run(&self) -> Result<u32, LedgerError> {
+        Ok(self.history()?.iter().map(|s| s.run).max().unwrap_or(0))
+    }
+
+    /// Replaces the slowest records kept for `run` with `records` (at most
+    /// [`SLOWEST_PER_RUN`] are meant to be kept), in one transaction, with the same durability
+    /// contract as [`append_history`](Ledger::append_history).
+    fn replace_slowest(&mut self, run: u32, records: &[SlowRecord]) -> Result<(), LedgerError> {
+        let _ = (run, records);
+        Err(LedgerError::Unsupported {
+            what: "the slowest records",
+        })
+    }
+
+    /// The slowest records of every run, ordered by run, then slowest first.
+    fn slowest(&self) -> Result<Vec<SlowRecord>, LedgerError> {
+        Err(LedgerError::Unsupported {
+            what: "the slowest records",
+        })
+    }
 }

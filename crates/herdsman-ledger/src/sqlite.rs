@@ -13,15 +13,15 @@ use rusqlite::{
 };
 
 use crate::{
-    ChunkCommit, ChunkPlan, Claim, Clock, Counts, JobIdentity, Ledger, LedgerError, LedgerStatus,
-    Opened, Position, StateDir, SystemClock, Token, Totals,
+    ChunkCommit, ChunkPlan, Claim, Clock, Counts, HistorySample, JobIdentity, Ledger, LedgerError,
+    LedgerStatus, Opened, Position, SlowRecord, StateDir, SystemClock, Token, Totals,
 };
 
 /// The name of the ledger file inside the state directory.
 pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
 
 /// The newest schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection (e.g. `herdsman status` reading) before
 /// giving up.
@@ -117,6 +117,45 @@ CREATE TABLE chunks (
         AND output_end IS NOT NULL AND failures_end IS NOT NULL AND committed_at IS NOT NULL))
 ) WITHOUT ROWID;
 CREATE INDEX chunks_by_state ON chunks (job_id, state, chunk);
+"#,
+    ),
+    (
+        "run history and slowest records",
+        r#"
+CREATE TABLE history (
+    job_id             INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    run                INTEGER NOT NULL CHECK (run >= 1),
+    at                 INTEGER NOT NULL,
+    elapsed_ms         INTEGER NOT NULL,
+    interval_ms        INTEGER NOT NULL,
+    ok                 INTEGER NOT NULL,
+    failed             INTEGER NOT NULL,
+    filtered           INTEGER NOT NULL,
+    finished           INTEGER NOT NULL,
+    records_per_sec    REAL NOT NULL,
+    p50_ms             REAL,
+    p90_ms             REAL,
+    p99_ms             REAL,
+    max_ms             REAL,
+    latency_buckets    TEXT NOT NULL,
+    in_flight          INTEGER NOT NULL,
+    workers            TEXT NOT NULL,
+    restarts           INTEGER NOT NULL,
+    retries            INTEGER NOT NULL,
+    rate_limit_wait_ms INTEGER NOT NULL
+);
+CREATE INDEX history_by_run ON history (job_id, run, at);
+CREATE TABLE slowest (
+    job_id      INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    run         INTEGER NOT NULL,
+    record      INTEGER NOT NULL,
+    file        TEXT NOT NULL,
+    line        INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    attempts    INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    PRIMARY KEY (job_id, run, record)
+);
 "#,
     ),
 ];
@@ -222,8 +261,9 @@ impl SqliteLedger {
         if version > SCHEMA_VERSION {
             return Err(ledger.newer_schema(version));
         }
-        if (1..SCHEMA_VERSION).contains(&version) {
+        if version == 1 {
             // Not migrated yet (only a run migrates): its chunks hold version 1 positions.
+            // (Version 2 reads fine: it only lacks the history, which then reads as empty.)
             return Err(LedgerError::OlderSchema {
                 path: ledger.path,
                 found: version,
@@ -505,7 +545,8 @@ impl Ledger for SqliteLedger {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(&path, "start a reset", e))?;
         tx.execute_batch(&format!(
-            "DELETE FROM chunks; DELETE FROM jobs; DROP TABLE IF EXISTS {LEGACY_CHUNKS};"
+            "DELETE FROM history; DELETE FROM slowest; DELETE FROM chunks; DELETE FROM jobs; \
+             DROP TABLE IF EXISTS {LEGACY_CHUNKS};"
         ))
         .map_err(|e| sql_err(&path, "be reset", e))?;
         tx.commit()
@@ -758,6 +799,233 @@ impl Ledger for SqliteLedger {
             finished_at: job.finished_at.map(from_ms),
             summary_json: job.summary,
         })
+    }
+
+    fn append_history(&mut self, samples: &[HistorySample]) -> Result<(), LedgerError> {
+        let job_id = self.writable_job()?;
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let action = "record the run's history";
+        self.without_fsync(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO history (job_id, run, at, elapsed_ms, interval_ms, ok, failed, \
+                     filtered, finished, records_per_sec, p50_ms, p90_ms, p99_ms, max_ms, \
+                     latency_buckets, in_flight, workers, restarts, retries, rate_limit_wait_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                     ?16, ?17, ?18, ?19, ?20)",
+                )?;
+                for s in samples {
+                    let buckets = serde_json::to_string(&s.latency_buckets)
+                        .expect("a list of numbers always serializes");
+                    let workers = serde_json::to_string(&s.workers)
+                        .expect("a list of worker samples always serializes");
+                    stmt.execute(params![
+                        job_id,
+                        s.run,
+                        s.at_ms,
+                        sat(s.elapsed_ms),
+                        sat(s.interval_ms),
+                        sat(s.ok),
+                        sat(s.failed),
+                        sat(s.filtered),
+                        sat(s.finished),
+                        finite(s.records_per_sec),
+                        s.p50_ms.map(finite),
+                        s.p90_ms.map(finite),
+                        s.p99_ms.map(finite),
+                        s.max_ms.map(finite),
+                        buckets,
+                        sat(s.in_flight),
+                        workers,
+                        sat(s.restarts),
+                        sat(s.retries),
+                        sat(s.rate_limit_wait_ms),
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .map_err(|e| sql_err(&path, action, e))
+    }
+
+    fn history(&self) -> Result<Vec<HistorySample>, LedgerError> {
+        let Some(job) = self.job_row()? else {
+            return Ok(Vec::new());
+        };
+        if !self.has_table("history")? {
+            return Ok(Vec::new());
+        }
+        let action = "read the run's history";
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run, at, elapsed_ms, interval_ms, ok, failed, filtered, finished, \
+                 records_per_sec, p50_ms, p90_ms, p99_ms, max_ms, latency_buckets, in_flight, \
+                 workers, restarts, retries, rate_limit_wait_ms \
+                 FROM history WHERE job_id = ?1 ORDER BY run, at, rowid",
+            )
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        let rows = stmt
+            .query_map([job.id], |r| {
+                let buckets: String = r.get(13)?;
+                let workers: String = r.get(15)?;
+                Ok(HistorySample {
+                    run: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    elapsed_ms: unsat(r.get(2)?),
+                    interval_ms: unsat(r.get(3)?),
+                    ok: unsat(r.get(4)?),
+                    failed: unsat(r.get(5)?),
+                    filtered: unsat(r.get(6)?),
+                    finished: unsat(r.get(7)?),
+                    records_per_sec: r.get(8)?,
+                    p50_ms: r.get(9)?,
+                    p90_ms: r.get(10)?,
+                    p99_ms: r.get(11)?,
+                    max_ms: r.get(12)?,
+                    // A damaged list reads as empty: history is for looking, not for resuming.
+                    latency_buckets: serde_json::from_str(&buckets).unwrap_or_default(),
+                    in_flight: unsat(r.get(14)?),
+                    workers: serde_json::from_str(&workers).unwrap_or_default(),
+                    restarts: unsat(r.get(16)?),
+                    retries: unsat(r.get(17)?),
+                    rate_limit_wait_ms: unsat(r.get(18)?),
+                })
+            })
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql_err(&self.path, action, e))
+    }
+
+    fn last_history_run(&self) -> Result<u32, LedgerError> {
+        let Some(job) = self.job_row()? else {
+            return Ok(0);
+        };
+        if !self.has_table("history")? {
+            return Ok(0);
+        }
+        self.conn
+            .query_row(
+                "SELECT COALESCE(MAX(run), 0) FROM history WHERE job_id = ?1",
+                [job.id],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, "read the run's history", e))
+    }
+
+    fn replace_slowest(&mut self, run: u32, records: &[SlowRecord]) -> Result<(), LedgerError> {
+        let job_id = self.writable_job()?;
+        let path = self.path.clone();
+        self.without_fsync(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM slowest WHERE job_id = ?1 AND run = ?2",
+                params![job_id, run],
+            )?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO slowest (job_id, run, record, file, line, \
+                     duration_ms, attempts, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for s in records {
+                    stmt.execute(params![
+                        job_id,
+                        run,
+                        sat(s.record),
+                        s.file,
+                        sat(s.line),
+                        finite(s.duration_ms),
+                        s.attempts,
+                        s.outcome,
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .map_err(|e| sql_err(&path, "record the slowest records", e))
+    }
+
+    fn slowest(&self) -> Result<Vec<SlowRecord>, LedgerError> {
+        let Some(job) = self.job_row()? else {
+            return Ok(Vec::new());
+        };
+        if !self.has_table("slowest")? {
+            return Ok(Vec::new());
+        }
+        let action = "read the slowest records";
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run, record, file, line, duration_ms, attempts, outcome FROM slowest \
+                 WHERE job_id = ?1 ORDER BY run, duration_ms DESC, record",
+            )
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        let rows = stmt
+            .query_map([job.id], |r| {
+                Ok(SlowRecord {
+                    run: r.get(0)?,
+                    record: unsat(r.get(1)?),
+                    file: r.get(2)?,
+                    line: unsat(r.get(3)?),
+                    duration_ms: r.get(4)?,
+                    attempts: r.get(5)?,
+                    outcome: r.get(6)?,
+                })
+            })
+            .map_err(|e| sql_err(&self.path, action, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql_err(&self.path, action, e))
+    }
+}
+
+impl SqliteLedger {
+    /// Runs `f` with `synchronous = NORMAL`: in WAL mode its commit then waits for no fsync,
+    /// and the next chunk commit (`synchronous = FULL`) makes it durable with its own.
+    fn without_fsync<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let result = f(&self.conn);
+        let restored = self.conn.execute_batch("PRAGMA synchronous = FULL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
+    /// Whether the ledger has the table `name` (a ledger of schema version 2, read without
+    /// migrating, has no history tables).
+    fn has_table(&self, name: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_err(&self.path, "be read", e))
+    }
+}
+
+/// A count as SQLite stores it (saturating: history is for looking, a clipped count is fine).
+fn sat(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored count read back (a negative one, which this code never writes, reads as 0).
+fn unsat(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A finite number to store (SQLite stores NaN as NULL, which a NOT NULL column refuses).
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
     }
 }
 

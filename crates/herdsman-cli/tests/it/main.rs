@@ -17,6 +17,7 @@ mod observability;
 mod old_checkpoint;
 mod parallel_users;
 mod parquet;
+mod report;
 mod resume_identity;
 mod retry_after;
 mod shard;

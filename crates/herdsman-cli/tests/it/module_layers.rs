@@ -7,12 +7,12 @@ use std::path::Path;
 /// The layers, top first; the same list as in docs/architecture.md.
 const LAYERS: &[&[&str]] = &[
     &["main"],
-    &["run", "inspect"],
+    &["run", "inspect", "report"],
     &["job", "retry"],
     &["pipeline"],
     &["checkpoint", "assemble", "shard_io"],
     &["inputs", "transform", "progress"],
-    &["joblog"],
+    &["joblog", "history"],
     &["chunks", "summary", "config"],
     &["cli", "text", "fault", "logging", "shard"],
 ];

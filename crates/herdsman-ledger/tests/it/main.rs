@@ -2,6 +2,7 @@
 
 #[cfg(feature = "test-support")]
 mod conformance;
+mod history;
 mod ledger;
 mod old_checkpoint;
 mod processes;

@@ -629,9 +629,13 @@ impl RunConfig {
             );
         }
 
-        let output = args.output.or(job
-            .output
-            .map(|o| if herdsman_db_sink::DbUrl::is_db_url(&o) { o } else { rel(o) }));
+        let output = args.output.or(job.output.map(|o| {
+            if herdsman_db_sink::DbUrl::is_db_url(&o) {
+                o
+            } else {
+                rel(o)
+            }
+        }));
         // A database URL: the records become rows of a table, not lines of a file.
         let db_output = match output.as_deref() {
             Some(o) if herdsman_db_sink::DbUrl::is_db_url(o) => Some(
@@ -651,7 +655,11 @@ impl RunConfig {
             Some(crate::cli::IfExistsArg::Replace) => herdsman_db_sink::IfExists::Replace,
         };
         if db_output.is_some() {
-            if let Some(f) = args.output_format.or(job.output_format).filter(|f| *f != OutputFormatArg::Jsonl) {
+            if let Some(f) = args
+                .output_format
+                .or(job.output_format)
+                .filter(|f| *f != OutputFormatArg::Jsonl)
+            {
                 usage!("--output-format {} does not apply to a database output: every output record must be a JSON object, one row of the table; drop --output-format", f.name());
             }
         }
@@ -733,7 +741,10 @@ impl RunConfig {
             None if output_in_place => default_failures_path(None),
             // `-o sqlite://r.db?table=results` → results.failures.jsonl
             None if db_output.is_some() => default_failures_path(
-                db_output.as_ref().map(|d| PathBuf::from(d.table.replace('.', "_"))).as_deref(),
+                db_output
+                    .as_ref()
+                    .map(|d| PathBuf::from(d.table.replace('.', "_")))
+                    .as_deref(),
             ),
             None => default_failures_path(spelled.as_deref()),
         };

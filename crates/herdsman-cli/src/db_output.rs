@@ -218,7 +218,10 @@ fn decode(s: &str) -> Result<ChunkCommit> {
             .with_context(|| format!("no {k}"))
     };
     let pos = |p: &serde_json::Value| -> Result<herdsman_ledger::Position> {
-        let hex = p.get("token").and_then(|t| t.as_str()).context("no token")?;
+        let hex = p
+            .get("token")
+            .and_then(|t| t.as_str())
+            .context("no token")?;
         let bytes = (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))

@@ -454,12 +454,9 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
         None => (None, None),
     };
     let output = match &cfg.db_output {
-        Some(db) => crate::db_output::Output::open_db(
-            cfg,
-            db,
-            resume.is_none(),
-            out_offset.unwrap_or(0),
-        )?,
+        Some(db) => {
+            crate::db_output::Output::open_db(cfg, db, resume.is_none(), out_offset.unwrap_or(0))?
+        }
         None => crate::db_output::Output::File(
             crate::shard_io::open_output(
                 cfg,

@@ -379,14 +379,13 @@ pub struct Marker {
 fn connect(url: &DbUrl) -> Result<Conn, DbError> {
     match &url.kind {
         DbKind::Postgres { conn } => {
-            let client =
-                postgres::Client::connect(conn, postgres::NoTls).map_err(|source| {
-                    DbError::Postgres {
-                        db: url.db(),
-                        action: "cannot connect",
-                        source,
-                    }
-                })?;
+            let client = postgres::Client::connect(conn, postgres::NoTls).map_err(|source| {
+                DbError::Postgres {
+                    db: url.db(),
+                    action: "cannot connect",
+                    source,
+                }
+            })?;
             Ok(Conn::Postgres(Box::new(client)))
         }
         DbKind::Sqlite { path } => {
@@ -418,7 +417,10 @@ const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS herdsman_chunks (
     PRIMARY KEY (job_id, table_name, chunk))";
 
 impl Conn {
-    fn pg_err<'a>(url: &'a DbUrl, action: &'static str) -> impl Fn(postgres::Error) -> DbError + 'a {
+    fn pg_err<'a>(
+        url: &'a DbUrl,
+        action: &'static str,
+    ) -> impl Fn(postgres::Error) -> DbError + 'a {
         move |source| DbError::Postgres {
             db: url.db(),
             action,
@@ -426,7 +428,10 @@ impl Conn {
         }
     }
 
-    fn sq_err<'a>(url: &'a DbUrl, action: &'static str) -> impl Fn(rusqlite::Error) -> DbError + 'a {
+    fn sq_err<'a>(
+        url: &'a DbUrl,
+        action: &'static str,
+    ) -> impl Fn(rusqlite::Error) -> DbError + 'a {
         move |source| DbError::Sqlite {
             db: url.db(),
             action,
@@ -631,8 +636,8 @@ impl DbSink {
     /// Checks that the output record `json` fits the table, and returns its row. The error
     /// says why it does not (not an object, an unknown column, a value of the wrong type).
     fn row_of(&self, json: &[u8]) -> Result<(Vec<Value>, Option<Vec<Column>>), String> {
-        let v: Value = serde_json::from_slice(json)
-            .map_err(|e| format!("the output is not JSON ({e})"))?;
+        let v: Value =
+            serde_json::from_slice(json).map_err(|e| format!("the output is not JSON ({e})"))?;
         let Value::Object(obj) = v else {
             return Err(format!(
                 "a table row must be a JSON object, not {}",
@@ -726,7 +731,8 @@ impl DbSink {
                     .transaction()
                     .map_err(e("cannot start the chunk's transaction"))?;
                 if let Some(ddl) = &create {
-                    tx.batch_execute(ddl).map_err(e("cannot create the table"))?;
+                    tx.batch_execute(ddl)
+                        .map_err(e("cannot create the table"))?;
                 }
                 if !rows.is_empty() {
                     let mut w = tx
@@ -736,11 +742,9 @@ impl DbSink {
                     for row in &rows {
                         copy_text_row(&mut buf, row, &columns);
                         if buf.len() >= 60 * 1024 {
-                            std::io::Write::write_all(&mut w, &buf).map_err(|io| {
-                                DbError::Url {
-                                    url: url.to_string(),
-                                    message: format!("COPY failed: {io}"),
-                                }
+                            std::io::Write::write_all(&mut w, &buf).map_err(|io| DbError::Url {
+                                url: url.to_string(),
+                                message: format!("COPY failed: {io}"),
                             })?;
                             buf.clear();
                         }
@@ -753,7 +757,14 @@ impl DbSink {
                 }
                 tx.execute(
                     marker,
-                    &[&self.job, &url.table, &(chunk as i64), &(n as i64), &meta, &now],
+                    &[
+                        &self.job,
+                        &url.table,
+                        &(chunk as i64),
+                        &(n as i64),
+                        &meta,
+                        &now,
+                    ],
                 )
                 .map_err(e("cannot record the chunk in herdsman_chunks"))?;
                 tx.commit()
@@ -765,7 +776,8 @@ impl DbSink {
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(e("cannot start the chunk's transaction"))?;
                 if let Some(ddl) = &create {
-                    tx.execute_batch(ddl).map_err(e("cannot create the table"))?;
+                    tx.execute_batch(ddl)
+                        .map_err(e("cannot create the table"))?;
                 }
                 if !rows.is_empty() {
                     let params = vec!["?"; columns.len()].join(", ");

@@ -84,7 +84,9 @@ fn normal(v: Value) -> Value {
 fn sqlite_rows(db: &Path, table: &str) -> Vec<Value> {
     let c = rusqlite::Connection::open(db).unwrap();
     let cols: Vec<(String, String)> = c
-        .prepare(&format!("SELECT name, type FROM pragma_table_info('{table}')"))
+        .prepare(&format!(
+            "SELECT name, type FROM pragma_table_info('{table}')"
+        ))
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -172,7 +174,10 @@ fn assert_no_duplicate_id(rows: &[Value]) {
     let mut seen = BTreeMap::new();
     for r in rows {
         let id = r["id"].as_f64().unwrap() as i64;
-        assert!(seen.insert(id, ()).is_none(), "row id {id} is in the table twice");
+        assert!(
+            seen.insert(id, ()).is_none(),
+            "row id {id} is in the table twice"
+        );
     }
 }
 
@@ -364,10 +369,7 @@ fn sigkill_storm_sqlite_leaves_every_chunk_once() {
     assert_eq!(s.read("results.failures.jsonl"), want_fail);
     let markers = sqlite_markers(&s.path("r.db"));
     assert_eq!(markers.len(), STORM_ROWS.div_ceil(50));
-    assert_eq!(
-        markers.iter().map(|m| m.1).sum::<i64>(),
-        want.len() as i64
-    );
+    assert_eq!(markers.iter().map(|m| m.1).sum::<i64>(), want.len() as i64);
 }
 
 #[test]
@@ -383,7 +385,10 @@ fn sigkill_storm_postgres_leaves_every_chunk_once() {
     assert!(kills >= 4, "killed only {kills} times");
     let got = pg_rows(&server.url(), "results");
     assert_no_duplicate_id(&got);
-    assert!(got == sorted_by_id(want), "the table differs from the uninterrupted run");
+    assert!(
+        got == sorted_by_id(want),
+        "the table differs from the uninterrupted run"
+    );
     assert_eq!(s.read("results.failures.jsonl"), want_fail);
     assert_eq!(pg_markers(&server.url()).len(), STORM_ROWS.div_ceil(50));
 }

@@ -141,11 +141,22 @@ impl Output {
 }
 
 /// The name a job's markers are kept under: its state directory (canonical), which is unique
-/// to the job on this machine and stable across resumes.
+/// to the job on this machine and stable across resumes. A run without a checkpoint is never
+/// resumed: it gets a name of its own, so that two such runs into one table never collide.
 pub(crate) fn job_key(cfg: &RunConfig) -> String {
     match &cfg.state {
         Some(dir) => canonical(dir).display().to_string(),
-        None => "no-checkpoint".into(),
+        None => {
+            static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            KEY.get_or_init(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                format!("no-checkpoint {} {nanos}", std::process::id())
+            })
+            .clone()
+        }
     }
 }
 

@@ -298,6 +298,10 @@ impl Kind {
     /// The kind of a declared column type (PostgreSQL's `data_type`, SQLite's declared type).
     fn from_sql(t: &str) -> Kind {
         let t = t.to_ascii_uppercase();
+        // PostgreSQL types whose names contain INT but are no integers.
+        if t.contains("INTERVAL") || t.contains("POINT") {
+            return Kind::Text;
+        }
         if t.contains("JSON") {
             Kind::Json
         } else if t.contains("INT") {
@@ -954,6 +958,17 @@ mod tests {
             &cols,
         );
         assert_eq!(buf, b"a\\tb\\\\c\\nd\t{\"k\":\"v\\\\n\"}\n");
+    }
+
+    #[test]
+    fn declared_types() {
+        assert_eq!(Kind::from_sql("bigint"), Kind::Int);
+        assert_eq!(Kind::from_sql("double precision"), Kind::Float);
+        assert_eq!(Kind::from_sql("jsonb"), Kind::Json);
+        assert_eq!(Kind::from_sql("JSON_TEXT"), Kind::Json);
+        assert_eq!(Kind::from_sql("interval"), Kind::Text);
+        assert_eq!(Kind::from_sql("timestamp with time zone"), Kind::Text);
+        assert_eq!(Kind::from_sql("boolean"), Kind::Bool);
     }
 
     #[test]

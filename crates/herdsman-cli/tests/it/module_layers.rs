@@ -10,6 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["run", "inspect"],
     &["job", "retry"],
     &["pipeline"],
+    &["db_output"],
     &["checkpoint", "assemble", "shard_io"],
     &["inputs", "transform", "progress"],
     &["joblog"],

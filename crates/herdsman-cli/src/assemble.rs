@@ -150,8 +150,14 @@ pub trait Sinks {
     fn end_chunk(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
-    /// Byte lengths of (output, failures) after everything written so far.
+    /// Byte lengths of (output, failures) after everything written so far (for a database
+    /// output: the job's rows, and the dead-letter file's length).
     fn offsets(&self) -> (u64, u64);
+    /// Called once a chunk is wholly written, with what the ledger will commit for it: a
+    /// database output commits the chunk's rows and its marker here; nothing for files.
+    fn chunk_written(&mut self, _commit: &ChunkCommit) -> Result<()> {
+        Ok(())
+    }
     /// Flush and fsync both files.
     fn sync(&mut self) -> Result<()>;
     /// Hand the output written so far to its reader when it is streamed (stdout, a device, a
@@ -342,14 +348,16 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             records = p.info.records.len(),
             "chunk written"
         );
-        self.uncommitted.push(ChunkCommit {
+        let commit = ChunkCommit {
             chunk: p.info.id,
             start: to_ledger(p.info.start),
             end: to_ledger(p.info.end),
             counts: c.counts,
             output_end,
             failures_end,
-        });
+        };
+        self.sinks.chunk_written(&commit)?;
+        self.uncommitted.push(commit);
         self.written.add(&c);
         if self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint()?;

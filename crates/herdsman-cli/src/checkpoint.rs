@@ -26,6 +26,9 @@ pub(crate) fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdenti
     if let Some(out) = &cfg.output {
         id.insert("output", canonical(out).display().to_string());
     }
+    if let Some(db) = &cfg.db_output {
+        id.insert("output", db.to_string());
+    }
     id.insert("failures", canonical(&cfg.failures).display().to_string());
     // Only for a shard: other jobs keep the identity they always had.
     if let Some(shard) = cfg.shard {

@@ -226,6 +226,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Output")]
     output_format: Option<OutputFormatArg>, job file: OutputFormatArg;
 
+    /// Database output (-o postgres://…?table=T or sqlite://…?table=T) when the table
+    /// already exists and the job is new: fail (the default), append rows to it, or replace
+    /// it (drop it, then create it from the first records). A resumed job always appends to
+    /// its own table.
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Output")]
+    if_exists: Option<IfExistsArg>, job file: IfExistsArg;
+
     /// Columns, comma separated. Parquet input: read only these columns, their keys in this
     /// order. CSV output: every record is projected onto them, in this order (other keys are
     /// left out, missing ones are empty; default: the keys of the first record, and a record
@@ -605,6 +612,15 @@ impl OutputFormatArg {
             OutputFormatArg::Parquet => "parquet",
         }
     }
+}
+
+/// What a database output does with a table that already exists (`--if-exists`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IfExistsArg {
+    Fail,
+    Append,
+    Replace,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]

@@ -157,6 +157,11 @@ pub struct RunConfig {
     pub no_history: bool,
     /// `--shard I/N`: this run reads one static shard of the inputs.
     pub shard: Option<crate::shard::Shard>,
+    /// `-o postgres://…?table=T` or `-o sqlite://…?table=T`: the output is a database table
+    /// (then `output` is `None`).
+    pub db_output: Option<herdsman_db_sink::DbUrl>,
+    /// `--if-exists`: what a new job does with a table that already exists.
+    pub if_exists: herdsman_db_sink::IfExists,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -626,7 +631,40 @@ impl RunConfig {
             );
         }
 
-        let output = args.output.or(job.output.map(rel));
+        let output = args.output.or(job.output.map(|o| {
+            if herdsman_db_sink::DbUrl::is_db_url(&o) {
+                o
+            } else {
+                rel(o)
+            }
+        }));
+        // A database URL: the records become rows of a table, not lines of a file.
+        let db_output = match output.as_deref() {
+            Some(o) if herdsman_db_sink::DbUrl::is_db_url(o) => Some(
+                herdsman_db_sink::DbUrl::parse(o)
+                    .map_err(|e| anyhow::Error::new(UsageError(format!("-o {e}"))))?,
+            ),
+            _ => None,
+        };
+        let output = if db_output.is_some() { None } else { output };
+        let if_exists_arg = args.if_exists.or(job.if_exists);
+        if if_exists_arg.is_some() && db_output.is_none() {
+            usage!("--if-exists applies to database output only (-o postgres://…?table=T or -o sqlite://…?table=T)");
+        }
+        let if_exists = match if_exists_arg {
+            None | Some(crate::cli::IfExistsArg::Fail) => herdsman_db_sink::IfExists::Fail,
+            Some(crate::cli::IfExistsArg::Append) => herdsman_db_sink::IfExists::Append,
+            Some(crate::cli::IfExistsArg::Replace) => herdsman_db_sink::IfExists::Replace,
+        };
+        if db_output.is_some() {
+            if let Some(f) = args
+                .output_format
+                .or(job.output_format)
+                .filter(|f| *f != OutputFormatArg::Jsonl)
+            {
+                usage!("--output-format {} does not apply to a database output: every output record must be a JSON object, one row of the table; drop --output-format", f.name());
+            }
+        }
         // The output as the user spelled it: the default dead-letter file and state directory
         // sit beside it (beside a symbolic link, not its target, so `herdsman status` finds
         // them from the same path).
@@ -646,6 +684,7 @@ impl RunConfig {
             && output.is_none();
         let output_format_chosen = args.output_format.is_some()
             || job.output_format.is_some()
+            || db_output.is_some()
             || output.as_ref().is_some_and(|p| p.extension().is_some());
         let output_format = match args.output_format.or(job.output_format) {
             Some(f) => f,
@@ -702,6 +741,13 @@ impl RunConfig {
             // Never `/dev/null.failures.jsonl`: an output written in place gets the same
             // default as stdout.
             None if output_in_place => default_failures_path(None),
+            // `-o sqlite://r.db?table=results` → results.failures.jsonl
+            None if db_output.is_some() => default_failures_path(
+                db_output
+                    .as_ref()
+                    .map(|d| PathBuf::from(d.table.replace('.', "_")))
+                    .as_deref(),
+            ),
             None => default_failures_path(spelled.as_deref()),
         };
 
@@ -803,7 +849,7 @@ impl RunConfig {
         let no_checkpoint =
             args.no_checkpoint || job.no_checkpoint.unwrap_or(false) || args.limit.is_some();
         let stdin_input = inputs.iter().any(|i| i == "-");
-        let streamed = output.is_none() || output_in_place;
+        let streamed = (output.is_none() && db_output.is_none()) || output_in_place;
         let state = if no_checkpoint {
             None
         } else if let Some(dir) = args.state.or(job.state.map(|s| PathBuf::from(rel(s)))) {
@@ -813,9 +859,15 @@ impl RunConfig {
             Some(dir)
         } else if streamed || stdin_input {
             None
+        } else if let Some(db) = &db_output {
+            // A table has no directory beside it: ./herdsman-state/<table>.
+            Some(Path::new("herdsman-state").join(&db.table))
         } else {
             spelled.as_deref().map(default_state_dir)
         };
+        if args.retry_failed && db_output.is_some() {
+            usage!("--retry-failed cannot fold records back into a database table yet; run the failed records as a new job: herdsman run -i {} ... -o '<url>' --if-exists append", failures.display());
+        }
         if args.retry_failed && state.is_none() {
             usage!("--retry-failed needs a checkpointed job with a file output; drop --no-checkpoint and give -o");
         }
@@ -906,6 +958,8 @@ impl RunConfig {
             null_separated: args.null,
             quiet: args.quiet,
             shard,
+            db_output,
+            if_exists,
         })
     }
 

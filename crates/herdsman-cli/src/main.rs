@@ -14,6 +14,7 @@ mod checkpoint;
 mod chunks;
 mod cli;
 mod config;
+mod db_output;
 mod fault;
 mod history;
 mod inputs;

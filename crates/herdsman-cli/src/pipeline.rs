@@ -168,7 +168,7 @@ pub(crate) fn start_executor(
 
 /// The run's output and dead-letter files, and its job log.
 pub(crate) struct FileSinks {
-    pub(crate) output: Sink,
+    pub(crate) output: crate::db_output::Output,
     pub(crate) failures: Failures,
     /// `--joblog`, with the table its lines come from.
     pub(crate) joblog: Option<crate::joblog::JobLog>,
@@ -195,7 +195,7 @@ impl Failures {
 
 impl Sinks for FileSinks {
     fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
-        self.output.check_records(outputs.iter().map(Vec::as_slice))
+        self.output.check_records(outputs)
     }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.output.write_record(json)
@@ -205,6 +205,20 @@ impl Sinks for FileSinks {
     }
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
         self.failures.sink()?.write_record(json)
+    }
+    fn chunk_written(&mut self, commit: &herdsman_ledger::ChunkCommit) -> Result<()> {
+        if !matches!(self.output, crate::db_output::Output::Db(_)) {
+            return Ok(());
+        }
+        // The chunk's dead letters are durable before its rows reach the table: a resumed run
+        // that finds the chunk's marker keeps them (see db_output).
+        if let Failures::Open(sink) = &mut self.failures {
+            sink.sync().context("cannot sync the dead-letter file")?;
+        }
+        if let Some(log) = &mut self.joblog {
+            log.sync()?;
+        }
+        self.output.commit_chunk(commit)
     }
     fn offsets(&self) -> (u64, u64) {
         let failures = match &self.failures {
@@ -457,16 +471,27 @@ pub(crate) fn open_sinks(cfg: &RunConfig, resume: Option<&ResumePoint>) -> Resul
         }
         None => (None, None),
     };
+    let output = match &cfg.db_output {
+        Some(db) => {
+            crate::db_output::Output::open_db(cfg, db, resume.is_none(), out_offset.unwrap_or(0))?
+        }
+        None => crate::db_output::Output::File(
+            crate::shard_io::open_output(
+                cfg,
+                &out_path,
+                output_format(cfg),
+                out_offset,
+                &sink_options(cfg),
+            )
+            .with_context(|| format!("cannot open the output {}", out_path.display()))?,
+        ),
+    };
     let sinks = FileSinks {
-        output: crate::shard_io::open_output(
-            cfg,
-            &out_path,
-            output_format(cfg),
-            out_offset,
-            &sink_options(cfg),
-        )
-        .with_context(|| format!("cannot open the output {}", out_path.display()))?,
-        failures: if (cfg.output.is_none() || cfg.output_in_place) && !cfg.failures_given {
+        output,
+        failures: if (cfg.output.is_none() || cfg.output_in_place)
+            && cfg.db_output.is_none()
+            && !cfg.failures_given
+        {
             Failures::OnFirstFailure(cfg.failures.clone())
         } else {
             Failures::Open(

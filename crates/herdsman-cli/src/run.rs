@@ -248,7 +248,7 @@ fn open_checkpoint(
         if crate::retry::recover(&cp.dir, cp.ledger.as_mut())? {
             found = open_job(cp, identity)?.0;
         }
-        opened = Some(found);
+        opened = Some(crate::db_output::reconcile(cfg, cp, found)?);
     }
     Ok((checkpoint, opened, identity_notice))
 }
@@ -357,10 +357,15 @@ fn conclude(
     } else if checkpoint.is_none() {
         keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
     } else {
-        log.notice(&format!(
-            "the output so far is in {}; run the same command again to resume",
-            herdsman_io::partial_path(&out_path).display()
-        ));
+        match crate::db_output::describe(cfg) {
+            Some(db) => log.notice(&format!(
+                "the rows of the finished chunks are in {db}; run the same command again to resume"
+            )),
+            None => log.notice(&format!(
+                "the output so far is in {}; run the same command again to resume",
+                herdsman_io::partial_path(&out_path).display()
+            )),
+        }
         // The summary names the files that hold this run's records: the partial ones.
         summary.point_at_partial_files();
     }

@@ -6,6 +6,7 @@ mod corpora;
 mod crash;
 mod csv_delimiter;
 mod csv_output;
+mod db_output;
 mod dead_letters;
 mod error_hints;
 mod exec_args;

@@ -10,6 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["run", "inspect", "report"],
     &["job", "retry"],
     &["pipeline"],
+    &["db_output"],
     &["checkpoint", "assemble", "shard_io"],
     &["inputs", "transform", "progress"],
     &["joblog", "history"],

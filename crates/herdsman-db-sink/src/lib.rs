@@ -1,0 +1,978 @@
+//! Database output for herdsman: the output records of a job become rows of one table in
+//! PostgreSQL or SQLite, written chunk by chunk so that each chunk is wholly in the table or
+//! wholly absent, whatever moment the run is killed at.
+//!
+//! The protocol: the rows of a chunk are buffered in memory (a chunk is bounded), then one
+//! transaction inserts them (PostgreSQL: `COPY ... FROM STDIN`; SQLite: a prepared insert
+//! per row) *and* a row of the marker table [`MARKER_TABLE`] naming the job and the chunk,
+//! with an opaque description of the chunk that the caller gives (`meta`). A resumed run reads
+//! the markers of its job ([`markers`]) to learn which chunks are already in the table; the
+//! marker's primary key (job, table, chunk) refuses a second copy of a chunk in any case.
+//!
+//! The table is created from the first output record (one column per key, its type from the
+//! value: integer → BIGINT/INTEGER, float → DOUBLE PRECISION/REAL, bool → BOOLEAN, string →
+//! TEXT, anything else → JSONB in PostgreSQL, JSON text in SQLite; every column accepts
+//! null) in the same transaction as the first chunk, or it already exists and its columns are
+//! read. A record that does not fit the table is refused by [`DbSink::check`] before anything
+//! of it is buffered.
+//!
+//! This crate must never commit rows of a chunk without its marker, nor a marker without its
+//! rows.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// The table that records which chunks of which job are in which table.
+pub const MARKER_TABLE: &str = "herdsman_chunks";
+
+/// What went wrong with a database output.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The `-o` URL cannot be used.
+    #[error("{url}: {message}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it and how to fix it.
+        message: String,
+    },
+    /// The table exists and `--if-exists fail` (the default for a new job) applies.
+    #[error("table {table} already exists in {db}; pass --if-exists append to add rows to it, or --if-exists replace to drop it first")]
+    TableExists {
+        /// The table's name.
+        table: String,
+        /// The database, for the message.
+        db: String,
+    },
+    /// PostgreSQL refused or failed.
+    #[error("PostgreSQL ({db}): {action}: {source}")]
+    Postgres {
+        /// The database, for the message.
+        db: String,
+        /// What was being done.
+        action: &'static str,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// SQLite refused or failed.
+    #[error("SQLite ({db}): {action}: {source}")]
+    Sqlite {
+        /// The database file, for the message.
+        db: String,
+        /// What was being done.
+        action: &'static str,
+        /// The library's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A marker of this job could not be read back.
+    #[error("the marker of chunk {chunk} in {MARKER_TABLE} is damaged: {message}")]
+    Marker {
+        /// The chunk.
+        chunk: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which database an output URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    /// `postgres://…` or `postgresql://…`: the connection URL without the `table` parameter.
+    Postgres {
+        /// What the client connects with.
+        conn: String,
+    },
+    /// `sqlite:///abs/path.db` or `sqlite://relative.db`.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// A database output: the database and the table, from `-o URL?table=NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbUrl {
+    /// The database.
+    pub kind: DbKind,
+    /// The table, possibly `schema.table` in PostgreSQL.
+    pub table: String,
+    /// The URL as given, without a password, for messages and the job's identity.
+    shown: String,
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl DbUrl {
+    /// Whether `s` is spelled as a database URL (`postgres://`, `postgresql://`,
+    /// `sqlite://`).
+    ///
+    /// ```
+    /// assert!(herdsman_db_sink::DbUrl::is_db_url("sqlite://x.db?table=t"));
+    /// assert!(!herdsman_db_sink::DbUrl::is_db_url("out.jsonl"));
+    /// ```
+    pub fn is_db_url(s: &str) -> bool {
+        ["postgres://", "postgresql://", "sqlite://"]
+            .iter()
+            .any(|p| s.starts_with(p))
+    }
+
+    /// Parses a database output URL; the `table` query parameter is required.
+    ///
+    /// ```
+    /// use herdsman_db_sink::{DbKind, DbUrl};
+    /// let u = DbUrl::parse("sqlite:///tmp/r.db?table=results").unwrap();
+    /// assert_eq!(u.kind, DbKind::Sqlite { path: "/tmp/r.db".into() });
+    /// assert_eq!(u.table, "results");
+    /// let p = DbUrl::parse("postgres://me:secret@db:5432/app?table=out&sslmode=disable").unwrap();
+    /// assert_eq!(p.kind, DbKind::Postgres { conn: "postgres://me:secret@db:5432/app?sslmode=disable".into() });
+    /// assert_eq!(p.to_string(), "postgres://me@db:5432/app?table=out");
+    /// assert!(DbUrl::parse("sqlite://r.db").is_err());
+    /// ```
+    pub fn parse(url: &str) -> Result<DbUrl, DbError> {
+        let bad = |message: String| DbError::Url {
+            url: strip_password(url),
+            message,
+        };
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (url, ""),
+        };
+        let mut table = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("table", t)) => table = Some(t.to_string()),
+                _ => rest.push(pair),
+            }
+        }
+        let Some(table) = table.filter(|t| !t.is_empty()) else {
+            return Err(bad(
+                "no table named; add ?table=NAME to the URL (e.g. sqlite://results.db?table=results)"
+                    .into(),
+            ));
+        };
+        let valid = table.split('.').count() <= 2
+            && table.split('.').all(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !valid {
+            return Err(bad(format!(
+                "table name {table:?} is not a plain identifier; use letters, digits and _ (optionally schema.table)"
+            )));
+        }
+        let kind = if let Some(path) = base.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(bad(
+                    "no database file; write sqlite:///absolute/path.db or sqlite://relative.db"
+                        .into(),
+                ));
+            }
+            if table.contains('.') {
+                return Err(bad(format!(
+                    "SQLite has no schemas; name the table without a dot, not {table}"
+                )));
+            }
+            DbKind::Sqlite {
+                path: PathBuf::from(path),
+            }
+        } else {
+            let conn = if rest.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", rest.join("&"))
+            };
+            DbKind::Postgres { conn }
+        };
+        let shown = format!("{}?table={table}", strip_password(base));
+        Ok(DbUrl { kind, table, shown })
+    }
+
+    /// A short name of the database for messages.
+    fn db(&self) -> String {
+        self.shown
+            .split_once('?')
+            .map_or(self.shown.clone(), |(b, _)| b.to_string())
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user@host`.
+fn strip_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some((a, h)) if !a.contains('/') => (a, h),
+        _ => return url.to_string(),
+    };
+    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+    format!("{scheme}://{user}@{host}")
+}
+
+/// What to do when the table exists and the job is new (a resumed job always appends to its
+/// own table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IfExists {
+    /// Refuse to start ([`DbError::TableExists`]).
+    #[default]
+    Fail,
+    /// Add rows to the existing table, whose columns then decide what fits.
+    Append,
+    /// Drop the table and create it again from the first records.
+    Replace,
+}
+
+/// The type of a column, as far as deciding what fits it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole number (BIGINT, INTEGER).
+    Int,
+    /// A number (DOUBLE PRECISION, REAL, NUMERIC); accepts whole numbers too.
+    Float,
+    /// true or false.
+    Bool,
+    /// A string (TEXT, and types PostgreSQL parses from text such as dates).
+    Text,
+    /// Any JSON value (JSONB in PostgreSQL, JSON text in SQLite).
+    Json,
+}
+
+impl Kind {
+    /// The kind a JSON value gives a new column.
+    fn of(v: &Value) -> Kind {
+        match v {
+            Value::Number(n) if n.is_i64() => Kind::Int,
+            Value::Number(_) => Kind::Float,
+            Value::Bool(_) => Kind::Bool,
+            Value::String(_) => Kind::Text,
+            _ => Kind::Json,
+        }
+    }
+
+    /// Whether `v` fits a column of this kind (null fits every column).
+    fn fits(self, v: &Value) -> bool {
+        match (self, v) {
+            (_, Value::Null) | (Kind::Json, _) => true,
+            (Kind::Int, Value::Number(n)) => n.is_i64(),
+            (Kind::Float, Value::Number(_)) => true,
+            (Kind::Bool, Value::Bool(_)) | (Kind::Text, Value::String(_)) => true,
+            _ => false,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Int => "integer",
+            Kind::Float => "float",
+            Kind::Bool => "boolean",
+            Kind::Text => "text",
+            Kind::Json => "JSON",
+        }
+    }
+
+    fn sql(self, pg: bool) -> &'static str {
+        match (self, pg) {
+            (Kind::Int, true) => "BIGINT",
+            (Kind::Int, false) => "INTEGER",
+            (Kind::Float, true) => "DOUBLE PRECISION",
+            (Kind::Float, false) => "REAL",
+            (Kind::Bool, _) => "BOOLEAN",
+            (Kind::Text, _) => "TEXT",
+            (Kind::Json, true) => "JSONB",
+            // Contains TEXT: SQLite gives it text affinity and stores the JSON as written.
+            (Kind::Json, false) => "JSON_TEXT",
+        }
+    }
+
+    /// The kind of a declared column type (PostgreSQL's `data_type`, SQLite's declared type).
+    fn from_sql(t: &str) -> Kind {
+        let t = t.to_ascii_uppercase();
+        // PostgreSQL types whose names contain INT but are no integers.
+        if t.contains("INTERVAL") || t.contains("POINT") {
+            return Kind::Text;
+        }
+        if t.contains("JSON") {
+            Kind::Json
+        } else if t.contains("INT") {
+            Kind::Int
+        } else if t.contains("REAL")
+            || t.contains("DOUBLE")
+            || t.contains("FLOAT")
+            || t.contains("NUMERIC")
+            || t.contains("DECIMAL")
+        {
+            Kind::Float
+        } else if t.contains("BOOL") {
+            Kind::Bool
+        } else {
+            Kind::Text
+        }
+    }
+}
+
+/// One column of the output table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Its name (a key of the output records).
+    pub name: String,
+    /// What fits in it.
+    pub kind: Kind,
+}
+
+/// Double-quotes an identifier (each part of `schema.table`).
+fn quote(ident: &str) -> String {
+    ident
+        .split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+enum Conn {
+    Postgres(Box<postgres::Client>),
+    Sqlite(rusqlite::Connection),
+}
+
+/// The output table of a job, written one chunk per transaction.
+pub struct DbSink {
+    conn: Conn,
+    url: DbUrl,
+    job: String,
+    /// The table's columns; `None` until the first record or an existing table says.
+    columns: Option<Vec<Column>>,
+    /// Whether the table must be created in the next chunk's transaction.
+    create: bool,
+    /// Rows of the chunk being written, one value per column.
+    rows: Vec<Vec<Value>>,
+    /// Rows committed by this job before the buffered ones.
+    committed_rows: u64,
+}
+
+impl fmt::Debug for DbSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbSink")
+            .field("url", &self.url.shown)
+            .field("job", &self.job)
+            .field("columns", &self.columns)
+            .finish()
+    }
+}
+
+/// One chunk of a job recorded in [`MARKER_TABLE`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// The chunk number.
+    pub chunk: u64,
+    /// Rows the chunk put in the table.
+    pub rows: u64,
+    /// What the caller stored with the chunk.
+    pub meta: String,
+}
+
+fn connect(url: &DbUrl) -> Result<Conn, DbError> {
+    match &url.kind {
+        DbKind::Postgres { conn } => {
+            let client = postgres::Client::connect(conn, postgres::NoTls).map_err(|source| {
+                DbError::Postgres {
+                    db: url.db(),
+                    action: "cannot connect",
+                    source,
+                }
+            })?;
+            Ok(Conn::Postgres(Box::new(client)))
+        }
+        DbKind::Sqlite { path } => {
+            let sq = |action, source| DbError::Sqlite {
+                db: path.display().to_string(),
+                action,
+                source,
+            };
+            let c = rusqlite::Connection::open(path).map_err(|e| sq("cannot open", e))?;
+            c.busy_timeout(std::time::Duration::from_secs(60))
+                .map_err(|e| sq("cannot set a busy timeout", e))?;
+            c.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| sq("cannot switch to WAL", e))?;
+            c.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| sq("cannot set synchronous", e))?;
+            Ok(Conn::Sqlite(c))
+        }
+    }
+}
+
+const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS herdsman_chunks (
+    job_id TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    chunk BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    rows BIGINT NOT NULL,
+    meta TEXT NOT NULL,
+    committed_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, table_name, chunk))";
+
+impl Conn {
+    fn pg_err<'a>(
+        url: &'a DbUrl,
+        action: &'static str,
+    ) -> impl Fn(postgres::Error) -> DbError + 'a {
+        move |source| DbError::Postgres {
+            db: url.db(),
+            action,
+            source,
+        }
+    }
+
+    fn sq_err<'a>(
+        url: &'a DbUrl,
+        action: &'static str,
+    ) -> impl Fn(rusqlite::Error) -> DbError + 'a {
+        move |source| DbError::Sqlite {
+            db: url.db(),
+            action,
+            source,
+        }
+    }
+
+    fn ensure_markers(&mut self, url: &DbUrl) -> Result<(), DbError> {
+        match self {
+            Conn::Postgres(c) => c
+                .batch_execute(MARKER_DDL)
+                .map_err(Conn::pg_err(url, "cannot create the marker table")),
+            Conn::Sqlite(c) => c
+                .execute_batch(MARKER_DDL)
+                .map_err(Conn::sq_err(url, "cannot create the marker table")),
+        }
+    }
+
+    fn markers(&mut self, url: &DbUrl, job: &str) -> Result<Vec<Marker>, DbError> {
+        let sql = "SELECT chunk, rows, meta FROM herdsman_chunks WHERE job_id = $1 AND table_name = $2 ORDER BY chunk";
+        match self {
+            Conn::Postgres(c) => {
+                let rows = c
+                    .query(sql, &[&job, &url.table])
+                    .map_err(Conn::pg_err(url, "cannot read the chunk markers"))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| Marker {
+                        chunk: r.get::<_, i64>(0) as u64,
+                        rows: r.get::<_, i64>(1) as u64,
+                        meta: r.get(2),
+                    })
+                    .collect())
+            }
+            Conn::Sqlite(c) => {
+                let e = Conn::sq_err(url, "cannot read the chunk markers");
+                let mut st = c.prepare(&sql.replace('$', "?")).map_err(&e)?;
+                let rows = st
+                    .query_map(rusqlite::params![job, url.table], |r| {
+                        Ok(Marker {
+                            chunk: r.get::<_, i64>(0)? as u64,
+                            rows: r.get::<_, i64>(1)? as u64,
+                            meta: r.get(2)?,
+                        })
+                    })
+                    .map_err(&e)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+            }
+        }
+    }
+
+    fn delete_markers(&mut self, url: &DbUrl, job: &str) -> Result<(), DbError> {
+        let sql = "DELETE FROM herdsman_chunks WHERE job_id = $1 AND table_name = $2";
+        match self {
+            Conn::Postgres(c) => c
+                .execute(sql, &[&job, &url.table])
+                .map(drop)
+                .map_err(Conn::pg_err(url, "cannot clear old chunk markers")),
+            Conn::Sqlite(c) => c
+                .execute(&sql.replace('$', "?"), rusqlite::params![job, url.table])
+                .map(drop)
+                .map_err(Conn::sq_err(url, "cannot clear old chunk markers")),
+        }
+    }
+
+    /// The table's columns in order, or `None` when it does not exist.
+    fn columns(&mut self, url: &DbUrl) -> Result<Option<Vec<Column>>, DbError> {
+        let cols: Vec<(String, String)> = match self {
+            Conn::Postgres(c) => {
+                let (schema, table) = match url.table.split_once('.') {
+                    Some((s, t)) => (Some(s.to_string()), t.to_string()),
+                    None => (None, url.table.clone()),
+                };
+                let rows = c
+                    .query(
+                        "SELECT column_name::text, data_type::text FROM information_schema.columns
+                         WHERE table_name = $1 AND table_schema = COALESCE($2, current_schema())
+                         ORDER BY ordinal_position",
+                        &[&table, &schema],
+                    )
+                    .map_err(Conn::pg_err(url, "cannot read the table's columns"))?;
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+            }
+            Conn::Sqlite(c) => {
+                let e = Conn::sq_err(url, "cannot read the table's columns");
+                let mut st = c
+                    .prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")
+                    .map_err(&e)?;
+                let rows = st
+                    .query_map([&url.table], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(&e)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(&e)?
+            }
+        };
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            cols.into_iter()
+                .map(|(name, t)| Column {
+                    kind: Kind::from_sql(&t),
+                    name,
+                })
+                .collect(),
+        ))
+    }
+
+    fn drop_table(&mut self, url: &DbUrl) -> Result<(), DbError> {
+        let sql = format!("DROP TABLE IF EXISTS {}", quote(&url.table));
+        match self {
+            Conn::Postgres(c) => c
+                .batch_execute(&sql)
+                .map_err(Conn::pg_err(url, "cannot drop the table")),
+            Conn::Sqlite(c) => c
+                .execute_batch(&sql)
+                .map_err(Conn::sq_err(url, "cannot drop the table")),
+        }
+    }
+}
+
+/// The markers of `job` in `url`'s table, by chunk number: the chunks that are wholly in the
+/// table. An absent marker table means none.
+pub fn markers(url: &DbUrl, job: &str) -> Result<Vec<Marker>, DbError> {
+    let mut conn = connect(url)?;
+    conn.ensure_markers(url)?;
+    conn.markers(url, job)
+}
+
+impl DbSink {
+    /// Connects to the database and prepares the table of `job` (any stable name of the job;
+    /// its markers are kept under it).
+    ///
+    /// `fresh` says the job is new: markers left under its name by an earlier incarnation
+    /// (before `--restart`) are dropped. Then, when the table exists: if the job has markers
+    /// in it, it is the job's own table and rows are appended; else `if_exists` decides.
+    /// `committed_rows` is how many rows the job committed before (its checkpoint's count).
+    pub fn open(
+        url: &DbUrl,
+        job: &str,
+        if_exists: IfExists,
+        fresh: bool,
+        committed_rows: u64,
+    ) -> Result<DbSink, DbError> {
+        let mut conn = connect(url)?;
+        conn.ensure_markers(url)?;
+        if fresh {
+            conn.delete_markers(url, job)?;
+        }
+        let own = !conn.markers(url, job)?.is_empty();
+        let mut columns = conn.columns(url)?;
+        if columns.is_some() && !own {
+            match if_exists {
+                IfExists::Fail => {
+                    return Err(DbError::TableExists {
+                        table: url.table.clone(),
+                        db: url.db(),
+                    })
+                }
+                IfExists::Append => {}
+                IfExists::Replace => {
+                    conn.drop_table(url)?;
+                    columns = None;
+                }
+            }
+        }
+        Ok(DbSink {
+            conn,
+            url: url.clone(),
+            job: job.to_string(),
+            create: columns.is_none(),
+            columns,
+            rows: Vec::new(),
+            committed_rows,
+        })
+    }
+
+    /// The table's columns, once known.
+    pub fn columns(&self) -> Option<&[Column]> {
+        self.columns.as_deref()
+    }
+
+    /// The URL written to.
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    /// Rows of the job so far: committed ones and the ones buffered for the current chunk.
+    pub fn rows(&self) -> u64 {
+        self.committed_rows + self.rows.len() as u64
+    }
+
+    /// The columns a new table gets from the record `obj`, in key order.
+    fn infer(obj: &serde_json::Map<String, Value>) -> Vec<Column> {
+        obj.iter()
+            .map(|(k, v)| Column {
+                name: k.clone(),
+                kind: Kind::of(v),
+            })
+            .collect()
+    }
+
+    /// Checks that the output record `json` fits the table, and returns its row. The error
+    /// says why it does not (not an object, an unknown column, a value of the wrong type).
+    fn row_of(&self, json: &[u8]) -> Result<(Vec<Value>, Option<Vec<Column>>), String> {
+        let v: Value =
+            serde_json::from_slice(json).map_err(|e| format!("the output is not JSON ({e})"))?;
+        let Value::Object(obj) = v else {
+            return Err(format!(
+                "a table row must be a JSON object, not {}",
+                kind_of_value(&v)
+            ));
+        };
+        let inferred = match &self.columns {
+            Some(_) => None,
+            None => Some(DbSink::infer(&obj)),
+        };
+        let columns = self
+            .columns
+            .as_deref()
+            .or(inferred.as_deref())
+            .expect("one is set");
+        let mut row = vec![Value::Null; columns.len()];
+        for (k, v) in obj {
+            let Some(i) = columns.iter().position(|c| c.name == k) else {
+                return Err(format!(
+                    "table {} has no column {k:?} (columns: {})",
+                    self.url.table,
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            if !columns[i].kind.fits(&v) {
+                return Err(format!(
+                    "column {k:?} of table {} holds {} values, not {} {}",
+                    self.url.table,
+                    columns[i].kind.name(),
+                    kind_of_value(&v),
+                    v
+                ));
+            }
+            row[i] = v;
+        }
+        Ok((row, inferred))
+    }
+
+    /// Whether the output record `json` fits the table; the error says why not.
+    pub fn check(&self, json: &[u8]) -> Result<(), String> {
+        self.row_of(json).map(drop)
+    }
+
+    /// Buffers the output record `json` as a row of the current chunk (the first record of a
+    /// job without a table decides the table's columns).
+    pub fn write(&mut self, json: &[u8]) -> Result<(), String> {
+        let (row, inferred) = self.row_of(json)?;
+        if let Some(cols) = inferred {
+            self.columns = Some(cols);
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Commits the buffered rows of chunk `chunk` and its marker (with `meta`) in one
+    /// transaction, creating the table first if it does not exist yet.
+    pub fn commit_chunk(&mut self, chunk: u64, meta: &str) -> Result<(), DbError> {
+        let rows = std::mem::take(&mut self.rows);
+        let n = rows.len() as u64;
+        let columns = self.columns.clone().unwrap_or_default();
+        let table = quote(&self.url.table);
+        let create = if self.create && !columns.is_empty() {
+            let pg = matches!(self.conn, Conn::Postgres(_));
+            Some(format!(
+                "CREATE TABLE {table} ({})",
+                columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote(&c.name), c.kind.sql(pg)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            None
+        };
+        let names = columns
+            .iter()
+            .map(|c| quote(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let url = &self.url;
+        let marker = "INSERT INTO herdsman_chunks (job_id, table_name, chunk, attempt, rows, meta, committed_at) VALUES ($1, $2, $3, 1, $4, $5, $6)";
+        let now = now_rfc3339();
+        match &mut self.conn {
+            Conn::Postgres(c) => {
+                let e = |a| Conn::pg_err(url, a);
+                let mut tx = c
+                    .transaction()
+                    .map_err(e("cannot start the chunk's transaction"))?;
+                if let Some(ddl) = &create {
+                    tx.batch_execute(ddl)
+                        .map_err(e("cannot create the table"))?;
+                }
+                if !rows.is_empty() {
+                    let mut w = tx
+                        .copy_in(&format!("COPY {table} ({names}) FROM STDIN"))
+                        .map_err(e("cannot start COPY"))?;
+                    let mut buf = Vec::with_capacity(64 * 1024);
+                    for row in &rows {
+                        copy_text_row(&mut buf, row, &columns);
+                        if buf.len() >= 60 * 1024 {
+                            std::io::Write::write_all(&mut w, &buf).map_err(|io| DbError::Url {
+                                url: url.to_string(),
+                                message: format!("COPY failed: {io}"),
+                            })?;
+                            buf.clear();
+                        }
+                    }
+                    std::io::Write::write_all(&mut w, &buf).map_err(|io| DbError::Url {
+                        url: url.to_string(),
+                        message: format!("COPY failed: {io}"),
+                    })?;
+                    w.finish().map_err(e("COPY of the chunk's rows failed"))?;
+                }
+                tx.execute(
+                    marker,
+                    &[
+                        &self.job,
+                        &url.table,
+                        &(chunk as i64),
+                        &(n as i64),
+                        &meta,
+                        &now,
+                    ],
+                )
+                .map_err(e("cannot record the chunk in herdsman_chunks"))?;
+                tx.commit()
+                    .map_err(e("cannot commit the chunk's transaction"))?;
+            }
+            Conn::Sqlite(c) => {
+                let e = |a| Conn::sq_err(url, a);
+                let tx = c
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(e("cannot start the chunk's transaction"))?;
+                if let Some(ddl) = &create {
+                    tx.execute_batch(ddl)
+                        .map_err(e("cannot create the table"))?;
+                }
+                if !rows.is_empty() {
+                    let params = vec!["?"; columns.len()].join(", ");
+                    let mut st = tx
+                        .prepare(&format!("INSERT INTO {table} ({names}) VALUES ({params})"))
+                        .map_err(e("cannot prepare the insert"))?;
+                    for row in &rows {
+                        let vals: Vec<rusqlite::types::Value> = row
+                            .iter()
+                            .zip(&columns)
+                            .map(|(v, c)| sqlite_value(v, c.kind))
+                            .collect();
+                        st.execute(rusqlite::params_from_iter(vals))
+                            .map_err(e("cannot insert a row"))?;
+                    }
+                }
+                tx.execute(
+                    &marker.replace('$', "?"),
+                    rusqlite::params![self.job, url.table, chunk as i64, n as i64, meta, now],
+                )
+                .map_err(e("cannot record the chunk in herdsman_chunks"))?;
+                tx.commit()
+                    .map_err(e("cannot commit the chunk's transaction"))?;
+            }
+        }
+        if create.is_some() {
+            self.create = false;
+        }
+        self.committed_rows += n;
+        Ok(())
+    }
+}
+
+fn kind_of_value(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "the integer",
+        Value::Number(_) => "the number",
+        Value::String(_) => "the string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Appends one row in COPY's text format: tab-separated, `\N` for null, backslash escapes.
+fn copy_text_row(buf: &mut Vec<u8>, row: &[Value], columns: &[Column]) {
+    for (i, (v, c)) in row.iter().zip(columns).enumerate() {
+        if i > 0 {
+            buf.push(b'\t');
+        }
+        match v {
+            Value::Null => buf.extend_from_slice(b"\\N"),
+            Value::Bool(b) => buf.extend_from_slice(if *b { b"t" } else { b"f" }),
+            Value::Number(n) => buf.extend_from_slice(n.to_string().as_bytes()),
+            Value::String(s) if c.kind != Kind::Json => escape_copy(buf, s),
+            other => escape_copy(buf, &other.to_string()),
+        }
+    }
+    buf.push(b'\n');
+}
+
+fn escape_copy(buf: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            _ => buf.push(b),
+        }
+    }
+}
+
+fn sqlite_value(v: &Value, kind: Kind) -> rusqlite::types::Value {
+    use rusqlite::types::Value as S;
+    match (v, kind) {
+        (Value::Null, _) => S::Null,
+        (Value::String(s), k) if k != Kind::Json => S::Text(s.clone()),
+        (Value::Bool(b), Kind::Bool) => S::Integer(i64::from(*b)),
+        (Value::Number(n), Kind::Int) => S::Integer(n.as_i64().unwrap_or_default()),
+        (Value::Number(n), Kind::Float) => S::Real(n.as_f64().unwrap_or_default()),
+        (other, _) => S::Text(other.to_string()),
+    }
+}
+
+/// The current UTC time as RFC 3339, to the second.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(dir: &std::path::Path) -> DbUrl {
+        DbUrl::parse(&format!("sqlite://{}/r.db?table=t", dir.display())).unwrap()
+    }
+
+    #[test]
+    fn chunks_and_markers_commit_together_and_types_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite(dir.path());
+        let mut s = DbSink::open(&url, "job", IfExists::Fail, true, 0).unwrap();
+        s.write(br#"{"id":1,"x":1.5,"ok":true,"name":"a","tags":[1]}"#)
+            .unwrap();
+        assert!(s.check(br#"{"id":"two"}"#).unwrap_err().contains("\"id\""));
+        assert!(s.check(br#"{"nope":1}"#).unwrap_err().contains("no column"));
+        assert!(s.check(br#"[1]"#).is_err());
+        s.check(br#"{"id":2,"x":3,"tags":{"a":null},"name":null}"#)
+            .unwrap();
+        s.commit_chunk(0, "m0").unwrap();
+        s.write(br#"{"id":2,"x":3}"#).unwrap();
+        s.commit_chunk(1, "m1").unwrap();
+        assert_eq!(s.rows(), 2);
+        let m = markers(&url, "job").unwrap();
+        assert_eq!(
+            m.iter().map(|m| (m.chunk, m.rows)).collect::<Vec<_>>(),
+            [(0, 1), (1, 1)]
+        );
+        // The same chunk twice is refused, and nothing of it stays.
+        s.write(br#"{"id":3}"#).unwrap();
+        assert!(s.commit_chunk(1, "again").is_err());
+        let c = rusqlite::Connection::open(dir.path().join("r.db")).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        // A new job refuses the table by default; its own resumed job appends.
+        let e = DbSink::open(&url, "other", IfExists::Fail, true, 0).unwrap_err();
+        assert!(matches!(e, DbError::TableExists { .. }), "{e}");
+        let s = DbSink::open(&url, "job", IfExists::Fail, false, 2).unwrap();
+        assert_eq!(s.columns().unwrap().len(), 5);
+        let tags = s.columns().unwrap().iter().find(|c| c.name == "tags");
+        assert_eq!(tags.unwrap().kind, Kind::Json);
+    }
+
+    #[test]
+    fn copy_text_escapes() {
+        let cols = [
+            Column {
+                name: "s".into(),
+                kind: Kind::Text,
+            },
+            Column {
+                name: "j".into(),
+                kind: Kind::Json,
+            },
+        ];
+        let mut buf = Vec::new();
+        copy_text_row(
+            &mut buf,
+            &[Value::from("a\tb\\c\nd"), serde_json::json!({"k":"v\n"})],
+            &cols,
+        );
+        assert_eq!(buf, b"a\\tb\\\\c\\nd\t{\"k\":\"v\\\\n\"}\n");
+    }
+
+    #[test]
+    fn declared_types() {
+        assert_eq!(Kind::from_sql("bigint"), Kind::Int);
+        assert_eq!(Kind::from_sql("double precision"), Kind::Float);
+        assert_eq!(Kind::from_sql("jsonb"), Kind::Json);
+        assert_eq!(Kind::from_sql("JSON_TEXT"), Kind::Json);
+        assert_eq!(Kind::from_sql("interval"), Kind::Text);
+        assert_eq!(Kind::from_sql("timestamp with time zone"), Kind::Text);
+        assert_eq!(Kind::from_sql("boolean"), Kind::Bool);
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(now_rfc3339().len(), 20);
+    }
+}

@@ -155,6 +155,8 @@ pub struct RunConfig {
     pub quiet: bool,
     /// `--shard I/N`: this run reads one static shard of the inputs.
     pub shard: Option<crate::shard::Shard>,
+    /// The object-storage URLs the output and dead-letter file are published to, if any.
+    pub remote: crate::remote::Remote,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -209,7 +211,7 @@ fn load_job_file(path: &Path) -> Result<JobFile> {
 /// Resolves `p` (from a job file) against the job file's directory.
 fn relative_to(base: Option<&Path>, p: String) -> String {
     match base {
-        Some(dir) if p != "-" && Path::new(&p).is_relative() => {
+        Some(dir) if p != "-" && !herdsman_io::is_object_url(&p) && Path::new(&p).is_relative() => {
             dir.join(&p).to_string_lossy().into_owned()
         }
         _ => p,
@@ -625,6 +627,8 @@ impl RunConfig {
         }
 
         let output = args.output.or(job.output.map(rel));
+        // An object-storage output is written to a local file, then uploaded.
+        let (output, remote) = crate::remote::stage_output(output);
         // The output as the user spelled it: the default dead-letter file and state directory
         // sit beside it (beside a symbolic link, not its target, so `herdsman status` finds
         // them from the same path).
@@ -690,6 +694,7 @@ impl RunConfig {
             output_format,
         )?;
         let failures_arg = args.failures.or(job.failures.map(rel));
+        let (failures_arg, remote) = remote.stage_failures(failures_arg);
         let failures_given = failures_arg.is_some();
         let failures = match failures_arg {
             Some(f) if f == "-" => usage!("--failures cannot be stdout; give a file path"),
@@ -903,6 +908,7 @@ impl RunConfig {
             null_separated: args.null,
             quiet: args.quiet,
             shard,
+            remote,
         })
     }
 

@@ -22,6 +22,7 @@ mod joblog;
 mod logging;
 mod pipeline;
 mod progress;
+mod remote;
 mod retry;
 mod run;
 mod shard;

@@ -37,7 +37,26 @@ pub(crate) fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdenti
     for (path, value) in script_files(cfg) {
         id.insert(format!("{SCRIPT_KEY}{}", path.display()), value);
     }
+    if let Some(url) = &cfg.remote.output {
+        id.insert("output.url", url.clone());
+    }
+    if let Some(url) = &cfg.remote.failures {
+        id.insert("failures.url", url.clone());
+    }
     for (i, spec) in inputs.specs.iter().enumerate() {
+        if let InputPath::Object(o) = &spec.path {
+            // An object is identified as it was listed: a new ETag, size or modification
+            // time is a changed input.
+            id.insert(format!("input.{i}.path"), o.url.clone());
+            id.insert(format!("input.{i}.format"), spec.format.name());
+            id.insert(format!("input.{i}.size"), o.size.to_string());
+            id.insert(
+                format!("input.{i}.etag"),
+                o.etag.clone().unwrap_or_default(),
+            );
+            id.insert(format!("input.{i}.mtime"), o.last_modified.clone());
+            continue;
+        }
         let InputPath::File(path) = &spec.path else {
             continue;
         };

@@ -162,6 +162,8 @@ pub struct RunConfig {
     pub db_output: Option<herdsman_db_sink::DbUrl>,
     /// `--if-exists`: what a new job does with a table that already exists.
     pub if_exists: herdsman_db_sink::IfExists,
+    /// The object-storage URLs the output and dead-letter file are published to, if any.
+    pub remote: crate::remote::Remote,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -216,7 +218,7 @@ fn load_job_file(path: &Path) -> Result<JobFile> {
 /// Resolves `p` (from a job file) against the job file's directory.
 fn relative_to(base: Option<&Path>, p: String) -> String {
     match base {
-        Some(dir) if p != "-" && Path::new(&p).is_relative() => {
+        Some(dir) if p != "-" && !herdsman_io::is_object_url(&p) && Path::new(&p).is_relative() => {
             dir.join(&p).to_string_lossy().into_owned()
         }
         _ => p,
@@ -647,6 +649,8 @@ impl RunConfig {
             _ => None,
         };
         let output = if db_output.is_some() { None } else { output };
+        // An object-storage output is written to a local file, then uploaded.
+        let (output, remote) = crate::remote::stage_output(output);
         let if_exists_arg = args.if_exists.or(job.if_exists);
         if if_exists_arg.is_some() && db_output.is_none() {
             usage!("--if-exists applies to database output only (-o postgres://…?table=T or -o sqlite://…?table=T)");
@@ -731,6 +735,7 @@ impl RunConfig {
             output_format,
         )?;
         let failures_arg = args.failures.or(job.failures.map(rel));
+        let (failures_arg, remote) = remote.stage_failures(failures_arg);
         let failures_given = failures_arg.is_some();
         let failures = match failures_arg {
             Some(f) if f == "-" => usage!("--failures cannot be stdout; give a file path"),
@@ -960,6 +965,7 @@ impl RunConfig {
             shard,
             db_output,
             if_exists,
+            remote,
         })
     }
 

@@ -20,6 +20,7 @@ pub(crate) struct Inputs {
 /// an environment error (exit 4).
 pub(crate) fn input_error(e: herdsman_io::IoError) -> anyhow::Error {
     match &e {
+        herdsman_io::IoError::Object(o) => crate::remote::object_error(o),
         herdsman_io::IoError::Missing { source, .. }
             if source.kind() != std::io::ErrorKind::NotFound =>
         {
@@ -56,6 +57,13 @@ pub(crate) fn resolve_inputs(cfg: &RunConfig) -> Result<Inputs> {
                         f.display()
                     ))
                 })?,
+                InputPath::Object(o) => Format::from_path(std::path::Path::new(o.key()))
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "cannot tell the format of {} from its extension; pass --format csv|jsonl|lines|parquet",
+                            o.url
+                        ))
+                    })?,
                 InputPath::Stdin => sniff_stdin()?,
             },
         };

@@ -24,6 +24,7 @@ mod joblog;
 mod logging;
 mod pipeline;
 mod progress;
+mod remote;
 mod report;
 mod retry;
 mod run;

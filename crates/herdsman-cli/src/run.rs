@@ -91,6 +91,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 stop,
             )?;
             progress.finish();
+            crate::remote::publish(&cfg.remote, cfg.output.as_deref(), &cfg.failures)?;
             write_summary_json(&cfg, &summary)?;
             return Ok(summary);
         }
@@ -189,11 +190,12 @@ fn preflight(cfg: &mut RunConfig) -> Result<Preflight> {
         .iter()
         .filter_map(|s| match &s.path {
             InputPath::File(f) => Some(f.clone()),
-            InputPath::Stdin => None,
+            InputPath::Stdin | InputPath::Object(_) => None,
         })
         .collect();
     check_paths(cfg, &input_files)?;
     check_writable(cfg)?;
+    crate::remote::check(&cfg.remote)?;
     // The output belongs to one run at a time, whatever its state directory; held to the end.
     let output_lock = match cfg.output.as_deref().filter(|_| !cfg.output_in_place) {
         Some(out) => Some(OutputLock::acquire(&canonical(out)).map_err(ledger_usage)?),
@@ -326,8 +328,13 @@ fn conclude(
         this_run,
         started.elapsed(),
         &latency,
-        cfg.output.as_ref().map(|p| p.display().to_string()),
-        cfg.failures.display().to_string(),
+        cfg.remote
+            .output_name()
+            .or_else(|| cfg.output.as_ref().map(|p| p.display().to_string())),
+        cfg.remote
+            .failures
+            .clone()
+            .unwrap_or_else(|| cfg.failures.display().to_string()),
     );
     summary.failures_by_kind = failure_kinds;
     let summary_json =
@@ -348,6 +355,7 @@ fn conclude(
                 .finish()
                 .context("cannot move the dead-letter file into place")?;
         }
+        crate::remote::publish(&cfg.remote, cfg.output.as_deref(), &cfg.failures)?;
         if let Some(cp) = checkpoint.as_mut() {
             fault("before-mark-finished");
             cp.ledger

@@ -90,7 +90,7 @@ pub(crate) fn estimate_records(
         herdsman_io::InputPath::File(p) => {
             herdsman_io::Compression::from_path(p) == herdsman_io::Compression::None
         }
-        herdsman_io::InputPath::Stdin => false,
+        herdsman_io::InputPath::Stdin | herdsman_io::InputPath::Object(_) => false,
     };
     let total = match shard {
         None => herdsman_io::estimate_records(specs),

@@ -41,6 +41,9 @@ pub enum IoError {
         /// The path.
         path: PathBuf,
     },
+    /// An object-storage input (`s3://...`) could not be listed or inspected.
+    #[error(transparent)]
+    Object(#[from] crate::ObjectError),
 }
 
 impl SinkError {
@@ -253,6 +256,13 @@ mod chain_tests {
                 source: cause(),
             },
             IoError::IsDir { path: "dir".into() },
+            IoError::Object(crate::ObjectError {
+                kind: crate::ObjectErrorKind::NotFound,
+                action: "read",
+                url: "s3://bucket/in.csv".into(),
+                message: "not found".into(),
+                hint: "check the bucket and key",
+            }),
         ];
         let source_errors = vec![
             SourceError::Open {
@@ -313,7 +323,8 @@ mod chain_tests {
                 IoError::BadPattern { .. }
                 | IoError::NoMatch { .. }
                 | IoError::Missing { .. }
-                | IoError::IsDir { .. } => all.push(Box::new(e)),
+                | IoError::IsDir { .. }
+                | IoError::Object(_) => all.push(Box::new(e)),
             }
         }
         for e in source_errors {

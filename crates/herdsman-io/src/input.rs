@@ -20,6 +20,8 @@ pub enum InputPath {
     Stdin,
     /// A file.
     File(PathBuf),
+    /// An object in object storage (`s3://bucket/key`), as it was listed.
+    Object(crate::ObjectInput),
 }
 
 impl InputPath {
@@ -28,6 +30,7 @@ impl InputPath {
         match self {
             InputPath::Stdin => "<stdin>".to_string(),
             InputPath::File(p) => p.display().to_string(),
+            InputPath::Object(o) => o.url.clone(),
         }
     }
 
@@ -36,6 +39,7 @@ impl InputPath {
         match self {
             InputPath::Stdin => Compression::None,
             InputPath::File(p) => Compression::from_path(p),
+            InputPath::Object(o) => Compression::from_path(Path::new(o.key())),
         }
     }
 }
@@ -53,7 +57,8 @@ pub struct InputSpec {
 ///
 /// `-` is standard input. A pattern with glob characters (`*`, `?`, `[`) is expanded and its
 /// matches sorted; a pattern that matches nothing is an error. A plain path must exist and not
-/// be a directory.
+/// be a directory. An object-storage URL (`s3://bucket/key`, a prefix ending in `/`, or a
+/// glob in the key) is listed in key order (see [`expand_object`](crate::expand_object)).
 ///
 /// ```
 /// use herdsman_io::{expand_inputs, InputPath};
@@ -65,6 +70,14 @@ pub fn expand_inputs(patterns: &[String]) -> Result<Vec<InputPath>, IoError> {
     for pattern in patterns {
         if pattern == "-" {
             out.push(InputPath::Stdin);
+            continue;
+        }
+        if crate::is_object_url(pattern) {
+            out.extend(
+                crate::expand_object(pattern)?
+                    .into_iter()
+                    .map(InputPath::Object),
+            );
             continue;
         }
         let is_glob = pattern.contains(['*', '?', '[']);
@@ -110,6 +123,7 @@ pub(crate) fn open_stream(path: &InputPath, buf: usize) -> io::Result<Box<dyn Bu
     match path {
         InputPath::Stdin => Ok(Box::new(BufReader::with_capacity(buf.max(4), io::stdin()))),
         InputPath::File(p) => open_file_stream(p, 0, buf),
+        InputPath::Object(o) => crate::object::open_object_stream(o, 0, buf),
     }
 }
 

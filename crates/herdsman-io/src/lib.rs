@@ -32,6 +32,7 @@ mod format;
 mod formats;
 mod input;
 mod json;
+mod object;
 mod parquet_schema;
 mod shard;
 mod sink;
@@ -50,6 +51,10 @@ pub use formats::{
     RAW_CAP, REGISTRY,
 };
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
+pub use object::{
+    check_object_output, expand_object, is_object_url, object_file_name, upload_file, ObjectError,
+    ObjectErrorKind, ObjectInput, PART as OBJECT_PART,
+};
 pub use parquet_schema::{Column, ColumnType, ParquetSchema, TimeUnit};
 pub use shard::{estimate_shard_records, shard_range, shard_start, Cut, ShardError, ShardRange};
 pub use sink::{

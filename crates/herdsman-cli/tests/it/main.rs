@@ -14,6 +14,7 @@ mod exec_first_run;
 mod files;
 mod inputs;
 mod module_layers;
+mod object_storage;
 mod observability;
 mod old_checkpoint;
 mod parallel_users;

@@ -92,25 +92,39 @@ mod imp {
             file: name.clone(),
             message,
         };
-        let path = match input.path {
+        let check_plain = |p: &std::path::Path| {
+            if Compression::from_path(p) != Compression::None {
+                return Err(bad(
+                    "a Parquet file compresses its own columns and cannot be read through .gz or .zst; decompress it first".into(),
+                ));
+            }
+            Ok(())
+        };
+        let (src, path, stamp) = match input.path {
             InputPath::Stdin => {
                 return Err(bad(
                     "Parquet cannot be read from standard input (its index is at the end of the file); give the file's path".into(),
                 ))
             }
-            InputPath::File(p) => p,
+            InputPath::File(p) => {
+                check_plain(p)?;
+                let file = File::open(p).map_err(|source| SourceError::Open {
+                    file: name.clone(),
+                    source,
+                })?;
+                let stamp = stamp(&file);
+                (Src::File(file), Some(p.clone()), stamp)
+            }
+            InputPath::Object(o) => {
+                check_plain(std::path::Path::new(o.key()))?;
+                let src = crate::object::ChunkSource::open(o).map_err(|e| SourceError::Open {
+                    file: name.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+                (Src::Object(src), None, None)
+            }
         };
-        if Compression::from_path(path) != Compression::None {
-            return Err(bad(
-                "a Parquet file compresses its own columns and cannot be read through .gz or .zst; decompress it first".into(),
-            ));
-        }
-        let file = File::open(path).map_err(|source| SourceError::Open {
-            file: name.clone(),
-            source,
-        })?;
-        let stamp = stamp(&file);
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+        let meta = ArrowReaderMetadata::load(&src, ArrowReaderOptions::new())
             .map_err(|e| bad(format!("it is not a readable Parquet file ({e})")))?;
         let schema = meta.schema().clone();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -176,22 +190,23 @@ mod imp {
             .collect();
         let mask = ProjectionMask::roots(md.file_metadata().schema_descr(), sorted);
         let first = group as usize;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-            file.try_clone().map_err(|source| SourceError::Open {
+        let file = match &src {
+            Src::File(f) => Some(f.try_clone().map_err(|source| SourceError::Open {
                 file: name.clone(),
                 source,
-            })?,
-            meta,
-        )
-        .with_projection(mask)
-        .with_row_groups((first..rows.len()).collect())
-        .with_offset(row as usize)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| bad(format!("it cannot be read ({e})")))?;
+            })?),
+            Src::Object(_) => None,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(src, meta)
+            .with_projection(mask)
+            .with_row_groups((first..rows.len()).collect())
+            .with_offset(row as usize)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| bad(format!("it cannot be read ({e})")))?;
         let mut r = ParquetReader {
             name,
-            path: path.clone(),
+            path,
             file,
             stamp,
             reader,
@@ -214,10 +229,45 @@ mod imp {
         Some((m.len(), m.modified().ok()?))
     }
 
+    /// Where a Parquet input's bytes come from: a local file, or an object read by range.
+    enum Src {
+        File(File),
+        Object(crate::object::ChunkSource),
+    }
+
+    impl parquet::file::reader::Length for Src {
+        fn len(&self) -> u64 {
+            match self {
+                Src::File(f) => parquet::file::reader::Length::len(f),
+                Src::Object(o) => parquet::file::reader::Length::len(o),
+            }
+        }
+    }
+
+    impl parquet::file::reader::ChunkReader for Src {
+        type T = Box<dyn std::io::Read + Send>;
+
+        fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+            Ok(match self {
+                Src::File(f) => Box::new(f.get_read(start)?),
+                Src::Object(o) => Box::new(o.get_read(start)?),
+            })
+        }
+
+        fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+            match self {
+                Src::File(f) => f.get_bytes(start, length),
+                Src::Object(o) => o.get_bytes(start, length),
+            }
+        }
+    }
+
     struct ParquetReader {
         name: String,
-        path: std::path::PathBuf,
-        file: File,
+        /// The local file and its path (`None` for an object, whose reads are pinned to its
+        /// ETag instead).
+        path: Option<std::path::PathBuf>,
+        file: Option<File>,
         stamp: Option<(u64, std::time::SystemTime)>,
         reader: ParquetRecordBatchReader,
         /// The batch being turned into records, with its columns in key order.
@@ -288,10 +338,13 @@ mod imp {
 
         /// At the end: the file must be the one that was opened.
         fn check_unchanged(&self) -> Result<(), SourceError> {
-            let now = std::fs::metadata(&self.path)
+            let (Some(path), Some(file)) = (&self.path, &self.file) else {
+                return Ok(());
+            };
+            let now = std::fs::metadata(path)
                 .ok()
                 .and_then(|m| Some((m.len(), m.modified().ok()?)));
-            let held = stamp(&self.file);
+            let held = stamp(file);
             if self.stamp.is_some() && (now != self.stamp || held != self.stamp) {
                 return Err(SourceError::Changed {
                     file: self.name.clone(),

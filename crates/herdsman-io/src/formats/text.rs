@@ -37,12 +37,17 @@ impl TextStream {
             InputPath::File(p) => {
                 open_watched(p, offset, buf).map_err(|e| open_error(input.name, offset, e))?
             }
+            InputPath::Object(o) => (
+                crate::object::open_object_stream(o, offset, buf)
+                    .map_err(|e| open_error(input.name, offset, e))?,
+                None,
+            ),
             InputPath::Stdin => (
                 open_stream(input.path, buf).map_err(|e| open_error(input.name, 0, e))?,
                 None,
             ),
         };
-        let direct = matches!(input.path, InputPath::File(_));
+        let direct = matches!(input.path, InputPath::File(_) | InputPath::Object(_));
         let mut s = TextStream {
             rdr,
             offset: if direct { offset } else { 0 },
@@ -73,6 +78,14 @@ impl TextStream {
                     self.offset
                 ),
             ));
+        }
+        if let InputPath::Object(o) = &self.path {
+            // An object opens anew at the offset (a ranged GET, or decompress-and-discard).
+            self.rdr = crate::object::open_object_stream(o, at.byte_offset, self.buf)
+                .map_err(|e| open_error(&self.name, at.byte_offset, e))?;
+            self.offset = at.byte_offset;
+            self.line = at.line;
+            return Ok(());
         }
         let seekable = matches!(&self.path, InputPath::File(p) if Compression::from_path(p) == Compression::None);
         if seekable {

@@ -85,7 +85,13 @@ fn run(workload: &str, who: &str, data: &[u64]) -> (Duration, Duration, u64) {
                         break v;
                     }
                     let end = (i + 1024).min(data.len());
-                    v.push((i, data[i..end].iter().map(|&x| count_primes(x)).collect::<Vec<u64>>()));
+                    v.push((
+                        i,
+                        data[i..end]
+                            .iter()
+                            .map(|&x| count_primes(x))
+                            .collect::<Vec<u64>>(),
+                    ));
                 }
             };
             let mut parts = std::thread::scope(|s| {

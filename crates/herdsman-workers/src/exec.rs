@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 use crate::duration::{format_duration, DurationStyle};
 use crate::options::ProcessOptions;
+use crate::ordered::Ordered;
 use crate::process::{
     check_dir, check_program, describe_status, group_command, kill_after_grace, reap, signal_group,
     spawn_registered, wait_exit_unreaped,
@@ -563,8 +563,9 @@ pub(crate) fn parse_stdout(stdout: &[u8], mode: ExecOutputMode, input: &[u8]) ->
     {
         return lines.into_iter().map(<[u8]>::to_vec).collect();
     }
-    if let Ok(v) = serde_json::from_slice::<Value>(stdout) {
-        return vec![serde_json::to_vec(&v).expect("a value serializes")];
+    // Pretty-printed JSON on several lines: one compact record, keys in the command's order.
+    if let Ok(v) = Ordered::from_slice(stdout) {
+        return vec![v.to_json().into_bytes()];
     }
     vec![format!("{{\"stdout\":{}}}", text()).into_bytes()]
 }

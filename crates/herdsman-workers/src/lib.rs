@@ -27,6 +27,7 @@ pub mod duration;
 mod exec;
 pub use exec::{ExecConfig, ExecOutputMode, ExecPool};
 mod options;
+mod ordered;
 pub use options::ProcessOptions;
 mod process;
 pub mod serve;

@@ -23,6 +23,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::ordered::Ordered;
+
 /// An error in the template itself (found before any record is read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -319,7 +321,7 @@ impl Template {
         seq: u64,
         slot: usize,
     ) -> Result<RenderedCommand, RenderError> {
-        self.render_with(Some(record), None, seq, slot)
+        self.render_with(Some(&Ordered::from(record)), None, seq, slot)
     }
 
     /// Like [`Template::render`], with the record as JSON text. The text is parsed only if
@@ -338,8 +340,8 @@ impl Template {
     ) -> Result<RenderedCommand, RenderError> {
         let parsed;
         let record = if self.needs_fields() {
-            parsed = serde_json::from_slice::<Value>(json)
-                .map_err(|e| RenderError::BadRecord(e.to_string()))?;
+            parsed =
+                Ordered::from_slice(json).map_err(|e| RenderError::BadRecord(e.to_string()))?;
             Some(&parsed)
         } else {
             None
@@ -350,7 +352,7 @@ impl Template {
 
     fn render_with(
         &self,
-        record: Option<&Value>,
+        record: Option<&Ordered>,
         text: Option<&str>,
         seq: u64,
         slot: usize,
@@ -358,7 +360,7 @@ impl Template {
         let json_text = || -> Cow<str> {
             match (text, record) {
                 (Some(t), _) => t.into(),
-                (None, Some(r)) => r.to_string().into(),
+                (None, Some(r)) => r.to_json().into(),
                 (None, None) => "null".into(),
             }
         };
@@ -371,7 +373,7 @@ impl Template {
                 // A string record (a line of `lines` input) is substituted as it is, like
                 // a string field; any other record as JSON.
                 Piece::Whole => match (text, record) {
-                    (_, Some(Value::String(s))) => s.as_str().into(),
+                    (_, Some(Ordered::String(s))) => s.as_str().into(),
                     (Some(t), _) if t.starts_with('"') => match serde_json::from_str::<String>(t) {
                         Ok(s) => s.into(),
                         Err(_) => t.into(),
@@ -383,8 +385,8 @@ impl Template {
                         .and_then(|r| lookup(r, f))
                         .ok_or_else(|| RenderError::MissingField { field: f.clone() })?;
                     match v {
-                        Value::String(s) => s.as_str().into(),
-                        other => other.to_string().into(),
+                        Ordered::String(s) => s.as_str().into(),
+                        other => other.to_json().into(),
                     }
                 }
             };
@@ -450,9 +452,11 @@ impl Template {
 }
 
 /// Finds `name` in `record`: first as a key of its own, then as a dotted path.
-fn lookup<'a>(record: &'a Value, name: &str) -> Option<&'a Value> {
-    let obj = record.as_object()?;
-    if let Some(v) = obj.get(name) {
+fn lookup<'a>(record: &'a Ordered, name: &str) -> Option<&'a Ordered> {
+    if !matches!(record, Ordered::Object(_)) {
+        return None;
+    }
+    if let Some(v) = record.get(name) {
         return Some(v);
     }
     if !name.contains('.') {
@@ -461,8 +465,8 @@ fn lookup<'a>(record: &'a Value, name: &str) -> Option<&'a Value> {
     let mut cur = record;
     for part in name.split('.') {
         cur = match cur {
-            Value::Object(m) => m.get(part)?,
-            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            Ordered::Object(_) => cur.get(part)?,
+            Ordered::Array(a) => a.get(part.parse::<usize>().ok()?)?,
             _ => return None,
         };
     }

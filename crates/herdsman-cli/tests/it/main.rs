@@ -13,6 +13,7 @@ mod exec_args;
 mod exec_first_run;
 mod files;
 mod inputs;
+mod key_order;
 mod module_layers;
 mod object_storage;
 mod observability;

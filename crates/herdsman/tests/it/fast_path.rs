@@ -211,3 +211,38 @@ proptest::proptest! {
         proptest::prop_assert_eq!(all, (0..admitted).collect::<Vec<_>>());
     }
 }
+
+/// A fast-path run inside another fast-path run's function, and two fast-path runs started
+/// at once from two threads: each finishes, with every item exactly once.
+#[test]
+fn fast_path_runs_nest_and_run_side_by_side() {
+    let inner_sum = |k: u64| -> u64 {
+        let run = herdsman::map(0..1000u64, move |x| Ok::<_, String>(x + k))
+            .workers(2)
+            .collect();
+        assert_eq!(run.summary().admitted, 1000);
+        run.into_values().expect("no failure").iter().sum()
+    };
+    let outer = herdsman::map(0..16u64, move |k| Ok::<_, String>(inner_sum(k)))
+        .workers(3)
+        .collect()
+        .into_values()
+        .expect("no failure");
+    let want: Vec<u64> = (0..16u64).map(|k| 499_500 + 1000 * k).collect();
+    assert_eq!(outer, want);
+
+    let side = |seed: u64| {
+        std::thread::spawn(move || {
+            herdsman::map(0..200_000u64, move |x| Ok::<_, String>(x ^ seed))
+                .workers(2)
+                .collect()
+                .into_values()
+                .expect("no failure")
+        })
+    };
+    let (a, b) = (side(7), side(11));
+    let (a, b) = (a.join().expect("run a"), b.join().expect("run b"));
+    assert!(a.iter().enumerate().all(|(i, v)| *v == i as u64 ^ 7));
+    assert!(b.iter().enumerate().all(|(i, v)| *v == i as u64 ^ 11));
+    assert_eq!((a.len(), b.len()), (200_000, 200_000));
+}

@@ -12,6 +12,7 @@ mod exec_args;
 mod exec_first_run;
 mod files;
 mod inputs;
+mod live_status;
 mod module_layers;
 mod observability;
 mod old_checkpoint;

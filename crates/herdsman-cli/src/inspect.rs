@@ -401,8 +401,8 @@ fn write_live(out: &mut dyn Write, pid: u32, live: Option<&Snapshot>) -> std::io
     let done = s.done();
     let progress = match (s.percent(), s.records_total(), s.input.bytes_total) {
         (Some(p), Some(records), Some(total)) => format!(
-            "{p:.1}% done: {done} of {records} records{} ({} of {total} input bytes read)",
-            if s.input.bytes_read < total { " (estimated)" } else { "" },
+            "{p:.1}% done: {done} of {}{records} records; {} of {total} input bytes read",
+            if s.input.bytes_read < total { "about " } else { "" },
             s.input.bytes_read,
         ),
         _ => format!(

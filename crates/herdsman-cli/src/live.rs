@@ -33,7 +33,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// "No value" in an atomic that holds an index, a record number or a worker.
 const NONE: u64 = u64::MAX;
 /// Records a worker may have in flight for `status` to name the oldest one.
-const RECENT: usize = 64;
+const RECENT: usize = 512;
 
 /// One worker (or job slot) as the run sees it.
 struct WorkerCell {

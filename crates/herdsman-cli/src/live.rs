@@ -12,7 +12,7 @@
 //! when the process dies, whatever the lock file still says) and the process that wrote the
 //! snapshot is alive and is the same process (its start time, so a recycled pid is not
 //! taken for the run). This module must never block or slow the run: nothing in the record
-//! path takes a lock, allocates or reads a clock.
+//! path takes a lock or allocates, and the clock is read once per batch of answers.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["joblog"],
     &["chunks", "summary", "config"],
     &["cli", "text", "fault", "logging", "shard"],
+    &["live"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

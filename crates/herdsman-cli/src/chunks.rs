@@ -100,6 +100,13 @@ impl ChunkReader {
                 data: data.clone(),
             })
             .collect();
+        if let Some(live) = crate::live::current() {
+            live.input_at(
+                raw.end.file_index,
+                raw.end.byte_offset,
+                raw.records.len() as u64,
+            );
+        }
         let info = ChunkInfo {
             id: raw.id,
             first_index: self.next_index,

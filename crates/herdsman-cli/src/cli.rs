@@ -30,8 +30,9 @@ pub enum Command {
     /// Stream a dataset through workers (resumes an interrupted run of the same job).
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
-    /// Show a job's checkpoint: inputs, progress, chunks and failure counts.
-    Status(StateArgs),
+    /// Show a job: whether it runs (percent done, rate, ETA, workers), was interrupted or
+    /// finished; its checkpoint; its failures by kind.
+    Status(StatusArgs),
     /// List the records of a job that ended in its dead-letter file.
     Failures(FailuresArgs),
     /// Write one self-contained HTML page about a job: throughput, latency, workers,
@@ -562,6 +563,63 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// Arguments of `herdsman status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The state directory, or the job's output file (its default state directory is used).
+    #[arg(value_name = "STATE|OUTPUT", required_unless_present = "watch")]
+    pub state: Option<PathBuf>,
+    /// Print JSON instead of text (with --watch, one JSON object per line and refresh).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every SECS seconds (default 2) until the job is no longer running, then show
+    /// its final state. Ctrl-C stops watching.
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "2"
+    )]
+    pub watch: Option<String>,
+}
+
+impl StatusArgs {
+    /// The job to show and how often to refresh it. `status --watch OUTPUT` reads OUTPUT as
+    /// the job, not as the seconds.
+    pub fn resolve(&self) -> Result<(StateArgs, Option<std::time::Duration>), String> {
+        let (state, watch) = match (&self.state, &self.watch) {
+            (_, None) => (self.state.clone(), None),
+            (state, Some(w)) => match w.parse::<f64>() {
+                Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => {
+                    (state.clone(), Some(secs))
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "--watch {w}: give the seconds between refreshes, more than 0 (for example --watch 5)"
+                    ))
+                }
+                Err(_) if state.is_none() => (Some(PathBuf::from(w)), Some(2.0)),
+                Err(_) => {
+                    return Err(format!(
+                        "--watch {w}: give the seconds between refreshes as a number (for example --watch 5)"
+                    ))
+                }
+            },
+        };
+        let state = state.ok_or_else(|| {
+            "status needs the job's state directory or output file: herdsman status out.jsonl --watch"
+                .to_string()
+        })?;
+        Ok((
+            StateArgs {
+                state,
+                json: self.json,
+            },
+            watch.map(std::time::Duration::from_secs_f64),
+        ))
+    }
+}
+
 /// Arguments of `herdsman failures`.
 #[derive(Debug, Args)]
 pub struct FailuresArgs {
@@ -570,6 +628,13 @@ pub struct FailuresArgs {
     /// Show at most N failures.
     #[arg(long, short = 'n', value_name = "N")]
     pub limit: Option<usize>,
+    /// Show only the failures of this kind (the dead-letter entries' `error.kind`, such as
+    /// `reported`, `timeout` or `worker_exited`).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Count the failures of each kind and show one example of each.
+    #[arg(long)]
+    pub group: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]

@@ -21,6 +21,7 @@ mod inputs;
 mod inspect;
 mod job;
 mod joblog;
+mod live;
 mod logging;
 mod pipeline;
 mod progress;

@@ -67,6 +67,24 @@ pub(crate) fn start_executor(
             Some(both)
         }
     };
+    // The live status table (`herdsman status`) is told too.
+    let on_start = match (crate::live::current(), on_start) {
+        (Some(live), None) => {
+            let live = Arc::clone(live);
+            let sink: herdsman_workers::StartSink =
+                Arc::new(move |id, worker, at| live.started(id.index, worker, at));
+            Some(sink)
+        }
+        (Some(live), Some(joblog)) => {
+            let live = Arc::clone(live);
+            let sink: herdsman_workers::StartSink = Arc::new(move |id, worker, at| {
+                live.started(id.index, worker, at);
+                joblog(id, worker, at);
+            });
+            Some(sink)
+        }
+        (None, on_start) => on_start,
+    };
     // How processes are started, timed and stopped: the same for workers and commands.
     let process = herdsman_workers::ProcessOptions {
         cwd: cfg.workdir.clone(),
@@ -599,6 +617,10 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     let mut latency = Latency::default();
     let mut live = earlier.clone();
     let mut aborted_by_share = false;
+    let live_table = crate::live::current();
+    if let Some(table) = live_table {
+        table.counts(&live);
+    }
     for outcome in &mut stream {
         let (index, attempts, duration) = (outcome.index, outcome.attempts, outcome.duration);
         let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
@@ -613,6 +635,9 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
             }
         }
         progress.update(&live);
+        if let Some(table) = live_table {
+            table.counts(&live);
+        }
         if let Some(MaxErrors::Percent(p)) = cfg.max_errors {
             let resolved = live.resolved();
             if !aborted_by_share

@@ -103,6 +103,14 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         Decision::Refused(refusal) => return Err(usage(refusal.message())),
     }
 
+    // What this run does, for `herdsman status` (kept to the end of the run: its last
+    // snapshot is written, marked final, when it is dropped).
+    let _live = cfg.state.as_deref().and_then(|dir| {
+        let whole = cfg.shard.is_none() && cfg.limit.is_none();
+        let sizes = crate::live::input_sizes(&inputs.specs, whole);
+        let table = crate::live::Live::new(cfg.jobs, cfg.window, sizes, earlier.resolved());
+        crate::live::LiveWriter::start(table, dir)
+    });
     let sinks = open_sinks(&cfg, resume.as_ref())?;
     let joblog = cfg
         .joblog

@@ -91,6 +91,8 @@ pub struct CliExecutor {
     finished: Option<Finished>,
     /// Where attempts are told to the run's history.
     probe: Option<crate::history::Probe>,
+    /// The live status table (`herdsman status`), when the run keeps one.
+    live: Option<&'static crate::live::Live>,
 }
 
 impl CliExecutor {
@@ -102,6 +104,7 @@ impl CliExecutor {
             tracker: None,
             finished: None,
             probe: None,
+            live: crate::live::current().map(|l| &**l),
         }
     }
 
@@ -161,6 +164,26 @@ fn note_finished(
     attempts.send();
 }
 
+/// Tells the live status table which attempts in `done` ended, and which of them cost their
+/// worker a restart (it exited, or was killed at the timeout).
+fn note_live(
+    live: &crate::live::Live,
+    done: &[(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)],
+) {
+    if done.is_empty() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    for (id, o) in done {
+        let restart = matches!(
+            o,
+            AttemptOutcome::Failure(CliFailure::Worker(w))
+                if matches!(w.kind, herdsman_workers::FailureKind::WorkerExited | herdsman_workers::FailureKind::Timeout)
+        );
+        live.ended(id.index, now, restart);
+    }
+}
+
 impl Executor<CliItem> for CliExecutor {
     type Output = WorkOutput;
     type Error = CliFailure;
@@ -174,6 +197,9 @@ impl Executor<CliItem> for CliExecutor {
     }
 
     fn submit(&mut self, id: AttemptId, item: CliItem) -> Result<(), FatalExecutorError> {
+        if let Some(live) = self.live {
+            live.submitted(id.index, item.seq);
+        }
         match item.data {
             Ok(json) => self.inner.submit(
                 id,
@@ -233,12 +259,18 @@ impl Executor<CliItem> for CliExecutor {
                 );
             }
         }
+        if let Some(live) = self.live {
+            note_live(live, &out[before..]);
+        }
         Ok(())
     }
 
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         self.inner.abandon(id);
+        if let Some(live) = self.live {
+            live.ended(id.index, std::time::Instant::now(), false);
+        }
         if let Some(t) = &mut self.tracker {
             t.abandoned(id);
         }

@@ -14,6 +14,7 @@ mod exec_first_run;
 mod files;
 mod inputs;
 mod key_order;
+mod live_status;
 mod module_layers;
 mod object_storage;
 mod observability;

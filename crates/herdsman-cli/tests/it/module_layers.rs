@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["joblog", "history"],
     &["chunks", "summary", "config"],
     &["cli", "text", "fault", "logging", "shard"],
+    &["live"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

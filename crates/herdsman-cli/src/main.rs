@@ -20,6 +20,7 @@ mod inspect;
 mod job;
 mod joblog;
 mod logging;
+mod metrics;
 mod pipeline;
 mod progress;
 mod retry;

@@ -14,6 +14,7 @@ use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
 
 use crate::chunks::CliItem;
 use crate::joblog::{Ending, Finished, Tracker};
+use crate::metrics::Metrics;
 
 /// Why one record failed.
 #[derive(Debug, Clone)]
@@ -89,6 +90,8 @@ pub struct CliExecutor {
     tracker: Option<Tracker>,
     /// The job log's end of those notes, until the job log takes it.
     finished: Option<Finished>,
+    /// `--metrics-addr`/`--metrics-file`: attempts, retries and what is in flight.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl CliExecutor {
@@ -99,7 +102,19 @@ impl CliExecutor {
             scratch: Vec::new(),
             tracker: None,
             finished: None,
+            metrics: None,
         }
+    }
+
+    /// Counts attempts, retries and what is in flight in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> CliExecutor {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The run's metrics, if it has any.
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.metrics.clone()
     }
 
     /// Notes how every attempt ends with `tracker`, for the job log that reads `finished`.
@@ -160,6 +175,9 @@ impl Executor<CliItem> for CliExecutor {
     }
 
     fn submit(&mut self, id: AttemptId, item: CliItem) -> Result<(), FatalExecutorError> {
+        if let Some(m) = &self.metrics {
+            m.submitted(1);
+        }
         match item.data {
             Ok(json) => self.inner.submit(
                 id,
@@ -200,12 +218,20 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(t) = &mut self.tracker {
             note_finished(t, &out[before..]);
         }
+        if let Some(m) = &self.metrics {
+            let ended = &out[before..];
+            let retries = ended.iter().filter(|(id, _)| id.attempt > 1).count();
+            m.ended(ended.len(), retries);
+        }
         Ok(())
     }
 
     fn abandon(&mut self, id: AttemptId) {
         self.ready.retain(|(r, _)| *r != id);
         self.inner.abandon(id);
+        if let Some(m) = &self.metrics {
+            m.dropped(1);
+        }
         if let Some(t) = &mut self.tracker {
             t.abandoned(id);
         }
@@ -214,6 +240,9 @@ impl Executor<CliItem> for CliExecutor {
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
         let before = not_started.len();
         self.inner.stop_queued(not_started);
+        if let Some(m) = &self.metrics {
+            m.dropped(not_started.len() - before);
+        }
         if let Some(t) = &mut self.tracker {
             for id in &not_started[before..] {
                 t.abandoned(*id);

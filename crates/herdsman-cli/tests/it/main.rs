@@ -12,6 +12,7 @@ mod exec_args;
 mod exec_first_run;
 mod files;
 mod inputs;
+mod metrics;
 mod module_layers;
 mod observability;
 mod old_checkpoint;

@@ -284,10 +284,7 @@ struct RateLimitWait {
 
 impl EncodeMetric for RateLimitWait {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        let secs = self
-            .limiter
-            .get()
-            .map_or(0.0, |l| l.waited().as_secs_f64());
+        let secs = self.limiter.get().map_or(0.0, |l| l.waited().as_secs_f64());
         encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, f64, f64>(&secs, None)
     }
 
@@ -504,7 +501,12 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) {
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
         if head.len() > MAX_REQUEST_HEAD {
-            answer(&stream, "431 Request Header Fields Too Large", "text/plain", b"");
+            answer(
+                &stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"",
+            );
             return;
         }
         match stream.read(&mut buf) {
@@ -529,14 +531,12 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) {
             "text/plain; charset=utf-8",
             b"not found; the metrics are at /metrics\n",
         ),
-        (m, _) if !m.is_empty() && words.next().is_some_and(|v| v.starts_with("HTTP/")) => {
-            answer(
-                &stream,
-                "405 Method Not Allowed",
-                "text/plain; charset=utf-8",
-                b"only GET /metrics is served\n",
-            )
-        }
+        (m, _) if !m.is_empty() && words.next().is_some_and(|v| v.starts_with("HTTP/")) => answer(
+            &stream,
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            b"only GET /metrics is served\n",
+        ),
         _ => answer(&stream, "400 Bad Request", "text/plain", b""),
     }
 }
@@ -619,7 +619,10 @@ mod tests {
             sample_value(&text, "herdsman_worker_restarts_total"),
             Some("1")
         );
-        assert_eq!(sample_value(&text, "herdsman_input_bytes_total"), Some("120"));
+        assert_eq!(
+            sample_value(&text, "herdsman_input_bytes_total"),
+            Some("120")
+        );
         assert_eq!(
             sample_value(&text, "herdsman_record_duration_seconds_count"),
             Some("3")
@@ -632,7 +635,10 @@ mod tests {
             Some("1")
         );
         assert_eq!(
-            sample_value(&text, "herdsman_record_duration_seconds_bucket{le=\"+Inf\"}"),
+            sample_value(
+                &text,
+                "herdsman_record_duration_seconds_bucket{le=\"+Inf\"}"
+            ),
             Some("3")
         );
         assert_eq!(

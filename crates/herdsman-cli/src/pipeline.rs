@@ -24,8 +24,8 @@ use crate::checkpoint::reclaim_renamed;
 use crate::chunks::{ChunkLimits, ChunkReader};
 use crate::cli::{OutputFormatArg, ProtocolArg};
 use crate::config::{ensure_parent_dir, usage, MaxErrors, RunConfig, Transform};
-use crate::progress::{Log, Progress};
 use crate::metrics::{Metrics, RecordOutcome};
+use crate::progress::{Log, Progress};
 use crate::summary::{Counts, Latency};
 use crate::transform::{CliExecutor, CliFailure};
 

@@ -291,7 +291,11 @@ mod tests {
         assert!(l.try_acquire().is_err());
         clock.advance(Duration::from_millis(40));
         assert!(l.try_acquire().is_err());
-        assert_eq!(l.waited(), Duration::from_millis(40), "an ongoing wait counts");
+        assert_eq!(
+            l.waited(),
+            Duration::from_millis(40),
+            "an ongoing wait counts"
+        );
         clock.advance(Duration::from_millis(60));
         assert!(l.try_acquire().is_ok());
         assert_eq!(l.waited(), Duration::from_millis(100));

@@ -103,8 +103,15 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
                 }
                 "TYPE" => {
                     assert!(
-                        ["counter", "gauge", "histogram", "info", "summary", "unknown"]
-                            .contains(&rest),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "info",
+                            "summary",
+                            "unknown"
+                        ]
+                        .contains(&rest),
                         "bad type: {line:?}"
                     );
                     families.insert(name.to_string());
@@ -140,9 +147,10 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
             );
         }
         assert!(
-            families
-                .iter()
-                .any(|f| name == f || name.strip_prefix(f.as_str()).is_some_and(|s| s.starts_with('_'))),
+            families.iter().any(|f| name == f
+                || name
+                    .strip_prefix(f.as_str())
+                    .is_some_and(|s| s.starts_with('_'))),
             "sample {line:?} of no declared family ({families:?})"
         );
         samples.insert(key.to_string(), number(value));
@@ -160,7 +168,12 @@ fn sample(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
 fn records(samples: &BTreeMap<String, f64>) -> f64 {
     ["succeeded", "failed", "filtered"]
         .iter()
-        .map(|o| sample(samples, &format!("herdsman_records_total{{outcome=\"{o}\"}}")))
+        .map(|o| {
+            sample(
+                samples,
+                &format!("herdsman_records_total{{outcome=\"{o}\"}}"),
+            )
+        })
         .sum()
 }
 
@@ -174,11 +187,25 @@ fn metrics_are_served_during_the_run_and_add_up_at_the_end() {
     // --rate makes the run last a few seconds whatever the machine (and makes it wait).
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("herdsman"))
         .current_dir(s.dir.path())
-        .args(["run", "-i", "in.csv", "-w", "python3 w.py marks", "-o", "out.jsonl"])
+        .args([
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "python3 w.py marks",
+            "-o",
+            "out.jsonl",
+        ])
         .args(["--protocol", "framed", "-j", "2", "--retries", "2"])
         .args(["--backoff", "1ms", "--rate", "25/second"])
         .args(["--summary-json", "s.json", "--metrics-file", "m.prom"])
-        .args(["--metrics-addr", "127.0.0.1:0", "-v", "--log-format", "json"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "-v",
+            "--log-format",
+            "json",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -225,7 +252,10 @@ fn metrics_are_served_during_the_run_and_add_up_at_the_end() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(records(&live) < rows as f64, "scraped after the run: {live:#?}");
+    assert!(
+        records(&live) < rows as f64,
+        "scraped after the run: {live:#?}"
+    );
     for name in [
         "herdsman_attempts_total",
         "herdsman_retries_total",
@@ -238,7 +268,9 @@ fn metrics_are_served_during_the_run_and_add_up_at_the_end() {
     ] {
         sample(&live, name);
     }
-    assert!(live.keys().any(|k| k.starts_with("herdsman_info{job=\"out.jsonl\"")));
+    assert!(live
+        .keys()
+        .any(|k| k.starts_with("herdsman_info{job=\"out.jsonl\"")));
     // Another path is not found; the run goes on.
     let (head, _) = get(&addr, "/nothing").unwrap();
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
@@ -253,7 +285,11 @@ fn metrics_are_served_during_the_run_and_add_up_at_the_end() {
     let n = |k: &str| total[k].as_u64().unwrap() as f64;
     let m = parse_openmetrics(&s.read("m.prom"));
     let by = |o: &str| sample(&m, &format!("herdsman_records_total{{outcome=\"{o}\"}}"));
-    assert_eq!(records(&m), rows as f64, "every record counted once: {m:#?}");
+    assert_eq!(
+        records(&m),
+        rows as f64,
+        "every record counted once: {m:#?}"
+    );
     assert_eq!(by("succeeded"), n("succeeded"));
     assert_eq!(by("failed"), n("failed"));
     assert_eq!(by("filtered"), n("filtered"));
@@ -296,10 +332,7 @@ fn a_metrics_port_in_use_is_a_usage_error_before_any_work() {
     s.write("in.csv", common::id_csv(3));
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = s
-        .job("cat", &["--metrics-addr", &addr])
-        .output()
-        .unwrap();
+    let out = s.job("cat", &["--metrics-addr", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains(&addr), "names the address: {err}");
@@ -320,8 +353,16 @@ fn the_metrics_file_takes_part_in_the_path_checks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("the metrics file in.csv"), "{}", stderr(&out));
-    assert_eq!(s.read("in.csv"), common::id_csv(3), "the input is untouched");
+    assert!(
+        stderr(&out).contains("the metrics file in.csv"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        s.read("in.csv"),
+        common::id_csv(3),
+        "the input is untouched"
+    );
 }
 
 #[test]
@@ -331,7 +372,10 @@ fn the_metrics_file_is_written_when_the_run_fails() {
     let s = Scratch::new();
     s.write("in.csv", common::id_csv(5));
     let out = s
-        .job("sh -c 'exit 3'", &["--metrics-file", "m.prom", "--no-checkpoint"])
+        .job(
+            "sh -c 'exit 3'",
+            &["--metrics-file", "m.prom", "--no-checkpoint"],
+        )
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));

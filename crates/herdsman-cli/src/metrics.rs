@@ -520,10 +520,13 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) {
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET" | "HEAD", "/metrics") => {
-            let body = metrics.render();
-            let body = if method == "HEAD" { "" } else { &body };
-            answer(&stream, "200 OK", CONTENT_TYPE, body.as_bytes());
+        ("GET", "/metrics") => {
+            answer(&stream, "200 OK", CONTENT_TYPE, metrics.render().as_bytes());
+        }
+        ("HEAD", "/metrics") => {
+            // The head a GET would get, without the body.
+            let head = response_head("200 OK", CONTENT_TYPE, metrics.render().len());
+            let _ = (&stream).write_all(head.as_bytes());
         }
         ("GET" | "HEAD", _) => answer(
             &stream,
@@ -541,11 +544,14 @@ fn handle(mut stream: TcpStream, metrics: &Metrics) {
     }
 }
 
+fn response_head(status: &str, content_type: &str, len: usize) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
 fn answer(mut stream: &TcpStream, status: &str, content_type: &str, body: &[u8]) {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head = response_head(status, content_type, body.len());
     let _ = stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(body))

@@ -363,17 +363,21 @@ impl Exporter {
         addr: Option<&str>,
         file: Option<&Path>,
         make: impl FnOnce() -> Metrics,
-    ) -> Result<Option<Exporter>> {
+    ) -> Result<Option<Exporter>, SetupError> {
         if addr.is_none() && file.is_none() {
             return Ok(None);
         }
         let listener = addr.map(bind).transpose()?;
         let metrics = Arc::new(make());
         if let Some(listener) = listener {
-            let bound = listener
-                .local_addr()
-                .context("cannot read the address the metrics server listens on")?;
-            serve(listener, Arc::clone(&metrics))?;
+            let bound = listener.local_addr().map_err(|e| {
+                SetupError::Other(format!(
+                    "cannot read the address the metrics server listens on: {e}"
+                ))
+            })?;
+            serve(listener, Arc::clone(&metrics)).map_err(|e| {
+                SetupError::Other(format!("cannot start the metrics server thread: {e}"))
+            })?;
             tracing::info!(addr = %bound, "serving metrics at http://{bound}/metrics");
         }
         let mut exporter = Exporter {
@@ -384,9 +388,9 @@ impl Exporter {
         };
         if let Some(path) = exporter.file.clone() {
             write_file(&path, &exporter.metrics).map_err(|e| {
-                anyhow::Error::new(crate::config::EnvError(format!(
+                SetupError::Environment(format!(
                     "{e:#}; choose another --metrics-file or create its directory"
-                )))
+                ))
             })?;
             let (tx, rx) = mpsc::channel::<()>();
             let metrics = Arc::clone(&exporter.metrics);
@@ -402,7 +406,11 @@ impl Exporter {
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                     }
                 })
-                .context("cannot start the thread that writes --metrics-file")?;
+                .map_err(|e| {
+                    SetupError::Other(format!(
+                        "cannot start the thread that writes --metrics-file: {e}"
+                    ))
+                })?;
             exporter.stop_writer = Some(tx);
             exporter.writer = Some(handle);
         }
@@ -423,9 +431,7 @@ impl Drop for Exporter {
         }
         if let Some(path) = &self.file {
             if let Err(e) = write_file(path, &self.metrics) {
-                crate::progress::stderr_line(&format!(
-                    "herdsman: {e:#}; the metrics of this run are not in it"
-                ));
+                tracing::warn!("{e:#}; the final metrics of this run are not in it");
             }
         }
     }
@@ -437,12 +443,35 @@ fn write_file(path: &Path, metrics: &Metrics) -> Result<()> {
         .with_context(|| format!("cannot write the metrics to {}", path.display()))
 }
 
+/// Why the metrics could not be set up, by who has to act.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupError {
+    /// `--metrics-addr` cannot be listened on (in use, or not an address): a usage error.
+    Usage(String),
+    /// `--metrics-file` cannot be written: an environment error.
+    Environment(String),
+    /// A thread could not be started.
+    Other(String),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Usage(m) | SetupError::Environment(m) | SetupError::Other(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
 /// Binds the metrics address: `HOST:PORT` (port 0: any free port).
-fn bind(addr: &str) -> Result<TcpListener> {
+fn bind(addr: &str) -> Result<TcpListener, SetupError> {
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| {
-            crate::config::usage(format!(
+            SetupError::Usage(format!(
                 "--metrics-addr {addr} is not an address to listen on ({e}); give HOST:PORT, e.g. 127.0.0.1:9464 (port 0: any free port)"
             ))
         })?
@@ -453,14 +482,14 @@ fn bind(addr: &str) -> Result<TcpListener> {
         } else {
             e.to_string()
         };
-        crate::config::usage(format!(
+        SetupError::Usage(format!(
             "cannot serve metrics on {addr}: {why}; choose another --metrics-addr (port 0: any free port)"
         ))
     })
 }
 
 /// Accepts scrapes on a thread of its own, each connection on a short-lived thread.
-fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> Result<()> {
+fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("herdsman-metrics".into())
         .spawn(move || {
@@ -487,8 +516,7 @@ fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> Result<()> {
                     open.fetch_sub(1, Ordering::Relaxed);
                 }
             }
-        })
-        .context("cannot start the metrics server thread")?;
+        })?;
     Ok(())
 }
 

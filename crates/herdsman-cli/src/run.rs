@@ -61,7 +61,14 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 .collect();
             crate::metrics::Metrics::new(&job, text)
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        crate::metrics::SetupError::Usage(m) => usage(m),
+        crate::metrics::SetupError::Environment(m) => {
+            anyhow::Error::new(crate::config::EnvError(m))
+        }
+        crate::metrics::SetupError::Other(m) => anyhow!(m),
+    })?;
     let metrics = exporter.as_ref().map(|e| Arc::clone(e.metrics()));
     let identity = job_identity(&cfg, &inputs)?;
     let (mut checkpoint, opened, identity_notice) = open_checkpoint(&cfg, &identity)?;

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["inputs", "transform", "progress"],
     &["joblog"],
     &["chunks", "summary", "config"],
-    &["cli", "text", "fault", "logging", "shard"],
+    &["cli", "text", "fault", "logging", "shard", "metrics"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -74,11 +74,12 @@ impl ChunkReader {
         skip: HashSet<u64>,
         announce: Sender<ChunkInfo>,
         fatal: Arc<Mutex<Option<SourceError>>>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> std::io::Result<ChunkReader> {
         let (tx, rx) = sync_channel(READ_AHEAD);
         std::thread::Builder::new()
             .name("herdsman-reader".into())
-            .spawn(move || read_chunks(source, limits, first_chunk, skip, tx, fatal))?;
+            .spawn(move || read_chunks(source, limits, first_chunk, skip, tx, fatal, metrics))?;
         Ok(ChunkReader {
             chunks: rx,
             next_index: 0,
@@ -125,7 +126,8 @@ impl ChunkReader {
 }
 
 /// The reading thread: cuts the source into chunks, skipping committed ones, until the
-/// input ends, a read fails, or the run no longer wants chunks.
+/// input ends, a read fails, or the run no longer wants chunks. With `metrics`, counts the
+/// bytes of input read, once per chunk.
 fn read_chunks(
     mut source: Source,
     limits: ChunkLimits,
@@ -133,9 +135,12 @@ fn read_chunks(
     mut skip: HashSet<u64>,
     tx: SyncSender<RawChunk>,
     fatal: Arc<Mutex<Option<SourceError>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) {
     let mut left = limits.total.unwrap_or(u64::MAX);
+    let mut read_to = source.next_position();
     loop {
+        let mut read = 0u64;
         let start = source.next_position();
         let mut records = Vec::with_capacity(limits.records.min(4096));
         let mut bytes = 0usize;
@@ -167,8 +172,16 @@ fn read_chunks(
                     };
                     records.push((pos, payload));
                     left -= 1;
+                    if let Some(m) = &metrics {
+                        let at = source.next_position();
+                        read += m.input_read(&read_to, &at);
+                        read_to = at;
+                    }
                 }
             }
+        }
+        if let Some(m) = &metrics {
+            m.add_input_bytes(read);
         }
         if records.is_empty() {
             return;

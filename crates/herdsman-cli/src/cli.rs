@@ -467,6 +467,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     joblog: Option<String>, job file: String;
 
+    /// Serve Prometheus / OpenMetrics metrics at http://HOST:PORT/metrics while the run goes
+    /// (records by outcome, attempts, retries, in flight, worker restarts, record durations,
+    /// input bytes, rate-limit waits, estimated seconds left). Port 0 picks a free port; -v
+    /// logs the address. Example: --metrics-addr 127.0.0.1:9464
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Logs")]
+    metrics_addr: Option<String>, job file: String;
+
+    /// Write the same metrics to this file every few seconds and when the run ends
+    /// (atomically: a temporary file renamed), for node_exporter's textfile collector.
+    /// Example: --metrics-file /var/lib/node_exporter/herdsman.prom
+    #[arg(long, value_name = "PATH", help_heading = "Logs")]
+    metrics_file: Option<PathBuf>, job file: String;
+
     /// More log events on stderr: -v adds info (workers started and restarted, retries and
     /// their waits, rate-limit pauses, checkpoint commits, resume decisions), -vv debug,
     /// -vvv trace. The HERDSMAN_LOG environment variable (an EnvFilter, e.g.

@@ -141,6 +141,10 @@ pub struct RunConfig {
     pub summary_json: Option<PathBuf>,
     /// `--joblog`: one line per attempt, TSV or JSONL by extension.
     pub joblog: Option<PathBuf>,
+    /// `--metrics-addr`: where `/metrics` is served while the run goes.
+    pub metrics_addr: Option<String>,
+    /// `--metrics-file`: where the metrics are written every few seconds and at the end.
+    pub metrics_file: Option<PathBuf>,
     pub progress: ProgressArg,
     /// `None`: checkpointing is off.
     pub state: Option<PathBuf>,
@@ -948,6 +952,10 @@ impl RunConfig {
                 .joblog
                 .map(PathBuf::from)
                 .or(job.joblog.map(|s| PathBuf::from(rel(s)))),
+            metrics_addr: args.metrics_addr.or(job.metrics_addr),
+            metrics_file: args
+                .metrics_file
+                .or(job.metrics_file.map(|s| PathBuf::from(rel(s)))),
             progress: args
                 .progress
                 .or(args.bar.then_some(ProgressArg::Bar))
@@ -985,7 +993,7 @@ impl RunConfig {
     ///   reached: `--jobs`, `--max-tasks-per-worker`, `--window`, `--rate`, `--backoff`, `--max-backoff`,
     ///   `--max-errors` and `--halt` (where a run stops, not what a finished job holds),
     ///   `--progress`, `--bar`, `--eta`, `--keep-order` (no effect), `--quiet`,
-    ///   `--summary-json`, `--joblog`, `--verbose`, `--log-format`, `--log-file`; and the ones that choose what to do with
+    ///   `--summary-json`, `--joblog`, `--metrics-addr`, `--metrics-file`, `--verbose`, `--log-format`, `--log-file`; and the ones that choose what to do with
     ///   the checkpoint itself: the job file (its values are the fields above), `--state`,
     ///   `--no-checkpoint`, `--no-history`, `--restart`, `--retry-failed`, `--limit` and `--dry-run` (never
     ///   checkpointed), `:::` arguments (stdin input, never checkpointed). `--shard` is in
@@ -1179,6 +1187,9 @@ pub fn check_paths(cfg: &RunConfig, inputs: &[PathBuf]) -> Result<()> {
     }
     if let Some(j) = &cfg.joblog {
         written.push((format!("the job log {}", j.display()), canonical(j)));
+    }
+    if let Some(m) = &cfg.metrics_file {
+        written.push((format!("the metrics file {}", m.display()), canonical(m)));
     }
     let state = cfg
         .state

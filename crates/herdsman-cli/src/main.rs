@@ -23,6 +23,7 @@ mod job;
 mod joblog;
 mod live;
 mod logging;
+mod metrics;
 mod pipeline;
 mod progress;
 mod remote;

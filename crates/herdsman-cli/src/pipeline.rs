@@ -24,6 +24,7 @@ use crate::checkpoint::reclaim_renamed;
 use crate::chunks::{ChunkLimits, ChunkReader};
 use crate::cli::{OutputFormatArg, ProtocolArg};
 use crate::config::{ensure_parent_dir, usage, MaxErrors, RunConfig, Transform};
+use crate::metrics::{Metrics, RecordOutcome};
 use crate::progress::{Log, Progress};
 use crate::summary::{Counts, Latency};
 use crate::transform::{CliExecutor, CliFailure};
@@ -36,6 +37,7 @@ pub(crate) fn start_executor(
     cfg: &RunConfig,
     log: &Log,
     csv_header: Option<&[String]>,
+    metrics: Option<&Arc<Metrics>>,
 ) -> Result<CliExecutor> {
     let stderr_log = log.clone();
     let stderr: herdsman_workers::StderrSink =
@@ -114,6 +116,7 @@ pub(crate) fn start_executor(
             };
             pc.process = process;
             pc.max_tasks_per_worker = cfg.max_tasks_per_worker;
+            pc.on_restart = metrics.map(Metrics::restart_sink);
             // An answer may be as long as the longest record it was given.
             pc.max_line_bytes = pc
                 .max_line_bytes
@@ -181,7 +184,8 @@ pub(crate) fn start_executor(
     };
     Ok(CliExecutor::new(inner)
         .with_attempts(notes)
-        .with_probe(probe))
+        .with_probe(probe)
+        .with_metrics(metrics.cloned()))
 }
 
 /// The run's output and dead-letter files, and its job log.
@@ -340,6 +344,7 @@ pub(crate) fn engine<I>(
 where
     I: Iterator<Item = crate::chunks::CliItem> + Send + 'static,
 {
+    let metrics = executor.metrics();
     let mut engine = herdsman::map_with(items, executor)
         .window(cfg.window)
         .ordered(cfg.ordered)
@@ -363,7 +368,11 @@ where
             60 => RateLimit::per_minute(n),
             _ => RateLimit::per_second(n),
         };
-        engine = engine.rate_limit(rate);
+        let limiter = herdsman::Limiter::new(rate);
+        if let Some(m) = &metrics {
+            m.watch_limiter(limiter.clone());
+        }
+        engine = engine.limiter(limiter);
     }
     // --timeout is enforced by the process executor, which knows when a record actually
     // started on its worker (a record queued behind a slow one is not charged for the wait).
@@ -373,36 +382,41 @@ where
     engine.stream()
 }
 
-/// Counts one outcome and turns it into the record's final state.
+/// Counts one outcome (in `live`, `latency`, and the run's `metrics` when there are any) and
+/// turns it into the record's final state.
 pub(crate) fn tally(
     outcome: herdsman::ItemOutcome<WorkOutput, CliFailure>,
     live: &mut Counts,
     latency: &mut Latency,
     timeout: Option<std::time::Duration>,
+    metrics: Option<&Metrics>,
 ) -> Resolved {
-    let state = match outcome.result {
+    let (state, kind) = match outcome.result {
         Ok(outputs) => {
             live.records += 1;
-            if outputs.is_empty() {
+            let kind = if outputs.is_empty() {
                 live.filtered += 1;
+                RecordOutcome::Filtered
             } else {
                 live.ok += 1;
-            }
-            Resolved::Outputs(outputs)
+                RecordOutcome::Succeeded
+            };
+            (Resolved::Outputs(outputs), kind)
         }
         Err(ItemError::NotRun) => {
             live.not_run += 1;
-            Resolved::NotRun
+            return Resolved::NotRun;
         }
         Err(e) => {
             live.records += 1;
             live.failed += 1;
-            Resolved::Failed(note_of(e, timeout))
+            (Resolved::Failed(note_of(e, timeout)), RecordOutcome::Failed)
         }
     };
-    if !matches!(state, Resolved::NotRun) {
-        latency.record(outcome.duration);
-        live.retries += u64::from(outcome.attempts.saturating_sub(1));
+    latency.record(outcome.duration);
+    live.retries += u64::from(outcome.attempts.saturating_sub(1));
+    if let Some(m) = metrics {
+        m.record(kind, outcome.duration);
     }
     state
 }
@@ -577,6 +591,7 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     } = pass;
     let mut sinks = sinks;
     let mut executor = executor;
+    let metrics = executor.metrics();
     sinks.joblog = joblog.map(|mut log| {
         if let Some(finished) = executor.take_finished() {
             log.attach(finished);
@@ -603,6 +618,7 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         skip,
         announce,
         fatal.clone(),
+        metrics.clone(),
     )
     .context("cannot start the input reader thread")?;
 
@@ -623,7 +639,13 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     }
     for outcome in &mut stream {
         let (index, attempts, duration) = (outcome.index, outcome.attempts, outcome.duration);
-        let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
+        let state = tally(
+            outcome,
+            &mut live,
+            &mut latency,
+            cfg.timeout,
+            metrics.as_deref(),
+        );
         if let Some(h) = &mut history {
             observe_history(h, &mut asm, index, &state, attempts, duration)?;
         }

@@ -168,6 +168,15 @@ impl Progress {
         if self.bar.is_none() && !self.plain {
             return;
         }
+        self.count_total_with_always(count);
+    }
+
+    /// [`Progress::count_total_with`], also when nothing is displayed (the count has another
+    /// use, such as the metrics' estimate of seconds left).
+    pub fn count_total_with_always(
+        &mut self,
+        count: impl FnOnce() -> Option<u64> + Send + 'static,
+    ) {
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("herdsman-count".into())

@@ -216,6 +216,7 @@ pub fn retry_failed(
     let mut retry_cfg = cfg.clone();
     retry_cfg.ordered = true;
     retry_cfg.max_errors = None;
+    let metrics = executor.metrics();
     let stream = engine(&retry_cfg, items, executor, &stop, 0);
     let mut live = Counts::default();
     let mut latency = Latency::default();
@@ -223,7 +224,13 @@ pub fn retry_failed(
     for outcome in stream {
         let original = originals.next().transpose()?.unwrap_or_default();
         let attempts = outcome.attempts;
-        let state = match tally(outcome, &mut live, &mut latency, cfg.timeout) {
+        let state = match tally(
+            outcome,
+            &mut live,
+            &mut latency,
+            cfg.timeout,
+            metrics.as_deref(),
+        ) {
             // Outputs the output refuses (CSV output and an answer that is not an object)
             // leave the record failed, as in a normal run; nothing of it is written.
             Resolved::Outputs(outputs) => {

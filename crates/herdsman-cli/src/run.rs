@@ -11,6 +11,7 @@
 //! stops early and cannot resume never renames its incomplete output over an existing file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
@@ -44,6 +45,31 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         output_lock: _output_lock,
         csv_header,
     } = preflight(&mut cfg)?;
+    // Metrics: bound (a port in use is a usage error) and written once before any work.
+    let exporter = crate::metrics::Exporter::start(
+        cfg.metrics_addr.as_deref(),
+        cfg.metrics_file.as_deref(),
+        || {
+            let job = cfg
+                .output
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |p| p.display().to_string());
+            let text = inputs
+                .specs
+                .iter()
+                .map(|s| s.format != Format::Parquet)
+                .collect();
+            crate::metrics::Metrics::new(&job, text)
+        },
+    )
+    .map_err(|e| match e {
+        crate::metrics::SetupError::Usage(m) => usage(m),
+        crate::metrics::SetupError::Environment(m) => {
+            anyhow::Error::new(crate::config::EnvError(m))
+        }
+        crate::metrics::SetupError::Other(m) => anyhow!(m),
+    })?;
+    let metrics = exporter.as_ref().map(|e| Arc::clone(e.metrics()));
     let identity = job_identity(&cfg, &inputs)?;
     let (mut checkpoint, opened, identity_notice) = open_checkpoint(&cfg, &identity)?;
     let decision = job::decide(JobState {
@@ -80,7 +106,12 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 .as_mut()
                 .context("internal error: a retry pass without a checkpoint")?;
             let progress = Progress::new(cfg.progress, Some(previous.total.failed), 0, cfg.quiet);
-            let executor = start_executor(&cfg, &progress.log(), csv_header.as_deref())?;
+            let executor = start_executor(
+                &cfg,
+                &progress.log(),
+                csv_header.as_deref(),
+                metrics.as_ref(),
+            )?;
             let summary = crate::retry::retry_failed(
                 &cfg,
                 &cp.dir,
@@ -133,7 +164,20 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         })?;
     let specs = inputs.specs.clone();
     let (limit, shard) = (cfg.limit, cfg.shard);
-    progress.count_total_with(move || crate::shard_io::estimate_records(shard, &specs, limit));
+    let count = move || crate::shard_io::estimate_records(shard, &specs, limit);
+    match &metrics {
+        // The estimate of seconds left needs the total, also without a progress display.
+        Some(m) => {
+            m.set_earlier(earlier.resolved());
+            let m = Arc::clone(m);
+            progress.count_total_with_always(move || {
+                let total = count();
+                m.set_total(total);
+                total
+            });
+        }
+        None => progress.count_total_with(count),
+    }
     if let Some(notice) = &identity_notice {
         log.notice(notice);
     }
@@ -143,7 +187,7 @@ pub fn run(mut cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             earlier.resolved()
         ));
     }
-    let executor = start_executor(&cfg, &log, csv_header.as_deref())?;
+    let executor = start_executor(&cfg, &log, csv_header.as_deref(), metrics.as_ref())?;
     let ledger: Option<&mut dyn Ledger> = checkpoint
         .as_mut()
         .map(|c| &mut *c.ledger as &mut dyn Ledger);

@@ -14,6 +14,7 @@ use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
 
 use crate::chunks::CliItem;
 use crate::joblog::{Ending, Finished, Tracker};
+use crate::metrics::Metrics;
 
 /// Why one record failed.
 #[derive(Debug, Clone)]
@@ -93,6 +94,8 @@ pub struct CliExecutor {
     probe: Option<crate::history::Probe>,
     /// The live status table (`herdsman status`), when the run keeps one.
     live: Option<&'static crate::live::Live>,
+    /// `--metrics-addr`/`--metrics-file`: attempts, retries and what is in flight.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl CliExecutor {
@@ -105,6 +108,7 @@ impl CliExecutor {
             finished: None,
             probe: None,
             live: crate::live::current().map(|l| &**l),
+            metrics: None,
         }
     }
 
@@ -117,6 +121,17 @@ impl CliExecutor {
     /// The run's history's probe, if any.
     pub fn probe(&self) -> Option<crate::history::Probe> {
         self.probe.clone()
+    }
+
+    /// Counts attempts, retries and what is in flight in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> CliExecutor {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The run's metrics, if it has any.
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.metrics.clone()
     }
 
     /// Notes how every attempt ends with `tracker`, for the job log that reads `finished`.
@@ -200,6 +215,9 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(live) = self.live {
             live.submitted(id.index, item.seq);
         }
+        if let Some(m) = &self.metrics {
+            m.submitted(1);
+        }
         match item.data {
             Ok(json) => self.inner.submit(
                 id,
@@ -262,6 +280,11 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(live) = self.live {
             note_live(live, &out[before..]);
         }
+        if let Some(m) = &self.metrics {
+            let ended = &out[before..];
+            let retries = ended.iter().filter(|(id, _)| id.attempt > 1).count();
+            m.ended(ended.len(), retries);
+        }
         Ok(())
     }
 
@@ -270,6 +293,9 @@ impl Executor<CliItem> for CliExecutor {
         self.inner.abandon(id);
         if let Some(live) = self.live {
             live.ended(id.index, std::time::Instant::now(), false);
+        }
+        if let Some(m) = &self.metrics {
+            m.dropped(1);
         }
         if let Some(t) = &mut self.tracker {
             t.abandoned(id);
@@ -282,6 +308,9 @@ impl Executor<CliItem> for CliExecutor {
     fn stop_queued(&mut self, not_started: &mut Vec<AttemptId>) {
         let before = not_started.len();
         self.inner.stop_queued(not_started);
+        if let Some(m) = &self.metrics {
+            m.dropped(not_started.len() - before);
+        }
         if let Some(t) = &mut self.tracker {
             for id in &not_started[before..] {
                 t.abandoned(*id);

@@ -68,6 +68,11 @@ pub type StderrSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
 /// short.
 pub type StartSink = Arc<dyn Fn(herdsman::AttemptId, usize, std::time::Instant) + Send + Sync>;
 
+/// A callback told each time a worker process is started to take the place of one that ended
+/// (it exited, was killed after a timeout or abandon, or was retired after its limit of
+/// records), with the worker's 0-based index. Called on the thread that drives the pool.
+pub type RestartSink = Arc<dyn Fn(usize) + Send + Sync>;
+
 /// A callback that receives the pool's notices, one sentence each (for example a record
 /// that has had no answer for a long time).
 pub type NoticeSink = Arc<dyn Fn(&str) + Send + Sync>;

@@ -132,6 +132,10 @@ struct State {
     /// Theoretical arrival time of the next token (GCRA).
     tat: Duration,
     paused_until: Duration,
+    /// When a refused [`Limiter::try_acquire`] started a wait that no token has ended yet.
+    waiting_since: Option<Duration>,
+    /// Waits that a token ended, in all.
+    waited: Duration,
 }
 
 #[derive(Debug)]
@@ -173,6 +177,8 @@ impl Limiter {
                 state: Mutex::new(State {
                     tat: now,
                     paused_until: Duration::ZERO,
+                    waiting_since: None,
+                    waited: Duration::ZERO,
                 }),
             }),
         }
@@ -194,15 +200,47 @@ impl Limiter {
     pub fn try_acquire(&self) -> Result<(), Duration> {
         let now = self.inner.clock.now();
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        if now < st.paused_until {
-            return Err(st.paused_until - now);
+        let refused = if now < st.paused_until {
+            Some(st.paused_until - now)
+        } else {
+            let earliest = st.tat.saturating_sub(self.tolerance());
+            (now < earliest).then(|| earliest - now)
+        };
+        if let Some(wait) = refused {
+            st.waiting_since.get_or_insert(now);
+            return Err(wait);
         }
-        let earliest = st.tat.saturating_sub(self.tolerance());
-        if now < earliest {
-            return Err(earliest - now);
+        if let Some(since) = st.waiting_since.take() {
+            st.waited = st.waited.saturating_add(now.saturating_sub(since));
         }
         st.tat = st.tat.max(now).saturating_add(self.inner.rate.interval);
         Ok(())
+    }
+
+    /// How long callers were held back so far, in all: the time from each refused
+    /// [`try_acquire`](Limiter::try_acquire) to the token that ended that wait (a wait still
+    /// going on counts up to now), pauses included. Waits of several callers at the same time
+    /// count once: this is the time the limiter kept work waiting, not a sum per caller.
+    ///
+    /// ```
+    /// use herdsman::{Limiter, ManualClock, RateLimit};
+    /// use std::num::NonZeroU32;
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let l = Limiter::with_clock(RateLimit::per_second(NonZeroU32::new(1).unwrap()), clock.clone());
+    /// assert!(l.try_acquire().is_ok());
+    /// assert!(l.try_acquire().is_err());
+    /// clock.advance(Duration::from_millis(1000));
+    /// assert!(l.try_acquire().is_ok());
+    /// assert_eq!(l.waited(), Duration::from_millis(1000));
+    /// ```
+    pub fn waited(&self) -> Duration {
+        let now = self.inner.clock.now();
+        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ongoing = st
+            .waiting_since
+            .map_or(Duration::ZERO, |since| now.saturating_sub(since));
+        st.waited.saturating_add(ongoing)
     }
 
     /// Block until a token is available (sleeping in short steps) and take it.
@@ -239,6 +277,39 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waited_counts_refused_time_once_including_pauses() {
+        let clock = ManualClock::new();
+        let l = Limiter::with_clock(
+            RateLimit::per_second(NonZeroU32::new(10).unwrap()),
+            clock.clone(),
+        );
+        assert!(l.try_acquire().is_ok());
+        assert_eq!(l.waited(), Duration::ZERO);
+        // Refused twice in a row: one wait, counted from the first refusal.
+        assert!(l.try_acquire().is_err());
+        clock.advance(Duration::from_millis(40));
+        assert!(l.try_acquire().is_err());
+        assert_eq!(
+            l.waited(),
+            Duration::from_millis(40),
+            "an ongoing wait counts"
+        );
+        clock.advance(Duration::from_millis(60));
+        assert!(l.try_acquire().is_ok());
+        assert_eq!(l.waited(), Duration::from_millis(100));
+        // Time without a refusal is not waiting.
+        clock.advance(Duration::from_secs(5));
+        assert!(l.try_acquire().is_ok());
+        assert_eq!(l.waited(), Duration::from_millis(100));
+        // A pause (a server's Retry-After) is waited for like a token.
+        l.pause(Duration::from_secs(2));
+        assert!(l.try_acquire().is_err());
+        clock.advance(Duration::from_secs(2));
+        assert!(l.try_acquire().is_ok());
+        assert_eq!(l.waited(), Duration::from_millis(2100));
+    }
 
     #[test]
     fn steady_rate_on_manual_clock() {

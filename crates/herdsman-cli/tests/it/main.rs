@@ -15,6 +15,7 @@ mod files;
 mod inputs;
 mod key_order;
 mod live_status;
+mod metrics;
 mod module_layers;
 mod object_storage;
 mod observability;

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["inputs", "transform", "progress"],
     &["joblog", "history"],
     &["chunks", "summary", "config"],
-    &["cli", "text", "fault", "logging", "shard"],
+    &["cli", "text", "fault", "logging", "shard", "metrics"],
     &["live"],
 ];
 

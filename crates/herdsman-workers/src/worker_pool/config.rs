@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::options::ProcessOptions;
 use crate::process::WorkerCommand;
-use crate::NoticeSink;
+use crate::{NoticeSink, RestartSink};
 
 /// The wire protocol between herdsman and its workers (see `docs/protocol.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub struct PoolConfig {
     /// [`PoolConfig::notices`] (`record 812 on worker 1: no answer for 60 s ...`); the notice
     /// repeats at doubling intervals while the record stays unanswered. Default 60 s.
     pub no_answer_notice: Duration,
+    /// Told of every worker process started in the place of one that ended (a restart, for
+    /// metrics). `None`: nobody is told.
+    pub on_restart: Option<RestartSink>,
 }
 
 impl PoolConfig {
@@ -93,6 +96,7 @@ impl PoolConfig {
             max_tasks_per_worker: None,
             notices: None,
             no_answer_notice: Self::DEFAULT_NO_ANSWER_NOTICE,
+            on_restart: None,
         }
     }
 
@@ -133,6 +137,7 @@ impl std::fmt::Debug for PoolConfig {
             .field("max_tasks_per_worker", &self.max_tasks_per_worker)
             .field("notices", &self.notices.is_some())
             .field("no_answer_notice", &self.no_answer_notice)
+            .field("on_restart", &self.on_restart.is_some())
             .finish()
     }
 }

@@ -67,6 +67,11 @@ impl WorkerPool {
         let slot = &mut self.slots[s];
         slot.gen += 1;
         let gen = slot.gen;
+        if gen > 1 {
+            if let Some(told) = &self.cfg.on_restart {
+                told(s);
+            }
+        }
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");

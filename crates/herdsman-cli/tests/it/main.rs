@@ -6,6 +6,8 @@ mod corpora;
 mod crash;
 mod csv_delimiter;
 mod csv_output;
+#[cfg(feature = "database")]
+mod db_input;
 mod dead_letters;
 mod error_hints;
 mod exec_args;

@@ -96,7 +96,11 @@ fn storm(clean: &Scratch, crashed: &Scratch, args: &[String], seed: u64) {
         }
         let _ = std::fs::remove_dir_all(crashed.path(".out.jsonl.herdsman"));
         kills += run_with_kills(crashed.dir.path(), args, &mut rng, &log);
-        assert_eq!(crashed.read("out.jsonl"), want_out, "output after {kills} kills");
+        assert_eq!(
+            crashed.read("out.jsonl"),
+            want_out,
+            "output after {kills} kills"
+        );
         assert_eq!(crashed.read("out.failures.jsonl"), want_fail);
     }
 }
@@ -111,7 +115,15 @@ fn sqlite_rows_are_processed_once_with_their_types() {
     );
     let out = s
         .herdsman()
-        .args(["run", "-i", "sqlite://db.sqlite?table=t", "-w", "cat", "-o", "out.jsonl"])
+        .args([
+            "run",
+            "-i",
+            "sqlite://db.sqlite?table=t",
+            "-w",
+            "cat",
+            "-o",
+            "out.jsonl",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -207,17 +219,34 @@ fn query_without_key_and_other_misuse_are_usage_errors() {
             "--query needs --key",
         ),
         (
-            &["-i", "sqlite://db.sqlite?table=items", "--query", "SELECT 1", "--key", "id"],
+            &[
+                "-i",
+                "sqlite://db.sqlite?table=items",
+                "--query",
+                "SELECT 1",
+                "--key",
+                "id",
+            ],
             "names a table and --query is given too",
         ),
         (&["-i", "sqlite://db.sqlite"], "names no table"),
-        (&["-i", "in.csv", "--key", "id"], "apply to a database input"),
+        (
+            &["-i", "in.csv", "--key", "id"],
+            "apply to a database input",
+        ),
         (
             &["-i", "sqlite://db.sqlite?table=nope"],
             "it has no table `nope`",
         ),
         (
-            &["-i", "sqlite://db.sqlite", "--query", "SELECT value FROM items", "--key", "id"],
+            &[
+                "-i",
+                "sqlite://db.sqlite",
+                "--query",
+                "SELECT value FROM items",
+                "--key",
+                "id",
+            ],
             "key column `id` is not among its columns",
         ),
     ];
@@ -249,19 +278,29 @@ fn a_changed_query_refuses_to_resume_like_a_changed_job() {
         .wait()
         .unwrap();
     assert_eq!(status.code(), None, "killed at its fault point");
-    for (flag, value) in [("--query", "SELECT id, value FROM items WHERE id >= 1"), ("--key", "id,value")] {
+    for (flag, value) in [
+        ("--query", "SELECT id, value FROM items WHERE id >= 1"),
+        ("--key", "id,value"),
+    ] {
         let mut changed = args.clone();
         let i = changed.iter().position(|a| a == flag).unwrap();
         changed[i + 1] = value.into();
         let out = s.herdsman().args(&changed).output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("the job changed since the checkpoint"), "{err}");
+        assert!(
+            err.contains("the job changed since the checkpoint"),
+            "{err}"
+        );
     }
     // The same query resumes and finishes.
     let out = s.herdsman().args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("the job changed"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("the job changed"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         lines(&s.read("out.jsonl")).len() + lines(&s.read("out.failures.jsonl")).len(),
         600
@@ -292,7 +331,15 @@ fn postgres_rows_are_processed_once_and_a_killed_run_resumes_to_the_same_files()
     let s = Scratch::new();
     let out = s
         .herdsman()
-        .args(["run", "-i", &format!("{}?table=typed", server.url()), "-w", "cat", "-o", "typed.jsonl"])
+        .args([
+            "run",
+            "-i",
+            &format!("{}?table=typed", server.url()),
+            "-w",
+            "cat",
+            "-o",
+            "typed.jsonl",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -304,7 +351,12 @@ fn postgres_rows_are_processed_once_and_a_killed_run_resumes_to_the_same_files()
     let (clean, crashed) = (Scratch::new(), Scratch::new());
     let args = storm_args(
         &server.url(),
-        &["--query", "SELECT id, value FROM items WHERE id < 600", "--key", "id"],
+        &[
+            "--query",
+            "SELECT id, value FROM items WHERE id < 600",
+            "--key",
+            "id",
+        ],
     );
-    storm(&clean, &crashed, &args, 0x9057_6E5);
+    storm(&clean, &crashed, &args, 0x0905_76E5);
 }

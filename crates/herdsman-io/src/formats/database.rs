@@ -21,6 +21,9 @@
 //! at no cost: rows come sorted with nulls first, so a null key shows in the first page and
 //! a repeated key as two equal keys in a row.
 
+// Without the `database` feature only the URL helpers are used.
+#![cfg_attr(not(feature = "database"), allow(dead_code))]
+
 use std::collections::VecDeque;
 
 use super::{Location, OpenInput, ReadRecord, RecordReader};
@@ -132,7 +135,10 @@ pub(crate) fn quote_ident(name: &str) -> String {
 
 /// A table name quoted part by part (`schema.table`).
 pub(crate) fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// The SQL whose rows are read: the table's, or the user's query (without a trailing `;`).
@@ -241,6 +247,10 @@ pub(crate) struct Row<K> {
     pub(crate) canon: Option<Vec<u8>>,
 }
 
+/// A key found by its row number: the key and its canonical bytes (`None` when a part is
+/// null), or `None` when there is no such row.
+pub(crate) type Found<K> = Option<(K, Option<Vec<u8>>)>;
+
 /// A database that can be paged through in key order.
 pub(crate) trait Pages: Send {
     /// A key value as bound in a query.
@@ -255,7 +265,7 @@ pub(crate) trait Pages: Send {
     ) -> Result<Vec<Row<Self::Key>>, String>;
 
     /// The key of the row at 0-based `ordinal` in key order, with its canonical bytes.
-    fn key_at(&mut self, ordinal: u64) -> Result<Option<(Self::Key, Option<Vec<u8>>)>, String>;
+    fn key_at(&mut self, ordinal: u64) -> Result<Found<Self::Key>, String>;
 }
 
 /// The hash of a key's canonical bytes, as a [`Location`] holds it.
@@ -298,9 +308,7 @@ impl<P: Pages> KeysetReader<P> {
         }
         if at.line > 1 {
             let ordinal = at.line - 2;
-            let found = pages
-                .key_at(ordinal)
-                .map_err(|m| read_error(&name, &m))?;
+            let found = pages.key_at(ordinal).map_err(|m| read_error(&name, &m))?;
             match found {
                 None => {
                     return Err(resume_error(
@@ -439,8 +447,16 @@ pub(crate) fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(A[(n >> 18) as usize & 63]);
         out.push(A[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] } else { b'=' });
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63]
+        } else {
+            b'='
+        });
     }
     out.push(b'"');
 }

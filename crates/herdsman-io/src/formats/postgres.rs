@@ -42,7 +42,7 @@ mod imp {
 
     use super::super::database::{
         canon_part, key_columns, key_positions, key_tuple, order_by, parse_url, quote_ident,
-        source_sql, usage, KeysetReader, Pages, Row,
+        source_sql, usage, Found, KeysetReader, Pages, Row,
     };
     use super::super::{Location, OpenInput, RecordReader};
     use crate::error::SourceError;
@@ -234,19 +234,12 @@ mod imp {
                     let mut json = Vec::with_capacity(text.len());
                     crate::json::write_compact(&mut json, text.as_bytes());
                     let (key, canon) = key_of(r, 1, self.keys);
-                    Row {
-                        json,
-                        key,
-                        canon,
-                    }
+                    Row { json, key, canon }
                 })
                 .collect())
         }
 
-        fn key_at(
-            &mut self,
-            ordinal: u64,
-        ) -> Result<Option<(Self::Key, Option<Vec<u8>>)>, String> {
+        fn key_at(&mut self, ordinal: u64) -> Result<Found<Self::Key>, String> {
             let rows = self
                 .client
                 .query(&self.key_at, &[&(ordinal as i64)])

@@ -41,7 +41,7 @@ mod imp {
 
     use super::super::database::{
         canon_part, key_columns, key_positions, key_tuple, order_by, parse_url, quote_ident,
-        source_sql, usage, write_base64, KeysetReader, Pages, Row,
+        source_sql, usage, write_base64, Found, KeysetReader, Pages, Row,
     };
     use super::super::{Location, OpenInput, RecordReader};
     use crate::error::SourceError;
@@ -79,7 +79,9 @@ mod imp {
             .map_err(|e| usage(input, &e.to_string()))?;
         let table = parsed.table.as_deref();
         let sql = source_sql(input, table)?;
-        let keys = key_columns(input, table, |t| primary_key(&conn, t).map_err(|m| usage(input, &m)))?;
+        let keys = key_columns(input, table, |t| {
+            primary_key(&conn, t).map_err(|m| usage(input, &m))
+        })?;
         let columns: Vec<String> = {
             let stmt = conn
                 .prepare(&format!("SELECT * FROM ({sql}) AS t LIMIT 0"))
@@ -130,7 +132,11 @@ mod imp {
             None => (None, table),
         };
         let sql = match schema {
-            Some(s) => format!("PRAGMA {}.table_info({})", quote_ident(s), quote_ident(name)),
+            Some(s) => format!(
+                "PRAGMA {}.table_info({})",
+                quote_ident(s),
+                quote_ident(name)
+            ),
             None => format!("PRAGMA table_info({})", quote_ident(name)),
         };
         let mut stmt = conn.prepare(&sql).map_err(|e| e.to_string())?;
@@ -180,9 +186,7 @@ mod imp {
             ValueRef::Real(f) if f.is_nan() => out.extend_from_slice(b"\"NaN\""),
             ValueRef::Real(f) if f > 0.0 => out.extend_from_slice(b"\"Infinity\""),
             ValueRef::Real(_) => out.extend_from_slice(b"\"-Infinity\""),
-            ValueRef::Text(t) => {
-                crate::json::write_str(out, String::from_utf8_lossy(t).as_bytes())
-            }
+            ValueRef::Text(t) => crate::json::write_str(out, String::from_utf8_lossy(t).as_bytes()),
             ValueRef::Blob(b) => write_base64(out, b),
         }
     }
@@ -241,8 +245,8 @@ mod imp {
             r.map_err(|e| e.to_string())
         }
 
-        fn key_at(&mut self, ordinal: u64) -> Result<Option<(Vec<Value>, Option<Vec<u8>>)>, String> {
-            let run = || -> rusqlite::Result<Option<(Vec<Value>, Option<Vec<u8>>)>> {
+        fn key_at(&mut self, ordinal: u64) -> Result<Found<Vec<Value>>, String> {
+            let run = || -> rusqlite::Result<Found<Vec<Value>>> {
                 let mut stmt = self.conn.prepare(&self.key_at)?;
                 let mut rows = stmt.query([ordinal as i64])?;
                 let Some(r) = rows.next()? else {

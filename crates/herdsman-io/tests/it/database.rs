@@ -90,7 +90,8 @@ fn sqlite_rows_come_once_in_key_order_with_their_types() {
 fn sqlite_resumes_exactly_at_any_row_across_pages() {
     let dir = tempfile::tempdir().unwrap();
     // More than two pages of rows, inserted out of key order, with text keys.
-    let mut sql = String::from("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID; BEGIN;");
+    let mut sql =
+        String::from("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID; BEGIN;");
     for i in 0..9000u64 {
         let k = (i * 7919) % 9000;
         sql.push_str(&format!("INSERT INTO t VALUES ('key-{k:05}', {k});"));
@@ -103,7 +104,13 @@ fn sqlite_resumes_exactly_at_any_row_across_pages() {
     for (i, r) in all.iter().enumerate() {
         assert_eq!(text(r), format!(r#"{{"k":"key-{i:05}","v":{i}}}"#));
     }
-    check_resume(&url, Format::Sqlite, &opts, &all, &[0, 1, 4095, 4096, 4097, 8192, 8999]);
+    check_resume(
+        &url,
+        Format::Sqlite,
+        &opts,
+        &all,
+        &[0, 1, 4095, 4096, 4097, 8192, 8999],
+    );
     // The end position reads nothing more.
     let mut src = Source::open(vec![db_spec(&url, Format::Sqlite)], opts.clone(), None).unwrap();
     while src.next().is_some() {}
@@ -177,17 +184,28 @@ fn sqlite_null_or_repeated_keys_and_bad_requests_are_clear_errors() {
     };
     let e = read_error(&url, Format::Sqlite, no_key, None).to_string();
     assert!(e.contains("a query needs a key"), "{e}");
-    let e = read_error(&format!("{url}?table=nokey"), Format::Sqlite, SourceOptions::default(), None)
-        .to_string();
+    let e = read_error(
+        &format!("{url}?table=nokey"),
+        Format::Sqlite,
+        SourceOptions::default(),
+        None,
+    )
+    .to_string();
     assert!(e.contains("has no primary key"), "{e}");
     let e = read_error(&url, Format::Sqlite, with_key("SELECT v FROM d"), None).to_string();
-    assert!(e.contains("key column `id` is not among its columns (v)"), "{e}");
+    assert!(
+        e.contains("key column `id` is not among its columns (v)"),
+        "{e}"
+    );
     let e = read_error(&url, Format::Sqlite, SourceOptions::default(), None).to_string();
     assert!(e.contains("names no table and no query"), "{e}");
     let missing = format!("sqlite://{}/none.db?table=t", dir.path().display());
     let e = read_error(&missing, Format::Sqlite, SourceOptions::default(), None);
     assert!(matches!(e, SourceError::Open { .. }), "{e}");
-    assert!(!dir.path().join("none.db").exists(), "a missing database is not created");
+    assert!(
+        !dir.path().join("none.db").exists(),
+        "a missing database is not created"
+    );
 }
 
 #[test]
@@ -203,18 +221,30 @@ fn sqlite_refuses_to_resume_when_rows_before_the_position_changed() {
     let at = all[2].pos;
     // Rows added after the resume point are read; a row deleted before it is refused.
     let conn = rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap();
-    conn.execute_batch("INSERT INTO t VALUES (50, 'e')").unwrap();
+    conn.execute_batch("INSERT INTO t VALUES (50, 'e')")
+        .unwrap();
     let rest = read(&url, Format::Sqlite, SourceOptions::default(), Some(at));
-    assert_eq!(texts(&rest), [r#"{"id":30,"v":"c"}"#, r#"{"id":40,"v":"d"}"#, r#"{"id":50,"v":"e"}"#]);
+    assert_eq!(
+        texts(&rest),
+        [
+            r#"{"id":30,"v":"c"}"#,
+            r#"{"id":40,"v":"d"}"#,
+            r#"{"id":50,"v":"e"}"#
+        ]
+    );
     conn.execute_batch("DELETE FROM t WHERE id = 10").unwrap();
     let e = read_error(&url, Format::Sqlite, SourceOptions::default(), Some(at));
     assert!(matches!(e, SourceError::Resume { .. }), "{e}");
-    assert!(e.to_string().contains("rows before the resume point"), "{e}");
+    assert!(
+        e.to_string().contains("rows before the resume point"),
+        "{e}"
+    );
 }
 
 #[test]
 fn postgres_rows_keep_their_types_and_resume_exactly() {
-    let Some(server) = TestServer::start_or_skip("postgres_rows_keep_their_types_and_resume_exactly")
+    let Some(server) =
+        TestServer::start_or_skip("postgres_rows_keep_their_types_and_resume_exactly")
     else {
         return;
     };

@@ -212,7 +212,12 @@ fn load_job_file(path: &Path) -> Result<JobFile> {
 /// Resolves `p` (from a job file) against the job file's directory.
 fn relative_to(base: Option<&Path>, p: String) -> String {
     match base {
-        Some(dir) if p != "-" && Path::new(&p).is_relative() => {
+        // A database URL is not a path.
+        Some(dir)
+            if p != "-"
+                && herdsman_io::database_format(&p).is_none()
+                && Path::new(&p).is_relative() =>
+        {
             dir.join(&p).to_string_lossy().into_owned()
         }
         _ => p,

@@ -17,9 +17,11 @@
 //! there reading is keyset pagination again.
 //!
 //! The key must be unique and non-null: keyset pagination cannot tell apart two rows with
-//! the same key, and never sees a row whose key is null. Both are checked as the rows go by,
-//! at no cost: rows come sorted with nulls first, so a null key shows in the first page and
-//! a repeated key as two equal keys in a row.
+//! the same key, and never sees a row whose key is null. A fresh read looks for a null key
+//! once before the first row (an index lookup when the key is indexed); a repeated key is
+//! seen as the rows go by, at no cost, as two equal keys in a row (across pages too, since
+//! each page starts again at the last key read). Pages are ordered plainly by the key, the
+//! order of an ascending index, so each page is an index range scan.
 
 // Without the `database` feature only the URL helpers are used.
 #![cfg_attr(not(feature = "database"), allow(dead_code))]
@@ -216,12 +218,26 @@ pub(crate) fn key_positions(
         .collect()
 }
 
-/// `ORDER BY` over the key columns of `t`, nulls first (so a null key shows at once).
+/// `ORDER BY` over the key columns of `t`, ascending: the order of an ascending index on
+/// them, so that each page is an index range scan.
 pub(crate) fn order_by(keys: &[String]) -> String {
     keys.iter()
-        .map(|k| format!("t.{} NULLS FIRST", quote_ident(k)))
+        .map(|k| format!("t.{}", quote_ident(k)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A condition on the key columns of `t`: some part is null (`null`), or none is.
+pub(crate) fn null_test(keys: &[String], null: bool) -> String {
+    let (test, join) = if null {
+        ("IS NULL", " OR ")
+    } else {
+        ("IS NOT NULL", " AND ")
+    };
+    keys.iter()
+        .map(|k| format!("t.{} {test}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(join)
 }
 
 /// The key columns of `t` as a row value (or one column).
@@ -264,7 +280,11 @@ pub(crate) trait Pages: Send {
         limit: usize,
     ) -> Result<Vec<Row<Self::Key>>, String>;
 
-    /// The key of the row at 0-based `ordinal` in key order, with its canonical bytes.
+    /// Whether some row has a null key (a cheap lookup when the key is indexed).
+    fn has_null_key(&mut self) -> Result<bool, String>;
+
+    /// The key of the row at 0-based `ordinal` in key order (rows with a null key left out),
+    /// with its canonical bytes.
     fn key_at(&mut self, ordinal: u64) -> Result<Found<Self::Key>, String>;
 }
 
@@ -305,6 +325,15 @@ impl<P: Pages> KeysetReader<P> {
                 at,
                 "it is not a position this input gives".into(),
             ));
+        }
+        if at.line == 1 && pages.has_null_key().map_err(|m| read_error(&name, &m))? {
+            return Err(SourceError::Database {
+                input: name,
+                message: format!(
+                    "some row has a null key ({}); reading in key order needs a unique, non-null key: name such a column (an id), or filter out the rows whose key is null",
+                    keys.join(", ")
+                ),
+            });
         }
         if at.line > 1 {
             let ordinal = at.line - 2;

@@ -41,8 +41,8 @@ mod imp {
     use postgres::{Client, NoTls};
 
     use super::super::database::{
-        canon_part, key_columns, key_positions, key_tuple, order_by, parse_url, quote_ident,
-        source_sql, usage, Found, KeysetReader, Pages, Row,
+        canon_part, key_columns, key_positions, key_tuple, null_test, order_by, parse_url,
+        quote_ident, source_sql, usage, Found, KeysetReader, Pages, Row,
     };
     use super::super::{Location, OpenInput, RecordReader};
     use crate::error::SourceError;
@@ -123,6 +123,7 @@ mod imp {
             format!("({})", params.join(", "))
         };
         let order = order_by(&keys);
+        let (null, not_null) = (null_test(&keys, true), null_test(&keys, false));
         let select = format!(
             "SELECT row_to_json(r)::text, {} FROM ({sql}) AS t CROSS JOIN LATERAL (SELECT {}) AS r",
             key_text.join(", "),
@@ -146,10 +147,13 @@ mod imp {
                     &[vec![Type::TEXT; n], vec![Type::INT8]].concat(),
                 )
                 .map_err(fail)?,
+            null_check: client
+                .prepare(&format!("SELECT 1 FROM ({sql}) AS t WHERE {null} LIMIT 1"))
+                .map_err(fail)?,
             key_at: client
                 .prepare_typed(
                     &format!(
-                        "SELECT {} FROM ({sql}) AS t ORDER BY {order} LIMIT 1 OFFSET $1",
+                        "SELECT {} FROM ({sql}) AS t WHERE {not_null} ORDER BY {order} LIMIT 1 OFFSET $1",
                         key_text.join(", ")
                     ),
                     &[Type::INT8],
@@ -183,6 +187,7 @@ mod imp {
         client: Client,
         first: postgres::Statement,
         next: postgres::Statement,
+        null_check: postgres::Statement,
         key_at: postgres::Statement,
         keys: usize,
     }
@@ -237,6 +242,11 @@ mod imp {
                     Row { json, key, canon }
                 })
                 .collect())
+        }
+
+        fn has_null_key(&mut self) -> Result<bool, String> {
+            let rows = self.client.query(&self.null_check, &[]).map_err(message)?;
+            Ok(!rows.is_empty())
         }
 
         fn key_at(&mut self, ordinal: u64) -> Result<Found<Self::Key>, String> {

@@ -40,8 +40,8 @@ mod imp {
     use rusqlite::{params_from_iter, Connection, OpenFlags};
 
     use super::super::database::{
-        canon_part, key_columns, key_positions, key_tuple, order_by, parse_url, quote_ident,
-        source_sql, usage, write_base64, Found, KeysetReader, Pages, Row,
+        canon_part, key_columns, key_positions, key_tuple, null_test, order_by, parse_url,
+        quote_ident, source_sql, usage, write_base64, Found, KeysetReader, Pages, Row,
     };
     use super::super::{Location, OpenInput, RecordReader};
     use crate::error::SourceError;
@@ -97,6 +97,7 @@ mod imp {
             names.push(k);
         }
         let order = order_by(&keys);
+        let (null, not_null) = (null_test(&keys, true), null_test(&keys, false));
         let tuple = key_tuple(&keys);
         let params: Vec<String> = (1..=keys.len()).map(|i| format!("?{i}")).collect();
         let params = if keys.len() == 1 {
@@ -111,8 +112,9 @@ mod imp {
                 "SELECT * FROM ({sql}) AS t WHERE {tuple} >= {params} ORDER BY {order} LIMIT ?{}",
                 n + 1
             ),
+            null_check: format!("SELECT 1 FROM ({sql}) AS t WHERE {null} LIMIT 1"),
             key_at: format!(
-                "SELECT {} FROM ({sql}) AS t ORDER BY {order} LIMIT 1 OFFSET ?1",
+                "SELECT {} FROM ({sql}) AS t WHERE {not_null} ORDER BY {order} LIMIT 1 OFFSET ?1",
                 keys.iter()
                     .map(|k| format!("t.{}", quote_ident(k)))
                     .collect::<Vec<_>>()
@@ -157,6 +159,7 @@ mod imp {
         conn: Connection,
         first: String,
         next: String,
+        null_check: String,
         key_at: String,
         /// Each column's name, JSON-quoted, with its colon.
         names: Vec<Vec<u8>>,
@@ -243,6 +246,14 @@ mod imp {
                 }
             };
             r.map_err(|e| e.to_string())
+        }
+
+        fn has_null_key(&mut self) -> Result<bool, String> {
+            let run = || -> rusqlite::Result<bool> {
+                let mut stmt = self.conn.prepare(&self.null_check)?;
+                stmt.exists([])
+            };
+            run().map_err(|e| e.to_string())
         }
 
         fn key_at(&mut self, ordinal: u64) -> Result<Found<Vec<Value>>, String> {

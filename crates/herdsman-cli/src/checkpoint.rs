@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use herdsman_io::InputPath;
+use herdsman_io::{Format, InputPath};
 use herdsman_ledger::{JobIdentity, Ledger, LedgerError, Opened};
 
 use crate::config::{canonical, usage, EnvError, RunConfig, Transform};
@@ -60,6 +60,13 @@ pub(crate) fn job_identity(cfg: &RunConfig, inputs: &Inputs) -> Result<JobIdenti
         let InputPath::File(path) = &spec.path else {
             continue;
         };
+        if matches!(spec.format, Format::Postgres | Format::Sqlite) {
+            // A database has no content fingerprint: its rows are named by URL (without a
+            // password), query and key (the last two in the options above).
+            id.insert(format!("input.{i}.url"), spec.path.display_name());
+            id.insert(format!("input.{i}.format"), spec.format.name());
+            continue;
+        }
         let fp = herdsman_io::fingerprint(path).map_err(|e| {
             anyhow::Error::new(EnvError(format!(
                 "cannot read input {}: {e}; check that it is a readable file",

@@ -146,6 +146,17 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Input")]
     format: Option<FormatArg>, job file: FormatArg;
 
+    /// Database input: read the rows of this SQL query (read in --key order, the query
+    /// wrapped as a subquery) rather than the table the URL names. Example: -i
+    /// postgres://me@db/shop --query 'SELECT id, url FROM items WHERE active' --key id
+    #[arg(long, value_name = "SQL", help_heading = "Input")]
+    query: Option<String>, job file: String;
+
+    /// Database input: the unique, non-null column(s) the rows are read in the order of, and
+    /// resumed after, comma separated (default: the table's primary key; needed with --query).
+    #[arg(long, value_name = "COL,...", value_delimiter = ',', help_heading = "Input")]
+    key: Vec<String>, job file: StringOrList;
+
     /// A pool of persistent worker processes, e.g. -w 'python3 worker.py'. The command is
     /// split like a shell would (quotes respected) but run without a shell.
     #[arg(

@@ -117,6 +117,9 @@ pub struct RunConfig {
     /// not, lines input written to stdout is written as lines.
     pub output_format_chosen: bool,
     pub columns: Option<Vec<String>>,
+    /// Database input: the query to read (`--query`) and the key columns (`--key`).
+    pub query: Option<String>,
+    pub key: Option<Vec<String>>,
     /// Schema, compression and row-group size of a Parquet output.
     pub parquet: herdsman_io::ParquetOptions,
     pub failures: PathBuf,
@@ -222,7 +225,13 @@ fn load_job_file(path: &Path) -> Result<JobFile> {
 /// Resolves `p` (from a job file) against the job file's directory.
 fn relative_to(base: Option<&Path>, p: String) -> String {
     match base {
-        Some(dir) if p != "-" && !herdsman_io::is_object_url(&p) && Path::new(&p).is_relative() => {
+        // A database or object-storage URL is not a path.
+        Some(dir)
+            if p != "-"
+                && !herdsman_io::is_object_url(&p)
+                && herdsman_io::database_format(&p).is_none()
+                && Path::new(&p).is_relative() =>
+        {
             dir.join(&p).to_string_lossy().into_owned()
         }
         _ => p,
@@ -545,6 +554,17 @@ impl RunConfig {
         } else {
             inputs
         };
+
+        let (query, key) = database_options(
+            &inputs,
+            args.query.or(job.query),
+            if args.key.is_empty() {
+                job.key.map(StringOrList::into_vec)
+            } else {
+                Some(args.key)
+            },
+            args.shard.is_some() || job.shard.is_some(),
+        )?;
 
         let shell = args.shell || job.shell.unwrap_or(false);
         // `-x 'echo {id}'` is one template string; `-- echo {id}` is the command as words.
@@ -929,6 +949,8 @@ impl RunConfig {
             output_format,
             output_format_chosen,
             columns,
+            query,
+            key,
             parquet,
             failures,
             failures_given,
@@ -1064,8 +1086,55 @@ impl RunConfig {
         if let Some(f) = self.format {
             m.insert("format".into(), f.name().to_string());
         }
+        // A database input's rows: another query or key is another job.
+        if let Some(q) = &self.query {
+            m.insert("query".into(), q.clone());
+        }
+        if let Some(k) = &self.key {
+            m.insert("key".into(), k.join(","));
+        }
         m
     }
+}
+
+/// Checks `--query` and `--key` against the inputs: they apply to a database input only,
+/// which is read alone and not split into shards, and a query needs a key.
+fn database_options(
+    inputs: &[String],
+    query: Option<String>,
+    key: Option<Vec<String>>,
+    shard: bool,
+) -> Result<(Option<String>, Option<Vec<String>>)> {
+    let Some(db) = inputs
+        .iter()
+        .find(|i| herdsman_io::database_format(i).is_some())
+    else {
+        if query.is_some() || key.is_some() {
+            usage!("--query and --key apply to a database input; read one with -i 'postgres://user@host/db?table=NAME' or -i 'sqlite:///path/db.sqlite?table=NAME'");
+        }
+        return Ok((query, key));
+    };
+    let db = herdsman_io::redact_url(db);
+    if inputs.len() > 1 {
+        usage!("the database input {db} is read alone; give it as the only -i");
+    }
+    if shard {
+        usage!("--shard splits files by bytes and cannot split the database input {db}; run it without --shard");
+    }
+    let names_table = db
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("table=")));
+    if query.is_some() {
+        if names_table {
+            usage!("{db} names a table and --query is given too; drop ?table= from the URL, or drop --query");
+        }
+        if key.is_none() {
+            usage!("--query needs --key: name the unique, non-null column(s) of its result that order its rows and let a run resume exactly, e.g. --key id");
+        }
+    } else if !names_table {
+        usage!("{db} names no table; add ?table=NAME to the URL, or give --query 'SELECT …' with --key");
+    }
+    Ok((query, key))
 }
 
 /// The Parquet options of `--schema`, `--compression` and `--row-group-size`, which apply to

@@ -42,6 +42,22 @@ pub(crate) fn source_error(e: herdsman_io::SourceError) -> anyhow::Error {
 }
 
 pub(crate) fn resolve_inputs(cfg: &RunConfig) -> Result<Inputs> {
+    // A database input is read alone (see `config`): a URL, not a file.
+    if let Some(format) = cfg
+        .inputs
+        .first()
+        .and_then(|i| herdsman_io::database_format(i))
+    {
+        let spec = InputSpec {
+            path: InputPath::File(cfg.inputs[0].clone().into()),
+            format,
+        };
+        let names = vec![spec.path.display_name()];
+        return Ok(Inputs {
+            specs: vec![spec],
+            names,
+        });
+    }
     let paths = expand_inputs(&cfg.inputs).map_err(input_error)?;
     let mut specs = Vec::with_capacity(paths.len());
     for p in paths {

@@ -472,6 +472,9 @@ pub(crate) fn source_options(cfg: &RunConfig) -> SourceOptions {
         max_record_bytes: cfg.max_record_size,
         // Parquet inputs read only these columns (other formats ignore them).
         columns: cfg.columns.clone(),
+        // Database inputs read these rows in this key order.
+        query: cfg.query.clone(),
+        key: cfg.key.clone(),
         ..SourceOptions::default()
     }
 }

@@ -241,6 +241,7 @@ fn preflight(cfg: &mut RunConfig) -> Result<Preflight> {
         .specs
         .iter()
         .filter_map(|s| match &s.path {
+            _ if matches!(s.format, Format::Postgres | Format::Sqlite) => None,
             InputPath::File(f) => Some(f.clone()),
             InputPath::Stdin | InputPath::Object(_) => None,
         })

@@ -129,6 +129,15 @@ pub enum SourceError {
         /// What is wrong, and what to do.
         message: String,
     },
+    /// A database input cannot be read as asked: no table or query, a key that is missing,
+    /// null or repeated, or a query the database refuses.
+    #[error("cannot read the database input `{input}`: {message}")]
+    Database {
+        /// The input's URL, without its password.
+        input: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// The file changed (grew, shrank or was rewritten) while it was read, so the records
     /// read from it do not come from one version of it.
     #[error("input `{file}` changed while it was read: {detail}; the records read from it mix two versions of the file. Let whatever writes it finish, then run the job again from the start, resetting its checkpoint if it has one")]
@@ -300,6 +309,10 @@ mod chain_tests {
                 file: "in.parquet".into(),
                 message: "it has no column `x`".into(),
             },
+            SourceError::Database {
+                input: "sqlite:///a.db?table=t".into(),
+                message: "two rows have the same key".into(),
+            },
         ];
         let sink_errors = vec![
             SinkError::Io {
@@ -336,7 +349,8 @@ mod chain_tests {
                 | SourceError::HeaderTooLong { .. }
                 | SourceError::HeaderNotUtf8 { .. }
                 | SourceError::Changed { .. }
-                | SourceError::Parquet { .. } => all.push(Box::new(e)),
+                | SourceError::Parquet { .. }
+                | SourceError::Database { .. } => all.push(Box::new(e)),
             }
         }
         for e in sink_errors {

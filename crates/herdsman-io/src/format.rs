@@ -20,6 +20,12 @@ pub enum Format {
     /// Apache Parquet: each row becomes a JSON object keyed by column name (read when the
     /// `parquet` feature is enabled).
     Parquet,
+    /// A PostgreSQL table or query (`postgres://…`), read in key order: each row becomes a
+    /// JSON object keyed by column name (read when the `database` feature is enabled).
+    Postgres,
+    /// An SQLite table or query (`sqlite://…`), read in key order: each row becomes a JSON
+    /// object keyed by column name (read when the `database` feature is enabled).
+    Sqlite,
 }
 
 impl Format {

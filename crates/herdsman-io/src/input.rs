@@ -29,7 +29,14 @@ impl InputPath {
     pub fn display_name(&self) -> String {
         match self {
             InputPath::Stdin => "<stdin>".to_string(),
-            InputPath::File(p) => p.display().to_string(),
+            InputPath::File(p) => {
+                let name = p.display().to_string();
+                // A database URL is shown without its password.
+                match crate::database_format(&name) {
+                    Some(_) => crate::redact_url(&name),
+                    None => name,
+                }
+            }
             InputPath::Object(o) => o.url.clone(),
         }
     }

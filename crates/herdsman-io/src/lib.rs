@@ -46,6 +46,7 @@ pub use dead_letter::{
 pub use error::{IoError, RecordError, RecordErrorKind, SinkError, SourceError, TokenError};
 pub use fingerprint::{fingerprint, Fingerprint, FingerprintParseError};
 pub use format::{Compression, Format, OutputFormat, ParquetCompression, ParquetOptions};
+pub use formats::database::{database_format, redact_url};
 pub use formats::{
     entry as format_entry, FormatEntry, Location, OpenFn, OpenInput, ReadRecord, RecordReader,
     RAW_CAP, REGISTRY,

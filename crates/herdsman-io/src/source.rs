@@ -115,6 +115,12 @@ pub struct SourceOptions {
     /// Parquet only: read just these columns, and write their keys in this order (default:
     /// every column, in file order). A name the file lacks is an error when it is opened.
     pub columns: Option<Vec<String>>,
+    /// Database inputs only: read the rows of this SQL query rather than the table the URL
+    /// names (default: none).
+    pub query: Option<String>,
+    /// Database inputs only: the unique, non-null key column(s) the rows are read in the order
+    /// of (default: the table's primary key; a query needs one).
+    pub key: Option<Vec<String>>,
 }
 
 impl Default for SourceOptions {
@@ -125,6 +131,8 @@ impl Default for SourceOptions {
             max_record_bytes: 16 << 20,
             read_buffer_bytes: crate::input::READ_BUF,
             columns: None,
+            query: None,
+            key: None,
         }
     }
 }

@@ -7,6 +7,8 @@ mod crash;
 mod csv_delimiter;
 mod csv_output;
 mod db_output;
+#[cfg(feature = "database")]
+mod db_input;
 mod dead_letters;
 mod error_hints;
 mod exec_args;

@@ -13,9 +13,12 @@
 //! opaque bytes a checkpoint stores, and [`Location::from_token`] reads them back.
 
 mod csv;
+pub(crate) mod database;
 mod jsonl;
 mod lines;
 pub(crate) mod parquet;
+mod postgres;
+mod sqlite;
 pub(crate) mod text;
 
 use crate::error::{RecordError, SourceError, TokenError};
@@ -179,7 +182,23 @@ pub struct FormatEntry {
 
 /// Every input format. Adding one is one file in `src/formats/` and one line here (plus its
 /// [`Format`] variant).
-pub static REGISTRY: &[FormatEntry] = &[csv::ENTRY, jsonl::ENTRY, lines::ENTRY, parquet::ENTRY];
+pub static REGISTRY: &[FormatEntry] = &[
+    csv::ENTRY,
+    jsonl::ENTRY,
+    lines::ENTRY,
+    parquet::ENTRY,
+    postgres::ENTRY,
+    sqlite::ENTRY,
+];
+
+/// The error of a database input in a build without the `database` feature.
+#[cfg(not(feature = "database"))]
+fn database_off(input: &OpenInput<'_>) -> SourceError {
+    SourceError::Database {
+        input: input.name.to_string(),
+        message: "this herdsman was built without database support; install a build with the `database` feature (the released one has it)".into(),
+    }
+}
 
 /// The registry entry of `format`.
 pub fn entry(format: Format) -> &'static FormatEntry {

@@ -48,7 +48,9 @@ fn an_input_appended_to_while_it_is_read_is_reported() {
             Format::Csv => format!("h\n{}", numbered_lines(100)),
             Format::Jsonl => (0..100).map(|i| format!("{i}\n")).collect(),
             Format::Lines => numbered_lines(100),
-            Format::Parquet => unreachable!("only the text formats are listed"),
+            Format::Parquet | Format::Postgres | Format::Sqlite => {
+                unreachable!("only the text formats are listed")
+            }
         };
         let p = write(&dir, "grow.txt", body.as_bytes());
         let mut src = Source::open(vec![spec(&p, format)], small_buffer(), None).unwrap();

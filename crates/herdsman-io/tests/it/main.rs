@@ -5,6 +5,8 @@ mod corpora;
 mod csv_output;
 mod csv_roundtrip;
 mod csv_stream_resume;
+#[cfg(feature = "database")]
+mod database;
 mod inputs;
 #[cfg(feature = "parquet")]
 mod parquet;

@@ -415,6 +415,28 @@ pub struct RunArgs {
     )]
     shard: Option<String>, job file: String;
 
+    /// Share the job with other machines through a PostgreSQL ledger: every node runs the
+    /// same command with the same URL, claims chunks, writes them as parts in --parts and
+    /// the node that commits the last chunk assembles the output. Also HERDSMAN_LEDGER.
+    /// Example: --ledger postgres://herdsman@db:5432/jobs (see docs/distributed.md)
+    #[arg(long, value_name = "URL", env = "HERDSMAN_LEDGER", help_heading = "Many machines")]
+    ledger: Option<String>;
+
+    /// With --ledger: how long a claimed chunk stays this node's without a heartbeat
+    /// (heartbeats every third of it); a node silent longer loses its chunk to another node.
+    /// Example: --lease 30s (the default)
+    #[arg(long, value_name = "DURATION", help_heading = "Many machines")]
+    lease: Option<String>;
+
+    /// With --ledger: this node's name in the ledger and in status (default: hostname:pid).
+    #[arg(long, value_name = "NAME", help_heading = "Many machines")]
+    node: Option<String>;
+
+    /// With --ledger: the directory every node writes its chunk parts to, reachable by all
+    /// of them (default: <output>.parts beside the output).
+    #[arg(long, value_name = "DIR", help_heading = "Many machines")]
+    parts: Option<PathBuf>;
+
     /// Print what would run, without running anything or creating any file: the command of
     /// each of the first records (--limit N of them, default 10) for --exec, or the worker
     /// command for --worker.

@@ -155,6 +155,8 @@ pub struct RunConfig {
     pub quiet: bool,
     /// `--shard I/N`: this run reads one static shard of the inputs.
     pub shard: Option<crate::shard::Shard>,
+    /// `--ledger postgres://…`: this node shares the job with others.
+    pub distributed: Option<crate::distributed::Settings>,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -476,7 +478,8 @@ fn detect_protocol(argv: &[String]) -> ProtocolArg {
 
 impl RunConfig {
     /// Merges the job file (if any) and the flags, flags winning, and validates the result.
-    pub fn from_args(args: RunArgs) -> Result<RunConfig> {
+    pub fn from_args(mut args: RunArgs) -> Result<RunConfig> {
+        let distributed = crate::distributed::Settings::from_args(&mut args)?;
         if let (Some(template), Some(job_path)) = (&args.exec, &args.job) {
             check_not_swallowed(template, job_path)?;
         }
@@ -903,6 +906,7 @@ impl RunConfig {
             null_separated: args.null,
             quiet: args.quiet,
             shard,
+            distributed,
         })
     }
 

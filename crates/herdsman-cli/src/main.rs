@@ -14,6 +14,7 @@ mod checkpoint;
 mod chunks;
 mod cli;
 mod config;
+mod distributed;
 mod fault;
 mod inputs;
 mod inspect;
@@ -224,7 +225,11 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     }
     let stop = StopToken::new();
     install_signal_handlers(stop.clone())?;
-    let summary = run::run(cfg, stop)?;
+    let summary = if cfg.distributed.is_some() {
+        distributed::run(cfg, stop)?
+    } else {
+        run::run(cfg, stop)?
+    };
     // Not eprint!: after a SIGHUP the terminal may be gone, and a failed write must not
     // turn a clean stop into a panic. With --log-format json, the last event.
     if logging::json() {

@@ -7,6 +7,7 @@ mod crash;
 mod csv_delimiter;
 mod csv_output;
 mod dead_letters;
+mod distributed;
 mod error_hints;
 mod exec_args;
 mod exec_first_run;

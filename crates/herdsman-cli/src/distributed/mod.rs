@@ -1,0 +1,455 @@
+//! `herdsman run --ledger postgres://…`: one job on many machines ("nodes").
+//!
+//! Every node runs the same command. The first opens the job in the shared PostgreSQL ledger
+//! (its identity as a one-machine run's) and plans its chunks (every node would plan the
+//! same ones); then each node claims chunks under a lease (`node`), runs them through the
+//! normal engine and assembler into part files in the shared parts directory, and commits
+//! each through its claim, the attempt as fence (`parts`). A node stays until every chunk is
+//! committed; the node whose commit completes the job assembles the output and dead-letter
+//! file from the manifest and publishes them (`assemble`), and only then marks the job
+//! finished, so an interrupted assembly is done again by the next node or run.
+//!
+//! This module must never publish an output that is not exactly the committed parts in chunk
+//! order, and never mark the job finished before the output and dead-letter file are in place.
+
+mod assemble;
+mod node;
+mod parts;
+pub(crate) mod status;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use herdsman::{RunStatus, StopToken};
+use herdsman_io::{InputPath, Source};
+use herdsman_ledger::{ChunkPlan, Ledger, LedgerError};
+use herdsman_ledger_postgres::{PostgresLedger, PostgresOptions};
+
+use crate::assemble::Assembler;
+use crate::cli::{OutputFormatArg, RunArgs};
+use crate::config::{canonical, check_paths, check_writable, usage, EnvError, RunConfig};
+use crate::inputs::{resolve_inputs, source_error};
+use crate::pipeline::{engine, output_format, sink_options, source_options, start_executor, tally};
+use crate::progress::Progress;
+use crate::summary::{Counts, Ending, Latency, Summary};
+
+/// The default lease of a claimed chunk.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How a node takes part in a job shared through a PostgreSQL ledger.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The ledger's URL (`postgres://user@host:port/db`).
+    pub url: String,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// This node's name in the ledger.
+    pub node: String,
+    /// The shared parts directory (`None`: `<output>.parts`).
+    pub parts: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Reads `--ledger`, `--lease`, `--node` and `--parts` (taking them out of `args`).
+    pub fn from_args(args: &mut RunArgs) -> Result<Option<Settings>> {
+        let (ledger, lease, node, parts) = (
+            args.ledger.take().filter(|l| !l.is_empty()),
+            args.lease.take(),
+            args.node.take(),
+            args.parts.take(),
+        );
+        let Some(url) = ledger else {
+            for (flag, given) in [
+                ("--lease", lease.is_some()),
+                ("--node", node.is_some()),
+                ("--parts", parts.is_some()),
+            ] {
+                if given {
+                    return Err(usage(format!(
+                        "{flag} belongs to a run shared by many machines; add --ledger postgres://user@host/db, or drop {flag}"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(usage(format!(
+                "--ledger `{}` is not a PostgreSQL URL; write it as postgres://user@host:5432/database (one machine needs no --ledger: its checkpoint is in --state)",
+                redact(&url)
+            )));
+        }
+        let lease = match lease {
+            None => DEFAULT_LEASE,
+            Some(text) => match humantime::parse_duration(text.trim()) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    return Err(usage(format!(
+                        "--lease {text} is too short: heartbeats come every third of it; give at least 1s, e.g. --lease 30s"
+                    )))
+                }
+                Err(_) => {
+                    return Err(usage(format!(
+                        "--lease `{text}` is not a duration; write it like 30s or 2m"
+                    )))
+                }
+            },
+        };
+        let node = match node {
+            Some(n) if n.trim().is_empty() => {
+                return Err(usage("--node needs a name, e.g. --node worker-3".into()))
+            }
+            Some(n) => n,
+            None => format!("{}:{}", hostname(), std::process::id()),
+        };
+        Ok(Some(Settings {
+            url,
+            lease,
+            node,
+            parts,
+        }))
+    }
+}
+
+/// This machine's name, for the default node name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `url` without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The job's name in the ledger: the output's canonical path, which every node and
+/// `herdsman status --ledger URL OUTPUT` give.
+pub(crate) fn job_name(output: &Path) -> String {
+    canonical(output).display().to_string()
+}
+
+/// Connects to the ledger of the job that writes `output`.
+pub(crate) fn connect(url: &str, output: &Path) -> Result<PostgresLedger> {
+    let options = PostgresOptions {
+        job: job_name(output),
+        ..PostgresOptions::default()
+    };
+    PostgresLedger::connect(url, options).map_err(|e| {
+        anyhow::Error::new(EnvError(format!(
+            "cannot open the shared ledger at {}: {}; check that PostgreSQL runs there and accepts this user",
+            redact(url),
+            crate::config::with_causes(&e)
+        )))
+    })
+}
+
+/// Another connection to the job, already opened (each of a node's threads has its own).
+fn join(
+    url: &str,
+    output: &Path,
+    identity: &herdsman_ledger::JobIdentity,
+) -> Result<PostgresLedger> {
+    let mut ledger = connect(url, output)?;
+    ledger
+        .open_job(identity)
+        .map_err(crate::checkpoint::ledger_usage)?;
+    Ok(ledger)
+}
+
+/// Refuses what a shared run cannot do, before anything is written.
+fn check(cfg: &RunConfig) -> Result<PathBuf> {
+    let refuse = |what: &str| -> Result<PathBuf> { Err(usage(format!("--ledger {what}"))) };
+    let Some(output) = cfg.output.clone().filter(|_| !cfg.output_in_place) else {
+        return refuse("needs a regular file output that every node reaches: give -o, e.g. -o /shared/out.jsonl");
+    };
+    if !matches!(
+        cfg.output_format,
+        OutputFormatArg::Jsonl | OutputFormatArg::Lines
+    ) {
+        return refuse("writes JSON lines or lines: CSV and Parquet outputs are not assembled from parts yet; write -o out.jsonl and convert it, or run on one machine");
+    }
+    if cfg.shard.is_some() {
+        return refuse("and --shard are two ways to split a job: nodes sharing a ledger take chunks as they go; drop --shard");
+    }
+    if cfg.limit.is_some() || cfg.retry_failed || cfg.restart {
+        return refuse("runs a whole job: --limit, --retry-failed and --restart are for one machine; drop them (to start a shared job over, write to another output)");
+    }
+    if cfg.joblog.is_some() {
+        return refuse("and --joblog: a job log is one machine's; drop --joblog");
+    }
+    if cfg.inputs.iter().any(|i| i == "-") {
+        return refuse("needs file inputs that every node reads: standard input reaches one machine only; give -i FILE");
+    }
+    Ok(output)
+}
+
+/// Runs this node's share of the job and returns its summary.
+pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
+    let started = Instant::now();
+    let settings = cfg
+        .distributed
+        .clone()
+        .context("internal error: a shared run without --ledger")?;
+    let output = check(&cfg)?;
+    let inputs = resolve_inputs(&cfg)?;
+    if inputs
+        .specs
+        .iter()
+        .any(|s| matches!(s.path, InputPath::Stdin))
+    {
+        return Err(usage("--ledger needs file inputs that every node reads: standard input reaches one machine only; give -i FILE".into()));
+    }
+    let files: Vec<PathBuf> = inputs
+        .specs
+        .iter()
+        .filter_map(|s| match &s.path {
+            InputPath::File(f) => Some(f.clone()),
+            InputPath::Stdin => None,
+        })
+        .collect();
+    check_paths(&cfg, &files)?;
+    check_writable(&cfg)?;
+    herdsman_io::check_csv_headers(&inputs.specs, &source_options(&cfg)).map_err(source_error)?;
+    let csv_header = match (&cfg.transform, inputs.specs.first()) {
+        (crate::config::Transform::Exec { .. }, Some(first))
+            if first.format == herdsman_io::Format::Csv =>
+        {
+            let src = Source::open(vec![first.clone()], source_options(&cfg), None)
+                .map_err(source_error)?;
+            src.csv_header().map(<[String]>::to_vec)
+        }
+        _ => None,
+    };
+    let identity = crate::checkpoint::job_identity(&cfg, &inputs)?;
+    let parts_dir = settings
+        .parts
+        .clone()
+        .unwrap_or_else(|| default_parts_dir(&output));
+
+    let mut ledger = connect(&settings.url, &output)?;
+    let opened = match ledger.open_job(&identity) {
+        Ok(o) => o,
+        Err(e @ LedgerError::IdentityChanged { .. }) => {
+            return Err(crate::checkpoint::ledger_usage(e))
+        }
+        Err(e) => return Err(anyhow!(e).context("cannot open the job in the shared ledger")),
+    };
+    if let herdsman_ledger::Opened::Finished { summary_json, .. } = &opened {
+        if output.exists() {
+            crate::progress::stderr_line(&format!(
+                "herdsman: this job already finished ({}); nothing to do. Its summary:",
+                output.display()
+            ));
+            if let Some(s) = summary_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Summary>(j).ok())
+            {
+                return Ok(s);
+            }
+        }
+        return Err(usage(format!(
+            "the shared job that writes {} already finished, but its output is gone; write to another output to run it again",
+            output.display()
+        )));
+    }
+    let total = plan(&cfg, &inputs.specs, &mut ledger)?;
+    let log_progress = Progress::new(cfg.progress, None, 0, cfg.quiet);
+    let log = log_progress.log();
+    let mut progress = log_progress;
+
+    // Work: claim, run, write parts, commit, until every chunk is committed.
+    let claims = parts::Claims::default();
+    let (announce, chunks) = mpsc::channel();
+    let fatal = node::Fatal::default();
+    let claimed = Arc::new(Mutex::new(HashSet::new()));
+    let reader = node::ClaimReader {
+        ledger: join(&settings.url, &output, &identity)?,
+        node: settings.node.clone(),
+        lease: settings.lease,
+        specs: inputs.specs.clone(),
+        options: source_options(&cfg),
+        claims: claims.clone(),
+        total,
+        announce,
+        stop: stop.clone(),
+        fatal: fatal.clone(),
+        next_index: 0,
+        pending: Vec::new().into_iter(),
+        claimed: claimed.clone(),
+    };
+    let heartbeat = node::Heartbeat::start(
+        join(&settings.url, &output, &identity)?,
+        claims.clone(),
+        settings.lease,
+    )
+    .context("cannot start the heartbeat thread")?;
+    let (sinks, mut committer) = parts::pair(
+        join(&settings.url, &output, &identity)?,
+        &parts_dir,
+        output_format(&cfg),
+        sink_options(&cfg),
+        claims,
+        total,
+        log.clone(),
+    );
+    let completed_job = committer.completed_job.clone();
+    let lost = committer.lost.clone();
+    let mut this_run = Counts::default();
+    let mut latency = Latency::default();
+    let mut status = RunStatus::Completed;
+    let before = ledger.totals().map_err(anyhow::Error::new)?;
+    if before.chunks < total {
+        let executor = start_executor(&cfg, &log, csv_header.as_deref())?;
+        let mut stream = engine(&cfg, reader, executor, &stop, 0);
+        let mut asm = Assembler::new(
+            chunks,
+            sinks,
+            Some(&mut committer as &mut dyn Ledger),
+            inputs.names.clone(),
+        )
+        .checkpoint_every(Duration::ZERO);
+        let mut live = Counts::default();
+        for outcome in &mut stream {
+            let (index, attempts) = (outcome.index, outcome.attempts);
+            let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
+            asm.resolve(index, state, attempts)?;
+            progress.update(&live);
+        }
+        status = stream.status().cloned().unwrap_or(RunStatus::Completed);
+        drop(stream);
+        progress.finish();
+        let (_sinks, written) = asm.finish()?;
+        this_run = written;
+    } else {
+        drop(reader);
+    }
+    drop(heartbeat);
+    if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e.context(
+            "this node stopped; the chunks it committed are kept, and the others are taken over by the other nodes or the next run",
+        ));
+    }
+    // Chunks another node took over are that node's records, not this one's.
+    let lost_chunks = lost.lock().unwrap_or_else(|p| p.into_inner()).len();
+    if lost_chunks > 0 {
+        log.notice(&format!(
+            "{lost_chunks} chunk(s) this node worked on were taken over by other nodes after its lease ran out"
+        ));
+    }
+    let totals = ledger.totals().map_err(anyhow::Error::new)?;
+    let complete = totals.chunks >= total;
+    let ending = match status {
+        _ if !complete => Ending::Interrupted,
+        RunStatus::Completed => Ending::Completed,
+        RunStatus::Aborted => Ending::Aborted,
+        _ => Ending::Interrupted,
+    };
+    if !complete {
+        log.notice("this node stopped before every chunk was committed; run the same command again (here or on any node) to go on");
+        let earlier = Counts::from(totals.counts);
+        let s = Summary::new(
+            ending,
+            earlier,
+            Counts::default(),
+            started.elapsed(),
+            &latency,
+            Some(output.display().to_string()),
+            cfg.failures.display().to_string(),
+        );
+        return Ok(s);
+    }
+    let _ = this_run;
+    let mine = completed_job.load(Ordering::SeqCst);
+    assemble::finish(assemble::Finish {
+        cfg: &cfg,
+        ledger: &mut ledger,
+        output: &output,
+        parts_dir: &parts_dir,
+        total,
+        assemble_now: mine || before.chunks >= total,
+        wait_for_others: settings.lease,
+        started,
+        latency: &latency,
+        log: &log,
+    })
+}
+
+/// `<output>.parts`, beside the output.
+pub(crate) fn default_parts_dir(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".parts");
+    output.with_file_name(name)
+}
+
+/// Plans the job's chunks into the ledger unless a node did already; returns how many chunks
+/// the job has. Every node would plan the same ones: cut where the one-machine run cuts.
+fn plan(
+    cfg: &RunConfig,
+    specs: &[herdsman_io::InputSpec],
+    ledger: &mut PostgresLedger,
+) -> Result<u64> {
+    let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+    if !rows.is_empty() {
+        return Ok(rows.len() as u64);
+    }
+    let mut source =
+        Source::open(specs.to_vec(), source_options(cfg), None).map_err(source_error)?;
+    let mut plans = Vec::new();
+    loop {
+        let start = source.next_position();
+        let mut n = 0usize;
+        let mut bytes = 0usize;
+        while n < cfg.chunk_size && bytes < crate::pipeline::CHUNK_BYTES {
+            match source.next() {
+                None => break,
+                Some(Err(e)) => return Err(source_error(e)),
+                Some(Ok(r)) => {
+                    bytes += match &r.data {
+                        Ok(j) => j.len(),
+                        Err(e) => e.raw.len(),
+                    };
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        plans.push(ChunkPlan {
+            chunk: plans.len() as u64,
+            start: crate::assemble::to_ledger(start),
+            end: crate::assemble::to_ledger(source.next_position()),
+        });
+    }
+    if plans.is_empty() {
+        // An empty input is one empty chunk, so that the job still completes and publishes.
+        let p = crate::assemble::to_ledger(source.next_position());
+        plans.push(ChunkPlan {
+            chunk: 0,
+            start: p,
+            end: p,
+        });
+    }
+    ledger
+        .plan_chunks(&plans)
+        .map_err(anyhow::Error::new)
+        .context("cannot plan the job's chunks in the shared ledger")?;
+    let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+    Ok(rows.len() as u64)
+}

@@ -1,0 +1,1 @@
+//! `herdsman status --ledger URL OUTPUT`: a shared job across its nodes.

@@ -557,6 +557,10 @@ pub struct StateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `herdsman status` of a job shared by many machines: the PostgreSQL ledger its nodes
+    /// run with (then give the job's OUTPUT). Also HERDSMAN_LEDGER.
+    #[arg(long, value_name = "URL", env = "HERDSMAN_LEDGER")]
+    pub ledger: Option<String>,
 }
 
 /// Arguments of `herdsman failures`.

@@ -119,7 +119,14 @@ fn main() -> ExitCode {
             "::: and its arguments belong to herdsman run: herdsman run -x 'echo {}' ::: a b c"
                 .into(),
         ))),
+        Command::Status(args) if args.ledger.is_some() => {
+            distributed::status::status(&args).map(|()| 0)
+        }
         Command::Status(args) => inspect::status(&args).map(|()| 0),
+        Command::Failures(args) if args.state.ledger.is_some() => Err(anyhow::Error::new(UsageError(
+            "herdsman failures reads one machine's checkpoint; the dead letters of a job shared through --ledger are in its dead-letter file once it finished"
+                .into(),
+        ))),
         Command::Failures(args) => inspect::failures(&args).map(|()| 0),
         Command::Completions { shell } => {
             clap_complete::generate(

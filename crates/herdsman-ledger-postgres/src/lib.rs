@@ -202,7 +202,7 @@ const CHUNK_COLUMNS: &str = "chunk, start_file, start_seq, start_token, end_file
 
 /// The `SET` list writing a commit's values from parameters `$first`.. in the order of
 /// [`CommitValues::params`], then the part names.
-fn set_commit(first: usize) -> String {
+fn set_commit(first: usize, keep_owner: bool) -> String {
     let columns = [
         "start_file",
         "start_seq",
@@ -220,7 +220,13 @@ fn set_commit(first: usize) -> String {
         "failures_end",
         "parts",
     ];
-    let mut out = String::from("state = 'committed', claim_owner = NULL, lease_expires_at = NULL");
+    // A commit through a claim keeps the committing node's name (shown by status); a direct
+    // commit has no owner.
+    let mut out = String::from(if keep_owner {
+        "state = 'committed', lease_expires_at = NULL"
+    } else {
+        "state = 'committed', claim_owner = NULL, lease_expires_at = NULL"
+    });
     for (i, column) in columns.iter().enumerate() {
         out.push_str(&format!(", {column} = ${}", first + i));
     }
@@ -332,7 +338,7 @@ impl Queries {
                                           WHERE job_id = $1 AND state = 'committed'), 0) \
                     AND $20 >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
                                           WHERE job_id = $1 AND state = 'committed'), 0)",
-                set_commit(7)
+                set_commit(7, true)
             ))?,
             commit_diagnose: p(format!(
                 "SELECT j.finished_at IS NOT NULL, c.state, c.attempt, c.claim_owner, \
@@ -363,7 +369,7 @@ impl Queries {
             commit_direct: p(format!(
                 "UPDATE {s}.chunks SET {}, attempt = $4, committed_at = {now}, last_op = $5 \
                   WHERE job_id = $1 AND chunk = $2",
-                set_commit(6)
+                set_commit(6, false)
             ))?,
             finish: p(format!(
                 "UPDATE {s}.jobs SET finished_at = {now}, updated_at = {now}, summary = $2 \

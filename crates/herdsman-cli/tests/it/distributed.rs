@@ -243,6 +243,37 @@ fn a_zombie_node_paused_past_its_lease_commits_nothing() {
         held_by(rows, "zombie")
     });
     signal(&z, nix::sys::signal::Signal::SIGSTOP);
+    // Paused past its lease, before anyone took its chunk: status calls it dead.
+    wait_for(&s, &url, "the zombie's lease to run out", |rows| {
+        rows.iter()
+            .any(|r| r.lease_expired && r.owner.as_deref() == Some("zombie"))
+    });
+    let st = s
+        .herdsman()
+        .args(["status", "--ledger", &url, "out.jsonl"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(st.status.success(), "{}", stderr(&st));
+    assert!(text.contains("dead nodes  zombie"), "{text}");
+    assert!(
+        text.contains("by zombie (attempt 1): lease ran out"),
+        "{text}"
+    );
+    assert!(
+        text.contains("leased, ") && text.contains(" waiting, of 20"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &s.herdsman()
+            .args(["status", "--json", "--ledger", &url, "out.jsonl"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["chunks"], 20);
+    assert_eq!(json["dead_nodes"][0], "zombie");
     let mut b = node(&s, &url, "b", 5, &[]);
     let cb = wait(&mut b, "node b");
     exited_ok(cb, &stderr_of(&mut b));
@@ -258,6 +289,18 @@ fn a_zombie_node_paused_past_its_lease_commits_nothing() {
     );
     assert_eq!(std::fs::read(s.path("out.jsonl")).unwrap(), before);
     assert_same(&s, &want);
+    let st = s
+        .herdsman()
+        .args(["status", "--ledger", &url, "out.jsonl"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(text.contains("state       finished"), "{text}");
+    assert!(
+        text.contains("chunks      20 done, 0 leased, 0 waiting, of 20"),
+        "{text}"
+    );
+    assert!(text.contains("node        b: "), "{text}");
 }
 
 #[test]

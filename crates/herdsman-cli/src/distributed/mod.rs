@@ -292,7 +292,9 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         next_index: 0,
         pending: Vec::new().into_iter(),
         claimed: claimed.clone(),
+        completed_job: Arc::default(),
     };
+    let reader_completed = reader.completed_job.clone();
     let heartbeat = node::Heartbeat::start(
         join(&settings.url, &output, &identity)?,
         claims.clone(),
@@ -375,7 +377,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         return Ok(s);
     }
     let _ = this_run;
-    let mine = completed_job.load(Ordering::SeqCst);
+    let mine = completed_job.load(Ordering::SeqCst) || reader_completed.load(Ordering::SeqCst);
     assemble::finish(assemble::Finish {
         cfg: &cfg,
         ledger: &mut ledger,

@@ -46,6 +46,8 @@ pub(crate) struct ClaimReader {
     pub(crate) pending: std::vec::IntoIter<CliItem>,
     /// Chunks this node claimed, for its summary.
     pub(crate) claimed: Arc<Mutex<HashSet<u64>>>,
+    /// Set when this node's commit left no chunk open (it assembles the output).
+    pub(crate) completed_job: Arc<AtomicBool>,
 }
 
 impl ClaimReader {
@@ -138,6 +140,9 @@ impl ClaimReader {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&claim.chunk);
+            if result.is_ok() && self.ledger.totals().is_ok_and(|t| t.chunks >= self.total) {
+                self.completed_job.store(true, Ordering::SeqCst);
+            }
             return match result {
                 Ok(()) | Err(LedgerError::StaleClaim { .. }) => self.fill(),
                 Err(e) => self.fail(anyhow::Error::new(e).context("cannot commit a chunk")),

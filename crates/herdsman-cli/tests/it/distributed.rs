@@ -394,3 +394,52 @@ fn a_node_with_another_job_identity_is_refused() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("input.0.size"), "names what changed: {err}");
 }
+
+#[test]
+fn an_empty_input_publishes_empty_files() {
+    let Some(pg) = server("empty") else { return };
+    let s = Scratch::new();
+    s.write("in.csv", "id,value\n");
+    let url = pg.url();
+    let mut a = node(&s, &url, "a", 0, &[]);
+    let code = wait(&mut a, "node a");
+    assert_eq!(code, Some(0), "{}", stderr_of(&mut a));
+    assert_eq!(std::fs::read(s.path("out.jsonl")).unwrap(), b"");
+    assert_eq!(std::fs::read(s.path("out.failures.jsonl")).unwrap(), b"");
+    let rows = ledger(&s, &url).chunk_rows().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(ledger(&s, &url).status().unwrap().finished());
+}
+
+#[test]
+fn the_flags_of_a_shared_run_are_checked_before_any_work() {
+    let s = Scratch::new();
+    s.write("in.csv", input(5));
+    let run = |extra: &[&str]| {
+        let mut args = job_args();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        s.herdsman()
+            .env_remove("HERDSMAN_LEDGER")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-o", "o.jsonl", "--lease", "5s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--lease belongs to a run shared by many machines"));
+    let out = run(&["-o", "o.jsonl", "--ledger", "mysql://db/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not a PostgreSQL URL"));
+    let url = "postgres://nobody@127.0.0.1:1/none";
+    let out = run(&["-o", "o.csv", "--ledger", url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("CSV and Parquet outputs"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["-o", "o.jsonl", "--ledger", url, "--lease", "10ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("too short"));
+    assert!(!s.path("o.jsonl").exists() && !s.path("o.csv").exists());
+}

@@ -21,10 +21,12 @@ CHUNK=${CHUNK:-50}
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-3}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p herdsman-cli
+# No Parquet: the benchmark reads and writes text.
+cargo build --release -q -p herdsman-cli --no-default-features
 HERDSMAN=$(realpath "$target/release/herdsman")
 
 work=$(mktemp -d /tmp/herdsman-dist-bench.XXXXXX)
+chmod 755 "$work"   # the postgres user reaches its data directory inside
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pgdir="$work/pg"
 mkdir -p "$pgdir"

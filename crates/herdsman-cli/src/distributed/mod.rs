@@ -166,10 +166,19 @@ fn join(
     identity: &herdsman_ledger::JobIdentity,
 ) -> Result<PostgresLedger> {
     let mut ledger = connect(url, output)?;
-    ledger
-        .open_job(identity)
-        .map_err(crate::checkpoint::ledger_usage)?;
+    ledger.open_job(identity).map_err(|e| match e {
+        LedgerError::IdentityChanged { .. } => changed(&e),
+        other => anyhow!(other).context("cannot open the job in the shared ledger"),
+    })?;
     Ok(ledger)
+}
+
+/// The changed-job refusal of a node: what changed, and what to do on many machines (a
+/// shared job is not restarted: `--restart` is one machine's).
+fn changed(e: &LedgerError) -> anyhow::Error {
+    usage(format!(
+        "{e}; every node of a shared job must run the same command on the same files: restore them, or write the changed job to another output (-o)"
+    ))
 }
 
 /// Refuses what a shared run cannot do, before anything is written.
@@ -245,9 +254,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let mut ledger = connect(&settings.url, &output)?;
     let opened = match ledger.open_job(&identity) {
         Ok(o) => o,
-        Err(e @ LedgerError::IdentityChanged { .. }) => {
-            return Err(crate::checkpoint::ledger_usage(e))
-        }
+        Err(e @ LedgerError::IdentityChanged { .. }) => return Err(changed(&e)),
         Err(e) => return Err(anyhow!(e).context("cannot open the job in the shared ledger")),
     };
     if let herdsman_ledger::Opened::Finished { summary_json, .. } = &opened {
@@ -273,50 +280,68 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let log = log_progress.log();
     let mut progress = log_progress;
 
-    // Work: claim, run, write parts, commit, until every chunk is committed.
+    // Work: claim, run, write parts, commit, until every chunk is committed. A pass ends
+    // when nothing is claimable; another starts when a chunk becomes claimable again (a
+    // lease ran out), until every chunk is committed.
     let claims = parts::Claims::default();
-    let (announce, chunks) = mpsc::channel();
     let fatal = node::Fatal::default();
     let claimed = Arc::new(Mutex::new(HashSet::new()));
-    let reader = node::ClaimReader {
-        ledger: join(&settings.url, &output, &identity)?,
-        node: settings.node.clone(),
-        lease: settings.lease,
-        specs: inputs.specs.clone(),
-        options: source_options(&cfg),
-        claims: claims.clone(),
-        total,
-        announce,
-        stop: stop.clone(),
-        fatal: fatal.clone(),
-        next_index: 0,
-        pending: Vec::new().into_iter(),
-        claimed: claimed.clone(),
-        completed_job: Arc::default(),
-    };
-    let reader_completed = reader.completed_job.clone();
+    let reader_completed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let heartbeat = node::Heartbeat::start(
         join(&settings.url, &output, &identity)?,
         claims.clone(),
         settings.lease,
     )
     .context("cannot start the heartbeat thread")?;
-    let (sinks, mut committer) = parts::pair(
+    let (mut sinks, mut committer) = parts::pair(
         join(&settings.url, &output, &identity)?,
         &parts_dir,
         output_format(&cfg),
         sink_options(&cfg),
-        claims,
+        claims.clone(),
         total,
         log.clone(),
     );
     let completed_job = committer.completed_job.clone();
     let lost = committer.lost.clone();
-    let mut this_run = Counts::default();
     let mut latency = Latency::default();
     let mut status = RunStatus::Completed;
     let before = ledger.totals().map_err(anyhow::Error::new)?;
-    if before.chunks < total {
+    let mut claimer = join(&settings.url, &output, &identity)?;
+    let mut live = Counts::default();
+    loop {
+        if stop.is_stopped() || fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            break;
+        }
+        let first = match claimer.claim(&settings.node, settings.lease) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                if ledger.totals().map_err(anyhow::Error::new)?.chunks >= total {
+                    break;
+                }
+                std::thread::sleep(node::IDLE_POLL);
+                continue;
+            }
+            Err(e) => return Err(anyhow!(e).context("cannot claim a chunk")),
+        };
+        let (announce, chunks) = mpsc::channel();
+        let reader = node::ClaimReader {
+            ledger: claimer,
+            node: settings.node.clone(),
+            lease: settings.lease,
+            specs: inputs.specs.clone(),
+            options: source_options(&cfg),
+            claims: claims.clone(),
+            total,
+            announce,
+            stop: stop.clone(),
+            fatal: fatal.clone(),
+            next_index: 0,
+            pending: Vec::new().into_iter(),
+            claimed: claimed.clone(),
+            completed_job: reader_completed.clone(),
+            first: Some(first),
+        };
         let executor = start_executor(&cfg, &log, csv_header.as_deref())?;
         let mut stream = engine(&cfg, reader, executor, &stop, 0);
         let mut asm = Assembler::new(
@@ -326,7 +351,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             inputs.names.clone(),
         )
         .checkpoint_every(Duration::ZERO);
-        let mut live = Counts::default();
         for outcome in &mut stream {
             let (index, attempts) = (outcome.index, outcome.attempts);
             let state = tally(outcome, &mut live, &mut latency, cfg.timeout);
@@ -335,12 +359,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         status = stream.status().cloned().unwrap_or(RunStatus::Completed);
         drop(stream);
-        progress.finish();
-        let (_sinks, written) = asm.finish()?;
-        this_run = written;
-    } else {
-        drop(reader);
+        let (back, _written) = asm.finish()?;
+        sinks = back;
+        if status != RunStatus::Completed {
+            break;
+        }
+        claimer = join(&settings.url, &output, &identity)?;
     }
+    progress.finish();
     drop(heartbeat);
     if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e.context(
@@ -376,7 +402,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         );
         return Ok(s);
     }
-    let _ = this_run;
     let mine = completed_job.load(Ordering::SeqCst) || reader_completed.load(Ordering::SeqCst);
     assemble::finish(assemble::Finish {
         cfg: &cfg,

@@ -2,9 +2,8 @@
 //! shared ledger and reads its records ([`ClaimReader`]), and the heartbeat that keeps the
 //! node's leases alive ([`Heartbeat`]).
 //!
-//! This module must never hand the engine a record of a chunk this node did not claim, never
-//! hold more than [`HELD`] uncommitted claims (a node that hoards chunks slows the others),
-//! and never end the input while a chunk of the job is uncommitted, unless the run stops.
+//! This module must never hand the engine a record of a chunk this node did not claim, and
+//! never block in `next()` (records the engine's puller holds would never be run).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +19,8 @@ use herdsman_ledger_postgres::PostgresLedger;
 use crate::chunks::{ChunkInfo, CliItem, Payload};
 use crate::distributed::parts::Claims;
 
-/// Claims a node holds at most before it has committed one of them: the chunk its workers
-/// finish and the one they start on.
-pub(crate) const HELD: usize = 2;
-
 /// How often a node without a claimable chunk looks again.
-const IDLE_POLL: Duration = Duration::from_millis(200);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Why the claimer stopped early: a ledger or input error, for the run's message.
 pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;
@@ -48,51 +43,31 @@ pub(crate) struct ClaimReader {
     pub(crate) claimed: Arc<Mutex<HashSet<u64>>>,
     /// Set when this node's commit left no chunk open (it assembles the output).
     pub(crate) completed_job: Arc<AtomicBool>,
+    /// The claim the pass starts with.
+    pub(crate) first: Option<Claim>,
 }
 
 impl ClaimReader {
-    fn held(&self) -> usize {
-        self.claims.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     fn fail(&self, e: anyhow::Error) -> bool {
         *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         false
     }
 
-    /// Claims the next chunk and announces it; false once every chunk of the job is
-    /// committed, the run stops, or an error ends it.
+    /// Claims the next chunk and announces it; false when nothing is claimable now (the
+    /// pass ends; the caller starts another while chunks are open), the run stops, or an
+    /// error ends it. It never waits: the engine's puller may hold records of this node's
+    /// chunks until `next()` returns, so waiting here for a chunk to commit could wait forever.
     fn fill(&mut self) -> bool {
-        loop {
-            if self.stop.is_stopped() {
-                return false;
-            }
-            if self.held() >= HELD {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            match self.ledger.claim(&self.node, self.lease) {
-                Ok(Some(claim)) => return self.read(claim),
-                Ok(None) => {}
-                Err(e) => {
-                    return self.fail(anyhow::Error::new(e).context("cannot claim a chunk"));
-                }
-            }
-            // Nothing claimable: done when every chunk is committed, else wait for a lease
-            // to run out or for this node's own chunks to be committed.
-            match self.ledger.totals() {
-                Ok(t) if t.chunks >= self.total => return false,
-                Ok(_) => {}
-                Err(e) => {
-                    return self.fail(
-                        anyhow::Error::new(e).context("cannot read which chunks are committed"),
-                    );
-                }
-            }
-            let until = Instant::now() + IDLE_POLL;
-            while Instant::now() < until && !self.stop.is_stopped() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if self.stop.is_stopped() {
+            return false;
+        }
+        if let Some(claim) = self.first.take() {
+            return self.read(claim);
+        }
+        match self.ledger.claim(&self.node, self.lease) {
+            Ok(Some(claim)) => self.read(claim),
+            Ok(None) => false,
+            Err(e) => self.fail(anyhow::Error::new(e).context("cannot claim a chunk")),
         }
     }
 

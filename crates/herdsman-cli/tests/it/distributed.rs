@@ -393,6 +393,10 @@ fn a_node_with_another_job_identity_is_refused() {
     let err = stderr_of(&mut b);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("input.0.size"), "names what changed: {err}");
+    assert!(
+        err.contains("write the changed job to another output"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -442,4 +446,34 @@ fn the_flags_of_a_shared_run_are_checked_before_any_work() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("too short"));
     assert!(!s.path("o.jsonl").exists() && !s.path("o.csv").exists());
+}
+
+#[test]
+fn a_fast_worker_on_large_chunks_finishes() {
+    // The engine pulls a fast input in pieces: the node's input must never wait for its own
+    // chunks to commit, or the last records of a piece would never run.
+    let Some(pg) = server("fast") else { return };
+    let s = Scratch::new();
+    let rows: String = (1..=20_000).map(|i| format!("{i}\n")).collect();
+    s.write("rows.txt", &rows);
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("herdsman"));
+    cmd.current_dir(s.dir.path())
+        .args([
+            "run",
+            "-i",
+            "rows.txt",
+            "-w",
+            "cat",
+            "-o",
+            "out.txt",
+            "--progress",
+            "none",
+        ])
+        .args(["--chunk-size", "1000", "--ledger", &pg.url()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let code = wait(&mut child, "the node");
+    assert_eq!(code, Some(0), "{}", stderr_of(&mut child));
+    assert_eq!(s.read("out.txt"), rows);
 }

@@ -839,6 +839,12 @@ mod tests {
         "log-format",
         "log-file",
         "null",
+        // Where this node shares the job and what it is called: the same job file serves
+        // every node, each given its own name, lease or ledger.
+        "ledger",
+        "lease",
+        "node",
+        "parts",
         // clap's own.
         "help",
         "version",

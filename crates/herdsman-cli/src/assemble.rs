@@ -145,6 +145,11 @@ pub trait Sinks {
     }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError>;
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError>;
+    /// Starts writing chunk `chunk`, whose records follow (checkpointed runs only: a chunk
+    /// is then written whole, after its records all resolved); nothing for most sinks.
+    fn begin_chunk(&mut self, _chunk: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Completes the output records of the chunk just written (a Parquet row group) before
     /// its offsets are taken; nothing for most formats.
     fn end_chunk(&mut self) -> Result<(), SinkError> {
@@ -214,6 +219,13 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             written: Counts::default(),
             failure_kinds: FailureKinds::default(),
         }
+    }
+
+    /// Commits written chunks at most this often (default 1 s; zero commits every chunk as
+    /// soon as it is written).
+    pub fn checkpoint_every(mut self, every: Duration) -> Self {
+        self.checkpoint_every = every;
+        self
     }
 
     /// The kinds of the dead-letter entries this assembler writes, counted as it writes them
@@ -334,6 +346,11 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             let c = Counts::none_run(p.len() as u64);
             self.written.add(&c);
             return Ok(());
+        }
+        if self.ledger.is_some() {
+            self.sinks
+                .begin_chunk(p.info.id)
+                .context("cannot write the output")?;
         }
         while !p.all_written() {
             let (index, resolved) = p.order.pop_or_else(|| (Resolved::NotRun, 0));
@@ -568,7 +585,7 @@ pub fn dead_letter(
     }
 }
 
-fn to_ledger(p: Position) -> herdsman_ledger::Position {
+pub(crate) fn to_ledger(p: Position) -> herdsman_ledger::Position {
     herdsman_ledger::Position {
         file_index: p.file_index,
         seq: p.seq,

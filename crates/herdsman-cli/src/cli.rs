@@ -441,6 +441,28 @@ pub struct RunArgs {
     )]
     shard: Option<String>, job file: String;
 
+    /// Share the job with other machines through a PostgreSQL ledger: every node runs the
+    /// same command with the same URL, claims chunks, writes them as parts in --parts and
+    /// the node that commits the last chunk assembles the output. Also HERDSMAN_LEDGER.
+    /// Example: --ledger postgres://herdsman@db:5432/jobs (see docs/distributed.md)
+    #[arg(long, value_name = "URL", env = "HERDSMAN_LEDGER", help_heading = "Many machines")]
+    ledger: Option<String>;
+
+    /// With --ledger: how long a claimed chunk stays this node's without a heartbeat
+    /// (heartbeats every third of it); a node silent longer loses its chunk to another node.
+    /// Example: --lease 30s (the default)
+    #[arg(long, value_name = "DURATION", help_heading = "Many machines")]
+    lease: Option<String>;
+
+    /// With --ledger: this node's name in the ledger and in status (default: hostname:pid).
+    #[arg(long, value_name = "NAME", help_heading = "Many machines")]
+    node: Option<String>;
+
+    /// With --ledger: the directory every node writes its chunk parts to, reachable by all
+    /// of them (default: <output>.parts beside the output).
+    #[arg(long, value_name = "DIR", help_heading = "Many machines")]
+    parts: Option<PathBuf>;
+
     /// Print what would run, without running anything or creating any file: the command of
     /// each of the first records (--limit N of them, default 10) for --exec, or the worker
     /// command for --worker.
@@ -574,6 +596,10 @@ pub struct StateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `herdsman status` of a job shared by many machines: the PostgreSQL ledger its nodes
+    /// run with (then give the job's OUTPUT). Also HERDSMAN_LEDGER.
+    #[arg(long, value_name = "URL", env = "HERDSMAN_LEDGER")]
+    pub ledger: Option<String>,
 }
 
 /// Arguments of `herdsman report`.
@@ -605,6 +631,10 @@ pub struct StatusArgs {
         default_missing_value = "2"
     )]
     pub watch: Option<String>,
+    /// `herdsman status` of a job shared by many machines: the PostgreSQL ledger its nodes
+    /// run with (then give the job's OUTPUT). Also HERDSMAN_LEDGER.
+    #[arg(long, value_name = "URL", env = "HERDSMAN_LEDGER")]
+    pub ledger: Option<String>,
 }
 
 impl StatusArgs {
@@ -638,6 +668,7 @@ impl StatusArgs {
             StateArgs {
                 state,
                 json: self.json,
+                ledger: self.ledger.clone(),
             },
             watch.map(std::time::Duration::from_secs_f64),
         ))
@@ -936,6 +967,12 @@ mod tests {
         "log-format",
         "log-file",
         "null",
+        // Where this node shares the job and what it is called: the same job file serves
+        // every node, each given its own name, lease or ledger.
+        "ledger",
+        "lease",
+        "node",
+        "parts",
         // clap's own.
         "help",
         "version",

@@ -171,6 +171,8 @@ pub struct RunConfig {
     pub if_exists: herdsman_db_sink::IfExists,
     /// The object-storage URLs the output and dead-letter file are published to, if any.
     pub remote: crate::remote::Remote,
+    /// `--ledger postgres://…`: this node shares the job with others.
+    pub distributed: Option<SharedLedger>,
 }
 
 /// Parses the exit statuses of `--no-retry-exit`: each from 1 to 255.
@@ -498,7 +500,8 @@ fn detect_protocol(argv: &[String]) -> ProtocolArg {
 
 impl RunConfig {
     /// Merges the job file (if any) and the flags, flags winning, and validates the result.
-    pub fn from_args(args: RunArgs) -> Result<RunConfig> {
+    pub fn from_args(mut args: RunArgs) -> Result<RunConfig> {
+        let distributed = SharedLedger::from_args(&mut args)?;
         if let (Some(template), Some(job_path)) = (&args.exec, &args.job) {
             check_not_swallowed(template, job_path)?;
         }
@@ -996,6 +999,7 @@ impl RunConfig {
             db_output,
             if_exists,
             remote,
+            distributed,
         })
     }
 
@@ -1353,6 +1357,93 @@ pub fn ensure_parent_dir(path: &Path) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The default lease of a claimed chunk.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How a node takes part in a job shared through a PostgreSQL ledger.
+#[derive(Debug, Clone)]
+pub struct SharedLedger {
+    /// The ledger's URL (`postgres://user@host:port/db`).
+    pub url: String,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// This node's name in the ledger.
+    pub node: String,
+    /// The shared parts directory (`None`: `<output>.parts`).
+    pub parts: Option<PathBuf>,
+}
+
+impl SharedLedger {
+    /// Reads `--ledger`, `--lease`, `--node` and `--parts` (taking them out of `args`).
+    pub fn from_args(args: &mut RunArgs) -> Result<Option<SharedLedger>> {
+        let (ledger, lease, node, parts) = (
+            args.ledger.take().filter(|l| !l.is_empty()),
+            args.lease.take(),
+            args.node.take(),
+            args.parts.take(),
+        );
+        let Some(url) = ledger else {
+            for (flag, given) in [
+                ("--lease", lease.is_some()),
+                ("--node", node.is_some()),
+                ("--parts", parts.is_some()),
+            ] {
+                if given {
+                    return Err(usage(format!(
+                        "{flag} belongs to a run shared by many machines; add --ledger postgres://user@host/db, or drop {flag}"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(usage(format!(
+                "--ledger `{}` is not a PostgreSQL URL; write it as postgres://user@host:5432/database (one machine needs no --ledger: its checkpoint is in --state)",
+                herdsman_io::redact_url(&url)
+            )));
+        }
+        let lease = match lease {
+            None => DEFAULT_LEASE,
+            Some(text) => match humantime::parse_duration(text.trim()) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    return Err(usage(format!(
+                        "--lease {text} is too short: heartbeats come every third of it; give at least 1s, e.g. --lease 30s"
+                    )))
+                }
+                Err(_) => {
+                    return Err(usage(format!(
+                        "--lease `{text}` is not a duration; write it like 30s or 2m"
+                    )))
+                }
+            },
+        };
+        let node = match node {
+            Some(n) if n.trim().is_empty() => {
+                return Err(usage("--node needs a name, e.g. --node worker-3".into()))
+            }
+            Some(n) => n,
+            None => format!("{}:{}", hostname(), std::process::id()),
+        };
+        Ok(Some(SharedLedger {
+            url,
+            lease,
+            node,
+            parts,
+        }))
+    }
+}
+
+/// This machine's name, for the default node name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

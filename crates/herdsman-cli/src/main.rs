@@ -15,6 +15,7 @@ mod chunks;
 mod cli;
 mod config;
 mod db_output;
+mod distributed;
 mod fault;
 mod history;
 mod inputs;
@@ -124,7 +125,23 @@ fn main() -> ExitCode {
             "::: and its arguments belong to herdsman run: herdsman run -x 'echo {}' ::: a b c"
                 .into(),
         ))),
+        Command::Status(args) if args.ledger.is_some() => {
+            if args.watch.is_some() {
+                Err(anyhow::Error::new(UsageError(
+                    "status --watch reads one machine's checkpoint; for a job shared through --ledger, run herdsman status --ledger URL OUTPUT again (for example under watch(1))".into(),
+                )))
+            } else {
+                args.resolve()
+                    .map_err(|m| anyhow::Error::new(UsageError(m)))
+                    .and_then(|(state, _)| distributed::status::status(&state))
+                    .map(|()| 0)
+            }
+        }
         Command::Status(args) => inspect::status(&args).map(|()| 0),
+        Command::Failures(args) if args.state.ledger.is_some() => Err(anyhow::Error::new(UsageError(
+            "herdsman failures reads one machine's checkpoint; the dead letters of a job shared through --ledger are in its dead-letter file once it finished"
+                .into(),
+        ))),
         Command::Failures(args) => inspect::failures(&args).map(|()| 0),
         Command::Report(args) => report::report(&args).map(|()| 0),
         Command::Completions { shell } => {
@@ -231,7 +248,11 @@ fn run_command(args: cli::RunArgs) -> anyhow::Result<u8> {
     }
     let stop = StopToken::new();
     install_signal_handlers(stop.clone())?;
-    let summary = run::run(cfg, stop)?;
+    let summary = if cfg.distributed.is_some() {
+        distributed::run(cfg, stop)?
+    } else {
+        run::run(cfg, stop)?
+    };
     // Not eprint!: after a SIGHUP the terminal may be gone, and a failed write must not
     // turn a clean stop into a panic. With --log-format json, the last event.
     if logging::json() {

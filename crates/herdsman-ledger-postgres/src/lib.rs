@@ -108,6 +108,38 @@ pub struct ChunkParts {
     pub parts: Vec<String>,
 }
 
+/// Where a planned chunk is in its life: [`PostgresLedger::chunk_rows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Planned, waiting for a node to claim it.
+    Pending,
+    /// Held by a node under a lease.
+    Claimed,
+    /// Done: its counts and parts are recorded.
+    Committed,
+}
+
+/// One planned chunk as [`PostgresLedger::chunk_rows`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRow {
+    /// The chunk number.
+    pub chunk: u64,
+    /// Pending, claimed or committed.
+    pub state: ChunkState,
+    /// The node that holds it, or that last held it (for a committed chunk, the committer).
+    pub owner: Option<String>,
+    /// When the holder's lease runs out (database clock).
+    pub lease_expires_at: Option<SystemTime>,
+    /// Whether it is claimed under a lease that already ran out (its holder looks dead).
+    pub lease_expired: bool,
+    /// Claims so far (the fencing token of the last one).
+    pub attempt: u64,
+    /// Records in it, once committed (0 before).
+    pub records: u64,
+    /// When it was committed.
+    pub committed_at: Option<SystemTime>,
+}
+
 /// A [`Ledger`] in a PostgreSQL database, shared by every node that connects to the same
 /// database, schema and job.
 ///
@@ -170,7 +202,7 @@ const CHUNK_COLUMNS: &str = "chunk, start_file, start_seq, start_token, end_file
 
 /// The `SET` list writing a commit's values from parameters `$first`.. in the order of
 /// [`CommitValues::params`], then the part names.
-fn set_commit(first: usize) -> String {
+fn set_commit(first: usize, keep_owner: bool) -> String {
     let columns = [
         "start_file",
         "start_seq",
@@ -188,7 +220,13 @@ fn set_commit(first: usize) -> String {
         "failures_end",
         "parts",
     ];
-    let mut out = String::from("state = 'committed', claim_owner = NULL, lease_expires_at = NULL");
+    // A commit through a claim keeps the committing node's name (shown by status); a direct
+    // commit has no owner.
+    let mut out = String::from(if keep_owner {
+        "state = 'committed', lease_expires_at = NULL"
+    } else {
+        "state = 'committed', claim_owner = NULL, lease_expires_at = NULL"
+    });
     for (i, column) in columns.iter().enumerate() {
         out.push_str(&format!(", {column} = ${}", first + i));
     }
@@ -218,6 +256,7 @@ struct Queries {
     totals: Statement,
     status_job: Statement,
     manifest: Statement,
+    chunk_rows: Statement,
 }
 
 impl Queries {
@@ -299,7 +338,7 @@ impl Queries {
                                           WHERE job_id = $1 AND state = 'committed'), 0) \
                     AND $20 >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
                                           WHERE job_id = $1 AND state = 'committed'), 0)",
-                set_commit(7)
+                set_commit(7, true)
             ))?,
             commit_diagnose: p(format!(
                 "SELECT j.finished_at IS NOT NULL, c.state, c.attempt, c.claim_owner, \
@@ -330,7 +369,7 @@ impl Queries {
             commit_direct: p(format!(
                 "UPDATE {s}.chunks SET {}, attempt = $4, committed_at = {now}, last_op = $5 \
                   WHERE job_id = $1 AND chunk = $2",
-                set_commit(6)
+                set_commit(6, false)
             ))?,
             finish: p(format!(
                 "UPDATE {s}.jobs SET finished_at = {now}, updated_at = {now}, summary = $2 \
@@ -354,6 +393,13 @@ impl Queries {
                 "SELECT c.chunk, c.attempt, c.parts FROM {s}.chunks c \
                    JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state = 'committed' ORDER BY c.chunk"
+            ))?,
+            chunk_rows: p(format!(
+                "SELECT c.chunk, c.state, c.claim_owner, c.lease_expires_at, c.attempt, \
+                        COALESCE(c.records, 0), c.committed_at, \
+                        (c.state = 'claimed' AND c.lease_expires_at < now()) \
+                   FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
+                  WHERE j.name = $1 ORDER BY c.chunk"
             ))?,
         })
     }
@@ -542,6 +588,39 @@ impl PostgresLedger {
                     chunk: unsigned(chunk, "chunk").map_err(|d| self.corrupt(d))?,
                     attempt: unsigned(attempt, "attempt").map_err(|d| self.corrupt(d))?,
                     parts: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    /// Every planned chunk of the job with its state, holder and lease, by chunk number: what
+    /// `herdsman status` shows of a job shared by many nodes. Empty when nothing is planned.
+    /// Chunks are planned in one transaction, so a non-empty list holds every chunk.
+    pub fn chunk_rows(&self) -> Result<Vec<ChunkRow>, LedgerError> {
+        let name = self.options.job.clone();
+        let rows = self.run(
+            || "read the planned chunks".into(),
+            |conn, _| Ok(conn.client.query(&conn.q.chunk_rows, &[&name])?),
+        )?;
+        rows.iter()
+            .map(|r| {
+                let chunk: i64 = r.get(0);
+                let state: String = r.get(1);
+                let attempt: i64 = r.get(4);
+                let records: i64 = r.get(5);
+                Ok(ChunkRow {
+                    chunk: unsigned(chunk, "chunk").map_err(|d| self.corrupt(d))?,
+                    state: match state.as_str() {
+                        "pending" => ChunkState::Pending,
+                        "claimed" => ChunkState::Claimed,
+                        _ => ChunkState::Committed,
+                    },
+                    owner: r.get(2),
+                    lease_expires_at: r.get(3),
+                    attempt: unsigned(attempt, "attempt").map_err(|d| self.corrupt(d))?,
+                    records: unsigned(records, "records").map_err(|d| self.corrupt(d))?,
+                    committed_at: r.get(6),
+                    lease_expired: r.get::<_, Option<bool>>(7).unwrap_or(false),
                 })
             })
             .collect()

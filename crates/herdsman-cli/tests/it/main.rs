@@ -6,10 +6,11 @@ mod corpora;
 mod crash;
 mod csv_delimiter;
 mod csv_output;
-mod db_output;
 #[cfg(feature = "database")]
 mod db_input;
+mod db_output;
 mod dead_letters;
+mod distributed;
 mod error_hints;
 mod exec_args;
 mod exec_first_run;

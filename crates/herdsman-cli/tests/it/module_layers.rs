@@ -7,7 +7,7 @@ use std::path::Path;
 /// The layers, top first; the same list as in docs/architecture.md.
 const LAYERS: &[&[&str]] = &[
     &["main"],
-    &["run", "inspect", "report"],
+    &["run", "inspect", "report", "distributed"],
     &["job", "retry"],
     &["pipeline"],
     &["db_output"],

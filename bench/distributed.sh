@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Many nodes on one job through the PostgreSQL ledger (`herdsman run --ledger`).
+#
+# usage (from the repository root):
+#   bench/distributed.sh [scaling|ledger|all]
+#
+# scaling: 1, 2 and 4 nodes on this machine with an I/O-bound worker that sleeps 10 ms per
+#          record, RECORDS records (default 4000), -j 4 per node, chunks of CHUNK records
+#          (default 50); the time from the first node's start to the last node's exit
+#          (output assembled and published).
+# ledger:  one node with the PostgreSQL ledger against the SQLite default (one machine),
+#          `cat` over ROWS rows (default 1,000,000), RUNS rounds each (default 3).
+#
+# A throwaway PostgreSQL (Debian's postgresql package) runs in a temporary directory on a
+# free port, as the postgres user when run as root, with PostgreSQL's defaults (fsync on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHAT=${1:-all}
+RECORDS=${RECORDS:-4000}
+CHUNK=${CHUNK:-50}
+ROWS=${ROWS:-1000000}
+RUNS=${RUNS:-3}
+target=${CARGO_TARGET_DIR:-target}
+# No Parquet: the benchmark reads and writes text.
+cargo build --release -q -p herdsman-cli --no-default-features
+HERDSMAN=$(realpath "$target/release/herdsman")
+
+work=$(mktemp -d /tmp/herdsman-dist-bench.XXXXXX)
+chmod 755 "$work"   # the postgres user reaches its data directory inside
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pgdir="$work/pg"
+mkdir -p "$pgdir"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$pgdir"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+as_pg "$pgbin/initdb" -D "$pgdir/data" --auth=trust -U postgres >/dev/null
+as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $pgdir" start >/dev/null
+trap 'as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null; rm -rf "$work"' EXIT
+URL="postgres://postgres@127.0.0.1:$port/postgres"
+
+now() { python3 -c 'import time; print(time.monotonic())'; }
+
+if [ "$WHAT" = scaling ] || [ "$WHAT" = all ]; then
+    cat > "$work/sleep10.py" <<'PY'
+import sys, time
+for line in sys.stdin:
+    time.sleep(0.01)
+    sys.stdout.write(line)
+    sys.stdout.flush()
+PY
+    seq "$RECORDS" > "$work/in.txt"
+    for nodes in 1 2 4; do
+        out="$work/out-$nodes.txt"
+        t0=$(now)
+        pids=()
+        for n in $(seq "$nodes"); do
+            "$HERDSMAN" run -i "$work/in.txt" -w "python3 $work/sleep10.py" -j 4 \
+                --chunk-size "$CHUNK" -o "$out" --ledger "$URL" --node "n$n" \
+                --progress none 2>/dev/null &
+            pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p"; done
+        t1=$(now)
+        python3 -c "print(f'scaling: $nodes node(s), $RECORDS records: {($t1-$t0):.2f} s')"
+        cmp <(seq "$RECORDS") "$out"
+    done
+fi
+
+if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then
+    seq "$ROWS" > "$work/rows.txt"
+    for run in $(seq "$RUNS"); do
+        for mode in sqlite postgres; do
+            # A job per round: a finished shared job is not run again.
+            out="$work/cat-$mode-$run.txt"
+            extra=()
+            [ "$mode" = postgres ] && extra=(--ledger "$URL")
+            t0=$(now)
+            "$HERDSMAN" run -i "$work/rows.txt" -w cat -o "$out" --progress none \
+                "${extra[@]}" 2>/dev/null
+            t1=$(now)
+            python3 -c "print(f'ledger: $mode, $ROWS rows through cat: {($t1-$t0):.2f} s')"
+        done
+    done
+fi

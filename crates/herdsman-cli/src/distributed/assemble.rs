@@ -1,0 +1,171 @@
+//! The end of a shared job: the output and dead-letter file assembled from the committed
+//! parts in chunk order (the manifest), published atomically (a temporary file beside each,
+//! fsynced, renamed, the directory fsynced), then the job marked finished and the parts
+//! removed.
+//!
+//! Assembly is idempotent: it reads only committed parts, which never change, so running it
+//! again (after a crash, or on two nodes at once) publishes the same bytes. This module must
+//! never read a part the manifest does not name, and never mark the job finished before both
+//! files are in place.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use herdsman_ledger::Ledger;
+use herdsman_ledger_postgres::PostgresLedger;
+
+use crate::config::RunConfig;
+use crate::distributed::parts::FAILURES_SUFFIX;
+use crate::progress::Log;
+use crate::summary::{Counts, Ending, Latency, Summary};
+
+/// What [`finish`] needs.
+pub(crate) struct Finish<'a> {
+    pub(crate) cfg: &'a RunConfig,
+    pub(crate) ledger: &'a mut PostgresLedger,
+    pub(crate) output: &'a Path,
+    pub(crate) parts_dir: &'a Path,
+    pub(crate) total: u64,
+    /// This node completed the job (or found it complete): it assembles at once.
+    pub(crate) assemble_now: bool,
+    /// How long to wait for the node that completed the job to publish before assembling too.
+    pub(crate) wait_for_others: Duration,
+    pub(crate) started: Instant,
+    pub(crate) latency: &'a Latency,
+    pub(crate) log: &'a Log,
+}
+
+/// Every chunk is committed: publish the output (or wait for the node that does) and return
+/// the job's summary.
+pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
+    let Finish {
+        cfg,
+        ledger,
+        output,
+        parts_dir,
+        total,
+        assemble_now,
+        wait_for_others,
+        started,
+        latency,
+        log,
+    } = f;
+    let summary_of = |ledger: &PostgresLedger| -> Result<Summary> {
+        let totals = ledger.totals().map_err(anyhow::Error::new)?;
+        let mut s = Summary::new(
+            Ending::Completed,
+            Counts::default(),
+            Counts::from(totals.counts),
+            started.elapsed(),
+            latency,
+            Some(output.display().to_string()),
+            cfg.failures.display().to_string(),
+        );
+        if totals.counts.failed > 0 {
+            s.failures_by_kind = crate::pipeline::failure_kinds_in(&cfg.failures, u64::MAX);
+        }
+        Ok(s)
+    };
+    if !assemble_now {
+        // The node whose commit completed the job publishes; if it does not within a lease
+        // (it died), this node does.
+        let until = Instant::now() + wait_for_others;
+        while Instant::now() < until {
+            if ledger.status().map_err(anyhow::Error::new)?.finished() {
+                return summary_of(ledger);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if ledger.status().map_err(anyhow::Error::new)?.finished() {
+        return summary_of(ledger);
+    }
+    let manifest = ledger.manifest().map_err(anyhow::Error::new)?;
+    if manifest.len() as u64 != total
+        || manifest
+            .iter()
+            .enumerate()
+            .any(|(i, c)| c.chunk != i as u64)
+    {
+        return Err(anyhow!(
+            "the shared ledger lists {} committed chunks of {total}, not one for each chunk; run the same command again to finish the job",
+            manifest.len()
+        ));
+    }
+    let outputs: Vec<PathBuf> = manifest
+        .iter()
+        .flat_map(|c| c.parts.iter())
+        .filter(|n| !n.ends_with(FAILURES_SUFFIX))
+        .map(|n| parts_dir.join(n))
+        .collect();
+    let failures: Vec<PathBuf> = manifest
+        .iter()
+        .flat_map(|c| c.parts.iter())
+        .filter(|n| n.ends_with(FAILURES_SUFFIX))
+        .map(|n| parts_dir.join(n))
+        .collect();
+    let out_tmp = concatenate(output, &outputs)?;
+    let fail_tmp = concatenate(&cfg.failures, &failures)?;
+    crate::fault::fault("assembly-before-rename");
+    publish(&out_tmp, output)?;
+    crate::fault::fault("assembly-between-renames");
+    publish(&fail_tmp, &cfg.failures)?;
+    let summary = summary_of(ledger)?;
+    let json = serde_json::to_string_pretty(&summary).context("cannot encode the summary")?;
+    ledger
+        .mark_finished(&json)
+        .map_err(anyhow::Error::new)
+        .context("cannot mark the shared job finished (its output is in place; run the same command again to record it)")?;
+    tracing::info!(output = %output.display(), "output assembled and published");
+    if let Err(e) = std::fs::remove_dir_all(parts_dir) {
+        log.notice(&format!(
+            "the job finished, but its parts directory {} could not be removed ({e}); remove it by hand",
+            parts_dir.display()
+        ));
+    }
+    Ok(summary)
+}
+
+/// Writes `parts` one after the other into a temporary file beside `target`, fsynced.
+fn concatenate(target: &Path, parts: &[PathBuf]) -> Result<PathBuf> {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = target.with_file_name(format!(".{name}.assembling-{}", std::process::id()));
+    let mut out = std::io::BufWriter::new(
+        File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+    );
+    for p in parts {
+        let mut f = File::open(p).with_context(|| {
+            format!(
+                "cannot read the committed part {}; the parts directory must be the one every node writes to (--parts)",
+                p.display()
+            )
+        })?;
+        std::io::copy(&mut f, &mut out).with_context(|| format!("cannot copy {}", p.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    out.get_ref()
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Renames `tmp` to `target` and fsyncs the directory.
+fn publish(tmp: &Path, target: &Path) -> Result<()> {
+    std::fs::rename(tmp, target).with_context(|| {
+        format!(
+            "cannot move the assembled file into place as {}",
+            target.display()
+        )
+    })?;
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))
+}

@@ -1,0 +1,407 @@
+//! `herdsman run --ledger postgres://…`: one job on many machines ("nodes").
+//!
+//! Every node runs the same command. The first opens the job in the shared PostgreSQL ledger
+//! (its identity as a one-machine run's) and plans its chunks (every node would plan the
+//! same ones); then each node claims chunks under a lease (`node`), runs them through the
+//! normal engine and assembler into part files in the shared parts directory, and commits
+//! each through its claim, the attempt as fence (`parts`). A node stays until every chunk is
+//! committed; the node whose commit completes the job assembles the output and dead-letter
+//! file from the manifest and publishes them (`assemble`), and only then marks the job
+//! finished, so an interrupted assembly is done again by the next node or run.
+//!
+//! This module must never publish an output that is not exactly the committed parts in chunk
+//! order, and never mark the job finished before the output and dead-letter file are in place.
+
+mod assemble;
+mod node;
+mod parts;
+pub(crate) mod status;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use herdsman::{RunStatus, StopToken};
+use herdsman_io::{InputPath, Source};
+use herdsman_ledger::{ChunkPlan, Ledger, LedgerError};
+use herdsman_ledger_postgres::{PostgresLedger, PostgresOptions};
+
+use crate::assemble::Assembler;
+use crate::cli::OutputFormatArg;
+use crate::config::{canonical, check_paths, check_writable, usage, EnvError, RunConfig};
+use crate::inputs::{resolve_inputs, source_error};
+use crate::pipeline::{engine, output_format, sink_options, source_options, start_executor, tally};
+use crate::progress::Progress;
+use crate::summary::{Counts, Ending, Latency, Summary};
+
+/// `url` without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The job's name in the ledger: the output's canonical path, which every node and
+/// `herdsman status --ledger URL OUTPUT` give.
+pub(crate) fn job_name(output: &Path) -> String {
+    canonical(output).display().to_string()
+}
+
+/// Connects to the ledger of the job that writes `output`.
+pub(crate) fn connect(url: &str, output: &Path) -> Result<PostgresLedger> {
+    let options = PostgresOptions {
+        job: job_name(output),
+        ..PostgresOptions::default()
+    };
+    PostgresLedger::connect(url, options).map_err(|e| {
+        anyhow::Error::new(EnvError(format!(
+            "cannot open the shared ledger at {}: {}; check that PostgreSQL runs there and accepts this user",
+            redact(url),
+            crate::config::with_causes(&e)
+        )))
+    })
+}
+
+/// Another connection to the job, already opened (each of a node's threads has its own).
+fn join(
+    url: &str,
+    output: &Path,
+    identity: &herdsman_ledger::JobIdentity,
+) -> Result<PostgresLedger> {
+    let mut ledger = connect(url, output)?;
+    ledger.open_job(identity).map_err(|e| match e {
+        LedgerError::IdentityChanged { .. } => changed(&e),
+        other => anyhow!(other).context("cannot open the job in the shared ledger"),
+    })?;
+    Ok(ledger)
+}
+
+/// The changed-job refusal of a node: what changed, and what to do on many machines (a
+/// shared job is not restarted: `--restart` is one machine's).
+fn changed(e: &LedgerError) -> anyhow::Error {
+    usage(format!(
+        "{e}; every node of a shared job must run the same command on the same files: restore them, or write the changed job to another output (-o)"
+    ))
+}
+
+/// Refuses what a shared run cannot do, before anything is written.
+fn check(cfg: &RunConfig) -> Result<PathBuf> {
+    let refuse = |what: &str| -> Result<PathBuf> { Err(usage(format!("--ledger {what}"))) };
+    let Some(output) = cfg.output.clone().filter(|_| !cfg.output_in_place) else {
+        return refuse("needs a regular file output that every node reaches: give -o, e.g. -o /shared/out.jsonl");
+    };
+    if !matches!(
+        cfg.output_format,
+        OutputFormatArg::Jsonl | OutputFormatArg::Lines
+    ) {
+        return refuse("writes JSON lines or lines: CSV and Parquet outputs are not assembled from parts yet; write -o out.jsonl and convert it, or run on one machine");
+    }
+    if cfg.shard.is_some() {
+        return refuse("and --shard are two ways to split a job: nodes sharing a ledger take chunks as they go; drop --shard");
+    }
+    if cfg.limit.is_some() || cfg.retry_failed || cfg.restart {
+        return refuse("runs a whole job: --limit, --retry-failed and --restart are for one machine; drop them (to start a shared job over, write to another output)");
+    }
+    if cfg.metrics_addr.is_some() || cfg.metrics_file.is_some() {
+        return refuse(
+            "and --metrics-addr/--metrics-file: a shared job's metrics are not collected yet; drop them and watch herdsman status --ledger",
+        );
+    }
+    if cfg.joblog.is_some() {
+        return refuse("and --joblog: a job log is one machine's; drop --joblog");
+    }
+    if cfg.inputs.iter().any(|i| i == "-") {
+        return refuse("needs file inputs that every node reads: standard input reaches one machine only; give -i FILE");
+    }
+    Ok(output)
+}
+
+/// Runs this node's share of the job and returns its summary.
+pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
+    let started = Instant::now();
+    let settings = cfg
+        .distributed
+        .clone()
+        .context("internal error: a shared run without --ledger")?;
+    let output = check(&cfg)?;
+    let inputs = resolve_inputs(&cfg)?;
+    if inputs
+        .specs
+        .iter()
+        .any(|s| matches!(s.path, InputPath::Stdin))
+    {
+        return Err(usage("--ledger needs file inputs that every node reads: standard input reaches one machine only; give -i FILE".into()));
+    }
+    if inputs
+        .specs
+        .iter()
+        .any(|s| matches!(s.path, InputPath::Object(_)))
+    {
+        return Err(usage("--ledger does not read object-storage inputs yet: copy the input to a directory every node reaches and give -i FILE".into()));
+    }
+    let files: Vec<PathBuf> = inputs
+        .specs
+        .iter()
+        .filter_map(|s| match &s.path {
+            InputPath::File(f) => Some(f.clone()),
+            InputPath::Stdin | InputPath::Object(_) => None,
+        })
+        .collect();
+    check_paths(&cfg, &files)?;
+    check_writable(&cfg)?;
+    herdsman_io::check_csv_headers(&inputs.specs, &source_options(&cfg)).map_err(source_error)?;
+    let csv_header = match (&cfg.transform, inputs.specs.first()) {
+        (crate::config::Transform::Exec { .. }, Some(first))
+            if first.format == herdsman_io::Format::Csv =>
+        {
+            let src = Source::open(vec![first.clone()], source_options(&cfg), None)
+                .map_err(source_error)?;
+            src.csv_header().map(<[String]>::to_vec)
+        }
+        _ => None,
+    };
+    let identity = crate::checkpoint::job_identity(&cfg, &inputs)?;
+    let parts_dir = settings
+        .parts
+        .clone()
+        .unwrap_or_else(|| default_parts_dir(&output));
+
+    let mut ledger = connect(&settings.url, &output)?;
+    let opened = match ledger.open_job(&identity) {
+        Ok(o) => o,
+        Err(e @ LedgerError::IdentityChanged { .. }) => return Err(changed(&e)),
+        Err(e) => return Err(anyhow!(e).context("cannot open the job in the shared ledger")),
+    };
+    if let herdsman_ledger::Opened::Finished { summary_json, .. } = &opened {
+        if output.exists() {
+            crate::progress::stderr_line(&format!(
+                "herdsman: this job already finished ({}); nothing to do. Its summary:",
+                output.display()
+            ));
+            if let Some(s) = summary_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<Summary>(j).ok())
+            {
+                return Ok(s);
+            }
+        }
+        return Err(usage(format!(
+            "the shared job that writes {} already finished, but its output is gone; write to another output to run it again",
+            output.display()
+        )));
+    }
+    let total = plan(&cfg, &inputs.specs, &mut ledger)?;
+    let log_progress = Progress::new(cfg.progress, None, 0, cfg.quiet);
+    let log = log_progress.log();
+    let mut progress = log_progress;
+
+    // Work: claim, run, write parts, commit, until every chunk is committed. A pass ends
+    // when nothing is claimable; another starts when a chunk becomes claimable again (a
+    // lease ran out), until every chunk is committed.
+    let claims = parts::Claims::default();
+    let fatal = node::Fatal::default();
+    let claimed = Arc::new(Mutex::new(HashSet::new()));
+    let reader_completed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let heartbeat = node::Heartbeat::start(
+        join(&settings.url, &output, &identity)?,
+        claims.clone(),
+        settings.lease,
+    )
+    .context("cannot start the heartbeat thread")?;
+    let (mut sinks, mut committer) = parts::pair(
+        join(&settings.url, &output, &identity)?,
+        &parts_dir,
+        output_format(&cfg),
+        sink_options(&cfg),
+        claims.clone(),
+        total,
+        log.clone(),
+    );
+    let completed_job = committer.completed_job.clone();
+    let lost = committer.lost.clone();
+    let mut latency = Latency::default();
+    let mut status = RunStatus::Completed;
+    let before = ledger.totals().map_err(anyhow::Error::new)?;
+    let mut claimer = join(&settings.url, &output, &identity)?;
+    let mut live = Counts::default();
+    loop {
+        if stop.is_stopped() || fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            break;
+        }
+        let first = match claimer.claim(&settings.node, settings.lease) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                if ledger.totals().map_err(anyhow::Error::new)?.chunks >= total {
+                    break;
+                }
+                std::thread::sleep(node::IDLE_POLL);
+                continue;
+            }
+            Err(e) => return Err(anyhow!(e).context("cannot claim a chunk")),
+        };
+        let (announce, chunks) = mpsc::channel();
+        let reader = node::ClaimReader {
+            ledger: claimer,
+            node: settings.node.clone(),
+            lease: settings.lease,
+            specs: inputs.specs.clone(),
+            options: source_options(&cfg),
+            claims: claims.clone(),
+            total,
+            announce,
+            stop: stop.clone(),
+            fatal: fatal.clone(),
+            next_index: 0,
+            pending: Vec::new().into_iter(),
+            claimed: claimed.clone(),
+            completed_job: reader_completed.clone(),
+            first: Some(first),
+        };
+        let executor = start_executor(&cfg, &log, csv_header.as_deref(), None)?;
+        let mut stream = engine(&cfg, reader, executor, &stop, 0);
+        let mut asm = Assembler::new(
+            chunks,
+            sinks,
+            Some(&mut committer as &mut dyn Ledger),
+            inputs.names.clone(),
+        )
+        .checkpoint_every(Duration::ZERO);
+        for outcome in &mut stream {
+            let (index, attempts) = (outcome.index, outcome.attempts);
+            let state = tally(outcome, &mut live, &mut latency, cfg.timeout, None);
+            asm.resolve(index, state, attempts)?;
+            progress.update(&live);
+        }
+        status = stream.status().cloned().unwrap_or(RunStatus::Completed);
+        drop(stream);
+        let (back, _written) = asm.finish()?;
+        sinks = back;
+        if status != RunStatus::Completed {
+            break;
+        }
+        claimer = join(&settings.url, &output, &identity)?;
+    }
+    progress.finish();
+    drop(heartbeat);
+    if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e.context(
+            "this node stopped; the chunks it committed are kept, and the others are taken over by the other nodes or the next run",
+        ));
+    }
+    // Chunks another node took over are that node's records, not this one's.
+    let lost_chunks = lost.lock().unwrap_or_else(|p| p.into_inner()).len();
+    if lost_chunks > 0 {
+        log.notice(&format!(
+            "{lost_chunks} chunk(s) this node worked on were taken over by other nodes after its lease ran out"
+        ));
+    }
+    let totals = ledger.totals().map_err(anyhow::Error::new)?;
+    let complete = totals.chunks >= total;
+    let ending = match status {
+        _ if !complete => Ending::Interrupted,
+        RunStatus::Completed => Ending::Completed,
+        RunStatus::Aborted => Ending::Aborted,
+        _ => Ending::Interrupted,
+    };
+    if !complete {
+        log.notice("this node stopped before every chunk was committed; run the same command again (here or on any node) to go on");
+        let earlier = Counts::from(totals.counts);
+        let s = Summary::new(
+            ending,
+            earlier,
+            Counts::default(),
+            started.elapsed(),
+            &latency,
+            Some(output.display().to_string()),
+            cfg.failures.display().to_string(),
+        );
+        return Ok(s);
+    }
+    let mine = completed_job.load(Ordering::SeqCst) || reader_completed.load(Ordering::SeqCst);
+    assemble::finish(assemble::Finish {
+        cfg: &cfg,
+        ledger: &mut ledger,
+        output: &output,
+        parts_dir: &parts_dir,
+        total,
+        assemble_now: mine || before.chunks >= total,
+        wait_for_others: settings.lease,
+        started,
+        latency: &latency,
+        log: &log,
+    })
+}
+
+/// `<output>.parts`, beside the output.
+pub(crate) fn default_parts_dir(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".parts");
+    output.with_file_name(name)
+}
+
+/// Plans the job's chunks into the ledger unless a node did already; returns how many chunks
+/// the job has. Every node would plan the same ones: cut where the one-machine run cuts.
+fn plan(
+    cfg: &RunConfig,
+    specs: &[herdsman_io::InputSpec],
+    ledger: &mut PostgresLedger,
+) -> Result<u64> {
+    let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+    if !rows.is_empty() {
+        return Ok(rows.len() as u64);
+    }
+    let mut source =
+        Source::open(specs.to_vec(), source_options(cfg), None).map_err(source_error)?;
+    let mut plans = Vec::new();
+    loop {
+        let start = source.next_position();
+        let mut n = 0usize;
+        let mut bytes = 0usize;
+        while n < cfg.chunk_size && bytes < crate::pipeline::CHUNK_BYTES {
+            match source.next() {
+                None => break,
+                Some(Err(e)) => return Err(source_error(e)),
+                Some(Ok(r)) => {
+                    bytes += match &r.data {
+                        Ok(j) => j.len(),
+                        Err(e) => e.raw.len(),
+                    };
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        plans.push(ChunkPlan {
+            chunk: plans.len() as u64,
+            start: crate::assemble::to_ledger(start),
+            end: crate::assemble::to_ledger(source.next_position()),
+        });
+    }
+    if plans.is_empty() {
+        // An empty input is one empty chunk, so that the job still completes and publishes.
+        let p = crate::assemble::to_ledger(source.next_position());
+        plans.push(ChunkPlan {
+            chunk: 0,
+            start: p,
+            end: p,
+        });
+    }
+    ledger
+        .plan_chunks(&plans)
+        .map_err(anyhow::Error::new)
+        .context("cannot plan the job's chunks in the shared ledger")?;
+    let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+    Ok(rows.len() as u64)
+}

@@ -1,0 +1,250 @@
+//! A node's claims: the engine's input iterator that claims one chunk at a time from the
+//! shared ledger and reads its records ([`ClaimReader`]), and the heartbeat that keeps the
+//! node's leases alive ([`Heartbeat`]).
+//!
+//! This module must never hand the engine a record of a chunk this node did not claim, and
+//! never block in `next()` (records the engine's puller holds would never be run).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herdsman::StopToken;
+use herdsman_io::{InputSpec, Source, SourceOptions};
+use herdsman_ledger::{Claim, Ledger, LedgerError};
+use herdsman_ledger_postgres::PostgresLedger;
+
+use crate::chunks::{ChunkInfo, CliItem, Payload};
+use crate::distributed::parts::Claims;
+
+/// How often a node without a claimable chunk looks again.
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Why the claimer stopped early: a ledger or input error, for the run's message.
+pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;
+
+/// The engine's input: the records of the chunks this node claims, in claim order.
+pub(crate) struct ClaimReader {
+    pub(crate) ledger: PostgresLedger,
+    pub(crate) node: String,
+    pub(crate) lease: Duration,
+    pub(crate) specs: Vec<InputSpec>,
+    pub(crate) options: SourceOptions,
+    pub(crate) claims: Claims,
+    pub(crate) total: u64,
+    pub(crate) announce: Sender<ChunkInfo>,
+    pub(crate) stop: StopToken,
+    pub(crate) fatal: Fatal,
+    pub(crate) next_index: u64,
+    pub(crate) pending: std::vec::IntoIter<CliItem>,
+    /// Chunks this node claimed, for its summary.
+    pub(crate) claimed: Arc<Mutex<HashSet<u64>>>,
+    /// Set when this node's commit left no chunk open (it assembles the output).
+    pub(crate) completed_job: Arc<AtomicBool>,
+    /// The claim the pass starts with.
+    pub(crate) first: Option<Claim>,
+}
+
+impl ClaimReader {
+    fn fail(&self, e: anyhow::Error) -> bool {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        false
+    }
+
+    /// Claims the next chunk and announces it; false when nothing is claimable now (the
+    /// pass ends; the caller starts another while chunks are open), the run stops, or an
+    /// error ends it. It never waits: the engine's puller may hold records of this node's
+    /// chunks until `next()` returns, so waiting here for a chunk to commit could wait forever.
+    fn fill(&mut self) -> bool {
+        if self.stop.is_stopped() {
+            return false;
+        }
+        if let Some(claim) = self.first.take() {
+            return self.read(claim);
+        }
+        match self.ledger.claim(&self.node, self.lease) {
+            Ok(Some(claim)) => self.read(claim),
+            Ok(None) => false,
+            Err(e) => self.fail(anyhow::Error::new(e).context("cannot claim a chunk")),
+        }
+    }
+
+    /// Reads the records of a claimed chunk and announces it.
+    fn read(&mut self, claim: Claim) -> bool {
+        let start = match crate::assemble::from_ledger(claim.start) {
+            Ok(p) => p,
+            Err(e) => return self.fail(anyhow::anyhow!("chunk {} has a start this version cannot read ({e}); the job was planned by another version of herdsman", claim.chunk)),
+        };
+        let end = match crate::assemble::from_ledger(claim.end) {
+            Ok(p) => p,
+            Err(e) => return self.fail(anyhow::anyhow!("chunk {} has an end this version cannot read ({e}); the job was planned by another version of herdsman", claim.chunk)),
+        };
+        tracing::info!(
+            chunk = claim.chunk,
+            attempt = claim.attempt,
+            "chunk claimed"
+        );
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(claim.chunk, claim.clone());
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(claim.chunk);
+        let at = (claim.start.seq > 0).then_some(start);
+        let mut source = match Source::open(self.specs.clone(), self.options.clone(), at) {
+            Ok(s) => s,
+            Err(e) => return self.fail(crate::inputs::source_error(e)),
+        };
+        let n = claim.end.seq.saturating_sub(claim.start.seq);
+        if n == 0 {
+            // The one chunk of an empty input: nothing to write.
+            let done = herdsman_ledger::ChunkCommit {
+                chunk: claim.chunk,
+                start: claim.start,
+                end: claim.end,
+                counts: herdsman_ledger::Counts::default(),
+                output_end: 0,
+                failures_end: 0,
+            };
+            let result = self.ledger.commit_with_parts(&claim, &done, &[]);
+            self.claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&claim.chunk);
+            if result.is_ok() && self.ledger.totals().is_ok_and(|t| t.chunks >= self.total) {
+                self.completed_job.store(true, Ordering::SeqCst);
+            }
+            return match result {
+                Ok(()) | Err(LedgerError::StaleClaim { .. }) => self.fill(),
+                Err(e) => self.fail(anyhow::Error::new(e).context("cannot commit a chunk")),
+            };
+        }
+        let mut records: Vec<(herdsman_io::Position, Payload)> = Vec::new();
+        for _ in 0..n {
+            match source.next() {
+                Some(Ok(r)) => {
+                    let payload: Payload = match r.data {
+                        Ok(json) => Ok(Arc::from(json)),
+                        Err(e) => Err(Arc::new(e)),
+                    };
+                    records.push((r.pos, payload));
+                }
+                Some(Err(e)) => return self.fail(crate::inputs::source_error(e)),
+                None => {
+                    return self.fail(anyhow::anyhow!(
+                        "chunk {} ends after the end of the input; the input changed after the job was planned",
+                        claim.chunk
+                    ))
+                }
+            }
+        }
+        let items: Vec<CliItem> = records
+            .iter()
+            .map(|(pos, data)| CliItem {
+                seq: pos.seq,
+                data: data.clone(),
+            })
+            .collect();
+        let info = ChunkInfo {
+            id: claim.chunk,
+            first_index: self.next_index,
+            start,
+            end,
+            records,
+        };
+        self.next_index += items.len() as u64;
+        if self.announce.send(info).is_err() {
+            return false;
+        }
+        self.pending = items.into_iter();
+        true
+    }
+}
+
+impl Iterator for ClaimReader {
+    type Item = CliItem;
+
+    fn next(&mut self) -> Option<CliItem> {
+        loop {
+            if let Some(item) = self.pending.next() {
+                return Some(item);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+}
+
+/// The thread that extends the leases of this node's claims every third of the lease, and
+/// forgets a claim the ledger says is lost (its chunk was taken over).
+pub(crate) struct Heartbeat {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub(crate) fn start(
+        mut ledger: PostgresLedger,
+        claims: Claims,
+        lease: Duration,
+    ) -> std::io::Result<Heartbeat> {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("herdsman-heartbeat".into())
+            .spawn(move || {
+                let every = lease / 3;
+                let mut next = Instant::now() + every;
+                while !flag.load(Ordering::SeqCst) {
+                    if Instant::now() < next {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    next = Instant::now() + every;
+                    let held: Vec<Claim> = claims
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .values()
+                        .cloned()
+                        .collect();
+                    for claim in held {
+                        match ledger.heartbeat(&claim, lease) {
+                            Ok(_) => {}
+                            Err(LedgerError::StaleClaim { .. })
+                            | Err(LedgerError::AlreadyFinished { .. }) => {
+                                tracing::warn!(
+                                    chunk = claim.chunk,
+                                    "lease lost: another node took the chunk over"
+                                );
+                                let mut map = claims.lock().unwrap_or_else(|p| p.into_inner());
+                                if map.get(&claim.chunk) == Some(&claim) {
+                                    map.remove(&claim.chunk);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(chunk = claim.chunk, error = %e, "heartbeat failed; trying again");
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Heartbeat {
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

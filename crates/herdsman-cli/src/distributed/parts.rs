@@ -1,0 +1,307 @@
+//! A node's chunk parts: the output and dead letters of each chunk it claimed, written as
+//! `part-<chunk>-<attempt>` (and `part-<chunk>-<attempt>.failures`) in the shared parts
+//! directory, then committed through the claim ([`Committer`]).
+//!
+//! This module must never commit a chunk whose part is not durable (each part is fsynced and
+//! renamed into place before its commit), and never let a refused commit's part stay behind:
+//! a part whose claim was lost is deleted, and no commit ever names it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use herdsman_io::{OutputFormat, Sink, SinkError, SinkOptions};
+use herdsman_ledger::{
+    ChunkCommit, ChunkPlan, Claim, JobIdentity, Ledger, LedgerError, LedgerStatus, Opened, Totals,
+};
+use herdsman_ledger_postgres::PostgresLedger;
+
+use crate::progress::Log;
+
+/// The claims this node holds and has not committed yet, by chunk: filled by the claimer,
+/// kept alive by the heartbeat, emptied by the committer.
+pub(crate) type Claims = Arc<Mutex<BTreeMap<u64, Claim>>>;
+
+/// The part files written for each chunk, waiting for its commit.
+type Written = Arc<Mutex<HashMap<u64, Vec<String>>>>;
+
+/// The name of the output part of `chunk`'s claim `attempt`.
+pub(crate) fn part_name(chunk: u64, attempt: u64) -> String {
+    format!("part-{chunk}-{attempt}")
+}
+
+/// The suffix of a dead-letter part's name.
+pub(crate) const FAILURES_SUFFIX: &str = ".failures";
+
+/// The chunk being written.
+struct Current {
+    chunk: u64,
+    attempt: u64,
+    output: Sink,
+    failures: Option<Sink>,
+}
+
+/// [`crate::assemble::Sinks`] that write each chunk into part files of its own.
+pub(crate) struct PartSinks {
+    dir: PathBuf,
+    format: OutputFormat,
+    options: SinkOptions,
+    claims: Claims,
+    written: Written,
+    current: Option<Current>,
+}
+
+impl PartSinks {
+    fn sink_error(&self, message: &str) -> SinkError {
+        SinkError::Io {
+            action: "write",
+            path: self.dir.clone(),
+            source: std::io::Error::other(message.to_string()),
+        }
+    }
+
+    fn current(&mut self) -> Result<&mut Current, SinkError> {
+        let err = self.sink_error("internal error: a record written outside of a chunk");
+        self.current.as_mut().ok_or(err)
+    }
+}
+
+impl crate::assemble::Sinks for PartSinks {
+    fn begin_chunk(&mut self, chunk: u64) -> Result<(), SinkError> {
+        // A claim the heartbeat found lost is gone from the map: its part gets attempt 0,
+        // which no commit names, and is deleted by the committer.
+        let attempt = self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chunk)
+            .map_or(0, |c| c.attempt);
+        std::fs::create_dir_all(&self.dir).map_err(|source| SinkError::Io {
+            action: "create",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.dir.join(part_name(chunk, attempt));
+        let output = Sink::open_continuation(&path, self.format.clone(), None, &self.options)?;
+        self.current = Some(Current {
+            chunk,
+            attempt,
+            output,
+            failures: None,
+        });
+        Ok(())
+    }
+    fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        match &self.current {
+            Some(c) => c.output.check_records(outputs.iter().map(Vec::as_slice)),
+            None => Ok(()),
+        }
+    }
+    fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        self.current()?.output.write_record(json)
+    }
+    fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
+        let dir = self.dir.clone();
+        let c = self.current()?;
+        if c.failures.is_none() {
+            let path = dir.join(format!(
+                "{}{FAILURES_SUFFIX}",
+                part_name(c.chunk, c.attempt)
+            ));
+            c.failures = Some(Sink::open(&path, OutputFormat::Jsonl, None)?);
+        }
+        c.failures
+            .as_mut()
+            .expect("opened above")
+            .write_record(json)
+    }
+    fn end_chunk(&mut self) -> Result<(), SinkError> {
+        let Some(Current {
+            chunk,
+            attempt,
+            mut output,
+            failures,
+        }) = self.current.take()
+        else {
+            return Ok(());
+        };
+        output.end_chunk()?;
+        // Each part is fsynced and renamed into place (its directory fsynced) before the
+        // commit that names it.
+        output.finish()?;
+        let mut names = vec![part_name(chunk, attempt)];
+        if let Some(f) = failures {
+            f.finish()?;
+            names.push(format!("{}{FAILURES_SUFFIX}", part_name(chunk, attempt)));
+        }
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(chunk, names);
+        Ok(())
+    }
+    fn offsets(&self) -> (u64, u64) {
+        // Nodes share no partial file: their commits carry no offsets.
+        (0, 0)
+    }
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn flush_stream(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The ledger as the assembler sees it: each chunk it commits goes through this node's claim
+/// of it, with its parts, fenced by the claim's attempt.
+pub(crate) struct Committer {
+    ledger: PostgresLedger,
+    dir: PathBuf,
+    claims: Claims,
+    written: Written,
+    /// Chunks in the job.
+    total: u64,
+    /// Set when a commit of this node left no chunk uncommitted: it assembles the output.
+    pub(crate) completed_job: Arc<AtomicBool>,
+    /// Chunks whose commit was refused because another node took them over.
+    pub(crate) lost: Arc<Mutex<Vec<u64>>>,
+    log: Log,
+}
+
+/// The part sinks and committer of one node, sharing the claims and the written parts.
+pub(crate) fn pair(
+    ledger: PostgresLedger,
+    dir: &Path,
+    format: OutputFormat,
+    options: SinkOptions,
+    claims: Claims,
+    total: u64,
+    log: Log,
+) -> (PartSinks, Committer) {
+    let written = Written::default();
+    (
+        PartSinks {
+            dir: dir.to_path_buf(),
+            format,
+            options,
+            claims: claims.clone(),
+            written: written.clone(),
+            current: None,
+        },
+        Committer {
+            ledger,
+            dir: dir.to_path_buf(),
+            claims,
+            written,
+            total,
+            completed_job: Arc::new(AtomicBool::new(false)),
+            lost: Arc::default(),
+            log,
+        },
+    )
+}
+
+impl Committer {
+    fn discard(&self, chunk: u64, names: &[String], why: &str) {
+        for n in names {
+            let _ = std::fs::remove_file(self.dir.join(n));
+        }
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(chunk);
+        self.log.notice(&format!(
+            "chunk {chunk}: {why}; this node's part of it was discarded (nothing is lost: the chunk is another node's)"
+        ));
+    }
+}
+
+impl Ledger for Committer {
+    fn open_job(&mut self, id: &JobIdentity) -> Result<Opened, LedgerError> {
+        self.ledger.open_job(id)
+    }
+    fn reset(&mut self) -> Result<(), LedgerError> {
+        self.ledger.reset()
+    }
+    fn plan_chunks(&mut self, chunks: &[ChunkPlan]) -> Result<(), LedgerError> {
+        self.ledger.plan_chunks(chunks)
+    }
+    fn claim(
+        &mut self,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<Claim>, LedgerError> {
+        self.ledger.claim(owner, lease)
+    }
+    fn heartbeat(
+        &mut self,
+        claim: &Claim,
+        lease: std::time::Duration,
+    ) -> Result<std::time::SystemTime, LedgerError> {
+        self.ledger.heartbeat(claim, lease)
+    }
+    fn release(&mut self, claim: &Claim) -> Result<(), LedgerError> {
+        self.ledger.release(claim)
+    }
+    fn commit(&mut self, claim: &Claim, c: &ChunkCommit) -> Result<(), LedgerError> {
+        self.ledger.commit(claim, c)
+    }
+    /// Commits each written chunk through this node's claim of it, with its part names.
+    fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        for c in commits {
+            let names = self
+                .written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&c.chunk)
+                .unwrap_or_default();
+            let claim = self
+                .claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&c.chunk)
+                .cloned();
+            let Some(claim) = claim else {
+                self.discard(c.chunk, &names, "this node's lease on it ran out");
+                continue;
+            };
+            crate::fault::fault("distributed-before-commit");
+            let result = self.ledger.commit_with_parts(&claim, c, &names);
+            self.claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&c.chunk);
+            match result {
+                Ok(()) => {
+                    tracing::info!(chunk = c.chunk, attempt = claim.attempt, "chunk committed");
+                }
+                Err(LedgerError::StaleClaim { .. }) => {
+                    self.discard(
+                        c.chunk,
+                        &names,
+                        "this node's lease on it ran out and another node took it over",
+                    );
+                }
+                Err(LedgerError::AlreadyFinished { .. }) => {
+                    self.discard(c.chunk, &names, "the job finished without it");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !commits.is_empty() && self.ledger.totals()?.chunks >= self.total {
+            self.completed_job.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn mark_finished(&mut self, summary_json: &str) -> Result<(), LedgerError> {
+        self.ledger.mark_finished(summary_json)
+    }
+    fn totals(&self) -> Result<Totals, LedgerError> {
+        self.ledger.totals()
+    }
+    fn status(&self) -> Result<LedgerStatus, LedgerError> {
+        self.ledger.status()
+    }
+}

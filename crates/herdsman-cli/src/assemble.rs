@@ -474,6 +474,16 @@ impl<'a, S: Sinks> Assembler<'a, S> {
             .context("cannot write the dead-letter file")
     }
 
+    /// Commits the chunks written so far when the last checkpoint is at least
+    /// `checkpoint_every` old, also while no record resolves (every record in flight is
+    /// slow), so finished chunks never wait for the next outcome to become durable.
+    pub fn checkpoint_if_due(&mut self) -> Result<()> {
+        if !self.uncommitted.is_empty() && self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
     /// Makes every written chunk durable and commits it.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.last_checkpoint = Instant::now();

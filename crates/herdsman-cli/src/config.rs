@@ -170,7 +170,7 @@ pub struct RunConfig {
     /// `--if-exists`: what a new job does with a table that already exists.
     pub if_exists: herdsman_db_sink::IfExists,
     /// The object-storage URLs the output and dead-letter file are published to, if any.
-    pub remote: crate::remote::Remote,
+    pub remote: crate::remote_stage::Remote,
     /// `--ledger postgres://…`: this node shares the job with others.
     pub distributed: Option<SharedLedger>,
 }
@@ -677,7 +677,7 @@ impl RunConfig {
         };
         let output = if db_output.is_some() { None } else { output };
         // An object-storage output is written to a local file, then uploaded.
-        let (output, remote) = crate::remote::stage_output(output);
+        let (output, remote) = crate::remote_stage::stage_output(output);
         let if_exists_arg = args.if_exists.or(job.if_exists);
         if if_exists_arg.is_some() && db_output.is_none() {
             usage!("--if-exists applies to database output only (-o postgres://…?table=T or -o sqlite://…?table=T)");

@@ -28,6 +28,7 @@ mod metrics;
 mod pipeline;
 mod progress;
 mod remote;
+mod remote_stage;
 mod report;
 mod retry;
 mod run;

@@ -640,7 +640,15 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     if let Some(table) = live_table {
         table.counts(&live);
     }
-    for outcome in &mut stream {
+    loop {
+        let outcome = match stream.next_within(std::time::Duration::from_millis(250)) {
+            herdsman::StreamNext::Item(o) => o,
+            herdsman::StreamNext::Ended => break,
+            herdsman::StreamNext::Pending => {
+                asm.checkpoint_if_due()?;
+                continue;
+            }
+        };
         let (index, attempts, duration) = (outcome.index, outcome.attempts, outcome.duration);
         let state = tally(
             outcome,

@@ -86,7 +86,8 @@ const HINT_NOT_FOUND: &str =
 const HINT_DENIED: &str = "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) and the bucket's permissions";
 const HINT_UNSUPPORTED: &str =
     "give an s3://bucket/key or file:///path URL (gs:// and az:// are not in this build)";
-const HINT_CHANGED: &str = "an input must not change while a job reads it; run again with --restart to start over with the new object";
+const HINT_CHANGED: &str =
+    "an input must not change while a job reads it; start the job over to read the new object";
 const HINT_OTHER: &str = "check the network and AWS_ENDPOINT_URL, then run the same command again";
 
 impl ObjectError {

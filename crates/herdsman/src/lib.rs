@@ -60,7 +60,7 @@ pub use outcome::{
 };
 pub use retry::Retry;
 pub use stop::StopToken;
-pub use stream::Stream;
+pub use stream::{Stream, StreamNext};
 pub use threads::ThreadExecutor;
 
 /// Apply `f` to every item on a pool of worker threads; returns a builder to set options on

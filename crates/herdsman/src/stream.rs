@@ -154,6 +154,66 @@ impl<U, E> Stream<U, E> {
     }
 }
 
+/// What [`Stream::next_within`] found.
+#[derive(Debug)]
+pub enum StreamNext<T> {
+    /// The next outcome.
+    Item(T),
+    /// None came within the wait; the run goes on.
+    Pending,
+    /// The run has ended (see [`Stream::summary`]).
+    Ended,
+}
+
+impl<U, E> Stream<U, E> {
+    /// Like [`Iterator::next`], but waits at most `wait` for the next outcome, so a caller
+    /// can do periodic work (a checkpoint, a progress line) while every item in flight is
+    /// slow.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herdsman::StreamNext;
+    ///
+    /// let mut s = herdsman::map(0..3u32, |x| Ok::<_, ()>(x * 2)).stream();
+    /// let mut got = Vec::new();
+    /// loop {
+    ///     match s.next_within(Duration::from_millis(50)) {
+    ///         StreamNext::Item(o) => got.push(o.result.unwrap()),
+    ///         StreamNext::Pending => continue,
+    ///         StreamNext::Ended => break,
+    ///     }
+    /// }
+    /// assert_eq!(got, [0, 2, 4]);
+    /// ```
+    pub fn next_within(&mut self, wait: std::time::Duration) -> StreamNext<ItemOutcome<U, E>> {
+        if self.summary.is_some() {
+            return StreamNext::Ended;
+        }
+        loop {
+            if let Some(o) = self.ready.next() {
+                self.consumed.fetch_add(1, Ordering::AcqRel);
+                return StreamNext::Item(o);
+            }
+            let msg = self
+                .rx
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .recv_timeout(wait);
+            let ended = match msg {
+                Ok(Msg::Items(batch)) => {
+                    self.ready = batch.into_iter();
+                    continue;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return StreamNext::Pending,
+                Ok(Msg::End(summary)) => self.end(Some(summary)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.end(None),
+            };
+            debug_assert!(ended.is_none());
+            return StreamNext::Ended;
+        }
+    }
+}
+
 impl<U, E> Iterator for Stream<U, E> {
     type Item = ItemOutcome<U, E>;
 

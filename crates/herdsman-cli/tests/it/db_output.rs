@@ -300,7 +300,12 @@ fn postgres_rows_equal_the_jsonl_output() {
 /// before the job is marked finished); returns how many times it was killed.
 fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, kills_wanted: usize) -> usize {
     let log = dir.join("runner.log");
+    // The database crash points come first and twice (each kills at its first hit, at the
+    // first chunk, however fast the machine); the ledger's points are hit only when a
+    // checkpoint falls inside the run.
     let faults = [
+        "after-db-commit",
+        "before-db-commit",
         "after-db-commit",
         "before-db-commit",
         "after-sync",
@@ -309,9 +314,11 @@ fn run_with_kills(dir: &Path, args: &[String], rng: &mut Rng, kills_wanted: usiz
     let mut kills = 0;
     let mut marked_finished_kill = false;
     for round in 0..400usize {
+        // Every crash point twice first (each kills at its first hit, however fast the
+        // machine), then timed kills at seeded moments.
         let (fault, after) = if kills < kills_wanted {
-            if round % 2 == 1 {
-                (Some(faults[(round / 2) % faults.len()]), None)
+            if round < faults.len() {
+                (Some(faults[round]), None)
             } else {
                 (None, Some(Duration::from_millis(100 + rng.below(1500))))
             }

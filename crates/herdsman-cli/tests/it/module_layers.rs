@@ -13,9 +13,17 @@ const LAYERS: &[&[&str]] = &[
     &["db_output"],
     &["checkpoint", "assemble", "shard_io"],
     &["inputs", "transform", "progress"],
-    &["joblog", "history"],
+    &["joblog", "history", "remote"],
     &["chunks", "summary", "config"],
-    &["cli", "text", "fault", "logging", "shard", "metrics"],
+    &[
+        "cli",
+        "text",
+        "fault",
+        "logging",
+        "shard",
+        "metrics",
+        "remote_stage",
+    ],
     &["live"],
 ];
 

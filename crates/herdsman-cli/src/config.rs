@@ -1446,6 +1446,23 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The state directory named by the user: the directory itself, or an output file whose
+/// default state directory is next to it.
+pub fn job_state_dir(arg: &Path) -> Result<PathBuf> {
+    if arg.is_dir() && arg.join(herdsman_ledger::LEDGER_FILE_NAME).exists() {
+        return Ok(arg.to_path_buf());
+    }
+    let beside = default_state_dir(arg);
+    if beside.join(herdsman_ledger::LEDGER_FILE_NAME).exists() {
+        return Ok(beside);
+    }
+    Err(anyhow::Error::new(UsageError(format!(
+        "no checkpoint at {} (nor at {}); give the state directory or the job's output file",
+        arg.display(),
+        beside.display()
+    ))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

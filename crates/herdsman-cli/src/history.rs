@@ -9,7 +9,6 @@
 //! writes it between two commits. This module must never fail a run: a sample that cannot be
 //! written is reported once and history stops for the rest of the run.
 
-use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,29 +24,7 @@ use crate::summary::Counts;
 /// How often a sample is taken while records finish.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// A hasher for attempt ids: small integers from one run, not input an attacker picks, so a
-/// multiply is enough (SipHash per attempt is a visible share of a trivial transform's cost).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
+use crate::id_map::IdMap;
 
 /// What the executor tells the history: attempts starting on workers and ending.
 #[derive(Clone)]

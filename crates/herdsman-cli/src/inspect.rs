@@ -15,26 +15,9 @@ use anyhow::{Context, Result};
 use herdsman_ledger::{LedgerStatus, Totals};
 
 use crate::cli::{FailuresArgs, StatusArgs};
-use crate::config::{default_state_dir, UsageError};
+use crate::config::UsageError;
 use crate::live::Snapshot;
 use crate::summary::Summary;
-
-/// The state directory named by the user: the directory itself, or an output file whose
-/// default state directory is next to it.
-fn state_dir(arg: &Path) -> Result<PathBuf> {
-    if arg.is_dir() && arg.join(herdsman_ledger::LEDGER_FILE_NAME).exists() {
-        return Ok(arg.to_path_buf());
-    }
-    let beside = default_state_dir(arg);
-    if beside.join(herdsman_ledger::LEDGER_FILE_NAME).exists() {
-        return Ok(beside);
-    }
-    Err(anyhow::Error::new(UsageError(format!(
-        "no checkpoint at {} (nor at {}); give the state directory or the job's output file",
-        arg.display(),
-        beside.display()
-    ))))
-}
 
 fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| t.elapsed().ok()) {
@@ -455,7 +438,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     let (state, watch) = args
         .resolve()
         .map_err(|m| anyhow::Error::new(UsageError(m)))?;
-    let dir = state_dir(&state.state)?;
+    let dir = crate::config::job_state_dir(&state.state)?;
     let Some(every) = watch else {
         let (text, _) = status_text(&dir, state.json, false)?;
         let mut out = std::io::stdout().lock();
@@ -644,7 +627,7 @@ fn kind_names() -> Vec<&'static str> {
 /// Prints the dead-lettered records of a job, one line each (or the raw JSON lines); with
 /// `--kind`, those of one kind; with `--group`, the count of each kind and an example.
 pub fn failures(args: &FailuresArgs) -> Result<()> {
-    let dir = state_dir(&args.state.state)?;
+    let dir = crate::config::job_state_dir(&args.state.state)?;
     let ledger = herdsman_ledger::open_read_only(&dir)
         .with_context(|| format!("cannot read the checkpoint in {}", dir.display()))?;
     let st = ledger.status()?;

@@ -11,7 +11,7 @@
 //! never write a line for a record outside the chunk being written, and never keep a line of
 //! uncommitted work on resume.
 
-use std::collections::HashMap;
+use crate::id_map::IdMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -61,31 +61,6 @@ pub struct Attempt {
     /// The failure's kind, as the dead-letter file names it.
     pub kind: Option<DeadLetterKind>,
 }
-
-/// A hasher for attempt ids and record indices: they are small integers from one run, not
-/// input an attacker picks, so a multiply is enough (and much cheaper than SipHash on the
-/// engine's thread).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// A batch of finished attempts, from the executor to the job log.
 type Batch = Vec<(AttemptId, Attempt)>;

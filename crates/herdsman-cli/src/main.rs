@@ -18,6 +18,7 @@ mod db_output;
 mod distributed;
 mod fault;
 mod history;
+mod id_map;
 mod inputs;
 mod inspect;
 mod job;

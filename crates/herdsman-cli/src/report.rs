@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use herdsman_ledger::{HistorySample, LedgerStatus, SlowRecord, LATENCY_BUCKETS_MS};
 
 use crate::cli::ReportArgs;
-use crate::config::{canonical, default_state_dir, UsageError};
+use crate::config::{canonical, UsageError};
 use svg::Series;
 
 /// Examples kept per failure kind.
@@ -42,23 +42,6 @@ pub(crate) fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// The state directory named by the user: the directory itself, or an output file whose
-/// default state directory is next to it.
-fn state_dir(arg: &Path) -> Result<PathBuf> {
-    if arg.is_dir() && arg.join(herdsman_ledger::LEDGER_FILE_NAME).exists() {
-        return Ok(arg.to_path_buf());
-    }
-    let beside = default_state_dir(arg);
-    if beside.join(herdsman_ledger::LEDGER_FILE_NAME).exists() {
-        return Ok(beside);
-    }
-    Err(anyhow::Error::new(UsageError(format!(
-        "no checkpoint at {} (nor at {}); give the state directory or the job's output file",
-        arg.display(),
-        beside.display()
-    ))))
 }
 
 /// Failures of one kind in the dead-letter file.
@@ -88,7 +71,7 @@ struct Data {
 
 /// Writes the report and says where.
 pub fn report(args: &ReportArgs) -> Result<()> {
-    let dir = state_dir(&args.state)?;
+    let dir = crate::config::job_state_dir(&args.state)?;
     let ledger = herdsman_ledger::open_read_only(&dir)
         .with_context(|| format!("cannot read the checkpoint in {}", dir.display()))?;
     let status = ledger.status()?;

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "shard",
         "metrics",
         "remote_stage",
+        "id_map",
     ],
     &["live"],
 ];

@@ -86,7 +86,7 @@ pub fn allow_threads<T: Send>(py: Python<'_>, f: impl Send + FnOnce() -> T) -> T
 
 fn park_if_exiting() {
     let g = GATE.lock().unwrap_or_else(|e| e.into_inner());
-    if !g.shut || g.exiting == Some(std::thread::current().id()) {
+    if g.exiting.is_none() || g.exiting == Some(std::thread::current().id()) {
         return;
     }
     drop(g);
@@ -122,7 +122,8 @@ impl Drop for LiveRun {
     }
 }
 
-/// Stop every live run; return how many calls of ours are inside Python now.
+/// Stop every live run, from the thread running the exit; return how many calls of ours
+/// are inside Python now.
 pub fn stop_runs() -> usize {
     let runs: Vec<StopToken> = LIVE
         .lock()
@@ -130,6 +131,11 @@ pub fn stop_runs() -> usize {
         .as_ref()
         .map(|m| m.values().cloned().collect())
         .unwrap_or_default();
+    // From here on the exit has begun: a Python thread whose wait ends parks (a run just
+    // stopped here ends its waits at once, before the gate shuts).
+    let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    g.exiting = Some(std::thread::current().id());
+    drop(g);
     for s in runs {
         s.stop();
     }

@@ -81,15 +81,21 @@ pub struct ObjectError {
     pub hint: &'static str,
 }
 
+#[cfg(feature = "object-store")]
 const HINT_NOT_FOUND: &str =
     "check the bucket and key (and AWS_ENDPOINT_URL for an S3-compatible server)";
+#[cfg(feature = "object-store")]
 const HINT_DENIED: &str = "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) and the bucket's permissions";
+#[cfg(feature = "object-store")]
 const HINT_UNSUPPORTED: &str =
     "give an s3://bucket/key or file:///path URL (gs:// and az:// are not in this build)";
+#[cfg(feature = "object-store")]
 const HINT_CHANGED: &str =
     "an input must not change while a job reads it; start the job over to read the new object";
+#[cfg(feature = "object-store")]
 const HINT_OTHER: &str = "check the network and AWS_ENDPOINT_URL, then run the same command again";
 
+#[cfg(feature = "object-store")]
 impl ObjectError {
     fn new(kind: ObjectErrorKind, action: &'static str, url: &str, message: String) -> Self {
         let hint = match kind {

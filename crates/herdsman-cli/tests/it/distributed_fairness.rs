@@ -89,7 +89,7 @@ fn workers_ready(s: &Scratch, n: usize) {
 }
 
 #[test]
-fn two_nodes_started_together_each_commit_a_fair_share() {
+fn a_node_started_late_still_commits_a_fair_share() {
     let pg = match TestServer::start() {
         Ok(s) => s,
         Err(why) if std::env::var_os("CI").is_some() => {

@@ -7,7 +7,7 @@
 # scaling: 1, 2 and 4 nodes on this machine with an I/O-bound worker that sleeps 10 ms per
 #          record, RECORDS records (default 4000), -j 4 per node, chunks of CHUNK records
 #          (default 50); the time from the first node's start to the last node's exit
-#          (output assembled and published).
+#          (output assembled and published), and the speed-up over one node.
 # ledger:  one node with the PostgreSQL ledger against the SQLite default (one machine),
 #          `cat` over ROWS rows (default 1,000,000), RUNS rounds each (default 3).
 #
@@ -50,6 +50,7 @@ for line in sys.stdin:
     sys.stdout.flush()
 PY
     seq "$RECORDS" > "$work/in.txt"
+    declare -A took
     for nodes in 1 2 4; do
         out="$work/out-$nodes.txt"
         t0=$(now)
@@ -62,9 +63,11 @@ PY
         done
         for p in "${pids[@]}"; do wait "$p"; done
         t1=$(now)
+        took[$nodes]=$(python3 -c "print($t1-$t0)")
         python3 -c "print(f'scaling: $nodes node(s), $RECORDS records: {($t1-$t0):.2f} s')"
         cmp <(seq "$RECORDS") "$out"
     done
+    python3 -c "print(f'scaling: speed-up 1 -> 2 nodes {${took[1]}/${took[2]}:.2f}x, 1 -> 4 nodes {${took[1]}/${took[4]}:.2f}x (goal: 3.6x)')"
 fi
 
 if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then

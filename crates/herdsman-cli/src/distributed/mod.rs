@@ -234,17 +234,27 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let before = ledger.totals().map_err(anyhow::Error::new)?;
     let mut claimer = join(&settings.url, &output, &identity)?;
     let mut live = Counts::default();
+    let mut idle = node::IdlePoll::new();
+    // The engine pulls only what this node's workers run soon: each record it pulls may
+    // claim a chunk.
+    let engine_cfg = RunConfig {
+        window: node::claim_window(cfg.window, cfg.chunk_size, cfg.jobs),
+        ..cfg.clone()
+    };
     loop {
         if stop.is_stopped() || fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             break;
         }
         let first = match claimer.claim(&settings.node, settings.lease) {
-            Ok(Some(c)) => c,
+            Ok(Some(c)) => {
+                idle.reset();
+                c
+            }
             Ok(None) => {
                 if ledger.totals().map_err(anyhow::Error::new)?.chunks >= total {
                     break;
                 }
-                std::thread::sleep(node::IDLE_POLL);
+                idle.wait(&stop);
                 continue;
             }
             Err(e) => return Err(anyhow!(e).context("cannot claim a chunk")),
@@ -268,7 +278,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             first: Some(first),
         };
         let executor = start_executor(&cfg, &log, csv_header.as_deref(), None)?;
-        let mut stream = engine(&cfg, reader, executor, &stop, 0);
+        let mut stream = engine(&engine_cfg, reader, executor, &stop, 0);
         let mut asm = Assembler::new(
             chunks,
             sinks,

@@ -19,8 +19,56 @@ use herdsman_ledger_postgres::PostgresLedger;
 use crate::chunks::{ChunkInfo, CliItem, Payload};
 use crate::distributed::parts::Claims;
 
-/// How often a node without a claimable chunk looks again.
+/// The first wait of a node without a claimable chunk before it looks again.
+pub(crate) const IDLE_POLL_FIRST: Duration = Duration::from_millis(20);
+
+/// The longest wait of a node without a claimable chunk before it looks again.
 pub(crate) const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// The engine's window on a node: at most this many records are pulled (so claimed) and
+/// not yet written, so a node holds only the chunk its workers are on, the next one, and
+/// what the workers' queues take (`jobs` records each, twice), never the chunks other
+/// nodes could run now. A smaller `--window` stays.
+pub(crate) fn claim_window(window: usize, chunk_size: usize, jobs: usize) -> usize {
+    let ahead = chunk_size
+        .saturating_mul(2)
+        .saturating_add(jobs.saturating_mul(2));
+    window.min(ahead).max(1)
+}
+
+/// The wait of a node that found nothing claimable: short at first, so that it notices a
+/// chunk given up or the job's end promptly, then doubling up to [`IDLE_POLL`] so that idle
+/// nodes do not hammer the ledger.
+pub(crate) struct IdlePoll {
+    next: Duration,
+}
+
+impl IdlePoll {
+    /// A poll that waits [`IDLE_POLL_FIRST`] first.
+    pub(crate) fn new() -> IdlePoll {
+        IdlePoll {
+            next: IDLE_POLL_FIRST,
+        }
+    }
+
+    /// Waits before the next look, unless the run is stopped.
+    pub(crate) fn wait(&mut self, stop: &StopToken) {
+        let until = Instant::now() + self.next;
+        self.next = (self.next * 2).min(IDLE_POLL);
+        while !stop.is_stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    /// A claim succeeded: the next idle stretch starts with a short wait again.
+    pub(crate) fn reset(&mut self) {
+        self.next = IDLE_POLL_FIRST;
+    }
+}
 
 /// Why the claimer stopped early: a ledger or input error, for the run's message.
 pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;

@@ -21,7 +21,7 @@
 //! per-record timeout) and [`stall`] (stuck workers and no-answer notices). This module
 //! holds the pool itself: dispatching records to workers and the `Executor` interface.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::process::Child;
 // std's channels, not crossbeam's, between the engine's thread and the pipe threads: a
 // blocking crossbeam `recv` yields the CPU a few times before it sleeps, and with one wait
@@ -159,7 +159,7 @@ impl WorkerPool {
                 running: None,
                 inflight: match protocol {
                     Protocol::Lines => InflightSet::Lines(VecDeque::new()),
-                    Protocol::Framed => InflightSet::Framed(BTreeMap::new()),
+                    Protocol::Framed => InflightSet::Framed(VecDeque::new()),
                 },
                 outbox: Vec::new(),
                 answered: false,
@@ -586,15 +586,8 @@ impl Executor<WorkItem> for WorkerPool {
                 // A framed worker keeps its oldest record; the others are forgotten (a later
                 // reply for them is ignored), and its stdin is closed, so that a worker that
                 // holds records back for a batch answers what it has.
-                InflightSet::Framed(m) => {
-                    let keep = m.keys().next().copied();
-                    m.retain(|wire, inf| {
-                        let kept = Some(*wire) == keep;
-                        if !kept {
-                            not_run.push(inf.id);
-                        }
-                        kept
-                    });
+                InflightSet::Framed(q) => {
+                    not_run.extend(q.drain(1.min(q.len())..).map(|inf| inf.id));
                 }
             }
             if self.cfg.protocol == Protocol::Framed {

@@ -7,7 +7,6 @@
 //! report a record twice, and never honour a `retry_after` longer than
 //! [`MAX_RETRY_AFTER`].
 
-use std::io::Write;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,15 +20,31 @@ use super::{InflightSet, Outcome, WorkerPool};
 /// Writes one record as a `framed` request: `{"id":WIRE,"record":RECORD}` and a newline.
 pub(super) fn encode(outbox: &mut Vec<u8>, wire: u64, json: &[u8]) {
     outbox.extend_from_slice(b"{\"id\":");
-    let _ = write!(outbox, "{wire}");
+    push_decimal(outbox, wire);
     outbox.extend_from_slice(b",\"record\":");
     super::push_record(outbox, json);
     outbox.extend_from_slice(b"}\n");
 }
 
+/// Appends `n` in decimal (what `write!(out, "{n}")` writes, without the formatting
+/// machinery: this runs once per record).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl WorkerPool {
     pub(super) fn framed_chunk(&mut self, s: usize, chunk: &[u8], out: &mut Vec<Outcome>) {
-        for raw in chunk.split(|&b| b == b'\n') {
+        for raw in super::lines_of(chunk) {
             let line = raw.trim_ascii();
             if line.is_empty() {
                 continue;
@@ -106,7 +121,12 @@ impl WorkerPool {
                 None
             };
             if let Some(result) = finished {
-                let inf = queue.remove(pos).expect("present");
+                let inf = if pos == 0 {
+                    queue.pop_front()
+                } else {
+                    queue.remove(pos)
+                }
+                .expect("present");
                 self.note_answer(s, 1);
                 let outcome = match result {
                     Ok(()) => AttemptOutcome::Success(inf.outputs),
@@ -312,6 +332,15 @@ mod tests {
         }
         // Invalid UTF-8 inside the output is never taken.
         assert!(usual_reply(b"{\"id\":1,\"output\":\"\xff\",\"done\":true}").is_none());
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

@@ -476,6 +476,27 @@ fn push_record(outbox: &mut Vec<u8>, json: &[u8]) {
     }
 }
 
+/// The lines of a chunk read from a worker, split at each `\n` (the newline not included;
+/// what follows the last newline is one more, possibly empty, line), as `split` would, but
+/// finding the newlines with memchr instead of testing byte by byte.
+fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', chunk);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let end = ends.next().unwrap_or_else(|| {
+            done = true;
+            chunk.len()
+        });
+        let line = &chunk[start..end];
+        start = end + 1;
+        Some(line)
+    })
+}
+
 type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
 
 impl Executor<WorkItem> for WorkerPool {
@@ -650,6 +671,15 @@ impl Drop for WorkerPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_of_splits_as_split_does() {
+        for chunk in [&b""[..], b"\n", b"a", b"a\n", b"a\nb", b"a\n\nb\n", b"\n\n"] {
+            let ours: Vec<&[u8]> = lines_of(chunk).collect();
+            let split: Vec<&[u8]> = chunk.split(|&b| b == b'\n').collect();
+            assert_eq!(ours, split, "{chunk:?}");
+        }
+    }
 
     #[test]
     fn encode_framed_and_lines() {

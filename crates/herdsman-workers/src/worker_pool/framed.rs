@@ -7,7 +7,6 @@
 //! report a record twice, and never honour a `retry_after` longer than
 //! [`MAX_RETRY_AFTER`].
 
-use std::io::Write;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,20 +20,36 @@ use super::{InflightSet, Outcome, WorkerPool};
 /// Writes one record as a `framed` request: `{"id":WIRE,"record":RECORD}` and a newline.
 pub(super) fn encode(outbox: &mut Vec<u8>, wire: u64, json: &[u8]) {
     outbox.extend_from_slice(b"{\"id\":");
-    let _ = write!(outbox, "{wire}");
+    push_decimal(outbox, wire);
     outbox.extend_from_slice(b",\"record\":");
     super::push_record(outbox, json);
     outbox.extend_from_slice(b"}\n");
 }
 
+/// Appends `n` in decimal (what `write!(out, "{n}")` writes, without the formatting
+/// machinery: this runs once per record).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl WorkerPool {
     pub(super) fn framed_chunk(&mut self, s: usize, chunk: &[u8], out: &mut Vec<Outcome>) {
-        for raw in chunk.split(|&b| b == b'\n') {
+        for raw in super::lines_of(chunk) {
             let line = raw.trim_ascii();
             if line.is_empty() {
                 continue;
             }
-            let reply = match serde_json::from_slice::<Reply>(line) {
+            let reply = match parse_reply(line) {
                 Ok(r) if r.id.is_some() => r,
                 other => {
                     let why = match other {
@@ -55,13 +70,14 @@ impl WorkerPool {
                 }
             };
             let wire = reply.id.unwrap_or_default();
-            let InflightSet::Framed(map) = &mut self.slots[s].inflight else {
-                unreachable!("framed protocol uses a map by id")
+            let InflightSet::Framed(queue) = &mut self.slots[s].inflight else {
+                unreachable!("framed protocol uses a queue sorted by id")
             };
-            let Some(inf) = map.get_mut(&wire) else {
+            let Some(pos) = super::slot::framed_position(queue, wire) else {
                 // A reply for a record that is no longer in flight here; ignore it.
                 continue;
             };
+            let inf = &mut queue[pos];
             let mut used = false;
             if let Some(output) = reply.output {
                 inf.outputs.push(output.get().as_bytes().to_vec());
@@ -105,7 +121,12 @@ impl WorkerPool {
                 None
             };
             if let Some(result) = finished {
-                let inf = map.remove(&wire).expect("present");
+                let inf = if pos == 0 {
+                    queue.pop_front()
+                } else {
+                    queue.remove(pos)
+                }
+                .expect("present");
                 self.note_answer(s, 1);
                 let outcome = match result {
                     Ok(()) => AttemptOutcome::Success(inf.outputs),
@@ -119,6 +140,68 @@ impl WorkerPool {
             }
         }
     }
+}
+
+/// Reads one reply line: the usual replies (`{"id":N,"output":V,"done":true}`,
+/// `{"id":N,"output":V}` and `{"id":N,"done":true}`, written without spaces, as
+/// `herdsman_worker` and most workers write them) by their shape, checking only that the
+/// output is one valid JSON value; anything else through the full parser. Both read a line
+/// the same way: the fast path only takes lines whose meaning it cannot get wrong.
+fn parse_reply(line: &[u8]) -> Result<Reply<'_>, serde_json::Error> {
+    if let Some(reply) = usual_reply(line) {
+        return Ok(reply);
+    }
+    serde_json::from_slice::<Reply>(line)
+}
+
+/// The fast path of [`parse_reply`], or `None` to leave the line to the full parser.
+fn usual_reply(line: &[u8]) -> Option<Reply<'_>> {
+    const DONE: &[u8] = b",\"done\":true}";
+    const OUTPUT: &[u8] = b",\"output\":";
+    let rest = line.strip_prefix(b"{\"id\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    // JSON numbers have no leading zeros; 20 digits may not fit a u64: the full parser
+    // says what is wrong with those.
+    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let id = rest[..digits]
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    let rest = &rest[digits..];
+    let mut reply = Reply {
+        id: Some(id),
+        output: None,
+        done: None,
+        error: None,
+        retryable: None,
+        retry_after: None,
+    };
+    if rest == DONE {
+        reply.done = Some(true);
+        return Some(reply);
+    }
+    let value = rest.strip_prefix(OUTPUT)?;
+    let value = match value.strip_suffix(DONE) {
+        Some(v) => {
+            reply.done = Some(true);
+            v
+        }
+        None => value.strip_suffix(b"}")?,
+    };
+    // Exactly one JSON value with nothing around it (the parser would accept spaces, which
+    // the raw output must not carry); then the line is exactly the object read above.
+    if value.first().is_none_or(u8::is_ascii_whitespace)
+        || value.last().is_none_or(u8::is_ascii_whitespace)
+    {
+        return None;
+    }
+    let raw = serde_json::from_slice::<&RawValue>(value).ok()?;
+    if raw.get().len() != value.len() {
+        return None;
+    }
+    reply.output = Some(raw);
+    Some(reply)
 }
 
 #[derive(Deserialize)]
@@ -181,6 +264,95 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a reply means: (id, output, done, error, retryable, retry_after).
+    type Meaning = (
+        Option<u64>,
+        Option<String>,
+        Option<bool>,
+        Option<String>,
+        Option<bool>,
+        Option<String>,
+    );
+
+    fn meaning(r: &Reply) -> Meaning {
+        let text = |v: Option<&RawValue>| v.map(|v| v.get().to_string());
+        (
+            r.id,
+            text(r.output),
+            r.done,
+            text(r.error),
+            r.retryable,
+            text(r.retry_after),
+        )
+    }
+
+    /// The fast path reads every line it takes exactly as the full parser does, and leaves
+    /// every other line (including every invalid one) to the full parser.
+    #[test]
+    fn the_usual_replies_read_as_the_full_parser_reads_them() {
+        let taken = [
+            r#"{"id":0,"done":true}"#,
+            r#"{"id":7,"output":{"id":1,"value":17,"primes_up_to_value":7},"done":true}"#,
+            r#"{"id":18446744073709551,"output":null}"#,
+            r#"{"id":3,"output":[1,{"done":true}],"done":true}"#,
+            r#"{"id":3,"output":{"x":1,"done":true}}"#,
+            r#"{"id":3,"output":"a,\"done\":true}","done":true}"#,
+            r#"{"id":3,"output":"é ","done":true}"#,
+            r#"{"id":3,"output":1.5e3}"#,
+        ];
+        for line in taken {
+            let fast = usual_reply(line.as_bytes()).unwrap_or_else(|| panic!("not taken: {line}"));
+            let full: Reply = serde_json::from_str(line).unwrap();
+            assert_eq!(meaning(&fast), meaning(&full), "{line}");
+        }
+        let left = [
+            r#"{"id":01,"done":true}"#,
+            r#"{"id":99999999999999999999,"done":true}"#,
+            r#"{"id":-1,"done":true}"#,
+            r#"{"id":1,"done":false}"#,
+            r#"{"id":1, "done":true}"#,
+            r#"{"id":1,"output": 5,"done":true}"#,
+            r#"{"id":1,"output":5 ,"done":true}"#,
+            r#"{"id":1,"output":,"done":true}"#,
+            r#"{"id":1,"output":1,"done":true,"done":true}"#,
+            r#"{"id":1,"output":{"a":1},"done":true"#,
+            r#"{"id":1,"output":nul}"#,
+            r#"{"id":1,"output":1 2}"#,
+            r#"{"id":1,"output":1}}"#,
+            r#"{"id":1,"error":"boom","retryable":false}"#,
+            r#"{"id":1,"done":true} "#,
+            r#"{"done":true,"id":1}"#,
+            "{\"id\":1,\"output\":\"\u{1}\",\"done\":true}",
+        ];
+        for line in left {
+            assert!(usual_reply(line.as_bytes()).is_none(), "taken: {line}");
+            // Whatever the full parser makes of it stays as it was.
+            let _ = parse_reply(line.as_bytes());
+        }
+        // Invalid UTF-8 inside the output is never taken.
+        assert!(usual_reply(b"{\"id\":1,\"output\":\"\xff\",\"done\":true}").is_none());
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn reply_keeps_null_output() {

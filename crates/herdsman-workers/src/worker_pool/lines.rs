@@ -21,7 +21,7 @@ impl WorkerPool {
         let mut answered = 0;
         // Every chunk ends with a newline; without it, `split` would yield one more line.
         let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-        for raw in body.split(|&b| b == b'\n') {
+        for raw in super::lines_of(body) {
             let InflightSet::Lines(q) = &mut self.slots[s].inflight else {
                 unreachable!("lines protocol uses an ordered queue")
             };

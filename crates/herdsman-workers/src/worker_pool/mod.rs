@@ -21,7 +21,7 @@
 //! per-record timeout) and [`stall`] (stuck workers and no-answer notices). This module
 //! holds the pool itself: dispatching records to workers and the `Executor` interface.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::process::Child;
 // std's channels, not crossbeam's, between the engine's thread and the pipe threads: a
 // blocking crossbeam `recv` yields the CPU a few times before it sleeps, and with one wait
@@ -159,7 +159,7 @@ impl WorkerPool {
                 running: None,
                 inflight: match protocol {
                     Protocol::Lines => InflightSet::Lines(VecDeque::new()),
-                    Protocol::Framed => InflightSet::Framed(BTreeMap::new()),
+                    Protocol::Framed => InflightSet::Framed(VecDeque::new()),
                 },
                 outbox: Vec::new(),
                 answered: false,
@@ -476,6 +476,27 @@ fn push_record(outbox: &mut Vec<u8>, json: &[u8]) {
     }
 }
 
+/// The lines of a chunk read from a worker, split at each `\n` (the newline not included;
+/// what follows the last newline is one more, possibly empty, line), as `split` would, but
+/// finding the newlines with memchr instead of testing byte by byte.
+fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', chunk);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let end = ends.next().unwrap_or_else(|| {
+            done = true;
+            chunk.len()
+        });
+        let line = &chunk[start..end];
+        start = end + 1;
+        Some(line)
+    })
+}
+
 type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
 
 impl Executor<WorkItem> for WorkerPool {
@@ -586,15 +607,8 @@ impl Executor<WorkItem> for WorkerPool {
                 // A framed worker keeps its oldest record; the others are forgotten (a later
                 // reply for them is ignored), and its stdin is closed, so that a worker that
                 // holds records back for a batch answers what it has.
-                InflightSet::Framed(m) => {
-                    let keep = m.keys().next().copied();
-                    m.retain(|wire, inf| {
-                        let kept = Some(*wire) == keep;
-                        if !kept {
-                            not_run.push(inf.id);
-                        }
-                        kept
-                    });
+                InflightSet::Framed(q) => {
+                    not_run.extend(q.drain(1.min(q.len())..).map(|inf| inf.id));
                 }
             }
             if self.cfg.protocol == Protocol::Framed {
@@ -657,6 +671,15 @@ impl Drop for WorkerPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_of_splits_as_split_does() {
+        for chunk in [&b""[..], b"\n", b"a", b"a\n", b"a\nb", b"a\n\nb\n", b"\n\n"] {
+            let ours: Vec<&[u8]> = lines_of(chunk).collect();
+            let split: Vec<&[u8]> = chunk.split(|&b| b == b'\n').collect();
+            assert_eq!(ours, split, "{chunk:?}");
+        }
+    }
 
     #[test]
     fn encode_framed_and_lines() {

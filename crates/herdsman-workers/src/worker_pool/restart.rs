@@ -307,7 +307,7 @@ impl WorkerPool {
             }
             let idle = match &slot.inflight {
                 InflightSet::Lines(q) => q.iter().all(|i| i.abandoned),
-                InflightSet::Framed(m) => m.is_empty(),
+                InflightSet::Framed(q) => q.is_empty(),
             };
             if idle && slot.inflight.len() > 0 {
                 if let Some(running) = slot.running.take() {

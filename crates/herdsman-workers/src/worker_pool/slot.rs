@@ -5,7 +5,7 @@
 //! These are plain data with small, local operations; this module must never start, signal
 //! or reap a process, and never report an attempt (that is the pool's job).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::process::Child;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -31,23 +31,25 @@ pub(super) struct Inflight {
 pub(super) enum InflightSet {
     /// Answered strictly in order.
     Lines(VecDeque<Inflight>),
-    /// Answered by id, in any order; keyed by wire id, which grows with send order.
-    Framed(BTreeMap<u64, Inflight>),
+    /// Answered by id, in any order; in send order, so sorted by wire id (which grows with
+    /// send order) and searched by it. A queue, not a map: replies nearly always come in
+    /// order, so the usual answer takes the front, without a map's per-record node upkeep.
+    Framed(VecDeque<Inflight>),
 }
 
 impl InflightSet {
     pub(super) fn len(&self) -> usize {
         match self {
-            InflightSet::Lines(q) => q.len(),
-            InflightSet::Framed(m) => m.len(),
+            InflightSet::Lines(q) | InflightSet::Framed(q) => q.len(),
         }
     }
 
     pub(super) fn push(&mut self, inf: Inflight) {
         match self {
             InflightSet::Lines(q) => q.push_back(inf),
-            InflightSet::Framed(m) => {
-                m.insert(inf.wire, inf);
+            InflightSet::Framed(q) => {
+                debug_assert!(q.back().is_none_or(|last| last.wire < inf.wire));
+                q.push_back(inf);
             }
         }
     }
@@ -55,15 +57,13 @@ impl InflightSet {
     /// The wire id of the oldest record in flight.
     pub(super) fn oldest_wire(&self) -> Option<u64> {
         match self {
-            InflightSet::Lines(q) => q.front().map(|i| i.wire),
-            InflightSet::Framed(m) => m.keys().next().copied(),
+            InflightSet::Lines(q) | InflightSet::Framed(q) => q.front().map(|i| i.wire),
         }
     }
 
     pub(super) fn pop_oldest(&mut self) -> Option<Inflight> {
         match self {
-            InflightSet::Lines(q) => q.pop_front(),
-            InflightSet::Framed(m) => m.pop_first().map(|(_, v)| v),
+            InflightSet::Lines(q) | InflightSet::Framed(q) => q.pop_front(),
         }
     }
 
@@ -83,13 +83,21 @@ impl InflightSet {
                     Some(false)
                 }
             }
-            InflightSet::Framed(m) => {
-                let wire = m.values().find(|i| i.id == id)?.wire;
-                let oldest = m.keys().next() == Some(&wire);
-                m.remove(&wire);
-                Some(oldest)
+            InflightSet::Framed(q) => {
+                let pos = q.iter().position(|i| i.id == id)?;
+                q.remove(pos);
+                Some(pos == 0)
             }
         }
+    }
+}
+
+/// Where the record with wire id `wire` is in a framed worker's queue (sorted by wire id).
+/// The usual reply is for the oldest record, which is checked first.
+pub(super) fn framed_position(q: &VecDeque<Inflight>, wire: u64) -> Option<usize> {
+    match q.front() {
+        Some(first) if first.wire == wire => Some(0),
+        _ => q.binary_search_by_key(&wire, |i| i.wire).ok(),
     }
 }
 

@@ -87,7 +87,7 @@ impl WorkerPool {
             // timeout) started when the worker could start on it.
             let oldest = match &slot.inflight {
                 InflightSet::Lines(q) => q.front().filter(|i| !i.abandoned),
-                InflightSet::Framed(m) => m.values().next(),
+                InflightSet::Framed(q) => q.front(),
             };
             let head = oldest.and_then(|i| Some((i.id, i.item.seq, slot.head?.1)));
             let Some((id, seq, since)) = head else {

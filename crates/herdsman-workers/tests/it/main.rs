@@ -3,6 +3,7 @@
 mod common;
 mod exec;
 mod exec_output;
+mod framed_replies;
 mod helpers;
 mod no_hang;
 mod on_start;

@@ -105,7 +105,7 @@ fn changed(e: &LedgerError) -> anyhow::Error {
 fn check(cfg: &RunConfig) -> Result<PathBuf> {
     let refuse = |what: &str| -> Result<PathBuf> { Err(usage(format!("--ledger {what}"))) };
     let Some(output) = cfg.output.clone().filter(|_| !cfg.output_in_place) else {
-        return refuse("needs a regular file output that every node reaches: give -o, e.g. -o /shared/out.jsonl");
+        return refuse("needs a regular file output that every node reaches: give -o, e.g. -o /shared/out.jsonl or -o s3://bucket/out.jsonl");
     };
     if !matches!(
         cfg.output_format,

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use herdsman_ledger::Ledger;
 use herdsman_ledger_postgres::test_server::TestServer;
 use herdsman_ledger_postgres::{ChunkRow, ChunkState, PostgresLedger, PostgresOptions};
 
@@ -206,6 +207,19 @@ fn prepare(moto: &Moto, s: &Scratch, rows: usize) -> (Vec<u8>, Vec<u8>) {
 /// A node of the shared job, started in the background in `dir` (its own disk) with the
 /// extra arguments `extra`.
 fn node(moto: &Moto, dir: &Path, url: &str, name: &str, delay_ms: u32, extra: &[&str]) -> Child {
+    node_with(moto, dir, url, name, delay_ms, extra, &[])
+}
+
+/// [`node`] with more environment variables.
+fn node_with(
+    moto: &Moto,
+    dir: &Path,
+    url: &str,
+    name: &str,
+    delay_ms: u32,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let mut args = job_args();
     args.extend(["--ledger", url, "--lease", "2s", "--node", name].map(String::from));
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -216,6 +230,9 @@ fn node(moto: &Moto, dir: &Path, url: &str, name: &str, delay_ms: u32, extra: &[
         .stderr(Stdio::piped())
         .env("DIST_DELAY_MS", delay_ms.to_string());
     moto.point(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.spawn().expect("start a node")
 }
 
@@ -431,4 +448,48 @@ fn an_object_storage_input_with_a_shared_parts_directory_equals_one_machine() {
                 .is_none(),
         "parts left behind"
     );
+}
+
+#[test]
+fn an_interrupted_upload_of_the_output_is_finished_by_another_node() {
+    let Some(pg) = server("s3_interrupted_assembly") else {
+        return;
+    };
+    let Some(moto) = Moto::start("s3_interrupted_assembly") else {
+        return;
+    };
+    let s = Scratch::new();
+    let want = prepare(&moto, &s, 120);
+    let url = pg.url();
+    let job = "s3://bkt/results/out.jsonl";
+    let (ad, bd) = (own_dir(), own_dir());
+    // Killed after assembling its staged copy, before uploading it.
+    let mut a = node_with(
+        &moto,
+        ad.path(),
+        &url,
+        "a",
+        0,
+        &S3_OUT,
+        &[("HERDSMAN_FAULT", "before-upload")],
+    );
+    let (code, err) = wait(&mut a, "the killed assembly");
+    assert_eq!(code, None, "killed by the fault: {err}");
+    assert!(
+        !ledger(&url, job).status().unwrap().finished(),
+        "not finished before the output is published"
+    );
+    let published = moto.keys(s.dir.path(), "results/out");
+    assert!(
+        !published.iter().any(|k| k == "results/out.jsonl"),
+        "nothing is visible at the output key: {published:?}"
+    );
+    assert!(!moto
+        .keys(s.dir.path(), "results/out.jsonl.parts/")
+        .is_empty());
+    // Another node, with nothing on its disk, assembles from the bucket and publishes.
+    let mut b = node(&moto, bd.path(), &url, "b", 0, &S3_OUT);
+    exited_ok(&wait(&mut b, "the repairing node"));
+    assert_same_on_s3(&moto, s.dir.path(), &want);
+    assert!(ledger(&url, job).status().unwrap().finished());
 }

@@ -208,7 +208,11 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     };
     if let herdsman_ledger::Opened::Finished { summary_json, .. } = &opened {
         let published = match &cfg.remote.output {
-            Some(url) => herdsman_io::expand_object(url).is_ok(),
+            Some(url) => match herdsman_io::expand_object(url) {
+                Ok(_) => true,
+                Err(e) if e.kind == herdsman_io::ObjectErrorKind::NotFound => false,
+                Err(e) => return Err(crate::remote::object_error(&e)),
+            },
             None => output.exists(),
         };
         if published {

@@ -341,12 +341,14 @@ fn three_nodes_on_object_storage_with_one_killed_mid_chunk_equal_one_machine() {
     let url = pg.url();
     let job = "s3://bkt/results/out.jsonl";
     let dirs = [own_dir(), own_dir(), own_dir()];
+    // Node a starts first, so that it holds a chunk whatever the machine's load; b and c
+    // join, and a is killed while it holds one.
     let mut a = node(&moto, dirs[0].path(), &url, "a", 30, &S3_OUT);
-    let mut b = node(&moto, dirs[1].path(), &url, "b", 30, &S3_OUT);
-    let mut c = node(&moto, dirs[2].path(), &url, "c", 30, &S3_OUT);
     wait_for(&url, job, "node a to hold a chunk after a commit", |rows| {
         committed(rows) >= 2 && held_by(rows, "a")
     });
+    let mut b = node(&moto, dirs[1].path(), &url, "b", 30, &S3_OUT);
+    let mut c = node(&moto, dirs[2].path(), &url, "c", 30, &S3_OUT);
     a.kill().unwrap();
     let _ = a.wait();
     exited_ok(&wait(&mut b, "node b"));

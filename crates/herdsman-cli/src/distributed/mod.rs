@@ -6,10 +6,10 @@
 //! files or, by ranged GETs, from object storage), runs them through the normal engine and
 //! assembler into parts in the shared parts store (a directory or an object-storage prefix,
 //! `store`), and commits each through its claim, the attempt as fence (`parts`). A node stays
-//! until every chunk is
-//! committed; the node whose commit completes the job assembles the output and dead-letter
-//! file from the manifest and publishes them (`assemble`), and only then marks the job
-//! finished, so an interrupted assembly is done again by the next node or run.
+//! until every chunk is committed; the node whose commit completes the job assembles the
+//! output and dead-letter file from the manifest and publishes them (`assemble`), and only
+//! then marks the job finished, so an interrupted assembly is done again by the next node or
+//! run.
 //!
 //! This module must never publish an output that is not exactly the committed parts in chunk
 //! order, and never mark the job finished before the output and dead-letter file are in place.

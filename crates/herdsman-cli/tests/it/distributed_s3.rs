@@ -243,14 +243,15 @@ const S3_OUT: [&str; 2] = ["-o", "s3://bkt/results/out.jsonl"];
 /// its standard error.
 fn wait(child: &mut Child, what: &str) -> (Option<i32>, String) {
     use std::io::Read;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Generous: every node talks to moto and PostgreSQL, which a loaded machine slows down.
+    let deadline = Instant::now() + Duration::from_secs(300);
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{what} did not finish within 120 s");
+            panic!("{what} did not finish within 300 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -272,7 +273,7 @@ fn ledger(url: &str, job: &str) -> PostgresLedger {
 
 /// Waits until `ready` holds for the chunks of the job named `job`.
 fn wait_for(url: &str, job: &str, what: &str, ready: impl Fn(&[ChunkRow]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let l = ledger(url, job);
     loop {
         if let Ok(rows) = l.chunk_rows() {

@@ -459,7 +459,8 @@ pub struct RunArgs {
     node: Option<String>;
 
     /// With --ledger: the directory every node writes its chunk parts to, reachable by all
-    /// of them (default: <output>.parts beside the output).
+    /// of them, or an object-storage prefix such as s3://bucket/prefix/ (default:
+    /// <output>.parts beside the output, in the same bucket for an s3:// output).
     #[arg(long, value_name = "DIR", help_heading = "Many machines")]
     parts: Option<PathBuf>;
 

@@ -53,8 +53,8 @@ pub use formats::{
 };
 pub use input::{estimate_records, expand_inputs, InputPath, InputSpec};
 pub use object::{
-    check_object_output, expand_object, is_object_url, object_file_name, upload_file, ObjectError,
-    ObjectErrorKind, ObjectInput, PART as OBJECT_PART,
+    check_object_output, delete_object, expand_object, is_object_url, object_file_name,
+    open_object, upload_file, ObjectError, ObjectErrorKind, ObjectInput, PART as OBJECT_PART,
 };
 pub use parquet_schema::{Column, ColumnType, ParquetSchema, TimeUnit};
 pub use shard::{estimate_shard_records, shard_range, shard_start, Cut, ShardError, ShardRange};

@@ -165,6 +165,18 @@ pub fn upload_file(local: &Path, url: &str) -> Result<(), ObjectError> {
     imp::upload(local, url)
 }
 
+/// Opens the object at `url` for reading its bytes as stored (no decompression), from the
+/// start: ranged GETs of [`PART`] bytes pinned to the ETag it has now, so memory stays
+/// bounded and an object replaced while it is read is an [`ObjectErrorKind::Changed`] error.
+pub fn open_object(url: &str) -> Result<Box<dyn std::io::BufRead + Send>, ObjectError> {
+    imp::open_raw(url)
+}
+
+/// Deletes the object at `url`; an object that is already gone is not an error.
+pub fn delete_object(url: &str) -> Result<(), ObjectError> {
+    imp::delete(url)
+}
+
 /// Opens an object's decompressed byte stream (by its key's extension) at `offset`
 /// decompressed bytes: a ranged GET from the offset for plain objects, decompress and
 /// discard for compressed ones.
@@ -202,6 +214,14 @@ mod imp {
     }
 
     pub(super) fn upload(_local: &Path, url: &str) -> Result<(), ObjectError> {
+        Err(unsupported(url))
+    }
+
+    pub(super) fn open_raw(url: &str) -> Result<Box<dyn std::io::BufRead + Send>, ObjectError> {
+        Err(unsupported(url))
+    }
+
+    pub(super) fn delete(url: &str) -> Result<(), ObjectError> {
         Err(unsupported(url))
     }
 
@@ -614,6 +634,29 @@ mod imp {
             if let Some(t) = self.ahead.take() {
                 t.abort();
             }
+        }
+    }
+
+    pub(super) fn open_raw(url: &str) -> Result<Box<dyn BufRead + Send>, ObjectError> {
+        let t = target(url)?;
+        let meta = rt()
+            .block_on(t.store.head(&t.path))
+            .map_err(|e| classify("read", url, e))?;
+        let handle = Handle {
+            store: t.store,
+            path: t.path,
+            url: url.to_string(),
+            etag: meta.e_tag,
+            size: meta.size,
+        };
+        Ok(Box::new(ObjectStream::new(handle, 0, PART)))
+    }
+
+    pub(super) fn delete(url: &str) -> Result<(), ObjectError> {
+        let t = target(url)?;
+        match rt().block_on(t.store.delete(&t.path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(classify("delete", url, e)),
         }
     }
 

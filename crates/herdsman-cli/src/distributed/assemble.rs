@@ -1,7 +1,8 @@
 //! The end of a shared job: the output and dead-letter file assembled from the committed
-//! parts in chunk order (the manifest), published atomically (a temporary file beside each,
-//! fsynced, renamed, the directory fsynced), then the job marked finished and the parts
-//! removed.
+//! parts in chunk order (the manifest), streamed from the parts store, published atomically
+//! (a temporary file beside each, fsynced, renamed, the directory fsynced; for an output on
+//! object storage that file is the staged copy, then uploaded in one PUT or a multipart
+//! upload that appears whole), then the job marked finished and the parts removed.
 //!
 //! Assembly is idempotent: it reads only committed parts, which never change, so running it
 //! again (after a crash, or on two nodes at once) publishes the same bytes. This module must
@@ -19,6 +20,7 @@ use herdsman_ledger_postgres::PostgresLedger;
 
 use crate::config::RunConfig;
 use crate::distributed::parts::FAILURES_SUFFIX;
+use crate::distributed::store::PartStore;
 use crate::progress::Log;
 use crate::summary::{Counts, Ending, Latency, Summary};
 
@@ -27,7 +29,7 @@ pub(crate) struct Finish<'a> {
     pub(crate) cfg: &'a RunConfig,
     pub(crate) ledger: &'a mut PostgresLedger,
     pub(crate) output: &'a Path,
-    pub(crate) parts_dir: &'a Path,
+    pub(crate) store: &'a dyn PartStore,
     pub(crate) total: u64,
     /// This node completed the job (or found it complete): it assembles at once.
     pub(crate) assemble_now: bool,
@@ -45,7 +47,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         cfg,
         ledger,
         output,
-        parts_dir,
+        store,
         total,
         assemble_now,
         wait_for_others,
@@ -61,8 +63,15 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
             Counts::from(totals.counts),
             started.elapsed(),
             latency,
-            Some(output.display().to_string()),
-            cfg.failures.display().to_string(),
+            Some(
+                cfg.remote
+                    .output_name()
+                    .unwrap_or_else(|| output.display().to_string()),
+            ),
+            cfg.remote
+                .failures
+                .clone()
+                .unwrap_or_else(|| cfg.failures.display().to_string()),
         );
         if totals.counts.failed > 0 {
             s.failures_by_kind = crate::pipeline::failure_kinds_in(&cfg.failures, u64::MAX);
@@ -95,24 +104,27 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
             manifest.len()
         ));
     }
-    let outputs: Vec<PathBuf> = manifest
+    let outputs: Vec<&str> = manifest
         .iter()
         .flat_map(|c| c.parts.iter())
         .filter(|n| !n.ends_with(FAILURES_SUFFIX))
-        .map(|n| parts_dir.join(n))
+        .map(String::as_str)
         .collect();
-    let failures: Vec<PathBuf> = manifest
+    let failures: Vec<&str> = manifest
         .iter()
         .flat_map(|c| c.parts.iter())
         .filter(|n| n.ends_with(FAILURES_SUFFIX))
-        .map(|n| parts_dir.join(n))
+        .map(String::as_str)
         .collect();
-    let out_tmp = concatenate(output, &outputs)?;
-    let fail_tmp = concatenate(&cfg.failures, &failures)?;
+    let out_tmp = concatenate(output, store, &outputs)?;
+    let fail_tmp = concatenate(&cfg.failures, store, &failures)?;
     crate::fault::fault("assembly-before-rename");
     publish(&out_tmp, output)?;
     crate::fault::fault("assembly-between-renames");
     publish(&fail_tmp, &cfg.failures)?;
+    // An output on object storage: the assembled files above are its staged copies; each
+    // object appears whole when its upload completes, before the job is marked finished.
+    crate::remote::publish(&cfg.remote, Some(output), &cfg.failures)?;
     let summary = summary_of(ledger)?;
     let json = serde_json::to_string_pretty(&summary).context("cannot encode the summary")?;
     ledger
@@ -120,30 +132,36 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         .map_err(anyhow::Error::new)
         .context("cannot mark the shared job finished (its output is in place; run the same command again to record it)")?;
     tracing::info!(output = %output.display(), "output assembled and published");
-    if let Err(e) = std::fs::remove_dir_all(parts_dir) {
+    if let Err(e) = store.remove_all() {
         log.notice(&format!(
-            "the job finished, but its parts directory {} could not be removed ({e}); remove it by hand",
-            parts_dir.display()
+            "the job finished, but its parts at {} could not be removed ({e}); remove them by hand",
+            store.location()
         ));
     }
     Ok(summary)
 }
 
-/// Writes `parts` one after the other into a temporary file beside `target`, fsynced.
-fn concatenate(target: &Path, parts: &[PathBuf]) -> Result<PathBuf> {
+/// Streams `parts` from the store one after the other into a temporary file beside `target`,
+/// fsynced.
+fn concatenate(target: &Path, store: &dyn PartStore, parts: &[&str]) -> Result<PathBuf> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let tmp = target.with_file_name(format!(".{name}.assembling-{}", std::process::id()));
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
     let mut out = std::io::BufWriter::new(
         File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
     );
     for p in parts {
-        let mut f = File::open(p).with_context(|| {
+        let mut f = store.open(p).with_context(|| {
             format!(
-                "cannot read the committed part {}; the parts directory must be the one every node writes to (--parts)",
-                p.display()
+                "cannot read the committed part {p} in {}; the parts location must be the one every node writes to (--parts)",
+                store.location()
             )
         })?;
-        std::io::copy(&mut f, &mut out).with_context(|| format!("cannot copy {}", p.display()))?;
+        std::io::copy(&mut f, &mut out)
+            .with_context(|| format!("cannot copy the part {p} from {}", store.location()))?;
     }
     out.flush()
         .with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -2,12 +2,14 @@
 //!
 //! Every node runs the same command. The first opens the job in the shared PostgreSQL ledger
 //! (its identity as a one-machine run's) and plans its chunks (every node would plan the
-//! same ones); then each node claims chunks under a lease (`node`), runs them through the
-//! normal engine and assembler into part files in the shared parts directory, and commits
-//! each through its claim, the attempt as fence (`parts`). A node stays until every chunk is
-//! committed; the node whose commit completes the job assembles the output and dead-letter
-//! file from the manifest and publishes them (`assemble`), and only then marks the job
-//! finished, so an interrupted assembly is done again by the next node or run.
+//! same ones); then each node claims chunks under a lease (`node`), reads their records (from
+//! files or, by ranged GETs, from object storage), runs them through the normal engine and
+//! assembler into parts in the shared parts store (a directory or an object-storage prefix,
+//! `store`), and commits each through its claim, the attempt as fence (`parts`). A node stays
+//! until every chunk is committed; the node whose commit completes the job assembles the
+//! output and dead-letter file from the manifest and publishes them (`assemble`), and only
+//! then marks the job finished, so an interrupted assembly is done again by the next node or
+//! run.
 //!
 //! This module must never publish an output that is not exactly the committed parts in chunk
 //! order, and never mark the job finished before the output and dead-letter file are in place.
@@ -16,6 +18,7 @@ mod assemble;
 mod node;
 mod parts;
 pub(crate) mod status;
+mod store;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -52,8 +55,12 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 /// The job's name in the ledger: the output's canonical path, which every node and
-/// `herdsman status --ledger URL OUTPUT` give.
+/// `herdsman status --ledger URL OUTPUT` give; an object-storage output's URL as it is.
 pub(crate) fn job_name(output: &Path) -> String {
+    let text = output.to_string_lossy();
+    if herdsman_io::is_object_url(&text) {
+        return text.into_owned();
+    }
     canonical(output).display().to_string()
 }
 
@@ -98,7 +105,7 @@ fn changed(e: &LedgerError) -> anyhow::Error {
 fn check(cfg: &RunConfig) -> Result<PathBuf> {
     let refuse = |what: &str| -> Result<PathBuf> { Err(usage(format!("--ledger {what}"))) };
     let Some(output) = cfg.output.clone().filter(|_| !cfg.output_in_place) else {
-        return refuse("needs a regular file output that every node reaches: give -o, e.g. -o /shared/out.jsonl");
+        return refuse("needs a regular file output that every node reaches: give -o, e.g. -o /shared/out.jsonl or -o s3://bucket/out.jsonl");
     };
     if !matches!(
         cfg.output_format,
@@ -142,13 +149,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     {
         return Err(usage("--ledger needs file inputs that every node reads: standard input reaches one machine only; give -i FILE".into()));
     }
-    if inputs
-        .specs
-        .iter()
-        .any(|s| matches!(s.path, InputPath::Object(_)))
-    {
-        return Err(usage("--ledger does not read object-storage inputs yet: copy the input to a directory every node reaches and give -i FILE".into()));
-    }
     let files: Vec<PathBuf> = inputs
         .specs
         .iter()
@@ -170,23 +170,55 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         _ => None,
     };
-    let identity = crate::checkpoint::job_identity(&cfg, &inputs)?;
-    let parts_dir = settings
-        .parts
+    crate::remote::check(&cfg.remote)?;
+    let mut identity = crate::checkpoint::job_identity(&cfg, &inputs)?;
+    if let Some(url) = &cfg.remote.output {
+        // Nodes that share no disk stage the output each in a directory of its own: the job
+        // is its URLs, not where a node stages them or runs.
+        identity.insert("output", url.clone());
+        if let Some(failures) = &cfg.remote.failures {
+            identity.insert("failures", failures.clone());
+        }
+        if cfg.workdir.is_none() {
+            identity.entries.remove("workdir");
+        }
+    }
+    // The job's name: an object-storage output's URL (its staged copy's path differs from
+    // one machine to the next), or the output's path.
+    let job: PathBuf = cfg
+        .remote
+        .output
         .clone()
-        .unwrap_or_else(|| default_parts_dir(&output));
+        .map_or_else(|| output.clone(), PathBuf::from);
+    let parts_at = settings.parts.as_ref().map_or_else(
+        || store::default_location(&output, cfg.remote.output.as_deref()),
+        |p| p.display().to_string(),
+    );
+    let store: Arc<dyn store::PartStore> = Arc::from(store::open_store(&parts_at).map_err(|e| {
+        anyhow::Error::new(EnvError(format!(
+            "cannot prepare the parts store {parts_at}: {e}; check that its directory can be created, or give --parts DIR"
+        )))
+    })?);
 
-    let mut ledger = connect(&settings.url, &output)?;
+    let mut ledger = connect(&settings.url, &job)?;
     let opened = match ledger.open_job(&identity) {
         Ok(o) => o,
         Err(e @ LedgerError::IdentityChanged { .. }) => return Err(changed(&e)),
         Err(e) => return Err(anyhow!(e).context("cannot open the job in the shared ledger")),
     };
     if let herdsman_ledger::Opened::Finished { summary_json, .. } = &opened {
-        if output.exists() {
+        let published = match &cfg.remote.output {
+            Some(url) => match herdsman_io::expand_object(url) {
+                Ok(_) => true,
+                Err(e) if e.kind == herdsman_io::ObjectErrorKind::NotFound => false,
+                Err(e) => return Err(crate::remote::object_error(&e)),
+            },
+            None => output.exists(),
+        };
+        if published {
             crate::progress::stderr_line(&format!(
                 "herdsman: this job already finished ({}); nothing to do. Its summary:",
-                output.display()
+                job.display()
             ));
             if let Some(s) = summary_json
                 .as_deref()
@@ -197,7 +229,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         return Err(usage(format!(
             "the shared job that writes {} already finished, but its output is gone; write to another output to run it again",
-            output.display()
+            job.display()
         )));
     }
     let total = plan(&cfg, &inputs.specs, &mut ledger)?;
@@ -213,14 +245,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let claimed = Arc::new(Mutex::new(HashSet::new()));
     let reader_completed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let heartbeat = node::Heartbeat::start(
-        join(&settings.url, &output, &identity)?,
+        join(&settings.url, &job, &identity)?,
         claims.clone(),
         settings.lease,
     )
     .context("cannot start the heartbeat thread")?;
     let (mut sinks, mut committer) = parts::pair(
-        join(&settings.url, &output, &identity)?,
-        &parts_dir,
+        join(&settings.url, &job, &identity)?,
+        store.clone(),
         output_format(&cfg),
         sink_options(&cfg),
         claims.clone(),
@@ -232,7 +264,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let mut latency = Latency::default();
     let mut status = RunStatus::Completed;
     let before = ledger.totals().map_err(anyhow::Error::new)?;
-    let mut claimer = join(&settings.url, &output, &identity)?;
+    let mut claimer = join(&settings.url, &job, &identity)?;
     let mut live = Counts::default();
     let mut idle = node::IdlePoll::new();
     // The engine pulls only what this node's workers run soon: each record it pulls may
@@ -299,7 +331,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         if status != RunStatus::Completed {
             break;
         }
-        claimer = join(&settings.url, &output, &identity)?;
+        claimer = join(&settings.url, &job, &identity)?;
     }
     progress.finish();
     drop(heartbeat);
@@ -332,8 +364,11 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             Counts::default(),
             started.elapsed(),
             &latency,
-            Some(output.display().to_string()),
-            cfg.failures.display().to_string(),
+            Some(job.display().to_string()),
+            cfg.remote
+                .failures
+                .clone()
+                .unwrap_or_else(|| cfg.failures.display().to_string()),
         );
         return Ok(s);
     }
@@ -342,7 +377,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         cfg: &cfg,
         ledger: &mut ledger,
         output: &output,
-        parts_dir: &parts_dir,
+        store: &*store,
         total,
         assemble_now: mine || before.chunks >= total,
         wait_for_others: settings.lease,

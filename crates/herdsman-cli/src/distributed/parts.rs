@@ -1,13 +1,14 @@
 //! A node's chunk parts: the output and dead letters of each chunk it claimed, written as
 //! `part-<chunk>-<attempt>` (and `part-<chunk>-<attempt>.failures`) in the shared parts
-//! directory, then committed through the claim ([`Committer`]).
+//! store (a directory or an object-storage prefix, [`super::store`]), then committed through
+//! the claim ([`Committer`]).
 //!
 //! This module must never commit a chunk whose part is not durable (each part is fsynced and
 //! renamed into place before its commit), and never let a refused commit's part stay behind:
 //! a part whose claim was lost is deleted, and no commit ever names it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,7 @@ use herdsman_ledger::{
 };
 use herdsman_ledger_postgres::PostgresLedger;
 
+use crate::distributed::store::PartStore;
 use crate::progress::Log;
 
 /// The claims this node holds and has not committed yet, by chunk: filled by the claimer,
@@ -45,7 +47,7 @@ struct Current {
 
 /// [`crate::assemble::Sinks`] that write each chunk into part files of its own.
 pub(crate) struct PartSinks {
-    dir: PathBuf,
+    store: Arc<dyn PartStore>,
     format: OutputFormat,
     options: SinkOptions,
     claims: Claims,
@@ -57,7 +59,7 @@ impl PartSinks {
     fn sink_error(&self, message: &str) -> SinkError {
         SinkError::Io {
             action: "write",
-            path: self.dir.clone(),
+            path: PathBuf::from(self.store.location()),
             source: std::io::Error::other(message.to_string()),
         }
     }
@@ -78,12 +80,13 @@ impl crate::assemble::Sinks for PartSinks {
             .unwrap_or_else(|p| p.into_inner())
             .get(&chunk)
             .map_or(0, |c| c.attempt);
-        std::fs::create_dir_all(&self.dir).map_err(|source| SinkError::Io {
+        let dir = self.store.staging_dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
             action: "create",
-            path: self.dir.clone(),
+            path: dir.clone(),
             source,
         })?;
-        let path = self.dir.join(part_name(chunk, attempt));
+        let path = dir.join(part_name(chunk, attempt));
         let output = Sink::open_continuation(&path, self.format.clone(), None, &self.options)?;
         self.current = Some(Current {
             chunk,
@@ -103,7 +106,7 @@ impl crate::assemble::Sinks for PartSinks {
         self.current()?.output.write_record(json)
     }
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
-        let dir = self.dir.clone();
+        let dir = self.store.staging_dir().to_path_buf();
         let c = self.current()?;
         if c.failures.is_none() {
             let path = dir.join(format!(
@@ -128,13 +131,20 @@ impl crate::assemble::Sinks for PartSinks {
             return Ok(());
         };
         output.end_chunk()?;
-        // Each part is fsynced and renamed into place (its directory fsynced) before the
-        // commit that names it.
+        // Each part is fsynced and renamed into place (its directory fsynced), then put in
+        // the store, before the commit that names it.
         output.finish()?;
         let mut names = vec![part_name(chunk, attempt)];
         if let Some(f) = failures {
             f.finish()?;
             names.push(format!("{}{FAILURES_SUFFIX}", part_name(chunk, attempt)));
+        }
+        for name in &names {
+            self.store.put(name).map_err(|source| SinkError::Io {
+                action: "store",
+                path: PathBuf::from(self.store.location()).join(name),
+                source,
+            })?;
         }
         self.written
             .lock()
@@ -158,7 +168,7 @@ impl crate::assemble::Sinks for PartSinks {
 /// of it, with its parts, fenced by the claim's attempt.
 pub(crate) struct Committer {
     ledger: PostgresLedger,
-    dir: PathBuf,
+    store: Arc<dyn PartStore>,
     claims: Claims,
     written: Written,
     /// Chunks in the job.
@@ -173,7 +183,7 @@ pub(crate) struct Committer {
 /// The part sinks and committer of one node, sharing the claims and the written parts.
 pub(crate) fn pair(
     ledger: PostgresLedger,
-    dir: &Path,
+    store: Arc<dyn PartStore>,
     format: OutputFormat,
     options: SinkOptions,
     claims: Claims,
@@ -183,7 +193,7 @@ pub(crate) fn pair(
     let written = Written::default();
     (
         PartSinks {
-            dir: dir.to_path_buf(),
+            store: store.clone(),
             format,
             options,
             claims: claims.clone(),
@@ -192,7 +202,7 @@ pub(crate) fn pair(
         },
         Committer {
             ledger,
-            dir: dir.to_path_buf(),
+            store,
             claims,
             written,
             total,
@@ -206,7 +216,12 @@ pub(crate) fn pair(
 impl Committer {
     fn discard(&self, chunk: u64, names: &[String], why: &str) {
         for n in names {
-            let _ = std::fs::remove_file(self.dir.join(n));
+            if let Err(e) = self.store.delete(n) {
+                self.log.notice(&format!(
+                    "chunk {chunk}: the refused part {n} could not be deleted from {} ({e}); it is never read, remove it by hand",
+                    self.store.location()
+                ));
+            }
         }
         self.lost
             .lock()

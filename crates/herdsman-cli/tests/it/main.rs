@@ -12,6 +12,7 @@ mod db_output;
 mod dead_letters;
 mod distributed;
 mod distributed_fairness;
+mod distributed_s3;
 mod error_hints;
 mod exec_args;
 mod exec_first_run;

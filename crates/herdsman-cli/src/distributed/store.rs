@@ -1,0 +1,189 @@
+//! Where a shared job's parts live: a directory every node reaches (`--parts DIR`, default
+//! `<output>.parts`) or an object-storage prefix (`--parts s3://bucket/prefix/`, default
+//! `<output>.parts/` when the output is `s3://…`), behind one small trait, [`PartStore`].
+//!
+//! A part is written locally, in the store's staging directory, to its end (fsynced and
+//! renamed into place by the sink), and then [`PartStore::put`] makes it durable in the
+//! store: a no-op for a directory (the staging directory is the parts directory), an upload
+//! for object storage (one PUT or a multipart upload, so the object appears whole or not at
+//! all). The assembler reads parts back with [`PartStore::open`], streaming.
+//!
+//! This module must never make a part visible before it is complete, and never read or
+//! delete anything outside its directory or prefix.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use herdsman_io::{is_object_url, ObjectErrorKind};
+
+/// A store of a shared job's parts, named by [`super::parts::part_name`].
+///
+/// To add a store: implement this trait in this file and return it from [`open_store`] for
+/// the `--parts` values it serves.
+pub(crate) trait PartStore: Send + Sync {
+    /// The local directory a part is written in before [`PartStore::put`].
+    fn staging_dir(&self) -> &Path;
+    /// Makes the finished, fsynced part `staging_dir()/name` durable in the store under
+    /// `name`. When this returns, every node can read the whole part; none ever sees half.
+    fn put(&self, name: &str) -> std::io::Result<()>;
+    /// Opens the part `name` for a streaming read.
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>>;
+    /// Deletes the part `name`; a part that is already gone is not an error.
+    fn delete(&self, name: &str) -> std::io::Result<()>;
+    /// The names of the parts in the store.
+    fn list(&self) -> std::io::Result<Vec<String>>;
+    /// Deletes every part (the job finished and published its output).
+    fn remove_all(&self) -> std::io::Result<()> {
+        for name in self.list()? {
+            self.delete(&name)?;
+        }
+        Ok(())
+    }
+    /// The store's location, for messages.
+    fn location(&self) -> String;
+}
+
+/// Opens the parts store at `location`: an object-storage prefix for an object URL, a
+/// directory otherwise.
+pub(crate) fn open_store(location: &str) -> std::io::Result<Box<dyn PartStore>> {
+    if is_object_url(location) {
+        Ok(Box::new(ObjectParts::new(location)?))
+    } else {
+        Ok(Box::new(DirParts {
+            dir: PathBuf::from(location),
+        }))
+    }
+}
+
+/// The default parts location of an output: `<output>.parts` beside a local file,
+/// `<output>.parts/` in the same bucket for an object URL.
+pub(crate) fn default_location(output: &Path, remote_output: Option<&str>) -> String {
+    match remote_output {
+        Some(url) => format!("{url}.parts/"),
+        None => super::default_parts_dir(output).display().to_string(),
+    }
+}
+
+/// Parts in a directory every node reaches: written in place, nothing to upload.
+struct DirParts {
+    dir: PathBuf,
+}
+
+impl PartStore for DirParts {
+    fn staging_dir(&self) -> &Path {
+        &self.dir
+    }
+    fn put(&self, _name: &str) -> std::io::Result<()> {
+        // The sink fsynced the part, renamed it into place and fsynced the directory.
+        Ok(())
+    }
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>> {
+        let f = std::fs::File::open(self.dir.join(name))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+    }
+    fn delete(&self, name: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            names.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+    fn remove_all(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+/// Parts under an object-storage prefix: written to a private local directory, then uploaded
+/// (the object appears only when the upload completes) and the local copy removed.
+struct ObjectParts {
+    /// The prefix, ending with `/`.
+    prefix: String,
+    /// This process's staging directory, removed when the store is dropped.
+    staging: PathBuf,
+}
+
+impl ObjectParts {
+    fn new(location: &str) -> std::io::Result<ObjectParts> {
+        let prefix = if location.ends_with('/') {
+            location.to_string()
+        } else {
+            format!("{location}/")
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let staging =
+            std::env::temp_dir().join(format!("herdsman-parts-{}-{nanos:09}", std::process::id()));
+        std::fs::create_dir_all(&staging)?;
+        Ok(ObjectParts { prefix, staging })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+fn io_error(e: herdsman_io::ObjectError) -> std::io::Error {
+    let kind = match e.kind {
+        ObjectErrorKind::NotFound => std::io::ErrorKind::NotFound,
+        ObjectErrorKind::Denied => std::io::ErrorKind::PermissionDenied,
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, e)
+}
+
+impl PartStore for ObjectParts {
+    fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+    fn put(&self, name: &str) -> std::io::Result<()> {
+        let local = self.staging.join(name);
+        herdsman_io::upload_file(&local, &self.url(name)).map_err(io_error)?;
+        std::fs::remove_file(&local)
+    }
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>> {
+        herdsman_io::open_object(&self.url(name)).map_err(io_error)
+    }
+    fn delete(&self, name: &str) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(self.staging.join(name));
+        herdsman_io::delete_object(&self.url(name)).map_err(io_error)
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        let listed = match herdsman_io::expand_object(&self.prefix) {
+            Ok(l) => l,
+            Err(e) if e.kind == ObjectErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(e)),
+        };
+        Ok(listed
+            .iter()
+            .filter_map(|o| o.url.strip_prefix(&self.prefix).map(String::from))
+            .collect())
+    }
+    fn location(&self) -> String {
+        self.prefix.clone()
+    }
+}
+
+impl Drop for ObjectParts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}

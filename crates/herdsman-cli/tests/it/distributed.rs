@@ -212,13 +212,16 @@ fn three_nodes_with_one_killed_mid_chunk_equal_one_machine() {
     s.write("in.csv", input(300));
     let want = reference(&s);
     let url = pg.url();
+    // Node a starts alone, so it holds a chunk under any load (b and c could otherwise
+    // finish the job before a slow a claims anything); it dies holding it, and b and c
+    // take the job over.
     let mut a = node(&s, &url, "a", 15, &[]);
-    let mut b = node(&s, &url, "b", 15, &[]);
-    let mut c = node(&s, &url, "c", 15, &[]);
     wait_for(&s, &url, "node a to hold a chunk after a commit", |rows| {
         committed(rows) >= 2 && held_by(rows, "a")
     });
     a.kill().unwrap();
+    let mut b = node(&s, &url, "b", 15, &[]);
+    let mut c = node(&s, &url, "c", 15, &[]);
     let _ = a.wait();
     let (cb, cc) = (wait(&mut b, "node b"), wait(&mut c, "node c"));
     exited_ok(cb, &stderr_of(&mut b));

@@ -59,8 +59,9 @@ fn shelf() -> MutexGuard<'static, Shelf> {
     if s.idle.iter().any(|e| e.pid != me) {
         // Pools inherited through fork(): their pipe threads and children belong to the
         // parent. Forget them without running any of their code.
-        let (ours, theirs): (Vec<Idle>, Vec<Idle>) =
-            std::mem::take(&mut s.idle).into_iter().partition(|e| e.pid == me);
+        let (ours, theirs): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut s.idle)
+            .into_iter()
+            .partition(|e| e.pid == me);
         s.idle = ours;
         std::mem::forget(theirs);
     }

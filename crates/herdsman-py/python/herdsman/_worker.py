@@ -19,10 +19,16 @@ This module must never write anything but answers to stdout: while the function 
 
 import binascii
 import os
-import pickle
 import sys
 import time
 import types
+
+# The C pickler alone: `pickle.py` re-exports the same functions but imports `re`, `struct`
+# and more, about a third of a worker's start-up.
+import _pickle as pickle
+
+#: The protocol the parent pickles with (pickle.HIGHEST_PROTOCOL on Python 3.8+).
+PROTOCOL = 5
 
 
 def _load_main(path):
@@ -56,11 +62,11 @@ def _dumps_error(exc):
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        payload = pickle.dumps((exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((exc, tb), protocol=PROTOCOL)
         pickle.loads(payload)  # an exception whose __init__ rejects its args cannot travel
     except Exception:  # noqa: BLE001 - any exception that cannot travel is described instead
         desc = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        payload = pickle.dumps((desc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((desc, tb), protocol=PROTOCOL)
     return binascii.b2a_base64(payload, newline=False).decode("ascii")
 
 
@@ -105,7 +111,7 @@ def main():
     stdin = sys.stdin.buffer
     loads = pickle.loads
     dumps = pickle.dumps
-    proto = pickle.HIGHEST_PROTOCOL
+    proto = PROTOCOL
     b64 = binascii.b2a_base64
     unb64 = binascii.a2b_base64
     perf = time.perf_counter

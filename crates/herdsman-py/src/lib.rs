@@ -3,7 +3,9 @@
 //! It starts one herdsman run per call (`start`) on herdsman's public API only — the thread
 //! pool of [`herdsman::map`] for `executor="thread"`, and [`herdsman::map_with`] over a
 //! [`herdsman_workers::WorkerPool`] of Python worker processes for `executor="process"` —
-//! and hands the outcomes to Python through a [`Run`] handle that Python polls.
+//! and hands the outcomes to Python through a [`Run`] handle that Python polls. A process
+//! run that ends cleanly hands its pool to [`pools`], where the next map with the same
+//! settings finds it.
 //!
 //! This module must never hold the GIL while it waits (the run's threads need it to call
 //! the user's function), never lose an outcome between the engine and Python, and never let

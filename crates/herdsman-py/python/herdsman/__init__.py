@@ -14,10 +14,12 @@
 
 Threads (``executor="thread"``, the default) call the function holding the GIL only while
 it runs; processes (``executor="process"``) are persistent worker interpreters fed pickled
-items, kept for the next map (see :func:`shutdown_workers`). Every item ends exactly once as a success or a failure. See docs/python.md.
+items, kept for the next map (see :func:`shutdown_workers`). Every item ends exactly
+once as a success or a failure. See docs/python.md.
 """
 
 import atexit
+import functools
 import os
 import pickle
 import random
@@ -418,8 +420,9 @@ def _pickle_fn(fn) -> Tuple[bytes, Optional[str], bool]:
         return cloudpickle.dumps(fn), main_path, True
 
 
-def _dumps_item(item) -> bytes:
-    return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+# Pickles one item for the worker processes; called from Rust once per item (a partial of
+# the C function: no Python frame per item).
+_dumps_item = functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _start(fn, items, *, executor, workers, rate_limit, batch_size, retry, timeout, deadline,

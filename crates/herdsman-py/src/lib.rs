@@ -1106,13 +1106,13 @@ fn start(
             }));
             let setup_path = setup_path
                 .ok_or_else(|| PyValueError::new_err("the process executor needs setup_path"))?;
-            let key = pools::PoolKey {
-                argv: worker_argv.clone(),
-                env: worker_env.clone(),
-                workers: workers.max(1),
-                timeout: secs(timeout, "timeout")?,
+            let key = pools::PoolKey::new(
+                worker_argv.clone(),
+                worker_env.clone(),
+                workers.max(1),
+                secs(timeout, "timeout")?,
                 pipeline_depth,
-            };
+            );
             let kept = pools::take(&key);
             let mut cfg = PoolConfig::new(WorkerCommand::argv(worker_argv));
             cfg.workers = workers.max(1);

@@ -2,8 +2,8 @@
 //!
 //! A map on processes ends by handing its [`WorkerPool`] back here instead of stopping its
 //! workers, when the pool is healthy (nothing in flight, nothing abandoned, no fatal error).
-//! The next map with the same [`PoolKey`] (the same worker command, environment, worker
-//! count, timeout and pipeline depth) takes it and sends its records to the same worker
+//! The next map with the same [`PoolKey`] (the same worker command, environment, working
+//! directory, worker count, timeout and pipeline depth) takes it and sends its records to the same worker
 //! processes: what to call travels with every record (the setup file's path), so one worker
 //! serves any function. A pool nobody takes within [`IDLE_TIMEOUT`] is shut down by a
 //! janitor thread; [`shutdown_idle`] shuts every idle pool down at once (the package's exit
@@ -13,6 +13,8 @@
 //! exit hook (once closed, pools handed back are shut down at once), and never touch a pool
 //! inherited through `fork()` (its threads do not exist in the child: it is forgotten).
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,9 @@ use herdsman_workers::WorkerPool;
 /// How long a pool waits, idle, for the next map before its workers are stopped.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What makes the workers of two maps interchangeable.
+/// What makes the workers of two maps interchangeable: the settings of the pool, and what
+/// a worker inherited when it started (the process environment, the working directory),
+/// so that a map after `os.environ[...] = ...` or `os.chdir()` gets workers that see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PoolKey {
     pub(crate) argv: Vec<String>,
@@ -30,6 +34,31 @@ pub(crate) struct PoolKey {
     pub(crate) workers: usize,
     pub(crate) timeout: Option<Duration>,
     pub(crate) pipeline_depth: Option<usize>,
+    inherited: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+}
+
+impl PoolKey {
+    /// The key of a pool with these settings, started now.
+    pub(crate) fn new(
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        workers: usize,
+        timeout: Option<Duration>,
+        pipeline_depth: Option<usize>,
+    ) -> Self {
+        let mut inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        inherited.sort();
+        PoolKey {
+            argv,
+            env,
+            workers,
+            timeout,
+            pipeline_depth,
+            inherited,
+            cwd: std::env::current_dir().ok(),
+        }
+    }
 }
 
 struct Idle {

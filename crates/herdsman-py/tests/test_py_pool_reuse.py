@@ -113,3 +113,22 @@ def test_kept_workers_stop_when_python_exits(tmp_path):
     pids = [int(p) for p in done.stdout.split()]
     assert len(pids) == 2
     assert all(wait_dead(p) for p in pids)
+
+
+def test_a_changed_environment_or_directory_gets_new_workers(tmp_path, monkeypatch):
+    # Workers inherit the environment and the directory when they start: a map after a
+    # change must not run on workers started before it.
+    herdsman.shutdown_workers()
+    monkeypatch.delenv("HM_POOL_REUSE", raising=False)
+    before = herdsman.parallel_map(hm_funcs.env_and_cwd, ["HM_POOL_REUSE"] * 4,
+                                   executor="process", workers=2).values()
+    assert {v for v, _, _ in before} == {None}
+    monkeypatch.setenv("HM_POOL_REUSE", "set")
+    after = herdsman.parallel_map(hm_funcs.env_and_cwd, ["HM_POOL_REUSE"] * 4,
+                                  executor="process", workers=2).values()
+    assert {v for v, _, _ in after} == {"set"}
+    assert not ({p for _, _, p in after} & {p for _, _, p in before})
+    monkeypatch.chdir(tmp_path)
+    moved = herdsman.parallel_map(hm_funcs.env_and_cwd, ["HM_POOL_REUSE"] * 4,
+                                  executor="process", workers=2).values()
+    assert {c for _, c, _ in moved} == {str(tmp_path)}

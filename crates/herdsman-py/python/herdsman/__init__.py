@@ -58,7 +58,8 @@ def shutdown_workers() -> None:
     """Stop the worker processes that ``executor="process"`` keeps between maps now.
 
     A map on processes leaves its workers running for the next map with the same
-    ``workers``, ``timeout`` and environment, which then starts no new processes; idle
+    ``workers`` and ``timeout``, environment and working directory, which then starts no
+    new processes; idle
     workers stop by themselves after 30 seconds and when the interpreter exits. Call this to
     free them earlier (a later map starts new ones).
     """

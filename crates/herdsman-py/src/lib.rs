@@ -170,6 +170,11 @@ impl<T> Iterator for PyIter<T> {
 /// crashed, or sent something unreadable) is sent again one item per record, so only the
 /// item that crashes a worker is charged; a record of one item that fails is that item's
 /// failure. With a per-item timeout nothing is batched: the pool times records, not items.
+///
+/// Every record, of one item or many, is a JSON list whose first member names the setup
+/// file (what to call), so that a pool kept from an earlier map (see [`pools`]) serves this
+/// one. At shutdown, a pool with nothing in flight whose run was neither stopped nor
+/// abandoned an item is handed back to [`pools`] instead of being shut down.
 struct ProcExec {
     /// The pool; taken out at shutdown (kept for the next map, or shut down).
     pool: Option<WorkerPool>,

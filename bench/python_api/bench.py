@@ -13,7 +13,8 @@ usage: python3 bench/python_api/bench.py [a|b|c|all] [--runs N] [--jobs N]
 Each measurement runs in a fresh interpreter (pool start-up included, interpreter start-up
 and imports not), the contenders round-robin, RUNS times (default 3); the table shows the
 median, min and max, each median's ratio to herdsman's, and the median CPU time (user +
-system) of the process and of the worker processes it waited for: on a loaded machine the
+system) of the process and of the worker processes it waited for (and its ratio to
+herdsman's), and of the process alone (parent CPU): on a loaded machine the
 wall times say more about the scheduler than about the contenders, the CPU times less so.
 Every run checks its answer.
 joblib and mpire are installed from PyPI if missing; herdsman must be installed
@@ -58,11 +59,18 @@ def cpu():
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def parent_cpu():
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 c0 = cpu()
+p0 = parent_cpu()
 t0 = time.perf_counter()
 if name == "herdsman":
     ex = "process" if bench == "a" else "thread"
     out = herdsman.parallel_map(fn, items, executor=ex, workers=None if bench == "c" else jobs).values()
+    # The worker processes stay for a next map; stop them inside the clock, as the pools'
+    # `with` blocks do, so that their CPU time is counted (RUSAGE_CHILDREN) like the pools'.
+    herdsman.shutdown_workers()
 elif name.startswith("futures"):
     if bench == "a":
         from concurrent.futures import ProcessPoolExecutor as P
@@ -89,9 +97,10 @@ elapsed = time.perf_counter() - t0
 # CPU seconds of this process and of the worker processes it has waited for (joblib's loky
 # workers outlive the call and are not counted).
 used = cpu() - c0
+parent = parent_cpu() - p0
 expect = [fn(x) for x in items[:50]] if bench != "b" else items[:50]
 assert out[:50] == expect and len(out) == len(items), "wrong answer"
-print(json.dumps([elapsed, used]))
+print(json.dumps([elapsed, used, parent]))
 """
 
 
@@ -112,20 +121,28 @@ def measure(name, bench, jobs):
 def table(bench, contenders, runs, jobs):
     times = {c: [] for c in contenders}
     cpus = {c: [] for c in contenders}
+    parents = {c: [] for c in contenders}
     for _ in range(runs):
         for c in contenders:
-            elapsed, used = measure(c, bench, jobs)
+            elapsed, used, parent = measure(c, bench, jobs)
             times[c].append(elapsed)
             cpus[c].append(used)
+            parents[c].append(parent)
     base = statistics.median(times["herdsman"])
     print(f"\n### ({bench}) median of {runs} runs, {jobs} jobs\n")
-    print("| contender | median s | min s | max s | median / herdsman's | median CPU s |")
-    print("|---|---|---|---|---|---|")
+    base_cpu = statistics.median(cpus["herdsman"])
+    print("| contender | median s | min s | max s | median / herdsman's | median CPU s "
+          "| CPU / herdsman's | parent CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
     for c in contenders:
         t = times[c]
         m = statistics.median(t)
-        used = "n/a" if c == "joblib" else f"{statistics.median(cpus[c]):.3f}"
-        print(f"| {c} | {m:.3f} | {min(t):.3f} | {max(t):.3f} | {m / base:.2f}x | {used} |")
+        cm = statistics.median(cpus[c])
+        used = "n/a" if c == "joblib" else f"{cm:.3f}"
+        ratio = "n/a" if c == "joblib" or base_cpu <= 0 else f"{cm / base_cpu:.2f}x"
+        parent = f"{statistics.median(parents[c]):.3f}"
+        print(f"| {c} | {m:.3f} | {min(t):.3f} | {max(t):.3f} | {m / base:.2f}x | {used} "
+              f"| {ratio} | {parent} |")
     sys.stdout.flush()
     return times
 

@@ -130,3 +130,8 @@ def caller_name(_x):
     import sys
 
     return sys._getframe(1).f_code.co_name
+
+
+def env_and_cwd(name):
+    """What a worker process inherited: the environment variable `name` and its directory."""
+    return os.environ.get(name), os.getcwd(), os.getpid()

@@ -14,10 +14,12 @@
 
 Threads (``executor="thread"``, the default) call the function holding the GIL only while
 it runs; processes (``executor="process"``) are persistent worker interpreters fed pickled
-items. Every item ends exactly once as a success or a failure. See docs/python.md.
+items, kept for the next map (see :func:`shutdown_workers`). Every item ends exactly
+once as a success or a failure. See docs/python.md.
 """
 
 import atexit
+import functools
 import os
 import pickle
 import random
@@ -52,7 +54,21 @@ from ._native import RateLimit
 exit_grace: float = 10.0
 
 
+def shutdown_workers() -> None:
+    """Stop the worker processes that ``executor="process"`` keeps between maps now.
+
+    A map on processes leaves its workers running for the next map with the same
+    ``workers`` and ``timeout``, environment and working directory, which then starts no
+    new processes; idle
+    workers stop by themselves after 30 seconds and when the interpreter exits. Call this to
+    free them earlier (a later map starts new ones).
+    """
+    _native.shutdown_idle_workers(False)
+
+
 def _at_exit() -> None:
+    # Workers kept between maps stop now, and so do those of runs that end from here on.
+    _native.shutdown_idle_workers(True)
     # The runs' threads must leave Python before it finalizes: a thread that takes the GIL
     # during finalization is ended in a way that aborts the process. Stop every live run,
     # wait for the calls in flight, then keep the threads out of Python.
@@ -82,6 +98,7 @@ __all__ = [
     "parallel",
     "map_async",
     "run",
+    "shutdown_workers",
     "RateLimit",
     "Retry",
     "MapResult",
@@ -404,8 +421,9 @@ def _pickle_fn(fn) -> Tuple[bytes, Optional[str], bool]:
         return cloudpickle.dumps(fn), main_path, True
 
 
-def _dumps_item(item) -> bytes:
-    return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+# Pickles one item for the worker processes; called from Rust once per item (a partial of
+# the C function: no Python frame per item).
+_dumps_item = functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _start(fn, items, *, executor, workers, rate_limit, batch_size, retry, timeout, deadline,
@@ -479,9 +497,12 @@ def _start(fn, items, *, executor, workers, rate_limit, batch_size, retry, timeo
             # milliseconds per start): the worker takes the parent's sys.path from the setup
             # file, and imports `site` only if the function cannot be found without it.
             worker_argv=[sys.executable, "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")],
-            worker_env=[("HERDSMAN_PY_SETUP", path), ("PYTHONPATH", pythonpath)],
+            # What to call travels with every record (the setup file's path), not in the
+            # environment: the workers are kept for the next map with the same settings.
+            worker_env=[("PYTHONPATH", pythonpath)],
             pickle_item=_dumps_item,
             cleanup=lambda: _unlink(path),
+            setup_path=path,
         )
         return _native.start(fn, items, **kwargs)
     except BaseException:

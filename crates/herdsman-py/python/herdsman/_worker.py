@@ -4,8 +4,11 @@ It runs as a script (``python -S .../herdsman/_worker.py``: starting it imports 
 ``site`` nor the ``herdsman`` package) and speaks herdsman's ``framed`` protocol
 (docs/protocol.md) on stdin/stdout. Each record is a JSON string holding base64 of a pickled item; each answer is a JSON string holding base64
 of the pickled return value, or an error whose message is base64 of a pickled
-``(exception, traceback text)`` pair. What to call comes from the setup file named by
-``HERDSMAN_PY_SETUP``: the function pickled by reference (module and qualified name, as
+``(exception, traceback text)`` pair. What to call comes from a setup file: the first
+member of every list record is ``"s:<path of the setup file>"``, loaded when it differs
+from the last one, so one worker process serves the maps that follow with other functions
+(the parent keeps its workers between maps). The setup file holds the function pickled by
+reference (module and qualified name, as
 pickle does) or by value with cloudpickle, the parent's ``sys.path``, the main script when
 the function lives in ``__main__`` (loaded as ``__mp_main__``, as ``multiprocessing``'s
 spawn does), and the retry policy's ``on`` types and ``retry_after`` callable.
@@ -16,10 +19,16 @@ This module must never write anything but answers to stdout: while the function 
 
 import binascii
 import os
-import pickle
 import sys
 import time
 import types
+
+# The C pickler alone: `pickle.py` re-exports the same functions but imports `re`, `struct`
+# and more, about a third of a worker's start-up.
+import _pickle as pickle
+
+#: The protocol the parent pickles with (pickle.HIGHEST_PROTOCOL on Python 3.8+).
+PROTOCOL = 5
 
 
 def _load_main(path):
@@ -53,11 +62,11 @@ def _dumps_error(exc):
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        payload = pickle.dumps((exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((exc, tb), protocol=PROTOCOL)
         pickle.loads(payload)  # an exception whose __init__ rejects its args cannot travel
     except Exception:  # noqa: BLE001 - any exception that cannot travel is described instead
         desc = RuntimeError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        payload = pickle.dumps((desc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((desc, tb), protocol=PROTOCOL)
     return binascii.b2a_base64(payload, newline=False).decode("ascii")
 
 
@@ -73,8 +82,8 @@ def _retry_verdict(exc, retry_on, retry_after):
     return retryable, (None if wait is None else float(wait))
 
 
-def main():
-    setup_path = os.environ["HERDSMAN_PY_SETUP"]
+def _load_setup(setup_path):
+    """``(fn, retry_on, retry_after)`` from the setup file at ``setup_path``."""
     with open(setup_path, "rb") as f:
         setup = pickle.load(f)
     sys.path[:] = setup["sys_path"]
@@ -87,15 +96,22 @@ def main():
 
         site.main()
         fn = _load_fn(setup)
-    retry_on = setup.get("retry_on")
-    retry_after = setup.get("retry_after")
+    return fn, setup.get("retry_on"), setup.get("retry_after")
+
+
+def main():
+    current = None
+    fn = retry_on = retry_after = None
+    if os.environ.get("HERDSMAN_PY_SETUP"):
+        current = os.environ["HERDSMAN_PY_SETUP"]
+        fn, retry_on, retry_after = _load_setup(current)
 
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
     stdin = sys.stdin.buffer
     loads = pickle.loads
     dumps = pickle.dumps
-    proto = pickle.HIGHEST_PROTOCOL
+    proto = PROTOCOL
     b64 = binascii.b2a_base64
     unb64 = binascii.a2b_base64
     perf = time.perf_counter
@@ -114,6 +130,16 @@ def main():
         if not line:
             continue
         rid, record = _request(line)
+        if isinstance(record, list) and record:
+            head = record[0]
+            if isinstance(head, bytes):
+                head = head.decode("utf-8")
+            if head.startswith("s:"):
+                # What to call: base64 never holds ':', so an item cannot look like this.
+                record = record[1:]
+                if head[2:] != current:
+                    fn, retry_on, retry_after = _load_setup(head[2:])
+                    current = head[2:]
         if isinstance(record, list):
             # A batch of tiny items: one output, a list with one part per item and the
             # worker time it took. Every part is base64 with an ASCII prefix: no escaping.

@@ -245,9 +245,13 @@ fn a_blocked_input_does_not_delay_results_or_stop() {
     let results_came = Arc::new(AtomicBool::new(false));
     let rc = results_came.clone();
     let t2 = token.clone();
+    let calls2 = calls.clone();
     let watcher = std::thread::spawn(move || {
-        // Outcomes of the items already pulled arrive while the 4th pull is blocked.
-        let ok = wait_until(Duration::from_secs(30), || seen.load(Ordering::SeqCst) == 3);
+        // Outcomes of the items already pulled arrive while the 4th pull is blocked (waited
+        // for too: on a loaded machine the 4th pull may start after the 3rd outcome).
+        let ok = wait_until(Duration::from_secs(30), || {
+            seen.load(Ordering::SeqCst) == 3 && calls2.load(Ordering::SeqCst) == 4
+        });
         rc.store(ok, Ordering::SeqCst);
         t2.stop();
         // collect() returns once the pull in progress returns: release it.

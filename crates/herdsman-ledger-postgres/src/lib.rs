@@ -9,6 +9,10 @@
 //! retried on a new one with backoff, made idempotent by an operation id stored with the row
 //! (a commit whose reply was lost is recognised as done, not refused or repeated).
 //!
+//! [`PostgresLedger::commit_and_claim`] commits a chunk and claims the next in one statement
+//! (one transaction, one round trip, one WAL flush), so a node pays one durable transaction
+//! per chunk; the claim is made only if the commit is.
+//!
 //! [`PostgresLedger`] implements [`herdsman_ledger::Ledger`] and passes its conformance suite.
 //! The wire connection is plain TCP or a Unix socket ([`postgres::NoTls`]): TLS is not
 //! supported yet. See `docs/distributed.md` for the protocol and every failure case.

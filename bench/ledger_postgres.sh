@@ -10,7 +10,9 @@
 # postgresql package, /usr/lib/postgresql/*/bin) in a temporary directory, durable (fsync on,
 # PostgreSQL's defaults) and then with fsync off (MODES="durable fast" by default), to tell
 # the disk's cost from the ledger's. With URL the rounds run against that database (schema
-# herdsman_bench, which is reset).
+# herdsman_bench, which is reset). Each chunk's commit claims the next in the same call, as a
+# node does (CALLS=combined, the default); CALLS="combined separate" also measures a claim and
+# a commit call per chunk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 URL=${1:-}
@@ -18,12 +20,15 @@ CHUNKS=${CHUNKS:-10000}
 RUNS=${RUNS:-3}
 MODES=${MODES:-durable fast}
 CLIENTS=${CLIENTS:-1 4}
+CALLS=${CALLS:-combined}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p herdsman-ledger-postgres --features test-support --example claim_rate
 for mode in $MODES; do
-    for clients in $CLIENTS; do
-        for _ in $(seq "$RUNS"); do
-            "$target/release/examples/claim_rate" "$URL" "$CHUNKS" "$clients" "$mode"
+    for calls in $CALLS; do
+        for clients in $CLIENTS; do
+            for _ in $(seq "$RUNS"); do
+                "$target/release/examples/claim_rate" "$URL" "$CHUNKS" "$clients" "$mode" "$calls"
+            done
         done
     done
 done

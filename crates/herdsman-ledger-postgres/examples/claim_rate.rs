@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! cargo run --release -p herdsman-ledger-postgres --features test-support --example claim_rate -- \
-//!     [URL] [CHUNKS] [CLIENTS] [durable|fast]
+//!     [URL] [CHUNKS] [CLIENTS] [durable|fast] [combined|separate]
 //! ```
+//!
+//! `combined` (the default) commits each chunk and claims the next in one call
+//! ([`PostgresLedger::commit_and_claim`], as a node does); `separate` makes a claim and a
+//! commit call per chunk, for comparison.
 //!
 //! URL `""` (the default) starts a throwaway server: `durable` (the default) keeps PostgreSQL's
 //! own settings, so every commit waits for its WAL fsync; `fast` turns fsync off to show the
@@ -26,6 +30,11 @@ fn main() {
         "durable" => false,
         "fast" => true,
         other => panic!("expected durable or fast, got {other}"),
+    };
+    let combined = match args.get(4).map_or("combined", String::as_str) {
+        "combined" => true,
+        "separate" => false,
+        other => panic!("expected combined or separate, got {other}"),
     };
     let _server;
     let url = if url.is_empty() {
@@ -74,11 +83,11 @@ fn main() {
                     let owner = format!("bench-{i}");
                     let mut n = 0u64;
                     let (mut in_claim, mut in_commit) = (Duration::ZERO, Duration::ZERO);
-                    loop {
-                        let t = Instant::now();
-                        let claimed = node.claim(&owner, Duration::from_secs(60)).expect("claim");
-                        in_claim += t.elapsed();
-                        let Some(claim) = claimed else { break };
+                    let lease = Duration::from_secs(60);
+                    let t = Instant::now();
+                    let mut next = node.claim(&owner, lease).expect("claim");
+                    in_claim += t.elapsed();
+                    while let Some(claim) = next {
                         let c = ChunkCommit {
                             chunk: claim.chunk,
                             start: claim.start,
@@ -92,14 +101,20 @@ fn main() {
                             output_end: 0,
                             failures_end: 0,
                         };
+                        let parts = [format!("part-{}-{}", claim.chunk, claim.attempt)];
                         let t = Instant::now();
-                        node.commit_with_parts(
-                            &claim,
-                            &c,
-                            &[format!("part-{}-{}", claim.chunk, claim.attempt)],
-                        )
-                        .expect("commit");
-                        in_commit += t.elapsed();
+                        if combined {
+                            next = node
+                                .commit_and_claim(&claim, &c, &parts, &owner, lease)
+                                .expect("commit and claim");
+                            in_commit += t.elapsed();
+                        } else {
+                            node.commit_with_parts(&claim, &c, &parts).expect("commit");
+                            in_commit += t.elapsed();
+                            let t = Instant::now();
+                            next = node.claim(&owner, lease).expect("claim");
+                            in_claim += t.elapsed();
+                        }
                         n += 1;
                     }
                     (n, in_claim, in_commit)
@@ -132,8 +147,9 @@ fn main() {
     assert_eq!(totals.chunks, chunks);
     assert_eq!(totals.counts.records, chunks * 100);
     println!(
-        "{chunks} chunks, {clients} client(s), {}: planned in {:.1} ms; claim+commit {:.2} s = {:.0} chunks/s (a claim {claim_us:.0} us, a commit {commit_us:.0} us)",
+        "{chunks} chunks, {clients} client(s), {}, {}: planned in {:.1} ms; claim+commit {:.2} s = {:.0} chunks/s (claims {claim_us:.0} us, commits {commit_us:.0} us per chunk)",
         if fast { "fsync off" } else { "durable (fsync on)" },
+        if combined { "commit+claim in one call" } else { "separate claim and commit calls" },
         plan_time.as_secs_f64() * 1e3,
         elapsed.as_secs_f64(),
         chunks as f64 / elapsed.as_secs_f64(),

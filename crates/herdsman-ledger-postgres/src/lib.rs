@@ -9,6 +9,10 @@
 //! retried on a new one with backoff, made idempotent by an operation id stored with the row
 //! (a commit whose reply was lost is recognised as done, not refused or repeated).
 //!
+//! [`PostgresLedger::commit_and_claim`] commits a chunk and claims the next in one statement
+//! (one transaction, one round trip, one WAL flush), so a node pays one durable transaction
+//! per chunk; the claim is made only if the commit is.
+//!
 //! [`PostgresLedger`] implements [`herdsman_ledger::Ledger`] and passes its conformance suite.
 //! The wire connection is plain TCP or a Unix socket ([`postgres::NoTls`]): TLS is not
 //! supported yet. See `docs/distributed.md` for the protocol and every failure case.
@@ -246,6 +250,7 @@ struct Queries {
     heartbeat: Statement,
     release: Statement,
     commit_fenced: Statement,
+    commit_and_claim: Statement,
     commit_diagnose: Statement,
     committed_by_op: Statement,
     ensure_row: Statement,
@@ -338,6 +343,43 @@ impl Queries {
                                           WHERE job_id = $1 AND state = 'committed'), 0) \
                     AND $20 >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
                                           WHERE job_id = $1 AND state = 'committed'), 0)",
+                set_commit(7, true)
+            ))?,
+            // The fenced commit and the next claim in one statement, so in one transaction,
+            // one round trip and one WAL flush. The claim runs only if the commit did, and
+            // never picks the committed chunk (the statement's snapshot still shows it
+            // claimed). Parameters as in `commit_fenced`, then `$22` owner, `$23` lease (µs)
+            // and `$24` the claim's operation id.
+            commit_and_claim: p(format!(
+                "WITH done AS ( \
+                     UPDATE {s}.chunks SET {}, committed_at = {now}, last_op = $6 \
+                      WHERE job_id = $1 AND chunk = $2 AND attempt = $4 AND claim_owner = $5 \
+                        AND state = 'claimed' \
+                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                         WHERE id = $1 AND finished_at IS NOT NULL) \
+                        AND $19 >= COALESCE((SELECT MAX(output_end) FROM {s}.chunks \
+                                              WHERE job_id = $1 AND state = 'committed'), 0) \
+                        AND $20 >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
+                                              WHERE job_id = $1 AND state = 'committed'), 0) \
+                     RETURNING chunk), \
+                 pick AS ( \
+                     SELECT chunk FROM {s}.chunks \
+                      WHERE job_id = $1 AND state <> 'committed' AND chunk <> $2 \
+                        AND (state = 'pending' OR lease_expires_at < {now}) \
+                        AND EXISTS (SELECT 1 FROM done) \
+                      ORDER BY chunk LIMIT 1 \
+                      FOR UPDATE SKIP LOCKED), \
+                 got AS ( \
+                     UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $22, \
+                            lease_expires_at = {now} + $23::bigint * interval '1 microsecond', \
+                            attempt = c.attempt + 1, last_op = $24 \
+                       FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                     RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
+                               c.end_file, c.end_seq, c.end_token, c.lease_expires_at) \
+                 SELECT got.chunk, got.attempt, got.start_file, got.start_seq, got.start_token, \
+                        got.end_file, got.end_seq, got.end_token, got.lease_expires_at, \
+                        (SELECT COUNT(*) FROM done) \
+                   FROM (SELECT 1) one LEFT JOIN got ON true",
                 set_commit(7, true)
             ))?,
             commit_diagnose: p(format!(
@@ -536,40 +578,130 @@ impl PostgresLedger {
                     if client.execute(&q.commit_fenced, &params)? == 1 {
                         return Ok(());
                     }
-                    // Refused: find out why.
-                    let row = client.query_opt(&q.commit_diagnose, &[&job_id, &chunk])?;
-                    let Some(row) = row else {
-                        return Err(Fail::Refused(LedgerError::NoJob));
-                    };
-                    let finished: bool = row.get(0);
-                    let state: Option<String> = row.get(1);
-                    let row_attempt: Option<i64> = row.get(2);
-                    let owner: Option<String> = row.get(3);
-                    if finished {
-                        return Err(LedgerError::AlreadyFinished { chunk: c.chunk }.into());
-                    }
-                    let current = row_attempt == Some(attempt);
-                    match state.as_deref() {
-                        Some("committed") if current => {
-                            return Err(LedgerError::AlreadyCommitted { chunk: c.chunk }.into())
-                        }
-                        Some("claimed") if current && owner.as_deref() == Some(&claim.owner) => {}
-                        _ => return Err(stale(claim).into()),
-                    }
-                    let max_out: Option<i64> = row.get(4);
-                    let max_fail: Option<i64> = row.get(5);
-                    backwards(c, max_out, max_fail)?;
-                    // Nothing refuses it now: the state changed between the two statements.
+                    self.why_refused(client, q, claim, c, job_id)?;
                 }
-                Err(Fail::Refused(LedgerError::Corrupt {
-                    path: self.location.clone().into(),
-                    detail: format!(
-                        "the commit of chunk {} was refused three times without a reason",
-                        c.chunk
-                    ),
-                }))
+                Err(Fail::Refused(self.refused_without_reason(c.chunk)))
             },
         )
+    }
+
+    /// [`PostgresLedger::commit_with_parts`] and then [`Ledger::claim`] for `owner`, in one
+    /// transaction and one round trip: the chunk's commit and the claim of the next chunk
+    /// become durable together, with one WAL flush. A node's loop calls it after each chunk
+    /// and already holds its next claim.
+    ///
+    /// Returns the new claim, or `None` when no chunk is claimable now. A refused commit
+    /// (the same errors as [`PostgresLedger::commit_with_parts`]) claims nothing. A call
+    /// whose reply was lost is retried like every call: a retry finds its own commit done and
+    /// returns the claim made with it.
+    pub fn commit_and_claim(
+        &mut self,
+        claim: &Claim,
+        c: &ChunkCommit,
+        parts: &[String],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<Claim>, LedgerError> {
+        if claim.chunk != c.chunk {
+            return Err(LedgerError::ClaimMismatch {
+                claimed: claim.chunk,
+                committed: c.chunk,
+            });
+        }
+        let job_id = self.job()?;
+        let v = CommitValues::of(c)?;
+        let chunk = fenced(claim.chunk);
+        let attempt = fenced(claim.attempt);
+        let now = self.now();
+        let op = self.op();
+        let claim_op = self.op();
+        let lease = lease_us(lease);
+        let parts = parts.to_vec();
+        let row = self.run(
+            || format!("commit chunk {} and claim the next", c.chunk),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry
+                    && client
+                        .query_opt(&q.committed_by_op, &[&job_id, &chunk, &op])?
+                        .is_some()
+                {
+                    // The first try committed (and claimed with it); its reply was lost.
+                    return Ok(client.query_opt(&q.claimed_by_op, &[&job_id, &claim_op])?);
+                }
+                for _ in 0..3 {
+                    let mut params: Vec<&(dyn ToSql + Sync)> =
+                        vec![&job_id, &chunk, &now, &attempt, &claim.owner, &op];
+                    params.extend(v.params());
+                    params.push(&parts);
+                    params.extend([
+                        &owner as &(dyn ToSql + Sync),
+                        &lease as &(dyn ToSql + Sync),
+                        &claim_op as &(dyn ToSql + Sync),
+                    ]);
+                    let row = client.query_one(&q.commit_and_claim, &params)?;
+                    if row.get::<_, i64>(9) == 1 {
+                        let claimed: Option<i64> = row.get(0);
+                        return Ok(claimed.map(|_| row));
+                    }
+                    self.why_refused(client, q, claim, c, job_id)?;
+                }
+                Err(Fail::Refused(self.refused_without_reason(c.chunk)))
+            },
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (chunk, attempt, start, end) = read_planned(&row).map_err(|d| self.corrupt(d))?;
+        Ok(Some(Claim {
+            chunk,
+            attempt,
+            owner: owner.to_string(),
+            start,
+            end,
+            lease_expires_at: row.get(8),
+        }))
+    }
+
+    /// Why the fenced commit of `c` through `claim` changed no row: the refusal, or `Ok` when
+    /// nothing refuses it now (the state changed between the two statements; try again).
+    fn why_refused(
+        &self,
+        client: &mut Client,
+        q: &Queries,
+        claim: &Claim,
+        c: &ChunkCommit,
+        job_id: i64,
+    ) -> Result<(), Fail> {
+        let row = client.query_opt(&q.commit_diagnose, &[&job_id, &fenced(claim.chunk)])?;
+        let Some(row) = row else {
+            return Err(Fail::Refused(LedgerError::NoJob));
+        };
+        let finished: bool = row.get(0);
+        let state: Option<String> = row.get(1);
+        let row_attempt: Option<i64> = row.get(2);
+        let owner: Option<String> = row.get(3);
+        if finished {
+            return Err(LedgerError::AlreadyFinished { chunk: c.chunk }.into());
+        }
+        let current = row_attempt == Some(fenced(claim.attempt));
+        match state.as_deref() {
+            Some("committed") if current => {
+                return Err(LedgerError::AlreadyCommitted { chunk: c.chunk }.into())
+            }
+            Some("claimed") if current && owner.as_deref() == Some(&claim.owner) => {}
+            _ => return Err(stale(claim).into()),
+        }
+        let max_out: Option<i64> = row.get(4);
+        let max_fail: Option<i64> = row.get(5);
+        backwards(c, max_out, max_fail)
+    }
+
+    fn refused_without_reason(&self, chunk: u64) -> LedgerError {
+        LedgerError::Corrupt {
+            path: self.location.clone().into(),
+            detail: format!("the commit of chunk {chunk} was refused three times without a reason"),
+        }
     }
 
     /// The output parts of every committed chunk, by chunk number: the manifest an assembler

@@ -259,6 +259,8 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         total,
         log.clone(),
     );
+    let ahead = node::Ahead::new(settings.node.clone(), settings.lease);
+    committer.claim_ahead(ahead.clone());
     let completed_job = committer.completed_job.clone();
     let lost = committer.lost.clone();
     let mut latency = Latency::default();
@@ -277,7 +279,11 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         if stop.is_stopped() || fatal.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             break;
         }
-        let first = match claimer.claim(&settings.node, settings.lease) {
+        let next = match ahead.take(&claims) {
+            Some(c) => Ok(Some(c)),
+            None => claimer.claim(&settings.node, settings.lease),
+        };
+        let first = match next {
             Ok(Some(c)) => {
                 idle.reset();
                 c
@@ -308,6 +314,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             claimed: claimed.clone(),
             completed_job: reader_completed.clone(),
             first: Some(first),
+            ahead: ahead.clone(),
         };
         let executor = start_executor(&cfg, &log, csv_header.as_deref(), None)?;
         let mut stream = engine(&engine_cfg, reader, executor, &stop, 0);
@@ -334,6 +341,17 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         claimer = join(&settings.url, &job, &identity)?;
     }
     progress.finish();
+    // A claim a last commit made but no pass read (the run stopped): give it back at once,
+    // so that no node waits for its lease to run out.
+    if let Some(c) = ahead.take(&claims) {
+        claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.chunk);
+        if let Err(e) = ledger.release(&c) {
+            tracing::warn!(chunk = c.chunk, error = %e, "could not give back an unread claim; its lease runs out instead");
+        }
+    }
     drop(heartbeat);
     if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e.context(

@@ -1,6 +1,7 @@
 //! A node's claims: the engine's input iterator that claims one chunk at a time from the
-//! shared ledger and reads its records ([`ClaimReader`]), and the heartbeat that keeps the
-//! node's leases alive ([`Heartbeat`]).
+//! shared ledger and reads its records ([`ClaimReader`]), the claim a commit made of the next
+//! chunk in its own transaction ([`Ahead`]), and the heartbeat that keeps the node's leases
+//! alive ([`Heartbeat`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
 //! never block in `next()` (records the engine's puller holds would never be run).
@@ -73,6 +74,56 @@ impl IdlePoll {
 /// Why the claimer stopped early: a ledger or input error, for the run's message.
 pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;
 
+/// The one claim a commit made of the next chunk (in the commit's transaction), waiting for
+/// the claimer. It is in the node's claims from the moment it is made, so the heartbeat keeps
+/// its lease alive; at most one is held ahead.
+#[derive(Clone)]
+pub(crate) struct Ahead {
+    slot: Arc<Mutex<Option<Claim>>>,
+    /// The node's name, the owner of its claims.
+    pub(crate) node: String,
+    /// The lease a claim takes.
+    pub(crate) lease: Duration,
+}
+
+impl Ahead {
+    pub(crate) fn new(node: String, lease: Duration) -> Ahead {
+        Ahead {
+            slot: Arc::default(),
+            node,
+            lease,
+        }
+    }
+
+    /// Whether no claim is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Keeps `claim` for the claimer, among the node's claims.
+    pub(crate) fn put(&self, claim: Claim, claims: &Claims) {
+        claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(claim.chunk, claim.clone());
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(claim);
+    }
+
+    /// The waiting claim, unless the heartbeat found its lease lost meanwhile.
+    pub(crate) fn take(&self, claims: &Claims) -> Option<Claim> {
+        let claim = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let held = claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&claim.chunk)
+            == Some(&claim);
+        held.then_some(claim)
+    }
+}
+
 /// The engine's input: the records of the chunks this node claims, in claim order.
 pub(crate) struct ClaimReader {
     pub(crate) ledger: PostgresLedger,
@@ -93,6 +144,8 @@ pub(crate) struct ClaimReader {
     pub(crate) completed_job: Arc<AtomicBool>,
     /// The claim the pass starts with.
     pub(crate) first: Option<Claim>,
+    /// Claims made by commits, taken before claiming anew.
+    pub(crate) ahead: Ahead,
 }
 
 impl ClaimReader {
@@ -110,6 +163,9 @@ impl ClaimReader {
             return false;
         }
         if let Some(claim) = self.first.take() {
+            return self.read(claim);
+        }
+        if let Some(claim) = self.ahead.take(&self.claims) {
             return self.read(claim);
         }
         match self.ledger.claim(&self.node, self.lease) {

@@ -178,6 +178,8 @@ pub(crate) struct Committer {
     /// Chunks whose commit was refused because another node took them over.
     pub(crate) lost: Arc<Mutex<Vec<u64>>>,
     log: Log,
+    /// Where a commit's claim of the next chunk goes ([`Committer::claim_ahead`]).
+    ahead: Option<crate::distributed::node::Ahead>,
 }
 
 /// The part sinks and committer of one node, sharing the claims and the written parts.
@@ -209,11 +211,19 @@ pub(crate) fn pair(
             completed_job: Arc::new(AtomicBool::new(false)),
             lost: Arc::default(),
             log,
+            ahead: None,
         },
     )
 }
 
 impl Committer {
+    /// Makes each commit claim the next chunk in its own transaction while `ahead` is empty
+    /// (one round trip and one WAL flush per chunk instead of two); the claimer takes it from
+    /// there.
+    pub(crate) fn claim_ahead(&mut self, ahead: crate::distributed::node::Ahead) {
+        self.ahead = Some(ahead);
+    }
+
     fn discard(&self, chunk: u64, names: &[String], why: &str) {
         for n in names {
             if let Err(e) = self.store.delete(n) {
@@ -265,6 +275,7 @@ impl Ledger for Committer {
     }
     /// Commits each written chunk through this node's claim of it, with its part names.
     fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        let mut holds_next = false;
         for c in commits {
             let names = self
                 .written
@@ -283,7 +294,19 @@ impl Ledger for Committer {
                 continue;
             };
             crate::fault::fault("distributed-before-commit");
-            let result = self.ledger.commit_with_parts(&claim, c, &names);
+            let result = match self.ahead.as_ref().filter(|a| a.is_empty()) {
+                Some(ahead) => self
+                    .ledger
+                    .commit_and_claim(&claim, c, &names, &ahead.node, ahead.lease)
+                    .map(|next| {
+                        if let Some(next) = next {
+                            // An open chunk (this node's) is left: the job is not complete.
+                            holds_next = true;
+                            ahead.put(next, &self.claims);
+                        }
+                    }),
+                None => self.ledger.commit_with_parts(&claim, c, &names),
+            };
             self.claims
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -305,7 +328,7 @@ impl Ledger for Committer {
                 Err(e) => return Err(e),
             }
         }
-        if !commits.is_empty() && self.ledger.totals()?.chunks >= self.total {
+        if !commits.is_empty() && !holds_next && self.ledger.totals()?.chunks >= self.total {
             self.completed_job.store(true, Ordering::SeqCst);
         }
         Ok(())

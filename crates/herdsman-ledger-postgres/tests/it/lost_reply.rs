@@ -140,3 +140,44 @@ fn a_commit_and_a_claim_whose_replies_were_lost_are_recognised_on_retry() {
         }
     );
 }
+
+#[test]
+fn a_commit_and_claim_whose_reply_was_lost_returns_the_claim_it_made() {
+    let server =
+        crate::server_or_skip!("a_commit_and_claim_whose_reply_was_lost_returns_the_claim_it_made");
+    let proxy = Proxy::start(server.port());
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let mut ledger = PostgresLedger::connect(&url, common::options("lost-chain")).unwrap();
+    ledger.open_job(&identity()).unwrap();
+    ledger.plan_chunks(&plans(3)).unwrap();
+    let lease = Duration::from_secs(120);
+    let c0 = ledger.claim("node-a", lease).unwrap().unwrap();
+
+    // The statement committed chunk 0 and claimed chunk 1; its reply is lost. The retry
+    // neither commits again nor claims another chunk: it returns the claim made.
+    proxy.arm(b"SELECT 1\0");
+    let next = ledger
+        .commit_and_claim(&c0, &commit_of(&c0), &part(&c0), "node-a", lease)
+        .unwrap()
+        .expect("chunk 1 was claimed with the commit");
+    assert!(proxy.cut_done(), "the reply was cut");
+    assert_eq!((next.chunk, next.attempt), (1, 1));
+    let rows = ledger.chunk_rows().unwrap();
+    assert_eq!(rows[1].attempt, 1, "chunk 1 was claimed once");
+    assert_eq!(rows[2].attempt, 0, "chunk 2 was not claimed");
+    assert_eq!(ledger.totals().unwrap().chunks, 1);
+
+    // The last commit's reply is lost when nothing was left to claim: the retry says so.
+    let c2 = ledger
+        .commit_and_claim(&next, &commit_of(&next), &part(&next), "node-a", lease)
+        .unwrap()
+        .expect("chunk 2 is pending");
+    proxy.arm(b"SELECT 1\0");
+    let none = ledger
+        .commit_and_claim(&c2, &commit_of(&c2), &part(&c2), "node-a", lease)
+        .unwrap();
+    assert!(proxy.cut_done(), "the reply was cut");
+    assert!(none.is_none(), "nothing was left to claim: {none:?}");
+    assert_eq!(ledger.totals().unwrap().chunks, 3);
+    assert_eq!(ledger.manifest().unwrap().len(), 3);
+}

@@ -4,6 +4,7 @@
 
 #![cfg(feature = "test-support")]
 
+mod commit_and_claim;
 mod common;
 mod conformance;
 mod harness;

@@ -633,6 +633,63 @@ mod tests {
     }
 
     #[test]
+    fn a_log_larger_than_its_buffer_reaches_the_file_in_whole_lines_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.tsv");
+        let mut log = JobLog::open(&path, None).unwrap();
+        let records = 20_000u64;
+        for seq in 0..records {
+            log.write(
+                "in.csv",
+                seq + 2,
+                seq,
+                &[attempt(Instant::now(), 1, Ending::Succeeded)],
+            )
+            .unwrap();
+        }
+        // Past the buffer, lines were written before any sync: whole lines only.
+        let early = std::fs::read(&path).unwrap();
+        assert!(early.len() >= BUFFER, "{} bytes", early.len());
+        assert_eq!(early.last(), Some(&b'\n'));
+        // The rest is written when the job log is dropped, as it was synced.
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(TSV_HEADER));
+        let numbers: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(numbers, (1..=records).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn start_times_keep_three_digits_across_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.tsv");
+        let mut log = JobLog::open(&path, None).unwrap();
+        let now = Instant::now();
+        log.base = (now, SystemTime::UNIX_EPOCH + Duration::from_millis(9_995));
+        for (seq, after) in [(0, 0), (1, 4), (2, 5), (3, 1_006)] {
+            let mut a = attempt(now + Duration::from_millis(after), 1, Ending::Succeeded);
+            a.duration = Duration::from_micros(1_000_500);
+            log.write("in.csv", seq + 2, seq, &[a]).unwrap();
+        }
+        log.sync().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let starts: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').nth(4).unwrap())
+            .collect();
+        assert_eq!(starts, ["9.995", "9.999", "10.000", "11.001"]);
+        assert!(text
+            .lines()
+            .skip(1)
+            .all(|l| l.split('\t').nth(5) == Some("1.000")));
+    }
+
+    #[test]
     fn resuming_keeps_the_lines_of_committed_records_only() {
         let dir = tempfile::tempdir().unwrap();
         for name in ["jobs.tsv", "jobs.jsonl"] {

@@ -9,7 +9,7 @@
 //! writes it between two commits. This module must never fail a run: a sample that cannot be
 //! written is reported once and history stops for the rest of the run.
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -30,9 +30,10 @@ use crate::id_map::IdMap;
 #[derive(Clone)]
 pub(crate) struct Probe {
     state: Arc<Mutex<ProbeState>>,
-    /// Starts reported by the workers' threads: a channel send takes no lock, so a worker
-    /// never waits for the engine's thread (nor for a sample) to report a start.
-    starts: mpsc::Sender<(AttemptId, usize, Instant)>,
+    /// Starts reported by the workers' threads, not yet moved into `running`: a lock of its
+    /// own, held only for a push or a swap, so a worker never waits for the engine's thread
+    /// (nor for a sample) to report a start, and a start costs no channel message.
+    starts: Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>,
 }
 
 #[derive(Default)]
@@ -43,8 +44,9 @@ struct WorkerAcc {
 }
 
 struct ProbeState {
-    /// Starts not yet moved into `running`.
-    starts: mpsc::Receiver<(AttemptId, usize, Instant)>,
+    /// The starts swapped out of [`Probe::starts`], being moved into `running` (kept to
+    /// reuse its allocation).
+    pulled: Vec<(AttemptId, usize, Instant)>,
     /// Attempts running on a worker: which (0-based) and since when.
     running: IdMap<(usize, Instant)>,
     workers: Vec<WorkerAcc>,
@@ -68,9 +70,8 @@ struct Taken {
 impl Probe {
     /// A probe for a worker pool (`pool`) or per-record commands.
     pub(crate) fn new(pool: bool) -> Probe {
-        let (tx, rx) = mpsc::channel();
         let state = Arc::new(Mutex::new(ProbeState {
-            starts: rx,
+            pulled: Vec::new(),
             running: IdMap::default(),
             workers: Vec::new(),
             since: Instant::now(),
@@ -78,14 +79,22 @@ impl Probe {
             rate_limit_wait: Duration::ZERO,
             pool,
         }));
-        Probe { state, starts: tx }
+        Probe {
+            state,
+            starts: Arc::default(),
+        }
     }
 
     /// The state, with the starts reported so far moved in.
     fn lock(&self) -> std::sync::MutexGuard<'_, ProbeState> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok((id, worker, at)) = st.starts.try_recv() {
-            st.running.insert(id, (worker, at));
+        let st_ref = &mut *st;
+        std::mem::swap(
+            &mut *self.starts.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut st_ref.pulled,
+        );
+        for (id, worker, at) in st_ref.pulled.drain(..) {
+            st_ref.running.insert(id, (worker, at));
         }
         st
     }
@@ -93,8 +102,10 @@ impl Probe {
     /// Worker `worker` (0-based) started attempt `id` at `at` (called on the executor's
     /// threads).
     pub(crate) fn started(&self, id: AttemptId, worker: usize, at: Instant) {
-        // The receiver lives as long as the probe: a send fails only while dropping it.
-        let _ = self.starts.send((id, worker, at));
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, worker, at));
     }
 
     /// Attempts ended at `now`: for each its id, and for a failure whether the worker was

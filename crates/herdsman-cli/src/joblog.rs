@@ -13,7 +13,7 @@
 
 use crate::id_map::IdMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -114,10 +114,15 @@ impl Tracker {
         kind: Option<DeadLetterKind>,
         worker: Option<usize>,
     ) {
-        if !self.started.contains_key(&id) {
-            self.pull();
-        }
-        let (started_on, start) = match self.started.remove(&id) {
+        // One lookup when the start was already pulled; a second after pulling otherwise.
+        let started = match self.started.remove(&id) {
+            Some(s) => Some(s),
+            None => {
+                self.pull();
+                self.started.remove(&id)
+            }
+        };
+        let (started_on, start) = match started {
             Some((w, at)) => (Some(w), at),
             // Never handed to a worker: a record that could not be read fails at once.
             None => (None, now),
@@ -159,18 +164,22 @@ pub struct Finished {
 impl Finished {
     /// The attempts `1..=attempts` of the record at engine index `index`, appended to `out`.
     /// Every attempt the engine counted was sent before its outcome reached the caller.
+    #[cfg(test)]
     pub fn take(&mut self, index: u64, attempts: u32, out: &mut Vec<Attempt>) {
         for attempt in 1..=attempts {
-            let id = AttemptId { index, attempt };
-            let found = self.done.remove(&id).or_else(|| {
-                while let Ok(mut batch) = self.rx.try_recv() {
-                    self.done.extend(batch.drain(..));
-                    let _ = self.spare.send(batch);
-                }
-                self.done.remove(&id)
-            });
-            out.extend(found);
+            out.extend(self.take_one(AttemptId { index, attempt }));
         }
+    }
+
+    /// Attempt `id`, if the executor noted it (and it was not taken before).
+    fn take_one(&mut self, id: AttemptId) -> Option<Attempt> {
+        self.done.remove(&id).or_else(|| {
+            while let Ok(mut batch) = self.rx.try_recv() {
+                self.done.extend(batch.drain(..));
+                let _ = self.spare.send(batch);
+            }
+            self.done.remove(&id)
+        })
     }
 }
 
@@ -239,19 +248,30 @@ impl Committed {
     }
 }
 
+/// How many bytes of lines the job log holds before it writes them to its file: lines are
+/// formatted straight into this buffer (no second copy into a `BufWriter`), and written in
+/// large blocks, and at every sync (before each checkpoint commit).
+const BUFFER: usize = 256 << 10;
+
 /// An open job log.
 pub struct JobLog {
     path: PathBuf,
     format: Format,
-    out: BufWriter<File>,
-    line: Vec<u8>,
+    out: File,
+    /// Lines not yet written to `out`: at most about [`BUFFER`] bytes.
+    buf: Vec<u8>,
     /// The attempts, as the executor hands them over.
     finished: Option<Finished>,
-    scratch: Vec<Attempt>,
     /// The last input file name and its spelling in this format.
     file: (String, String),
     /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
     base: (Instant, SystemTime),
+    /// `base`'s wall-clock time as time since the Unix epoch, worked out once (and again
+    /// only if `base` changes).
+    epoch: (SystemTime, Duration),
+    /// The last start's whole seconds since the epoch, and their digits with the point:
+    /// the attempts of one second share them, so only the milliseconds are formatted.
+    second: (u64, Vec<u8>),
 }
 
 impl JobLog {
@@ -280,19 +300,21 @@ impl JobLog {
         };
         file.set_len(keep).map_err(env)?;
         file.seek(std::io::SeekFrom::Start(keep)).map_err(env)?;
-        let mut out = BufWriter::with_capacity(64 << 10, file);
+        let mut buf = Vec::with_capacity(BUFFER + (4 << 10));
         if keep == 0 && format == Format::Tsv {
-            out.write_all(TSV_HEADER.as_bytes()).map_err(env)?;
+            buf.extend_from_slice(TSV_HEADER.as_bytes());
         }
+        let base = (Instant::now(), SystemTime::now());
         Ok(JobLog {
             path: path.to_path_buf(),
             format,
-            out,
-            line: Vec::with_capacity(256),
+            out: file,
+            buf,
             finished: None,
-            scratch: Vec::new(),
             file: (String::new(), String::new()),
-            base: (Instant::now(), SystemTime::now()),
+            base,
+            epoch: (base.1, since_epoch(base.1)),
+            second: (u64::MAX, Vec::new()),
         })
     }
 
@@ -311,22 +333,35 @@ impl JobLog {
         line: u64,
         seq: u64,
     ) -> Result<()> {
-        let Some(finished) = self.finished.as_mut() else {
+        if self.finished.is_none() {
             return Ok(());
-        };
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        finished.take(index, attempts, &mut scratch);
-        let written = self.write(file, line, seq, &scratch);
-        self.scratch = scratch;
-        written
+        }
+        self.spell_file(file);
+        // Each attempt's line goes straight into the buffer, as it is taken from the notes.
+        for attempt in 1..=attempts {
+            let id = AttemptId { index, attempt };
+            if let Some(a) = self.finished.as_mut().and_then(|f| f.take_one(id)) {
+                self.line(line, seq, &a);
+            }
+        }
+        self.spill()
     }
 
     /// Writes the lines of one record's attempts.
+    #[cfg(test)]
     pub fn write(&mut self, file: &str, line: u64, seq: u64, attempts: &[Attempt]) -> Result<()> {
         if attempts.is_empty() {
             return Ok(());
         }
+        self.spell_file(file);
+        for a in attempts {
+            self.line(line, seq, a);
+        }
+        self.spill()
+    }
+
+    /// Remembers how `file` is spelled in this format, unless it is the last file's name.
+    fn spell_file(&mut self, file: &str) {
         if self.file.0 != file {
             let spelled = match self.format {
                 Format::Tsv if file.is_empty() => "-".to_string(),
@@ -335,118 +370,165 @@ impl JobLog {
             };
             self.file = (file.to_string(), spelled);
         }
+    }
+
+    /// Appends attempt `a`'s line to the buffer (the file's spelling is `self.file.1`).
+    fn line(&mut self, line: u64, seq: u64, a: &Attempt) {
+        if self.epoch.0 != self.base.1 {
+            self.epoch = (self.base.1, since_epoch(self.base.1));
+        }
+        // The wall-clock start: the base's, moved by the attempt's distance from the base on
+        // the monotonic clock (one subtraction, no clock reading).
+        let since_epoch = match a.start.checked_duration_since(self.base.0) {
+            Some(after) => self.epoch.1 + after,
+            None => self
+                .epoch
+                .1
+                .saturating_sub(self.base.0.duration_since(a.start)),
+        };
+        let kind = a.kind.map(|k| k.name());
+        let outcome = a.ending.name();
         // Written by hand, byte by byte: a line per attempt of a million-record run must not
         // cost a formatter call per field.
-        let b = &mut self.line;
-        for a in attempts {
-            b.clear();
-            let wall = match a.start.checked_duration_since(self.base.0) {
-                Some(after) => self.base.1 + after,
-                None => self.base.1 - self.base.0.duration_since(a.start),
-            };
-            let since_epoch = wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            let kind = a.kind.map(|k| k.name());
-            let outcome = a.ending.name();
-            match self.format {
-                Format::Tsv => {
-                    number(b, seq + 1);
-                    b.push(b'\t');
-                    b.extend_from_slice(self.file.1.as_bytes());
-                    b.push(b'\t');
-                    number(b, line);
-                    b.push(b'\t');
-                    match a.worker {
-                        Some(w) => number(b, w as u64),
-                        None => b.push(b'-'),
-                    }
-                    b.push(b'\t');
-                    decimal(b, since_epoch.as_secs(), since_epoch.subsec_millis(), 3);
-                    b.push(b'\t');
-                    decimal(b, a.duration.as_secs(), a.duration.subsec_millis(), 3);
-                    b.push(b'\t');
-                    b.extend_from_slice(outcome.as_bytes());
-                    b.push(b'\t');
-                    b.extend_from_slice(kind.unwrap_or("-").as_bytes());
-                    b.push(b'\t');
-                    number(b, u64::from(a.attempt));
-                    b.push(b'\n');
+        let b = &mut self.buf;
+        match self.format {
+            Format::Tsv => {
+                number(b, seq + 1);
+                b.push(b'\t');
+                b.extend_from_slice(self.file.1.as_bytes());
+                b.push(b'\t');
+                number(b, line);
+                b.push(b'\t');
+                match a.worker {
+                    Some(w) => number(b, w as u64),
+                    None => b.push(b'-'),
                 }
-                Format::Jsonl => {
-                    b.extend_from_slice(b"{\"record\":");
-                    number(b, seq + 1);
-                    b.extend_from_slice(b",\"file\":");
-                    b.extend_from_slice(self.file.1.as_bytes());
-                    b.extend_from_slice(b",\"line\":");
-                    number(b, line);
-                    b.extend_from_slice(b",\"worker\":");
-                    match a.worker {
-                        Some(w) => number(b, w as u64),
-                        None => b.extend_from_slice(b"null"),
-                    }
-                    b.extend_from_slice(b",\"start\":");
-                    decimal(b, since_epoch.as_secs(), since_epoch.subsec_millis(), 3);
-                    b.extend_from_slice(b",\"duration\":");
-                    decimal(b, a.duration.as_secs(), a.duration.subsec_micros(), 6);
-                    b.extend_from_slice(b",\"outcome\":\"");
-                    b.extend_from_slice(outcome.as_bytes());
-                    b.extend_from_slice(b"\",\"kind\":");
-                    match kind {
-                        Some(k) => {
-                            b.push(b'"');
-                            b.extend_from_slice(k.as_bytes());
-                            b.push(b'"');
-                        }
-                        None => b.extend_from_slice(b"null"),
-                    }
-                    b.extend_from_slice(b",\"attempt\":");
-                    number(b, u64::from(a.attempt));
-                    b.extend_from_slice(b"}\n");
-                }
+                b.push(b'\t');
+                start(b, &mut self.second, since_epoch);
+                b.push(b'\t');
+                decimal(b, a.duration.as_secs(), a.duration.subsec_millis(), 3);
+                b.push(b'\t');
+                b.extend_from_slice(outcome.as_bytes());
+                b.push(b'\t');
+                b.extend_from_slice(kind.unwrap_or("-").as_bytes());
+                b.push(b'\t');
+                number(b, u64::from(a.attempt));
+                b.push(b'\n');
             }
-            self.out
-                .write_all(b)
-                .with_context(|| format!("cannot write the job log {}", self.path.display()))?;
+            Format::Jsonl => {
+                b.extend_from_slice(b"{\"record\":");
+                number(b, seq + 1);
+                b.extend_from_slice(b",\"file\":");
+                b.extend_from_slice(self.file.1.as_bytes());
+                b.extend_from_slice(b",\"line\":");
+                number(b, line);
+                b.extend_from_slice(b",\"worker\":");
+                match a.worker {
+                    Some(w) => number(b, w as u64),
+                    None => b.extend_from_slice(b"null"),
+                }
+                b.extend_from_slice(b",\"start\":");
+                start(b, &mut self.second, since_epoch);
+                b.extend_from_slice(b",\"duration\":");
+                decimal(b, a.duration.as_secs(), a.duration.subsec_micros(), 6);
+                b.extend_from_slice(b",\"outcome\":\"");
+                b.extend_from_slice(outcome.as_bytes());
+                b.extend_from_slice(b"\",\"kind\":");
+                match kind {
+                    Some(k) => {
+                        b.push(b'"');
+                        b.extend_from_slice(k.as_bytes());
+                        b.push(b'"');
+                    }
+                    None => b.extend_from_slice(b"null"),
+                }
+                b.extend_from_slice(b",\"attempt\":");
+                number(b, u64::from(a.attempt));
+                b.extend_from_slice(b"}\n");
+            }
+        }
+    }
+
+    /// Writes the buffer to the file once it holds [`BUFFER`] bytes or more.
+    fn spill(&mut self) -> Result<()> {
+        if self.buf.len() >= BUFFER {
+            self.write_buffer()?;
         }
         Ok(())
     }
 
+    /// Writes the whole buffer to the file.
+    fn write_buffer(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.out.write_all(&self.buf);
+        // Cleared also on failure: the run ends with this error, and the bytes are not tried
+        // again when the job log is dropped.
+        self.buf.clear();
+        written.with_context(|| format!("cannot write the job log {}", self.path.display()))
+    }
+
     /// Flushes and fsyncs the job log (before a checkpoint commit).
     pub fn sync(&mut self) -> Result<()> {
+        self.write_buffer()?;
         self.out
-            .flush()
-            .and_then(|()| self.out.get_ref().sync_data())
+            .sync_data()
             .with_context(|| format!("cannot write the job log {}", self.path.display()))
     }
 }
 
-/// Appends `n` in decimal.
-fn number(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+impl Drop for JobLog {
+    /// Writes what is buffered, as a `BufWriter` would (errors are for [`JobLog::sync`]).
+    fn drop(&mut self) {
+        let _ = self.write_buffer();
     }
-    out.extend_from_slice(&digits[i..]);
 }
 
-/// Appends `whole.fraction` with `places` digits after the point (`fraction` < 10^places).
+/// `at` as time since the Unix epoch (zero before it).
+fn since_epoch(at: SystemTime) -> Duration {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Appends `n` in decimal (two digits per step, through `itoa`).
+#[inline]
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends a start time (`since_epoch`) with milliseconds, the whole seconds and the point
+/// copied from `second` when they are its seconds (else formatted and kept there).
+#[inline]
+fn start(out: &mut Vec<u8>, second: &mut (u64, Vec<u8>), since_epoch: Duration) {
+    let secs = since_epoch.as_secs();
+    if second.0 != secs {
+        second.1.clear();
+        number(&mut second.1, secs);
+        second.1.push(b'.');
+        second.0 = secs;
+    }
+    out.extend_from_slice(&second.1);
+    let ms = since_epoch.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+    ]);
+}
+
+/// Appends `whole.fraction` with `places` digits after the point (`fraction` < 10^places;
+/// `places` is 3 or 6).
+#[inline]
 fn decimal(out: &mut Vec<u8>, whole: u64, fraction: u32, places: usize) {
     number(out, whole);
-    out.push(b'.');
-    let mut digits = [b'0'; 9];
+    let mut digits = [b'.', 0, 0, 0, 0, 0, 0];
     let mut f = fraction;
-    for d in digits[..places].iter_mut().rev() {
+    for d in digits[1..=places].iter_mut().rev() {
         *d = b'0' + (f % 10) as u8;
         f /= 10;
     }
-    out.extend_from_slice(&digits[..places]);
+    out.extend_from_slice(&digits[..=places]);
 }
 
 /// The length of the job log's leading lines that belong to committed records (the header
@@ -548,6 +630,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_log_larger_than_its_buffer_reaches_the_file_in_whole_lines_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.tsv");
+        let mut log = JobLog::open(&path, None).unwrap();
+        let records = 20_000u64;
+        for seq in 0..records {
+            log.write(
+                "in.csv",
+                seq + 2,
+                seq,
+                &[attempt(Instant::now(), 1, Ending::Succeeded)],
+            )
+            .unwrap();
+        }
+        // Past the buffer, lines were written before any sync: whole lines only.
+        let early = std::fs::read(&path).unwrap();
+        assert!(early.len() >= BUFFER, "{} bytes", early.len());
+        assert_eq!(early.last(), Some(&b'\n'));
+        // The rest is written when the job log is dropped, as it was synced.
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(TSV_HEADER));
+        let numbers: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(numbers, (1..=records).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn start_times_keep_three_digits_across_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.tsv");
+        let mut log = JobLog::open(&path, None).unwrap();
+        let now = Instant::now();
+        log.base = (now, SystemTime::UNIX_EPOCH + Duration::from_millis(9_995));
+        for (seq, after) in [(0, 0), (1, 4), (2, 5), (3, 1_006)] {
+            let mut a = attempt(now + Duration::from_millis(after), 1, Ending::Succeeded);
+            a.duration = Duration::from_micros(1_000_500);
+            log.write("in.csv", seq + 2, seq, &[a]).unwrap();
+        }
+        log.sync().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let starts: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').nth(4).unwrap())
+            .collect();
+        assert_eq!(starts, ["9.995", "9.999", "10.000", "11.001"]);
+        assert!(text
+            .lines()
+            .skip(1)
+            .all(|l| l.split('\t').nth(5) == Some("1.000")));
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! chunk's rows (already encoded for COPY as they were written) to a thread that owns the
 //! connection and returns at once, so the database's work overlaps with the caller's; a
 //! bounded queue of [`QUEUE_DEPTH`] chunks keeps memory bounded, chunks commit in the order
-//! they were handed over, and [`DbSink::sync`] waits until every chunk handed over is
+//! they were handed over (the ones that queued up while a transaction ran commit together in
+//! the next, each still wholly in or absent, and one by one if that fails), and [`DbSink::sync`] waits until every chunk handed over is
 //! committed (the caller records a chunk as done only after that). The first chunk the
 //! database refuses stops the thread: no later chunk is committed, and the error is returned
 //! by the next [`DbSink::commit_chunk`] or [`DbSink::sync`], then every later call fails
@@ -367,7 +368,7 @@ enum Conn {
 
 /// How many chunks may wait for the background connection besides the one it is committing
 /// (PostgreSQL); [`DbSink::commit_chunk`] blocks while the queue is full.
-pub const QUEUE_DEPTH: usize = 2;
+pub const QUEUE_DEPTH: usize = 8;
 
 /// A moment of a chunk's transaction, for [`DbSink::on_commit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -965,19 +966,47 @@ fn start_background(
         .name("herdsman-db-commit".into())
         .spawn(move || {
             let mut stmt: Option<(String, postgres::Statement)> = None;
-            for tx in queue {
-                if let Some(h) = hook {
-                    h(CommitPoint::Before);
-                }
-                let r = pg_chunk(&mut client, &url, &job, &tx, &mut stmt);
-                let ok = r.is_ok();
-                if ok {
-                    if let Some(h) = hook {
-                        h(CommitPoint::After);
+            // The chunks that queued up while the last transaction ran commit together in
+            // one (each still wholly in or absent); should that fail, they are tried one by
+            // one, so the chunk the database refuses is named and the ones before it commit.
+            while let Ok(first) = queue.recv() {
+                let mut batch = vec![first];
+                while batch.len() <= QUEUE_DEPTH {
+                    match queue.try_recv() {
+                        Ok(tx) => batch.push(tx),
+                        Err(_) => break,
                     }
                 }
-                if report.send((tx.chunk, r)).is_err() || !ok {
-                    break;
+                let together = batch.len() > 1;
+                let r = commit_pg(&mut client, &url, &job, &batch, &mut stmt, hook);
+                let outcomes: Vec<(u64, Result<(), DbError>)> = match r {
+                    Ok(()) => batch.iter().map(|t| (t.chunk, Ok(()))).collect(),
+                    Err(e) if !together => vec![(batch[0].chunk, Err(e))],
+                    Err(_) => {
+                        let mut one_by_one = Vec::new();
+                        for t in batch {
+                            let r = commit_pg(
+                                &mut client,
+                                &url,
+                                &job,
+                                std::slice::from_ref(&t),
+                                &mut stmt,
+                                hook,
+                            );
+                            let ok = r.is_ok();
+                            one_by_one.push((t.chunk, r));
+                            if !ok {
+                                break;
+                            }
+                        }
+                        one_by_one
+                    }
+                };
+                for (chunk, r) in outcomes {
+                    let ok = r.is_ok();
+                    if report.send((chunk, r)).is_err() || !ok {
+                        return;
+                    }
                 }
             }
         })
@@ -996,13 +1025,33 @@ fn pg_literal(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// One chunk's PostgreSQL transaction in four round trips: BEGIN; COPY (a statement
-/// prepared once per connection) and its end; the marker's insert together with COMMIT.
+/// The transaction of one or more chunks (with the hook's calls around it).
+fn commit_pg(
+    c: &mut postgres::Client,
+    url: &DbUrl,
+    job: &str,
+    batch: &[ChunkTx],
+    stmt: &mut Option<(String, postgres::Statement)>,
+    hook: Option<fn(CommitPoint)>,
+) -> Result<(), DbError> {
+    if let Some(h) = hook {
+        h(CommitPoint::Before);
+    }
+    pg_chunk(c, url, job, batch, stmt)?;
+    if let Some(h) = hook {
+        h(CommitPoint::After);
+    }
+    Ok(())
+}
+
+/// The PostgreSQL transaction of one or more chunks in four round trips: BEGIN; COPY of
+/// their rows (a statement prepared once per connection) and its end; their markers' insert
+/// together with COMMIT.
 fn pg_chunk(
     c: &mut postgres::Client,
     url: &DbUrl,
     job: &str,
-    t: &ChunkTx,
+    t: &[ChunkTx],
     stmt: &mut Option<(String, postgres::Statement)>,
 ) -> Result<(), DbError> {
     let e = |a| Conn::pg_err(url, a);
@@ -1020,34 +1069,47 @@ fn pg_chunk_body(
     c: &mut postgres::Client,
     url: &DbUrl,
     job: &str,
-    t: &ChunkTx,
+    batch: &[ChunkTx],
     stmt: &mut Option<(String, postgres::Statement)>,
 ) -> Result<(), DbError> {
     let e = |a| Conn::pg_err(url, a);
-    if let Some(ddl) = &t.create {
-        c.batch_execute(ddl).map_err(e("cannot create the table"))?;
+    for t in batch {
+        if let Some(ddl) = &t.create {
+            c.batch_execute(ddl).map_err(e("cannot create the table"))?;
+        }
     }
-    if t.rows > 0 {
-        if stmt.as_ref().is_none_or(|(sql, _)| *sql != t.copy_sql) {
-            let s = c.prepare(&t.copy_sql).map_err(e("cannot start COPY"))?;
-            *stmt = Some((t.copy_sql.clone(), s));
+    if let Some(last) = batch.iter().rev().find(|t| t.rows > 0) {
+        if stmt.as_ref().is_none_or(|(sql, _)| *sql != last.copy_sql) {
+            let s = c.prepare(&last.copy_sql).map_err(e("cannot start COPY"))?;
+            *stmt = Some((last.copy_sql.clone(), s));
         }
         let (_, s) = stmt.as_ref().expect("prepared above");
         let mut w = c.copy_in(s).map_err(e("cannot start COPY"))?;
-        w.write_all(&t.copy).map_err(|io| DbError::Url {
-            url: url.to_string(),
-            message: format!("COPY failed: {io}"),
-        })?;
+        for t in batch {
+            w.write_all(&t.copy).map_err(|io| DbError::Url {
+                url: url.to_string(),
+                message: format!("COPY failed: {io}"),
+            })?;
+        }
         w.finish().map_err(e("COPY of the chunk's rows failed"))?;
     }
+    let values = batch
+        .iter()
+        .map(|t| {
+            format!(
+                "({}, {}, {}, 1, {}, {}, {})",
+                pg_literal(job),
+                pg_literal(&url.table),
+                t.chunk as i64,
+                t.rows as i64,
+                pg_literal(&t.meta),
+                pg_literal(&t.now),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "INSERT INTO herdsman_chunks (job_id, table_name, chunk, attempt, rows, meta, committed_at) VALUES ({}, {}, {}, 1, {}, {}, {}); COMMIT",
-        pg_literal(job),
-        pg_literal(&url.table),
-        t.chunk as i64,
-        t.rows as i64,
-        pg_literal(&t.meta),
-        pg_literal(&t.now),
+        "INSERT INTO herdsman_chunks (job_id, table_name, chunk, attempt, rows, meta, committed_at) VALUES {values}; COMMIT"
     );
     c.batch_execute(&sql).map_err(|source| DbError::Postgres {
         db: url.db(),

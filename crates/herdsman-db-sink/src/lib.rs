@@ -935,14 +935,14 @@ impl DbSink {
         }
         let bg = self.background.as_mut().expect("started above");
         let chunk = tx.chunk;
-        let sent = bg.jobs.as_ref().map(|j| j.send(tx));
+        let sent = bg.jobs.as_ref().is_some_and(|j| j.send(tx).is_ok());
         match sent {
-            Some(Ok(())) => {
+            true => {
                 bg.in_flight.push_back(chunk);
                 Ok(())
             }
             // The thread stopped at a refused chunk: its error is waiting.
-            _ => {
+            false => {
                 self.sync()?;
                 let chunk = self.failed.unwrap_or_default();
                 self.failed = Some(chunk);

@@ -3,8 +3,13 @@
 //! makes its checkpoint agree with the table.
 //!
 //! The exactly-once protocol, in order, for each chunk: its dead-letter entries are written
-//! and fsynced; one database transaction inserts its rows and its marker (the chunk's ledger
-//! commit, encoded as JSON); later the ledger commits it as for a file. A crash between the
+//! and fsynced (when it has any); one database transaction inserts its rows and its marker
+//! (the chunk's ledger commit, encoded as JSON); later the ledger commits it as for a file.
+//! A PostgreSQL transaction runs on the sink's background connection while the next chunks
+//! are assembled: [`Output::sync`], which the checkpoint calls before the ledger commits,
+//! waits for every chunk handed over, so the ledger never records a chunk whose transaction
+//! has not committed, and a chunk the database refused fails the run with its error there
+//! (or at the next chunk), with nothing after it committed. A crash between the
 //! database commit and the ledger commit leaves a marker the ledger does not know:
 //! [`reconcile`] commits it to the ledger before the run decides where to resume, so the
 //! chunk is never inserted again and its dead letters (already durable) are kept. A chunk
@@ -16,7 +21,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use herdsman_db_sink::{DbSink, DbUrl};
+use herdsman_db_sink::{CommitPoint, DbSink, DbUrl};
 use herdsman_io::{Kept, Sink, SinkError};
 use herdsman_ledger::{ChunkCommit, Opened};
 
@@ -26,20 +31,50 @@ use crate::config::{canonical, usage, RunConfig};
 /// The run's output: a file (or stdout, a device) or a database table.
 pub(crate) enum Output {
     File(Sink),
-    Db(Box<DbSink>),
+    Db(Box<DbOut>),
+}
+
+/// A table output, and how far its dead-letter file was last fsynced for it.
+pub(crate) struct DbOut {
+    sink: DbSink,
+    /// The dead-letter file's length at its last fsync before a chunk's transaction.
+    failures_synced: Option<u64>,
 }
 
 impl Output {
     /// Opens the table of a database output: `fresh` for a new job, `rows` committed before.
     pub(crate) fn open_db(cfg: &RunConfig, db: &DbUrl, fresh: bool, rows: u64) -> Result<Output> {
-        let sink = DbSink::open(db, &job_key(cfg), cfg.if_exists, fresh, rows).map_err(|e| {
+        let mut sink = DbSink::open(db, &job_key(cfg), cfg.if_exists, fresh, rows).map_err(|e| {
             match e {
                 herdsman_db_sink::DbError::TableExists { .. } => usage(e.to_string()),
                 e => anyhow::Error::new(e)
                     .context(format!("cannot open the output table {db}; check the URL and that the database accepts connections")),
             }
         })?;
-        Ok(Output::Db(Box::new(sink)))
+        sink.on_commit(|point| {
+            crate::fault::fault(match point {
+                CommitPoint::Before => "before-db-commit",
+                CommitPoint::After => "after-db-commit",
+            })
+        });
+        Ok(Output::Db(Box::new(DbOut {
+            sink,
+            failures_synced: None,
+        })))
+    }
+
+    /// Whether the dead-letter file, now `failures_end` bytes long, grew since it was last
+    /// fsynced for a chunk's transaction (then it must be fsynced again first); always false
+    /// for a file output.
+    pub(crate) fn dead_letters_grew(&mut self, failures_end: u64) -> bool {
+        match self {
+            Output::File(_) => false,
+            Output::Db(db) => {
+                let grew = db.failures_synced != Some(failures_end);
+                db.failures_synced = Some(failures_end);
+                grew
+            }
+        }
     }
 
     pub(crate) fn check_records(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
@@ -49,8 +84,9 @@ impl Output {
             // there is a dead letter too; parsing it once is half the cost of a row.
             Output::Db(_) if outputs.len() <= 1 => Ok(()),
             Output::Db(db) => outputs.iter().try_for_each(|o| {
-                db.check(o).map_err(|message| SinkError::Record {
-                    path: db.url().to_string().into(),
+                db.sink
+                    .check(o).map_err(|message| SinkError::Record {
+                    path: db.sink.url().to_string().into(),
                     message,
                 })
             }),
@@ -60,8 +96,8 @@ impl Output {
     pub(crate) fn write_record(&mut self, json: &[u8]) -> Result<(), SinkError> {
         match self {
             Output::File(s) => s.write_record(json),
-            Output::Db(db) => db.write(json).map_err(|message| SinkError::Record {
-                path: db.url().to_string().into(),
+            Output::Db(db) => db.sink.write(json).map_err(|message| SinkError::Record {
+                path: db.sink.url().to_string().into(),
                 message,
             }),
         }
@@ -78,7 +114,7 @@ impl Output {
     pub(crate) fn offset(&self) -> u64 {
         match self {
             Output::File(s) => s.offset(),
-            Output::Db(db) => db.rows(),
+            Output::Db(db) => db.sink.rows(),
         }
     }
 
@@ -97,11 +133,12 @@ impl Output {
     }
 
     /// Makes the output durable: a file is fsynced; a table's chunks are durable once their
-    /// transactions commit.
-    pub(crate) fn sync(&mut self) -> Result<(), SinkError> {
+    /// transactions commit, so this waits for the ones still on the background connection and
+    /// fails with the error of a chunk the database refused.
+    pub(crate) fn sync(&mut self) -> Result<()> {
         match self {
-            Output::File(s) => s.sync(),
-            Output::Db(_) => Ok(()),
+            Output::File(s) => s.sync().context("cannot sync the output"),
+            Output::Db(db) => db.sync(),
         }
     }
 
@@ -111,17 +148,8 @@ impl Output {
         match self {
             Output::File(_) => Ok(()),
             Output::Db(db) => {
-                crate::fault::fault("before-db-commit");
-                db.commit_chunk(commit.chunk, &encode(commit))
-                    .with_context(|| {
-                        format!(
-                            "cannot write chunk {} to {}; the run can be resumed once the database is back",
-                            commit.chunk,
-                            db.url()
-                        )
-                    })?;
-                crate::fault::fault("after-db-commit");
-                Ok(())
+                let r = db.sink.commit_chunk(commit.chunk, &encode(commit));
+                db.failed(r, commit.chunk)
             }
         }
     }
@@ -140,6 +168,26 @@ impl Output {
             Output::File(s) => s.finish_incomplete(),
             Output::Db(_) => Ok(Kept::Streamed),
         }
+    }
+}
+
+impl DbOut {
+    /// Waits until every chunk handed to the table is committed.
+    fn sync(&mut self) -> Result<()> {
+        let r = self.sink.sync();
+        self.failed(r, 0)
+    }
+
+    /// The error of a chunk's transaction, naming the chunk that failed (`chunk` when it is
+    /// not known yet).
+    fn failed(&self, r: Result<(), herdsman_db_sink::DbError>, chunk: u64) -> Result<()> {
+        r.with_context(|| {
+            format!(
+                "cannot write chunk {} to {}; the run can be resumed once the database is back",
+                self.sink.failed_chunk().unwrap_or(chunk),
+                self.sink.url()
+            )
+        })
     }
 }
 

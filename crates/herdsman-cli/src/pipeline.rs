@@ -233,9 +233,13 @@ impl Sinks for FileSinks {
             return Ok(());
         }
         // The chunk's dead letters are durable before its rows reach the table: a resumed run
-        // that finds the chunk's marker keeps them (see db_output).
+        // that finds the chunk's marker keeps them (see db_output). A chunk without any has
+        // nothing to fsync.
+        let (_, failures_end) = self.offsets();
         if let Failures::Open(sink) = &mut self.failures {
-            sink.sync().context("cannot sync the dead-letter file")?;
+            if self.output.dead_letters_grew(failures_end) {
+                sink.sync().context("cannot sync the dead-letter file")?;
+            }
         }
         if let Some(log) = &mut self.joblog {
             log.sync()?;
@@ -256,7 +260,7 @@ impl Sinks for FileSinks {
         Ok(())
     }
     fn sync(&mut self) -> Result<()> {
-        self.output.sync().context("cannot sync the output")?;
+        self.output.sync()?;
         if let Failures::Open(sink) = &mut self.failures {
             sink.sync().context("cannot sync the dead-letter file")?;
         }

@@ -16,11 +16,24 @@
 //! read. A record that does not fit the table is refused by [`DbSink::check`] before anything
 //! of it is buffered.
 //!
+//! PostgreSQL chunks commit on a background connection: [`DbSink::commit_chunk`] hands the
+//! chunk's rows (already encoded for COPY as they were written) to a thread that owns the
+//! connection and returns at once, so the database's work overlaps with the caller's; a
+//! bounded queue of [`QUEUE_DEPTH`] chunks keeps memory bounded, chunks commit in the order
+//! they were handed over (the ones that queued up while a transaction ran commit together in
+//! the next, each still wholly in or absent, and one by one if that fails), and [`DbSink::sync`] waits until every chunk handed over is
+//! committed (the caller records a chunk as done only after that). The first chunk the
+//! database refuses stops the thread: no later chunk is committed, and the error is returned
+//! by the next [`DbSink::commit_chunk`] or [`DbSink::sync`], then every later call fails
+//! too. SQLite chunks commit synchronously, in `commit_chunk` itself.
+//!
 //! This crate must never commit rows of a chunk without its marker, nor a marker without its
-//! rows.
+//! rows, nor a chunk after one that failed.
 
 use std::fmt;
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::mpsc;
 
 use serde_json::Value;
 
@@ -67,6 +80,15 @@ pub enum DbError {
         /// The library's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// An earlier chunk of this run could not be committed (that error was returned once);
+    /// nothing after it was committed.
+    #[error("chunk {chunk} could not be written to {db} earlier in this run, so nothing after it was committed; resume the run once the database is back")]
+    Abandoned {
+        /// The chunk that failed.
+        chunk: u64,
+        /// The database, for the message.
+        db: String,
     },
     /// A marker of this job could not be read back.
     #[error("the marker of chunk {chunk} in {MARKER_TABLE} is damaged: {message}")]
@@ -344,19 +366,74 @@ enum Conn {
     Sqlite(rusqlite::Connection),
 }
 
+/// How many chunks may wait for the background connection besides the one it is committing
+/// (PostgreSQL); [`DbSink::commit_chunk`] blocks while the queue is full.
+pub const QUEUE_DEPTH: usize = 8;
+
+/// A moment of a chunk's transaction, for [`DbSink::on_commit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitPoint {
+    /// Just before the chunk's transaction starts.
+    Before,
+    /// Just after the chunk's transaction committed.
+    After,
+}
+
 /// The output table of a job, written one chunk per transaction.
 pub struct DbSink {
-    conn: Conn,
+    /// The connection, until a PostgreSQL sink hands it to its background thread.
+    conn: Option<Conn>,
+    /// Whether the database is PostgreSQL.
+    pg: bool,
+    /// The thread that commits PostgreSQL chunks, once started.
+    background: Option<Background>,
     url: DbUrl,
     job: String,
     /// The table's columns; `None` until the first record or an existing table says.
     columns: Option<Vec<Column>>,
     /// Whether the table must be created in the next chunk's transaction.
     create: bool,
-    /// Rows of the chunk being written, one value per column.
+    /// Rows of the chunk being written, one value per column (SQLite).
     rows: Vec<Vec<Value>>,
-    /// Rows committed by this job before the buffered ones.
+    /// Rows of the chunk being written in COPY's text format (PostgreSQL), and how many.
+    copy: Vec<u8>,
+    copy_rows: u64,
+    /// Rows committed (or handed to the background connection) before the buffered ones.
     committed_rows: u64,
+    /// The first chunk that could not be committed: every later commit fails.
+    failed: Option<u64>,
+    /// Called at the moments of every chunk's transaction.
+    hook: Option<fn(CommitPoint)>,
+}
+
+/// Everything a chunk's PostgreSQL transaction needs, handed to the background thread.
+struct ChunkTx {
+    chunk: u64,
+    meta: String,
+    now: String,
+    create: Option<String>,
+    copy_sql: String,
+    copy: Vec<u8>,
+    rows: u64,
+}
+
+/// The background connection of a PostgreSQL sink.
+struct Background {
+    jobs: Option<mpsc::SyncSender<ChunkTx>>,
+    done: mpsc::Receiver<(u64, Result<(), DbError>)>,
+    /// Chunks handed over whose outcome has not been received, oldest first.
+    in_flight: std::collections::VecDeque<u64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // The chunks already handed over commit (or fail) before the connection closes.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl fmt::Debug for DbSink {
@@ -602,13 +679,19 @@ impl DbSink {
             }
         }
         Ok(DbSink {
-            conn,
+            pg: matches!(conn, Conn::Postgres(_)),
+            conn: Some(conn),
+            background: None,
             url: url.clone(),
             job: job.to_string(),
             create: columns.is_none(),
             columns,
             rows: Vec::new(),
+            copy: Vec::new(),
+            copy_rows: 0,
             committed_rows,
+            failed: None,
+            hook: None,
         })
     }
 
@@ -624,7 +707,18 @@ impl DbSink {
 
     /// Rows of the job so far: committed ones and the ones buffered for the current chunk.
     pub fn rows(&self) -> u64 {
-        self.committed_rows + self.rows.len() as u64
+        self.committed_rows + self.rows.len() as u64 + self.copy_rows
+    }
+
+    /// Calls `hook` at the moments of every chunk's transaction (on the background thread for
+    /// PostgreSQL), e.g. to test what a crash there leaves.
+    pub fn on_commit(&mut self, hook: fn(CommitPoint)) {
+        self.hook = Some(hook);
+    }
+
+    /// The chunk whose commit failed, once one did.
+    pub fn failed_chunk(&self) -> Option<u64> {
+        self.failed
     }
 
     /// The columns a new table gets from the record `obj`, in key order.
@@ -696,24 +790,35 @@ impl DbSink {
         if let Some(cols) = inferred {
             self.columns = Some(cols);
         }
-        self.rows.push(row);
+        if self.pg {
+            let columns = self.columns.as_deref().unwrap_or_default();
+            copy_text_row(&mut self.copy, &row, columns);
+            self.copy_rows += 1;
+        } else {
+            self.rows.push(row);
+        }
         Ok(())
     }
 
     /// Commits the buffered rows of chunk `chunk` and its marker (with `meta`) in one
     /// transaction, creating the table first if it does not exist yet.
+    ///
+    /// SQLite commits before this returns. PostgreSQL hands the chunk to the background
+    /// connection and returns at once (blocking only while [`QUEUE_DEPTH`] chunks wait): the
+    /// chunk is committed once [`DbSink::sync`] returns `Ok`. The error of an earlier chunk
+    /// the database refused is returned here, and no chunk is committed after it.
     pub fn commit_chunk(&mut self, chunk: u64, meta: &str) -> Result<(), DbError> {
-        let rows = std::mem::take(&mut self.rows);
-        let n = rows.len() as u64;
+        if let Some(failed) = self.failed {
+            return Err(self.abandoned(failed));
+        }
         let columns = self.columns.clone().unwrap_or_default();
         let table = quote(&self.url.table);
         let create = if self.create && !columns.is_empty() {
-            let pg = matches!(self.conn, Conn::Postgres(_));
             Some(format!(
                 "CREATE TABLE {table} ({})",
                 columns
                     .iter()
-                    .map(|c| format!("{} {}", quote(&c.name), c.kind.sql(pg)))
+                    .map(|c| format!("{} {}", quote(&c.name), c.kind.sql(self.pg)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
@@ -725,94 +830,354 @@ impl DbSink {
             .map(|c| quote(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
-        let url = &self.url;
-        let marker = "INSERT INTO herdsman_chunks (job_id, table_name, chunk, attempt, rows, meta, committed_at) VALUES ($1, $2, $3, 1, $4, $5, $6)";
         let now = now_rfc3339();
-        match &mut self.conn {
-            Conn::Postgres(c) => {
-                let e = |a| Conn::pg_err(url, a);
-                let mut tx = c
-                    .transaction()
-                    .map_err(e("cannot start the chunk's transaction"))?;
-                if let Some(ddl) = &create {
-                    tx.batch_execute(ddl)
-                        .map_err(e("cannot create the table"))?;
-                }
-                if !rows.is_empty() {
-                    let mut w = tx
-                        .copy_in(&format!("COPY {table} ({names}) FROM STDIN"))
-                        .map_err(e("cannot start COPY"))?;
-                    let mut buf = Vec::with_capacity(64 * 1024);
-                    for row in &rows {
-                        copy_text_row(&mut buf, row, &columns);
-                        if buf.len() >= 60 * 1024 {
-                            std::io::Write::write_all(&mut w, &buf).map_err(|io| DbError::Url {
-                                url: url.to_string(),
-                                message: format!("COPY failed: {io}"),
-                            })?;
-                            buf.clear();
-                        }
-                    }
-                    std::io::Write::write_all(&mut w, &buf).map_err(|io| DbError::Url {
-                        url: url.to_string(),
-                        message: format!("COPY failed: {io}"),
-                    })?;
-                    w.finish().map_err(e("COPY of the chunk's rows failed"))?;
-                }
-                tx.execute(
-                    marker,
-                    &[
-                        &self.job,
-                        &url.table,
-                        &(chunk as i64),
-                        &(n as i64),
-                        &meta,
-                        &now,
-                    ],
-                )
-                .map_err(e("cannot record the chunk in herdsman_chunks"))?;
-                tx.commit()
-                    .map_err(e("cannot commit the chunk's transaction"))?;
+        let n = if self.pg {
+            let rows = std::mem::take(&mut self.copy_rows);
+            let cap = self.copy.len();
+            let copy = std::mem::replace(&mut self.copy, Vec::with_capacity(cap));
+            let tx = ChunkTx {
+                chunk,
+                meta: meta.to_string(),
+                now,
+                create: create.clone(),
+                copy_sql: format!("COPY {table} ({names}) FROM STDIN"),
+                copy,
+                rows,
+            };
+            self.send(tx)?;
+            rows
+        } else {
+            let rows = std::mem::take(&mut self.rows);
+            let n = rows.len() as u64;
+            let Some(Conn::Sqlite(c)) = &mut self.conn else {
+                unreachable!("an SQLite sink keeps its connection")
+            };
+            let r = sqlite_chunk(
+                c, &self.url, &self.job, chunk, meta, &now, &create, &table, &names, &columns,
+                &rows, self.hook,
+            );
+            if let Err(e) = r {
+                self.failed = Some(chunk);
+                return Err(e);
             }
-            Conn::Sqlite(c) => {
-                let e = |a| Conn::sq_err(url, a);
-                let tx = c
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(e("cannot start the chunk's transaction"))?;
-                if let Some(ddl) = &create {
-                    tx.execute_batch(ddl)
-                        .map_err(e("cannot create the table"))?;
-                }
-                if !rows.is_empty() {
-                    let params = vec!["?"; columns.len()].join(", ");
-                    let mut st = tx
-                        .prepare(&format!("INSERT INTO {table} ({names}) VALUES ({params})"))
-                        .map_err(e("cannot prepare the insert"))?;
-                    for row in &rows {
-                        let vals: Vec<rusqlite::types::Value> = row
-                            .iter()
-                            .zip(&columns)
-                            .map(|(v, c)| sqlite_value(v, c.kind))
-                            .collect();
-                        st.execute(rusqlite::params_from_iter(vals))
-                            .map_err(e("cannot insert a row"))?;
-                    }
-                }
-                tx.execute(
-                    &marker.replace('$', "?"),
-                    rusqlite::params![self.job, url.table, chunk as i64, n as i64, meta, now],
-                )
-                .map_err(e("cannot record the chunk in herdsman_chunks"))?;
-                tx.commit()
-                    .map_err(e("cannot commit the chunk's transaction"))?;
-            }
-        }
+            n
+        };
         if create.is_some() {
             self.create = false;
         }
         self.committed_rows += n;
         Ok(())
     }
+
+    /// Waits until every chunk handed to [`DbSink::commit_chunk`] is committed; returns the
+    /// error of the first one the database refused (and fails from then on).
+    pub fn sync(&mut self) -> Result<(), DbError> {
+        if let Some(failed) = self.failed {
+            return Err(self.abandoned(failed));
+        }
+        let Some(bg) = &mut self.background else {
+            return Ok(());
+        };
+        while let Some(&oldest) = bg.in_flight.front() {
+            match bg.done.recv() {
+                Ok((chunk, r)) => {
+                    bg.in_flight.pop_front();
+                    if let Err(e) = r {
+                        self.failed = Some(chunk);
+                        return Err(e);
+                    }
+                }
+                Err(_) => {
+                    // The thread ended without a word: it panicked.
+                    self.failed = Some(oldest);
+                    return Err(self.abandoned(oldest));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn abandoned(&self, chunk: u64) -> DbError {
+        DbError::Abandoned {
+            chunk,
+            db: self.url.db(),
+        }
+    }
+
+    /// Takes the outcomes the background connection reported so far, without waiting.
+    fn poll(&mut self) -> Result<(), DbError> {
+        let Some(bg) = &mut self.background else {
+            return Ok(());
+        };
+        while let Ok((chunk, r)) = bg.done.try_recv() {
+            bg.in_flight.pop_front();
+            if let Err(e) = r {
+                self.failed = Some(chunk);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a chunk to the background connection, starting it first.
+    fn send(&mut self, tx: ChunkTx) -> Result<(), DbError> {
+        self.poll()?;
+        if self.background.is_none() {
+            let Some(Conn::Postgres(client)) = self.conn.take() else {
+                unreachable!("a PostgreSQL sink keeps its connection until the thread starts")
+            };
+            self.background = Some(start_background(
+                client,
+                self.url.clone(),
+                self.job.clone(),
+                self.hook,
+            ));
+        }
+        let bg = self.background.as_mut().expect("started above");
+        let chunk = tx.chunk;
+        let sent = bg.jobs.as_ref().is_some_and(|j| j.send(tx).is_ok());
+        match sent {
+            true => {
+                bg.in_flight.push_back(chunk);
+                Ok(())
+            }
+            // The thread stopped at a refused chunk: its error is waiting.
+            false => {
+                self.sync()?;
+                let chunk = self.failed.unwrap_or_default();
+                self.failed = Some(chunk);
+                Err(self.abandoned(chunk))
+            }
+        }
+    }
+}
+
+/// Starts the thread that commits a PostgreSQL sink's chunks in the order they come, and
+/// stops at the first that fails.
+fn start_background(
+    mut client: Box<postgres::Client>,
+    url: DbUrl,
+    job: String,
+    hook: Option<fn(CommitPoint)>,
+) -> Background {
+    let (jobs, queue) = mpsc::sync_channel::<ChunkTx>(QUEUE_DEPTH);
+    let (report, done) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("herdsman-db-commit".into())
+        .spawn(move || {
+            let mut stmt: Option<(String, postgres::Statement)> = None;
+            // The chunks that queued up while the last transaction ran commit together in
+            // one (each still wholly in or absent); should that fail, they are tried one by
+            // one, so the chunk the database refuses is named and the ones before it commit.
+            while let Ok(first) = queue.recv() {
+                let mut batch = vec![first];
+                while batch.len() <= QUEUE_DEPTH {
+                    match queue.try_recv() {
+                        Ok(tx) => batch.push(tx),
+                        Err(_) => break,
+                    }
+                }
+                let together = batch.len() > 1;
+                let r = commit_pg(&mut client, &url, &job, &batch, &mut stmt, hook);
+                let outcomes: Vec<(u64, Result<(), DbError>)> = match r {
+                    Ok(()) => batch.iter().map(|t| (t.chunk, Ok(()))).collect(),
+                    Err(e) if !together => vec![(batch[0].chunk, Err(e))],
+                    Err(_) => {
+                        let mut one_by_one = Vec::new();
+                        for t in batch {
+                            let r = commit_pg(
+                                &mut client,
+                                &url,
+                                &job,
+                                std::slice::from_ref(&t),
+                                &mut stmt,
+                                hook,
+                            );
+                            let ok = r.is_ok();
+                            one_by_one.push((t.chunk, r));
+                            if !ok {
+                                break;
+                            }
+                        }
+                        one_by_one
+                    }
+                };
+                for (chunk, r) in outcomes {
+                    let ok = r.is_ok();
+                    if report.send((chunk, r)).is_err() || !ok {
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("a thread can be started");
+    Background {
+        jobs: Some(jobs),
+        done,
+        in_flight: std::collections::VecDeque::new(),
+        thread: Some(thread),
+    }
+}
+
+/// A string as a PostgreSQL literal that means the same whatever
+/// `standard_conforming_strings` says.
+fn pg_literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The transaction of one or more chunks (with the hook's calls around it).
+fn commit_pg(
+    c: &mut postgres::Client,
+    url: &DbUrl,
+    job: &str,
+    batch: &[ChunkTx],
+    stmt: &mut Option<(String, postgres::Statement)>,
+    hook: Option<fn(CommitPoint)>,
+) -> Result<(), DbError> {
+    if let Some(h) = hook {
+        h(CommitPoint::Before);
+    }
+    pg_chunk(c, url, job, batch, stmt)?;
+    if let Some(h) = hook {
+        h(CommitPoint::After);
+    }
+    Ok(())
+}
+
+/// The PostgreSQL transaction of one or more chunks in four round trips: BEGIN; COPY of
+/// their rows (a statement prepared once per connection) and its end; their markers' insert
+/// together with COMMIT.
+fn pg_chunk(
+    c: &mut postgres::Client,
+    url: &DbUrl,
+    job: &str,
+    t: &[ChunkTx],
+    stmt: &mut Option<(String, postgres::Statement)>,
+) -> Result<(), DbError> {
+    let e = |a| Conn::pg_err(url, a);
+    c.batch_execute("BEGIN")
+        .map_err(e("cannot start the chunk's transaction"))?;
+    let r = pg_chunk_body(c, url, job, t, stmt);
+    if r.is_err() {
+        // Best effort: a broken connection has no transaction left to roll back.
+        let _ = c.batch_execute("ROLLBACK");
+    }
+    r
+}
+
+fn pg_chunk_body(
+    c: &mut postgres::Client,
+    url: &DbUrl,
+    job: &str,
+    batch: &[ChunkTx],
+    stmt: &mut Option<(String, postgres::Statement)>,
+) -> Result<(), DbError> {
+    let e = |a| Conn::pg_err(url, a);
+    for t in batch {
+        if let Some(ddl) = &t.create {
+            c.batch_execute(ddl).map_err(e("cannot create the table"))?;
+        }
+    }
+    if let Some(last) = batch.iter().rev().find(|t| t.rows > 0) {
+        if stmt.as_ref().is_none_or(|(sql, _)| *sql != last.copy_sql) {
+            let s = c.prepare(&last.copy_sql).map_err(e("cannot start COPY"))?;
+            *stmt = Some((last.copy_sql.clone(), s));
+        }
+        let (_, s) = stmt.as_ref().expect("prepared above");
+        let mut w = c.copy_in(s).map_err(e("cannot start COPY"))?;
+        for t in batch {
+            w.write_all(&t.copy).map_err(|io| DbError::Url {
+                url: url.to_string(),
+                message: format!("COPY failed: {io}"),
+            })?;
+        }
+        w.finish().map_err(e("COPY of the chunk's rows failed"))?;
+    }
+    let values = batch
+        .iter()
+        .map(|t| {
+            format!(
+                "({}, {}, {}, 1, {}, {}, {})",
+                pg_literal(job),
+                pg_literal(&url.table),
+                t.chunk as i64,
+                t.rows as i64,
+                pg_literal(&t.meta),
+                pg_literal(&t.now),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO herdsman_chunks (job_id, table_name, chunk, attempt, rows, meta, committed_at) VALUES {values}; COMMIT"
+    );
+    c.batch_execute(&sql).map_err(|source| DbError::Postgres {
+        db: url.db(),
+        // The server refused the statement (a second marker of the chunk), or the connection
+        // failed while it committed.
+        action: if source.as_db_error().is_some() {
+            "cannot record the chunk in herdsman_chunks"
+        } else {
+            "cannot commit the chunk's transaction"
+        },
+        source,
+    })
+}
+
+/// One chunk's SQLite transaction: its rows, its marker, and the table first if needed.
+#[allow(clippy::too_many_arguments)]
+fn sqlite_chunk(
+    c: &mut rusqlite::Connection,
+    url: &DbUrl,
+    job: &str,
+    chunk: u64,
+    meta: &str,
+    now: &str,
+    create: &Option<String>,
+    table: &str,
+    names: &str,
+    columns: &[Column],
+    rows: &[Vec<Value>],
+    hook: Option<fn(CommitPoint)>,
+) -> Result<(), DbError> {
+    let e = |a| Conn::sq_err(url, a);
+    let marker = "INSERT INTO herdsman_chunks (job_id, table_name, chunk, attempt, rows, meta, committed_at) VALUES (?, ?, ?, 1, ?, ?, ?)";
+    if let Some(h) = hook {
+        h(CommitPoint::Before);
+    }
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(e("cannot start the chunk's transaction"))?;
+    if let Some(ddl) = create {
+        tx.execute_batch(ddl)
+            .map_err(e("cannot create the table"))?;
+    }
+    if !rows.is_empty() {
+        let params = vec!["?"; columns.len()].join(", ");
+        let mut st = tx
+            .prepare(&format!("INSERT INTO {table} ({names}) VALUES ({params})"))
+            .map_err(e("cannot prepare the insert"))?;
+        for row in rows {
+            let vals: Vec<rusqlite::types::Value> = row
+                .iter()
+                .zip(columns)
+                .map(|(v, c)| sqlite_value(v, c.kind))
+                .collect();
+            st.execute(rusqlite::params_from_iter(vals))
+                .map_err(e("cannot insert a row"))?;
+        }
+    }
+    tx.execute(
+        marker,
+        rusqlite::params![job, url.table, chunk as i64, rows.len() as i64, meta, now],
+    )
+    .map_err(e("cannot record the chunk in herdsman_chunks"))?;
+    tx.commit()
+        .map_err(e("cannot commit the chunk's transaction"))?;
+    if let Some(h) = hook {
+        h(CommitPoint::After);
+    }
+    Ok(())
 }
 
 fn kind_of_value(v: &Value) -> &'static str {
@@ -836,16 +1201,42 @@ fn copy_text_row(buf: &mut Vec<u8>, row: &[Value], columns: &[Column]) {
         match v {
             Value::Null => buf.extend_from_slice(b"\\N"),
             Value::Bool(b) => buf.extend_from_slice(if *b { b"t" } else { b"f" }),
-            Value::Number(n) => buf.extend_from_slice(n.to_string().as_bytes()),
+            // Written in place: no string per value.
+            Value::Number(n) => {
+                let _ = write!(buf, "{n}");
+            }
             Value::String(s) if c.kind != Kind::Json => escape_copy(buf, s),
-            other => escape_copy(buf, &other.to_string()),
+            other => {
+                let _ = serde_json::to_writer(CopyEscape(buf), other);
+            }
         }
     }
     buf.push(b'\n');
 }
 
+/// Writes what it is given escaped for COPY's text format.
+struct CopyEscape<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for CopyEscape<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        escape_copy_bytes(self.0, b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn escape_copy(buf: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
+    escape_copy_bytes(buf, s.as_bytes());
+}
+
+fn escape_copy_bytes(buf: &mut Vec<u8>, s: &[u8]) {
+    if !s.iter().any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) {
+        buf.extend_from_slice(s);
+        return;
+    }
+    for &b in s {
         match b {
             b'\\' => buf.extend_from_slice(b"\\\\"),
             b'\t' => buf.extend_from_slice(b"\\t"),

@@ -399,3 +399,54 @@ fn sigkill_storm_postgres_leaves_every_chunk_once() {
     assert_eq!(s.read("results.failures.jsonl"), want_fail);
     assert_eq!(pg_markers(&server.url()).len(), STORM_ROWS.div_ceil(50));
 }
+
+#[test]
+fn a_chunk_postgres_refuses_fails_the_run_and_a_resume_keeps_every_chunk_once() {
+    let Some(server) =
+        pg_server("a_chunk_postgres_refuses_fails_the_run_and_a_resume_keeps_every_chunk_once")
+    else {
+        return;
+    };
+    let (want, want_fail) = jsonl_run(STORM_ROWS, "clean");
+    let s = Scratch::new();
+    s.write("in.csv", input(STORM_ROWS));
+    // A table whose constraint refuses row 777 (chunk 15): its COPY fails on the background
+    // connection, while later chunks are being assembled.
+    let mut c = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+    c.batch_execute(
+        "CREATE TABLE results (id BIGINT CONSTRAINT no_777 CHECK (id <> 777), value BIGINT,
+         half DOUBLE PRECISION, even BOOLEAN, name TEXT, tags JSONB, maybe TEXT)",
+    )
+    .unwrap();
+    let url = format!("{}?table=results", server.url());
+    let a = args(&url, "clean", &["--if-exists", "append"]);
+    let (code, err) = run(&s, &a);
+    // The same exit code and message as when the chunk was committed on the assembler's
+    // thread.
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("herdsman: error: cannot write chunk 15 to ")
+            && err.contains("the run can be resumed once the database is back")
+            && err.contains("COPY of the chunk's rows failed")
+            && err.contains("no_777"),
+        "{err}"
+    );
+    let markers = pg_markers(&server.url());
+    assert!(!markers.iter().any(|m| m.0 == 15), "{markers:?}");
+    let rows = pg_rows(&server.url(), "results");
+    assert_eq!(markers.iter().map(|m| m.1).sum::<i64>(), rows.len() as i64);
+    assert_no_duplicate_id(&rows);
+    // Once the database accepts the row, the same command finishes the job: every chunk once.
+    c.batch_execute("ALTER TABLE results DROP CONSTRAINT no_777")
+        .unwrap();
+    let (code, err) = run(&s, &a);
+    assert_eq!(code, 1, "{err}");
+    let got = pg_rows(&server.url(), "results");
+    assert_no_duplicate_id(&got);
+    assert!(
+        got == sorted_by_id(want),
+        "the table differs from the uninterrupted run"
+    );
+    assert_eq!(s.read("results.failures.jsonl"), want_fail);
+    assert_eq!(pg_markers(&server.url()).len(), STORM_ROWS.div_ceil(50));
+}

@@ -198,20 +198,48 @@ fn watch_follows_the_run_and_exits_by_itself_when_it_ends() {
     let s = Scratch::new();
     let mut run = start_gated(&s);
     wait_for_busy_worker(&s, 0);
-    let watch = Command::new(assert_cmd::cargo::cargo_bin("herdsman"))
+    let mut watch = Command::new(assert_cmd::cargo::cargo_bin("herdsman"))
         .args(["status", "--watch", "0.2", "out.jsonl"])
         .current_dir(s.dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it refresh a few times, then let the run end.
-    std::thread::sleep(Duration::from_millis(1000));
+    // Read what it prints as it prints it; let the run end only once it has shown the
+    // running job (on a loaded machine its start can take seconds).
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let shown = shown.clone();
+        let mut stdout = watch.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => shown
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !shown.lock().unwrap().contains("running (pid") {
+        assert!(
+            Instant::now() < deadline,
+            "status --watch showed no running job within 60 s: {}",
+            shown.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     s.write("open", "");
     assert!(run.child.wait().unwrap().success());
     let out = watch.wait_with_output().unwrap();
+    reader.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = shown.lock().unwrap().clone();
     let blocks: Vec<&str> = text.split("\n\n").collect();
     assert!(blocks.len() >= 2, "one block per refresh: {text}");
     assert!(blocks[0].contains("running (pid"), "{text}");

@@ -598,9 +598,21 @@ impl Line {
         }
     }
 
-    /// Appends `n` in decimal, two digits per step, written in place.
-    #[inline]
+    /// Appends `n` in decimal, two digits per step, written in place (one digit, the
+    /// usual worker, attempt and whole seconds of a duration, without counting digits).
+    #[inline(always)]
     fn number(&mut self, n: u64) {
+        if n < 10 {
+            self.bytes[self.len] = b'0' + n as u8;
+            self.len += 1;
+        } else {
+            self.long_number(n);
+        }
+    }
+
+    /// Appends `n` (10 or more) in decimal.
+    #[inline]
+    fn long_number(&mut self, n: u64) {
         let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
         let out = &mut self.bytes[self.len..self.len + digits];
         write_digits(out, n);
@@ -762,6 +774,43 @@ mod tests {
                     serde_json::from_str::<serde_json::Value>(l).unwrap();
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_longest_numbers_and_file_names_are_spelled_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "dir/".repeat(30) + "in.csv";
+        let (m, w, n) = (u64::MAX, usize::MAX, u32::MAX);
+        for (name, want) in [
+            (
+                "jobs.tsv",
+                format!(
+                    "{TSV_HEADER}{m}\t{long}\t{m}\t{w}\t1.500\t{m}.999\tfailed\tinput_field_count\t{n}\n\
+                     1\tshort.csv\t0\t2\t1.500\t0.250\tfiltered\t-\t1\n"
+                ),
+            ),
+            (
+                "jobs.jsonl",
+                format!(
+                    "{{\"record\":{m},\"file\":\"{long}\",\"line\":{m},\"worker\":{w},\"start\":1.500,\"duration\":{m}.999999,\"outcome\":\"failed\",\"kind\":\"input_field_count\",\"attempt\":{n}}}\n\
+                     {{\"record\":1,\"file\":\"short.csv\",\"line\":0,\"worker\":2,\"start\":1.500,\"duration\":0.250000,\"outcome\":\"filtered\",\"kind\":null,\"attempt\":1}}\n"
+                ),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            let mut log = JobLog::open(&path, None).unwrap();
+            let now = Instant::now();
+            log.base = (now, SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+            let mut a = attempt(now, n, Ending::Failed);
+            a.worker = Some(w);
+            a.duration = Duration::new(m, 999_999_999);
+            a.kind = Some(DeadLetterKind::InputFieldCount);
+            log.write(&long, m, m - 1, &[a]).unwrap();
+            log.write("short.csv", 0, 0, &[attempt(now, 1, Ending::Filtered)])
+                .unwrap();
+            log.sync().unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{name}");
         }
     }
 

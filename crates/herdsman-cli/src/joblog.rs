@@ -398,10 +398,10 @@ impl JobLog {
                 .1
                 .saturating_sub(self.base.0.duration_since(a.start)),
         };
-        let kind = a.kind.map(|k| Word::new(k.name().as_bytes()));
+        let kind = a.kind.map(|k| k.name().as_bytes());
         let outcome = a.ending.name();
-        // Put together on the stack, field by field at a cursor (fixed-size copies, digits
-        // written in place), and copied to the buffer once: a line per attempt of a
+        // Put together in the line block, field by field at a cursor (fixed-size copies,
+        // digits written in place), and copied to the buffer once: a line per attempt of a
         // million-record run must not cost a call per field.
         let l = &mut self.line;
         l.len = 0;
@@ -411,7 +411,7 @@ impl JobLog {
             Format::Tsv => {
                 l.number(seq + 1);
                 l.put(b"\t");
-                l.file(b, file.0, file.1);
+                l.text(b, file.0, file.1);
                 l.put(b"\t");
                 l.number(line);
                 l.put(b"\t");
@@ -426,8 +426,8 @@ impl JobLog {
                 l.put(b"\t");
                 l.word(outcome);
                 l.put(b"\t");
-                match &kind {
-                    Some(k) => l.word(k),
+                match kind {
+                    Some(k) => l.text(b, k, None),
                     None => l.put(b"-"),
                 }
                 l.put(b"\t");
@@ -438,7 +438,7 @@ impl JobLog {
                 l.put(b"{\"record\":");
                 l.number(seq + 1);
                 l.put(b",\"file\":");
-                l.file(b, file.0, file.1);
+                l.text(b, file.0, file.1);
                 l.put(b",\"line\":");
                 l.number(line);
                 l.put(b",\"worker\":");
@@ -456,7 +456,7 @@ impl JobLog {
                 match kind {
                     Some(k) => {
                         l.put(b"\"");
-                        l.word(&k);
+                        l.text(b, k, None);
                         l.put(b"\"");
                     }
                     None => l.put(b"null"),
@@ -511,12 +511,13 @@ fn since_epoch(at: SystemTime) -> Duration {
         .unwrap_or_default()
 }
 
-/// The longest line [`Line`] holds besides its file name: the JSON spelling with every
-/// number at its longest (20 digits) needs about 290 bytes.
+/// The longest line [`Line`] holds: the JSON spelling with every number at its longest (20
+/// digits) needs about 290 bytes, plus a file name and a failure kind of at most [`WORD`]
+/// bytes each (longer ones go to the buffer directly).
 const LINE: usize = 384;
 
-/// The longest word [`Line::word`] copies: outcome and kind names, and the whole seconds of
-/// a start with its point (21 bytes at most).
+/// The longest word [`Line::word`] copies as one block: outcome names, a short file name,
+/// and the whole seconds of a start with its point (21 bytes at most).
 const WORD: usize = 24;
 
 /// The two digits of 0..100, for writing numbers two digits per step.
@@ -585,15 +586,19 @@ impl Line {
         self.len += w.len;
     }
 
-    /// Appends the file name's spelling (`padded` when it fits a [`Word`]); a long one goes
-    /// to `out` directly, after what the line holds so far.
+    /// Appends `text` (a file name's spelling, or a failure kind): as the fixed-size block
+    /// `padded` when there is one, else copied when it fits [`WORD`] bytes, else written to
+    /// `out` directly, after what the line holds so far.
     #[inline]
-    fn file(&mut self, out: &mut Vec<u8>, file: &[u8], padded: Option<&Word>) {
+    fn text(&mut self, out: &mut Vec<u8>, text: &[u8], padded: Option<&Word>) {
         if let Some(w) = padded {
             self.word(w);
+        } else if text.len() <= WORD {
+            self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+            self.len += text.len();
         } else {
             out.extend_from_slice(self.bytes());
-            out.extend_from_slice(file);
+            out.extend_from_slice(text);
             self.len = 0;
         }
     }

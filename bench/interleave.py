@@ -2,12 +2,17 @@
 """Time shell commands round-robin and print a markdown table of wall-clock and CPU medians.
 
 usage:
-  interleave.py [--runs N] [--prepare CMD] [--export-json FILE] [--records N]
+  interleave.py [--runs N] [--warmup N] [--prepare CMD] [--export-json FILE] [--records N]
                 -n NAME CMD [-n NAME CMD ...]
 
-Round k runs every command once, in order, before round k+1 starts, so that on a shared,
-noisy machine a change of load over the minutes of a benchmark falls on every command alike
-(bench/timeit.py runs all runs of one command before the next). --prepare runs before every
+Round k runs every command once before round k+1 starts, so that on a shared, noisy machine
+a change of load over the minutes of a benchmark falls on every command alike
+(bench/timeit.py runs all runs of one command before the next). Each round starts one
+command further along the list (round 1: A B C, round 2: B C A, round 3: C A B, ...), so no
+command always runs first, after the same neighbour or right after the untimed set-up, and
+--runs that is a multiple of the number of commands puts each command in every position
+equally often. --warmup N runs every command N times first, untimed (caches, page cache,
+bytecode), in the same rotation. --prepare runs before every
 run. For each run it records the wall-clock time and the CPU time (user + system) of every
 process the command waited for (RUSAGE_CHILDREN), which a loaded machine inflates much less
 than the wall-clock time. A command's exit status is recorded and does not stop the run.
@@ -29,9 +34,16 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def rotated(items, k):
+    """The list started k places along: round k's order."""
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--prepare")
     parser.add_argument("--export-json")
     parser.add_argument("--records", type=int)
@@ -44,8 +56,15 @@ def main():
     walls = {name: [] for name in args.name}
     cpus = {name: [] for name in args.name}
     codes = {name: [] for name in args.name}
+    pairs = list(zip(args.name, args.command))
+    for k in range(args.warmup):
+        for name, command in rotated(pairs, k):
+            if args.prepare:
+                subprocess.run(args.prepare, shell=True, check=True)
+            subprocess.run(command, shell=True)
+            print(f"warm-up {k + 1}/{args.warmup} {name}: done", file=sys.stderr)
     for k in range(args.runs):
-        for name, command in zip(args.name, args.command):
+        for name, command in rotated(pairs, k):
             if args.prepare:
                 subprocess.run(args.prepare, shell=True, check=True)
             cpu0 = children_cpu()

@@ -13,8 +13,9 @@
 #      every contender runs that venv's python, the same interpreter;
 #   3. tunes the chunk size of multiprocessing.Pool and ProcessPoolExecutor (one run per
 #      candidate, the fastest wins);
-#   4. times each contender RUNS times (default 5), round-robin, whole command, wall-clock
-#      and CPU time, and prints a markdown table of medians (bench/interleave.py); then
+#   4. runs every contender WARMUP times untimed (default 1), then times each RUNS times
+#      (default 7, one per contender so each runs in every position of the rotating
+#      round-robin once), whole command, wall-clock and CPU time, and prints a markdown table of medians (bench/interleave.py); then
 #      checks that every contender wrote the same output lines and the same number of
 #      failures.
 #
@@ -23,7 +24,7 @@
 # --no-checkpoint), multiprocessing.Pool(2), concurrent.futures.ProcessPoolExecutor(2),
 # joblib Parallel(n_jobs=2), mpire WorkerPool(2), and one plain process.
 #
-# Environment: RUNS (5), ROWS (20000), MAX_VALUE (1000), JOBS (2), HERDSMAN
+# Environment: RUNS (7), WARMUP (1), ROWS (20000), MAX_VALUE (1000), JOBS (2), HERDSMAN
 # (target/release/herdsman; CARGO_TARGET_DIR is honoured), PYTHON (python3), CHUNKS (the
 # candidate chunk sizes, "64 256 1024 2500"), KEEP=1 keeps the temporary directory,
 # WORK=none (every contender runs a copy of primes.py whose compute() counts no primes and
@@ -34,7 +35,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-7}
+WARMUP=${WARMUP:-1}
 ROWS=${ROWS:-20000}
 MAX_VALUE=${MAX_VALUE:-1000}
 JOBS=${JOBS:-2}
@@ -123,7 +125,7 @@ if [[ -n $BASELINE ]]; then
         "$B -w '$WORKER' --state $TMP/state $(out base)")
     CHECKED="$CHECKED base"
 fi
-"$PYTHON" bench/interleave.py --runs "$RUNS" --prepare "rm -rf $TMP/state" --export-json "$JSON" \
+"$PYTHON" bench/interleave.py --runs "$RUNS" --warmup "$WARMUP" --prepare "rm -rf $TMP/state" --export-json "$JSON" \
     --records "$ROWS" \
     -n "herdsman -j $JOBS + python -m herdsman_worker" "$H -w '$WORKER' --state $TMP/state $(out h)" \
     -n "herdsman -j $JOBS + python -m herdsman_worker, --no-checkpoint" "$H -w '$WORKER' --no-checkpoint $(out hnc)" \

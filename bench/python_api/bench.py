@@ -11,7 +11,9 @@ usage: python3 bench/python_api/bench.py [a|b|c|all] [--runs N] [--jobs N]
     against ThreadPoolExecutor's default.
 
 Each measurement runs in a fresh interpreter (pool start-up included, interpreter start-up
-and imports not), the contenders round-robin, RUNS times (default 3); the table shows the
+and imports not), the contenders round-robin, RUNS times (default 3), after WARMUP untimed
+rounds (default 1); each round starts one contender further along the list, so that none
+always runs first or after the same neighbour; the table shows the
 median, min and max, each median's ratio to herdsman's, and the median CPU time (user +
 system) of the process and of the worker processes it waited for (and its ratio to
 herdsman's), and of the process alone (parent CPU): on a loaded machine the
@@ -118,12 +120,15 @@ def measure(name, bench, jobs):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(bench, contenders, runs, jobs):
+def table(bench, contenders, runs, jobs, warmup=1):
     times = {c: [] for c in contenders}
     cpus = {c: [] for c in contenders}
     parents = {c: [] for c in contenders}
-    for _ in range(runs):
-        for c in contenders:
+    for k in range(warmup):
+        for c in contenders[k % len(contenders):] + contenders[:k % len(contenders)]:
+            measure(c, bench, jobs)
+    for k in range(runs):
+        for c in contenders[k % len(contenders):] + contenders[:k % len(contenders)]:
             elapsed, used, parent = measure(c, bench, jobs)
             times[c].append(elapsed)
             cpus[c].append(used)
@@ -152,6 +157,8 @@ def main():
     parser.add_argument("which", nargs="?", default="all", choices=["a", "b", "c", "all"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed rounds before the timed ones (default 1)")
     args = parser.parse_args()
     import herdsman  # noqa: F401  (fail early when the package is not installed)
 
@@ -160,11 +167,12 @@ def main():
         ensure("mpire")
         # Tune ProcessPoolExecutor's chunksize first: keep its best.
         best = min((measure(f"futures:{c}", "a", args.jobs)[0], c) for c in (16, 64, 256))[1]
-        table("a", ["herdsman", f"futures:{best}", "mp", "joblib", "mpire", "seq"], args.runs, args.jobs)
+        table("a", ["herdsman", f"futures:{best}", "mp", "joblib", "mpire", "seq"], args.runs, args.jobs,
+              args.warmup)
     if args.which in ("b", "all"):
-        table("b", ["herdsman", "futures"], args.runs, 64)
+        table("b", ["herdsman", "futures"], args.runs, 64, args.warmup)
     if args.which in ("c", "all"):
-        table("c", ["herdsman", "futures"], args.runs, args.jobs)
+        table("c", ["herdsman", "futures"], args.runs, args.jobs, args.warmup)
 
 
 if __name__ == "__main__":

@@ -200,17 +200,17 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         )))
     })?);
 
-    // The workers start first, so that their start-up (an interpreter's imports) overlaps
-    // the ledger's: connecting, opening the job, planning its chunks. A refused or finished
-    // job drops them, which stops and reaps them.
-    let log_progress = Progress::new(cfg.progress, None, 0, cfg.quiet);
-    let log = log_progress.log();
-    let mut progress = log_progress;
-    let mut workers = Some(start_executor(&cfg, &log, csv_header.as_deref(), None)?);
-    // The node's other connections (heartbeat, commits, the first pass's claims) and the
-    // one that hears the job's end are made meanwhile, each on a thread, rather than one
-    // after the other once the job is open.
+    // The node's connections (the job's, the heartbeat's, the commits', the first pass's
+    // claims', and the one that hears the job's end) are made at once, each on a thread,
+    // rather than one after the other.
     let mut notice = node::EndNotice::start(&settings.url, &job_name(&job), stop.clone());
+    let main_ledger = {
+        let (url, job) = (settings.url.clone(), job.clone());
+        std::thread::Builder::new()
+            .name("herdsman-connect".into())
+            .spawn(move || connect(&url, &job))
+            .context("cannot start a thread to connect to the shared ledger")?
+    };
     let joining = |what: &'static str| {
         let (url, job, identity) = (settings.url.clone(), job.clone(), identity.clone());
         std::thread::Builder::new()
@@ -221,7 +221,14 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let heartbeat_ledger = joining("heartbeat")?;
     let committer_ledger = joining("committer")?;
     let claimer_ledger = joining("claimer")?;
-    let mut ledger = connect(&settings.url, &job)?;
+    // The workers start meanwhile, so that their start-up (an interpreter's imports)
+    // overlaps the ledger's: connecting, opening the job, planning its chunks. A refused or
+    // finished job drops them, which stops and reaps them.
+    let log_progress = Progress::new(cfg.progress, None, 0, cfg.quiet);
+    let log = log_progress.log();
+    let mut progress = log_progress;
+    let mut workers = Some(start_executor(&cfg, &log, csv_header.as_deref(), None)?);
+    let mut ledger = joined(main_ledger)?;
     let opened = match ledger.open_job(&identity) {
         Ok(o) => o,
         Err(e @ LedgerError::IdentityChanged { .. }) => return Err(changed(&e)),

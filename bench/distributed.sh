@@ -46,7 +46,7 @@ URL="postgres://postgres@127.0.0.1:$port/postgres"
 
 # Bash's own clock: no process is started to read it (a `python3 -c` here added its own
 # start-up, tens of milliseconds on a loaded machine, to every time).
-now() { echo "$EPOCHREALTIME"; }
+now() { local t=$EPOCHREALTIME; echo "${t/,/.}"; }
 
 if [ "$WHAT" = scaling ] || [ "$WHAT" = all ]; then
     cat > "$work/sleep10.py" <<'PY'

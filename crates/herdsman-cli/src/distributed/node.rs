@@ -1,7 +1,8 @@
 //! A node's claims: the engine's input iterator that claims one chunk at a time from the
 //! shared ledger and reads its records ([`ClaimReader`]), the claim a commit made of the next
-//! chunk in its own transaction ([`Ahead`]), and the heartbeat that keeps the node's leases
-//! alive ([`Heartbeat`]).
+//! chunk in its own transaction ([`Ahead`]), the heartbeat that keeps the node's leases
+//! alive ([`Heartbeat`]), and the node's ear for the end of the job, which the node that
+//! publishes the output announces ([`EndNotice`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
 //! never block in `next()` (records the engine's puller holds would never be run).

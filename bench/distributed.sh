@@ -7,7 +7,10 @@
 # scaling: 1, 2 and 4 nodes on this machine with an I/O-bound worker that sleeps 10 ms per
 #          record, RECORDS records (default 4000), -j 4 per node, chunks of CHUNK records
 #          (default 50); the time from the first node's start to the last node's exit
-#          (output assembled and published), and the speed-up over one node.
+#          (output assembled and published), and the speed-up over one node. Twice: with
+#          the Rust worker `crates/herdsman-worker/examples/sleep.rs` (it starts in about a
+#          millisecond: herdsman's own scaling) and with a Python worker doing the same
+#          (each node's interpreters start too).
 # ledger:  one node with the PostgreSQL ledger against the SQLite default (one machine),
 #          `cat` over ROWS rows (default 1,000,000), RUNS rounds each (default 3).
 #
@@ -24,6 +27,8 @@ target=${CARGO_TARGET_DIR:-target}
 # No Parquet: the benchmark reads and writes text.
 cargo build --release -q -p herdsman-cli --no-default-features
 HERDSMAN=$(realpath "$target/release/herdsman")
+cargo build --release -q -p herdsman-worker --example sleep
+SLEEP_WORKER=$(realpath "$target/release/examples/sleep")
 
 work=$(mktemp -d /tmp/herdsman-dist-bench.XXXXXX)
 chmod 755 "$work"   # the postgres user reaches its data directory inside
@@ -39,7 +44,9 @@ as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
 trap 'as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null; rm -rf "$work"' EXIT
 URL="postgres://postgres@127.0.0.1:$port/postgres"
 
-now() { python3 -c 'import time; print(time.monotonic())'; }
+# Bash's own clock: no process is started to read it (a `python3 -c` here added its own
+# start-up, tens of milliseconds on a loaded machine, to every time).
+now() { local t=$EPOCHREALTIME; echo "${t/,/.}"; }
 
 if [ "$WHAT" = scaling ] || [ "$WHAT" = all ]; then
     cat > "$work/sleep10.py" <<'PY'
@@ -50,24 +57,30 @@ for line in sys.stdin:
     sys.stdout.flush()
 PY
     seq "$RECORDS" > "$work/in.txt"
-    declare -A took
-    for nodes in 1 2 4; do
-        out="$work/out-$nodes.txt"
-        t0=$(now)
-        pids=()
-        for n in $(seq "$nodes"); do
-            "$HERDSMAN" run -i "$work/in.txt" -w "python3 $work/sleep10.py" -j 4 \
-                --chunk-size "$CHUNK" -o "$out" --ledger "$URL" --node "n$n" \
-                --progress none 2>/dev/null &
-            pids+=($!)
+    # scale NAME WORKER: the three runs with WORKER and the speed-ups.
+    scale() {
+        local name=$1 worker=$2 nodes n t0 t1 out p
+        declare -A took
+        for nodes in 1 2 4; do
+            out="$work/out-$name-$nodes.txt"
+            t0=$(now)
+            pids=()
+            for n in $(seq "$nodes"); do
+                "$HERDSMAN" run -i "$work/in.txt" -w "$worker" -j 4 \
+                    --chunk-size "$CHUNK" -o "$out" --ledger "$URL" --node "n$n" \
+                    --progress none 2>/dev/null &
+                pids+=($!)
+            done
+            for p in "${pids[@]}"; do wait "$p"; done
+            t1=$(now)
+            took[$nodes]=$(python3 -c "print($t1-$t0)")
+            python3 -c "print(f'scaling ($name worker): $nodes node(s), $RECORDS records: {($t1-$t0):.2f} s')"
+            cmp <(seq "$RECORDS") "$out"
         done
-        for p in "${pids[@]}"; do wait "$p"; done
-        t1=$(now)
-        took[$nodes]=$(python3 -c "print($t1-$t0)")
-        python3 -c "print(f'scaling: $nodes node(s), $RECORDS records: {($t1-$t0):.2f} s')"
-        cmp <(seq "$RECORDS") "$out"
-    done
-    python3 -c "print(f'scaling: speed-up 1 -> 2 nodes {${took[1]}/${took[2]}:.2f}x, 1 -> 4 nodes {${took[1]}/${took[4]}:.2f}x (goal: 3.6x)')"
+        python3 -c "print(f'scaling ($name worker): speed-up 1 -> 2 nodes {${took[1]}/${took[2]}:.2f}x, 1 -> 4 nodes {${took[1]}/${took[4]}:.2f}x (goal: 3.6x)')"
+    }
+    scale rust "$SLEEP_WORKER"
+    scale python "python3 $work/sleep10.py"
 fi
 
 if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then

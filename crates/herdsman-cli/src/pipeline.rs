@@ -132,12 +132,19 @@ pub(crate) fn start_executor(
             {
                 pc.no_answer_notice = std::time::Duration::from_millis(ms);
             }
-            Box::new(WorkerPool::start(pc).map_err(|e| {
+            let fatal = |e: herdsman_workers::FatalExecutorError| {
                 usage(crate::fault::executor_message(
                     &e,
                     crate::fault::Runs::Workers,
                 ))
-            })?)
+            };
+            let mut pool = WorkerPool::start(pc).map_err(fatal)?;
+            // A shared run starts its workers before it opens the job in the ledger, so
+            // that their start-up overlaps the ledger's.
+            if cfg.distributed.is_some() {
+                pool.start_all().map_err(fatal)?;
+            }
+            Box::new(pool)
         }
         Transform::Exec {
             template,

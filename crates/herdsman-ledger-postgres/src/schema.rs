@@ -72,6 +72,26 @@ pub(crate) fn migrate(
     quoted: &str,
     location: &str,
 ) -> Result<(), MigrateError> {
+    // A schema already at this version (every connection but the first ever made) needs
+    // neither the lock nor the DDL: two reads, so that the connections of nodes starting
+    // together do not queue behind each other's migration transaction.
+    let made: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{quoted}.schema_migrations")],
+        )?
+        .get(0);
+    if made {
+        let version: i32 = client
+            .query_one(
+                &format!("SELECT COALESCE(MAX(version), 0) FROM {quoted}.schema_migrations"),
+                &[],
+            )?
+            .get(0);
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+    }
     let mut tx = client.transaction()?;
     // One migrator per schema at a time, across every node: the others wait here, then find
     // the tables made.

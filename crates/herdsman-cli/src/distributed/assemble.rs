@@ -19,6 +19,7 @@ use herdsman_ledger::Ledger;
 use herdsman_ledger_postgres::PostgresLedger;
 
 use crate::config::RunConfig;
+use crate::distributed::node::EndNotice;
 use crate::distributed::parts::FAILURES_SUFFIX;
 use crate::distributed::store::PartStore;
 use crate::progress::Log;
@@ -38,6 +39,9 @@ pub(crate) struct Finish<'a> {
     pub(crate) started: Instant,
     pub(crate) latency: &'a Latency,
     pub(crate) log: &'a Log,
+    /// Where the end of the job is heard (waiting for another node's assembly) and told
+    /// (after this node's).
+    pub(crate) notice: &'a mut EndNotice,
 }
 
 /// Every chunk is committed: publish the output (or wait for the node that does) and return
@@ -54,6 +58,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         started,
         latency,
         log,
+        notice,
     } = f;
     let summary_of = |ledger: &PostgresLedger| -> Result<Summary> {
         let totals = ledger.totals().map_err(anyhow::Error::new)?;
@@ -86,7 +91,8 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
             if ledger.status().map_err(anyhow::Error::new)?.finished() {
                 return summary_of(ledger);
             }
-            std::thread::sleep(Duration::from_millis(100));
+            // Woken by the publishing node's announcement, or a look every 100 ms.
+            notice.wait_for_end(Duration::from_millis(100));
         }
     }
     if ledger.status().map_err(anyhow::Error::new)?.finished() {
@@ -131,6 +137,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         .mark_finished(&json)
         .map_err(anyhow::Error::new)
         .context("cannot mark the shared job finished (its output is in place; run the same command again to record it)")?;
+    notice.announce();
     tracing::info!(output = %output.display(), "output assembled and published");
     if let Err(e) = store.remove_all() {
         log.notice(&format!(

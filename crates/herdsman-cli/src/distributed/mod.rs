@@ -200,7 +200,35 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         )))
     })?);
 
-    let mut ledger = connect(&settings.url, &job)?;
+    // The node's connections (the job's, the heartbeat's, the commits', the first pass's
+    // claims', and the one that hears the job's end) are made at once, each on a thread,
+    // rather than one after the other.
+    let mut notice = node::EndNotice::start(&settings.url, &job_name(&job), stop.clone());
+    let main_ledger = {
+        let (url, job) = (settings.url.clone(), job.clone());
+        std::thread::Builder::new()
+            .name("herdsman-connect".into())
+            .spawn(move || connect(&url, &job))
+            .context("cannot start a thread to connect to the shared ledger")?
+    };
+    let joining = |what: &'static str| {
+        let (url, job, identity) = (settings.url.clone(), job.clone(), identity.clone());
+        std::thread::Builder::new()
+            .name(format!("herdsman-join-{what}"))
+            .spawn(move || join(&url, &job, &identity))
+            .with_context(|| format!("cannot start a thread to connect the {what}"))
+    };
+    let heartbeat_ledger = joining("heartbeat")?;
+    let committer_ledger = joining("committer")?;
+    let claimer_ledger = joining("claimer")?;
+    // The workers start meanwhile, so that their start-up (an interpreter's imports)
+    // overlaps the ledger's: connecting, opening the job, planning its chunks. A refused or
+    // finished job drops them, which stops and reaps them.
+    let log_progress = Progress::new(cfg.progress, None, 0, cfg.quiet);
+    let log = log_progress.log();
+    let mut progress = log_progress;
+    let mut workers = Some(start_executor(&cfg, &log, csv_header.as_deref(), None)?);
+    let mut ledger = joined(main_ledger)?;
     let opened = match ledger.open_job(&identity) {
         Ok(o) => o,
         Err(e @ LedgerError::IdentityChanged { .. }) => return Err(changed(&e)),
@@ -233,9 +261,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         )));
     }
     let total = plan(&cfg, &inputs.specs, &mut ledger)?;
-    let log_progress = Progress::new(cfg.progress, None, 0, cfg.quiet);
-    let log = log_progress.log();
-    let mut progress = log_progress;
 
     // Work: claim, run, write parts, commit, until every chunk is committed. A pass ends
     // when nothing is claimable; another starts when a chunk becomes claimable again (a
@@ -244,14 +269,11 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let fatal = node::Fatal::default();
     let claimed = Arc::new(Mutex::new(HashSet::new()));
     let reader_completed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-    let heartbeat = node::Heartbeat::start(
-        join(&settings.url, &job, &identity)?,
-        claims.clone(),
-        settings.lease,
-    )
-    .context("cannot start the heartbeat thread")?;
+    let heartbeat =
+        node::Heartbeat::start(joined(heartbeat_ledger)?, claims.clone(), settings.lease)
+            .context("cannot start the heartbeat thread")?;
     let (mut sinks, mut committer) = parts::pair(
-        join(&settings.url, &job, &identity)?,
+        joined(committer_ledger)?,
         store.clone(),
         output_format(&cfg),
         sink_options(&cfg),
@@ -266,7 +288,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let mut latency = Latency::default();
     let mut status = RunStatus::Completed;
     let before = ledger.totals().map_err(anyhow::Error::new)?;
-    let mut claimer = join(&settings.url, &job, &identity)?;
+    // The first pass claims through the connection made at the start; a later pass (a
+    // chunk became claimable again) connects anew, only once it has a claim, so that the
+    // end of the run waits for no connection.
+    let mut claimer = Some(joined(claimer_ledger)?);
     let mut live = Counts::default();
     let mut idle = node::IdlePoll::new();
     // The engine pulls only what this node's workers run soon: each record it pulls may
@@ -281,7 +306,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         let next = match ahead.take(&claims) {
             Some(c) => Ok(Some(c)),
-            None => claimer.claim(&settings.node, settings.lease),
+            None => ledger.claim(&settings.node, settings.lease),
         };
         let first = match next {
             Ok(Some(c)) => {
@@ -292,14 +317,18 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
                 if ledger.totals().map_err(anyhow::Error::new)?.chunks >= total {
                     break;
                 }
-                idle.wait(&stop);
+                idle.wait(&mut notice);
                 continue;
             }
             Err(e) => return Err(anyhow!(e).context("cannot claim a chunk")),
         };
         let (announce, chunks) = mpsc::channel();
+        let reader_ledger = match claimer.take() {
+            Some(l) => l,
+            None => join(&settings.url, &job, &identity)?,
+        };
         let reader = node::ClaimReader {
-            ledger: claimer,
+            ledger: reader_ledger,
             node: settings.node.clone(),
             lease: settings.lease,
             specs: inputs.specs.clone(),
@@ -316,7 +345,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             first: Some(first),
             ahead: ahead.clone(),
         };
-        let executor = start_executor(&cfg, &log, csv_header.as_deref(), None)?;
+        let executor = match workers.take() {
+            Some(w) => w,
+            None => start_executor(&cfg, &log, csv_header.as_deref(), None)?,
+        };
         let mut stream = engine(&engine_cfg, reader, executor, &stop, 0);
         let mut asm = Assembler::new(
             chunks,
@@ -338,8 +370,8 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         if status != RunStatus::Completed {
             break;
         }
-        claimer = join(&settings.url, &job, &identity)?;
     }
+    drop(workers);
     progress.finish();
     // A claim a last commit made but no pass read (the run stopped): give it back at once,
     // so that no node waits for its lease to run out.
@@ -402,7 +434,15 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         started,
         latency: &latency,
         log: &log,
+        notice: &mut notice,
     })
+}
+
+/// The connection a thread made and joined to the job (see [`join`]).
+fn joined(handle: std::thread::JoinHandle<Result<PostgresLedger>>) -> Result<PostgresLedger> {
+    handle
+        .join()
+        .map_err(|_| anyhow!("internal error: a thread connecting to the shared ledger panicked"))?
 }
 
 /// `<output>.parts`, beside the output.

@@ -1,7 +1,8 @@
 //! A node's claims: the engine's input iterator that claims one chunk at a time from the
 //! shared ledger and reads its records ([`ClaimReader`]), the claim a commit made of the next
-//! chunk in its own transaction ([`Ahead`]), and the heartbeat that keeps the node's leases
-//! alive ([`Heartbeat`]).
+//! chunk in its own transaction ([`Ahead`]), the heartbeat that keeps the node's leases
+//! alive ([`Heartbeat`]), and the node's ear for the end of the job, which the node that
+//! publishes the output announces ([`EndNotice`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
 //! never block in `next()` (records the engine's puller holds would never be run).
@@ -52,23 +53,134 @@ impl IdlePoll {
         }
     }
 
-    /// Waits before the next look, unless the run is stopped.
-    pub(crate) fn wait(&mut self, stop: &StopToken) {
-        let until = Instant::now() + self.next;
+    /// Waits before the next look, unless the run is stopped or the job's end is announced.
+    pub(crate) fn wait(&mut self, notice: &mut EndNotice) {
+        let wait = self.next;
         self.next = (self.next * 2).min(IDLE_POLL);
-        while !stop.is_stopped() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
+        notice.wait(wait);
     }
 
     /// A claim succeeded: the next idle stretch starts with a short wait again.
     pub(crate) fn reset(&mut self) {
         self.next = IDLE_POLL_FIRST;
     }
+}
+
+/// The channel on which the node that publishes a shared job's output announces it; the
+/// payload is the job's name.
+const FINISHED_CHANNEL: &str = "herdsman_job_finished";
+
+/// A node's ear for the end of its job: a connection that listens for the announcement of
+/// the node that publishes the output ([`EndNotice::announce`]), so that a node waiting for
+/// the end (nothing left to claim, or the output being assembled elsewhere) leaves as soon
+/// as the job is finished instead of at its next look at the ledger. It connects on a
+/// thread of its own as the node starts; until it is ready, or if it cannot connect (only a
+/// debug log says so), waits are plain sleeps and the nodes' looks at the ledger find the
+/// end as before.
+pub(crate) struct EndNotice {
+    job: String,
+    stop: StopToken,
+    connecting: Option<std::thread::JoinHandle<Option<postgres::Client>>>,
+    client: Option<postgres::Client>,
+}
+
+impl EndNotice {
+    /// Starts listening, on a thread, for the end of the job named `job` in the ledger at `url`.
+    pub(crate) fn start(url: &str, job: &str, stop: StopToken) -> EndNotice {
+        let url = url.to_string();
+        let connecting = std::thread::Builder::new()
+            .name("herdsman-end-notice".into())
+            .spawn(move || match listen(&url) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot listen for the job's end; polling instead");
+                    None
+                }
+            })
+            .ok();
+        EndNotice {
+            job: job.to_string(),
+            stop,
+            connecting,
+            client: None,
+        }
+    }
+
+    /// The listening connection, once it is made.
+    fn ready(&mut self) -> Option<&mut postgres::Client> {
+        if self.client.is_none() && self.connecting.as_ref().is_some_and(|h| h.is_finished()) {
+            self.client = self.connecting.take().and_then(|h| h.join().ok()).flatten();
+        }
+        self.client.as_mut()
+    }
+
+    /// Waits `d`, or less when the run is stopped or this job's end is announced (then
+    /// returns true).
+    pub(crate) fn wait(&mut self, d: Duration) -> bool {
+        self.wait_with(d, true)
+    }
+
+    /// [`EndNotice::wait`] that a stopped run does not cut short (the wait for another node's
+    /// assembly, which a stop does not end either).
+    pub(crate) fn wait_for_end(&mut self, d: Duration) -> bool {
+        self.wait_with(d, false)
+    }
+
+    fn wait_with(&mut self, d: Duration, watch_stop: bool) -> bool {
+        use postgres::fallible_iterator::FallibleIterator;
+        let until = Instant::now() + d;
+        let job = self.job.clone();
+        while !(watch_stop && self.stop.is_stopped()) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let slice = left.min(Duration::from_millis(20));
+            let Some(client) = self.ready() else {
+                std::thread::sleep(slice);
+                continue;
+            };
+            let heard = client.notifications().timeout_iter(slice).next();
+            match heard {
+                Ok(Some(n)) if n.payload() == job => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "lost the connection that listens for the job's end; polling instead");
+                    self.client = None;
+                }
+            }
+        }
+        false
+    }
+
+    /// Tells the other nodes that the job is finished (its output published): best effort,
+    /// as they find it on their next look at the ledger anyway.
+    pub(crate) fn announce(&mut self) {
+        if self.client.is_none() {
+            if let Some(h) = self.connecting.take() {
+                self.client = h.join().ok().flatten();
+            }
+        }
+        if let Some(client) = self.client.as_mut() {
+            if let Err(e) =
+                client.execute("SELECT pg_notify($1, $2)", &[&FINISHED_CHANNEL, &self.job])
+            {
+                tracing::debug!(error = %e, "cannot announce the job's end; the other nodes find it on their next look");
+            }
+        }
+    }
+}
+
+/// A connection to `url` that listens on [`FINISHED_CHANNEL`].
+fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    config.connect_timeout(Duration::from_secs(10));
+    if config.get_application_name().is_none() {
+        config.application_name("herdsman");
+    }
+    let mut client = config.connect(postgres::NoTls)?;
+    client.batch_execute(&format!("LISTEN {FINISHED_CHANNEL}"))?;
+    Ok(client)
 }
 
 /// Why the claimer stopped early: a ledger or input error, for the run's message.

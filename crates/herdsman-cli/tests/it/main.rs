@@ -13,6 +13,7 @@ mod dead_letters;
 mod distributed;
 mod distributed_fairness;
 mod distributed_s3;
+mod distributed_startup;
 mod error_hints;
 mod exec_args;
 mod exec_first_run;

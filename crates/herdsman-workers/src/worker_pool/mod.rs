@@ -194,6 +194,17 @@ impl WorkerPool {
         Ok(pool)
     }
 
+    /// Starts every worker's process now rather than when its first record arrives, so that
+    /// their start-up (an interpreter's imports, say) overlaps whatever the caller prepares
+    /// before it has records. A worker that cannot be started is the same fatal error the
+    /// first record would have met; dropping the pool stops and reaps the started ones.
+    pub fn start_all(&mut self) -> Result<(), FatalExecutorError> {
+        for s in 0..self.slots.len() {
+            self.ensure_running(s)?;
+        }
+        Ok(())
+    }
+
     /// The configuration the pool runs with.
     pub fn config(&self) -> &PoolConfig {
         &self.cfg

@@ -1227,6 +1227,75 @@ mod tests {
     }
 
     #[test]
+    fn the_job_log_thread_has_written_every_record_handed_over_when_sync_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.tsv");
+        // Fewer slots than records in flight: ids also go beside the slots.
+        let (starts, mut tracker, finished) = attempts(64);
+        let mut writer = JobLog::open(&path, None)
+            .unwrap()
+            .start(Some(finished), vec!["a.csv".into(), "b.csv".into()])
+            .unwrap();
+        let records = 3 * BATCH as u64 + 7;
+        let now = Instant::now();
+        for index in 0..records {
+            let id = AttemptId { index, attempt: 1 };
+            starts.on_worker(id, (index % 2) as usize, now);
+            tracker.finished(id, now, Ending::Succeeded, None, None);
+            // Records 10 and 20 failed once before.
+            if index % 10 == 0 && index > 0 {
+                let again = AttemptId { index, attempt: 2 };
+                starts.on_worker(again, 0, now);
+                tracker.finished(again, now, Ending::Filtered, None, None);
+            }
+            if index % 100 == 99 {
+                tracker.send();
+            }
+        }
+        tracker.send();
+        for index in 0..records {
+            let attempts = if index % 10 == 0 && index > 0 { 2 } else { 1 };
+            let file = u32::from(index >= records / 2);
+            writer
+                .write_record(index, attempts, file, index + 2, index)
+                .unwrap();
+        }
+        // Not a whole batch, and far less than the buffer: all of it is written by `sync`.
+        writer.sync().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').collect())
+            .collect();
+        assert_eq!(lines.len() as u64, records + (records - 1) / 10);
+        let mut at = 0;
+        for index in 0..records {
+            let first = &lines[at];
+            assert_eq!(first[0], (index + 1).to_string());
+            assert_eq!(
+                first[1],
+                if index >= records / 2 {
+                    "b.csv"
+                } else {
+                    "a.csv"
+                }
+            );
+            assert_eq!(first[2], (index + 2).to_string());
+            assert_eq!(first[3], (index % 2 + 1).to_string());
+            assert_eq!((first[6], first[8]), ("succeeded", "1"));
+            at += 1;
+            if index % 10 == 0 && index > 0 {
+                assert_eq!((lines[at][0], lines[at][6]), (first[0], "filtered"));
+                assert_eq!((lines[at][3], lines[at][8]), ("1", "2"));
+                at += 1;
+            }
+        }
+        drop(writer);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
     fn attempts_carry_their_worker_and_arrive_in_order() {
         let (starts, mut tracker, mut finished) = attempts(1024);
         let id = |attempt| AttemptId { index: 4, attempt };

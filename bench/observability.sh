@@ -22,7 +22,8 @@
 # wall-clock and CPU times (user + system of herdsman and its workers) and the medians of the
 # per-round ratios to all off; with INSTRUCTIONS=1, the median instruction counts of the main
 # thread (which resolves records and writes the output), the engine's thread, the job log's
-# thread, the input reader and the rest, and the ratios of the totals.
+# thread, the input's parser, the engine's input puller and the rest (worker I/O threads,
+# start-up), and the ratios of the totals.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -128,10 +129,12 @@ python3 - "$CG" "$CG_RUNS" "$CG_ROWS" "${NAMES[@]}" <<'PY'
 import glob, re, statistics, sys
 cg, runs, rows, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 # A thread is named by a function only it runs (callgrind writes one file per thread).
-# (The main thread's file names ChunkReader too: it starts the reader.)
+# Checked in ORDER: the main thread's file names the input too (it opens it), the puller's
+# the chunk reader it drives.
 MARKS = [("main", "herdsman::main"), ("engine", "Engine<T,U,E>::run"),
-         ("job log", "herdsman::joblog::JobLog::serve"), ("reader", "ChunkReader")]
-ORDER = ["job log", "engine", "main", "reader"]
+         ("job log", "herdsman::joblog::JobLog::serve"),
+         ("input", "herdsman_io::source::Source"), ("puller", "herdsman::feed::Puller")]
+ORDER = ["job log", "engine", "main", "puller", "input"]
 def threads(prefix):
     counts = {m: 0 for m, _ in MARKS}
     counts["other"] = 0

@@ -222,7 +222,8 @@ impl Finished {
 /// The three ends of the attempt notes: for the workers, the executor and the job log;
 /// `window` is the most records admitted but not yet written (the attempts are kept in
 /// slots by record, so that noting and taking one needs no hashing; the job log's thread
-/// may be a few batches of records behind the assembler, so it has room for those too).
+/// is usually a few batches of records behind the assembler, so it has slots for those too,
+/// and a map beside them when it is further behind).
 pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
     let starts = Starts::default();
     let (tx, rx) = mpsc::channel();
@@ -236,7 +237,7 @@ pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
     let finished = Finished {
         rx,
         started: IdSlots::new(window),
-        done: IdSlots::new(window.saturating_add(BATCH * (QUEUE + 2))),
+        done: IdSlots::new(window.saturating_add(BATCH * 4)),
         spare: spare_tx,
     };
     (starts, tracker, finished)
@@ -296,8 +297,9 @@ const BUFFER: usize = 256 << 10;
 const BATCH: usize = 2048;
 
 /// How many batches of records may wait for the job log's thread before the assembler waits
-/// for it (so that memory stays bounded when the job log's file is slow).
-const QUEUE: usize = 4;
+/// for it (2 MiB of records: enough that a busy machine's scheduling delays of the thread do
+/// not make the assembler wait, and memory stays bounded when the job log's file is slow).
+const QUEUE: usize = 32;
 
 /// An open job log: its file, and the state of formatting its lines. A run hands it to its
 /// own thread with [`JobLog::start`].

@@ -3,18 +3,23 @@
 //! started, how long it took, how it ended, the kind of its failure and its attempt number.
 //! Tab-separated with a header line, or JSON lines when PATH ends in `.jsonl` or `.json`.
 //!
-//! The executor notes each attempt in an [`Attempts`] table as it starts and ends; the
-//! assembler takes a record's attempts when it writes the record, so the job log is written
-//! chunk by chunk with the output, and fsynced with it before each checkpoint commit. On
-//! resume it is cut back to the lines of the committed chunks, as the output is, so that after
-//! a crash it holds exactly one line per attempt of the committed work. This module must
-//! never write a line for a record outside the chunk being written, and never keep a line of
-//! uncommitted work on resume.
+//! The executor notes each attempt's start and end as plain values and hands them over once
+//! per poll ([`Tracker`]); the assembler hands each record it writes ([`Writer::write_record`],
+//! a few integers pushed on a vector) in batches over a bounded channel to the job log's own
+//! thread, which joins the records with their attempts ([`Finished`]), formats the lines and
+//! writes them ([`JobLog`]). So the job log is written chunk by chunk with the output, off the
+//! thread that resolves records; before each checkpoint commit [`Writer::sync`] waits until the
+//! thread has written and fsynced every line handed to it so far. On resume it is cut back to
+//! the lines of the committed chunks, as the output is, so that after a crash it holds exactly
+//! one line per attempt of the committed work. This module must never write a line for a
+//! record outside the chunk being written, never let a commit go ahead before the lines of
+//! its chunks are durable, and never keep a line of uncommitted work on resume.
 
 use crate::id_map::IdSlots;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,8 +71,27 @@ pub struct Attempt {
     pub kind: Option<DeadLetterKind>,
 }
 
-/// A batch of finished attempts, from the executor to the job log.
-type Batch = Vec<(AttemptId, Attempt)>;
+/// The end of one attempt, as the executor saw it (its start is joined to it later, on the
+/// job log's thread).
+#[derive(Debug, Clone, Copy)]
+struct End {
+    id: AttemptId,
+    /// When the executor reported it.
+    at: Instant,
+    ending: Ending,
+    kind: Option<DeadLetterKind>,
+    /// 0-based worker, when the outcome names it.
+    worker: Option<usize>,
+}
+
+/// What the executor hands to the job log once per poll: the starts the workers reported
+/// since the last hand-over, the attempts that ended, and the ones given up without an end.
+#[derive(Default)]
+struct Notes {
+    starts: Vec<(AttemptId, usize, Instant)>,
+    ends: Vec<End>,
+    abandoned: Vec<AttemptId>,
+}
 
 /// Where workers report the attempts they start (given to the worker pool or the command
 /// runner, which may call it from their own threads).
@@ -84,30 +108,18 @@ impl Starts {
     }
 }
 
-/// Notes each attempt as it ends, on the engine's thread, and hands them to the job log in
-/// batches (one channel send per poll of the executor).
+/// Notes each attempt as it ends, on the engine's thread, and hands the notes to the job log
+/// once per poll of the executor: pushing a few plain values is all it costs per attempt (the
+/// starts are joined to the ends on the job log's thread).
 pub struct Tracker {
     starts: Starts,
-    pulled: Vec<(AttemptId, usize, Instant)>,
-    started: IdSlots<(usize, Instant)>,
-    batch: Batch,
-    tx: mpsc::Sender<Batch>,
-    /// Emptied batches the job log gives back, reused instead of allocating one per poll.
-    spare: mpsc::Receiver<Batch>,
+    notes: Notes,
+    tx: mpsc::Sender<Notes>,
+    /// Emptied notes the job log gives back, reused instead of allocating per poll.
+    spare: mpsc::Receiver<Notes>,
 }
 
 impl Tracker {
-    /// Takes the starts the workers reported since the last call.
-    fn pull(&mut self) {
-        std::mem::swap(
-            &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
-            &mut self.pulled,
-        );
-        for (id, worker, at) in self.pulled.drain(..) {
-            self.started.insert(id, (worker, at));
-        }
-    }
-
     /// Attempt `id` ended (it was reported at `now`); `worker` (0-based) when the outcome
     /// names it.
     pub fn finished(
@@ -118,51 +130,45 @@ impl Tracker {
         kind: Option<DeadLetterKind>,
         worker: Option<usize>,
     ) {
-        // One lookup when the start was already pulled; a second after pulling otherwise.
-        let started = match self.started.remove(&id) {
-            Some(s) => Some(s),
-            None => {
-                self.pull();
-                self.started.remove(&id)
-            }
-        };
-        let (started_on, start) = match started {
-            Some((w, at)) => (Some(w), at),
-            // Never handed to a worker: a record that could not be read fails at once.
-            None => (None, now),
-        };
-        let attempt = Attempt {
-            attempt: id.attempt,
-            worker: worker.or(started_on).map(|w| w + 1),
-            start,
-            duration: now.saturating_duration_since(start),
+        self.notes.ends.push(End {
+            id,
+            at: now,
             ending,
             kind,
-        };
-        self.batch.push((id, attempt));
+            worker,
+        });
     }
 
     /// Attempt `id` was given up without an outcome (the run stopped): no line for it.
     pub fn abandoned(&mut self, id: AttemptId) {
-        self.pull();
-        self.started.remove(&id);
+        self.notes.abandoned.push(id);
     }
 
-    /// Hands the attempts noted since the last call to the job log.
+    /// Hands the attempts noted since the last call to the job log, with the starts the
+    /// workers reported so far (every start of an attempt that ended is among them: it was
+    /// reported before the attempt's outcome).
     pub fn send(&mut self) {
-        if !self.batch.is_empty() {
-            let next = self.spare.try_recv().unwrap_or_default();
-            let _ = self.tx.send(std::mem::replace(&mut self.batch, next));
+        if self.notes.ends.is_empty() && self.notes.abandoned.is_empty() {
+            return;
         }
+        std::mem::swap(
+            &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut self.notes.starts,
+        );
+        let next = self.spare.try_recv().unwrap_or_default();
+        let _ = self.tx.send(std::mem::replace(&mut self.notes, next));
     }
 }
 
-/// The job log's side: the finished attempts, taken record by record as records are written.
+/// The job log's side of the notes: the attempts joined with their starts, taken record by
+/// record as records are written.
 pub struct Finished {
-    rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<Notes>,
+    /// Starts of attempts that have not ended yet.
+    started: IdSlots<(usize, Instant)>,
     done: IdSlots<Attempt>,
-    /// Where emptied batches go back to the executor's side.
-    spare: mpsc::Sender<Batch>,
+    /// Where emptied notes go back to the executor's side.
+    spare: mpsc::Sender<Notes>,
 }
 
 impl Finished {
@@ -178,33 +184,60 @@ impl Finished {
     /// Attempt `id`, if the executor noted it (and it was not taken before).
     fn take_one(&mut self, id: AttemptId) -> Option<Attempt> {
         self.done.remove(&id).or_else(|| {
-            while let Ok(mut batch) = self.rx.try_recv() {
-                self.done.extend(batch.drain(..));
-                let _ = self.spare.send(batch);
+            while let Ok(mut notes) = self.rx.try_recv() {
+                self.absorb(&mut notes);
+                let _ = self.spare.send(notes);
             }
             self.done.remove(&id)
         })
+    }
+
+    /// Joins the ends in `notes` with their starts (leaving `notes` empty).
+    fn absorb(&mut self, notes: &mut Notes) {
+        for (id, worker, at) in notes.starts.drain(..) {
+            self.started.insert(id, (worker, at));
+        }
+        for end in notes.ends.drain(..) {
+            let (started_on, start) = match self.started.remove(&end.id) {
+                Some((w, at)) => (Some(w), at),
+                // Never handed to a worker: a record that could not be read fails at once.
+                None => (None, end.at),
+            };
+            let attempt = Attempt {
+                attempt: end.id.attempt,
+                worker: end.worker.or(started_on).map(|w| w + 1),
+                start,
+                duration: end.at.saturating_duration_since(start),
+                ending: end.ending,
+                kind: end.kind,
+            };
+            self.done.insert(end.id, attempt);
+        }
+        for id in notes.abandoned.drain(..) {
+            self.started.remove(&id);
+        }
     }
 }
 
 /// The three ends of the attempt notes: for the workers, the executor and the job log;
 /// `window` is the most records admitted but not yet written (the attempts are kept in
-/// slots by record, so that noting and taking one needs no hashing).
+/// slots by record, so that noting and taking one needs no hashing; the job log's thread
+/// is usually a few batches of records behind the assembler, so it has slots for those too,
+/// and a map beside them when it is further behind).
 pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
     let starts = Starts::default();
     let (tx, rx) = mpsc::channel();
     let (spare_tx, spare_rx) = mpsc::channel();
     let tracker = Tracker {
         starts: starts.clone(),
-        pulled: Vec::new(),
-        started: IdSlots::new(window),
-        batch: Vec::new(),
+        notes: Notes::default(),
         tx,
         spare: spare_rx,
     };
     let finished = Finished {
         rx,
-        done: IdSlots::new(window),
+        started: IdSlots::new(window),
+        done: IdSlots::new(window.saturating_add(BATCH * 4)),
         spare: spare_tx,
     };
     (starts, tracker, finished)
@@ -259,18 +292,31 @@ impl Committed {
 /// large blocks, and at every sync (before each checkpoint commit).
 const BUFFER: usize = 256 << 10;
 
-/// An open job log.
+/// How many records the assembler hands to the job log's thread at a time (64 KiB of
+/// records: the thread is woken about 500 times in a million-record run).
+const BATCH: usize = 2048;
+
+/// How many batches of records may wait for the job log's thread before the assembler waits
+/// for it (2 MiB of records: enough that a busy machine's scheduling delays of the thread do
+/// not make the assembler wait, and memory stays bounded when the job log's file is slow).
+const QUEUE: usize = 32;
+
+/// An open job log: its file, and the state of formatting its lines. A run hands it to its
+/// own thread with [`JobLog::start`].
 pub struct JobLog {
     path: PathBuf,
     format: Format,
     out: File,
+    /// The job log is a device or a FIFO (`/dev/stderr`): written in place, never cut back
+    /// and never fsynced.
+    direct: bool,
     /// Lines not yet written to `out`: at most about [`BUFFER`] bytes.
     buf: Vec<u8>,
-    /// The attempts, as the executor hands them over.
-    finished: Option<Finished>,
     /// The last input file name and its spelling in this format (padded to a [`Word`] too
     /// when it fits one).
     file: (String, String, Option<Word>),
+    /// The index (among the run's inputs) of the file spelled in `file`, if it is one of them.
+    file_index: Option<u32>,
     /// The line being put together (kept, so that its bytes need no clearing per line).
     line: Line,
     /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
@@ -287,7 +333,8 @@ pub struct JobLog {
 impl JobLog {
     /// Opens the job log at `path`: new (and emptied) for a fresh run, or, resuming, cut back
     /// to its lines of the `committed` records (a crash may have left lines of chunks that
-    /// were written but not committed; they are redone and logged again).
+    /// were written but not committed; they are redone and logged again). A device or a FIFO
+    /// is written in place, as it is.
     pub fn open(path: &Path, resume: Option<&Committed>) -> Result<JobLog> {
         let format = Format::of(path);
         let env = |e: std::io::Error| {
@@ -296,20 +343,33 @@ impl JobLog {
                 path.display()
             )))
         };
-        crate::config::ensure_parent_dir(path)?;
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(env)?;
-        let keep = match resume {
-            Some(committed) => committed_length(&mut file, format, committed).map_err(env)?,
-            None => 0,
+        let direct = matches!(
+            herdsman_io::output_target(path),
+            Ok(herdsman_io::OutputTarget::Direct(_))
+        );
+        let (file, keep) = if direct {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(env)?;
+            (file, 0)
+        } else {
+            crate::config::ensure_parent_dir(path)?;
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(env)?;
+            let keep = match resume {
+                Some(committed) => committed_length(&mut file, format, committed).map_err(env)?,
+                None => 0,
+            };
+            file.set_len(keep).map_err(env)?;
+            file.seek(std::io::SeekFrom::Start(keep)).map_err(env)?;
+            (file, keep)
         };
-        file.set_len(keep).map_err(env)?;
-        file.seek(std::io::SeekFrom::Start(keep)).map_err(env)?;
         let mut buf = Vec::with_capacity(BUFFER + (4 << 10));
         if keep == 0 && format == Format::Tsv {
             buf.extend_from_slice(TSV_HEADER.as_bytes());
@@ -319,9 +379,10 @@ impl JobLog {
             path: path.to_path_buf(),
             format,
             out: file,
+            direct,
             buf,
-            finished: None,
             file: (String::new(), String::new(), None),
+            file_index: None,
             line: Line::new(),
             base,
             epoch: (base.1, since_epoch(base.1)),
@@ -329,33 +390,97 @@ impl JobLog {
         })
     }
 
-    /// Takes the attempts to log from `finished` (the executor's notes).
-    pub fn attach(&mut self, finished: Finished) {
-        self.finished = Some(finished);
+    /// Starts the job log's thread, which takes each record's attempts from `finished` (the
+    /// executor's notes; no lines without them) and writes their lines; `names` are the
+    /// run's input file names, by index.
+    pub fn start(self, finished: Option<Finished>, names: Vec<String>) -> Result<Writer> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (spare_tx, spare_rx) = mpsc::channel();
+        let (synced_tx, synced_rx) = mpsc::sync_channel(1);
+        let failure = Arc::new(Failure::default());
+        let path = self.path.clone();
+        let thread = {
+            let failure = Arc::clone(&failure);
+            std::thread::Builder::new()
+                .name("herdsman-joblog".into())
+                .spawn(move || self.serve(finished, &names, rx, &spare_tx, &synced_tx, &failure))
+                .context("cannot start the job log's thread")?
+        };
+        Ok(Writer {
+            path,
+            batch: Vec::with_capacity(BATCH),
+            tx: Some(tx),
+            spare: spare_rx,
+            synced: synced_rx,
+            failure,
+            thread: Some(thread),
+        })
     }
 
-    /// Writes the lines of the attempts of the record at engine index `index`: `attempts`
-    /// of them, read from input `file` at `line`, record number `seq` (0-based).
-    pub fn write_record(
-        &mut self,
-        index: u64,
-        attempts: u32,
-        file: &str,
-        line: u64,
-        seq: u64,
-    ) -> Result<()> {
-        if self.finished.is_none() {
-            return Ok(());
-        }
-        self.spell_file(file);
-        // Each attempt's line goes straight into the buffer, as it is taken from the notes.
-        for attempt in 1..=attempts {
-            let id = AttemptId { index, attempt };
-            if let Some(a) = self.finished.as_mut().and_then(|f| f.take_one(id)) {
-                self.line(line, seq, &a);
+    /// The job log's thread: writes the lines of the records it is handed, and syncs when
+    /// asked, until the [`Writer`] is dropped. After a failed write it writes nothing more
+    /// (the run stops with the error) but still answers, so the assembler never waits on it.
+    fn serve(
+        mut self,
+        mut finished: Option<Finished>,
+        names: &[String],
+        rx: mpsc::Receiver<Message>,
+        spare: &mpsc::Sender<Vec<RecordNote>>,
+        synced: &mpsc::SyncSender<std::io::Result<()>>,
+        failure: &Failure,
+    ) {
+        let mut error: Option<std::io::Error> = None;
+        for message in rx {
+            match message {
+                Message::Records(mut batch) => {
+                    if let (None, Some(f)) = (&error, finished.as_mut()) {
+                        for r in &batch {
+                            self.write_note(f, names, r);
+                        }
+                        if let Err(e) = self.spill_io() {
+                            failure.set(&e);
+                            error = Some(e);
+                        }
+                    }
+                    batch.clear();
+                    let _ = spare.send(batch);
+                }
+                Message::Sync => {
+                    let result = match &error {
+                        Some(e) => Err(copy_error(e)),
+                        None => self.sync_io(),
+                    };
+                    if let Err(e) = &result {
+                        failure.set(e);
+                        error.get_or_insert_with(|| copy_error(e));
+                    }
+                    let _ = synced.send(result);
+                }
             }
         }
-        self.spill()
+        if error.is_some() {
+            // Nothing more is written, not even when dropped.
+            self.buf.clear();
+        }
+    }
+
+    /// Appends the lines of record `r`'s attempts, taken from `finished`, to the buffer.
+    #[inline]
+    fn write_note(&mut self, finished: &mut Finished, names: &[String], r: &RecordNote) {
+        if self.file_index != Some(r.file_index) {
+            let name = names.get(r.file_index as usize).map_or("", String::as_str);
+            self.spell_file(name);
+            self.file_index = Some(r.file_index);
+        }
+        for attempt in 1..=r.attempts {
+            let id = AttemptId {
+                index: r.index,
+                attempt,
+            };
+            if let Some(a) = finished.take_one(id) {
+                self.line(r.line, r.seq, &a);
+            }
+        }
     }
 
     /// Writes the lines of one record's attempts.
@@ -368,7 +493,7 @@ impl JobLog {
         for a in attempts {
             self.line(line, seq, a);
         }
-        self.spill()
+        self.spill_io().map_err(|e| write_error(&self.path, &e))
     }
 
     /// Remembers how `file` is spelled in this format, unless it is the last file's name.
@@ -381,6 +506,7 @@ impl JobLog {
             };
             let padded = (spelled.len() <= WORD).then(|| Word::new(spelled.as_bytes()));
             self.file = (file.to_string(), spelled, padded);
+            self.file_index = None;
         }
     }
 
@@ -470,7 +596,7 @@ impl JobLog {
     }
 
     /// Writes the buffer to the file once it holds [`BUFFER`] bytes or more.
-    fn spill(&mut self) -> Result<()> {
+    fn spill_io(&mut self) -> std::io::Result<()> {
         if self.buf.len() >= BUFFER {
             self.write_buffer()?;
         }
@@ -478,7 +604,7 @@ impl JobLog {
     }
 
     /// Writes the whole buffer to the file.
-    fn write_buffer(&mut self) -> Result<()> {
+    fn write_buffer(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -486,22 +612,207 @@ impl JobLog {
         // Cleared also on failure: the run ends with this error, and the bytes are not tried
         // again when the job log is dropped.
         self.buf.clear();
-        written.with_context(|| format!("cannot write the job log {}", self.path.display()))
+        written
     }
 
-    /// Flushes and fsyncs the job log (before a checkpoint commit).
-    pub fn sync(&mut self) -> Result<()> {
+    /// Writes what is buffered and fsyncs the file (a device or FIFO is only written).
+    fn sync_io(&mut self) -> std::io::Result<()> {
         self.write_buffer()?;
-        self.out
-            .sync_data()
-            .with_context(|| format!("cannot write the job log {}", self.path.display()))
+        if self.direct {
+            return Ok(());
+        }
+        self.out.sync_data()
+    }
+
+    /// Flushes and fsyncs the job log.
+    #[cfg(test)]
+    pub fn sync(&mut self) -> Result<()> {
+        self.sync_io().map_err(|e| write_error(&self.path, &e))
     }
 }
 
 impl Drop for JobLog {
-    /// Writes what is buffered, as a `BufWriter` would (errors are for [`JobLog::sync`]).
+    /// Writes what is buffered, as a `BufWriter` would (errors are for [`Writer::sync`]).
     fn drop(&mut self) {
         let _ = self.write_buffer();
+    }
+}
+
+/// One record whose attempts the job log writes: what the assembler knows of it.
+#[derive(Debug, Clone, Copy)]
+struct RecordNote {
+    /// The record's engine index (its attempts' ids are `index` and `1..=attempts`).
+    index: u64,
+    /// 0-based record number in the whole input.
+    seq: u64,
+    /// The line of the input file it starts on.
+    line: u64,
+    /// Its input file, by index among the run's inputs.
+    file_index: u32,
+    attempts: u32,
+}
+
+/// What the assembler sends to the job log's thread.
+enum Message {
+    /// The next records to write, in the order they were written to the output.
+    Records(Vec<RecordNote>),
+    /// Write and fsync everything sent before, then answer.
+    Sync,
+}
+
+/// The first error of the job log's thread, for the assembler to stop the run with.
+#[derive(Default)]
+struct Failure {
+    failed: AtomicBool,
+    error: Mutex<Option<std::io::Error>>,
+}
+
+impl Failure {
+    fn set(&self, e: &std::io::Error) {
+        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if error.is_none() {
+            *error = Some(copy_error(e));
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    fn get(&self) -> Option<std::io::Error> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(copy_error)
+    }
+}
+
+/// The same error again (an `io::Error` is not `Clone`).
+fn copy_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// The error a failed write of the job log at `path` stops the run with.
+fn write_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(EnvError(format!(
+        "cannot write the job log {}: {e}; make room on its device or give --joblog another \
+         path, then run the same command again",
+        path.display()
+    )))
+}
+
+/// The assembler's end of a job log written by its own thread: records are handed over in
+/// batches (a few integers each), formatted and written there.
+pub struct Writer {
+    path: PathBuf,
+    /// Records not yet handed over.
+    batch: Vec<RecordNote>,
+    tx: Option<mpsc::SyncSender<Message>>,
+    /// Emptied batches the thread gives back, reused instead of allocating one per batch.
+    spare: mpsc::Receiver<Vec<RecordNote>>,
+    synced: mpsc::Receiver<std::io::Result<()>>,
+    failure: Arc<Failure>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Writes the lines of the attempts of the record at engine index `index`: `attempts`
+    /// of them, read from input file `file_index` (among the run's inputs) at `line`, record
+    /// number `seq` (0-based). Fails once the job log's thread could not write.
+    #[inline]
+    pub fn write_record(
+        &mut self,
+        index: u64,
+        attempts: u32,
+        file_index: u32,
+        line: u64,
+        seq: u64,
+    ) -> Result<()> {
+        self.batch.push(RecordNote {
+            index,
+            seq,
+            line,
+            file_index,
+            attempts,
+        });
+        if self.batch.len() >= BATCH {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the records noted so far to the job log's thread (waiting while it is
+    /// [`QUEUE`] batches behind).
+    fn hand_over(&mut self) -> Result<()> {
+        if let Some(e) = self.failure.get() {
+            return Err(write_error(&self.path, &e));
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
+        self.send(Message::Records(batch))
+    }
+
+    fn send(&mut self, message: Message) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(message));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.stopped()),
+        }
+    }
+
+    /// The error for a job log's thread that is gone: its own, or the panic it ended with.
+    fn stopped(&mut self) -> anyhow::Error {
+        if let Some(e) = self.failure.get() {
+            return write_error(&self.path, &e);
+        }
+        self.tx = None;
+        let why = match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Err(panic)) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "it panicked".into()),
+            _ => "it ended early".into(),
+        };
+        anyhow::anyhow!(
+            "internal error: the thread writing the job log {} stopped ({why}); run the same \
+             command again to resume, and report this",
+            self.path.display()
+        )
+    }
+
+    /// Waits until the job log's thread has written and fsynced the lines of every record
+    /// handed to it so far (before a checkpoint commit, and at the end of the run).
+    pub fn sync(&mut self) -> Result<()> {
+        self.hand_over()?;
+        self.send(Message::Sync)?;
+        match self.synced.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(write_error(&self.path, &e)),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// Hands over what is left and waits for the thread to write it (errors are for
+    /// [`Writer::sync`]).
+    fn drop(&mut self) {
+        let _ = self.hand_over();
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -919,6 +1230,75 @@ mod tests {
     }
 
     #[test]
+    fn the_job_log_thread_has_written_every_record_handed_over_when_sync_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.tsv");
+        // Fewer slots than records in flight: ids also go beside the slots.
+        let (starts, mut tracker, finished) = attempts(64);
+        let mut writer = JobLog::open(&path, None)
+            .unwrap()
+            .start(Some(finished), vec!["a.csv".into(), "b.csv".into()])
+            .unwrap();
+        let records = 3 * BATCH as u64 + 7;
+        let now = Instant::now();
+        for index in 0..records {
+            let id = AttemptId { index, attempt: 1 };
+            starts.on_worker(id, (index % 2) as usize, now);
+            tracker.finished(id, now, Ending::Succeeded, None, None);
+            // Records 10 and 20 failed once before.
+            if index % 10 == 0 && index > 0 {
+                let again = AttemptId { index, attempt: 2 };
+                starts.on_worker(again, 0, now);
+                tracker.finished(again, now, Ending::Filtered, None, None);
+            }
+            if index % 100 == 99 {
+                tracker.send();
+            }
+        }
+        tracker.send();
+        for index in 0..records {
+            let attempts = if index % 10 == 0 && index > 0 { 2 } else { 1 };
+            let file = u32::from(index >= records / 2);
+            writer
+                .write_record(index, attempts, file, index + 2, index)
+                .unwrap();
+        }
+        // Not a whole batch, and far less than the buffer: all of it is written by `sync`.
+        writer.sync().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').collect())
+            .collect();
+        assert_eq!(lines.len() as u64, records + (records - 1) / 10);
+        let mut at = 0;
+        for index in 0..records {
+            let first = &lines[at];
+            assert_eq!(first[0], (index + 1).to_string());
+            assert_eq!(
+                first[1],
+                if index >= records / 2 {
+                    "b.csv"
+                } else {
+                    "a.csv"
+                }
+            );
+            assert_eq!(first[2], (index + 2).to_string());
+            assert_eq!(first[3], (index % 2 + 1).to_string());
+            assert_eq!((first[6], first[8]), ("succeeded", "1"));
+            at += 1;
+            if index % 10 == 0 && index > 0 {
+                assert_eq!((lines[at][0], lines[at][6]), (first[0], "filtered"));
+                assert_eq!((lines[at][3], lines[at][8]), ("1", "2"));
+                at += 1;
+            }
+        }
+        drop(writer);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
     fn attempts_carry_their_worker_and_arrive_in_order() {
         let (starts, mut tracker, mut finished) = attempts(1024);
         let id = |attempt| AttemptId { index: 4, attempt };
@@ -955,6 +1335,6 @@ mod tests {
         finished.take(4, 2, &mut again);
         finished.take(5, 1, &mut again);
         assert!(again.is_empty());
-        assert!(tracker.started.is_empty());
+        assert!(finished.started.is_empty());
     }
 }

@@ -199,8 +199,8 @@ pub(crate) fn start_executor(
 pub(crate) struct FileSinks {
     pub(crate) output: crate::db_output::Output,
     pub(crate) failures: Failures,
-    /// `--joblog`, with the table its lines come from.
-    pub(crate) joblog: Option<crate::joblog::JobLog>,
+    /// `--joblog`, written by its own thread.
+    pub(crate) joblog: Option<crate::joblog::Writer>,
 }
 
 /// The dead-letter file: open from the start, or (streaming to stdout without a named
@@ -280,11 +280,12 @@ impl Sinks for FileSinks {
         &mut self,
         index: u64,
         attempts: u32,
-        file: &str,
+        _file: &str,
         pos: &herdsman_io::Position,
     ) -> Result<()> {
+        // The file's name is looked up by its index on the job log's thread.
         match &mut self.joblog {
-            Some(log) => log.write_record(index, attempts, file, pos.line, pos.seq),
+            Some(log) => log.write_record(index, attempts, pos.file_index, pos.line, pos.seq),
             None => Ok(()),
         }
     }
@@ -606,12 +607,9 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     let mut sinks = sinks;
     let mut executor = executor;
     let metrics = executor.metrics();
-    sinks.joblog = joblog.map(|mut log| {
-        if let Some(finished) = executor.take_finished() {
-            log.attach(finished);
-        }
-        log
-    });
+    sinks.joblog = joblog
+        .map(|log| log.start(executor.take_finished(), names.clone()))
+        .transpose()?;
     let (announce, chunks) = mpsc::channel();
     let fatal = Arc::new(Mutex::new(None));
     let (first_chunk, skip) = match &resume {

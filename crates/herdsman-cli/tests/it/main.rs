@@ -19,6 +19,7 @@ mod exec_args;
 mod exec_first_run;
 mod files;
 mod inputs;
+mod joblog;
 mod key_order;
 mod live_status;
 mod metrics;

@@ -1,0 +1,191 @@
+//! The job log written by its own thread, driven through the real binary: a run killed right
+//! after a checkpoint commit and resumed leaves the same lines as a run never interrupted
+//! (retries included), and a job log that cannot be written stops the run with a clear error
+//! instead of hanging.
+//!
+//! The full device is made with `mknod` inside the test's own temporary directory (this needs
+//! root; without it that test says so and returns), never taken from the real `/dev`.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::process::{Command as StdCommand, Stdio};
+
+use crate::common::{self, stderr, Scratch};
+
+/// A framed worker that sleeps 5 ms per record (so that a few hundred records span more than
+/// one checkpoint), always fails the records whose id is 3 more than a multiple of 7
+/// (retryable, so each of them has one line per attempt), and echoes the others. Whatever the
+/// run, a record gets the same attempts with the same outcomes.
+const FAIL_SOME: &str = r#"import json, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    rid, rec = msg["id"], msg["record"]
+    time.sleep(0.005)
+    if int(rec["id"]) % 7 == 3:
+        print(json.dumps({"id": rid, "error": "not this one", "retryable": True}))
+    else:
+        print(json.dumps({"id": rid, "output": rec}))
+        print(json.dumps({"id": rid, "done": True}))
+    sys.stdout.flush()
+"#;
+
+/// The columns of a job log line that do not depend on timing: record, file, line, worker,
+/// outcome, kind and attempt (start and duration left out), one entry per line, in order.
+fn timeless(s: &Scratch, name: &str) -> Vec<Vec<String>> {
+    let text = s.read(name);
+    if name.ends_with(".tsv") {
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("record\tfile\tline\tworker\tstart\tduration\toutcome\tkind\tattempt"),
+            "{name}"
+        );
+        lines
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                assert_eq!(f.len(), 9, "{name}: {l}");
+                [0, 1, 2, 3, 6, 7, 8]
+                    .iter()
+                    .map(|&i| f[i].to_string())
+                    .collect()
+            })
+            .collect()
+    } else {
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}: {l}"));
+                [
+                    "record", "file", "line", "worker", "outcome", "kind", "attempt",
+                ]
+                .iter()
+                .map(|k| v[*k].to_string())
+                .collect()
+            })
+            .collect()
+    }
+}
+
+/// Runs `herdsman` with `args` in `s` (with the injected SIGKILL `fault`, if any) and waits
+/// for it to end.
+fn run_job(s: &Scratch, args: &[&str], fault: Option<&str>) -> std::process::ExitStatus {
+    let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("herdsman"));
+    cmd.args(args)
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(f) = fault {
+        cmd.env("HERDSMAN_FAULT", f);
+    }
+    cmd.status().expect("run herdsman")
+}
+
+#[test]
+fn a_joblog_resumed_after_a_kill_right_after_a_commit_equals_an_uninterrupted_runs() {
+    for name in ["jobs.tsv", "jobs.jsonl"] {
+        let args = [
+            "run",
+            "-i",
+            "in.csv",
+            "-w",
+            "python3 w.py",
+            "--protocol",
+            "framed",
+            "-o",
+            "out.jsonl",
+            "-j",
+            "1",
+            "--chunk-size",
+            "10",
+            "--retries",
+            "2",
+            "--backoff",
+            "1ms",
+            "--joblog",
+            name,
+        ];
+        let scratch = || {
+            let s = Scratch::new();
+            s.write("w.py", FAIL_SOME);
+            s.write("in.csv", common::id_csv(300));
+            s
+        };
+        let whole = scratch();
+        assert_eq!(run_job(&whole, &args, None).code(), Some(1), "{name}");
+        let want = timeless(&whole, name);
+        // 300 records, 43 of them failing on all 3 attempts.
+        assert_eq!(want.len(), 300 + 43 * 2, "{name}");
+
+        let resumed = scratch();
+        // Killed right after its first commit: only committed lines may be in the job log,
+        // and all of them must be (they were written and fsynced before the commit).
+        let first = run_job(&resumed, &args, Some("after-commit"));
+        assert!(!first.success(), "{name}: the first run was killed");
+        let kept = timeless(&resumed, name);
+        assert!(
+            !kept.is_empty() && kept.len() < want.len(),
+            "{name}: {} lines after the kill",
+            kept.len()
+        );
+        assert_eq!(
+            kept,
+            want[..kept.len()],
+            "{name}: the lines before the kill"
+        );
+        assert_eq!(run_job(&resumed, &args, None).code(), Some(1), "{name}");
+        assert_eq!(timeless(&resumed, name), want, "{name}: after the resume");
+        assert_eq!(resumed.read("out.jsonl"), whole.read("out.jsonl"), "{name}");
+    }
+}
+
+/// Makes a character device node `major:minor` at `path`; false when not permitted.
+fn mknod(path: &Path, major: u32, minor: u32) -> bool {
+    let ok = StdCommand::new("mknod")
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: mknod is not permitted here (the device tests need root)");
+    }
+    ok
+}
+
+#[test]
+fn a_joblog_that_cannot_be_written_stops_the_run_with_a_clear_error() {
+    for checkpoint in [true, false] {
+        let s = Scratch::new();
+        // A scratch node of the full device: every write fails with "no space left".
+        if !mknod(&s.path("full"), 1, 7) {
+            return;
+        }
+        // Far more lines than the job log buffers before its first write.
+        s.write("in.csv", common::id_csv(30_000));
+        let mut cmd = s.herdsman();
+        cmd.args(["run", "-i", "in.csv", "-w", "cat", "-o", "out.jsonl"])
+            .args(["--joblog", "full"]);
+        if !checkpoint {
+            cmd.arg("--no-checkpoint");
+        }
+        // `herdsman()` kills the run after a generous deadline: a hang fails below.
+        let out = cmd.output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "checkpoint {checkpoint}: {err}");
+        assert!(
+            err.contains("cannot write the job log full: No space left on device"),
+            "{err}"
+        );
+        assert!(err.contains("give --joblog another path"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("internal error"),
+            "{err}"
+        );
+        assert!(
+            std::fs::symlink_metadata(s.path("full")).is_ok_and(|m| m.file_type().is_char_device()),
+            "the device node was replaced"
+        );
+        // The run did not finish: its output was not published.
+        assert!(!s.path("out.jsonl").exists(), "checkpoint {checkpoint}");
+    }
+}

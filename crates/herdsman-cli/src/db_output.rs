@@ -84,8 +84,7 @@ impl Output {
             // there is a dead letter too; parsing it once is half the cost of a row.
             Output::Db(_) if outputs.len() <= 1 => Ok(()),
             Output::Db(db) => outputs.iter().try_for_each(|o| {
-                db.sink
-                    .check(o).map_err(|message| SinkError::Record {
+                db.sink.check(o).map_err(|message| SinkError::Record {
                     path: db.sink.url().to_string().into(),
                     message,
                 })

@@ -13,11 +13,14 @@ use herdsman_ledger_postgres::test_server::TestServer;
 
 fn markers(url: &str) -> Vec<(i64, i64)> {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    c.query("SELECT chunk, rows FROM herdsman_chunks ORDER BY chunk", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    c.query(
+        "SELECT chunk, rows FROM herdsman_chunks ORDER BY chunk",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }
 
 fn ids(url: &str) -> Vec<i64> {
@@ -94,7 +97,10 @@ fn postgres_commits_in_the_background_and_stops_at_the_first_refused_chunk() {
     assert_eq!(sink.failed_chunk(), Some(1));
     // Every later call fails, and names the chunk that failed.
     let again = sink.sync().unwrap_err();
-    assert!(matches!(again, DbError::Abandoned { chunk: 1, .. }), "{again}");
+    assert!(
+        matches!(again, DbError::Abandoned { chunk: 1, .. }),
+        "{again}"
+    );
     assert!(sink.commit_chunk(3, "m3").is_err());
     drop(sink);
     assert_eq!(markers(&base), [(0, 1), (1, 1)]);

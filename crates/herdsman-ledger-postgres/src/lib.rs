@@ -663,11 +663,129 @@ impl PostgresLedger {
         }))
     }
 
+    /// Commits several chunks, each through its own claim and fenced by it, with their part
+    /// names, in one transaction (one round trip per chunk and one WAL flush for the batch),
+    /// and with `next` (`owner`, lease) also claims the next chunk in that transaction, as
+    /// [`PostgresLedger::commit_and_claim`] does, when at least one chunk committed.
+    ///
+    /// Returns one result per entry of `batch`, in its order: `Ok` for a committed chunk, or
+    /// the refusal [`PostgresLedger::commit_with_parts`] would return (a stale claim, a
+    /// finished job, ...). A refused chunk changes nothing and does not keep the others from
+    /// committing. The call fails as a whole only for the database (then nothing of it is
+    /// committed, or, when its reply was lost, the retry finds what it committed).
+    pub fn commit_batch(
+        &mut self,
+        batch: &[(Claim, ChunkCommit, Vec<String>)],
+        next: Option<(&str, Duration)>,
+    ) -> Result<(Vec<Result<(), LedgerError>>, Option<Claim>), LedgerError> {
+        let job_id = self.job()?;
+        let now = self.now();
+        let op = self.op();
+        let claim_op = self.op();
+        let mut prepared = Vec::with_capacity(batch.len());
+        for (claim, c, _) in batch {
+            if claim.chunk != c.chunk {
+                return Err(LedgerError::ClaimMismatch {
+                    claimed: claim.chunk,
+                    committed: c.chunk,
+                });
+            }
+            prepared.push((
+                CommitValues::of(c)?,
+                fenced(claim.chunk),
+                fenced(claim.attempt),
+            ));
+        }
+        let next = next.map(|(owner, lease)| (owner.to_string(), lease_us(lease)));
+        let (results, row) = self.run(
+            || format!("commit {} chunks and claim the next", batch.len()),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry {
+                    // The batch commits whole or not at all: one chunk committed by this
+                    // operation means the first try went through and only its reply was lost.
+                    let mut results = Vec::with_capacity(batch.len());
+                    let mut any = false;
+                    for ((claim, c, _), (_, chunk, _)) in batch.iter().zip(&prepared) {
+                        if client
+                            .query_opt(&q.committed_by_op, &[&job_id, chunk, &op])?
+                            .is_some()
+                        {
+                            any = true;
+                            results.push(Ok(()));
+                        } else {
+                            results.push(match self.why_refused(client, q, claim, c, job_id) {
+                                Err(Fail::Refused(e)) => Err(e),
+                                Err(Fail::Db(e)) => return Err(Fail::Db(e)),
+                                Ok(()) => Err(self.refused_without_reason(c.chunk)),
+                            });
+                        }
+                    }
+                    if any {
+                        let row = match next {
+                            Some(_) => client.query_opt(&q.claimed_by_op, &[&job_id, &claim_op])?,
+                            None => None,
+                        };
+                        return Ok((results, row));
+                    }
+                }
+                let mut tx = client.transaction()?;
+                let mut results = Vec::with_capacity(batch.len());
+                for ((claim, c, parts), (v, chunk, attempt)) in batch.iter().zip(&prepared) {
+                    let mut result = Err(self.refused_without_reason(c.chunk));
+                    for _ in 0..3 {
+                        let mut params: Vec<&(dyn ToSql + Sync)> =
+                            vec![&job_id, chunk, &now, attempt, &claim.owner, &op];
+                        params.extend(v.params());
+                        params.push(parts);
+                        if tx.execute(&q.commit_fenced, &params)? == 1 {
+                            result = Ok(());
+                            break;
+                        }
+                        match self.why_refused(&mut tx, q, claim, c, job_id) {
+                            Ok(()) => {}
+                            Err(Fail::Refused(e)) => {
+                                result = Err(e);
+                                break;
+                            }
+                            Err(Fail::Db(e)) => return Err(Fail::Db(e)),
+                        }
+                    }
+                    results.push(result);
+                }
+                let row = match &next {
+                    Some((owner, lease)) if results.iter().any(Result::is_ok) => {
+                        tx.query_opt(&q.claim, &[&job_id, owner, &now, lease, &claim_op])?
+                    }
+                    _ => None,
+                };
+                tx.commit()?;
+                Ok((results, row))
+            },
+        )?;
+        let claimed = match (row, &next) {
+            (Some(row), Some((owner, _))) => {
+                let (chunk, attempt, start, end) =
+                    read_planned(&row).map_err(|d| self.corrupt(d))?;
+                Some(Claim {
+                    chunk,
+                    attempt,
+                    owner: owner.clone(),
+                    start,
+                    end,
+                    lease_expires_at: row.get(8),
+                })
+            }
+            _ => None,
+        };
+        Ok((results, claimed))
+    }
+
     /// Why the fenced commit of `c` through `claim` changed no row: the refusal, or `Ok` when
     /// nothing refuses it now (the state changed between the two statements; try again).
     fn why_refused(
         &self,
-        client: &mut Client,
+        client: &mut impl postgres::GenericClient,
         q: &Queries,
         claim: &Claim,
         c: &ChunkCommit,

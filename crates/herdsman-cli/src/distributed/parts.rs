@@ -3,9 +3,17 @@
 //! store (a directory or an object-storage prefix, [`super::store`]), then committed through
 //! the claim ([`Committer`]).
 //!
-//! This module must never commit a chunk whose part is not durable (each part is fsynced and
-//! renamed into place before its commit), and never let a refused commit's part stay behind:
-//! a part whose claim was lost is deleted, and no commit ever names it.
+//! A part is written to its end and renamed into place at the chunk's end without an fsync
+//! of its own; the chunks due together are committed as one batch ([`Committer`]): every
+//! part of the batch is made durable first ([`PartStore::sync_parts`]: the files fsynced from
+//! a few threads at once, then their directory once; for object storage the upload already
+//! was), then one PostgreSQL transaction commits them all
+//! ([`PostgresLedger::commit_batch`]).
+//!
+//! This module must never commit a chunk whose part is not durable, and never let a refused
+//! commit's part stay behind: a part whose claim was lost is deleted, and no commit ever
+//! names it. A part renamed but not yet synced when the node dies is never named either: its
+//! chunk was not committed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -36,6 +44,49 @@ pub(crate) fn part_name(chunk: u64, attempt: u64) -> String {
 
 /// The suffix of a dead-letter part's name.
 pub(crate) const FAILURES_SUFFIX: &str = ".failures";
+
+/// Completes `sink`'s file, hands it to the operating system and renames it into place,
+/// without fsync: [`PartStore::sync_parts`] makes it durable before its commit.
+fn publish_unsynced(mut sink: Sink) -> Result<(), SinkError> {
+    sink.complete()?;
+    sink.flush()?;
+    let path = sink.path().to_path_buf();
+    drop(sink);
+    let partial = herdsman_io::partial_path(&path);
+    std::fs::rename(&partial, &path).map_err(|source| SinkError::Io {
+        action: "rename into",
+        path,
+        source,
+    })
+}
+
+/// Fsyncs the files `names` in `dir` from a few threads at once (their flushes overlap in
+/// the disk's queue), then `dir` once, so each file and its name are durable.
+pub(crate) fn sync_files(dir: &std::path::Path, names: &[String]) -> std::io::Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let threads = names.len().min(8);
+    let per = names.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .chunks(per)
+            .map(|group| {
+                scope.spawn(move || {
+                    for name in group {
+                        std::fs::File::open(dir.join(name))?.sync_data()?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    std::fs::File::open(dir)?.sync_all()
+}
 
 /// The chunk being written.
 struct Current {
@@ -131,12 +182,13 @@ impl crate::assemble::Sinks for PartSinks {
             return Ok(());
         };
         output.end_chunk()?;
-        // Each part is fsynced and renamed into place (its directory fsynced), then put in
-        // the store, before the commit that names it.
-        output.finish()?;
+        // Each part is written to its end and renamed into place, then put in the store;
+        // the committer makes the parts of a batch durable together before the commit that
+        // names them.
         let mut names = vec![part_name(chunk, attempt)];
+        publish_unsynced(output)?;
         if let Some(f) = failures {
-            f.finish()?;
+            publish_unsynced(f)?;
             names.push(format!("{}{FAILURES_SUFFIX}", part_name(chunk, attempt)));
         }
         for name in &names {
@@ -273,9 +325,10 @@ impl Ledger for Committer {
     fn commit(&mut self, claim: &Claim, c: &ChunkCommit) -> Result<(), LedgerError> {
         self.ledger.commit(claim, c)
     }
-    /// Commits each written chunk through this node's claim of it, with its part names.
+    /// Commits the written chunks through this node's claims of them, with their part names:
+    /// their parts made durable together first, then one transaction for the batch.
     fn commit_chunks(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
-        let mut holds_next = false;
+        let mut batch = Vec::with_capacity(commits.len());
         for c in commits {
             let names = self
                 .written
@@ -289,15 +342,31 @@ impl Ledger for Committer {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&c.chunk)
                 .cloned();
-            let Some(claim) = claim else {
-                self.discard(c.chunk, &names, "this node's lease on it ran out");
-                continue;
-            };
+            match claim {
+                Some(claim) => batch.push((claim, c.clone(), names)),
+                None => self.discard(c.chunk, &names, "this node's lease on it ran out"),
+            }
+        }
+        // No commit names a part before it is durable.
+        let names: Vec<String> = batch.iter().flat_map(|(_, _, n)| n.clone()).collect();
+        self.store
+            .sync_parts(&names)
+            .map_err(|source| LedgerError::Io {
+                path: self.store.staging_dir().to_path_buf(),
+                action: "make the parts durable before their commit in",
+                source,
+            })?;
+        let mut holds_next = false;
+        if !batch.is_empty() {
             crate::fault::fault("distributed-before-commit");
-            let result = match self.ahead.as_ref().filter(|a| a.is_empty()) {
+        }
+        let ahead = self.ahead.as_ref().filter(|a| a.is_empty());
+        let results: Vec<Result<(), LedgerError>> = if let [(claim, c, names)] = &batch[..] {
+            // A batch of one: the single-chunk calls.
+            vec![match ahead {
                 Some(ahead) => self
                     .ledger
-                    .commit_and_claim(&claim, c, &names, &ahead.node, ahead.lease)
+                    .commit_and_claim(claim, c, names, &ahead.node, ahead.lease)
                     .map(|next| {
                         if let Some(next) = next {
                             // An open chunk (this node's) is left: the job is not complete.
@@ -305,8 +374,30 @@ impl Ledger for Committer {
                             ahead.put(next, &self.claims);
                         }
                     }),
-                None => self.ledger.commit_with_parts(&claim, c, &names),
-            };
+                None => self.ledger.commit_with_parts(claim, c, names),
+            }]
+        } else if batch.is_empty() {
+            Vec::new()
+        } else {
+            let next = ahead.map(|a| (a.node.as_str(), a.lease));
+            match self.ledger.commit_batch(&batch, next) {
+                Ok((results, next)) => {
+                    if let (Some(next), Some(ahead)) = (next, ahead) {
+                        holds_next = true;
+                        ahead.put(next, &self.claims);
+                    }
+                    results
+                }
+                Err(e) => {
+                    let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+                    for (claim, _, _) in &batch {
+                        claims.remove(&claim.chunk);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        for ((claim, c, names), result) in batch.iter().zip(results) {
             self.claims
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -318,12 +409,12 @@ impl Ledger for Committer {
                 Err(LedgerError::StaleClaim { .. }) => {
                     self.discard(
                         c.chunk,
-                        &names,
+                        names,
                         "this node's lease on it ran out and another node took it over",
                     );
                 }
                 Err(LedgerError::AlreadyFinished { .. }) => {
-                    self.discard(c.chunk, &names, "the job finished without it");
+                    self.discard(c.chunk, names, "the job finished without it");
                 }
                 Err(e) => return Err(e),
             }

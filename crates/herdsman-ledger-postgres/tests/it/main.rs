@@ -5,6 +5,7 @@
 #![cfg(feature = "test-support")]
 
 mod commit_and_claim;
+mod commit_batch;
 mod common;
 mod conformance;
 mod harness;

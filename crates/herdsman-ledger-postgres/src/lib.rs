@@ -144,6 +144,10 @@ pub struct ChunkRow {
     pub committed_at: Option<SystemTime>,
 }
 
+/// What [`PostgresLedger::commit_batch`] did: one result per chunk of the batch, in its order
+/// (`Ok` committed, or the chunk's refusal), and the next chunk claimed with the batch.
+pub type BatchOutcome = (Vec<Result<(), LedgerError>>, Option<Claim>);
+
 /// A [`Ledger`] in a PostgreSQL database, shared by every node that connects to the same
 /// database, schema and job.
 ///
@@ -677,7 +681,7 @@ impl PostgresLedger {
         &mut self,
         batch: &[(Claim, ChunkCommit, Vec<String>)],
         next: Option<(&str, Duration)>,
-    ) -> Result<(Vec<Result<(), LedgerError>>, Option<Claim>), LedgerError> {
+    ) -> Result<BatchOutcome, LedgerError> {
         let job_id = self.job()?;
         let now = self.now();
         let op = self.op();

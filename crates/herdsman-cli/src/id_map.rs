@@ -31,3 +31,113 @@ impl std::hash::Hasher for IdHasher {
 
 /// A map from attempt ids to `V`.
 pub type IdMap<V> = HashMap<AttemptId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The fewest and the most slots of an [`IdSlots`] table.
+const SLOTS: (usize, usize) = (64, 1 << 16);
+
+/// Values keyed by attempt id, for ids whose indices lie close together (the attempts in
+/// flight, at most a window apart): one slot per index modulo a power of two, so that
+/// storing and taking an entry is a mask and a compare, no hashing. An id whose slot holds
+/// another id (a retry of the same record, or a record far behind the others) goes to an
+/// [`IdMap`] beside the slots, so every id is kept whatever the spread of the indices.
+pub struct IdSlots<V> {
+    slots: Vec<Option<(AttemptId, V)>>,
+    mask: u64,
+    overflow: IdMap<V>,
+}
+
+impl<V> IdSlots<V> {
+    /// A table for about `in_flight` ids at a time (its slots are that number rounded up to
+    /// a power of two, between 64 and 65,536).
+    pub fn new(in_flight: usize) -> IdSlots<V> {
+        let n = in_flight.clamp(SLOTS.0, SLOTS.1).next_power_of_two();
+        IdSlots {
+            slots: std::iter::repeat_with(|| None).take(n).collect(),
+            mask: n as u64 - 1,
+            overflow: IdMap::default(),
+        }
+    }
+
+    /// Stores `value` for `id` (replacing the value it had).
+    #[inline]
+    pub fn insert(&mut self, id: AttemptId, value: V) {
+        let slot = &mut self.slots[(id.index & self.mask) as usize];
+        match slot {
+            Some((held, v)) if *held == id => *v = value,
+            Some(_) => {
+                self.overflow.insert(id, value);
+            }
+            None => {
+                // The id may have gone beside the slots while its slot was taken.
+                if !self.overflow.is_empty() {
+                    self.overflow.remove(&id);
+                }
+                *slot = Some((id, value));
+            }
+        }
+    }
+
+    /// Takes `id`'s value out of the table.
+    #[inline]
+    pub fn remove(&mut self, id: &AttemptId) -> Option<V> {
+        let slot = &mut self.slots[(id.index & self.mask) as usize];
+        match slot {
+            Some((held, _)) if held == id => slot.take().map(|(_, v)| v),
+            _ if self.overflow.is_empty() => None,
+            _ => self.overflow.remove(id),
+        }
+    }
+
+    /// Whether the table holds no id.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.overflow.is_empty() && self.slots.iter().all(Option::is_none)
+    }
+}
+
+impl<V> Extend<(AttemptId, V)> for IdSlots<V> {
+    fn extend<T: IntoIterator<Item = (AttemptId, V)>>(&mut self, iter: T) {
+        for (id, v) in iter {
+            self.insert(id, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(index: u64, attempt: u32) -> AttemptId {
+        AttemptId { index, attempt }
+    }
+
+    #[test]
+    fn slots_keep_every_id_whatever_its_index() {
+        let mut t = IdSlots::new(4);
+        // 64 slots: 0, 64 and 128 share one; retries share their record's.
+        let ids = [
+            id(0, 1),
+            id(64, 1),
+            id(0, 2),
+            id(128, 1),
+            id(5, 1),
+            id(0, 3),
+        ];
+        for (n, i) in ids.iter().enumerate() {
+            t.insert(*i, n);
+        }
+        t.insert(id(64, 1), 100);
+        assert_eq!(t.remove(&id(0, 1)), Some(0));
+        // The slot is free again; an id stored beside it moves in without a duplicate.
+        t.insert(id(0, 2), 200);
+        assert_eq!(t.remove(&id(0, 2)), Some(200));
+        assert_eq!(t.remove(&id(0, 2)), None);
+        assert_eq!(t.remove(&id(64, 1)), Some(100));
+        assert_eq!(t.remove(&id(128, 1)), Some(3));
+        assert_eq!(t.remove(&id(7, 1)), None);
+        assert_eq!(t.remove(&id(5, 1)), Some(4));
+        assert!(!t.is_empty());
+        assert_eq!(t.remove(&id(0, 3)), Some(5));
+        assert!(t.is_empty());
+    }
+}

@@ -11,7 +11,7 @@
 //! never write a line for a record outside the chunk being written, and never keep a line of
 //! uncommitted work on resume.
 
-use crate::id_map::IdMap;
+use crate::id_map::IdSlots;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -37,11 +37,15 @@ pub enum Ending {
 }
 
 impl Ending {
-    fn name(self) -> &'static str {
+    /// Its name, padded to a [`Word`] so that it is copied in one fixed-size block.
+    fn name(self) -> &'static Word {
+        const SUCCEEDED: Word = Word::new(b"succeeded");
+        const FILTERED: Word = Word::new(b"filtered");
+        const FAILED: Word = Word::new(b"failed");
         match self {
-            Ending::Succeeded => "succeeded",
-            Ending::Filtered => "filtered",
-            Ending::Failed => "failed",
+            Ending::Succeeded => &SUCCEEDED,
+            Ending::Filtered => &FILTERED,
+            Ending::Failed => &FAILED,
         }
     }
 }
@@ -85,7 +89,7 @@ impl Starts {
 pub struct Tracker {
     starts: Starts,
     pulled: Vec<(AttemptId, usize, Instant)>,
-    started: IdMap<(usize, Instant)>,
+    started: IdSlots<(usize, Instant)>,
     batch: Batch,
     tx: mpsc::Sender<Batch>,
     /// Emptied batches the job log gives back, reused instead of allocating one per poll.
@@ -156,7 +160,7 @@ impl Tracker {
 /// The job log's side: the finished attempts, taken record by record as records are written.
 pub struct Finished {
     rx: mpsc::Receiver<Batch>,
-    done: IdMap<Attempt>,
+    done: IdSlots<Attempt>,
     /// Where emptied batches go back to the executor's side.
     spare: mpsc::Sender<Batch>,
 }
@@ -183,22 +187,24 @@ impl Finished {
     }
 }
 
-/// The three ends of the attempt notes: for the workers, the executor and the job log.
-pub fn attempts() -> (Starts, Tracker, Finished) {
+/// The three ends of the attempt notes: for the workers, the executor and the job log;
+/// `window` is the most records admitted but not yet written (the attempts are kept in
+/// slots by record, so that noting and taking one needs no hashing).
+pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
     let starts = Starts::default();
     let (tx, rx) = mpsc::channel();
     let (spare_tx, spare_rx) = mpsc::channel();
     let tracker = Tracker {
         starts: starts.clone(),
         pulled: Vec::new(),
-        started: IdMap::default(),
+        started: IdSlots::new(window),
         batch: Vec::new(),
         tx,
         spare: spare_rx,
     };
     let finished = Finished {
         rx,
-        done: IdMap::default(),
+        done: IdSlots::new(window),
         spare: spare_tx,
     };
     (starts, tracker, finished)
@@ -262,16 +268,20 @@ pub struct JobLog {
     buf: Vec<u8>,
     /// The attempts, as the executor hands them over.
     finished: Option<Finished>,
-    /// The last input file name and its spelling in this format.
-    file: (String, String),
+    /// The last input file name and its spelling in this format (padded to a [`Word`] too
+    /// when it fits one).
+    file: (String, String, Option<Word>),
+    /// The line being put together (kept, so that its bytes need no clearing per line).
+    line: Line,
     /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
     base: (Instant, SystemTime),
     /// `base`'s wall-clock time as time since the Unix epoch, worked out once (and again
     /// only if `base` changes).
     epoch: (SystemTime, Duration),
-    /// The last start's whole seconds since the epoch, and their digits with the point:
-    /// the attempts of one second share them, so only the milliseconds are formatted.
-    second: (u64, Vec<u8>),
+    /// The last start's whole seconds since the epoch, and their digits with the point (and
+    /// how many bytes those are): the attempts of one second share them, so only the
+    /// milliseconds are formatted.
+    second: (u64, [u8; WORD], usize),
 }
 
 impl JobLog {
@@ -311,10 +321,11 @@ impl JobLog {
             out: file,
             buf,
             finished: None,
-            file: (String::new(), String::new()),
+            file: (String::new(), String::new(), None),
+            line: Line::new(),
             base,
             epoch: (base.1, since_epoch(base.1)),
-            second: (u64::MAX, Vec::new()),
+            second: (u64::MAX, [0; WORD], 0),
         })
     }
 
@@ -368,7 +379,8 @@ impl JobLog {
                 Format::Tsv => file.replace(['\t', '\n', '\r'], " "),
                 Format::Jsonl => serde_json::to_string(file).unwrap_or_else(|_| "\"\"".into()),
             };
-            self.file = (file.to_string(), spelled);
+            let padded = (spelled.len() <= WORD).then(|| Word::new(spelled.as_bytes()));
+            self.file = (file.to_string(), spelled, padded);
         }
     }
 
@@ -386,67 +398,75 @@ impl JobLog {
                 .1
                 .saturating_sub(self.base.0.duration_since(a.start)),
         };
-        let kind = a.kind.map(|k| k.name());
+        let kind = a.kind.map(|k| k.name().as_bytes());
         let outcome = a.ending.name();
-        // Written by hand, byte by byte: a line per attempt of a million-record run must not
-        // cost a formatter call per field.
+        // Put together in the line block, field by field at a cursor (fixed-size copies,
+        // digits written in place), and copied to the buffer once: a line per attempt of a
+        // million-record run must not cost a call per field.
+        let l = &mut self.line;
+        l.len = 0;
         let b = &mut self.buf;
+        let file = (self.file.1.as_bytes(), self.file.2.as_ref());
         match self.format {
             Format::Tsv => {
-                number(b, seq + 1);
-                b.push(b'\t');
-                b.extend_from_slice(self.file.1.as_bytes());
-                b.push(b'\t');
-                number(b, line);
-                b.push(b'\t');
+                l.number(seq + 1);
+                l.put(b"\t");
+                l.text(b, file.0, file.1);
+                l.put(b"\t");
+                l.number(line);
+                l.put(b"\t");
                 match a.worker {
-                    Some(w) => number(b, w as u64),
-                    None => b.push(b'-'),
+                    Some(w) => l.number(w as u64),
+                    None => l.put(b"-"),
                 }
-                b.push(b'\t');
-                start(b, &mut self.second, since_epoch);
-                b.push(b'\t');
-                decimal(b, a.duration.as_secs(), a.duration.subsec_millis(), 3);
-                b.push(b'\t');
-                b.extend_from_slice(outcome.as_bytes());
-                b.push(b'\t');
-                b.extend_from_slice(kind.unwrap_or("-").as_bytes());
-                b.push(b'\t');
-                number(b, u64::from(a.attempt));
-                b.push(b'\n');
+                l.put(b"\t");
+                l.start(&mut self.second, since_epoch);
+                l.put(b"\t");
+                l.decimal(a.duration.as_secs(), a.duration.subsec_millis(), 3);
+                l.put(b"\t");
+                l.word(outcome);
+                l.put(b"\t");
+                match kind {
+                    Some(k) => l.text(b, k, None),
+                    None => l.put(b"-"),
+                }
+                l.put(b"\t");
+                l.number(u64::from(a.attempt));
+                l.put(b"\n");
             }
             Format::Jsonl => {
-                b.extend_from_slice(b"{\"record\":");
-                number(b, seq + 1);
-                b.extend_from_slice(b",\"file\":");
-                b.extend_from_slice(self.file.1.as_bytes());
-                b.extend_from_slice(b",\"line\":");
-                number(b, line);
-                b.extend_from_slice(b",\"worker\":");
+                l.put(b"{\"record\":");
+                l.number(seq + 1);
+                l.put(b",\"file\":");
+                l.text(b, file.0, file.1);
+                l.put(b",\"line\":");
+                l.number(line);
+                l.put(b",\"worker\":");
                 match a.worker {
-                    Some(w) => number(b, w as u64),
-                    None => b.extend_from_slice(b"null"),
+                    Some(w) => l.number(w as u64),
+                    None => l.put(b"null"),
                 }
-                b.extend_from_slice(b",\"start\":");
-                start(b, &mut self.second, since_epoch);
-                b.extend_from_slice(b",\"duration\":");
-                decimal(b, a.duration.as_secs(), a.duration.subsec_micros(), 6);
-                b.extend_from_slice(b",\"outcome\":\"");
-                b.extend_from_slice(outcome.as_bytes());
-                b.extend_from_slice(b"\",\"kind\":");
+                l.put(b",\"start\":");
+                l.start(&mut self.second, since_epoch);
+                l.put(b",\"duration\":");
+                l.decimal(a.duration.as_secs(), a.duration.subsec_micros(), 6);
+                l.put(b",\"outcome\":\"");
+                l.word(outcome);
+                l.put(b"\",\"kind\":");
                 match kind {
                     Some(k) => {
-                        b.push(b'"');
-                        b.extend_from_slice(k.as_bytes());
-                        b.push(b'"');
+                        l.put(b"\"");
+                        l.text(b, k, None);
+                        l.put(b"\"");
                     }
-                    None => b.extend_from_slice(b"null"),
+                    None => l.put(b"null"),
                 }
-                b.extend_from_slice(b",\"attempt\":");
-                number(b, u64::from(a.attempt));
-                b.extend_from_slice(b"}\n");
+                l.put(b",\"attempt\":");
+                l.number(u64::from(a.attempt));
+                l.put(b"}\n");
             }
         }
+        b.extend_from_slice(l.bytes());
     }
 
     /// Writes the buffer to the file once it holds [`BUFFER`] bytes or more.
@@ -491,44 +511,174 @@ fn since_epoch(at: SystemTime) -> Duration {
         .unwrap_or_default()
 }
 
-/// Appends `n` in decimal (two digits per step, through `itoa`).
-#[inline]
-fn number(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+/// The longest line [`Line`] holds: the JSON spelling with every number at its longest (20
+/// digits) needs about 290 bytes, plus a file name and a failure kind of at most [`WORD`]
+/// bytes each (longer ones go to the buffer directly).
+const LINE: usize = 384;
+
+/// The longest word [`Line::word`] copies as one block: outcome names, a short file name,
+/// and the whole seconds of a start with its point (21 bytes at most).
+const WORD: usize = 24;
+
+/// The two digits of 0..100, for writing numbers two digits per step.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// A short byte string (at most [`WORD`] bytes) padded to a fixed-size block, so that it is
+/// copied without a call.
+struct Word {
+    bytes: [u8; WORD],
+    len: usize,
 }
 
-/// Appends a start time (`since_epoch`) with milliseconds, the whole seconds and the point
-/// copied from `second` when they are its seconds (else formatted and kept there).
-#[inline]
-fn start(out: &mut Vec<u8>, second: &mut (u64, Vec<u8>), since_epoch: Duration) {
-    let secs = since_epoch.as_secs();
-    if second.0 != secs {
-        second.1.clear();
-        number(&mut second.1, secs);
-        second.1.push(b'.');
-        second.0 = secs;
+impl Word {
+    /// `s` padded (`s` is at most [`WORD`] bytes long).
+    const fn new(s: &[u8]) -> Word {
+        let mut bytes = [0u8; WORD];
+        let mut i = 0;
+        while i < s.len() {
+            bytes[i] = s[i];
+            i += 1;
+        }
+        Word {
+            bytes,
+            len: s.len(),
+        }
     }
-    out.extend_from_slice(&second.1);
-    let ms = since_epoch.subsec_millis();
-    out.extend_from_slice(&[
-        b'0' + (ms / 100) as u8,
-        b'0' + (ms / 10 % 10) as u8,
-        b'0' + (ms % 10) as u8,
-    ]);
 }
 
-/// Appends `whole.fraction` with `places` digits after the point (`fraction` < 10^places;
-/// `places` is 3 or 6).
-#[inline]
-fn decimal(out: &mut Vec<u8>, whole: u64, fraction: u32, places: usize) {
-    number(out, whole);
-    let mut digits = [b'.', 0, 0, 0, 0, 0, 0];
-    let mut f = fraction;
-    for d in digits[1..=places].iter_mut().rev() {
-        *d = b'0' + (f % 10) as u8;
-        f /= 10;
+/// One job log line being put together: every field is written at a cursor
+/// with fixed-size copies and digits written in place, so that no field costs a call, and
+/// the line reaches the job log's buffer in one copy.
+struct Line {
+    bytes: [u8; LINE + WORD],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line {
+            bytes: [0; LINE + WORD],
+            len: 0,
+        }
     }
-    out.extend_from_slice(&digits[..=places]);
+
+    /// What was written so far.
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Appends `s`, a constant of the format (its length is known where this is inlined).
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, s: &[u8; N]) {
+        self.bytes[self.len..self.len + N].copy_from_slice(s);
+        self.len += N;
+    }
+
+    /// Appends `w`: its fixed-size block is copied and the cursor moved by its length.
+    #[inline(always)]
+    fn word(&mut self, w: &Word) {
+        self.bytes[self.len..self.len + WORD].copy_from_slice(&w.bytes);
+        self.len += w.len;
+    }
+
+    /// Appends `text` (a file name's spelling, or a failure kind): as the fixed-size block
+    /// `padded` when there is one, else copied when it fits [`WORD`] bytes, else written to
+    /// `out` directly, after what the line holds so far.
+    #[inline]
+    fn text(&mut self, out: &mut Vec<u8>, text: &[u8], padded: Option<&Word>) {
+        if let Some(w) = padded {
+            self.word(w);
+        } else if text.len() <= WORD {
+            self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+            self.len += text.len();
+        } else {
+            out.extend_from_slice(self.bytes());
+            out.extend_from_slice(text);
+            self.len = 0;
+        }
+    }
+
+    /// Appends `n` in decimal, two digits per step, written in place (one digit, the
+    /// usual worker, attempt and whole seconds of a duration, without counting digits).
+    #[inline(always)]
+    fn number(&mut self, n: u64) {
+        if n < 10 {
+            self.bytes[self.len] = b'0' + n as u8;
+            self.len += 1;
+        } else {
+            self.long_number(n);
+        }
+    }
+
+    /// Appends `n` (10 or more) in decimal.
+    #[inline]
+    fn long_number(&mut self, n: u64) {
+        let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+        let out = &mut self.bytes[self.len..self.len + digits];
+        write_digits(out, n);
+        self.len += digits;
+    }
+
+    /// Appends a start time (`since_epoch`) with milliseconds, the whole seconds and the
+    /// point copied from `second` when they are its seconds (else formatted and kept there).
+    #[inline]
+    fn start(&mut self, second: &mut (u64, [u8; WORD], usize), since_epoch: Duration) {
+        let secs = since_epoch.as_secs();
+        if second.0 != secs {
+            let digits = secs.checked_ilog10().map_or(1, |l| l as usize + 1);
+            write_digits(&mut second.1[..digits], secs);
+            second.1[digits] = b'.';
+            second.2 = digits + 1;
+            second.0 = secs;
+        }
+        self.bytes[self.len..self.len + WORD].copy_from_slice(&second.1);
+        self.len += second.2;
+        let ms = since_epoch.subsec_millis();
+        self.put(&[
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+        ]);
+    }
+
+    /// Appends `whole.fraction` with `places` digits after the point (`fraction` <
+    /// 10^places; `places` is 3 or 6).
+    #[inline]
+    fn decimal(&mut self, whole: u64, fraction: u32, places: usize) {
+        self.number(whole);
+        let mut digits = [b'.', 0, 0, 0, 0, 0, 0];
+        let mut f = fraction;
+        for d in digits[1..=places].iter_mut().rev() {
+            *d = b'0' + (f % 10) as u8;
+            f /= 10;
+        }
+        self.put(&digits);
+        // Only `places` digits were meant: the rest of the block is written over next.
+        self.len -= 6 - places;
+    }
+}
+
+/// Writes `n`'s decimal digits into `out`, which is exactly as long as they are.
+#[inline]
+fn write_digits(out: &mut [u8], mut n: u64) {
+    let mut i = out.len();
+    while n >= 100 {
+        let p = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        out[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    }
+    if n >= 10 {
+        let p = n as usize * 2;
+        out[i - 2..i].copy_from_slice(&PAIRS[p..p + 2]);
+    } else {
+        out[i - 1] = b'0' + n as u8;
+    }
 }
 
 /// The length of the job log's leading lines that belong to committed records (the header
@@ -633,6 +783,43 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_numbers_and_file_names_are_spelled_in_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "dir/".repeat(30) + "in.csv";
+        let (m, w, n) = (u64::MAX, usize::MAX, u32::MAX);
+        for (name, want) in [
+            (
+                "jobs.tsv",
+                format!(
+                    "{TSV_HEADER}{m}\t{long}\t{m}\t{w}\t1.500\t{m}.999\tfailed\tinput_field_count\t{n}\n\
+                     1\tshort.csv\t0\t2\t1.500\t0.250\tfiltered\t-\t1\n"
+                ),
+            ),
+            (
+                "jobs.jsonl",
+                format!(
+                    "{{\"record\":{m},\"file\":\"{long}\",\"line\":{m},\"worker\":{w},\"start\":1.500,\"duration\":{m}.999999,\"outcome\":\"failed\",\"kind\":\"input_field_count\",\"attempt\":{n}}}\n\
+                     {{\"record\":1,\"file\":\"short.csv\",\"line\":0,\"worker\":2,\"start\":1.500,\"duration\":0.250000,\"outcome\":\"filtered\",\"kind\":null,\"attempt\":1}}\n"
+                ),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            let mut log = JobLog::open(&path, None).unwrap();
+            let now = Instant::now();
+            log.base = (now, SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+            let mut a = attempt(now, n, Ending::Failed);
+            a.worker = Some(w);
+            a.duration = Duration::new(m, 999_999_999);
+            a.kind = Some(DeadLetterKind::InputFieldCount);
+            log.write(&long, m, m - 1, &[a]).unwrap();
+            log.write("short.csv", 0, 0, &[attempt(now, 1, Ending::Filtered)])
+                .unwrap();
+            log.sync().unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{name}");
+        }
+    }
+
+    #[test]
     fn a_log_larger_than_its_buffer_reaches_the_file_in_whole_lines_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.tsv");
@@ -733,7 +920,7 @@ mod tests {
 
     #[test]
     fn attempts_carry_their_worker_and_arrive_in_order() {
-        let (starts, mut tracker, mut finished) = attempts();
+        let (starts, mut tracker, mut finished) = attempts(1024);
         let id = |attempt| AttemptId { index: 4, attempt };
         let now = Instant::now();
         starts.on_worker(id(1), 0, now);

@@ -46,7 +46,7 @@ pub(crate) fn start_executor(
     // pass writes no job log).
     let (on_start, notes) = match &cfg.joblog {
         Some(_) if !cfg.retry_failed => {
-            let (starts, tracker, finished) = crate::joblog::attempts();
+            let (starts, tracker, finished) = crate::joblog::attempts(cfg.window);
             let on_start: herdsman_workers::StartSink =
                 Arc::new(move |id, worker, at| starts.on_worker(id, worker, at));
             (Some(on_start), Some((tracker, finished)))

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import herdsman
+from procs import alive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Where this interpreter found herdsman (installed, or a source tree on PYTHONPATH).
@@ -33,18 +34,6 @@ SCRIPT = textwrap.dedent("""
         print(json.dumps({"status": part.status, "pids": [v for _, v in part.successes()],
                           "failed": len(part.failures())}), flush=True)
 """)
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("executor", ["process", "thread"])

@@ -3,37 +3,16 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 import herdsman
 
 import hm_funcs
+from procs import wait_dead
 
 # Where this interpreter found herdsman (installed, or a source tree on PYTHONPATH).
 PKG = os.path.dirname(os.path.dirname(os.path.abspath(herdsman.__file__)))
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_dead(pid, seconds=30):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if not alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_values_in_order_on_persistent_workers():

@@ -139,14 +139,44 @@ impl ObjectParts {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let staging =
-            std::env::temp_dir().join(format!("herdsman-parts-{}-{nanos:09}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        remove_dead_staging(&tmp);
+        let staging = tmp.join(format!("{STAGING_PREFIX}{}-{nanos:09}", std::process::id()));
         std::fs::create_dir_all(&staging)?;
         Ok(ObjectParts { prefix, staging })
     }
 
     fn url(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+}
+
+/// The name every staging directory starts with, followed by `<pid>-<nanoseconds>`.
+const STAGING_PREFIX: &str = "herdsman-parts-";
+
+/// Removes the staging directories in `tmp` left by nodes that died (SIGKILL gives them no
+/// chance to clean up): those whose pid no longer runs. A directory of a live process, or
+/// one whose name does not parse, is left alone; errors are ignored (it is housekeeping).
+fn remove_dead_staging(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() as i32
+            || !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            );
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -194,5 +224,38 @@ impl PartStore for ObjectParts {
 impl Drop for ObjectParts {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_left_by_a_dead_node_is_removed_and_a_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A pid that ran and exited: its process is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dead_dir = tmp.path().join(format!("{STAGING_PREFIX}{dead}-000000001"));
+        let live_dir = tmp
+            .path()
+            .join(format!("{STAGING_PREFIX}{}-000000002", std::process::id()));
+        let other = tmp.path().join("herdsman-parts-not-a-pid");
+        for d in [&dead_dir, &live_dir, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("part-0-1"), "x").unwrap();
+        }
+        remove_dead_staging(tmp.path());
+        assert!(!dead_dir.exists(), "a dead node's staging directory stays");
+        assert!(
+            live_dir.exists(),
+            "a live node's staging directory was removed"
+        );
+        assert!(
+            other.exists(),
+            "a directory whose name has no pid was removed"
+        );
     }
 }

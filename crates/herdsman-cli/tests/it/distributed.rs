@@ -15,7 +15,7 @@ use herdsman_ledger_postgres::test_server::TestServer;
 use herdsman_ledger_postgres::{ChunkRow, ChunkState, PostgresLedger, PostgresOptions};
 
 /// A throwaway server, or `None` (skip) when PostgreSQL is not installed and `CI` is unset.
-fn server(test: &str) -> Option<TestServer> {
+pub(crate) fn server(test: &str) -> Option<TestServer> {
     match TestServer::start() {
         Ok(s) => Some(s),
         Err(why) if std::env::var_os("CI").is_some() => {
@@ -29,7 +29,7 @@ fn server(test: &str) -> Option<TestServer> {
 }
 
 /// `rows` CSV rows, one in 7 failing ("bad") and one in 11 filtered ("skip").
-fn input(rows: usize) -> String {
+pub(crate) fn input(rows: usize) -> String {
     let mut s = String::from("id,value\n");
     for i in 0..rows {
         let v = if i % 7 == 3 {
@@ -47,10 +47,15 @@ fn input(rows: usize) -> String {
 /// The shared arguments of every run: input, worker (its delay per record in `DIST_DELAY_MS`),
 /// chunks of 10 records.
 fn job_args() -> Vec<String> {
+    job_args_for("in.csv")
+}
+
+/// The arguments of every run of the job reading `input`.
+pub(crate) fn job_args_for(input: &str) -> Vec<String> {
     [
         "run",
         "-i",
-        "in.csv",
+        input,
         "-w",
         &py_worker("dist_worker.py", &[]),
         "--protocol",

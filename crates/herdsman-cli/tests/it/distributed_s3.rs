@@ -6,191 +6,30 @@
 //! skip with a printed reason; with `CI` set they fail.
 
 use crate::common;
+use crate::distributed::{self, input, server};
+use crate::object_storage::Moto;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use herdsman_ledger::Ledger;
-use herdsman_ledger_postgres::test_server::TestServer;
 use herdsman_ledger_postgres::{ChunkRow, ChunkState, PostgresLedger, PostgresOptions};
-
-/// A throwaway PostgreSQL, or `None` (skip) when it is not installed and `CI` is unset.
-fn server(test: &str) -> Option<TestServer> {
-    match TestServer::start() {
-        Ok(s) => Some(s),
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: PostgreSQL is needed under CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped: {why}");
-            None
-        }
-    }
-}
-
-/// A moto server on a free port, stopped when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    /// Starts moto: `None` (after a note) when it is not installed and `CI` is unset; a
-    /// panic when `CI` is set.
-    fn start(test: &str) -> Option<Moto> {
-        let probe = Command::new("python3")
-            .args(["-c", "import moto.server, boto3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !probe.is_ok_and(|s| s.success()) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: moto is needed under CI: pip install 'moto[server]'"
-            );
-            eprintln!("{test}: skipped: moto is not installed (pip install 'moto[server]')");
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto");
-        let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not answer within 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(moto)
-    }
-
-    /// The environment that points a client at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            ),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_DEFAULT_REGION", "us-east-1".into()),
-        ]
-    }
-
-    /// Points `cmd` at this server, and at nothing else.
-    fn point(&self, cmd: &mut Command) {
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in self.env() {
-            cmd.env(k, v);
-        }
-    }
-
-    /// Runs `s3_tool.py ARGS` (boto3, a second client) in `dir`; its standard output.
-    fn tool(&self, dir: &Path, args: &[&str]) -> String {
-        let mut cmd = Command::new("python3");
-        cmd.arg(worker("s3_tool.py")).args(args).current_dir(dir);
-        self.point(&mut cmd);
-        let out = cmd.output().expect("run s3_tool.py");
-        assert!(
-            out.status.success(),
-            "s3_tool.py {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("UTF-8")
-    }
-
-    /// The keys under `prefix` in the bucket `bkt`.
-    fn keys(&self, dir: &Path, prefix: &str) -> Vec<String> {
-        self.tool(dir, &["ls", "bkt", prefix])
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-
-    /// The bytes of `bkt/key`, downloaded with boto3.
-    fn get(&self, dir: &Path, key: &str) -> Vec<u8> {
-        self.tool(dir, &["get", "bkt", key, "downloaded.tmp"]);
-        let bytes = std::fs::read(dir.join("downloaded.tmp")).expect("downloaded");
-        std::fs::remove_file(dir.join("downloaded.tmp")).expect("remove the download");
-        bytes
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `rows` CSV rows, one in 7 failing ("bad") and one in 11 filtered ("skip").
-fn input(rows: usize) -> String {
-    let mut s = String::from("id,value\n");
-    for i in 0..rows {
-        let v = if i % 7 == 3 {
-            format!("bad-{i}")
-        } else if i % 11 == 5 {
-            format!("skip-{i}")
-        } else {
-            "v".repeat(i % 13 + 1)
-        };
-        s.push_str(&format!("{i},{v}\n"));
-    }
-    s
-}
 
 /// The arguments of every run of the job: its input on object storage, the worker (its
 /// delay per record in `DIST_DELAY_MS`), chunks of 10 records.
 fn job_args() -> Vec<String> {
-    [
-        "run",
-        "-i",
-        "s3://bkt/data/in.csv",
-        "-w",
-        &py_worker("dist_worker.py", &[]),
-        "--protocol",
-        "framed",
-        "-j",
-        "2",
-        "--chunk-size",
-        "10",
-        "--progress",
-        "none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    distributed::job_args_for("s3://bkt/data/in.csv")
 }
 
 /// A bucket `bkt` holding the job's input (`rows` records) at `data/in.csv`, and the output
 /// and dead-letter file of a one-machine run of the job into local files.
 fn prepare(moto: &Moto, s: &Scratch, rows: usize) -> (Vec<u8>, Vec<u8>) {
     let d = s.dir.path();
-    moto.tool(d, &["mkbucket", "bkt"]);
+    moto.ok(d, &["mkbucket", "bkt"]);
     s.write("in.csv", input(rows));
-    moto.tool(d, &["put", "bkt", "data/in.csv", "in.csv"]);
+    moto.ok(d, &["put", "bkt", "data/in.csv", "in.csv"]);
     let mut args = job_args();
     args.extend(["-o", "ref.jsonl", "--failures", "ref.failures.jsonl"].map(String::from));
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("herdsman"));
@@ -309,8 +148,8 @@ fn exited_ok((code, stderr): &(Option<i32>, String)) {
 /// The job's published objects equal the one-machine run's files, and no part is left
 /// under the parts prefix.
 fn assert_same_on_s3(moto: &Moto, dir: &Path, want: &(Vec<u8>, Vec<u8>)) {
-    let out = moto.get(dir, "results/out.jsonl");
-    let failures = moto.get(dir, "results/out.failures.jsonl");
+    let out = moto.get(dir, "bkt", "results/out.jsonl");
+    let failures = moto.get(dir, "bkt", "results/out.failures.jsonl");
     assert!(!want.1.is_empty(), "the job has failing records");
     assert!(
         out == want.0,
@@ -320,7 +159,7 @@ fn assert_same_on_s3(moto: &Moto, dir: &Path, want: &(Vec<u8>, Vec<u8>)) {
         failures == want.1,
         "the dead-letter file differs from the one-machine run's"
     );
-    let left = moto.keys(dir, "results/out.jsonl.parts/");
+    let left = moto.keys(dir, "bkt", "results/out.jsonl.parts/");
     assert!(left.is_empty(), "parts left behind: {left:?}");
 }
 
@@ -334,7 +173,7 @@ fn three_nodes_on_object_storage_with_one_killed_mid_chunk_equal_one_machine() {
     let Some(pg) = server("s3_three_nodes") else {
         return;
     };
-    let Some(moto) = Moto::start("s3_three_nodes") else {
+    let Some(moto) = Moto::start(&[]) else {
         return;
     };
     let s = Scratch::new();
@@ -382,7 +221,7 @@ fn a_zombie_node_on_object_storage_leaves_no_duplicate() {
     let Some(pg) = server("s3_zombie") else {
         return;
     };
-    let Some(moto) = Moto::start("s3_zombie") else {
+    let Some(moto) = Moto::start(&[]) else {
         return;
     };
     let s = Scratch::new();
@@ -399,7 +238,7 @@ fn a_zombie_node_on_object_storage_leaves_no_duplicate() {
     );
     signal(&z, nix::sys::signal::Signal::SIGSTOP);
     // Its committed parts are in the bucket, not on its disk.
-    let parts = moto.keys(s.dir.path(), "results/out.jsonl.parts/");
+    let parts = moto.keys(s.dir.path(), "bkt", "results/out.jsonl.parts/");
     assert!(
         parts.iter().any(|k| k.ends_with("part-0-1")),
         "the committed part of chunk 0 is in the bucket: {parts:?}"
@@ -429,7 +268,7 @@ fn an_object_storage_input_with_a_shared_parts_directory_equals_one_machine() {
     let Some(pg) = server("s3_input_local_parts") else {
         return;
     };
-    let Some(moto) = Moto::start("s3_input_local_parts") else {
+    let Some(moto) = Moto::start(&[]) else {
         return;
     };
     let s = Scratch::new();
@@ -458,7 +297,7 @@ fn an_interrupted_upload_of_the_output_is_finished_by_another_node() {
     let Some(pg) = server("s3_interrupted_assembly") else {
         return;
     };
-    let Some(moto) = Moto::start("s3_interrupted_assembly") else {
+    let Some(moto) = Moto::start(&[]) else {
         return;
     };
     let s = Scratch::new();
@@ -482,13 +321,13 @@ fn an_interrupted_upload_of_the_output_is_finished_by_another_node() {
         !ledger(&url, job).status().unwrap().finished(),
         "not finished before the output is published"
     );
-    let published = moto.keys(s.dir.path(), "results/out");
+    let published = moto.keys(s.dir.path(), "bkt", "results/out");
     assert!(
         !published.iter().any(|k| k == "results/out.jsonl"),
         "nothing is visible at the output key: {published:?}"
     );
     assert!(!moto
-        .keys(s.dir.path(), "results/out.jsonl.parts/")
+        .keys(s.dir.path(), "bkt", "results/out.jsonl.parts/")
         .is_empty());
     // Another node, with nothing on its disk, assembles from the bucket and publishes.
     let mut b = node(&moto, bd.path(), &url, "b", 0, &S3_OUT);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A moto server on a free port, stopped when dropped.
-struct Moto {
+/// A moto server on a free port, stopped when dropped (shared with `distributed_s3`).
+pub(crate) struct Moto {
     child: Child,
     port: u16,
 }
@@ -23,7 +23,7 @@ struct Moto {
 impl Moto {
     /// Starts moto, or says why not: `None` (after a note) when it is not installed and
     /// `CI` is not set; a panic when `CI` is set.
-    fn start(extra_env: &[(&str, &str)]) -> Option<Moto> {
+    pub(crate) fn start(extra_env: &[(&str, &str)]) -> Option<Moto> {
         let probe = Command::new("python3")
             .args(["-c", "import moto.server, boto3"])
             .stdout(Stdio::null())
@@ -70,7 +70,7 @@ impl Moto {
     }
 
     /// The environment that points a client at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint()),
             ("AWS_ALLOW_HTTP", "true".into()),
@@ -91,7 +91,7 @@ impl Moto {
         cmd.output().expect("run s3_tool.py")
     }
 
-    fn ok(&self, dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, dir: &Path, args: &[&str]) -> String {
         let out = self.tool(dir, args);
         assert!(
             out.status.success(),
@@ -102,7 +102,7 @@ impl Moto {
     }
 
     /// The keys under `prefix`.
-    fn keys(&self, dir: &Path, bucket: &str, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, dir: &Path, bucket: &str, prefix: &str) -> Vec<String> {
         self.ok(dir, &["ls", bucket, prefix])
             .lines()
             .map(String::from)
@@ -110,11 +110,23 @@ impl Moto {
     }
 
     /// The bytes of an object, downloaded with boto3.
-    fn get(&self, dir: &Path, bucket: &str, key: &str) -> Vec<u8> {
+    pub(crate) fn get(&self, dir: &Path, bucket: &str, key: &str) -> Vec<u8> {
         self.ok(dir, &["get", bucket, key, "downloaded.tmp"]);
         let bytes = std::fs::read(dir.join("downloaded.tmp")).expect("downloaded");
         std::fs::remove_file(dir.join("downloaded.tmp")).expect("remove the download");
         bytes
+    }
+
+    /// Points `cmd` at this server, and at nothing else.
+    pub(crate) fn point(&self, cmd: &mut Command) {
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
     }
 
     /// `herdsman` in the scratch directory, pointed at this server.

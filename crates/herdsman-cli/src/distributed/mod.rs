@@ -335,6 +335,11 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         drop(stream);
         let (back, _written) = asm.finish()?;
         sinks = back;
+        // The chunks handed to the committer thread are committed before the node decides
+        // what comes next.
+        committer
+            .drain()
+            .context("cannot commit the chunks this node wrote")?;
         if status != RunStatus::Completed {
             break;
         }

@@ -335,6 +335,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         drop(stream);
         let (back, _written) = asm.finish()?;
         sinks = back;
+        sinks.new_pass();
         // The chunks handed to the committer thread are committed before the node decides
         // what comes next.
         committer

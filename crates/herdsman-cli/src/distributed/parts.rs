@@ -83,6 +83,14 @@ pub(crate) fn sync_files(dir: &std::path::Path, names: &[String]) -> std::io::Re
     if names.is_empty() {
         return Ok(());
     }
+    if names.len() <= 2 {
+        // One chunk's parts: a thread of their own would cost more system calls than the
+        // overlap saves.
+        for name in names {
+            std::fs::File::open(dir.join(name))?.sync_data()?;
+        }
+        return std::fs::File::open(dir)?.sync_all();
+    }
     let threads = names.len().min(8);
     let per = names.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -122,6 +130,16 @@ pub(crate) struct PartSinks {
     /// To the committer thread.
     work: mpsc::Sender<Work>,
     current: Option<Current>,
+    /// The staging directory was created since the last [`PartSinks::new_pass`].
+    dir_made: bool,
+}
+
+impl PartSinks {
+    /// A new pass over the claimable chunks begins: the staging directory is made again if
+    /// it is gone.
+    pub(crate) fn new_pass(&mut self) {
+        self.dir_made = false;
+    }
 }
 
 impl PartSinks {
@@ -150,11 +168,15 @@ impl crate::assemble::Sinks for PartSinks {
             .get(&chunk)
             .map_or(0, |c| c.attempt);
         let dir = self.store.staging_dir().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
-            action: "create",
-            path: dir.clone(),
-            source,
-        })?;
+        if !self.dir_made {
+            // Once per pass, not once per chunk.
+            std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+            self.dir_made = true;
+        }
         let path = dir.join(part_name(chunk, attempt));
         let output = Sink::open_continuation(&path, self.format.clone(), None, &self.options)?;
         self.current = Some(Current {
@@ -317,6 +339,7 @@ pub(crate) fn pair(
             claims,
             work: work.clone(),
             current: None,
+            dir_made: false,
         },
         Committer {
             shared,

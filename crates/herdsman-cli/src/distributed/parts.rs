@@ -353,13 +353,14 @@ pub(crate) fn pair(
     )
 }
 
-/// `HERDSMAN_FAULT=distributed-committer-fails`: the committer thread's third batch fails
-/// as a disk error would, for the tests of a failing committer. Nothing else.
+/// `HERDSMAN_FAULT=distributed-committer-fails`: the committer thread's second batch fails
+/// as a disk error would (the first commits), for the tests of a failing committer. Nothing
+/// else.
 fn injected_failure(batch: u64) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         std::env::var("HERDSMAN_FAULT").as_deref() == Ok("distributed-committer-fails")
-    }) && batch == 2
+    }) && batch == 1
 }
 
 impl Committer {

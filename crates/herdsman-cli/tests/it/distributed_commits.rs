@@ -60,7 +60,7 @@ fn a_failing_committer_stops_the_node_and_the_next_run_loses_nothing() {
     assert_eq!(reference.status.code(), Some(1), "{}", stderr(&reference));
     let url = pg.url();
 
-    // The committer thread's third batch fails as a disk would.
+    // The committer thread's second batch fails as a disk would (the first commits).
     let failed = node(
         &s,
         &url,

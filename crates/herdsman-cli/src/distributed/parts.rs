@@ -40,12 +40,7 @@ pub(crate) type Claims = Arc<Mutex<BTreeMap<u64, Claim>>>;
 /// What the writer hands the committer thread, in the order it happened.
 enum Work {
     /// A chunk's parts, written to their ends but not finished.
-    Part {
-        chunk: u64,
-        attempt: u64,
-        output: Sink,
-        failures: Option<Sink>,
-    },
+    Part(Box<Written>),
     /// Chunks due for commit (their parts came before).
     Commit(Vec<ChunkCommit>),
     /// Answer once everything handed over before is done.
@@ -111,6 +106,14 @@ pub(crate) fn sync_files(dir: &std::path::Path, names: &[String]) -> std::io::Re
         Ok::<(), std::io::Error>(())
     })?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// A chunk's parts, written to their ends, for the committer thread to finish.
+struct Written {
+    chunk: u64,
+    attempt: u64,
+    output: Sink,
+    failures: Option<Sink>,
 }
 
 /// The chunk being written.
@@ -224,12 +227,12 @@ impl crate::assemble::Sinks for PartSinks {
         output.end_chunk()?;
         // The committer thread finishes the parts, makes them durable and commits them.
         self.work
-            .send(Work::Part {
+            .send(Work::Part(Box::new(Written {
                 chunk,
                 attempt,
                 output,
                 failures,
-            })
+            })))
             .map_err(|_| self.sink_error("the committer thread stopped; see the error above"))
     }
     fn offsets(&self) -> (u64, u64) {
@@ -453,12 +456,7 @@ impl CommitThread {
             let mut next = Some(first);
             while let Some(work) = next {
                 match work {
-                    Work::Part {
-                        chunk,
-                        attempt,
-                        output,
-                        failures,
-                    } => parts.push((chunk, attempt, output, failures)),
+                    Work::Part(part) => parts.push(*part),
                     Work::Commit(c) => due.extend(c),
                     Work::Drain(answer) => answers.push(answer),
                     Work::Close => close = true,
@@ -498,11 +496,11 @@ impl CommitThread {
     /// Finishes `parts`, then commits `due` as one batch.
     fn work(
         &mut self,
-        parts: &mut Vec<(u64, u64, Sink, Option<Sink>)>,
+        parts: &mut Vec<Written>,
         due: &mut Vec<ChunkCommit>,
     ) -> Result<(), LedgerError> {
-        for (chunk, attempt, output, failures) in parts.drain(..) {
-            self.finish_part(chunk, attempt, output, failures)?;
+        for part in parts.drain(..) {
+            self.finish_part(part)?;
         }
         if due.is_empty() {
             return Ok(());
@@ -512,13 +510,13 @@ impl CommitThread {
     }
 
     /// Writes the part's end, renames it into place (no fsync yet) and puts it in the store.
-    fn finish_part(
-        &mut self,
-        chunk: u64,
-        attempt: u64,
-        output: Sink,
-        failures: Option<Sink>,
-    ) -> Result<(), LedgerError> {
+    fn finish_part(&mut self, part: Written) -> Result<(), LedgerError> {
+        let Written {
+            chunk,
+            attempt,
+            output,
+            failures,
+        } = part;
         let staging = self.store.staging_dir().to_path_buf();
         let io = |name: &str, action, source| LedgerError::Io {
             path: staging.join(name),

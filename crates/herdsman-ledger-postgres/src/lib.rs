@@ -250,6 +250,7 @@ struct Queries {
     reset: Statement,
     plan: Statement,
     claim: Statement,
+    claim_many: Statement,
     claimed_by_op: Statement,
     heartbeat: Statement,
     release: Statement,
@@ -307,6 +308,23 @@ impl Queries {
                         AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
                                          WHERE id = $1 AND finished_at IS NOT NULL) \
                       ORDER BY chunk LIMIT 1 \
+                      FOR UPDATE SKIP LOCKED) \
+                 UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
+                        lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
+                        attempt = c.attempt + 1, last_op = $5 \
+                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                 RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
+                           c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
+            ))?,
+            // The claim of up to $6 chunks at once, in chunk order.
+            claim_many: p(format!(
+                "WITH pick AS ( \
+                     SELECT chunk FROM {s}.chunks \
+                      WHERE job_id = $1 AND state <> 'committed' \
+                        AND (state = 'pending' OR lease_expires_at < {now}) \
+                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                         WHERE id = $1 AND finished_at IS NOT NULL) \
+                      ORDER BY chunk LIMIT $6 \
                       FOR UPDATE SKIP LOCKED) \
                  UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
                         lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
@@ -667,6 +685,50 @@ impl PostgresLedger {
         }))
     }
 
+    /// [`Ledger::claim`] of up to `n` chunks for `owner` in one transaction (one round trip
+    /// and one WAL flush), in chunk order; empty when no chunk is claimable now. A call whose
+    /// reply was lost is retried like every call: the retry returns the claims made by the
+    /// first try.
+    pub fn claim_many(
+        &mut self,
+        owner: &str,
+        lease: Duration,
+        n: u32,
+    ) -> Result<Vec<Claim>, LedgerError> {
+        let job_id = self.job()?;
+        let now = self.now();
+        let lease = lease_us(lease);
+        let op = self.op();
+        let n = i64::from(n.max(1));
+        let rows = self.run(
+            || format!("claim up to {n} chunks"),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry {
+                    let rows = client.query(&q.claimed_by_op, &[&job_id, &op])?;
+                    if !rows.is_empty() {
+                        return Ok(rows); // The first try claimed them; its reply was lost.
+                    }
+                }
+                Ok(client.query(&q.claim_many, &[&job_id, &owner, &now, &lease, &op, &n])?)
+            },
+        )?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (chunk, attempt, start, end) = read_planned(row).map_err(|d| self.corrupt(d))?;
+            claims.push(Claim {
+                chunk,
+                attempt,
+                owner: owner.to_string(),
+                start,
+                end,
+                lease_expires_at: row.get(8),
+            });
+        }
+        claims.sort_by_key(|c| c.chunk);
+        Ok(claims)
+    }
+
     /// Commits several chunks, each through its own claim and fenced by it, with their part
     /// names, in one transaction (one round trip per chunk and one WAL flush for the batch),
     /// and with `next` (`owner`, lease) also claims the next chunk in that transaction, as
@@ -682,6 +744,20 @@ impl PostgresLedger {
         batch: &[(Claim, ChunkCommit, Vec<String>)],
         next: Option<(&str, Duration)>,
     ) -> Result<BatchOutcome, LedgerError> {
+        let (results, claims) = self.commit_batch_claiming(batch, next, 1)?;
+        Ok((results, claims.into_iter().next()))
+    }
+
+    /// [`PostgresLedger::commit_batch`] that claims up to `n` next chunks (in chunk order)
+    /// in the batch's transaction, when at least one chunk committed: a node that committed
+    /// several chunks takes as many to go on with, without a claim transaction of their own.
+    pub fn commit_batch_claiming(
+        &mut self,
+        batch: &[(Claim, ChunkCommit, Vec<String>)],
+        next: Option<(&str, Duration)>,
+        n: u32,
+    ) -> Result<(Vec<Result<(), LedgerError>>, Vec<Claim>), LedgerError> {
+        let limit = i64::from(n.max(1));
         let job_id = self.job()?;
         let now = self.now();
         let op = self.op();
@@ -701,7 +777,7 @@ impl PostgresLedger {
             ));
         }
         let next = next.map(|(owner, lease)| (owner.to_string(), lease_us(lease)));
-        let (results, row) = self.run(
+        let (results, rows) = self.run(
             || format!("commit {} chunks and claim the next", batch.len()),
             |conn, retry| {
                 let Conn { client, q } = conn;
@@ -726,11 +802,11 @@ impl PostgresLedger {
                         }
                     }
                     if any {
-                        let row = match next {
-                            Some(_) => client.query_opt(&q.claimed_by_op, &[&job_id, &claim_op])?,
-                            None => None,
+                        let rows = match next {
+                            Some(_) => client.query(&q.claimed_by_op, &[&job_id, &claim_op])?,
+                            None => Vec::new(),
                         };
-                        return Ok((results, row));
+                        return Ok((results, rows));
                     }
                 }
                 let mut tx = client.transaction()?;
@@ -757,31 +833,33 @@ impl PostgresLedger {
                     }
                     results.push(result);
                 }
-                let row = match &next {
-                    Some((owner, lease)) if results.iter().any(Result::is_ok) => {
-                        tx.query_opt(&q.claim, &[&job_id, owner, &now, lease, &claim_op])?
-                    }
-                    _ => None,
+                let rows = match &next {
+                    Some((owner, lease)) if results.iter().any(Result::is_ok) => tx.query(
+                        &q.claim_many,
+                        &[&job_id, owner, &now, lease, &claim_op, &limit],
+                    )?,
+                    _ => Vec::new(),
                 };
                 tx.commit()?;
-                Ok((results, row))
+                Ok((results, rows))
             },
         )?;
-        let claimed = match (row, &next) {
-            (Some(row), Some((owner, _))) => {
+        let mut claimed = Vec::with_capacity(rows.len());
+        if let Some((owner, _)) = &next {
+            for row in &rows {
                 let (chunk, attempt, start, end) =
-                    read_planned(&row).map_err(|d| self.corrupt(d))?;
-                Some(Claim {
+                    read_planned(row).map_err(|d| self.corrupt(d))?;
+                claimed.push(Claim {
                     chunk,
                     attempt,
                     owner: owner.clone(),
                     start,
                     end,
                     lease_expires_at: row.get(8),
-                })
+                });
             }
-            _ => None,
-        };
+        }
+        claimed.sort_by_key(|c| c.chunk);
         Ok((results, claimed))
     }
 

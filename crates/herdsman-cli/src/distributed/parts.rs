@@ -614,12 +614,23 @@ impl CommitThread {
         } else if batch.is_empty() {
             Vec::new()
         } else {
-            let next = ahead.map(|a| (a.node.as_str(), a.lease));
-            match ledger.commit_batch(&batch, next) {
+            // As many next chunks as it commits, while the claims waiting stay within what
+            // the node's window takes.
+            let ahead = self.ahead.as_ref();
+            let room = ahead.map_or(0, |a| {
+                (crate::distributed::node::CLAIM_AT_ONCE as usize).saturating_sub(a.len())
+            });
+            let next = ahead
+                .filter(|_| room > 0)
+                .map(|a| (a.node.as_str(), a.lease));
+            let n = room.min(batch.len()) as u32;
+            match ledger.commit_batch_claiming(&batch, next, n) {
                 Ok((results, next)) => {
-                    if let (Some(next), Some(ahead)) = (next, ahead) {
-                        holds_next = true;
-                        ahead.put(next, &self.claims);
+                    if let Some(ahead) = ahead {
+                        for claim in next {
+                            holds_next = true;
+                            ahead.put(claim, &self.claims);
+                        }
                     }
                     results
                 }

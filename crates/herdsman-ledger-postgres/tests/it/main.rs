@@ -4,6 +4,7 @@
 
 #![cfg(feature = "test-support")]
 
+mod claim_many;
 mod commit_and_claim;
 mod commit_batch;
 mod common;

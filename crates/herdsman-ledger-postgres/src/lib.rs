@@ -148,6 +148,10 @@ pub struct ChunkRow {
 /// (`Ok` committed, or the chunk's refusal), and the next chunk claimed with the batch.
 pub type BatchOutcome = (Vec<Result<(), LedgerError>>, Option<Claim>);
 
+/// What [`PostgresLedger::commit_batch_claiming`] did: one result per chunk of the batch, in
+/// its order, and the next chunks claimed with the batch, in chunk order.
+pub type BatchClaims = (Vec<Result<(), LedgerError>>, Vec<Claim>);
+
 /// A [`Ledger`] in a PostgreSQL database, shared by every node that connects to the same
 /// database, schema and job.
 ///
@@ -756,7 +760,7 @@ impl PostgresLedger {
         batch: &[(Claim, ChunkCommit, Vec<String>)],
         next: Option<(&str, Duration)>,
         n: u32,
-    ) -> Result<(Vec<Result<(), LedgerError>>, Vec<Claim>), LedgerError> {
+    ) -> Result<BatchClaims, LedgerError> {
         let limit = i64::from(n.max(1));
         let job_id = self.job()?;
         let now = self.now();

@@ -1,7 +1,7 @@
-//! A node's claims: the engine's input iterator that claims one chunk at a time from the
-//! shared ledger and reads its records ([`ClaimReader`]), the claim a commit made of the next
-//! chunk in its own transaction ([`Ahead`]), and the heartbeat that keeps the node's leases
-//! alive ([`Heartbeat`]).
+//! A node's claims: the engine's input iterator that claims chunks from the shared ledger
+//! (two in one transaction when none waits) and reads their records ([`ClaimReader`]), the
+//! claims waiting for it, made by a commit in its own transaction or by a grouped claim
+//! ([`Ahead`]), and the heartbeat that keeps the node's leases alive ([`Heartbeat`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
 //! never block in `next()` (records the engine's puller holds would never be run).

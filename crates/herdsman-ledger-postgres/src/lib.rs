@@ -144,6 +144,14 @@ pub struct ChunkRow {
     pub committed_at: Option<SystemTime>,
 }
 
+/// What [`PostgresLedger::commit_batch`] did: one result per chunk of the batch, in its order
+/// (`Ok` committed, or the chunk's refusal), and the next chunk claimed with the batch.
+pub type BatchOutcome = (Vec<Result<(), LedgerError>>, Option<Claim>);
+
+/// What [`PostgresLedger::commit_batch_claiming`] did: one result per chunk of the batch, in
+/// its order, and the next chunks claimed with the batch, in chunk order.
+pub type BatchClaims = (Vec<Result<(), LedgerError>>, Vec<Claim>);
+
 /// A [`Ledger`] in a PostgreSQL database, shared by every node that connects to the same
 /// database, schema and job.
 ///
@@ -246,6 +254,7 @@ struct Queries {
     reset: Statement,
     plan: Statement,
     claim: Statement,
+    claim_many: Statement,
     claimed_by_op: Statement,
     heartbeat: Statement,
     release: Statement,
@@ -303,6 +312,23 @@ impl Queries {
                         AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
                                          WHERE id = $1 AND finished_at IS NOT NULL) \
                       ORDER BY chunk LIMIT 1 \
+                      FOR UPDATE SKIP LOCKED) \
+                 UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
+                        lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
+                        attempt = c.attempt + 1, last_op = $5 \
+                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                 RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
+                           c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
+            ))?,
+            // The claim of up to $6 chunks at once, in chunk order.
+            claim_many: p(format!(
+                "WITH pick AS ( \
+                     SELECT chunk FROM {s}.chunks \
+                      WHERE job_id = $1 AND state <> 'committed' \
+                        AND (state = 'pending' OR lease_expires_at < {now}) \
+                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                         WHERE id = $1 AND finished_at IS NOT NULL) \
+                      ORDER BY chunk LIMIT $6 \
                       FOR UPDATE SKIP LOCKED) \
                  UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
                         lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
@@ -663,11 +689,189 @@ impl PostgresLedger {
         }))
     }
 
+    /// [`Ledger::claim`] of up to `n` chunks for `owner` in one transaction (one round trip
+    /// and one WAL flush), in chunk order; empty when no chunk is claimable now. A call whose
+    /// reply was lost is retried like every call: the retry returns the claims made by the
+    /// first try.
+    pub fn claim_many(
+        &mut self,
+        owner: &str,
+        lease: Duration,
+        n: u32,
+    ) -> Result<Vec<Claim>, LedgerError> {
+        let job_id = self.job()?;
+        let now = self.now();
+        let lease = lease_us(lease);
+        let op = self.op();
+        let n = i64::from(n.max(1));
+        let rows = self.run(
+            || format!("claim up to {n} chunks"),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry {
+                    let rows = client.query(&q.claimed_by_op, &[&job_id, &op])?;
+                    if !rows.is_empty() {
+                        return Ok(rows); // The first try claimed them; its reply was lost.
+                    }
+                }
+                Ok(client.query(&q.claim_many, &[&job_id, &owner, &now, &lease, &op, &n])?)
+            },
+        )?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (chunk, attempt, start, end) = read_planned(row).map_err(|d| self.corrupt(d))?;
+            claims.push(Claim {
+                chunk,
+                attempt,
+                owner: owner.to_string(),
+                start,
+                end,
+                lease_expires_at: row.get(8),
+            });
+        }
+        claims.sort_by_key(|c| c.chunk);
+        Ok(claims)
+    }
+
+    /// Commits several chunks, each through its own claim and fenced by it, with their part
+    /// names, in one transaction (one round trip per chunk and one WAL flush for the batch),
+    /// and with `next` (`owner`, lease) also claims the next chunk in that transaction, as
+    /// [`PostgresLedger::commit_and_claim`] does, when at least one chunk committed.
+    ///
+    /// Returns one result per entry of `batch`, in its order: `Ok` for a committed chunk, or
+    /// the refusal [`PostgresLedger::commit_with_parts`] would return (a stale claim, a
+    /// finished job, ...). A refused chunk changes nothing and does not keep the others from
+    /// committing. The call fails as a whole only for the database (then nothing of it is
+    /// committed, or, when its reply was lost, the retry finds what it committed).
+    pub fn commit_batch(
+        &mut self,
+        batch: &[(Claim, ChunkCommit, Vec<String>)],
+        next: Option<(&str, Duration)>,
+    ) -> Result<BatchOutcome, LedgerError> {
+        let (results, claims) = self.commit_batch_claiming(batch, next, 1)?;
+        Ok((results, claims.into_iter().next()))
+    }
+
+    /// [`PostgresLedger::commit_batch`] that claims up to `n` next chunks (in chunk order)
+    /// in the batch's transaction, when at least one chunk committed: a node that committed
+    /// several chunks takes as many to go on with, without a claim transaction of their own.
+    pub fn commit_batch_claiming(
+        &mut self,
+        batch: &[(Claim, ChunkCommit, Vec<String>)],
+        next: Option<(&str, Duration)>,
+        n: u32,
+    ) -> Result<BatchClaims, LedgerError> {
+        let limit = i64::from(n.max(1));
+        let job_id = self.job()?;
+        let now = self.now();
+        let op = self.op();
+        let claim_op = self.op();
+        let mut prepared = Vec::with_capacity(batch.len());
+        for (claim, c, _) in batch {
+            if claim.chunk != c.chunk {
+                return Err(LedgerError::ClaimMismatch {
+                    claimed: claim.chunk,
+                    committed: c.chunk,
+                });
+            }
+            prepared.push((
+                CommitValues::of(c)?,
+                fenced(claim.chunk),
+                fenced(claim.attempt),
+            ));
+        }
+        let next = next.map(|(owner, lease)| (owner.to_string(), lease_us(lease)));
+        let (results, rows) = self.run(
+            || format!("commit {} chunks and claim the next", batch.len()),
+            |conn, retry| {
+                let Conn { client, q } = conn;
+                if retry {
+                    // The batch commits whole or not at all: one chunk committed by this
+                    // operation means the first try went through and only its reply was lost.
+                    let mut results = Vec::with_capacity(batch.len());
+                    let mut any = false;
+                    for ((claim, c, _), (_, chunk, _)) in batch.iter().zip(&prepared) {
+                        if client
+                            .query_opt(&q.committed_by_op, &[&job_id, chunk, &op])?
+                            .is_some()
+                        {
+                            any = true;
+                            results.push(Ok(()));
+                        } else {
+                            results.push(match self.why_refused(client, q, claim, c, job_id) {
+                                Err(Fail::Refused(e)) => Err(e),
+                                Err(Fail::Db(e)) => return Err(Fail::Db(e)),
+                                Ok(()) => Err(self.refused_without_reason(c.chunk)),
+                            });
+                        }
+                    }
+                    if any {
+                        let rows = match next {
+                            Some(_) => client.query(&q.claimed_by_op, &[&job_id, &claim_op])?,
+                            None => Vec::new(),
+                        };
+                        return Ok((results, rows));
+                    }
+                }
+                let mut tx = client.transaction()?;
+                let mut results = Vec::with_capacity(batch.len());
+                for ((claim, c, parts), (v, chunk, attempt)) in batch.iter().zip(&prepared) {
+                    let mut result = Err(self.refused_without_reason(c.chunk));
+                    for _ in 0..3 {
+                        let mut params: Vec<&(dyn ToSql + Sync)> =
+                            vec![&job_id, chunk, &now, attempt, &claim.owner, &op];
+                        params.extend(v.params());
+                        params.push(parts);
+                        if tx.execute(&q.commit_fenced, &params)? == 1 {
+                            result = Ok(());
+                            break;
+                        }
+                        match self.why_refused(&mut tx, q, claim, c, job_id) {
+                            Ok(()) => {}
+                            Err(Fail::Refused(e)) => {
+                                result = Err(e);
+                                break;
+                            }
+                            Err(Fail::Db(e)) => return Err(Fail::Db(e)),
+                        }
+                    }
+                    results.push(result);
+                }
+                let rows = match &next {
+                    Some((owner, lease)) if results.iter().any(Result::is_ok) => tx.query(
+                        &q.claim_many,
+                        &[&job_id, owner, &now, lease, &claim_op, &limit],
+                    )?,
+                    _ => Vec::new(),
+                };
+                tx.commit()?;
+                Ok((results, rows))
+            },
+        )?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        if let Some((owner, _)) = &next {
+            for row in &rows {
+                let (chunk, attempt, start, end) =
+                    read_planned(row).map_err(|d| self.corrupt(d))?;
+                claimed.push(Claim {
+                    chunk,
+                    attempt,
+                    owner: owner.clone(),
+                    start,
+                    end,
+                    lease_expires_at: row.get(8),
+                });
+            }
+        }
+        claimed.sort_by_key(|c| c.chunk);
+        Ok((results, claimed))
+    }
+
     /// Why the fenced commit of `c` through `claim` changed no row: the refusal, or `Ok` when
     /// nothing refuses it now (the state changed between the two statements; try again).
     fn why_refused(
         &self,
-        client: &mut Client,
+        client: &mut impl postgres::GenericClient,
         q: &Queries,
         claim: &Claim,
         c: &ChunkCommit,

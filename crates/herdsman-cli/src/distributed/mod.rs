@@ -367,6 +367,12 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         drop(stream);
         let (back, _written) = asm.finish()?;
         sinks = back;
+        sinks.new_pass();
+        // The chunks handed to the committer thread are committed before the node decides
+        // what comes next.
+        committer
+            .drain()
+            .context("cannot commit the chunks this node wrote")?;
         if status != RunStatus::Completed {
             break;
         }

@@ -1,8 +1,9 @@
-//! A node's claims: the engine's input iterator that claims one chunk at a time from the
-//! shared ledger and reads its records ([`ClaimReader`]), the claim a commit made of the next
-//! chunk in its own transaction ([`Ahead`]), the heartbeat that keeps the node's leases
-//! alive ([`Heartbeat`]), and the node's ear for the end of the job, which the node that
-//! publishes the output announces ([`EndNotice`]).
+//! A node's claims: the engine's input iterator that claims chunks from the shared ledger
+//! (two in one transaction when none waits) and reads their records ([`ClaimReader`]), the
+//! claims waiting for it, made by a commit in its own transaction or by a grouped claim
+//! ([`Ahead`]), the heartbeat that keeps the node's leases alive ([`Heartbeat`]), and the
+//! node's ear for the end of the job, which the node that publishes the output announces
+//! ([`EndNotice`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
 //! never block in `next()` (records the engine's puller holds would never be run).
@@ -183,15 +184,20 @@ fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
     Ok(client)
 }
 
+/// Chunks the node's input claims in one transaction when no claim waits: the one it reads
+/// now and the next, as many as the claim window ([`claim_window`]) holds.
+pub(crate) const CLAIM_AT_ONCE: u32 = 2;
+
 /// Why the claimer stopped early: a ledger or input error, for the run's message.
 pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;
 
-/// The one claim a commit made of the next chunk (in the commit's transaction), waiting for
-/// the claimer. It is in the node's claims from the moment it is made, so the heartbeat keeps
-/// its lease alive; at most one is held ahead.
+/// The claim a commit made of the next chunk (in the commit's transaction), or the second
+/// claims of a grouped claim or batch commit ([`CLAIM_AT_ONCE`]), waiting for the claimer.
+/// Each is in the node's claims from the moment it is made, so the heartbeat keeps its lease
+/// alive; at most [`CLAIM_AT_ONCE`] wait.
 #[derive(Clone)]
 pub(crate) struct Ahead {
-    slot: Arc<Mutex<Option<Claim>>>,
+    slot: Arc<Mutex<std::collections::VecDeque<Claim>>>,
     /// The node's name, the owner of its claims.
     pub(crate) node: String,
     /// The lease a claim takes.
@@ -212,7 +218,12 @@ impl Ahead {
         self.slot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_none()
+            .is_empty()
+    }
+
+    /// How many claims wait.
+    pub(crate) fn len(&self) -> usize {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Keeps `claim` for the claimer, among the node's claims.
@@ -221,12 +232,19 @@ impl Ahead {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(claim.chunk, claim.clone());
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(claim);
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(claim);
     }
 
     /// The waiting claim, unless the heartbeat found its lease lost meanwhile.
     pub(crate) fn take(&self, claims: &Claims) -> Option<Claim> {
-        let claim = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let claim = self
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()?;
         let held = claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -280,9 +298,20 @@ impl ClaimReader {
         if let Some(claim) = self.ahead.take(&self.claims) {
             return self.read(claim);
         }
-        match self.ledger.claim(&self.node, self.lease) {
-            Ok(Some(claim)) => self.read(claim),
-            Ok(None) => false,
+        match self
+            .ledger
+            .claim_many(&self.node, self.lease, CLAIM_AT_ONCE)
+        {
+            Ok(claims) => {
+                let mut claims = claims.into_iter();
+                let Some(first) = claims.next() else {
+                    return false;
+                };
+                for next in claims {
+                    self.ahead.put(next, &self.claims);
+                }
+                self.read(first)
+            }
             Err(e) => self.fail(anyhow::Error::new(e).context("cannot claim a chunk")),
         }
     }

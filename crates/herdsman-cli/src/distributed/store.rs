@@ -2,9 +2,10 @@
 //! `<output>.parts`) or an object-storage prefix (`--parts s3://bucket/prefix/`, default
 //! `<output>.parts/` when the output is `s3://…`), behind one small trait, [`PartStore`].
 //!
-//! A part is written locally, in the store's staging directory, to its end (fsynced and
-//! renamed into place by the sink), and then [`PartStore::put`] makes it durable in the
-//! store: a no-op for a directory (the staging directory is the parts directory), an upload
+//! A part is written locally, in the store's staging directory, to its end (renamed into
+//! place by the part writer), and then [`PartStore::put`] makes it durable in the
+//! store: [`PartStore::sync_parts`] before the commit for a directory (the staging directory
+//! is the parts directory), an upload
 //! for object storage (one PUT or a multipart upload, so the object appears whole or not at
 //! all). The assembler reads parts back with [`PartStore::open`], streaming.
 //!
@@ -23,9 +24,14 @@ use herdsman_io::{is_object_url, ObjectErrorKind};
 pub(crate) trait PartStore: Send + Sync {
     /// The local directory a part is written in before [`PartStore::put`].
     fn staging_dir(&self) -> &Path;
-    /// Makes the finished, fsynced part `staging_dir()/name` durable in the store under
+    /// Makes the finished part `staging_dir()/name` durable in the store under
     /// `name`. When this returns, every node can read the whole part; none ever sees half.
     fn put(&self, name: &str) -> std::io::Result<()>;
+    /// Makes the parts `names`, written and put, durable before a commit names them. Nothing
+    /// to do where [`PartStore::put`] is the durability point (object storage).
+    fn sync_parts(&self, _names: &[String]) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Opens the part `name` for a streaming read.
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>>;
     /// Deletes the part `name`; a part that is already gone is not an error.
@@ -74,8 +80,11 @@ impl PartStore for DirParts {
         &self.dir
     }
     fn put(&self, _name: &str) -> std::io::Result<()> {
-        // The sink fsynced the part, renamed it into place and fsynced the directory.
+        // The part is in place; `sync_parts` makes it durable before its commit.
         Ok(())
+    }
+    fn sync_parts(&self, names: &[String]) -> std::io::Result<()> {
+        super::parts::sync_files(&self.dir, names)
     }
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>> {
         let f = std::fs::File::open(self.dir.join(name))?;

@@ -11,6 +11,7 @@ mod db_input;
 mod db_output;
 mod dead_letters;
 mod distributed;
+mod distributed_commits;
 mod distributed_fairness;
 mod distributed_s3;
 mod distributed_startup;

@@ -181,3 +181,37 @@ fn a_commit_and_claim_whose_reply_was_lost_returns_the_claim_it_made() {
     assert_eq!(ledger.totals().unwrap().chunks, 3);
     assert_eq!(ledger.manifest().unwrap().len(), 3);
 }
+
+#[test]
+fn a_batch_commit_whose_reply_was_lost_returns_its_results_and_claim() {
+    let server =
+        crate::server_or_skip!("a_batch_commit_whose_reply_was_lost_returns_its_results_and_claim");
+    let proxy = Proxy::start(server.port());
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let mut ledger = PostgresLedger::connect(&url, common::options("lost-batch")).unwrap();
+    ledger.open_job(&identity()).unwrap();
+    ledger.plan_chunks(&plans(4)).unwrap();
+    let lease = Duration::from_secs(120);
+    let batch: Vec<_> = (0..3)
+        .map(|_| {
+            let c = ledger.claim("node-a", lease).unwrap().unwrap();
+            let commit = commit_of(&c);
+            let parts = part(&c);
+            (c, commit, parts)
+        })
+        .collect();
+
+    // The transaction committed on the server; its COMMIT reply never arrived.
+    proxy.arm(b"COMMIT\0");
+    let (results, next) = ledger
+        .commit_batch(&batch, Some(("node-a", lease)))
+        .unwrap();
+    assert!(proxy.cut_done(), "the reply was cut");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let next = next.expect("chunk 3 was claimed with the batch");
+    assert_eq!((next.chunk, next.attempt), (3, 1));
+    let rows = ledger.chunk_rows().unwrap();
+    assert_eq!(rows[3].attempt, 1, "chunk 3 was claimed once");
+    assert_eq!(ledger.totals().unwrap().chunks, 3);
+    assert_eq!(ledger.manifest().unwrap().len(), 3);
+}

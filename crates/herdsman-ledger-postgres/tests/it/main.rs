@@ -4,7 +4,9 @@
 
 #![cfg(feature = "test-support")]
 
+mod claim_many;
 mod commit_and_claim;
+mod commit_batch;
 mod common;
 mod conformance;
 mod harness;

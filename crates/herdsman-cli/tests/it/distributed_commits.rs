@@ -1,0 +1,137 @@
+//! A shared run commits beside its writer: the node's committer thread groups the chunks
+//! that pile up during a transaction into one commit, and a failing committer stops the node
+//! with a clear error and loses nothing on the next run.
+
+use crate::common;
+use crate::distributed::{input, job_args_for, server};
+
+use std::collections::HashMap;
+use std::process::Output;
+
+use common::*;
+use herdsman_ledger_postgres::{ChunkState, PostgresLedger, PostgresOptions};
+
+/// The ledger of the job that writes `output` in the scratch directory, as a test reads it.
+fn ledger(s: &Scratch, url: &str, output: &str) -> PostgresLedger {
+    let out = std::fs::canonicalize(s.dir.path()).unwrap().join(output);
+    let options = PostgresOptions {
+        job: out.display().to_string(),
+        ..PostgresOptions::default()
+    };
+    PostgresLedger::connect(url, options).expect("connect to the test server")
+}
+
+/// A node of the job reading `in.csv`, writing `out.jsonl`, run to its end.
+fn node(s: &Scratch, url: &str, env: &[(&str, &str)]) -> Output {
+    let mut args = job_args_for("in.csv");
+    args.extend(
+        [
+            "-o",
+            "out.jsonl",
+            "--failures",
+            "out.failures.jsonl",
+            "--ledger",
+            url,
+            "--lease",
+            "2s",
+            "--node",
+            "a",
+        ]
+        .map(String::from),
+    );
+    let mut cmd = s.herdsman();
+    cmd.args(&args).env("DIST_DELAY_MS", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_failing_committer_stops_the_node_and_the_next_run_loses_nothing() {
+    let Some(pg) = server("failing_committer") else {
+        return;
+    };
+    let s = Scratch::new();
+    s.write("in.csv", input(300));
+    let mut args = job_args_for("in.csv");
+    args.extend(["-o", "ref.jsonl", "--failures", "ref.failures.jsonl"].map(String::from));
+    let reference = s.herdsman().args(&args).output().unwrap();
+    assert_eq!(reference.status.code(), Some(1), "{}", stderr(&reference));
+    let url = pg.url();
+
+    // The committer thread's second batch fails as a disk would (the first commits).
+    let failed = node(
+        &s,
+        &url,
+        &[("HERDSMAN_FAULT", "distributed-committer-fails")],
+    );
+    let err = stderr(&failed);
+    assert!(
+        !matches!(failed.status.code(), Some(0) | Some(1)),
+        "the node must stop with an error: {err}"
+    );
+    assert!(
+        err.contains("cannot commit") && err.contains("injected failure"),
+        "the error says what failed: {err}"
+    );
+    assert!(
+        !s.path("out.jsonl").exists(),
+        "nothing is published by a node that failed"
+    );
+    let rows = ledger(&s, &url, "out.jsonl").chunk_rows().unwrap();
+    let committed = rows
+        .iter()
+        .filter(|r| r.state == ChunkState::Committed)
+        .count();
+    assert!(committed < rows.len(), "the failure came before the end");
+
+    // The same command again: every record exactly once, as on one machine.
+    let again = node(&s, &url, &[]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        std::fs::read(s.path("out.jsonl")).unwrap() == std::fs::read(s.path("ref.jsonl")).unwrap(),
+        "the output differs from the one-machine run's"
+    );
+    assert!(
+        std::fs::read(s.path("out.failures.jsonl")).unwrap()
+            == std::fs::read(s.path("ref.failures.jsonl")).unwrap(),
+        "the dead-letter file differs from the one-machine run's"
+    );
+}
+
+#[test]
+fn one_commit_transaction_carries_several_chunks() {
+    let Some(pg) = server("grouped_commits") else {
+        return;
+    };
+    let s = Scratch::new();
+    let rows: String = (1..=2000).map(|i| format!("{i}\n")).collect();
+    s.write("rows.txt", &rows);
+    let url = pg.url();
+    // One-record chunks through a fast worker: chunks are written much faster than a
+    // transaction commits, so they pile up and go into one transaction together.
+    let out = s
+        .herdsman()
+        .args(["run", "-i", "rows.txt", "-w", "cat", "-o", "out.txt"])
+        .args(["--progress", "none", "--chunk-size", "1", "--ledger", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(s.read("out.txt"), rows);
+    // Chunks committed in one transaction carry its one commit time.
+    let mut by_time: HashMap<std::time::SystemTime, usize> = HashMap::new();
+    let chunks = ledger(&s, &url, "out.txt").chunk_rows().unwrap();
+    assert_eq!(chunks.len(), 2000);
+    for r in &chunks {
+        let at = r.committed_at.expect("every chunk is committed");
+        *by_time.entry(at).or_default() += 1;
+    }
+    let largest = by_time.values().copied().max().unwrap_or(0);
+    assert!(
+        largest > 1,
+        "every chunk was committed in a transaction of its own ({} transactions for {} chunks)",
+        by_time.len(),
+        chunks.len()
+    );
+}

@@ -1,0 +1,81 @@
+//! Claims grouped: `claim_many` takes several chunks in one transaction, and
+//! `commit_batch_claiming` claims as many next chunks as it is allowed in the batch's
+//! transaction, so that a node does not pay a claim transaction per chunk.
+
+use std::time::Duration;
+
+use herdsman_ledger::{Claim, Ledger};
+use herdsman_ledger_postgres::ChunkState;
+
+use crate::common::{self, commit_of, identity, node, part, plans};
+
+const LEASE: Duration = Duration::from_secs(120);
+
+#[test]
+fn claim_many_takes_several_chunks_in_order_and_none_twice() {
+    let server = crate::server_or_skip!("claim_many_takes_several_chunks_in_order_and_none_twice");
+    let options = common::options("claim_many");
+    let mut a = node(&server, &options);
+    a.open_job(&identity()).unwrap();
+    a.plan_chunks(&plans(5)).unwrap();
+    let first = a.claim_many("node-a", LEASE, 2).unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|c| (c.chunk, c.attempt))
+            .collect::<Vec<_>>(),
+        vec![(0, 1), (1, 1)]
+    );
+    let mut b = node(&server, &options);
+    b.open_job(&identity()).unwrap();
+    let second = b.claim_many("node-b", LEASE, 10).unwrap();
+    assert_eq!(
+        second.iter().map(|c| c.chunk).collect::<Vec<_>>(),
+        vec![2, 3, 4],
+        "only the chunks nobody holds, each once"
+    );
+    assert!(a.claim_many("node-a", LEASE, 2).unwrap().is_empty());
+    let rows = a.chunk_rows().unwrap();
+    assert!(rows.iter().all(|r| r.state == ChunkState::Claimed));
+    assert_eq!(rows[1].owner.as_deref(), Some("node-a"));
+    assert_eq!(rows[4].owner.as_deref(), Some("node-b"));
+}
+
+#[test]
+fn a_batch_commit_claims_as_many_next_chunks_as_it_is_allowed() {
+    let server =
+        crate::server_or_skip!("a_batch_commit_claims_as_many_next_chunks_as_it_is_allowed");
+    let options = common::options("batch_claiming");
+    let mut a = node(&server, &options);
+    a.open_job(&identity()).unwrap();
+    a.plan_chunks(&plans(6)).unwrap();
+    let held: Vec<Claim> = a.claim_many("node-a", LEASE, 3).unwrap();
+    assert_eq!(held.len(), 3);
+    let batch: Vec<_> = held
+        .iter()
+        .map(|c| (c.clone(), commit_of(c), part(c)))
+        .collect();
+    let (results, next) = a
+        .commit_batch_claiming(&batch, Some(("node-a", LEASE)), 2)
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        next.iter()
+            .map(|c| (c.chunk, c.owner.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(3, "node-a"), (4, "node-a")]
+    );
+    let rows = a.chunk_rows().unwrap();
+    let states: Vec<ChunkState> = rows.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            ChunkState::Committed,
+            ChunkState::Committed,
+            ChunkState::Committed,
+            ChunkState::Claimed,
+            ChunkState::Claimed,
+            ChunkState::Pending
+        ]
+    );
+}

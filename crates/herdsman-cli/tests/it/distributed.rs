@@ -251,10 +251,15 @@ fn a_zombie_node_paused_past_its_lease_commits_nothing() {
         held_by(rows, "zombie")
     });
     signal(&z, nix::sys::signal::Signal::SIGSTOP);
-    // Paused past its lease, before anyone took its chunk: status calls it dead.
-    wait_for(&s, &url, "the zombie's lease to run out", |rows| {
-        rows.iter()
-            .any(|r| r.lease_expired && r.owner.as_deref() == Some("zombie"))
+    // Paused past its leases, before anyone took its chunks: status calls it dead. The
+    // zombie may hold more than one claim (a node claims two chunks at once), taken at
+    // different times: status names a node dead only once all of its leases ran out.
+    wait_for(&s, &url, "the zombie's leases to run out", |rows| {
+        let mut held = rows
+            .iter()
+            .filter(|r| r.state == ChunkState::Claimed && r.owner.as_deref() == Some("zombie"));
+        let first = held.next();
+        first.is_some_and(|r| r.lease_expired) && held.all(|r| r.lease_expired)
     });
     let st = s
         .herdsman()

@@ -277,6 +277,25 @@ impl Queries {
     fn prepare(client: &mut Client, s: &str) -> Result<Queries, postgres::Error> {
         // `now` in every statement: the test clock's time when given, else the database's.
         let now = "COALESCE($3::timestamptz, now())";
+        // The claim of up to `limit` chunks (a number or a parameter), in chunk order.
+        let claim_sql = |limit: &str| {
+            format!(
+                "WITH pick AS ( \
+                     SELECT chunk FROM {s}.chunks \
+                      WHERE job_id = $1 AND state <> 'committed' \
+                        AND (state = 'pending' OR lease_expires_at < {now}) \
+                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                         WHERE id = $1 AND finished_at IS NOT NULL) \
+                      ORDER BY chunk LIMIT {limit} \
+                      FOR UPDATE SKIP LOCKED) \
+                 UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
+                        lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
+                        attempt = c.attempt + 1, last_op = $5 \
+                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                 RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
+                           c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
+            )
+        };
         let mut p = |sql: String| client.prepare(&sql);
         Ok(Queries {
             job_insert: p(format!(
@@ -304,39 +323,9 @@ impl Queries {
             ))?,
             // The lowest pending chunk, or one whose lease ran out; rows other claimers hold
             // locked are skipped, not waited for.
-            claim: p(format!(
-                "WITH pick AS ( \
-                     SELECT chunk FROM {s}.chunks \
-                      WHERE job_id = $1 AND state <> 'committed' \
-                        AND (state = 'pending' OR lease_expires_at < {now}) \
-                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
-                                         WHERE id = $1 AND finished_at IS NOT NULL) \
-                      ORDER BY chunk LIMIT 1 \
-                      FOR UPDATE SKIP LOCKED) \
-                 UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
-                        lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
-                        attempt = c.attempt + 1, last_op = $5 \
-                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
-                 RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
-                           c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
-            ))?,
+            claim: p(claim_sql("1"))?,
             // The claim of up to $6 chunks at once, in chunk order.
-            claim_many: p(format!(
-                "WITH pick AS ( \
-                     SELECT chunk FROM {s}.chunks \
-                      WHERE job_id = $1 AND state <> 'committed' \
-                        AND (state = 'pending' OR lease_expires_at < {now}) \
-                        AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
-                                         WHERE id = $1 AND finished_at IS NOT NULL) \
-                      ORDER BY chunk LIMIT $6 \
-                      FOR UPDATE SKIP LOCKED) \
-                 UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
-                        lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
-                        attempt = c.attempt + 1, last_op = $5 \
-                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
-                 RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
-                           c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
-            ))?,
+            claim_many: p(claim_sql("$6"))?,
             claimed_by_op: p(format!(
                 "SELECT chunk, attempt, start_file, start_seq, start_token, end_file, end_seq, \
                         end_token, lease_expires_at \

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Makes a character device node `major:minor` at `path`; false when not permitted.
-fn mknod(path: &Path, major: u32, minor: u32) -> bool {
+pub(crate) fn mknod(path: &Path, major: u32, minor: u32) -> bool {
     let ok = StdCommand::new("mknod")
         .arg(path)
         .args(["c", &major.to_string(), &minor.to_string()])

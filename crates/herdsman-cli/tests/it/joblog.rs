@@ -6,11 +6,10 @@
 //! The full device is made with `mknod` inside the test's own temporary directory (this needs
 //! root; without it that test says so and returns), never taken from the real `/dev`.
 
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
-use std::process::{Command as StdCommand, Stdio};
-
 use crate::common::{self, stderr, Scratch};
+use crate::files::mknod;
+use crate::observability::run_job;
+use std::os::unix::fs::FileTypeExt;
 
 /// A framed worker that sleeps 5 ms per record (so that a few hundred records span more than
 /// one checkpoint), always fails the records whose id is 3 more than a multiple of 7
@@ -64,20 +63,6 @@ fn timeless(s: &Scratch, name: &str) -> Vec<Vec<String>> {
             })
             .collect()
     }
-}
-
-/// Runs `herdsman` with `args` in `s` (with the injected SIGKILL `fault`, if any) and waits
-/// for it to end.
-fn run_job(s: &Scratch, args: &[&str], fault: Option<&str>) -> std::process::ExitStatus {
-    let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("herdsman"));
-    cmd.args(args)
-        .current_dir(s.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(f) = fault {
-        cmd.env("HERDSMAN_FAULT", f);
-    }
-    cmd.status().expect("run herdsman")
 }
 
 #[test]
@@ -136,20 +121,6 @@ fn a_joblog_resumed_after_a_kill_right_after_a_commit_equals_an_uninterrupted_ru
         assert_eq!(timeless(&resumed, name), want, "{name}: after the resume");
         assert_eq!(resumed.read("out.jsonl"), whole.read("out.jsonl"), "{name}");
     }
-}
-
-/// Makes a character device node `major:minor` at `path`; false when not permitted.
-fn mknod(path: &Path, major: u32, minor: u32) -> bool {
-    let ok = StdCommand::new("mknod")
-        .arg(path)
-        .args(["c", &major.to_string(), &minor.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: mknod is not permitted here (the device tests need root)");
-    }
-    ok
 }
 
 #[test]

@@ -356,7 +356,7 @@ fn joblog_has_one_line_per_attempt_in_tsv_and_jsonl() {
 
 /// Starts the job in `s` with `fault` (an injected SIGKILL at a point of the commit
 /// protocol) and waits for it to end.
-fn run_job(s: &Scratch, args: &[&str], fault: Option<&str>) -> std::process::ExitStatus {
+pub(crate) fn run_job(s: &Scratch, args: &[&str], fault: Option<&str>) -> std::process::ExitStatus {
     let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("herdsman"));
     cmd.args(args)
         .current_dir(s.dir.path())

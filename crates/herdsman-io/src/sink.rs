@@ -349,6 +349,58 @@ impl Sink {
         Sink::open_inner(path, format, resume_offset, opts, true)
     }
 
+    /// A continuation (as [`Sink::open_continuation`]: no header) written in place at `path`,
+    /// a new file: no partial file, no rename, no resume. For a caller that makes byte ranges
+    /// of the file visible itself, once they are flushed and fsynced (the parts of a job
+    /// shared by several machines, several chunks to a file): take [`Sink::offset`] around
+    /// the records of each range and [`Sink::flush`] before handing a range on. A file
+    /// already at `path` is an error ([`std::io::ErrorKind::AlreadyExists`] in
+    /// [`SinkError::Io`]), never replaced.
+    ///
+    /// ```
+    /// use herdsman_io::{OutputFormat, Sink, SinkOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let p = dir.path().join("segment");
+    /// let mut sink = Sink::open_segment(&p, OutputFormat::Jsonl, &SinkOptions::default()).unwrap();
+    /// sink.write_record(br#"{"id":1}"#).unwrap();
+    /// let start = sink.offset();
+    /// sink.write_record(br#"{"id":2}"#).unwrap();
+    /// sink.flush().unwrap();
+    /// let bytes = std::fs::read(&p).unwrap();
+    /// assert_eq!(&bytes[start as usize..sink.offset() as usize], b"{\"id\":2}\n");
+    /// assert!(Sink::open_segment(&p, OutputFormat::Jsonl, &SinkOptions::default()).is_err());
+    /// ```
+    pub fn open_segment(
+        path: &Path,
+        format: OutputFormat,
+        opts: &SinkOptions,
+    ) -> Result<Sink, SinkError> {
+        let io_err = |source| SinkError::Io {
+            action: "create",
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io_err)?;
+        let mut writer = writer_for(&format, opts);
+        writer.resume(None).map_err(|message| SinkError::Resume {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(Sink {
+            path: path.to_path_buf(),
+            partial: path.to_path_buf(),
+            out: Out::File(BufWriter::with_capacity(WRITE_BUF, file)),
+            offset: 0,
+            writer,
+            row: Vec::with_capacity(256),
+            completed: false,
+        })
+    }
+
     fn open_inner(
         path: &Path,
         format: OutputFormat,

@@ -268,6 +268,7 @@ struct Queries {
     commit_direct: Statement,
     finish: Statement,
     totals: Statement,
+    all_committed: Statement,
     status_job: Statement,
     manifest: Statement,
     chunk_rows: Statement,
@@ -438,6 +439,11 @@ impl Queries {
                         COALESCE(SUM(outputs), 0)::bigint, COALESCE(SUM(retries), 0)::bigint \
                    FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state = 'committed'"
+            ))?,
+            // Through the partial index of open chunks: one probe, whatever the job's size.
+            all_committed: p(format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
+                  WHERE j.name = $1 AND c.state <> 'committed')"
             ))?,
             status_job: p(format!(
                 "SELECT id, identity, created_at, \
@@ -676,6 +682,23 @@ impl PostgresLedger {
             end,
             lease_expires_at: row.get(8),
         }))
+    }
+
+    /// Whether every planned chunk of the job is committed: what a node asks after its
+    /// commits to learn whether it completed the job, at the cost of one index probe (where
+    /// [`Ledger::totals`] sums over every committed chunk). True for a job with no chunks
+    /// planned.
+    pub fn all_committed(&self) -> Result<bool, LedgerError> {
+        let name = self.options.job.clone();
+        self.run(
+            || "check for uncommitted chunks".into(),
+            |conn, _| {
+                Ok(conn
+                    .client
+                    .query_one(&conn.q.all_committed, &[&name])?
+                    .get(0))
+            },
+        )
     }
 
     /// [`Ledger::claim`] of up to `n` chunks for `owner` in one transaction (one round trip

@@ -20,7 +20,7 @@ use herdsman_ledger_postgres::PostgresLedger;
 
 use crate::config::RunConfig;
 use crate::distributed::node::EndNotice;
-use crate::distributed::parts::FAILURES_SUFFIX;
+use crate::distributed::parts::is_failures;
 use crate::distributed::store::PartStore;
 use crate::progress::Log;
 use crate::summary::{Counts, Ending, Latency, Summary};
@@ -113,13 +113,13 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
     let outputs: Vec<&str> = manifest
         .iter()
         .flat_map(|c| c.parts.iter())
-        .filter(|n| !n.ends_with(FAILURES_SUFFIX))
+        .filter(|n| !is_failures(n))
         .map(String::as_str)
         .collect();
     let failures: Vec<&str> = manifest
         .iter()
         .flat_map(|c| c.parts.iter())
-        .filter(|n| n.ends_with(FAILURES_SUFFIX))
+        .filter(|n| is_failures(n))
         .map(String::as_str)
         .collect();
     let out_tmp = concatenate(output, store, &outputs)?;

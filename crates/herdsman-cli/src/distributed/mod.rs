@@ -278,7 +278,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         output_format(&cfg),
         sink_options(&cfg),
         claims.clone(),
-        total,
         log.clone(),
     );
     let ahead = node::Ahead::new(settings.node.clone(), settings.lease);
@@ -334,7 +333,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             specs: inputs.specs.clone(),
             options: source_options(&cfg),
             claims: claims.clone(),
-            total,
             announce,
             stop: stop.clone(),
             fatal: fatal.clone(),
@@ -344,6 +342,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             completed_job: reader_completed.clone(),
             first: Some(first),
             ahead: ahead.clone(),
+            pace: None,
         };
         let executor = match workers.take() {
             Some(w) => w,

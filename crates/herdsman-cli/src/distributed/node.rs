@@ -184,20 +184,41 @@ fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
     Ok(client)
 }
 
-/// Chunks the node's input claims in one transaction when no claim waits: the one it reads
-/// now and the next, as many as the claim window ([`claim_window`]) holds.
+/// Chunks the node's input claims in one transaction when no claim waits, at least: the one
+/// it reads now and the next, as many as the claim window ([`claim_window`]) holds. Chunks
+/// that its workers finish within a few milliseconds are claimed more at a time
+/// ([`Ahead::want`]).
 pub(crate) const CLAIM_AT_ONCE: u32 = 2;
+
+/// The most chunks a node claims at a time, however fast its workers.
+pub(crate) const CLAIM_AT_MOST: u32 = 32;
+
+/// How much of its own work a node holds claimed ahead: a claim per chunk its workers finish
+/// within this time (at least [`CLAIM_AT_ONCE`], at most [`CLAIM_AT_MOST`]), so that a node
+/// whose chunks take a few milliseconds claims in one transaction what it runs in this time,
+/// instead of one per chunk, while a node with slow chunks holds only the next one or two
+/// (the other nodes take the rest).
+pub(crate) const CLAIM_HORIZON: Duration = Duration::from_millis(50);
+
+/// How many chunks a node claims at a time when it starts one every `interval`.
+pub(crate) fn claims_wanted(interval: Duration) -> u32 {
+    let per = interval.max(Duration::from_micros(1));
+    let n = CLAIM_HORIZON.as_nanos().div_ceil(per.as_nanos());
+    (n.min(u128::from(CLAIM_AT_MOST)) as u32).max(CLAIM_AT_ONCE)
+}
 
 /// Why the claimer stopped early: a ledger or input error, for the run's message.
 pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;
 
-/// The claim a commit made of the next chunk (in the commit's transaction), or the second
-/// claims of a grouped claim or batch commit ([`CLAIM_AT_ONCE`]), waiting for the claimer.
-/// Each is in the node's claims from the moment it is made, so the heartbeat keeps its lease
-/// alive; at most [`CLAIM_AT_ONCE`] wait.
+/// The claim a commit made of the next chunk (in the commit's transaction), or the later
+/// claims of a grouped claim or batch commit, waiting for the claimer. Each is in the node's
+/// claims from the moment it is made, so the heartbeat keeps its lease alive; at most
+/// [`Ahead::want`] wait.
 #[derive(Clone)]
 pub(crate) struct Ahead {
     slot: Arc<Mutex<std::collections::VecDeque<Claim>>>,
+    /// How many chunks the node claims at a time ([`claims_wanted`] of its chunk rate).
+    want: Arc<std::sync::atomic::AtomicU32>,
     /// The node's name, the owner of its claims.
     pub(crate) node: String,
     /// The lease a claim takes.
@@ -208,6 +229,7 @@ impl Ahead {
     pub(crate) fn new(node: String, lease: Duration) -> Ahead {
         Ahead {
             slot: Arc::default(),
+            want: Arc::new(std::sync::atomic::AtomicU32::new(CLAIM_AT_ONCE)),
             node,
             lease,
         }
@@ -219,6 +241,11 @@ impl Ahead {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
+    }
+
+    /// How many chunks the node claims at a time, and at most holds waiting.
+    pub(crate) fn want(&self) -> u32 {
+        self.want.load(Ordering::Relaxed)
     }
 
     /// How many claims wait.
@@ -262,7 +289,6 @@ pub(crate) struct ClaimReader {
     pub(crate) specs: Vec<InputSpec>,
     pub(crate) options: SourceOptions,
     pub(crate) claims: Claims,
-    pub(crate) total: u64,
     pub(crate) announce: Sender<ChunkInfo>,
     pub(crate) stop: StopToken,
     pub(crate) fatal: Fatal,
@@ -276,6 +302,9 @@ pub(crate) struct ClaimReader {
     pub(crate) first: Option<Claim>,
     /// Claims made by commits, taken before claiming anew.
     pub(crate) ahead: Ahead,
+    /// When the last chunk was started, and the mean time between chunk starts (a moving
+    /// average), which sets [`Ahead::want`].
+    pub(crate) pace: Option<(Instant, Duration)>,
 }
 
 impl ClaimReader {
@@ -292,6 +321,7 @@ impl ClaimReader {
         if self.stop.is_stopped() {
             return false;
         }
+        self.keep_pace();
         if let Some(claim) = self.first.take() {
             return self.read(claim);
         }
@@ -300,7 +330,7 @@ impl ClaimReader {
         }
         match self
             .ledger
-            .claim_many(&self.node, self.lease, CLAIM_AT_ONCE)
+            .claim_many(&self.node, self.lease, self.ahead.want())
         {
             Ok(claims) => {
                 let mut claims = claims.into_iter();
@@ -314,6 +344,20 @@ impl ClaimReader {
             }
             Err(e) => self.fail(anyhow::Error::new(e).context("cannot claim a chunk")),
         }
+    }
+
+    /// A chunk starts: the time since the last start goes into the moving average of the
+    /// node's pace, and sets how many chunks it claims at a time.
+    fn keep_pace(&mut self) {
+        let now = Instant::now();
+        let mean = match self.pace {
+            None => CLAIM_HORIZON,
+            Some((last, mean)) => (mean * 3 + now.saturating_duration_since(last)) / 4,
+        };
+        self.pace = Some((now, mean));
+        self.ahead
+            .want
+            .store(claims_wanted(mean), Ordering::Relaxed);
     }
 
     /// Reads the records of a claimed chunk and announces it.
@@ -360,7 +404,7 @@ impl ClaimReader {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&claim.chunk);
-            if result.is_ok() && self.ledger.totals().is_ok_and(|t| t.chunks >= self.total) {
+            if result.is_ok() && self.ledger.all_committed().unwrap_or(false) {
                 self.completed_job.store(true, Ordering::SeqCst);
             }
             return match result {
@@ -491,5 +535,22 @@ impl Drop for Heartbeat {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_chunks_are_claimed_many_at_a_time_and_slow_ones_two() {
+        // What the node runs in the horizon, at least two and at most the cap.
+        assert_eq!(claims_wanted(Duration::from_millis(2)), 25);
+        assert_eq!(claims_wanted(Duration::from_millis(5)), 10);
+        assert_eq!(claims_wanted(Duration::from_millis(30)), CLAIM_AT_ONCE);
+        assert_eq!(claims_wanted(Duration::from_millis(125)), CLAIM_AT_ONCE);
+        assert_eq!(claims_wanted(Duration::from_secs(60)), CLAIM_AT_ONCE);
+        assert_eq!(claims_wanted(Duration::ZERO), CLAIM_AT_MOST);
+        assert_eq!(claims_wanted(Duration::from_micros(100)), CLAIM_AT_MOST);
     }
 }

@@ -1,7 +1,11 @@
-//! A node's chunk parts: the output and dead letters of each chunk it claimed, written as
-//! `part-<chunk>-<attempt>` (and `part-<chunk>-<attempt>.failures`) in the shared parts
-//! store (a directory or an object-storage prefix, [`super::store`]), then committed through
-//! the claim ([`Committer`]).
+//! A node's chunk parts: the output and dead letters of each chunk it claimed, in the shared
+//! parts store (a directory or an object-storage prefix, [`super::store`]), then committed
+//! through the claim ([`Committer`]). In a directory a node appends its chunks to segment
+//! files of its own (`seg-<id>-<n>` and `seg-<id>-<n>.failures`, created new, never
+//! rewritten) and a chunk's part is a byte range of one, named `<file>@<start>-<end>`
+//! ([`range_name`]): a file per chunk would cost a creation, a rename and an fsync per chunk.
+//! On object storage each chunk's part is an object of its own, `part-<chunk>-<attempt>`
+//! (and `part-<chunk>-<attempt>.failures`), uploaded whole.
 //!
 //! The writer never waits for a commit: at a chunk's end [`PartSinks`] hands the unfinished
 //! part to the node's committer thread, and [`Committer::commit_chunks`] hands it the commit;
@@ -13,15 +17,18 @@
 //! pile up while a transaction runs, so batches form by themselves. An error on the thread
 //! is returned by the next commit and by [`Committer::drain`], which the run's end calls.
 //!
-//! This module must never commit a chunk whose part is not durable, and never let a refused
-//! commit's part stay behind: a part whose claim was lost is deleted, and no commit ever
-//! names it. A part renamed but not yet synced when the node dies is never named either: its
-//! chunk was not committed.
+//! This module must never commit a chunk whose part is not durable, never name a byte range
+//! before it is flushed to its segment, and never let a refused commit's part be read: a
+//! part file whose claim was lost is deleted, a range of a segment is left unnamed (the
+//! segment goes with the job's parts), and no commit ever names either. A part renamed or
+//! appended but not yet synced when the node dies is never named either: its chunk was not
+//! committed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use herdsman_io::{OutputFormat, Sink, SinkError, SinkOptions};
@@ -39,8 +46,12 @@ pub(crate) type Claims = Arc<Mutex<BTreeMap<u64, Claim>>>;
 
 /// What the writer hands the committer thread, in the order it happened.
 enum Work {
-    /// A chunk's parts, written to their ends but not finished.
+    /// A chunk's part files, written to their ends but not finished.
     Part(Box<Written>),
+    /// A chunk's parts as ranges of segment files, flushed to them.
+    Ranges { chunk: u64, names: Vec<String> },
+    /// The writer created the segment file of this name.
+    Segment(String),
     /// Chunks due for commit (their parts came before).
     Commit(Vec<ChunkCommit>),
     /// Answer once everything handed over before is done.
@@ -54,8 +65,40 @@ pub(crate) fn part_name(chunk: u64, attempt: u64) -> String {
     format!("part-{chunk}-{attempt}")
 }
 
-/// The suffix of a dead-letter part's name.
+/// The suffix of a dead-letter part's (or segment file's) name.
 pub(crate) const FAILURES_SUFFIX: &str = ".failures";
+
+/// The name of the bytes `start..end` of the segment file `file`: `<file>@<start>-<end>`.
+pub(crate) fn range_name(file: &str, start: u64, end: u64) -> String {
+    format!("{file}@{start}-{end}")
+}
+
+/// A part's file, and for a range of a segment file its bytes (`start`, `end`).
+pub(crate) fn split_part(name: &str) -> (&str, Option<(u64, u64)>) {
+    let range = name.rsplit_once('@').and_then(|(file, range)| {
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (start.parse::<u64>().ok()?, end.parse::<u64>().ok()?);
+        (start <= end).then_some((file, (start, end)))
+    });
+    match range {
+        Some((file, bytes)) => (file, Some(bytes)),
+        None => (name, None),
+    }
+}
+
+/// Whether the part `name` holds dead letters (a `.failures` file or a range of one).
+pub(crate) fn is_failures(name: &str) -> bool {
+    split_part(name).0.ends_with(FAILURES_SUFFIX)
+}
+
+/// The size at which a node starts a new segment file (at a chunk's start).
+const SEGMENT_MAX: u64 = 1 << 30;
+
+/// How long the committer thread lets chunks due for commit gather before it commits them
+/// (unless the node waits for its commits): chunks that take a few milliseconds each then
+/// share a transaction, and its WAL flush, by the dozen. A crash redoes at most what the node
+/// wrote in this time.
+const COMMIT_GATHER: Duration = Duration::from_millis(20);
 
 /// Completes `sink`'s file, hands it to the operating system and renames it into place,
 /// without fsync: [`PartStore::sync_parts`] makes it durable before its commit.
@@ -73,18 +116,27 @@ fn publish_unsynced(mut sink: Sink) -> Result<(), SinkError> {
 }
 
 /// Fsyncs the files `names` in `dir` from a few threads at once (their flushes overlap in
-/// the disk's queue), then `dir` once, so each file and its name are durable.
-pub(crate) fn sync_files(dir: &std::path::Path, names: &[String]) -> std::io::Result<()> {
+/// the disk's queue), then, when `with_dir`, `dir` once, so each file and its name are
+/// durable.
+pub(crate) fn sync_files(
+    dir: &std::path::Path,
+    names: &[&str],
+    with_dir: bool,
+) -> std::io::Result<()> {
     if names.is_empty() {
         return Ok(());
     }
+    let sync_dir = || match with_dir {
+        true => std::fs::File::open(dir)?.sync_all(),
+        false => Ok(()),
+    };
     if names.len() <= 2 {
-        // One chunk's parts: a thread of their own would cost more system calls than the
-        // overlap saves.
+        // One chunk's parts, or a segment or two: a thread of their own would cost more
+        // system calls than the overlap saves.
         for name in names {
             std::fs::File::open(dir.join(name))?.sync_data()?;
         }
-        return std::fs::File::open(dir)?.sync_all();
+        return sync_dir();
     }
     let threads = names.len().min(8);
     let per = names.len().div_ceil(threads);
@@ -105,7 +157,7 @@ pub(crate) fn sync_files(dir: &std::path::Path, names: &[String]) -> std::io::Re
         }
         Ok::<(), std::io::Error>(())
     })?;
-    std::fs::File::open(dir)?.sync_all()
+    sync_dir()
 }
 
 /// A chunk's parts, written to their ends, for the committer thread to finish.
@@ -116,15 +168,117 @@ struct Written {
     failures: Option<Sink>,
 }
 
-/// The chunk being written.
-struct Current {
-    chunk: u64,
-    attempt: u64,
+/// Where the chunk being written goes.
+enum Target {
+    /// Part files of its own (object storage).
+    Files(Box<PartFiles>),
+    /// Byte ranges of the node's segment files (a directory): where its output began, and
+    /// where its dead letters began once it has one.
+    Ranges {
+        output_start: u64,
+        failures_start: Option<u64>,
+    },
+}
+
+/// A chunk's part files: its output, and its dead letters once it has one.
+struct PartFiles {
     output: Sink,
     failures: Option<Sink>,
 }
 
-/// [`crate::assemble::Sinks`] that write each chunk into part files of its own.
+/// The chunk being written.
+struct Current {
+    chunk: u64,
+    attempt: u64,
+    target: Target,
+}
+
+/// A segment file being appended to: its name in the staging directory and its writer.
+struct Segment {
+    name: String,
+    sink: Sink,
+}
+
+/// The segment files of a node that writes its parts as byte ranges ([`range_name`]).
+struct Segments {
+    /// This node's prefix of segment names, `seg-<pid>-<time>`.
+    id: String,
+    /// The number of the next segment file.
+    next: u64,
+    output: Option<Segment>,
+    failures: Option<Segment>,
+    /// Where the names of new segment files go (the committer thread).
+    work: mpsc::Sender<Work>,
+}
+
+impl Segments {
+    fn new(work: mpsc::Sender<Work>) -> Segments {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Segments {
+            id: format!("seg-{:x}-{nanos:x}", std::process::id()),
+            next: 0,
+            output: None,
+            failures: None,
+            work,
+        }
+    }
+
+    /// The open segment of the output (`failures`: of the dead letters, JSON lines), or a
+    /// new one: a new file in `dir`, never one that exists (another node's or an earlier
+    /// run's, should a name ever repeat).
+    fn get(
+        &mut self,
+        failures: bool,
+        dir: &std::path::Path,
+        format: &OutputFormat,
+        options: &SinkOptions,
+    ) -> Result<&mut Segment, SinkError> {
+        let Segments {
+            id,
+            next,
+            output,
+            failures: failures_segment,
+            work,
+        } = self;
+        let (slot, suffix, format) = match failures {
+            true => (failures_segment, FAILURES_SUFFIX, &OutputFormat::Jsonl),
+            false => (output, "", format),
+        };
+        while slot.is_none() {
+            let name = format!("{id}-{next}{suffix}");
+            *next += 1;
+            match Sink::open_segment(&dir.join(&name), format.clone(), options) {
+                Ok(sink) => {
+                    // The committer removes it at the end if no commit names a range of it.
+                    let _ = work.send(Work::Segment(name.clone()));
+                    *slot = Some(Segment { name, sink });
+                }
+                Err(SinkError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(slot.as_mut().expect("opened above"))
+    }
+
+    /// At a chunk's start (a range never spans two files): closes the segments that are
+    /// full, so that the chunk's bytes go to new ones.
+    fn rotate(&mut self) {
+        for slot in [&mut self.output, &mut self.failures] {
+            if slot
+                .as_ref()
+                .is_some_and(|s| s.sink.offset() >= SEGMENT_MAX)
+            {
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// [`crate::assemble::Sinks`] that write each chunk into parts of its own: byte ranges of
+/// segment files in a directory, part files for object storage.
 pub(crate) struct PartSinks {
     store: Arc<dyn PartStore>,
     format: OutputFormat,
@@ -133,15 +287,21 @@ pub(crate) struct PartSinks {
     /// To the committer thread.
     work: mpsc::Sender<Work>,
     current: Option<Current>,
+    /// The node's segment files, when the store takes ranges.
+    segments: Option<Segments>,
     /// The staging directory was created since the last [`PartSinks::new_pass`].
     dir_made: bool,
 }
 
 impl PartSinks {
     /// A new pass over the claimable chunks begins: the staging directory is made again if
-    /// it is gone.
+    /// it is gone, and chunks go to new segment files.
     pub(crate) fn new_pass(&mut self) {
         self.dir_made = false;
+        if let Some(s) = &mut self.segments {
+            s.output = None;
+            s.failures = None;
+        }
     }
 }
 
@@ -155,15 +315,28 @@ impl PartSinks {
     }
 
     fn current(&mut self) -> Result<&mut Current, SinkError> {
-        let err = self.sink_error("internal error: a record written outside of a chunk");
-        self.current.as_mut().ok_or(err)
+        if self.current.is_none() {
+            return Err(self.sink_error("internal error: a record written outside of a chunk"));
+        }
+        Ok(self.current.as_mut().expect("checked"))
+    }
+
+    /// The segment the current chunk's output (`failures`: its dead letters) goes to,
+    /// opened if there is none.
+    fn segment(&mut self, failures: bool) -> Result<&mut Segment, SinkError> {
+        if self.segments.is_none() {
+            return Err(self.sink_error("internal error: a range written without segments"));
+        }
+        let dir = self.store.staging_dir();
+        let s = self.segments.as_mut().expect("checked");
+        s.get(failures, dir, &self.format, &self.options)
     }
 }
 
 impl crate::assemble::Sinks for PartSinks {
     fn begin_chunk(&mut self, chunk: u64) -> Result<(), SinkError> {
         // A claim the heartbeat found lost is gone from the map: its part gets attempt 0,
-        // which no commit names, and is deleted by the committer.
+        // which no commit names, and is deleted (a range: left unnamed) by the committer.
         let attempt = self
             .claims
             .lock()
@@ -180,59 +353,136 @@ impl crate::assemble::Sinks for PartSinks {
             })?;
             self.dir_made = true;
         }
-        let path = dir.join(part_name(chunk, attempt));
-        let output = Sink::open_continuation(&path, self.format.clone(), None, &self.options)?;
+        let target = if let Some(s) = &mut self.segments {
+            s.rotate();
+            Target::Ranges {
+                output_start: self.segment(false)?.sink.offset(),
+                failures_start: None,
+            }
+        } else {
+            let path = dir.join(part_name(chunk, attempt));
+            Target::Files(Box::new(PartFiles {
+                output: Sink::open_continuation(&path, self.format.clone(), None, &self.options)?,
+                failures: None,
+            }))
+        };
         self.current = Some(Current {
             chunk,
             attempt,
-            output,
-            failures: None,
+            target,
         });
         Ok(())
     }
     fn check_outputs(&self, outputs: &[Vec<u8>]) -> Result<(), SinkError> {
+        let records = outputs.iter().map(Vec::as_slice);
         match &self.current {
-            Some(c) => c.output.check_records(outputs.iter().map(Vec::as_slice)),
+            Some(Current {
+                target: Target::Files(files),
+                ..
+            }) => files.output.check_records(records),
+            Some(Current {
+                target: Target::Ranges { .. },
+                ..
+            }) => match self.segments.as_ref().and_then(|s| s.output.as_ref()) {
+                Some(segment) => segment.sink.check_records(records),
+                None => Ok(()),
+            },
             None => Ok(()),
         }
     }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
-        self.current()?.output.write_record(json)
+        if let Some(Segment { sink, .. }) = self.segments.as_mut().and_then(|s| s.output.as_mut()) {
+            // A range: begin_chunk opened the segment.
+            return sink.write_record(json);
+        }
+        match &mut self.current()?.target {
+            Target::Files(files) => files.output.write_record(json),
+            Target::Ranges { .. } => self.segment(false)?.sink.write_record(json),
+        }
     }
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
         let dir = self.store.staging_dir().to_path_buf();
         let c = self.current()?;
-        if c.failures.is_none() {
-            let path = dir.join(format!(
-                "{}{FAILURES_SUFFIX}",
-                part_name(c.chunk, c.attempt)
-            ));
-            c.failures = Some(Sink::open(&path, OutputFormat::Jsonl, None)?);
+        match &mut c.target {
+            Target::Files(files) => {
+                let failures = &mut files.failures;
+                if failures.is_none() {
+                    let path = dir.join(format!(
+                        "{}{FAILURES_SUFFIX}",
+                        part_name(c.chunk, c.attempt)
+                    ));
+                    *failures = Some(Sink::open(&path, OutputFormat::Jsonl, None)?);
+                }
+                failures.as_mut().expect("opened above").write_record(json)
+            }
+            Target::Ranges { failures_start, .. } => {
+                let started = failures_start.is_some();
+                let segment = self.segment(true)?;
+                let start = segment.sink.offset();
+                segment.sink.write_record(json)?;
+                if !started {
+                    if let Some(Current {
+                        target: Target::Ranges { failures_start, .. },
+                        ..
+                    }) = &mut self.current
+                    {
+                        *failures_start = Some(start);
+                    }
+                }
+                Ok(())
+            }
         }
-        c.failures
-            .as_mut()
-            .expect("opened above")
-            .write_record(json)
     }
     fn end_chunk(&mut self) -> Result<(), SinkError> {
         let Some(Current {
             chunk,
             attempt,
-            mut output,
-            failures,
+            target,
         }) = self.current.take()
         else {
             return Ok(());
         };
-        output.end_chunk()?;
-        // The committer thread finishes the parts, makes them durable and commits them.
+        let work = match target {
+            Target::Files(files) => {
+                let PartFiles {
+                    mut output,
+                    failures,
+                } = *files;
+                output.end_chunk()?;
+                // The committer thread finishes the parts, makes them durable and commits
+                // them.
+                Work::Part(Box::new(Written {
+                    chunk,
+                    attempt,
+                    output,
+                    failures,
+                }))
+            }
+            Target::Ranges {
+                output_start,
+                failures_start,
+            } => {
+                // The chunk's bytes go to the file before its range is handed on: the
+                // committer fsyncs the file, then commits the range.
+                let mut names = Vec::with_capacity(2);
+                let segment = self.segment(false)?;
+                segment.sink.end_chunk()?;
+                segment.sink.flush()?;
+                names.push(range_name(
+                    &segment.name,
+                    output_start,
+                    segment.sink.offset(),
+                ));
+                if let Some(start) = failures_start {
+                    let segment = self.segment(true)?;
+                    segment.sink.flush()?;
+                    names.push(range_name(&segment.name, start, segment.sink.offset()));
+                }
+                Work::Ranges { chunk, names }
+            }
+        };
         self.work
-            .send(Work::Part(Box::new(Written {
-                chunk,
-                attempt,
-                output,
-                failures,
-            })))
+            .send(work)
             .map_err(|_| self.sink_error("the committer thread stopped; see the error above"))
     }
     fn offsets(&self) -> (u64, u64) {
@@ -293,11 +543,11 @@ struct CommitThread {
     claims: Claims,
     /// The part files finished for each chunk, waiting for its commit.
     written: HashMap<u64, Vec<String>>,
-    /// Chunks in the job.
-    total: u64,
     completed_job: Arc<AtomicBool>,
     lost: Arc<Mutex<Vec<u64>>>,
     log: Log,
+    /// The segment files the writer created, and whether a commit names a range of each.
+    segments: HashMap<String, bool>,
     /// Where a commit's claim of the next chunk goes ([`Committer::claim_ahead`]).
     ahead: Option<crate::distributed::node::Ahead>,
     /// Batches committed so far (for the injected failure of the tests).
@@ -311,7 +561,6 @@ pub(crate) fn pair(
     format: OutputFormat,
     options: SinkOptions,
     claims: Claims,
-    total: u64,
     log: Log,
 ) -> (PartSinks, Committer) {
     let (work, queue) = mpsc::channel();
@@ -322,12 +571,13 @@ pub(crate) fn pair(
     });
     let completed_job = Arc::new(AtomicBool::new(false));
     let lost: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let segments = store.writes_segments().then(|| Segments::new(work.clone()));
     let thread = CommitThread {
         shared: shared.clone(),
         store: store.clone(),
         claims: claims.clone(),
         written: HashMap::new(),
-        total,
+        segments: HashMap::new(),
         completed_job: completed_job.clone(),
         lost: lost.clone(),
         log,
@@ -342,6 +592,7 @@ pub(crate) fn pair(
             claims,
             work: work.clone(),
             current: None,
+            segments,
             dir_made: false,
         },
         Committer {
@@ -437,8 +688,13 @@ impl Drop for Committer {
     /// Lets the thread finish what it was handed (durable parts are still committed), then
     /// joins it.
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
+        if self.waiting.is_some() {
+            // Started only to close: parts written but never committed are removed.
+            let _ = self.send(Work::Close);
+        } else {
             let _ = self.work.send(Work::Close);
+        }
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
@@ -454,14 +710,38 @@ impl CommitThread {
         while let Ok(first) = queue.recv() {
             let mut close = false;
             let mut next = Some(first);
-            while let Some(work) = next {
-                match work {
-                    Work::Part(part) => parts.push(*part),
-                    Work::Commit(c) => due.extend(c),
-                    Work::Drain(answer) => answers.push(answer),
-                    Work::Close => close = true,
+            let mut gather_until = None;
+            loop {
+                while let Some(work) = next {
+                    match work {
+                        Work::Part(part) => parts.push(*part),
+                        Work::Ranges { chunk, names } => {
+                            self.written.insert(chunk, names);
+                        }
+                        Work::Segment(name) => {
+                            self.segments.entry(name).or_insert(false);
+                        }
+                        Work::Commit(c) => due.extend(c),
+                        Work::Drain(answer) => answers.push(answer),
+                        Work::Close => close = true,
+                    }
+                    next = queue.try_recv().ok();
                 }
-                next = queue.try_recv().ok();
+                // Chunks due gather for a moment, so that fast chunks commit many to a
+                // transaction; a node waiting for its commits gets them at once.
+                if close || !answers.is_empty() || due.is_empty() {
+                    break;
+                }
+                let until = *gather_until.get_or_insert_with(|| Instant::now() + COMMIT_GATHER);
+                let left = until.saturating_duration_since(Instant::now());
+                match queue.recv_timeout(left) {
+                    Ok(work) => next = Some(work),
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        close = true;
+                        break;
+                    }
+                }
             }
             let failed = self
                 .shared
@@ -488,7 +768,25 @@ impl CommitThread {
                 let _ = a.send(());
             }
             if close {
-                return;
+                break;
+            }
+        }
+        self.remove_unnamed_segments();
+    }
+
+    /// Deletes this node's segment files of which no commit names a range (every chunk
+    /// written to them was refused, or none was committed before the run stopped): nothing
+    /// ever reads them. The others go with the job's parts when its output is published.
+    fn remove_unnamed_segments(&mut self) {
+        for (name, named) in self.segments.drain() {
+            if named {
+                continue;
+            }
+            if let Err(e) = self.store.delete(&name) {
+                self.log.notice(&format!(
+                    "the segment file {name} in {} holds no committed chunk but could not be deleted ({e}); it is never read, remove it by hand",
+                    self.store.location()
+                ));
             }
         }
     }
@@ -617,9 +915,7 @@ impl CommitThread {
             // As many next chunks as it commits, while the claims waiting stay within what
             // the node's window takes.
             let ahead = self.ahead.as_ref();
-            let room = ahead.map_or(0, |a| {
-                (crate::distributed::node::CLAIM_AT_ONCE as usize).saturating_sub(a.len())
-            });
+            let room = ahead.map_or(0, |a| (a.want() as usize).saturating_sub(a.len()));
             let next = ahead
                 .filter(|_| room > 0)
                 .map(|a| (a.node.as_str(), a.lease));
@@ -653,6 +949,11 @@ impl CommitThread {
                 .remove(&c.chunk);
             match result {
                 Ok(()) => {
+                    for name in names {
+                        if let Some(named) = self.segments.get_mut(split_part(name).0) {
+                            *named = true;
+                        }
+                    }
                     tracing::info!(chunk = c.chunk, attempt = claim.attempt, "chunk committed");
                 }
                 Err(LedgerError::StaleClaim { .. }) => {
@@ -668,7 +969,10 @@ impl CommitThread {
                 Err(e) => return Err(e),
             }
         }
-        if !commits.is_empty() && !holds_next && ledger.totals()?.chunks >= self.total {
+        // Claims waiting for the reader are chunks not committed: the job is not complete (a
+        // claim another node took over meanwhile is found at the end of the pass instead).
+        let holds_open = holds_next || self.ahead.as_ref().is_some_and(|a| !a.is_empty());
+        if !commits.is_empty() && !holds_open && ledger.all_committed()? {
             self.completed_job.store(true, Ordering::SeqCst);
         }
         Ok(())
@@ -722,5 +1026,75 @@ impl Ledger for Committer {
     }
     fn status(&self) -> Result<LedgerStatus, LedgerError> {
         self.shared.ledger().status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_name_gives_back_its_file_and_bytes_and_other_names_stay_whole() {
+        let name = range_name("seg-1f-2a-0", 17, 4096);
+        assert_eq!(name, "seg-1f-2a-0@17-4096");
+        assert_eq!(split_part(&name), ("seg-1f-2a-0", Some((17, 4096))));
+        let failures = range_name("seg-1f-2a-1.failures", 0, 9);
+        assert_eq!(
+            split_part(&failures),
+            ("seg-1f-2a-1.failures", Some((0, 9)))
+        );
+        assert!(is_failures(&failures));
+        assert!(!is_failures(&name));
+        // Part files of their own (object storage), and names that only look like ranges.
+        for whole in [
+            "part-3-1",
+            "part-3-1.failures",
+            "a@b",
+            "a@1-",
+            "a@-2",
+            "a@5-4",
+            "a@1-2-3",
+        ] {
+            assert_eq!(split_part(whole), (whole, None), "{whole}");
+        }
+        assert!(is_failures("part-3-1.failures"));
+        assert!(!is_failures("part-3-1"));
+    }
+
+    #[test]
+    fn segment_files_are_created_new_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, queue) = mpsc::channel();
+        // A file of the first name exists already: the next name is taken.
+        std::fs::write(dir.path().join("seg-x-0"), b"another node's").unwrap();
+        let mut segments = Segments {
+            id: "seg-x".into(),
+            next: 0,
+            output: None,
+            failures: None,
+            work,
+        };
+        let opts = SinkOptions::default();
+        let seg = segments
+            .get(false, dir.path(), &OutputFormat::Jsonl, &opts)
+            .unwrap();
+        assert_eq!(seg.name, "seg-x-1");
+        seg.sink.write_record(br#"{"a":1}"#).unwrap();
+        seg.sink.flush().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("seg-x-0")).unwrap(),
+            b"another node's"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("seg-x-1")).unwrap(),
+            b"{\"a\":1}\n"
+        );
+        assert!(matches!(queue.try_recv(), Ok(Work::Segment(n)) if n == "seg-x-1"));
+        // A segment far from full stays open at a chunk's start.
+        segments.rotate();
+        assert!(
+            segments.output.is_some(),
+            "a segment far from full was closed"
+        );
     }
 }

@@ -2,18 +2,25 @@
 //! `<output>.parts`) or an object-storage prefix (`--parts s3://bucket/prefix/`, default
 //! `<output>.parts/` when the output is `s3://…`), behind one small trait, [`PartStore`].
 //!
-//! A part is written locally, in the store's staging directory, to its end (renamed into
-//! place by the part writer), and then [`PartStore::put`] makes it durable in the
-//! store: [`PartStore::sync_parts`] before the commit for a directory (the staging directory
-//! is the parts directory), an upload
-//! for object storage (one PUT or a multipart upload, so the object appears whole or not at
-//! all). The assembler reads parts back with [`PartStore::open`], streaming.
+//! In a directory (the staging directory is the parts directory) a node appends its chunks
+//! to segment files of its own and a part is a byte range of one
+//! ([`PartStore::writes_segments`]); [`PartStore::sync_parts`] fsyncs the segments (and the
+//! directory once per new file) before the commit that names the ranges. On object storage
+//! a part is written locally, in the store's staging directory, to its end (renamed into
+//! place by the part writer), and [`PartStore::put`] uploads it (one PUT or a multipart
+//! upload, so the object appears whole or not at all). The assembler reads parts back with
+//! [`PartStore::open`], streaming, a range by seeking to its start.
 //!
-//! This module must never make a part visible before it is complete, and never read or
-//! delete anything outside its directory or prefix.
+//! This module must never make a part visible before it is complete (a range is visible
+//! only once a commit names it, after its bytes are durable), never read past a range's
+//! end, and never read or delete anything outside its directory or prefix.
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::parts::split_part;
 
 use herdsman_io::{is_object_url, ObjectErrorKind};
 
@@ -32,9 +39,17 @@ pub(crate) trait PartStore: Send + Sync {
     fn sync_parts(&self, _names: &[String]) -> std::io::Result<()> {
         Ok(())
     }
-    /// Opens the part `name` for a streaming read.
+    /// Whether chunks are written as byte ranges of segment files
+    /// ([`super::parts::range_name`]), a node's chunks appended to files of its own, rather
+    /// than a part file each: yes for a directory, where a file per chunk costs a creation,
+    /// a rename and an fsync each; no for object storage, where a part is one upload.
+    fn writes_segments(&self) -> bool {
+        false
+    }
+    /// Opens the part `name` (a range of a segment file: its bytes) for a streaming read.
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>>;
-    /// Deletes the part `name`; a part that is already gone is not an error.
+    /// Deletes the part `name`; a part that is already gone is not an error. A range of a
+    /// segment file stays in its file (other chunks' ranges share it), unnamed.
     fn delete(&self, name: &str) -> std::io::Result<()>;
     /// The names of the parts in the store.
     fn list(&self) -> std::io::Result<Vec<String>>;
@@ -57,6 +72,7 @@ pub(crate) fn open_store(location: &str) -> std::io::Result<Box<dyn PartStore>> 
     } else {
         Ok(Box::new(DirParts {
             dir: PathBuf::from(location),
+            named: Mutex::default(),
         }))
     }
 }
@@ -70,9 +86,13 @@ pub(crate) fn default_location(output: &Path, remote_output: Option<&str>) -> St
     }
 }
 
-/// Parts in a directory every node reaches: written in place, nothing to upload.
+/// Parts in a directory every node reaches: written in place, nothing to upload; a node's
+/// chunks are ranges of its segment files.
 struct DirParts {
     dir: PathBuf,
+    /// The files whose names in `dir` were made durable (the directory fsynced after they
+    /// appeared): a segment file's name needs it once, not at every commit of its ranges.
+    named: Mutex<HashSet<String>>,
 }
 
 impl PartStore for DirParts {
@@ -84,13 +104,45 @@ impl PartStore for DirParts {
         Ok(())
     }
     fn sync_parts(&self, names: &[String]) -> std::io::Result<()> {
-        super::parts::sync_files(&self.dir, names)
+        let mut files: Vec<&str> = names.iter().map(|n| split_part(n).0).collect();
+        files.sort_unstable();
+        files.dedup();
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        let new_names = files.iter().any(|f| !named.contains(*f));
+        super::parts::sync_files(&self.dir, &files, new_names)?;
+        named.extend(files.iter().map(|f| f.to_string()));
+        Ok(())
+    }
+    fn writes_segments(&self) -> bool {
+        true
     }
     fn open(&self, name: &str) -> std::io::Result<Box<dyn BufRead + Send>> {
-        let f = std::fs::File::open(self.dir.join(name))?;
-        Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+        let (file, range) = split_part(name);
+        let mut f = std::fs::File::open(self.dir.join(file))?;
+        let Some((start, end)) = range else {
+            return Ok(Box::new(BufReader::with_capacity(1 << 16, f)));
+        };
+        let len = f.metadata()?.len();
+        if len < end {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the segment file {file} holds {len} bytes, but the part ends at byte {end}"
+                ),
+            ));
+        }
+        f.seek(SeekFrom::Start(start))?;
+        let size = (end - start).clamp(1, 1 << 16) as usize;
+        Ok(Box::new(BufReader::with_capacity(
+            size,
+            f.take(end - start),
+        )))
     }
     fn delete(&self, name: &str) -> std::io::Result<()> {
+        if split_part(name).1.is_some() {
+            // Other chunks' ranges share the file; this one is never named.
+            return Ok(());
+        }
         match std::fs::remove_file(self.dir.join(name)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
@@ -230,6 +282,50 @@ impl Drop for ObjectParts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distributed::parts::range_name;
+
+    fn read(store: &dyn PartStore, name: &str) -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        store.open(name)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    #[test]
+    fn a_range_of_a_segment_file_reads_exactly_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir.path().display().to_string()).unwrap();
+        assert!(store.writes_segments());
+        std::fs::write(dir.path().join("seg-1-0"), b"aaa\nbb\ncccc\n").unwrap();
+        std::fs::write(dir.path().join("part-3-1"), b"whole\n").unwrap();
+        assert_eq!(
+            read(&*store, &range_name("seg-1-0", 0, 4)).unwrap(),
+            b"aaa\n"
+        );
+        assert_eq!(
+            read(&*store, &range_name("seg-1-0", 4, 7)).unwrap(),
+            b"bb\n"
+        );
+        assert_eq!(
+            read(&*store, &range_name("seg-1-0", 7, 12)).unwrap(),
+            b"cccc\n"
+        );
+        assert_eq!(read(&*store, &range_name("seg-1-0", 7, 7)).unwrap(), b"");
+        // A part file of its own is read whole.
+        assert_eq!(read(&*store, "part-3-1").unwrap(), b"whole\n");
+        // A range past the file's end is an error, never a short part.
+        let e = read(&*store, &range_name("seg-1-0", 7, 13)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        // Both files, and their names, made durable; a range is never deleted on its own.
+        let names = [range_name("seg-1-0", 0, 4), "part-3-1".to_string()];
+        store.sync_parts(&names).unwrap();
+        store.sync_parts(&names[..1]).unwrap();
+        store.delete(&names[0]).unwrap();
+        assert!(dir.path().join("seg-1-0").exists());
+        store.delete("part-3-1").unwrap();
+        assert!(!dir.path().join("part-3-1").exists());
+        store.delete("seg-1-0").unwrap();
+        assert!(!dir.path().join("seg-1-0").exists());
+    }
 
     #[test]
     fn staging_left_by_a_dead_node_is_removed_and_a_live_ones_kept() {

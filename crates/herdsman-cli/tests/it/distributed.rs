@@ -73,7 +73,7 @@ pub(crate) fn job_args_for(input: &str) -> Vec<String> {
 }
 
 /// The output and dead-letter file of a one-machine run of the job.
-fn reference(s: &Scratch) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn reference(s: &Scratch) -> (Vec<u8>, Vec<u8>) {
     let mut args = job_args();
     args.extend(["-o", "ref.jsonl", "--failures", "ref.failures.jsonl"].map(String::from));
     let out = s.herdsman().args(&args).output().unwrap();
@@ -181,7 +181,7 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 }
 
 /// The shared job's files equal the one-machine run's, and no part is left behind.
-fn assert_same(s: &Scratch, reference: &(Vec<u8>, Vec<u8>)) {
+pub(crate) fn assert_same(s: &Scratch, reference: &(Vec<u8>, Vec<u8>)) {
     let out = std::fs::read(s.path("out.jsonl")).expect("the output is published");
     let failures = std::fs::read(s.path("out.failures.jsonl")).expect("dead letters published");
     assert!(

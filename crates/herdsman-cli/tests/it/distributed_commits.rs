@@ -1,9 +1,10 @@
 //! A shared run commits beside its writer: the node's committer thread groups the chunks
-//! that pile up during a transaction into one commit, and a failing committer stops the node
-//! with a clear error and loses nothing on the next run.
+//! that pile up during a transaction into one commit, a node's chunks in a parts directory
+//! are byte ranges of a few segment files, and a failing committer stops the node with a
+//! clear error and loses nothing on the next run.
 
 use crate::common;
-use crate::distributed::{input, job_args_for, server};
+use crate::distributed::{assert_same, input, job_args_for, reference, server};
 
 use std::collections::HashMap;
 use std::process::Output;
@@ -134,4 +135,61 @@ fn one_commit_transaction_carries_several_chunks() {
         by_time.len(),
         chunks.len()
     );
+}
+
+#[test]
+fn a_nodes_chunks_are_ranges_of_its_segment_files_in_chunk_order() {
+    let Some(pg) = server("segment_ranges") else {
+        return;
+    };
+    let s = Scratch::new();
+    s.write("in.csv", input(300));
+    let want = reference(&s);
+    let url = pg.url();
+    let out = node(&s, &url, &[]);
+    // 1: some records failed, as in the one-machine run.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_same(&s, &want);
+    // 30 chunks, each with an output range and, where a record failed, a dead-letter range:
+    // one node in one pass appends them to one segment file each, back to back.
+    let manifest = ledger(&s, &url, "out.jsonl").manifest().unwrap();
+    assert_eq!(manifest.len(), 30);
+    let range = |name: &str| -> (String, u64, u64) {
+        let (file, bytes) = name
+            .rsplit_once('@')
+            .unwrap_or_else(|| panic!("{name} is not a range of a segment file"));
+        let (start, end) = bytes.split_once('-').unwrap();
+        (
+            file.to_string(),
+            start.parse().unwrap(),
+            end.parse().unwrap(),
+        )
+    };
+    let mut files: HashMap<String, u64> = HashMap::new();
+    let mut failure_ranges = 0;
+    for c in &manifest {
+        assert!(!c.parts.is_empty() && c.parts.len() <= 2, "{:?}", c.parts);
+        for p in &c.parts {
+            let (file, start, end) = range(p);
+            assert!(file.starts_with("seg-"), "{p}");
+            failure_ranges += usize::from(file.ends_with(".failures"));
+            // Each range begins where the file's previous one ended.
+            let at = files.entry(file).or_insert(0);
+            assert_eq!(
+                start, *at,
+                "{p} does not follow the previous range of its file"
+            );
+            assert!(end > start || !p.contains(".failures"), "{p} is empty");
+            *at = end;
+        }
+    }
+    assert_eq!(files.len(), 2, "{files:?}");
+    // One record in 7 fails: every chunk of 10 has one.
+    assert_eq!(failure_ranges, 30);
+    let out_len: u64 = files
+        .iter()
+        .filter(|(f, _)| !f.ends_with(".failures"))
+        .map(|(_, end)| *end)
+        .sum();
+    assert_eq!(out_len, want.0.len() as u64);
 }

@@ -79,3 +79,26 @@ fn a_batch_commit_claims_as_many_next_chunks_as_it_is_allowed() {
         ]
     );
 }
+
+#[test]
+fn all_committed_says_whether_any_chunk_is_still_open() {
+    let server = crate::server_or_skip!("all_committed_says_whether_any_chunk_is_still_open");
+    let options = common::options("all_committed");
+    let mut a = node(&server, &options);
+    a.open_job(&identity()).unwrap();
+    a.plan_chunks(&plans(3)).unwrap();
+    // Waiting, then claimed: open.
+    assert!(!a.all_committed().unwrap());
+    let held = a.claim_many("node-a", LEASE, 3).unwrap();
+    assert!(!a.all_committed().unwrap());
+    for c in &held[..2] {
+        a.commit_with_parts(c, &commit_of(c), &part(c)).unwrap();
+        assert!(!a.all_committed().unwrap(), "chunk 2 is still claimed");
+    }
+    // The last commit, seen from another connection to the same job.
+    a.commit_with_parts(&held[2], &commit_of(&held[2]), &part(&held[2]))
+        .unwrap();
+    let b = node(&server, &options);
+    assert!(b.all_committed().unwrap());
+    assert_eq!(b.totals().unwrap().chunks, 3);
+}

@@ -343,6 +343,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             first: Some(first),
             ahead: ahead.clone(),
             pace: None,
+            source: None,
         };
         let executor = match workers.take() {
             Some(w) => w,

@@ -305,6 +305,10 @@ pub(crate) struct ClaimReader {
     /// When the last chunk was started, and the mean time between chunk starts (a moving
     /// average), which sets [`Ahead::want`].
     pub(crate) pace: Option<(Instant, Duration)>,
+    /// The input as the last chunk left it: the next chunk, when it starts where that one
+    /// ended (a node's claims are mostly consecutive), reads on instead of opening the input
+    /// again and seeking.
+    pub(crate) source: Option<Source>,
 }
 
 impl ClaimReader {
@@ -384,9 +388,12 @@ impl ClaimReader {
             .unwrap_or_else(|p| p.into_inner())
             .insert(claim.chunk);
         let at = (claim.start.seq > 0).then_some(start);
-        let mut source = match Source::open(self.specs.clone(), self.options.clone(), at) {
-            Ok(s) => s,
-            Err(e) => return self.fail(crate::inputs::source_error(e)),
+        let mut source = match self.source.take() {
+            Some(s) if s.next_position() == start => s,
+            _ => match Source::open(self.specs.clone(), self.options.clone(), at) {
+                Ok(s) => s,
+                Err(e) => return self.fail(crate::inputs::source_error(e)),
+            },
         };
         let n = claim.end.seq.saturating_sub(claim.start.seq);
         if n == 0 {
@@ -431,6 +438,7 @@ impl ClaimReader {
                 }
             }
         }
+        self.source = Some(source);
         let items: Vec<CliItem> = records
             .iter()
             .map(|(pos, data)| CliItem {

@@ -193,3 +193,49 @@ fn a_nodes_chunks_are_ranges_of_its_segment_files_in_chunk_order() {
         .sum();
     assert_eq!(out_len, want.0.len() as u64);
 }
+
+#[test]
+fn chunks_read_on_across_input_files_equal_one_machine() {
+    // A node reads its consecutive chunks on from where the last one ended, also across the
+    // end of an input file, and from a fresh seek where they are not consecutive (two
+    // nodes sharing the job): the outputs equal a one-machine run's either way.
+    let Some(pg) = server("read_on") else {
+        return;
+    };
+    let s = Scratch::new();
+    for (name, from) in [("a.csv", 0), ("b.csv", 1000), ("c.csv", 2000)] {
+        let mut text = String::from("id,value\n");
+        for i in from..from + 997 {
+            text.push_str(&format!("{i},v{}\n", i % 13));
+        }
+        s.write(name, &text);
+    }
+    let run = |out: &str, ledger: Option<&str>, node: &str| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("herdsman"));
+        cmd.current_dir(s.dir.path())
+            .args([
+                "run", "-i", "a.csv", "-i", "b.csv", "-i", "c.csv", "-w", "cat",
+            ])
+            .args(["-o", out, "--progress", "none", "--chunk-size", "64"])
+            .stdout(std::process::Stdio::null());
+        if let Some(url) = ledger {
+            cmd.args(["--ledger", url, "--node", node]);
+        }
+        cmd.spawn().unwrap()
+    };
+    let mut one = run("one.jsonl", None, "");
+    assert!(one.wait().unwrap().success());
+    let want = s.read("one.jsonl");
+    assert_eq!(want.lines().count(), 3 * 997);
+    let url = pg.url();
+    let mut single = run("single.jsonl", Some(&url), "a");
+    assert!(single.wait().unwrap().success());
+    assert_eq!(s.read("single.jsonl"), want);
+    let (mut a, mut b) = (
+        run("pair.jsonl", Some(&url), "a"),
+        run("pair.jsonl", Some(&url), "b"),
+    );
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    assert_eq!(s.read("pair.jsonl"), want);
+}

@@ -458,6 +458,62 @@ pub(crate) fn default_parts_dir(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
+/// Reads the next chunk's records from `source` as the one-machine run cuts them: at most
+/// `chunk_size`, and no more once their JSON reaches [`crate::pipeline::CHUNK_BYTES`].
+/// Returns how many (0 at the end).
+fn plan_decoded(source: &mut Source, chunk_size: usize) -> Result<usize> {
+    let mut n = 0usize;
+    let mut bytes = 0usize;
+    while n < chunk_size && bytes < crate::pipeline::CHUNK_BYTES {
+        match source.next() {
+            None => break,
+            Some(Err(e)) => return Err(source_error(e)),
+            Some(Ok(r)) => {
+                bytes += match &r.data {
+                    Ok(j) => j.len(),
+                    Err(e) => e.raw.len(),
+                };
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// [`plan_decoded`] for text inputs, without decoding: skips up to `chunk_size` records and
+/// keeps them when their raw bytes bound their JSON under the byte cap (a character takes
+/// at most 6 bytes in JSON, and a CSV record adds its keys); otherwise, or when the chunk
+/// crosses into another file, reads the chunk again from its start, decoding. Cuts exactly
+/// where [`plan_decoded`] does.
+fn plan_skimmed(
+    source: &mut Source,
+    chunk_size: usize,
+    specs: &[herdsman_io::InputSpec],
+    opts: &herdsman_io::SourceOptions,
+) -> Result<usize> {
+    let start = source.next_position();
+    let mut n = 0usize;
+    while n < chunk_size {
+        match source.skip_record() {
+            None => break,
+            Some(Err(e)) => return Err(source_error(e)),
+            Some(Ok(_)) => n += 1,
+        }
+    }
+    let end = source.next_position();
+    let per_record = 2 + source
+        .csv_header()
+        .map_or(0, |h| h.iter().map(|k| 6 * k.len() + 4).sum::<usize>());
+    let bound = (end.byte_offset.saturating_sub(start.byte_offset) as usize)
+        .saturating_mul(6)
+        .saturating_add(n.saturating_mul(per_record));
+    if n == 0 || (start.file_index == end.file_index && bound < crate::pipeline::CHUNK_BYTES) {
+        return Ok(n);
+    }
+    *source = Source::open(specs.to_vec(), opts.clone(), Some(start)).map_err(source_error)?;
+    plan_decoded(source, chunk_size)
+}
+
 /// Plans the job's chunks into the ledger unless a node did already; returns how many chunks
 /// the job has. Every node would plan the same ones: cut where the one-machine run cuts.
 fn plan(
@@ -469,26 +525,25 @@ fn plan(
     if !rows.is_empty() {
         return Ok(rows.len() as u64);
     }
-    let mut source =
-        Source::open(specs.to_vec(), source_options(cfg), None).map_err(source_error)?;
+    let started = Instant::now();
+    let opts = source_options(cfg);
+    let mut source = Source::open(specs.to_vec(), opts.clone(), None).map_err(source_error)?;
+    // Text inputs are cut by skipping records (no decoding), where the chunk's raw bytes
+    // show that its JSON stays under the byte cap.
+    let skim = specs.iter().all(|s| {
+        matches!(
+            s.format,
+            herdsman_io::Format::Lines | herdsman_io::Format::Jsonl | herdsman_io::Format::Csv
+        )
+    });
     let mut plans = Vec::new();
     loop {
         let start = source.next_position();
-        let mut n = 0usize;
-        let mut bytes = 0usize;
-        while n < cfg.chunk_size && bytes < crate::pipeline::CHUNK_BYTES {
-            match source.next() {
-                None => break,
-                Some(Err(e)) => return Err(source_error(e)),
-                Some(Ok(r)) => {
-                    bytes += match &r.data {
-                        Ok(j) => j.len(),
-                        Err(e) => e.raw.len(),
-                    };
-                    n += 1;
-                }
-            }
-        }
+        let n = if skim {
+            plan_skimmed(&mut source, cfg.chunk_size, specs, &opts)?
+        } else {
+            plan_decoded(&mut source, cfg.chunk_size)?
+        };
         if n == 0 {
             break;
         }
@@ -507,10 +562,107 @@ fn plan(
             end: p,
         });
     }
+    let read = started.elapsed();
     ledger
         .plan_chunks(&plans)
         .map_err(anyhow::Error::new)
         .context("cannot plan the job's chunks in the shared ledger")?;
     let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+    tracing::info!(
+        chunks = rows.len(),
+        read_ms = read.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "job planned"
+    );
     Ok(rows.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herdsman_io::{Format, InputSpec, SourceOptions};
+
+    /// The chunk sizes `plan` cuts `specs` into, skimming or decoding every chunk.
+    fn cuts(specs: &[InputSpec], chunk_size: usize, skim: bool) -> Vec<(usize, u64)> {
+        let opts = SourceOptions::default();
+        let mut source = Source::open(specs.to_vec(), opts.clone(), None).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let n = if skim {
+                plan_skimmed(&mut source, chunk_size, specs, &opts).unwrap()
+            } else {
+                plan_decoded(&mut source, chunk_size).unwrap()
+            };
+            if n == 0 {
+                return out;
+            }
+            out.push((n, source.next_position().seq));
+        }
+    }
+
+    #[test]
+    fn skimming_cuts_text_inputs_exactly_where_decoding_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        // Short lines; lines of control characters (six bytes each in JSON, so the raw bound
+        // is tight); long lines whose JSON reaches the byte cap within a chunk; a CSV whose
+        // keys make the JSON longer than the row; and a JSONL file.
+        let short = write("short.txt", (0..2500).map(|i| format!("{i}\n")).collect());
+        let control = write(
+            "control.txt",
+            (0..900)
+                .map(|i| format!("{}\n", "\u{1}".repeat(i % 5000 + 1500)))
+                .collect(),
+        );
+        let long = write(
+            "long.txt",
+            (0..2100)
+                .map(|i| format!("{}\n", "x".repeat(9000 + i % 7)))
+                .collect(),
+        );
+        let csv = write(
+            "wide.csv",
+            std::iter::once("a_rather_long_key,another_long_key,\"q\"\"k\"\n".to_string())
+                .chain((0..3000).map(|i| format!("{i},\"v,{i}\",\"x\"\"y\"\n")))
+                .collect(),
+        );
+        let jsonl = write(
+            "rows.jsonl",
+            (0..1500).map(|i| format!("{{\"i\":{i}}}\n\n")).collect(),
+        );
+        let spec = |p: &std::path::Path, format| InputSpec {
+            path: InputPath::File(p.to_path_buf()),
+            format,
+        };
+        let cases = [
+            vec![spec(&short, Format::Lines)],
+            vec![spec(&control, Format::Lines)],
+            vec![spec(&long, Format::Lines)],
+            vec![spec(&csv, Format::Csv)],
+            vec![spec(&jsonl, Format::Jsonl)],
+            // Chunks across the ends of files.
+            vec![
+                spec(&short, Format::Lines),
+                spec(&long, Format::Lines),
+                spec(&short, Format::Lines),
+            ],
+        ];
+        for specs in &cases {
+            for chunk_size in [1, 7, 1000] {
+                let decoded = cuts(specs, chunk_size, false);
+                assert_eq!(
+                    cuts(specs, chunk_size, true),
+                    decoded,
+                    "{specs:?} {chunk_size}"
+                );
+                assert!(!decoded.is_empty());
+            }
+        }
+        // The long lines do reach the cap: chunks shorter than asked.
+        assert!(cuts(&cases[2], 1000, true).iter().any(|&(n, _)| n < 1000));
+    }
 }

@@ -216,7 +216,9 @@ pub(crate) type Fatal = Arc<Mutex<Option<anyhow::Error>>>;
 /// [`Ahead::want`] wait.
 #[derive(Clone)]
 pub(crate) struct Ahead {
-    slot: Arc<Mutex<std::collections::VecDeque<Claim>>>,
+    /// By chunk: the lowest is read first, so consecutive chunks read on
+    /// ([`ClaimReader::source`]) whichever transaction claimed them first.
+    slot: Arc<Mutex<std::collections::BTreeMap<u64, Claim>>>,
     /// How many chunks the node claims at a time ([`claims_wanted`] of its chunk rate).
     want: Arc<std::sync::atomic::AtomicU32>,
     /// The node's name, the owner of its claims.
@@ -262,16 +264,17 @@ impl Ahead {
         self.slot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(claim);
+            .insert(claim.chunk, claim);
     }
 
-    /// The waiting claim, unless the heartbeat found its lease lost meanwhile.
+    /// The lowest waiting claim, unless the heartbeat found its lease lost meanwhile.
     pub(crate) fn take(&self, claims: &Claims) -> Option<Claim> {
         let claim = self
             .slot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop_front()?;
+            .pop_first()?
+            .1;
         let held = claims
             .lock()
             .unwrap_or_else(|p| p.into_inner())

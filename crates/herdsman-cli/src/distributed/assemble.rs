@@ -20,7 +20,7 @@ use herdsman_ledger_postgres::PostgresLedger;
 
 use crate::config::RunConfig;
 use crate::distributed::node::EndNotice;
-use crate::distributed::parts::is_failures;
+use crate::distributed::parts::{coalesce, is_failures};
 use crate::distributed::store::PartStore;
 use crate::progress::Log;
 use crate::summary::{Counts, Ending, Latency, Summary};
@@ -122,6 +122,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         .filter(|n| is_failures(n))
         .map(String::as_str)
         .collect();
+    let (outputs, failures) = (coalesce(&outputs), coalesce(&failures));
     let out_tmp = concatenate(output, store, &outputs)?;
     let fail_tmp = concatenate(&cfg.failures, store, &failures)?;
     crate::fault::fault("assembly-before-rename");
@@ -150,7 +151,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
 
 /// Streams `parts` from the store one after the other into a temporary file beside `target`,
 /// fsynced.
-fn concatenate(target: &Path, store: &dyn PartStore, parts: &[&str]) -> Result<PathBuf> {
+fn concatenate(target: &Path, store: &dyn PartStore, parts: &[String]) -> Result<PathBuf> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let tmp = target.with_file_name(format!(".{name}.assembling-{}", std::process::id()));
     if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {

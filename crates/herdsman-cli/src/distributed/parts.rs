@@ -91,6 +91,37 @@ pub(crate) fn is_failures(name: &str) -> bool {
     split_part(name).0.ends_with(FAILURES_SUFFIX)
 }
 
+/// `parts` in the same order, with each run of ranges that follow one another in one file
+/// (`f@0-10`, `f@10-25`) as one range (`f@0-25`): the assembler then reads a node's
+/// consecutive chunks in one go instead of opening the file once per chunk.
+pub(crate) fn coalesce(parts: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(parts.len());
+    let mut run: Option<(&str, u64, u64)> = None;
+    for name in parts {
+        match (split_part(name), &mut run) {
+            ((file, Some((start, end))), Some((f, _, e))) if file == *f && start == *e => {
+                *e = end;
+            }
+            ((file, Some((start, end))), _) => {
+                if let Some((f, s, e)) = run.take() {
+                    out.push(range_name(f, s, e));
+                }
+                run = Some((file, start, end));
+            }
+            ((_, None), _) => {
+                if let Some((f, s, e)) = run.take() {
+                    out.push(range_name(f, s, e));
+                }
+                out.push(name.to_string());
+            }
+        }
+    }
+    if let Some((f, s, e)) = run {
+        out.push(range_name(f, s, e));
+    }
+    out
+}
+
 /// The size at which a node starts a new segment file (at a chunk's start).
 const SEGMENT_MAX: u64 = 1 << 30;
 
@@ -1059,6 +1090,32 @@ mod tests {
         }
         assert!(is_failures("part-3-1.failures"));
         assert!(!is_failures("part-3-1"));
+    }
+
+    #[test]
+    fn ranges_that_follow_one_another_in_a_file_are_read_as_one() {
+        let parts = [
+            "seg-a-0@0-10",
+            "seg-a-0@10-25",
+            "seg-a-0@25-25",
+            "seg-b-0@0-7",
+            "seg-a-0@30-40",
+            "part-9-2",
+            "seg-a-0@40-41",
+            "seg-a-0@41-50",
+        ];
+        assert_eq!(
+            coalesce(&parts),
+            [
+                "seg-a-0@0-25",
+                "seg-b-0@0-7",
+                "seg-a-0@30-40",
+                "part-9-2",
+                "seg-a-0@40-50"
+            ]
+        );
+        assert!(coalesce(&[]).is_empty());
+        assert_eq!(coalesce(&["part-1-1"]), ["part-1-1"]);
     }
 
     #[test]

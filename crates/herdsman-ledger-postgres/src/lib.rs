@@ -45,6 +45,7 @@ mod schema;
 #[cfg(feature = "test-support")]
 pub mod test_server;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -269,6 +270,7 @@ struct Queries {
     finish: Statement,
     totals: Statement,
     all_committed: Statement,
+    commit_many: Statement,
     status_job: Statement,
     manifest: Statement,
     chunk_rows: Statement,
@@ -439,6 +441,38 @@ impl Queries {
                         COALESCE(SUM(outputs), 0)::bigint, COALESCE(SUM(retries), 0)::bigint \
                    FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state = 'committed'"
+            ))?,
+            // The fenced commit of several chunks in one statement, each fenced by its own
+            // claim exactly as `commit_fenced` (the same conditions, row by row); returns
+            // the chunks it committed. `$1` job, `$2` the test clock, `$3` the operation,
+            // then one array per value, a chunk per element (its parts as a JSON array).
+            commit_many: p(format!(
+                "UPDATE {s}.chunks c SET state = 'committed', lease_expires_at = NULL, \
+                        start_file = v.start_file, start_seq = v.start_seq, \
+                        start_token = v.start_token, end_file = v.end_file, \
+                        end_seq = v.end_seq, end_token = v.end_token, records = v.records, \
+                        ok = v.ok, failed = v.failed, filtered = v.filtered, \
+                        outputs = v.outputs, retries = v.retries, output_end = v.output_end, \
+                        failures_end = v.failures_end, \
+                        parts = ARRAY(SELECT jsonb_array_elements_text(v.parts::jsonb)), \
+                        committed_at = COALESCE($2::timestamptz, now()), last_op = $3 \
+                   FROM unnest($4::bigint[], $5::bigint[], $6::text[], $7::bigint[], \
+                               $8::bigint[], $9::bytea[], $10::bigint[], $11::bigint[], \
+                               $12::bytea[], $13::bigint[], $14::bigint[], $15::bigint[], \
+                               $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], \
+                               $20::bigint[], $21::text[]) \
+                        AS v(chunk, attempt, owner, start_file, start_seq, start_token, \
+                             end_file, end_seq, end_token, records, ok, failed, filtered, \
+                             outputs, retries, output_end, failures_end, parts) \
+                  WHERE c.job_id = $1 AND c.chunk = v.chunk AND c.attempt = v.attempt \
+                    AND c.claim_owner = v.owner AND c.state = 'claimed' \
+                    AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
+                                     WHERE id = $1 AND finished_at IS NOT NULL) \
+                    AND v.output_end >= COALESCE((SELECT MAX(output_end) FROM {s}.chunks \
+                                          WHERE job_id = $1 AND state = 'committed'), 0) \
+                    AND v.failures_end >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
+                                          WHERE job_id = $1 AND state = 'committed'), 0) \
+                 RETURNING c.chunk"
             ))?,
             // Through the partial index of open chunks: one probe, whatever the job's size.
             all_committed: p(format!(
@@ -793,6 +827,12 @@ impl PostgresLedger {
             ));
         }
         let next = next.map(|(owner, lease)| (owner.to_string(), lease_us(lease)));
+        let rising = batch.windows(2).all(|w| {
+            w[1].1.output_end >= w[0].1.output_end && w[1].1.failures_end >= w[0].1.failures_end
+        });
+        let many = (batch.len() > 1 && rising)
+            .then(|| BatchArrays::of(batch, &prepared))
+            .transpose()?;
         let (results, rows) = self.run(
             || format!("commit {} chunks and claim the next", batch.len()),
             |conn, retry| {
@@ -826,8 +866,24 @@ impl PostgresLedger {
                     }
                 }
                 let mut tx = client.transaction()?;
+                // The whole batch in one statement when its offsets never go down from one
+                // chunk to the next (the statement checks each against the offsets
+                // committed before it, as one commit after the other would); the chunks it
+                // did not commit go one by one below, which says why each was refused.
+                let done: HashSet<i64> = match &many {
+                    Some(arrays) => tx
+                        .query(&q.commit_many, &arrays.params(&job_id, &now, &op))?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect(),
+                    None => HashSet::new(),
+                };
                 let mut results = Vec::with_capacity(batch.len());
                 for ((claim, c, parts), (v, chunk, attempt)) in batch.iter().zip(&prepared) {
+                    if done.contains(chunk) {
+                        results.push(Ok(()));
+                        continue;
+                    }
                     let mut result = Err(self.refused_without_reason(c.chunk));
                     for _ in 0..3 {
                         let mut params: Vec<&(dyn ToSql + Sync)> =
@@ -1467,6 +1523,82 @@ impl CommitValues {
             &n[9],
             &n[10],
             &n[11],
+        ]
+    }
+}
+
+/// A batch of commits as the arrays of [`Queries::commit_many`], a chunk per element.
+struct BatchArrays {
+    chunks: Vec<i64>,
+    attempts: Vec<i64>,
+    owners: Vec<String>,
+    /// The [`CommitValues`] numbers, column by column.
+    numbers: [Vec<i64>; 12],
+    start_tokens: Vec<Vec<u8>>,
+    end_tokens: Vec<Vec<u8>>,
+    /// Each chunk's part names as a JSON array.
+    parts: Vec<String>,
+}
+
+impl BatchArrays {
+    fn of(
+        batch: &[(Claim, ChunkCommit, Vec<String>)],
+        prepared: &[(CommitValues, i64, i64)],
+    ) -> Result<BatchArrays, LedgerError> {
+        let mut a = BatchArrays {
+            chunks: Vec::with_capacity(batch.len()),
+            attempts: Vec::with_capacity(batch.len()),
+            owners: Vec::with_capacity(batch.len()),
+            numbers: Default::default(),
+            start_tokens: Vec::with_capacity(batch.len()),
+            end_tokens: Vec::with_capacity(batch.len()),
+            parts: Vec::with_capacity(batch.len()),
+        };
+        for ((claim, _, parts), (v, chunk, attempt)) in batch.iter().zip(prepared) {
+            a.chunks.push(*chunk);
+            a.attempts.push(*attempt);
+            a.owners.push(claim.owner.clone());
+            for (column, n) in a.numbers.iter_mut().zip(v.numbers) {
+                column.push(n);
+            }
+            a.start_tokens.push(v.start_token.clone());
+            a.end_tokens.push(v.end_token.clone());
+            a.parts
+                .push(serde_json::to_string(parts).expect("a list of strings always serializes"));
+        }
+        Ok(a)
+    }
+
+    /// The statement's parameters, in its order.
+    fn params<'a>(
+        &'a self,
+        job_id: &'a i64,
+        now: &'a Option<SystemTime>,
+        op: &'a String,
+    ) -> Vec<&'a (dyn ToSql + Sync)> {
+        let n = &self.numbers;
+        vec![
+            job_id,
+            now,
+            op,
+            &self.chunks,
+            &self.attempts,
+            &self.owners,
+            &n[0],
+            &n[1],
+            &self.start_tokens,
+            &n[2],
+            &n[3],
+            &self.end_tokens,
+            &n[4],
+            &n[5],
+            &n[6],
+            &n[7],
+            &n[8],
+            &n[9],
+            &n[10],
+            &n[11],
+            &self.parts,
         ]
     }
 }

@@ -125,3 +125,79 @@ fn a_batch_refused_whole_claims_nothing() {
     assert_eq!(rows[2].state, ChunkState::Pending);
     assert_eq!(ledger.totals().unwrap().chunks, 0);
 }
+
+/// Commits of three chunks with values of their own: counts, offsets, and one or two
+/// parts with names that need escaping.
+fn varied(claims: &[Claim], output_ends: [u64; 3]) -> Vec<(Claim, ChunkCommit, Vec<String>)> {
+    claims
+        .iter()
+        .zip(output_ends)
+        .enumerate()
+        .map(|(i, (c, end))| {
+            let mut commit = commit_of(c);
+            commit.counts.records = 10 + i as u64;
+            commit.counts.retries = i as u64;
+            commit.output_end = end;
+            commit.failures_end = 7 * i as u64;
+            let mut parts = vec![format!("seg-\"q\"-{i}@0-{end}")];
+            if i == 1 {
+                parts.push("seg-é,{x}-1.failures@0-7".to_string());
+            }
+            (c.clone(), commit, parts)
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_stores_every_value_as_commits_one_at_a_time_do() {
+    let server = crate::server_or_skip!("a_batch_stores_every_value_as_commits_one_at_a_time_do");
+    let mut stored = Vec::new();
+    for (job, batched) in [("one_at_a_time", false), ("batched", true)] {
+        let options = common::options(job);
+        let mut l = node(&server, &options);
+        l.open_job(&identity()).unwrap();
+        l.plan_chunks(&plans(3)).unwrap();
+        let held = l.claim_many("node-a", LEASE, 3).unwrap();
+        let batch = varied(&held, [5, 9, 30]);
+        if batched {
+            let (results, _) = l.commit_batch(&batch, None).unwrap();
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        } else {
+            for (claim, c, parts) in &batch {
+                l.commit_with_parts(claim, c, parts).unwrap();
+            }
+        }
+        let status = l.status().unwrap();
+        let manifest: Vec<Vec<String>> =
+            l.manifest().unwrap().into_iter().map(|c| c.parts).collect();
+        stored.push((status.commits, status.totals, manifest));
+    }
+    assert_eq!(stored[0], stored[1]);
+    assert_eq!(
+        stored[1].2[1],
+        ["seg-\"q\"-1@0-9", "seg-é,{x}-1.failures@0-7"]
+    );
+}
+
+#[test]
+fn a_batch_whose_offsets_go_down_refuses_the_chunk_that_goes_back() {
+    let server =
+        crate::server_or_skip!("a_batch_whose_offsets_go_down_refuses_the_chunk_that_goes_back");
+    let options = common::options("backwards");
+    let mut l = node(&server, &options);
+    l.open_job(&identity()).unwrap();
+    l.plan_chunks(&plans(3)).unwrap();
+    let held = l.claim_many("node-a", LEASE, 3).unwrap();
+    // Chunk 2's output ends before chunk 1's: refused as one commit after the other would.
+    let (results, _) = l.commit_batch(&varied(&held, [5, 9, 6]), None).unwrap();
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(
+            results[2],
+            Err(LedgerError::OffsetsWentBackwards { chunk: 2, .. })
+        ),
+        "{results:?}"
+    );
+    let rows = l.chunk_rows().unwrap();
+    assert_eq!(rows[2].state, ChunkState::Claimed);
+}

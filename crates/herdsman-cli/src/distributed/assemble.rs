@@ -20,7 +20,7 @@ use herdsman_ledger_postgres::PostgresLedger;
 
 use crate::config::RunConfig;
 use crate::distributed::node::EndNotice;
-use crate::distributed::parts::{coalesce, is_failures};
+use crate::distributed::parts::{coalesce, is_failures, split_part};
 use crate::distributed::store::PartStore;
 use crate::progress::Log;
 use crate::summary::{Counts, Ending, Latency, Summary};
@@ -42,6 +42,10 @@ pub(crate) struct Finish<'a> {
     /// Where the end of the job is heard (waiting for another node's assembly) and told
     /// (after this node's).
     pub(crate) notice: &'a mut EndNotice,
+    /// The names this node's segment files start with, when it wrote any: an output that is
+    /// one whole segment file of this node (which it no longer writes) is published by a
+    /// hard link to it instead of a copy.
+    pub(crate) own_segments: Option<&'a str>,
 }
 
 /// Every chunk is committed: publish the output (or wait for the node that does) and return
@@ -59,6 +63,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         latency,
         log,
         notice,
+        own_segments,
     } = f;
     let summary_of = |ledger: &PostgresLedger| -> Result<Summary> {
         let totals = ledger.totals().map_err(anyhow::Error::new)?;
@@ -123,8 +128,14 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         .map(String::as_str)
         .collect();
     let (outputs, failures) = (coalesce(&outputs), coalesce(&failures));
-    let out_tmp = concatenate(output, store, &outputs)?;
-    let fail_tmp = concatenate(&cfg.failures, store, &failures)?;
+    let assembled = |target: &Path, parts: &[String]| -> Result<PathBuf> {
+        match own_segments.and_then(|own| link_whole_segment(target, store, parts, own)) {
+            Some(linked) => Ok(linked),
+            None => concatenate(target, store, parts),
+        }
+    };
+    let out_tmp = assembled(output, &outputs)?;
+    let fail_tmp = assembled(&cfg.failures, &failures)?;
     crate::fault::fault("assembly-before-rename");
     publish(&out_tmp, output)?;
     crate::fault::fault("assembly-between-renames");
@@ -149,11 +160,54 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
     Ok(summary)
 }
 
+/// The temporary file beside `target` that an assembly fills and renames into place.
+fn assembling_path(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    target.with_file_name(format!(".{name}.assembling-{}", std::process::id()))
+}
+
+/// When `parts` is one range covering the whole of a segment file this node wrote (its
+/// name starts with `own`; the node writes it no more), a hard link to that file as the
+/// temporary file beside `target`: its bytes are the output, already durable (fsynced
+/// before the commits that name them), so nothing is copied or fsynced again. The segment
+/// keeps its name, so an assembly done again reads it as before. `None` (then the parts are
+/// copied) for anything else, or when the link cannot be made (another file system).
+fn link_whole_segment(
+    target: &Path,
+    store: &dyn PartStore,
+    parts: &[String],
+    own: &str,
+) -> Option<PathBuf> {
+    let [only] = parts else { return None };
+    let (file, Some((0, end))) = split_part(only) else {
+        return None;
+    };
+    if !store.writes_segments() || !file.starts_with(own) {
+        return None;
+    }
+    let segment = store.staging_dir().join(file);
+    if std::fs::metadata(&segment).ok()?.len() != end {
+        // Bytes after the range (a chunk refused later): not the output.
+        return None;
+    }
+    let tmp = assembling_path(target);
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).ok()?;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    match std::fs::hard_link(&segment, &tmp) {
+        Ok(()) => Some(tmp),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot link the output to its segment file; copying it");
+            None
+        }
+    }
+}
+
 /// Streams `parts` from the store one after the other into a temporary file beside `target`,
 /// fsynced.
 fn concatenate(target: &Path, store: &dyn PartStore, parts: &[String]) -> Result<PathBuf> {
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = target.with_file_name(format!(".{name}.assembling-{}", std::process::id()));
+    let tmp = assembling_path(target);
     if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory {}", dir.display()))?;
@@ -194,4 +248,52 @@ fn publish(tmp: &Path, target: &Path) -> Result<()> {
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync the directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn an_output_that_is_one_whole_segment_of_this_node_is_linked_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts_dir = dir.path().join("out.jsonl.parts");
+        std::fs::create_dir(&parts_dir).unwrap();
+        let store =
+            crate::distributed::store::open_store(&parts_dir.display().to_string()).unwrap();
+        std::fs::write(parts_dir.join("seg-1-2-0"), b"{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let target = dir.path().join("out.jsonl");
+        let whole = ["seg-1-2-0@0-16".to_string()];
+        let tmp = link_whole_segment(&target, &*store, &whole, "seg-1-2-").expect("linked");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
+        let (a, b) = (
+            std::fs::metadata(&tmp).unwrap(),
+            std::fs::metadata(parts_dir.join("seg-1-2-0")).unwrap(),
+        );
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "not the same file");
+        std::fs::remove_file(&tmp).unwrap();
+        // Anything else is copied: part of the file, another node's file, several parts, a
+        // file with bytes after the range.
+        for (parts, own) in [
+            (vec!["seg-1-2-0@0-8".to_string()], "seg-1-2-"),
+            (vec!["seg-1-2-0@8-16".to_string()], "seg-1-2-"),
+            (whole.to_vec(), "seg-9-9-"),
+            (
+                vec!["seg-1-2-0@0-8".to_string(), "seg-1-2-0@8-16".to_string()],
+                "seg-1-2-",
+            ),
+            (vec!["part-0-1".to_string()], "part-"),
+            (Vec::new(), "seg-1-2-"),
+        ] {
+            assert!(
+                link_whole_segment(&target, &*store, &parts, own).is_none(),
+                "{parts:?}"
+            );
+        }
+        std::fs::write(parts_dir.join("seg-1-2-1"), b"{\"a\":3}\nrefused\n").unwrap();
+        let longer = ["seg-1-2-1@0-8".to_string()];
+        assert!(link_whole_segment(&target, &*store, &longer, "seg-1-2-").is_none());
+        assert!(!target.exists() && !assembling_path(&target).exists());
+    }
 }

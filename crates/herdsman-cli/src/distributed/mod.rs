@@ -378,6 +378,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
     }
     drop(workers);
+    let own_segments = sinks.own_segments();
     progress.finish();
     // A claim a last commit made but no pass read (the run stopped): give it back at once,
     // so that no node waits for its lease to run out.
@@ -441,6 +442,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         latency: &latency,
         log: &log,
         notice: &mut notice,
+        own_segments: own_segments.as_deref(),
     })
 }
 

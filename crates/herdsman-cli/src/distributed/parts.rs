@@ -325,6 +325,12 @@ pub(crate) struct PartSinks {
 }
 
 impl PartSinks {
+    /// What the names of this node's segment files start with (`seg-<pid>-<time>-`), when
+    /// it writes segments.
+    pub(crate) fn own_segments(&self) -> Option<String> {
+        self.segments.as_ref().map(|s| format!("{}-", s.id))
+    }
+
     /// A new pass over the claimable chunks begins: the staging directory is made again if
     /// it is gone, and chunks go to new segment files.
     pub(crate) fn new_pass(&mut self) {

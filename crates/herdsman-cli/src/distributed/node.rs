@@ -340,14 +340,19 @@ impl ClaimReader {
             .claim_many(&self.node, self.lease, self.ahead.want())
         {
             Ok(claims) => {
-                let mut claims = claims.into_iter();
-                let Some(first) = claims.next() else {
+                if claims.is_empty() {
                     return false;
-                };
-                for next in claims {
-                    self.ahead.put(next, &self.claims);
                 }
-                self.read(first)
+                // With the claims a commit made meanwhile, lowest first: a node writes its
+                // chunks in chunk order as far as it can (the assembler then reads them as
+                // one range).
+                for claim in claims {
+                    self.ahead.put(claim, &self.claims);
+                }
+                match self.ahead.take(&self.claims) {
+                    Some(first) => self.read(first),
+                    None => self.fill(),
+                }
             }
             Err(e) => self.fail(anyhow::Error::new(e).context("cannot claim a chunk")),
         }

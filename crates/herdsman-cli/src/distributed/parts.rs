@@ -931,7 +931,14 @@ impl CommitThread {
         }
         let shared = self.shared.clone();
         let mut ledger = shared.ledger();
-        let ahead = self.ahead.as_ref().filter(|a| a.is_empty());
+        // A commit claims the next chunks only for a node at the slow pace (two at a time):
+        // a fast node's input claims dozens at once, and claims of a commit made at the same
+        // moment would only put its chunks out of order in its segment file.
+        let claiming = self
+            .ahead
+            .as_ref()
+            .filter(|a| a.want() <= crate::distributed::node::CLAIM_AT_ONCE);
+        let ahead = claiming.filter(|a| a.is_empty());
         let results: Vec<Result<(), LedgerError>> = if let [(claim, c, names)] = &batch[..] {
             // A batch of one: the single-chunk calls.
             vec![match ahead {
@@ -951,7 +958,7 @@ impl CommitThread {
         } else {
             // As many next chunks as it commits, while the claims waiting stay within what
             // the node's window takes.
-            let ahead = self.ahead.as_ref();
+            let ahead = claiming;
             let room = ahead.map_or(0, |a| (a.want() as usize).saturating_sub(a.len()));
             let next = ahead
                 .filter(|_| room > 0)

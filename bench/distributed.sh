@@ -12,7 +12,9 @@
 #          millisecond: herdsman's own scaling) and with a Python worker doing the same
 #          (each node's interpreters start too).
 # ledger:  one node with the PostgreSQL ledger against the SQLite default (one machine),
-#          `cat` over ROWS rows (default 1,000,000), RUNS rounds each (default 3).
+#          `cat` over ROWS rows (default 1,000,000), RUNS rounds each (default 3), the
+#          order alternating from round to round; prints each time, checks each output,
+#          then the medians and the median of the per-round ratios.
 #
 # A throwaway PostgreSQL (Debian's postgresql package) runs in a temporary directory on a
 # free port, as the postgres user when run as root, with PostgreSQL's defaults (fsync on).
@@ -85,8 +87,13 @@ fi
 
 if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then
     seq "$ROWS" > "$work/rows.txt"
+    times="$work/ledger-times.txt"
+    : > "$times"
     for run in $(seq "$RUNS"); do
-        for mode in sqlite postgres; do
+        # Alternate which goes first, so that a drift of the machine's load falls on both.
+        modes="sqlite postgres"
+        [ $((run % 2)) = 0 ] && modes="postgres sqlite"
+        for mode in $modes; do
             # A job per round: a finished shared job is not run again.
             out="$work/cat-$mode-$run.txt"
             extra=()
@@ -95,7 +102,24 @@ if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then
             "$HERDSMAN" run -i "$work/rows.txt" -w cat -o "$out" --progress none \
                 "${extra[@]}" 2>/dev/null
             t1=$(now)
+            echo "$run $mode $t0 $t1" >> "$times"
             python3 -c "print(f'ledger: $mode, $ROWS rows through cat: {($t1-$t0):.2f} s')"
+            cmp "$work/rows.txt" "$out"
         done
     done
+    # Medians of each, and of the per-round ratio (paired: a load that drifts over the
+    # minutes does not bias it).
+    python3 - "$times" <<'PY'
+import statistics, sys
+rounds = {}
+for line in open(sys.argv[1]):
+    run, mode, t0, t1 = line.split()
+    rounds.setdefault(run, {})[mode] = float(t1) - float(t0)
+sq = [r["sqlite"] for r in rounds.values()]
+pg = [r["postgres"] for r in rounds.values()]
+ratios = [r["postgres"] / r["sqlite"] for r in rounds.values()]
+print(f"ledger: {len(rounds)} rounds, median SQLite {statistics.median(sq):.3f} s, "
+      f"PostgreSQL {statistics.median(pg):.3f} s; PostgreSQL / SQLite per round: "
+      f"median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}); goal within 5%")
+PY
 fi

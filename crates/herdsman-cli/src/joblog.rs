@@ -42,20 +42,32 @@ pub enum Ending {
 }
 
 impl Ending {
-    /// Its name, padded to a [`Word`] so that it is copied in one fixed-size block.
-    fn name(self) -> &'static Word {
-        const SUCCEEDED: Word = Word::new(b"succeeded");
-        const FILTERED: Word = Word::new(b"filtered");
-        const FAILED: Word = Word::new(b"failed");
+    /// Every ending, in the order of [`Ending::slot`].
+    const ALL: [Ending; 3] = [Ending::Succeeded, Ending::Filtered, Ending::Failed];
+
+    /// Its name in the job log.
+    fn name(self) -> &'static str {
         match self {
-            Ending::Succeeded => &SUCCEEDED,
-            Ending::Filtered => &FILTERED,
-            Ending::Failed => &FAILED,
+            Ending::Succeeded => "succeeded",
+            Ending::Filtered => "filtered",
+            Ending::Failed => "failed",
+        }
+    }
+
+    /// Its place in [`Ending::ALL`] (and in the tables of pieces built from it).
+    #[inline(always)]
+    fn slot(self) -> usize {
+        match self {
+            Ending::Succeeded => 0,
+            Ending::Filtered => 1,
+            Ending::Failed => 2,
         }
     }
 }
 
-/// One finished attempt of one record.
+/// One finished attempt of one record, as the tests spell it (the job log's thread keeps
+/// attempts as an [`Entry`]).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     /// 1-based attempt number.
@@ -160,13 +172,41 @@ impl Tracker {
     }
 }
 
+/// One attempt as the job log's thread keeps it from its start to its line: its times as
+/// nanoseconds since the notes' anchor (a moment before any attempt started), so that an
+/// attempt costs one clock subtraction, not one per column.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// When it was handed to its worker (or when it ended, if no worker took it).
+    start: u64,
+    /// When the executor reported its end.
+    end: u64,
+    /// 1-based worker, 0 for none.
+    worker: u64,
+    /// How it ended; `None` while only its start is known.
+    ending: Option<Ending>,
+    kind: Option<DeadLetterKind>,
+}
+
+impl Entry {
+    fn ended(&self) -> bool {
+        self.ending.is_some()
+    }
+}
+
 /// The job log's side of the notes: the attempts joined with their starts, taken record by
 /// record as records are written.
 pub struct Finished {
     rx: mpsc::Receiver<Notes>,
-    /// Starts of attempts that have not ended yet.
-    started: IdSlots<(usize, Instant)>,
-    done: IdSlots<Attempt>,
+    /// Attempts by id: put in at their start (or their end, for one that no worker took),
+    /// completed at their end and taken out when their record is written; one table, so an
+    /// attempt is looked up three times, each a mask and a compare.
+    started: IdSlots<Entry>,
+    /// The moment the attempts' times are counted from.
+    anchor: Instant,
+    /// The last end time converted and its nanoseconds since `anchor` (the ends of one
+    /// poll share their time).
+    last_end: (Instant, u64),
     /// Where emptied notes go back to the executor's side.
     spare: mpsc::Sender<Notes>,
 }
@@ -177,46 +217,91 @@ impl Finished {
     #[cfg(test)]
     pub fn take(&mut self, index: u64, attempts: u32, out: &mut Vec<Attempt>) {
         for attempt in 1..=attempts {
-            out.extend(self.take_one(AttemptId { index, attempt }));
+            if let Some(e) = self.take_one(AttemptId { index, attempt }) {
+                out.push(Attempt {
+                    attempt,
+                    worker: (e.worker != 0).then_some(e.worker as usize),
+                    start: self.anchor + Duration::from_nanos(e.start),
+                    duration: Duration::from_nanos(e.end.saturating_sub(e.start)),
+                    ending: e.ending.unwrap_or(Ending::Failed),
+                    kind: e.kind,
+                });
+            }
         }
     }
 
-    /// Attempt `id`, if the executor noted it (and it was not taken before).
-    fn take_one(&mut self, id: AttemptId) -> Option<Attempt> {
-        self.done.remove(&id).or_else(|| {
+    /// Attempt `id`, if the executor noted its end (and it was not taken before).
+    #[inline]
+    fn take_one(&mut self, id: AttemptId) -> Option<Entry> {
+        self.started.take_if(&id, Entry::ended).or_else(|| {
             while let Ok(mut notes) = self.rx.try_recv() {
                 self.absorb(&mut notes);
                 let _ = self.spare.send(notes);
             }
-            self.done.remove(&id)
+            self.started.take_if(&id, Entry::ended)
         })
+    }
+
+    /// `at` as nanoseconds since the anchor.
+    #[inline]
+    fn since_anchor(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.anchor))
     }
 
     /// Joins the ends in `notes` with their starts (leaving `notes` empty).
     fn absorb(&mut self, notes: &mut Notes) {
         for (id, worker, at) in notes.starts.drain(..) {
-            self.started.insert(id, (worker, at));
+            let start = nanos(at.saturating_duration_since(self.anchor));
+            self.started.insert(
+                id,
+                Entry {
+                    start,
+                    end: 0,
+                    worker: worker as u64 + 1,
+                    ending: None,
+                    kind: None,
+                },
+            );
         }
         for end in notes.ends.drain(..) {
-            let (started_on, start) = match self.started.remove(&end.id) {
-                Some((w, at)) => (Some(w), at),
+            if end.at != self.last_end.0 {
+                self.last_end = (end.at, self.since_anchor(end.at));
+            }
+            let at = self.last_end.1;
+            match self.started.get_mut(&end.id) {
+                Some(e) if !e.ended() => {
+                    e.end = at;
+                    e.ending = Some(end.ending);
+                    e.kind = end.kind;
+                    if let Some(w) = end.worker {
+                        e.worker = w as u64 + 1;
+                    }
+                }
                 // Never handed to a worker: a record that could not be read fails at once.
-                None => (None, end.at),
-            };
-            let attempt = Attempt {
-                attempt: end.id.attempt,
-                worker: end.worker.or(started_on).map(|w| w + 1),
-                start,
-                duration: end.at.saturating_duration_since(start),
-                ending: end.ending,
-                kind: end.kind,
-            };
-            self.done.insert(end.id, attempt);
+                _ => self.started.insert(
+                    end.id,
+                    Entry {
+                        start: at,
+                        end: at,
+                        worker: end.worker.map_or(0, |w| w as u64 + 1),
+                        ending: Some(end.ending),
+                        kind: end.kind,
+                    },
+                ),
+            }
         }
         for id in notes.abandoned.drain(..) {
-            self.started.remove(&id);
+            self.started.take_if(&id, |e| !e.ended());
         }
     }
+}
+
+/// `d` in nanoseconds (saturating after 584 years).
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// The three ends of the attempt notes: for the workers, the executor and the job log;
@@ -234,10 +319,13 @@ pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
         tx,
         spare: spare_rx,
     };
+    // Every attempt starts after this moment: the workers are started after the notes.
+    let anchor = Instant::now();
     let finished = Finished {
         rx,
-        started: IdSlots::new(window),
-        done: IdSlots::new(window.saturating_add(BATCH * 4)),
+        started: IdSlots::new(window.saturating_add(BATCH * 4)),
+        anchor,
+        last_end: (anchor, 0),
         spare: spare_tx,
     };
     (starts, tracker, finished)
@@ -310,24 +398,21 @@ pub struct JobLog {
     /// The job log is a device or a FIFO (`/dev/stderr`): written in place, never cut back
     /// and never fsynced.
     direct: bool,
-    /// Lines not yet written to `out`: at most about [`BUFFER`] bytes.
+    /// Lines not yet written to `out` are `buf[..used]`, at most about [`BUFFER`] bytes; `buf`
+    /// is longer by room for the longest line ([`ROOM`] and the file name), so that a line is
+    /// written in place, piece by piece, with no check for growth.
     buf: Vec<u8>,
-    /// The last input file name and its spelling in this format (padded to a [`Word`] too
-    /// when it fits one).
-    file: (String, String, Option<Word>),
+    used: usize,
+    /// The last input file name, and its spelling in this format with the next column's
+    /// separator (also as a block when it fits one).
+    file: (String, Vec<u8>, Option<Block<48>>),
     /// The index (among the run's inputs) of the file spelled in `file`, if it is one of them.
     file_index: Option<u32>,
-    /// The line being put together (kept, so that its bytes need no clearing per line).
-    line: Line,
+    /// What lines are put together from: the format's separators joined to the values that
+    /// repeat, and the numbers of the last line, kept to be counted up.
+    pieces: Pieces,
     /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
     base: (Instant, SystemTime),
-    /// `base`'s wall-clock time as time since the Unix epoch, worked out once (and again
-    /// only if `base` changes).
-    epoch: (SystemTime, Duration),
-    /// The last start's whole seconds since the epoch, and their digits with the point (and
-    /// how many bytes those are): the attempts of one second share them, so only the
-    /// milliseconds are formatted.
-    second: (u64, [u8; WORD], usize),
 }
 
 impl JobLog {
@@ -370,9 +455,10 @@ impl JobLog {
             file.seek(std::io::SeekFrom::Start(keep)).map_err(env)?;
             (file, keep)
         };
-        let mut buf = Vec::with_capacity(BUFFER + (4 << 10));
+        let mut buf = vec![0; BUFFER + ROOM];
+        let mut used = 0;
         if keep == 0 && format == Format::Tsv {
-            buf.extend_from_slice(TSV_HEADER.as_bytes());
+            put_slice(&mut buf, &mut used, TSV_HEADER.as_bytes());
         }
         let base = (Instant::now(), SystemTime::now());
         Ok(JobLog {
@@ -381,12 +467,11 @@ impl JobLog {
             out: file,
             direct,
             buf,
-            file: (String::new(), String::new(), None),
+            used,
+            file: (String::new(), Vec::new(), None),
             file_index: None,
-            line: Line::new(),
+            pieces: Pieces::new(format),
             base,
-            epoch: (base.1, since_epoch(base.1)),
-            second: (u64::MAX, [0; WORD], 0),
         })
     }
 
@@ -434,10 +519,7 @@ impl JobLog {
             match message {
                 Message::Records(mut batch) => {
                     if let (None, Some(f)) = (&error, finished.as_mut()) {
-                        for r in &batch {
-                            self.write_note(f, names, r);
-                        }
-                        if let Err(e) = self.spill_io() {
+                        if let Err(e) = self.write_notes(f, names, &batch) {
                             failure.set(&e);
                             error = Some(e);
                         }
@@ -460,25 +542,65 @@ impl JobLog {
         }
         if error.is_some() {
             // Nothing more is written, not even when dropped.
-            self.buf.clear();
+            self.used = 0;
         }
     }
 
-    /// Appends the lines of record `r`'s attempts, taken from `finished`, to the buffer.
-    #[inline]
-    fn write_note(&mut self, finished: &mut Finished, names: &[String], r: &RecordNote) {
-        if self.file_index != Some(r.file_index) {
-            let name = names.get(r.file_index as usize).map_or("", String::as_str);
-            self.spell_file(name);
-            self.file_index = Some(r.file_index);
+    /// Appends the lines of the attempts of the records in `batch`, taken from `finished`, to
+    /// the buffer, writing the buffer to the file whenever it holds [`BUFFER`] bytes.
+    fn write_notes(
+        &mut self,
+        finished: &mut Finished,
+        names: &[String],
+        batch: &[RecordNote],
+    ) -> std::io::Result<()> {
+        let wall = self.wall_of(finished.anchor);
+        for r in batch {
+            if self.file_index != Some(r.file_index) {
+                let name = names.get(r.file_index as usize).map_or("", String::as_str);
+                self.spell_file(name);
+                self.file_index = Some(r.file_index);
+            }
+            for attempt in 1..=r.attempts {
+                let id = AttemptId {
+                    index: r.index,
+                    attempt,
+                };
+                let Some(e) = finished.take_one(id) else {
+                    continue;
+                };
+                let start = wall.0.saturating_add(e.start.saturating_sub(wall.1));
+                let fields = Fields {
+                    attempt,
+                    worker: e.worker,
+                    start: split_nanos(start),
+                    duration: split_nanos(e.end.saturating_sub(e.start)),
+                    ending: e.ending.unwrap_or(Ending::Failed),
+                    kind: e.kind,
+                };
+                self.line(r.line, r.seq, &fields);
+                if self.used >= BUFFER {
+                    self.write_buffer()?;
+                }
+            }
         }
-        for attempt in 1..=r.attempts {
-            let id = AttemptId {
-                index: r.index,
-                attempt,
-            };
-            if let Some(a) = finished.take_one(id) {
-                self.line(r.line, r.seq, &a);
+        Ok(())
+    }
+
+    /// The wall-clock time of `anchor` as nanoseconds since the Unix epoch, as a sum and a
+    /// deficit: an attempt `t` nanoseconds after `anchor` started at `sum + (t - deficit)`
+    /// (saturating; the deficit is not 0 only for an anchor before the epoch). The same
+    /// arithmetic as from [`JobLog::base`] directly, done once per batch instead of per line.
+    fn wall_of(&self, anchor: Instant) -> (u64, u64) {
+        let epoch = nanos(since_epoch(self.base.1));
+        match anchor.checked_duration_since(self.base.0) {
+            Some(after) => (epoch.saturating_add(nanos(after)), 0),
+            None => {
+                let before = nanos(self.base.0.duration_since(anchor));
+                match epoch.checked_sub(before) {
+                    Some(sum) => (sum, 0),
+                    None => (0, before - epoch),
+                }
             }
         }
     }
@@ -490,114 +612,118 @@ impl JobLog {
             return Ok(());
         }
         self.spell_file(file);
+        let epoch = since_epoch(self.base.1);
         for a in attempts {
-            self.line(line, seq, a);
+            // The wall-clock start: the base's, moved by the attempt's distance from the base
+            // on the monotonic clock.
+            let start = match a.start.checked_duration_since(self.base.0) {
+                Some(after) => epoch + after,
+                None => epoch.saturating_sub(self.base.0.duration_since(a.start)),
+            };
+            let fields = Fields {
+                attempt: a.attempt,
+                worker: a.worker.map_or(0, |w| w as u64),
+                start: (start.as_secs(), start.subsec_nanos()),
+                duration: (a.duration.as_secs(), a.duration.subsec_nanos()),
+                ending: a.ending,
+                kind: a.kind,
+            };
+            self.line(line, seq, &fields);
+            self.spill_io().map_err(|e| write_error(&self.path, &e))?;
         }
-        self.spill_io().map_err(|e| write_error(&self.path, &e))
+        Ok(())
     }
 
     /// Remembers how `file` is spelled in this format, unless it is the last file's name.
     fn spell_file(&mut self, file: &str) {
         if self.file.0 != file {
-            let spelled = match self.format {
+            let mut spelled = match self.format {
                 Format::Tsv if file.is_empty() => "-".to_string(),
                 Format::Tsv => file.replace(['\t', '\n', '\r'], " "),
                 Format::Jsonl => serde_json::to_string(file).unwrap_or_else(|_| "\"\"".into()),
-            };
-            let padded = (spelled.len() <= WORD).then(|| Word::new(spelled.as_bytes()));
-            self.file = (file.to_string(), spelled, padded);
+            }
+            .into_bytes();
+            spelled.extend_from_slice(self.pieces.after_file);
+            let block = Block::new(&[&spelled]);
+            // Room for the longest line with this name after the fullest buffer.
+            let room = BUFFER + ROOM + spelled.len();
+            if self.buf.len() < room {
+                self.buf.resize(room, 0);
+            }
+            self.file = (file.to_string(), spelled, block);
             self.file_index = None;
         }
     }
 
-    /// Appends attempt `a`'s line to the buffer (the file's spelling is `self.file.1`).
-    fn line(&mut self, line: u64, seq: u64, a: &Attempt) {
-        if self.epoch.0 != self.base.1 {
-            self.epoch = (self.base.1, since_epoch(self.base.1));
+    /// Appends one attempt's line to the buffer (the file's spelling is `self.file`): piece
+    /// by piece at a cursor, each piece a fixed-size block copied and the cursor moved by its
+    /// length; the record and line numbers and the start's seconds are counted up in place
+    /// from the last line's, the milliseconds taken from a table.
+    #[inline]
+    fn line(&mut self, line: u64, seq: u64, f: &Fields) {
+        let p = &mut self.pieces;
+        let out = &mut self.buf[..];
+        let mut at = self.used;
+        put(out, &mut at, &p.prefix);
+        p.record.set(seq + 1);
+        put(out, &mut at, &p.record.block);
+        match &self.file.2 {
+            Some(b) => put(out, &mut at, b),
+            None => put_slice(out, &mut at, &self.file.1),
         }
-        // The wall-clock start: the base's, moved by the attempt's distance from the base on
-        // the monotonic clock (one subtraction, no clock reading).
-        let since_epoch = match a.start.checked_duration_since(self.base.0) {
-            Some(after) => self.epoch.1 + after,
-            None => self
-                .epoch
-                .1
-                .saturating_sub(self.base.0.duration_since(a.start)),
-        };
-        let kind = a.kind.map(|k| k.name().as_bytes());
-        let outcome = a.ending.name();
-        // Put together in the line block, field by field at a cursor (fixed-size copies,
-        // digits written in place), and copied to the buffer once: a line per attempt of a
-        // million-record run must not cost a call per field.
-        let l = &mut self.line;
-        l.len = 0;
-        let b = &mut self.buf;
-        let file = (self.file.1.as_bytes(), self.file.2.as_ref());
-        match self.format {
-            Format::Tsv => {
-                l.number(seq + 1);
-                l.put(b"\t");
-                l.text(b, file.0, file.1);
-                l.put(b"\t");
-                l.number(line);
-                l.put(b"\t");
-                match a.worker {
-                    Some(w) => l.number(w as u64),
-                    None => l.put(b"-"),
-                }
-                l.put(b"\t");
-                l.start(&mut self.second, since_epoch);
-                l.put(b"\t");
-                l.decimal(a.duration.as_secs(), a.duration.subsec_millis(), 3);
-                l.put(b"\t");
-                l.word(outcome);
-                l.put(b"\t");
-                match kind {
-                    Some(k) => l.text(b, k, None),
-                    None => l.put(b"-"),
-                }
-                l.put(b"\t");
-                l.number(u64::from(a.attempt));
-                l.put(b"\n");
-            }
-            Format::Jsonl => {
-                l.put(b"{\"record\":");
-                l.number(seq + 1);
-                l.put(b",\"file\":");
-                l.text(b, file.0, file.1);
-                l.put(b",\"line\":");
-                l.number(line);
-                l.put(b",\"worker\":");
-                match a.worker {
-                    Some(w) => l.number(w as u64),
-                    None => l.put(b"null"),
-                }
-                l.put(b",\"start\":");
-                l.start(&mut self.second, since_epoch);
-                l.put(b",\"duration\":");
-                l.decimal(a.duration.as_secs(), a.duration.subsec_micros(), 6);
-                l.put(b",\"outcome\":\"");
-                l.word(outcome);
-                l.put(b"\",\"kind\":");
-                match kind {
-                    Some(k) => {
-                        l.put(b"\"");
-                        l.text(b, k, None);
-                        l.put(b"\"");
-                    }
-                    None => l.put(b"null"),
-                }
-                l.put(b",\"attempt\":");
-                l.number(u64::from(a.attempt));
-                l.put(b"}\n");
+        p.line.set(line);
+        put(out, &mut at, &p.line.block);
+        match p.workers.get(f.worker as usize) {
+            Some(b) => put(out, &mut at, b),
+            None => {
+                put_number(out, &mut at, f.worker);
+                put(out, &mut at, &p.after_worker);
             }
         }
-        b.extend_from_slice(l.bytes());
+        p.second.set(f.start.0);
+        put(out, &mut at, &p.second.block);
+        put(
+            out,
+            &mut at,
+            &p.start_frac[(f.start.1 / 1_000_000) as usize],
+        );
+        let (secs, nanos) = f.duration;
+        if secs < 10 {
+            put_array(out, &mut at, &[b'0' + secs as u8, b'.']);
+        } else {
+            put_number(out, &mut at, secs);
+            put_array(out, &mut at, b".");
+        }
+        if p.micros {
+            let micros = nanos / 1_000;
+            put_array(out, &mut at, &DIGITS3[(micros / 1_000) as usize]);
+            at -= 1;
+            put(out, &mut at, &p.duration_frac[(micros % 1_000) as usize]);
+        } else {
+            put(out, &mut at, &p.duration_frac[(nanos / 1_000_000) as usize]);
+        }
+        match f.kind {
+            None => put(out, &mut at, &p.endings[f.ending.slot()]),
+            Some(k) => {
+                put(out, &mut at, &p.outcomes[f.ending.slot()]);
+                put_slice(out, &mut at, k.name().as_bytes());
+                put(out, &mut at, &p.after_kind);
+            }
+        }
+        match p.attempts.get(f.attempt as usize) {
+            Some(b) if f.attempt != 0 => put(out, &mut at, b),
+            _ => {
+                put_number(out, &mut at, u64::from(f.attempt));
+                put(out, &mut at, &p.end);
+            }
+        }
+        self.used = at;
     }
 
     /// Writes the buffer to the file once it holds [`BUFFER`] bytes or more.
+    #[cfg(test)]
     fn spill_io(&mut self) -> std::io::Result<()> {
-        if self.buf.len() >= BUFFER {
+        if self.used >= BUFFER {
             self.write_buffer()?;
         }
         Ok(())
@@ -605,13 +731,13 @@ impl JobLog {
 
     /// Writes the whole buffer to the file.
     fn write_buffer(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
+        if self.used == 0 {
             return Ok(());
         }
-        let written = self.out.write_all(&self.buf);
+        let written = self.out.write_all(&self.buf[..self.used]);
         // Cleared also on failure: the run ends with this error, and the bytes are not tried
         // again when the job log is dropped.
-        self.buf.clear();
+        self.used = 0;
         written
     }
 
@@ -822,14 +948,34 @@ fn since_epoch(at: SystemTime) -> Duration {
         .unwrap_or_default()
 }
 
-/// The longest line [`Line`] holds: the JSON spelling with every number at its longest (20
-/// digits) needs about 290 bytes, plus a file name and a failure kind of at most [`WORD`]
-/// bytes each (longer ones go to the buffer directly).
-const LINE: usize = 384;
+/// `n` nanoseconds as whole seconds and the nanoseconds left.
+#[inline(always)]
+fn split_nanos(n: u64) -> (u64, u32) {
+    let secs = n / 1_000_000_000;
+    (secs, (n - secs * 1_000_000_000) as u32)
+}
 
-/// The longest word [`Line::word`] copies as one block: outcome names, a short file name,
-/// and the whole seconds of a start with its point (21 bytes at most).
-const WORD: usize = 24;
+/// The columns of one line that change from attempt to attempt.
+struct Fields {
+    /// 1-based attempt number.
+    attempt: u32,
+    /// 1-based worker, 0 for none.
+    worker: u64,
+    /// The start as whole seconds and nanoseconds since the Unix epoch.
+    start: (u64, u32),
+    /// How long it took, as whole seconds and nanoseconds.
+    duration: (u64, u32),
+    ending: Ending,
+    kind: Option<DeadLetterKind>,
+}
+
+/// Room for the longest line after the fullest buffer, besides a long file name: every
+/// piece is copied as its whole block (at most 48 bytes; 13 pieces), numbers spelled in
+/// full take at most 20 bytes and a failure kind's name fewer than 32.
+const ROOM: usize = 1024;
+
+/// The workers and attempt numbers whose pieces are spelled ahead of time.
+const SPELLED: (usize, usize) = (256, 64);
 
 /// The two digits of 0..100, for writing numbers two digits per step.
 const PAIRS: &[u8; 200] = b"\
@@ -839,138 +985,262 @@ const PAIRS: &[u8; 200] = b"\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
-/// A short byte string (at most [`WORD`] bytes) padded to a fixed-size block, so that it is
-/// copied without a call.
-struct Word {
-    bytes: [u8; WORD],
-    len: usize,
-}
-
-impl Word {
-    /// `s` padded (`s` is at most [`WORD`] bytes long).
-    const fn new(s: &[u8]) -> Word {
-        let mut bytes = [0u8; WORD];
-        let mut i = 0;
-        while i < s.len() {
-            bytes[i] = s[i];
-            i += 1;
-        }
-        Word {
-            bytes,
-            len: s.len(),
-        }
+/// The three digits of 0..1000 (and a fourth byte, so that each is copied as one word).
+static DIGITS3: [[u8; 4]; 1000] = {
+    let mut t = [[0u8; 4]; 1000];
+    let mut i = 0;
+    while i < 1000 {
+        t[i] = [
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+            0,
+        ];
+        i += 1;
     }
-}
+    t
+};
 
-/// One job log line being put together: every field is written at a cursor
-/// with fixed-size copies and digits written in place, so that no field costs a call, and
-/// the line reaches the job log's buffer in one copy.
-struct Line {
-    bytes: [u8; LINE + WORD],
+/// A piece of a line of at most `N` bytes, padded to `N` so that it is copied as one
+/// fixed-size block (no call, no length-dependent loop) and the cursor moved by its length.
+#[derive(Debug, Clone, Copy)]
+struct Block<const N: usize> {
+    bytes: [u8; N],
     len: usize,
 }
 
-impl Line {
-    fn new() -> Line {
-        Line {
-            bytes: [0; LINE + WORD],
+impl<const N: usize> Block<N> {
+    /// `parts` one after the other, if they fit.
+    fn new(parts: &[&[u8]]) -> Option<Block<N>> {
+        let mut b = Block {
+            bytes: [0; N],
             len: 0,
+        };
+        for part in parts {
+            let end = b.len + part.len();
+            b.bytes.get_mut(b.len..end)?.copy_from_slice(part);
+            b.len = end;
+        }
+        Some(b)
+    }
+
+    /// `parts` one after the other; they fit (they are the format's own constants).
+    fn of(parts: &[&[u8]]) -> Block<N> {
+        Block::new(parts).expect("a job log piece longer than its block")
+    }
+}
+
+/// Copies block `b` to `out` at `at`, and moves `at` by its length.
+#[inline(always)]
+fn put<const N: usize>(out: &mut [u8], at: &mut usize, b: &Block<N>) {
+    out[*at..*at + N].copy_from_slice(&b.bytes);
+    *at += b.len;
+}
+
+/// Copies `s` to `out` at `at`, and moves `at` by its length.
+#[inline(always)]
+fn put_array<const N: usize>(out: &mut [u8], at: &mut usize, s: &[u8; N]) {
+    out[*at..*at + N].copy_from_slice(s);
+    *at += N;
+}
+
+/// Copies `s` (of any length) to `out` at `at`, and moves `at` by its length.
+#[inline]
+fn put_slice(out: &mut [u8], at: &mut usize, s: &[u8]) {
+    out[*at..*at + s.len()].copy_from_slice(s);
+    *at += s.len();
+}
+
+/// Writes `n` in decimal to `out` at `at`, and moves `at` by its length.
+#[inline]
+fn put_number(out: &mut [u8], at: &mut usize, n: u64) {
+    let digits = decimal_digits(n);
+    write_digits(&mut out[*at..*at + digits], n);
+    *at += digits;
+}
+
+/// How many decimal digits `n` has.
+#[inline]
+fn decimal_digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// A number column and the separator after it, kept from line to line: a number one more
+/// than the last is counted up in its last digit (the record and line numbers of a run go
+/// up by one from line to line, the start's seconds by one from second to second), any
+/// other is spelled anew.
+struct Counter {
+    /// The number spelled in `block`.
+    n: u64,
+    /// How many digits it has.
+    digits: usize,
+    /// The digits and `after`.
+    block: Block<40>,
+    /// What follows the number.
+    after: Block<16>,
+}
+
+impl Counter {
+    fn new(after: &[u8]) -> Counter {
+        let mut c = Counter {
+            n: 0,
+            digits: 1,
+            block: Block::of(&[]),
+            after: Block::of(&[after]),
+        };
+        c.spell(0);
+        c
+    }
+
+    /// Makes `block` spell `n`.
+    #[inline(always)]
+    fn set(&mut self, n: u64) {
+        if n != self.n {
+            self.next(n);
         }
     }
 
-    /// What was written so far.
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    /// Appends `s`, a constant of the format (its length is known where this is inlined).
-    #[inline(always)]
-    fn put<const N: usize>(&mut self, s: &[u8; N]) {
-        self.bytes[self.len..self.len + N].copy_from_slice(s);
-        self.len += N;
-    }
-
-    /// Appends `w`: its fixed-size block is copied and the cursor moved by its length.
-    #[inline(always)]
-    fn word(&mut self, w: &Word) {
-        self.bytes[self.len..self.len + WORD].copy_from_slice(&w.bytes);
-        self.len += w.len;
-    }
-
-    /// Appends `text` (a file name's spelling, or a failure kind): as the fixed-size block
-    /// `padded` when there is one, else copied when it fits [`WORD`] bytes, else written to
-    /// `out` directly, after what the line holds so far.
     #[inline]
-    fn text(&mut self, out: &mut Vec<u8>, text: &[u8], padded: Option<&Word>) {
-        if let Some(w) = padded {
-            self.word(w);
-        } else if text.len() <= WORD {
-            self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
-            self.len += text.len();
+    fn next(&mut self, n: u64) {
+        let last = &mut self.block.bytes[self.digits - 1];
+        if n != 0 && n - 1 == self.n && *last != b'9' {
+            *last += 1;
+            self.n = n;
         } else {
-            out.extend_from_slice(self.bytes());
-            out.extend_from_slice(text);
-            self.len = 0;
+            self.spell(n);
         }
     }
 
-    /// Appends `n` in decimal, two digits per step, written in place (one digit, the
-    /// usual worker, attempt and whole seconds of a duration, without counting digits).
-    #[inline(always)]
-    fn number(&mut self, n: u64) {
-        if n < 10 {
-            self.bytes[self.len] = b'0' + n as u8;
-            self.len += 1;
-        } else {
-            self.long_number(n);
-        }
+    fn spell(&mut self, n: u64) {
+        let digits = decimal_digits(n);
+        write_digits(&mut self.block.bytes[..digits], n);
+        self.block.bytes[digits..digits + 16].copy_from_slice(&self.after.bytes);
+        self.block.len = digits + self.after.len;
+        self.digits = digits;
+        self.n = n;
     }
+}
 
-    /// Appends `n` (10 or more) in decimal.
-    #[inline]
-    fn long_number(&mut self, n: u64) {
-        let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
-        let out = &mut self.bytes[self.len..self.len + digits];
-        write_digits(out, n);
-        self.len += digits;
-    }
+/// What a format's lines are put together from, each piece with the separator that follows
+/// it, so that a line of the usual attempt is about a dozen block copies.
+struct Pieces {
+    /// Before the record number.
+    prefix: Block<16>,
+    /// The record number, then the separator before the file name.
+    record: Counter,
+    /// What follows the file name (part of the file's spelling).
+    after_file: &'static [u8],
+    /// The line number, then the separator before the worker.
+    line: Counter,
+    /// Worker `w` (1-based; 0 for none), then the separator before the start.
+    workers: Vec<Block<40>>,
+    /// The separator after a worker not in `workers`.
+    after_worker: Block<16>,
+    /// The start's whole seconds and the point.
+    second: Counter,
+    /// The start's milliseconds, then the separator before the duration.
+    start_frac: Box<[Block<16>; 1000]>,
+    /// The duration's fraction has six digits (else three).
+    micros: bool,
+    /// The duration's last three digits, then the separator before the outcome.
+    duration_frac: Box<[Block<16>; 1000]>,
+    /// By [`Ending::slot`]: the outcome, no kind, and the separator before the attempt.
+    endings: [Block<48>; 3],
+    /// By [`Ending::slot`]: the outcome and what comes before a kind.
+    outcomes: [Block<32>; 3],
+    /// What follows a kind, up to the attempt number.
+    after_kind: Block<16>,
+    /// Attempt `n` (1-based), then the end of the line.
+    attempts: Vec<Block<16>>,
+    /// The end of the line after an attempt not in `attempts`.
+    end: Block<16>,
+}
 
-    /// Appends a start time (`since_epoch`) with milliseconds, the whole seconds and the
-    /// point copied from `second` when they are its seconds (else formatted and kept there).
-    #[inline]
-    fn start(&mut self, second: &mut (u64, [u8; WORD], usize), since_epoch: Duration) {
-        let secs = since_epoch.as_secs();
-        if second.0 != secs {
-            let digits = secs.checked_ilog10().map_or(1, |l| l as usize + 1);
-            write_digits(&mut second.1[..digits], secs);
-            second.1[digits] = b'.';
-            second.2 = digits + 1;
-            second.0 = secs;
+impl Pieces {
+    fn new(format: Format) -> Pieces {
+        struct Spelling {
+            prefix: &'static [u8],
+            after_record: &'static [u8],
+            after_file: &'static [u8],
+            after_line: &'static [u8],
+            no_worker: &'static [u8],
+            after_worker: &'static [u8],
+            after_start: &'static [u8],
+            after_duration: &'static [u8],
+            no_kind: &'static [u8],
+            before_kind: &'static [u8],
+            after_kind: &'static [u8],
+            end: &'static [u8],
         }
-        self.bytes[self.len..self.len + WORD].copy_from_slice(&second.1);
-        self.len += second.2;
-        let ms = since_epoch.subsec_millis();
-        self.put(&[
-            b'0' + (ms / 100) as u8,
-            b'0' + (ms / 10 % 10) as u8,
-            b'0' + (ms % 10) as u8,
-        ]);
-    }
-
-    /// Appends `whole.fraction` with `places` digits after the point (`fraction` <
-    /// 10^places; `places` is 3 or 6).
-    #[inline]
-    fn decimal(&mut self, whole: u64, fraction: u32, places: usize) {
-        self.number(whole);
-        let mut digits = [b'.', 0, 0, 0, 0, 0, 0];
-        let mut f = fraction;
-        for d in digits[1..=places].iter_mut().rev() {
-            *d = b'0' + (f % 10) as u8;
-            f /= 10;
+        let s = match format {
+            Format::Tsv => Spelling {
+                prefix: b"",
+                after_record: b"\t",
+                after_file: b"\t",
+                after_line: b"\t",
+                no_worker: b"-",
+                after_worker: b"\t",
+                after_start: b"\t",
+                after_duration: b"\t",
+                no_kind: b"\t-\t",
+                before_kind: b"\t",
+                after_kind: b"\t",
+                end: b"\n",
+            },
+            Format::Jsonl => Spelling {
+                prefix: b"{\"record\":",
+                after_record: b",\"file\":",
+                after_file: b",\"line\":",
+                after_line: b",\"worker\":",
+                no_worker: b"null",
+                after_worker: b",\"start\":",
+                after_start: b",\"duration\":",
+                after_duration: b",\"outcome\":\"",
+                no_kind: b"\",\"kind\":null,\"attempt\":",
+                before_kind: b"\",\"kind\":\"",
+                after_kind: b"\",\"attempt\":",
+                end: b"}\n",
+            },
+        };
+        let workers = (0..=SPELLED.0)
+            .map(|w| {
+                let digits = if w == 0 {
+                    s.no_worker.to_vec()
+                } else {
+                    w.to_string().into_bytes()
+                };
+                Block::of(&[&digits, s.after_worker])
+            })
+            .collect();
+        let attempts = (0..=SPELLED.1)
+            .map(|n| Block::of(&[n.to_string().as_bytes(), s.end]))
+            .collect();
+        let table = |after: &[u8]| -> Box<[Block<16>; 1000]> {
+            let t: Vec<Block<16>> = DIGITS3
+                .iter()
+                .map(|d| Block::of(&[&d[..3], after]))
+                .collect();
+            t.into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("1000 entries"))
+        };
+        Pieces {
+            prefix: Block::of(&[s.prefix]),
+            record: Counter::new(s.after_record),
+            after_file: s.after_file,
+            line: Counter::new(s.after_line),
+            workers,
+            after_worker: Block::of(&[s.after_worker]),
+            second: Counter::new(b"."),
+            start_frac: table(s.after_start),
+            micros: format == Format::Jsonl,
+            duration_frac: table(s.after_duration),
+            endings: Ending::ALL.map(|e| Block::of(&[e.name().as_bytes(), s.no_kind])),
+            outcomes: Ending::ALL.map(|e| Block::of(&[e.name().as_bytes(), s.before_kind])),
+            after_kind: Block::of(&[s.after_kind]),
+            attempts,
+            end: Block::of(&[s.end]),
         }
-        self.put(&digits);
-        // Only `places` digits were meant: the rest of the block is written over next.
-        self.len -= 6 - places;
     }
 }
 

@@ -411,6 +411,8 @@ pub struct JobLog {
     /// What lines are put together from: the format's separators joined to the values that
     /// repeat, and the numbers of the last line, kept to be counted up.
     pieces: Pieces,
+    /// The last line, to be written over where the next one differs.
+    template: Template,
     /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
     base: (Instant, SystemTime),
 }
@@ -471,6 +473,7 @@ impl JobLog {
             file: (String::new(), Vec::new(), None),
             file_index: None,
             pieces: Pieces::new(format),
+            template: Template::default(),
             base,
         })
     }
@@ -652,72 +655,62 @@ impl JobLog {
             }
             self.file = (file.to_string(), spelled, block);
             self.file_index = None;
+            self.template.len = 0;
         }
     }
 
-    /// Appends one attempt's line to the buffer (the file's spelling is `self.file`): piece
-    /// by piece at a cursor, each piece a fixed-size block copied and the cursor moved by its
-    /// length; the record and line numbers and the start's seconds are counted up in place
-    /// from the last line's, the milliseconds taken from a table.
+    /// Appends one attempt's line to the buffer (the file's spelling is `self.file`): the
+    /// last line's bytes with the columns that changed written over (the usual line), or
+    /// spelled anew piece by piece when a column changed its width.
     #[inline]
     fn line(&mut self, line: u64, seq: u64, f: &Fields) {
-        let p = &mut self.pieces;
-        let out = &mut self.buf[..];
-        let mut at = self.used;
-        put(out, &mut at, &p.prefix);
-        p.record.set(seq + 1);
-        put(out, &mut at, &p.record.block);
-        match &self.file.2 {
-            Some(b) => put(out, &mut at, b),
-            None => put_slice(out, &mut at, &self.file.1),
-        }
-        p.line.set(line);
-        put(out, &mut at, &p.line.block);
-        match p.workers.get(f.worker as usize) {
-            Some(b) => put(out, &mut at, b),
-            None => {
-                put_number(out, &mut at, f.worker);
-                put(out, &mut at, &p.after_worker);
+        let t = &mut self.template;
+        if !t.patch(line, seq + 1, f, self.pieces.micros) {
+            if self.file.1.len() > TEMPLATE_FILE {
+                // Too long for the template: spelled straight into the buffer.
+                t.len = 0;
+                let mut marks = Marks::default();
+                self.used = spell_line(
+                    &mut self.pieces,
+                    &self.file,
+                    &mut self.buf,
+                    self.used,
+                    (line, seq),
+                    f,
+                    &mut marks,
+                );
+                return;
             }
+            t.len = spell_line(
+                &mut self.pieces,
+                &self.file,
+                &mut t.bytes,
+                0,
+                (line, seq),
+                f,
+                &mut t.marks,
+            );
+            t.held = Held {
+                record: seq + 1,
+                line,
+                worker: f.worker,
+                second: f.start.0,
+                duration: f.duration.0,
+                ending: f.ending,
+                kind: f.kind,
+                attempt: f.attempt,
+            };
         }
-        p.second.set(f.start.0);
-        put(out, &mut at, &p.second.block);
-        put(
-            out,
-            &mut at,
-            &p.start_frac[(f.start.1 / 1_000_000) as usize],
-        );
-        let (secs, nanos) = f.duration;
-        if secs < 10 {
-            put_array(out, &mut at, &[b'0' + secs as u8, b'.']);
+        let (out, at, len) = (&mut self.buf[..], self.used, t.len);
+        // Copied as one of three fixed sizes, so that the copy needs no call.
+        if len <= 128 {
+            out[at..at + 128].copy_from_slice(&t.bytes[..128]);
+        } else if len <= 256 {
+            out[at..at + 256].copy_from_slice(&t.bytes[..256]);
         } else {
-            put_number(out, &mut at, secs);
-            put_array(out, &mut at, b".");
+            out[at..at + TEMPLATE].copy_from_slice(&t.bytes);
         }
-        if p.micros {
-            let micros = nanos / 1_000;
-            put_array(out, &mut at, &DIGITS3[(micros / 1_000) as usize]);
-            at -= 1;
-            put(out, &mut at, &p.duration_frac[(micros % 1_000) as usize]);
-        } else {
-            put(out, &mut at, &p.duration_frac[(nanos / 1_000_000) as usize]);
-        }
-        match f.kind {
-            None => put(out, &mut at, &p.endings[f.ending.slot()]),
-            Some(k) => {
-                put(out, &mut at, &p.outcomes[f.ending.slot()]);
-                put_slice(out, &mut at, k.name().as_bytes());
-                put(out, &mut at, &p.after_kind);
-            }
-        }
-        match p.attempts.get(f.attempt as usize) {
-            Some(b) if f.attempt != 0 => put(out, &mut at, b),
-            _ => {
-                put_number(out, &mut at, u64::from(f.attempt));
-                put(out, &mut at, &p.end);
-            }
-        }
-        self.used = at;
+        self.used = at + len;
     }
 
     /// Writes the buffer to the file once it holds [`BUFFER`] bytes or more.
@@ -1244,6 +1237,231 @@ impl Pieces {
     }
 }
 
+/// Spells one attempt's line into `out` at `at`, piece by piece: each piece a fixed-size
+/// block copied and the cursor moved by its length; the record and line numbers and the
+/// start's seconds counted up in place from the last line's, the milliseconds taken from a
+/// table. Notes in `marks` where the columns that a later line may write over are, and
+/// returns where the line ends.
+#[inline]
+fn spell_line(
+    p: &mut Pieces,
+    file: &(String, Vec<u8>, Option<Block<48>>),
+    out: &mut [u8],
+    mut at: usize,
+    (line, seq): (u64, u64),
+    f: &Fields,
+    marks: &mut Marks,
+) -> usize {
+    put(out, &mut at, &p.prefix);
+    p.record.set(seq + 1);
+    marks.record = (at, at + p.record.digits);
+    put(out, &mut at, &p.record.block);
+    match &file.2 {
+        Some(b) => put(out, &mut at, b),
+        None => put_slice(out, &mut at, &file.1),
+    }
+    p.line.set(line);
+    marks.line = (at, at + p.line.digits);
+    put(out, &mut at, &p.line.block);
+    marks.worker = at;
+    match p.workers.get(f.worker as usize) {
+        Some(b) => put(out, &mut at, b),
+        None => {
+            put_number(out, &mut at, f.worker);
+            put(out, &mut at, &p.after_worker);
+        }
+    }
+    p.second.set(f.start.0);
+    put(out, &mut at, &p.second.block);
+    marks.millis = at;
+    put(
+        out,
+        &mut at,
+        &p.start_frac[(f.start.1 / 1_000_000) as usize],
+    );
+    let (secs, nanos) = f.duration;
+    marks.duration = at;
+    if secs < 10 {
+        put_array(out, &mut at, &[b'0' + secs as u8, b'.']);
+    } else {
+        put_number(out, &mut at, secs);
+        put_array(out, &mut at, b".");
+    }
+    marks.fraction = at;
+    if p.micros {
+        let micros = nanos / 1_000;
+        put_array(out, &mut at, &DIGITS3[(micros / 1_000) as usize]);
+        at -= 1;
+        put(out, &mut at, &p.duration_frac[(micros % 1_000) as usize]);
+    } else {
+        put(out, &mut at, &p.duration_frac[(nanos / 1_000_000) as usize]);
+    }
+    match f.kind {
+        None => put(out, &mut at, &p.endings[f.ending.slot()]),
+        Some(k) => {
+            put(out, &mut at, &p.outcomes[f.ending.slot()]);
+            put_slice(out, &mut at, k.name().as_bytes());
+            put(out, &mut at, &p.after_kind);
+        }
+    }
+    marks.attempt = at;
+    match p.attempts.get(f.attempt as usize) {
+        Some(b) if f.attempt != 0 => put(out, &mut at, b),
+        _ => {
+            put_number(out, &mut at, u64::from(f.attempt));
+            put(out, &mut at, &p.end);
+        }
+    }
+    at
+}
+
+/// How many bytes a [`Template`] holds: a line whose file name's spelling is at most
+/// [`TEMPLATE_FILE`] bytes, with every piece copied as its whole block.
+const TEMPLATE: usize = 512;
+
+/// The longest file name spelling a [`Template`] takes (longer ones are spelled straight
+/// into the buffer, line by line).
+const TEMPLATE_FILE: usize = 64;
+
+/// Where the columns of a spelled line that a later line may write over are.
+#[derive(Debug, Default, Clone, Copy)]
+struct Marks {
+    /// The record number's digits.
+    record: (usize, usize),
+    /// The line number's digits.
+    line: (usize, usize),
+    /// The worker's (one digit, when it is one).
+    worker: usize,
+    /// The start's milliseconds.
+    millis: usize,
+    /// The duration's whole seconds (one digit, when they are one).
+    duration: usize,
+    /// The duration's fraction (three or six digits).
+    fraction: usize,
+    /// The attempt number (one digit, when it is one).
+    attempt: usize,
+}
+
+/// The values a [`Template`]'s line spells, where a later line may differ.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    record: u64,
+    line: u64,
+    worker: u64,
+    second: u64,
+    duration: u64,
+    ending: Ending,
+    kind: Option<DeadLetterKind>,
+    attempt: u32,
+}
+
+/// The last line spelled, kept so that the next one is that line with a few digits written
+/// over: the record and line numbers counted up in place, the worker, the milliseconds, the
+/// duration and the attempt number written at their marks. A line whose columns would
+/// change width (a number gaining a digit, another second, another outcome, a worker or
+/// attempt number of two digits) is spelled anew.
+struct Template {
+    bytes: [u8; TEMPLATE],
+    /// The line's length; 0 when there is none to write over.
+    len: usize,
+    marks: Marks,
+    held: Held,
+}
+
+impl Default for Template {
+    fn default() -> Template {
+        Template {
+            bytes: [0; TEMPLATE],
+            len: 0,
+            marks: Marks::default(),
+            held: Held {
+                record: 0,
+                line: 0,
+                worker: 0,
+                second: 0,
+                duration: 0,
+                ending: Ending::Failed,
+                kind: None,
+                attempt: 0,
+            },
+        }
+    }
+}
+
+impl Template {
+    /// Makes the line spell record `record`'s attempt `f` read at `line`, if only digits
+    /// change in place; else says no (and the line is to be spelled anew).
+    #[inline]
+    fn patch(&mut self, line: u64, record: u64, f: &Fields, micros: bool) -> bool {
+        let h = &mut self.held;
+        let one_digit = |n: u64| n.wrapping_sub(1) < 9;
+        if self.len == 0
+            || f.start.0 != h.second
+            || f.ending != h.ending
+            || f.kind != h.kind
+            || (f.worker != h.worker && !(one_digit(f.worker) && one_digit(h.worker)))
+            || (f.duration.0 != h.duration && (f.duration.0 >= 10 || h.duration >= 10))
+            || (f.attempt != h.attempt
+                && !(one_digit(u64::from(f.attempt)) && one_digit(u64::from(h.attempt))))
+        {
+            return false;
+        }
+        let m = &self.marks;
+        let b = &mut self.bytes;
+        if !count_up(b, m.record, &mut h.record, record) || !count_up(b, m.line, &mut h.line, line)
+        {
+            self.len = 0;
+            return false;
+        }
+        if f.worker != h.worker {
+            b[m.worker] = b'0' + f.worker as u8;
+            h.worker = f.worker;
+        }
+        let millis = (f.start.1 / 1_000_000) as usize;
+        b[m.millis..m.millis + 3].copy_from_slice(&DIGITS3[millis][..3]);
+        if f.duration.0 != h.duration {
+            b[m.duration] = b'0' + f.duration.0 as u8;
+            h.duration = f.duration.0;
+        }
+        if micros {
+            let micros = (f.duration.1 / 1_000) as usize;
+            b[m.fraction..m.fraction + 3].copy_from_slice(&DIGITS3[micros / 1_000][..3]);
+            b[m.fraction + 3..m.fraction + 6].copy_from_slice(&DIGITS3[micros % 1_000][..3]);
+        } else {
+            let millis = (f.duration.1 / 1_000_000) as usize;
+            b[m.fraction..m.fraction + 3].copy_from_slice(&DIGITS3[millis][..3]);
+        }
+        if f.attempt != h.attempt {
+            b[m.attempt] = b'0' + f.attempt as u8;
+            h.attempt = f.attempt;
+        }
+        true
+    }
+}
+
+/// Makes the digits `digits` of `bytes`, which spell `held`, spell `n`, if `n` is `held` or
+/// one more with as many digits; else says no (the digits may then be spoilt).
+#[inline(always)]
+fn count_up(bytes: &mut [u8], digits: (usize, usize), held: &mut u64, n: u64) -> bool {
+    if n == *held {
+        return true;
+    }
+    if n == 0 || n - 1 != *held {
+        return false;
+    }
+    let mut i = digits.1;
+    while i > digits.0 {
+        i -= 1;
+        if bytes[i] != b'9' {
+            bytes[i] += 1;
+            *held = n;
+            return true;
+        }
+        bytes[i] = b'0';
+    }
+    false
+}
+
 /// Writes `n`'s decimal digits into `out`, which is exactly as long as they are.
 #[inline]
 fn write_digits(out: &mut [u8], mut n: u64) {
@@ -1317,6 +1535,155 @@ mod tests {
             duration: Duration::from_millis(250),
             ending,
             kind: (ending == Ending::Failed).then_some(DeadLetterKind::Reported),
+        }
+    }
+
+    /// A line as `format!` spells it: what the job log's pieces and template must match.
+    fn reference(format: Format, file: &str, line: u64, seq: u64, f: &Fields) -> String {
+        let start = format!("{}.{:03}", f.start.0, f.start.1 / 1_000_000);
+        let ending = f.ending.name();
+        match format {
+            Format::Tsv => {
+                let file = if file.is_empty() {
+                    "-".to_string()
+                } else {
+                    file.replace(['\t', '\n', '\r'], " ")
+                };
+                let worker = match f.worker {
+                    0 => "-".to_string(),
+                    w => w.to_string(),
+                };
+                let duration = format!("{}.{:03}", f.duration.0, f.duration.1 / 1_000_000);
+                let kind = f.kind.map_or("-", |k| k.name());
+                format!(
+                    "{}\t{file}\t{line}\t{worker}\t{start}\t{duration}\t{ending}\t{kind}\t{}\n",
+                    u128::from(seq) + 1,
+                    f.attempt
+                )
+            }
+            Format::Jsonl => {
+                let file = serde_json::to_string(file).unwrap();
+                let worker = match f.worker {
+                    0 => "null".to_string(),
+                    w => w.to_string(),
+                };
+                let duration = format!("{}.{:06}", f.duration.0, f.duration.1 / 1_000);
+                let kind = f
+                    .kind
+                    .map_or("null".to_string(), |k| format!("\"{}\"", k.name()));
+                format!(
+                    "{{\"record\":{},\"file\":{file},\"line\":{line},\"worker\":{worker},\"start\":{start},\"duration\":{duration},\"outcome\":\"{ending}\",\"kind\":{kind},\"attempt\":{}}}\n",
+                    u128::from(seq) + 1,
+                    f.attempt
+                )
+            }
+        }
+    }
+
+    /// A small seeded generator (xorshift64*), so that the test is the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[self.below(from.len() as u64) as usize]
+        }
+    }
+
+    #[test]
+    fn lines_match_format_on_random_runs_of_attempts() {
+        let long = "d/".repeat(40) + "in.csv";
+        let files = [
+            "in.csv".to_string(),
+            String::new(),
+            "a\tb \"q\" \u{e9}.csv".to_string(),
+            "x".repeat(46),
+            "x".repeat(47),
+            "x".repeat(63),
+            "x".repeat(64),
+            long,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (format, name) in [(Format::Tsv, "jobs.tsv"), (Format::Jsonl, "jobs.jsonl")] {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            let mut log = JobLog::open(&dir.path().join(name), None).unwrap();
+            log.used = 0;
+            let (mut seq, mut line, mut second) = (0u64, 2u64, 1_764_000_000u64);
+            let mut file = files[0].clone();
+            let mut want = String::new();
+            for n in 0..200_000u32 {
+                // Mostly the next record one line further; now and then a jump (to just
+                // below a power of ten, to the largest numbers), a retry, another file.
+                match rng.below(100) {
+                    0 => {
+                        let any = rng.next();
+                        seq = rng.pick(&[0, 8, 98, 998, 99_998, u64::MAX - 3, any >> 1]);
+                        line = rng.pick(&[0, 9, 99, 9_999, u64::MAX - 2, any]);
+                    }
+                    1 => file = files[rng.below(files.len() as u64) as usize].clone(),
+                    2..=4 => {}
+                    _ => {
+                        seq = if seq >= u64::MAX - 1 { 0 } else { seq + 1 };
+                        line = line.wrapping_add(1 + u64::from(rng.below(50) == 0));
+                    }
+                }
+                match rng.below(1000) {
+                    0 => {
+                        let shift = rng.below(64);
+                        second = rng.next() >> shift;
+                    }
+                    1..=20 => second += 1,
+                    _ => {}
+                }
+                let f = Fields {
+                    attempt: match rng.below(50) {
+                        0 => rng.pick(&[0, 9, 10, 64, 65, 99, u32::MAX]),
+                        1..=5 => rng.below(9) as u32 + 1,
+                        _ => 1,
+                    },
+                    worker: match rng.below(50) {
+                        0 => rng.pick(&[0, 9, 10, 99, 256, 257, u64::MAX]),
+                        _ => rng.below(4) + 1,
+                    },
+                    start: (second, rng.below(1_000_000_000) as u32),
+                    duration: (
+                        match rng.below(50) {
+                            0 => rng.pick(&[9, 10, 99, 12_345, u64::MAX]),
+                            _ => rng.below(2),
+                        },
+                        rng.below(1_000_000_000) as u32,
+                    ),
+                    ending: match rng.below(20) {
+                        0 => Ending::Filtered,
+                        1 => Ending::Failed,
+                        _ => Ending::Succeeded,
+                    },
+                    kind: match rng.below(20) {
+                        0 => Some(rng.pick(&DeadLetterKind::ALL)),
+                        _ => None,
+                    },
+                };
+                log.spell_file(&file);
+                log.line(line, seq, &f);
+                want.push_str(&reference(format, &file, line, seq, &f));
+                if log.used >= BUFFER || n % 997 == 0 {
+                    let got = String::from_utf8(log.buf[..log.used].to_vec()).unwrap();
+                    assert_eq!(got, want, "{name}, line {n}");
+                    log.used = 0;
+                    want.clear();
+                }
+            }
+            let got = String::from_utf8(log.buf[..log.used].to_vec()).unwrap();
+            assert_eq!(got, want, "{name}");
+            log.used = 0;
         }
     }
 

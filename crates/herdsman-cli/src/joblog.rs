@@ -112,6 +112,7 @@ pub struct Starts(Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>);
 
 impl Starts {
     /// Worker `worker` (0-based) started attempt `id` at `at`.
+    #[inline]
     pub fn on_worker(&self, id: AttemptId, worker: usize, at: Instant) {
         self.0
             .lock()
@@ -167,7 +168,13 @@ impl Tracker {
             &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
             &mut self.notes.starts,
         );
-        let next = self.spare.try_recv().unwrap_or_default();
+        // Without emptied notes back yet, new ones with room for as many as these, so that
+        // the workers' starts and the ends are not pushed into growing vectors.
+        let next = self.spare.try_recv().unwrap_or_else(|_| Notes {
+            starts: Vec::with_capacity(self.notes.starts.len().max(64)),
+            ends: Vec::with_capacity(self.notes.ends.len().max(64)),
+            abandoned: Vec::new(),
+        });
         let _ = self.tx.send(std::mem::replace(&mut self.notes, next));
     }
 }
@@ -702,13 +709,11 @@ impl JobLog {
             };
         }
         let (out, at, len) = (&mut self.buf[..], self.used, t.len);
-        // Copied as one of three fixed sizes, so that the copy needs no call.
-        if len <= 128 {
-            out[at..at + 128].copy_from_slice(&t.bytes[..128]);
-        } else if len <= 256 {
-            out[at..at + 256].copy_from_slice(&t.bytes[..256]);
-        } else {
-            out[at..at + TEMPLATE].copy_from_slice(&t.bytes);
+        // Copied in blocks of 64 bytes (a few moves each, no call), as many as the line needs.
+        let mut done = 0;
+        while done < len {
+            out[at + done..at + done + 64].copy_from_slice(&t.bytes[done..done + 64]);
+            done += 64;
         }
         self.used = at + len;
     }

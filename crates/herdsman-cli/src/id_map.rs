@@ -98,19 +98,6 @@ impl<V: Copy + Default> IdSlots<V> {
         }
     }
 
-    /// `id`'s value, to change in place.
-    #[inline]
-    pub fn get_mut(&mut self, id: &AttemptId) -> Option<&mut V> {
-        let slot = &mut self.slots[(id.index & self.mask) as usize];
-        if slot.holds(id) && id.attempt != 0 {
-            Some(&mut slot.value)
-        } else if self.overflow.is_empty() {
-            None
-        } else {
-            self.overflow.get_mut(id)
-        }
-    }
-
     /// Takes `id`'s value out of the table.
     #[cfg(test)]
     pub fn remove(&mut self, id: &AttemptId) -> Option<V> {

@@ -19,7 +19,7 @@ use crate::id_map::IdSlots;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -107,14 +107,110 @@ struct Notes {
 
 /// Where workers report the attempts they start (given to the worker pool or the command
 /// runner, which may call it from their own threads).
-#[derive(Clone, Default)]
-pub struct Starts(Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>);
+#[derive(Clone)]
+pub struct Starts(Arc<StartTable>);
+
+/// The starts of the attempts in flight, in slots of atomics by record (the engine index
+/// modulo a power of two), so that reporting a start takes no lock: the worker's side claims
+/// a free slot with one compare-and-swap and stores the start in it; the job log's thread
+/// reads it when the attempt's end reaches it (the end was noted after the start was stored,
+/// and came over a channel, so the stores are visible) and frees the slot. A start whose
+/// slot is held by another attempt (a retry of the same record, a record far behind), or
+/// whose id does not fit a slot's key, goes to a vector under a lock beside the slots, which
+/// the executor hands over with the ends.
+struct StartTable {
+    /// The moment the attempts' times are counted from (before any attempt started).
+    anchor: Instant,
+    slots: Box<[StartSlot]>,
+    mask: u64,
+    /// How many bits of the index the slot's place stands for.
+    bits: u32,
+    beside: Mutex<Vec<(AttemptId, usize, Instant)>>,
+}
+
+/// One slot of a [`StartTable`].
+#[derive(Default)]
+struct StartSlot {
+    /// The attempt whose start it holds ([`StartTable::key`]), 0 when free.
+    key: AtomicU64,
+    /// Its start, in nanoseconds since the anchor.
+    start: AtomicU64,
+    /// Its worker (0-based).
+    worker: AtomicU64,
+}
+
+impl StartTable {
+    fn new(in_flight: usize, anchor: Instant) -> StartTable {
+        let n = in_flight.clamp(64, 1 << 16).next_power_of_two();
+        StartTable {
+            anchor,
+            slots: (0..n).map(|_| StartSlot::default()).collect(),
+            mask: n as u64 - 1,
+            bits: n.trailing_zeros(),
+            beside: Mutex::default(),
+        }
+    }
+
+    /// The key of attempt `id` in its slot (its index past the slot's bits, and its attempt
+    /// number), if the id fits one (attempts 1 to 2^20 - 1, indices below 2^(44 + bits)).
+    #[inline]
+    fn key(&self, id: AttemptId) -> Option<u64> {
+        let high = id.index >> self.bits;
+        (id.attempt != 0 && id.attempt < 1 << 20 && high < 1 << 44)
+            .then_some(high << 20 | u64::from(id.attempt))
+    }
+
+    /// Takes attempt `id`'s start (nanoseconds since the anchor) and worker out of its slot,
+    /// if it is there (called once its end has been noted).
+    #[inline]
+    fn take(&self, id: AttemptId) -> Option<(u64, u64)> {
+        let key = self.key(id)?;
+        let slot = &self.slots[(id.index & self.mask) as usize];
+        if slot.key.load(Ordering::Relaxed) != key {
+            return None;
+        }
+        let taken = (
+            slot.start.load(Ordering::Relaxed),
+            slot.worker.load(Ordering::Relaxed),
+        );
+        slot.key.store(0, Ordering::Release);
+        Some(taken)
+    }
+
+    /// Frees attempt `id`'s slot if it holds it (the attempt was given up).
+    fn free(&self, id: AttemptId) {
+        if let Some(key) = self.key(id) {
+            let slot = &self.slots[(id.index & self.mask) as usize];
+            let _ = slot
+                .key
+                .compare_exchange(key, 0, Ordering::Release, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Starts {
-    /// Worker `worker` (0-based) started attempt `id` at `at`.
+    /// Worker `worker` (0-based) started attempt `id` at `at` (told again if the attempt is
+    /// sent again to another worker: the later start replaces the earlier).
     #[inline]
     pub fn on_worker(&self, id: AttemptId, worker: usize, at: Instant) {
-        self.0
+        let t = &*self.0;
+        if let Some(key) = t.key(id) {
+            let slot = &t.slots[(id.index & t.mask) as usize];
+            let held = match slot
+                .key
+                .compare_exchange(0, key, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => true,
+                Err(k) => k == key,
+            };
+            if held {
+                let start = nanos(at.saturating_duration_since(t.anchor));
+                slot.start.store(start, Ordering::Relaxed);
+                slot.worker.store(worker as u64, Ordering::Relaxed);
+                return;
+            }
+        }
+        t.beside
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((id, worker, at));
@@ -165,7 +261,12 @@ impl Tracker {
             return;
         }
         std::mem::swap(
-            &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .starts
+                .0
+                .beside
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
             &mut self.notes.starts,
         );
         // Without emptied notes back yet, new ones with room for as many as these, so that
@@ -205,9 +306,11 @@ impl Entry {
 /// record as records are written.
 pub struct Finished {
     rx: mpsc::Receiver<Notes>,
-    /// Attempts by id: put in at their start (or their end, for one that no worker took),
-    /// completed at their end and taken out when their record is written; one table, so an
-    /// attempt is looked up three times, each a mask and a compare.
+    /// The workers' starts, taken out of their slots as their ends come.
+    starts: Starts,
+    /// Attempts by id: put in at their end (or at their start, for a start reported beside
+    /// the slots of `starts`, and completed at their end), and taken out when their record is
+    /// written, each a mask and a compare.
     started: IdSlots<Entry>,
     /// The moment the attempts' times are counted from.
     anchor: Instant,
@@ -275,29 +378,27 @@ impl Finished {
                 self.last_end = (end.at, self.since_anchor(end.at));
             }
             let at = self.last_end.1;
-            match self.started.get_mut(&end.id) {
-                Some(e) if !e.ended() => {
-                    e.end = at;
-                    e.ending = Some(end.ending);
-                    e.kind = end.kind;
-                    if let Some(w) = end.worker {
-                        e.worker = w as u64 + 1;
-                    }
-                }
-                // Never handed to a worker: a record that could not be read fails at once.
-                _ => self.started.insert(
-                    end.id,
-                    Entry {
-                        start: at,
-                        end: at,
-                        worker: end.worker.map_or(0, |w| w as u64 + 1),
-                        ending: Some(end.ending),
-                        kind: end.kind,
-                    },
-                ),
-            }
+            let (start, started_on) = match self.starts.0.take(end.id) {
+                Some((start, worker)) => (start, worker + 1),
+                None => match self.started.take_if(&end.id, |e| !e.ended()) {
+                    Some(e) => (e.start, e.worker),
+                    // Never handed to a worker: a record that could not be read fails at once.
+                    None => (at, 0),
+                },
+            };
+            self.started.insert(
+                end.id,
+                Entry {
+                    start,
+                    end: at,
+                    worker: end.worker.map_or(started_on, |w| w as u64 + 1),
+                    ending: Some(end.ending),
+                    kind: end.kind,
+                },
+            );
         }
         for id in notes.abandoned.drain(..) {
+            self.starts.0.free(id);
             self.started.take_if(&id, |e| !e.ended());
         }
     }
@@ -317,7 +418,9 @@ fn nanos(d: Duration) -> u64 {
 /// is usually a few batches of records behind the assembler, so it has slots for those too,
 /// and a map beside them when it is further behind).
 pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
-    let starts = Starts::default();
+    // Every attempt starts after this moment: the workers are started after the notes.
+    let anchor = Instant::now();
+    let starts = Starts(Arc::new(StartTable::new(window, anchor)));
     let (tx, rx) = mpsc::channel();
     let (spare_tx, spare_rx) = mpsc::channel();
     let tracker = Tracker {
@@ -326,9 +429,8 @@ pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
         tx,
         spare: spare_rx,
     };
-    // Every attempt starts after this moment: the workers are started after the notes.
-    let anchor = Instant::now();
     let finished = Finished {
+        starts: starts.clone(),
         rx,
         started: IdSlots::new(window.saturating_add(BATCH * 4)),
         anchor,
@@ -1938,6 +2040,64 @@ mod tests {
         }
         drop(writer);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn starts_from_many_threads_and_sent_again_join_their_ends() {
+        // 64 slots for 4,000 attempts in flight at once: most starts go beside the slots.
+        let (starts, mut tracker, mut finished) = attempts(64);
+        let records = 4_000u64;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let starts = starts.clone();
+                std::thread::spawn(move || {
+                    for index in (t..records).step_by(4) {
+                        let id = AttemptId { index, attempt: 1 };
+                        starts.on_worker(id, t as usize, Instant::now());
+                        // Sent again to another worker after a restart: the later start counts.
+                        if index % 7 == 0 {
+                            starts.on_worker(id, t as usize + 4, Instant::now());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let now = Instant::now();
+        for index in 0..records {
+            let id = AttemptId { index, attempt: 1 };
+            if index % 11 == 0 {
+                tracker.abandoned(id);
+            } else {
+                tracker.finished(id, now, Ending::Succeeded, None, None);
+            }
+            if index % 500 == 499 {
+                tracker.send();
+            }
+        }
+        tracker.send();
+        let mut got = Vec::new();
+        for index in 0..records {
+            got.clear();
+            finished.take(index, 1, &mut got);
+            if index % 11 == 0 {
+                assert!(got.is_empty(), "{index}");
+                continue;
+            }
+            let t = index as usize % 4;
+            let worker = if index % 7 == 0 { t + 5 } else { t + 1 };
+            assert_eq!(got.len(), 1, "{index}");
+            assert_eq!(got[0].worker, Some(worker), "{index}");
+            assert!(got[0].start <= now && got[0].start + got[0].duration == now);
+        }
+        assert!(finished.started.is_empty());
+        assert!(starts
+            .0
+            .slots
+            .iter()
+            .all(|s| s.key.load(Ordering::Relaxed) == 0));
     }
 
     #[test]

@@ -92,8 +92,12 @@ struct End {
     at: Instant,
     ending: Ending,
     kind: Option<DeadLetterKind>,
-    /// 0-based worker, when the outcome names it.
-    worker: Option<usize>,
+    /// 1-based worker when the outcome names it, else 0.
+    worker: u64,
+    /// Its start (nanoseconds since the anchor) and 1-based worker, taken out of the start's
+    /// slot when the end was noted; worker 0 when the start was not in a slot (it was
+    /// reported beside them, or not at all).
+    start: (u64, u64),
 }
 
 /// What the executor hands to the job log once per poll: the starts the workers reported
@@ -239,17 +243,22 @@ impl Tracker {
         kind: Option<DeadLetterKind>,
         worker: Option<usize>,
     ) {
+        // The start is taken now, so that its slot is free again while the attempt's record
+        // waits to be written.
+        let start = self.starts.0.take(id).map_or((0, 0), |(s, w)| (s, w + 1));
         self.notes.ends.push(End {
             id,
             at: now,
             ending,
             kind,
-            worker,
+            worker: worker.map_or(0, |w| w as u64 + 1),
+            start,
         });
     }
 
     /// Attempt `id` was given up without an outcome (the run stopped): no line for it.
     pub fn abandoned(&mut self, id: AttemptId) {
+        self.starts.0.free(id);
         self.notes.abandoned.push(id);
     }
 
@@ -306,10 +315,8 @@ impl Entry {
 /// record as records are written.
 pub struct Finished {
     rx: mpsc::Receiver<Notes>,
-    /// The workers' starts, taken out of their slots as their ends come.
-    starts: Starts,
     /// Attempts by id: put in at their end (or at their start, for a start reported beside
-    /// the slots of `starts`, and completed at their end), and taken out when their record is
+    /// the slots of [`Starts`], and completed at their end), and taken out when their record is
     /// written, each a mask and a compare.
     started: IdSlots<Entry>,
     /// The moment the attempts' times are counted from.
@@ -378,9 +385,9 @@ impl Finished {
                 self.last_end = (end.at, self.since_anchor(end.at));
             }
             let at = self.last_end.1;
-            let (start, started_on) = match self.starts.0.take(end.id) {
-                Some((start, worker)) => (start, worker + 1),
-                None => match self.started.take_if(&end.id, |e| !e.ended()) {
+            let (start, started_on) = match end.start {
+                (start, worker) if worker != 0 => (start, worker),
+                _ => match self.started.take_if(&end.id, |e| !e.ended()) {
                     Some(e) => (e.start, e.worker),
                     // Never handed to a worker: a record that could not be read fails at once.
                     None => (at, 0),
@@ -391,14 +398,17 @@ impl Finished {
                 Entry {
                     start,
                     end: at,
-                    worker: end.worker.map_or(started_on, |w| w as u64 + 1),
+                    worker: if end.worker != 0 {
+                        end.worker
+                    } else {
+                        started_on
+                    },
                     ending: Some(end.ending),
                     kind: end.kind,
                 },
             );
         }
         for id in notes.abandoned.drain(..) {
-            self.starts.0.free(id);
             self.started.take_if(&id, |e| !e.ended());
         }
     }
@@ -430,7 +440,6 @@ pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
         spare: spare_rx,
     };
     let finished = Finished {
-        starts: starts.clone(),
         rx,
         started: IdSlots::new(window.saturating_add(BATCH * 4)),
         anchor,

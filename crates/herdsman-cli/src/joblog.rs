@@ -1657,13 +1657,26 @@ impl Template {
 /// Makes the digits `digits` of `bytes`, which spell `held`, spell `n`, if `n` is `held` or
 /// one more with as many digits; else says no (the digits may then be spoilt).
 #[inline(always)]
-fn count_up(bytes: &mut [u8], digits: (usize, usize), held: &mut u64, n: u64) -> bool {
+fn count_up(bytes: &mut [u8; TEMPLATE], digits: (usize, usize), held: &mut u64, n: u64) -> bool {
     if n == *held {
         return true;
     }
-    if n == 0 || n - 1 != *held {
+    if n.wrapping_sub(*held) != 1 || n == 0 {
         return false;
     }
+    // The last digit (its place is inside the template: the mask only spares a bounds check).
+    let last = &mut bytes[(digits.1 - 1) & (TEMPLATE - 1)];
+    if *last != b'9' {
+        *last += 1;
+        *held = n;
+        return true;
+    }
+    count_up_carrying(bytes, digits, held, n)
+}
+
+/// [`count_up`] past a 9.
+#[cold]
+fn count_up_carrying(bytes: &mut [u8], digits: (usize, usize), held: &mut u64, n: u64) -> bool {
     let mut i = digits.1;
     while i > digits.0 {
         i -= 1;

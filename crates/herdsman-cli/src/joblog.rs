@@ -181,6 +181,16 @@ impl StartTable {
         Some(taken)
     }
 
+    /// Keeps a start whose slot is held by another attempt beside the slots.
+    #[cold]
+    #[inline(never)]
+    fn put_beside(&self, id: AttemptId, worker: usize, at: Instant) {
+        self.beside
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, worker, at));
+    }
+
     /// Frees attempt `id`'s slot if it holds it (the attempt was given up).
     fn free(&self, id: AttemptId) {
         if let Some(key) = self.key(id) {
@@ -214,10 +224,7 @@ impl Starts {
                 return;
             }
         }
-        t.beside
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, worker, at));
+        t.put_beside(id, worker, at);
     }
 }
 
@@ -458,6 +465,13 @@ impl Clock {
                 return n;
             }
         }
+        self.since_anchor_slowly(at)
+    }
+
+    /// [`Clock::since_anchor`] with `duration_since`.
+    #[cold]
+    #[inline(never)]
+    fn since_anchor_slowly(&self, at: Instant) -> u64 {
         nanos(at.saturating_duration_since(self.anchor))
     }
 

@@ -3,8 +3,9 @@
 //! started, how long it took, how it ended, the kind of its failure and its attempt number.
 //! Tab-separated with a header line, or JSON lines when PATH ends in `.jsonl` or `.json`.
 //!
-//! The executor notes each attempt's start and end as plain values and hands them over once
-//! per poll ([`Tracker`]); the assembler hands each record it writes ([`Writer::write_record`],
+//! The workers report each attempt's start into a slot of atomics ([`Starts`]); the executor
+//! notes each attempt's end with its start as plain values and hands them over once per poll
+//! ([`Tracker`]); the assembler hands each record it writes ([`Writer::write_record`],
 //! a few integers pushed on a vector) in batches over a bounded channel to the job log's own
 //! thread, which joins the records with their attempts ([`Finished`]), formats the lines and
 //! writes them ([`JobLog`]). So the job log is written chunk by chunk with the output, off the
@@ -101,7 +102,8 @@ struct End {
 }
 
 /// What the executor hands to the job log once per poll: the starts the workers reported
-/// since the last hand-over, the attempts that ended, and the ones given up without an end.
+/// beside the slots since the last hand-over, the attempts that ended (with their starts),
+/// and the ones given up without an end.
 #[derive(Default)]
 struct Notes {
     starts: Vec<(AttemptId, usize, Instant)>,
@@ -229,8 +231,9 @@ impl Starts {
 }
 
 /// Notes each attempt as it ends, on the engine's thread, and hands the notes to the job log
-/// once per poll of the executor: pushing a few plain values is all it costs per attempt (the
-/// starts are joined to the ends on the job log's thread).
+/// once per poll of the executor: taking the start out of its slot and pushing a few plain
+/// values is all it costs per attempt (a start reported beside the slots is joined to its
+/// end on the job log's thread).
 pub struct Tracker {
     starts: Starts,
     notes: Notes,
@@ -270,8 +273,8 @@ impl Tracker {
     }
 
     /// Hands the attempts noted since the last call to the job log, with the starts the
-    /// workers reported so far (every start of an attempt that ended is among them: it was
-    /// reported before the attempt's outcome).
+    /// workers reported beside the slots so far (every such start of an attempt that ended is
+    /// among them: it was reported before the attempt's outcome).
     pub fn send(&mut self) {
         if self.notes.ends.is_empty() && self.notes.abandoned.is_empty() {
             return;
@@ -535,10 +538,10 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// The three ends of the attempt notes: for the workers, the executor and the job log;
-/// `window` is the most records admitted but not yet written (the attempts are kept in
-/// slots by record, so that noting and taking one needs no hashing; the job log's thread
-/// is usually a few batches of records behind the assembler, so it has slots for those too,
-/// and a map beside them when it is further behind).
+/// `window` is the most records admitted but not yet written (the starts and the finished
+/// attempts are kept in slots by record, so that noting and taking one needs no hashing; the
+/// job log's thread is usually a few batches of records behind the assembler, so it has slots
+/// for those too, and a map beside them when it is further behind).
 pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
     // Every attempt starts after this moment: the workers are started after the notes.
     let anchor = Instant::now();

@@ -40,19 +40,38 @@ const SLOTS: (usize, usize) = (64, 1 << 16);
 /// storing and taking an entry is a mask and a compare, no hashing. An id whose slot holds
 /// another id (a retry of the same record, or a record far behind the others) goes to an
 /// [`IdMap`] beside the slots, so every id is kept whatever the spread of the indices.
+///
+/// A slot is a plain id and value, empty when its attempt number is 0 (attempt numbers
+/// start at 1; an id with attempt 0 is kept beside the slots), so that no `Option` is
+/// wrapped and unwrapped per entry.
 pub struct IdSlots<V> {
-    slots: Vec<Option<(AttemptId, V)>>,
+    slots: Vec<Slot<V>>,
     mask: u64,
     overflow: IdMap<V>,
 }
 
-impl<V> IdSlots<V> {
+/// One slot of an [`IdSlots`] table: empty when `attempt` is 0.
+#[derive(Clone, Copy, Default)]
+struct Slot<V> {
+    index: u64,
+    attempt: u32,
+    value: V,
+}
+
+impl<V> Slot<V> {
+    #[inline(always)]
+    fn holds(&self, id: &AttemptId) -> bool {
+        self.attempt == id.attempt && self.index == id.index
+    }
+}
+
+impl<V: Copy + Default> IdSlots<V> {
     /// A table for about `in_flight` ids at a time (its slots are that number rounded up to
     /// a power of two, between 64 and 65,536).
     pub fn new(in_flight: usize) -> IdSlots<V> {
         let n = in_flight.clamp(SLOTS.0, SLOTS.1).next_power_of_two();
         IdSlots {
-            slots: std::iter::repeat_with(|| None).take(n).collect(),
+            slots: vec![Slot::default(); n],
             mask: n as u64 - 1,
             overflow: IdMap::default(),
         }
@@ -62,40 +81,57 @@ impl<V> IdSlots<V> {
     #[inline]
     pub fn insert(&mut self, id: AttemptId, value: V) {
         let slot = &mut self.slots[(id.index & self.mask) as usize];
-        match slot {
-            Some((held, v)) if *held == id => *v = value,
-            Some(_) => {
-                self.overflow.insert(id, value);
+        if slot.holds(&id) {
+            slot.value = value;
+        } else if slot.attempt == 0 && id.attempt != 0 {
+            // The id may have gone beside the slots while its slot was taken.
+            if !self.overflow.is_empty() {
+                self.overflow.remove(&id);
             }
-            None => {
-                // The id may have gone beside the slots while its slot was taken.
-                if !self.overflow.is_empty() {
-                    self.overflow.remove(&id);
-                }
-                *slot = Some((id, value));
-            }
+            *slot = Slot {
+                index: id.index,
+                attempt: id.attempt,
+                value,
+            };
+        } else {
+            self.overflow.insert(id, value);
         }
     }
 
     /// Takes `id`'s value out of the table.
-    #[inline]
+    #[cfg(test)]
     pub fn remove(&mut self, id: &AttemptId) -> Option<V> {
+        self.take_if(id, |_| true)
+    }
+
+    /// Takes `id`'s value out of the table if `take` says so (else leaves it there).
+    #[inline]
+    pub fn take_if(&mut self, id: &AttemptId, take: impl FnOnce(&V) -> bool) -> Option<V> {
         let slot = &mut self.slots[(id.index & self.mask) as usize];
-        match slot {
-            Some((held, _)) if held == id => slot.take().map(|(_, v)| v),
-            _ if self.overflow.is_empty() => None,
-            _ => self.overflow.remove(id),
+        if slot.holds(id) && id.attempt != 0 {
+            if !take(&slot.value) {
+                return None;
+            }
+            slot.attempt = 0;
+            Some(slot.value)
+        } else if self.overflow.is_empty() {
+            None
+        } else {
+            match self.overflow.get(id) {
+                Some(v) if take(v) => self.overflow.remove(id),
+                _ => None,
+            }
         }
     }
 
     /// Whether the table holds no id.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.overflow.is_empty() && self.slots.iter().all(Option::is_none)
+        self.overflow.is_empty() && self.slots.iter().all(|s| s.attempt == 0)
     }
 }
 
-impl<V> Extend<(AttemptId, V)> for IdSlots<V> {
+impl<V: Copy + Default> Extend<(AttemptId, V)> for IdSlots<V> {
     fn extend<T: IntoIterator<Item = (AttemptId, V)>>(&mut self, iter: T) {
         for (id, v) in iter {
             self.insert(id, v);

@@ -3,8 +3,9 @@
 //! started, how long it took, how it ended, the kind of its failure and its attempt number.
 //! Tab-separated with a header line, or JSON lines when PATH ends in `.jsonl` or `.json`.
 //!
-//! The executor notes each attempt's start and end as plain values and hands them over once
-//! per poll ([`Tracker`]); the assembler hands each record it writes ([`Writer::write_record`],
+//! The workers report each attempt's start into a slot of atomics ([`Starts`]); the executor
+//! notes each attempt's end with its start as plain values and hands them over once per poll
+//! ([`Tracker`]); the assembler hands each record it writes ([`Writer::write_record`],
 //! a few integers pushed on a vector) in batches over a bounded channel to the job log's own
 //! thread, which joins the records with their attempts ([`Finished`]), formats the lines and
 //! writes them ([`JobLog`]). So the job log is written chunk by chunk with the output, off the
@@ -19,7 +20,7 @@ use crate::id_map::IdSlots;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,20 +43,32 @@ pub enum Ending {
 }
 
 impl Ending {
-    /// Its name, padded to a [`Word`] so that it is copied in one fixed-size block.
-    fn name(self) -> &'static Word {
-        const SUCCEEDED: Word = Word::new(b"succeeded");
-        const FILTERED: Word = Word::new(b"filtered");
-        const FAILED: Word = Word::new(b"failed");
+    /// Every ending, in the order of [`Ending::slot`].
+    const ALL: [Ending; 3] = [Ending::Succeeded, Ending::Filtered, Ending::Failed];
+
+    /// Its name in the job log.
+    fn name(self) -> &'static str {
         match self {
-            Ending::Succeeded => &SUCCEEDED,
-            Ending::Filtered => &FILTERED,
-            Ending::Failed => &FAILED,
+            Ending::Succeeded => "succeeded",
+            Ending::Filtered => "filtered",
+            Ending::Failed => "failed",
+        }
+    }
+
+    /// Its place in [`Ending::ALL`] (and in the tables of pieces built from it).
+    #[inline(always)]
+    fn slot(self) -> usize {
+        match self {
+            Ending::Succeeded => 0,
+            Ending::Filtered => 1,
+            Ending::Failed => 2,
         }
     }
 }
 
-/// One finished attempt of one record.
+/// One finished attempt of one record, as the tests spell it (the job log's thread keeps
+/// attempts as an [`Entry`]).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     /// 1-based attempt number.
@@ -80,12 +93,17 @@ struct End {
     at: Instant,
     ending: Ending,
     kind: Option<DeadLetterKind>,
-    /// 0-based worker, when the outcome names it.
-    worker: Option<usize>,
+    /// 1-based worker when the outcome names it, else 0.
+    worker: u64,
+    /// Its start (nanoseconds since the anchor) and 1-based worker, taken out of the start's
+    /// slot when the end was noted; worker 0 when the start was not in a slot (it was
+    /// reported beside them, or not at all).
+    start: (u64, u64),
 }
 
 /// What the executor hands to the job log once per poll: the starts the workers reported
-/// since the last hand-over, the attempts that ended, and the ones given up without an end.
+/// beside the slots since the last hand-over, the attempts that ended (with their starts),
+/// and the ones given up without an end.
 #[derive(Default)]
 struct Notes {
     starts: Vec<(AttemptId, usize, Instant)>,
@@ -95,22 +113,127 @@ struct Notes {
 
 /// Where workers report the attempts they start (given to the worker pool or the command
 /// runner, which may call it from their own threads).
-#[derive(Clone, Default)]
-pub struct Starts(Arc<Mutex<Vec<(AttemptId, usize, Instant)>>>);
+#[derive(Clone)]
+pub struct Starts(Arc<StartTable>);
 
-impl Starts {
-    /// Worker `worker` (0-based) started attempt `id` at `at`.
-    pub fn on_worker(&self, id: AttemptId, worker: usize, at: Instant) {
-        self.0
+/// The starts of the attempts in flight, in slots of atomics by record (the engine index
+/// modulo a power of two), so that reporting a start takes no lock: the worker's side claims
+/// a free slot with one compare-and-swap and stores the start in it; the job log's thread
+/// reads it when the attempt's end reaches it (the end was noted after the start was stored,
+/// and came over a channel, so the stores are visible) and frees the slot. A start whose
+/// slot is held by another attempt (a retry of the same record, a record far behind), or
+/// whose id does not fit a slot's key, goes to a vector under a lock beside the slots, which
+/// the executor hands over with the ends.
+struct StartTable {
+    /// The moment the attempts' times are counted from (before any attempt started).
+    clock: Clock,
+    slots: Box<[StartSlot]>,
+    mask: u64,
+    /// How many bits of the index the slot's place stands for.
+    bits: u32,
+    beside: Mutex<Vec<(AttemptId, usize, Instant)>>,
+}
+
+/// One slot of a [`StartTable`].
+#[derive(Default)]
+struct StartSlot {
+    /// The attempt whose start it holds ([`StartTable::key`]), 0 when free.
+    key: AtomicU64,
+    /// Its start, in nanoseconds since the anchor.
+    start: AtomicU64,
+    /// Its worker (0-based).
+    worker: AtomicU64,
+}
+
+impl StartTable {
+    fn new(in_flight: usize, anchor: Instant) -> StartTable {
+        let n = in_flight.clamp(64, 1 << 16).next_power_of_two();
+        StartTable {
+            clock: Clock::new(anchor),
+            slots: (0..n).map(|_| StartSlot::default()).collect(),
+            mask: n as u64 - 1,
+            bits: n.trailing_zeros(),
+            beside: Mutex::default(),
+        }
+    }
+
+    /// The key of attempt `id` in its slot (its index past the slot's bits, and its attempt
+    /// number), if the id fits one (attempts 1 to 2^20 - 1, indices below 2^(44 + bits)).
+    #[inline]
+    fn key(&self, id: AttemptId) -> Option<u64> {
+        let high = id.index >> self.bits;
+        (id.attempt != 0 && id.attempt < 1 << 20 && high < 1 << 44)
+            .then_some(high << 20 | u64::from(id.attempt))
+    }
+
+    /// Takes attempt `id`'s start (nanoseconds since the anchor) and worker out of its slot,
+    /// if it is there (called once its end has been noted).
+    #[inline]
+    fn take(&self, id: AttemptId) -> Option<(u64, u64)> {
+        let key = self.key(id)?;
+        let slot = &self.slots[(id.index & self.mask) as usize];
+        if slot.key.load(Ordering::Relaxed) != key {
+            return None;
+        }
+        let taken = (
+            slot.start.load(Ordering::Relaxed),
+            slot.worker.load(Ordering::Relaxed),
+        );
+        slot.key.store(0, Ordering::Release);
+        Some(taken)
+    }
+
+    /// Keeps a start whose slot is held by another attempt beside the slots.
+    #[cold]
+    #[inline(never)]
+    fn put_beside(&self, id: AttemptId, worker: usize, at: Instant) {
+        self.beside
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((id, worker, at));
     }
+
+    /// Frees attempt `id`'s slot if it holds it (the attempt was given up).
+    fn free(&self, id: AttemptId) {
+        if let Some(key) = self.key(id) {
+            let slot = &self.slots[(id.index & self.mask) as usize];
+            let _ = slot
+                .key
+                .compare_exchange(key, 0, Ordering::Release, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Starts {
+    /// Worker `worker` (0-based) started attempt `id` at `at` (told again if the attempt is
+    /// sent again to another worker: the later start replaces the earlier).
+    #[inline]
+    pub fn on_worker(&self, id: AttemptId, worker: usize, at: Instant) {
+        let t = &*self.0;
+        if let Some(key) = t.key(id) {
+            let slot = &t.slots[(id.index & t.mask) as usize];
+            let held = match slot
+                .key
+                .compare_exchange(0, key, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => true,
+                Err(k) => k == key,
+            };
+            if held {
+                let start = t.clock.since_anchor(at);
+                slot.start.store(start, Ordering::Relaxed);
+                slot.worker.store(worker as u64, Ordering::Relaxed);
+                return;
+            }
+        }
+        t.put_beside(id, worker, at);
+    }
 }
 
 /// Notes each attempt as it ends, on the engine's thread, and hands the notes to the job log
-/// once per poll of the executor: pushing a few plain values is all it costs per attempt (the
-/// starts are joined to the ends on the job log's thread).
+/// once per poll of the executor: taking the start out of its slot and pushing a few plain
+/// values is all it costs per attempt (a start reported beside the slots is joined to its
+/// end on the job log's thread).
 pub struct Tracker {
     starts: Starts,
     notes: Notes,
@@ -130,33 +253,71 @@ impl Tracker {
         kind: Option<DeadLetterKind>,
         worker: Option<usize>,
     ) {
+        // The start is taken now, so that its slot is free again while the attempt's record
+        // waits to be written.
+        let start = self.starts.0.take(id).map_or((0, 0), |(s, w)| (s, w + 1));
         self.notes.ends.push(End {
             id,
             at: now,
             ending,
             kind,
-            worker,
+            worker: worker.map_or(0, |w| w as u64 + 1),
+            start,
         });
     }
 
     /// Attempt `id` was given up without an outcome (the run stopped): no line for it.
     pub fn abandoned(&mut self, id: AttemptId) {
+        self.starts.0.free(id);
         self.notes.abandoned.push(id);
     }
 
     /// Hands the attempts noted since the last call to the job log, with the starts the
-    /// workers reported so far (every start of an attempt that ended is among them: it was
-    /// reported before the attempt's outcome).
+    /// workers reported beside the slots so far (every such start of an attempt that ended is
+    /// among them: it was reported before the attempt's outcome).
     pub fn send(&mut self) {
         if self.notes.ends.is_empty() && self.notes.abandoned.is_empty() {
             return;
         }
         std::mem::swap(
-            &mut *self.starts.0.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .starts
+                .0
+                .beside
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
             &mut self.notes.starts,
         );
-        let next = self.spare.try_recv().unwrap_or_default();
+        // Without emptied notes back yet, new ones with room for as many as these, so that
+        // the workers' starts and the ends are not pushed into growing vectors.
+        let next = self.spare.try_recv().unwrap_or_else(|_| Notes {
+            starts: Vec::with_capacity(self.notes.starts.len().max(64)),
+            ends: Vec::with_capacity(self.notes.ends.len().max(64)),
+            abandoned: Vec::new(),
+        });
         let _ = self.tx.send(std::mem::replace(&mut self.notes, next));
+    }
+}
+
+/// One attempt as the job log's thread keeps it from its start to its line: its times as
+/// nanoseconds since the notes' anchor (a moment before any attempt started), so that an
+/// attempt costs one clock subtraction, not one per column.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// When it was handed to its worker (or when it ended, if no worker took it).
+    start: u64,
+    /// When the executor reported its end.
+    end: u64,
+    /// 1-based worker, 0 for none.
+    worker: u64,
+    /// How it ended; `None` while only its start is known.
+    ending: Option<Ending>,
+    kind: Option<DeadLetterKind>,
+}
+
+impl Entry {
+    fn ended(&self) -> bool {
+        self.ending.is_some()
     }
 }
 
@@ -164,9 +325,16 @@ impl Tracker {
 /// record as records are written.
 pub struct Finished {
     rx: mpsc::Receiver<Notes>,
-    /// Starts of attempts that have not ended yet.
-    started: IdSlots<(usize, Instant)>,
-    done: IdSlots<Attempt>,
+    /// Attempts by id: put in at their end (or at their start, for a start reported beside
+    /// the slots of [`Starts`], and completed at their end), and taken out when their record is
+    /// written, each a mask and a compare.
+    started: IdSlots<Entry>,
+    /// The moment the attempts' times are counted from.
+    anchor: Instant,
+    clock: Clock,
+    /// The last end time converted and its nanoseconds since `anchor` (the ends of one
+    /// poll share their time).
+    last_end: (Instant, u64),
     /// Where emptied notes go back to the executor's side.
     spare: mpsc::Sender<Notes>,
 }
@@ -177,55 +345,207 @@ impl Finished {
     #[cfg(test)]
     pub fn take(&mut self, index: u64, attempts: u32, out: &mut Vec<Attempt>) {
         for attempt in 1..=attempts {
-            out.extend(self.take_one(AttemptId { index, attempt }));
+            if let Some(e) = self.take_one(AttemptId { index, attempt }) {
+                out.push(Attempt {
+                    attempt,
+                    worker: (e.worker != 0).then_some(e.worker as usize),
+                    start: self.anchor + Duration::from_nanos(e.start),
+                    duration: Duration::from_nanos(e.end.saturating_sub(e.start)),
+                    ending: e.ending.unwrap_or(Ending::Failed),
+                    kind: e.kind,
+                });
+            }
         }
     }
 
-    /// Attempt `id`, if the executor noted it (and it was not taken before).
-    fn take_one(&mut self, id: AttemptId) -> Option<Attempt> {
-        self.done.remove(&id).or_else(|| {
+    /// Attempt `id`, if the executor noted its end (and it was not taken before).
+    #[inline]
+    fn take_one(&mut self, id: AttemptId) -> Option<Entry> {
+        self.started.take_if(&id, Entry::ended).or_else(|| {
             while let Ok(mut notes) = self.rx.try_recv() {
                 self.absorb(&mut notes);
                 let _ = self.spare.send(notes);
             }
-            self.done.remove(&id)
+            self.started.take_if(&id, Entry::ended)
         })
+    }
+
+    /// `at` as nanoseconds since the anchor.
+    #[inline]
+    fn since_anchor(&self, at: Instant) -> u64 {
+        self.clock.since_anchor(at)
     }
 
     /// Joins the ends in `notes` with their starts (leaving `notes` empty).
     fn absorb(&mut self, notes: &mut Notes) {
         for (id, worker, at) in notes.starts.drain(..) {
-            self.started.insert(id, (worker, at));
+            let start = self.since_anchor(at);
+            self.started.insert(
+                id,
+                Entry {
+                    start,
+                    end: 0,
+                    worker: worker as u64 + 1,
+                    ending: None,
+                    kind: None,
+                },
+            );
         }
         for end in notes.ends.drain(..) {
-            let (started_on, start) = match self.started.remove(&end.id) {
-                Some((w, at)) => (Some(w), at),
-                // Never handed to a worker: a record that could not be read fails at once.
-                None => (None, end.at),
+            if end.at != self.last_end.0 {
+                self.last_end = (end.at, self.since_anchor(end.at));
+            }
+            let at = self.last_end.1;
+            let (start, started_on) = match end.start {
+                (start, worker) if worker != 0 => (start, worker),
+                _ => match self.started.take_if(&end.id, |e| !e.ended()) {
+                    Some(e) => (e.start, e.worker),
+                    // Never handed to a worker: a record that could not be read fails at once.
+                    None => (at, 0),
+                },
             };
-            let attempt = Attempt {
-                attempt: end.id.attempt,
-                worker: end.worker.or(started_on).map(|w| w + 1),
-                start,
-                duration: end.at.saturating_duration_since(start),
-                ending: end.ending,
-                kind: end.kind,
-            };
-            self.done.insert(end.id, attempt);
+            self.started.insert(
+                end.id,
+                Entry {
+                    start,
+                    end: at,
+                    worker: if end.worker != 0 {
+                        end.worker
+                    } else {
+                        started_on
+                    },
+                    ending: Some(end.ending),
+                    kind: end.kind,
+                },
+            );
         }
         for id in notes.abandoned.drain(..) {
-            self.started.remove(&id);
+            self.started.take_if(&id, |e| !e.ended());
         }
     }
 }
 
+/// Times in nanoseconds since an anchor. An `Instant` is read, where the standard library
+/// lets it, as its clock's seconds and nanoseconds through its `Hash` (two integer writes,
+/// inlined: a tenth of what `Instant::duration_since`, a call with checks and a `Duration`,
+/// costs per attempt). That reading is not a documented interface, so it is used only if it
+/// gives exactly what `duration_since` gives for the anchor and for moments at known
+/// distances from it, checked when the clock is made; else every time is worked out with
+/// `duration_since`.
+#[derive(Clone, Copy)]
+struct Clock {
+    anchor: Instant,
+    /// The anchor's clock reading, when readings agree with `duration_since`.
+    reading: Option<(i64, u32)>,
+}
+
+impl Clock {
+    fn new(anchor: Instant) -> Clock {
+        let reading = ClockReader::read(anchor).filter(|&a| {
+            [
+                Duration::new(0, 1),
+                Duration::new(0, 999_999_999),
+                Duration::new(1, 500_000_007),
+                Duration::new(86_400 * 400, 123_456_789),
+            ]
+            .iter()
+            .all(|&d| match anchor.checked_add(d) {
+                Some(later) => {
+                    ClockReader::read(later).and_then(|l| Clock::between(a, l)) == Some(nanos(d))
+                        && later.duration_since(anchor) == d
+                }
+                None => true,
+            })
+        });
+        Clock { anchor, reading }
+    }
+
+    /// `at` as nanoseconds since the anchor (0 before it).
+    #[inline]
+    fn since_anchor(&self, at: Instant) -> u64 {
+        if let Some(a) = self.reading {
+            if let Some(n) = ClockReader::read(at).and_then(|r| Clock::between(a, r)) {
+                return n;
+            }
+        }
+        self.since_anchor_slowly(at)
+    }
+
+    /// [`Clock::since_anchor`] with `duration_since`.
+    #[cold]
+    #[inline(never)]
+    fn since_anchor_slowly(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.anchor))
+    }
+
+    /// The nanoseconds from reading `a` to reading `b`, if `b` is not earlier and they fit.
+    #[inline]
+    fn between(a: (i64, u32), b: (i64, u32)) -> Option<u64> {
+        let secs = u64::try_from(b.0.checked_sub(a.0)?).ok()?;
+        let n = secs
+            .checked_mul(1_000_000_000)?
+            .checked_add(u64::from(b.1))?
+            .checked_sub(u64::from(a.1))?;
+        Some(n)
+    }
+}
+
+/// Takes an `Instant`'s clock reading from its `Hash`: one `i64` (seconds) and one `u32`
+/// (nanoseconds) written in that order, nothing else.
+#[derive(Default)]
+struct ClockReader {
+    secs: i64,
+    nanos: u32,
+    /// Which of the two were written, in order: 1, then 2; anything else is 3.
+    seen: u8,
+}
+
+impl ClockReader {
+    #[inline]
+    fn read(at: Instant) -> Option<(i64, u32)> {
+        use std::hash::Hash;
+        let mut r = ClockReader::default();
+        at.hash(&mut r);
+        (r.seen == 2 && r.nanos < 1_000_000_000).then_some((r.secs, r.nanos))
+    }
+}
+
+impl std::hash::Hasher for ClockReader {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, _: &[u8]) {
+        self.seen = 3;
+    }
+    #[inline]
+    fn write_i64(&mut self, n: i64) {
+        self.secs = n;
+        self.seen = if self.seen == 0 { 1 } else { 3 };
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.nanos = n;
+        self.seen = if self.seen == 1 { 2 } else { 3 };
+    }
+}
+
+/// `d` in nanoseconds (saturating after 584 years).
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
 /// The three ends of the attempt notes: for the workers, the executor and the job log;
-/// `window` is the most records admitted but not yet written (the attempts are kept in
-/// slots by record, so that noting and taking one needs no hashing; the job log's thread
-/// is usually a few batches of records behind the assembler, so it has slots for those too,
-/// and a map beside them when it is further behind).
+/// `window` is the most records admitted but not yet written (the starts and the finished
+/// attempts are kept in slots by record, so that noting and taking one needs no hashing; the
+/// job log's thread is usually a few batches of records behind the assembler, so it has slots
+/// for those too, and a map beside them when it is further behind).
 pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
-    let starts = Starts::default();
+    // Every attempt starts after this moment: the workers are started after the notes.
+    let anchor = Instant::now();
+    let starts = Starts(Arc::new(StartTable::new(window, anchor)));
     let (tx, rx) = mpsc::channel();
     let (spare_tx, spare_rx) = mpsc::channel();
     let tracker = Tracker {
@@ -236,8 +556,10 @@ pub fn attempts(window: usize) -> (Starts, Tracker, Finished) {
     };
     let finished = Finished {
         rx,
-        started: IdSlots::new(window),
-        done: IdSlots::new(window.saturating_add(BATCH * 4)),
+        started: IdSlots::new(window.saturating_add(BATCH * 4)),
+        anchor,
+        clock: Clock::new(anchor),
+        last_end: (anchor, 0),
         spare: spare_tx,
     };
     (starts, tracker, finished)
@@ -310,24 +632,23 @@ pub struct JobLog {
     /// The job log is a device or a FIFO (`/dev/stderr`): written in place, never cut back
     /// and never fsynced.
     direct: bool,
-    /// Lines not yet written to `out`: at most about [`BUFFER`] bytes.
+    /// Lines not yet written to `out` are `buf[..used]`, at most about [`BUFFER`] bytes; `buf`
+    /// is longer by room for the longest line ([`ROOM`] and the file name), so that a line is
+    /// written in place, piece by piece, with no check for growth.
     buf: Vec<u8>,
-    /// The last input file name and its spelling in this format (padded to a [`Word`] too
-    /// when it fits one).
-    file: (String, String, Option<Word>),
+    used: usize,
+    /// The last input file name, and its spelling in this format with the next column's
+    /// separator (also as a block when it fits one).
+    file: (String, Vec<u8>, Option<Block<48>>),
     /// The index (among the run's inputs) of the file spelled in `file`, if it is one of them.
     file_index: Option<u32>,
-    /// The line being put together (kept, so that its bytes need no clearing per line).
-    line: Line,
+    /// What lines are put together from: the format's separators joined to the values that
+    /// repeat, and the numbers of the last line, kept to be counted up.
+    pieces: Pieces,
+    /// The last line, to be written over where the next one differs.
+    template: Template,
     /// A moment on both clocks, to turn an attempt's `Instant` into wall-clock time.
     base: (Instant, SystemTime),
-    /// `base`'s wall-clock time as time since the Unix epoch, worked out once (and again
-    /// only if `base` changes).
-    epoch: (SystemTime, Duration),
-    /// The last start's whole seconds since the epoch, and their digits with the point (and
-    /// how many bytes those are): the attempts of one second share them, so only the
-    /// milliseconds are formatted.
-    second: (u64, [u8; WORD], usize),
 }
 
 impl JobLog {
@@ -370,9 +691,10 @@ impl JobLog {
             file.seek(std::io::SeekFrom::Start(keep)).map_err(env)?;
             (file, keep)
         };
-        let mut buf = Vec::with_capacity(BUFFER + (4 << 10));
+        let mut buf = vec![0; BUFFER + ROOM];
+        let mut used = 0;
         if keep == 0 && format == Format::Tsv {
-            buf.extend_from_slice(TSV_HEADER.as_bytes());
+            put_slice(&mut buf, &mut used, TSV_HEADER.as_bytes());
         }
         let base = (Instant::now(), SystemTime::now());
         Ok(JobLog {
@@ -381,12 +703,12 @@ impl JobLog {
             out: file,
             direct,
             buf,
-            file: (String::new(), String::new(), None),
+            used,
+            file: (String::new(), Vec::new(), None),
             file_index: None,
-            line: Line::new(),
+            pieces: Pieces::new(format),
+            template: Template::default(),
             base,
-            epoch: (base.1, since_epoch(base.1)),
-            second: (u64::MAX, [0; WORD], 0),
         })
     }
 
@@ -434,10 +756,7 @@ impl JobLog {
             match message {
                 Message::Records(mut batch) => {
                     if let (None, Some(f)) = (&error, finished.as_mut()) {
-                        for r in &batch {
-                            self.write_note(f, names, r);
-                        }
-                        if let Err(e) = self.spill_io() {
+                        if let Err(e) = self.write_notes(f, names, &batch) {
                             failure.set(&e);
                             error = Some(e);
                         }
@@ -460,25 +779,65 @@ impl JobLog {
         }
         if error.is_some() {
             // Nothing more is written, not even when dropped.
-            self.buf.clear();
+            self.used = 0;
         }
     }
 
-    /// Appends the lines of record `r`'s attempts, taken from `finished`, to the buffer.
-    #[inline]
-    fn write_note(&mut self, finished: &mut Finished, names: &[String], r: &RecordNote) {
-        if self.file_index != Some(r.file_index) {
-            let name = names.get(r.file_index as usize).map_or("", String::as_str);
-            self.spell_file(name);
-            self.file_index = Some(r.file_index);
+    /// Appends the lines of the attempts of the records in `batch`, taken from `finished`, to
+    /// the buffer, writing the buffer to the file whenever it holds [`BUFFER`] bytes.
+    fn write_notes(
+        &mut self,
+        finished: &mut Finished,
+        names: &[String],
+        batch: &[RecordNote],
+    ) -> std::io::Result<()> {
+        let wall = self.wall_of(finished.anchor);
+        for r in batch {
+            if self.file_index != Some(r.file_index) {
+                let name = names.get(r.file_index as usize).map_or("", String::as_str);
+                self.spell_file(name);
+                self.file_index = Some(r.file_index);
+            }
+            for attempt in 1..=r.attempts {
+                let id = AttemptId {
+                    index: r.index,
+                    attempt,
+                };
+                let Some(e) = finished.take_one(id) else {
+                    continue;
+                };
+                let start = wall.0.saturating_add(e.start.saturating_sub(wall.1));
+                let fields = Fields {
+                    attempt,
+                    worker: e.worker,
+                    start: split_nanos(start),
+                    duration: split_nanos(e.end.saturating_sub(e.start)),
+                    ending: e.ending.unwrap_or(Ending::Failed),
+                    kind: e.kind,
+                };
+                self.line(r.line, r.seq, &fields);
+                if self.used >= BUFFER {
+                    self.write_buffer()?;
+                }
+            }
         }
-        for attempt in 1..=r.attempts {
-            let id = AttemptId {
-                index: r.index,
-                attempt,
-            };
-            if let Some(a) = finished.take_one(id) {
-                self.line(r.line, r.seq, &a);
+        Ok(())
+    }
+
+    /// The wall-clock time of `anchor` as nanoseconds since the Unix epoch, as a sum and a
+    /// deficit: an attempt `t` nanoseconds after `anchor` started at `sum + (t - deficit)`
+    /// (saturating; the deficit is not 0 only for an anchor before the epoch). The same
+    /// arithmetic as from [`JobLog::base`] directly, done once per batch instead of per line.
+    fn wall_of(&self, anchor: Instant) -> (u64, u64) {
+        let epoch = nanos(since_epoch(self.base.1));
+        match anchor.checked_duration_since(self.base.0) {
+            Some(after) => (epoch.saturating_add(nanos(after)), 0),
+            None => {
+                let before = nanos(self.base.0.duration_since(anchor));
+                match epoch.checked_sub(before) {
+                    Some(sum) => (sum, 0),
+                    None => (0, before - epoch),
+                }
             }
         }
     }
@@ -490,114 +849,106 @@ impl JobLog {
             return Ok(());
         }
         self.spell_file(file);
+        let epoch = since_epoch(self.base.1);
         for a in attempts {
-            self.line(line, seq, a);
+            // The wall-clock start: the base's, moved by the attempt's distance from the base
+            // on the monotonic clock.
+            let start = match a.start.checked_duration_since(self.base.0) {
+                Some(after) => epoch + after,
+                None => epoch.saturating_sub(self.base.0.duration_since(a.start)),
+            };
+            let fields = Fields {
+                attempt: a.attempt,
+                worker: a.worker.map_or(0, |w| w as u64),
+                start: (start.as_secs(), start.subsec_nanos()),
+                duration: (a.duration.as_secs(), a.duration.subsec_nanos()),
+                ending: a.ending,
+                kind: a.kind,
+            };
+            self.line(line, seq, &fields);
+            self.spill_io().map_err(|e| write_error(&self.path, &e))?;
         }
-        self.spill_io().map_err(|e| write_error(&self.path, &e))
+        Ok(())
     }
 
     /// Remembers how `file` is spelled in this format, unless it is the last file's name.
     fn spell_file(&mut self, file: &str) {
         if self.file.0 != file {
-            let spelled = match self.format {
+            let mut spelled = match self.format {
                 Format::Tsv if file.is_empty() => "-".to_string(),
                 Format::Tsv => file.replace(['\t', '\n', '\r'], " "),
                 Format::Jsonl => serde_json::to_string(file).unwrap_or_else(|_| "\"\"".into()),
-            };
-            let padded = (spelled.len() <= WORD).then(|| Word::new(spelled.as_bytes()));
-            self.file = (file.to_string(), spelled, padded);
+            }
+            .into_bytes();
+            spelled.extend_from_slice(self.pieces.after_file);
+            let block = Block::new(&[&spelled]);
+            // Room for the longest line with this name after the fullest buffer.
+            let room = BUFFER + ROOM + spelled.len();
+            if self.buf.len() < room {
+                self.buf.resize(room, 0);
+            }
+            self.file = (file.to_string(), spelled, block);
             self.file_index = None;
+            self.template.len = 0;
         }
     }
 
-    /// Appends attempt `a`'s line to the buffer (the file's spelling is `self.file.1`).
-    fn line(&mut self, line: u64, seq: u64, a: &Attempt) {
-        if self.epoch.0 != self.base.1 {
-            self.epoch = (self.base.1, since_epoch(self.base.1));
-        }
-        // The wall-clock start: the base's, moved by the attempt's distance from the base on
-        // the monotonic clock (one subtraction, no clock reading).
-        let since_epoch = match a.start.checked_duration_since(self.base.0) {
-            Some(after) => self.epoch.1 + after,
-            None => self
-                .epoch
-                .1
-                .saturating_sub(self.base.0.duration_since(a.start)),
-        };
-        let kind = a.kind.map(|k| k.name().as_bytes());
-        let outcome = a.ending.name();
-        // Put together in the line block, field by field at a cursor (fixed-size copies,
-        // digits written in place), and copied to the buffer once: a line per attempt of a
-        // million-record run must not cost a call per field.
-        let l = &mut self.line;
-        l.len = 0;
-        let b = &mut self.buf;
-        let file = (self.file.1.as_bytes(), self.file.2.as_ref());
-        match self.format {
-            Format::Tsv => {
-                l.number(seq + 1);
-                l.put(b"\t");
-                l.text(b, file.0, file.1);
-                l.put(b"\t");
-                l.number(line);
-                l.put(b"\t");
-                match a.worker {
-                    Some(w) => l.number(w as u64),
-                    None => l.put(b"-"),
-                }
-                l.put(b"\t");
-                l.start(&mut self.second, since_epoch);
-                l.put(b"\t");
-                l.decimal(a.duration.as_secs(), a.duration.subsec_millis(), 3);
-                l.put(b"\t");
-                l.word(outcome);
-                l.put(b"\t");
-                match kind {
-                    Some(k) => l.text(b, k, None),
-                    None => l.put(b"-"),
-                }
-                l.put(b"\t");
-                l.number(u64::from(a.attempt));
-                l.put(b"\n");
+    /// Appends one attempt's line to the buffer (the file's spelling is `self.file`): the
+    /// last line's bytes with the columns that changed written over (the usual line), or
+    /// spelled anew piece by piece when a column changed its width.
+    #[inline]
+    fn line(&mut self, line: u64, seq: u64, f: &Fields) {
+        let t = &mut self.template;
+        if !t.patch(line, seq + 1, f, self.pieces.micros) {
+            if self.file.1.len() > TEMPLATE_FILE {
+                // Too long for the template: spelled straight into the buffer.
+                t.len = 0;
+                let mut marks = Marks::default();
+                self.used = spell_line(
+                    &mut self.pieces,
+                    &self.file,
+                    &mut self.buf,
+                    self.used,
+                    (line, seq),
+                    f,
+                    &mut marks,
+                );
+                return;
             }
-            Format::Jsonl => {
-                l.put(b"{\"record\":");
-                l.number(seq + 1);
-                l.put(b",\"file\":");
-                l.text(b, file.0, file.1);
-                l.put(b",\"line\":");
-                l.number(line);
-                l.put(b",\"worker\":");
-                match a.worker {
-                    Some(w) => l.number(w as u64),
-                    None => l.put(b"null"),
-                }
-                l.put(b",\"start\":");
-                l.start(&mut self.second, since_epoch);
-                l.put(b",\"duration\":");
-                l.decimal(a.duration.as_secs(), a.duration.subsec_micros(), 6);
-                l.put(b",\"outcome\":\"");
-                l.word(outcome);
-                l.put(b"\",\"kind\":");
-                match kind {
-                    Some(k) => {
-                        l.put(b"\"");
-                        l.text(b, k, None);
-                        l.put(b"\"");
-                    }
-                    None => l.put(b"null"),
-                }
-                l.put(b",\"attempt\":");
-                l.number(u64::from(a.attempt));
-                l.put(b"}\n");
-            }
+            t.len = spell_line(
+                &mut self.pieces,
+                &self.file,
+                &mut t.bytes,
+                0,
+                (line, seq),
+                f,
+                &mut t.marks,
+            );
+            t.held = Held {
+                record: seq + 1,
+                line,
+                worker: f.worker,
+                second: f.start.0,
+                duration: f.duration.0,
+                ending: f.ending,
+                kind: f.kind,
+                attempt: f.attempt,
+            };
         }
-        b.extend_from_slice(l.bytes());
+        let (out, at, len) = (&mut self.buf[..], self.used, t.len);
+        // Copied in blocks of 64 bytes (a few moves each, no call), as many as the line needs.
+        let mut done = 0;
+        while done < len {
+            out[at + done..at + done + 64].copy_from_slice(&t.bytes[done..done + 64]);
+            done += 64;
+        }
+        self.used = at + len;
     }
 
     /// Writes the buffer to the file once it holds [`BUFFER`] bytes or more.
+    #[cfg(test)]
     fn spill_io(&mut self) -> std::io::Result<()> {
-        if self.buf.len() >= BUFFER {
+        if self.used >= BUFFER {
             self.write_buffer()?;
         }
         Ok(())
@@ -605,13 +956,13 @@ impl JobLog {
 
     /// Writes the whole buffer to the file.
     fn write_buffer(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
+        if self.used == 0 {
             return Ok(());
         }
-        let written = self.out.write_all(&self.buf);
+        let written = self.out.write_all(&self.buf[..self.used]);
         // Cleared also on failure: the run ends with this error, and the bytes are not tried
         // again when the job log is dropped.
-        self.buf.clear();
+        self.used = 0;
         written
     }
 
@@ -822,14 +1173,34 @@ fn since_epoch(at: SystemTime) -> Duration {
         .unwrap_or_default()
 }
 
-/// The longest line [`Line`] holds: the JSON spelling with every number at its longest (20
-/// digits) needs about 290 bytes, plus a file name and a failure kind of at most [`WORD`]
-/// bytes each (longer ones go to the buffer directly).
-const LINE: usize = 384;
+/// `n` nanoseconds as whole seconds and the nanoseconds left.
+#[inline(always)]
+fn split_nanos(n: u64) -> (u64, u32) {
+    let secs = n / 1_000_000_000;
+    (secs, (n - secs * 1_000_000_000) as u32)
+}
 
-/// The longest word [`Line::word`] copies as one block: outcome names, a short file name,
-/// and the whole seconds of a start with its point (21 bytes at most).
-const WORD: usize = 24;
+/// The columns of one line that change from attempt to attempt.
+struct Fields {
+    /// 1-based attempt number.
+    attempt: u32,
+    /// 1-based worker, 0 for none.
+    worker: u64,
+    /// The start as whole seconds and nanoseconds since the Unix epoch.
+    start: (u64, u32),
+    /// How long it took, as whole seconds and nanoseconds.
+    duration: (u64, u32),
+    ending: Ending,
+    kind: Option<DeadLetterKind>,
+}
+
+/// Room for the longest line after the fullest buffer, besides a long file name: every
+/// piece is copied as its whole block (at most 48 bytes; 13 pieces), numbers spelled in
+/// full take at most 20 bytes and a failure kind's name fewer than 32.
+const ROOM: usize = 1024;
+
+/// The workers and attempt numbers whose pieces are spelled ahead of time.
+const SPELLED: (usize, usize) = (256, 64);
 
 /// The two digits of 0..100, for writing numbers two digits per step.
 const PAIRS: &[u8; 200] = b"\
@@ -839,139 +1210,501 @@ const PAIRS: &[u8; 200] = b"\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
-/// A short byte string (at most [`WORD`] bytes) padded to a fixed-size block, so that it is
-/// copied without a call.
-struct Word {
-    bytes: [u8; WORD],
-    len: usize,
-}
-
-impl Word {
-    /// `s` padded (`s` is at most [`WORD`] bytes long).
-    const fn new(s: &[u8]) -> Word {
-        let mut bytes = [0u8; WORD];
-        let mut i = 0;
-        while i < s.len() {
-            bytes[i] = s[i];
-            i += 1;
-        }
-        Word {
-            bytes,
-            len: s.len(),
-        }
+/// The three digits of 0..1000 (and a fourth byte, so that each is copied as one word).
+static DIGITS3: [[u8; 4]; 1000] = {
+    let mut t = [[0u8; 4]; 1000];
+    let mut i = 0;
+    while i < 1000 {
+        t[i] = [
+            b'0' + (i / 100) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+            0,
+        ];
+        i += 1;
     }
-}
+    t
+};
 
-/// One job log line being put together: every field is written at a cursor
-/// with fixed-size copies and digits written in place, so that no field costs a call, and
-/// the line reaches the job log's buffer in one copy.
-struct Line {
-    bytes: [u8; LINE + WORD],
+/// A piece of a line of at most `N` bytes, padded to `N` so that it is copied as one
+/// fixed-size block (no call, no length-dependent loop) and the cursor moved by its length.
+#[derive(Debug, Clone, Copy)]
+struct Block<const N: usize> {
+    bytes: [u8; N],
     len: usize,
 }
 
-impl Line {
-    fn new() -> Line {
-        Line {
-            bytes: [0; LINE + WORD],
+impl<const N: usize> Block<N> {
+    /// `parts` one after the other, if they fit.
+    fn new(parts: &[&[u8]]) -> Option<Block<N>> {
+        let mut b = Block {
+            bytes: [0; N],
             len: 0,
+        };
+        for part in parts {
+            let end = b.len + part.len();
+            b.bytes.get_mut(b.len..end)?.copy_from_slice(part);
+            b.len = end;
+        }
+        Some(b)
+    }
+
+    /// `parts` one after the other; they fit (they are the format's own constants).
+    fn of(parts: &[&[u8]]) -> Block<N> {
+        Block::new(parts).expect("a job log piece longer than its block")
+    }
+}
+
+/// Copies block `b` to `out` at `at`, and moves `at` by its length.
+#[inline(always)]
+fn put<const N: usize>(out: &mut [u8], at: &mut usize, b: &Block<N>) {
+    out[*at..*at + N].copy_from_slice(&b.bytes);
+    *at += b.len;
+}
+
+/// Copies `s` to `out` at `at`, and moves `at` by its length.
+#[inline(always)]
+fn put_array<const N: usize>(out: &mut [u8], at: &mut usize, s: &[u8; N]) {
+    out[*at..*at + N].copy_from_slice(s);
+    *at += N;
+}
+
+/// Copies `s` (of any length) to `out` at `at`, and moves `at` by its length.
+#[inline]
+fn put_slice(out: &mut [u8], at: &mut usize, s: &[u8]) {
+    out[*at..*at + s.len()].copy_from_slice(s);
+    *at += s.len();
+}
+
+/// Writes `n` in decimal to `out` at `at`, and moves `at` by its length.
+#[inline]
+fn put_number(out: &mut [u8], at: &mut usize, n: u64) {
+    let digits = decimal_digits(n);
+    write_digits(&mut out[*at..*at + digits], n);
+    *at += digits;
+}
+
+/// How many decimal digits `n` has.
+#[inline]
+fn decimal_digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// A number column and the separator after it, kept from line to line: a number one more
+/// than the last is counted up in its last digit (the record and line numbers of a run go
+/// up by one from line to line, the start's seconds by one from second to second), any
+/// other is spelled anew.
+struct Counter {
+    /// The number spelled in `block`.
+    n: u64,
+    /// How many digits it has.
+    digits: usize,
+    /// The digits and `after`.
+    block: Block<40>,
+    /// What follows the number.
+    after: Block<16>,
+}
+
+impl Counter {
+    fn new(after: &[u8]) -> Counter {
+        let mut c = Counter {
+            n: 0,
+            digits: 1,
+            block: Block::of(&[]),
+            after: Block::of(&[after]),
+        };
+        c.spell(0);
+        c
+    }
+
+    /// Makes `block` spell `n`.
+    #[inline(always)]
+    fn set(&mut self, n: u64) {
+        if n != self.n {
+            self.next(n);
         }
     }
 
-    /// What was written so far.
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    /// Appends `s`, a constant of the format (its length is known where this is inlined).
-    #[inline(always)]
-    fn put<const N: usize>(&mut self, s: &[u8; N]) {
-        self.bytes[self.len..self.len + N].copy_from_slice(s);
-        self.len += N;
-    }
-
-    /// Appends `w`: its fixed-size block is copied and the cursor moved by its length.
-    #[inline(always)]
-    fn word(&mut self, w: &Word) {
-        self.bytes[self.len..self.len + WORD].copy_from_slice(&w.bytes);
-        self.len += w.len;
-    }
-
-    /// Appends `text` (a file name's spelling, or a failure kind): as the fixed-size block
-    /// `padded` when there is one, else copied when it fits [`WORD`] bytes, else written to
-    /// `out` directly, after what the line holds so far.
     #[inline]
-    fn text(&mut self, out: &mut Vec<u8>, text: &[u8], padded: Option<&Word>) {
-        if let Some(w) = padded {
-            self.word(w);
-        } else if text.len() <= WORD {
-            self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
-            self.len += text.len();
+    fn next(&mut self, n: u64) {
+        let last = &mut self.block.bytes[self.digits - 1];
+        if n != 0 && n - 1 == self.n && *last != b'9' {
+            *last += 1;
+            self.n = n;
         } else {
-            out.extend_from_slice(self.bytes());
-            out.extend_from_slice(text);
+            self.spell(n);
+        }
+    }
+
+    fn spell(&mut self, n: u64) {
+        let digits = decimal_digits(n);
+        write_digits(&mut self.block.bytes[..digits], n);
+        self.block.bytes[digits..digits + 16].copy_from_slice(&self.after.bytes);
+        self.block.len = digits + self.after.len;
+        self.digits = digits;
+        self.n = n;
+    }
+}
+
+/// What a format's lines are put together from, each piece with the separator that follows
+/// it, so that a line of the usual attempt is about a dozen block copies.
+struct Pieces {
+    /// Before the record number.
+    prefix: Block<16>,
+    /// The record number, then the separator before the file name.
+    record: Counter,
+    /// What follows the file name (part of the file's spelling).
+    after_file: &'static [u8],
+    /// The line number, then the separator before the worker.
+    line: Counter,
+    /// Worker `w` (1-based; 0 for none), then the separator before the start.
+    workers: Vec<Block<40>>,
+    /// The separator after a worker not in `workers`.
+    after_worker: Block<16>,
+    /// The start's whole seconds and the point.
+    second: Counter,
+    /// The start's milliseconds, then the separator before the duration.
+    start_frac: Box<[Block<16>; 1000]>,
+    /// The duration's fraction has six digits (else three).
+    micros: bool,
+    /// The duration's last three digits, then the separator before the outcome.
+    duration_frac: Box<[Block<16>; 1000]>,
+    /// By [`Ending::slot`]: the outcome, no kind, and the separator before the attempt.
+    endings: [Block<48>; 3],
+    /// By [`Ending::slot`]: the outcome and what comes before a kind.
+    outcomes: [Block<32>; 3],
+    /// What follows a kind, up to the attempt number.
+    after_kind: Block<16>,
+    /// Attempt `n` (1-based), then the end of the line.
+    attempts: Vec<Block<16>>,
+    /// The end of the line after an attempt not in `attempts`.
+    end: Block<16>,
+}
+
+impl Pieces {
+    fn new(format: Format) -> Pieces {
+        struct Spelling {
+            prefix: &'static [u8],
+            after_record: &'static [u8],
+            after_file: &'static [u8],
+            after_line: &'static [u8],
+            no_worker: &'static [u8],
+            after_worker: &'static [u8],
+            after_start: &'static [u8],
+            after_duration: &'static [u8],
+            no_kind: &'static [u8],
+            before_kind: &'static [u8],
+            after_kind: &'static [u8],
+            end: &'static [u8],
+        }
+        let s = match format {
+            Format::Tsv => Spelling {
+                prefix: b"",
+                after_record: b"\t",
+                after_file: b"\t",
+                after_line: b"\t",
+                no_worker: b"-",
+                after_worker: b"\t",
+                after_start: b"\t",
+                after_duration: b"\t",
+                no_kind: b"\t-\t",
+                before_kind: b"\t",
+                after_kind: b"\t",
+                end: b"\n",
+            },
+            Format::Jsonl => Spelling {
+                prefix: b"{\"record\":",
+                after_record: b",\"file\":",
+                after_file: b",\"line\":",
+                after_line: b",\"worker\":",
+                no_worker: b"null",
+                after_worker: b",\"start\":",
+                after_start: b",\"duration\":",
+                after_duration: b",\"outcome\":\"",
+                no_kind: b"\",\"kind\":null,\"attempt\":",
+                before_kind: b"\",\"kind\":\"",
+                after_kind: b"\",\"attempt\":",
+                end: b"}\n",
+            },
+        };
+        let workers = (0..=SPELLED.0)
+            .map(|w| {
+                let digits = if w == 0 {
+                    s.no_worker.to_vec()
+                } else {
+                    w.to_string().into_bytes()
+                };
+                Block::of(&[&digits, s.after_worker])
+            })
+            .collect();
+        let attempts = (0..=SPELLED.1)
+            .map(|n| Block::of(&[n.to_string().as_bytes(), s.end]))
+            .collect();
+        let table = |after: &[u8]| -> Box<[Block<16>; 1000]> {
+            let t: Vec<Block<16>> = DIGITS3
+                .iter()
+                .map(|d| Block::of(&[&d[..3], after]))
+                .collect();
+            t.into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("1000 entries"))
+        };
+        Pieces {
+            prefix: Block::of(&[s.prefix]),
+            record: Counter::new(s.after_record),
+            after_file: s.after_file,
+            line: Counter::new(s.after_line),
+            workers,
+            after_worker: Block::of(&[s.after_worker]),
+            second: Counter::new(b"."),
+            start_frac: table(s.after_start),
+            micros: format == Format::Jsonl,
+            duration_frac: table(s.after_duration),
+            endings: Ending::ALL.map(|e| Block::of(&[e.name().as_bytes(), s.no_kind])),
+            outcomes: Ending::ALL.map(|e| Block::of(&[e.name().as_bytes(), s.before_kind])),
+            after_kind: Block::of(&[s.after_kind]),
+            attempts,
+            end: Block::of(&[s.end]),
+        }
+    }
+}
+
+/// Spells one attempt's line into `out` at `at`, piece by piece: each piece a fixed-size
+/// block copied and the cursor moved by its length; the record and line numbers and the
+/// start's seconds counted up in place from the last line's, the milliseconds taken from a
+/// table. Notes in `marks` where the columns that a later line may write over are, and
+/// returns where the line ends.
+#[inline]
+fn spell_line(
+    p: &mut Pieces,
+    file: &(String, Vec<u8>, Option<Block<48>>),
+    out: &mut [u8],
+    mut at: usize,
+    (line, seq): (u64, u64),
+    f: &Fields,
+    marks: &mut Marks,
+) -> usize {
+    put(out, &mut at, &p.prefix);
+    p.record.set(seq + 1);
+    marks.record = (at, at + p.record.digits);
+    put(out, &mut at, &p.record.block);
+    match &file.2 {
+        Some(b) => put(out, &mut at, b),
+        None => put_slice(out, &mut at, &file.1),
+    }
+    p.line.set(line);
+    marks.line = (at, at + p.line.digits);
+    put(out, &mut at, &p.line.block);
+    marks.worker = at;
+    match p.workers.get(f.worker as usize) {
+        Some(b) => put(out, &mut at, b),
+        None => {
+            put_number(out, &mut at, f.worker);
+            put(out, &mut at, &p.after_worker);
+        }
+    }
+    p.second.set(f.start.0);
+    put(out, &mut at, &p.second.block);
+    marks.millis = at;
+    put(
+        out,
+        &mut at,
+        &p.start_frac[(f.start.1 / 1_000_000) as usize],
+    );
+    let (secs, nanos) = f.duration;
+    marks.duration = at;
+    if secs < 10 {
+        put_array(out, &mut at, &[b'0' + secs as u8, b'.']);
+    } else {
+        put_number(out, &mut at, secs);
+        put_array(out, &mut at, b".");
+    }
+    marks.fraction = at;
+    if p.micros {
+        let micros = nanos / 1_000;
+        put_array(out, &mut at, &DIGITS3[(micros / 1_000) as usize]);
+        at -= 1;
+        put(out, &mut at, &p.duration_frac[(micros % 1_000) as usize]);
+    } else {
+        put(out, &mut at, &p.duration_frac[(nanos / 1_000_000) as usize]);
+    }
+    match f.kind {
+        None => put(out, &mut at, &p.endings[f.ending.slot()]),
+        Some(k) => {
+            put(out, &mut at, &p.outcomes[f.ending.slot()]);
+            put_slice(out, &mut at, k.name().as_bytes());
+            put(out, &mut at, &p.after_kind);
+        }
+    }
+    marks.attempt = at;
+    match p.attempts.get(f.attempt as usize) {
+        Some(b) if f.attempt != 0 => put(out, &mut at, b),
+        _ => {
+            put_number(out, &mut at, u64::from(f.attempt));
+            put(out, &mut at, &p.end);
+        }
+    }
+    at
+}
+
+/// How many bytes a [`Template`] holds: a line whose file name's spelling is at most
+/// [`TEMPLATE_FILE`] bytes, with every piece copied as its whole block.
+const TEMPLATE: usize = 512;
+
+/// The longest file name spelling a [`Template`] takes (longer ones are spelled straight
+/// into the buffer, line by line).
+const TEMPLATE_FILE: usize = 64;
+
+/// Where the columns of a spelled line that a later line may write over are.
+#[derive(Debug, Default, Clone, Copy)]
+struct Marks {
+    /// The record number's digits.
+    record: (usize, usize),
+    /// The line number's digits.
+    line: (usize, usize),
+    /// The worker's (one digit, when it is one).
+    worker: usize,
+    /// The start's milliseconds.
+    millis: usize,
+    /// The duration's whole seconds (one digit, when they are one).
+    duration: usize,
+    /// The duration's fraction (three or six digits).
+    fraction: usize,
+    /// The attempt number (one digit, when it is one).
+    attempt: usize,
+}
+
+/// The values a [`Template`]'s line spells, where a later line may differ.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    record: u64,
+    line: u64,
+    worker: u64,
+    second: u64,
+    duration: u64,
+    ending: Ending,
+    kind: Option<DeadLetterKind>,
+    attempt: u32,
+}
+
+/// The last line spelled, kept so that the next one is that line with a few digits written
+/// over: the record and line numbers counted up in place, the worker, the milliseconds, the
+/// duration and the attempt number written at their marks. A line whose columns would
+/// change width (a number gaining a digit, another second, another outcome, a worker or
+/// attempt number of two digits) is spelled anew.
+struct Template {
+    bytes: [u8; TEMPLATE],
+    /// The line's length; 0 when there is none to write over.
+    len: usize,
+    marks: Marks,
+    held: Held,
+}
+
+impl Default for Template {
+    fn default() -> Template {
+        Template {
+            bytes: [0; TEMPLATE],
+            len: 0,
+            marks: Marks::default(),
+            held: Held {
+                record: 0,
+                line: 0,
+                worker: 0,
+                second: 0,
+                duration: 0,
+                ending: Ending::Failed,
+                kind: None,
+                attempt: 0,
+            },
+        }
+    }
+}
+
+impl Template {
+    /// Makes the line spell record `record`'s attempt `f` read at `line`, if only digits
+    /// change in place; else says no (and the line is to be spelled anew).
+    #[inline]
+    fn patch(&mut self, line: u64, record: u64, f: &Fields, micros: bool) -> bool {
+        let h = &mut self.held;
+        let one_digit = |n: u64| n.wrapping_sub(1) < 9;
+        if self.len == 0
+            || f.start.0 != h.second
+            || f.ending != h.ending
+            || f.kind != h.kind
+            || (f.worker != h.worker && !(one_digit(f.worker) && one_digit(h.worker)))
+            || (f.duration.0 != h.duration && (f.duration.0 >= 10 || h.duration >= 10))
+            || (f.attempt != h.attempt
+                && !(one_digit(u64::from(f.attempt)) && one_digit(u64::from(h.attempt))))
+        {
+            return false;
+        }
+        let m = &self.marks;
+        let b = &mut self.bytes;
+        if !count_up(b, m.record, &mut h.record, record) || !count_up(b, m.line, &mut h.line, line)
+        {
             self.len = 0;
+            return false;
         }
-    }
-
-    /// Appends `n` in decimal, two digits per step, written in place (one digit, the
-    /// usual worker, attempt and whole seconds of a duration, without counting digits).
-    #[inline(always)]
-    fn number(&mut self, n: u64) {
-        if n < 10 {
-            self.bytes[self.len] = b'0' + n as u8;
-            self.len += 1;
+        if f.worker != h.worker {
+            b[m.worker] = b'0' + f.worker as u8;
+            h.worker = f.worker;
+        }
+        let millis = (f.start.1 / 1_000_000) as usize;
+        b[m.millis..m.millis + 3].copy_from_slice(&DIGITS3[millis][..3]);
+        if f.duration.0 != h.duration {
+            b[m.duration] = b'0' + f.duration.0 as u8;
+            h.duration = f.duration.0;
+        }
+        if micros {
+            let micros = (f.duration.1 / 1_000) as usize;
+            b[m.fraction..m.fraction + 3].copy_from_slice(&DIGITS3[micros / 1_000][..3]);
+            b[m.fraction + 3..m.fraction + 6].copy_from_slice(&DIGITS3[micros % 1_000][..3]);
         } else {
-            self.long_number(n);
+            let millis = (f.duration.1 / 1_000_000) as usize;
+            b[m.fraction..m.fraction + 3].copy_from_slice(&DIGITS3[millis][..3]);
         }
-    }
-
-    /// Appends `n` (10 or more) in decimal.
-    #[inline]
-    fn long_number(&mut self, n: u64) {
-        let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
-        let out = &mut self.bytes[self.len..self.len + digits];
-        write_digits(out, n);
-        self.len += digits;
-    }
-
-    /// Appends a start time (`since_epoch`) with milliseconds, the whole seconds and the
-    /// point copied from `second` when they are its seconds (else formatted and kept there).
-    #[inline]
-    fn start(&mut self, second: &mut (u64, [u8; WORD], usize), since_epoch: Duration) {
-        let secs = since_epoch.as_secs();
-        if second.0 != secs {
-            let digits = secs.checked_ilog10().map_or(1, |l| l as usize + 1);
-            write_digits(&mut second.1[..digits], secs);
-            second.1[digits] = b'.';
-            second.2 = digits + 1;
-            second.0 = secs;
+        if f.attempt != h.attempt {
+            b[m.attempt] = b'0' + f.attempt as u8;
+            h.attempt = f.attempt;
         }
-        self.bytes[self.len..self.len + WORD].copy_from_slice(&second.1);
-        self.len += second.2;
-        let ms = since_epoch.subsec_millis();
-        self.put(&[
-            b'0' + (ms / 100) as u8,
-            b'0' + (ms / 10 % 10) as u8,
-            b'0' + (ms % 10) as u8,
-        ]);
+        true
     }
+}
 
-    /// Appends `whole.fraction` with `places` digits after the point (`fraction` <
-    /// 10^places; `places` is 3 or 6).
-    #[inline]
-    fn decimal(&mut self, whole: u64, fraction: u32, places: usize) {
-        self.number(whole);
-        let mut digits = [b'.', 0, 0, 0, 0, 0, 0];
-        let mut f = fraction;
-        for d in digits[1..=places].iter_mut().rev() {
-            *d = b'0' + (f % 10) as u8;
-            f /= 10;
-        }
-        self.put(&digits);
-        // Only `places` digits were meant: the rest of the block is written over next.
-        self.len -= 6 - places;
+/// Makes the digits `digits` of `bytes`, which spell `held`, spell `n`, if `n` is `held` or
+/// one more with as many digits; else says no (the digits may then be spoilt).
+#[inline(always)]
+fn count_up(bytes: &mut [u8; TEMPLATE], digits: (usize, usize), held: &mut u64, n: u64) -> bool {
+    if n == *held {
+        return true;
     }
+    if n.wrapping_sub(*held) != 1 || n == 0 {
+        return false;
+    }
+    // The last digit (its place is inside the template: the mask only spares a bounds check).
+    let last = &mut bytes[(digits.1 - 1) & (TEMPLATE - 1)];
+    if *last != b'9' {
+        *last += 1;
+        *held = n;
+        return true;
+    }
+    count_up_carrying(bytes, digits, held, n)
+}
+
+/// [`count_up`] past a 9.
+#[cold]
+fn count_up_carrying(bytes: &mut [u8], digits: (usize, usize), held: &mut u64, n: u64) -> bool {
+    let mut i = digits.1;
+    while i > digits.0 {
+        i -= 1;
+        if bytes[i] != b'9' {
+            bytes[i] += 1;
+            *held = n;
+            return true;
+        }
+        bytes[i] = b'0';
+    }
+    false
 }
 
 /// Writes `n`'s decimal digits into `out`, which is exactly as long as they are.
@@ -1048,6 +1781,183 @@ mod tests {
             ending,
             kind: (ending == Ending::Failed).then_some(DeadLetterKind::Reported),
         }
+    }
+
+    /// A line as `format!` spells it: what the job log's pieces and template must match.
+    fn reference(format: Format, file: &str, line: u64, seq: u64, f: &Fields) -> String {
+        let start = format!("{}.{:03}", f.start.0, f.start.1 / 1_000_000);
+        let ending = f.ending.name();
+        match format {
+            Format::Tsv => {
+                let file = if file.is_empty() {
+                    "-".to_string()
+                } else {
+                    file.replace(['\t', '\n', '\r'], " ")
+                };
+                let worker = match f.worker {
+                    0 => "-".to_string(),
+                    w => w.to_string(),
+                };
+                let duration = format!("{}.{:03}", f.duration.0, f.duration.1 / 1_000_000);
+                let kind = f.kind.map_or("-", |k| k.name());
+                format!(
+                    "{}\t{file}\t{line}\t{worker}\t{start}\t{duration}\t{ending}\t{kind}\t{}\n",
+                    u128::from(seq) + 1,
+                    f.attempt
+                )
+            }
+            Format::Jsonl => {
+                let file = serde_json::to_string(file).unwrap();
+                let worker = match f.worker {
+                    0 => "null".to_string(),
+                    w => w.to_string(),
+                };
+                let duration = format!("{}.{:06}", f.duration.0, f.duration.1 / 1_000);
+                let kind = f
+                    .kind
+                    .map_or("null".to_string(), |k| format!("\"{}\"", k.name()));
+                format!(
+                    "{{\"record\":{},\"file\":{file},\"line\":{line},\"worker\":{worker},\"start\":{start},\"duration\":{duration},\"outcome\":\"{ending}\",\"kind\":{kind},\"attempt\":{}}}\n",
+                    u128::from(seq) + 1,
+                    f.attempt
+                )
+            }
+        }
+    }
+
+    /// A small seeded generator (xorshift64*), so that the test is the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[self.below(from.len() as u64) as usize]
+        }
+    }
+
+    #[test]
+    fn lines_match_format_on_random_runs_of_attempts() {
+        let long = "d/".repeat(40) + "in.csv";
+        let files = [
+            "in.csv".to_string(),
+            String::new(),
+            "a\tb \"q\" \u{e9}.csv".to_string(),
+            "x".repeat(46),
+            "x".repeat(47),
+            "x".repeat(63),
+            "x".repeat(64),
+            long,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (format, name) in [(Format::Tsv, "jobs.tsv"), (Format::Jsonl, "jobs.jsonl")] {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            let mut log = JobLog::open(&dir.path().join(name), None).unwrap();
+            log.used = 0;
+            let (mut seq, mut line, mut second) = (0u64, 2u64, 1_764_000_000u64);
+            let mut file = files[0].clone();
+            let mut want = String::new();
+            for n in 0..200_000u32 {
+                // Mostly the next record one line further; now and then a jump (to just
+                // below a power of ten, to the largest numbers), a retry, another file.
+                match rng.below(100) {
+                    0 => {
+                        let any = rng.next();
+                        seq = rng.pick(&[0, 8, 98, 998, 99_998, u64::MAX - 3, any >> 1]);
+                        line = rng.pick(&[0, 9, 99, 9_999, u64::MAX - 2, any]);
+                    }
+                    1 => file = files[rng.below(files.len() as u64) as usize].clone(),
+                    2..=4 => {}
+                    _ => {
+                        seq = if seq >= u64::MAX - 1 { 0 } else { seq + 1 };
+                        line = line.wrapping_add(1 + u64::from(rng.below(50) == 0));
+                    }
+                }
+                match rng.below(1000) {
+                    0 => {
+                        let shift = rng.below(64);
+                        second = rng.next() >> shift;
+                    }
+                    1..=20 => second += 1,
+                    _ => {}
+                }
+                let f = Fields {
+                    attempt: match rng.below(50) {
+                        0 => rng.pick(&[0, 9, 10, 64, 65, 99, u32::MAX]),
+                        1..=5 => rng.below(9) as u32 + 1,
+                        _ => 1,
+                    },
+                    worker: match rng.below(50) {
+                        0 => rng.pick(&[0, 9, 10, 99, 256, 257, u64::MAX]),
+                        _ => rng.below(4) + 1,
+                    },
+                    start: (second, rng.below(1_000_000_000) as u32),
+                    duration: (
+                        match rng.below(50) {
+                            0 => rng.pick(&[9, 10, 99, 12_345, u64::MAX]),
+                            _ => rng.below(2),
+                        },
+                        rng.below(1_000_000_000) as u32,
+                    ),
+                    ending: match rng.below(20) {
+                        0 => Ending::Filtered,
+                        1 => Ending::Failed,
+                        _ => Ending::Succeeded,
+                    },
+                    kind: match rng.below(20) {
+                        0 => Some(rng.pick(&DeadLetterKind::ALL)),
+                        _ => None,
+                    },
+                };
+                log.spell_file(&file);
+                log.line(line, seq, &f);
+                want.push_str(&reference(format, &file, line, seq, &f));
+                if log.used >= BUFFER || n % 997 == 0 {
+                    let got = String::from_utf8(log.buf[..log.used].to_vec()).unwrap();
+                    assert_eq!(got, want, "{name}, line {n}");
+                    log.used = 0;
+                    want.clear();
+                }
+            }
+            let got = String::from_utf8(log.buf[..log.used].to_vec()).unwrap();
+            assert_eq!(got, want, "{name}");
+            log.used = 0;
+        }
+    }
+
+    #[test]
+    fn the_clock_reads_instants_as_duration_since_does() {
+        let anchor = Instant::now();
+        let clock = Clock::new(anchor);
+        // Where the standard library's `Instant` hashes its clock reading (every Unix so
+        // far), the cheap reading is used; a change there shows here.
+        #[cfg(unix)]
+        assert!(
+            clock.reading.is_some(),
+            "Instant is read with duration_since only"
+        );
+        let mut rng = Rng(7);
+        for _ in 0..100_000 {
+            let d = Duration::new(rng.below(1 << 34), rng.below(1_000_000_000) as u32);
+            let Some(later) = anchor.checked_add(d) else {
+                continue;
+            };
+            assert_eq!(clock.since_anchor(later), nanos(d), "{d:?}");
+            if let Some(earlier) = anchor.checked_sub(d) {
+                // Before the anchor: 0, as `saturating_duration_since` says.
+                assert_eq!(clock.since_anchor(earlier), 0, "-{d:?}");
+            }
+        }
+        assert_eq!(clock.since_anchor(anchor), 0);
+        let now = Instant::now();
+        assert_eq!(clock.since_anchor(now), nanos(now.duration_since(anchor)));
     }
 
     #[test]
@@ -1296,6 +2206,64 @@ mod tests {
         }
         drop(writer);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn starts_from_many_threads_and_sent_again_join_their_ends() {
+        // 64 slots for 4,000 attempts in flight at once: most starts go beside the slots.
+        let (starts, mut tracker, mut finished) = attempts(64);
+        let records = 4_000u64;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let starts = starts.clone();
+                std::thread::spawn(move || {
+                    for index in (t..records).step_by(4) {
+                        let id = AttemptId { index, attempt: 1 };
+                        starts.on_worker(id, t as usize, Instant::now());
+                        // Sent again to another worker after a restart: the later start counts.
+                        if index % 7 == 0 {
+                            starts.on_worker(id, t as usize + 4, Instant::now());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let now = Instant::now();
+        for index in 0..records {
+            let id = AttemptId { index, attempt: 1 };
+            if index % 11 == 0 {
+                tracker.abandoned(id);
+            } else {
+                tracker.finished(id, now, Ending::Succeeded, None, None);
+            }
+            if index % 500 == 499 {
+                tracker.send();
+            }
+        }
+        tracker.send();
+        let mut got = Vec::new();
+        for index in 0..records {
+            got.clear();
+            finished.take(index, 1, &mut got);
+            if index % 11 == 0 {
+                assert!(got.is_empty(), "{index}");
+                continue;
+            }
+            let t = index as usize % 4;
+            let worker = if index % 7 == 0 { t + 5 } else { t + 1 };
+            assert_eq!(got.len(), 1, "{index}");
+            assert_eq!(got[0].worker, Some(worker), "{index}");
+            assert!(got[0].start <= now && got[0].start + got[0].duration == now);
+        }
+        assert!(finished.started.is_empty());
+        assert!(starts
+            .0
+            .slots
+            .iter()
+            .all(|s| s.key.load(Ordering::Relaxed) == 0));
     }
 
     #[test]

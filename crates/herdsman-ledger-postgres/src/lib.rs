@@ -830,9 +830,7 @@ impl PostgresLedger {
         let rising = batch.windows(2).all(|w| {
             w[1].1.output_end >= w[0].1.output_end && w[1].1.failures_end >= w[0].1.failures_end
         });
-        let many = (batch.len() > 1 && rising)
-            .then(|| BatchArrays::of(batch, &prepared))
-            .transpose()?;
+        let many = (batch.len() > 1 && rising).then(|| BatchArrays::of(batch, &prepared));
         let (results, rows) = self.run(
             || format!("commit {} chunks and claim the next", batch.len()),
             |conn, retry| {
@@ -1544,7 +1542,7 @@ impl BatchArrays {
     fn of(
         batch: &[(Claim, ChunkCommit, Vec<String>)],
         prepared: &[(CommitValues, i64, i64)],
-    ) -> Result<BatchArrays, LedgerError> {
+    ) -> BatchArrays {
         let mut a = BatchArrays {
             chunks: Vec::with_capacity(batch.len()),
             attempts: Vec::with_capacity(batch.len()),
@@ -1566,7 +1564,7 @@ impl BatchArrays {
             a.parts
                 .push(serde_json::to_string(parts).expect("a list of strings always serializes"));
         }
-        Ok(a)
+        a
     }
 
     /// The statement's parameters, in its order.

@@ -380,12 +380,12 @@ impl crate::assemble::Sinks for PartSinks {
             .unwrap_or_else(|p| p.into_inner())
             .get(&chunk)
             .map_or(0, |c| c.attempt);
-        let dir = self.store.staging_dir().to_path_buf();
+        let dir = self.store.staging_dir();
         if !self.dir_made {
             // Once per pass, not once per chunk.
-            std::fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
+            std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
                 action: "create",
-                path: dir.clone(),
+                path: dir.to_path_buf(),
                 source,
             })?;
             self.dir_made = true;
@@ -428,23 +428,20 @@ impl crate::assemble::Sinks for PartSinks {
         }
     }
     fn write_output(&mut self, json: &[u8]) -> Result<(), SinkError> {
-        if let Some(Segment { sink, .. }) = self.segments.as_mut().and_then(|s| s.output.as_mut()) {
-            // A range: begin_chunk opened the segment.
-            return sink.write_record(json);
+        if let Target::Files(files) = &mut self.current()?.target {
+            return files.output.write_record(json);
         }
-        match &mut self.current()?.target {
-            Target::Files(files) => files.output.write_record(json),
-            Target::Ranges { .. } => self.segment(false)?.sink.write_record(json),
-        }
+        // A range: begin_chunk opened the segment.
+        self.segment(false)?.sink.write_record(json)
     }
     fn write_failure(&mut self, json: &[u8]) -> Result<(), SinkError> {
-        let dir = self.store.staging_dir().to_path_buf();
+        let store = self.store.clone();
         let c = self.current()?;
         match &mut c.target {
             Target::Files(files) => {
                 let failures = &mut files.failures;
                 if failures.is_none() {
-                    let path = dir.join(format!(
+                    let path = store.staging_dir().join(format!(
                         "{}{FAILURES_SUFFIX}",
                         part_name(c.chunk, c.attempt)
                     ));

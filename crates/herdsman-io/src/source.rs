@@ -265,6 +265,40 @@ impl Source {
             .map(|r| r.map(|(pos, ())| pos))
     }
 
+    /// Moves past up to `max` records without decoding them and returns how many it moved
+    /// past (fewer only at the end of the inputs or the end cut): the records `max` calls
+    /// of [`Source::skip_record`] would pass, with the same [`Source::next_position`]
+    /// after them, but whole buffered lines of text inputs at a time.
+    pub fn skip_records(&mut self, max: usize) -> Result<usize, SourceError> {
+        let mut n = 0usize;
+        while n < max {
+            // Several at once only where no end cut can fall between them.
+            if let (None, false, Some((index, reader))) =
+                (self.end, self.failed, self.current.as_mut())
+            {
+                let k = match reader.skip_buffered(max - n) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        self.failed = true;
+                        return Err(e);
+                    }
+                };
+                if k > 0 {
+                    self.seq += k as u64;
+                    self.next_pos = Position::at(*index, reader.next_location(), self.seq);
+                    n += k;
+                    continue;
+                }
+            }
+            match self.skip_record() {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(_)) => n += 1,
+            }
+        }
+        Ok(n)
+    }
+
     /// One step of the source: `read` takes the next record of the open input (its
     /// location and what it carries), the source numbers it, moves to the next input at
     /// the end of one, and stops at the end cut.
@@ -349,4 +383,85 @@ pub fn check_csv_headers(inputs: &[InputSpec], opts: &SourceOptions) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Format;
+    use proptest::prelude::*;
+
+    /// Bytes that make text formats decide things: line breaks, blanks, quotes, bad UTF-8.
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b'a'),
+                Just(b'1'),
+                Just(b' '),
+                Just(b'\t'),
+                Just(b'\r'),
+                Just(b'\n'),
+                Just(b'\n'),
+                Just(b'"'),
+                Just(b','),
+                Just(b'{'),
+                Just(0xe9u8),
+            ],
+            0..200,
+        )
+    }
+
+    proptest! {
+        /// `skip_records(k)` passes exactly the records `k` calls of `skip_record` pass, and
+        /// ends at the same position, whatever the steps, buffer size, cap and format.
+        #[test]
+        fn skipping_many_passes_what_skipping_one_by_one_passes(
+            first in text(),
+            second in text(),
+            steps in proptest::collection::vec(0usize..7, 1..40),
+            format in prop_oneof![Just(Format::Lines), Just(Format::Jsonl), Just(Format::Csv)],
+            buffer in prop_oneof![Just(5usize), Just(64), Just(crate::input::READ_BUF)],
+            cap in prop_oneof![Just(4usize), Just(1usize << 20)],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let inputs: Vec<InputSpec> = [first, second]
+                .iter()
+                .enumerate()
+                .map(|(i, data)| {
+                    let p = dir.path().join(format!("{i}.in"));
+                    std::fs::write(&p, data).unwrap();
+                    InputSpec { path: InputPath::File(p), format }
+                })
+                .collect();
+            let opts = SourceOptions {
+                max_record_bytes: cap,
+                read_buffer_bytes: buffer,
+                ..SourceOptions::default()
+            };
+            // A CSV header that is not UTF-8 is refused when opened, whichever way it is read.
+            let (Ok(mut many), Ok(mut one)) = (
+                Source::open(inputs.clone(), opts.clone(), None),
+                Source::open(inputs, opts, None),
+            ) else {
+                return Ok(());
+            };
+            for k in steps.iter().copied().cycle().take(400) {
+                let mut passed = Ok(0);
+                while passed.as_ref().is_ok_and(|p| *p < k) {
+                    match one.skip_record() {
+                        None => break,
+                        Some(Ok(_)) => passed = passed.map(|p| p + 1),
+                        Some(Err(e)) => passed = Err(e.to_string()),
+                    }
+                }
+                let got = many.skip_records(k).map_err(|e| e.to_string());
+                prop_assert_eq!(&got, &passed);
+                let Ok(got) = got else { break };
+                prop_assert_eq!(many.next_position(), one.next_position());
+                if k > 0 && got < k {
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -55,7 +55,7 @@ use herdsman_ledger::{
     Opened, Position, Token, Totals,
 };
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -246,38 +246,100 @@ fn set_commit(first: usize, keep_owner: bool) -> String {
     out
 }
 
-/// Every statement the ledger runs, prepared once per connection.
+/// One statement of a connection: its text, and its prepared form once it first ran.
+struct Lazy {
+    sql: String,
+    prepared: std::cell::OnceCell<Statement>,
+}
+
+impl Lazy {
+    fn new(sql: String) -> Lazy {
+        Lazy {
+            sql,
+            prepared: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The prepared statement, preparing it on `c` (the connection it belongs to, or a
+    /// transaction on it) the first time.
+    fn get(&self, c: &mut impl GenericClient) -> Result<&Statement, postgres::Error> {
+        if let Some(st) = self.prepared.get() {
+            return Ok(st);
+        }
+        let st = c.prepare(&self.sql)?;
+        Ok(self.prepared.get_or_init(|| st))
+    }
+
+    fn execute(
+        &self,
+        c: &mut impl GenericClient,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let st = self.get(c)?;
+        c.execute(st, params)
+    }
+
+    fn query(
+        &self,
+        c: &mut impl GenericClient,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let st = self.get(c)?;
+        c.query(st, params)
+    }
+
+    fn query_one(
+        &self,
+        c: &mut impl GenericClient,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        let st = self.get(c)?;
+        c.query_one(st, params)
+    }
+
+    fn query_opt(
+        &self,
+        c: &mut impl GenericClient,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        let st = self.get(c)?;
+        c.query_opt(st, params)
+    }
+}
+
+/// Every statement the ledger runs, each prepared on its connection the first time it runs
+/// there (a heartbeat's connection prepares one statement, not thirty).
 struct Queries {
-    job_insert: Statement,
-    job_select: Statement,
-    job_finished: Statement,
-    commits: Statement,
-    reset: Statement,
-    plan: Statement,
-    claim: Statement,
-    claim_many: Statement,
-    claimed_by_op: Statement,
-    heartbeat: Statement,
-    release: Statement,
-    commit_fenced: Statement,
-    commit_and_claim: Statement,
-    commit_diagnose: Statement,
-    committed_by_op: Statement,
-    ensure_row: Statement,
-    lock_row: Statement,
-    max_offsets: Statement,
-    commit_direct: Statement,
-    finish: Statement,
-    totals: Statement,
-    all_committed: Statement,
-    commit_many: Statement,
-    status_job: Statement,
-    manifest: Statement,
-    chunk_rows: Statement,
+    job_insert: Lazy,
+    job_select: Lazy,
+    job_finished: Lazy,
+    commits: Lazy,
+    reset: Lazy,
+    plan: Lazy,
+    claim: Lazy,
+    claim_many: Lazy,
+    claimed_by_op: Lazy,
+    heartbeat: Lazy,
+    release: Lazy,
+    commit_fenced: Lazy,
+    commit_and_claim: Lazy,
+    commit_diagnose: Lazy,
+    committed_by_op: Lazy,
+    ensure_row: Lazy,
+    lock_row: Lazy,
+    max_offsets: Lazy,
+    commit_direct: Lazy,
+    finish: Lazy,
+    totals: Lazy,
+    all_committed: Lazy,
+    commit_many: Lazy,
+    status_job: Lazy,
+    manifest: Lazy,
+    chunk_rows: Lazy,
 }
 
 impl Queries {
-    fn prepare(client: &mut Client, s: &str) -> Result<Queries, postgres::Error> {
+    fn new(s: &str) -> Queries {
         // `now` in every statement: the test clock's time when given, else the database's.
         let now = "COALESCE($3::timestamptz, now())";
         // The claim of up to `limit` chunks (a number or a parameter), in chunk order.
@@ -294,28 +356,32 @@ impl Queries {
                  UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $2, \
                         lease_expires_at = {now} + $4::bigint * interval '1 microsecond', \
                         attempt = c.attempt + 1, last_op = $5 \
-                   FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                  WHERE c.job_id = $1 AND c.chunk = ANY(ARRAY(SELECT chunk FROM pick)) \
                  RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
                            c.end_file, c.end_seq, c.end_token, c.lease_expires_at"
             )
         };
-        let mut p = |sql: String| client.prepare(&sql);
-        Ok(Queries {
+        let p = Lazy::new;
+        Queries {
             job_insert: p(format!(
                 "INSERT INTO {s}.jobs (name, identity, created_at, updated_at, created_op) \
                  VALUES ($1, $2, {now}, {now}, $4) ON CONFLICT (name) DO NOTHING RETURNING id"
-            ))?,
+            )),
             job_select: p(format!(
                 "SELECT id, identity, finished_at, summary, created_op FROM {s}.jobs WHERE name = $1"
-            ))?,
+            )),
             job_finished: p(format!(
                 "SELECT finished_at IS NOT NULL FROM {s}.jobs WHERE id = $1"
-            ))?,
+            )),
             commits: p(format!(
                 "SELECT {CHUNK_COLUMNS} FROM {s}.chunks WHERE job_id = $1 AND state = 'committed' \
                  ORDER BY chunk"
-            ))?,
-            reset: p(format!("DELETE FROM {s}.jobs WHERE name = $1"))?,
+            )),
+            // The job and its chunks (no foreign key deletes them: schema version 2).
+            reset: p(format!(
+                "WITH gone AS (DELETE FROM {s}.jobs WHERE name = $1 RETURNING id) \
+                 DELETE FROM {s}.chunks WHERE job_id IN (SELECT id FROM gone)"
+            )),
             plan: p(format!(
                 "INSERT INTO {s}.chunks (job_id, chunk, state, attempt, start_file, start_seq, \
                  start_token, end_file, end_seq, end_token) \
@@ -323,24 +389,24 @@ impl Queries {
                  FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[], \
                              $6::bigint[], $7::bigint[], $8::bytea[]) AS p(k, sf, ss, st, ef, es, et) \
                  ON CONFLICT (job_id, chunk) DO NOTHING"
-            ))?,
+            )),
             // The lowest pending chunk, or one whose lease ran out; rows other claimers hold
             // locked are skipped, not waited for.
-            claim: p(claim_sql("1"))?,
+            claim: p(claim_sql("1")),
             // The claim of up to $6 chunks at once, in chunk order.
-            claim_many: p(claim_sql("$6"))?,
+            claim_many: p(claim_sql("$6")),
             claimed_by_op: p(format!(
                 "SELECT chunk, attempt, start_file, start_seq, start_token, end_file, end_seq, \
                         end_token, lease_expires_at \
                    FROM {s}.chunks WHERE job_id = $1 AND state = 'claimed' AND last_op = $2"
-            ))?,
+            )),
             heartbeat: p(format!(
                 "UPDATE {s}.chunks \
                     SET lease_expires_at = {now} + $6::bigint * interval '1 microsecond' \
                   WHERE job_id = $1 AND chunk = $2 AND attempt = $4 AND claim_owner = $5 \
                     AND state = 'claimed' \
                  RETURNING lease_expires_at"
-            ))?,
+            )),
             // A release already done by this same operation (its reply was lost) matches too.
             release: p(format!(
                 "UPDATE {s}.chunks SET state = 'pending', claim_owner = NULL, \
@@ -348,7 +414,7 @@ impl Queries {
                   WHERE job_id = $1 AND chunk = $2 AND attempt = $3 \
                     AND ((state = 'claimed' AND claim_owner = $4) \
                          OR (state = 'pending' AND last_op = $5))"
-            ))?,
+            )),
             // The fenced commit in one statement: only the current claim, only while the job
             // is not finished, only with offsets not below committed ones.
             commit_fenced: p(format!(
@@ -362,7 +428,7 @@ impl Queries {
                     AND $20 >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
                                           WHERE job_id = $1 AND state = 'committed'), 0)",
                 set_commit(7, true)
-            ))?,
+            )),
             // The fenced commit and the next claim in one statement, so in one transaction,
             // one round trip and one WAL flush. The claim runs only if the commit did, and
             // never picks the committed chunk (the statement's snapshot still shows it
@@ -391,7 +457,7 @@ impl Queries {
                      UPDATE {s}.chunks c SET state = 'claimed', claim_owner = $22, \
                             lease_expires_at = {now} + $23::bigint * interval '1 microsecond', \
                             attempt = c.attempt + 1, last_op = $24 \
-                       FROM pick WHERE c.job_id = $1 AND c.chunk = pick.chunk \
+                      WHERE c.job_id = $1 AND c.chunk = ANY(ARRAY(SELECT chunk FROM pick)) \
                      RETURNING c.chunk, c.attempt, c.start_file, c.start_seq, c.start_token, \
                                c.end_file, c.end_seq, c.end_token, c.lease_expires_at) \
                  SELECT got.chunk, got.attempt, got.start_file, got.start_seq, got.start_token, \
@@ -399,7 +465,7 @@ impl Queries {
                         (SELECT COUNT(*) FROM done) \
                    FROM (SELECT 1) one LEFT JOIN got ON true",
                 set_commit(7, true)
-            ))?,
+            )),
             commit_diagnose: p(format!(
                 "SELECT j.finished_at IS NOT NULL, c.state, c.attempt, c.claim_owner, \
                         (SELECT MAX(output_end) FROM {s}.chunks \
@@ -408,44 +474,48 @@ impl Queries {
                           WHERE job_id = $1 AND state = 'committed') \
                    FROM {s}.jobs j LEFT JOIN {s}.chunks c ON c.job_id = j.id AND c.chunk = $2 \
                   WHERE j.id = $1"
-            ))?,
+            )),
             committed_by_op: p(format!(
                 "SELECT 1 FROM {s}.chunks \
                   WHERE job_id = $1 AND chunk = $2 AND state = 'committed' AND last_op = $3"
-            ))?,
+            )),
             ensure_row: p(format!(
                 "INSERT INTO {s}.chunks (job_id, chunk, state, attempt) \
                  VALUES ($1, $2, 'pending', 0) ON CONFLICT (job_id, chunk) DO NOTHING"
-            ))?,
+            )),
             lock_row: p(format!(
                 "SELECT state, attempt, claim_owner, \
                         state = 'claimed' AND lease_expires_at >= {now} \
                    FROM {s}.chunks WHERE job_id = $1 AND chunk = $2 FOR UPDATE"
-            ))?,
+            )),
             max_offsets: p(format!(
                 "SELECT MAX(output_end), MAX(failures_end) FROM {s}.chunks \
                   WHERE job_id = $1 AND state = 'committed'"
-            ))?,
+            )),
             commit_direct: p(format!(
                 "UPDATE {s}.chunks SET {}, attempt = $4, committed_at = {now}, last_op = $5 \
                   WHERE job_id = $1 AND chunk = $2",
                 set_commit(6, false)
-            ))?,
+            )),
             finish: p(format!(
                 "UPDATE {s}.jobs SET finished_at = {now}, updated_at = {now}, summary = $2 \
                   WHERE id = $1"
-            ))?,
+            )),
             totals: p(format!(
                 "SELECT COUNT(*), COALESCE(SUM(records), 0)::bigint, COALESCE(SUM(ok), 0)::bigint, \
                         COALESCE(SUM(failed), 0)::bigint, COALESCE(SUM(filtered), 0)::bigint, \
                         COALESCE(SUM(outputs), 0)::bigint, COALESCE(SUM(retries), 0)::bigint \
                    FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state = 'committed'"
-            ))?,
+            )),
             // The fenced commit of several chunks in one statement, each fenced by its own
             // claim exactly as `commit_fenced` (the same conditions, row by row); returns
             // the chunks it committed. `$1` job, `$2` the test clock, `$3` the operation,
-            // then one array per value, a chunk per element (its parts as a JSON array).
+            // then one array per value, a chunk per element (its parts as a JSON array),
+            // and `$22` the state 'claimed'. The rows are found by their key (job, chunk);
+            // the state is a parameter so that the planner cannot prove the partial index of
+            // open chunks applies, which it would scan whole (every open chunk of the job,
+            // its statistics counting a new job's chunks as one row) to find a dozen.
             commit_many: p(format!(
                 "UPDATE {s}.chunks c SET state = 'committed', lease_expires_at = NULL, \
                         start_file = v.start_file, start_seq = v.start_seq, \
@@ -464,8 +534,9 @@ impl Queries {
                         AS v(chunk, attempt, owner, start_file, start_seq, start_token, \
                              end_file, end_seq, end_token, records, ok, failed, filtered, \
                              outputs, retries, output_end, failures_end, parts) \
-                  WHERE c.job_id = $1 AND c.chunk = v.chunk AND c.attempt = v.attempt \
-                    AND c.claim_owner = v.owner AND c.state = 'claimed' \
+                  WHERE c.job_id = $1 AND c.chunk = ANY($4::bigint[]) AND c.chunk = v.chunk \
+                    AND c.attempt = v.attempt \
+                    AND c.claim_owner = v.owner AND c.state = $22::text \
                     AND NOT EXISTS (SELECT 1 FROM {s}.jobs \
                                      WHERE id = $1 AND finished_at IS NOT NULL) \
                     AND v.output_end >= COALESCE((SELECT MAX(output_end) FROM {s}.chunks \
@@ -473,32 +544,32 @@ impl Queries {
                     AND v.failures_end >= COALESCE((SELECT MAX(failures_end) FROM {s}.chunks \
                                           WHERE job_id = $1 AND state = 'committed'), 0) \
                  RETURNING c.chunk"
-            ))?,
+            )),
             // Through the partial index of open chunks: one probe, whatever the job's size.
             all_committed: p(format!(
                 "SELECT NOT EXISTS (SELECT 1 FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state <> 'committed')"
-            ))?,
+            )),
             status_job: p(format!(
                 "SELECT id, identity, created_at, \
                         GREATEST(updated_at, (SELECT MAX(committed_at) FROM {s}.chunks \
                                                WHERE job_id = j.id)), \
                         finished_at, summary \
                    FROM {s}.jobs j WHERE name = $1"
-            ))?,
+            )),
             manifest: p(format!(
                 "SELECT c.chunk, c.attempt, c.parts FROM {s}.chunks c \
                    JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state = 'committed' ORDER BY c.chunk"
-            ))?,
+            )),
             chunk_rows: p(format!(
                 "SELECT c.chunk, c.state, c.claim_owner, c.lease_expires_at, c.attempt, \
                         COALESCE(c.records, 0), c.committed_at, \
                         (c.state = 'claimed' AND c.lease_expires_at < now()) \
                    FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 ORDER BY c.chunk"
-            ))?,
-        })
+            )),
+        }
     }
 }
 
@@ -619,8 +690,8 @@ impl PostgresLedger {
             |conn, retry| {
                 let Conn { client, q } = conn;
                 if retry
-                    && client
-                        .query_opt(&q.committed_by_op, &[&job_id, &chunk, &op])?
+                    && q.committed_by_op
+                        .query_opt(client, &[&job_id, &chunk, &op])?
                         .is_some()
                 {
                     return Ok(()); // The first try committed; its reply was lost.
@@ -630,7 +701,7 @@ impl PostgresLedger {
                         vec![&job_id, &chunk, &now, &attempt, &claim.owner, &op];
                     params.extend(v.params());
                     params.push(&parts);
-                    if client.execute(&q.commit_fenced, &params)? == 1 {
+                    if q.commit_fenced.execute(client, &params)? == 1 {
                         return Ok(());
                     }
                     self.why_refused(client, q, claim, c, job_id)?;
@@ -677,12 +748,12 @@ impl PostgresLedger {
             |conn, retry| {
                 let Conn { client, q } = conn;
                 if retry
-                    && client
-                        .query_opt(&q.committed_by_op, &[&job_id, &chunk, &op])?
+                    && q.committed_by_op
+                        .query_opt(client, &[&job_id, &chunk, &op])?
                         .is_some()
                 {
                     // The first try committed (and claimed with it); its reply was lost.
-                    return Ok(client.query_opt(&q.claimed_by_op, &[&job_id, &claim_op])?);
+                    return Ok(q.claimed_by_op.query_opt(client, &[&job_id, &claim_op])?);
                 }
                 for _ in 0..3 {
                     let mut params: Vec<&(dyn ToSql + Sync)> =
@@ -694,7 +765,7 @@ impl PostgresLedger {
                         &lease as &(dyn ToSql + Sync),
                         &claim_op as &(dyn ToSql + Sync),
                     ]);
-                    let row = client.query_one(&q.commit_and_claim, &params)?;
+                    let row = q.commit_and_claim.query_one(client, &params)?;
                     if row.get::<_, i64>(9) == 1 {
                         let claimed: Option<i64> = row.get(0);
                         return Ok(claimed.map(|_| row));
@@ -728,8 +799,9 @@ impl PostgresLedger {
             || "check for uncommitted chunks".into(),
             |conn, _| {
                 Ok(conn
-                    .client
-                    .query_one(&conn.q.all_committed, &[&name])?
+                    .q
+                    .all_committed
+                    .query_one(&mut conn.client, &[&name])?
                     .get(0))
             },
         )
@@ -755,12 +827,13 @@ impl PostgresLedger {
             |conn, retry| {
                 let Conn { client, q } = conn;
                 if retry {
-                    let rows = client.query(&q.claimed_by_op, &[&job_id, &op])?;
+                    let rows = q.claimed_by_op.query(client, &[&job_id, &op])?;
                     if !rows.is_empty() {
                         return Ok(rows); // The first try claimed them; its reply was lost.
                     }
                 }
-                Ok(client.query(&q.claim_many, &[&job_id, &owner, &now, &lease, &op, &n])?)
+                Ok(q.claim_many
+                    .query(client, &[&job_id, &owner, &now, &lease, &op, &n])?)
             },
         )?;
         let mut claims = Vec::with_capacity(rows.len());
@@ -841,8 +914,8 @@ impl PostgresLedger {
                     let mut results = Vec::with_capacity(batch.len());
                     let mut any = false;
                     for ((claim, c, _), (_, chunk, _)) in batch.iter().zip(&prepared) {
-                        if client
-                            .query_opt(&q.committed_by_op, &[&job_id, chunk, &op])?
+                        if q.committed_by_op
+                            .query_opt(client, &[&job_id, chunk, &op])?
                             .is_some()
                         {
                             any = true;
@@ -857,7 +930,7 @@ impl PostgresLedger {
                     }
                     if any {
                         let rows = match next {
-                            Some(_) => client.query(&q.claimed_by_op, &[&job_id, &claim_op])?,
+                            Some(_) => q.claimed_by_op.query(client, &[&job_id, &claim_op])?,
                             None => Vec::new(),
                         };
                         return Ok((results, rows));
@@ -869,8 +942,9 @@ impl PostgresLedger {
                 // committed before it, as one commit after the other would); the chunks it
                 // did not commit go one by one below, which says why each was refused.
                 let done: HashSet<i64> = match &many {
-                    Some(arrays) => tx
-                        .query(&q.commit_many, &arrays.params(&job_id, &now, &op))?
+                    Some(arrays) => q
+                        .commit_many
+                        .query(&mut tx, &arrays.params(&job_id, &now, &op))?
                         .iter()
                         .map(|r| r.get(0))
                         .collect(),
@@ -888,7 +962,7 @@ impl PostgresLedger {
                             vec![&job_id, chunk, &now, attempt, &claim.owner, &op];
                         params.extend(v.params());
                         params.push(parts);
-                        if tx.execute(&q.commit_fenced, &params)? == 1 {
+                        if q.commit_fenced.execute(&mut tx, &params)? == 1 {
                             result = Ok(());
                             break;
                         }
@@ -904,10 +978,9 @@ impl PostgresLedger {
                     results.push(result);
                 }
                 let rows = match &next {
-                    Some((owner, lease)) if results.iter().any(Result::is_ok) => tx.query(
-                        &q.claim_many,
-                        &[&job_id, owner, &now, lease, &claim_op, &limit],
-                    )?,
+                    Some((owner, lease)) if results.iter().any(Result::is_ok) => q
+                        .claim_many
+                        .query(&mut tx, &[&job_id, owner, &now, lease, &claim_op, &limit])?,
                     _ => Vec::new(),
                 };
                 tx.commit()?;
@@ -943,7 +1016,9 @@ impl PostgresLedger {
         c: &ChunkCommit,
         job_id: i64,
     ) -> Result<(), Fail> {
-        let row = client.query_opt(&q.commit_diagnose, &[&job_id, &fenced(claim.chunk)])?;
+        let row = q
+            .commit_diagnose
+            .query_opt(client, &[&job_id, &fenced(claim.chunk)])?;
         let Some(row) = row else {
             return Err(Fail::Refused(LedgerError::NoJob));
         };
@@ -980,7 +1055,7 @@ impl PostgresLedger {
         let name = self.options.job.clone();
         let rows = self.run(
             || "read the committed chunks' parts".into(),
-            |conn, _| Ok(conn.client.query(&conn.q.manifest, &[&name])?),
+            |conn, _| Ok(conn.q.manifest.query(&mut conn.client, &[&name])?),
         )?;
         rows.iter()
             .map(|r| {
@@ -1002,7 +1077,7 @@ impl PostgresLedger {
         let name = self.options.job.clone();
         let rows = self.run(
             || "read the planned chunks".into(),
-            |conn, _| Ok(conn.client.query(&conn.q.chunk_rows, &[&name])?),
+            |conn, _| Ok(conn.q.chunk_rows.query(&mut conn.client, &[&name])?),
         )?;
         rows.iter()
             .map(|r| {
@@ -1056,12 +1131,14 @@ impl PostgresLedger {
     fn connect_once(&self) -> Result<Conn, Fail> {
         let mut client = self.config.connect(NoTls)?;
         // A commit returns only once it is durable, whatever the server's default says.
-        client.batch_execute("SET synchronous_commit = on")?;
+        client.batch_execute(
+            "SET synchronous_commit = on; SET plan_cache_mode = force_generic_plan",
+        )?;
         schema::migrate(&mut client, &self.quoted, &self.location).map_err(|e| match e {
             schema::MigrateError::Refused(e) => Fail::Refused(e),
             schema::MigrateError::Db(e) => Fail::Db(e),
         })?;
-        let q = Queries::prepare(&mut client, &self.quoted)?;
+        let q = Queries::new(&self.quoted);
         Ok(Conn { client, q })
     }
 
@@ -1140,7 +1217,8 @@ impl PostgresLedger {
         q: &Queries,
         job_id: i64,
     ) -> Result<Vec<ChunkCommit>, Fail> {
-        tx.query(&q.commits, &[&job_id])?
+        q.commits
+            .query(tx, &[&job_id])?
             .iter()
             .map(|r| read_commit(r).map_err(|d| Fail::Refused(self.corrupt(d))))
             .collect()
@@ -1176,22 +1254,23 @@ impl PostgresLedger {
             let Conn { client, q } = conn;
             let mut tx = client.transaction()?;
             if retry
-                && tx
-                    .query_opt(&q.committed_by_op, &[&job_id, &fenced(first.chunk), &op])?
+                && q.committed_by_op
+                    .query_opt(&mut tx, &[&job_id, &fenced(first.chunk), &op])?
                     .is_some()
             {
                 return Ok(()); // The first try committed; its reply was lost.
             }
-            let finished = tx
-                .query_opt(&q.job_finished, &[&job_id])?
+            let finished = q
+                .job_finished
+                .query_opt(&mut tx, &[&job_id])?
                 .ok_or(Fail::Refused(LedgerError::NoJob))?;
             if finished.get::<_, bool>(0) {
                 return Err(LedgerError::AlreadyFinished { chunk: first.chunk }.into());
             }
             for (c, v) in commits.iter().zip(&values) {
                 let chunk = fenced(c.chunk);
-                tx.execute(&q.ensure_row, &[&job_id, &chunk])?;
-                let row = tx.query_one(&q.lock_row, &[&job_id, &chunk, &now])?;
+                q.ensure_row.execute(&mut tx, &[&job_id, &chunk])?;
+                let row = q.lock_row.query_one(&mut tx, &[&job_id, &chunk, &now])?;
                 let state: String = row.get(0);
                 let attempt: i64 = row.get(1);
                 let owner: Option<String> = row.get(2);
@@ -1206,13 +1285,13 @@ impl PostgresLedger {
                     }
                     .into());
                 }
-                let max = tx.query_one(&q.max_offsets, &[&job_id])?;
+                let max = q.max_offsets.query_one(&mut tx, &[&job_id])?;
                 backwards(c, max.get(0), max.get(1))?;
                 let next = attempt + 1;
                 let mut params: Vec<&(dyn ToSql + Sync)> = vec![&job_id, &chunk, &now, &next, &op];
                 params.extend(v.params());
                 params.push(&no_parts);
-                tx.execute(&q.commit_direct, &params)?;
+                q.commit_direct.execute(&mut tx, &params)?;
             }
             tx.commit()?;
             Ok(())
@@ -1231,11 +1310,14 @@ impl Ledger for PostgresLedger {
             |conn, _| {
                 let Conn { client, q } = conn;
                 let mut tx = client.transaction()?;
-                if let Some(row) = tx.query_opt(&q.job_insert, &[&name, &json, &now, &op])? {
+                if let Some(row) = q
+                    .job_insert
+                    .query_opt(&mut tx, &[&name, &json, &now, &op])?
+                {
                     tx.commit()?;
                     return Ok((row.get::<_, i64>(0), Opened::Fresh));
                 }
-                let row = tx.query_one(&q.job_select, &[&name])?;
+                let row = q.job_select.query_one(&mut tx, &[&name])?;
                 let job_id: i64 = row.get(0);
                 let created_op: Option<String> = row.get(4);
                 if created_op.as_deref() == Some(op.as_str()) {
@@ -1275,7 +1357,7 @@ impl Ledger for PostgresLedger {
         let name = self.options.job.clone();
         self.run(
             || "be reset".into(),
-            |conn, _| Ok(conn.client.execute(&conn.q.reset, &[&name])?),
+            |conn, _| Ok(conn.q.reset.execute(&mut conn.client, &[&name])?),
         )?;
         self.job_id = None;
         Ok(())
@@ -1307,8 +1389,8 @@ impl Ledger for PostgresLedger {
         self.run(
             || "record the planned chunks".into(),
             |conn, _| {
-                conn.client.execute(
-                    &conn.q.plan,
+                conn.q.plan.execute(
+                    &mut conn.client,
                     &[&job_id, k, sf, ss, &start_tokens, ef, es, &end_tokens],
                 )?;
                 Ok(())
@@ -1326,11 +1408,12 @@ impl Ledger for PostgresLedger {
             |conn, retry| {
                 let Conn { client, q } = conn;
                 if retry {
-                    if let Some(row) = client.query_opt(&q.claimed_by_op, &[&job_id, &op])? {
+                    if let Some(row) = q.claimed_by_op.query_opt(client, &[&job_id, &op])? {
                         return Ok(Some(row)); // The first try claimed it; its reply was lost.
                     }
                 }
-                Ok(client.query_opt(&q.claim, &[&job_id, &owner, &now, &lease, &op])?)
+                Ok(q.claim
+                    .query_opt(client, &[&job_id, &owner, &now, &lease, &op])?)
             },
         )?;
         let Some(row) = row else {
@@ -1355,8 +1438,8 @@ impl Ledger for PostgresLedger {
         let row = self.run(
             || format!("extend the lease on chunk {}", claim.chunk),
             |conn, _| {
-                Ok(conn.client.query_opt(
-                    &conn.q.heartbeat,
+                Ok(conn.q.heartbeat.query_opt(
+                    &mut conn.client,
                     &[&job_id, &chunk, &now, &attempt, &claim.owner, &lease],
                 )?)
             },
@@ -1371,8 +1454,8 @@ impl Ledger for PostgresLedger {
         let changed = self.run(
             || format!("release chunk {}", claim.chunk),
             |conn, _| {
-                Ok(conn.client.execute(
-                    &conn.q.release,
+                Ok(conn.q.release.execute(
+                    &mut conn.client,
                     &[&job_id, &chunk, &attempt, &claim.owner, &op],
                 )?)
             },
@@ -1399,8 +1482,9 @@ impl Ledger for PostgresLedger {
             |conn, _| {
                 // `$3` is `now`, as in every statement.
                 Ok(conn
-                    .client
-                    .execute(&conn.q.finish, &[&job_id, &summary_json, &now])?)
+                    .q
+                    .finish
+                    .execute(&mut conn.client, &[&job_id, &summary_json, &now])?)
             },
         )?;
         if changed == 0 {
@@ -1413,7 +1497,7 @@ impl Ledger for PostgresLedger {
         let name = self.options.job.clone();
         let row = self.run(
             || "sum the committed chunks".into(),
-            |conn, _| Ok(conn.client.query_one(&conn.q.totals, &[&name])?),
+            |conn, _| Ok(conn.q.totals.query_one(&mut conn.client, &[&name])?),
         )?;
         let mut u = [0u64; 7];
         for (i, slot) in u.iter_mut().enumerate() {
@@ -1447,7 +1531,7 @@ impl Ledger for PostgresLedger {
                     .isolation_level(postgres::IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start()?;
-                let Some(job) = tx.query_opt(&q.status_job, &[&name])? else {
+                let Some(job) = q.status_job.query_opt(&mut tx, &[&name])? else {
                     return Ok(LedgerStatus::default());
                 };
                 let identity = self.parse_identity(job.get(1))?;
@@ -1597,6 +1681,7 @@ impl BatchArrays {
             &n[10],
             &n[11],
             &self.parts,
+            &"claimed",
         ]
     }
 }

@@ -260,7 +260,9 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             job.display()
         )));
     }
-    let total = plan(&cfg, &inputs.specs, &mut ledger)?;
+    // A job this node just created has no chunks and no commits yet: nothing to read back.
+    let fresh = matches!(opened, herdsman_ledger::Opened::Fresh);
+    let total = plan(&cfg, &inputs.specs, &mut ledger, fresh)?;
 
     // Work: claim, run, write parts, commit, until every chunk is committed. A pass ends
     // when nothing is claimable; another starts when a chunk becomes claimable again (a
@@ -286,7 +288,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let lost = committer.lost.clone();
     let mut latency = Latency::default();
     let mut status = RunStatus::Completed;
-    let before = ledger.totals().map_err(anyhow::Error::new)?;
+    let before = match fresh {
+        true => herdsman_ledger::Totals::default(),
+        false => ledger.totals().map_err(anyhow::Error::new)?,
+    };
     // The first pass claims through the connection made at the start; a later pass (a
     // chunk became claimable again) connects anew, only once it has a claim, so that the
     // end of the run waits for no connection.
@@ -494,14 +499,7 @@ fn plan_skimmed(
     opts: &herdsman_io::SourceOptions,
 ) -> Result<usize> {
     let start = source.next_position();
-    let mut n = 0usize;
-    while n < chunk_size {
-        match source.skip_record() {
-            None => break,
-            Some(Err(e)) => return Err(source_error(e)),
-            Some(Ok(_)) => n += 1,
-        }
-    }
+    let n = source.skip_records(chunk_size).map_err(source_error)?;
     let end = source.next_position();
     let per_record = 2 + source
         .csv_header()
@@ -516,16 +514,20 @@ fn plan_skimmed(
     plan_decoded(source, chunk_size)
 }
 
-/// Plans the job's chunks into the ledger unless a node did already; returns how many chunks
-/// the job has. Every node would plan the same ones: cut where the one-machine run cuts.
+/// Plans the job's chunks into the ledger unless a node did already (a `fresh` job, just
+/// created by this node, has none yet); returns how many chunks the job has. Every node
+/// would plan the same ones: cut where the one-machine run cuts.
 fn plan(
     cfg: &RunConfig,
     specs: &[herdsman_io::InputSpec],
     ledger: &mut PostgresLedger,
+    fresh: bool,
 ) -> Result<u64> {
-    let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
-    if !rows.is_empty() {
-        return Ok(rows.len() as u64);
+    if !fresh {
+        let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+        if !rows.is_empty() {
+            return Ok(rows.len() as u64);
+        }
     }
     let started = Instant::now();
     let opts = source_options(cfg);
@@ -569,14 +571,14 @@ fn plan(
         .plan_chunks(&plans)
         .map_err(anyhow::Error::new)
         .context("cannot plan the job's chunks in the shared ledger")?;
-    let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+    // A node that planned at the same moment planned the same chunks (the same job).
     tracing::info!(
-        chunks = rows.len(),
+        chunks = plans.len(),
         read_ms = read.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "job planned"
     );
-    Ok(rows.len() as u64)
+    Ok(plans.len() as u64)
 }
 
 #[cfg(test)]

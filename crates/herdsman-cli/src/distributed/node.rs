@@ -191,14 +191,14 @@ fn listen(url: &str) -> Result<postgres::Client, postgres::Error> {
 pub(crate) const CLAIM_AT_ONCE: u32 = 2;
 
 /// The most chunks a node claims at a time, however fast its workers.
-pub(crate) const CLAIM_AT_MOST: u32 = 32;
+pub(crate) const CLAIM_AT_MOST: u32 = 64;
 
 /// How much of its own work a node holds claimed ahead: a claim per chunk its workers finish
 /// within this time (at least [`CLAIM_AT_ONCE`], at most [`CLAIM_AT_MOST`]), so that a node
 /// whose chunks take a few milliseconds claims in one transaction what it runs in this time,
 /// instead of one per chunk, while a node with slow chunks holds only the next one or two
 /// (the other nodes take the rest).
-pub(crate) const CLAIM_HORIZON: Duration = Duration::from_millis(50);
+pub(crate) const CLAIM_HORIZON: Duration = Duration::from_millis(100);
 
 /// How many chunks a node claims at a time when it starts one every `interval`.
 pub(crate) fn claims_wanted(interval: Duration) -> u32 {
@@ -561,9 +561,9 @@ mod tests {
     #[test]
     fn fast_chunks_are_claimed_many_at_a_time_and_slow_ones_two() {
         // What the node runs in the horizon, at least two and at most the cap.
-        assert_eq!(claims_wanted(Duration::from_millis(2)), 25);
-        assert_eq!(claims_wanted(Duration::from_millis(5)), 10);
-        assert_eq!(claims_wanted(Duration::from_millis(30)), CLAIM_AT_ONCE);
+        assert_eq!(claims_wanted(Duration::from_millis(2)), 50);
+        assert_eq!(claims_wanted(Duration::from_millis(5)), 20);
+        assert_eq!(claims_wanted(Duration::from_millis(30)), 4);
         assert_eq!(claims_wanted(Duration::from_millis(125)), CLAIM_AT_ONCE);
         assert_eq!(claims_wanted(Duration::from_secs(60)), CLAIM_AT_ONCE);
         assert_eq!(claims_wanted(Duration::ZERO), CLAIM_AT_MOST);

@@ -129,7 +129,7 @@ const SEGMENT_MAX: u64 = 1 << 30;
 /// (unless the node waits for its commits): chunks that take a few milliseconds each then
 /// share a transaction, and its WAL flush, by the dozen. A crash redoes at most what the node
 /// wrote in this time.
-const COMMIT_GATHER: Duration = Duration::from_millis(20);
+const COMMIT_GATHER: Duration = Duration::from_millis(100);
 
 /// Completes `sink`'s file, hands it to the operating system and renames it into place,
 /// without fsync: [`PartStore::sync_parts`] makes it durable before its commit.

@@ -86,6 +86,18 @@ impl RecordReader for JsonlReader {
         self.cur.location()
     }
 
+    fn skip_buffered(&mut self, max: usize) -> Result<usize, SourceError> {
+        // A line that starts with anything but a space, a tab or `\r` is not blank, so it
+        // is a record (a malformed one is a record too); any other line is left to
+        // `skip_record`, which knows blank lines.
+        self.cur
+            .skip_buffered_lines(max, |line| {
+                line.first()
+                    .is_some_and(|b| !matches!(b, b' ' | b'\t' | b'\r'))
+            })
+            .map_err(|e| self.cur.read_error(e))
+    }
+
     fn skip_record(&mut self) -> Result<Option<Location>, SourceError> {
         loop {
             match self

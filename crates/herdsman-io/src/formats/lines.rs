@@ -62,6 +62,13 @@ impl RecordReader for LinesReader {
         self.cur.location()
     }
 
+    fn skip_buffered(&mut self, max: usize) -> Result<usize, SourceError> {
+        // Every line is a record.
+        self.cur
+            .skip_buffered_lines(max, |_| true)
+            .map_err(|e| self.cur.read_error(e))
+    }
+
     fn skip_record(&mut self) -> Result<Option<Location>, SourceError> {
         match self
             .cur

@@ -154,6 +154,15 @@ pub trait RecordReader: Send {
         Ok(self.next_record()?.map(|r| r.at))
     }
 
+    /// Moves past up to `max` records at once where the format can tell them apart without
+    /// decoding (whole lines in its buffer), and returns how many: the same records
+    /// [`RecordReader::skip_record`] would pass one by one. 0 means "go on with
+    /// `skip_record`", which the default always says.
+    fn skip_buffered(&mut self, max: usize) -> Result<usize, SourceError> {
+        let _ = max;
+        Ok(0)
+    }
+
     /// The column names of a format that has a header (repeated names made unique).
     fn header(&self) -> Option<&[String]> {
         None

@@ -244,6 +244,31 @@ impl TextStream {
         Ok(Some((start, blank && total <= cap)))
     }
 
+    /// Moves past up to `max` lines that lie whole in the buffer (reading only when it is
+    /// empty), stopping before the first line `is_record` refuses (it sees the line without
+    /// its `\n`). Returns how many lines it moved past: 0 when no whole line is buffered or
+    /// the first is refused, and the caller then goes on line by line. A fast path for
+    /// counting records: it never decides anything [`TextStream::skip_line`] would decide
+    /// otherwise, because it only takes lines `is_record` accepts outright.
+    pub(crate) fn skip_buffered_lines(
+        &mut self,
+        max: usize,
+        is_record: impl Fn(&[u8]) -> bool,
+    ) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let (mut n, mut used) = (0usize, 0usize);
+        for nl in memchr::memchr_iter(b'\n', avail) {
+            if n == max || !is_record(&avail[used..nl]) {
+                break;
+            }
+            used = nl + 1;
+            n += 1;
+        }
+        self.consume(used);
+        self.line += n as u64;
+        Ok(n)
+    }
+
     /// Reads one line (without its `\n` / `\r\n`) into `buf`, keeping at most `cap + 1`
     /// bytes. Returns `None` at end of input, else `(start, too long)`.
     pub(crate) fn read_line(

@@ -13,3 +13,4 @@ mod harness;
 mod lost_reply;
 mod nodes;
 mod restart;
+mod schema;

@@ -140,6 +140,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
     publish(&out_tmp, output)?;
     crate::fault::fault("assembly-between-renames");
     publish(&fail_tmp, &cfg.failures)?;
+    sync_dirs(&[output, &cfg.failures])?;
     // An output on object storage: the assembled files above are its staged copies; each
     // object appears whole when its upload completes, before the job is marked finished.
     crate::remote::publish(&cfg.remote, Some(output), &cfg.failures)?;
@@ -240,14 +241,26 @@ fn publish(tmp: &Path, target: &Path) -> Result<()> {
             "cannot move the assembled file into place as {}",
             target.display()
         )
-    })?;
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", dir.display()))
+    })
+}
+
+/// Makes the renames of [`publish`] durable: each directory of `targets` fsynced once (the
+/// output and its dead-letter file usually share one).
+fn sync_dirs(targets: &[&Path]) -> Result<()> {
+    let mut dirs: Vec<PathBuf> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dirs.contains(&dir) {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
+            dirs.push(dir);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -271,10 +271,22 @@ fn a_blocked_input_does_not_delay_results_or_stop() {
         "outcomes were held back while the input was blocked"
     );
     assert_eq!(run.status(), &RunStatus::Cancelled);
-    assert_eq!(run.summary().admitted, 3);
+    let admitted = run.summary().admitted;
     let (succ, fail) = run.into_parts();
     assert_eq!(succ, vec![(0, 0), (1, 1), (2, 2)]);
-    assert!(fail.is_empty());
+    // The 4th item is released 50 ms after the stop. On a loaded machine the engine may
+    // notice the stop only after the pull returned: the item was then admitted before the
+    // stop took effect, and is reported as never run. It is never run either way.
+    match admitted {
+        3 => assert!(fail.is_empty()),
+        4 => {
+            assert_eq!(fail.len(), 1);
+            assert_eq!(fail[0].index, 3);
+            assert!(matches!(fail[0].error, herdsman::ItemError::NotRun));
+            assert_eq!(fail[0].attempts, 0);
+        }
+        n => panic!("{n} items admitted"),
+    }
     assert!(dropped.load(Ordering::SeqCst));
     assert_eq!(
         calls.load(Ordering::SeqCst),

@@ -205,10 +205,13 @@ struct ProcExec {
 const MAX_BATCH: usize = 512;
 /// Records of several items in flight on one worker process.
 const BATCH_DEPTH: usize = 2;
-/// The worker time one batch should take. Larger batches cost the parent less per item
-/// (bench (a): 40 ms took about a quarter less parent CPU than 10 ms); the batches at the
-/// end of a run are cut smaller anyway, so that every worker gets a share of what is left.
-const BATCH_TARGET: f64 = 0.040;
+/// The worker time one batch should take. Larger batches cost less per item: every batch
+/// wakes about seven of the parent's threads, each of which takes a core from a worker
+/// while it runs (bench (a): 40 ms took about a quarter less parent CPU than 10 ms, and
+/// 100 ms about half as many context switches per run as 40 ms). The batches at the end of
+/// a run are cut smaller anyway (a share of what is left for every record in flight), so
+/// that the workers finish together.
+const BATCH_TARGET: f64 = 0.100;
 
 impl ProcExec {
     fn new(pool: WorkerPool, key: pools::PoolKey, setup: &str, batching: bool) -> Self {
@@ -255,8 +258,10 @@ impl ProcExec {
             self.pool().capacity()
         };
         while !self.pending.is_empty() && self.in_flight < room {
-            let free = room - self.in_flight;
-            let fair = self.pending.len().div_ceil(free);
+            // A share of what is left for every record that may be in flight, not only for
+            // the free ones: at the end of a run the last items are spread over every
+            // worker instead of going to whichever worker answered first.
+            let fair = self.pending.len().div_ceil(room);
             let want = match self.per_item {
                 Some(t) if t > 0.0 => ((BATCH_TARGET / t) as usize).max(1),
                 Some(_) => self.max_batch,

@@ -397,7 +397,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                 return None;
             }
             let f = failure(slot, FailureKind::BadRecord, e.to_string(), false);
-            return Some(Done::Finished((id, AttemptOutcome::Failure(f)), not_spawned));
+            return Some(Done::Finished(
+                (id, AttemptOutcome::Failure(f)),
+                not_spawned,
+            ));
         }
     };
     let started;
@@ -439,7 +442,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                 }
                 let msg = format!("cannot run command `{}`: {}", argv[0], io_phrase(&e));
                 let f = failure(slot, FailureKind::CommandFailed, msg, false);
-                return Some(Done::Finished((id, AttemptOutcome::Failure(f)), not_spawned));
+                return Some(Done::Finished(
+                    (id, AttemptOutcome::Failure(f)),
+                    not_spawned,
+                ));
             }
         }
     };
@@ -715,7 +721,6 @@ impl ProcessExecutor for ExecPool {
             }
         }
     }
-
 }
 
 impl Drop for ExecPool {

@@ -156,15 +156,15 @@ impl WorkerPool {
         // An abandoned record at the head was what the worker was busy with: nobody to charge.
         if let Some(inf) = self.slots[s].inflight.pop_oldest().filter(|i| !i.abandoned) {
             let failure = WorkerFailure {
-                    kind: FailureKind::WorkerExited,
-                    message: format!(
-                        "worker {s} (`{}`) {how} while processing this record{incomplete}",
-                        self.cfg.command.display()
-                    ),
-                    retryable: true,
-                    retry_after: None,
-                    worker: s,
-                    stderr_tail: tail.clone(),
+                kind: FailureKind::WorkerExited,
+                message: format!(
+                    "worker {s} (`{}`) {how} while processing this record{incomplete}",
+                    self.cfg.command.display()
+                ),
+                retryable: true,
+                retry_after: None,
+                worker: s,
+                stderr_tail: tail.clone(),
             };
             self.report(out, s, &inf, AttemptOutcome::Failure(failure));
         }

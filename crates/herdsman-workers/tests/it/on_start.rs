@@ -78,7 +78,11 @@ fn poll_starts<P: ProcessExecutor>(
     let deadline = Instant::now() + LIMIT;
     let (mut out, mut starts, mut got) = (Vec::new(), Vec::new(), Vec::new());
     while got.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} outcomes", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} outcomes",
+            got.len()
+        );
         p.poll_with_starts(Duration::from_millis(100), &mut out, &mut starts)
             .unwrap();
         assert_eq!(out.len(), starts.len(), "one start per outcome");
@@ -122,7 +126,14 @@ fn the_worker_pool_reports_each_outcome_with_the_start_it_told() {
     for (id, kind, s) in got {
         assert_eq!(kind, None);
         let (worker, at) = last_told(&told, id).expect("told");
-        assert_eq!(s, Started { worker, at: Some(at) }, "{id:?}");
+        assert_eq!(
+            s,
+            Started {
+                worker,
+                at: Some(at)
+            },
+            "{id:?}"
+        );
     }
     // A plain `poll` still works beside it, and `poll_with_starts` appends.
     p.submit(id(40), item(40, "40")).unwrap();
@@ -225,7 +236,14 @@ fn the_command_runner_reports_each_outcome_with_its_start_and_none_for_a_command
         } else {
             assert_eq!(kind, None);
             let (worker, at) = last_told(&told, id).expect("told");
-            assert_eq!(s, Started { worker, at: Some(at) }, "{id:?}");
+            assert_eq!(
+                s,
+                Started {
+                    worker,
+                    at: Some(at)
+                },
+                "{id:?}"
+            );
         }
     }
     p.shutdown();

@@ -149,6 +149,22 @@ impl CliExecutor {
     }
 }
 
+/// How an attempt ended, and the kind of its failure, as the job log names them.
+#[inline]
+fn ending_of(
+    o: &AttemptOutcome<WorkOutput, CliFailure>,
+) -> (Ending, Option<herdsman_io::DeadLetterKind>) {
+    match o {
+        AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None),
+        AttemptOutcome::Success(_) => (Ending::Succeeded, None),
+        AttemptOutcome::Failure(f) => (Ending::Failed, Some(f.kind())),
+        AttemptOutcome::Panicked(_) => (
+            Ending::Failed,
+            Some(herdsman_io::DeadLetterKind::WorkerCrashed),
+        ),
+    }
+}
+
 /// Notes how each attempt in `done` ended: the first `unstarted` never reached a worker
 /// (records that could not be read), the others started as `starts` say, in order.
 fn note_finished(
@@ -162,18 +178,14 @@ fn note_finished(
     }
     // One clock reading for the batch: they were all reported by this poll.
     let now = std::time::Instant::now();
-    let started = std::iter::repeat_n(None, unstarted).chain(starts.iter().copied().map(Some));
-    for ((id, o), started) in done.iter().zip(started) {
-        let (ending, kind) = match o {
-            AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None),
-            AttemptOutcome::Success(_) => (Ending::Succeeded, None),
-            AttemptOutcome::Failure(f) => (Ending::Failed, Some(f.kind())),
-            AttemptOutcome::Panicked(_) => (
-                Ending::Failed,
-                Some(herdsman_io::DeadLetterKind::WorkerCrashed),
-            ),
-        };
-        attempts.finished(*id, now, ending, kind, started);
+    let (unread, ran) = done.split_at(unstarted.min(done.len()));
+    for (id, o) in unread {
+        let (ending, kind) = ending_of(o);
+        attempts.finished(*id, now, ending, kind, None);
+    }
+    for ((id, o), started) in ran.iter().zip(starts) {
+        let (ending, kind) = ending_of(o);
+        attempts.finished(*id, now, ending, kind, Some(*started));
     }
     attempts.send();
 }

@@ -122,6 +122,8 @@ pub struct WorkerPool {
     /// Where and when the attempt of each outcome the current `poll` reported started, in
     /// the order of the outcomes (the caller's vector while `poll_with_starts` runs).
     starts: Vec<Started>,
+    /// Whether the caller asked for the starts (`poll_with_starts` is running).
+    keep_starts: bool,
 }
 
 impl WorkerPool {
@@ -194,6 +196,7 @@ impl WorkerPool {
             stopping: false,
             last_check: Instant::now(),
             starts: Vec::new(),
+            keep_starts: false,
         };
         Ok(pool)
     }
@@ -442,10 +445,12 @@ impl WorkerPool {
     #[inline]
     fn report(&mut self, out: &mut Vec<Outcome>, s: usize, inf: &Inflight, outcome: Reported) {
         out.push((inf.id, outcome));
-        self.starts.push(Started {
-            worker: s,
-            at: Some(inf.started),
-        });
+        if self.keep_starts {
+            self.starts.push(Started {
+                worker: s,
+                at: Some(inf.started),
+            });
+        }
     }
 
     /// Records that the worker of slot `s` just answered `k` records.
@@ -602,9 +607,7 @@ impl Executor<WorkItem> for WorkerPool {
         timeout: Duration,
         out: &mut Vec<Outcome>,
     ) -> Result<(), FatalExecutorError> {
-        let polled = self.poll_outcomes(timeout, out);
-        self.starts.clear();
-        polled
+        self.poll_outcomes(timeout, out)
     }
 
     fn abandon(&mut self, id: AttemptId) {
@@ -709,7 +712,9 @@ impl ProcessExecutor for WorkerPool {
     ) -> Result<(), FatalExecutorError> {
         // The outcomes' starts go straight to the caller's vector.
         std::mem::swap(&mut self.starts, starts);
+        self.keep_starts = true;
         let polled = self.poll_outcomes(timeout, out);
+        self.keep_starts = false;
         std::mem::swap(&mut self.starts, starts);
         polled
     }

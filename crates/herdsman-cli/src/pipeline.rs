@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{Context, Result};
-use herdsman::executor::Executor;
 use herdsman::{ItemError, RateLimit, Retry, RunStatus, StopToken};
 use herdsman_io::{OutputFormat, Sink, SinkError, Source, SourceError, SourceOptions};
 use herdsman_ledger::{Ledger, ResumePoint};
 use herdsman_workers::{
-    ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkItem, WorkOutput, WorkerCommand,
-    WorkerFailure, WorkerPool,
+    ExecConfig, ExecPool, PoolConfig, Protocol, Template, WorkOutput, WorkerCommand, WorkerPool,
 };
 
 use crate::assemble::{Assembler, FailureNote, Resolved, Sinks};
@@ -42,34 +40,21 @@ pub(crate) fn start_executor(
     let stderr_log = log.clone();
     let stderr: herdsman_workers::StderrSink =
         Arc::new(move |worker, line: &str| stderr_log.worker_line(worker, line));
-    // The job log's notes of attempts, told which worker starts each one (a --retry-failed
-    // pass writes no job log).
-    let (on_start, notes) = match &cfg.joblog {
-        Some(_) if !cfg.retry_failed => {
-            let (starts, tracker, finished) = crate::joblog::attempts(cfg.window);
-            let on_start: herdsman_workers::StartSink =
-                Arc::new(move |id, worker, at| starts.on_worker(id, worker, at));
-            (Some(on_start), Some((tracker, finished)))
-        }
-        _ => (None, None),
+    // The job log's notes of attempts (a --retry-failed pass writes no job log); each
+    // attempt's worker and start come with its outcome.
+    let notes = match &cfg.joblog {
+        Some(_) if !cfg.retry_failed => Some(crate::joblog::attempts(cfg.window)),
+        _ => None,
     };
     // The run's history notes which worker runs each attempt (a checkpointed run only).
     let probe = (cfg.state.is_some() && !cfg.retry_failed && !cfg.no_history)
         .then(|| crate::history::Probe::new(matches!(cfg.transform, Transform::Worker { .. })));
-    let on_start = match (on_start, &probe) {
-        (on_start, None) => on_start,
-        (joblog, Some(probe)) => {
-            let probe = probe.clone();
-            let both: herdsman_workers::StartSink = Arc::new(move |id, worker, at| {
-                probe.started(id, worker, at);
-                if let Some(j) = &joblog {
-                    j(id, worker, at);
-                }
-            });
-            Some(both)
-        }
-    };
-    // The live status table (`herdsman status`) is told too.
+    let on_start = probe.clone().map(|probe| {
+        let sink: herdsman_workers::StartSink =
+            Arc::new(move |id, worker, at| probe.started(id, worker, at));
+        sink
+    });
+    // The live status table (`herdsman status`) is told too: it shows what runs now.
     let on_start = match (crate::live::current(), on_start) {
         (Some(live), None) => {
             let live = Arc::clone(live);
@@ -77,11 +62,11 @@ pub(crate) fn start_executor(
                 Arc::new(move |id, worker, at| live.started(id.index, worker, at));
             Some(sink)
         }
-        (Some(live), Some(joblog)) => {
+        (Some(live), Some(probe)) => {
             let live = Arc::clone(live);
             let sink: herdsman_workers::StartSink = Arc::new(move |id, worker, at| {
                 live.started(id.index, worker, at);
-                joblog(id, worker, at);
+                probe(id, worker, at);
             });
             Some(sink)
         }
@@ -95,9 +80,7 @@ pub(crate) fn start_executor(
         on_start,
         ..herdsman_workers::ProcessOptions::default()
     };
-    let inner: Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>> = match &cfg
-        .transform
-    {
+    let inner: Box<dyn herdsman_workers::ProcessExecutor> = match &cfg.transform {
         Transform::Worker {
             argv,
             protocol,

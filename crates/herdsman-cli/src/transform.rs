@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herdsman::executor::{AttemptId, AttemptOutcome, Executor, FatalExecutorError};
 use herdsman_io::RecordError;
-use herdsman_workers::{WorkItem, WorkOutput, WorkerFailure};
+use herdsman_workers::{ProcessExecutor, Started, WorkItem, WorkOutput, WorkerFailure};
 
 use crate::chunks::CliItem;
 use crate::joblog::{Ending, Finished, Tracker};
@@ -79,13 +79,15 @@ impl std::fmt::Display for CliFailure {
     }
 }
 
-type Inner = Box<dyn Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure>>;
+type Inner = Box<dyn ProcessExecutor>;
 
 /// Wraps the process executor.
 pub struct CliExecutor {
     inner: Inner,
     ready: Vec<(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)>,
     scratch: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+    /// Where and when the attempts in `scratch` started (kept for the job log only).
+    starts: Vec<Started>,
     /// Where each attempt's end is noted, for the job log (`--joblog`).
     tracker: Option<Tracker>,
     /// The job log's end of those notes, until the job log takes it.
@@ -104,6 +106,7 @@ impl CliExecutor {
             inner,
             ready: Vec::new(),
             scratch: Vec::new(),
+            starts: Vec::new(),
             tracker: None,
             finished: None,
             probe: None,
@@ -146,35 +149,43 @@ impl CliExecutor {
     }
 }
 
-/// Notes how each attempt in `done` ended.
+/// How an attempt ended, and the kind of its failure, as the job log names them.
+#[inline]
+fn ending_of(
+    o: &AttemptOutcome<WorkOutput, CliFailure>,
+) -> (Ending, Option<herdsman_io::DeadLetterKind>) {
+    match o {
+        AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None),
+        AttemptOutcome::Success(_) => (Ending::Succeeded, None),
+        AttemptOutcome::Failure(f) => (Ending::Failed, Some(f.kind())),
+        AttemptOutcome::Panicked(_) => (
+            Ending::Failed,
+            Some(herdsman_io::DeadLetterKind::WorkerCrashed),
+        ),
+    }
+}
+
+/// Notes how each attempt in `done` ended: the first `unstarted` never reached a worker
+/// (records that could not be read), the others started as `starts` say, in order.
 fn note_finished(
     attempts: &mut Tracker,
     done: &[(AttemptId, AttemptOutcome<WorkOutput, CliFailure>)],
+    unstarted: usize,
+    starts: &[Started],
 ) {
     if done.is_empty() {
         return;
     }
     // One clock reading for the batch: they were all reported by this poll.
     let now = std::time::Instant::now();
-    for (id, o) in done {
-        let (ending, kind, worker) = match o {
-            AttemptOutcome::Success(v) if v.is_empty() => (Ending::Filtered, None, None),
-            AttemptOutcome::Success(_) => (Ending::Succeeded, None, None),
-            AttemptOutcome::Failure(f) => {
-                let worker = match f {
-                    CliFailure::Worker(w) => Some(w.worker),
-                    CliFailure::Input(_) => None,
-                };
-                let kind = f.kind();
-                (Ending::Failed, Some(kind), worker)
-            }
-            AttemptOutcome::Panicked(_) => (
-                Ending::Failed,
-                Some(herdsman_io::DeadLetterKind::WorkerCrashed),
-                None,
-            ),
-        };
-        attempts.finished(*id, now, ending, kind, worker);
+    let (unread, ran) = done.split_at(unstarted.min(done.len()));
+    for (id, o) in unread {
+        let (ending, kind) = ending_of(o);
+        attempts.finished(*id, now, ending, kind, None);
+    }
+    for ((id, o), started) in ran.iter().zip(starts) {
+        let (ending, kind) = ending_of(o);
+        attempts.finished(*id, now, ending, kind, Some(*started));
     }
     attempts.send();
 }
@@ -245,8 +256,15 @@ impl Executor<CliItem> for CliExecutor {
             Duration::ZERO
         };
         let before = out.len();
+        let unstarted = self.ready.len();
         out.append(&mut self.ready);
-        self.inner.poll(timeout, &mut self.scratch)?;
+        if self.tracker.is_some() {
+            self.starts.clear();
+            self.inner
+                .poll_with_starts(timeout, &mut self.scratch, &mut self.starts)?;
+        } else {
+            self.inner.poll(timeout, &mut self.scratch)?;
+        }
         out.extend(self.scratch.drain(..).map(|(id, o)| {
             let o = match o {
                 AttemptOutcome::Success(v) => AttemptOutcome::Success(v),
@@ -256,7 +274,7 @@ impl Executor<CliItem> for CliExecutor {
             (id, o)
         }));
         if let Some(t) = &mut self.tracker {
-            note_finished(t, &out[before..]);
+            note_finished(t, &out[before..], unstarted, &self.starts);
         }
         if let Some(p) = &self.probe {
             if out.len() > before {
@@ -297,9 +315,6 @@ impl Executor<CliItem> for CliExecutor {
         if let Some(m) = &self.metrics {
             m.dropped(1);
         }
-        if let Some(t) = &mut self.tracker {
-            t.abandoned(id);
-        }
         if let Some(p) = &self.probe {
             p.abandoned(id);
         }
@@ -310,11 +325,6 @@ impl Executor<CliItem> for CliExecutor {
         self.inner.stop_queued(not_started);
         if let Some(m) = &self.metrics {
             m.dropped(not_started.len() - before);
-        }
-        if let Some(t) = &mut self.tracker {
-            for id in &not_started[before..] {
-                t.abandoned(*id);
-            }
         }
         if let Some(p) = &self.probe {
             for id in &not_started[before..] {

@@ -30,8 +30,8 @@ use crate::tail::StderrReader;
 use crate::template::Template;
 use crate::text::{io_phrase, quote_start};
 use crate::{
-    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, Setting, WorkItem,
-    WorkOutput, WorkerFailure, NOT_RETRIED_WORDS, TIMEOUT_WORDS,
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, ProcessExecutor, Setting,
+    Started, WorkItem, WorkOutput, WorkerFailure, NOT_RETRIED_WORDS, TIMEOUT_WORDS,
 };
 
 /// The environment variable that tells a worker process or a per-record command the
@@ -159,7 +159,9 @@ struct Job {
 type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
 
 enum Done {
-    Finished(Outcome),
+    /// An attempt's outcome, and its job slot and when its command was spawned (`None` if
+    /// it never was).
+    Finished(Outcome, Started),
     Fatal(FatalExecutorError),
 }
 
@@ -198,6 +200,8 @@ pub struct ExecPool {
     threads: Vec<JoinHandle<()>>,
     killers: Vec<JoinHandle<()>>,
     stopped: bool,
+    /// Room for the starts `poll` is not asked for.
+    starts: Vec<Started>,
 }
 
 impl ExecPool {
@@ -249,15 +253,22 @@ impl ExecPool {
             threads,
             killers: Vec::new(),
             stopped: false,
+            starts: Vec::new(),
         })
     }
 
-    fn take(&mut self, done: Done, out: &mut Vec<Outcome>) -> Result<(), FatalExecutorError> {
+    fn take(
+        &mut self,
+        done: Done,
+        out: &mut Vec<Outcome>,
+        starts: &mut Vec<Started>,
+    ) -> Result<(), FatalExecutorError> {
         match done {
-            Done::Finished((id, outcome)) => {
+            Done::Finished((id, outcome), started) => {
                 // Absent: abandoned after the command finished; never report it.
                 if self.active.remove(&id).is_some() {
                     out.push((id, outcome));
+                    starts.push(started);
                 }
                 Ok(())
             }
@@ -366,6 +377,10 @@ fn failure(slot: usize, kind: FailureKind, message: String, retryable: bool) -> 
 fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
     let Job { id, item, ctl } = job;
     let cfg = &shared.cfg;
+    let not_spawned = Started {
+        worker: slot,
+        at: None,
+    };
     // Rendered here, where the job slot that `{%}` stands for is known.
     let (argv, env) = match cfg
         .template
@@ -382,9 +397,13 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                 return None;
             }
             let f = failure(slot, FailureKind::BadRecord, e.to_string(), false);
-            return Some(Done::Finished((id, AttemptOutcome::Failure(f))));
+            return Some(Done::Finished(
+                (id, AttemptOutcome::Failure(f)),
+                not_spawned,
+            ));
         }
     };
+    let started;
     let mut child: Child = {
         let mut state = ctl.state.lock().unwrap_or_else(|p| p.into_inner());
         if ctl.abandoned.load(Ordering::SeqCst) {
@@ -398,6 +417,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
         match spawned {
             Ok(c) => {
                 let now = Instant::now();
+                started = Started {
+                    worker: slot,
+                    at: Some(now),
+                };
                 *state = JobState::Running(c.id(), now);
                 if let Some(told) = &cfg.on_start {
                     told(id, slot, now);
@@ -419,7 +442,10 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
                 }
                 let msg = format!("cannot run command `{}`: {}", argv[0], io_phrase(&e));
                 let f = failure(slot, FailureKind::CommandFailed, msg, false);
-                return Some(Done::Finished((id, AttemptOutcome::Failure(f))));
+                return Some(Done::Finished(
+                    (id, AttemptOutcome::Failure(f)),
+                    not_spawned,
+                ));
             }
         }
     };
@@ -475,7 +501,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
             stderr_tail: tail,
             ..failure(slot, FailureKind::Timeout, msg, true)
         };
-        return Some(Done::Finished((id, AttemptOutcome::Failure(f))));
+        return Some(Done::Finished((id, AttemptOutcome::Failure(f)), started));
     }
     let outcome = match status {
         Some(st) if st.success() => {
@@ -518,7 +544,7 @@ fn run_job(shared: &Shared, slot: usize, job: Job) -> Option<Done> {
             })
         }
     };
-    Some(Done::Finished((id, outcome)))
+    Some(Done::Finished((id, outcome), started))
 }
 
 /// Turns a command's stdout, known to be UTF-8, into output records (see
@@ -605,47 +631,11 @@ impl Executor<WorkItem> for ExecPool {
         timeout: Duration,
         out: &mut Vec<Outcome>,
     ) -> Result<(), FatalExecutorError> {
-        if let Some(f) = &self.fatal {
-            return Err(f.clone());
-        }
-        let start_len = out.len();
-        self.expire();
-        while let Ok(done) = self.done_rx.try_recv() {
-            self.take(done, out)?;
-        }
-        if out.len() > start_len {
-            return Ok(());
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let now = Instant::now();
-            let mut left = deadline.saturating_duration_since(now);
-            if let Some(limit) = self.shared.cfg.timeout {
-                // A command that starts while this call waits runs out of time no sooner
-                // than `limit` from now; one already running, at its own expiry.
-                left = left.min(limit);
-                if let Some(next) = self.expire() {
-                    left = left.min(next.saturating_duration_since(now));
-                }
-            }
-            match self.done_rx.recv_timeout(left) {
-                Ok(done) => {
-                    self.take(done, out)?;
-                    while let Ok(done) = self.done_rx.try_recv() {
-                        self.take(done, out)?;
-                    }
-                    if out.len() > start_len {
-                        return Ok(());
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if Instant::now() >= deadline {
-                        return Ok(());
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
-            }
-        }
+        let mut starts = std::mem::take(&mut self.starts);
+        let polled = self.poll_with_starts(timeout, out, &mut starts);
+        starts.clear();
+        self.starts = starts;
+        polled
     }
 
     fn abandon(&mut self, id: AttemptId) {
@@ -677,6 +667,57 @@ impl Executor<WorkItem> for ExecPool {
             }
             if h.is_finished() {
                 let _ = h.join();
+            }
+        }
+    }
+}
+
+impl ProcessExecutor for ExecPool {
+    fn poll_with_starts(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Outcome>,
+        starts: &mut Vec<Started>,
+    ) -> Result<(), FatalExecutorError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone());
+        }
+        let start_len = out.len();
+        self.expire();
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.take(done, out, starts)?;
+        }
+        if out.len() > start_len {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            let mut left = deadline.saturating_duration_since(now);
+            if let Some(limit) = self.shared.cfg.timeout {
+                // A command that starts while this call waits runs out of time no sooner
+                // than `limit` from now; one already running, at its own expiry.
+                left = left.min(limit);
+                if let Some(next) = self.expire() {
+                    left = left.min(next.saturating_duration_since(now));
+                }
+            }
+            match self.done_rx.recv_timeout(left) {
+                Ok(done) => {
+                    self.take(done, out, starts)?;
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.take(done, out, starts)?;
+                    }
+                    if out.len() > start_len {
+                        return Ok(());
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
             }
         }
     }

@@ -68,6 +68,51 @@ pub type StderrSink = Arc<dyn Fn(usize, &str) + Send + Sync>;
 /// short.
 pub type StartSink = Arc<dyn Fn(herdsman::AttemptId, usize, std::time::Instant) + Send + Sync>;
 
+/// Where and when an attempt ran, reported beside its outcome by
+/// [`ProcessExecutor::poll_with_starts`]: the same worker index and moment a [`StartSink`]
+/// is told, without a callback (an attempt sent again to another worker after a restart
+/// carries its last start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The 0-based index of the worker (or job slot) that ran the attempt.
+    pub worker: usize,
+    /// When the attempt was handed to that worker (or its command was spawned); `None` when
+    /// it never got that far (a command template that could not be filled from the record,
+    /// a command that could not be spawned).
+    pub at: Option<std::time::Instant>,
+}
+
+/// A process executor ([`WorkerPool`], [`ExecPool`]) that can tell, for every outcome it
+/// reports, where and when its attempt started.
+///
+/// ```
+/// use herdsman_workers::{AttemptId, PoolConfig, ProcessExecutor, WorkItem, WorkerCommand, WorkerPool};
+/// use herdsman_workers::Executor;
+/// use std::time::{Duration, Instant};
+///
+/// let before = Instant::now();
+/// let mut pool = WorkerPool::start(PoolConfig::new(WorkerCommand::argv(["cat"]))).unwrap();
+/// pool.submit(AttemptId { index: 0, attempt: 1 }, WorkItem::new(0, "1")).unwrap();
+/// let (mut out, mut starts) = (Vec::new(), Vec::new());
+/// while out.is_empty() {
+///     pool.poll_with_starts(Duration::from_secs(1), &mut out, &mut starts).unwrap();
+/// }
+/// assert_eq!(starts.len(), out.len());
+/// assert_eq!(starts[0].worker, 0);
+/// assert!(starts[0].at.is_some_and(|at| at >= before));
+/// pool.shutdown();
+/// ```
+pub trait ProcessExecutor: Executor<WorkItem, Output = WorkOutput, Error = WorkerFailure> {
+    /// Does what [`Executor::poll`] does, and appends to `starts` one [`Started`] for each
+    /// outcome it appends to `out`, in the same order.
+    fn poll_with_starts(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+        starts: &mut Vec<Started>,
+    ) -> Result<(), FatalExecutorError>;
+}
+
 /// A callback told each time a worker process is started to take the place of one that ended
 /// (it exited, was killed after a timeout or abandon, or was retired after its limit of
 /// records), with the worker's 0-based index. Called on the thread that drives the pool.

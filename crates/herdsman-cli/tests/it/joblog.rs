@@ -160,3 +160,92 @@ fn a_joblog_that_cannot_be_written_stops_the_run_with_a_clear_error() {
         assert!(!s.path("out.jsonl").exists(), "checkpoint {checkpoint}");
     }
 }
+
+/// A lines worker that exits (once: a marker file remembers) when it reads the record with id
+/// 2, and echoes the others.
+const EXIT_ON_2: &str = r#"import json, os, sys
+marker = sys.argv[1]
+for line in sys.stdin:
+    if json.loads(line)["id"] == 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        sys.exit(3)
+    sys.stdout.write(line)
+    sys.stdout.flush()
+"#;
+
+/// Seconds with three decimals, as the job log spells a start or a duration, in milliseconds.
+fn millis(text: &str) -> u64 {
+    let (s, ms) = text.split_once('.').unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(ms.len(), 3, "{text}");
+    s.parse::<u64>().unwrap() * 1000 + ms.parse::<u64>().unwrap()
+}
+
+#[test]
+fn each_attempt_line_has_its_own_worker_and_start_and_an_unreadable_record_none() {
+    let s = Scratch::new();
+    s.write("w.py", EXIT_ON_2);
+    // The fifth line is not JSON: it fails without reaching a worker.
+    let mut input = String::new();
+    for id in 0..12 {
+        input.push_str(&if id == 4 {
+            "{not json\n".to_string()
+        } else {
+            format!("{{\"id\":{id}}}\n")
+        });
+    }
+    s.write("in.jsonl", input);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = s
+        .herdsman()
+        .args(["run", "-i", "in.jsonl", "-o", "out.jsonl", "-j", "2"])
+        .args(["--retries", "2", "--backoff", "1ms", "--joblog", "jobs.tsv"])
+        .args(["-w", "python3 w.py exited"])
+        .output()
+        .unwrap();
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = s.read("jobs.tsv");
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    // 12 records; the one with id 2 takes two attempts.
+    assert_eq!(lines.len(), 13, "{text}");
+    let mut record_3 = Vec::new();
+    for l in &lines {
+        let (record, worker, start, duration) = (l[0], l[3], millis(l[4]), millis(l[5]));
+        // Millisecond starts, cut (not rounded) from the clock.
+        assert!(start + 1 >= before && start <= after, "{text}");
+        match record {
+            "5" => {
+                assert_eq!((worker, duration), ("-", 0), "{text}");
+                assert_eq!((l[6], l[7], l[8]), ("failed", "input_json", "1"), "{text}");
+            }
+            "3" => record_3.push(l),
+            _ => {
+                assert!(["1", "2"].contains(&worker), "{text}");
+                assert_eq!((l[6], l[7], l[8]), ("succeeded", "-", "1"), "{text}");
+            }
+        }
+    }
+    assert_eq!(record_3.len(), 2, "{text}");
+    let (first, second) = (record_3[0], record_3[1]);
+    assert_eq!(
+        (first[6], first[7], first[8]),
+        ("failed", "worker_exited", "1")
+    );
+    assert_eq!((second[6], second[7], second[8]), ("succeeded", "-", "2"));
+    assert!(["1", "2"].contains(&first[3]) && ["1", "2"].contains(&second[3]));
+    // The retry's own start: after the first attempt ended (give or take the cut digits).
+    assert!(
+        millis(second[4]) + 1 >= millis(first[4]) + millis(first[5]),
+        "{text}"
+    );
+}

@@ -89,7 +89,7 @@ impl WorkerPool {
                 self.serial = true;
             }
             for inf in expired.into_iter().filter(|i| !i.abandoned) {
-                out.push((inf.id, AttemptOutcome::Failure(failure.clone())));
+                self.report(out, s, &inf, AttemptOutcome::Failure(failure.clone()));
             }
             if !answered {
                 self.barren_exits += 1;

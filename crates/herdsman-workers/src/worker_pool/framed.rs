@@ -64,7 +64,7 @@ impl WorkerPool {
                             quote_start(line)
                         );
                         let f = self.failure(s, FailureKind::BadOutput, msg, false);
-                        out.push((inf.id, AttemptOutcome::Failure(f)));
+                        self.report(out, s, &inf, AttemptOutcome::Failure(f));
                     }
                     continue;
                 }
@@ -121,7 +121,7 @@ impl WorkerPool {
                 None
             };
             if let Some(result) = finished {
-                let inf = if pos == 0 {
+                let mut inf = if pos == 0 {
                     queue.pop_front()
                 } else {
                     queue.remove(pos)
@@ -129,14 +129,14 @@ impl WorkerPool {
                 .expect("present");
                 self.note_answer(s, 1);
                 let outcome = match result {
-                    Ok(()) => AttemptOutcome::Success(inf.outputs),
+                    Ok(()) => AttemptOutcome::Success(std::mem::take(&mut inf.outputs)),
                     Err((kind, msg, retryable, wait)) => {
                         let mut f = self.failure(s, kind, msg, retryable);
                         f.retry_after = wait;
                         AttemptOutcome::Failure(f)
                     }
                 };
-                out.push((inf.id, outcome));
+                self.report(out, s, &inf, outcome);
             }
         }
     }

@@ -48,7 +48,7 @@ impl WorkerPool {
                     AttemptOutcome::Failure(self.failure(s, FailureKind::BadOutput, msg, false))
                 }
             };
-            out.push((inf.id, outcome));
+            self.report(out, s, &inf, outcome);
         }
         if answered > 0 {
             self.note_answer(s, answered);

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use crate::process::{check_dir, check_program, kill_after_grace, reap, wait_exited};
 use crate::text::io_phrase;
 use crate::{
-    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, WorkItem, WorkOutput,
-    WorkerFailure,
+    AttemptId, AttemptOutcome, Executor, FailureKind, FatalExecutorError, ProcessExecutor, Started,
+    WorkItem, WorkOutput, WorkerFailure,
 };
 
 mod config;
@@ -119,6 +119,11 @@ pub struct WorkerPool {
     stopping: bool,
     /// When `poll` last looked for exited workers and overdue answers.
     last_check: Instant,
+    /// Where and when the attempt of each outcome the current `poll` reported started, in
+    /// the order of the outcomes (the caller's vector while `poll_with_starts` runs).
+    starts: Vec<Started>,
+    /// Whether the caller asked for the starts (`poll_with_starts` is running).
+    keep_starts: bool,
 }
 
 impl WorkerPool {
@@ -190,6 +195,8 @@ impl WorkerPool {
             serial: false,
             stopping: false,
             last_check: Instant::now(),
+            starts: Vec::new(),
+            keep_starts: false,
         };
         Ok(pool)
     }
@@ -310,6 +317,7 @@ impl WorkerPool {
             item,
             wire,
             outputs: Vec::new(),
+            started: now,
             abandoned: false,
         });
         slot.sync_head(now);
@@ -410,7 +418,7 @@ impl WorkerPool {
                             self.cfg.max_line_bytes
                         );
                         let f = self.failure(slot, FailureKind::BadOutput, msg, false);
-                        out.push((inf.id, AttemptOutcome::Failure(f)));
+                        self.report(out, slot, &inf, AttemptOutcome::Failure(f));
                     }
                 }
             }
@@ -430,6 +438,18 @@ impl WorkerPool {
             herdsman::FatalKind::Runtime
         } else {
             herdsman::FatalKind::Configuration
+        }
+    }
+
+    /// Reports the outcome of attempt `inf` on slot `s`, with its start.
+    #[inline]
+    fn report(&mut self, out: &mut Vec<Outcome>, s: usize, inf: &Inflight, outcome: Reported) {
+        out.push((inf.id, outcome));
+        if self.keep_starts {
+            self.starts.push(Started {
+                worker: s,
+                at: Some(inf.started),
+            });
         }
     }
 
@@ -453,6 +473,57 @@ impl WorkerPool {
             });
         }
         slot.busy_since = (slot.inflight.len() > 0).then_some(now);
+    }
+
+    /// What `poll` does, reporting each outcome's start in `self.starts`.
+    fn poll_outcomes(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Outcome>,
+    ) -> Result<(), FatalExecutorError> {
+        if let Some(f) = &self.fatal {
+            return Err(f.clone());
+        }
+        self.dispatch()?;
+        self.unstick()?;
+        self.flush_all();
+        let start_len = out.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Take everything already waiting, then block only if nothing finished.
+            while let Ok(ev) = self.events.try_recv() {
+                self.handle(ev, out)?;
+                if out.len() - start_len >= 4096 {
+                    break;
+                }
+            }
+            // Answers that already arrived count; only then are exits and late records
+            // handled.
+            self.finish_retirements()?;
+            self.check_workers(out)?;
+            self.expire(out)?;
+            if self.stopping {
+                self.retire_idle();
+            }
+            // Restarts may have queued re-sends.
+            self.flush_all();
+            if out.len() > start_len {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            // Never sleep past the moment a record runs out of time.
+            let mut wait = (deadline - now).min(STALL_CHECK);
+            if let Some(expiry) = self.next_deadline() {
+                wait = wait.min(expiry.saturating_duration_since(now));
+            }
+            match self.events.recv_timeout(wait) {
+                Ok(ev) => self.handle(ev, out)?,
+                Err(_) => self.unstick()?,
+            }
+        }
     }
 
     /// How many records each worker may have in flight now.
@@ -508,7 +579,8 @@ fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-type Outcome = (AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>);
+type Outcome = (AttemptId, Reported);
+type Reported = AttemptOutcome<WorkOutput, WorkerFailure>;
 
 impl Executor<WorkItem> for WorkerPool {
     type Output = WorkOutput;
@@ -535,49 +607,7 @@ impl Executor<WorkItem> for WorkerPool {
         timeout: Duration,
         out: &mut Vec<Outcome>,
     ) -> Result<(), FatalExecutorError> {
-        if let Some(f) = &self.fatal {
-            return Err(f.clone());
-        }
-        self.dispatch()?;
-        self.unstick()?;
-        self.flush_all();
-        let start_len = out.len();
-        let deadline = Instant::now() + timeout;
-        loop {
-            // Take everything already waiting, then block only if nothing finished.
-            while let Ok(ev) = self.events.try_recv() {
-                self.handle(ev, out)?;
-                if out.len() - start_len >= 4096 {
-                    break;
-                }
-            }
-            // Answers that already arrived count; only then are exits and late records
-            // handled.
-            self.finish_retirements()?;
-            self.check_workers(out)?;
-            self.expire(out)?;
-            if self.stopping {
-                self.retire_idle();
-            }
-            // Restarts may have queued re-sends.
-            self.flush_all();
-            if out.len() > start_len {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            // Never sleep past the moment a record runs out of time.
-            let mut wait = (deadline - now).min(STALL_CHECK);
-            if let Some(expiry) = self.next_deadline() {
-                wait = wait.min(expiry.saturating_duration_since(now));
-            }
-            match self.events.recv_timeout(wait) {
-                Ok(ev) => self.handle(ev, out)?,
-                Err(_) => self.unstick()?,
-            }
-        }
+        self.poll_outcomes(timeout, out)
     }
 
     fn abandon(&mut self, id: AttemptId) {
@@ -670,6 +700,23 @@ impl Executor<WorkItem> for WorkerPool {
                 let _ = h.join();
             }
         }
+    }
+}
+
+impl ProcessExecutor for WorkerPool {
+    fn poll_with_starts(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<Outcome>,
+        starts: &mut Vec<Started>,
+    ) -> Result<(), FatalExecutorError> {
+        // The outcomes' starts go straight to the caller's vector.
+        std::mem::swap(&mut self.starts, starts);
+        self.keep_starts = true;
+        let polled = self.poll_outcomes(timeout, out);
+        self.keep_starts = false;
+        std::mem::swap(&mut self.starts, starts);
+        polled
     }
 }
 

@@ -155,20 +155,18 @@ impl WorkerPool {
         tracing::info!(worker = s + 1, pid, status = %how, last_stderr, "worker exited; a new one takes its place");
         // An abandoned record at the head was what the worker was busy with: nobody to charge.
         if let Some(inf) = self.slots[s].inflight.pop_oldest().filter(|i| !i.abandoned) {
-            out.push((
-                inf.id,
-                AttemptOutcome::Failure(WorkerFailure {
-                    kind: FailureKind::WorkerExited,
-                    message: format!(
-                        "worker {s} (`{}`) {how} while processing this record{incomplete}",
-                        self.cfg.command.display()
-                    ),
-                    retryable: true,
-                    retry_after: None,
-                    worker: s,
-                    stderr_tail: tail.clone(),
-                }),
-            ));
+            let failure = WorkerFailure {
+                kind: FailureKind::WorkerExited,
+                message: format!(
+                    "worker {s} (`{}`) {how} while processing this record{incomplete}",
+                    self.cfg.command.display()
+                ),
+                retryable: true,
+                retry_after: None,
+                worker: s,
+                stderr_tail: tail.clone(),
+            };
+            self.report(out, s, &inf, AttemptOutcome::Failure(failure));
         }
         self.requeue(s);
         // A worker killed with SIGKILL from outside (an operator, the OOM killer) did not

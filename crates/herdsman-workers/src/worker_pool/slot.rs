@@ -22,6 +22,8 @@ pub(super) struct Inflight {
     pub(super) item: WorkItem,
     pub(super) wire: u64,
     pub(super) outputs: WorkOutput,
+    /// When it was written to this worker's outbox (reported with its outcome).
+    pub(super) started: Instant,
     /// Abandoned while queued behind other records on a `lines` worker: its answer will
     /// still come (and is dropped), but the attempt is never reported.
     pub(super) abandoned: bool,

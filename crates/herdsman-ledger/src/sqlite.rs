@@ -21,7 +21,7 @@ use crate::{
 pub const LEDGER_FILE_NAME: &str = "ledger.sqlite";
 
 /// The newest schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another connection (e.g. `herdsman status` reading) before
 /// giving up.
@@ -158,7 +158,23 @@ CREATE TABLE slowest (
 );
 "#,
     ),
+    (
+        "indexes for the largest committed offsets",
+        // Each commit checks its offsets against the largest committed ones: without these,
+        // a scan of every committed chunk of the job, so a job's commits cost the square of
+        // its chunks (50,000 chunks: 19 ms per commit at the end).
+        r#"
+CREATE INDEX chunks_output_end ON chunks (job_id, state, output_end);
+CREATE INDEX chunks_failures_end ON chunks (job_id, state, failures_end);
+"#,
+    ),
 ];
+
+/// The largest committed output and dead-letter offsets of job `?1`: one step down each
+/// index of migration 4, whatever the number of committed chunks.
+const MAX_OFFSETS: &str = "SELECT \
+     (SELECT MAX(output_end) FROM chunks WHERE job_id = ?1 AND state = 'committed'), \
+     (SELECT MAX(failures_end) FROM chunks WHERE job_id = ?1 AND state = 'committed')";
 
 /// The table migration 2 keeps version 1's chunks in: their byte offsets and lines cannot be
 /// turned into format tokens, so a job that has any cannot be resumed (only restarted).
@@ -1099,10 +1115,7 @@ fn insert_commit(
         (None, existing) => existing.as_ref().map_or(1, |e| e.attempt + 1),
     };
     let (max_out, max_fail): (Option<i64>, Option<i64>) = tx
-        .prepare_cached(
-            "SELECT MAX(output_end), MAX(failures_end) FROM chunks \
-             WHERE job_id = ?1 AND state = 'committed'",
-        )?
+        .prepare_cached(MAX_OFFSETS)?
         .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     for (file, got, committed) in [
         ("output", c.output_end, max_out),
@@ -1429,6 +1442,44 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_largest_committed_offsets_are_read_from_indexes_not_a_scan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&tmp.path().join("state")).unwrap();
+        let mut ledger = SqliteLedger::open(&state).unwrap();
+        ledger.open_job(&JobIdentity::new().with("a", "b")).unwrap();
+        for k in 0..3 {
+            ledger.commit_chunk(&commit(k)).unwrap();
+        }
+        let plan: Vec<String> = ledger
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {MAX_OFFSETS}"))
+            .unwrap()
+            .query_map([1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let searches: Vec<&String> = plan.iter().filter(|d| d.contains("chunks")).collect();
+        assert_eq!(searches.len(), 2, "{plan:?}");
+        assert!(
+            searches[0].contains("USING COVERING INDEX chunks_output_end (job_id=? AND state=?)"),
+            "{plan:?}"
+        );
+        assert!(
+            searches[1].contains("USING COVERING INDEX chunks_failures_end (job_id=? AND state=?)"),
+            "{plan:?}"
+        );
+        let (out, fail): (Option<i64>, Option<i64>) = ledger
+            .conn
+            .query_row(MAX_OFFSETS, [1], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        let last = commit(2);
+        assert_eq!(
+            (out, fail),
+            (Some(last.output_end as i64), Some(last.failures_end as i64))
+        );
     }
 
     #[test]

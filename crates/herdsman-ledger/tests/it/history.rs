@@ -145,7 +145,8 @@ fn a_ledger_from_before_history_is_readable_and_migrates() {
         let conn = rusqlite::Connection::open(tmp.path().join(LEDGER_FILE_NAME)).unwrap();
         conn.execute_batch(
             "DROP TABLE history; DROP TABLE slowest; \
-             DELETE FROM schema_migrations WHERE version = 3; PRAGMA user_version = 2;",
+             DROP INDEX chunks_output_end; DROP INDEX chunks_failures_end; \
+             DELETE FROM schema_migrations WHERE version >= 3; PRAGMA user_version = 2;",
         )
         .unwrap();
     }

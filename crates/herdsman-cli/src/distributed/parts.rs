@@ -641,14 +641,14 @@ pub(crate) fn pair(
     )
 }
 
-/// `HERDSMAN_FAULT=distributed-committer-fails`: the committer thread's second batch fails
-/// as a disk error would (the first commits), for the tests of a failing committer. Nothing
-/// else.
-fn injected_failure(batch: u64) -> bool {
+/// `HERDSMAN_FAULT=distributed-committer-fails`: the committer thread's first batch is its
+/// first chunk alone and commits, its second batch fails as a disk error would, for the
+/// tests of a failing committer. Nothing else.
+fn injected_failure() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         std::env::var("HERDSMAN_FAULT").as_deref() == Ok("distributed-committer-fails")
-    }) && batch == 1
+    })
 }
 
 impl Committer {
@@ -893,6 +893,11 @@ impl CommitThread {
     /// Commits the written chunks through this node's claims of them, with their part names:
     /// their parts made durable together first, then one transaction for the batch.
     fn commit(&mut self, commits: &[ChunkCommit]) -> Result<(), LedgerError> {
+        if injected_failure() && self.batches == 0 && commits.len() > 1 {
+            // However fast the job, one chunk commits and a later one fails.
+            self.commit(&commits[..1])?;
+            return self.commit(&commits[1..]);
+        }
         let mut batch = Vec::with_capacity(commits.len());
         for c in commits {
             let names = self.written.remove(&c.chunk).unwrap_or_default();
@@ -909,7 +914,7 @@ impl CommitThread {
         }
         // No commit names a part before it is durable.
         let names: Vec<String> = batch.iter().flat_map(|(_, _, n)| n.clone()).collect();
-        let synced = if injected_failure(self.batches) {
+        let synced = if injected_failure() && self.batches == 1 {
             Err(std::io::Error::other(
                 "injected failure (HERDSMAN_FAULT=distributed-committer-fails)",
             ))

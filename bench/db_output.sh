@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Database output: ROWS rows (default 1,000,000) into PostgreSQL through herdsman with `cat` as
-# the worker (each chunk's rows and its marker in one transaction), against `psql \copy` of
-# the same CSV into the same table shape, side by side, RUNS rounds (default 5), medians; and
+# Database output: ROWS rows (default 1,000,000) into PostgreSQL through herdsman with no worker
+# (`--copy`, a load) and with `cat` as the worker (each chunk's rows and its marker in one
+# transaction), against `psql \copy` of the same CSV into the same table shape, side by side,
+# RUNS rounds (default 5), medians; and
 # the same herdsman run writing a JSONL file instead (the pipeline's own floor on this machine).
 #
 # usage (from the repository root):
@@ -60,15 +61,22 @@ psql -X -q -v ON_ERROR_STOP=1 "$URL" -c 'DROP TABLE IF EXISTS herdsman_bench_her
 "$H" run -i rows.csv --infer-types -w cat -j 2 --chunk-size $CHUNK --progress none -q \
   -o "$URL?table=herdsman_bench_herdsman"
 SH
+cat > "$work/copy_load.sh" <<SH
+cd "$work" && rm -rf herdsman-state herdsman_bench_load.failures.jsonl
+psql -X -q -v ON_ERROR_STOP=1 "$URL" -c 'DROP TABLE IF EXISTS herdsman_bench_load' -c 'DROP TABLE IF EXISTS herdsman_chunks'
+"$H" run -i rows.csv --infer-types --copy --chunk-size $CHUNK --progress none -q \
+  -o "$URL?table=herdsman_bench_load"
+SH
 cat > "$work/jsonl.sh" <<SH
 cd "$work" && rm -rf .out.jsonl.herdsman out.jsonl out.failures.jsonl
 "$H" run -i rows.csv --infer-types -w cat -j 2 --chunk-size $CHUNK --progress none -q -o out.jsonl
 SH
 python3 bench/timeit.py run --runs "$RUNS" --export-json "$work/db.json" \
     -n 'psql \copy' "sh $work/copy.sh" \
+    -n "herdsman --copy (chunk $CHUNK)" "sh $work/copy_load.sh" \
     -n "herdsman -w cat -j 2 (chunk $CHUNK)" "sh $work/herdsman.sh" \
     -n "herdsman -o out.jsonl (chunk $CHUNK, floor)" "sh $work/jsonl.sh"
 python3 bench/timeit.py table "$work/db.json" --records "$ROWS"
-for t in herdsman_bench_copy herdsman_bench_herdsman; do
+for t in herdsman_bench_copy herdsman_bench_load herdsman_bench_herdsman; do
     psql -X -At "$URL" -c "SELECT '$t', count(*), count(DISTINCT id) FROM $t"
 done

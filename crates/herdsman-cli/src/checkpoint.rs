@@ -105,6 +105,7 @@ pub(crate) fn script_files(cfg: &RunConfig) -> Vec<(PathBuf, String)> {
         Transform::Exec {
             template, shell, ..
         } => (template, *shell),
+        Transform::Copy => return Vec::new(),
     };
     let dir = cfg.workdir.clone().unwrap_or_else(|| PathBuf::from("."));
     let split: Vec<String> = if shell {

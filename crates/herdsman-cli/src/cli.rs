@@ -188,6 +188,17 @@ pub struct RunArgs {
     #[arg(last = true, value_name = "COMMAND", conflicts_with_all = ["exec", "worker"], help_heading = "Work")]
     command: Vec<String>;
 
+    /// No worker: every record goes to the output as it was read (a load into a database
+    /// table or a format conversion), with the checkpoint, exact resume and dead-letter
+    /// file of any run. Example: herdsman run -i rows.csv --copy -o
+    /// 'postgres://me@db/shop?table=rows'
+    #[arg(
+        long,
+        conflicts_with_all = ["exec", "worker", "command"],
+        help_heading = "Work"
+    )]
+    copy: bool, job file: bool;
+
     /// How an --exec command's stdout becomes output: JSON lines or text, nothing for
     /// empty stdout (auto); one {"stdout":…} record (text); one {"input":…, "stdout":…,
     /// "exit":0} record that also carries the input record (record). Default: auto.

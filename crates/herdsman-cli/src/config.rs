@@ -78,6 +78,8 @@ pub enum Transform {
         protocol: ProtocolArg,
         shell: bool,
     },
+    /// No worker (`--copy`): every record is its own output, as it was read.
+    Copy,
     /// One process per record.
     Exec {
         template: Vec<String>,
@@ -589,7 +591,12 @@ impl RunConfig {
             .or(if exec.is_empty() { job.worker } else { None });
         let exec_output_given = args.exec_output.is_some() || job.exec_output.is_some();
         let no_retry_exit_given = !args.no_retry_exit.is_empty() || job.no_retry_exit.is_some();
+        let copy = args.copy || job.copy.unwrap_or(false);
+        if copy && (worker.is_some() || !exec.is_empty()) {
+            usage!("--copy runs no worker; give either --copy or a --worker or --exec, not both");
+        }
         let transform = match (worker, exec.is_empty()) {
+            _ if copy => Transform::Copy,
             (Some(_), false) => usage!("give either --worker or --exec, not both"),
             (Some(w), true) => {
                 let argv = if shell { vec![w] } else { split_command(&w)? };
@@ -633,9 +640,20 @@ impl RunConfig {
                 }
             }
             (None, true) => usage!(
-                "nothing to run; give a worker (-w 'python3 worker.py') or a command per record (-x 'echo {{}}')"
+                "nothing to run; give a worker (-w 'python3 worker.py'), a command per record (-x 'echo {{}}'), or --copy to write the records as they are read (a load or a conversion)"
             ),
         };
+        if matches!(transform, Transform::Copy) {
+            if args.protocol.is_some() || job.protocol.is_some() {
+                usage!("--protocol applies to --worker only; --copy runs no worker");
+            }
+            if exec_output_given || no_retry_exit_given {
+                usage!("--exec-output and --no-retry-exit apply to --exec only; --copy runs no command");
+            }
+            if shell {
+                usage!("--shell applies to a --worker or --exec command; --copy runs none");
+            }
+        }
         if matches!(transform, Transform::Exec { .. }) && (args.protocol.is_some()) {
             usage!("--protocol applies to --worker only, not to --exec");
         }
@@ -1047,6 +1065,9 @@ impl RunConfig {
                 );
                 m.insert("protocol".into(), protocol.name().to_string());
                 m.insert("shell".into(), shell.to_string());
+            }
+            Transform::Copy => {
+                m.insert("copy".into(), "true".into());
             }
             Transform::Exec {
                 template,
@@ -1638,7 +1659,7 @@ mod tests {
             a.protocol = given;
             match RunConfig::from_args(a).unwrap().transform {
                 Transform::Worker { protocol, .. } => protocol,
-                Transform::Exec { .. } => unreachable!(),
+                Transform::Exec { .. } | Transform::Copy => unreachable!(),
             }
         };
         let py = "python3 -m herdsman_worker m:f";

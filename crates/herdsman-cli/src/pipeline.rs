@@ -129,6 +129,7 @@ pub(crate) fn start_executor(
             }
             Box::new(pool)
         }
+        Transform::Copy => Box::new(crate::transform::Copier::new()),
         Transform::Exec {
             template,
             shell,

@@ -357,7 +357,9 @@ fn conclude(
                     keep_incomplete(sinks, log, &out_path, &cfg.failures)?;
                 }
                 let runs = match cfg.transform {
-                    crate::config::Transform::Worker { .. } => crate::fault::Runs::Workers,
+                    crate::config::Transform::Worker { .. } | crate::config::Transform::Copy => {
+                        crate::fault::Runs::Workers
+                    }
                     crate::config::Transform::Exec { .. } => crate::fault::Runs::Commands,
                 };
                 let message = format!(
@@ -487,6 +489,12 @@ pub fn dry_run(cfg: &RunConfig) -> Result<u8> {
                     format!("{} processes", cfg.jobs)
                 }
             ));
+            return Ok(0);
+        }
+        Transform::Copy => {
+            crate::progress::stderr_line(
+                "herdsman: dry run: --copy would write every record to the output as it was read; nothing was run",
+            );
             return Ok(0);
         }
         Transform::Exec {

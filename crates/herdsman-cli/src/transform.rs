@@ -1,4 +1,4 @@
-//! The CLI's executor: the worker pool or per-record commands, plus records that failed to
+//! The CLI's executor: the worker pool, per-record commands or `--copy`, plus records that failed to
 //! parse, which fail at once without reaching a worker.
 //!
 //! Routing malformed records through the engine keeps one accounting path: every record,
@@ -335,5 +335,118 @@ impl Executor<CliItem> for CliExecutor {
 
     fn shutdown(&mut self) {
         self.inner.shutdown();
+    }
+}
+
+/// `--copy`: no worker; each record's output is the record itself, as it was read. It
+/// answers every record at once, on the engine's thread, and never fails one.
+pub struct Copier {
+    done: Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+}
+
+/// How many records the copier holds between two polls; the engine submits no more.
+const COPIER_CAPACITY: usize = 4096;
+
+impl Copier {
+    pub fn new() -> Copier {
+        Copier {
+            done: Vec::with_capacity(COPIER_CAPACITY),
+        }
+    }
+}
+
+impl Executor<WorkItem> for Copier {
+    type Output = WorkOutput;
+    type Error = WorkerFailure;
+
+    fn capacity(&self) -> usize {
+        COPIER_CAPACITY
+    }
+
+    fn submit(&mut self, id: AttemptId, item: WorkItem) -> Result<(), FatalExecutorError> {
+        self.done
+            .push((id, AttemptOutcome::Success(vec![item.json.to_vec()])));
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+    ) -> Result<(), FatalExecutorError> {
+        if self.done.is_empty() {
+            // Nothing can finish before the engine submits more: it is waiting for room in
+            // its window or for a retry, so wait as a worker pool with nothing to report
+            // would, rather than spin.
+            std::thread::sleep(timeout);
+        }
+        out.append(&mut self.done);
+        Ok(())
+    }
+
+    fn abandon(&mut self, id: AttemptId) {
+        self.done.retain(|(d, _)| *d != id);
+    }
+
+    fn shutdown(&mut self) {
+        self.done.clear();
+    }
+}
+
+impl ProcessExecutor for Copier {
+    fn poll_with_starts(
+        &mut self,
+        timeout: Duration,
+        out: &mut Vec<(AttemptId, AttemptOutcome<WorkOutput, WorkerFailure>)>,
+        starts: &mut Vec<Started>,
+    ) -> Result<(), FatalExecutorError> {
+        let before = out.len();
+        self.poll(timeout, out)?;
+        let now = Some(std::time::Instant::now());
+        starts.extend((before..out.len()).map(|_| Started { worker: 0, at: now }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copier_answers_each_record_with_itself_in_submission_order() {
+        let mut c = Copier::new();
+        for seq in 0..3u64 {
+            let id = AttemptId {
+                index: seq,
+                attempt: 1,
+            };
+            c.submit(id, WorkItem::new(seq, format!("{{\"n\":{seq}}}")))
+                .unwrap();
+        }
+        c.abandon(AttemptId {
+            index: 1,
+            attempt: 1,
+        });
+        let (mut out, mut starts) = (Vec::new(), Vec::new());
+        c.poll_with_starts(Duration::from_secs(5), &mut out, &mut starts)
+            .unwrap();
+        let got: Vec<(u64, Vec<Vec<u8>>)> = out
+            .into_iter()
+            .map(|(id, o)| match o {
+                AttemptOutcome::Success(v) => (id.index, v),
+                _ => panic!("the copier never fails a record"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, vec![b"{\"n\":0}".to_vec()]),
+                (2, vec![b"{\"n\":2}".to_vec()])
+            ]
+        );
+        assert_eq!(starts.len(), 2, "one start per outcome");
+        let mut again = Vec::new();
+        c.poll(Duration::ZERO, &mut again).unwrap();
+        assert!(again.is_empty(), "an outcome is reported once");
     }
 }

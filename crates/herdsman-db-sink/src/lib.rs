@@ -37,6 +37,8 @@ use std::sync::mpsc;
 
 use serde_json::Value;
 
+mod copy_row;
+
 /// The table that records which chunks of which job are in which table.
 pub const MARKER_TABLE: &str = "herdsman_chunks";
 
@@ -398,6 +400,8 @@ pub struct DbSink {
     /// Rows of the chunk being written in COPY's text format (PostgreSQL), and how many.
     copy: Vec<u8>,
     copy_rows: u64,
+    /// Encodes the common PostgreSQL row without a JSON tree.
+    encoder: copy_row::RowEncoder,
     /// Rows committed (or handed to the background connection) before the buffered ones.
     committed_rows: u64,
     /// The first chunk that could not be committed: every later commit fails.
@@ -689,6 +693,7 @@ impl DbSink {
             rows: Vec::new(),
             copy: Vec::new(),
             copy_rows: 0,
+            encoder: copy_row::RowEncoder::default(),
             committed_rows,
             failed: None,
             hook: None,
@@ -734,48 +739,7 @@ impl DbSink {
     /// Checks that the output record `json` fits the table, and returns its row. The error
     /// says why it does not (not an object, an unknown column, a value of the wrong type).
     fn row_of(&self, json: &[u8]) -> Result<(Vec<Value>, Option<Vec<Column>>), String> {
-        let v: Value =
-            serde_json::from_slice(json).map_err(|e| format!("the output is not JSON ({e})"))?;
-        let Value::Object(obj) = v else {
-            return Err(format!(
-                "a table row must be a JSON object, not {}",
-                kind_of_value(&v)
-            ));
-        };
-        let inferred = match &self.columns {
-            Some(_) => None,
-            None => Some(DbSink::infer(&obj)),
-        };
-        let columns = self
-            .columns
-            .as_deref()
-            .or(inferred.as_deref())
-            .expect("one is set");
-        let mut row = vec![Value::Null; columns.len()];
-        for (k, v) in obj {
-            let Some(i) = columns.iter().position(|c| c.name == k) else {
-                return Err(format!(
-                    "table {} has no column {k:?} (columns: {})",
-                    self.url.table,
-                    columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            };
-            if !columns[i].kind.fits(&v) {
-                return Err(format!(
-                    "column {k:?} of table {} holds {} values, not {} {}",
-                    self.url.table,
-                    columns[i].kind.name(),
-                    kind_of_value(&v),
-                    v
-                ));
-            }
-            row[i] = v;
-        }
-        Ok((row, inferred))
+        row_values(json, self.columns.as_deref(), &self.url.table)
     }
 
     /// Whether the output record `json` fits the table; the error says why not.
@@ -786,6 +750,12 @@ impl DbSink {
     /// Buffers the output record `json` as a row of the current chunk (the first record of a
     /// job without a table decides the table's columns).
     pub fn write(&mut self, json: &[u8]) -> Result<(), String> {
+        if let (true, Some(columns)) = (self.pg, self.columns.as_deref()) {
+            if self.encoder.encode(json, columns, &mut self.copy) {
+                self.copy_rows += 1;
+                return Ok(());
+            }
+        }
         let (row, inferred) = self.row_of(json)?;
         if let Some(cols) = inferred {
             self.columns = Some(cols);
@@ -1180,6 +1150,55 @@ fn sqlite_chunk(
     Ok(())
 }
 
+/// Checks that the output record `json` fits a table of `columns` (a new table's, inferred
+/// from this record, when `None`), and returns its row, one value per column, with the
+/// inferred columns. The error says why it does not fit (not an object, an unknown column,
+/// a value of the wrong type).
+fn row_values(
+    json: &[u8],
+    columns: Option<&[Column]>,
+    table: &str,
+) -> Result<(Vec<Value>, Option<Vec<Column>>), String> {
+    let v: Value =
+        serde_json::from_slice(json).map_err(|e| format!("the output is not JSON ({e})"))?;
+    let Value::Object(obj) = v else {
+        return Err(format!(
+            "a table row must be a JSON object, not {}",
+            kind_of_value(&v)
+        ));
+    };
+    let inferred = match columns {
+        Some(_) => None,
+        None => Some(DbSink::infer(&obj)),
+    };
+    let columns = columns.or(inferred.as_deref()).expect("one is set");
+    let mut row = vec![Value::Null; columns.len()];
+    for (k, v) in obj {
+        let Some(i) = columns.iter().position(|c| c.name == k) else {
+            return Err(format!(
+                "table {} has no column {k:?} (columns: {})",
+                table,
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        if !columns[i].kind.fits(&v) {
+            return Err(format!(
+                "column {k:?} of table {} holds {} values, not {} {}",
+                table,
+                columns[i].kind.name(),
+                kind_of_value(&v),
+                v
+            ));
+        }
+        row[i] = v;
+    }
+    Ok((row, inferred))
+}
+
 fn kind_of_value(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -1200,7 +1219,9 @@ fn copy_text_row(buf: &mut Vec<u8>, row: &[Value], columns: &[Column]) {
         }
         match v {
             Value::Null => buf.extend_from_slice(b"\\N"),
-            Value::Bool(b) => buf.extend_from_slice(if *b { b"t" } else { b"f" }),
+            Value::Bool(b) if c.kind != Kind::Json => {
+                buf.extend_from_slice(if *b { b"t" } else { b"f" })
+            }
             // Written in place: no string per value.
             Value::Number(n) => {
                 let _ = write!(buf, "{n}");

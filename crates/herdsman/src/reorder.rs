@@ -3,8 +3,13 @@
 //! One buffer for every ordered consumer (the collecting sink, the stream, and callers such
 //! as a command-line assembler). It holds only what arrived before an earlier index, so its
 //! size is bounded by how far completion runs ahead of order (the run's window).
+//!
+//! Entries that arrive one after the other in index order (the usual case: a consumer that
+//! holds a chunk's records until the chunk is complete) go into a queue, with no tree node
+//! allocated or searched per entry; the others into a tree. Every index is covered once, so
+//! at most one of the two holds the next index.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A reorder buffer over consecutive indices: hand entries in any order with
 /// [`push`](Reorder::push), take them out in index order with [`pop`](Reorder::pop).
@@ -26,7 +31,11 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone)]
 pub struct Reorder<T> {
     next: u64,
+    /// Entries that arrived out of turn, by first index.
     waiting: BTreeMap<u64, (u64, T)>,
+    /// A run of consecutive entries (each starts where the one before ends), as
+    /// `(first, span, value)`.
+    run: VecDeque<(u64, u64, T)>,
 }
 
 impl<T> Default for Reorder<T> {
@@ -46,6 +55,7 @@ impl<T> Reorder<T> {
         Reorder {
             next,
             waiting: BTreeMap::new(),
+            run: VecDeque::new(),
         }
     }
 
@@ -56,12 +66,12 @@ impl<T> Reorder<T> {
 
     /// Entries waiting for an earlier index.
     pub fn len(&self) -> usize {
-        self.waiting.len()
+        self.waiting.len() + self.run.len()
     }
 
     /// Whether no entry waits.
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
+        self.waiting.is_empty() && self.run.is_empty()
     }
 
     /// If `first` is the next index and nothing waits, move past `span` indices and return
@@ -77,7 +87,7 @@ impl<T> Reorder<T> {
     /// assert_eq!(r.next_index(), 3);
     /// ```
     pub fn advance_past(&mut self, first: u64, span: u64) -> bool {
-        if first == self.next && self.waiting.is_empty() {
+        if first == self.next && self.is_empty() {
             self.next += span;
             true
         } else {
@@ -92,12 +102,25 @@ impl<T> Reorder<T> {
     /// In debug builds, if `first` was already handed out or pushed.
     pub fn push(&mut self, first: u64, span: u64, value: T) {
         debug_assert!(first >= self.next, "index {first} was already handed out");
-        let old = self.waiting.insert(first, (span, value));
-        debug_assert!(old.is_none(), "index {first} was pushed twice");
+        debug_assert!(!self.holds(first), "index {first} was pushed twice");
+        let follows_run = match self.run.back() {
+            Some(&(f, n, _)) => f + n == first,
+            None => true,
+        };
+        if follows_run {
+            self.run.push_back((first, span, value));
+        } else {
+            self.waiting.insert(first, (span, value));
+        }
     }
 
     /// The entry at the next index, with its first index, if it has arrived.
     pub fn pop(&mut self) -> Option<(u64, T)> {
+        if self.run.front().is_some_and(|e| e.0 == self.next) {
+            let (first, span, value) = self.run.pop_front().expect("checked above");
+            self.next = first + span;
+            return Some((first, value));
+        }
         let entry = self.waiting.first_entry()?;
         if *entry.key() != self.next {
             return None;
@@ -146,7 +169,9 @@ impl<T> Reorder<T> {
     /// assert!(r.holds(0));
     /// ```
     pub fn holds(&self, index: u64) -> bool {
-        index < self.next || self.waiting.contains_key(&index)
+        index < self.next
+            || self.waiting.contains_key(&index)
+            || self.run.binary_search_by_key(&index, |e| e.0).is_ok()
     }
 }
 
@@ -176,6 +201,41 @@ mod tests {
             }
             assert_eq!(out, (0..n).collect::<Vec<_>>());
             assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn entries_of_any_span_in_any_order_leave_in_index_order() {
+        let mut rng = fastrand::Rng::with_seed(23);
+        for _ in 0..300 {
+            // Consecutive entries of spans 1..4, handed in mostly in order, some swapped.
+            let mut entries = Vec::new();
+            let mut at = rng.u64(0..100);
+            let start = at;
+            for _ in 0..rng.usize(1..40) {
+                let span = rng.u64(1..4);
+                entries.push((at, span));
+                at += span;
+            }
+            for _ in 0..rng.usize(0..4) {
+                let (a, b) = (rng.usize(..entries.len()), rng.usize(..entries.len()));
+                entries.swap(a, b);
+            }
+            let mut r = Reorder::starting_at(start);
+            let mut out = Vec::new();
+            for &(first, span) in &entries {
+                r.push(first, span, (first, span));
+                assert!(r.holds(first));
+                while let Some((f, (v, n))) = r.pop() {
+                    assert_eq!(f, v);
+                    out.push((v, n));
+                }
+            }
+            let mut want = entries.clone();
+            want.sort();
+            assert_eq!(out, want);
+            assert!(r.is_empty());
+            assert_eq!(r.next_index(), at);
         }
     }
 

@@ -26,9 +26,45 @@ enum Msg<U, E> {
     End(Summary),
 }
 
+/// How far the consumer has taken outcomes, and how the scheduler waits for it: a scheduler
+/// whose window is full and that has nothing in flight parks until the consumer has taken
+/// what it waits for.
+struct Consumed {
+    taken: AtomicU64,
+    /// What the parked scheduler waits for `taken` to reach; 0 when it is not waiting.
+    waiting_for: AtomicU64,
+    /// The scheduler thread, once it runs.
+    scheduler: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Consumed {
+    fn new() -> Arc<Consumed> {
+        Arc::new(Consumed {
+            taken: AtomicU64::new(0),
+            waiting_for: AtomicU64::new(0),
+            scheduler: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The consumer took one more outcome: wakes the scheduler if it waits for this one.
+    #[inline]
+    fn took_one(&self) {
+        // SeqCst on both sides: either the scheduler sees this count before it parks, or
+        // this sees its wait and unparks it.
+        let taken = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        let want = self.waiting_for.load(Ordering::SeqCst);
+        if want != 0 && taken >= want {
+            self.waiting_for.store(0, Ordering::SeqCst);
+            if let Some(t) = self.scheduler.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
 struct StreamSink<U, E> {
     tx: Sender<Msg<U, E>>,
-    consumed: Arc<AtomicU64>,
+    consumed: Arc<Consumed>,
     ordered: bool,
     reorder: Reorder<ItemOutcome<U, E>>,
     /// Outcomes accepted since the last flush: handed over in one message per batch, so
@@ -56,7 +92,28 @@ impl<U, E> Sink<U, E> for StreamSink<U, E> {
     }
 
     fn delivered(&self) -> u64 {
-        self.consumed.load(Ordering::Acquire)
+        self.consumed.taken.load(Ordering::Acquire)
+    }
+
+    fn wait_delivered(&self, at_least: u64, timeout: std::time::Duration) -> bool {
+        if self.gone || self.consumed.scheduler.get().is_none() {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        self.consumed
+            .waiting_for
+            .store(at_least.max(1), Ordering::SeqCst);
+        // A park may end early (spuriously, or from an earlier unpark): wait on until the
+        // consumer got there or the time is up.
+        while self.consumed.taken.load(Ordering::SeqCst) < at_least {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        self.consumed.waiting_for.store(0, Ordering::SeqCst);
+        true
     }
 
     fn flush(&mut self) {
@@ -82,7 +139,7 @@ pub struct Stream<U, E> {
     rx: Mutex<Receiver<Msg<U, E>>>,
     /// Outcomes received and not yet taken, in order.
     ready: std::vec::IntoIter<ItemOutcome<U, E>>,
-    consumed: Arc<AtomicU64>,
+    consumed: Arc<Consumed>,
     stop: Arc<AtomicBool>,
     summary: Option<Summary>,
     handle: Option<JoinHandle<()>>,
@@ -94,7 +151,7 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
         R: FnOnce(&mut dyn Sink<U, E>, Arc<AtomicBool>) -> Summary + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::channel();
-        let consumed = Arc::new(AtomicU64::new(0));
+        let consumed = Consumed::new();
         let stop = Arc::new(AtomicBool::new(false));
         let mut sink = StreamSink {
             tx,
@@ -106,6 +163,7 @@ impl<U: Send + 'static, E: Send + 'static> Stream<U, E> {
         };
         let stop2 = Arc::clone(&stop);
         let started = spawn_thread("herdsman-scheduler".into(), move || {
+            let _ = sink.consumed.scheduler.set(std::thread::current());
             run(&mut sink, stop2);
         });
         let handle = match started {
@@ -130,7 +188,7 @@ impl<U, E> Stream<U, E> {
         Stream {
             rx: Mutex::new(rx),
             ready: Vec::new().into_iter(),
-            consumed: Arc::new(AtomicU64::new(0)),
+            consumed: Consumed::new(),
             stop: Arc::new(AtomicBool::new(false)),
             summary: Some(summary),
             handle: None,
@@ -191,7 +249,7 @@ impl<U, E> Stream<U, E> {
         }
         loop {
             if let Some(o) = self.ready.next() {
-                self.consumed.fetch_add(1, Ordering::AcqRel);
+                self.consumed.took_one();
                 return StreamNext::Item(o);
             }
             let msg = self
@@ -223,7 +281,7 @@ impl<U, E> Iterator for Stream<U, E> {
         }
         loop {
             if let Some(o) = self.ready.next() {
-                self.consumed.fetch_add(1, Ordering::AcqRel);
+                self.consumed.took_one();
                 return Some(o);
             }
             let msg = self.rx.get_mut().unwrap_or_else(|p| p.into_inner()).recv();

@@ -134,8 +134,20 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
             None => concatenate(target, store, parts),
         }
     };
-    let out_tmp = assembled(output, &outputs)?;
-    let fail_tmp = assembled(&cfg.failures, &failures)?;
+    let both = assembled(output, &outputs)
+        .and_then(|out_tmp| Ok((out_tmp, assembled(&cfg.failures, &failures)?)));
+    let (out_tmp, fail_tmp) = match both {
+        Ok(tmps) => tmps,
+        Err(e) => {
+            // Another node may have published the job meanwhile and removed its parts.
+            let _ = std::fs::remove_file(assembling_path(output));
+            let _ = std::fs::remove_file(assembling_path(&cfg.failures));
+            if ledger.status().map_err(anyhow::Error::new)?.finished() {
+                return summary_of(ledger);
+            }
+            return Err(e);
+        }
+    };
     crate::fault::fault("assembly-before-rename");
     publish(&out_tmp, output)?;
     crate::fault::fault("assembly-between-renames");

@@ -450,3 +450,111 @@ fn a_chunk_postgres_refuses_fails_the_run_and_a_resume_keeps_every_chunk_once() 
     assert_eq!(s.read("results.failures.jsonl"), want_fail);
     assert_eq!(pg_markers(&server.url()).len(), STORM_ROWS.div_ceil(50));
 }
+
+/// `--copy` (no worker) arguments: `in.csv` with its types inferred, into `output`.
+fn copy_args(output: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "run",
+        "-i",
+        "in.csv",
+        "--copy",
+        "--infer-types",
+        "-o",
+        output,
+        "--chunk-size",
+        "50",
+        "--progress",
+        "none",
+        "-q",
+        "--summary-json",
+        "s.json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn copy_loads_the_records_as_read_and_equals_a_cat_worker_run() {
+    let s = Scratch::new();
+    s.write("in.csv", input(300));
+    // Into a file: the same lines as a worker that answers each record with itself.
+    let (code, err) = run(&s, &copy_args("copy.jsonl", &[]));
+    assert_eq!(code, 0, "{err}");
+    let mut cat = copy_args("cat.jsonl", &[]);
+    cat[3] = "-w".into();
+    cat.insert(4, "cat".into());
+    let (code, err) = run(&s, &cat);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.read("copy.jsonl"), s.read("cat.jsonl"));
+    assert_eq!(json_lines(&s.read("copy.jsonl")).len(), 300);
+    // Into a table: the rows whose value is an integer fit the table inferred from the
+    // first records; the others are dead letters, every record accounted for once.
+    let (code, err) = run(&s, &copy_args("sqlite://r.db?table=t", &[]));
+    assert_eq!(code, 1, "{err}");
+    let rows = sqlite_rows(&s.path("r.db"), "t");
+    let bad = (0..300).filter(|i| i % 37 == 5).count();
+    assert_eq!(rows.len(), 300 - bad);
+    assert_no_duplicate_id(&rows);
+    let dead = json_lines(&s.read("t.failures.jsonl"));
+    assert_eq!(dead.len(), bad);
+    assert!(dead.iter().all(|d| d["error"]["kind"] == "output_rejected"));
+    check_accounting(&s, "s.json", None, "t.failures.jsonl");
+    assert_eq!(sqlite_markers(&s.path("r.db")).len(), 6);
+}
+
+#[test]
+fn copy_refuses_worker_options_and_says_what_it_is() {
+    let s = Scratch::new();
+    s.write("in.csv", input(10));
+    for extra in [
+        &["-w", "cat"][..],
+        &["-x", "echo {}"][..],
+        &["--protocol", "framed"][..],
+        &["--shell"][..],
+        &["--no-retry-exit", "22"][..],
+    ] {
+        let (code, err) = run(&s, &copy_args("out.jsonl", extra));
+        assert_eq!(code, 2, "--copy {extra:?}: {err}");
+        assert!(err.contains("--copy"), "the message names --copy: {err}");
+    }
+    assert!(!s.path("out.jsonl").exists());
+    // Without a worker or --copy, the message offers --copy for a load.
+    let o = s
+        .herdsman()
+        .args(["run", "-i", "in.csv", "-o", "out.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--copy"), "{}", stderr(&o));
+}
+
+#[test]
+fn sigkill_storm_copy_into_postgres_leaves_every_row_once() {
+    let Some(server) = pg_server("sigkill_storm_copy_into_postgres_leaves_every_row_once") else {
+        return;
+    };
+    let s = Scratch::new();
+    s.write("in.csv", input(STORM_ROWS));
+    let (code, err) = run(&s, &copy_args("want.jsonl", &["--no-checkpoint"]));
+    assert_eq!(code, 0, "{err}");
+    let want: Vec<Value> = json_lines(&s.read("want.jsonl"))
+        .into_iter()
+        .filter(|r| r["value"].is_i64())
+        .map(normal)
+        .collect();
+    let a = copy_args(&format!("{}?table=loaded", server.url()), &[]);
+    let kills = run_with_kills(s.dir.path(), &a, &mut Rng(0xDB5_0003), 12);
+    assert!(kills >= 4, "killed only {kills} times");
+    let got = pg_rows(&server.url(), "loaded");
+    assert_no_duplicate_id(&got);
+    assert!(
+        got == sorted_by_id(want),
+        "the table differs from the records read"
+    );
+    assert_eq!(pg_markers(&server.url()).len(), STORM_ROWS.div_ceil(50));
+    let dead = json_lines(&s.read("loaded.failures.jsonl"));
+    assert_eq!(dead.len(), (0..STORM_ROWS).filter(|i| i % 37 == 5).count());
+}

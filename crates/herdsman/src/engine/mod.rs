@@ -122,6 +122,12 @@ pub(crate) trait Sink<U, E> {
     }
     /// Items no longer counted against the window (handed to the consumer).
     fn delivered(&self) -> u64;
+    /// Waits up to `timeout` until [`delivered`](Sink::delivered) reaches `at_least`, and
+    /// says whether it could wait at all; a sink that cannot be woken by its consumer says
+    /// false at once, and the engine polls its backend instead.
+    fn wait_delivered(&self, _at_least: u64, _timeout: Duration) -> bool {
+        false
+    }
     /// `n` consecutive successes from `first` whose values are in the direct output.
     fn accept_written(&mut self, _first: u64, _n: usize) -> bool {
         debug_assert!(false, "this sink has no direct output");
@@ -242,6 +248,16 @@ impl<'s, T, U, E> Engine<'s, T, U, E> {
                     input.wait(timeout);
                     self.check_item_timeouts();
                     continue;
+                }
+                // Nothing can report and the window is full: wait for the consumer to
+                // take a share of it (not a single item, so that the next batch is large).
+                if self.window_blocked {
+                    let room = (self.window as u64 / 4).max(1);
+                    let at_least = (self.next_index + room).saturating_sub(self.window as u64);
+                    if self.sink.wait_delivered(at_least, timeout) {
+                        self.check_item_timeouts();
+                        continue;
+                    }
                 }
             }
             if let Err(e) = self.backend.poll(timeout, &mut reports) {

@@ -14,7 +14,7 @@ use std::io::Write as _;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use crate::{escape_copy, Column, CopyEscape, Kind};
+use crate::{escape_copy, escape_copy_bytes, Column, CopyEscape, Kind};
 
 /// Reusable buffers of the fast path.
 #[derive(Debug, Default)]
@@ -29,17 +29,17 @@ impl RowEncoder {
     /// Appends the COPY text row of `json` to `out` and returns true, or returns false with
     /// `out` untouched when the record is not one the fast path takes.
     pub(crate) fn encode(&mut self, json: &[u8], columns: &[Column], out: &mut Vec<u8>) -> bool {
-        self.scratch.clear();
-        self.slots.clear();
-        self.slots.resize(columns.len(), None);
-        let mut de = serde_json::Deserializer::from_slice(json);
-        let fits = de.deserialize_map(RowVisitor {
-            columns,
-            scratch: &mut self.scratch,
-            slots: &mut self.slots,
-        });
-        if !matches!(fits, Ok(true)) || de.end().is_err() {
-            return false;
+        if !self.scan(json, columns) {
+            self.reset(columns.len());
+            let mut de = serde_json::Deserializer::from_slice(json);
+            let fits = de.deserialize_map(RowVisitor {
+                columns,
+                scratch: &mut self.scratch,
+                slots: &mut self.slots,
+            });
+            if !matches!(fits, Ok(true)) || de.end().is_err() {
+                return false;
+            }
         }
         for (i, slot) in self.slots.iter().enumerate() {
             if i > 0 {
@@ -53,6 +53,136 @@ impl RowEncoder {
         out.push(b'\n');
         true
     }
+}
+
+impl RowEncoder {
+    fn reset(&mut self, columns: usize) {
+        self.scratch.clear();
+        self.slots.clear();
+        self.slots.resize(columns, None);
+    }
+
+    /// The quickest way, for the commonest record: an object of ASCII keys and values
+    /// without escapes, whose numbers are short integers, written without a parser.
+    /// Anything else (an escape, a non-ASCII byte, a float, a long integer, a nested value,
+    /// whitespace inside, a key that is no column, a value that does not fit) returns false,
+    /// and serde_json's parser decides (and refuses what is not JSON).
+    fn scan(&mut self, json: &[u8], columns: &[Column]) -> bool {
+        self.reset(columns.len());
+        let mut at = 0;
+        let end = json.len();
+        if json.first() != Some(&b'{') {
+            return false;
+        }
+        at += 1;
+        if json.get(at) == Some(&b'}') {
+            return end == at + 1;
+        }
+        loop {
+            // "key":
+            let Some(key) = ascii_string(json, &mut at) else {
+                return false;
+            };
+            if json.get(at) != Some(&b':') {
+                return false;
+            }
+            at += 1;
+            let Some(i) = columns.iter().position(|c| c.name.as_bytes() == key) else {
+                return false;
+            };
+            if self.slots[i].is_some() {
+                return false;
+            }
+            let kind = columns[i].kind;
+            let start = self.scratch.len();
+            match json.get(at) {
+                Some(b'"') => {
+                    let Some(text) = ascii_string(json, &mut at) else {
+                        return false;
+                    };
+                    match kind {
+                        // No escapes and ASCII: COPY needs only its own escapes.
+                        Kind::Text => escape_copy_bytes(&mut self.scratch, text),
+                        Kind::Json => {
+                            self.scratch.push(b'"');
+                            escape_copy_bytes(&mut self.scratch, text);
+                            self.scratch.push(b'"');
+                        }
+                        Kind::Int | Kind::Float | Kind::Bool => return false,
+                    }
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    let from = at;
+                    if json[at] == b'-' {
+                        at += 1;
+                    }
+                    let digits = at;
+                    while json.get(at).is_some_and(u8::is_ascii_digit) {
+                        at += 1;
+                    }
+                    let n = at - digits;
+                    // 1 to 18 digits, no leading zero, not "-0": an integer that fits 64
+                    // bits, written as serde_json would write it (its own digits).
+                    if n == 0 || n > 18 || (json[digits] == b'0' && (n > 1 || from != digits)) {
+                        return false;
+                    }
+                    if matches!(json.get(at), Some(b'.' | b'e' | b'E')) {
+                        return false;
+                    }
+                    if !matches!(kind, Kind::Int | Kind::Float | Kind::Json) {
+                        return false;
+                    }
+                    self.scratch.extend_from_slice(&json[from..at]);
+                }
+                Some(b't') if json[at..].starts_with(b"true") => {
+                    at += 4;
+                    match kind {
+                        Kind::Bool => self.scratch.push(b't'),
+                        Kind::Json => self.scratch.extend_from_slice(b"true"),
+                        _ => return false,
+                    }
+                }
+                Some(b'f') if json[at..].starts_with(b"false") => {
+                    at += 5;
+                    match kind {
+                        Kind::Bool => self.scratch.push(b'f'),
+                        Kind::Json => self.scratch.extend_from_slice(b"false"),
+                        _ => return false,
+                    }
+                }
+                Some(b'n') if json[at..].starts_with(b"null") => {
+                    at += 4;
+                    self.scratch.extend_from_slice(b"\\N");
+                }
+                _ => return false,
+            }
+            self.slots[i] = Some((start, self.scratch.len()));
+            match json.get(at) {
+                Some(b',') => at += 1,
+                Some(b'}') => return at + 1 == end,
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// The string starting at `json[*at]` (a quote), when it is ASCII with no escape and no
+/// control character; moves `at` past its closing quote.
+fn ascii_string<'a>(json: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    if json.get(*at) != Some(&b'"') {
+        return None;
+    }
+    let from = *at + 1;
+    let len = json[from..].iter().position(|&b| b == b'"')?;
+    let text = &json[from..from + len];
+    if text
+        .iter()
+        .any(|&b| b == b'\\' || !(0x20..0x80).contains(&b))
+    {
+        return None;
+    }
+    *at = from + len + 1;
+    Some(text)
 }
 
 /// Visits the record's object: each key to its column, each value encoded into `scratch`.
@@ -149,6 +279,17 @@ impl ValueSeed<'_> {
         fits
     }
 
+    /// An integer that fits 64 signed bits: it fits every number column and JSON. Written
+    /// as serde_json writes it (with itoa), without core::fmt.
+    fn integer(self, n: i64) -> bool {
+        let fits = matches!(self.kind, Kind::Int | Kind::Float | Kind::Json);
+        if fits {
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        fits
+    }
+
     fn string(self, s: &str) -> bool {
         match self.kind {
             Kind::Text => escape_copy(self.out, s),
@@ -189,11 +330,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<bool, E> {
-        Ok(self.number(n.into()))
+        Ok(self.integer(n))
     }
 
     fn visit_u64<E>(self, n: u64) -> Result<bool, E> {
-        Ok(self.number(n.into()))
+        Ok(match i64::try_from(n) {
+            Ok(n) => self.integer(n),
+            Err(_) => self.number(n.into()),
+        })
     }
 
     fn visit_f64<E>(self, f: f64) -> Result<bool, E> {
@@ -260,6 +404,49 @@ mod tests {
         let got = fast(json, &columns).expect("taken");
         assert_eq!(got, b"1\t\\N\t\\N\t\\N\tfalse\n");
         assert_eq!(Some(got), general(json, &columns));
+    }
+
+    #[test]
+    fn the_scanner_takes_a_plain_record_and_leaves_the_rest_to_the_parser() {
+        let columns = [
+            col("id", Kind::Int),
+            col("name", Kind::Text),
+            col("ok", Kind::Bool),
+            col("extra", Kind::Json),
+        ];
+        let mut e = RowEncoder::default();
+        for plain in [
+            &br#"{"name":"x y","id":-7,"ok":false,"extra":"s"}"#[..],
+            br#"{"id":0,"extra":null}"#,
+            br#"{}"#,
+        ] {
+            assert!(
+                e.scan(plain, &columns),
+                "{}",
+                String::from_utf8_lossy(plain)
+            );
+        }
+        for other in [
+            &br#"{"id": 7}"#[..],
+            br#"{"id":-0}"#,
+            br#"{"id":07}"#,
+            br#"{"id":1.0}"#,
+            br#"{"id":1e3}"#,
+            br#"{"id":1234567890123456789}"#,
+            br#"{"name":"caf\u00e9"}"#,
+            "{\"name\":\"café\"}".as_bytes(),
+            br#"{"name":"a\tb"}"#,
+            br#"{"extra":[1]}"#,
+            br#"{"id":1,}"#,
+            br#"{"id":1}x"#,
+            br#"{"id":truex}"#,
+        ] {
+            assert!(
+                !e.scan(other, &columns),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 
     #[test]

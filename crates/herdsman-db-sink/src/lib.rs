@@ -19,9 +19,10 @@
 //! PostgreSQL chunks commit on a background connection: [`DbSink::commit_chunk`] hands the
 //! chunk's rows (already encoded for COPY as they were written) to a thread that owns the
 //! connection and returns at once, so the database's work overlaps with the caller's; a
-//! bounded queue of [`QUEUE_DEPTH`] chunks keeps memory bounded, chunks commit in the order
-//! they were handed over (the ones that queued up while a transaction ran commit together in
-//! the next, each still wholly in or absent, and one by one if that fails), and [`DbSink::sync`] waits until every chunk handed over is
+//! queue bounded by [`QUEUE_DEPTH`] chunks and [`QUEUE_BYTES`] of rows keeps memory bounded,
+//! chunks commit in the order they were handed over (the ones that queued up while a
+//! transaction ran, and those that come within a few milliseconds, commit together in the
+//! next, each still wholly in or absent, and one by one if that fails), and [`DbSink::sync`] waits until every chunk handed over is
 //! committed (the caller records a chunk as done only after that). The first chunk the
 //! database refuses stops the thread: no later chunk is committed, and the error is returned
 //! by the next [`DbSink::commit_chunk`] or [`DbSink::sync`], then every later call fails
@@ -33,7 +34,8 @@
 use std::fmt;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use serde_json::Value;
 
@@ -368,9 +370,26 @@ enum Conn {
     Sqlite(rusqlite::Connection),
 }
 
-/// How many chunks may wait for the background connection besides the one it is committing
-/// (PostgreSQL); [`DbSink::commit_chunk`] blocks while the queue is full.
-pub const QUEUE_DEPTH: usize = 8;
+/// How many chunks may wait for the background connection besides the ones it is committing
+/// (PostgreSQL); [`DbSink::commit_chunk`] blocks while the queue is full, or while the
+/// chunks handed over and not committed hold [`QUEUE_BYTES`] of rows.
+pub const QUEUE_DEPTH: usize = 64;
+
+/// How many bytes of rows (COPY text) may be handed to the background connection and not
+/// committed yet; a chunk larger than this alone waits until the ones before it committed.
+pub const QUEUE_BYTES: usize = 32 << 20;
+
+/// The most chunks one PostgreSQL transaction commits together.
+const BATCH_CHUNKS: usize = 64;
+
+/// A transaction takes no more chunks once its rows reach this many bytes of COPY text.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// How long the background connection waits for more chunks to commit with the first.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How often the gathering looks whether a caller waits for every chunk.
+const GATHER_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A moment of a chunk's transaction, for [`DbSink::on_commit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -425,9 +444,23 @@ struct ChunkTx {
 struct Background {
     jobs: Option<mpsc::SyncSender<ChunkTx>>,
     done: mpsc::Receiver<(u64, Result<(), DbError>)>,
-    /// Chunks handed over whose outcome has not been received, oldest first.
-    in_flight: std::collections::VecDeque<u64>,
+    /// Chunks handed over whose outcome has not been received, oldest first, with the
+    /// bytes of their rows.
+    in_flight: std::collections::VecDeque<(u64, usize)>,
+    /// The bytes of the rows of `in_flight`.
+    in_flight_bytes: usize,
+    /// Set while a caller waits for every chunk: the thread gathers no more.
+    flush: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// The oldest chunk handed over has its outcome.
+    fn retire(&mut self) {
+        if let Some((_, bytes)) = self.in_flight.pop_front() {
+            self.in_flight_bytes -= bytes;
+        }
+    }
 }
 
 impl Drop for Background {
@@ -774,7 +807,7 @@ impl DbSink {
     /// transaction, creating the table first if it does not exist yet.
     ///
     /// SQLite commits before this returns. PostgreSQL hands the chunk to the background
-    /// connection and returns at once (blocking only while [`QUEUE_DEPTH`] chunks wait): the
+    /// connection and returns at once (blocking only while the queue is full): the
     /// chunk is committed once [`DbSink::sync`] returns `Ok`. The error of an earlier chunk
     /// the database refused is returned here, and no chunk is committed after it.
     pub fn commit_chunk(&mut self, chunk: u64, meta: &str) -> Result<(), DbError> {
@@ -845,26 +878,42 @@ impl DbSink {
         if let Some(failed) = self.failed {
             return Err(self.abandoned(failed));
         }
+        if let Some(bg) = &self.background {
+            bg.flush.store(true, Ordering::Release);
+        }
+        let r = (|| {
+            while self.wait_one()? {}
+            Ok(())
+        })();
+        if let Some(bg) = &self.background {
+            bg.flush.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    /// Waits for the outcome of the oldest chunk handed over; false if there is none.
+    fn wait_one(&mut self) -> Result<bool, DbError> {
         let Some(bg) = &mut self.background else {
-            return Ok(());
+            return Ok(false);
         };
-        while let Some(&oldest) = bg.in_flight.front() {
-            match bg.done.recv() {
-                Ok((chunk, r)) => {
-                    bg.in_flight.pop_front();
-                    if let Err(e) = r {
-                        self.failed = Some(chunk);
-                        return Err(e);
-                    }
+        let Some(&(oldest, _)) = bg.in_flight.front() else {
+            return Ok(false);
+        };
+        match bg.done.recv() {
+            Ok((chunk, r)) => {
+                bg.retire();
+                if let Err(e) = r {
+                    self.failed = Some(chunk);
+                    return Err(e);
                 }
-                Err(_) => {
-                    // The thread ended without a word: it panicked.
-                    self.failed = Some(oldest);
-                    return Err(self.abandoned(oldest));
-                }
+                Ok(true)
+            }
+            Err(_) => {
+                // The thread ended without a word: it panicked.
+                self.failed = Some(oldest);
+                Err(self.abandoned(oldest))
             }
         }
-        Ok(())
     }
 
     fn abandoned(&self, chunk: u64) -> DbError {
@@ -880,7 +929,7 @@ impl DbSink {
             return Ok(());
         };
         while let Ok((chunk, r)) = bg.done.try_recv() {
-            bg.in_flight.pop_front();
+            bg.retire();
             if let Err(e) = r {
                 self.failed = Some(chunk);
                 return Err(e);
@@ -903,12 +952,23 @@ impl DbSink {
                 self.hook,
             ));
         }
+        // Memory stays bounded by bytes too: wait while the rows handed over are many.
+        while self
+            .background
+            .as_ref()
+            .is_some_and(|bg| bg.in_flight_bytes + tx.copy.len() > QUEUE_BYTES)
+        {
+            if !self.wait_one()? {
+                break;
+            }
+        }
         let bg = self.background.as_mut().expect("started above");
-        let chunk = tx.chunk;
+        let (chunk, bytes) = (tx.chunk, tx.copy.len());
         let sent = bg.jobs.as_ref().is_some_and(|j| j.send(tx).is_ok());
         match sent {
             true => {
-                bg.in_flight.push_back(chunk);
+                bg.in_flight.push_back((chunk, bytes));
+                bg.in_flight_bytes += bytes;
                 Ok(())
             }
             // The thread stopped at a refused chunk: its error is waiting.
@@ -932,6 +992,8 @@ fn start_background(
 ) -> Background {
     let (jobs, queue) = mpsc::sync_channel::<ChunkTx>(QUEUE_DEPTH);
     let (report, done) = mpsc::channel();
+    let flush = Arc::new(AtomicBool::new(false));
+    let flushing = Arc::clone(&flush);
     let thread = std::thread::Builder::new()
         .name("herdsman-db-commit".into())
         .spawn(move || {
@@ -940,11 +1002,35 @@ fn start_background(
             // one (each still wholly in or absent); should that fail, they are tried one by
             // one, so the chunk the database refuses is named and the ones before it commit.
             while let Ok(first) = queue.recv() {
+                // And the ones that come within a short gather time: a transaction costs
+                // the server about a millisecond of its own beside its rows, so a load
+                // whose chunks come faster than that commits them in fewer transactions.
+                // A caller waiting for every chunk (`sync`) ends the gathering at once.
+                let mut bytes = first.copy.len();
+                let gather_until = std::time::Instant::now() + GATHER;
                 let mut batch = vec![first];
-                while batch.len() <= QUEUE_DEPTH {
-                    match queue.try_recv() {
-                        Ok(tx) => batch.push(tx),
-                        Err(_) => break,
+                while batch.len() < BATCH_CHUNKS && bytes < BATCH_BYTES {
+                    let next = if flush.load(Ordering::Acquire) {
+                        queue.try_recv().ok()
+                    } else {
+                        let left =
+                            gather_until.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            queue.try_recv().ok()
+                        } else {
+                            match queue.recv_timeout(left.min(GATHER_SLICE)) {
+                                Ok(tx) => Some(tx),
+                                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                            }
+                        }
+                    };
+                    match next {
+                        Some(tx) => {
+                            bytes += tx.copy.len();
+                            batch.push(tx);
+                        }
+                        None => break,
                     }
                 }
                 let together = batch.len() > 1;
@@ -985,6 +1071,8 @@ fn start_background(
         jobs: Some(jobs),
         done,
         in_flight: std::collections::VecDeque::new(),
+        in_flight_bytes: 0,
+        flush: flushing,
         thread: Some(thread),
     }
 }

@@ -169,9 +169,18 @@ impl<T> Reorder<T> {
     /// assert!(r.holds(0));
     /// ```
     pub fn holds(&self, index: u64) -> bool {
-        index < self.next
-            || self.waiting.contains_key(&index)
-            || self.run.binary_search_by_key(&index, |e| e.0).is_ok()
+        index < self.next || self.waiting.contains_key(&index) || self.in_run(index)
+    }
+
+    /// Whether an entry of the run starts at `index` (found at once when `index` is past
+    /// the run's end, as a new entry is).
+    fn in_run(&self, index: u64) -> bool {
+        match (self.run.front(), self.run.back()) {
+            (Some(front), Some(back)) if index >= front.0 && index < back.0 + back.1 => {
+                self.run.binary_search_by_key(&index, |e| e.0).is_ok()
+            }
+            _ => false,
+        }
     }
 }
 

@@ -531,13 +531,17 @@ fn copy_refuses_worker_options_and_says_what_it_is() {
     assert!(stderr(&o).contains("--copy"), "{}", stderr(&o));
 }
 
+/// Enough rows that a load with no worker, whose chunks come faster than a transaction
+/// commits, still takes several transactions (each gathers at most 64 chunks).
+const COPY_STORM_ROWS: usize = 20_000;
+
 #[test]
 fn sigkill_storm_copy_into_postgres_leaves_every_row_once() {
     let Some(server) = pg_server("sigkill_storm_copy_into_postgres_leaves_every_row_once") else {
         return;
     };
     let s = Scratch::new();
-    s.write("in.csv", input(STORM_ROWS));
+    s.write("in.csv", input(COPY_STORM_ROWS));
     let (code, err) = run(&s, &copy_args("want.jsonl", &["--no-checkpoint"]));
     assert_eq!(code, 0, "{err}");
     let want: Vec<Value> = json_lines(&s.read("want.jsonl"))
@@ -554,7 +558,13 @@ fn sigkill_storm_copy_into_postgres_leaves_every_row_once() {
         got == sorted_by_id(want),
         "the table differs from the records read"
     );
-    assert_eq!(pg_markers(&server.url()).len(), STORM_ROWS.div_ceil(50));
+    assert_eq!(
+        pg_markers(&server.url()).len(),
+        COPY_STORM_ROWS.div_ceil(50)
+    );
     let dead = json_lines(&s.read("loaded.failures.jsonl"));
-    assert_eq!(dead.len(), (0..STORM_ROWS).filter(|i| i % 37 == 5).count());
+    assert_eq!(
+        dead.len(),
+        (0..COPY_STORM_ROWS).filter(|i| i % 37 == 5).count()
+    );
 }

@@ -137,6 +137,9 @@ pub(crate) struct ExecutorBackend<X: crate::Executor<T>, T> {
     not_run: Vec<AttemptId>,
     /// Submit no more than the executor runs at once (each attempt starts with its token).
     rate_limited: bool,
+    /// For each outcome of `buf`, how many consecutive attempts start there (the room its
+    /// report needs, so that a long run of in-order outcomes is one allocation).
+    runs: Vec<u32>,
     _t: std::marker::PhantomData<fn(T)>,
 }
 
@@ -148,6 +151,7 @@ impl<X: crate::Executor<T>, T> ExecutorBackend<X, T> {
             buf: Vec::new(),
             not_run: Vec::new(),
             rate_limited,
+            runs: Vec::new(),
             _t: std::marker::PhantomData,
         }
     }
@@ -197,7 +201,16 @@ where
         } else {
             self.exec.poll(timeout, &mut self.buf)?;
         }
-        for (id, o) in self.buf.drain(..) {
+        // How many consecutive attempts follow each outcome, counted from the end.
+        self.runs.clear();
+        self.runs.resize(self.buf.len(), 1);
+        for k in (0..self.buf.len().saturating_sub(1)).rev() {
+            let (a, b) = (self.buf[k].0, self.buf[k + 1].0);
+            if a.attempt == b.attempt && a.index + 1 == b.index {
+                self.runs[k] = self.runs[k + 1].saturating_add(1);
+            }
+        }
+        for (k, (id, o)) in self.buf.drain(..).enumerate() {
             if !self.in_flight.remove(&id) {
                 continue;
             }
@@ -217,9 +230,11 @@ where
                     continue;
                 }
             }
+            let mut slots = Vec::with_capacity(self.runs[k] as usize);
+            slots.push(Slot::Done(o));
             out.push(Report {
                 first: id,
-                outcomes: Outcomes::Mixed(vec![Slot::Done(o)]),
+                outcomes: Outcomes::Mixed(slots),
                 per_item: None,
             });
         }

@@ -3,7 +3,8 @@
 
 usage:
   timeit.py run [--runs N] [--prepare CMD] [--export-json FILE] -n NAME CMD [-n NAME CMD ...]
-      Runs each CMD (through sh -c) N times, running --prepare before every run, and writes
+      Runs each CMD (through sh -c) N times, in N rounds that each run every CMD once (each
+      round starting one CMD further along), running --prepare before every run, and writes
       hyperfine-shaped JSON: {"results":[{"command":NAME,"median":s,"min":s,"max":s,"times":[…]}]}.
       A command's exit status is recorded but does not stop the run (like hyperfine -i).
   timeit.py table FILE.json [--records N]
@@ -26,23 +27,28 @@ def run(args: argparse.Namespace) -> None:
     if len(names) != len(commands):
         sys.exit("timeit.py: give each command a name: -n NAME CMD")
     results = []
-    for name, command in zip(names, commands):
-        times, codes = [], []
-        for _ in range(args.runs):
+    times = {name: [] for name in names}
+    codes = {name: [] for name in names}
+    # Rounds: each runs every command once, starting one command further along the list
+    # than the round before, so a machine whose load drifts weighs on every command alike.
+    for round_ in range(args.runs):
+        for k in range(len(names)):
+            i = (round_ + k) % len(names)
             if args.prepare:
                 subprocess.run(args.prepare, shell=True, check=True)
             start = time.perf_counter()
-            codes.append(subprocess.run(command, shell=True).returncode)
-            times.append(time.perf_counter() - start)
+            codes[names[i]].append(subprocess.run(commands[i], shell=True).returncode)
+            times[names[i]].append(time.perf_counter() - start)
+    for name in names:
         results.append({
             "command": name,
-            "median": statistics.median(times),
-            "min": min(times),
-            "max": max(times),
-            "times": times,
-            "exit_codes": codes,
+            "median": statistics.median(times[name]),
+            "min": min(times[name]),
+            "max": max(times[name]),
+            "times": times[name],
+            "exit_codes": codes[name],
         })
-        print(f"{name}: median {statistics.median(times):.3f} s over {args.runs} runs",
+        print(f"{name}: median {statistics.median(times[name]):.3f} s over {args.runs} runs",
               file=sys.stderr)
     text = json.dumps({"results": results}, indent=2)
     if args.export_json:

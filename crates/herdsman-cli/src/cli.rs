@@ -394,7 +394,7 @@ pub struct RunArgs {
     chunk_size: Option<usize>, job file: usize;
 
     /// Records admitted but not yet written, at most (bounds memory; 1 to 1048576; default:
-    /// 256 per worker, from 1024 to 16384).
+    /// 256 per worker, from 1024 to 16384; 4096 with --copy).
     #[arg(
         long,
         value_name = "N",

@@ -252,6 +252,9 @@ pub const MAX_RETRIES: u32 = 1000;
 /// Longest `--timeout`, `--backoff` and `--max-backoff`: 365 days.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The default `--window` of a run with `--copy`.
+const COPY_WINDOW: usize = 4096;
+
 /// Largest `--window`: records admitted but not yet written, at most.
 pub const MAX_WINDOW: usize = 1 << 20;
 
@@ -869,7 +872,12 @@ impl RunConfig {
         let window = args
             .window
             .or(job.window)
-            .unwrap_or_else(|| (jobs * 256).clamp(1024, 16384));
+            .unwrap_or_else(|| match transform {
+                // No worker: records are answered at once, and a larger window lets the
+                // engine hand them over in fewer, larger batches.
+                Transform::Copy => COPY_WINDOW,
+                _ => (jobs * 256).clamp(1024, 16384),
+            });
         if window == 0 {
             usage!("--window must be at least 1");
         }

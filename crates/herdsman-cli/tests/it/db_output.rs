@@ -31,29 +31,33 @@ fn input(rows: usize) -> String {
 }
 
 fn args(output: &str, mode: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "run",
-        "-i",
-        "in.csv",
-        "-w",
-        &py_worker("db_rows.py", &[mode]),
-        "--protocol",
-        "framed",
-        "-j",
-        "2",
-        "-o",
+    let worker = py_worker("db_rows.py", &[mode]);
+    job_args(
+        &["-w", &worker, "--protocol", "framed", "-j", "2"],
         output,
-        "--chunk-size",
-        "50",
-        "--progress",
-        "none",
-        "-q",
-        "--summary-json",
-        "s.json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        extra,
+    )
+}
+
+/// `herdsman run` over `in.csv` doing `work` into `output`, in chunks of 50, quiet, with a
+/// summary in `s.json`, then `extra`.
+fn job_args(work: &[&str], output: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["run", "-i", "in.csv"].map(String::from).to_vec();
+    v.extend(work.iter().map(|s| s.to_string()));
+    v.extend(
+        [
+            "-o",
+            output,
+            "--chunk-size",
+            "50",
+            "--progress",
+            "none",
+            "-q",
+            "--summary-json",
+            "s.json",
+        ]
+        .map(String::from),
+    );
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -453,27 +457,7 @@ fn a_chunk_postgres_refuses_fails_the_run_and_a_resume_keeps_every_chunk_once() 
 
 /// `--copy` (no worker) arguments: `in.csv` with its types inferred, into `output`.
 fn copy_args(output: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "run",
-        "-i",
-        "in.csv",
-        "--copy",
-        "--infer-types",
-        "-o",
-        output,
-        "--chunk-size",
-        "50",
-        "--progress",
-        "none",
-        "-q",
-        "--summary-json",
-        "s.json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    job_args(&["--copy", "--infer-types"], output, extra)
 }
 
 #[test]

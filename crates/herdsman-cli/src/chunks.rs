@@ -93,6 +93,32 @@ impl ChunkReader {
         let Ok(raw) = self.chunks.recv() else {
             return false;
         };
+        match self.announce_chunk(raw) {
+            Some(items) => {
+                self.pending = items.into_iter();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next chunk's items, announced, waiting at most `wait` for it: for a caller that
+    /// runs whole chunks itself, without the engine (`--copy`). Only for a reader whose
+    /// items were never taken one at a time.
+    pub fn next_chunk_within(&mut self, wait: std::time::Duration) -> NextChunk {
+        debug_assert!(self.pending.len() == 0);
+        match self.chunks.recv_timeout(wait) {
+            Ok(raw) => match self.announce_chunk(raw) {
+                Some(items) => NextChunk::Items(items),
+                None => NextChunk::Ended,
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => NextChunk::Pending,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => NextChunk::Ended,
+        }
+    }
+
+    /// Numbers a chunk's records and announces the chunk; `None` when the assembler is gone.
+    fn announce_chunk(&mut self, raw: RawChunk) -> Option<Vec<CliItem>> {
         let items: Vec<CliItem> = raw
             .records
             .iter()
@@ -116,13 +142,20 @@ impl ChunkReader {
             records: raw.records,
         };
         self.next_index += items.len() as u64;
-        if self.announce.send(info).is_err() {
-            // The assembler is gone: the run is over.
-            return false;
-        }
-        self.pending = items.into_iter();
-        true
+        // An error: the assembler is gone, the run is over.
+        self.announce.send(info).ok()?;
+        Some(items)
     }
+}
+
+/// What [`ChunkReader::next_chunk_within`] found.
+pub enum NextChunk {
+    /// A chunk's items, in input order.
+    Items(Vec<CliItem>),
+    /// Nothing within the wait; the input goes on.
+    Pending,
+    /// The input ended (or cannot be read further: see the reader's fatal error).
+    Ended,
 }
 
 /// The reading thread: cuts the source into chunks, skipping committed ones, until the

@@ -378,6 +378,104 @@ where
     engine.stream()
 }
 
+/// Runs every record through an executor that answers at once (`--copy`'s), on this
+/// thread, without the engine: each chunk's records are submitted (as many at a time as the
+/// executor holds), its outcomes taken in input order and handed to `take`. A stop, or
+/// `max_failures` failures in this run, ends the run; the rest of the chunk then is not run.
+/// Returns how the run ended, as the engine would have said it.
+fn run_at_once(
+    reader: &mut ChunkReader,
+    executor: &mut CliExecutor,
+    asm: &mut Assembler<'_, FileSinks>,
+    stop: &StopToken,
+    max_failures: Option<u64>,
+    take: &mut dyn FnMut(
+        herdsman::ItemOutcome<WorkOutput, CliFailure>,
+        &mut Assembler<'_, FileSinks>,
+    ) -> Result<()>,
+) -> Result<RunStatus> {
+    use herdsman::{AttemptId, AttemptOutcome, Executor};
+    let capacity = executor.capacity().max(1);
+    let mut next_index = 0u64;
+    let mut failures = 0u64;
+    let mut done = Vec::with_capacity(capacity);
+    let executor_failed = |e: herdsman::FatalExecutorError| anyhow::anyhow!("{}", e.message);
+    let status = 'run: loop {
+        let items = match reader.next_chunk_within(std::time::Duration::from_millis(250)) {
+            crate::chunks::NextChunk::Items(items) => items,
+            crate::chunks::NextChunk::Pending => {
+                if stop.is_stopped() {
+                    break RunStatus::Cancelled;
+                }
+                asm.checkpoint_if_due()?;
+                continue;
+            }
+            crate::chunks::NextChunk::Ended => break RunStatus::Completed,
+        };
+        let mut items = items.into_iter();
+        while items.len() > 0 {
+            let ended = if stop.is_stopped() {
+                Some(RunStatus::Cancelled)
+            } else if max_failures.is_some_and(|m| failures >= m) {
+                Some(RunStatus::Aborted)
+            } else {
+                None
+            };
+            if let Some(status) = ended {
+                for _ in items {
+                    let index = next_index;
+                    next_index += 1;
+                    take(
+                        herdsman::ItemOutcome {
+                            index,
+                            result: Err(ItemError::NotRun),
+                            attempts: 0,
+                            duration: std::time::Duration::ZERO,
+                        },
+                        asm,
+                    )?;
+                }
+                break 'run status;
+            }
+            for item in items.by_ref().take(capacity) {
+                let id = AttemptId {
+                    index: next_index,
+                    attempt: 1,
+                };
+                next_index += 1;
+                executor.submit(id, item).map_err(executor_failed)?;
+            }
+            executor
+                .poll(std::time::Duration::ZERO, &mut done)
+                .map_err(executor_failed)?;
+            // A record that could not be read is answered before the copied ones.
+            done.sort_by_key(|(id, _)| id.index);
+            for (id, outcome) in done.drain(..) {
+                let result = match outcome {
+                    AttemptOutcome::Success(v) => Ok(v),
+                    AttemptOutcome::Failure(e) => Err(ItemError::Failed(e)),
+                    AttemptOutcome::Panicked(m) => Err(ItemError::Panicked(m)),
+                };
+                failures += u64::from(result.is_err());
+                take(
+                    herdsman::ItemOutcome {
+                        index: id.index,
+                        result,
+                        attempts: id.attempt,
+                        duration: std::time::Duration::ZERO,
+                    },
+                    asm,
+                )?;
+            }
+        }
+        if max_failures.is_some_and(|m| failures >= m) {
+            break RunStatus::Aborted;
+        }
+    };
+    executor.shutdown();
+    Ok(status)
+}
+
 /// Counts one outcome (in `live`, `latency`, and the run's `metrics` when there are any) and
 /// turns it into the record's final state.
 pub(crate) fn tally(
@@ -573,7 +671,8 @@ pub(crate) struct Streamed {
     pub(crate) failure_kinds: std::collections::BTreeMap<String, u64>,
 }
 
-/// Streams the input through the engine into the assembler: chunks → engine → assembler.
+/// Streams the input through the engine into the assembler: chunks → engine → assembler
+/// (`--copy` without a rate limit: chunks → its executor → assembler, on this thread).
 pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     let Pass {
         cfg,
@@ -622,7 +721,15 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         (Some(l), Some(probe)) => crate::history::History::start(&**l, probe),
         _ => None,
     };
-    let mut stream = engine(cfg, reader, executor, stop, earlier.failed);
+    // A load with no worker needs no scheduler: its executor answers at once, so whole
+    // chunks go from the reader through it into the assembler on this thread. Only a rate
+    // limit needs the engine.
+    let direct = matches!(cfg.transform, Transform::Copy) && cfg.rate.is_none();
+    let mut engine_run = if direct {
+        Err((reader, executor))
+    } else {
+        Ok(engine(cfg, reader, executor, stop, earlier.failed))
+    };
 
     let mut asm = Assembler::new(chunks, sinks, ledger, names);
     let kinds = asm.failure_kinds();
@@ -633,15 +740,9 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     if let Some(table) = live_table {
         table.counts(&live);
     }
-    loop {
-        let outcome = match stream.next_within(std::time::Duration::from_millis(250)) {
-            herdsman::StreamNext::Item(o) => o,
-            herdsman::StreamNext::Ended => break,
-            herdsman::StreamNext::Pending => {
-                asm.checkpoint_if_due()?;
-                continue;
-            }
-        };
+    let mut take = |outcome: herdsman::ItemOutcome<WorkOutput, CliFailure>,
+                    asm: &mut Assembler<'_, FileSinks>|
+     -> Result<()> {
         let (index, attempts, duration) = (outcome.index, outcome.attempts, outcome.duration);
         let state = tally(
             outcome,
@@ -651,7 +752,7 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
             metrics.as_deref(),
         );
         if let Some(h) = &mut history {
-            observe_history(h, &mut asm, index, &state, attempts, duration)?;
+            observe_history(h, asm, index, &state, attempts, duration)?;
         }
         asm.resolve(index, state, attempts)?;
         if let Some(h) = &mut history {
@@ -674,9 +775,28 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
                 stop.stop();
             }
         }
-    }
-    let status = stream.status().cloned().unwrap_or(RunStatus::Completed);
-    drop(stream);
+        Ok(())
+    };
+    let status = match &mut engine_run {
+        Ok(stream) => {
+            loop {
+                match stream.next_within(std::time::Duration::from_millis(250)) {
+                    herdsman::StreamNext::Item(o) => take(o, &mut asm)?,
+                    herdsman::StreamNext::Ended => break,
+                    herdsman::StreamNext::Pending => asm.checkpoint_if_due()?,
+                }
+            }
+            stream.status().cloned().unwrap_or(RunStatus::Completed)
+        }
+        Err((reader, executor)) => {
+            let max_failures = match cfg.max_errors {
+                Some(MaxErrors::Count(n)) => Some(n.saturating_sub(earlier.failed).max(1)),
+                _ => None,
+            };
+            run_at_once(reader, executor, &mut asm, stop, max_failures, &mut take)?
+        }
+    };
+    drop(engine_run);
     progress.finish();
     if let (Some(h), Some(l)) = (&mut history, asm.ledger_mut()) {
         // The run's last interval, also when it was shorter than a second.

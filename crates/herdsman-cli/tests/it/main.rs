@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod copy;
 mod corpora;
 mod crash;
 mod csv_delimiter;

@@ -378,6 +378,13 @@ where
     engine.stream()
 }
 
+/// What [`stream`] does with each final outcome: count it and hand it to the assembler.
+type TakeOutcome<'t> = dyn for<'a, 'b> FnMut(
+        herdsman::ItemOutcome<WorkOutput, CliFailure>,
+        &'b mut Assembler<'a, FileSinks>,
+    ) -> Result<()>
+    + 't;
+
 /// Runs every record through an executor that answers at once (`--copy`'s), on this
 /// thread, without the engine: each chunk's records are submitted (as many at a time as the
 /// executor holds), its outcomes taken in input order and handed to `take`. A stop, or
@@ -389,10 +396,7 @@ fn run_at_once(
     asm: &mut Assembler<'_, FileSinks>,
     stop: &StopToken,
     max_failures: Option<u64>,
-    take: &mut dyn FnMut(
-        herdsman::ItemOutcome<WorkOutput, CliFailure>,
-        &mut Assembler<'_, FileSinks>,
-    ) -> Result<()>,
+    take: &mut TakeOutcome<'_>,
 ) -> Result<RunStatus> {
     use herdsman::{AttemptId, AttemptOutcome, Executor};
     let capacity = executor.capacity().max(1);
@@ -796,6 +800,10 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
             run_at_once(reader, executor, &mut asm, stop, max_failures, &mut take)?
         }
     };
+    if engine_run.is_err() {
+        // No worker answered: there is no latency to report.
+        latency = Latency::default();
+    }
     drop(engine_run);
     progress.finish();
     if let (Some(h), Some(l)) = (&mut history, asm.ledger_mut()) {

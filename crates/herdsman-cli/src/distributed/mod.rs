@@ -218,6 +218,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             .spawn(move || join(&url, &job, &identity))
             .with_context(|| format!("cannot start a thread to connect the {what}"))
     };
+    let planning = Planning::start(&cfg, &inputs.specs)?;
     let heartbeat_ledger = joining("heartbeat")?;
     let committer_ledger = joining("committer")?;
     let claimer_ledger = joining("claimer")?;
@@ -262,7 +263,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     }
     // A job this node just created has no chunks and no commits yet: nothing to read back.
     let fresh = matches!(opened, herdsman_ledger::Opened::Fresh);
-    let total = plan(&cfg, &inputs.specs, &mut ledger, fresh)?;
+    let total = plan(planning, &mut ledger, fresh)?;
 
     // Work: claim, run, write parts, commit, until every chunk is committed. A pass ends
     // when nothing is claimable; another starts when a chunk becomes claimable again (a
@@ -342,7 +343,7 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             stop: stop.clone(),
             fatal: fatal.clone(),
             next_index: 0,
-            pending: Vec::new().into_iter(),
+            pending: Vec::new(),
             claimed: claimed.clone(),
             completed_job: reader_completed.clone(),
             first: Some(first),
@@ -354,7 +355,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             Some(w) => w,
             None => start_executor(&cfg, &log, csv_header.as_deref(), None)?,
         };
-        let mut stream = engine(&engine_cfg, reader, executor, &stop, 0);
+        let (records, claimer_thread) = reader
+            .spawn()
+            .context("cannot start the thread that claims and reads chunks")?;
+        let mut stream = engine(&engine_cfg, records, executor, &stop, 0);
         let mut asm = Assembler::new(
             chunks,
             sinks,
@@ -370,6 +374,11 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         }
         status = stream.status().cloned().unwrap_or(RunStatus::Completed);
         drop(stream);
+        // The pass's claims are all made (or given up) before the node claims again; the
+        // thread ends as soon as the engine's puller lets go of the records.
+        if claimer_thread.join().is_err() {
+            return Err(anyhow!("the thread that claims and reads chunks panicked"));
+        }
         let (back, _written) = asm.finish()?;
         sinks = back;
         sinks.new_pass();
@@ -514,21 +523,68 @@ fn plan_skimmed(
     plan_decoded(source, chunk_size)
 }
 
-/// Plans the job's chunks into the ledger unless a node did already (a `fresh` job, just
-/// created by this node, has none yet); returns how many chunks the job has. Every node
-/// would plan the same ones: cut where the one-machine run cuts.
-fn plan(
-    cfg: &RunConfig,
-    specs: &[herdsman_io::InputSpec],
-    ledger: &mut PostgresLedger,
-    fresh: bool,
-) -> Result<u64> {
-    if !fresh {
-        let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
-        if !rows.is_empty() {
-            return Ok(rows.len() as u64);
+/// The job's chunks as every node would cut them (where the one-machine run cuts), read
+/// from the input on a thread of its own as the node starts, so that the reading overlaps
+/// the connections and the workers' start-up; a node that finds the job planned already
+/// cancels it ([`Planning::discard`]).
+struct Planning {
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<Option<Cut>>>>,
+}
+
+/// Chunks cut from the input, and how long the reading took.
+struct Cut {
+    plans: Vec<ChunkPlan>,
+    read: Duration,
+}
+
+impl Planning {
+    fn start(cfg: &RunConfig, specs: &[herdsman_io::InputSpec]) -> Result<Planning> {
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cfg, specs, stop) = (cfg.clone(), specs.to_vec(), cancel.clone());
+        let thread = std::thread::Builder::new()
+            .name("herdsman-plan".into())
+            .spawn(move || cut_chunks(&cfg, &specs, &stop))
+            .context("cannot start the thread that plans the job's chunks")?;
+        Ok(Planning {
+            cancel,
+            thread: Some(thread),
+        })
+    }
+
+    /// The chunks, once read.
+    fn finish(mut self) -> Result<Cut> {
+        let thread = self.thread.take();
+        match thread.map(|t| t.join()) {
+            Some(Ok(Ok(Some(cut)))) => Ok(cut),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(anyhow!("the thread that plans the job's chunks panicked")),
+            Some(Ok(Ok(None))) | None => Err(anyhow!("internal error: the plan was cancelled")),
         }
     }
+
+    /// The job was planned by another node: stop reading and forget the chunks.
+    fn discard(mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Planning {
+    /// A node that ends before it plans (the job finished, or refused) stops the reading.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Cuts the input into the job's chunks; `None` when cancelled before the end.
+fn cut_chunks(
+    cfg: &RunConfig,
+    specs: &[herdsman_io::InputSpec],
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Option<Cut>> {
     let started = Instant::now();
     let opts = source_options(cfg);
     let mut source = Source::open(specs.to_vec(), opts.clone(), None).map_err(source_error)?;
@@ -542,6 +598,9 @@ fn plan(
     });
     let mut plans = Vec::new();
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let start = source.next_position();
         let n = if skim {
             plan_skimmed(&mut source, cfg.chunk_size, specs, &opts)?
@@ -566,7 +625,26 @@ fn plan(
             end: p,
         });
     }
-    let read = started.elapsed();
+    Ok(Some(Cut {
+        plans,
+        read: started.elapsed(),
+    }))
+}
+
+/// Plans the job's chunks into the ledger unless a node did already (a `fresh` job, just
+/// created by this node, has none yet); returns how many chunks the job has. Every node
+/// would plan the same ones.
+fn plan(planning: Planning, ledger: &mut PostgresLedger, fresh: bool) -> Result<u64> {
+    if !fresh {
+        let rows = ledger.chunk_rows().map_err(anyhow::Error::new)?;
+        if !rows.is_empty() {
+            planning.discard();
+            return Ok(rows.len() as u64);
+        }
+    }
+    let started = Instant::now();
+    let Cut { plans, read } = planning.finish()?;
+    let waited = started.elapsed();
     ledger
         .plan_chunks(&plans)
         .map_err(anyhow::Error::new)
@@ -575,6 +653,7 @@ fn plan(
     tracing::info!(
         chunks = plans.len(),
         read_ms = read.as_millis() as u64,
+        waited_ms = waited.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "job planned"
     );

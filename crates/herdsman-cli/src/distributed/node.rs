@@ -1,12 +1,14 @@
-//! A node's claims: the engine's input iterator that claims chunks from the shared ledger
-//! (two in one transaction when none waits) and reads their records ([`ClaimReader`]), the
+//! A node's claims: the engine's input, a thread that claims chunks from the shared ledger
+//! (two in one transaction when none waits) and reads their records ahead of the engine
+//! ([`ClaimReader`], [`ClaimedRecords`]), the
 //! claims waiting for it, made by a commit in its own transaction or by a grouped claim
 //! ([`Ahead`]), the heartbeat that keeps the node's leases alive ([`Heartbeat`]), and the
 //! node's ear for the end of the job, which the node that publishes the output announces
 //! ([`EndNotice`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
-//! never block in `next()` (records the engine's puller holds would never be run).
+//! never wait in `next()` for a chunk to become claimable (records the engine's puller holds
+//! would never be run): it waits only for a read or a claim in progress.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -296,7 +298,8 @@ pub(crate) struct ClaimReader {
     pub(crate) stop: StopToken,
     pub(crate) fatal: Fatal,
     pub(crate) next_index: u64,
-    pub(crate) pending: std::vec::IntoIter<CliItem>,
+    /// The items of the chunk just read, until the reading thread hands them on.
+    pub(crate) pending: Vec<CliItem>,
     /// Chunks this node claimed, for its summary.
     pub(crate) claimed: Arc<Mutex<HashSet<u64>>>,
     /// Set when this node's commit left no chunk open (it assembles the output).
@@ -465,12 +468,47 @@ impl ClaimReader {
         if self.announce.send(info).is_err() {
             return false;
         }
-        self.pending = items.into_iter();
+        self.pending = items;
         true
+    }
+
+    /// Starts the thread that claims and reads this node's chunks, at most [`READ_AHEAD`]
+    /// chunks ahead of the engine, so that neither a chunk's read nor a claim's round trip
+    /// stalls the engine's input (on one machine the reader thread of `chunks.rs` does the
+    /// same). The thread ends with the pass: when nothing is claimable, the run stops, an error
+    /// ends it, or the engine no longer pulls. Join it before the node claims again.
+    pub(crate) fn spawn(
+        mut self,
+    ) -> std::io::Result<(ClaimedRecords, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        let thread = std::thread::Builder::new()
+            .name("herdsman-claimer".into())
+            .spawn(move || {
+                while self.fill() {
+                    if tx.send(std::mem::take(&mut self.pending)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let records = ClaimedRecords {
+            chunks: rx,
+            pending: Vec::new().into_iter(),
+        };
+        Ok((records, thread))
     }
 }
 
-impl Iterator for ClaimReader {
+/// How many chunks a node's reading thread holds read ahead of the engine.
+const READ_AHEAD: usize = 2;
+
+/// The engine's input on a node: the records of the chunks the reading thread
+/// ([`ClaimReader::spawn`]) claimed and read, in claim order.
+pub(crate) struct ClaimedRecords {
+    chunks: std::sync::mpsc::Receiver<Vec<CliItem>>,
+    pending: std::vec::IntoIter<CliItem>,
+}
+
+impl Iterator for ClaimedRecords {
     type Item = CliItem;
 
     fn next(&mut self) -> Option<CliItem> {
@@ -478,9 +516,8 @@ impl Iterator for ClaimReader {
             if let Some(item) = self.pending.next() {
                 return Some(item);
             }
-            if !self.fill() {
-                return None;
-            }
+            // The thread never waits for a claimable chunk: it ends the pass instead.
+            self.pending = self.chunks.recv().ok()?.into_iter();
         }
     }
 }

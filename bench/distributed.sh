@@ -2,7 +2,7 @@
 # Many nodes on one job through the PostgreSQL ledger (`herdsman run --ledger`).
 #
 # usage (from the repository root):
-#   bench/distributed.sh [scaling|ledger|all]
+#   bench/distributed.sh [scaling|reference|ledger|all]
 #
 # scaling: 1, 2 and 4 nodes on this machine with an I/O-bound worker that sleeps 10 ms per
 #          record, RECORDS records (default 4000), -j 4 per node, chunks of CHUNK records
@@ -11,6 +11,11 @@
 #          the Rust worker `crates/herdsman-worker/examples/sleep.rs` (it starts in about a
 #          millisecond: herdsman's own scaling) and with a Python worker doing the same
 #          (each node's interpreters start too).
+# reference: one node with the PostgreSQL ledger against the SQLite default (one machine)
+#          on the reference workload (20,000 rows, primes counted by the Python worker of
+#          examples/primes, -j 2), RUNS rounds each (default 3), the order alternating;
+#          every output compared with the first; the medians and the median of the
+#          per-round ratios.
 # ledger:  one node with the PostgreSQL ledger against the SQLite default (one machine),
 #          `cat` over ROWS rows (default 1,000,000), RUNS rounds each (default 3), the
 #          order alternating from round to round; prints each time, checks each output,
@@ -85,9 +90,13 @@ PY
     scale python "python3 $work/sleep10.py"
 fi
 
-if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then
-    seq "$ROWS" > "$work/rows.txt"
-    times="$work/ledger-times.txt"
+# One node with the PostgreSQL ledger against the SQLite default on one machine: RUNS rounds,
+# the order alternating, each output compared with the first SQLite run's; then the medians
+# and the median of the per-round ratios. Usage: compare_ledgers NAME INPUT RUN-ARGS...
+compare_ledgers() {
+    local name=$1 input=$2
+    shift 2
+    local times="$work/$name-times.txt" want="" out t0 t1 mode modes run
     : > "$times"
     for run in $(seq "$RUNS"); do
         # Alternate which goes first, so that a drift of the machine's load falls on both.
@@ -95,21 +104,23 @@ if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then
         [ $((run % 2)) = 0 ] && modes="postgres sqlite"
         for mode in $modes; do
             # A job per round: a finished shared job is not run again.
-            out="$work/cat-$mode-$run.txt"
+            out="$work/$name-$mode-$run.txt"
             extra=()
             [ "$mode" = postgres ] && extra=(--ledger "$URL")
             t0=$(now)
-            "$HERDSMAN" run -i "$work/rows.txt" -w cat -o "$out" --progress none \
-                "${extra[@]}" 2>/dev/null
+            # Exit 1 (records failed, in the dead-letter file) is part of a workload.
+            "$HERDSMAN" run -i "$input" "$@" -o "$out" --progress none \
+                "${extra[@]}" 2>/dev/null || [ $? = 1 ]
             t1=$(now)
             echo "$run $mode $t0 $t1" >> "$times"
-            python3 -c "print(f'ledger: $mode, $ROWS rows through cat: {($t1-$t0):.2f} s')"
-            cmp "$work/rows.txt" "$out"
+            python3 -c "print(f'$name: $mode: {($t1-$t0):.2f} s')"
+            [ -n "$want" ] || want=$out
+            cmp "$want" "$out"
         done
     done
     # Medians of each, and of the per-round ratio (paired: a load that drifts over the
     # minutes does not bias it).
-    python3 - "$times" <<'PY'
+    python3 - "$times" "$name" <<'PY'
 import statistics, sys
 rounds = {}
 for line in open(sys.argv[1]):
@@ -118,8 +129,22 @@ for line in open(sys.argv[1]):
 sq = [r["sqlite"] for r in rounds.values()]
 pg = [r["postgres"] for r in rounds.values()]
 ratios = [r["postgres"] / r["sqlite"] for r in rounds.values()]
-print(f"ledger: {len(rounds)} rounds, median SQLite {statistics.median(sq):.3f} s, "
+print(f"{sys.argv[2]}: {len(rounds)} rounds, median SQLite {statistics.median(sq):.3f} s, "
       f"PostgreSQL {statistics.median(pg):.3f} s; PostgreSQL / SQLite per round: "
       f"median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}); goal within 5%")
 PY
+}
+
+if [ "$WHAT" = reference ] || [ "$WHAT" = all ]; then
+    # The reference workload: 20,000 rows (values up to 1,000, a bad row every 1,000),
+    # primes counted by the Python worker, 2 workers.
+    python3 examples/primes/generate.py 20000 --seed 1 --bad-every 1000 > "$work/primes.csv"
+    compare_ledgers reference "$work/primes.csv" \
+        -w "python3 $(pwd)/examples/primes/worker.py" --protocol framed -j 2
+fi
+
+if [ "$WHAT" = ledger ] || [ "$WHAT" = all ]; then
+    seq "$ROWS" > "$work/rows.txt"
+    compare_ledgers ledger "$work/rows.txt" -w cat
+    cmp "$work/rows.txt" "$work/ledger-sqlite-1.txt"
 fi

@@ -332,6 +332,7 @@ struct Queries {
     finish: Lazy,
     totals: Lazy,
     all_committed: Lazy,
+    finished_by_name: Lazy,
     commit_many: Lazy,
     status_job: Lazy,
     manifest: Lazy,
@@ -549,6 +550,9 @@ impl Queries {
             all_committed: p(format!(
                 "SELECT NOT EXISTS (SELECT 1 FROM {s}.chunks c JOIN {s}.jobs j ON j.id = c.job_id \
                   WHERE j.name = $1 AND c.state <> 'committed')"
+            )),
+            finished_by_name: p(format!(
+                "SELECT finished_at IS NOT NULL FROM {s}.jobs WHERE name = $1"
             )),
             status_job: p(format!(
                 "SELECT id, identity, created_at, \
@@ -803,6 +807,23 @@ impl PostgresLedger {
                     .all_committed
                     .query_one(&mut conn.client, &[&name])?
                     .get(0))
+            },
+        )
+    }
+
+    /// Whether the job is finished (its output published and the job marked so): one read
+    /// of the job's row, where [`Ledger::status`] also reads every chunk. A job that does
+    /// not exist is not finished.
+    pub fn is_finished(&self) -> Result<bool, LedgerError> {
+        let name = self.options.job.clone();
+        self.run(
+            || "check whether the job is finished".into(),
+            |conn, _| {
+                Ok(conn
+                    .q
+                    .finished_by_name
+                    .query_opt(&mut conn.client, &[&name])?
+                    .is_some_and(|row| row.get(0)))
             },
         )
     }

@@ -93,14 +93,14 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         // (it died), this node does.
         let until = Instant::now() + wait_for_others;
         while Instant::now() < until {
-            if ledger.status().map_err(anyhow::Error::new)?.finished() {
+            if ledger.is_finished().map_err(anyhow::Error::new)? {
                 return summary_of(ledger);
             }
             // Woken by the publishing node's announcement, or a look every 100 ms.
             notice.wait_for_end(Duration::from_millis(100));
         }
     }
-    if ledger.status().map_err(anyhow::Error::new)?.finished() {
+    if ledger.is_finished().map_err(anyhow::Error::new)? {
         return summary_of(ledger);
     }
     let manifest = ledger.manifest().map_err(anyhow::Error::new)?;
@@ -142,7 +142,7 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
             // Another node may have published the job meanwhile and removed its parts.
             let _ = std::fs::remove_file(assembling_path(output));
             let _ = std::fs::remove_file(assembling_path(&cfg.failures));
-            if ledger.status().map_err(anyhow::Error::new)?.finished() {
+            if ledger.is_finished().map_err(anyhow::Error::new)? {
                 return summary_of(ledger);
             }
             return Err(e);

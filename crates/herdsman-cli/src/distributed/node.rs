@@ -543,8 +543,10 @@ impl Heartbeat {
                 let every = lease / 3;
                 let mut next = Instant::now() + every;
                 while !flag.load(Ordering::SeqCst) {
-                    if Instant::now() < next {
-                        std::thread::sleep(Duration::from_millis(20));
+                    let now = Instant::now();
+                    if now < next {
+                        // Woken early by the drop (the node's end), which then joins this thread.
+                        std::thread::park_timeout(next - now);
                         continue;
                     }
                     next = Instant::now() + every;
@@ -586,6 +588,7 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

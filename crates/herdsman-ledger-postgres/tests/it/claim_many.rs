@@ -102,3 +102,25 @@ fn all_committed_says_whether_any_chunk_is_still_open() {
     assert!(b.all_committed().unwrap());
     assert_eq!(b.totals().unwrap().chunks, 3);
 }
+
+#[test]
+fn is_finished_says_what_status_says_with_one_read() {
+    let server = crate::server_or_skip!("is_finished_says_what_status_says_with_one_read");
+    let options = common::options("is_finished");
+    let mut a = node(&server, &options);
+    // No job yet: not finished.
+    assert!(!a.is_finished().unwrap());
+    a.open_job(&identity()).unwrap();
+    a.plan_chunks(&plans(2)).unwrap();
+    let held = a.claim_many("node-a", LEASE, 2).unwrap();
+    for c in &held {
+        a.commit_with_parts(c, &commit_of(c), &part(c)).unwrap();
+    }
+    // Every chunk committed, but the output not yet published.
+    assert!(!a.is_finished().unwrap());
+    assert!(!a.status().unwrap().finished());
+    a.mark_finished("{}").unwrap();
+    let b = node(&server, &options);
+    assert!(b.is_finished().unwrap());
+    assert!(b.status().unwrap().finished());
+}

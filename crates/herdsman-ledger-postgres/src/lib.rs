@@ -69,6 +69,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// The channel on which [`Ledger::mark_finished`] announces that a job is finished, with the
+/// job's name as the payload (delivered when its transaction commits): nodes waiting for
+/// the end `LISTEN` on it instead of polling.
+pub const FINISHED_CHANNEL: &str = "herdsman_job_finished";
+
 /// Leases longer than this are cut to it (timestamps have a finite range).
 pub const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -498,9 +503,13 @@ impl Queries {
                   WHERE job_id = $1 AND chunk = $2",
                 set_commit(6, false)
             )),
+            // The job's end is announced to the listeners of FINISHED_CHANNEL when the
+            // transaction commits.
             finish: p(format!(
-                "UPDATE {s}.jobs SET finished_at = {now}, updated_at = {now}, summary = $2 \
-                  WHERE id = $1"
+                "WITH done AS (UPDATE {s}.jobs SET finished_at = {now}, updated_at = {now}, \
+                                      summary = $2 \
+                                WHERE id = $1 RETURNING name) \
+                 SELECT pg_notify('{FINISHED_CHANNEL}', name) FROM done"
             )),
             totals: p(format!(
                 "SELECT COUNT(*), COALESCE(SUM(records), 0)::bigint, COALESCE(SUM(ok), 0)::bigint, \

@@ -162,7 +162,6 @@ pub(crate) fn finish(f: Finish<'_>) -> Result<Summary> {
         .mark_finished(&json)
         .map_err(anyhow::Error::new)
         .context("cannot mark the shared job finished (its output is in place; run the same command again to record it)")?;
-    notice.announce();
     tracing::info!(output = %output.display(), "output assembled and published");
     if let Err(e) = store.remove_all() {
         log.notice(&format!(

@@ -221,7 +221,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
     let planning = Planning::start(&cfg, &inputs.specs)?;
     let heartbeat_ledger = joining("heartbeat")?;
     let committer_ledger = joining("committer")?;
-    let claimer_ledger = joining("claimer")?;
     // The workers start meanwhile, so that their start-up (an interpreter's imports)
     // overlaps the ledger's: connecting, opening the job, planning its chunks. A refused or
     // finished job drops them, which stops and reaps them.
@@ -293,10 +292,6 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         true => herdsman_ledger::Totals::default(),
         false => ledger.totals().map_err(anyhow::Error::new)?,
     };
-    // The first pass claims through the connection made at the start; a later pass (a
-    // chunk became claimable again) connects anew, only once it has a claim, so that the
-    // end of the run waits for no connection.
-    let mut claimer = Some(joined(claimer_ledger)?);
     let mut live = Counts::default();
     let mut idle = node::IdlePoll::new();
     // The engine pulls only what this node's workers run soon: each record it pulls may
@@ -328,12 +323,10 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
             Err(e) => return Err(anyhow!(e).context("cannot claim a chunk")),
         };
         let (announce, chunks) = mpsc::channel();
-        let reader_ledger = match claimer.take() {
-            Some(l) => l,
-            None => join(&settings.url, &job, &identity)?,
-        };
+        // The pass claims through the job's connection, which this thread does not use
+        // until the pass ends.
         let reader = node::ClaimReader {
-            ledger: reader_ledger,
+            ledger,
             node: settings.node.clone(),
             lease: settings.lease,
             specs: inputs.specs.clone(),
@@ -376,9 +369,9 @@ pub fn run(cfg: RunConfig, stop: StopToken) -> Result<Summary> {
         drop(stream);
         // The pass's claims are all made (or given up) before the node claims again; the
         // thread ends as soon as the engine's puller lets go of the records.
-        if claimer_thread.join().is_err() {
-            return Err(anyhow!("the thread that claims and reads chunks panicked"));
-        }
+        ledger = claimer_thread
+            .join()
+            .map_err(|_| anyhow!("the thread that claims and reads chunks panicked"))?;
         let (back, _written) = asm.finish()?;
         sinks = back;
         sinks.new_pass();

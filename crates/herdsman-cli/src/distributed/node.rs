@@ -3,8 +3,8 @@
 //! ([`ClaimReader`], [`ClaimedRecords`]), the
 //! claims waiting for it, made by a commit in its own transaction or by a grouped claim
 //! ([`Ahead`]), the heartbeat that keeps the node's leases alive ([`Heartbeat`]), and the
-//! node's ear for the end of the job, which the node that publishes the output announces
-//! ([`EndNotice`]).
+//! node's ear for the end of the job, which the ledger announces when the publishing node
+//! marks it finished ([`EndNotice`]).
 //!
 //! This module must never hand the engine a record of a chunk this node did not claim, and
 //! never wait in `next()` for a chunk to become claimable (records the engine's puller holds
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use herdsman::StopToken;
 use herdsman_io::{InputSpec, Source, SourceOptions};
 use herdsman_ledger::{Claim, Ledger, LedgerError};
-use herdsman_ledger_postgres::PostgresLedger;
+use herdsman_ledger_postgres::{PostgresLedger, FINISHED_CHANNEL};
 
 use crate::chunks::{ChunkInfo, CliItem, Payload};
 use crate::distributed::parts::Claims;
@@ -69,48 +69,55 @@ impl IdlePoll {
     }
 }
 
-/// The channel on which the node that publishes a shared job's output announces it; the
-/// payload is the job's name.
-const FINISHED_CHANNEL: &str = "herdsman_job_finished";
-
-/// A node's ear for the end of its job: a connection that listens for the announcement of
-/// the node that publishes the output ([`EndNotice::announce`]), so that a node waiting for
-/// the end (nothing left to claim, or the output being assembled elsewhere) leaves as soon
-/// as the job is finished instead of at its next look at the ledger. It connects on a
-/// thread of its own as the node starts; until it is ready, or if it cannot connect (only a
-/// debug log says so), waits are plain sleeps and the nodes' looks at the ledger find the
-/// end as before.
+/// A node's ear for the end of its job: a connection that listens for the announcement the
+/// ledger makes when the publishing node marks the job finished
+/// ([`herdsman_ledger_postgres::FINISHED_CHANNEL`]), so that a node waiting for the end
+/// (nothing left to claim, or the output being assembled elsewhere) leaves as soon as the job
+/// is finished instead of at its next look at the ledger. It connects, on a thread of its
+/// own, when the node first waits (a node that never waits, such as a lone node that
+/// finishes the job itself, costs the server no connection); until it is ready, or if it
+/// cannot connect (only a debug log says so), waits are plain sleeps and the nodes' looks at
+/// the ledger find the end as before.
 pub(crate) struct EndNotice {
+    url: String,
     job: String,
     stop: StopToken,
     connecting: Option<std::thread::JoinHandle<Option<postgres::Client>>>,
     client: Option<postgres::Client>,
+    /// Whether the connection was asked for.
+    started: bool,
 }
 
 impl EndNotice {
-    /// Starts listening, on a thread, for the end of the job named `job` in the ledger at `url`.
+    /// An ear for the end of the job named `job` in the ledger at `url`; it connects when
+    /// first needed.
     pub(crate) fn start(url: &str, job: &str, stop: StopToken) -> EndNotice {
-        let url = url.to_string();
-        let connecting = std::thread::Builder::new()
-            .name("herdsman-end-notice".into())
-            .spawn(move || match listen(&url) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot listen for the job's end; polling instead");
-                    None
-                }
-            })
-            .ok();
         EndNotice {
+            url: url.to_string(),
             job: job.to_string(),
             stop,
-            connecting,
+            connecting: None,
             client: None,
+            started: false,
         }
     }
 
-    /// The listening connection, once it is made.
+    /// The listening connection, once it is made; the first call starts making it.
     fn ready(&mut self) -> Option<&mut postgres::Client> {
+        if !self.started {
+            self.started = true;
+            let url = self.url.clone();
+            self.connecting = std::thread::Builder::new()
+                .name("herdsman-end-notice".into())
+                .spawn(move || match listen(&url) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot listen for the job's end; polling instead");
+                        None
+                    }
+                })
+                .ok();
+        }
         if self.client.is_none() && self.connecting.as_ref().is_some_and(|h| h.is_finished()) {
             self.client = self.connecting.take().and_then(|h| h.join().ok()).flatten();
         }
@@ -154,23 +161,6 @@ impl EndNotice {
             }
         }
         false
-    }
-
-    /// Tells the other nodes that the job is finished (its output published): best effort,
-    /// as they find it on their next look at the ledger anyway.
-    pub(crate) fn announce(&mut self) {
-        if self.client.is_none() {
-            if let Some(h) = self.connecting.take() {
-                self.client = h.join().ok().flatten();
-            }
-        }
-        if let Some(client) = self.client.as_mut() {
-            if let Err(e) =
-                client.execute("SELECT pg_notify($1, $2)", &[&FINISHED_CHANNEL, &self.job])
-            {
-                tracing::debug!(error = %e, "cannot announce the job's end; the other nodes find it on their next look");
-            }
-        }
     }
 }
 
@@ -476,10 +466,11 @@ impl ClaimReader {
     /// chunks ahead of the engine, so that neither a chunk's read nor a claim's round trip
     /// stalls the engine's input (on one machine the reader thread of `chunks.rs` does the
     /// same). The thread ends with the pass: when nothing is claimable, the run stops, an error
-    /// ends it, or the engine no longer pulls. Join it before the node claims again.
+    /// ends it, or the engine no longer pulls. Join it before the node claims again: it gives
+    /// back the ledger connection it claimed with.
     pub(crate) fn spawn(
         mut self,
-    ) -> std::io::Result<(ClaimedRecords, std::thread::JoinHandle<()>)> {
+    ) -> std::io::Result<(ClaimedRecords, std::thread::JoinHandle<PostgresLedger>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
         let thread = std::thread::Builder::new()
             .name("herdsman-claimer".into())
@@ -489,6 +480,7 @@ impl ClaimReader {
                         break;
                     }
                 }
+                self.ledger
             })?;
         let records = ClaimedRecords {
             chunks: rx,

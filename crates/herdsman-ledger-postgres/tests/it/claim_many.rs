@@ -104,8 +104,9 @@ fn all_committed_says_whether_any_chunk_is_still_open() {
 }
 
 #[test]
-fn is_finished_says_what_status_says_with_one_read() {
-    let server = crate::server_or_skip!("is_finished_says_what_status_says_with_one_read");
+fn is_finished_says_what_status_says_and_mark_finished_announces_it() {
+    let server =
+        crate::server_or_skip!("is_finished_says_what_status_says_and_mark_finished_announces_it");
     let options = common::options("is_finished");
     let mut a = node(&server, &options);
     // No job yet: not finished.
@@ -119,8 +120,25 @@ fn is_finished_says_what_status_says_with_one_read() {
     // Every chunk committed, but the output not yet published.
     assert!(!a.is_finished().unwrap());
     assert!(!a.status().unwrap().finished());
+    let mut listener = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+    listener
+        .batch_execute(&format!(
+            "LISTEN {}",
+            herdsman_ledger_postgres::FINISHED_CHANNEL
+        ))
+        .unwrap();
     a.mark_finished("{}").unwrap();
     let b = node(&server, &options);
     assert!(b.is_finished().unwrap());
     assert!(b.status().unwrap().finished());
+    // Marking the job finished announced it, with the job's name.
+    use postgres::fallible_iterator::FallibleIterator;
+    let heard = listener
+        .notifications()
+        .timeout_iter(Duration::from_secs(30))
+        .next()
+        .unwrap()
+        .expect("the end of the job is announced");
+    assert_eq!(heard.channel(), herdsman_ledger_postgres::FINISHED_CHANNEL);
+    assert_eq!(heard.payload(), options.job);
 }

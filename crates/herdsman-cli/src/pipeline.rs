@@ -372,10 +372,26 @@ where
     }
     // --timeout is enforced by the process executor, which knows when a record actually
     // started on its worker (a record queued behind a slow one is not charged for the wait).
-    if let Some(MaxErrors::Count(n)) = cfg.max_errors {
-        engine = engine.max_errors(n.saturating_sub(failed_earlier).max(1));
+    if let Some(n) = failures_left(cfg, failed_earlier) {
+        engine = engine.max_errors(n);
     }
     engine.stream()
+}
+
+/// `--max-errors N`: the failures this run may still have before it stops, after the
+/// `failed_earlier` of earlier runs of the job (at least one).
+fn failures_left(cfg: &RunConfig, failed_earlier: u64) -> Option<u64> {
+    match cfg.max_errors {
+        Some(MaxErrors::Count(n)) => Some(n.saturating_sub(failed_earlier).max(1)),
+        _ => None,
+    }
+}
+
+/// What drives a pass: the engine, or (`--copy` without `--rate`) [`run_at_once`] with the
+/// reader and the executor.
+enum Driver {
+    Engine(herdsman::Stream<WorkOutput, CliFailure>),
+    AtOnce(ChunkReader, Box<CliExecutor>),
 }
 
 /// What [`stream`] does with each final outcome: count it and hand it to the assembler.
@@ -728,11 +744,10 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
     // A load with no worker needs no scheduler: its executor answers at once, so whole
     // chunks go from the reader through it into the assembler on this thread. Only a rate
     // limit needs the engine.
-    let direct = matches!(cfg.transform, Transform::Copy) && cfg.rate.is_none();
-    let mut engine_run = if direct {
-        Err((reader, executor))
+    let mut driver = if matches!(cfg.transform, Transform::Copy) && cfg.rate.is_none() {
+        Driver::AtOnce(reader, Box::new(executor))
     } else {
-        Ok(engine(cfg, reader, executor, stop, earlier.failed))
+        Driver::Engine(engine(cfg, reader, executor, stop, earlier.failed))
     };
 
     let mut asm = Assembler::new(chunks, sinks, ledger, names);
@@ -781,8 +796,8 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
         }
         Ok(())
     };
-    let status = match &mut engine_run {
-        Ok(stream) => {
+    let status = match &mut driver {
+        Driver::Engine(stream) => {
             loop {
                 match stream.next_within(std::time::Duration::from_millis(250)) {
                     herdsman::StreamNext::Item(o) => take(o, &mut asm)?,
@@ -792,19 +807,15 @@ pub(crate) fn stream(pass: Pass<'_>) -> Result<Streamed> {
             }
             stream.status().cloned().unwrap_or(RunStatus::Completed)
         }
-        Err((reader, executor)) => {
-            let max_failures = match cfg.max_errors {
-                Some(MaxErrors::Count(n)) => Some(n.saturating_sub(earlier.failed).max(1)),
-                _ => None,
-            };
-            run_at_once(reader, executor, &mut asm, stop, max_failures, &mut take)?
+        Driver::AtOnce(reader, executor) => {
+            let max_failures = failures_left(cfg, earlier.failed);
+            let status = run_at_once(reader, executor, &mut asm, stop, max_failures, &mut take)?;
+            // No worker answered: there is no latency to report.
+            latency = Latency::default();
+            status
         }
     };
-    if engine_run.is_err() {
-        // No worker answered: there is no latency to report.
-        latency = Latency::default();
-    }
-    drop(engine_run);
+    drop(driver);
     progress.finish();
     if let (Some(h), Some(l)) = (&mut history, asm.ledger_mut()) {
         // The run's last interval, also when it was shorter than a second.

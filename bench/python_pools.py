@@ -10,6 +10,9 @@ MODE is one of
   joblib   joblib.Parallel(n_jobs=JOBS) with its automatic batch size
   mpire    mpire.WorkerPool(n_jobs=JOBS).imap with its default chunking
   seq      one process, no pool
+  split    the floor: the rows cut into JOBS interleaved shares before any work, one forked
+           process per share, nothing exchanged until a share is done (no pool, no queue,
+           no balancing): what two processes cost with no coordination at all
 
 Every mode runs the same function as the herdsman worker (examples/primes/primes.py's
 `compute`), writes {"id":…,"value":…,"primes_up_to_value":…} lines in input order to OUT and
@@ -36,9 +39,42 @@ def process_row(row):
         return False, {"record": row, "error": f"ValueError: {err}"}
 
 
+def split(rows, jobs):
+    """process_row over rows in `jobs` forked processes, share k being rows[k::jobs]; each
+    child pickles its share's results to a file once it is done, and the parent reads
+    them back in input order."""
+    import pickle
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        children = []
+        for k in range(jobs):
+            path = os.path.join(tmp, str(k))
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    with open(path, "wb") as f:
+                        pickle.dump([process_row(row) for row in rows[k::jobs]], f, 5)
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append((pid, path))
+        shares = []
+        for pid, path in children:
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                raise SystemExit(f"split: the process of share {path} failed ({status})")
+            with open(path, "rb") as f:
+                shares.append(pickle.load(f))
+    return [shares[i % jobs][i // jobs] for i in range(len(rows))]
+
+
 def results(mode, rows, jobs, chunksize):
     if mode == "seq":
         return map(process_row, rows), None
+    if mode == "split":
+        return split(rows, jobs), None
     if mode == "mp":
         from multiprocessing import Pool
 
@@ -65,7 +101,7 @@ def results(mode, rows, jobs, chunksize):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["mp", "futures", "joblib", "mpire", "seq"])
+    parser.add_argument("mode", choices=["mp", "futures", "joblib", "mpire", "seq", "split"])
     parser.add_argument("input")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--failures", required=True)

@@ -22,7 +22,9 @@
 # Contenders, 2 processes each (one process for the last): herdsman -j 2 with
 # `python -m herdsman_worker primes:compute` (checkpointing on, as by default, and with
 # --no-checkpoint), multiprocessing.Pool(2), concurrent.futures.ProcessPoolExecutor(2),
-# joblib Parallel(n_jobs=2), mpire WorkerPool(2), and one plain process.
+# joblib Parallel(n_jobs=2), mpire WorkerPool(2), one plain process, and the floor: the rows
+# split into 2 interleaved shares beforehand, one forked process each, nothing exchanged until
+# a share is done (what no tool that coordinates its processes can beat by much).
 #
 # Environment: RUNS (7), WARMUP (1), ROWS (20000), MAX_VALUE (1000), JOBS (2), HERDSMAN
 # (target/release/herdsman; CARGO_TARGET_DIR is honoured), PYTHON (python3), CHUNKS (the
@@ -118,7 +120,7 @@ echo "   $MACHINE" >&2
 JSON=$TMP/python_workers.json
 TABLE=$TMP/table.md
 EXTRA=()
-CHECKED="h hnc mp futures joblib mpire"
+CHECKED="h hnc mp futures joblib mpire split"
 if [[ -n $BASELINE ]]; then
     B="$BASELINE run --progress none -q -i $CSV --protocol framed -j $JOBS"
     EXTRA=(-n "baseline build: herdsman -j $JOBS + python -m herdsman_worker" \
@@ -133,7 +135,9 @@ fi
     -n "ProcessPoolExecutor($JOBS).map, chunksize $FUT_CHUNK" "$POOLS futures $IO --chunksize $FUT_CHUNK $(out futures)" \
     -n "joblib Parallel(n_jobs=$JOBS), batch_size auto" "$POOLS joblib $IO $(out joblib)" \
     -n "mpire WorkerPool($JOBS)" "$POOLS mpire $IO $(out mpire)" \
-    -n "one Python process" "$POOLS seq $IO $(out seq)" "${EXTRA[@]}" >"$TABLE"
+    -n "one Python process" "$POOLS seq $IO $(out seq)" \
+    -n "the floor: $JOBS forked processes, rows split beforehand, no exchange" "$POOLS split $IO $(out split)" \
+    "${EXTRA[@]}" >"$TABLE"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Every contender must have written the same records: a fast wrong answer does not count.
@@ -159,17 +163,27 @@ echo
 cat "$TABLE"
 echo
 "$PYTHON" - "$JSON" <<'EOF'
-import json, sys
+import json, statistics, sys
 results = json.load(open(sys.argv[1]))["results"]
 herdsman = [r for r in results if r["command"].startswith("herdsman")][0]  # checkpointing on
-pools = [r for r in results if not r["command"].startswith(("herdsman", "baseline"))
+pools = [r for r in results if not r["command"].startswith(("herdsman", "baseline", "the floor"))
          and "one Python" not in r["command"]]
+floor = [r for r in results if r["command"].startswith("the floor")][0]
 for key, what in (("median", "wall-clock"), ("cpu_median", "CPU")):
     best = min(pools, key=lambda r: r[key])
     ratio = best[key] / herdsman[key]
     print(f"- {what}: fastest pool {best['command']} {best[key]:.3f} s, herdsman (checkpointing) "
           f"{herdsman[key]:.3f} s: herdsman {ratio:.2f}x as fast (goal 1.10x: "
           f"{'met' if ratio >= 1.10 else 'not met'}).")
+    print(f"  The floor (no coordination at all) {floor[key]:.3f} s: {best[key] / floor[key]:.2f}x "
+          f"the fastest pool, {herdsman[key] / floor[key]:.2f}x herdsman's time.")
+    # The same ratios round by round (the contenders of a round ran minutes apart at most),
+    # which a drift of the machine's speed over the whole run moves less.
+    runs = "times" if key == "median" else "cpu_times"
+    def per_round(a, b):
+        return statistics.median(x / y for x, y in zip(a[runs], b[runs]))
+    print(f"  Median of the per-round ratios: herdsman {per_round(best, herdsman):.2f}x the fastest "
+          f"pool, the floor {per_round(best, floor):.2f}x the fastest pool.")
 base = [r for r in results if r["command"].startswith("baseline")]
 for r in base:
     print(f"- against the baseline build: wall-clock {r['median']:.3f} s -> {herdsman['median']:.3f} s, "

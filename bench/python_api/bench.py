@@ -9,6 +9,9 @@ usage: python3 bench/python_api/bench.py [a|b|c|all] [--runs N] [--jobs N]
 (b) I/O-bound: time.sleep(0.01) on 2,000 items, 64 threads, against ThreadPoolExecutor(64);
 (c) per-item overhead of a trivial function on threads (200,000 items, default workers)
     against ThreadPoolExecutor's default.
+In (a), "split" is the floor: the items cut into JOBS interleaved shares beforehand, one
+forked process per share, nothing exchanged until a share is done: what the processes cost
+with no coordination at all, which no contender can beat by much.
 
 Each measurement runs in a fresh interpreter (pool start-up included, interpreter start-up
 and imports not), the contenders round-robin, RUNS times (default 3), after WARMUP untimed
@@ -95,6 +98,28 @@ elif name == "mpire":
         out = p.map(fn, [(x,) for x in items])
 elif name == "seq":
     out = [fn(x) for x in items]
+elif name == "split":
+    # The floor: shares cut beforehand, one forked process each, nothing exchanged until a
+    # share is done.
+    import pickle, tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        kids = []
+        for k in range(jobs):
+            path = os.path.join(tmp, str(k))
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    with open(path, "wb") as f:
+                        pickle.dump([fn(x) for x in items[k::jobs]], f, 5)
+                finally:
+                    os._exit(0)
+            kids.append((pid, path))
+        shares = []
+        for pid, path in kids:
+            os.waitpid(pid, 0)
+            with open(path, "rb") as f:
+                shares.append(pickle.load(f))
+    out = [shares[i % jobs][i // jobs] for i in range(len(items))]
 elapsed = time.perf_counter() - t0
 # CPU seconds of this process and of the worker processes it has waited for (joblib's loky
 # workers outlive the call and are not counted).
@@ -167,8 +192,18 @@ def main():
         ensure("mpire")
         # Tune ProcessPoolExecutor's chunksize first: keep its best.
         best = min((measure(f"futures:{c}", "a", args.jobs)[0], c) for c in (16, 64, 256))[1]
-        table("a", ["herdsman", f"futures:{best}", "mp", "joblib", "mpire", "seq"], args.runs, args.jobs,
-              args.warmup)
+        times = table("a", ["herdsman", f"futures:{best}", "mp", "joblib", "mpire", "seq", "split"],
+                      args.runs, args.jobs, args.warmup)
+        med = {c: statistics.median(t) for c, t in times.items()}
+        fastest = min(("futures:%d" % best, "mp", "joblib", "mpire"), key=med.get)
+        print(f"\n- fastest pool {fastest} {med[fastest]:.3f} s; herdsman {med['herdsman']:.3f} s: "
+              f"{med[fastest] / med['herdsman']:.2f}x as fast (goal 1.10x); the floor (split) "
+              f"{med['split']:.3f} s: {med[fastest] / med['split']:.2f}x the fastest pool.")
+        # The same ratios round by round, which a drift of the machine's speed moves less.
+        def per_round(a, b):
+            return statistics.median(x / y for x, y in zip(times[a], times[b]))
+        print(f"- median of the per-round ratios: herdsman {per_round(fastest, 'herdsman'):.2f}x "
+              f"the fastest pool, the floor {per_round(fastest, 'split'):.2f}x the fastest pool.")
     if args.which in ("b", "all"):
         table("b", ["herdsman", "futures"], args.runs, 64, args.warmup)
     if args.which in ("c", "all"):

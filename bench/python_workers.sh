@@ -163,7 +163,7 @@ echo
 cat "$TABLE"
 echo
 "$PYTHON" - "$JSON" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 results = json.load(open(sys.argv[1]))["results"]
 herdsman = [r for r in results if r["command"].startswith("herdsman")][0]  # checkpointing on
 pools = [r for r in results if not r["command"].startswith(("herdsman", "baseline", "the floor"))
@@ -184,6 +184,12 @@ for key, what in (("median", "wall-clock"), ("cpu_median", "CPU")):
         return statistics.median(x / y for x, y in zip(a[runs], b[runs]))
     print(f"  Median of the per-round ratios: herdsman {per_round(best, herdsman):.2f}x the fastest "
           f"pool, the floor {per_round(best, floor):.2f}x the fastest pool.")
+# Core use: CPU time over the cores times the wall time, round by round (how busy each
+# contender kept the machine's cores).
+cores = os.cpu_count() or 1
+print("- core use (median of the rounds): " + "; ".join(
+    f"{r['command']} {statistics.median(c / (cores * w) for c, w in zip(r['cpu_times'], r['times'])):.3f}"
+    for r in results) + ".")
 base = [r for r in results if r["command"].startswith("baseline")]
 for r in base:
     print(f"- against the baseline build: wall-clock {r['median']:.3f} s -> {herdsman['median']:.3f} s, "

@@ -19,7 +19,9 @@ rounds (default 1); each round starts one contender further along the list, so t
 always runs first or after the same neighbour; the table shows the
 median, min and max, each median's ratio to herdsman's, and the median CPU time (user +
 system) of the process and of the worker processes it waited for (and its ratio to
-herdsman's), and of the process alone (parent CPU): on a loaded machine the
+herdsman's), of the process alone (parent CPU), and the core use (CPU time over the
+cores times the wall time, median of the rounds: how busy the run kept the cores): on a
+loaded machine the
 wall times say more about the scheduler than about the contenders, the CPU times less so.
 Every run checks its answer.
 joblib and mpire are installed from PyPI if missing; herdsman must be installed
@@ -108,15 +110,17 @@ elif name == "split":
             path = os.path.join(tmp, str(k))
             pid = os.fork()
             if pid == 0:
+                code = 1
                 try:
                     with open(path, "wb") as f:
                         pickle.dump([fn(x) for x in items[k::jobs]], f, 5)
+                    code = 0
                 finally:
-                    os._exit(0)
+                    os._exit(code)
             kids.append((pid, path))
         shares = []
         for pid, path in kids:
-            os.waitpid(pid, 0)
+            assert os.waitpid(pid, 0)[1] == 0, "a share's process failed"
             with open(path, "rb") as f:
                 shares.append(pickle.load(f))
     out = [shares[i % jobs][i // jobs] for i in range(len(items))]
@@ -162,8 +166,8 @@ def table(bench, contenders, runs, jobs, warmup=1):
     print(f"\n### ({bench}) median of {runs} runs, {jobs} jobs\n")
     base_cpu = statistics.median(cpus["herdsman"])
     print("| contender | median s | min s | max s | median / herdsman's | median CPU s "
-          "| CPU / herdsman's | parent CPU s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| CPU / herdsman's | parent CPU s | core use |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in contenders:
         t = times[c]
         m = statistics.median(t)
@@ -171,8 +175,12 @@ def table(bench, contenders, runs, jobs, warmup=1):
         used = "n/a" if c == "joblib" else f"{cm:.3f}"
         ratio = "n/a" if c == "joblib" or base_cpu <= 0 else f"{cm / base_cpu:.2f}x"
         parent = f"{statistics.median(parents[c]):.3f}"
+        # How much of the cores the run kept busy: CPU time over cores x wall time, per round.
+        cores = os.cpu_count() or 1
+        busy = "n/a" if c == "joblib" else \
+            f"{statistics.median(u / (cores * w) for u, w in zip(cpus[c], t)):.3f}"
         print(f"| {c} | {m:.3f} | {min(t):.3f} | {max(t):.3f} | {m / base:.2f}x | {used} "
-              f"| {ratio} | {parent} |")
+              f"| {ratio} | {parent} | {busy} |")
     sys.stdout.flush()
     return times
 

@@ -15,20 +15,46 @@ use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bounded_lines::{LineSplitter, Piece};
 
 /// Longest part of an incomplete last line quoted in a message.
 pub(super) const PARTIAL_QUOTE: usize = 200;
-/// After a small read from a worker's stdout, how long its reader waits before reading
-/// again, so that the answers of a worker that answers many records per millisecond are
-/// taken (and handed to the engine, and answered with new records) a few at a time, not
-/// one wake-up each. An answer is never held back longer than this.
-const READ_LINGER: Duration = Duration::from_millis(2);
+/// The longest a worker's reader waits, after a small read, before reading again, so that
+/// the answers of a worker that answers many records per millisecond are taken (and handed
+/// to the engine, and answered with new records) many at a time, not one wake-up each:
+/// every wake-up of herdsman's threads takes a core from a worker. An answer is never held
+/// back longer than this (nor than a twentieth of the per-record timeout).
+const MAX_LINGER: Duration = Duration::from_millis(10);
 /// A read at least this large means answers arrive faster than lingering could gather
 /// them (and the pipe could fill meanwhile): read again at once.
 const LINGER_BELOW: usize = 16 * 1024;
+/// A wait shorter than this is not worth a sleep.
+const MIN_LINGER: Duration = Duration::from_micros(50);
+
+/// How long to wait before the next read: half the time the records still in flight should
+/// take at the pace just seen (`since_last` for `answered` answers), so that the worker
+/// still has about half of its queue when its answers are taken and new records sent; at
+/// most `cap`, and not at all when nothing more is expected.
+fn linger_for(since_last: Duration, answered: usize, remaining: usize, cap: Duration) -> Duration {
+    if answered == 0 || remaining == 0 {
+        return Duration::ZERO;
+    }
+    let answered = u32::try_from(answered).unwrap_or(u32::MAX);
+    let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+    let wait = (since_last / answered).saturating_mul(remaining) / 2;
+    if wait < MIN_LINGER {
+        Duration::ZERO
+    } else {
+        wait.min(cap)
+    }
+}
+
+/// The longest lingering for a pool whose per-record timeout is `timeout`.
+pub(super) fn linger_cap(timeout: Option<Duration>) -> Duration {
+    timeout.map_or(MAX_LINGER, |t| (t / 20).min(MAX_LINGER))
+}
 
 pub(super) enum Event {
     /// Complete lines (each ending with `\n`) from a worker's stdout.
@@ -186,7 +212,8 @@ fn write_waiting(mut pipe: &ChildStdin, bytes: &[u8]) -> std::io::Result<()> {
 /// read, a line longer than `max_line` as [`Event::TooLong`] (the moment it goes over, so a
 /// worker that never ends its line cannot stall its record), and at the end an [`Event::Eof`]
 /// with the start of an unfinished last line. After a read smaller than [`LINGER_BELOW`]
-/// that leaves more of `in_flight` unanswered, it waits [`READ_LINGER`] before reading again.
+/// that leaves more of `in_flight` unanswered, it waits before reading again: half the time
+/// those records should take at the pace of the answers just read, at most `max_linger`.
 pub(super) fn read_loop(
     mut stdout: ChildStdout,
     slot: usize,
@@ -194,9 +221,11 @@ pub(super) fn read_loop(
     tx: SyncSender<Event>,
     max_line: usize,
     in_flight: Arc<AtomicUsize>,
+    max_linger: Duration,
 ) {
     let mut tmp = vec![0u8; 64 * 1024];
     let mut lines = LineSplitter::new(max_line);
+    let mut last_read = Instant::now();
     loop {
         let n = match stdout.read(&mut tmp) {
             Ok(0) => break,
@@ -204,6 +233,9 @@ pub(super) fn read_loop(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        let now = Instant::now();
+        let since_last = now.saturating_duration_since(last_read);
+        last_read = now;
         let listening = lines.push(&tmp[..n], |piece| {
             let ev = match piece {
                 Piece::Lines(chunk) => Event::Stdout { slot, gen, chunk },
@@ -216,18 +248,60 @@ pub(super) fn read_loop(
             return;
         }
         // Let the next answers gather in the pipe (one wake-up of this thread, of the
-        // engine's and of the writer's for several answers instead of one each), but only
-        // when more answers are on their way: a worker given one record at a time must not
-        // wait for this thread after each answer. (A framed record may take several lines,
-        // so this undercounts what is still to come, and lingers less, never more.)
-        if n < LINGER_BELOW
-            && in_flight.load(Ordering::Relaxed) > memchr::memchr_iter(b'\n', &tmp[..n]).count()
-        {
-            std::thread::sleep(READ_LINGER);
+        // engine's and of the writer's for many answers instead of one each), but only when
+        // more answers are on their way, and only for half the time they should take: a
+        // worker given one record at a time must not wait for this thread after each
+        // answer, and a worker with a queue must not run out of it. (A framed record may
+        // take several lines, so this undercounts what is still to come, and lingers less,
+        // never more.)
+        if n < LINGER_BELOW {
+            let answered = memchr::memchr_iter(b'\n', &tmp[..n]).count();
+            let remaining = in_flight.load(Ordering::Relaxed).saturating_sub(answered);
+            let wait = linger_for(since_last, answered, remaining, max_linger);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
         }
     }
     // A last line without its newline answers nothing: the worker died while writing it.
     let mut partial = lines.finish();
     partial.truncate(PARTIAL_QUOTE);
     let _ = tx.send(Event::Eof { slot, gen, partial });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn lingering_follows_the_pace_and_keeps_half_the_queue() {
+        // 10 answers in 1 ms with 40 more in flight: 0.1 ms each, the 40 take 4 ms; wait 2.
+        assert_eq!(linger_for(MS, 10, 40, MAX_LINGER), 2 * MS);
+        // A worker with a deep queue: never longer than the cap.
+        assert_eq!(linger_for(MS, 1, 256, MAX_LINGER), MAX_LINGER);
+        // A slow worker's second record: at most the cap, though it takes 100 ms.
+        assert_eq!(linger_for(100 * MS, 1, 1, MAX_LINGER), MAX_LINGER);
+    }
+
+    #[test]
+    fn no_lingering_when_nothing_more_is_expected_or_the_wait_is_tiny() {
+        assert_eq!(linger_for(MS, 3, 0, MAX_LINGER), Duration::ZERO);
+        // Part of a line read: nothing answered, so no pace to follow.
+        assert_eq!(linger_for(MS, 0, 10, MAX_LINGER), Duration::ZERO);
+        // 100 answers in 1 ms, one more in flight: 5 us, not worth a sleep.
+        assert_eq!(linger_for(MS, 100, 1, MAX_LINGER), Duration::ZERO);
+    }
+
+    #[test]
+    fn lingering_stays_far_below_the_timeout() {
+        assert_eq!(linger_cap(None), MAX_LINGER);
+        assert_eq!(linger_cap(Some(Duration::from_secs(30))), MAX_LINGER);
+        assert_eq!(linger_cap(Some(Duration::from_millis(40))), 2 * MS);
+        assert_eq!(
+            linger_for(Duration::from_secs(3600), 1, usize::MAX, 2 * MS),
+            2 * MS
+        );
+    }
 }

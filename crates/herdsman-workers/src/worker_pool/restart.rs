@@ -24,7 +24,7 @@ use crate::tail::StderrReader;
 use crate::text::{io_phrase, quote_start};
 use crate::{AttemptOutcome, FailureKind, FatalExecutorError, WorkerFailure};
 
-use super::io::{read_loop, StdinPipe, PARTIAL_QUOTE};
+use super::io::{linger_cap, read_loop, StdinPipe, PARTIAL_QUOTE};
 use super::{InflightSet, Outcome, PoolConfig, Protocol, Running, WorkerPool, PROTOCOL_ENV};
 
 /// How long to wait for a worker whose stdout closed to actually exit.
@@ -80,9 +80,10 @@ impl WorkerPool {
         let max_line = self.cfg.max_line_bytes;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let reader_in_flight = Arc::clone(&in_flight);
+        let max_linger = linger_cap(self.cfg.timeout);
         std::thread::Builder::new()
             .name(format!("herdsman-stdout-{s}"))
-            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight))
+            .spawn(move || read_loop(stdout, s, gen, tx, max_line, reader_in_flight, max_linger))
             .map_err(thread_error)?;
         let stderr = StderrReader::spawn(stderr, s, self.cfg.stderr.clone());
         tracing::info!(

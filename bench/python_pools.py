@@ -39,10 +39,10 @@ def process_row(row):
         return False, {"record": row, "error": f"ValueError: {err}"}
 
 
-def split(rows, jobs):
-    """process_row over rows in `jobs` forked processes, share k being rows[k::jobs]; each
-    child pickles its share's results to a file once it is done, and the parent reads
-    them back in input order."""
+def split(fn, rows, jobs):
+    """fn over rows in `jobs` forked processes, share k being rows[k::jobs]; each child
+    pickles its share's results to a file once it is done, and the parent reads them back
+    in input order. (bench/python_api/bench.py runs it too.)"""
     import pickle
     import tempfile
 
@@ -55,7 +55,7 @@ def split(rows, jobs):
                 code = 1
                 try:
                     with open(path, "wb") as f:
-                        pickle.dump([process_row(row) for row in rows[k::jobs]], f, 5)
+                        pickle.dump([fn(row) for row in rows[k::jobs]], f, 5)
                     code = 0
                 finally:
                     os._exit(code)
@@ -74,7 +74,7 @@ def results(mode, rows, jobs, chunksize):
     if mode == "seq":
         return map(process_row, rows), None
     if mode == "split":
-        return split(rows, jobs), None
+        return split(process_row, rows, jobs), None
     if mode == "mp":
         from multiprocessing import Pool
 

@@ -61,6 +61,9 @@ elif name == "joblib":
     import joblib
 elif name == "mpire":
     import mpire
+elif name == "split":
+    sys.path.insert(0, os.path.dirname({here!r}))
+    from python_pools import split
 import resource
 def cpu():
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -102,28 +105,8 @@ elif name == "seq":
     out = [fn(x) for x in items]
 elif name == "split":
     # The floor: shares cut beforehand, one forked process each, nothing exchanged until a
-    # share is done.
-    import pickle, tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        kids = []
-        for k in range(jobs):
-            path = os.path.join(tmp, str(k))
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    with open(path, "wb") as f:
-                        pickle.dump([fn(x) for x in items[k::jobs]], f, 5)
-                    code = 0
-                finally:
-                    os._exit(code)
-            kids.append((pid, path))
-        shares = []
-        for pid, path in kids:
-            assert os.waitpid(pid, 0)[1] == 0, "a share's process failed"
-            with open(path, "rb") as f:
-                shares.append(pickle.load(f))
-    out = [shares[i % jobs][i // jobs] for i in range(len(items))]
+    # share is done (bench/python_pools.py).
+    out = split(fn, items, jobs)
 elapsed = time.perf_counter() - t0
 # CPU seconds of this process and of the worker processes it has waited for (joblib's loky
 # workers outlive the call and are not counted).
